@@ -1,0 +1,180 @@
+"""Settings: every knob of corestone, read from ``CORESTONE_*`` environment variables.
+
+Build them with :func:`load_settings` at the edge of a program: it turns pydantic's
+validation report into a :class:`ConfigurationError` with one line per bad variable,
+naming it, saying what is wrong and showing a value that would be right.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from corestone.errors import ConfigurationError
+
+__all__ = ["Settings", "load_settings", "redact_url"]
+
+ENV_PREFIX = "CORESTONE_"
+
+_DATABASE_SCHEMES = {"sqlite+aiosqlite", "postgresql+asyncpg"}
+_REDIS_SCHEMES = {"redis", "rediss", "unix"}
+_BROKER_SCHEMES = {"redis", "rediss", "nats", "tls"}
+_SMTP_SCHEMES = {"smtp", "smtps"}
+
+
+class Settings(BaseSettings):
+    """The configuration of one corestone process. Immutable once built."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, validate_default=True
+    )
+
+    env: Literal["dev", "test", "prod"] = Field("dev", examples=["prod"])
+    log_format: Literal["console", "json"] | None = Field(
+        None, description="console in dev, json otherwise", examples=["json"]
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", examples=["info"])
+
+    database_url: str = Field(
+        "sqlite+aiosqlite:///./var/corestone.db",
+        examples=["postgresql+asyncpg://postgres@127.0.0.1:5432/app"],
+    )
+    database_replica_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        examples=["postgresql+asyncpg://ro@replica1/app,postgresql+asyncpg://ro@replica2/app"],
+    )
+    database_pool_size: int = Field(10, ge=1, le=1000, examples=[20])
+    database_max_overflow: int = Field(10, ge=0, le=1000, examples=[10])
+    database_pool_timeout_seconds: float = Field(10.0, gt=0, le=600, examples=[5])
+    database_pool_recycle_seconds: float = Field(1800.0, gt=0, examples=[1800])
+    database_pool_pre_ping: bool = Field(True, examples=["true"])
+    database_sqlite_busy_timeout_ms: int = Field(5000, ge=0, le=600_000, examples=[5000])
+
+    redis_url: str | None = Field(None, examples=["redis://127.0.0.1:6379/0"])
+    broker_url: str | None = Field(None, examples=["nats://127.0.0.1:4222"])
+    smtp_url: str | None = Field(None, examples=["smtp://user:secret@127.0.0.1:587?starttls=true"])
+
+    http_max_body_bytes: int = Field(1_048_576, ge=1024, le=1_073_741_824, examples=[1048576])
+    shutdown_timeout_seconds: float = Field(30.0, gt=0, le=3600, examples=[30])
+    component_stop_timeout_seconds: float = Field(10.0, gt=0, le=600, examples=[10])
+    health_check_timeout_seconds: float = Field(2.0, gt=0, le=60, examples=[2])
+    health_cache_seconds: float = Field(1.0, ge=0, le=60, examples=[1])
+    service_check_timeout_seconds: float = Field(3.0, gt=0, le=60, examples=[3])
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str) -> str:
+        _require_scheme(value, _DATABASE_SCHEMES)
+        return value
+
+    @field_validator("database_replica_urls", mode="before")
+    @classmethod
+    def _split_replicas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("database_replica_urls")
+    @classmethod
+    def _replica_schemes(cls, value: list[str]) -> list[str]:
+        for url in value:
+            _require_scheme(url, {"postgresql+asyncpg"})
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        return None if not value else _require_scheme(value, _REDIS_SCHEMES)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_scheme(cls, value: str | None) -> str | None:
+        return None if not value else _require_scheme(value, _BROKER_SCHEMES)
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_scheme(cls, value: str | None) -> str | None:
+        return None if not value else _require_scheme(value, _SMTP_SCHEMES)
+
+    @property
+    def effective_log_format(self) -> Literal["console", "json"]:
+        """The log format to use: explicit, else console in dev and JSON elsewhere."""
+        if self.log_format is not None:
+            return self.log_format
+        return "console" if self.env == "dev" else "json"
+
+
+def _require_scheme(url: str, allowed: set[str]) -> str:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        raise ValueError(f"is not a valid URL ({exc})") from None
+    if parts.scheme not in allowed:
+        expected = " or ".join(sorted(f"{s}://" for s in allowed))
+        shown = parts.scheme or "none"
+        raise ValueError(f"has scheme {shown!r}; expected {expected}")
+    return url
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, safe to print and log."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment (``overrides`` win), or raise ConfigurationError.
+
+    The error's message has one line per invalid variable, e.g.::
+
+        CORESTONE_DATABASE_POOL_SIZE='lots': must be a whole number (e.g. 20)
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigurationError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors(include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        variable = ENV_PREFIX + field.upper()
+        value = error.get("input")
+        shown = redact_url(value) if isinstance(value, str) else value
+        problem = _problem(error)
+        info = Settings.model_fields.get(field)
+        example = info.examples[0] if info is not None and info.examples else None
+        hint = f" (e.g. {ENV_PREFIX}{field.upper()}={example})" if example is not None else ""
+        lines.append(f"{variable}={shown!r}: {problem}{hint}")
+    return "\n".join(lines)
+
+
+def _problem(error: Any) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    readable = {
+        "int_parsing": "must be a whole number",
+        "float_parsing": "must be a number",
+        "bool_parsing": "must be true or false",
+        "literal_error": f"must be one of {ctx.get('expected', '')}",
+        "greater_than": f"must be greater than {ctx.get('gt')}",
+        "greater_than_equal": f"must be at least {ctx.get('ge')}",
+        "less_than": f"must be less than {ctx.get('lt')}",
+        "less_than_equal": f"must be at most {ctx.get('le')}",
+    }
+    return readable.get(kind, str(error["msg"]).lower())

@@ -1,0 +1,87 @@
+"""Request-scoped context (correlation id, actor, workspace) carried by contextvars.
+
+Values set here follow the request through ``await`` and ``asyncio`` tasks created while
+handling it, so logs, audit rows and outgoing messages can pick them up without every
+function passing them along.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+__all__ = [
+    "actor_id",
+    "bind",
+    "correlation_id",
+    "new_correlation_id",
+    "sanitize_correlation_id",
+    "workspace_id",
+]
+
+_correlation_id: ContextVar[str | None] = ContextVar("corestone_correlation_id", default=None)
+_actor_id: ContextVar[str | None] = ContextVar("corestone_actor_id", default=None)
+_workspace_id: ContextVar[str | None] = ContextVar("corestone_workspace_id", default=None)
+
+# What we accept from an incoming X-Request-ID: printable, short, no separators that
+# could split a log line or a header. Anything else is replaced, never echoed.
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+def correlation_id() -> str | None:
+    """The correlation id of the work in progress, if any."""
+    return _correlation_id.get()
+
+
+def actor_id() -> str | None:
+    """Who is acting (a user id), if known."""
+    return _actor_id.get()
+
+
+def workspace_id() -> str | None:
+    """The tenant the work belongs to, if any."""
+    return _workspace_id.get()
+
+
+def new_correlation_id() -> str:
+    """A fresh, unguessable correlation id."""
+    return uuid.uuid4().hex
+
+
+def sanitize_correlation_id(candidate: str | None) -> str:
+    """Return ``candidate`` if it is a safe id, else a fresh one."""
+    if candidate is not None and _SAFE_ID.fullmatch(candidate):
+        return candidate
+    return new_correlation_id()
+
+
+_UNSET = object()
+
+
+@contextmanager
+def bind(
+    *,
+    correlation: str | None | object = _UNSET,
+    actor: str | int | None | object = _UNSET,
+    workspace: str | int | None | object = _UNSET,
+) -> Iterator[None]:
+    """Set context values for the duration of the block, restoring the old ones after."""
+    tokens = []
+    if correlation is not _UNSET:
+        tokens.append((_correlation_id, _correlation_id.set(_as_str(correlation))))
+    if actor is not _UNSET:
+        tokens.append((_actor_id, _actor_id.set(_as_str(actor))))
+    if workspace is not _UNSET:
+        tokens.append((_workspace_id, _workspace_id.set(_as_str(workspace))))
+    try:
+        yield
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
+
+
+def _as_str(value: object) -> str | None:
+    return None if value is None else str(value)

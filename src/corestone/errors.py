@@ -1,0 +1,188 @@
+"""The corestone error hierarchy: one root, stable codes, no driver errors leaking out.
+
+Every error a corestone component raises on purpose is a :class:`CorestoneError` with a
+stable string ``code`` that HTTP layers map to problem+json and that callers may match on
+without parsing messages. Adapters translate driver errors at their boundary and chain
+them (``raise UnavailableError(...) from exc``) so the cause is kept for logs.
+
+::
+
+    CorestoneError                    code
+    ├── InvalidInputError             invalid_input      (field, rule)
+    │   └── PayloadTooLargeError      payload_too_large  (limit_bytes)
+    ├── AuthenticationError           unauthenticated
+    ├── PermissionDeniedError         forbidden
+    ├── NotFoundError                 not_found
+    ├── ConflictError                 conflict
+    │   └── StaleVersionError         stale_version      (current_version)
+    ├── UnavailableError              unavailable        (retry_after)
+    │   └── CircuitOpenError          circuit_open       (name, retry_after)
+    ├── ConfigurationError            configuration
+    ├── StartupError                  startup            (component)
+    └── ShutdownError                 shutdown           (failures)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+__all__ = [
+    "AuthenticationError",
+    "CircuitOpenError",
+    "ConfigurationError",
+    "ConflictError",
+    "CorestoneError",
+    "InvalidInputError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "ShutdownError",
+    "StaleVersionError",
+    "StartupError",
+    "UnavailableError",
+]
+
+
+class CorestoneError(Exception):
+    """The root of every error corestone raises on purpose.
+
+    ``code`` is stable across releases; ``message`` is for people. ``details`` carries
+    machine-readable extras (a field name, a version) that HTTP layers copy into the
+    problem document.
+    """
+
+    code: ClassVar[str] = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    @property
+    def details(self) -> Mapping[str, object]:
+        """Machine-readable extras, safe to show to the caller."""
+        return {}
+
+
+class InvalidInputError(CorestoneError):
+    """The caller sent something that breaks a rule; ``field`` names where, ``rule`` which."""
+
+    code = "invalid_input"
+
+    def __init__(self, message: str, *, field: str | None = None, rule: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.rule = rule
+
+    @property
+    def details(self) -> Mapping[str, object]:
+        return {"field": self.field, "rule": self.rule}
+
+
+class PayloadTooLargeError(InvalidInputError):
+    """A request body is larger than the configured limit."""
+
+    code = "payload_too_large"
+
+    def __init__(self, limit_bytes: int) -> None:
+        super().__init__(
+            f"request body exceeds {limit_bytes} bytes", field="body", rule="max_bytes"
+        )
+        self.limit_bytes = limit_bytes
+
+    @property
+    def details(self) -> Mapping[str, object]:
+        return {**super().details, "limit_bytes": self.limit_bytes}
+
+
+class AuthenticationError(CorestoneError):
+    """No credentials, or credentials that do not identify anyone."""
+
+    code = "unauthenticated"
+
+
+class PermissionDeniedError(CorestoneError):
+    """The caller is known but may not do this (only raised where existence is no secret)."""
+
+    code = "forbidden"
+
+
+class NotFoundError(CorestoneError):
+    """The thing does not exist, or the caller may not know that it does."""
+
+    code = "not_found"
+
+
+class ConflictError(CorestoneError):
+    """The request contradicts the current state (a duplicate, a broken constraint)."""
+
+    code = "conflict"
+
+
+class StaleVersionError(ConflictError):
+    """An optimistic-locking check failed: someone else changed the row first."""
+
+    code = "stale_version"
+
+    def __init__(self, message: str, *, current_version: int | None = None) -> None:
+        super().__init__(message)
+        self.current_version = current_version
+
+    @property
+    def details(self) -> Mapping[str, object]:
+        return {"current_version": self.current_version}
+
+
+class UnavailableError(CorestoneError):
+    """A dependency cannot serve right now; trying again later may work."""
+
+    code = "unavailable"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @property
+    def details(self) -> Mapping[str, object]:
+        return {"retry_after": self.retry_after}
+
+
+class CircuitOpenError(UnavailableError):
+    """A circuit breaker rejected the call without trying it."""
+
+    code = "circuit_open"
+
+    def __init__(self, name: str, *, retry_after: float | None = None) -> None:
+        super().__init__(f"circuit {name!r} is open", retry_after=retry_after)
+        self.name = name
+
+    @property
+    def details(self) -> Mapping[str, object]:
+        return {**super().details, "circuit": self.name}
+
+
+class ConfigurationError(CorestoneError):
+    """Settings are invalid; the message names each variable and what was expected."""
+
+    code = "configuration"
+
+
+class StartupError(CorestoneError):
+    """A component failed to start; everything started before it has been stopped again."""
+
+    code = "startup"
+
+    def __init__(self, component: str, cause: BaseException) -> None:
+        super().__init__(f"component {component!r} failed to start: {cause}")
+        self.component = component
+
+
+class ShutdownError(CorestoneError):
+    """One or more components failed to stop cleanly; every other one was still stopped."""
+
+    code = "shutdown"
+
+    def __init__(self, failures: Mapping[str, BaseException]) -> None:
+        listed = ", ".join(f"{name}: {exc!r}" for name, exc in failures.items())
+        super().__init__(f"components failed to stop: {listed}")
+        self.failures = dict(failures)

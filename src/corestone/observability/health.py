@@ -1,0 +1,246 @@
+"""Liveness and readiness in the ``application/health+json`` format.
+
+Components register their checks when they are built; the report is derived from those
+registrations, never kept as a second list. Checks run concurrently, each bounded by a
+timeout, and a finished report is cached briefly and shared by concurrent callers, so a
+load balancer polling ``/health/ready`` hard costs the database one query per interval,
+not one per poll.
+
+Readiness is ``fail`` only when the service cannot serve: a failing *critical* check
+(the primary database) fails it; a failing non-critical one (Redis, whose loss the cache
+survives) only makes it ``warn``. Once shutdown has begun, readiness fails at once so
+load balancers stop sending new work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = [
+    "CheckResult",
+    "HealthCheck",
+    "HealthRegistry",
+    "HealthReport",
+    "HealthStatus",
+]
+
+
+class HealthStatus(enum.StrEnum):
+    """The three statuses of the health+json draft, in order of severity."""
+
+    PASS = "pass"
+    WARN = "warn"
+    FAIL = "fail"
+
+    @property
+    def severity(self) -> int:
+        return _SEVERITY[self]
+
+
+_SEVERITY = {HealthStatus.PASS: 0, HealthStatus.WARN: 1, HealthStatus.FAIL: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """What a check found. A check may also just return ``None`` (pass) or raise (fail)."""
+
+    status: HealthStatus = HealthStatus.PASS
+    observed_value: float | int | str | None = None
+    observed_unit: str | None = None
+    output: str | None = None
+
+
+CheckFunction = Callable[[], Awaitable[CheckResult | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """A registered check: who it is, how to run it, and how much its failure matters."""
+
+    name: str
+    check: CheckFunction
+    component_type: str = "component"
+    measurement: str = "responseTime"
+    critical: bool = True
+    liveness: bool = False
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """A finished report; :meth:`as_json` gives the health+json document."""
+
+    status: HealthStatus
+    checks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    description: str | None = None
+
+    @property
+    def http_status(self) -> int:
+        return 503 if self.status is HealthStatus.FAIL else 200
+
+    def as_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {"status": self.status.value}
+        if self.description:
+            document["description"] = self.description
+        document["checks"] = self.checks
+        return document
+
+
+class HealthRegistry:
+    """The checks of one process, and the live/ready reports built from them."""
+
+    def __init__(
+        self,
+        *,
+        default_timeout: float = 2.0,
+        cache_seconds: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._checks: dict[str, HealthCheck] = {}
+        self._default_timeout = default_timeout
+        self._cache_seconds = cache_seconds
+        self._clock = clock
+        self._cached: tuple[float, HealthReport] | None = None
+        self._inflight: asyncio.Task[HealthReport] | None = None
+        self._shutting_down = False
+        self._started_at = clock()
+
+    def register(
+        self,
+        name: str,
+        check: CheckFunction,
+        *,
+        component_type: str = "component",
+        measurement: str = "responseTime",
+        critical: bool = True,
+        liveness: bool = False,
+        timeout: float | None = None,
+    ) -> None:
+        """Add (or replace) the check called ``name``."""
+        self._checks[name] = HealthCheck(
+            name, check, component_type, measurement, critical, liveness, timeout
+        )
+        self._cached = None
+
+    def unregister(self, name: str) -> None:
+        """Remove the check called ``name`` if there is one."""
+        self._checks.pop(name, None)
+        self._cached = None
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._checks)
+
+    def mark_shutting_down(self) -> None:
+        """Fail readiness from now on: the process is draining and wants no new work."""
+        self._shutting_down = True
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutting_down
+
+    async def live(self) -> HealthReport:
+        """Liveness: the process runs its event loop, plus any checks marked ``liveness``."""
+        uptime = {
+            "componentType": "system",
+            "observedValue": round(self._clock() - self._started_at, 3),
+            "observedUnit": "s",
+            "status": HealthStatus.PASS.value,
+            "time": _now(),
+        }
+        report = await self._run([c for c in self._checks.values() if c.liveness])
+        checks = {"process:uptime": [uptime], **report.checks}
+        return HealthReport(report.status, checks)
+
+    async def ready(self) -> HealthReport:
+        """Readiness: every registered check, cached for ``cache_seconds``."""
+        if self._shutting_down:
+            return HealthReport(
+                HealthStatus.FAIL,
+                {"process:shutdown": [_entry("system", HealthStatus.FAIL, output="shutting down")]},
+                description="shutting down",
+            )
+        now = self._clock()
+        if self._cached is not None and now - self._cached[0] < self._cache_seconds:
+            return self._cached[1]
+        if self._inflight is None or self._inflight.done():
+            self._inflight = asyncio.ensure_future(self._run(list(self._checks.values())))
+        report = await asyncio.shield(self._inflight)
+        self._cached = (self._clock(), report)
+        return report
+
+    async def _run(self, checks: list[HealthCheck]) -> HealthReport:
+        results = await asyncio.gather(*(self._run_one(c) for c in checks))
+        status = HealthStatus.PASS
+        document: dict[str, list[dict[str, Any]]] = {}
+        for check, (result, entry) in zip(checks, results, strict=True):
+            document[f"{check.name}:{check.measurement}"] = [entry]
+            effective = result
+            if result is HealthStatus.FAIL and not check.critical:
+                effective = HealthStatus.WARN
+            if effective.severity > status.severity:
+                status = effective
+        return HealthReport(status, document)
+
+    async def _run_one(self, check: HealthCheck) -> tuple[HealthStatus, dict[str, Any]]:
+        timeout = check.timeout if check.timeout is not None else self._default_timeout
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout):
+                result = await check.check()
+        except TimeoutError:
+            return HealthStatus.FAIL, _entry(
+                check.component_type, HealthStatus.FAIL, output=f"timed out after {timeout:g}s"
+            )
+        except Exception as exc:  # noqa: BLE001 - a failing check is a result, not a crash
+            return HealthStatus.FAIL, _entry(
+                check.component_type, HealthStatus.FAIL, output=_describe(exc)
+            )
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
+        if result is None:
+            result = CheckResult(observed_value=elapsed_ms, observed_unit="ms")
+        value = result.observed_value
+        unit = result.observed_unit
+        if value is None:
+            value, unit = elapsed_ms, "ms"
+        entry = _entry(
+            check.component_type, result.status, value=value, unit=unit, output=result.output
+        )
+        return result.status, entry
+
+
+def _entry(
+    component_type: str,
+    status: HealthStatus,
+    *,
+    value: float | int | str | None = None,
+    unit: str | None = None,
+    output: str | None = None,
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {"componentType": component_type, "status": status.value}
+    if value is not None:
+        entry["observedValue"] = value
+    if unit is not None:
+        entry["observedUnit"] = unit
+    entry["time"] = _now()
+    if output:
+        entry["output"] = output
+    return entry
+
+
+def _describe(exc: BaseException) -> str:
+    # Exception text from drivers can carry DSNs; keep it short and redacted.
+    from corestone.observability.logging import SecretRedactor
+
+    text = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return SecretRedactor().redact_text(text)[:300]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,191 @@
+"""The composition root: build every component from settings, start and stop them in order.
+
+``Infrastructure`` is an async context manager. Entering it starts components in
+dependency order; if one fails, the ones already started are stopped again (in reverse)
+and a :class:`~corestone.errors.StartupError` names the failing component. Leaving it
+fails readiness at once, then stops components in reverse order, each bounded by a
+timeout and logged; every component is stopped even when an earlier stop fails, and the
+failures are reported together in one :class:`~corestone.errors.ShutdownError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
+
+from corestone.config import Settings, load_settings
+from corestone.container import Services
+from corestone.db.database import Database
+from corestone.errors import ShutdownError, StartupError
+from corestone.observability.health import CheckResult, HealthRegistry
+from corestone.observability.logging import get_logger
+from corestone.observability.metrics import Metrics
+
+__all__ = ["Component", "Infrastructure"]
+
+log = get_logger(__name__)
+
+
+@runtime_checkable
+class Component(Protocol):
+    """Anything with a lifecycle the composition root manages."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Managed:
+    component: Component
+    check: Callable[[], Awaitable[CheckResult | None]] | None
+    component_type: str
+    critical: bool
+
+
+class Infrastructure:
+    """Every corestone component of one process, wired together.
+
+    Any component may be passed in to replace the one built from settings (tests pass
+    fakes or pre-built instances). Nothing does I/O until the block is entered.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        metrics: Metrics | None = None,
+        health: HealthRegistry | None = None,
+        database: Database | None = None,
+        services: Services | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else load_settings()
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.health = health if health is not None else HealthRegistry(
+            default_timeout=self.settings.health_check_timeout_seconds,
+            cache_seconds=self.settings.health_cache_seconds,
+        )
+        self.db = database if database is not None else Database.from_settings(
+            self.settings, metrics=self.metrics
+        )
+        self.services = services if services is not None else Services()
+        self._managed: list[_Managed] = []
+        self._started: list[_Managed] = []
+        self._running = False
+        self._lifecycle = self.metrics.histogram(
+            "runtime_component_transition_seconds",
+            "Time taken by a component to start or stop.",
+            ["component", "transition"],
+        )
+        self.add(self.db, check=self.db.ping, component_type="datastore", critical=True)
+        for svc_type, value in (
+            (Settings, self.settings),
+            (Metrics, self.metrics),
+            (HealthRegistry, self.health),
+            (Database, self.db),
+            (Infrastructure, self),
+        ):
+            self.services.register_value(svc_type, value)
+
+    def add(
+        self,
+        component: Component,
+        *,
+        check: Callable[[], Awaitable[CheckResult | None]] | None = None,
+        component_type: str = "component",
+        critical: bool = True,
+    ) -> None:
+        """Manage ``component``: started after those added before it, stopped before them.
+
+        ``check``, if given, becomes its readiness check, registered once it has started;
+        a non-critical check's failure makes readiness ``warn`` instead of ``fail``.
+        """
+        if self._running:
+            raise RuntimeError("add components before the infrastructure starts")
+        if any(m.component.name == component.name for m in self._managed):
+            raise ValueError(f"a component named {component.name!r} is already managed")
+        self._managed.append(_Managed(component, check, component_type, critical))
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    async def start(self) -> None:
+        """Start every component in order; on a failure undo and raise StartupError."""
+        if self._running:
+            return
+        for managed in self._managed:
+            name = managed.component.name
+            started = time.perf_counter()
+            try:
+                await managed.component.start()
+            except Exception as error:
+                log.error("component failed to start", component=name, error=str(error))
+                await self._stop_started()
+                raise StartupError(name, error) from error
+            elapsed = time.perf_counter() - started
+            self._lifecycle.labels(component=name, transition="start").observe(elapsed)
+            log.info("component started", component=name, seconds=round(elapsed, 4))
+            self._started.append(managed)
+            if managed.check is not None:
+                self.health.register(
+                    name,
+                    managed.check,
+                    component_type=managed.component_type,
+                    critical=managed.critical,
+                )
+        self._running = True
+
+    async def aclose(self) -> None:
+        """Fail readiness, stop everything in reverse order, then raise any failures."""
+        self.health.mark_shutting_down()
+        failures = await self._stop_started()
+        try:
+            await self.services.aclose()
+        except Exception as error:  # noqa: BLE001 - every finalizer must run; report below
+            failures["services"] = error
+        self._running = False
+        if failures:
+            raise ShutdownError(failures)
+
+    async def _stop_started(self) -> dict[str, BaseException]:
+        failures: dict[str, BaseException] = {}
+        timeout = self.settings.component_stop_timeout_seconds
+        while self._started:
+            managed = self._started.pop()
+            name = managed.component.name
+            self.health.unregister(name)
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(timeout):
+                    await managed.component.aclose()
+            except TimeoutError as error:
+                failures[name] = error
+                log.error("component stop timed out", component=name, timeout_seconds=timeout)
+                continue
+            except Exception as error:  # noqa: BLE001 - keep stopping the others
+                failures[name] = error
+                log.error("component failed to stop", component=name, error=repr(error))
+                continue
+            elapsed = time.perf_counter() - started
+            self._lifecycle.labels(component=name, transition="stop").observe(elapsed)
+            log.info("component stopped", component=name, seconds=round(elapsed, 4))
+        return failures
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,35 @@
+"""HTTP integration: middleware, problem+json, operational routes and a graceful server."""
+
+from corestone.web.app import RequestScope, infrastructure, instrument, request_scope
+from corestone.web.middleware import (
+    BodySizeLimitMiddleware,
+    HttpMetricsMiddleware,
+    RequestContextMiddleware,
+    route_template,
+)
+from corestone.web.problems import (
+    PROBLEM_CONTENT_TYPE,
+    internal_error_problem,
+    problem_for_error,
+    problem_response,
+)
+from corestone.web.routes import HEALTH_CONTENT_TYPE, operations_router
+from corestone.web.server import serve
+
+__all__ = [
+    "HEALTH_CONTENT_TYPE",
+    "PROBLEM_CONTENT_TYPE",
+    "BodySizeLimitMiddleware",
+    "HttpMetricsMiddleware",
+    "RequestContextMiddleware",
+    "RequestScope",
+    "infrastructure",
+    "instrument",
+    "internal_error_problem",
+    "operations_router",
+    "problem_for_error",
+    "problem_response",
+    "request_scope",
+    "route_template",
+    "serve",
+]

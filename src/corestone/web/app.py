@@ -1,0 +1,116 @@
+"""Wire a FastAPI application to an :class:`~corestone.Infrastructure`.
+
+:func:`instrument` adds the operational routes and the problem+json error handlers to
+the app and returns it wrapped in corestone's middleware. The wrapping is outside
+FastAPI on purpose: Starlette's own server-error middleware sits outside anything added
+with ``add_middleware``, so only an outer wrapper sees every request with its
+correlation id already bound — including the ones that crash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import svcs
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp
+
+from corestone.errors import CorestoneError
+from corestone.observability.logging import get_logger
+from corestone.runtime import Infrastructure
+from corestone.web.middleware import (
+    BodySizeLimitMiddleware,
+    HttpMetricsMiddleware,
+    RequestContextMiddleware,
+)
+from corestone.web.problems import internal_error_problem, problem_for_error, problem_response
+from corestone.web.routes import operations_router
+
+__all__ = ["RequestScope", "infrastructure", "instrument", "request_scope"]
+
+log = get_logger("corestone.web")
+
+
+def instrument(app: FastAPI, infra: Infrastructure) -> ASGIApp:
+    """Add health, metrics and error handling to ``app``; return the ASGI app to serve."""
+    app.state.corestone = infra
+    app.include_router(operations_router(infra.health, infra.metrics))
+    app.add_exception_handler(CorestoneError, _on_corestone_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected_error)
+    limited = BodySizeLimitMiddleware(app, max_bytes=infra.settings.http_max_body_bytes)
+    return RequestContextMiddleware(HttpMetricsMiddleware(limited, metrics=infra.metrics))
+
+
+def infrastructure(request: Request) -> Infrastructure:
+    """The Infrastructure the app was instrumented with."""
+    infra: Infrastructure = request.app.state.corestone
+    return infra
+
+
+async def request_scope(request: Request) -> AsyncIterator[svcs.Container]:
+    """A FastAPI dependency: the request's service scope, closed when the request ends."""
+    async with infrastructure(request).services.scope() as scope:
+        yield scope
+
+
+RequestScope = Annotated[svcs.Container, Depends(request_scope)]
+
+
+async def _on_corestone_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, CorestoneError)
+    if error.code not in ("invalid_input", "not_found", "unauthenticated", "forbidden"):
+        log.warning("request failed", code=error.code, error=error.message)
+    return problem_for_error(error, instance=request.url.path)
+
+
+async def _on_validation_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, RequestValidationError)
+    errors = [_describe_validation(e) for e in error.errors()]
+    malformed = any(e["rule"] == "json_invalid" for e in errors)
+    first = errors[0] if errors else {"field": None, "message": "invalid input"}
+    detail = f"{first['field']}: {first['message']}" if first["field"] else str(first["message"])
+    return problem_response(
+        400 if malformed else 422,
+        "invalid_input",
+        detail,
+        instance=request.url.path,
+        field=first["field"],
+        errors=errors,
+    )
+
+
+async def _on_http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, StarletteHTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed", 415: "unsupported_media_type"}
+    return problem_response(
+        error.status_code,
+        codes.get(error.status_code, "http_error"),
+        str(error.detail),
+        instance=request.url.path,
+        headers=error.headers,
+    )
+
+
+async def _on_unexpected_error(request: Request, error: Exception) -> Response:
+    log.error("unhandled error", path=request.url.path, exc_info=error)
+    return internal_error_problem(instance=request.url.path)
+
+
+def _describe_validation(error: Any) -> dict[str, Any]:
+    location = [part for part in error.get("loc", ()) if part not in ("body", "query", "path", "header")]
+    field = ""
+    for part in location:
+        field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))
+    if not field and error.get("loc") and error["loc"][0] == "body":
+        field = "body"
+    rule = str(error.get("type", "invalid"))
+    message = str(error.get("msg", "invalid"))
+    if rule == "json_invalid":
+        field, message = "body", "malformed JSON: " + str(error.get("ctx", {}).get("error", ""))
+    return {"field": field or None, "rule": rule, "message": message}

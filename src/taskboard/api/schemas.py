@@ -1,0 +1,127 @@
+"""Request and response bodies. Requests are strict: no coercion, no unknown fields."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+from taskboard.domain.models import DESCRIPTION_MAX, NAME_MAX, TITLE_MAX
+
+__all__ = [
+    "Id",
+    "MemberIn",
+    "MemberOut",
+    "MeOut",
+    "TaskIn",
+    "TaskListOut",
+    "TaskOut",
+    "UserIn",
+    "UserOut",
+    "UserWithTokenOut",
+    "WorkspaceIn",
+    "WorkspaceOut",
+]
+
+# Positive and within BIGINT, so no id ever overflows a database column.
+Id = Annotated[int, Field(gt=0, lt=2**63)]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_EXCEPT_NEWLINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _single_line(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters or line breaks")
+    return value
+
+
+def _text(value: str) -> str:
+    if _CONTROL_EXCEPT_NEWLINES.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX),
+    AfterValidator(_single_line),
+]
+Title = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX),
+    AfterValidator(_single_line),
+]
+Description = Annotated[str, StringConstraints(max_length=DESCRIPTION_MAX), AfterValidator(_text)]
+Status = Literal["open", "in_progress", "done"]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class UserIn(_Input):
+    name: Name
+    email: Annotated[EmailStr, StringConstraints(max_length=254)]
+
+
+class WorkspaceIn(_Input):
+    name: Name
+
+
+class MemberIn(_Input):
+    user_id: Id
+    role: Literal["owner", "member"] = "member"
+
+
+class TaskIn(_Input):
+    title: Title
+    description: Description = ""
+    status: Status = "open"
+    assignee_id: Id | None = None
+
+
+class UserOut(BaseModel):
+    id: int
+    name: str
+    email: str
+
+
+class UserWithTokenOut(BaseModel):
+    user: UserOut
+    token: str
+
+
+class WorkspaceOut(BaseModel):
+    id: int
+    name: str
+    role: Literal["owner", "member"] | None = None
+    created_at: datetime
+
+
+class MemberOut(BaseModel):
+    workspace_id: int
+    user_id: int
+    role: Literal["owner", "member"]
+
+
+class MeOut(BaseModel):
+    user: UserOut
+    workspaces: list[WorkspaceOut]
+
+
+class TaskOut(BaseModel):
+    id: int
+    workspace_id: int
+    title: str
+    description: str
+    status: Status
+    assignee_id: int | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class TaskListOut(BaseModel):
+    items: list[TaskOut]
+    next_cursor: str | None

@@ -1,0 +1,101 @@
+"""The `taskboard` command: serve the API, upgrade the schema."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Annotated
+
+import typer
+
+from corestone import ConfigurationError, Infrastructure, Settings, StartupError, load_settings
+from corestone.errors import ShutdownError
+from corestone.observability import configure_logging
+from corestone.web import serve as serve_app
+from taskboard.app import create_app, prepare
+from taskboard.seed import ensure_demo
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(help="taskboard: a multi-workspace task tracker built on corestone.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def _settings() -> Settings:
+    try:
+        settings = load_settings()
+    except ConfigurationError as error:
+        for line in error.message.splitlines():
+            typer.echo(f"configuration error: {line}", err=True)
+        raise typer.Exit(2) from None
+    configure_logging(format=settings.effective_log_format, level=settings.log_level)
+    return settings
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.", min=0, max=65535)] = 8000,
+    seed: Annotated[bool, typer.Option(help="Create the demo workspace and print a demo token.")] = True,
+) -> None:
+    """Run the HTTP API until SIGTERM or Ctrl-C, then drain and stop cleanly."""
+    settings = _settings()
+    _run(_serve(settings, host, port, seed))
+
+
+async def _serve(settings: Settings, host: str, port: int, seed: bool) -> None:
+    infra = Infrastructure(settings)
+    asgi = create_app(infra)
+    async with infra:
+        await prepare(infra)
+        if seed:
+            demo = await ensure_demo(infra.db)
+            url = f"http://{host}:{port}"
+            typer.echo(
+                f"\ntaskboard on {url}  (database: {infra.db.safe_url})\n"
+                f"  demo workspace id: {demo.workspace_id}\n"
+                f"  demo token:        {demo.token}\n"
+                f'  try: curl -H "Authorization: Bearer {demo.token}" {url}/api/me\n'
+            )
+        await serve_app(
+            asgi,
+            health=infra.health,
+            host=host,
+            port=port,
+            shutdown_timeout=settings.shutdown_timeout_seconds,
+        )
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every pending migration to CORESTONE_DATABASE_URL."""
+    settings = _settings()
+
+    async def run() -> None:
+        async with Infrastructure(settings) as infra:
+            await prepare(infra)
+
+    _run(run())
+    typer.echo("schema up to date")
+
+
+def _run(coroutine: object) -> None:
+    try:
+        asyncio.run(coroutine)  # type: ignore[arg-type]
+    except StartupError as error:
+        typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(1) from None
+    except ShutdownError as error:
+        typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        raise typer.Exit(130) from None
+
+
+def main() -> None:
+    app(prog_name="taskboard")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""taskboard's domain model."""

@@ -1,0 +1,85 @@
+"""taskboard's tables: users and their API tokens, workspaces, memberships, tasks."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from corestone.db import Base, BigIntId, IdMixin, TimestampMixin, UTCDateTime
+
+__all__ = ["ApiToken", "Membership", "Role", "Task", "TaskStatus", "User", "Workspace"]
+
+NAME_MAX = 100
+EMAIL_MAX = 254
+TITLE_MAX = 200
+DESCRIPTION_MAX = 10_000
+
+
+class Role(enum.StrEnum):
+    OWNER = "owner"
+    MEMBER = "member"
+
+
+class TaskStatus(enum.StrEnum):
+    OPEN = "open"
+    IN_PROGRESS = "in_progress"
+    DONE = "done"
+
+
+class User(IdMixin, TimestampMixin, Base):
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(NAME_MAX))
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX), unique=True)
+
+
+class ApiToken(IdMixin, Base):
+    """A bearer token, stored only as its SHA-256 digest."""
+
+    __tablename__ = "api_tokens"
+
+    user_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("users.id", ondelete="CASCADE"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(50), default="api")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Workspace(IdMixin, TimestampMixin, Base):
+    __tablename__ = "workspaces"
+
+    name: Mapped[str] = mapped_column(String(NAME_MAX))
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+    __table_args__ = (CheckConstraint("role IN ('owner', 'member')", name="role"),)
+
+    workspace_id: Mapped[int] = mapped_column(
+        BigIntId, ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        BigIntId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    role: Mapped[str] = mapped_column(String(16))
+
+
+class Task(IdMixin, TimestampMixin, Base):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        CheckConstraint("status IN ('open', 'in_progress', 'done')", name="status"),
+        Index("ix_tasks_workspace_id_id", "workspace_id", "id"),
+    )
+
+    workspace_id: Mapped[int] = mapped_column(
+        BigIntId, ForeignKey("workspaces.id", ondelete="CASCADE")
+    )
+    title: Mapped[str] = mapped_column(String(TITLE_MAX))
+    description: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.OPEN.value)
+    assignee_id: Mapped[int | None] = mapped_column(
+        BigIntId, ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    version: Mapped[int] = mapped_column(default=1)
