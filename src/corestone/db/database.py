@@ -117,7 +117,9 @@ class Database:
                 await conn.execute(text("SELECT 1"))
         except Exception as error:
             await self.aclose()
-            raise _translate(error) from error
+            # For the operator, not a client: say where and why.
+            reason = _first_line(getattr(error, "orig", None) or error)
+            raise UnavailableError(f"cannot connect to {self.safe_url}: {reason}") from error
         log.info("database started", url=self.safe_url, dialect=self.dialect)
 
     async def aclose(self) -> None:
@@ -257,19 +259,28 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
 
 
 def _translate(error: BaseException) -> BaseException:
-    """The corestone error for a driver error, or ``error`` itself if none fits."""
+    """The corestone error for a driver error, or ``error`` itself if none fits.
+
+    Messages stay generic because they reach HTTP clients; the driver's own text (which
+    can name constraints, hosts and users) is logged here and kept as ``__cause__``.
+    """
+    translated: CorestoneError | None = None
     if isinstance(error, exc.IntegrityError):
-        return ConflictError(f"constraint violated: {_first_line(error.orig)}")
-    if isinstance(error, exc.TimeoutError):
-        return UnavailableError("database connection pool exhausted", retry_after=1.0)
-    if isinstance(error, exc.DBAPIError) and (
+        translated = ConflictError("the change conflicts with existing data")
+    elif isinstance(error, exc.TimeoutError):
+        translated = UnavailableError("database connection pool exhausted", retry_after=1.0)
+    elif isinstance(error, exc.DBAPIError) and (
         error.connection_invalidated or isinstance(error, exc.OperationalError | exc.InterfaceError)
     ):
-        return UnavailableError(f"database unavailable: {_first_line(error.orig)}", retry_after=1.0)
-    if isinstance(error, OSError | ConnectionError):
-        return UnavailableError(f"database unreachable: {error}", retry_after=1.0)
-    return error
+        translated = UnavailableError("database unavailable", retry_after=1.0)
+    elif isinstance(error, OSError | ConnectionError):
+        translated = UnavailableError("database unreachable", retry_after=1.0)
+    if translated is None:
+        return error
+    log.warning("database error", code=translated.code, cause=_first_line(error))
+    return translated
 
 
 def _first_line(error: object) -> str:
-    return str(error).splitlines()[0] if str(error) else type(error).__name__
+    text = str(error)
+    return text.splitlines()[0] if text else type(error).__name__

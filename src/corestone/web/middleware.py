@@ -150,28 +150,29 @@ class BodySizeLimitMiddleware:
             )
             return
         received = 0
-        response_started = False
+        refused = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            # Raising here would be caught by the framework's body parser and turned into
+            # some other error; instead answer 413 ourselves and tell the app the client left.
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise PayloadTooLargeError(self.max_bytes)
+                    refused = True
+                    error = PayloadTooLargeError(self.max_bytes)
+                    await problem_for_error(error, instance=scope["path"])(scope, receive, send)
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            response_started = response_started or message["type"] == "http.response.start"
-            await send(message)
+        async def guarded_send(message: Message) -> None:
+            if not refused:  # after our 413, whatever the app says goes nowhere
+                await send(message)
 
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except PayloadTooLargeError as error:
-            if response_started:
-                raise
-            await problem_for_error(error, instance=scope["path"])(scope, receive, send)
+        await self.app(scope, counting_receive, guarded_send)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -1,0 +1,22 @@
+"""Test support for services built on corestone (also used by corestone's own tests).
+
+The pytest plugin (loaded automatically through the ``pytest11`` entry point) provides:
+
+- ``postgres_url``: a fresh, empty PostgreSQL database per test, dropped afterwards;
+- ``database_url``: the same test run once on SQLite (a temporary file) and once on
+  PostgreSQL;
+- ``redis_url``: a reachable Redis, for tests that need one.
+
+A missing server skips those tests on a developer machine and fails them under
+``CI=true``, so CI can never go green by skipping. Point the plugin at other servers with
+``CORESTONE_TEST_POSTGRES_URL`` and ``CORESTONE_TEST_REDIS_URL``.
+"""
+
+from corestone.testing.services import (
+    postgres_admin_url,
+    redis_test_url,
+    require_service,
+    services_required,
+)
+
+__all__ = ["postgres_admin_url", "redis_test_url", "require_service", "services_required"]

@@ -1,0 +1,83 @@
+"""The corestone pytest plugin: real databases and Redis for tests, created and dropped per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from corestone.testing.services import (
+    postgres_admin_url,
+    redis_test_url,
+    require_service,
+    run_sync,
+)
+
+__all__ = ["database_url", "postgres_url", "redis_url"]
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def _postgres_admin() -> str:
+    url = postgres_admin_url()
+
+    async def probe() -> None:
+        conn = await asyncpg.connect(_asyncpg_dsn(url), timeout=5)
+        await conn.close()
+
+    require_service("PostgreSQL", probe)
+    return url
+
+
+@pytest.fixture
+def postgres_url(_postgres_admin: str) -> Iterator[str]:
+    """A new empty PostgreSQL database for this test; dropped (forcibly) afterwards."""
+    name = f"cs_test_{uuid.uuid4().hex[:16]}"
+    admin = _asyncpg_dsn(_postgres_admin)
+
+    async def execute(sql: str) -> None:
+        conn = await asyncpg.connect(admin, timeout=10)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    run_sync(lambda: execute(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(_postgres_admin).set(database=name).render_as_string(hide_password=False)
+    finally:
+        run_sync(lambda: execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The test runs twice: on a SQLite file and on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A reachable Redis server (tests must use their own key prefix on it)."""
+    url = redis_test_url()
+
+    async def probe() -> None:
+        import redis.asyncio as redis
+
+        client = redis.Redis.from_url(url, socket_connect_timeout=5)
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+
+    require_service("Redis", probe)
+    return url
