@@ -124,14 +124,16 @@ def redact_url(url: str) -> str:
     """``url`` with any password replaced by ``***``, safe to print and log."""
     try:
         parts = urlsplit(url)
+        password = parts.password
     except ValueError:
         return "<unparseable url>"
-    if parts.password is None:
+    if password is None:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return parts._replace(netloc=netloc).geturl()
+    # Rebuild from the raw netloc: parsing the port would raise on a malformed one, and
+    # ``hostname`` drops IPv6 brackets and lowercases.
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return parts._replace(netloc=f"{user}:***@{hostport}").geturl()
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -148,18 +150,34 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def _describe(exc: ValidationError) -> str:
-    lines = []
+    # One line per variable, even when pydantic reports several errors for it (list items).
+    problems: dict[str, list[str]] = {}
     for error in exc.errors(include_url=False):
         field = str(error["loc"][0]) if error["loc"] else "?"
-        variable = ENV_PREFIX + field.upper()
-        value = error.get("input")
-        shown = redact_url(value) if isinstance(value, str) else value
-        problem = _problem(error)
+        shown = f"{_redact_value(error.get('input'))!r}"
+        if len(error["loc"]) > 1:
+            problems.setdefault(field, []).append(
+                f"item {error['loc'][1]} = {shown}: {_problem(error)}"
+            )
+        else:
+            problems.setdefault(field, []).append(f"{shown}: {_problem(error)}")
+    lines = []
+    for field, found in problems.items():
         info = Settings.model_fields.get(field)
         example = info.examples[0] if info is not None and info.examples else None
         hint = f" (e.g. {ENV_PREFIX}{field.upper()}={example})" if example is not None else ""
-        lines.append(f"{variable}={shown!r}: {problem}{hint}")
+        separator = "=" if not found[0].startswith("item ") else ": "
+        lines.append(f"{ENV_PREFIX}{field.upper()}{separator}{'; '.join(found)}{hint}")
     return "\n".join(lines)
+
+
+def _redact_value(value: object) -> object:
+    # A comma-separated list of URLs (the replicas) has one password per URL.
+    if isinstance(value, str):
+        return ",".join(redact_url(part) for part in value.split(","))
+    if isinstance(value, list | tuple):
+        return [_redact_value(item) for item in value]
+    return value
 
 
 def _problem(error: Any) -> str:

@@ -25,7 +25,9 @@ class Services:
     def __init__(self, registry: svcs.Registry | None = None) -> None:
         self.registry = registry if registry is not None else svcs.Registry()
 
-    def register_value(self, svc_type: type[T], value: T, *, ping: Callable[..., Any] | None = None) -> None:
+    def register_value(
+        self, svc_type: type[T], value: T, *, ping: Callable[..., Any] | None = None
+    ) -> None:
         """Serve ``value`` whenever ``svc_type`` is asked for."""
         self.registry.register_value(svc_type, value, ping=ping)
 
@@ -56,12 +58,7 @@ class Services:
         try:
             yield value
         finally:
-            if previous is None:
-                _forget(self.registry, svc_type)
-            else:
-                self.registry.register_factory(
-                    svc_type, previous.factory, enter=previous.enter, ping=previous.ping
-                )
+            _restore(self.registry, svc_type, previous)
 
     async def aclose(self) -> None:
         """Run the registry's close callbacks."""
@@ -74,6 +71,13 @@ def _registration(registry: svcs.Registry, svc_type: type[Any]) -> svcs.Register
     return registry.get_registered_service_for(svc_type)
 
 
-def _forget(registry: svcs.Registry, svc_type: type[Any]) -> None:
-    # svcs has no public "unregister"; dropping the mapping entry is all registration did.
-    registry._services.pop(svc_type, None)
+def _restore(
+    registry: svcs.Registry, svc_type: type[Any], previous: svcs.RegisteredService | None
+) -> None:
+    # svcs has no public "unregister"; the mapping entry is all a registration is, so put
+    # back exactly the one that was there (registering its factory again would lose
+    # options such as ``suppress_context_exit``), or drop the override's.
+    if previous is None:
+        registry._services.pop(svc_type, None)
+    else:
+        registry._services[svc_type] = previous

@@ -64,9 +64,9 @@ _UNSET = object()
 @contextmanager
 def bind(
     *,
-    correlation: str | None | object = _UNSET,
-    actor: str | int | None | object = _UNSET,
-    workspace: str | int | None | object = _UNSET,
+    correlation: str | object | None = _UNSET,
+    actor: str | int | object | None = _UNSET,
+    workspace: str | int | object | None = _UNSET,
 ) -> Iterator[None]:
     """Set context values for the duration of the block, restoring the old ones after."""
     tokens = []

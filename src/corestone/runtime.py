@@ -67,12 +67,18 @@ class Infrastructure:
     ) -> None:
         self.settings = settings if settings is not None else load_settings()
         self.metrics = metrics if metrics is not None else Metrics()
-        self.health = health if health is not None else HealthRegistry(
-            default_timeout=self.settings.health_check_timeout_seconds,
-            cache_seconds=self.settings.health_cache_seconds,
+        self.health = (
+            health
+            if health is not None
+            else HealthRegistry(
+                default_timeout=self.settings.health_check_timeout_seconds,
+                cache_seconds=self.settings.health_cache_seconds,
+            )
         )
-        self.db = database if database is not None else Database.from_settings(
-            self.settings, metrics=self.metrics
+        self.db = (
+            database
+            if database is not None
+            else Database.from_settings(self.settings, metrics=self.metrics)
         )
         self.services = services if services is not None else Services()
         self._managed: list[_Managed] = []
@@ -129,6 +135,11 @@ class Infrastructure:
                 log.error("component failed to start", component=name, error=str(error))
                 await self._stop_started()
                 raise StartupError(name, error) from error
+            except BaseException:
+                # Cancelled mid-start (SIGTERM, a timeout around start): nobody will call
+                # aclose() for a block that was never entered, so undo here, then go on.
+                await self._stop_started()
+                raise
             elapsed = time.perf_counter() - started
             self._lifecycle.labels(component=name, transition="start").observe(elapsed)
             log.info("component started", component=name, seconds=round(elapsed, 4))

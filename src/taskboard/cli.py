@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import Annotated
 
 import typer
@@ -17,7 +16,9 @@ from taskboard.seed import ensure_demo
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(help="taskboard: a multi-workspace task tracker built on corestone.", no_args_is_help=True)
+app = typer.Typer(
+    help="taskboard: a multi-workspace task tracker built on corestone.", no_args_is_help=True
+)
 db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
@@ -37,7 +38,9 @@ def _settings() -> Settings:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.", min=0, max=65535)] = 8000,
-    seed: Annotated[bool, typer.Option(help="Create the demo workspace and print a demo token.")] = True,
+    seed: Annotated[
+        bool, typer.Option(help="Create the demo workspace and print a demo token.")
+    ] = True,
 ) -> None:
     """Run the HTTP API until SIGTERM or Ctrl-C, then drain and stop cleanly."""
     settings = _settings()
@@ -98,4 +101,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

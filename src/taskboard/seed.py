@@ -44,15 +44,24 @@ async def ensure_demo(db: Database) -> Demo:
                 ("Invite a colleague", TaskStatus.OPEN),
             ):
                 session.add(
-                    Task(workspace_id=workspace.id, title=title, description="", status=status.value, version=1)
+                    Task(
+                        workspace_id=workspace.id,
+                        title=title,
+                        description="",
+                        status=status.value,
+                        version=1,
+                    )
                 )
             workspace_id = workspace.id
         else:
-            workspace_id = await session.scalar(
-                select(Membership.workspace_id)
-                .where(Membership.user_id == user.id, Membership.role == Role.OWNER)
-                .order_by(Membership.workspace_id)
-                .limit(1)
-            ) or 0
+            workspace_id = (
+                await session.scalar(
+                    select(Membership.workspace_id)
+                    .where(Membership.user_id == user.id, Membership.role == Role.OWNER)
+                    .order_by(Membership.workspace_id)
+                    .limit(1)
+                )
+                or 0
+            )
         token = await issue_token(session, user.id, label="demo", replace=True)
         return Demo(user.id, workspace_id, token, created)

@@ -40,7 +40,9 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.output()}")
+                raise AssertionError(
+                    f"server exited with {self.process.returncode}:\n{self.output()}"
+                )
             try:
                 if httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
                     return
@@ -56,7 +58,9 @@ class Server:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            raise AssertionError(f"server ignored {sig.name} for {timeout}s:\n{self.output()}") from None
+            raise AssertionError(
+                f"server ignored {sig.name} for {timeout}s:\n{self.output()}"
+            ) from None
 
 
 @pytest.fixture

@@ -31,7 +31,9 @@ async def main(port: int) -> None:
 
     async with Infrastructure(settings) as infra:
         app = instrument(api, infra)
-        await serve(app, health=infra.health, port=port, shutdown_timeout=settings.shutdown_timeout_seconds)
+        await serve(
+            app, health=infra.health, port=port, shutdown_timeout=settings.shutdown_timeout_seconds
+        )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ class Board:
     client: httpx.AsyncClient
     infra: Infrastructure
 
-    async def signup(self, name: str = "Ada", email: str | None = None) -> tuple[int, dict[str, str]]:
+    async def signup(
+        self, name: str = "Ada", email: str | None = None
+    ) -> tuple[int, dict[str, str]]:
         """Create a user; return their id and the auth headers for them."""
         email = email or f"{name.lower()}-{id(object())}@example.com"
         response = await self.client.post("/api/users", json={"name": name, "email": email})

@@ -14,13 +14,22 @@ async def test_signup_me_workspace_and_tasks_round_trip(board: Board) -> None:
     me = (await board.client.get("/api/me", headers=auth)).json()
     assert me["user"]["id"] == user_id
     assert me["workspaces"] == [
-        {"id": ws, "name": "Compilers", "role": "owner", "created_at": me["workspaces"][0]["created_at"]}
+        {
+            "id": ws,
+            "name": "Compilers",
+            "role": "owner",
+            "created_at": me["workspaces"][0]["created_at"],
+        }
     ]
 
-    created = await board.task(auth, ws, title="  Parse  ", description="line 1\nline 2", assignee_id=user_id)
+    created = await board.task(
+        auth, ws, title="  Parse  ", description="line 1\nline 2", assignee_id=user_id
+    )
     assert created["title"] == "Parse"
-    assert created["status"] == "open" and created["version"] == 1
-    assert created["workspace_id"] == ws and created["assignee_id"] == user_id
+    assert created["status"] == "open"
+    assert created["version"] == 1
+    assert created["workspace_id"] == ws
+    assert created["assignee_id"] == user_id
 
     got = await board.client.get(f"/api/workspaces/{ws}/tasks/{created['id']}", headers=auth)
     assert got.status_code == 200
@@ -32,20 +41,29 @@ async def test_list_pages_with_cursor_and_filters(board: Board) -> None:
     """Keyset pages return every task once, in order, and filters narrow the list."""
     _, auth = await board.signup("Lin")
     ws = await board.workspace(auth)
-    ids = [(await board.task(auth, ws, title=f"t{i}", status="done" if i % 3 == 0 else "open"))["id"] for i in range(7)]
+    ids = [
+        (await board.task(auth, ws, title=f"t{i}", status="done" if i % 3 == 0 else "open"))["id"]
+        for i in range(7)
+    ]
 
     seen: list[int] = []
     cursor = None
     while True:
         params = {"limit": 3} | ({"cursor": cursor} if cursor else {})
-        page = (await board.client.get(f"/api/workspaces/{ws}/tasks", params=params, headers=auth)).json()
+        page = (
+            await board.client.get(f"/api/workspaces/{ws}/tasks", params=params, headers=auth)
+        ).json()
         seen += [item["id"] for item in page["items"]]
         cursor = page["next_cursor"]
         if cursor is None:
             break
     assert seen == ids
 
-    done = (await board.client.get(f"/api/workspaces/{ws}/tasks", params={"status": "done"}, headers=auth)).json()
+    done = (
+        await board.client.get(
+            f"/api/workspaces/{ws}/tasks", params={"status": "done"}, headers=auth
+        )
+    ).json()
     assert [t["id"] for t in done["items"]] == [ids[0], ids[3], ids[6]]
 
 
@@ -61,9 +79,11 @@ async def test_other_workspaces_answer_404_never_403_or_data(board: Board) -> No
         board.client.get(f"/api/workspaces/{alice_ws}/tasks", headers=bob),
         board.client.get(f"/api/workspaces/{alice_ws}/tasks/{secret['id']}", headers=bob),
         board.client.post(f"/api/workspaces/{alice_ws}/tasks", json={"title": "x"}, headers=bob),
-        board.client.post(f"/api/workspaces/{alice_ws}/members", json={"user_id": bob_id}, headers=bob),
+        board.client.post(
+            f"/api/workspaces/{alice_ws}/members", json={"user_id": bob_id}, headers=bob
+        ),
         board.client.get(f"/api/workspaces/{bob_ws}/tasks/{secret['id']}", headers=bob),
-        board.client.get(f"/api/workspaces/999999/tasks", headers=bob),
+        board.client.get("/api/workspaces/999999/tasks", headers=bob),
     ]
     for attempt in attempts:
         response = await attempt
@@ -81,21 +101,34 @@ async def test_members_owner_only_and_assignment_needs_membership(board: Board) 
     outsider_id, _ = await board.signup("Outsider")
     ws = await board.workspace(owner)
 
-    not_member = await board.client.post(f"/api/workspaces/{ws}/tasks", json={"title": "x", "assignee_id": outsider_id}, headers=owner)
+    not_member = await board.client.post(
+        f"/api/workspaces/{ws}/tasks",
+        json={"title": "x", "assignee_id": outsider_id},
+        headers=owner,
+    )
     assert not_member.status_code == 422
     assert not_member.json()["field"] == "assignee_id"
 
-    added = await board.client.post(f"/api/workspaces/{ws}/members", json={"user_id": member_id}, headers=owner)
+    added = await board.client.post(
+        f"/api/workspaces/{ws}/members", json={"user_id": member_id}, headers=owner
+    )
     assert added.status_code == 201
     assert added.json() == {"workspace_id": ws, "user_id": member_id, "role": "member"}
-    again = await board.client.post(f"/api/workspaces/{ws}/members", json={"user_id": member_id}, headers=owner)
+    again = await board.client.post(
+        f"/api/workspaces/{ws}/members", json={"user_id": member_id}, headers=owner
+    )
     assert again.status_code == 409
 
-    forbidden = await board.client.post(f"/api/workspaces/{ws}/members", json={"user_id": outsider_id}, headers=member)
+    forbidden = await board.client.post(
+        f"/api/workspaces/{ws}/members", json={"user_id": outsider_id}, headers=member
+    )
     assert forbidden.status_code == 403
     assert (await board.task(member, ws, assignee_id=member_id))["assignee_id"] == member_id
-    ghost = await board.client.post(f"/api/workspaces/{ws}/members", json={"user_id": 10**12}, headers=owner)
-    assert ghost.status_code == 422 and ghost.json()["field"] == "user_id"
+    ghost = await board.client.post(
+        f"/api/workspaces/{ws}/members", json={"user_id": 10**12}, headers=owner
+    )
+    assert ghost.status_code == 422
+    assert ghost.json()["field"] == "user_id"
 
 
 async def test_duplicate_email_conflicts(board: Board) -> None:

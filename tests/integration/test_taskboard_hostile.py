@@ -1,4 +1,4 @@
-"""Hostile input to taskboard: every bad request is a 4xx problem naming the field, nothing written."""
+"""Hostile input to taskboard: each bad request is a 4xx problem naming the field."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from tests.integration.conftest import Board
 
 
 async def _task_count(board: Board, auth: dict[str, str], ws: int) -> int:
-    listing = await board.client.get(f"/api/workspaces/{ws}/tasks", params={"limit": 100}, headers=auth)
+    listing = await board.client.get(
+        f"/api/workspaces/{ws}/tasks", params={"limit": 100}, headers=auth
+    )
     return len(listing.json()["items"])
 
 
@@ -23,7 +25,9 @@ async def _task_count(board: Board, auth: dict[str, str], ws: int) -> int:
         ({"Authorization": "Bearer tb_" + "x" * 5000}, "invalid bearer token"),
     ],
 )
-async def test_bad_credentials_are_401_problems(board: Board, headers: dict[str, str], detail: str) -> None:
+async def test_bad_credentials_are_401_problems(
+    board: Board, headers: dict[str, str], detail: str
+) -> None:
     """Missing, malformed and unknown tokens are 401 problem+json with a reason."""
     response = await board.client.get("/api/me", headers=headers)
     assert response.status_code == 401
@@ -85,7 +89,9 @@ async def test_oversized_body_is_413_and_nothing_written(board: Board) -> None:
     _, auth = await board.signup("Big")
     ws = await board.workspace(auth)
     response = await board.client.post(
-        f"/api/workspaces/{ws}/tasks", json={"title": "x", "description": "y" * 100_000}, headers=auth
+        f"/api/workspaces/{ws}/tasks",
+        json={"title": "x", "description": "y" * 100_000},
+        headers=auth,
     )
     assert response.status_code == 413
     assert response.json()["code"] == "payload_too_large"
@@ -104,7 +110,9 @@ async def test_streamed_oversized_body_is_413(board: Board) -> None:
         yield b'"}'
 
     response = await board.client.post(
-        f"/api/workspaces/{ws}/tasks", content=chunks(), headers={**auth, "Content-Type": "application/json"}
+        f"/api/workspaces/{ws}/tasks",
+        content=chunks(),
+        headers={**auth, "Content-Type": "application/json"},
     )
     assert response.status_code == 413
 
@@ -115,8 +123,11 @@ async def test_sql_and_markup_in_text_are_stored_verbatim(board: Board) -> None:
     ws = await board.workspace(auth)
     title = "Robert'); DROP TABLE tasks;-- {{ 7*7 }} <script>"
     task = await board.task(auth, ws, title=title, description="%s %(x)s ${x}")
-    fetched = (await board.client.get(f"/api/workspaces/{ws}/tasks/{task['id']}", headers=auth)).json()
-    assert fetched["title"] == title and fetched["description"] == "%s %(x)s ${x}"
+    fetched = (
+        await board.client.get(f"/api/workspaces/{ws}/tasks/{task['id']}", headers=auth)
+    ).json()
+    assert fetched["title"] == title
+    assert fetched["description"] == "%s %(x)s ${x}"
     assert await _task_count(board, auth, ws) == 1
 
 
@@ -142,7 +153,10 @@ async def test_hostile_list_parameters(board: Board, params: dict[str, object], 
     assert response.json()["field"] == field
 
 
-@pytest.mark.parametrize("path", ["/api/workspaces/abc/tasks", f"/api/workspaces/{2**70}/tasks", "/api/workspaces/-1/tasks"])
+@pytest.mark.parametrize(
+    "path",
+    ["/api/workspaces/abc/tasks", f"/api/workspaces/{2**70}/tasks", "/api/workspaces/-1/tasks"],
+)
 async def test_bad_ids_in_paths_are_422_not_500(board: Board, path: str) -> None:
     """Ids that are not positive 64-bit integers are refused before reaching the database."""
     _, auth = await board.signup("Paths")

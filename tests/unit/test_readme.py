@@ -17,7 +17,9 @@ def _example() -> str:
     return match.group(1)
 
 
-def test_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_readme_example_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The 20-line example starts the infrastructure, queries, reports health and stops."""
     monkeypatch.chdir(tmp_path)
     code = _example()

@@ -21,7 +21,12 @@ from typing import Any
 
 from sqlalchemy import event, exc, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.pool import QueuePool
 
 from corestone.config import Settings, redact_url
@@ -165,9 +170,7 @@ class Database:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
         elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
-        return CheckResult(
-            HealthStatus.PASS, elapsed_ms, "ms", output=self._pool_status() or None
-        )
+        return CheckResult(HealthStatus.PASS, elapsed_ms, "ms", output=self._pool_status() or None)
 
     def _create_engine(self) -> AsyncEngine:
         options: dict[str, Any] = {"pool_pre_ping": self._pool.pre_ping}
@@ -215,7 +218,11 @@ class Database:
         for name, doc, read in (
             ("db_pool_size", "Configured pool size.", lambda p: p.size()),
             ("db_pool_checked_out", "Connections in use.", lambda p: p.checkedout()),
-            ("db_pool_overflow", "Connections beyond the pool size.", lambda p: max(p.overflow(), 0)),
+            (
+                "db_pool_overflow",
+                "Connections beyond the pool size.",
+                lambda p: max(p.overflow(), 0),
+            ),
         ):
             m.gauge(name, doc, ["pool"]).labels(pool=label).set_function(
                 lambda read=read: self._read_pool(read)  # type: ignore[misc]

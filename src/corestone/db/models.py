@@ -7,7 +7,7 @@ portable constraint names on SQLite and PostgreSQL alike.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import BigInteger, DateTime, Integer, MetaData, func
 from sqlalchemy.engine import Dialect
@@ -57,10 +57,10 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Base(DeclarativeBase):
-    """The declarative base for corestone models (use your own subclass per application)."""
+    """The declarative base for models stored through corestone."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime()}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime()}
 
 
 class IdMixin:

@@ -28,10 +28,13 @@ _SECRET_KEY = re.compile(
 )
 # Secrets embedded in free text.
 _DEFAULT_PATTERNS = (
-    re.compile(r"(?P<keep>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)[^@\s]+(?=@)", re.IGNORECASE),
+    # user:password@ — up to the last "@" of the authority, as a password may contain "@".
+    re.compile(r"(?P<keep>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)[^\s/]+(?=@)", re.IGNORECASE),
     re.compile(r"(?P<keep>\bBearer\s+)[^\s,;\"']+", re.IGNORECASE),
+    # password=x, access_token: x, and the JSON form "password": "x".
     re.compile(
-        r"(?P<keep>\b(?:password|passwd|secret|token|api[_-]?key)\s*[=:]\s*)[^\s,;&\"']+",
+        r"(?P<keep>\b\w*?(?:password|passwd|secret|token|api[_-]?key)[\"']?\s*[=:]\s*[\"']?)"
+        r"[^\s,;&\"']+",
         re.IGNORECASE,
     ),
 )
@@ -100,9 +103,11 @@ def configure_logging(
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.format_exc_info
-        if format == "json"
-        else structlog.processors.StackInfoRenderer(),
+        structlog.processors.StackInfoRenderer(),
+        # Tracebacks become text here, before the redactor, in both formats: the console
+        # renderer's own (rich) tracebacks would print exception messages and local
+        # variables unredacted.
+        structlog.processors.format_exc_info,
     ]
     renderer: Processor = (
         structlog.processors.JSONRenderer()

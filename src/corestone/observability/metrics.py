@@ -99,6 +99,12 @@ class Metrics:
                 if not isinstance(existing, kind) or tuple(existing._labelnames) != tuple(labels):
                     raise ValueError(f"metric {full!r} already exists with another type or labels")
                 return existing
-            metric = kind(full, documentation, labelnames=tuple(labels), registry=self.registry, **kwargs)  # type: ignore[arg-type]
+            metric = kind(
+                full,
+                documentation,
+                labelnames=tuple(labels),
+                registry=self.registry,
+                **kwargs,  # type: ignore[arg-type]
+            )
             self._metrics[full] = metric
             return metric

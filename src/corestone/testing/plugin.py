@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
+from typing import cast
 
 import asyncpg
 import pytest
@@ -75,7 +76,7 @@ def redis_url() -> str:
 
         client = redis.Redis.from_url(url, socket_connect_timeout=5)
         try:
-            await client.ping()
+            await cast("Awaitable[object]", client.ping())
         finally:
             await client.aclose()
 

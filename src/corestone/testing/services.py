@@ -10,7 +10,13 @@ from typing import NoReturn, TypeVar
 
 import pytest
 
-__all__ = ["postgres_admin_url", "redis_test_url", "require_service", "run_sync", "services_required"]
+__all__ = [
+    "postgres_admin_url",
+    "redis_test_url",
+    "require_service",
+    "run_sync",
+    "services_required",
+]
 
 T = TypeVar("T")
 

@@ -17,10 +17,10 @@ from corestone.web.routes import HEALTH_CONTENT_TYPE, operations_router
 from corestone.web.server import serve
 
 __all__ = [
-    "HEALTH_CONTENT_TYPE",
-    "PROBLEM_CONTENT_TYPE",
     "BodySizeLimitMiddleware",
+    "HEALTH_CONTENT_TYPE",
     "HttpMetricsMiddleware",
+    "PROBLEM_CONTENT_TYPE",
     "RequestContextMiddleware",
     "RequestScope",
     "infrastructure",

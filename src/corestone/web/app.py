@@ -80,7 +80,7 @@ async def _on_validation_error(request: Request, error: Exception) -> Response:
         "invalid_input",
         detail,
         instance=request.url.path,
-        field=first["field"],
+        extensions={"field": first["field"]},
         errors=errors,
     )
 
@@ -103,7 +103,9 @@ async def _on_unexpected_error(request: Request, error: Exception) -> Response:
 
 
 def _describe_validation(error: Any) -> dict[str, Any]:
-    location = [part for part in error.get("loc", ()) if part not in ("body", "query", "path", "header")]
+    location = [
+        part for part in error.get("loc", ()) if part not in ("body", "query", "path", "header")
+    ]
     field = ""
     for part in location:
         field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))

@@ -63,7 +63,9 @@ class RequestContextMiddleware:
             except Exception:
                 if not state["started"]:
                     log.exception("unhandled error", method=scope["method"], path=scope["path"])
-                    await internal_error_problem(instance=scope["path"])(scope, receive, send_with_id)
+                    await internal_error_problem(instance=scope["path"])(
+                        scope, receive, send_with_id
+                    )
                 # else: the framework already answered and logged it; the response is over.
             finally:
                 log.info(
@@ -123,12 +125,13 @@ def route_template(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path_format", None) or getattr(route, "path", None)
     if isinstance(path, str):
-        return scope.get("root_path", "") + path
+        return str(scope.get("root_path", "")) + path
     app = scope.get("app")
     for candidate in getattr(app, "routes", ()):
         match, _ = candidate.matches(scope)
         if match is Match.FULL:
-            return str(getattr(candidate, "path_format", getattr(candidate, "path", "unmatched")))
+            template = getattr(candidate, "path_format", None) or getattr(candidate, "path", None)
+            return str(template or "unmatched")
     return "unmatched"
 
 
@@ -144,13 +147,16 @@ class BodySizeLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = _header(scope, b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+        # isascii: str.isdigit() also accepts "²" and other digits int() refuses.
+        malformed = declared is not None and not (declared.isascii() and declared.isdigit())
+        if declared is not None and (malformed or int(declared) > self.max_bytes):
             await problem_for_error(PayloadTooLargeError(self.max_bytes), instance=scope["path"])(
                 scope, receive, send
             )
             return
         received = 0
         refused = False
+        response_started = False
 
         async def counting_receive() -> Message:
             # Raising here would be caught by the framework's body parser and turned into
@@ -163,16 +169,27 @@ class BodySizeLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     refused = True
-                    error = PayloadTooLargeError(self.max_bytes)
-                    await problem_for_error(error, instance=scope["path"])(scope, receive, send)
+                    if not response_started:  # else a second response start would be invalid
+                        error = PayloadTooLargeError(self.max_bytes)
+                        await problem_for_error(error, instance=scope["path"])(scope, receive, send)
                     return {"type": "http.disconnect"}
             return message
 
         async def guarded_send(message: Message) -> None:
-            if not refused:  # after our 413, whatever the app says goes nowhere
-                await send(message)
+            nonlocal response_started
+            if refused:  # after our 413, whatever the app says goes nowhere
+                return
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
 
-        await self.app(scope, counting_receive, guarded_send)
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            if not refused:
+                raise
+            # The app failed because we cut its body off (Starlette raises ClientDisconnect);
+            # the client already has its answer, so this is not an error of the server.
+            log.debug("request body refused", path=scope["path"], limit_bytes=self.max_bytes)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

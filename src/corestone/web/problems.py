@@ -61,9 +61,9 @@ def problem_response(
     instance: str | None = None,
     errors: Sequence[Mapping[str, Any]] | None = None,
     headers: Mapping[str, str] | None = None,
-    **extensions: Any,
+    extensions: Mapping[str, Any] | None = None,
 ) -> Response:
-    """A problem+json response; ``extensions`` become extra members (None ones dropped)."""
+    """A problem+json response; ``extensions`` become extra members (``None`` ones dropped)."""
     import orjson
 
     body: dict[str, Any] = {
@@ -75,14 +75,16 @@ def problem_response(
     }
     if instance:
         body["instance"] = instance
-    body.update({k: v for k, v in extensions.items() if v is not None})
+    body.update({k: v for k, v in (extensions or {}).items() if v is not None})
     if errors:
         body["errors"] = list(errors)
     correlation = context.correlation_id()
     if correlation:
         body["correlation_id"] = correlation
     return Response(
-        orjson.dumps(body), status_code=status, headers=dict(headers or {}),
+        orjson.dumps(body),
+        status_code=status,
+        headers=dict(headers or {}),
         media_type=PROBLEM_CONTENT_TYPE,
     )
 
@@ -94,12 +96,18 @@ def problem_for_error(error: CorestoneError, *, instance: str | None = None) -> 
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="api"'
     retry_after = error.details.get("retry_after")
-    if status == 503 and isinstance(retry_after, int | float):
+    # math.ceil raises on inf and nan; a breaker with no known reset gets no Retry-After.
+    if status == 503 and isinstance(retry_after, int | float) and math.isfinite(retry_after):
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     if status == 500:
         return internal_error_problem(instance=instance)
     return problem_response(
-        status, error.code, error.message, instance=instance, headers=headers, **error.details
+        status,
+        error.code,
+        error.message,
+        instance=instance,
+        headers=headers,
+        extensions=error.details,
     )
 
 

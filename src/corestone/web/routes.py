@@ -1,4 +1,4 @@
-"""The operational endpoints every service has: ``/health/live``, ``/health/ready``, ``/metrics``."""
+"""The operational endpoints: ``/health/live``, ``/health/ready`` and ``/metrics``."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ The process then returns normally — no re-raised signal, no traceback.
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import threading
 from collections.abc import Generator
@@ -72,7 +73,7 @@ async def serve(
         lifespan="on",
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=shutdown_timeout,
+        timeout_graceful_shutdown=math.ceil(shutdown_timeout),
         server_header=False,
     )
     server = _GracefulServer(config, health)

@@ -53,9 +53,13 @@ async def me(caller: Caller, users: Users) -> MeOut:
 
 
 @router.post("/workspaces", status_code=201)
-async def create_workspace(body: WorkspaceIn, caller: Caller, workspaces: Workspaces) -> WorkspaceOut:
+async def create_workspace(
+    body: WorkspaceIn, caller: Caller, workspaces: Workspaces
+) -> WorkspaceOut:
     workspace = await workspaces.create(caller, name=body.name)
-    return WorkspaceOut(id=workspace.id, name=workspace.name, role="owner", created_at=workspace.created_at)
+    return WorkspaceOut(
+        id=workspace.id, name=workspace.name, role="owner", created_at=workspace.created_at
+    )
 
 
 @router.post("/workspaces/{ws}/members", status_code=201)

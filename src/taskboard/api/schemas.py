@@ -45,11 +45,13 @@ def _text(value: str) -> str:
 
 
 Name = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX),
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX),
     AfterValidator(_single_line),
 ]
 Title = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX),
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX),
     AfterValidator(_single_line),
 ]
 Description = Annotated[str, StringConstraints(max_length=DESCRIPTION_MAX), AfterValidator(_text)]

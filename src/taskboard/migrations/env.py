@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from taskboard.domain.models import Base
+from corestone.db import Base
+from taskboard.domain import models  # noqa: F401 - registers the tables on Base.metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:

@@ -43,7 +43,9 @@ def decode_cursor(cursor: str) -> int:
         if type(after) is not int or not 0 < after < 2**63 or set(payload) != {"after"}:
             raise ValueError("bad position")
     except (ValueError, TypeError, KeyError, binascii.Error, orjson.JSONDecodeError):
-        raise InvalidInputError("not a cursor this API issued", field="cursor", rule="cursor") from None
+        raise InvalidInputError(
+            "not a cursor this API issued", field="cursor", rule="cursor"
+        ) from None
     return after
 
 
@@ -63,9 +65,10 @@ class TaskService:
     ) -> Task:
         async with self._db.transaction() as session:
             await require_member(session, workspace_id, actor.id)
-            if assignee_id is not None and await session.get(
-                Membership, (workspace_id, assignee_id)
-            ) is None:
+            if (
+                assignee_id is not None
+                and await session.get(Membership, (workspace_id, assignee_id)) is None
+            ):
                 raise InvalidInputError(
                     "the assignee is not a member of this workspace",
                     field="assignee_id",
@@ -105,7 +108,9 @@ class TaskService:
         cursor: str | None = None,
     ) -> TaskPage:
         if not 1 <= limit <= MAX_LIMIT:
-            raise InvalidInputError(f"must be between 1 and {MAX_LIMIT}", field="limit", rule="range")
+            raise InvalidInputError(
+                f"must be between 1 and {MAX_LIMIT}", field="limit", rule="range"
+            )
         after = decode_cursor(cursor) if cursor else 0
         async with self._db.transaction(read_only=True) as session:
             await require_member(session, workspace_id, actor.id)

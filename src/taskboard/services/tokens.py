@@ -20,7 +20,7 @@ from taskboard.domain.models import ApiToken, User
 
 __all__ = ["TOKEN_PREFIX", "digest", "issue_token", "user_for_token"]
 
-TOKEN_PREFIX = "tb_"
+TOKEN_PREFIX = "tb_"  # noqa: S105 - a public prefix, not a secret
 _MAX_TOKEN_LENGTH = 200
 
 
@@ -38,7 +38,9 @@ async def issue_token(
         )
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     session.add(
-        ApiToken(user_id=user_id, token_hash=digest(token), label=label, created_at=datetime.now(UTC))
+        ApiToken(
+            user_id=user_id, token_hash=digest(token), label=label, created_at=datetime.now(UTC)
+        )
     )
     return token
 
@@ -57,4 +59,5 @@ async def user_for_token(session: AsyncSession, token: str) -> User:
     ).first()
     if row is None or not hmac.compare_digest(row[1], wanted):
         raise AuthenticationError("invalid bearer token")
-    return row[0]
+    user: User = row[0]
+    return user
