@@ -18,6 +18,8 @@ __all__ = [
     "bind",
     "correlation_id",
     "new_correlation_id",
+    "request_scope",
+    "request_state",
     "sanitize_correlation_id",
     "workspace_id",
 ]
@@ -25,6 +27,9 @@ __all__ = [
 _correlation_id: ContextVar[str | None] = ContextVar("corestone_correlation_id", default=None)
 _actor_id: ContextVar[str | None] = ContextVar("corestone_actor_id", default=None)
 _workspace_id: ContextVar[str | None] = ContextVar("corestone_workspace_id", default=None)
+_request_state: ContextVar[dict[str, object] | None] = ContextVar(
+    "corestone_request_state", default=None
+)
 
 # What we accept from an incoming X-Request-ID: printable, short, no separators that
 # could split a log line or a header. Anything else is replaced, never echoed.
@@ -85,3 +90,24 @@ def bind(
 
 def _as_str(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+@contextmanager
+def request_scope() -> Iterator[dict[str, object]]:
+    """Mark one unit of work (an HTTP request, a job) and give it a private state dict.
+
+    Components keep per-request facts there — e.g. the database remembers that this
+    request has written, so its later reads go to the primary. The web middleware opens
+    one per request; a worker should open one per job, never one for its whole life.
+    """
+    state: dict[str, object] = {}
+    token = _request_state.set(state)
+    try:
+        yield state
+    finally:
+        _request_state.reset(token)
+
+
+def request_state() -> dict[str, object] | None:
+    """The state of the unit of work in progress, or None outside of one."""
+    return _request_state.get()

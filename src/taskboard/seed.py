@@ -29,7 +29,8 @@ async def ensure_demo(db: Database) -> Demo:
     Minting replaces the previous demo token, since tokens are stored hashed and the old
     one cannot be shown again.
     """
-    async with db.transaction() as session:
+    async with db.transaction() as tx:
+        session = tx.session
         user = await session.scalar(select(User).where(User.email == DEMO_EMAIL))
         created = user is None
         if user is None:

@@ -1,9 +1,10 @@
-"""The database: engines, pools, sessions, transactions and a health check.
+"""The database: engines, pools, replicas, transactions and a health check.
 
-One :class:`Database` per primary. SQLite (aiosqlite) is the embedded default and is set
-up for a server workload — WAL, foreign keys on, a busy timeout, and ``BEGIN IMMEDIATE``
-for write transactions so two writers queue on the lock instead of one of them failing
-when it upgrades a read lock. PostgreSQL (asyncpg) takes its pool shape from settings.
+One :class:`Database` per primary, with optional read replicas. SQLite (aiosqlite) is the
+embedded default and is set up for a server workload — WAL, foreign keys on, a busy
+timeout, and ``BEGIN IMMEDIATE`` for write transactions so two writers queue on the lock
+instead of one of them failing when it upgrades a read lock. PostgreSQL (asyncpg) takes
+its pool shape from settings.
 
 Driver errors never leave :meth:`Database.transaction` raw: a broken constraint becomes
 :class:`~corestone.errors.ConflictError`, a lost or refused connection or an exhausted
@@ -12,12 +13,13 @@ pool :class:`~corestone.errors.UnavailableError`, each chained to the original.
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event, exc, text
 from sqlalchemy.engine import URL, make_url
@@ -29,7 +31,17 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import QueuePool
 
+from corestone import context
 from corestone.config import Settings, redact_url
+from corestone.db.transactions import (
+    CommitFailedError,
+    IsolationLevel,
+    RetryPolicy,
+    Transaction,
+    open_transaction,
+    run_with_retry,
+    transient_cause,
+)
 from corestone.errors import ConflictError, CorestoneError, UnavailableError
 from corestone.observability.health import CheckResult, HealthStatus
 from corestone.observability.logging import get_logger
@@ -38,6 +50,8 @@ from corestone.observability.metrics import Metrics
 __all__ = ["Database", "PoolOptions"]
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +65,80 @@ class PoolOptions:
     pre_ping: bool = True
 
 
+class _Engine:
+    """One engine (the primary or a replica) with its sessions and pool metrics."""
+
+    def __init__(self, url: URL, label: str, options: dict[str, Any], metrics: Metrics) -> None:
+        self.url = url
+        self.label = label
+        self.engine = create_async_engine(url, **options)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.unhealthy_until = 0.0
+        self.last_error: str | None = None
+        self._waits = metrics.counter(
+            "db_pool_waits_total", "Checkouts that found the pool exhausted and waited.", ["pool"]
+        ).labels(pool=label)
+        self._timeouts = metrics.counter(
+            "db_pool_timeouts_total", "Checkouts that gave up waiting.", ["pool"]
+        ).labels(pool=label)
+        self._acquire_seconds = metrics.histogram(
+            "db_pool_acquire_seconds", "Time to get a connection from the pool.", ["pool"]
+        ).labels(pool=label)
+        for name, doc, read in (
+            ("db_pool_size", "Configured pool size.", QueuePool.size),
+            ("db_pool_checked_out", "Connections in use.", QueuePool.checkedout),
+            ("db_pool_overflow", "Connections beyond the pool size.", QueuePool.overflow),
+        ):
+            metrics.gauge(name, doc, ["pool"]).labels(pool=label).set_function(
+                lambda read=read: self._read_pool(read)  # type: ignore[misc]
+            )
+
+    @property
+    def safe_url(self) -> str:
+        return redact_url(self.url.render_as_string(hide_password=False))
+
+    def _read_pool(self, read: Callable[[QueuePool], int]) -> float:
+        pool = self.engine.sync_engine.pool
+        return float(max(read(pool), 0)) if isinstance(pool, QueuePool) else 0.0
+
+    def pool_status(self) -> str:
+        pool = self.engine.sync_engine.pool
+        if isinstance(pool, QueuePool):
+            return f"pool size {pool.size()}, checked out {pool.checkedout()}"
+        return ""
+
+    async def acquire(self, session: AsyncSession, options: dict[str, Any]) -> None:
+        pool = self.engine.sync_engine.pool
+        if isinstance(pool, QueuePool) and pool.checkedout() >= pool.size() + pool._max_overflow:
+            self._waits.inc()
+        started = time.perf_counter()
+        try:
+            await session.connection(execution_options=options)
+        except exc.TimeoutError:
+            self._timeouts.inc()
+            raise
+        finally:
+            self._acquire_seconds.observe(time.perf_counter() - started)
+
+    async def ping(self) -> float:
+        started = time.perf_counter()
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return round((time.perf_counter() - started) * 1000, 3)
+
+
 class Database:
-    """An async SQLAlchemy engine with sessions, transactions, pool metrics and a ping.
+    """An async SQLAlchemy primary (plus optional read replicas) with transactions.
 
     Build it (no I/O), ``await start()`` (connects once to prove the URL works), use
-    :meth:`transaction` or :meth:`session`, then ``await aclose()``. Not usable across
-    event loops: make one per loop.
+    :meth:`transaction` or :meth:`run_in_transaction`, then ``await aclose()``. Not usable
+    across event loops: make one per loop.
+
+    With replicas, read-only transactions go to a healthy replica in turn, unless the
+    current request (:func:`corestone.context.request_scope`) has already committed a
+    write, in which case they read the primary, so a caller always reads its own writes.
+    A replica that fails to connect is skipped for ``replica_retry_seconds``; with none
+    left, reads go to the primary.
     """
 
     name = "database"
@@ -65,25 +147,38 @@ class Database:
         self,
         url: str,
         *,
+        replica_urls: Sequence[str] = (),
         pool: PoolOptions = PoolOptions(),
         sqlite_busy_timeout_ms: int = 5000,
+        replica_retry_seconds: float = 10.0,
         metrics: Metrics | None = None,
-        label: str = "primary",
     ) -> None:
         self.url: URL = make_url(url)
+        self._replica_urls = [make_url(u) for u in replica_urls]
         self._pool = pool
         self._busy_timeout_ms = sqlite_busy_timeout_ms
+        self._replica_retry_seconds = replica_retry_seconds
         self._metrics = metrics if metrics is not None else Metrics()
-        self._label = label
-        self._engine: AsyncEngine | None = None
-        self._sessions: async_sessionmaker[AsyncSession] | None = None
-        self._init_metrics()
+        self._primary: _Engine | None = None
+        self._replicas: list[_Engine] = []
+        self._next_replica = itertools.count()
+        m = self._metrics
+        self._transactions = m.counter(
+            "db_transactions_total", "Transactions by outcome.", ["outcome", "target"]
+        )
+        self._retries = m.counter(
+            "db_transaction_retries_total", "Transaction attempts retried, by cause.", ["cause"]
+        )
+        self._duration = m.histogram(
+            "db_transaction_duration_seconds", "Transaction time, begin to outcome.", ["outcome"]
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, *, metrics: Metrics | None = None) -> Database:
-        """The primary database as configured by ``CORESTONE_DATABASE_*``."""
+        """The primary and replicas as configured by ``CORESTONE_DATABASE_*``."""
         return cls(
             settings.database_url,
+            replica_urls=settings.database_replica_urls,
             pool=PoolOptions(
                 size=settings.database_pool_size,
                 max_overflow=settings.database_max_overflow,
@@ -102,144 +197,209 @@ class Database:
 
     @property
     def safe_url(self) -> str:
-        """The URL with its password masked."""
+        """The primary's URL with its password masked."""
         return redact_url(self.url.render_as_string(hide_password=False))
 
     @property
     def engine(self) -> AsyncEngine:
-        if self._engine is None:
-            raise RuntimeError("Database is not started; use `await database.start()` first")
-        return self._engine
+        """The primary's engine."""
+        return self._require_primary().engine
 
     async def start(self) -> None:
-        """Create the engine and connect once, so a wrong URL fails here and not later."""
-        if self._engine is not None:
+        """Create the engines and connect to the primary once, so a wrong URL fails here.
+
+        Replicas that do not answer at start are logged and skipped until they do.
+        """
+        if self._primary is not None:
             return
-        self._engine = self._create_engine()
-        self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
+        self._primary = _Engine(self.url, "primary", self._engine_options(self.url), self._metrics)
+        if self.dialect == "sqlite":
+            _configure_sqlite(self._primary.engine, self._busy_timeout_ms)
         try:
-            async with self._engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+            await self._primary.ping()
         except Exception as error:
             await self.aclose()
             # For the operator, not a client: say where and why.
             reason = _first_line(getattr(error, "orig", None) or error)
             raise UnavailableError(f"cannot connect to {self.safe_url}: {reason}") from error
-        log.info("database started", url=self.safe_url, dialect=self.dialect)
+        for index, url in enumerate(self._replica_urls, start=1):
+            replica = _Engine(url, f"replica{index}", self._engine_options(url), self._metrics)
+            self._replicas.append(replica)
+            try:
+                await replica.ping()
+            except Exception as error:  # noqa: BLE001 - a replica may come later
+                self._mark_unhealthy(replica, error)
+        log.info(
+            "database started",
+            url=self.safe_url,
+            dialect=self.dialect,
+            replicas=len(self._replicas),
+        )
 
     async def aclose(self) -> None:
         """Close every pooled connection. Idempotent."""
-        engine, self._engine, self._sessions = self._engine, None, None
-        if engine is not None:
-            await engine.dispose()
+        engines = [e for e in (self._primary, *self._replicas) if e is not None]
+        self._primary, self._replicas = None, []
+        for engine in engines:
+            await engine.engine.dispose()
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session with no transaction management of its own; closed on exit."""
-        if self._sessions is None:
-            raise RuntimeError("Database is not started; use `await database.start()` first")
-        async with self._sessions() as session:
+        """A bare session on the primary, for work that manages its own transaction."""
+        async with self._require_primary().sessions() as session:
             yield session
 
     @asynccontextmanager
-    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[AsyncSession]:
-        """A session inside one transaction: committed if the block ends, else rolled back.
+    async def transaction(
+        self, *, isolation: IsolationLevel | None = None, read_only: bool = False
+    ) -> AsyncIterator[Transaction]:
+        """A transaction: committed if the block ends normally, rolled back if it raises.
 
-        ``read_only`` takes a shared lock on SQLite (plain ``BEGIN``) and sets the
-        PostgreSQL transaction ``READ ONLY``; writes otherwise begin with an exclusive
-        intent so concurrent writers wait instead of failing.
+        Inside another transaction of this database it is a SAVEPOINT instead. An
+        ``isolation`` level applies on PostgreSQL (SQLite is always serializable).
+        ``read_only`` may be served by a replica, and lets SQLite readers share the lock.
         """
-        async with self.session() as session:
-            try:
-                await self._acquire(session, read_only=read_only)
-                yield session
-                await session.commit()
-            except CorestoneError:
-                await session.rollback()
+        try:
+            async with open_transaction(self, isolation=isolation, read_only=read_only) as tx:
+                yield tx
+        except CommitFailedError as failed:
+            raise self._translate(failed.cause) from failed.cause
+        except CorestoneError:
+            raise
+        except Exception as error:
+            translated = self._translate(error)
+            if translated is error:
                 raise
-            except Exception as error:
-                await session.rollback()
-                translated = _translate(error)
-                if translated is error:
-                    raise
-                raise translated from error
+            raise translated from error
+
+    async def run_in_transaction(
+        self,
+        fn: Callable[[Transaction], Awaitable[T]],
+        *,
+        retry: RetryPolicy | None = None,
+        isolation: IsolationLevel | None = None,
+        read_only: bool = False,
+    ) -> T:
+        """Run ``fn(tx)`` in a transaction, re-running all of it on transient errors.
+
+        ``fn`` may run more than once: keep side effects out of it, or register them with
+        ``tx.after_commit`` (which runs once, for the attempt that committed).
+        """
+        policy = RetryPolicy() if retry is None else retry
+        return await run_with_retry(
+            self, fn, retry=policy, isolation=isolation, read_only=read_only
+        )
 
     async def ping(self) -> CheckResult:
-        """Run ``SELECT 1`` and report the round trip and the pool's use."""
-        started = time.perf_counter()
-        async with self.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
-        return CheckResult(HealthStatus.PASS, elapsed_ms, "ms", output=self._pool_status() or None)
+        """Run ``SELECT 1`` on the primary; report the round trip, pool use and replicas."""
+        primary = self._require_primary()
+        elapsed_ms = await primary.ping()
+        notes = [primary.pool_status()]
+        for replica in self._replicas:
+            try:
+                await replica.ping()
+                replica.unhealthy_until = 0.0
+                notes.append(f"{replica.label} ok")
+            except Exception as error:  # noqa: BLE001 - reported, reads fall back
+                self._mark_unhealthy(replica, error)
+                notes.append(f"{replica.label} down")
+        return CheckResult(
+            HealthStatus.PASS, elapsed_ms, "ms", output=", ".join(n for n in notes if n)
+        )
 
-    def _create_engine(self) -> AsyncEngine:
+    @asynccontextmanager
+    async def _session_for(
+        self, *, isolation: IsolationLevel | None, read_only: bool
+    ) -> AsyncIterator[AsyncSession]:
+        """A session whose transaction has begun, on a replica when that is allowed."""
+        options: dict[str, Any] = {"corestone_read_only": read_only}
+        if self.dialect == "postgresql":
+            if isolation is not None:
+                options["isolation_level"] = isolation
+            if read_only:
+                options["postgresql_readonly"] = True
+        if read_only and not self._wrote_in_this_request():
+            for replica in self._healthy_replicas():
+                session = replica.sessions()
+                try:
+                    await replica.acquire(session, options)
+                except Exception as error:  # noqa: BLE001 - try the next, then the primary
+                    await session.close()
+                    self._mark_unhealthy(replica, error)
+                    continue
+                async with session:
+                    session.info["corestone_target"] = replica.label
+                    yield session
+                return
+        primary = self._require_primary()
+        async with primary.sessions() as session:
+            session.info["corestone_target"] = "primary"
+            await primary.acquire(session, options)
+            yield session
+
+    def _healthy_replicas(self) -> list[_Engine]:
+        now = time.monotonic()
+        healthy = [r for r in self._replicas if r.unhealthy_until <= now]
+        if not healthy:
+            return []
+        start = next(self._next_replica) % len(healthy)
+        return healthy[start:] + healthy[:start]
+
+    def _mark_unhealthy(self, replica: _Engine, error: BaseException) -> None:
+        replica.unhealthy_until = time.monotonic() + self._replica_retry_seconds
+        replica.last_error = _first_line(error)
+        log.warning(
+            "replica unavailable",
+            replica=replica.label,
+            url=replica.safe_url,
+            error=replica.last_error,
+        )
+
+    def _record_outcome(
+        self, committed: bool, seconds: float, read_only: bool, target: str
+    ) -> None:
+        outcome = "commit" if committed else "rollback"
+        self._transactions.labels(outcome=outcome, target=target).inc()
+        self._duration.labels(outcome=outcome).observe(seconds)
+        state = context.request_state()
+        if committed and not read_only and state is not None:
+            state[self._wrote_key] = True
+
+    @property
+    def _wrote_key(self) -> str:
+        return f"corestone.db.wrote:{id(self)}"
+
+    def _wrote_in_this_request(self) -> bool:
+        state = context.request_state()
+        return state is not None and bool(state.get(self._wrote_key))
+
+    def _record_retry(self, cause: str) -> None:
+        self._retries.labels(cause=cause).inc()
+
+    def _translate(self, error: BaseException) -> BaseException:
+        return _translate(error)
+
+    def _require_primary(self) -> _Engine:
+        if self._primary is None:
+            raise RuntimeError("Database is not started; use `await database.start()` first")
+        return self._primary
+
+    def _engine_options(self, url: URL) -> dict[str, Any]:
         options: dict[str, Any] = {"pool_pre_ping": self._pool.pre_ping}
-        if self.dialect == "sqlite":
-            database = self.url.database or ""
+        if url.get_backend_name() == "sqlite":
+            database = url.database or ""
             if database and database != ":memory:" and not database.startswith("file:"):
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
                 options.update(pool_size=self._pool.size, max_overflow=self._pool.max_overflow)
                 options.update(pool_timeout=self._pool.timeout_seconds)
-        else:
-            options.update(
-                pool_size=self._pool.size,
-                max_overflow=self._pool.max_overflow,
-                pool_timeout=self._pool.timeout_seconds,
-                pool_recycle=self._pool.recycle_seconds,
-            )
-        engine = create_async_engine(self.url, **options)
-        if self.dialect == "sqlite":
-            _configure_sqlite(engine, self._busy_timeout_ms)
-        return engine
-
-    async def _acquire(self, session: AsyncSession, *, read_only: bool) -> None:
-        pool = self.engine.sync_engine.pool
-        if isinstance(pool, QueuePool) and pool.checkedout() >= pool.size() + pool._max_overflow:
-            self._waits.inc()
-        started = time.perf_counter()
-        try:
-            await session.connection(execution_options={"corestone_read_only": read_only})
-        except exc.TimeoutError:
-            self._timeouts.inc()
-            raise
-        finally:
-            self._acquire_seconds.observe(time.perf_counter() - started)
-        if read_only and self.dialect == "postgresql":
-            await session.execute(text("SET TRANSACTION READ ONLY"))
-
-    def _pool_status(self) -> str:
-        pool = self._engine.sync_engine.pool if self._engine is not None else None
-        if isinstance(pool, QueuePool):
-            return f"pool size {pool.size()}, checked out {pool.checkedout()}"
-        return ""
-
-    def _init_metrics(self) -> None:
-        m, label = self._metrics, self._label
-        for name, doc, read in (
-            ("db_pool_size", "Configured pool size.", lambda p: p.size()),
-            ("db_pool_checked_out", "Connections in use.", lambda p: p.checkedout()),
-            (
-                "db_pool_overflow",
-                "Connections beyond the pool size.",
-                lambda p: max(p.overflow(), 0),
-            ),
-        ):
-            m.gauge(name, doc, ["pool"]).labels(pool=label).set_function(
-                lambda read=read: self._read_pool(read)  # type: ignore[misc]
-            )
-        self._waits = m.counter(
-            "db_pool_waits_total", "Checkouts that found the pool exhausted and waited.", ["pool"]
-        ).labels(pool=label)
-        self._timeouts = m.counter(
-            "db_pool_timeouts_total", "Checkouts that gave up waiting.", ["pool"]
-        ).labels(pool=label)
-        self._acquire_seconds = m.histogram(
-            "db_pool_acquire_seconds", "Time to get a connection from the pool.", ["pool"]
-        ).labels(pool=label)
-
-    def _read_pool(self, read: Any) -> float:
-        pool = self._engine.sync_engine.pool if self._engine is not None else None
-        return float(read(pool)) if isinstance(pool, QueuePool) else 0.0
+            return options
+        options.update(
+            pool_size=self._pool.size,
+            max_overflow=self._pool.max_overflow,
+            pool_timeout=self._pool.timeout_seconds,
+            pool_recycle=self._pool.recycle_seconds,
+        )
+        return options
 
 
 def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
@@ -272,7 +432,12 @@ def _translate(error: BaseException) -> BaseException:
     can name constraints, hosts and users) is logged here and kept as ``__cause__``.
     """
     translated: CorestoneError | None = None
-    if isinstance(error, exc.IntegrityError):
+    cause = transient_cause(error)
+    if cause in ("serialization", "deadlock"):
+        translated = ConflictError("the transaction conflicted with a concurrent one; try again")
+    elif cause == "locked":
+        translated = UnavailableError("the database is locked by another writer", retry_after=1.0)
+    elif isinstance(error, exc.IntegrityError):
         translated = ConflictError("the change conflicts with existing data")
     elif isinstance(error, exc.TimeoutError):
         translated = UnavailableError("database connection pool exhausted", retry_after=1.0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import cast
 
@@ -18,7 +18,7 @@ from corestone.testing.services import (
     run_sync,
 )
 
-__all__ = ["database_url", "postgres_url", "redis_url"]
+__all__ = ["database_url", "make_postgres_database", "postgres_url", "redis_url"]
 
 
 def _asyncpg_dsn(url: str) -> str:
@@ -38,10 +38,10 @@ def _postgres_admin() -> str:
 
 
 @pytest.fixture
-def postgres_url(_postgres_admin: str) -> Iterator[str]:
-    """A new empty PostgreSQL database for this test; dropped (forcibly) afterwards."""
-    name = f"cs_test_{uuid.uuid4().hex[:16]}"
+def make_postgres_database(_postgres_admin: str) -> Iterator[Callable[[], str]]:
+    """A factory of new, empty PostgreSQL databases; all dropped (forcibly) after the test."""
     admin = _asyncpg_dsn(_postgres_admin)
+    created: list[str] = []
 
     async def execute(sql: str) -> None:
         conn = await asyncpg.connect(admin, timeout=10)
@@ -50,11 +50,22 @@ def postgres_url(_postgres_admin: str) -> Iterator[str]:
         finally:
             await conn.close()
 
-    run_sync(lambda: execute(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(_postgres_admin).set(database=name).render_as_string(hide_password=False)
-    finally:
-        run_sync(lambda: execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    def make() -> str:
+        name = f"cs_test_{uuid.uuid4().hex[:16]}"
+        run_sync(lambda: execute(f'CREATE DATABASE "{name}"'))
+        created.append(name)
+        return make_url(_postgres_admin).set(database=name).render_as_string(hide_password=False)
+
+    yield make
+    for name in created:
+        drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+        run_sync(lambda drop=drop: execute(drop))  # type: ignore[misc]
+
+
+@pytest.fixture
+def postgres_url(make_postgres_database: Callable[[], str]) -> str:
+    """A new empty PostgreSQL database for this test; dropped (forcibly) afterwards."""
+    return make_postgres_database()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -57,7 +57,7 @@ class RequestContextMiddleware:
             await send(message)
 
         started = time.perf_counter()
-        with context.bind(correlation=request_id):
+        with context.bind(correlation=request_id), context.request_scope():
             try:
                 await self.app(scope, receive, send_with_id)
             except Exception:

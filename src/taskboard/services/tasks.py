@@ -63,7 +63,8 @@ class TaskService:
         status: TaskStatus = TaskStatus.OPEN,
         assignee_id: int | None = None,
     ) -> Task:
-        async with self._db.transaction() as session:
+        async with self._db.transaction() as tx:
+            session = tx.session
             await require_member(session, workspace_id, actor.id)
             if (
                 assignee_id is not None
@@ -88,7 +89,8 @@ class TaskService:
         return task
 
     async def get(self, actor: User, workspace_id: int, task_id: int) -> Task:
-        async with self._db.transaction(read_only=True) as session:
+        async with self._db.transaction(read_only=True) as tx:
+            session = tx.session
             await require_member(session, workspace_id, actor.id)
             task = await session.scalar(
                 select(Task).where(Task.workspace_id == workspace_id, Task.id == task_id)
@@ -112,7 +114,8 @@ class TaskService:
                 f"must be between 1 and {MAX_LIMIT}", field="limit", rule="range"
             )
         after = decode_cursor(cursor) if cursor else 0
-        async with self._db.transaction(read_only=True) as session:
+        async with self._db.transaction(read_only=True) as tx:
+            session = tx.session
             await require_member(session, workspace_id, actor.id)
             query = select(Task).where(Task.workspace_id == workspace_id, Task.id > after)
             if status is not None:

@@ -26,7 +26,8 @@ class UserService:
 
     async def create(self, *, name: str, email: str) -> tuple[User, str]:
         """A new user and their first token (shown only now)."""
-        async with self._db.transaction() as session:
+        async with self._db.transaction() as tx:
+            session = tx.session
             exists = await session.scalar(select(User.id).where(User.email == email))
             if exists is not None:
                 raise ConflictError("a user with this email already exists")
@@ -40,11 +41,13 @@ class UserService:
         """The user behind ``token``, or AuthenticationError."""
         if not token:
             raise AuthenticationError("missing bearer token")
-        async with self._db.transaction(read_only=True) as session:
+        async with self._db.transaction(read_only=True) as tx:
+            session = tx.session
             return await user_for_token(session, token)
 
     async def me(self, user: User) -> Me:
-        async with self._db.transaction(read_only=True) as session:
+        async with self._db.transaction(read_only=True) as tx:
+            session = tx.session
             rows = await session.execute(
                 select(Workspace, Membership.role)
                 .join(Membership, Membership.workspace_id == Workspace.id)

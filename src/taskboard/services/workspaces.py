@@ -30,7 +30,8 @@ class WorkspaceService:
 
     async def create(self, actor: User, *, name: str) -> Workspace:
         """A workspace with ``actor`` as its owner, both rows in one transaction."""
-        async with self._db.transaction() as session:
+        async with self._db.transaction() as tx:
+            session = tx.session
             workspace = Workspace(name=name)
             session.add(workspace)
             await session.flush()
@@ -41,7 +42,8 @@ class WorkspaceService:
         self, actor: User, workspace_id: int, *, user_id: int, role: Role
     ) -> Membership:
         """Add ``user_id`` to the workspace; only an owner may."""
-        async with self._db.transaction() as session:
+        async with self._db.transaction() as tx:
+            session = tx.session
             mine = await require_member(session, workspace_id, actor.id)
             if mine.role != Role.OWNER:
                 raise PermissionDeniedError("only an owner can add members")
@@ -54,7 +56,8 @@ class WorkspaceService:
         return membership
 
     async def get(self, actor: User, workspace_id: int) -> Workspace:
-        async with self._db.transaction(read_only=True) as session:
+        async with self._db.transaction(read_only=True) as tx:
+            session = tx.session
             await require_member(session, workspace_id, actor.id)
             workspace = await session.get(Workspace, workspace_id)
             if workspace is None:  # deleted between the two reads
@@ -62,7 +65,8 @@ class WorkspaceService:
             return workspace
 
     async def members(self, workspace_id: int) -> list[Membership]:
-        async with self._db.transaction(read_only=True) as session:
+        async with self._db.transaction(read_only=True) as tx:
+            session = tx.session
             rows = await session.scalars(
                 select(Membership).where(Membership.workspace_id == workspace_id)
             )
