@@ -7,6 +7,8 @@ naming it, saying what is wrong and showing a value that would be right.
 
 from __future__ import annotations
 
+import difflib
+import os
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -18,6 +20,7 @@ from corestone.errors import ConfigurationError
 __all__ = ["Settings", "load_settings", "redact_url"]
 
 ENV_PREFIX = "CORESTONE_"
+_TEST_PREFIX = ENV_PREFIX + "TEST_"
 
 _DATABASE_SCHEMES = {"sqlite+aiosqlite", "postgresql+asyncpg"}
 _REDIS_SCHEMES = {"redis", "rediss", "unix"}
@@ -142,11 +145,31 @@ def load_settings(**overrides: Any) -> Settings:
     The error's message has one line per invalid variable, e.g.::
 
         CORESTONE_DATABASE_POOL_SIZE='lots': must be a whole number (e.g. 20)
+
+    A ``CORESTONE_*`` variable that names no setting is an error too (a typo would
+    otherwise be silently ignored); ``CORESTONE_TEST_*`` is left to test tooling.
     """
+    problems = _unknown_variables()
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigurationError(_describe(exc)) from None
+        problems.append(_describe(exc))
+    if problems:
+        raise ConfigurationError("\n".join(problems)) from None
+    return settings
+
+
+def _unknown_variables() -> list[str]:
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    lines = []
+    for variable in sorted(os.environ):
+        upper = variable.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known or upper.startswith(_TEST_PREFIX):
+            continue
+        close = difflib.get_close_matches(upper, known, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        lines.append(f"{variable}: no such setting{hint}")
+    return lines
 
 
 def _describe(exc: ValidationError) -> str:

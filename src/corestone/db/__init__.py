@@ -13,12 +13,12 @@ from corestone.db.transactions import (
 )
 
 __all__ = [
-    "NO_RETRY",
     "Base",
     "BigIntId",
     "Database",
     "IdMixin",
     "IsolationLevel",
+    "NO_RETRY",
     "PoolOptions",
     "RetryPolicy",
     "TimestampMixin",

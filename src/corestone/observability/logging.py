@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import structlog
@@ -66,11 +66,17 @@ class SecretRedactor:
             return REDACTED if value not in (None, "") else value
         if isinstance(value, str):
             return self.redact_text(value)
-        if isinstance(value, MutableMapping):
+        if isinstance(value, Mapping):
             return {str(k): self._clean(str(k), v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [self._clean("", v) for v in value]
-        return value
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        # Renderers fall back to repr() for other objects (an exception, a settings
+        # object), and a repr can carry a DSN; hand over the redacted repr when it does.
+        shown = repr(value)
+        redacted = self.redact_text(shown)
+        return value if redacted == shown else redacted
 
 
 def _keep_prefix(match: re.Match[str]) -> str:

@@ -38,6 +38,9 @@ STATUS_BY_CODE: Mapping[str, int] = {
     "circuit_open": 503,
 }
 
+# Members an extension may never replace.
+_STANDARD = frozenset({"type", "title", "status", "code", "detail", "instance", "errors"})
+
 _TITLES: Mapping[int, str] = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -75,7 +78,9 @@ def problem_response(
     }
     if instance:
         body["instance"] = instance
-    body.update({k: v for k, v in (extensions or {}).items() if v is not None})
+    body.update(
+        {k: v for k, v in (extensions or {}).items() if v is not None and k not in _STANDARD}
+    )
     if errors:
         body["errors"] = list(errors)
     correlation = context.correlation_id()

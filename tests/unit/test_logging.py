@@ -1,0 +1,309 @@
+"""Structured logging: JSON lines with the request context, and secrets never written."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+import structlog
+
+from corestone import context
+from corestone.config import Settings
+from corestone.observability.logging import SecretRedactor, configure_logging, get_logger
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """Put structlog and the root logger back as they were after each test."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    access = logging.getLogger("uvicorn.access")
+    access_disabled = access.disabled
+    yield
+    structlog.reset_defaults()
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+    access.disabled = access_disabled
+
+
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_structlog_lines_are_json_with_the_bound_correlation_id(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A structlog line is one JSON object with event, level, logger, time and context."""
+    configure_logging(format="json")
+
+    with context.bind(correlation="req-123", actor=7, workspace="ws-1"):
+        get_logger("corestone.test").info("task created", task_id=5)
+
+    [line] = _json_lines(capsys.readouterr().err)
+    assert line["event"] == "task created"
+    assert line["task_id"] == 5
+    assert line["level"] == "info"
+    assert line["logger"] == "corestone.test"
+    assert line["correlation_id"] == "req-123"
+    assert line["actor_id"] == "7"
+    assert line["workspace_id"] == "ws-1"
+    assert line["timestamp"].endswith("Z")
+
+
+def test_stdlib_lines_are_json_with_the_bound_correlation_id(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Lines from the standard library (uvicorn, SQLAlchemy) get the same shape and context."""
+    configure_logging(format="json")
+
+    with context.bind(correlation="req-456"):
+        logging.getLogger("sqlalchemy.engine").warning("slow query took %d ms", 1500)
+
+    [line] = _json_lines(capsys.readouterr().err)
+    assert line["event"] == "slow query took 1500 ms"
+    assert line["level"] == "warning"
+    assert line["logger"] == "sqlalchemy.engine"
+    assert line["correlation_id"] == "req-456"
+
+
+def test_no_context_keys_outside_a_bind(capsys: pytest.CaptureFixture[str]) -> None:
+    """Lines logged outside any request carry no empty context keys."""
+    configure_logging(format="json")
+
+    get_logger("t").info("background")
+
+    [line] = _json_lines(capsys.readouterr().err)
+    assert "correlation_id" not in line
+    assert "actor_id" not in line
+
+
+def test_structlog_contextvars_are_merged(capsys: pytest.CaptureFixture[str]) -> None:
+    """Values bound with structlog.contextvars also appear on the line."""
+    configure_logging(format="json")
+
+    with structlog.contextvars.bound_contextvars(job="nightly"):
+        get_logger("t").info("run")
+
+    [line] = _json_lines(capsys.readouterr().err)
+    assert line["job"] == "nightly"
+
+
+def test_secret_keys_are_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    """Values under password, token, authorization, api key, cookie keys become ***."""
+    configure_logging(format="json")
+
+    get_logger("t").info(
+        "login",
+        password="hunter2",
+        db_password="hunter3",
+        token="tok-secret",
+        authorization="Bearer abc.def",
+        api_key="k-secret",
+        headers={"Authorization": "Basic dXNlcjpwYXNz", "Cookie": "sid=s3cr3t", "Accept": "*/*"},
+        user="alice",
+    )
+
+    err = capsys.readouterr().err
+    [line] = _json_lines(err)
+    for key in ("password", "db_password", "token", "authorization", "api_key"):
+        assert line[key] == "***"
+    assert line["headers"] == {"Authorization": "***", "Cookie": "***", "Accept": "*/*"}
+    assert line["user"] == "alice"
+    for secret in ("hunter", "tok-secret", "abc.def", "k-secret", "dXNlcjpwYXNz", "s3cr3t"):
+        assert secret not in err
+
+
+def test_empty_secret_values_stay_visible(capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing secret is shown as missing, which helps debugging and leaks nothing."""
+    configure_logging(format="json")
+
+    get_logger("t").info("config", password=None, token="")
+
+    [line] = _json_lines(capsys.readouterr().err)
+    assert line["password"] is None
+    assert line["token"] == ""
+
+
+def test_secrets_in_free_text_are_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    """DSN passwords, bearer tokens and password=… inside messages and values are masked."""
+    configure_logging(format="json")
+
+    get_logger("t").info(
+        "connecting to postgresql://u:secret@h/db",
+        detail="sent Authorization: Bearer abc123 with password=xyz",
+        urls=["redis://:redispw@cache:6379/0"],
+    )
+
+    err = capsys.readouterr().err
+    [line] = _json_lines(err)
+    assert line["event"] == "connecting to postgresql://u:***@h/db"
+    assert line["detail"] == "sent Authorization: Bearer *** with password=***"
+    assert line["urls"] == ["redis://:***@cache:6379/0"]
+    for secret in ("secret", "abc123", "xyz", "redispw"):
+        assert secret not in err
+
+
+def test_stdlib_path_is_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    """Secrets in stdlib messages, including %-formatted arguments, are masked."""
+    configure_logging(format="json")
+
+    logging.getLogger("driver").error(
+        "cannot connect to %s using password=%s and Bearer %s",
+        "postgresql://u:secret@h/db",
+        "xyz",
+        "abc",
+    )
+
+    err = capsys.readouterr().err
+    [line] = _json_lines(err)
+    assert line["event"] == (
+        "cannot connect to postgresql://u:***@h/db using password=*** and Bearer ***"
+    )
+    assert "secret" not in err
+
+
+@pytest.mark.parametrize("log_format", ["json", "console"])
+def test_tracebacks_are_redacted(capsys: pytest.CaptureFixture[str], log_format: str) -> None:
+    """An exception message carrying a DSN is masked in the logged traceback, in both formats."""
+    configure_logging(format=log_format)  # type: ignore[arg-type]
+
+    try:
+        raise ConnectionError("cannot reach postgresql://app:tb-secret@db/app")
+    except ConnectionError:
+        logging.getLogger("driver").exception("stdlib failure")
+        get_logger("t").exception("structlog failure")
+
+    err = capsys.readouterr().err
+    assert "tb-secret" not in err
+    assert err.count("postgresql://app:***@db/app") >= 2
+    assert "stdlib failure" in err
+    assert "structlog failure" in err
+
+
+def test_console_format_is_redacted_and_carries_the_context(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The human format shows the correlation id and hides secrets too."""
+    configure_logging(format="console")
+
+    with context.bind(correlation="req-console"):
+        get_logger("t").info("hello postgresql://u:secret@h/db", token="t0k3n")
+        logging.getLogger("std").info("password=xyz")
+
+    err = capsys.readouterr().err
+    assert "req-console" in err
+    assert "postgresql://u:***@h/db" in err
+    for secret in ("secret", "t0k3n", "xyz"):
+        assert secret not in err
+
+
+def test_level_filters_both_paths(capsys: pytest.CaptureFixture[str]) -> None:
+    """Lines below the configured level are dropped for structlog and stdlib alike."""
+    configure_logging(format="json", level="warning")
+
+    get_logger("t").info("quiet")
+    logging.getLogger("std").info("quiet too")
+    get_logger("t").warning("loud")
+
+    assert [line["event"] for line in _json_lines(capsys.readouterr().err)] == ["loud"]
+
+
+def test_configuring_again_does_not_duplicate_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    """Calling configure_logging twice replaces its handler instead of adding a second one."""
+    configure_logging(format="json")
+    configure_logging(format="json")
+
+    logging.getLogger("std").warning("once")
+
+    assert len(_json_lines(capsys.readouterr().err)) == 1
+
+
+def test_uvicorn_access_log_is_disabled() -> None:
+    """The request middleware logs each request, so uvicorn's access line is turned off."""
+    configure_logging(format="json")
+
+    assert logging.getLogger("uvicorn.access").disabled
+
+
+def test_extra_secret_patterns_are_applied(capsys: pytest.CaptureFixture[str]) -> None:
+    """A project-specific pattern masks its own secrets, keeping the named prefix."""
+    configure_logging(format="json", extra_secret_patterns=[r"(?P<keep>ssn )\d{3}-\d{2}-\d{4}"])
+
+    get_logger("t").info("customer ssn 123-45-6789")
+
+    [line] = _json_lines(capsys.readouterr().err)
+    assert line["event"] == "customer ssn ***"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("postgresql://u:secret@h/db", "postgresql://u:***@h/db"),
+        ("postgresql+asyncpg://u:secret@h:5432/db", "postgresql+asyncpg://u:***@h:5432/db"),
+        ("redis://:secret@cache:6379", "redis://:***@cache:6379"),
+        ("postgresql://u:p@ss@h/db", "postgresql://u:***@h/db"),
+        ("Bearer abc.def-ghi", "Bearer ***"),
+        ("authorization: bearer abc", "authorization: bearer ***"),
+        ("password=xyz&user=bob", "password=***&user=bob"),
+        ("passwd: xyz", "passwd: ***"),
+        ("api_key=k1 api-key=k2", "api_key=*** api-key=***"),
+        ("?access_token=abc&x=1", "?access_token=***&x=1"),
+        ("client_secret=abc", "client_secret=***"),
+        ('{"password": "hunter2", "user": "bob"}', '{"password": "***", "user": "bob"}'),
+        ("http://example.com:8080/path", "http://example.com:8080/path"),
+        ("mail bob@example.com at 10:30", "mail bob@example.com at 10:30"),
+        ("tokens=5 used", "tokens=5 used"),
+    ],
+)
+def test_redact_text(text: str, expected: str) -> None:
+    """redact_text masks exactly the secrets in free text and leaves the rest readable."""
+    assert SecretRedactor().redact_text(text) == expected
+
+
+def test_redactor_processor_cleans_nested_values() -> None:
+    """As a processor, the redactor walks dicts, lists and tuples."""
+    cleaned = SecretRedactor()(
+        None,
+        "info",
+        {
+            "event": "e",
+            "request": {"headers": {"x-api-key": "k"}, "urls": ("postgresql://u:pw@h/d",)},
+        },
+    )
+
+    assert cleaned["request"] == {
+        "headers": {"x-api-key": "***"},
+        "urls": ["postgresql://u:***@h/d"],
+    }
+
+
+def test_objects_rendered_by_repr_are_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    """An exception or settings object logged as a value cannot leak the DSN in its repr."""
+    configure_logging(format="json")
+
+    get_logger("t").error(
+        "failed",
+        error=ConnectionError("cannot reach postgresql://u:s3cret@h/db"),
+        settings=Settings(database_url="postgresql+asyncpg://u:s3cret@h/db"),
+        attempts=3,
+        retried=True,
+    )
+
+    err = capsys.readouterr().err
+    [line] = _json_lines(err)
+    assert "s3cret" not in err
+    assert line["error"] == "ConnectionError('cannot reach postgresql://u:***@h/db')"
+    assert (line["attempts"], line["retried"]) == (3, True)
+
+
+def test_read_only_mappings_are_walked() -> None:
+    """Mappings that are not dicts (an error's details) are cleaned key by key too."""
+    cleaned = SecretRedactor()(None, "info", {"details": MappingProxyType({"token": "t"})})
+
+    assert cleaned["details"] == {"token": "***"}
