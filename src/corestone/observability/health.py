@@ -127,11 +127,13 @@ class HealthRegistry:
             name, check, component_type, measurement, critical, liveness, timeout
         )
         self._cached = None
+        self._inflight = None  # a run in progress predates this change
 
     def unregister(self, name: str) -> None:
         """Remove the check called ``name`` if there is one."""
         self._checks.pop(name, None)
         self._cached = None
+        self._inflight = None  # a run in progress predates this change
 
     @property
     def names(self) -> list[str]:
