@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import difflib
 import os
+import secrets
+from functools import cached_property
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from corestone.errors import ConfigurationError
@@ -21,6 +23,7 @@ __all__ = ["Settings", "load_settings", "redact_url"]
 
 ENV_PREFIX = "CORESTONE_"
 _TEST_PREFIX = ENV_PREFIX + "TEST_"
+_SECRET_FIELDS = frozenset({"secret_key"})
 
 _DATABASE_SCHEMES = {"sqlite+aiosqlite", "postgresql+asyncpg"}
 _REDIS_SCHEMES = {"redis", "rediss", "unix"}
@@ -59,6 +62,13 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, examples=["redis://127.0.0.1:6379/0"])
     broker_url: str | None = Field(None, examples=["nats://127.0.0.1:4222"])
     smtp_url: str | None = Field(None, examples=["smtp://user:secret@127.0.0.1:587?starttls=true"])
+
+    secret_key: SecretStr | None = Field(
+        None,
+        min_length=32,
+        description="signs pagination cursors; required in prod, random per process otherwise",
+        examples=["$(python -c 'import secrets; print(secrets.token_urlsafe(32))')"],
+    )
 
     http_max_body_bytes: int = Field(1_048_576, ge=1024, le=1_073_741_824, examples=[1048576])
     shutdown_timeout_seconds: float = Field(30.0, gt=0, le=3600, examples=[30])
@@ -101,6 +111,23 @@ class Settings(BaseSettings):
     @classmethod
     def _smtp_scheme(cls, value: str | None) -> str | None:
         return None if not value else _require_scheme(value, _SMTP_SCHEMES)
+
+    @model_validator(mode="after")
+    def _secret_key_in_prod(self) -> Settings:
+        if self.env == "prod" and self.secret_key is None:
+            raise ValueError("CORESTONE_SECRET_KEY is required when CORESTONE_ENV=prod")
+        return self
+
+    @cached_property
+    def signing_key(self) -> bytes:
+        """The key that signs opaque tokens such as cursors.
+
+        Without ``secret_key`` (allowed outside prod) a random key is made per process:
+        cursors then stop working across restarts and across processes.
+        """
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        return secrets.token_bytes(32)
 
     @property
     def effective_log_format(self) -> Literal["console", "json"]:
@@ -175,9 +202,14 @@ def _unknown_variables() -> list[str]:
 def _describe(exc: ValidationError) -> str:
     # One line per variable, even when pydantic reports several errors for it (list items).
     problems: dict[str, list[str]] = {}
+    whole: list[str] = []
     for error in exc.errors(include_url=False):
-        field = str(error["loc"][0]) if error["loc"] else "?"
-        shown = f"{_redact_value(error.get('input'))!r}"
+        if not error["loc"]:  # a rule across settings; its message names the variables
+            whole.append(str(error.get("ctx", {}).get("error", error["msg"])))
+            continue
+        field = str(error["loc"][0])
+        secret = field in _SECRET_FIELDS
+        shown = "'***'" if secret else f"{_redact_value(error.get('input'))!r}"
         if len(error["loc"]) > 1:
             problems.setdefault(field, []).append(
                 f"item {error['loc'][1]} = {shown}: {_problem(error)}"
@@ -191,7 +223,7 @@ def _describe(exc: ValidationError) -> str:
         hint = f" (e.g. {ENV_PREFIX}{field.upper()}={example})" if example is not None else ""
         separator = "=" if not found[0].startswith("item ") else ": "
         lines.append(f"{ENV_PREFIX}{field.upper()}{separator}{'; '.join(found)}{hint}")
-    return "\n".join(lines)
+    return "\n".join(lines + whole)
 
 
 def _redact_value(value: object) -> object:
@@ -217,5 +249,7 @@ def _problem(error: Any) -> str:
         "greater_than_equal": f"must be at least {ctx.get('ge')}",
         "less_than": f"must be less than {ctx.get('lt')}",
         "less_than_equal": f"must be at most {ctx.get('le')}",
+        "string_too_short": f"must be at least {ctx.get('min_length')} characters",
+        "too_short": f"must be at least {ctx.get('min_length')} characters",
     }
     return readable.get(kind, str(error["msg"]).lower())

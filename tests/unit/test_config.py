@@ -19,6 +19,9 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+KEY = "k" * 32
+
+
 def _configuration_error(**overrides: object) -> ConfigurationError:
     with pytest.raises(ConfigurationError) as caught:
         load_settings(**overrides)
@@ -52,6 +55,7 @@ def test_settings_are_immutable() -> None:
 def test_environment_variables_with_the_prefix_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     """CORESTONE_<NAME> sets the field <name>, converted to its type."""
     monkeypatch.setenv("CORESTONE_ENV", "prod")
+    monkeypatch.setenv("CORESTONE_SECRET_KEY", KEY)
     monkeypatch.setenv("CORESTONE_DATABASE_URL", "postgresql+asyncpg://app:pw@db:5432/app")
     monkeypatch.setenv("CORESTONE_DATABASE_POOL_SIZE", "25")
     monkeypatch.setenv("CORESTONE_DATABASE_POOL_PRE_PING", "false")
@@ -228,7 +232,7 @@ def test_passwords_in_a_bad_replica_list_given_as_a_list_are_redacted() -> None:
 )
 def test_effective_log_format(env: str, log_format: str | None, expected: str) -> None:
     """An explicit log format wins; otherwise dev logs for people and the rest as JSON."""
-    settings = Settings(env=env, log_format=log_format)  # type: ignore[arg-type]
+    settings = Settings(env=env, log_format=log_format, secret_key=KEY)  # type: ignore[arg-type]
 
     assert settings.effective_log_format == expected
 
@@ -269,3 +273,28 @@ def test_test_tooling_variables_are_not_settings(monkeypatch: pytest.MonkeyPatch
     """CORESTONE_TEST_* variables belong to the pytest plugin and are not reported."""
     monkeypatch.setenv("CORESTONE_TEST_POSTGRES_URL", "postgresql+asyncpg://x@y/z")
     assert load_settings().env == "dev"
+
+
+def test_prod_requires_a_secret_key() -> None:
+    """Production refuses to start without a signing key, in one line naming the variable."""
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(env="prod")
+    assert raised.value.message == "CORESTONE_SECRET_KEY is required when CORESTONE_ENV=prod"
+
+
+def test_short_secret_key_is_refused_without_echoing_it() -> None:
+    """A too-short key is refused, and the message never shows the key itself."""
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(secret_key="hunter2-hunter2")
+    assert "hunter2" not in raised.value.message
+    assert raised.value.message.startswith(
+        "CORESTONE_SECRET_KEY='***': must be at least 32 characters"
+    )
+
+
+def test_signing_key_is_stable_per_settings_object() -> None:
+    """Without a configured key one random key is used consistently by one Settings object."""
+    settings = Settings()
+    assert settings.signing_key == settings.signing_key
+    assert len(settings.signing_key) == 32
+    assert Settings(secret_key=KEY).signing_key == KEY.encode()  # type: ignore[arg-type]
