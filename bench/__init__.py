@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks: ``uv run python -m bench SUITE [--quick]``."""
