@@ -26,6 +26,7 @@ from corestone.errors import (
     StaleVersionError,
     StartupError,
     UnavailableError,
+    WorkspaceRequiredError,
 )
 
 if TYPE_CHECKING:
@@ -65,5 +66,6 @@ __all__ = [
     "StaleVersionError",
     "StartupError",
     "UnavailableError",
+    "WorkspaceRequiredError",
     "load_settings",
 ]

@@ -18,6 +18,7 @@ them (``raise UnavailableError(...) from exc``) so the cause is kept for logs.
     ├── UnavailableError              unavailable        (retry_after)
     │   └── CircuitOpenError          circuit_open       (name, retry_after)
     ├── ConfigurationError            configuration
+    ├── WorkspaceRequiredError        workspace_required (a programming error: HTTP 500)
     ├── StartupError                  startup            (component)
     └── ShutdownError                 shutdown           (failures)
 """
@@ -41,6 +42,7 @@ __all__ = [
     "StaleVersionError",
     "StartupError",
     "UnavailableError",
+    "WorkspaceRequiredError",
 ]
 
 
@@ -165,6 +167,17 @@ class ConfigurationError(CorestoneError):
     """Settings are invalid; the message names each variable and what was expected."""
 
     code = "configuration"
+
+
+class WorkspaceRequiredError(CorestoneError):
+    """Tenant data was touched with no workspace in context and no explicit opt-out.
+
+    A bug in the caller, not bad input: bind the workspace
+    (``corestone.context.bind(workspace=...)``) or pass ``ALL_WORKSPACES`` on purpose.
+    Refusing is what keeps a forgotten binding from reading every tenant's rows.
+    """
+
+    code = "workspace_required"
 
 
 class StartupError(CorestoneError):

@@ -19,6 +19,7 @@ from corestone.errors import (
     StaleVersionError,
     StartupError,
     UnavailableError,
+    WorkspaceRequiredError,
 )
 
 EXPECTED_CODES = {
@@ -35,6 +36,7 @@ EXPECTED_CODES = {
     ConfigurationError: "configuration",
     StartupError: "startup",
     ShutdownError: "shutdown",
+    WorkspaceRequiredError: "workspace_required",
 }
 
 

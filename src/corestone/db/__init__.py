@@ -1,8 +1,20 @@
 """Persistence on SQLAlchemy 2: the database, transactions, model base, and migrations."""
 
+from corestone.db.audit import AuditEntry, audit_entries
 from corestone.db.database import Database, PoolOptions
 from corestone.db.migrations import upgrade
-from corestone.db.models import Base, BigIntId, IdMixin, TimestampMixin, UTCDateTime
+from corestone.db.models import (
+    AuditedMixin,
+    Base,
+    BigIntId,
+    IdMixin,
+    SoftDeleteMixin,
+    TenantMixin,
+    TimestampMixin,
+    UTCDateTime,
+    VersionMixin,
+    utc_now,
+)
 from corestone.db.transactions import (
     NO_RETRY,
     IsolationLevel,
@@ -13,6 +25,8 @@ from corestone.db.transactions import (
 )
 
 __all__ = [
+    "AuditEntry",
+    "AuditedMixin",
     "Base",
     "BigIntId",
     "Database",
@@ -21,10 +35,15 @@ __all__ = [
     "NO_RETRY",
     "PoolOptions",
     "RetryPolicy",
+    "SoftDeleteMixin",
+    "TenantMixin",
     "TimestampMixin",
     "Transaction",
     "UTCDateTime",
+    "VersionMixin",
+    "audit_entries",
     "current_transaction",
     "transient_cause",
     "upgrade",
+    "utc_now",
 ]

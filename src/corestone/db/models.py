@@ -1,7 +1,11 @@
-"""Declarative base and column types for models stored through corestone.
+"""Declarative base, column types and mixins for models stored through corestone.
 
 The base carries a constraint naming convention, so Alembic autogenerate produces stable,
-portable constraint names on SQLite and PostgreSQL alike.
+portable constraint names on SQLite and PostgreSQL alike. The mixins are what
+:class:`~corestone.db.repository.Repository` looks for: ``SoftDeleteMixin`` turns
+``delete`` into a soft delete, ``VersionMixin`` enables optimistic locking,
+``TenantMixin`` scopes every read and write to the workspace in context, and
+``AuditedMixin`` writes an audit row for every change.
 """
 
 from __future__ import annotations
@@ -9,12 +13,23 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import BigInteger, DateTime, Integer, MetaData, func
+from sqlalchemy import BigInteger, DateTime, Integer, MetaData, String, func
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Base", "BigIntId", "IdMixin", "TimestampMixin", "UTCDateTime"]
+__all__ = [
+    "AuditedMixin",
+    "Base",
+    "BigIntId",
+    "IdMixin",
+    "SoftDeleteMixin",
+    "TenantMixin",
+    "TimestampMixin",
+    "UTCDateTime",
+    "VersionMixin",
+    "utc_now",
+]
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -69,15 +84,71 @@ class IdMixin:
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
 
 
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC, with microseconds (a Python-side default)."""
+    return datetime.now(UTC)
+
+
 class TimestampMixin:
-    """``created_at`` and ``updated_at``, set by the database clock, not the app's."""
+    """``created_at`` and ``updated_at``: microsecond UTC, also defaulted by the database.
+
+    The application sets both (``utc_now``) on insert and ``updated_at`` on every update,
+    because SQLite's ``CURRENT_TIMESTAMP`` has second precision and a text format: rows
+    created within one second would tie, and keyset pagination ordered by time would
+    depend on the tiebreak alone. The ``server_default`` stays, so raw SQL inserts and
+    migrations still get a value. See docs/decisions/0006-python-side-timestamps.md.
+    """
 
     created_at: Mapped[datetime] = mapped_column(
-        UTCDateTime(), server_default=func.current_timestamp(), nullable=False
+        UTCDateTime(), default=utc_now, server_default=func.current_timestamp(), nullable=False
     )
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime(),
+        default=utc_now,
         server_default=func.current_timestamp(),
-        onupdate=func.current_timestamp(),
+        onupdate=utc_now,
         nullable=False,
     )
+
+
+class SoftDeleteMixin:
+    """``deleted_at`` / ``deleted_by``: a repository ``delete`` sets them instead of deleting.
+
+    Repositories hide soft-deleted rows unless asked (``include_deleted=True``), and so
+    do ORM loads through a scoped session (relationships included).
+    """
+
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    deleted_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class VersionMixin:
+    """``version``, starting at 1 and bumped by every repository write (optimistic locking).
+
+    ``Repository.update(id, values, expected_version=n)`` only changes the row while its
+    version is still ``n`` and raises :class:`~corestone.errors.StaleVersionError`
+    otherwise, so two writers can never silently overwrite each other.
+    """
+
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1", nullable=False)
+
+
+class TenantMixin:
+    """``workspace_id``: the tenant a row belongs to; repositories scope by it.
+
+    A model may redeclare the column to add a foreign key
+    (``mapped_column(BigIntId, ForeignKey("workspaces.id"), index=True)``); keep it
+    NOT NULL and indexed.
+    """
+
+    workspace_id: Mapped[int] = mapped_column(BigIntId, nullable=False, index=True)
+
+
+class AuditedMixin:
+    """Marks a model whose repository writes are recorded in ``corestone_audit_log``.
+
+    ``__audit_exclude__`` names fields never copied into the log (secrets, large blobs);
+    a change to them is still recorded, with the values replaced by ``"<redacted>"``.
+    """
+
+    __audit_exclude__: ClassVar[frozenset[str]] = frozenset()

@@ -36,6 +36,7 @@ STATUS_BY_CODE: Mapping[str, int] = {
     "stale_version": 409,
     "unavailable": 503,
     "circuit_open": 503,
+    "workspace_required": 500,
 }
 
 # Members an extension may never replace.
