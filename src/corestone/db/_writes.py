@@ -1,0 +1,339 @@
+"""Single-row and by-filter writes of :class:`~corestone.db.repository.Repository`.
+
+Every statement carries the repository's scope twice: in its own WHERE (so the write
+cannot touch another workspace's row even on a session without the scoping listener)
+and through the session's ``do_orm_execute`` listener. UPDATE/DELETE use ``RETURNING``
+the entity with ``populate_existing``, so objects already in the session see the change.
+
+Audit "before" values come from a ``SELECT … FOR UPDATE`` taken just before the write
+(PostgreSQL locks the rows, so nobody changes them in between; SQLite writers are
+serialized by ``BEGIN IMMEDIATE``). Unaudited writes skip that read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import ColumnElement, insert, select
+from sqlalchemy import delete as sql_delete
+from sqlalchemy import update as sql_update
+
+from corestone import context
+from corestone.db.audit import REDACTED, AuditAction, audit_value, write_audit
+from corestone.db.models import utc_now
+from corestone.errors import InvalidInputError, StaleVersionError
+
+if TYPE_CHECKING:
+    from corestone.db.repository import Repository
+
+__all__ = [
+    "audit_changes",
+    "create",
+    "creation_values",
+    "delete",
+    "purge",
+    "record",
+    "require_mapping",
+    "restore",
+    "update",
+    "update_many",
+]
+
+# Changes the audit log leaves out: they change on every write and say nothing new.
+_NOISE = frozenset({"version", "updated_at"})
+
+_WRITE = {"synchronize_session": False, "populate_existing": True}
+
+
+_UNSET: Any = object()
+
+
+def require_mapping(value: object, field: str) -> None:
+    """Raise InvalidInputError unless ``value`` is a mapping (callers may pass parsed JSON)."""
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(f"{field} must be an object", field=field, rule="type")
+
+
+def creation_values(
+    repo: Repository[Any],
+    values: Mapping[str, Any],
+    index: int | None,
+    workspace: Any = _UNSET,
+) -> dict[str, Any]:
+    """``values`` checked for a new row, with the workspace filled in from the scope.
+
+    Bulk callers resolve ``workspace`` once and pass it, instead of once per row.
+    """
+    if type(values) is not dict:
+        require_mapping(values, "values" if index is None else f"rows[{index}]")
+    prefix = "" if index is None else f"rows[{index}]."
+    info = repo.info
+    row = dict(values)
+    info.check_create(row, field_prefix=prefix)
+    if info.tenant:
+        if workspace is _UNSET:
+            workspace = repo.workspace()
+        given = row.get("workspace_id")
+        if isinstance(workspace, int):
+            if given is not None and given != workspace:
+                raise InvalidInputError(
+                    f"{prefix}workspace_id must be the current workspace",
+                    field=f"{prefix}workspace_id",
+                    rule="workspace",
+                )
+            row["workspace_id"] = workspace
+        elif given is None:
+            raise InvalidInputError(
+                f"{prefix}workspace_id is required with ALL_WORKSPACES",
+                field=f"{prefix}workspace_id",
+                rule="required",
+            )
+    return row
+
+
+def audit_changes(
+    repo: Repository[Any], before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
+) -> dict[str, dict[str, Any]]:
+    """``{field: {"before", "after"}}`` for the fields that differ, excluded ones redacted."""
+    info = repo.info
+    names = (
+        list((before or after or {}).keys())
+        if before is None or after is None
+        else [name for name in after if name in before]
+    )
+    changes: dict[str, dict[str, Any]] = {}
+    for name in names:
+        old = None if before is None else before.get(name)
+        new = None if after is None else after.get(name)
+        if name in _NOISE or (before is not None and after is not None and old == new):
+            continue
+        if name in info.audit_exclude:
+            changes[name] = {"before": REDACTED, "after": REDACTED}
+        else:
+            changes[name] = {"before": audit_value(old), "after": audit_value(new)}
+    return changes
+
+
+async def record(
+    repo: Repository[Any],
+    action: AuditAction,
+    entries: Sequence[tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]],
+) -> None:
+    """Write audit rows for ``(before, after)`` pairs if the model is audited."""
+    info = repo.info
+    if not info.audited:
+        return
+    rows = []
+    for before, after in entries:
+        state = after if after is not None else before
+        assert state is not None
+        changes = audit_changes(repo, before, after)
+        if not changes and action == "update":
+            continue
+        rows.append((state[info.pk_name], state.get("workspace_id"), changes))
+    await write_audit(repo.session, entity=info.entity, action=action, rows=rows)
+
+
+async def create(repo: Repository[Any], values: Mapping[str, Any]) -> Any:
+    row = creation_values(repo, values, None)
+    workspace = repo.workspace()
+    stmt = insert(repo.model).values(row).returning(repo.model)
+    obj = (await repo.session.scalars(stmt, execution_options=repo._options(workspace))).one()
+    if repo.info.audited:
+        await record(repo, "create", [(None, repo.info.attribute_values(obj))])
+    return obj
+
+
+def _set_values(repo: Repository[Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    changes = dict(values)
+    table = repo.info.table
+    if repo.info.versioned:
+        changes["version"] = table.c.version + 1
+    return changes
+
+
+async def _before(
+    repo: Repository[Any], criteria: Sequence[ColumnElement[bool]], options: Mapping[str, Any]
+) -> dict[Any, dict[str, Any]]:
+    """Current values of the rows matching ``criteria``, locked on PostgreSQL."""
+    columns = list(repo.info.columns.values())
+    stmt = select(*columns).where(*criteria).with_for_update()
+    result = await repo.session.execute(stmt, execution_options=options)
+    names = list(repo.info.columns)
+    return {
+        row[names.index(repo.info.pk_name)]: dict(zip(names, row, strict=True)) for row in result
+    }
+
+
+async def _why_missing(
+    repo: Repository[Any], key: Any, expected_version: int | None, include_deleted: bool = False
+) -> Exception:
+    workspace = repo.workspace()
+    criteria = [repo.info.pk == key, *repo._criteria(workspace, include_deleted=include_deleted)]
+    options = repo._options(workspace, include_deleted=include_deleted)
+    if expected_version is not None and repo.info.versioned:
+        current = await repo.session.scalar(
+            select(repo.info.table.c.version).where(*criteria), execution_options=options
+        )
+        if current is not None:
+            return StaleVersionError(
+                f"{repo.info.entity} {key} is at version {current}, not {expected_version}",
+                current_version=int(current),
+            )
+    return repo._not_found(key)
+
+
+async def update(
+    repo: Repository[Any],
+    id_: object,
+    values: Mapping[str, Any],
+    *,
+    expected_version: int | None,
+    action: AuditAction = "update",
+) -> Any:
+    key = repo._coerce_id(id_)
+    require_mapping(values, "values")
+    repo.info.check_update(values)
+    if expected_version is not None and not repo.info.versioned:
+        raise TypeError(f"{repo.info.entity} has no version column (add VersionMixin)")
+    _require_version(expected_version)
+    workspace = repo.workspace()
+    criteria = [repo.info.pk == key, *repo._criteria(workspace)]
+    if expected_version is not None:
+        criteria.append(repo.info.table.c.version == expected_version)
+    options = repo._options(workspace)
+    if not values:
+        current = await repo.session.scalar(
+            select(repo.model).where(*criteria), execution_options=options
+        )
+        if current is None:
+            raise await _why_missing(repo, key, expected_version)
+        return current
+    before = await _before(repo, criteria, options) if repo.info.audited else {}
+    stmt = sql_update(repo.model).where(*criteria).values(_set_values(repo, values))
+    result = await repo.session.scalars(
+        stmt.returning(repo.model), execution_options={**options, **_WRITE}
+    )
+    obj = result.one_or_none()
+    if obj is None:
+        raise await _why_missing(repo, key, expected_version)
+    if repo.info.audited:
+        await record(repo, action, [(before.get(key), repo.info.attribute_values(obj))])
+    return obj
+
+
+def _require_version(expected: object) -> None:
+    if expected is not None and (isinstance(expected, bool) or not isinstance(expected, int)):
+        raise InvalidInputError("version must be an integer", field="version", rule="type")
+
+
+async def update_many(
+    repo: Repository[Any], filters: Mapping[str, Any], values: Mapping[str, Any]
+) -> int:
+    require_mapping(filters, "filter")
+    require_mapping(values, "values")
+    if not values:
+        raise InvalidInputError("values must not be empty", field="values", rule="not_empty")
+    repo.info.check_update(values)
+    workspace = repo.workspace()
+    criteria = [*repo._criteria(workspace), repo._filter(filters)]
+    options = repo._options(workspace)
+    before: dict[Any, dict[str, Any]] = {}
+    if repo.info.audited:
+        before = await _before(repo, criteria, options)
+        if not before:
+            return 0
+        # Only the rows that were read and locked: a row inserted since is left alone.
+        criteria.append(repo.info.pk.in_(list(before)))
+    stmt = sql_update(repo.model).where(*criteria).values(_set_values(repo, values))
+    result = await repo.session.scalars(
+        stmt.returning(repo.model), execution_options={**options, **_WRITE}
+    )
+    objs = list(result)
+    if repo.info.audited:
+        pk = repo.info.pk_name
+        await record(
+            repo,
+            "update",
+            [(before.get(getattr(o, pk)), repo.info.attribute_values(o)) for o in objs],
+        )
+    return len(objs)
+
+
+async def delete(repo: Repository[Any], id_: object, *, expected_version: int | None) -> None:
+    if not repo.info.soft_delete:
+        await purge(repo, id_, action="delete", expected_version=expected_version)
+        return
+    key = repo._coerce_id(id_)
+    workspace = repo.workspace()
+    criteria = [repo.info.pk == key, *repo._criteria(workspace, include_deleted=False)]
+    if expected_version is not None:
+        if not repo.info.versioned:
+            raise TypeError(f"{repo.info.entity} has no version column (add VersionMixin)")
+        criteria.append(repo.info.table.c.version == expected_version)
+    values = _set_values(repo, {"deleted_at": utc_now(), "deleted_by": context.actor_id()})
+    stmt = sql_update(repo.model).where(*criteria).values(values).returning(repo.model)
+    options = {**repo._options(workspace, include_deleted=True), **_WRITE}
+    obj = (await repo.session.scalars(stmt, execution_options=options)).one_or_none()
+    if obj is None:
+        raise await _why_missing(repo, key, expected_version)
+    if repo.info.audited:
+        after = repo.info.attribute_values(obj)
+        before = {**after, "deleted_at": None, "deleted_by": None}
+        await record(repo, "delete", [(before, after)])
+
+
+async def restore(repo: Repository[Any], id_: object) -> Any:
+    if not repo.info.soft_delete:
+        raise TypeError(f"{repo.info.entity} has no soft delete (add SoftDeleteMixin)")
+    key = repo._coerce_id(id_)
+    workspace = repo.workspace()
+    table = repo.info.table
+    criteria = [
+        repo.info.pk == key,
+        table.c.deleted_at.is_not(None),
+        *repo._criteria(workspace, include_deleted=True),
+    ]
+    values = _set_values(repo, {"deleted_at": None, "deleted_by": None})
+    options = {**repo._options(workspace, include_deleted=True), **_WRITE}
+    before = await _before(repo, criteria, options) if repo.info.audited else {}
+    stmt = sql_update(repo.model).where(*criteria).values(values).returning(repo.model)
+    obj = (await repo.session.scalars(stmt, execution_options=options)).one_or_none()
+    if obj is None:
+        current = await repo.find(key)
+        if current is None:
+            raise repo._not_found(key)
+        return current
+    if repo.info.audited:
+        await record(repo, "restore", [(before.get(key), repo.info.attribute_values(obj))])
+    return obj
+
+
+async def purge(
+    repo: Repository[Any],
+    id_: object,
+    *,
+    action: AuditAction = "purge",
+    expected_version: int | None = None,
+) -> None:
+    key = repo._coerce_id(id_)
+    workspace = repo.workspace()
+    include_deleted = action == "purge"
+    criteria = [repo.info.pk == key, *repo._criteria(workspace, include_deleted=include_deleted)]
+    if expected_version is not None:
+        if not repo.info.versioned:
+            raise TypeError(f"{repo.info.entity} has no version column (add VersionMixin)")
+        criteria.append(repo.info.table.c.version == expected_version)
+    columns = list(repo.info.columns.values())
+    stmt = sql_delete(repo.model).where(*criteria).returning(*columns)
+    options = {
+        **repo._options(workspace, include_deleted=include_deleted),
+        "synchronize_session": "fetch",
+    }
+    row = (await repo.session.execute(stmt, execution_options=options)).one_or_none()
+    if row is None:
+        raise await _why_missing(repo, key, expected_version, include_deleted)
+    if repo.info.audited:
+        before = dict(zip(repo.info.columns, row, strict=True))
+        await record(repo, action, [(before, None)])

@@ -1,0 +1,361 @@
+"""``Repository[Model]``: reads, writes, pagination, tenancy and audit for one model.
+
+Declare one per model, with the fields callers may filter and sort on::
+
+    class TaskRepository(Repository[Task]):
+        model = Task
+        filterable = ("status", "assignee_id", "title", "created_at")
+        sortable = ("created_at", "updated_at", "title")
+        default_sort = "-created_at"
+
+    async with db.transaction() as tx:
+        tasks = TaskRepository(tx, signing_key=settings.signing_key)
+        task = await tasks.create({"title": "Write docs"})
+        page = await tasks.list(filters={"status": {"in": ["open"]}}, limit=50)
+
+What the model's mixins change (:mod:`corestone.db.models`):
+
+- ``TenantMixin``: every read filters by, and every write checks, the workspace in
+  :func:`corestone.context.workspace_id` (or the ``workspace=`` given here). With none,
+  every method raises :class:`~corestone.errors.WorkspaceRequiredError`; pass
+  :data:`~corestone.db.scoping.ALL_WORKSPACES` to opt out on purpose. Another
+  workspace's row is indistinguishable from a missing one (``NotFoundError``).
+- ``SoftDeleteMixin``: ``delete`` sets ``deleted_at``/``deleted_by``; reads hide deleted
+  rows unless the repository was made with ``include_deleted=True``; ``restore`` undoes
+  it; ``purge`` deletes for real.
+- ``VersionMixin``: every write bumps ``version``; ``expected_version=`` makes
+  ``update``/``delete`` raise :class:`~corestone.errors.StaleVersionError` if someone
+  else wrote first.
+- ``AuditedMixin``: every write adds ``corestone_audit_log`` rows in the same transaction.
+
+The repository also scopes its session (:func:`~corestone.db.scoping.scope_session`),
+so relationship loads of the objects it returns are filtered the same way.
+Filters and sorting: docs/filters-and-pagination.md.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Generic, TypeVar
+
+from sqlalchemy import ColumnElement, func, literal, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from corestone.db import _bulk, _writes
+from corestone.db._model_info import ModelInfo, model_info
+from corestone.db.filters import compile_filter, parse_sort
+from corestone.db.pagination import (
+    CursorCodec,
+    KeysetPage,
+    OffsetPage,
+    check_limit,
+    keyset_condition,
+    order_by,
+)
+from corestone.db.scoping import (
+    INCLUDE_DELETED_OPTION,
+    WORKSPACE_OPTION,
+    AllWorkspaces,
+    Workspace,
+    resolve_workspace,
+    scope_session,
+)
+from corestone.db.transactions import Transaction
+from corestone.errors import InvalidInputError, NotFoundError
+
+__all__ = ["Repository"]
+
+M = TypeVar("M")
+
+_MAX_PAGE = 1_000_000
+_ID_CHUNK = 1000
+
+
+class Repository(Generic[M]):
+    """Data access for one model inside one transaction. Cheap to make; make one per use.
+
+    Not safe to share between concurrent tasks (neither is the session under it).
+    """
+
+    model: type[M]
+    filterable: ClassVar[Sequence[str]] = ()
+    sortable: ClassVar[Sequence[str]] = ()
+    default_sort: ClassVar[str | Sequence[str]] = ()
+    upsert_keys: ClassVar[Sequence[str]] = ()
+    default_limit: ClassVar[int] = 50
+    max_limit: ClassVar[int] = 500
+
+    def __init__(
+        self,
+        tx: Transaction | AsyncSession,
+        *,
+        signing_key: bytes | str | None = None,
+        workspace: int | str | AllWorkspaces | None = None,
+        include_deleted: bool = False,
+    ) -> None:
+        self.session = tx.session if isinstance(tx, Transaction) else tx
+        self.info: ModelInfo = model_info(self.model)  # type: ignore[arg-type]
+        self.include_deleted = include_deleted
+        self._workspace = workspace
+        self._codec = None if signing_key is None else CursorCodec(_as_bytes(signing_key))
+        self._signing_key = signing_key
+        scope_session(self.session)
+
+    def with_deleted(self) -> Repository[M]:
+        """The same repository, also seeing soft-deleted rows."""
+        return type(self)(
+            self.session,
+            signing_key=self._signing_key,
+            workspace=self._workspace,
+            include_deleted=True,
+        )
+
+    # -- scope ---------------------------------------------------------------------------
+
+    def workspace(self) -> Workspace | None:
+        """The workspace this call is scoped to (None for a model without tenants)."""
+        return resolve_workspace(self._workspace) if self.info.tenant else None
+
+    def _criteria(
+        self, workspace: Workspace | None, *, include_deleted: bool | None = None
+    ) -> list[ColumnElement[bool]]:
+        table = self.info.table
+        criteria: list[ColumnElement[bool]] = []
+        if isinstance(workspace, int):
+            criteria.append(table.c.workspace_id == workspace)
+        deleted = self.include_deleted if include_deleted is None else include_deleted
+        if self.info.soft_delete and not deleted:
+            criteria.append(table.c.deleted_at.is_(None))
+        return criteria
+
+    def _options(
+        self, workspace: Workspace | None, *, include_deleted: bool | None = None
+    ) -> dict[str, Any]:
+        deleted = self.include_deleted if include_deleted is None else include_deleted
+        options: dict[str, Any] = {INCLUDE_DELETED_OPTION: deleted}
+        if workspace is not None:
+            options[WORKSPACE_OPTION] = workspace
+        return options
+
+    def _visible(self, obj: Any, workspace: Workspace | None) -> bool:
+        if isinstance(workspace, int) and obj.workspace_id != workspace:
+            return False
+        return not (self.info.soft_delete and not self.include_deleted and obj.deleted_at)
+
+    def _coerce_id(self, value: object) -> Any:
+        python_type = getattr(self.info.pk.type, "python_type", None)
+        if python_type is int:
+            if isinstance(value, bool) or not isinstance(value, int | str):
+                raise InvalidInputError("id must be an integer", field="id", rule="type")
+            try:
+                number = int(value)
+            except ValueError:
+                raise InvalidInputError("id must be an integer", field="id", rule="type") from None
+            if not -(2**63) <= number < 2**63:
+                raise InvalidInputError("id is out of range", field="id", rule="range")
+            return number
+        return value
+
+    def _not_found(self, id_: object) -> NotFoundError:
+        return NotFoundError(f"{self.info.entity} {id_!s:.64} not found")
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def find(self, id_: object) -> M | None:
+        """The row with this id, or None if it does not exist or is out of scope."""
+        key = self._coerce_id(id_)
+        workspace = self.workspace()
+        obj = await self.session.get(self.model, key, execution_options=self._options(workspace))
+        if obj is None or not self._visible(obj, workspace):
+            return None
+        return obj
+
+    async def get(self, id_: object) -> M:
+        """The row with this id; :class:`~corestone.errors.NotFoundError` if there is none."""
+        obj = await self.find(id_)
+        if obj is None:
+            raise self._not_found(id_)
+        return obj
+
+    async def get_many(self, ids: Sequence[object]) -> builtins.list[M]:
+        """The rows with these ids, in the order given; missing and foreign ids are skipped."""
+        keys = list(dict.fromkeys(self._coerce_id(i) for i in ids))
+        workspace = self.workspace()
+        found: dict[Any, M] = {}
+        for start in range(0, len(keys), _ID_CHUNK):
+            chunk = keys[start : start + _ID_CHUNK]
+            stmt = select(self.model).where(self.info.pk.in_(chunk), *self._criteria(workspace))
+            result = await self.session.scalars(stmt, execution_options=self._options(workspace))
+            for obj in result:
+                found[getattr(obj, self.info.pk_name)] = obj
+        return [found[k] for k in keys if k in found]
+
+    async def count(self, filters: Mapping[str, Any] | None = None) -> int:
+        """How many rows in scope match ``filters``."""
+        workspace = self.workspace()
+        stmt = select(func.count()).select_from(self.info.table)
+        stmt = stmt.where(*self._criteria(workspace), self._filter(filters))
+        return int(await self.session.scalar(stmt, execution_options=self._options(workspace)) or 0)
+
+    async def exists(self, filters: Mapping[str, Any] | None = None) -> bool:
+        """Whether any row in scope matches ``filters``."""
+        workspace = self.workspace()
+        stmt = select(literal(1)).select_from(self.info.table)
+        stmt = stmt.where(*self._criteria(workspace), self._filter(filters)).limit(1)
+        found = await self.session.scalar(stmt, execution_options=self._options(workspace))
+        return found is not None
+
+    async def list(
+        self,
+        *,
+        filters: Mapping[str, Any] | None = None,
+        sort: str | Sequence[str] | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> KeysetPage[M]:
+        """One keyset page: stable under ties (the id breaks them) and concurrent inserts.
+
+        ``cursor`` is a ``next_cursor``/``prev_cursor`` of an earlier page with the same
+        filters and sort; anything else (tampered, another model, sort, filter or
+        workspace) is :class:`~corestone.errors.InvalidInputError`.
+        """
+        if self._codec is None:
+            raise RuntimeError(f"{type(self).__name__} needs signing_key= for keyset pages")
+        keys = self._sort_keys(sort)
+        size = check_limit(limit, default=self.default_limit, maximum=self.max_limit)
+        workspace = self.workspace()
+        scope = self._cursor_scope(keys, filters, workspace)
+        stmt = select(self.model).where(*self._criteria(workspace), self._filter(filters))
+        direction = "next"
+        if cursor is not None:
+            values, direction = self._codec.decode(cursor, scope=scope)
+            stmt = stmt.where(keyset_condition(keys, values, direction=direction))
+        stmt = stmt.order_by(*order_by(keys, direction=direction)).limit(size + 1)
+        rows = list(await self.session.scalars(stmt, execution_options=self._options(workspace)))
+        more = len(rows) > size
+        rows = rows[:size]
+        if direction == "prev":
+            rows.reverse()
+        has_next = more if direction == "next" else cursor is not None
+        has_prev = (cursor is not None) if direction == "next" else more
+
+        def token(obj: Any, towards: str) -> str:
+            assert self._codec is not None
+            values = [getattr(obj, key.name) for key in keys]
+            return self._codec.encode(values, scope=scope, direction=towards)
+
+        return KeysetPage(
+            items=rows,
+            next_cursor=token(rows[-1], "next") if rows and has_next else None,
+            prev_cursor=token(rows[0], "prev") if rows and has_prev else None,
+        )
+
+    async def page(
+        self,
+        *,
+        filters: Mapping[str, Any] | None = None,
+        sort: str | Sequence[str] | None = None,
+        page: int = 1,
+        page_size: int | None = None,
+    ) -> OffsetPage[M]:
+        """One offset page and the total (counted with a separate ``count(*)`` query)."""
+        if not _is_int(page) or not 1 <= page <= _MAX_PAGE:
+            raise InvalidInputError(f"page must be 1..{_MAX_PAGE}", field="page", rule="range")
+        size = check_limit(page_size, default=self.default_limit, maximum=self.max_limit)
+        keys = self._sort_keys(sort)
+        workspace = self.workspace()
+        where = [*self._criteria(workspace), self._filter(filters)]
+        stmt = (
+            select(self.model)
+            .where(*where)
+            .order_by(*order_by(keys, direction="next"))
+            .offset((page - 1) * size)
+            .limit(size)
+        )
+        options = self._options(workspace)
+        items = list(await self.session.scalars(stmt, execution_options=options))
+        total_stmt = select(func.count()).select_from(self.info.table).where(*where)
+        total = int(await self.session.scalar(total_stmt, execution_options=options) or 0)
+        return OffsetPage(items=items, total=total, page=page, page_size=size)
+
+    def _filter(self, filters: Mapping[str, Any] | None) -> ColumnElement[bool]:
+        fields = {name: getattr(self.model, name) for name in self.filterable}
+        return compile_filter(filters, fields)
+
+    def _sort_keys(self, sort: str | Sequence[str] | None) -> tuple[Any, ...]:
+        fields = {name: getattr(self.model, name) for name in self.sortable}
+        default = (self.default_sort,) if isinstance(self.default_sort, str) else self.default_sort
+        return parse_sort(
+            sort, fields, default=tuple(default), tiebreak=getattr(self.model, self.info.pk_name)
+        )
+
+    def _cursor_scope(
+        self, keys: Sequence[Any], filters: Mapping[str, Any] | None, workspace: object
+    ) -> str:
+        spec = json.dumps(filters or {}, sort_keys=True, default=str, separators=(",", ":"))
+        digest = hashlib.sha256(spec.encode()).hexdigest()[:16]
+        order = ",".join(("-" if k.descending else "") + k.name for k in keys)
+        return f"{self.info.entity}|{order}|{digest}|{workspace}"
+
+    # -- writes (implemented in _writes / _bulk) -----------------------------------------
+
+    async def create(self, values: Mapping[str, Any]) -> M:
+        """Insert one row and return it (server defaults loaded)."""
+        return await _writes.create(self, values)  # type: ignore[no-any-return]
+
+    async def create_many(self, rows: Sequence[Mapping[str, Any]]) -> builtins.list[Any]:
+        """Insert many rows fast; return their ids in input order.
+
+        PostgreSQL: ids reserved from the sequence in one query, rows sent by binary COPY.
+        SQLite: batched multi-row INSERT … RETURNING. Load the rows with ``get_many``.
+        """
+        return await _bulk.create_many(self, rows)
+
+    async def update(
+        self, id_: object, values: Mapping[str, Any], *, expected_version: int | None = None
+    ) -> M:
+        """Change some fields of one row and return it; checks ``expected_version`` if given."""
+        return await _writes.update(  # type: ignore[no-any-return]
+            self, id_, values, expected_version=expected_version
+        )
+
+    async def update_many(self, filters: Mapping[str, Any], values: Mapping[str, Any]) -> int:
+        """Change ``values`` on every row in scope matching ``filters``; return how many."""
+        return await _writes.update_many(self, filters, values)
+
+    async def upsert(self, values: Mapping[str, Any], *, on: Sequence[str] | None = None) -> M:
+        """Insert, or update the row with the same ``on`` key (default ``upsert_keys``/id).
+
+        Never takes over a row of another workspace or a soft-deleted one: that conflict
+        is :class:`~corestone.errors.ConflictError`.
+        """
+        return await _bulk.upsert_one(self, values, on=on)  # type: ignore[no-any-return]
+
+    async def upsert_many(
+        self, rows: Sequence[Mapping[str, Any]], *, on: Sequence[str] | None = None
+    ) -> int:
+        """Upsert many rows with ON CONFLICT; return how many were inserted or updated."""
+        return await _bulk.upsert_many(self, rows, on=on)
+
+    async def delete(self, id_: object, *, expected_version: int | None = None) -> None:
+        """Soft-delete (models with SoftDeleteMixin) or delete one row."""
+        await _writes.delete(self, id_, expected_version=expected_version)
+
+    async def restore(self, id_: object) -> M:
+        """Undo a soft delete and return the row (a row not deleted is returned as is)."""
+        return await _writes.restore(self, id_)  # type: ignore[no-any-return]
+
+    async def purge(self, id_: object) -> None:
+        """Delete one row for good, soft-deleted or not."""
+        await _writes.purge(self, id_)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _as_bytes(key: bytes | str) -> bytes:
+    return key.encode() if isinstance(key, str) else key
