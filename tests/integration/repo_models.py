@@ -38,7 +38,9 @@ class Widget(IdMixin, TimestampMixin, RepoBase):
     size: Mapped[int] = mapped_column(default=0)
 
 
-class Item(IdMixin, TimestampMixin, TenantMixin, SoftDeleteMixin, VersionMixin, AuditedMixin, RepoBase):
+class Item(
+    IdMixin, TimestampMixin, TenantMixin, SoftDeleteMixin, VersionMixin, AuditedMixin, RepoBase
+):
     """Every mixin at once."""
 
     __tablename__ = "items"
@@ -108,7 +110,7 @@ async def open_database(url: str, *, busy_timeout_ms: int = 5000) -> Database:
     await database.start()
     async with database.engine.begin() as conn:
         await conn.run_sync(RepoBase.metadata.create_all)
-        await conn.run_sync(lambda sync: AuditEntry.__table__.create(sync))
+        await conn.run_sync(lambda sync: AuditEntry.__table__.create(sync, checkfirst=True))
     return database
 
 

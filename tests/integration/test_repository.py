@@ -32,7 +32,9 @@ async def test_create_get_find_and_missing(db: Database) -> None:
     async with db.transaction() as tx:
         widgets = WidgetRepository(tx)
         made = await widgets.create({"name": "gear"})
-        assert made.id > 0 and made.size == 0 and made.created_at.tzinfo is not None
+        assert made.id > 0
+        assert made.size == 0
+        assert made.created_at.tzinfo is not None
         assert (await widgets.get(made.id)).name == "gear"
         assert await widgets.find(made.id + 1000) is None
         with pytest.raises(NotFoundError):
@@ -61,7 +63,8 @@ async def test_create_many_returns_ids_in_order_with_defaults(db: Database) -> N
             assert len(set(ids)) == 30
             loaded = await items.get_many(ids)
             assert [(i.title, i.rank) for i in loaded] == [(r["title"], r["rank"]) for r in rows]
-            assert loaded[5].status == "done" and loaded[0].status == "open"
+            assert loaded[5].status == "done"
+            assert loaded[0].status == "open"
             assert all(i.workspace_id == 7 and i.version == 1 for i in loaded)
             assert all(i.created_at is not None for i in loaded)
 
@@ -113,8 +116,12 @@ async def test_update_is_partial_and_validated(db: Database) -> None:
             assert (changed.title, changed.rank, changed.version) == ("a", 2, 2)
             assert changed.updated_at >= created_updated_at
             assert item.rank == 2  # the object in the session was refreshed too
-            for values, field in (({"nope": 1}, "nope"), ({"version": 9}, "version"),
-                                  ({"workspace_id": 2}, "workspace_id"), ({"id": 5}, "id")):
+            for values, field in (
+                ({"nope": 1}, "nope"),
+                ({"version": 9}, "version"),
+                ({"workspace_id": 2}, "workspace_id"),
+                ({"id": 5}, "id"),
+            ):
                 with pytest.raises(InvalidInputError) as caught:
                     await items.update(item.id, values)
                 assert caught.value.field == field
@@ -144,15 +151,18 @@ async def test_soft_delete_restore_purge(db: Database) -> None:
             item = await items.create({"title": "doomed"})
             await items.delete(item.id)
             assert await items.find(item.id) is None
-            assert await items.count() == 0 and not await items.exists()
+            assert await items.count() == 0
+            assert not await items.exists()
             with pytest.raises(NotFoundError):
                 await items.delete(item.id)
             with pytest.raises(NotFoundError):
                 await items.update(item.id, {"rank": 1})
             hidden = await items.with_deleted().get(item.id)
-            assert hidden.deleted_by == "deleter" and hidden.deleted_at is not None
+            assert hidden.deleted_by == "deleter"
+            assert hidden.deleted_at is not None
             restored = await items.restore(item.id)
-            assert restored.deleted_at is None and restored.version == 3
+            assert restored.deleted_at is None
+            assert restored.version == 3
             assert (await items.restore(item.id)).version == 3  # restoring a live row is a no-op
             await items.delete(item.id)
             await items.purge(item.id)
@@ -180,7 +190,9 @@ async def test_upsert_inserts_then_updates(db: Database) -> None:
             items = ItemRepository(tx)
             first = await items.upsert({"code": "A-1", "title": "first"})
             again = await items.upsert({"code": "A-1", "title": "second"})
-            assert first.id == again.id and again.title == "second" and again.version == 2
+            assert first.id == again.id
+            assert again.title == "second"
+            assert again.version == 2
             assert await items.count() == 1
 
 
@@ -193,7 +205,8 @@ async def test_upsert_many(db: Database) -> None:
             rows = [{"code": f"c{i}", "title": "new"} for i in range(5)]
             assert await items.upsert_many(rows) == 5
             page = await items.page(sort="title", page_size=10)
-            assert page.total == 5 and {i.title for i in page.items} == {"new"}
+            assert page.total == 5
+            assert {i.title for i in page.items} == {"new"}
             with pytest.raises(InvalidInputError):
                 await items.upsert_many([{"code": "x", "title": "a"}, {"code": "x", "title": "b"}])
         async with db.transaction() as tx:
@@ -210,9 +223,11 @@ async def test_offset_page_and_count(db: Database) -> None:
         await widgets.create_many([{"name": f"w{i:02d}", "size": i % 3} for i in range(23)])
         second = await widgets.page(sort="name", page=2, page_size=10)
         assert [w.name for w in second.items] == [f"w{i:02d}" for i in range(10, 20)]
-        assert second.total == 23 and second.page == 2
+        assert second.total == 23
+        assert second.page == 2
         last = await widgets.page(filters={"size": 0}, sort="-name", page=1, page_size=3)
-        assert [w.name for w in last.items] == ["w21", "w18", "w15"] and last.total == 8
+        assert [w.name for w in last.items] == ["w21", "w18", "w15"]
+        assert last.total == 8
         assert await widgets.count({"size": 1}) == 8
         with pytest.raises(InvalidInputError):
             await widgets.page(page=0)
@@ -223,9 +238,7 @@ async def test_keyset_walks_forward_and_back(db: Database) -> None:
     async with db.transaction() as tx:
         widgets = WidgetRepository(tx, signing_key=KEY)
         await widgets.create_many([{"name": f"w{i:02d}", "size": i % 4} for i in range(17)])
-        expected = sorted(
-            (await widgets.page(page_size=100)).items, key=lambda w: (-w.size, w.id)
-        )
+        expected = sorted((await widgets.page(page_size=100)).items, key=lambda w: (-w.size, w.id))
         seen, cursor = [], None
         while True:
             page = await widgets.list(sort="-size", limit=5, cursor=cursor)
@@ -262,6 +275,7 @@ async def test_objects_survive_the_transaction(db: Database) -> None:
     with workspace(1):
         async with db.transaction() as tx:
             item = await ItemRepository(tx).create({"title": "kept"})
-        assert item.title == "kept" and item.version == 1
+        assert item.title == "kept"
+        assert item.version == 1
         async with db.transaction() as tx:
             assert (await tx.session.get(Item, item.id)) is not None

@@ -148,7 +148,9 @@ def _add_criteria(state: ORMExecuteState) -> None:
         )
     include_deleted = bool(options.get(INCLUDE_DELETED_OPTION)) or state.is_column_load
     statement = state.statement
-    if scope is not None or not include_deleted:
+    # A relationship load is built by the ORM from a statement this listener already saw
+    # (subqueryload embeds it whole); its loader criteria propagate on their own.
+    if (scope is not None or not include_deleted) and not state.is_relationship_load:
         statement = _scope_nested_selects(state, statement, scope, include_deleted)
     if criteria:
         statement = statement.options(*criteria)
@@ -160,7 +162,7 @@ def _add_criteria(state: ORMExecuteState) -> None:
 # SQLAlchemy #13070): those are plain Core subqueries on the mapped tables. This pass adds
 # the same criteria to every nested SELECT, for each tenant or soft-delete table it reads.
 
-_TableFlags = dict[Table, tuple[bool, bool]]
+_TableFlags = dict[Table, tuple[type[Any], bool, bool]]
 _registry_tables: weakref.WeakKeyDictionary[registry, tuple[int, _TableFlags]] = (
     weakref.WeakKeyDictionary()
 )
@@ -177,7 +179,7 @@ def _flags_for(state: ORMExecuteState) -> _TableFlags:
                 tenant = issubclass(mapper.class_, TenantMixin)
                 soft = issubclass(mapper.class_, SoftDeleteMixin)
                 if (tenant or soft) and isinstance(mapper.local_table, Table):
-                    table_flags[mapper.local_table] = (tenant, soft)
+                    table_flags[mapper.local_table] = (mapper.class_, tenant, soft)
             cached = (len(mappers), table_flags)
             _registry_tables[registry_] = cached
         flags.update(cached[1])
@@ -206,18 +208,32 @@ def _scope_nested_selects(
         return statement
     workspace = None if scope is None or isinstance(scope, AllWorkspaces) else int(scope)
 
+    visited: list[Select[Any]] = []
+
     def visit_select(select: Select[Any]) -> None:
+        visited.append(select)
+
+    # Loader options are not clause elements and some cannot be cloned: leave them be.
+    stop_on = set(getattr(statement, "_with_options", ()))
+    scoped = visitors.cloned_traverse(statement, {"stop_on": stop_on}, {"select": visit_select})
+    # Children are visited before their parent, so a root SELECT comes last; it is left to
+    # with_loader_criteria (criteria on it would confuse the ORM's eager-load adaptation).
+    if visited and visited[-1] is scoped:
+        visited.pop()
+    for select in visited:
         added: list[ColumnElement[bool]] = []
         for source in select.get_final_froms():
             for table in _table_sources(source):
                 base = table.element if isinstance(table, Alias) else table
-                tenant, soft = flags.get(base, (False, False))  # type: ignore[call-overload]
+                entry = flags.get(base)  # type: ignore[call-overload]
+                if entry is None:
+                    continue
+                _model, tenant, soft = entry
                 if tenant and workspace is not None:
                     added.append(table.c.workspace_id == workspace)
                 if soft and not include_deleted:
                     added.append(table.c.deleted_at.is_(None))
         if added:
-            # cloned_traverse hands us a private copy: extending its WHERE is safe.
+            # These are cloned_traverse's private copies: extending their WHERE is safe.
             select._where_criteria += tuple(added)
-
-    return visitors.cloned_traverse(statement, {}, {"select": visit_select})
+    return scoped
