@@ -54,7 +54,7 @@ async def test_every_action_is_recorded_with_before_and_after(db: Database) -> N
 
 
 async def test_excluded_fields_are_redacted_and_no_op_updates_not_logged(db: Database) -> None:
-    """__audit_exclude__ fields show as changed but redacted; an update changing nothing logs nothing."""
+    """Excluded fields show as changed but redacted; an update that changes nothing logs nothing."""
     with workspace(1):
         async with db.transaction() as tx:
             items = ItemRepository(tx)
