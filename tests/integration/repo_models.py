@@ -15,12 +15,12 @@ from corestone.db import (
     AuditEntry,
     Database,
     IdMixin,
+    Repository,
     SoftDeleteMixin,
     TenantMixin,
     TimestampMixin,
     VersionMixin,
 )
-from corestone.db.repository import Repository
 from corestone.observability import Metrics
 
 KEY = b"test-signing-key-0123456789abcdef"

@@ -1,4 +1,4 @@
-"""Persistence on SQLAlchemy 2: the database, transactions, model base, and migrations."""
+"""Persistence on SQLAlchemy 2: database, transactions, models, repositories, audit, migrations."""
 
 from corestone.db.audit import AuditEntry, audit_entries
 from corestone.db.database import Database, PoolOptions
@@ -15,6 +15,8 @@ from corestone.db.models import (
     VersionMixin,
     utc_now,
 )
+from corestone.db.repository import Repository
+from corestone.db.scoping import ALL_WORKSPACES, AllWorkspaces, scope_session
 from corestone.db.transactions import (
     NO_RETRY,
     IsolationLevel,
@@ -25,6 +27,8 @@ from corestone.db.transactions import (
 )
 
 __all__ = [
+    "ALL_WORKSPACES",
+    "AllWorkspaces",
     "AuditEntry",
     "AuditedMixin",
     "Base",
@@ -34,6 +38,7 @@ __all__ = [
     "IsolationLevel",
     "NO_RETRY",
     "PoolOptions",
+    "Repository",
     "RetryPolicy",
     "SoftDeleteMixin",
     "TenantMixin",
@@ -43,6 +48,7 @@ __all__ = [
     "VersionMixin",
     "audit_entries",
     "current_transaction",
+    "scope_session",
     "transient_cause",
     "upgrade",
     "utc_now",

@@ -175,4 +175,3 @@ async def audit_entries(
         stmt = stmt.where(AuditEntry.entity_id == str(entity_id))
     stmt = stmt.order_by(AuditEntry.id.desc()).limit(limit)
     return list(await session.scalars(stmt))
-

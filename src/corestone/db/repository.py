@@ -49,6 +49,7 @@ from corestone.db._model_info import ModelInfo, model_info
 from corestone.db.filters import compile_filter, parse_sort
 from corestone.db.pagination import (
     CursorCodec,
+    Direction,
     KeysetPage,
     OffsetPage,
     check_limit,
@@ -100,6 +101,9 @@ class Repository(Generic[M]):
         self.info: ModelInfo = model_info(self.model)  # type: ignore[arg-type]
         self.include_deleted = include_deleted
         self._workspace = workspace
+        if signing_key is None and isinstance(tx, Transaction):
+            # An application may give its Database the key once (``db.signing_key``).
+            signing_key = getattr(tx.database, "signing_key", None)
         self._codec = None if signing_key is None else CursorCodec(_as_bytes(signing_key))
         self._signing_key = signing_key
         scope_session(self.session)
@@ -229,7 +233,7 @@ class Repository(Generic[M]):
         workspace = self.workspace()
         scope = self._cursor_scope(keys, filters, workspace)
         stmt = select(self.model).where(*self._criteria(workspace), self._filter(filters))
-        direction = "next"
+        direction: Direction = "next"
         if cursor is not None:
             values, direction = self._codec.decode(cursor, scope=scope)
             stmt = stmt.where(keyset_condition(keys, values, direction=direction))
@@ -242,7 +246,7 @@ class Repository(Generic[M]):
         has_next = more if direction == "next" else cursor is not None
         has_prev = (cursor is not None) if direction == "next" else more
 
-        def token(obj: Any, towards: str) -> str:
+        def token(obj: Any, towards: Direction) -> str:
             assert self._codec is not None
             values = [getattr(obj, key.name) for key in keys]
             return self._codec.encode(values, scope=scope, direction=towards)
