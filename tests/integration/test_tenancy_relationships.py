@@ -68,27 +68,44 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 
 
 def _walk(value: Any, seen: list[Any]) -> None:
-    """Collect every loaded entity reachable through already-loaded relationships."""
+    """Collect every value and loaded entity reachable through already-loaded relationships."""
     if isinstance(value, list | tuple):
         for item in value:
             _walk(item, seen)
-        return
-    if not isinstance(value, Folder | Note | Tag) or any(v is value for v in seen):
-        if isinstance(value, str) and value == LEAK:
-            seen.append(value)
-        return
-    seen.append(value)
-    for name in ("notes", "joined_notes", "selectin_notes", "tags", "folder"):
-        loaded = value.__dict__.get(name)
-        if loaded is not None:
-            _walk(loaded, seen)
+    elif isinstance(value, Folder | Note | Tag):
+        if any(v is value for v in seen):
+            return
+        seen.append(value)
+        for name in ("notes", "joined_notes", "selectin_notes", "tags", "folder"):
+            loaded = value.__dict__.get(name)
+            if loaded is not None:
+                _walk(loaded, seen)
+    else:
+        seen.append(value)
+
+
+def _leaks(result: Any) -> list[str]:
+    seen: list[Any] = []
+    _walk(result, seen)
+    leaks = []
+    for value in seen:
+        if isinstance(value, Folder | Note | Tag):
+            if value.workspace_id != MINE or getattr(value, "deleted_at", None) is not None:
+                leaks.append(f"{type(value).__name__} {value.id}")
+        elif value == LEAK:
+            leaks.append(repr(value))
+    return leaks
 
 
 Shape = Callable[[AsyncSession], Awaitable[Any]]
 
 
 async def _all(session: AsyncSession, stmt: Any) -> list[Any]:
-    return list((await session.execute(stmt)).unique().all())
+    rows = (await session.execute(stmt)).unique().all()
+    return [
+        row[0] if len(row) == 1 and isinstance(row[0], Folder | Note | Tag) else tuple(row)
+        for row in rows
+    ]
 
 
 SHAPES: dict[str, Shape] = {
@@ -155,38 +172,20 @@ EXPECTED: dict[str, list[tuple[Any, ...]]] = {
 }
 
 
-@pytest.mark.parametrize("shape", list(SHAPES))
-async def test_query_shape_sees_only_my_live_rows(db: Database, shape: str) -> None:
-    """The shape returns no row, value or count that belongs to another workspace or is deleted."""
+async def test_query_shapes_see_only_my_live_rows(db: Database) -> None:
+    """No shape returns a row, value or count of another workspace or of a deleted row."""
+    failures: dict[str, list[str]] = {}
     with workspace(MINE):
-        async with db.transaction() as tx:
-            NoteRepository(tx)  # scopes the session
-            result = await SHAPES[shape](tx.session)
-            seen: list[Any] = []
-            _walk(
-                [tuple(r) if not isinstance(r, Folder | Note | Tag) else r for r in result]
-                if isinstance(result, list)
-                else result,
-                seen,
-            )
-            for row in result if isinstance(result, list) else []:
-                for value in tuple(row) if not isinstance(row, Folder | Note | Tag) else ():
-                    if isinstance(value, int) and shape == "count":
-                        assert value == 0
-                    if value == LEAK:
-                        seen.append(value)
-            leaks = [
-                v
-                for v in seen
-                if v == LEAK
-                or (
-                    not isinstance(v, str)
-                    and (v.workspace_id != MINE or getattr(v, "deleted_at", None) is not None)
-                )
-            ]
-            assert leaks == []
-            if shape in EXPECTED:
-                assert [tuple(r) for r in result] == EXPECTED[shape]
+        for name, shape in SHAPES.items():
+            async with db.transaction() as tx:
+                NoteRepository(tx)  # scopes the session
+                result = await shape(tx.session)
+                problems = _leaks(result)
+                if name in EXPECTED and result != EXPECTED[name]:
+                    problems.append(f"expected {EXPECTED[name]!r}, got {result!r}")
+                if problems:
+                    failures[name] = problems
+    assert failures == {}
 
 
 async def test_lazy_loads_are_scoped(db: Database) -> None:
