@@ -38,6 +38,7 @@ __all__ = [
     "NotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "PreconditionRequiredError",
     "ShutdownError",
     "StaleVersionError",
     "StartupError",
@@ -133,6 +134,24 @@ class StaleVersionError(ConflictError):
     @property
     def details(self) -> Mapping[str, object]:
         return {"current_version": self.current_version}
+
+
+class PreconditionRequiredError(CorestoneError):
+    """A conditional write arrived without its precondition (e.g. no ``If-Match``).
+
+    Refusing it, rather than writing unconditionally, is what keeps a client that forgot
+    the header from silently overwriting someone else's change (RFC 6585, status 428).
+    """
+
+    code = "precondition_required"
+
+    def __init__(self, message: str, *, header: str) -> None:
+        super().__init__(message)
+        self.header = header
+
+    @property
+    def details(self) -> Mapping[str, object]:
+        return {"header": self.header}
 
 
 class UnavailableError(CorestoneError):

@@ -26,14 +26,21 @@ log = get_logger(__name__)
 def register_services(infra: Infrastructure) -> None:
     """Register taskboard's application services; each is built once per request scope."""
 
-    def from_db(service: type[UserService | WorkspaceService | TaskService]):  # type: ignore[no-untyped-def]
+    def from_db(service: type[UserService | WorkspaceService]):  # type: ignore[no-untyped-def]
         def factory(svcs_container: svcs.Container) -> object:
             return service(svcs_container.get(Database))
 
         return factory
 
-    for service in (UserService, WorkspaceService, TaskService):
+    for service in (UserService, WorkspaceService):
         infra.services.register_factory(service, from_db(service))
+
+    signing_key = infra.settings.signing_key  # one per process unless CORESTONE_SECRET_KEY
+
+    def tasks(svcs_container: svcs.Container) -> TaskService:
+        return TaskService(svcs_container.get(Database), signing_key=signing_key)
+
+    infra.services.register_factory(TaskService, tasks)
 
 
 async def prepare(infra: Infrastructure) -> None:

@@ -34,6 +34,7 @@ STATUS_BY_CODE: Mapping[str, int] = {
     "not_found": 404,
     "conflict": 409,
     "stale_version": 409,
+    "precondition_required": 428,
     "unavailable": 503,
     "circuit_open": 503,
     "workspace_required": 500,
@@ -52,6 +53,7 @@ _TITLES: Mapping[int, str] = {
     413: "Content Too Large",
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
+    428: "Precondition Required",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }

@@ -1,29 +1,37 @@
-"""The HTTP API of DESIGN §5 that exists so far: parse, call the service, map the result."""
+"""The HTTP API of DESIGN §5: parse, call the service, map the result."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 
-from corestone import context
+from corestone import InvalidInputError, PreconditionRequiredError, context
+from corestone.db.pagination import MAX_CURSOR_LENGTH
 from taskboard.api.deps import Caller, Tasks, Users, Workspaces
 from taskboard.api.schemas import (
+    AuditEntryOut,
+    AuditListOut,
     Id,
     MemberIn,
     MemberOut,
     MeOut,
     Status,
+    TaskBulkIn,
+    TaskBulkOut,
     TaskIn,
     TaskListOut,
     TaskOut,
+    TaskPageOut,
+    TaskPatch,
     UserIn,
     UserOut,
     UserWithTokenOut,
     WorkspaceIn,
     WorkspaceOut,
 )
-from taskboard.domain.models import Role, Task, TaskStatus
+from taskboard.domain.models import Role, Task
 from taskboard.services.tasks import MAX_LIMIT
 
 __all__ = ["router"]
@@ -78,17 +86,18 @@ async def create_task(
     ws: WorkspaceId, body: TaskIn, caller: Caller, tasks: Tasks, response: Response
 ) -> TaskOut:
     with context.bind(workspace=ws):
-        task = await tasks.create(
-            caller,
-            ws,
-            title=body.title,
-            description=body.description,
-            status=TaskStatus(body.status),
-            assignee_id=body.assignee_id,
-        )
-    response.headers["ETag"] = f'"{task.version}"'
+        task = await tasks.create(caller, ws, body.model_dump())
     response.headers["Location"] = f"/api/workspaces/{ws}/tasks/{task.id}"
-    return _task_out(task)
+    return _with_etag(task, response)
+
+
+@router.post("/workspaces/{ws}/tasks/bulk", status_code=201)
+async def create_tasks(
+    ws: WorkspaceId, body: TaskBulkIn, caller: Caller, tasks: Tasks
+) -> TaskBulkOut:
+    with context.bind(workspace=ws):
+        created = await tasks.create_many(caller, ws, [item.model_dump() for item in body.items])
+    return TaskBulkOut(items=[_task_out(task) for task in created])
 
 
 @router.get("/workspaces/{ws}/tasks")
@@ -98,19 +107,27 @@ async def list_tasks(
     tasks: Tasks,
     status: Status | None = None,
     assignee_id: Annotated[Id | None, Query()] = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    sort: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-) -> TaskListOut:
+    cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH)] = None,
+    page: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
+) -> TaskListOut | TaskPageOut:
+    filters: dict[str, object] = {}
+    if status is not None:
+        filters["status"] = status
+    if assignee_id is not None:
+        filters["assignee_id"] = assignee_id
+    if q is not None:
+        filters["or"] = [{"title": {"contains": q}}, {"description": {"contains": q}}]
     with context.bind(workspace=ws):
-        page = await tasks.list(
-            caller,
-            ws,
-            status=TaskStatus(status) if status else None,
-            assignee_id=assignee_id,
-            limit=limit,
-            cursor=cursor,
+        listing = await tasks.list(
+            caller, ws, filters=filters, sort=sort, limit=limit, cursor=cursor, page=page
         )
-    return TaskListOut(items=[_task_out(t) for t in page.items], next_cursor=page.next_cursor)
+    items = [_task_out(task) for task in listing.items]
+    if listing.total is not None and listing.page is not None:
+        return TaskPageOut(items=items, next_cursor=None, total=listing.total, page=listing.page)
+    return TaskListOut(items=items, next_cursor=listing.next_cursor)
 
 
 @router.get("/workspaces/{ws}/tasks/{task_id}")
@@ -119,6 +136,75 @@ async def get_task(
 ) -> TaskOut:
     with context.bind(workspace=ws):
         task = await tasks.get(caller, ws, task_id)
+    return _with_etag(task, response)
+
+
+@router.patch("/workspaces/{ws}/tasks/{task_id}")
+async def update_task(
+    ws: WorkspaceId,
+    task_id: TaskId,
+    body: TaskPatch,
+    caller: Caller,
+    tasks: Tasks,
+    response: Response,
+    if_match: Annotated[str | None, Header(max_length=100)] = None,
+) -> TaskOut:
+    expected = _expected_version(if_match)
+    with context.bind(workspace=ws):
+        task = await tasks.update(caller, ws, task_id, body.changes(), expected_version=expected)
+    return _with_etag(task, response)
+
+
+@router.delete("/workspaces/{ws}/tasks/{task_id}", status_code=204)
+async def delete_task(ws: WorkspaceId, task_id: TaskId, caller: Caller, tasks: Tasks) -> None:
+    with context.bind(workspace=ws):
+        await tasks.delete(caller, ws, task_id)
+
+
+@router.post("/workspaces/{ws}/tasks/{task_id}/restore")
+async def restore_task(
+    ws: WorkspaceId, task_id: TaskId, caller: Caller, tasks: Tasks, response: Response
+) -> TaskOut:
+    with context.bind(workspace=ws):
+        task = await tasks.restore(caller, ws, task_id)
+    return _with_etag(task, response)
+
+
+@router.get("/workspaces/{ws}/audit")
+async def audit_log(
+    ws: WorkspaceId,
+    caller: Caller,
+    tasks: Tasks,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+    cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH)] = None,
+) -> AuditListOut:
+    with context.bind(workspace=ws):
+        found = await tasks.audit(caller, ws, limit=limit, cursor=cursor)
+    return AuditListOut(
+        items=[AuditEntryOut.model_validate(e, from_attributes=True) for e in found.items],
+        next_cursor=found.next_cursor,
+    )
+
+
+_ETAG = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
+
+
+def _expected_version(if_match: str | None) -> int:
+    """The version an ``If-Match`` names; the header is required for every update."""
+    if if_match is None:
+        raise PreconditionRequiredError(
+            'updates need If-Match: "<version>" (the ETag of the task you read)',
+            header="If-Match",
+        )
+    match = _ETAG.match(if_match.strip())
+    if match is None:
+        raise InvalidInputError(
+            'If-Match must be an ETag like "3"', field="If-Match", rule="etag"
+        )
+    return int(match.group(1))
+
+
+def _with_etag(task: Task, response: Response) -> TaskOut:
     response.headers["ETag"] = f'"{task.version}"'
     return _task_out(task)
 

@@ -6,18 +6,33 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from taskboard.domain.models import DESCRIPTION_MAX, NAME_MAX, TITLE_MAX
 
 __all__ = [
+    "AuditEntryOut",
+    "AuditListOut",
+    "BULK_MAX",
     "Id",
     "MemberIn",
     "MemberOut",
     "MeOut",
+    "TaskBulkIn",
+    "TaskBulkOut",
     "TaskIn",
     "TaskListOut",
     "TaskOut",
+    "TaskPageOut",
+    "TaskPatch",
     "UserIn",
     "UserOut",
     "UserWithTokenOut",
@@ -83,6 +98,34 @@ class TaskIn(_Input):
     assignee_id: Id | None = None
 
 
+class TaskPatch(_Input):
+    """A partial update: only the fields sent change; ``assignee_id: null`` unassigns."""
+
+    title: Title | None = None
+    description: Description | None = None
+    status: Status | None = None
+    assignee_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _only_assignee_may_be_null(self) -> TaskPatch:
+        for name in ("title", "description", "status"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+    def changes(self) -> dict[str, object]:
+        """The fields the client sent, and only those."""
+        return self.model_dump(exclude_unset=True)
+
+
+# One transaction holds the whole batch; a bound keeps it short and the body small.
+BULK_MAX = 500
+
+
+class TaskBulkIn(_Input):
+    items: Annotated[list[TaskIn], Field(min_length=1, max_length=BULK_MAX)]
+
+
 class UserOut(BaseModel):
     id: int
     name: str
@@ -126,4 +169,31 @@ class TaskOut(BaseModel):
 
 class TaskListOut(BaseModel):
     items: list[TaskOut]
+    next_cursor: str | None
+
+
+class TaskPageOut(TaskListOut):
+    """Page mode (``?page=``): the page plus the total count of matching tasks."""
+
+    total: int
+    page: int
+
+
+class TaskBulkOut(BaseModel):
+    items: list[TaskOut]
+
+
+class AuditEntryOut(BaseModel):
+    id: int
+    action: str
+    entity: str
+    entity_id: str
+    actor_id: str | None
+    changes: dict[str, object]
+    correlation_id: str | None
+    at: datetime
+
+
+class AuditListOut(BaseModel):
+    items: list[AuditEntryOut]
     next_cursor: str | None

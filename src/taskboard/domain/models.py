@@ -8,7 +8,17 @@ from datetime import datetime
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from corestone.db import Base, BigIntId, IdMixin, TimestampMixin, UTCDateTime
+from corestone.db import (
+    AuditedMixin,
+    Base,
+    BigIntId,
+    IdMixin,
+    SoftDeleteMixin,
+    TenantMixin,
+    TimestampMixin,
+    UTCDateTime,
+    VersionMixin,
+)
 
 __all__ = ["ApiToken", "Membership", "Role", "Task", "TaskStatus", "User", "Workspace"]
 
@@ -66,11 +76,16 @@ class Membership(Base):
     role: Mapped[str] = mapped_column(String(16))
 
 
-class Task(IdMixin, TimestampMixin, Base):
+class Task(
+    IdMixin, TimestampMixin, TenantMixin, VersionMixin, SoftDeleteMixin, AuditedMixin, Base
+):
+    """A task: scoped to its workspace, versioned, soft-deleted and audited by the repository."""
+
     __tablename__ = "tasks"
     __table_args__ = (
         CheckConstraint("status IN ('open', 'in_progress', 'done')", name="status"),
         Index("ix_tasks_workspace_id_id", "workspace_id", "id"),
+        Index("ix_tasks_workspace_id_created_at_id", "workspace_id", "created_at", "id"),
     )
 
     workspace_id: Mapped[int] = mapped_column(
@@ -82,4 +97,3 @@ class Task(IdMixin, TimestampMixin, Base):
     assignee_id: Mapped[int | None] = mapped_column(
         BigIntId, ForeignKey("users.id", ondelete="SET NULL"), nullable=True
     )
-    version: Mapped[int] = mapped_column(default=1)

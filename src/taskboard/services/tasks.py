@@ -1,128 +1,182 @@
-"""Tasks inside a workspace: create, read, list with keyset pagination.
+"""Tasks inside a workspace, on corestone's repository: list, create, bulk, update, delete.
 
-Every query is scoped by the workspace and checked against the caller's membership
-first, so another workspace's task ids answer NotFoundError, never data.
+Every method first checks the caller's membership (a non-member gets NotFoundError, never a
+hint that the workspace exists); everything after that goes through ``TaskRepository``,
+which scopes reads and checks writes by the workspace, hides soft-deleted tasks, bumps the
+version, and writes the audit log in the same transaction.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-import orjson
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from corestone import InvalidInputError, NotFoundError
-from corestone.db import Database
-from taskboard.domain.models import Membership, Task, TaskStatus, User
+from corestone import InvalidInputError
+from corestone.db import AuditEntry, Database, Transaction, audit_entries
+from corestone.db.pagination import CursorCodec, check_limit
+from corestone.db.repository import Repository
+from taskboard.domain.models import Membership, Task, User
 from taskboard.services.workspaces import require_member
 
-__all__ = ["TaskPage", "TaskService", "decode_cursor", "encode_cursor"]
+__all__ = ["AuditPage", "TaskListing", "TaskRepository", "TaskService"]
 
 MAX_LIMIT = 100
 
 
+class TaskRepository(Repository[Task]):
+    model = Task
+    filterable = ("status", "assignee_id", "title", "description", "created_at", "updated_at")
+    sortable = ("id", "created_at", "updated_at", "title", "status")
+    default_sort = "id"
+    max_limit = MAX_LIMIT
+
+
 @dataclass(frozen=True, slots=True)
-class TaskPage:
+class TaskListing:
+    """A list response: keyset mode has ``next_cursor``; page mode has ``total`` and ``page``."""
+
     items: list[Task]
+    next_cursor: str | None = None
+    total: int | None = None
+    page: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditPage:
+    items: list[AuditEntry]
     next_cursor: str | None
 
 
-def encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps({"after": last_id})).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    """The id a cursor continues after, or InvalidInputError naming ``cursor``."""
-    try:
-        if len(cursor) > 200:
-            raise ValueError("too long")
-        payload = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        after = payload["after"]
-        if type(after) is not int or not 0 < after < 2**63 or set(payload) != {"after"}:
-            raise ValueError("bad position")
-    except (ValueError, TypeError, KeyError, binascii.Error, orjson.JSONDecodeError):
-        raise InvalidInputError(
-            "not a cursor this API issued", field="cursor", rule="cursor"
-        ) from None
-    return after
-
-
 class TaskService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, signing_key: bytes) -> None:
         self._db = db
+        self._signing_key = signing_key
+        self._audit_cursors = CursorCodec(signing_key)
 
-    async def create(
-        self,
-        actor: User,
-        workspace_id: int,
-        *,
-        title: str,
-        description: str = "",
-        status: TaskStatus = TaskStatus.OPEN,
-        assignee_id: int | None = None,
-    ) -> Task:
+    def _tasks(self, tx: Transaction, workspace_id: int) -> TaskRepository:
+        return TaskRepository(tx, signing_key=self._signing_key, workspace=workspace_id)
+
+    async def create(self, actor: User, workspace_id: int, fields: Mapping[str, Any]) -> Task:
         async with self._db.transaction() as tx:
-            session = tx.session
-            await require_member(session, workspace_id, actor.id)
-            if (
-                assignee_id is not None
-                and await session.get(Membership, (workspace_id, assignee_id)) is None
-            ):
-                raise InvalidInputError(
-                    "the assignee is not a member of this workspace",
-                    field="assignee_id",
-                    rule="member",
-                )
-            task = Task(
-                workspace_id=workspace_id,
-                title=title,
-                description=description,
-                status=status.value,
-                assignee_id=assignee_id,
-                version=1,
-            )
-            session.add(task)
-            await session.flush()
-            await session.refresh(task)
-        return task
+            await require_member(tx.session, workspace_id, actor.id)
+            await _check_assignees(tx.session, workspace_id, [fields])
+            return await self._tasks(tx, workspace_id).create(fields)
+
+    async def create_many(
+        self, actor: User, workspace_id: int, items: Sequence[Mapping[str, Any]]
+    ) -> list[Task]:
+        """All the tasks in one transaction, or none of them."""
+        async with self._db.transaction() as tx:
+            await require_member(tx.session, workspace_id, actor.id)
+            await _check_assignees(tx.session, workspace_id, items)
+            tasks = self._tasks(tx, workspace_id)
+            ids = await tasks.create_many(items)
+            return await tasks.get_many(ids)
 
     async def get(self, actor: User, workspace_id: int, task_id: int) -> Task:
         async with self._db.transaction(read_only=True) as tx:
-            session = tx.session
-            await require_member(session, workspace_id, actor.id)
-            task = await session.scalar(
-                select(Task).where(Task.workspace_id == workspace_id, Task.id == task_id)
-            )
-            if task is None:
-                raise NotFoundError("task not found")
-            return task
+            await require_member(tx.session, workspace_id, actor.id)
+            return await self._tasks(tx, workspace_id).get(task_id)
 
     async def list(
         self,
         actor: User,
         workspace_id: int,
         *,
-        status: TaskStatus | None = None,
-        assignee_id: int | None = None,
-        limit: int = 50,
+        filters: Mapping[str, Any],
+        sort: str | None,
+        limit: int,
         cursor: str | None = None,
-    ) -> TaskPage:
-        if not 1 <= limit <= MAX_LIMIT:
+        page: int | None = None,
+    ) -> TaskListing:
+        if page is not None and cursor is not None:
             raise InvalidInputError(
-                f"must be between 1 and {MAX_LIMIT}", field="limit", rule="range"
+                "use either cursor (keyset) or page (offset), not both",
+                field="cursor",
+                rule="exclusive",
             )
-        after = decode_cursor(cursor) if cursor else 0
         async with self._db.transaction(read_only=True) as tx:
-            session = tx.session
-            await require_member(session, workspace_id, actor.id)
-            query = select(Task).where(Task.workspace_id == workspace_id, Task.id > after)
-            if status is not None:
-                query = query.where(Task.status == status.value)
-            if assignee_id is not None:
-                query = query.where(Task.assignee_id == assignee_id)
-            rows = list(await session.scalars(query.order_by(Task.id).limit(limit + 1)))
-        more = len(rows) > limit
-        items = rows[:limit]
-        return TaskPage(items, encode_cursor(items[-1].id) if more else None)
+            await require_member(tx.session, workspace_id, actor.id)
+            tasks = self._tasks(tx, workspace_id)
+            if page is not None:
+                numbered = await tasks.page(filters=filters, sort=sort, page=page, page_size=limit)
+                return TaskListing(numbered.items, total=numbered.total, page=numbered.page)
+            keyset = await tasks.list(filters=filters, sort=sort, limit=limit, cursor=cursor)
+            return TaskListing(keyset.items, next_cursor=keyset.next_cursor)
+
+    async def update(
+        self,
+        actor: User,
+        workspace_id: int,
+        task_id: int,
+        changes: Mapping[str, Any],
+        *,
+        expected_version: int,
+    ) -> Task:
+        if not changes:
+            raise InvalidInputError("nothing to change", field="body", rule="not_empty")
+        async with self._db.transaction() as tx:
+            await require_member(tx.session, workspace_id, actor.id)
+            await _check_assignees(tx.session, workspace_id, [changes])
+            return await self._tasks(tx, workspace_id).update(
+                task_id, changes, expected_version=expected_version
+            )
+
+    async def delete(self, actor: User, workspace_id: int, task_id: int) -> None:
+        async with self._db.transaction() as tx:
+            await require_member(tx.session, workspace_id, actor.id)
+            await self._tasks(tx, workspace_id).delete(task_id)
+
+    async def restore(self, actor: User, workspace_id: int, task_id: int) -> Task:
+        async with self._db.transaction() as tx:
+            await require_member(tx.session, workspace_id, actor.id)
+            return await self._tasks(tx, workspace_id).restore(task_id)
+
+    async def audit(
+        self, actor: User, workspace_id: int, *, limit: int, cursor: str | None
+    ) -> AuditPage:
+        """The workspace's audit log, newest first, paged by a signed cursor."""
+        size = check_limit(limit, maximum=MAX_LIMIT)
+        scope = f"audit|{workspace_id}"
+        before_id = None
+        if cursor is not None:
+            (before_id,), _ = self._audit_cursors.decode(cursor, scope=scope)
+        async with self._db.transaction(read_only=True) as tx:
+            await require_member(tx.session, workspace_id, actor.id)
+            entries = list(
+                await audit_entries(
+                    tx, workspace_id=workspace_id, limit=size + 1, before_id=before_id
+                )
+            )
+        more = len(entries) > size
+        entries = entries[:size]
+        next_cursor = (
+            self._audit_cursors.encode([entries[-1].id], scope=scope, direction="next")
+            if more
+            else None
+        )
+        return AuditPage(entries, next_cursor)
+
+
+async def _check_assignees(
+    session: AsyncSession, workspace_id: int, rows: Iterable[Mapping[str, Any]]
+) -> None:
+    """Every assignee named must be a member of the workspace (one query for all rows)."""
+    wanted = {row["assignee_id"] for row in rows if row.get("assignee_id") is not None}
+    if not wanted:
+        return
+    members = set(
+        await session.scalars(
+            select(Membership.user_id).where(
+                Membership.workspace_id == workspace_id, Membership.user_id.in_(wanted)
+            )
+        )
+    )
+    if wanted - members:
+        raise InvalidInputError(
+            "the assignee is not a member of this workspace", field="assignee_id", rule="member"
+        )
