@@ -17,6 +17,20 @@ from corestone.db.models import (
 )
 from corestone.db.repository import Repository
 from corestone.db.scoping import ALL_WORKSPACES, AllWorkspaces, scope_session
+from corestone.db.saga import (
+    STEP_RETRY,
+    Saga,
+    SagaFailedError,
+    SagaLeaseLostError,
+    SagaOutcome,
+    SagaRegistry,
+    SagaStep,
+    StepContext,
+    is_transient,
+)
+from corestone.db.saga_orchestrator import SagaOrchestrator
+from corestone.db.saga_recovery import SagaRecoveryWorker
+from corestone.db.saga_store import SagaRecord, SagaState, SagaStatus
 from corestone.db.transactions import (
     NO_RETRY,
     IsolationLevel,
@@ -40,7 +54,20 @@ __all__ = [
     "PoolOptions",
     "Repository",
     "RetryPolicy",
+    "STEP_RETRY",
+    "Saga",
+    "SagaFailedError",
+    "SagaLeaseLostError",
+    "SagaOrchestrator",
+    "SagaOutcome",
+    "SagaRecord",
+    "SagaRecoveryWorker",
+    "SagaRegistry",
+    "SagaState",
+    "SagaStatus",
+    "SagaStep",
     "SoftDeleteMixin",
+    "StepContext",
     "TenantMixin",
     "TimestampMixin",
     "Transaction",
@@ -48,6 +75,7 @@ __all__ = [
     "VersionMixin",
     "audit_entries",
     "current_transaction",
+    "is_transient",
     "scope_session",
     "transient_cause",
     "upgrade",

@@ -1,0 +1,370 @@
+"""The saga orchestrator: runs steps, records each one durably, compensates, recovers.
+
+What happens on a crash (the process dies, or loses its lease) at each point — nothing
+is lost, and nothing half done stays that way once recovery has run:
+
+====================================  ==================================================
+crash …                               what recovery does
+====================================  ==================================================
+before the saga row commits           nothing exists; the caller got an error
+in a transactional step, before its   the step's work and its record roll back together;
+commit                                the step runs again: **exactly once** in effect
+in an external step, before its       the record still says "step n next": the action runs
+record commits                        again with the same idempotency key (at least once,
+                                      made effectively once by the step's idempotency)
+between two steps                     resumes at the next step
+during compensation                   compensating continues with the same step (again
+                                      idempotent); transactional ones exactly once
+after the final status commits        nothing to do
+====================================  ==================================================
+
+A run holds a lease on its row (``locked_until``, renewed by every state write and by a
+heartbeat every third of the lease). Recovery only takes sagas whose lease expired, and
+every state write is fenced by owner, status and step, so a process that lost its lease
+can never record over the new owner (its transactional step rolls back). ``attempts``
+counts executions; past ``max_attempts`` (a saga that kills its process every time)
+recovery stops retrying forward and compensates, or marks a compensation ``failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from corestone.db.database import Database
+from corestone.db.saga import (
+    Saga,
+    SagaLeaseLostError,
+    SagaOutcome,
+    SagaRegistry,
+    SagaStep,
+    StepContext,
+)
+from corestone.db.saga_store import SagaState, SagaStatus, SagaStore
+from corestone.db.transactions import current_transaction
+from corestone.errors import InvalidInputError
+from corestone.observability.logging import get_logger
+from corestone.observability.metrics import Metrics
+
+__all__ = ["SagaOrchestrator"]
+
+log = get_logger(__name__)
+
+RUNNING, COMPENSATING = SagaStatus.RUNNING, SagaStatus.COMPENSATING
+COMPLETED, COMPENSATED, FAILED = SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.FAILED
+
+
+class SagaOrchestrator:
+    """Runs the sagas of a :class:`SagaRegistry` on one database, durably.
+
+    One per process (it names itself as the lease owner). Sagas run in the caller's task;
+    :meth:`recover` resumes those another process left behind, and
+    :class:`~corestone.db.saga_recovery.SagaRecoveryWorker` calls it periodically.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        registry: SagaRegistry,
+        *,
+        metrics: Metrics | None = None,
+        lease_seconds: float = 30.0,
+        max_attempts: int = 5,
+        owner: str | None = None,
+    ) -> None:
+        if lease_seconds <= 0 or max_attempts < 1:
+            raise ValueError("lease_seconds must be positive and max_attempts at least 1")
+        self.database = database
+        self.registry = registry
+        self.owner = owner or f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
+        self._store = SagaStore(lease_seconds)
+        m = metrics if metrics is not None else Metrics()
+        self._outcomes = m.counter("saga_runs_total", "Saga runs by outcome.", ["type", "outcome"])
+        self._started = m.counter("saga_started_total", "Sagas started.", ["type"])
+        self._recovered = m.counter(
+            "saga_recovered_total", "Sagas taken over by recovery.", ["type"]
+        )
+        self._retries = m.counter(
+            "saga_step_retries_total", "Step attempts retried.", ["type", "step"]
+        )
+
+    async def run(self, saga: Saga | str, payload: Mapping[str, Any]) -> SagaOutcome:
+        """Start a saga and run it to its end: completed, compensated, or failed.
+
+        The saga must be registered, so that recovery in any process can resume it. Call
+        it outside any transaction: each step commits on its own. Cancelled midway, the
+        saga is resumed by recovery once its lease expires.
+        """
+        definition = self._definition(saga.name if isinstance(saga, Saga) else saga)
+        if current_transaction() is not None:
+            raise RuntimeError("run a saga outside a transaction: each step commits on its own")
+        try:
+            json.dumps(payload)
+        except (TypeError, ValueError) as error:
+            raise InvalidInputError(
+                f"a saga payload must be JSON: {error}", field="payload", rule="json"
+            ) from error
+        async with self.database.transaction() as tx:
+            state = await self._store.insert(
+                tx.session, saga_type=definition.name, payload=payload, owner=self.owner
+            )
+        self._started.labels(type=definition.name).inc()
+        log.info("saga started", saga_id=state.id, saga_type=definition.name)
+        return await self._execute(definition, state)
+
+    async def get(self, saga_id: str) -> SagaState | None:
+        """The saga's row as it is now, or None."""
+        async with self.database.transaction(read_only=True) as tx:
+            return await self._store.get(tx.session, saga_id)
+
+    async def recover(self, *, limit: int = 10) -> list[SagaOutcome]:
+        """Claim up to ``limit`` stuck sagas of known types and run each to its end.
+
+        Stuck means ``running`` or ``compensating`` with an expired lease. Claimed sagas
+        run concurrently; one that another process takes over meanwhile is left out.
+        """
+        if not len(self.registry):
+            return []
+        async with self.database.transaction() as tx:
+            claimed = await self._store.claim_stuck(
+                tx.session,
+                types=self.registry.names,
+                owner=self.owner,
+                limit=limit,
+                postgresql=self.database.dialect == "postgresql",
+            )
+        for state in claimed:
+            self._recovered.labels(type=state.type).inc()
+            log.warning(
+                "recovering saga",
+                saga_id=state.id,
+                saga_type=state.type,
+                status=state.status.value,
+                step=state.current_step,
+                attempts=state.attempts,
+            )
+        results = await asyncio.gather(
+            *(self._execute(self._definition(s.type), s) for s in claimed), return_exceptions=True
+        )
+        outcomes: list[SagaOutcome] = []
+        for state, result in zip(claimed, results, strict=True):
+            if isinstance(result, SagaOutcome):
+                outcomes.append(result)
+            elif isinstance(result, SagaLeaseLostError):
+                log.warning("saga taken over during recovery", saga_id=state.id)
+            elif isinstance(result, Exception):
+                # The row keeps its state; it is retried once the lease expires.
+                log.error("saga recovery failed", saga_id=state.id, error=repr(result))
+            else:
+                raise result
+        return outcomes
+
+    def _definition(self, name: str) -> Saga:
+        saga = self.registry.get(name)
+        if saga is None:
+            raise ValueError(f"saga {name!r} is not registered with this orchestrator")
+        return saga
+
+    async def _execute(self, saga: Saga, state: SagaState) -> SagaOutcome:
+        lost = asyncio.Event()
+        heartbeat = asyncio.create_task(self._heartbeat(state.id, lost))
+        try:
+            outcome = await self._drive(saga, state, lost)
+        finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+        self._outcomes.labels(type=saga.name, outcome=outcome.status.value).inc()
+        log.info(
+            "saga finished", saga_id=outcome.id, saga_type=saga.name, status=outcome.status.value
+        )
+        return outcome
+
+    async def _heartbeat(self, saga_id: str, lost: asyncio.Event) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                async with self.database.transaction() as tx:
+                    held = await self._store.renew(tx.session, saga_id, self.owner)
+            except Exception as error:  # noqa: BLE001 - the next beat may get through
+                log.warning("saga lease renewal failed", saga_id=saga_id, error=repr(error))
+                continue
+            if not held:
+                lost.set()
+                return
+
+    async def _drive(self, saga: Saga, state: SagaState, lost: asyncio.Event) -> SagaOutcome:
+        failure: BaseException | None = None
+        if state.attempts > self.max_attempts and state.status is RUNNING:
+            state = await self._transition(
+                state,
+                status=COMPENSATING if state.current_step else COMPENSATED,
+                current_step=state.current_step,
+                error=f"gave up after {state.attempts - 1} interrupted executions",
+            )
+        elif state.status is RUNNING:
+            state, failure = await self._forward(saga, state, lost)
+        if state.status is COMPENSATING:
+            if state.attempts > self.max_attempts + 1:
+                state = await self._transition(
+                    state,
+                    status=FAILED,
+                    current_step=state.current_step,
+                    error=f"compensation gave up after {state.attempts - 1} executions; "
+                    f"{state.error}",
+                )
+            else:
+                state, failure = await self._backward(saga, state, failure, lost)
+        return SagaOutcome(
+            state.id, state.type, state.status, state.results, state.error, failure
+        )
+
+    async def _forward(
+        self, saga: Saga, state: SagaState, lost: asyncio.Event
+    ) -> tuple[SagaState, BaseException | None]:
+        while state.current_step < len(saga.steps):
+            step = saga.steps[state.current_step]
+            try:
+                state = await self._with_retry(saga, step, state, lost, compensating=False)
+            except SagaLeaseLostError:
+                raise
+            except Exception as error:  # noqa: BLE001 - a failed step is compensated
+                undo = state.current_step + (1 if step.compensate_on_failure else 0)
+                log.warning("saga step failed", saga_id=state.id, step=step.key, error=repr(error))
+                state = await self._transition(
+                    state,
+                    status=COMPENSATING if undo else COMPENSATED,
+                    current_step=undo,
+                    error=f"step {step.key}: {_describe(error)}",
+                )
+                return state, error
+        return state, None
+
+    async def _backward(
+        self, saga: Saga, state: SagaState, failure: BaseException | None, lost: asyncio.Event
+    ) -> tuple[SagaState, BaseException | None]:
+        while state.current_step > 0:
+            step = saga.steps[state.current_step - 1]
+            try:
+                state = await self._with_retry(saga, step, state, lost, compensating=True)
+            except SagaLeaseLostError:
+                raise
+            except Exception as error:  # noqa: BLE001 - recorded; an operator takes over
+                log.error("saga compensation failed", saga_id=state.id, step=step.key)
+                state = await self._transition(
+                    state,
+                    status=FAILED,
+                    current_step=state.current_step,
+                    error=f"compensation of {step.key}: {_describe(error)}; after {state.error}",
+                )
+                return state, error
+        if state.status is COMPENSATING:  # nothing was left to undo
+            state = await self._transition(state, status=COMPENSATED, current_step=0)
+        return state, failure
+
+    async def _with_retry(
+        self,
+        saga: Saga,
+        step: SagaStep,
+        state: SagaState,
+        lost: asyncio.Event,
+        *,
+        compensating: bool,
+    ) -> SagaState:
+        """One step forward (or one compensation back) with its retry policy."""
+        first = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            if lost.is_set():
+                raise SagaLeaseLostError(state.id)
+            try:
+                return await self._attempt(saga, step, state, attempt, compensating)
+            except SagaLeaseLostError:
+                raise
+            except Exception as error:
+                delay = step.retry.delay(attempt)
+                if (
+                    not step.retry_on(error)
+                    or attempt >= step.retry.max_attempts
+                    or time.monotonic() - first + delay > step.retry.deadline
+                ):
+                    raise
+                self._retries.labels(type=saga.name, step=step.key).inc()
+                log.info("retrying saga step", saga_id=state.id, step=step.key, attempt=attempt)
+                await asyncio.sleep(delay)
+
+    async def _attempt(
+        self, saga: Saga, step: SagaStep, state: SagaState, attempt: int, compensating: bool
+    ) -> SagaState:
+        index = state.current_step - 1 if compensating else state.current_step
+        ctx = StepContext(
+            saga_id=state.id,
+            saga_type=saga.name,
+            step_key=step.key,
+            payload=state.payload,
+            results=dict(state.results),
+            attempt=attempt,
+            database=self.database,
+            result=state.results.get(step.key) if compensating else None,
+        )
+        if compensating:
+            status = COMPENSATING if index else COMPENSATED
+            next_step = index
+        else:
+            status = COMPLETED if index + 1 == len(saga.steps) else RUNNING
+            next_step = index + 1
+
+        async def act(ctx: StepContext) -> dict[str, Any]:
+            async with asyncio.timeout(step.timeout_seconds):
+                if compensating:
+                    if step.compensate is not None:
+                        await step.compensate(ctx)
+                    return dict(state.results)
+                result = await step.action(ctx)
+            json.dumps(result)  # a result that cannot be stored fails the step
+            return {**state.results, step.key: result}
+
+        if step.transactional:
+            async with self.database.transaction() as tx:
+                results = await act(replace(ctx, tx=tx))
+                new = await self._store.transition(
+                    tx.session, state, self.owner, status=status, current_step=next_step,
+                    results=results,
+                )  # fmt: skip
+                if new is None:
+                    raise SagaLeaseLostError(state.id)  # rolls the step's work back
+            return new
+        results = await act(ctx)
+        return await self._transition(state, status=status, current_step=next_step, results=results)
+
+    async def _transition(
+        self,
+        state: SagaState,
+        *,
+        status: SagaStatus,
+        current_step: int,
+        results: Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> SagaState:
+        async with self.database.transaction() as tx:
+            new = await self._store.transition(
+                tx.session, state, self.owner, status=status, current_step=current_step,
+                results=results, error=error,
+            )  # fmt: skip
+        if new is None:
+            raise SagaLeaseLostError(state.id)
+        return new
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

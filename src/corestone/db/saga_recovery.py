@@ -1,0 +1,90 @@
+"""Saga recovery in the background: a component that resumes sagas other runs left behind.
+
+A process that dies mid-saga leaves its row ``running`` or ``compensating`` with a lease
+that stops being renewed. :class:`SagaRecoveryWorker` asks the orchestrator every
+``interval_seconds`` to claim such sagas (at most ``batch`` per pass) and run them to
+their end. Any number of workers may run against one database — claims are atomic and
+every state write is fenced by owner — so taskboard runs one in each ``serve`` process
+by default and in ``taskboard worker`` processes at scale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from corestone.db.saga import SagaOutcome
+from corestone.db.saga_orchestrator import SagaOrchestrator
+from corestone.observability.logging import get_logger
+
+__all__ = ["SagaRecoveryWorker"]
+
+log = get_logger(__name__)
+
+
+class SagaRecoveryWorker:
+    """Periodic, bounded saga recovery; a component (``start`` / ``aclose``).
+
+    ``aclose`` lets a pass in progress finish for up to ``drain_seconds``, then cancels
+    it; a saga cut off that way keeps its recorded state and is recovered (by this or
+    another process) once its lease expires.
+    """
+
+    name = "saga-recovery"
+
+    def __init__(
+        self,
+        orchestrator: SagaOrchestrator,
+        *,
+        interval_seconds: float = 10.0,
+        batch: int = 10,
+        drain_seconds: float = 5.0,
+    ) -> None:
+        if interval_seconds <= 0 or batch < 1:
+            raise ValueError("interval_seconds must be positive and batch at least 1")
+        self.orchestrator = orchestrator
+        self.interval_seconds = interval_seconds
+        self.batch = batch
+        self.drain_seconds = drain_seconds
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def recover_once(self) -> list[SagaOutcome]:
+        """One pass: claim up to ``batch`` stuck sagas and run them to their end."""
+        return await self.orchestrator.recover(limit=self.batch)
+
+    async def start(self) -> None:
+        """Begin passes in the background; the first one runs at once."""
+        if self.running:
+            return
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(self._loop(), name="corestone-saga-recovery")
+
+    async def aclose(self) -> None:
+        """Stop after the pass in progress (bounded by ``drain_seconds``). Idempotent."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stop.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), self.drain_seconds)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                outcomes = await self.recover_once()
+            except Exception as error:  # noqa: BLE001 - the database may be back next pass
+                log.warning("saga recovery pass failed", error=repr(error))
+                outcomes = []
+            if len(outcomes) >= self.batch:
+                continue  # more may be waiting: no sleep
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.interval_seconds)

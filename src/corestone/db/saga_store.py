@@ -1,0 +1,295 @@
+"""The saga log: one ``corestone_sagas`` row per saga, and the guarded writes that move it.
+
+Every write here is conditional. A state transition names the owner, the status and the
+step it expects (``UPDATE … WHERE id = :id AND owner = :me AND status = :s AND
+current_step = :n``) and reports whether it matched; a writer that no longer holds the
+lease (another process recovered the saga meanwhile) matches nothing, and the
+orchestrator stops instead of writing over the new owner. That is the fencing that makes
+recovery safe with several processes, on SQLite as on PostgreSQL.
+
+Claiming stuck sagas is one statement on both databases: ``UPDATE … SET owner = :me …
+WHERE id IN (SELECT id … WHERE lease expired LIMIT n [FOR UPDATE SKIP LOCKED]) AND lease
+expired RETURNING …``. On PostgreSQL the inner ``SKIP LOCKED`` lets concurrent claimers
+take disjoint rows without waiting, and the outer condition is re-checked against the
+committed row (READ COMMITTED), so a saga is never claimed twice; SQLite has one writer
+at a time. Lease times are the application's clock (as every timestamp in corestone,
+ADR 0006): keep clocks in sync to well under the lease length.
+
+The table lives on corestone's ``Base.metadata``; an application's migrations create it
+like any of its own tables (taskboard: revision ``0002``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    CursorResult,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from corestone.db.models import Base, UTCDateTime, utc_now
+
+__all__ = ["SagaRecord", "SagaState", "SagaStatus", "SagaStore"]
+
+ERROR_MAX = 2000
+
+
+class SagaStatus(StrEnum):
+    """Where a saga is. ``running`` and ``compensating`` are the ones recovery resumes."""
+
+    RUNNING = "running"
+    COMPENSATING = "compensating"
+    COMPLETED = "completed"
+    COMPENSATED = "compensated"
+    FAILED = "failed"
+
+
+ACTIVE = (SagaStatus.RUNNING.value, SagaStatus.COMPENSATING.value)
+
+
+class SagaRecord(Base):
+    """The ``corestone_sagas`` table.
+
+    ``current_step`` counts steps: while ``running``, steps ``[0, current_step)`` have
+    completed and step ``current_step`` is next (or in flight); while ``compensating``,
+    steps ``[0, current_step)`` still need their compensation, last one first.
+    ``attempts`` counts executions: 1 for the first run, one more per recovery.
+    """
+
+    __tablename__ = "corestone_sagas"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('running', 'compensating', 'completed', 'compensated', 'failed')",
+            name="status",
+        ),
+        Index("ix_corestone_sagas_status_locked_until", "status", "locked_until"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    current_step: Mapped[int] = mapped_column(Integer, nullable=False)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    results: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+_T: Table = SagaRecord.__table__  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, slots=True)
+class SagaState:
+    """A snapshot of one saga's row."""
+
+    id: str
+    type: str
+    status: SagaStatus
+    current_step: int
+    payload: Mapping[str, Any]
+    results: Mapping[str, Any]
+    attempts: int
+    error: str | None
+    owner: str | None
+    locked_until: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> SagaState:
+        m = row._mapping
+        return cls(
+            id=m["id"],
+            type=m["type"],
+            status=SagaStatus(m["status"]),
+            current_step=m["current_step"],
+            payload=dict(m["payload"]),
+            results=dict(m["results"]),
+            attempts=m["attempts"],
+            error=m["error"],
+            owner=m["owner"],
+            locked_until=m["locked_until"],
+            created_at=m["created_at"],
+            updated_at=m["updated_at"],
+        )
+
+
+def clip_error(text: str) -> str:
+    """An error message short enough for the ``error`` column."""
+    return text if len(text) <= ERROR_MAX else text[: ERROR_MAX - 1] + "…"
+
+
+class SagaStore:
+    """Reads and guarded writes of ``corestone_sagas``; every method is one statement."""
+
+    def __init__(self, lease_seconds: float) -> None:
+        self.lease = timedelta(seconds=lease_seconds)
+
+    async def insert(
+        self, session: AsyncSession, *, saga_type: str, payload: Mapping[str, Any], owner: str
+    ) -> SagaState:
+        """A new ``running`` saga at step 0, leased to ``owner``, on its first attempt."""
+        now = utc_now()
+        values: dict[str, Any] = {
+            "id": str(uuid.uuid4()),
+            "type": saga_type,
+            "status": SagaStatus.RUNNING.value,
+            "current_step": 0,
+            "payload": dict(payload),
+            "results": {},
+            "attempts": 1,
+            "error": None,
+            "owner": owner,
+            "locked_until": now + self.lease,
+            "created_at": now,
+            "updated_at": now,
+        }
+        await session.execute(insert(_T).values(values))
+        return SagaState.from_row(_Row(values))
+
+    async def get(self, session: AsyncSession, saga_id: str) -> SagaState | None:
+        row = (await session.execute(select(_T).where(_T.c.id == saga_id))).first()
+        return None if row is None else SagaState.from_row(row)
+
+    async def find(
+        self, session: AsyncSession, *, statuses: Sequence[str], limit: int = 100
+    ) -> list[SagaState]:
+        """Sagas in any of ``statuses``, oldest first (for operators and tests)."""
+        rows = await session.execute(
+            select(_T).where(_T.c.status.in_(statuses)).order_by(_T.c.created_at).limit(limit)
+        )
+        return [SagaState.from_row(row) for row in rows]
+
+    async def transition(
+        self,
+        session: AsyncSession,
+        state: SagaState,
+        owner: str,
+        *,
+        status: SagaStatus,
+        current_step: int,
+        results: Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> SagaState | None:
+        """Move the saga from ``state`` to the given values and renew the lease.
+
+        Returns the new state, or None when the row is no longer ``state`` held by
+        ``owner`` (the lease was lost): the caller must then roll back and stop.
+        """
+        now = utc_now()
+        values: dict[str, Any] = {
+            "status": status.value,
+            "current_step": current_step,
+            "updated_at": now,
+            "locked_until": now + self.lease if status.value in ACTIVE else None,
+        }
+        if results is not None:
+            values["results"] = dict(results)
+        if error is not None:
+            values["error"] = clip_error(error)
+        result = await session.execute(
+            update(_T)
+            .where(
+                _T.c.id == state.id,
+                _T.c.owner == owner,
+                _T.c.status == state.status.value,
+                _T.c.current_step == state.current_step,
+            )
+            .values(values)
+        )
+        if _rowcount(result) != 1:
+            return None
+        return replace(
+            state,
+            status=status,
+            current_step=current_step,
+            updated_at=now,
+            locked_until=values["locked_until"],
+            results=dict(results) if results is not None else state.results,
+            error=values.get("error", state.error),
+        )
+
+    async def renew(self, session: AsyncSession, saga_id: str, owner: str) -> bool:
+        """Extend ``owner``'s lease; False if another process holds the saga now."""
+        now = utc_now()
+        result = await session.execute(
+            update(_T)
+            .where(_T.c.id == saga_id, _T.c.owner == owner, _T.c.status.in_(ACTIVE))
+            .values(locked_until=now + self.lease)
+        )
+        return _rowcount(result) == 1
+
+    async def release(self, session: AsyncSession, saga_id: str, owner: str) -> None:
+        """Let the lease lapse now, so recovery need not wait for it (on a clean stop)."""
+        await session.execute(
+            update(_T)
+            .where(_T.c.id == saga_id, _T.c.owner == owner, _T.c.status.in_(ACTIVE))
+            .values(locked_until=utc_now())
+        )
+
+    async def claim_stuck(
+        self,
+        session: AsyncSession,
+        *,
+        types: Sequence[str],
+        owner: str,
+        limit: int,
+        postgresql: bool,
+    ) -> list[SagaState]:
+        """Take over up to ``limit`` active sagas whose lease has expired, atomically."""
+        now = utc_now()
+        expired = or_(_T.c.locked_until.is_(None), _T.c.locked_until < now)
+        candidates = (
+            select(_T.c.id)
+            .where(_T.c.status.in_(ACTIVE), _T.c.type.in_(types), expired)
+            .order_by(_T.c.locked_until)
+            .limit(limit)
+        )
+        if postgresql:
+            candidates = candidates.with_for_update(skip_locked=True)
+        rows = await session.execute(
+            update(_T)
+            .where(_T.c.id.in_(candidates.scalar_subquery()), _T.c.status.in_(ACTIVE), expired)
+            .values(
+                owner=owner,
+                locked_until=now + self.lease,
+                attempts=_T.c.attempts + 1,
+                updated_at=now,
+            )
+            .returning(*_T.c)
+        )
+        return [SagaState.from_row(row) for row in rows]
+
+
+class _Row:
+    """A mapping posing as a result row, so an insert's values build a SagaState."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._mapping = values
+
+
+def _rowcount(result: Any) -> int:
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount)
