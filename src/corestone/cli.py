@@ -7,13 +7,19 @@ its result into lines and an exit code, so everything it does can be done from P
 from __future__ import annotations
 
 import asyncio
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from corestone.config import Settings, load_settings
 from corestone.doctor import check_services, format_report
-from corestone.errors import ConfigurationError
+from corestone.errors import ConfigurationError, CorestoneError
 from corestone.observability.logging import configure_logging
+
+if TYPE_CHECKING:
+    from corestone.db.saga import SagaOutcome, SagaRegistry
 
 __all__ = ["app", "main"]
 
@@ -22,6 +28,8 @@ EXIT_SERVICE_FAILED = 1
 EXIT_CONFIGURATION = 2
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
+saga_app = typer.Typer(help="Durable sagas: recover the ones a stopped process left.")
+app.add_typer(saga_app, name="saga")
 
 
 @app.callback()
@@ -46,6 +54,59 @@ def doctor() -> None:
     for line in format_report(checks):
         typer.echo(line)
     raise typer.Exit(EXIT_OK if all(check.ok for check in checks) else EXIT_SERVICE_FAILED)
+
+
+@saga_app.command("recover")
+def saga_recover(
+    app_ref: Annotated[
+        str,
+        typer.Option(
+            "--app",
+            help="The application's SagaRegistry as module:attribute "
+            "(or a callable returning one), e.g. taskboard.sagas:registry.",
+        ),
+    ],
+    limit: Annotated[int, typer.Option(help="Most sagas to recover in this run.", min=1)] = 100,
+    app_dir: Annotated[
+        Path, typer.Option(help="Directory put first on the import path for --app.")
+    ] = Path("."),
+) -> None:
+    """Resume or compensate sagas stuck past their lease in CORESTONE_DATABASE_URL.
+
+    Safe while workers run: a saga is claimed by one process only. Prints one line per
+    saga. Exit status: 0 all ended completed or compensated, 1 one failed (needs an
+    operator) or the database is unreachable, 2 bad configuration or --app.
+    """
+    from corestone.db.saga_recovery import load_registry  # lazy: keep start-up light
+
+    settings = _settings()
+    sys.path.insert(0, str(app_dir.resolve()))
+    try:
+        registry = load_registry(app_ref)
+    except CorestoneError as error:
+        typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(EXIT_CONFIGURATION) from None
+    try:
+        outcomes = asyncio.run(_recover(settings, registry, limit))
+    except CorestoneError as error:
+        typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(EXIT_SERVICE_FAILED) from None
+    for outcome in outcomes:
+        typer.echo(f"{outcome.id}  {outcome.type}  {outcome.status.value}")
+    typer.echo(f"recovered {len(outcomes)} saga(s)")
+    failed = any(outcome.status.value == "failed" for outcome in outcomes)
+    raise typer.Exit(EXIT_SERVICE_FAILED if failed else EXIT_OK)
+
+
+async def _recover(settings: Settings, registry: SagaRegistry, limit: int) -> list[SagaOutcome]:
+    from corestone.db import Database, SagaOrchestrator  # lazy: keep start-up light
+
+    db = Database.from_settings(settings)
+    await db.start()
+    try:
+        return await SagaOrchestrator(db, registry).recover(limit=limit)
+    finally:
+        await db.aclose()
 
 
 def _settings() -> Settings:

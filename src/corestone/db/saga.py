@@ -59,9 +59,8 @@ STEP_RETRY = RetryPolicy(max_attempts=3, base_delay=0.05, max_delay=1.0, deadlin
 
 def is_transient(error: BaseException) -> bool:
     """The default retry predicate: database hiccups, unavailable services, timeouts."""
-    return (
-        transient_cause(error) is not None
-        or isinstance(error, UnavailableError | TimeoutError | ConnectionError)
+    return transient_cause(error) is not None or isinstance(
+        error, UnavailableError | TimeoutError | ConnectionError
     )
 
 

@@ -223,9 +223,7 @@ class SagaOrchestrator:
                 )
             else:
                 state, failure = await self._backward(saga, state, failure, lost)
-        return SagaOutcome(
-            state.id, state.type, state.status, state.results, state.error, failure
-        )
+        return SagaOutcome(state.id, state.type, state.status, state.results, state.error, failure)
 
     async def _forward(
         self, saga: Saga, state: SagaState, lost: asyncio.Event

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 
-from corestone.db.saga import SagaOutcome
+from corestone.db.saga import SagaOutcome, SagaRegistry
 from corestone.db.saga_orchestrator import SagaOrchestrator
+from corestone.errors import InvalidInputError
 from corestone.observability.logging import get_logger
 
-__all__ = ["SagaRecoveryWorker"]
+__all__ = ["SagaRecoveryWorker", "load_registry"]
 
 log = get_logger(__name__)
 
@@ -88,3 +90,31 @@ class SagaRecoveryWorker:
                 continue  # more may be waiting: no sleep
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.interval_seconds)
+
+
+def load_registry(reference: str) -> SagaRegistry:
+    """The :class:`SagaRegistry` named by ``"package.module:attribute"``.
+
+    The attribute may be a registry or a callable returning one (a factory keeps import
+    side effects out of the module). Used by ``corestone saga recover --app …``.
+    """
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise InvalidInputError(
+            f"{reference!r} is not of the form module:attribute", field="app", rule="module:attr"
+        )
+    try:
+        target: object = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise InvalidInputError(
+            f"cannot load {reference!r}: {error}", field="app", rule="importable"
+        ) from error
+    if callable(target) and not isinstance(target, SagaRegistry):
+        target = target()
+    if not isinstance(target, SagaRegistry):
+        raise InvalidInputError(
+            f"{reference!r} is a {type(target).__name__}, not a SagaRegistry",
+            field="app",
+            rule="saga_registry",
+        )
+    return target
