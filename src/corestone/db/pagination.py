@@ -10,6 +10,10 @@ repository passes). A cursor edited by hand, cut short, made with another key, o
 against another query fails the signature check and is an
 :class:`~corestone.errors.InvalidInputError` naming ``cursor``; it never reaches SQL.
 
+Values keep their type through a cursor: int, str, bool, None, float, Decimal, datetime,
+date and UUID (JSON alone would turn a Decimal into a float and a datetime into a string,
+and the seek predicate would then compare the wrong things).
+
 NULLs sort as the largest value on both databases (ascending NULLS LAST, descending NULLS
 FIRST — PostgreSQL's default, made explicit for SQLite), and the seek predicate follows
 the same rule, so nullable sort keys page correctly.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import hashlib
 import hmac
 import uuid
@@ -29,7 +34,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final, Generic, Literal, TypeVar
 
 import orjson
-from sqlalchemy import ColumnElement, and_, false, or_, tuple_
+from sqlalchemy import ColumnElement, and_, false, literal, or_, tuple_
 
 from corestone.db.filters import SortKey
 from corestone.errors import InvalidInputError
@@ -84,6 +89,12 @@ class CursorCodec:
         self._key = key
 
     def encode(self, values: Sequence[Any], *, scope: str, direction: Direction) -> str:
+        """A cursor for the row whose sort keys are ``values``, valid only for ``scope``.
+
+        Values of the types listed in the module docstring round-trip with their type; an
+        enum member travels as its name. ``ValueError`` if the cursor would exceed
+        :data:`MAX_CURSOR_LENGTH` (sort keys holding ~700 bytes of text or more).
+        """
         body = orjson.dumps({"v": [_tag(value) for value in values], "d": direction})
         token = _b64(body) + "." + _b64(self._mac(scope, body))
         if len(token) > MAX_CURSOR_LENGTH:
@@ -91,17 +102,26 @@ class CursorCodec:
         return token
 
     def decode(self, token: str, *, scope: str) -> tuple[tuple[Any, ...], Direction]:
-        """The values and direction in ``token``, if it was made here for ``scope``."""
+        """The values and direction in ``token``, if it was made here for ``scope``.
+
+        Anything else — edited, cut short, padded, made with another key or for another
+        scope, longer than :data:`MAX_CURSOR_LENGTH` — is InvalidInput on ``cursor``.
+        """
         try:
-            if len(token) > MAX_CURSOR_LENGTH:
+            text: object = token  # typed as str, but it came from a request
+            if not isinstance(text, str) or len(text) > MAX_CURSOR_LENGTH:
                 raise ValueError("not a cursor")
-            encoded_body, _, encoded_mac = token.partition(".")
+            encoded_body, dot, encoded_mac = token.partition(".")
+            if not dot:
+                raise ValueError("not a cursor")
             body = _unb64(encoded_body)
             if not hmac.compare_digest(_unb64(encoded_mac), self._mac(scope, body)):
                 raise ValueError("bad signature")
             payload = orjson.loads(body)
-            direction = payload["d"]
-            if direction not in ("next", "prev") or not isinstance(payload["v"], list):
+            if not isinstance(payload, dict) or not isinstance(payload.get("v"), list):
+                raise ValueError("bad payload")
+            direction = payload.get("d")
+            if direction not in ("next", "prev"):
                 raise ValueError("bad payload")
             return tuple(_untag(value) for value in payload["v"]), direction
         except (ValueError, TypeError, KeyError, binascii.Error, InvalidOperation):
@@ -112,7 +132,9 @@ class CursorCodec:
             ) from None
 
     def _mac(self, scope: str, body: bytes) -> bytes:
-        message = scope.encode() + b"\x00" + body
+        # Length-prefixed, so no (scope, body) pair can be re-split into another.
+        encoded = scope.encode("utf-8", "surrogatepass")
+        message = len(encoded).to_bytes(4, "big") + encoded + body
         return hmac.new(self._key, message, hashlib.sha256).digest()[:_MAC_BYTES]
 
 
@@ -121,11 +143,19 @@ def _b64(raw: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict: only the URL-safe alphabet, no padding, and the one canonical spelling."""
+    if not text.isascii():
+        raise ValueError("not base64")
+    raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    if _b64(raw) != text:  # other spellings of the same bytes are edits too
+        raise ValueError("not canonical base64")
+    return raw
 
 
 def _tag(value: Any) -> Any:
     """JSON keeps int, str, bool, float and null apart; tag the other types it would blur."""
+    if isinstance(value, enum.Enum):
+        return {"e": value.name}  # SQLAlchemy's Enum type binds a member by its name
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
@@ -153,6 +183,7 @@ def _untag(value: Any) -> Any:
                 "t": datetime.fromisoformat,
                 "D": date.fromisoformat,
                 "u": uuid.UUID,
+                "e": str,
             }
             if tag in readers:
                 return readers[tag](text)
@@ -189,7 +220,17 @@ def order_by(keys: Sequence[SortKey], *, direction: Direction) -> list[ColumnEle
 def keyset_condition(
     keys: Sequence[SortKey], values: Sequence[Any], *, direction: Direction
 ) -> ColumnElement[bool]:
-    """Rows strictly after (``next``) or before (``prev``) the row whose keys are ``values``."""
+    """Rows strictly after (``next``) or before (``prev``) the row whose keys are ``values``.
+
+    When every key has the same direction and none can be NULL this is one row-value
+    comparison, ``(k1, k2, id) > (:v1, :v2, :id)``, which PostgreSQL and SQLite both run as
+    an index range scan. Otherwise it is the expanded form, ``k1 > v1 OR (k1 = v1 AND
+    k2 < v2) OR …``, with NULL taken as the largest value, as :func:`order_by` sorts it,
+    and led by the implied ``k1 >= v1`` (when ``k1`` is NOT NULL) so an index on ``k1``
+    still bounds the scan.
+    """
+    if not keys:
+        raise ValueError("keyset pagination needs at least one sort key")
     if len(keys) != len(values):
         raise InvalidInputError("the cursor does not match the sort", field="cursor", rule="cursor")
     same_direction = len({key.descending for key in keys}) == 1
@@ -198,7 +239,7 @@ def keyset_condition(
     ):
         # One row-value comparison: both databases turn it into an index range scan.
         row = tuple_(*(key.column for key in keys))
-        bound = tuple_(*values)
+        bound = tuple_(*(literal(v, k.column.type) for k, v in zip(keys, values, strict=True)))
         ascending_seek = keys[0].descending == (direction == "prev")
         seek: ColumnElement[bool] = row > bound if ascending_seek else row < bound
         return seek
@@ -208,7 +249,14 @@ def keyset_condition(
         greater = key.descending == (direction == "prev")
         step = _greater(key.column, value) if greater else _smaller(key.column, value)
         alternatives.append(and_(*equal, step))
-    return or_(*alternatives)
+    seek_any = or_(*alternatives)
+    first, first_value = keys[0], values[0]
+    if first_value is None or _nullable(first.column):
+        return seek_any
+    # Implied by the OR, but an index range condition a planner can use on its own.
+    if first.descending == (direction == "prev"):
+        return and_(first.column >= first_value, seek_any)
+    return and_(first.column <= first_value, seek_any)
 
 
 def _equals(column: ColumnElement[Any], value: Any) -> ColumnElement[bool]:
