@@ -16,7 +16,6 @@ from corestone.db.models import (
     utc_now,
 )
 from corestone.db.repository import Repository
-from corestone.db.scoping import ALL_WORKSPACES, AllWorkspaces, scope_session
 from corestone.db.saga import (
     STEP_RETRY,
     Saga,
@@ -31,6 +30,7 @@ from corestone.db.saga import (
 from corestone.db.saga_orchestrator import SagaOrchestrator
 from corestone.db.saga_recovery import SagaRecoveryWorker
 from corestone.db.saga_store import SagaRecord, SagaState, SagaStatus
+from corestone.db.scoping import ALL_WORKSPACES, AllWorkspaces, scope_session
 from corestone.db.transactions import (
     NO_RETRY,
     IsolationLevel,

@@ -142,7 +142,7 @@ async def write_audit(
     if not values:
         return 0
     # Core insert on the table: executemany / insertmanyvalues batches, no ORM objects.
-    await session.execute(insert(_TABLE), values)
+    await session.execute(insert(_TABLE), values[0] if len(values) == 1 else values)
     return len(values)
 
 

@@ -21,10 +21,11 @@ statements; scope those by hand.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from typing import Any, Final, final
 
-from sqlalchemy import ColumnElement, Select, Table, event
+from sqlalchemy import ColumnElement, Select, Table, TableClause, event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session, registry, with_loader_criteria
 from sqlalchemy.sql import visitors
@@ -108,12 +109,27 @@ def scope_session(session: AsyncSession | Session) -> None:
     event.listen(sync, "do_orm_execute", _add_criteria)
 
 
+# Loader options are immutable: build each once (per workspace) instead of per statement,
+# which is most of this listener's cost on a hot ``get``.
+@functools.lru_cache(maxsize=4096)
+def _tenant_criteria(workspace: int) -> Any:
+    return with_loader_criteria(
+        TenantMixin, lambda cls: cls.workspace_id == workspace, include_aliases=True
+    )
+
+
+_LIVE_ONLY: Final = with_loader_criteria(
+    SoftDeleteMixin, lambda cls: cls.deleted_at.is_(None), include_aliases=True
+)
+
+
 def _touches_tenant_model(state: ORMExecuteState) -> bool:
     return any(issubclass(mapper.class_, TenantMixin) for mapper in state.all_mappers)
 
 
 def _add_criteria(state: ORMExecuteState) -> None:
-    if not (state.is_select or state.is_update or state.is_delete):
+    # Core statements on bare tables carry no entities to scope (see the module docs).
+    if not state.is_orm_statement or not (state.is_select or state.is_update or state.is_delete):
         return
     options = state.execution_options
     scope: Any = options.get(WORKSPACE_OPTION)
@@ -128,24 +144,11 @@ def _add_criteria(state: ORMExecuteState) -> None:
             scope = resolve_workspace(scope)
     criteria = []
     if scope is not None and not isinstance(scope, AllWorkspaces):
-        workspace = int(scope)
-        criteria.append(
-            with_loader_criteria(
-                TenantMixin,
-                lambda cls: cls.workspace_id == workspace,
-                include_aliases=True,
-            )
-        )
+        criteria.append(_tenant_criteria(int(scope)))
     # A column load refreshes an object already loaded (and vetted); hiding it now that
     # it is soft-deleted would turn a refresh into ObjectDeletedError.
     if not options.get(INCLUDE_DELETED_OPTION) and not state.is_column_load:
-        criteria.append(
-            with_loader_criteria(
-                SoftDeleteMixin,
-                lambda cls: cls.deleted_at.is_(None),
-                include_aliases=True,
-            )
-        )
+        criteria.append(_LIVE_ONLY)
     include_deleted = bool(options.get(INCLUDE_DELETED_OPTION)) or state.is_column_load
     statement = state.statement
     # A relationship load is built by the ORM from a statement this listener already saw
@@ -197,11 +200,22 @@ def _table_sources(source: FromClause) -> list[FromClause]:
     return []
 
 
+def _has_nested_select(root: Any) -> bool:
+    """Whether any SELECT sits below ``root``; never descends into tables (the hot path)."""
+    stack = list(root.get_children())
+    while stack:
+        element = stack.pop()
+        if isinstance(element, Select):
+            return True
+        if not isinstance(element, TableClause):
+            stack.extend(element.get_children())
+    return False
+
+
 def _scope_nested_selects(
     state: ORMExecuteState, statement: Any, scope: Any, include_deleted: bool
 ) -> Any:
-    root = statement
-    if not any(isinstance(e, Select) and e is not root for e in visitors.iterate(root)):
+    if not _has_nested_select(statement):
         return statement
     flags = _flags_for(state)
     if not flags:
