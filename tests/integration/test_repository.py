@@ -280,3 +280,28 @@ async def test_objects_survive_the_transaction(db: Database) -> None:
         assert item.version == 1
         async with db.transaction() as tx:
             assert (await tx.session.get(Item, item.id)) is not None
+
+
+async def test_upsert_never_revives_a_soft_deleted_row(db: Database) -> None:
+    """An upsert whose key belongs to a soft-deleted row is a conflict, not a silent update."""
+    with workspace(1):
+        async with db.transaction() as tx:
+            items = ItemRepository(tx)
+            item = await items.upsert({"code": "gone", "title": "v1"})
+            await items.delete(item.id)
+        with pytest.raises(ConflictError):
+            async with db.transaction() as tx:
+                await ItemRepository(tx).upsert({"code": "gone", "title": "v2"})
+        async with db.transaction() as tx:
+            hidden = await ItemRepository(tx).with_deleted().get(item.id)
+            assert hidden.title == "v1"
+
+
+async def test_transaction_repository_is_the_same_as_constructing_one(db: Database) -> None:
+    """tx.repository(Cls, **options) builds Cls(tx, **options)."""
+    with workspace(1):
+        async with db.transaction() as tx:
+            items = tx.repository(ItemRepository, signing_key=KEY, include_deleted=True)
+            assert isinstance(items, ItemRepository)
+            assert items.include_deleted
+            assert (await items.list(limit=1)).items == []
