@@ -10,30 +10,36 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from corestone import Infrastructure
-from corestone.db import Database, upgrade
+from corestone.db import Database, SagaOrchestrator, SagaRecoveryWorker, upgrade
 from corestone.observability import get_logger
 from corestone.web import instrument
 from taskboard.api.routes import router
 from taskboard.services import TaskService, UserService, WorkspaceService
+from taskboard.services.workspaces import SAGAS
 
-__all__ = ["MIGRATIONS", "create_app", "prepare", "register_services"]
+__all__ = ["MIGRATIONS", "add_background_work", "create_app", "prepare", "register_services"]
 
 MIGRATIONS = "taskboard:migrations"
 
 log = get_logger(__name__)
 
 
-def register_services(infra: Infrastructure) -> None:
-    """Register taskboard's application services; each is built once per request scope."""
+def register_services(infra: Infrastructure) -> SagaOrchestrator:
+    """Register taskboard's application services; each is built once per request scope.
 
-    def from_db(service: type[UserService | WorkspaceService]):  # type: ignore[no-untyped-def]
-        def factory(svcs_container: svcs.Container) -> object:
-            return service(svcs_container.get(Database))
+    Returns the process's saga orchestrator (also registered, as a value).
+    """
+    orchestrator = SagaOrchestrator(infra.db, SAGAS, metrics=infra.metrics)
+    infra.services.register_value(SagaOrchestrator, orchestrator)
 
-        return factory
+    def users(svcs_container: svcs.Container) -> UserService:
+        return UserService(svcs_container.get(Database))
 
-    for service in (UserService, WorkspaceService):
-        infra.services.register_factory(service, from_db(service))
+    def workspaces(svcs_container: svcs.Container) -> WorkspaceService:
+        return WorkspaceService(svcs_container.get(Database), svcs_container.get(SagaOrchestrator))
+
+    infra.services.register_factory(UserService, users)
+    infra.services.register_factory(WorkspaceService, workspaces)
 
     signing_key = infra.settings.signing_key  # one per process unless CORESTONE_SECRET_KEY
 
@@ -41,6 +47,12 @@ def register_services(infra: Infrastructure) -> None:
         return TaskService(svcs_container.get(Database), signing_key=signing_key)
 
     infra.services.register_factory(TaskService, tasks)
+    return orchestrator
+
+
+def add_background_work(infra: Infrastructure, orchestrator: SagaOrchestrator) -> None:
+    """Run taskboard's background work in this process: saga recovery (DESIGN §6)."""
+    infra.add(SagaRecoveryWorker(orchestrator))
 
 
 async def prepare(infra: Infrastructure) -> None:
@@ -49,9 +61,14 @@ async def prepare(infra: Infrastructure) -> None:
     log.info("schema up to date")
 
 
-def create_app(infra: Infrastructure) -> ASGIApp:
-    """The ASGI app. If the infrastructure is not running yet, the lifespan runs it."""
-    register_services(infra)
+def create_app(infra: Infrastructure, *, worker: bool = True) -> ASGIApp:
+    """The ASGI app. If the infrastructure is not running yet, the lifespan runs it.
+
+    ``worker=False`` leaves background work to ``taskboard worker`` processes.
+    """
+    orchestrator = register_services(infra)
+    if worker:
+        add_background_work(infra, orchestrator)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

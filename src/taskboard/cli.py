@@ -1,8 +1,9 @@
-"""The `taskboard` command: serve the API, upgrade the schema."""
+"""The `taskboard` command: serve the API, run background workers, upgrade the schema."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 from typing import Annotated
 
 import typer
@@ -11,7 +12,7 @@ from corestone import ConfigurationError, Infrastructure, Settings, StartupError
 from corestone.errors import ShutdownError
 from corestone.observability import configure_logging
 from corestone.web import serve as serve_app
-from taskboard.app import create_app, prepare
+from taskboard.app import add_background_work, create_app, prepare, register_services
 from taskboard.seed import ensure_demo
 
 __all__ = ["app", "main"]
@@ -41,15 +42,51 @@ def serve(
     seed: Annotated[
         bool, typer.Option(help="Create the demo workspace and print a demo token.")
     ] = True,
+    worker: Annotated[
+        bool,
+        typer.Option(
+            help="Run background work (saga recovery) in this process; "
+            "--no-worker leaves it to `taskboard worker` processes."
+        ),
+    ] = True,
 ) -> None:
     """Run the HTTP API until SIGTERM or Ctrl-C, then drain and stop cleanly."""
     settings = _settings()
-    _run(_serve(settings, host, port, seed))
+    _run(_serve(settings, host, port, seed, worker))
 
 
-async def _serve(settings: Settings, host: str, port: int, seed: bool) -> None:
+@app.command("worker")
+def worker_command() -> None:
+    """Run the background work without HTTP (saga recovery) until SIGTERM or Ctrl-C.
+
+    For running at scale: N `taskboard serve --no-worker` processes plus any number of
+    workers on one PostgreSQL; work is claimed through the database, never done twice.
+    """
+    settings = _settings()
+    _run(_work(settings))
+
+
+async def _work(settings: Settings) -> None:
     infra = Infrastructure(settings)
-    asgi = create_app(infra)
+    add_background_work(infra, register_services(infra))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with infra:
+            await prepare(infra)
+            typer.echo(f"taskboard worker running (database: {infra.db.safe_url})")
+            await stop.wait()
+            typer.echo("taskboard worker stopping")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _serve(settings: Settings, host: str, port: int, seed: bool, worker: bool) -> None:
+    infra = Infrastructure(settings)
+    asgi = create_app(infra, worker=worker)
     async with infra:
         await prepare(infra)
         if seed:

@@ -60,7 +60,11 @@ class SagaRecoveryWorker:
         return await self.orchestrator.recover(limit=self.batch)
 
     async def start(self) -> None:
-        """Begin passes in the background; the first one runs at once."""
+        """Begin passes in the background, the first after one interval.
+
+        Waiting first leaves the process time to migrate its schema, and a saga a
+        crashed predecessor left is not claimable before its lease expires anyway.
+        """
         if self.running:
             return
         self._stop = asyncio.Event()
@@ -80,16 +84,20 @@ class SagaRecoveryWorker:
                 await task
 
     async def _loop(self) -> None:
-        while not self._stop.is_set():
+        delay = self.interval_seconds
+        while not await self._stopped_within(delay):
             try:
                 outcomes = await self.recover_once()
             except Exception as error:  # noqa: BLE001 - the database may be back next pass
                 log.warning("saga recovery pass failed", error=repr(error))
                 outcomes = []
-            if len(outcomes) >= self.batch:
-                continue  # more may be waiting: no sleep
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.interval_seconds)
+            # A full batch means more may be waiting: go again at once.
+            delay = 0.0 if len(outcomes) >= self.batch else self.interval_seconds
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        return self._stop.is_set()
 
 
 def load_registry(reference: str) -> SagaRegistry:
