@@ -130,7 +130,7 @@ async def test_happy_path_runs_steps_in_order_and_records_completion(db: Databas
     assert stored.error is None
     text = metrics.render().decode()
     assert 'corestone_saga_started_total{type="t.happy"} 1.0' in text
-    assert 'corestone_saga_runs_total{outcome="completed",type="t.happy"} 1.0' in text
+    assert 'corestone_saga_finished_total{status="completed",type="t.happy"} 1.0' in text
 
 
 async def test_failed_step_compensates_completed_steps_in_reverse(db: Database) -> None:
@@ -401,3 +401,51 @@ def test_definitions_are_validated() -> None:
     registry = SagaRegistry([Saga("x", [SagaStep("a", action)])])
     with pytest.raises(ValueError, match="already registered"):
         registry.register(Saga("x", [SagaStep("b", action)]))
+
+
+async def test_heartbeat_keeps_a_long_step_from_being_recovered(db: Database) -> None:
+    """A step longer than the lease keeps its saga: the heartbeat renews the lease."""
+    saga_holder: list[str] = []
+    stolen: list[int] = []
+    rival = orchestrator(db, Saga("t.long", [SagaStep("a", Trail().action("a"))]))
+
+    async def long_step(ctx: StepContext) -> None:
+        saga_holder.append(ctx.saga_id)
+        for _ in range(4):  # 4 x 0.15 s = twice the lease
+            await asyncio.sleep(0.15)
+            stolen.extend(1 for _ in await rival.recover())
+
+    saga = Saga("t.long", [SagaStep("a", long_step)])
+    outcome = await orchestrator(db, saga, lease_seconds=0.3).run(saga, {})
+    assert outcome.status is SagaStatus.COMPLETED
+    assert stolen == []
+
+
+async def test_a_cancelled_run_is_released_and_recovery_finishes_it(db: Database) -> None:
+    """Cancelling a run mid-step loses nothing: the saga is released and recovered at once."""
+    started = asyncio.Event()
+    trail = Trail()
+
+    async def slow(ctx: StepContext) -> None:
+        if ctx.attempt == 1 and not started.is_set():
+            started.set()
+            await asyncio.sleep(30)
+
+    saga = Saga(
+        "t.cancel",
+        [
+            SagaStep("a", trail.action("a", row=True), transactional=True),
+            SagaStep("b", slow, transactional=True),
+            SagaStep("c", trail.action("c")),
+        ],
+    )
+    orch = orchestrator(db, saga)
+    run = asyncio.create_task(orch.run(saga, {}))
+    await asyncio.wait_for(started.wait(), 10)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    (outcome,) = await orchestrator(db, saga).recover()
+    assert outcome.status is SagaStatus.COMPLETED
+    assert trail.calls == [("do", "a"), ("do", "c")]
+    assert await row_keys(db) == [f"{outcome.id}:a"]

@@ -88,7 +88,11 @@ class SagaOrchestrator:
         self.max_attempts = max_attempts
         self._store = SagaStore(lease_seconds)
         m = metrics if metrics is not None else Metrics()
-        self._outcomes = m.counter("saga_runs_total", "Saga runs by outcome.", ["type", "outcome"])
+        self._finished = m.counter(
+            "saga_finished_total",
+            "Sagas that reached an end state (completed, compensated, failed).",
+            ["type", "status"],
+        )
         self._started = m.counter("saga_started_total", "Sagas started.", ["type"])
         self._recovered = m.counter(
             "saga_recovered_total", "Sagas taken over by recovery.", ["type"]
@@ -179,14 +183,29 @@ class SagaOrchestrator:
         heartbeat = asyncio.create_task(self._heartbeat(state.id, lost))
         try:
             outcome = await self._drive(saga, state, lost)
+        except asyncio.CancelledError:
+            # The steps' transactions have rolled back by now; hand the saga to recovery
+            # at once instead of after the lease (a shutdown, a client that went away).
+            await asyncio.gather(asyncio.shield(self._release(state.id)), return_exceptions=True)
+            raise
         finally:
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
-        self._outcomes.labels(type=saga.name, outcome=outcome.status.value).inc()
+        self._finished.labels(type=saga.name, status=outcome.status.value).inc()
         log.info(
             "saga finished", saga_id=outcome.id, saga_type=saga.name, status=outcome.status.value
         )
         return outcome
+
+    async def _release(self, saga_id: str) -> None:
+        try:
+            async with asyncio.timeout(5):
+                async with self.database.transaction() as tx:
+                    await self._store.release(tx.session, saga_id, self.owner)
+        except Exception as error:  # noqa: BLE001 - the lease then simply expires
+            log.warning("saga lease release failed", saga_id=saga_id, error=repr(error))
+        else:
+            log.info("saga interrupted; released for recovery", saga_id=saga_id)
 
     async def _heartbeat(self, saga_id: str, lost: asyncio.Event) -> None:
         while True:
