@@ -223,10 +223,11 @@ class SagaOrchestrator:
     async def _drive(self, saga: Saga, state: SagaState, lost: asyncio.Event) -> SagaOutcome:
         failure: BaseException | None = None
         if state.attempts > self.max_attempts and state.status is RUNNING:
+            undo = _undo_from(saga, state.current_step)
             state = await self._transition(
                 state,
-                status=COMPENSATING if state.current_step else COMPENSATED,
-                current_step=state.current_step,
+                status=COMPENSATING if undo else COMPENSATED,
+                current_step=undo,
                 error=f"gave up after {state.attempts - 1} interrupted executions",
             )
         elif state.status is RUNNING:
@@ -254,7 +255,7 @@ class SagaOrchestrator:
             except SagaLeaseLostError:
                 raise
             except Exception as error:  # noqa: BLE001 - a failed step is compensated
-                undo = state.current_step + (1 if step.compensate_on_failure else 0)
+                undo = _undo_from(saga, state.current_step)
                 log.warning("saga step failed", saga_id=state.id, step=step.key, error=repr(error))
                 state = await self._transition(
                     state,
@@ -340,12 +341,12 @@ class SagaOrchestrator:
             status = COMPLETED if index + 1 == len(saga.steps) else RUNNING
             next_step = index + 1
 
-        async def act(ctx: StepContext) -> dict[str, Any]:
+        async def act(ctx: StepContext) -> dict[str, Any] | None:
             async with asyncio.timeout(step.timeout_seconds):
                 if compensating:
                     if step.compensate is not None:
                         await step.compensate(ctx)
-                    return dict(state.results)
+                    return None  # results stay as they are
                 result = await step.action(ctx)
             json.dumps(result)  # a result that cannot be stored fails the step
             return {**state.results, step.key: result}
@@ -380,6 +381,13 @@ class SagaOrchestrator:
         if new is None:
             raise SagaLeaseLostError(state.id)
         return new
+
+
+def _undo_from(saga: Saga, failed_step: int) -> int:
+    """How many steps to compensate when step ``failed_step`` failed (or was abandoned)."""
+    if failed_step < len(saga.steps) and saga.steps[failed_step].compensate_on_failure:
+        return failed_step + 1
+    return failed_step
 
 
 def _describe(error: BaseException) -> str:
