@@ -44,10 +44,12 @@ _MAX_DECIMAL_EXPONENT: Final = 1000
 
 def python_type(column: ColumnElement[Any]) -> type | None:
     """The Python type of ``column``'s values, or ``None`` if the type does not say."""
-    try:
-        return column.type.python_type
-    except NotImplementedError:
-        return None
+    for kind in (column.type, _base_type(column)):  # a TypeDecorator may not say; its impl does
+        try:
+            return kind.python_type
+        except NotImplementedError:
+            continue
+    return None
 
 
 def is_text(column: ColumnElement[Any]) -> bool:

@@ -42,13 +42,13 @@ from corestone.db._filter_values import coerce, is_text, text_value
 from corestone.errors import InvalidInputError
 
 __all__ = [
+    "FilterSpec",
     "MAX_CONDITIONS",
     "MAX_DEPTH",
     "MAX_IN_VALUES",
     "MAX_PATTERN_LENGTH",
     "MAX_SORT_KEYS",
     "OPERATORS",
-    "FilterSpec",
     "SortKey",
     "ascii_lower",
     "compile_filter",
@@ -130,6 +130,7 @@ class _Compiler:
         self.count = 0
 
     def tick(self, where: str) -> None:
+        """Count one condition: an operator, an and/or/not, or an empty group."""
         self.count += 1
         if self.count > MAX_CONDITIONS:
             raise InvalidInputError(
@@ -161,6 +162,8 @@ class _Compiler:
                     rule="unknown_field",
                 )
         if not clauses:
+            if depth > 1:
+                self.tick(path)  # empty groups count too, or [{}] * 10**6 would be free
             return true()
         return clauses[0] if len(clauses) == 1 else and_(*clauses)
 
@@ -176,7 +179,6 @@ class _Compiler:
             )
         parts = []
         for index, item in enumerate(value):
-            self.tick(path)
             parts.append(self.group(item, depth=depth + 1, path=f"{path}[{index}]"))
         return or_(*parts) if op == "or" else and_(*parts)
 

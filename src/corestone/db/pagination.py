@@ -248,7 +248,10 @@ def keyset_condition(
         equal = [_equals(k.column, v) for k, v in zip(keys[:index], values[:index], strict=True)]
         greater = key.descending == (direction == "prev")
         step = _greater(key.column, value) if greater else _smaller(key.column, value)
-        alternatives.append(and_(*equal, step))
+        if step is not None:
+            alternatives.append(and_(*equal, step))
+    if not alternatives:  # only possible for a lone nullable key at NULL: nothing after it
+        return false()
     seek_any = or_(*alternatives)
     first, first_value = keys[0], values[0]
     if first_value is None or _nullable(first.column):
@@ -263,10 +266,10 @@ def _equals(column: ColumnElement[Any], value: Any) -> ColumnElement[bool]:
     return column.is_(None) if value is None else column == value
 
 
-def _greater(column: ColumnElement[Any], value: Any) -> ColumnElement[bool]:
-    """After ``value`` in ascending order, where NULL is the largest value."""
+def _greater(column: ColumnElement[Any], value: Any) -> ColumnElement[bool] | None:
+    """After ``value`` in ascending order, where NULL is the largest value (None: nothing)."""
     if value is None:
-        return false()
+        return None
     if _nullable(column):
         return or_(column > value, column.is_(None))
     after: ColumnElement[bool] = column > value
