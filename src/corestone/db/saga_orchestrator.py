@@ -32,20 +32,17 @@ import asyncio
 import json
 import os
 import socket
-import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
+from corestone.db._saga_steps import StepRunner
 from corestone.db.database import Database
 from corestone.db.saga import (
     Saga,
     SagaLeaseLostError,
     SagaOutcome,
     SagaRegistry,
-    SagaStep,
-    StepContext,
 )
 from corestone.db.saga_store import SagaState, SagaStatus, SagaStore
 from corestone.db.transactions import current_transaction
@@ -97,8 +94,11 @@ class SagaOrchestrator:
         self._recovered = m.counter(
             "saga_recovered_total", "Sagas taken over by recovery.", ["type"]
         )
-        self._retries = m.counter(
-            "saga_step_retries_total", "Step attempts retried.", ["type", "step"]
+        self._steps = StepRunner(
+            database,
+            self._store,
+            self.owner,
+            m.counter("saga_step_retries_total", "Step attempts retried.", ["type", "step"]),
         )
 
     async def run(self, saga: Saga | str, payload: Mapping[str, Any]) -> SagaOutcome:
@@ -251,7 +251,7 @@ class SagaOrchestrator:
         while state.current_step < len(saga.steps):
             step = saga.steps[state.current_step]
             try:
-                state = await self._with_retry(saga, step, state, lost, compensating=False)
+                state = await self._steps.run(saga, step, state, lost, compensating=False)
             except SagaLeaseLostError:
                 raise
             except Exception as error:  # noqa: BLE001 - a failed step is compensated
@@ -272,7 +272,7 @@ class SagaOrchestrator:
         while state.current_step > 0:
             step = saga.steps[state.current_step - 1]
             try:
-                state = await self._with_retry(saga, step, state, lost, compensating=True)
+                state = await self._steps.run(saga, step, state, lost, compensating=True)
             except SagaLeaseLostError:
                 raise
             except Exception as error:  # noqa: BLE001 - recorded; an operator takes over
@@ -287,82 +287,6 @@ class SagaOrchestrator:
         if state.status is COMPENSATING:  # nothing was left to undo
             state = await self._transition(state, status=COMPENSATED, current_step=0)
         return state, failure
-
-    async def _with_retry(
-        self,
-        saga: Saga,
-        step: SagaStep,
-        state: SagaState,
-        lost: asyncio.Event,
-        *,
-        compensating: bool,
-    ) -> SagaState:
-        """One step forward (or one compensation back) with its retry policy."""
-        first = time.monotonic()
-        attempt = 0
-        while True:
-            attempt += 1
-            if lost.is_set():
-                raise SagaLeaseLostError(state.id)
-            try:
-                return await self._attempt(saga, step, state, attempt, compensating)
-            except SagaLeaseLostError:
-                raise
-            except Exception as error:
-                delay = step.retry.delay(attempt)
-                if (
-                    not step.retry_on(error)
-                    or attempt >= step.retry.max_attempts
-                    or time.monotonic() - first + delay > step.retry.deadline
-                ):
-                    raise
-                self._retries.labels(type=saga.name, step=step.key).inc()
-                log.info("retrying saga step", saga_id=state.id, step=step.key, attempt=attempt)
-                await asyncio.sleep(delay)
-
-    async def _attempt(
-        self, saga: Saga, step: SagaStep, state: SagaState, attempt: int, compensating: bool
-    ) -> SagaState:
-        index = state.current_step - 1 if compensating else state.current_step
-        ctx = StepContext(
-            saga_id=state.id,
-            saga_type=saga.name,
-            step_key=step.key,
-            payload=state.payload,
-            results=dict(state.results),
-            attempt=attempt,
-            database=self.database,
-            result=state.results.get(step.key) if compensating else None,
-        )
-        if compensating:
-            status = COMPENSATING if index else COMPENSATED
-            next_step = index
-        else:
-            status = COMPLETED if index + 1 == len(saga.steps) else RUNNING
-            next_step = index + 1
-
-        async def act(ctx: StepContext) -> dict[str, Any] | None:
-            async with asyncio.timeout(step.timeout_seconds):
-                if compensating:
-                    if step.compensate is not None:
-                        await step.compensate(ctx)
-                    return None  # results stay as they are
-                result = await step.action(ctx)
-            json.dumps(result)  # a result that cannot be stored fails the step
-            return {**state.results, step.key: result}
-
-        if step.transactional:
-            async with self.database.transaction() as tx:
-                results = await act(replace(ctx, tx=tx))
-                new = await self._store.transition(
-                    tx.session, state, self.owner, status=status, current_step=next_step,
-                    results=results,
-                )  # fmt: skip
-                if new is None:
-                    raise SagaLeaseLostError(state.id)  # rolls the step's work back
-            return new
-        results = await act(ctx)
-        return await self._transition(state, status=status, current_step=next_step, results=results)
 
     async def _transition(
         self,
