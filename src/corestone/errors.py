@@ -16,7 +16,8 @@ them (``raise UnavailableError(...) from exc``) so the cause is kept for logs.
     ├── ConflictError                 conflict
     │   └── StaleVersionError         stale_version      (current_version)
     ├── UnavailableError              unavailable        (retry_after)
-    │   └── CircuitOpenError          circuit_open       (name, retry_after)
+    │   ├── CircuitOpenError          circuit_open       (name, retry_after)
+    │   └── BulkheadFullError         bulkhead_full      (name)
     ├── ConfigurationError            configuration
     ├── WorkspaceRequiredError        workspace_required (a programming error: HTTP 500)
     ├── StartupError                  startup            (component)
@@ -30,6 +31,7 @@ from typing import ClassVar
 
 __all__ = [
     "AuthenticationError",
+    "BulkheadFullError",
     "CircuitOpenError",
     "ConfigurationError",
     "ConflictError",
@@ -180,6 +182,20 @@ class CircuitOpenError(UnavailableError):
     @property
     def details(self) -> Mapping[str, object]:
         return {**super().details, "circuit": self.name}
+
+
+class BulkheadFullError(UnavailableError):
+    """A bulkhead had no free slot and no room in its wait queue; the call was not made."""
+
+    code = "bulkhead_full"
+
+    def __init__(self, name: str, *, retry_after: float | None = None) -> None:
+        super().__init__(f"bulkhead {name!r} is full", retry_after=retry_after)
+        self.name = name
+
+    @property
+    def details(self) -> Mapping[str, object]:
+        return {**super().details, "bulkhead": self.name}
 
 
 class ConfigurationError(CorestoneError):

@@ -37,6 +37,7 @@ STATUS_BY_CODE: Mapping[str, int] = {
     "precondition_required": 428,
     "unavailable": 503,
     "circuit_open": 503,
+    "bulkhead_full": 503,
     "workspace_required": 500,
 }
 

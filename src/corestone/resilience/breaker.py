@@ -1,0 +1,466 @@
+"""CircuitBreaker: stop calling a dependency that is failing or slow, and probe it later.
+
+One breaker guards one dependency. It works on coroutines and plain callables, as a
+decorator (``@breaker``), by ``breaker.call(fn, ...)`` / ``await breaker.acall(fn, ...)``,
+and as a context manager (``with breaker.guard():`` / ``async with breaker.guard():``).
+A rejected call raises :class:`~corestone.errors.CircuitOpenError` (also exported as
+``CircuitOpen``) with the breaker's name and ``retry_after`` seconds.
+
+Cost matters because every database statement passes through one: in CLOSED state a call
+takes two clock readings and one short lock to record its outcome, and nothing else (no
+allocation, no event objects unless someone listens to calls). The lock is never held
+around the call, so threads are not serialised. A sync ``call`` on an ``async def``
+returns a coroutine whose outcome is recorded when it is awaited, not when it is made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from types import CoroutineType, TracebackType
+from typing import Any, ParamSpec, TypeVar, cast, overload
+
+from corestone.errors import CircuitOpenError
+from corestone.observability.logging import get_logger
+from corestone.resilience._machine import Machine
+from corestone.resilience.clock import Clock, monotonic
+from corestone.resilience.config import BreakerConfig
+from corestone.resilience.events import (
+    BreakerEvent,
+    CallEvent,
+    EventKind,
+    Listener,
+    State,
+    StateChange,
+)
+from corestone.resilience.window import FAILURE, SLOW, SUCCESS
+
+__all__ = ["CircuitBreaker", "CircuitOpen"]
+
+CircuitOpen = CircuitOpenError
+"""The error a rejected call raises (one class: ``corestone.errors.CircuitOpenError``)."""
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+log = get_logger(__name__)
+
+_CLOSED = State.CLOSED
+_IGNORED = -1
+
+
+class CircuitBreaker:
+    """A named breaker over one dependency; see :class:`BreakerConfig` for its options.
+
+    Thread-safe and loop-agnostic. ``clock`` (monotonic seconds) is injectable, so tests
+    drive time by hand. State changes made here are shared with a fleet when one is
+    attached (:mod:`corestone.resilience.fleet`).
+    """
+
+    def __init__(
+        self, name: str, config: BreakerConfig | None = None, *, clock: Clock = monotonic
+    ) -> None:
+        self.name = name
+        self.config = config if config is not None else BreakerConfig()
+        self.clock = clock
+        self._machine = Machine(name, self.config, self._on_change)
+        self._slow = self.config.slow_call_seconds
+        self._record_result = self.config.record_result
+        self._listeners: list[Listener] = []
+        self._call_listeners: list[Listener] = []
+        # True when every call must take the general path (state not CLOSED, call events).
+        self._general = False
+        self._timer: asyncio.TimerHandle | threading.Timer | None = None
+        self.trial_gate: Callable[[CircuitBreaker], Awaitable[bool]] | None = None
+        self.transitions = 0
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        """The current state (OPEN is reported until a call or ``tick`` moves it on)."""
+        return self._machine.state
+
+    @property
+    def machine(self) -> Machine:
+        """The state machine (window, counters); for snapshots and metrics."""
+        return self._machine
+
+    def retry_after(self) -> float:
+        """Seconds until an OPEN breaker lets a trial call through (0 otherwise)."""
+        return self._machine.retry_after(self.clock())
+
+    def tick(self) -> None:
+        """Apply the transitions that time alone causes (OPEN -> HALF_OPEN, a stuck trial).
+
+        Called by the automatic-transition timer; callers never need it with lazy
+        transitions, since the next call does the same.
+        """
+        machine, now = self._machine, self.clock()
+        if machine.state is State.OPEN and now >= machine.open_until:
+            machine.transition(State.HALF_OPEN, now, "wait in open elapsed")
+        elif machine.state is State.HALF_OPEN:
+            wait = self.config.max_wait_in_half_open_seconds
+            if wait and now - machine._half_open_since >= wait:
+                machine.transition(State.OPEN, now, "trials did not finish in time")
+
+    def transition_to(self, state: State, *, reason: str = "by hand") -> None:
+        """Move to any state by hand: FORCED_OPEN, DISABLED, METRICS_ONLY, CLOSED, …"""
+        self._machine.transition(state, self.clock(), reason)
+
+    def reset(self) -> None:
+        """CLOSED, with an empty window and the open streak forgotten."""
+        self._machine.reset(self.clock())
+
+    # -- listeners -----------------------------------------------------------------------
+
+    def add_listener(self, listener: Listener, *, calls: bool = False) -> None:
+        """Call ``listener(event)`` on each state change, and on each call if ``calls``."""
+        (self._call_listeners if calls else self._listeners).append(listener)
+        self._general = self._machine.state is not _CLOSED or bool(self._call_listeners)
+
+    def remove_listener(self, listener: Listener) -> None:
+        for group in (self._listeners, self._call_listeners):
+            if listener in group:
+                group.remove(listener)
+        self._general = self._machine.state is not _CLOSED or bool(self._call_listeners)
+
+    def _on_change(self, change: StateChange) -> None:
+        self.transitions += 1
+        self._general = change.after is not _CLOSED or bool(self._call_listeners)
+        log.info(
+            "circuit breaker state changed",
+            breaker=self.name,
+            before=change.before.value,
+            after=change.after.value,
+            reason=change.reason,
+            remote=change.remote,
+        )
+        if change.after is State.OPEN and self.config.automatic_transition:
+            self._schedule_tick(self._machine.open_until - change.at)
+        self._emit(change, self._listeners)
+
+    def _emit(self, event: BreakerEvent, listeners: list[Listener]) -> None:
+        for listener in tuple(listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("circuit breaker listener failed", breaker=self.name)
+
+    def _schedule_tick(self, delay: float) -> None:
+        previous, self._timer = self._timer, None
+        if previous is not None:
+            previous.cancel()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            timer = threading.Timer(max(delay, 0.0), self.tick)
+            timer.daemon = True
+            timer.start()
+            self._timer = timer
+        else:
+            self._timer = loop.call_later(max(delay, 0.0), self.tick)
+
+    # -- calls: the hot paths are written out, not shared, to keep one frame per call ------
+
+    def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Call ``fn`` through the breaker; a coroutine it returns is guarded when awaited."""
+        if self._general:
+            return self._call_general(fn, args, kwargs)
+        clock = self.clock
+        start = clock()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as error:
+            self._record_error(error, start)
+            raise
+        if result.__class__ is CoroutineType:
+            return cast("T", self._finish(cast("Coroutine[Any, Any, Any]", result), start))
+        end = clock()
+        if end - start < self._slow and self._record_result is None:
+            machine = self._machine
+            if end < machine.fold_at:
+                machine.inbox.append(SUCCESS)
+            else:
+                machine.record(SUCCESS, end)
+        else:
+            self._record_value(result, start, end)
+        return result
+
+    async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Await ``fn(*args, **kwargs)`` through the breaker."""
+        if self._general:
+            return await self._acall_general(fn, args, kwargs)
+        clock = self.clock
+        start = clock()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as error:
+            self._record_error(error, start)
+            raise
+        end = clock()
+        if end - start < self._slow and self._record_result is None:
+            machine = self._machine
+            if end < machine.fold_at:
+                machine.inbox.append(SUCCESS)
+            else:
+                machine.record(SUCCESS, end)
+        else:
+            self._record_value(result, start, end)
+        return result
+
+    @overload
+    def __call__(
+        self, fn: Callable[P, Coroutine[Any, Any, T]]
+    ) -> Callable[P, Coroutine[Any, Any, T]]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, T]) -> Callable[P, T]: ...
+
+    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+        """Decorate a function or coroutine function so every call goes through the breaker.
+
+        The wrapper is the hot path of :meth:`call` / :meth:`acall` written out again with
+        everything it reads bound in its closure: one frame per call, no lookups.
+        """
+        machine, clock, slow, judge = self._machine, self.clock, self._slow, self._record_result
+        if inspect.iscoroutinefunction(fn):
+            general_async = self._acall_general
+
+            @functools.wraps(fn)
+            async def guarded_async(*args: P.args, **kwargs: P.kwargs) -> Any:
+                if self._general:
+                    return await general_async(fn, args, kwargs)
+                start = clock()
+                try:
+                    result = await fn(*args, **kwargs)
+                except BaseException as error:
+                    self._record_error(error, start)
+                    raise
+                end = clock()
+                if end - start < slow and judge is None:
+                    if end < machine.fold_at:
+                        machine.inbox.append(SUCCESS)
+                    else:
+                        machine.record(SUCCESS, end)
+                else:
+                    self._record_value(result, start, end)
+                return result
+
+            return guarded_async
+        general = self._call_general
+
+        @functools.wraps(fn)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
+            if self._general:
+                return general(fn, args, kwargs)
+            start = clock()
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as error:
+                self._record_error(error, start)
+                raise
+            if result.__class__ is CoroutineType:
+                return self._finish(result, start)
+            end = clock()
+            if end - start < slow and judge is None:
+                if end < machine.fold_at:
+                    machine.inbox.append(SUCCESS)
+                else:
+                    machine.record(SUCCESS, end)
+            else:
+                self._record_value(result, start, end)
+            return result
+
+        return guarded
+
+    def guard(self) -> Guard:
+        """A context manager (sync or async) whose block is one call through the breaker."""
+        return Guard(self)
+
+    # -- the general path: permission, manual states, call events -------------------------
+
+    def permit(self) -> None:
+        """Take permission for one call or raise CircuitOpenError (a trial in HALF_OPEN).
+
+        The caller must then report the outcome with :meth:`record_outcome` (or
+        :meth:`release` when the call was abandoned). For adapters that cannot wrap a call.
+        """
+        if self._machine.state is _CLOSED:
+            return
+        now = self.clock()
+        if not self._machine.acquire(now):
+            self._reject(now)
+
+    def _reject(self, now: float) -> None:
+        if self._call_listeners:
+            self._emit(
+                CallEvent(self.name, EventKind.NOT_PERMITTED, 0.0, False), self._call_listeners
+            )
+        raise CircuitOpenError(self.name, retry_after=self._machine.retry_after(now))
+
+    def _call_general(self, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
+        self.permit()
+        start = self.clock()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as error:
+            self._record_error(error, start)
+            raise
+        if result.__class__ is CoroutineType:
+            return cast("T", self._finish(cast("Coroutine[Any, Any, Any]", result), start))
+        self._record_value(result, start, self.clock())
+        return result
+
+    async def _acall_general(self, fn: Callable[..., Awaitable[T]], args: Any, kwargs: Any) -> T:
+        self.permit()
+        gate = self.trial_gate
+        if gate is not None and self.state is State.HALF_OPEN and not await gate(self):
+            self._machine.release(ignored=False)
+            self._reject(self.clock())
+        start = self.clock()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as error:
+            self._record_error(error, start)
+            raise
+        self._record_value(result, start, self.clock())
+        return result
+
+    async def _finish(self, coroutine: Coroutine[Any, Any, T], start: float) -> T:
+        try:
+            result = await coroutine
+        except BaseException as error:
+            self._record_error(error, start)
+            raise
+        self._record_value(result, start, self.clock())
+        return result
+
+    # -- recording -----------------------------------------------------------------------
+
+    def classify(self, error: BaseException) -> int:
+        """FAILURE, SUCCESS (the dependency answered) or ignored (-1) for an error."""
+        config = self.config
+        if not isinstance(error, Exception) or isinstance(error, config.ignore_exceptions):
+            return _IGNORED
+        if isinstance(error, CircuitOpenError) and error.name == self.name:
+            return _IGNORED
+        if config.record_failure is not None:
+            return FAILURE if config.record_failure(error) else SUCCESS
+        return FAILURE if isinstance(error, config.record_exceptions) else SUCCESS
+
+    def record_outcome(self, seconds: float, *, failed: bool = False) -> None:
+        """Record a call made under :meth:`permit` that took ``seconds``.
+
+        ``failed`` is the adapter's own verdict; the breaker's exception lists are not
+        consulted (the adapter knows its driver's errors better).
+        """
+        end = self.clock()
+        outcome = FAILURE if failed else SUCCESS
+        if seconds >= self._slow:
+            outcome |= SLOW
+        machine = self._machine
+        if outcome == SUCCESS and end < machine.fold_at and not self._general:
+            machine.inbox.append(SUCCESS)
+        else:
+            machine.record(outcome, end)
+        if self._call_listeners:
+            kind = EventKind.FAILURE if failed else EventKind.SUCCESS
+            event = CallEvent(self.name, kind, seconds, bool(outcome & SLOW))
+            self._emit(event, self._call_listeners)
+
+    def record_unpermitted_failure(self) -> None:
+        """Count a failure seen outside any permitted call (a failed connect attempt)."""
+        self._machine.record_unpermitted_failure(self.clock())
+
+    def check_open(self) -> None:
+        """Raise CircuitOpenError while OPEN (or FORCED_OPEN), without taking a permit."""
+        state = self._machine.state
+        if state is State.FORCED_OPEN or (
+            state is State.OPEN and self.clock() < self._machine.open_until
+        ):
+            self._machine.counters.not_permitted += 1
+            self._reject(self.clock())
+
+    def release(self) -> None:
+        """Give back a permit taken by :meth:`permit` for a call that was not made."""
+        self._machine.release()
+
+    def _record_error(self, error: BaseException, start: float) -> None:
+        end = self.clock()
+        outcome = self.classify(error)
+        if outcome == _IGNORED:
+            self._machine.release()
+            if self._call_listeners:
+                self._emit(
+                    CallEvent(self.name, EventKind.IGNORED, end - start, False, error),
+                    self._call_listeners,
+                )
+            return
+        if end - start >= self._slow:
+            outcome |= SLOW
+        self._machine.record(outcome, end)
+        if self._call_listeners:
+            kind = EventKind.FAILURE if outcome & FAILURE else EventKind.SUCCESS
+            event = CallEvent(self.name, kind, end - start, bool(outcome & SLOW), error)
+            self._emit(event, self._call_listeners)
+
+    def _record_value(self, result: object, start: float, end: float) -> None:
+        outcome = SUCCESS
+        if self._record_result is not None and self._record_result(result):
+            outcome = FAILURE
+        if end - start >= self._slow:
+            outcome |= SLOW
+        self._machine.record(outcome, end)
+        if self._call_listeners:
+            kind = EventKind.FAILURE if outcome & FAILURE else EventKind.SUCCESS
+            event = CallEvent(self.name, kind, end - start, bool(outcome & SLOW))
+            self._emit(event, self._call_listeners)
+
+    def __repr__(self) -> str:
+        return f"<CircuitBreaker {self.name!r} {self.state.value}>"
+
+
+class Guard:
+    """One call through a breaker as a ``with`` / ``async with`` block.
+
+    Entering takes permission (raising CircuitOpenError when refused); leaving records
+    the block's outcome from the exception it raised, if any. Use a new one per block.
+    """
+
+    __slots__ = ("_breaker", "_start")
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self._breaker = breaker
+        self._start = 0.0
+
+    def __enter__(self) -> CircuitBreaker:
+        self._breaker.permit()
+        self._start = self._breaker.clock()
+        return self._breaker
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        breaker = self._breaker
+        if exc is None:
+            breaker._record_value(None, self._start, breaker.clock())
+        else:
+            breaker._record_error(exc, self._start)
+
+    async def __aenter__(self) -> CircuitBreaker:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)

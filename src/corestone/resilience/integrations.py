@@ -1,0 +1,127 @@
+"""Put a SQLAlchemy engine or a redis-py asyncio client behind a named breaker, in one line.
+
+``guard_engine(engine, registry.get("database"))`` and
+``guard_redis(client, registry.get("redis"))``. Later dependencies (an event broker, email
+providers, webhooks) do the same with ``registry.get(name)`` and ``breaker.acall``.
+
+Only unavailability counts as a failure: a dropped or refused connection, a timeout.
+A constraint violation or bad input means the dependency answered, so it counts as a
+success; otherwise a burst of bad requests would cut every user off the database.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from sqlalchemy import event, exc
+from sqlalchemy.engine import Connection, ExceptionContext
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from corestone.errors import CorestoneError
+from corestone.resilience.breaker import CircuitBreaker
+
+__all__ = ["database_unavailable", "guard_engine", "guard_redis", "redis_unavailable"]
+
+_START = "corestone_breaker_started"
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether a database error means "cannot reach it" rather than "it said no"."""
+    if isinstance(error, exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        return isinstance(error, exc.OperationalError | exc.InterfaceError) and not isinstance(
+            error, exc.IntegrityError
+        )
+    return isinstance(error, exc.TimeoutError | OSError | TimeoutError | ConnectionError)
+
+
+def guard_engine(engine: AsyncEngine, breaker: CircuitBreaker) -> None:
+    """Count ``engine``'s connect and execute failures in ``breaker``; reject when open.
+
+    Every statement asks the breaker first (``before_cursor_execute``) and reports its
+    outcome after; connection attempts are refused while the breaker is OPEN, so a dead
+    server is not hammered with connects. Errors are classified by
+    :func:`database_unavailable`, whatever the breaker's own exception lists say.
+    """
+    sync_engine = engine.sync_engine
+    clock = breaker.clock
+
+    @event.listens_for(sync_engine, "before_cursor_execute")
+    def _before(conn: Connection, cursor: Any, statement: str, params: Any, context: Any,
+                executemany: bool) -> None:  # fmt: skip
+        breaker.permit()
+        conn.info[_START] = clock()
+
+    @event.listens_for(sync_engine, "after_cursor_execute")
+    def _after(conn: Connection, cursor: Any, statement: str, params: Any, context: Any,
+               executemany: bool) -> None:  # fmt: skip
+        started = conn.info.pop(_START, None)
+        if started is not None:
+            breaker.record_outcome(clock() - started)
+
+    @event.listens_for(sync_engine, "handle_error")
+    def _error(context: ExceptionContext) -> None:
+        original = context.original_exception
+        if isinstance(original, CorestoneError):
+            return  # our own rejection, already counted as not permitted
+        started = None
+        if context.connection is not None:
+            started = context.connection.info.pop(_START, None)
+        failed = database_unavailable(context.sqlalchemy_exception or original) or (
+            context.is_disconnect
+        )
+        elapsed = 0.0 if started is None else clock() - started
+        if failed:
+            if started is None:
+                # A connect failure: no permit was taken, but it is the strongest signal.
+                breaker.record_unpermitted_failure()
+            else:
+                breaker.record_outcome(elapsed, failed=True)
+        elif started is not None:
+            breaker.record_outcome(elapsed)
+
+    @event.listens_for(sync_engine, "do_connect")
+    def _connect(dialect: Any, conn_rec: Any, cargs: Any, cparams: Any) -> None:
+        breaker.check_open()
+
+
+def redis_unavailable(error: BaseException) -> bool:
+    """Whether a redis-py error means the server could not be reached or timed out."""
+    from redis import exceptions
+
+    return isinstance(
+        error,
+        exceptions.ConnectionError | exceptions.TimeoutError | OSError | TimeoutError,
+    )
+
+
+def guard_redis(client: Any, breaker: CircuitBreaker) -> Any:
+    """Send every command of a ``redis.asyncio.Redis`` client through ``breaker``.
+
+    Wraps the client's ``execute_command`` in place and returns the client. Pipelines
+    and pub/sub use their own connections and are not guarded.
+    """
+    original = client.execute_command
+    clock = breaker.clock
+
+    @functools.wraps(original)
+    async def execute_command(*args: Any, **options: Any) -> Any:
+        breaker.permit()
+        started = clock()
+        try:
+            result = await original(*args, **options)
+        except BaseException as error:
+            if not isinstance(error, Exception):
+                breaker.release()
+            elif redis_unavailable(error):
+                breaker.record_outcome(clock() - started, failed=True)
+            else:
+                breaker.record_outcome(clock() - started)
+            raise
+        breaker.record_outcome(clock() - started)
+        return result
+
+    client.execute_command = execute_command
+    return client
