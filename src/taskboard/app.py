@@ -50,9 +50,12 @@ def register_services(infra: Infrastructure) -> SagaOrchestrator:
     return orchestrator
 
 
-def add_background_work(infra: Infrastructure, orchestrator: SagaOrchestrator) -> None:
+def add_background_work(
+    infra: Infrastructure, orchestrator: SagaOrchestrator, *, interval_seconds: float = 10.0
+) -> None:
     """Run taskboard's background work in this process: saga recovery (DESIGN §6)."""
-    infra.add(SagaRecoveryWorker(orchestrator))
+    worker = SagaRecoveryWorker(orchestrator, interval_seconds=interval_seconds)
+    infra.add(worker, check=worker.check, component_type="worker", critical=False)
 
 
 async def prepare(infra: Infrastructure) -> None:

@@ -56,19 +56,23 @@ def serve(
 
 
 @app.command("worker")
-def worker_command() -> None:
+def worker_command(
+    interval: Annotated[
+        float, typer.Option(help="Seconds between saga recovery passes.", min=0.05)
+    ] = 10.0,
+) -> None:
     """Run the background work without HTTP (saga recovery) until SIGTERM or Ctrl-C.
 
     For running at scale: N `taskboard serve --no-worker` processes plus any number of
     workers on one PostgreSQL; work is claimed through the database, never done twice.
     """
     settings = _settings()
-    _run(_work(settings))
+    _run(_work(settings, interval))
 
 
-async def _work(settings: Settings) -> None:
+async def _work(settings: Settings, interval: float) -> None:
     infra = Infrastructure(settings)
-    add_background_work(infra, register_services(infra))
+    add_background_work(infra, register_services(infra), interval_seconds=interval)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -14,8 +14,9 @@ import pytest
 from sqlalchemy import func, insert, select, update
 
 from corestone import ConflictError
-from corestone.db import SagaOrchestrator, SagaRecord, SagaStatus, utc_now
+from corestone.db import Database, SagaOrchestrator, SagaRecord, SagaStatus, upgrade, utc_now
 from corestone.db.saga_store import SagaStore
+from taskboard.app import MIGRATIONS
 from taskboard.domain.models import Membership, User, Workspace
 from taskboard.services.workspaces import CREATE_WORKSPACE, SAGAS, WorkspaceService
 from tests.integration.conftest import Board
@@ -61,6 +62,15 @@ async def test_recovery_finishes_a_workspace_whose_process_died_between_steps(
     """A saga stopped after the workspace row gets its owner membership from recovery."""
     user_id, auth = await board.signup("Lin")
     db = board.infra.db
+    _, workspace_id = await stuck_workspace_saga(db, user_id)
+    (outcome,) = await SagaOrchestrator(db, SAGAS).recover()
+    assert outcome.status is SagaStatus.COMPLETED
+    me = (await board.client.get("/api/me", headers=auth)).json()
+    assert [(w["id"], w["role"]) for w in me["workspaces"]] == [(workspace_id, "owner")]
+
+
+async def stuck_workspace_saga(db: Database, user_id: int) -> tuple[str, int]:
+    """The state a process that died right after the workspace step leaves behind."""
     async with db.transaction() as tx:
         ws = (await tx.session.execute(insert(Workspace).values(name="Half"))).inserted_primary_key
         workspace_id = ws[0] if ws else 0
@@ -79,40 +89,51 @@ async def test_recovery_finishes_a_workspace_whose_process_died_between_steps(
                 locked_until=utc_now() - timedelta(seconds=1),
             )
         )
-    (outcome,) = await SagaOrchestrator(db, SAGAS).recover()
-    assert outcome.status is SagaStatus.COMPLETED
-    me = (await board.client.get("/api/me", headers=auth)).json()
-    assert [(w["id"], w["role"]) for w in me["workspaces"]] == [(workspace_id, "owner")]
+    return state.id, workspace_id
 
 
-async def test_taskboard_worker_starts_and_stops_on_sigterm(tmp_path: Path) -> None:
-    """`taskboard worker` migrates, runs saga recovery, and exits 0 on SIGTERM."""
-    command = Path(sys.executable).parent / "taskboard"
-    env = {
-        **os.environ,
-        "CORESTONE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'worker.db'}",
-        "CORESTONE_ENV": "test",
-    }
-    process = await asyncio.create_subprocess_exec(
-        str(command),
-        "worker",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    assert process.stdout is not None
-    seen: list[str] = []
+async def test_taskboard_worker_process_recovers_and_stops_on_sigterm(postgres_url: str) -> None:
+    """`taskboard worker` finishes a half-created workspace, then exits 0 on SIGTERM.
+
+    On PostgreSQL, the deployment that runs separate workers (DESIGN §6); the in-process
+    worker is proven on both databases above and in test_saga.py.
+    """
+    database_url = postgres_url
+    db = Database(database_url)
+    await db.start()
     try:
-        async with asyncio.timeout(60):
-            while not any("taskboard worker running" in line for line in seen):
-                line = (await process.stdout.readline()).decode()
-                assert line, "".join(seen)
-                seen.append(line)
-        process.send_signal(signal.SIGTERM)
-        rest, _ = await asyncio.wait_for(process.communicate(), 30)
+        await upgrade(db, MIGRATIONS)
+        async with db.transaction() as tx:
+            user = User(name="Kim", email="kim@example.com")
+            tx.session.add(user)
+        saga_id, workspace_id = await stuck_workspace_saga(db, user.id)
+        process = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "taskboard"),
+            *("worker", "--interval", "0.1"),
+            env={**os.environ, "CORESTONE_DATABASE_URL": database_url, "CORESTONE_ENV": "test"},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            status = None
+            for _ in range(300):  # bounded: ~30 s for start-up and one pass
+                async with db.transaction(read_only=True) as tx:
+                    status = await tx.session.scalar(
+                        select(SAGA_TABLE.c.status).where(SAGA_TABLE.c.id == saga_id)
+                    )
+                if status == "completed" or process.returncode is not None:
+                    break
+                await asyncio.sleep(0.1)
+            assert status == "completed"
+            process.send_signal(signal.SIGTERM)
+            output, _ = await asyncio.wait_for(process.communicate(), 30)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        assert process.returncode == 0, output.decode()
+        assert "taskboard worker stopping" in output.decode()
+        async with db.transaction(read_only=True) as tx:
+            assert await tx.session.get(Membership, (workspace_id, user.id)) is not None
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == 0, "".join(seen) + rest.decode()
-    assert "taskboard worker stopping" in rest.decode()
+        await db.aclose()

@@ -17,6 +17,7 @@ import importlib
 from corestone.db.saga import SagaOutcome, SagaRegistry
 from corestone.db.saga_orchestrator import SagaOrchestrator
 from corestone.errors import InvalidInputError
+from corestone.observability.health import CheckResult, HealthStatus
 from corestone.observability.logging import get_logger
 
 __all__ = ["SagaRecoveryWorker", "load_registry"]
@@ -50,6 +51,8 @@ class SagaRecoveryWorker:
         self.drain_seconds = drain_seconds
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
+        self._last_error: str | None = None
+        self._recovered = 0
 
     @property
     def running(self) -> bool:
@@ -58,6 +61,17 @@ class SagaRecoveryWorker:
     async def recover_once(self) -> list[SagaOutcome]:
         """One pass: claim up to ``batch`` stuck sagas and run them to their end."""
         return await self.orchestrator.recover(limit=self.batch)
+
+    async def check(self) -> CheckResult:
+        """Health: ``warn`` while the last pass failed (the database is still checked on its own).
+
+        Observed value: sagas recovered since start.
+        """
+        if self._last_error is not None:
+            return CheckResult(
+                HealthStatus.WARN, self._recovered, "sagas", output=f"last pass: {self._last_error}"
+            )
+        return CheckResult(HealthStatus.PASS, self._recovered, "sagas")
 
     async def start(self) -> None:
         """Begin passes in the background, the first after one interval.
@@ -90,7 +104,11 @@ class SagaRecoveryWorker:
                 outcomes = await self.recover_once()
             except Exception as error:  # noqa: BLE001 - the database may be back next pass
                 log.warning("saga recovery pass failed", error=repr(error))
+                self._last_error = repr(error)[:200]
                 outcomes = []
+            else:
+                self._last_error = None
+                self._recovered += len(outcomes)
             # A full batch means more may be waiting: go again at once.
             delay = 0.0 if len(outcomes) >= self.batch else self.interval_seconds
 
