@@ -449,3 +449,31 @@ async def test_a_cancelled_run_is_released_and_recovery_finishes_it(db: Database
     assert outcome.status is SagaStatus.COMPLETED
     assert trail.calls == [("do", "a"), ("do", "c")]
     assert await row_keys(db) == [f"{outcome.id}:a"]
+
+
+async def test_recovery_worker_health_warns_while_passes_fail(db: Database) -> None:
+    """A failing pass turns the worker's check to warn; a good pass turns it back to pass."""
+    saga = Saga("t.health", [SagaStep("a", Trail().action("a"))])
+    unstarted = Database(db.url.render_as_string(hide_password=False))
+    broken = SagaRecoveryWorker(orchestrator(unstarted, saga), interval_seconds=0.02)
+    await broken.start()
+    try:
+        for _ in range(200):
+            if (await broken.check()).status == "warn":
+                break
+            await asyncio.sleep(0.02)
+        assert (await broken.check()).status == "warn"
+    finally:
+        await broken.aclose()
+    await make_stuck(db, saga)
+    healthy = SagaRecoveryWorker(orchestrator(db, saga), interval_seconds=0.02)
+    await healthy.start()
+    try:
+        for _ in range(200):
+            result = await healthy.check()
+            if result.observed_value == 1:
+                break
+            await asyncio.sleep(0.02)
+        assert (result.status, result.observed_value) == ("pass", 1)
+    finally:
+        await healthy.aclose()
