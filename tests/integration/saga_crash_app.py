@@ -27,7 +27,7 @@ from corestone.db import (
     StepContext,
 )
 
-__all__ = ["ITEMS", "LEASE_SECONDS", "SAGA", "create_schema", "ledger", "registry"]
+__all__ = ["ITEMS", "LEASE_SECONDS", "SAGA", "calls", "create_schema", "ledger", "registry"]
 
 LEASE_SECONDS = 1.0
 
@@ -49,6 +49,17 @@ def ledger() -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+def calls() -> list[str]:
+    """Every action and compensation invocation, in order, across all processes."""
+    path = _dir() / "calls"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _called(name: str) -> None:
+    with (_dir() / "calls").open("a") as file:
+        file.write(name + "\n")
+
+
 def _post_once(line: str) -> None:
     """An idempotent external call: the idempotency key makes a repeat a no-op."""
     if line not in ledger():
@@ -63,26 +74,32 @@ async def _maybe_crash(step: str) -> None:
 
 
 async def reserve(ctx: StepContext) -> dict[str, str]:
+    _called("reserve")
     await ctx.session.execute(insert(ITEMS).values(key=ctx.idempotency_key, step="reserve"))
     await _maybe_crash("reserve")
     return {"reservation": ctx.idempotency_key}
 
 
 async def unreserve(ctx: StepContext) -> None:
+    _called("unreserve")
     await ctx.session.execute(delete(ITEMS).where(ITEMS.c.key == ctx.idempotency_key))
 
 
 async def charge(ctx: StepContext) -> dict[str, str]:
+    _called("charge")
     _post_once(f"charge {ctx.idempotency_key} {ctx.payload['amount']}")
     await _maybe_crash("charge")
     return {"charge": ctx.idempotency_key}
 
 
 async def refund(ctx: StepContext) -> None:
+    _called("refund")
     _post_once(f"refund {ctx.idempotency_key}")
 
 
 async def ship(ctx: StepContext) -> dict[str, str]:
+    _called("ship")
+    await _maybe_crash("ship")  # before any of its work: "between steps"
     if os.environ.get("SAGA_CRASH_FAIL") == "ship":
         raise ValueError("out of stock")
     await ctx.session.execute(insert(ITEMS).values(key=ctx.idempotency_key, step="ship"))

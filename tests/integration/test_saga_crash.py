@@ -91,20 +91,34 @@ async def recover_until_done(db: Database) -> SagaOutcome:
     raise AssertionError("the saga was never recovered")
 
 
-async def test_killed_in_a_database_step_rolls_back_and_recovery_completes_exactly_once(
-    db: Database, database_url: str, tmp_path: Path
+@pytest.mark.parametrize(
+    ("crash_at", "done_before"),
+    [("reserve", 0), ("ship", 2)],
+    ids=["inside-db-step", "between-steps"],
+)
+async def test_killed_mid_saga_recovery_completes_each_step_exactly_once(
+    db: Database, database_url: str, tmp_path: Path, crash_at: str, done_before: int
 ) -> None:
-    """Killed inside the reserve transaction: nothing of it committed; recovery runs it once."""
-    run_and_kill(database_url, "reserve", tmp_path)
+    """Killed inside a transaction or between steps: recovery resumes, repeating nothing done."""
+    run_and_kill(database_url, crash_at, tmp_path)
     saga = await only_saga(db)
-    assert (saga.status, saga.current_step) == ("running", 0)
-    assert await items(db) == []
+    sid = saga.id
+    assert (saga.status, saga.current_step) == ("running", done_before)
+    if crash_at == "reserve":  # its transaction died with the process
+        assert await items(db) == []
+        assert app.calls() == ["reserve"]
+    else:
+        assert await items(db) == [("reserve", f"{sid}:reserve")]
+        assert app.calls() == ["reserve", "charge", "ship"]
 
     outcome = await recover_until_done(db)
     assert outcome.status is SagaStatus.COMPLETED
-    sid = outcome.id
     assert await items(db) == [("reserve", f"{sid}:reserve"), ("ship", f"{sid}:ship")]
     assert app.ledger() == [f"charge {sid}:charge 42"]
+    expected = ["reserve", "reserve", "charge", "ship"]
+    if crash_at == "ship":
+        expected = ["reserve", "charge", "ship", "ship"]
+    assert app.calls() == expected
     saga = await only_saga(db)
     assert (saga.status, saga.current_step, saga.attempts) == ("completed", 3, 2)
 
@@ -127,6 +141,7 @@ async def test_killed_after_an_external_effect_recovery_compensates_without_dupl
     assert await items(db) == []
     # The charge re-ran under the same idempotency key (no second charge), then was refunded.
     assert app.ledger() == [f"charge {sid}:charge 42", f"refund {sid}:charge"]
+    assert app.calls() == ["reserve", "charge", "charge", "ship", "refund", "unreserve"]
 
 
 async def test_cli_recovers_a_stuck_saga(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
