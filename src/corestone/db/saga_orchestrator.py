@@ -105,8 +105,9 @@ class SagaOrchestrator:
         """Start a saga and run it to its end: completed, compensated, or failed.
 
         The saga must be registered, so that recovery in any process can resume it. Call
-        it outside any transaction: each step commits on its own. Cancelled midway, the
-        saga is resumed by recovery once its lease expires.
+        it outside any transaction: each step commits on its own. Cancelled midway (a
+        shutdown, a client gone), the run releases its lease and recovery resumes it.
+        Raises :class:`SagaLeaseLostError` if another process took the saga over.
         """
         definition = self._definition(saga.name if isinstance(saga, Saga) else saga)
         if current_transaction() is not None:
