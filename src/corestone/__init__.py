@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from corestone.config import Settings, load_settings
 from corestone.errors import (
     AuthenticationError,
+    BulkheadFullError,
     CircuitOpenError,
     ConfigurationError,
     ConflictError,
@@ -51,6 +52,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AuthenticationError",
+    "BulkheadFullError",
     "CircuitOpenError",
     "Component",
     "ConfigurationError",

@@ -70,6 +70,18 @@ class Settings(BaseSettings):
         examples=["$(python -c 'import secrets; print(secrets.token_urlsafe(32))')"],
     )
 
+    breakers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="circuit breaker options: 'default' for all, or per breaker name (JSON)",
+        examples=['{"default": {"wait_in_open_seconds": 10}, "database": {"minimum_calls": 50}}'],
+    )
+    breaker_fleet: bool = Field(
+        False, description="share breaker state changes through Redis", examples=["true"]
+    )
+    breaker_fleet_prefix: str = Field(
+        "corestone:breakers", min_length=1, examples=["myservice:breakers"]
+    )
+
     http_max_body_bytes: int = Field(1_048_576, ge=1024, le=1_073_741_824, examples=[1048576])
     shutdown_timeout_seconds: float = Field(30.0, gt=0, le=3600, examples=[30])
     component_stop_timeout_seconds: float = Field(10.0, gt=0, le=600, examples=[10])
@@ -111,6 +123,24 @@ class Settings(BaseSettings):
     @classmethod
     def _smtp_scheme(cls, value: str | None) -> str | None:
         return None if not value else _require_scheme(value, _SMTP_SCHEMES)
+
+    @field_validator("breakers")
+    @classmethod
+    def _breaker_options(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from corestone.errors import InvalidInputError
+        from corestone.resilience.registry import BreakerRegistry
+
+        try:
+            BreakerRegistry.from_mapping(value)
+        except InvalidInputError as error:
+            raise ValueError(error.message) from None
+        return value
+
+    @model_validator(mode="after")
+    def _fleet_needs_redis(self) -> Settings:
+        if self.breaker_fleet and not self.redis_url:
+            raise ValueError("CORESTONE_BREAKER_FLEET=true needs CORESTONE_REDIS_URL")
+        return self
 
     @model_validator(mode="after")
     def _secret_key_in_prod(self) -> Settings:

@@ -24,6 +24,8 @@ from corestone.errors import ShutdownError, StartupError
 from corestone.observability.health import CheckResult, HealthRegistry
 from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
+from corestone.resilience.fleet import Fleet
+from corestone.resilience.registry import BreakerRegistry
 
 __all__ = ["Component", "Infrastructure"]
 
@@ -64,6 +66,7 @@ class Infrastructure:
         health: HealthRegistry | None = None,
         database: Database | None = None,
         services: Services | None = None,
+        breakers: BreakerRegistry | None = None,
     ) -> None:
         self.settings = settings if settings is not None else load_settings()
         self.metrics = metrics if metrics is not None else Metrics()
@@ -75,10 +78,15 @@ class Infrastructure:
                 cache_seconds=self.settings.health_cache_seconds,
             )
         )
+        self.breakers = (
+            breakers
+            if breakers is not None
+            else BreakerRegistry.from_mapping(self.settings.breakers, metrics=self.metrics)
+        )
         self.db = (
             database
             if database is not None
-            else Database.from_settings(self.settings, metrics=self.metrics)
+            else Database.from_settings(self.settings, metrics=self.metrics, breakers=self.breakers)
         )
         self.services = services if services is not None else Services()
         self._managed: list[_Managed] = []
@@ -89,12 +97,26 @@ class Infrastructure:
             "Time taken by a component to start or stop.",
             ["component", "transition"],
         )
-        self.add(self.db, check=self.db.ping, component_type="datastore", critical=True)
+        self.fleet: Fleet | None = None
+        if self.settings.breaker_fleet and self.settings.redis_url:
+            self.fleet = Fleet(
+                self.breakers,
+                url=self.settings.redis_url,
+                prefix=self.settings.breaker_fleet_prefix,
+            )
+            self.add(self.fleet, critical=False)  # first up, last down: breakers linked early
+        self.add(
+            self.db,
+            check=self.breakers.health_check("database", self.db.ping),
+            component_type="datastore",
+            critical=True,
+        )
         for svc_type, value in (
             (Settings, self.settings),
             (Metrics, self.metrics),
             (HealthRegistry, self.health),
             (Database, self.db),
+            (BreakerRegistry, self.breakers),
             (Infrastructure, self),
         ):
             self.services.register_value(svc_type, value)

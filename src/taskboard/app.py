@@ -13,6 +13,7 @@ from corestone import Infrastructure
 from corestone.db import Database, SagaOrchestrator, SagaRecoveryWorker, upgrade
 from corestone.observability import get_logger
 from corestone.web import instrument
+from taskboard.api.ops import router as ops_router
 from taskboard.api.routes import router
 from taskboard.services import TaskService, UserService, WorkspaceService
 from taskboard.services.workspaces import SAGAS
@@ -84,4 +85,5 @@ def create_app(infra: Infrastructure, *, worker: bool = True) -> ASGIApp:
 
     api = FastAPI(title="taskboard", version="0.1.0", lifespan=lifespan)
     api.include_router(router)
+    api.include_router(ops_router)
     return instrument(api, infra)

@@ -7,6 +7,7 @@ import pytest
 import corestone.errors as errors_module
 from corestone.errors import (
     AuthenticationError,
+    BulkheadFullError,
     CircuitOpenError,
     ConfigurationError,
     ConflictError,
@@ -35,6 +36,7 @@ EXPECTED_CODES = {
     StaleVersionError: "stale_version",
     UnavailableError: "unavailable",
     CircuitOpenError: "circuit_open",
+    BulkheadFullError: "bulkhead_full",
     ConfigurationError: "configuration",
     StartupError: "startup",
     ShutdownError: "shutdown",
@@ -74,6 +76,7 @@ def test_every_error_derives_from_the_root_and_names_end_in_error() -> None:
     [
         (StaleVersionError, ConflictError),
         (CircuitOpenError, UnavailableError),
+        (BulkheadFullError, UnavailableError),
         (PayloadTooLargeError, InvalidInputError),
         (NotFoundError, CorestoneError),
         (AuthenticationError, CorestoneError),

@@ -15,6 +15,7 @@ PUBLIC_PACKAGES = [
     "corestone",
     "corestone.db",
     "corestone.observability",
+    "corestone.resilience",
     "corestone.web",
     "corestone.testing",
 ]

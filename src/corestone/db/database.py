@@ -46,6 +46,8 @@ from corestone.errors import ConflictError, CorestoneError, UnavailableError
 from corestone.observability.health import CheckResult, HealthStatus
 from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
+from corestone.resilience.integrations import guard_engine
+from corestone.resilience.registry import BreakerRegistry
 
 __all__ = ["Database", "PoolOptions"]
 
@@ -152,8 +154,10 @@ class Database:
         sqlite_busy_timeout_ms: int = 5000,
         replica_retry_seconds: float = 10.0,
         metrics: Metrics | None = None,
+        breakers: BreakerRegistry | None = None,
     ) -> None:
         self.url: URL = make_url(url)
+        self.breakers = breakers
         self._replica_urls = [make_url(u) for u in replica_urls]
         self._pool = pool
         self._busy_timeout_ms = sqlite_busy_timeout_ms
@@ -174,7 +178,13 @@ class Database:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, metrics: Metrics | None = None) -> Database:
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        metrics: Metrics | None = None,
+        breakers: BreakerRegistry | None = None,
+    ) -> Database:
         """The primary and replicas as configured by ``CORESTONE_DATABASE_*``."""
         return cls(
             settings.database_url,
@@ -188,6 +198,7 @@ class Database:
             ),
             sqlite_busy_timeout_ms=settings.database_sqlite_busy_timeout_ms,
             metrics=metrics,
+            breakers=breakers,
         )
 
     @property
@@ -215,6 +226,7 @@ class Database:
         self._primary = _Engine(self.url, "primary", self._engine_options(self.url), self._metrics)
         if self.dialect == "sqlite":
             _configure_sqlite(self._primary.engine, self._busy_timeout_ms)
+        self._guard(self._primary)
         try:
             await self._primary.ping()
         except Exception as error:
@@ -225,6 +237,7 @@ class Database:
         for index, url in enumerate(self._replica_urls, start=1):
             replica = _Engine(url, f"replica{index}", self._engine_options(url), self._metrics)
             self._replicas.append(replica)
+            self._guard(replica)
             try:
                 await replica.ping()
             except Exception as error:  # noqa: BLE001 - a replica may come later
@@ -336,6 +349,16 @@ class Database:
             session.info["corestone_target"] = "primary"
             await primary.acquire(session, options)
             yield session
+
+    def _guard(self, engine: _Engine) -> None:
+        """Put the engine behind its breaker: ``database``, or ``database:replicaN``.
+
+        Only unavailability counts (refused or dropped connections, timeouts); a
+        constraint violation is the database answering, so it counts as a success.
+        """
+        if self.breakers is not None:
+            name = "database" if engine.label == "primary" else f"database:{engine.label}"
+            guard_engine(engine.engine, self.breakers.get(name))
 
     def _healthy_replicas(self) -> list[_Engine]:
         now = time.monotonic()

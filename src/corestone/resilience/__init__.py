@@ -26,7 +26,6 @@ from corestone.resilience.snapshot import BreakerSnapshot
 from corestone.resilience.timeout import Timeout
 
 __all__ = [
-    "DEFAULTS_KEY",
     "BreakerConfig",
     "BreakerEvent",
     "BreakerRegistry",
@@ -38,6 +37,7 @@ __all__ = [
     "CircuitOpen",
     "CircuitOpenError",
     "Clock",
+    "DEFAULTS_KEY",
     "EventKind",
     "Fleet",
     "Guard",

@@ -63,28 +63,29 @@ def guard_engine(engine: AsyncEngine, breaker: CircuitBreaker) -> None:
 
     @event.listens_for(sync_engine, "handle_error")
     def _error(context: ExceptionContext) -> None:
-        original = context.original_exception
-        if isinstance(original, CorestoneError):
+        if isinstance(context.original_exception, CorestoneError):
             return  # our own rejection, already counted as not permitted
         started = None
         if context.connection is not None:
             started = context.connection.info.pop(_START, None)
-        failed = database_unavailable(context.sqlalchemy_exception or original) or (
-            context.is_disconnect
+        if started is None:
+            return  # not a guarded statement (connect failures are counted in _connect)
+        failed = context.is_disconnect or database_unavailable(
+            context.sqlalchemy_exception or context.original_exception
         )
-        elapsed = 0.0 if started is None else clock() - started
-        if failed:
-            if started is None:
-                # A connect failure: no permit was taken, but it is the strongest signal.
-                breaker.record_unpermitted_failure()
-            else:
-                breaker.record_outcome(elapsed, failed=True)
-        elif started is not None:
-            breaker.record_outcome(elapsed)
+        breaker.record_outcome(clock() - started, failed=failed)
 
     @event.listens_for(sync_engine, "do_connect")
-    def _connect(dialect: Any, conn_rec: Any, cargs: Any, cparams: Any) -> None:
+    def _connect(dialect: Any, conn_rec: Any, cargs: Any, cparams: Any) -> Any:
+        # Connecting here (the documented use of do_connect) is what lets a refused or
+        # timed-out connect count: drivers raise those before any statement exists.
         breaker.check_open()
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except Exception as error:
+            if database_unavailable(error) or isinstance(error, exc.DBAPIError):
+                breaker.record_unpermitted_failure()
+            raise
 
 
 def redis_unavailable(error: BaseException) -> bool:

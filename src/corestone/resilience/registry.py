@@ -136,9 +136,9 @@ class BreakerRegistry:
     ) -> Callable[[], Awaitable[CheckResult | None]]:
         """``check`` made aware of the breaker ``name``: not CLOSED turns a pass into ``warn``.
 
-        The check itself is not counted by the breaker (a health probe must not use up
-        half-open trials). If the breaker rejects it (the check's own I/O goes through
-        a guarded engine), the result is ``warn`` with when the breaker will try again.
+        The check runs as it is: if its I/O goes through a guarded client (the database
+        ping does), it counts like any call, and while the breaker rejects it the result
+        is ``warn`` with when the breaker will try again, not a failure of its own.
         """
         breaker = self.get(name)
 
