@@ -19,10 +19,17 @@ MISS and the runner exits 1.
 
 from __future__ import annotations
 
+import os
+
 from sqlalchemy import text
 
 from bench._persistence_inserts import INSERTERS, measure_insert, measure_upsert
-from bench._persistence_reads import measure_audited_update, measure_get, measure_pages
+from bench._persistence_reads import (
+    measure_audited_update,
+    measure_get,
+    measure_pages,
+    measure_server_ms,
+)
 from bench._persistence_setup import BenchDatabase, bench_database, copy_columns, copy_records
 from bench._persistence_setup import task_rows as make_rows
 from bench._report import Report
@@ -40,6 +47,7 @@ async def run(quick: bool) -> Report:
     get_calls = 300 if quick else 2_000
     update_calls = 100 if quick else 500
 
+    load_before = os.getloadavg()[0]
     report = Report(suite="persistence", columns=("operation", "contender", "figure", "unit"))
     rows = make_rows(rows_n)
     async with bench_database() as db:
@@ -81,6 +89,17 @@ async def run(quick: bool) -> Report:
             )
             report.results[f"page_{key}_ms"] = pages.ms[key]
 
+        server = await measure_server_ms(db, page=page, size=_PAGE_SIZE)
+        for key, label in (
+            ("offset", f"OFFSET, page {page}"),
+            ("keyset", f"keyset, page {page}"),
+            ("keyset_page1", "keyset, page 1"),
+            ("count", "count(*) of the table"),
+            ("window_count", f"OFFSET + count(*) OVER (), page {page}"),
+        ):
+            report.rows.append(("server time (EXPLAIN ANALYZE)", label, server[key], "ms"))
+            report.results[f"server_{key}_ms"] = server[key]
+
         gets = await measure_get(db, rows=rows_n, calls=get_calls)
         report.rows.append(("get by id", "SQLAlchemy session.get", gets["session_get"], "µs"))
         report.rows.append(("get by id", "corestone Repository.get", gets["corestone_get"], "µs"))
@@ -102,6 +121,8 @@ async def run(quick: bool) -> Report:
         "emptied before each call; every contender's ids checked equal",
         f"get: median of {get_calls} random ids; update: median of {update_calls}, one "
         "transaction each",
+        f"load average {load_before:.1f} at start, {os.getloadavg()[0]:.1f} at end, on "
+        f"{os.cpu_count()} CPUs (PostgreSQL on the same machine)",
     ]
     return report
 
