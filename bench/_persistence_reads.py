@@ -9,7 +9,9 @@ hand-written tenant-aware service would send.
 
 from __future__ import annotations
 
+import json
 import random
+import statistics
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -32,7 +34,13 @@ from bench._persistence_setup import (
     median_us,
 )
 
-__all__ = ["PageFigures", "measure_audited_update", "measure_get", "measure_pages"]
+__all__ = [
+    "PageFigures",
+    "measure_audited_update",
+    "measure_get",
+    "measure_pages",
+    "measure_server_ms",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +121,11 @@ async def measure_pages(db: BenchDatabase, *, page: int, size: int, calls: int) 
         }
         watches = {name: Stopwatch() for name in contenders}
         first_page = list(range(1, size + 1))
+        order = list(contenders.items())
+        shuffler = random.Random(11)
         for call in range(calls + 3):  # three warm-up rounds, discarded
-            for name, (session, fn) in contenders.items():
+            shuffler.shuffle(order)  # no contender always follows the slow OFFSET scan
+            for name, (session, fn) in order:
                 session.expunge_all()
                 got = await watches[name].time(fn)
                 want = first_page if name.endswith("page1") else expected
@@ -139,8 +150,12 @@ async def measure_get(db: BenchDatabase, *, rows: int, calls: int) -> dict[str, 
         for index, id_ in enumerate(ids):
             bare.expunge_all()
             mine.expunge_all()
-            a = await watch_bare.time(partial(bare.get, BenchTask, id_))
-            b = await watch_ours.time(partial(ours.get, id_))
+            if index % 2:
+                b = await watch_ours.time(partial(ours.get, id_))
+                a = await watch_bare.time(partial(bare.get, BenchTask, id_))
+            else:
+                a = await watch_bare.time(partial(bare.get, BenchTask, id_))
+                b = await watch_ours.time(partial(ours.get, id_))
             if a is None or a.id != id_ or b.id != id_:
                 raise AssertionError(f"get({id_}) disagreed")
             if index < 20:  # warm-up
@@ -167,7 +182,7 @@ async def measure_audited_update(db: BenchDatabase, *, calls: int) -> dict[str, 
         ("update_audited", AuditedTaskRepository, audited_ids),
     ]
     for call in range(calls + 10):
-        for name, repo_type, ids in targets:
+        for name, repo_type, ids in targets if call % 2 else targets[::-1]:
             id_ = ids[call % len(ids)]
 
             async def update(repo_type: Any = repo_type, id_: int = id_, n: int = call) -> None:
@@ -185,3 +200,34 @@ async def _first_ids(db: BenchDatabase, model: type[Any], count: int) -> list[in
     async with db.session() as session:
         stmt = select(model.id).order_by(model.id.desc()).limit(count)
         return list(await session.scalars(stmt))
+
+
+async def measure_server_ms(db: BenchDatabase, *, page: int, size: int) -> dict[str, float]:
+    """PostgreSQL's own execution time (EXPLAIN ANALYZE), median of 15: no driver, no ORM.
+
+    What the database spends on each query shape, which the end-to-end figures above
+    bury under round trips and object loading on a small or busy machine.
+    """
+    offset = (page - 1) * size
+    where = f"FROM bench_tasks WHERE workspace_id = {WORKSPACE}"
+    shapes = {
+        "offset": f"SELECT * {where} ORDER BY id LIMIT {size} OFFSET {offset}",
+        "keyset": f"SELECT * {where} AND id > {offset} ORDER BY id LIMIT {size + 1}",
+        "keyset_page1": f"SELECT * {where} ORDER BY id LIMIT {size + 1}",
+        "count": f"SELECT count(*) {where}",
+        "window_count": (
+            f"SELECT *, count(*) OVER () {where} ORDER BY id LIMIT {size} OFFSET {offset}"
+        ),
+    }
+    conn = await db.raw()
+    try:
+        figures: dict[str, float] = {}
+        for name, sql in shapes.items():
+            times = []
+            for _ in range(18):
+                plan = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")
+                times.append(float(json.loads(plan)[0]["Execution Time"]))
+            figures[name] = statistics.median(times[3:])
+        return figures
+    finally:
+        await conn.close()
