@@ -210,17 +210,49 @@ async def update(
         if current is None:
             raise await _why_missing(repo, key, expected_version)
         return current
-    before = await _before(repo, criteria, options) if repo.info.audited else {}
-    stmt = sql_update(repo.model).where(*criteria).values(_set_values(repo, values))
-    result = await repo.session.scalars(
-        stmt.returning(repo.model), execution_options={**options, **_WRITE}
-    )
-    obj = result.one_or_none()
+    if repo.info.audited and repo.session.bind.dialect.name == "postgresql":
+        obj, old = await _update_returning_before(repo, criteria, values, options)
+    else:
+        before = await _before(repo, criteria, options) if repo.info.audited else {}
+        stmt = sql_update(repo.model).where(*criteria).values(_set_values(repo, values))
+        result = await repo.session.scalars(
+            stmt.returning(repo.model), execution_options={**options, **_WRITE}
+        )
+        obj, old = result.one_or_none(), before.get(key)
     if obj is None:
         raise await _why_missing(repo, key, expected_version)
     if repo.info.audited:
-        await record(repo, action, [(before.get(key), repo.info.attribute_values(obj))])
+        await record(repo, action, [(old, repo.info.attribute_values(obj))])
     return obj
+
+
+async def _update_returning_before(
+    repo: Repository[Any],
+    criteria: Sequence[ColumnElement[bool]],
+    values: Mapping[str, Any],
+    options: Mapping[str, Any],
+) -> tuple[Any, dict[str, Any] | None]:
+    """PostgreSQL: lock, read the old row and update it in one statement.
+
+    ``UPDATE t SET … FROM (SELECT … FOR UPDATE) old WHERE t.id = old.id RETURNING t.*,
+    old.*`` — the subquery takes the row lock and sees the latest committed version, so
+    the "before" it returns is exactly what the update replaced. One round trip instead
+    of a SELECT and an UPDATE. (SQLite cannot return columns of a FROM table.)
+    """
+    info = repo.info
+    old = select(*info.columns.values()).where(*criteria).with_for_update().subquery("old")
+    stmt = (
+        sql_update(repo.model)
+        # The criteria again on the outer row, so it is found by index, not by joining the
+        # whole table against the subquery (a generic plan did exactly that).
+        .where(info.pk == old.c[info.pk.name], *criteria)
+        .values(_set_values(repo, values))
+        .returning(repo.model, *(old.c[c.name] for c in info.columns.values()))
+    )
+    row = (await repo.session.execute(stmt, execution_options={**options, **_WRITE})).first()
+    if row is None:
+        return None, None
+    return row[0], dict(zip(info.columns, row[1:], strict=True))
 
 
 def _require_version(expected: object) -> None:
