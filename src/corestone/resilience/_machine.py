@@ -6,7 +6,7 @@ threads calling through one breaker run in parallel.
 
 The success inbox. A successful, fast call in CLOSED state cannot raise a failure or
 slow-call rate, so it need not be judged at once: the breaker appends it to ``inbox``
-(a deque; ``append`` is atomic under the GIL) without taking the lock, as long as the
+(a list; ``append`` is atomic under the GIL) without taking the lock, as long as the
 clock is before ``fold_at``. The next :meth:`record` (any failure or slow call, the first
 call of a new second, or any call while the minimum number of calls is not yet reached
 with failures in the window) folds the inbox into the window under the lock, in order,
@@ -16,8 +16,8 @@ and in the second they happened, and the common call never touches the lock.
 
 from __future__ import annotations
 
+import itertools
 import threading
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,7 +39,6 @@ class Counters:
     slow_successful: int = 0
     slow_failed: int = 0
     ignored: int = 0
-    not_permitted: int = 0
 
 
 class Machine:
@@ -53,6 +52,10 @@ class Machine:
         self.lock = threading.Lock()
         self.state = State.CLOSED
         self.counters = Counters()
+        # Rejections are counted without the lock: next() on a count is atomic under the
+        # GIL. Reading takes one more next() and subtracts the reads (see not_permitted).
+        self.count_rejection = itertools.count().__next__
+        self._rejection_reads = 0
         self.window: CountWindow | TimeWindow = (
             CountWindow(config.window_size)
             if config.window_type == "count"
@@ -62,11 +65,9 @@ class Machine:
         self.open_until = 0.0
         self.consecutive_opens = 0
         self.generation = 0
-        self.inbox: deque[int] = deque()
+        self.inbox: list[int] = []
         self.fold_at = 0.0
         self._inbox_second = 0.0
-        self._previous_inbox: deque[int] = deque()
-        self._previous_counted = 0
         self._notify = notify
         self._half_open_since = 0.0
         self._trials_left = 0
@@ -94,7 +95,7 @@ class Machine:
             else:
                 allowed = state is not State.OPEN and state is not State.FORCED_OPEN
             if not allowed:
-                self.counters.not_permitted += 1
+                self.count_rejection()
         if change is not None:
             self._notify(change)
         return allowed
@@ -105,9 +106,15 @@ class Machine:
             if ignored:
                 self.counters.ignored += 1
             else:
-                self.counters.not_permitted += 1
+                self.count_rejection()
             if self.state is State.HALF_OPEN:
                 self._trials_left += 1
+
+    def not_permitted(self) -> int:
+        """Calls rejected so far (exact, though counted without the lock); lock held."""
+        value = self.count_rejection() - self._rejection_reads
+        self._rejection_reads += 1
+        return value
 
     def retry_after(self, now: float) -> float:
         """Seconds until a rejected caller may try again (0 when it may now)."""
@@ -149,14 +156,12 @@ class Machine:
         self._arm(now)
 
     def _fold(self, now: float) -> None:
-        inbox, self.inbox = self.inbox, deque()
-        counted = len(inbox)
-        # A thread that read ``self.inbox`` just before the swap may append to the old one
-        # just after; those late entries are counted at the next fold, not lost.
-        count = counted + len(self._previous_inbox) - self._previous_counted
-        self._previous_inbox, self._previous_counted = inbox, counted
+        inbox = self.inbox
+        count = len(inbox)
         if not count:
             return
+        # One C-level operation: successes appended by other threads meanwhile stay.
+        del inbox[:count]
         self.counters.successful += count
         if self.state is State.CLOSED or self.state is State.METRICS_ONLY:
             # Every inboxed call ended in the second the inbox was armed in (see _arm).

@@ -49,6 +49,8 @@ T = TypeVar("T")
 log = get_logger(__name__)
 
 _CLOSED = State.CLOSED
+_OPEN = State.OPEN
+_FORCED_OPEN = State.FORCED_OPEN
 _IGNORED = -1
 
 
@@ -169,6 +171,7 @@ class CircuitBreaker:
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Call ``fn`` through the breaker; a coroutine it returns is guarded when awaited."""
         if self._general:
+            self.permit()
             return self._call_general(fn, args, kwargs)
         clock = self.clock
         start = clock()
@@ -193,6 +196,7 @@ class CircuitBreaker:
     async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Await ``fn(*args, **kwargs)`` through the breaker."""
         if self._general:
+            self.permit()
             return await self._acall_general(fn, args, kwargs)
         clock = self.clock
         start = clock()
@@ -227,12 +231,14 @@ class CircuitBreaker:
         everything it reads bound in its closure: one frame per call, no lookups.
         """
         machine, clock, slow, judge = self._machine, self.clock, self._slow, self._record_result
+        append = machine.inbox.append
         if inspect.iscoroutinefunction(fn):
-            general_async = self._acall_general
+            general_async, permit = self._acall_general, self.permit
 
             @functools.wraps(fn)
             async def guarded_async(*args: P.args, **kwargs: P.kwargs) -> Any:
                 if self._general:
+                    permit()
                     return await general_async(fn, args, kwargs)
                 start = clock()
                 try:
@@ -243,7 +249,7 @@ class CircuitBreaker:
                 end = clock()
                 if end - start < slow and judge is None:
                     if end < machine.fold_at:
-                        machine.inbox.append(SUCCESS)
+                        append(SUCCESS)
                     else:
                         machine.record(SUCCESS, end)
                 else:
@@ -251,11 +257,12 @@ class CircuitBreaker:
                 return result
 
             return guarded_async
-        general = self._call_general
+        general, permit = self._call_general, self.permit
 
         @functools.wraps(fn)
         def guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
             if self._general:
+                permit()
                 return general(fn, args, kwargs)
             start = clock()
             try:
@@ -268,7 +275,7 @@ class CircuitBreaker:
             end = clock()
             if end - start < slow and judge is None:
                 if end < machine.fold_at:
-                    machine.inbox.append(SUCCESS)
+                    append(SUCCESS)
                 else:
                     machine.record(SUCCESS, end)
             else:
@@ -289,21 +296,32 @@ class CircuitBreaker:
         The caller must then report the outcome with :meth:`record_outcome` (or
         :meth:`release` when the call was abandoned). For adapters that cannot wrap a call.
         """
-        if self._machine.state is _CLOSED:
+        machine = self._machine
+        state = machine.state
+        if state is _CLOSED:
             return
         now = self.clock()
-        if not self._machine.acquire(now):
+        # OPEN before its time and FORCED_OPEN reject without the lock: it is the one
+        # thing an open breaker does all day.
+        if state is _FORCED_OPEN or (state is _OPEN and now < machine.open_until):
+            machine.count_rejection()
+            if self._call_listeners:
+                self._emit_rejection()
+            raise _circuit_open(self.name, machine.open_until - now if state is _OPEN else 0.0)
+        if not machine.acquire(now):
             self._reject(now)
+
+    def _emit_rejection(self) -> None:
+        event = CallEvent(self.name, EventKind.NOT_PERMITTED, 0.0, False)
+        self._emit(event, self._call_listeners)
 
     def _reject(self, now: float) -> None:
         if self._call_listeners:
-            self._emit(
-                CallEvent(self.name, EventKind.NOT_PERMITTED, 0.0, False), self._call_listeners
-            )
-        raise CircuitOpenError(self.name, retry_after=self._machine.retry_after(now))
+            self._emit_rejection()
+        raise _circuit_open(self.name, self._machine.retry_after(now))
 
     def _call_general(self, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
-        self.permit()
+        """After :meth:`permit`: call, and record the outcome whatever the state."""
         start = self.clock()
         try:
             result = fn(*args, **kwargs)
@@ -316,7 +334,6 @@ class CircuitBreaker:
         return result
 
     async def _acall_general(self, fn: Callable[..., Awaitable[T]], args: Any, kwargs: Any) -> T:
-        self.permit()
         gate = self.trial_gate
         if gate is not None and self.state is State.HALF_OPEN and not await gate(self):
             self._machine.release(ignored=False)
@@ -382,7 +399,7 @@ class CircuitBreaker:
         if state is State.FORCED_OPEN or (
             state is State.OPEN and self.clock() < self._machine.open_until
         ):
-            self._machine.counters.not_permitted += 1
+            self._machine.count_rejection()
             self._reject(self.clock())
 
     def release(self) -> None:
@@ -422,6 +439,26 @@ class CircuitBreaker:
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self.name!r} {self.state.value}>"
+
+
+_MESSAGES: dict[str, str] = {}  # one per breaker name: names are few and fixed
+
+
+def _circuit_open(name: str, retry_after: float) -> CircuitOpenError:
+    """``CircuitOpenError(name, retry_after=retry_after)``, built without its __init__ chain.
+
+    Rejecting is the one thing an open breaker does all day, and the three-level Python
+    ``__init__`` chain of the error costs several times a bare raise. The result is the
+    same object: same class, args, message and attributes (a unit test compares them).
+    """
+    message = _MESSAGES.get(name)
+    if message is None:
+        message = _MESSAGES.setdefault(name, f"circuit {name!r} is open")
+    error = CircuitOpenError.__new__(CircuitOpenError, message)
+    error.message = message
+    error.retry_after = retry_after
+    error.name = name
+    return error
 
 
 class Guard:

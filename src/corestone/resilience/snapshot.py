@@ -61,7 +61,7 @@ def snapshot_of(breaker: CircuitBreaker) -> BreakerSnapshot:
             slow_successful_calls=counters.slow_successful,
             slow_failed_calls=counters.slow_failed,
             ignored_calls=counters.ignored,
-            not_permitted_calls=counters.not_permitted,
+            not_permitted_calls=machine.not_permitted(),
             consecutive_opens=machine.consecutive_opens,
             retry_after_seconds=round(machine.retry_after(now), 3),
             transitions=breaker.transitions,

@@ -366,3 +366,16 @@ def test_rejections_keep_nothing_per_call() -> None:
             refs.append(weakref.ref(error))
     gc.collect()
     assert all(ref() is None for ref in refs)
+
+
+def test_fast_built_rejection_equals_the_normal_error() -> None:
+    """The rejection built without __init__ has the same args, message, fields, details."""
+    from corestone.resilience.breaker import _circuit_open
+
+    fast = _circuit_open("smtp", 2.5)
+    normal = CircuitOpenError("smtp", retry_after=2.5)
+    assert type(fast) is type(normal)
+    assert fast.args == normal.args
+    assert vars(fast) == vars(normal)
+    assert fast.details == normal.details
+    assert str(fast) == str(normal)
