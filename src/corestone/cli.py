@@ -15,7 +15,7 @@ import typer
 
 from corestone.config import Settings, load_settings
 from corestone.doctor import check_services, format_report
-from corestone.errors import ConfigurationError, CorestoneError
+from corestone.errors import ConfigurationError, CorestoneError, NotFoundError
 from corestone.observability.logging import configure_logging
 
 if TYPE_CHECKING:
@@ -96,6 +96,53 @@ def saga_recover(
     typer.echo(f"recovered {len(outcomes)} saga(s)")
     failed = any(outcome.status.value == "failed" for outcome in outcomes)
     raise typer.Exit(EXIT_SERVICE_FAILED if failed else EXIT_OK)
+
+
+@saga_app.command("retry")
+def saga_retry(
+    saga_id: Annotated[str, typer.Argument(help="The id of a saga in status failed.")],
+    app_ref: Annotated[
+        str, typer.Option("--app", help="The application's SagaRegistry as module:attribute.")
+    ],
+    app_dir: Annotated[
+        Path, typer.Option(help="Directory put first on the import path for --app.")
+    ] = Path("."),
+) -> None:
+    """Compensate a failed saga again, from the compensation that failed (after a fix).
+
+    Exit status: 0 compensated, 1 failed again (or the database is unreachable), 2 bad
+    configuration, --app, or no failed saga with that id.
+    """
+    from corestone.db.saga_recovery import load_registry  # lazy: keep start-up light
+
+    settings = _settings()
+    sys.path.insert(0, str(app_dir.resolve()))
+    try:
+        registry = load_registry(app_ref)
+    except CorestoneError as error:
+        typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(EXIT_CONFIGURATION) from None
+
+    async def retry() -> SagaOutcome:
+        from corestone.db import Database, SagaOrchestrator  # lazy: keep start-up light
+
+        db = Database.from_settings(settings)
+        await db.start()
+        try:
+            return await SagaOrchestrator(db, registry).retry_compensation(saga_id)
+        finally:
+            await db.aclose()
+
+    try:
+        outcome = asyncio.run(retry())
+    except NotFoundError as error:
+        typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(EXIT_CONFIGURATION) from None
+    except CorestoneError as error:
+        typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(EXIT_SERVICE_FAILED) from None
+    typer.echo(f"{outcome.id}  {outcome.type}  {outcome.status.value}")
+    raise typer.Exit(EXIT_OK if outcome.status.value == "compensated" else EXIT_SERVICE_FAILED)
 
 
 async def _recover(settings: Settings, registry: SagaRegistry, limit: int) -> list[SagaOutcome]:

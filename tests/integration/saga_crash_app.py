@@ -1,10 +1,11 @@
 """A saga for crash tests: reserve (database), charge (external, a ledger file), ship (database).
 
 Run as ``python tests/integration/saga_crash_app.py DATABASE_URL`` to start one saga in a
-process the test then kills: with ``SAGA_CRASH_AT=<step key>`` that step, once its work is
-done (and, for a database step, before it commits), writes ``$SAGA_CRASH_DIR/ready`` and
-sleeps until killed. ``SAGA_CRASH_FAIL=ship`` makes the last step fail, so recovery has to
-compensate. Imported, it is the registry recovery uses (``registry``), in the test and in
+process the test then kills: with ``SAGA_CRASH_AT=<step key>`` that step writes
+``$SAGA_CRASH_DIR/ready`` (reserve and charge after their work — reserve before its commit —
+ship before any) and sleeps until killed. ``SAGA_CRASH_FAIL=ship`` makes the last step
+fail, so recovery has to compensate; ``SAGA_CRASH_FAIL_REFUND=1`` makes the refund fail
+too. Imported, it is the registry recovery uses (``registry``), in the tests and in
 ``corestone saga recover --app tests.integration.saga_crash_app:registry``.
 """
 
@@ -94,6 +95,8 @@ async def charge(ctx: StepContext) -> dict[str, str]:
 
 async def refund(ctx: StepContext) -> None:
     _called("refund")
+    if os.environ.get("SAGA_CRASH_FAIL_REFUND"):
+        raise RuntimeError("refunds are down")
     _post_once(f"refund {ctx.idempotency_key}")
 
 

@@ -27,7 +27,7 @@ from corestone.db import (
     utc_now,
 )
 from corestone.db.saga_store import SagaStore
-from corestone.errors import InvalidInputError, UnavailableError
+from corestone.errors import InvalidInputError, NotFoundError, UnavailableError
 from corestone.observability.metrics import Metrics
 
 ROWS = Table("saga_test_rows", MetaData(), Column("key", String(100), primary_key=True))
@@ -477,3 +477,36 @@ async def test_recovery_worker_health_warns_while_passes_fail(db: Database) -> N
         assert (result.status, result.observed_value) == ("pass", 1)
     finally:
         await healthy.aclose()
+
+
+async def test_retry_compensation_resumes_a_failed_saga_from_the_failed_step(
+    db: Database,
+) -> None:
+    """An operator's retry re-runs the compensation that failed, then the earlier ones."""
+    trail = Trail()
+    refund_down = [True]
+
+    async def refund(ctx: StepContext) -> None:
+        trail.calls.append(("undo", "b"))
+        if refund_down[0]:
+            raise RuntimeError("refund API down")
+
+    saga = Saga(
+        "t.retry_comp",
+        [
+            SagaStep("a", trail.action("a"), trail.undo("a")),
+            SagaStep("b", trail.action("b"), refund),
+            SagaStep("c", trail.action("c", fail=ValueError("no stock"))),
+        ],
+    )
+    orch = orchestrator(db, saga)
+    failed = await orch.run(saga, {})
+    assert failed.status is SagaStatus.FAILED
+    with pytest.raises(NotFoundError):
+        await orch.retry_compensation("no-such-saga")
+    refund_down[0] = False
+    outcome = await orch.retry_compensation(failed.id)
+    assert outcome.status is SagaStatus.COMPENSATED
+    assert trail.calls[3:] == [("undo", "b"), ("undo", "b"), ("undo", "a")]
+    with pytest.raises(NotFoundError):  # no longer failed
+        await orch.retry_compensation(failed.id)

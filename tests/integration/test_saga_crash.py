@@ -202,3 +202,36 @@ async def cli(command: Path, app_ref: str, env: dict[str, str]) -> tuple[int, st
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+def test_cli_retries_a_failed_compensation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`corestone saga retry ID` compensates a failed saga again once the cause is fixed."""
+    monkeypatch.setenv("SAGA_CRASH_DIR", str(tmp_path))
+    monkeypatch.setenv("SAGA_CRASH_FAIL", "ship")
+    monkeypatch.setenv("SAGA_CRASH_FAIL_REFUND", "1")
+    url = f"sqlite+aiosqlite:///{tmp_path / 'retry.db'}"
+
+    async def fail_one() -> SagaOutcome:
+        db = Database(url)
+        await db.start()
+        try:
+            await app.create_schema(db)
+            orchestrator = SagaOrchestrator(db, app.registry)
+            return await orchestrator.run(app.SAGA, {"amount": 5})
+        finally:
+            await db.aclose()
+
+    failed = asyncio.run(fail_one())
+    assert failed.status is SagaStatus.FAILED
+    monkeypatch.delenv("SAGA_CRASH_FAIL_REFUND")
+    runner = CliRunner()
+    args = ["saga", "retry", failed.id, "--app", "tests.integration.saga_crash_app:registry"]
+    env = {"CORESTONE_DATABASE_URL": url, "CORESTONE_ENV": "test"}
+    result = runner.invoke(corestone_cli.app, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert f"{failed.id}  tests.order  compensated" in result.output
+    assert app.calls() == ["reserve", "charge", "ship", "refund", "refund", "unreserve"]
+    assert app.ledger() == [f"charge {failed.id}:charge 5", f"refund {failed.id}:charge"]
+    again = runner.invoke(corestone_cli.app, args, env=env)
+    assert again.exit_code == 2
+    assert "no failed saga" in again.output

@@ -46,7 +46,7 @@ from corestone.db.saga import (
 )
 from corestone.db.saga_store import SagaState, SagaStatus, SagaStore
 from corestone.db.transactions import current_transaction
-from corestone.errors import InvalidInputError
+from corestone.errors import InvalidInputError, NotFoundError
 from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
 
@@ -172,6 +172,23 @@ class SagaOrchestrator:
             else:
                 raise result
         return outcomes
+
+    async def retry_compensation(self, saga_id: str) -> SagaOutcome:
+        """Compensate a ``failed`` saga again, from the compensation that failed.
+
+        For operators, once the cause is fixed (the refund API is back, a row was
+        repaired). Raises NotFoundError unless the saga exists and is ``failed``.
+        """
+        known = await self.get(saga_id)
+        if known is None or known.status is not SagaStatus.FAILED:
+            raise NotFoundError(f"no failed saga {saga_id}")
+        self._definition(known.type)  # only types this process can run
+        async with self.database.transaction() as tx:
+            state = await self._store.reopen_failed(tx.session, saga_id, self.owner)
+        if state is None:  # another operator got there first
+            raise NotFoundError(f"no failed saga {saga_id}")
+        log.warning("retrying saga compensation", saga_id=saga_id, step=state.current_step)
+        return await self._execute(self._definition(state.type), state)
 
     def _definition(self, name: str) -> Saga:
         saga = self.registry.get(name)

@@ -249,6 +249,27 @@ class SagaStore:
             .values(locked_until=utc_now())
         )
 
+    async def reopen_failed(
+        self, session: AsyncSession, saga_id: str, owner: str
+    ) -> SagaState | None:
+        """Put a ``failed`` saga back to ``compensating`` under ``owner``, attempts reset."""
+        now = utc_now()
+        row = (
+            await session.execute(
+                update(_T)
+                .where(_T.c.id == saga_id, _T.c.status == SagaStatus.FAILED.value)
+                .values(
+                    status=SagaStatus.COMPENSATING.value,
+                    owner=owner,
+                    locked_until=now + self.lease,
+                    attempts=1,
+                    updated_at=now,
+                )
+                .returning(*_T.c)
+            )
+        ).first()
+        return None if row is None else SagaState.from_row(row)
+
     async def claim_stuck(
         self,
         session: AsyncSession,
