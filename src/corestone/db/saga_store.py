@@ -173,15 +173,6 @@ class SagaStore:
         row = (await session.execute(select(_T).where(_T.c.id == saga_id))).first()
         return None if row is None else SagaState.from_row(row)
 
-    async def find(
-        self, session: AsyncSession, *, statuses: Sequence[str], limit: int = 100
-    ) -> list[SagaState]:
-        """Sagas in any of ``statuses``, oldest first (for operators and tests)."""
-        rows = await session.execute(
-            select(_T).where(_T.c.status.in_(statuses)).order_by(_T.c.created_at).limit(limit)
-        )
-        return [SagaState.from_row(row) for row in rows]
-
     async def transition(
         self,
         session: AsyncSession,
