@@ -228,5 +228,24 @@ async def test_redis_stopped_falls_back_to_local_state_without_failing_calls(
         assert breaker.state is State.CLOSED
 
 
+async def test_infrastructure_runs_the_fleet_when_configured(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    """CORESTONE_BREAKER_FLEET=true: infra.fleet links infra.breakers to Redis, and stops."""
+    from corestone import Infrastructure, Settings
+
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
+        redis_url=redis_url,
+        breaker_fleet=True,
+        breaker_fleet_prefix=prefix,
+    )
+    async with Infrastructure(settings) as infra:
+        assert infra.fleet is not None
+        infra.breakers.get("database").transition_to(State.OPEN)
+        await _until(lambda: infra.fleet is not None and infra.fleet.published == 1)
+        infra.breakers.get("database").reset()
+
+
 if __name__ == "__main__":
     asyncio.run(_member(sys.argv[1], sys.argv[2], sys.argv[3]))

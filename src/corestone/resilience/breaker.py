@@ -21,7 +21,7 @@ import inspect
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from types import CoroutineType, TracebackType
-from typing import Any, ParamSpec, TypeVar, cast, overload
+from typing import Any, NoReturn, ParamSpec, TypeVar, cast, overload
 
 from corestone.errors import CircuitOpenError
 from corestone.observability.logging import get_logger
@@ -232,12 +232,15 @@ class CircuitBreaker:
         """
         machine, clock, slow, judge = self._machine, self.clock, self._slow, self._record_result
         append = machine.inbox.append
+        rejected = self._rejected
         if inspect.iscoroutinefunction(fn):
             general_async, permit = self._acall_general, self.permit
 
             @functools.wraps(fn)
             async def guarded_async(*args: P.args, **kwargs: P.kwargs) -> Any:
                 if self._general:
+                    if machine.state is _OPEN and clock() < machine.open_until:
+                        rejected()  # the common rejection, without a frame more
                     permit()
                     return await general_async(fn, args, kwargs)
                 start = clock()
@@ -262,6 +265,8 @@ class CircuitBreaker:
         @functools.wraps(fn)
         def guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
             if self._general:
+                if machine.state is _OPEN and clock() < machine.open_until:
+                    rejected()
                 permit()
                 return general(fn, args, kwargs)
             start = clock()
@@ -310,6 +315,14 @@ class CircuitBreaker:
             raise _circuit_open(self.name, machine.open_until - now if state is _OPEN else 0.0)
         if not machine.acquire(now):
             self._reject(now)
+
+    def _rejected(self) -> NoReturn:
+        """Reject a call while OPEN (the caller checked): count it and raise."""
+        machine = self._machine
+        machine.count_rejection()
+        if self._call_listeners:
+            self._emit_rejection()
+        raise _circuit_open(self.name, max(machine.open_until - self.clock(), 0.0))
 
     def _emit_rejection(self) -> None:
         event = CallEvent(self.name, EventKind.NOT_PERMITTED, 0.0, False)

@@ -379,3 +379,18 @@ def test_fast_built_rejection_equals_the_normal_error() -> None:
     assert vars(fast) == vars(normal)
     assert fast.details == normal.details
     assert str(fast) == str(normal)
+
+
+async def test_automatic_transition_schedules_the_half_open_move() -> None:
+    """With automatic_transition, opening inside a loop schedules tick() at the wait's end."""
+    clock = ManualClock()
+    breaker = make(clock, automatic_transition=True)
+    loop = asyncio.get_running_loop()
+    run(breaker, fail, 4)
+    timer = breaker._timer
+    assert isinstance(timer, asyncio.TimerHandle)
+    assert timer.when() - loop.time() == pytest.approx(30.0, abs=1.0)
+    timer.cancel()
+    clock.advance(30)
+    breaker.tick()  # what the timer runs
+    assert breaker.state is State.HALF_OPEN
