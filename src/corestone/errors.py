@@ -41,6 +41,8 @@ __all__ = [
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "PreconditionRequiredError",
+    "SagaFailedError",
+    "SagaLeaseLostError",
     "ShutdownError",
     "StaleVersionError",
     "StartupError",
@@ -154,6 +156,40 @@ class PreconditionRequiredError(CorestoneError):
     @property
     def details(self) -> Mapping[str, object]:
         return {"header": self.header}
+
+
+class SagaFailedError(CorestoneError):
+    """A saga failed and could not be compensated: it needs an operator.
+
+    The ``corestone_sagas`` row (status ``failed``) keeps the step and the error.
+    """
+
+    code = "saga_failed"
+
+    def __init__(self, saga_id: str, message: str) -> None:
+        super().__init__(f"saga {saga_id} failed: {message}")
+        self.saga_id = saga_id
+
+    @property
+    def details(self) -> Mapping[str, object]:
+        return {"saga_id": self.saga_id}
+
+
+class SagaLeaseLostError(CorestoneError):
+    """Another process took this saga over (its lease expired); this run stopped.
+
+    Nothing is lost: the new owner carries on from the last recorded step.
+    """
+
+    code = "saga_lease_lost"
+
+    def __init__(self, saga_id: str) -> None:
+        super().__init__(f"saga {saga_id} was taken over by another process")
+        self.saga_id = saga_id
+
+    @property
+    def details(self) -> Mapping[str, object]:
+        return {"saga_id": self.saga_id}
 
 
 class UnavailableError(CorestoneError):

@@ -10,12 +10,11 @@ from typing import Any
 import pytest
 from sqlalchemy import Column, MetaData, String, Table, delete, func, insert, select, update
 
+from corestone import SagaFailedError, SagaLeaseLostError
 from corestone.db import (
     Database,
     RetryPolicy,
     Saga,
-    SagaFailedError,
-    SagaLeaseLostError,
     SagaOrchestrator,
     SagaRecord,
     SagaRecoveryWorker,

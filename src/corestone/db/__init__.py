@@ -19,8 +19,6 @@ from corestone.db.repository import Repository
 from corestone.db.saga import (
     STEP_RETRY,
     Saga,
-    SagaFailedError,
-    SagaLeaseLostError,
     SagaOutcome,
     SagaRegistry,
     SagaStep,
@@ -56,8 +54,6 @@ __all__ = [
     "RetryPolicy",
     "STEP_RETRY",
     "Saga",
-    "SagaFailedError",
-    "SagaLeaseLostError",
     "SagaOrchestrator",
     "SagaOutcome",
     "SagaRecord",

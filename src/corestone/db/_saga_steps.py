@@ -16,9 +16,10 @@ from typing import Any
 from prometheus_client import Counter
 
 from corestone.db.database import Database
-from corestone.db.saga import Saga, SagaLeaseLostError, SagaStep, StepContext
+from corestone.db.saga import Saga, SagaStep, StepContext
 from corestone.db.saga_store import SagaState, SagaStatus, SagaStore
 from corestone.db.transactions import Transaction
+from corestone.errors import SagaLeaseLostError
 from corestone.observability.logging import get_logger
 
 __all__ = ["StepRunner"]

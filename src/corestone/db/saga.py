@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from corestone.db.saga_store import SagaStatus
 from corestone.db.transactions import RetryPolicy, Transaction, transient_cause
-from corestone.errors import CorestoneError, UnavailableError
+from corestone.errors import SagaFailedError, UnavailableError
 
 if TYPE_CHECKING:
     from corestone.db.database import Database
@@ -41,8 +41,6 @@ if TYPE_CHECKING:
 __all__ = [
     "STEP_RETRY",
     "Saga",
-    "SagaFailedError",
-    "SagaLeaseLostError",
     "SagaOutcome",
     "SagaRegistry",
     "SagaStep",
@@ -166,40 +164,6 @@ class SagaRegistry:
 
     def __len__(self) -> int:
         return len(self._sagas)
-
-
-class SagaFailedError(CorestoneError):
-    """A saga failed and could not be compensated: it needs an operator.
-
-    The ``corestone_sagas`` row (status ``failed``) keeps the step and the error.
-    """
-
-    code = "saga_failed"
-
-    def __init__(self, saga_id: str, message: str) -> None:
-        super().__init__(f"saga {saga_id} failed: {message}")
-        self.saga_id = saga_id
-
-    @property
-    def details(self) -> Mapping[str, object]:
-        return {"saga_id": self.saga_id}
-
-
-class SagaLeaseLostError(CorestoneError):
-    """Another process took this saga over (its lease expired); this run stopped.
-
-    Nothing is lost: the new owner carries on from the last recorded step.
-    """
-
-    code = "saga_lease_lost"
-
-    def __init__(self, saga_id: str) -> None:
-        super().__init__(f"saga {saga_id} was taken over by another process")
-        self.saga_id = saga_id
-
-    @property
-    def details(self) -> Mapping[str, object]:
-        return {"saga_id": self.saga_id}
 
 
 @dataclass(frozen=True, slots=True)

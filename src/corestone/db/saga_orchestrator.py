@@ -38,15 +38,10 @@ from typing import Any
 
 from corestone.db._saga_steps import StepRunner
 from corestone.db.database import Database
-from corestone.db.saga import (
-    Saga,
-    SagaLeaseLostError,
-    SagaOutcome,
-    SagaRegistry,
-)
+from corestone.db.saga import Saga, SagaOutcome, SagaRegistry
 from corestone.db.saga_store import SagaState, SagaStatus, SagaStore
 from corestone.db.transactions import current_transaction
-from corestone.errors import InvalidInputError, NotFoundError
+from corestone.errors import InvalidInputError, NotFoundError, SagaLeaseLostError
 from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
 

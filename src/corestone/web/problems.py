@@ -39,6 +39,8 @@ STATUS_BY_CODE: Mapping[str, int] = {
     "circuit_open": 503,
     "bulkhead_full": 503,
     "workspace_required": 500,
+    "saga_failed": 500,
+    "saga_lease_lost": 503,
 }
 
 # Members an extension may never replace.
