@@ -295,13 +295,3 @@ async def test_upsert_never_revives_a_soft_deleted_row(db: Database) -> None:
         async with db.transaction() as tx:
             hidden = await ItemRepository(tx).with_deleted().get(item.id)
             assert hidden.title == "v1"
-
-
-async def test_transaction_repository_is_the_same_as_constructing_one(db: Database) -> None:
-    """tx.repository(Cls, **options) builds Cls(tx, **options)."""
-    with workspace(1):
-        async with db.transaction() as tx:
-            items = tx.repository(ItemRepository, signing_key=KEY, include_deleted=True)
-            assert isinstance(items, ItemRepository)
-            assert items.include_deleted
-            assert (await items.list(limit=1)).items == []

@@ -155,9 +155,12 @@ class Database:
         replica_retry_seconds: float = 10.0,
         metrics: Metrics | None = None,
         breakers: BreakerRegistry | None = None,
+        signing_key: bytes | None = None,
     ) -> None:
         self.url: URL = make_url(url)
         self.breakers = breakers
+        # Repositories sign their pagination cursors with this unless given another key.
+        self.signing_key = signing_key
         self._replica_urls = [make_url(u) for u in replica_urls]
         self._pool = pool
         self._busy_timeout_ms = sqlite_busy_timeout_ms
@@ -199,6 +202,7 @@ class Database:
             sqlite_busy_timeout_ms=settings.database_sqlite_busy_timeout_ms,
             metrics=metrics,
             breakers=breakers,
+            signing_key=settings.signing_key,
         )
 
     @property

@@ -102,8 +102,7 @@ class Repository(Generic[M]):
         self.include_deleted = include_deleted
         self._workspace = workspace
         if signing_key is None and isinstance(tx, Transaction):
-            # An application may give its Database the key once (``db.signing_key``).
-            signing_key = getattr(tx.database, "signing_key", None)
+            signing_key = tx.database.signing_key  # from settings, via Database.from_settings
         self._codec = None if signing_key is None else CursorCodec(_as_bytes(signing_key))
         self._signing_key = signing_key
         scope_session(self.session)

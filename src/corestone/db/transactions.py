@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -53,7 +53,6 @@ log = get_logger(__name__)
 IsolationLevel = Literal["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"]
 Hook = Callable[[], Awaitable[None] | None]
 T = TypeVar("T")
-R = TypeVar("R")
 
 _current: ContextVar[Transaction | None] = ContextVar("corestone_transaction", default=None)
 
@@ -100,14 +99,6 @@ class Transaction:
     def after_rollback(self, hook: Hook) -> None:
         """Run ``hook`` once this work has been rolled back for good."""
         self._rollback_hooks.append(hook)
-
-    def repository(self, repository_type: Callable[..., R], **options: Any) -> R:
-        """A repository working in this transaction: ``repository_type(self, **options)``.
-
-        ``tx.repository(TaskRepository)`` is the same as ``TaskRepository(tx)``; options
-        (``signing_key=``, ``workspace=``, ``include_deleted=``) pass through.
-        """
-        return repository_type(self, **options)
 
     @property
     def nested(self) -> bool:
