@@ -171,6 +171,17 @@ async def test_half_open_trials_are_limited_across_the_fleet(redis_url: str, pre
     assert sum(isinstance(r, CircuitOpenError) for r in results) == 3
 
 
+async def test_a_process_started_later_reads_the_open_state(redis_url: str, prefix: str) -> None:
+    """A member that joins after the breaker opened elsewhere starts OPEN (from the key)."""
+    clock = ManualClock()
+    async with _fleet(redis_url, prefix, clock) as (a, fleet_a):
+        a.transition_to(State.OPEN)
+        await _until(lambda: fleet_a.published == 1)
+        async with _fleet(redis_url, prefix, clock) as (late, _):
+            await _until(lambda: late.state is State.OPEN)
+            assert late.machine.counters.failed == 0
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
