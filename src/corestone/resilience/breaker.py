@@ -20,8 +20,8 @@ import functools
 import inspect
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
-from types import CoroutineType, TracebackType
-from typing import Any, NoReturn, ParamSpec, TypeVar, cast, overload
+from types import CoroutineType
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar, cast, overload
 
 from corestone.errors import CircuitOpenError
 from corestone.observability.logging import get_logger
@@ -39,6 +39,9 @@ from corestone.resilience.events import (
 from corestone.resilience.window import FAILURE, SLOW, SUCCESS
 
 __all__ = ["CircuitBreaker", "CircuitOpen"]
+
+if TYPE_CHECKING:
+    from corestone.resilience.guard import Guard
 
 CircuitOpen = CircuitOpenError
 """The error a rejected call raises (one class: ``corestone.errors.CircuitOpenError``)."""
@@ -291,6 +294,8 @@ class CircuitBreaker:
 
     def guard(self) -> Guard:
         """A context manager (sync or async) whose block is one call through the breaker."""
+        from corestone.resilience.guard import Guard
+
         return Guard(self)
 
     # -- the general path: permission, manual states, call events -------------------------
@@ -472,45 +477,3 @@ def _circuit_open(name: str, retry_after: float) -> CircuitOpenError:
     error.retry_after = retry_after
     error.name = name
     return error
-
-
-class Guard:
-    """One call through a breaker as a ``with`` / ``async with`` block.
-
-    Entering takes permission (raising CircuitOpenError when refused); leaving records
-    the block's outcome from the exception it raised, if any. Use a new one per block.
-    """
-
-    __slots__ = ("_breaker", "_start")
-
-    def __init__(self, breaker: CircuitBreaker) -> None:
-        self._breaker = breaker
-        self._start = 0.0
-
-    def __enter__(self) -> CircuitBreaker:
-        self._breaker.permit()
-        self._start = self._breaker.clock()
-        return self._breaker
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        breaker = self._breaker
-        if exc is None:
-            breaker._record_value(None, self._start, breaker.clock())
-        else:
-            breaker._record_error(exc, self._start)
-
-    async def __aenter__(self) -> CircuitBreaker:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
