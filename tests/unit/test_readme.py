@@ -3,28 +3,39 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
-
-import pytest
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _example() -> str:
-    section = README.read_text().split("## corestone in 20 lines", 1)[1]
+    section = README.read_text().split("## corestone in 25 lines", 1)[1]
     match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
     assert match
     return match.group(1)
 
 
-def test_readme_example_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The 20-line example starts the infrastructure, queries, reports health and stops."""
-    monkeypatch.chdir(tmp_path)
+def test_readme_example_runs(tmp_path: Path) -> None:
+    """The example creates, updates with a stale version, lists, reports health and stops.
+
+    It runs in its own interpreter, as a reader would run it: its model must not leak
+    into the metadata the other tests share.
+    """
     code = _example()
-    assert len([line for line in code.splitlines() if line.strip()]) <= 22
-    exec(compile(code, str(README), "exec"), {"__name__": "__main__"})
-    out = capsys.readouterr().out.splitlines()
-    assert "42 pass" in out
-    assert "7" in out
+    assert len([line for line in code.splitlines() if line.strip()]) <= 25
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
+    assert "stale_version 2" in out
+    assert "['hi'] pass" in out
