@@ -21,7 +21,7 @@ from corestone.observability.logging import configure_logging
 if TYPE_CHECKING:
     from corestone.db.saga import SagaOutcome, SagaRegistry
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "settings_or_exit"]
 
 EXIT_OK = 0
 EXIT_SERVICE_FAILED = 1
@@ -46,7 +46,7 @@ def doctor() -> None:
     CORESTONE_SERVICE_CHECK_TIMEOUT_SECONDS. Exit status: 0 all ok, 1 a service failed,
     2 the configuration is invalid.
     """
-    settings = _settings()
+    settings = settings_or_exit(quiet=True)
     try:
         checks = asyncio.run(check_services(settings))
     except KeyboardInterrupt:
@@ -77,15 +77,8 @@ def saga_recover(
     saga. Exit status: 0 all ended completed or compensated, 1 one failed (needs an
     operator) or the database is unreachable, 2 bad configuration or --app.
     """
-    from corestone.db.saga_recovery import load_registry  # lazy: keep start-up light
-
-    settings = _settings()
-    sys.path.insert(0, str(app_dir.resolve()))
-    try:
-        registry = load_registry(app_ref)
-    except CorestoneError as error:
-        typer.echo(f"error: {error.message}", err=True)
-        raise typer.Exit(EXIT_CONFIGURATION) from None
+    settings = settings_or_exit(quiet=True)
+    registry = _saga_registry(app_ref, app_dir)
     try:
         outcomes = asyncio.run(_recover(settings, registry, limit))
     except CorestoneError as error:
@@ -113,15 +106,8 @@ def saga_retry(
     Exit status: 0 compensated, 1 failed again (or the database is unreachable), 2 bad
     configuration, --app, or no failed saga with that id.
     """
-    from corestone.db.saga_recovery import load_registry  # lazy: keep start-up light
-
-    settings = _settings()
-    sys.path.insert(0, str(app_dir.resolve()))
-    try:
-        registry = load_registry(app_ref)
-    except CorestoneError as error:
-        typer.echo(f"error: {error.message}", err=True)
-        raise typer.Exit(EXIT_CONFIGURATION) from None
+    settings = settings_or_exit(quiet=True)
+    registry = _saga_registry(app_ref, app_dir)
 
     async def retry() -> SagaOutcome:
         from corestone.db import Database, SagaOrchestrator  # lazy: keep start-up light
@@ -156,15 +142,33 @@ async def _recover(settings: Settings, registry: SagaRegistry, limit: int) -> li
         await db.aclose()
 
 
-def _settings() -> Settings:
+def _saga_registry(app_ref: str, app_dir: Path) -> SagaRegistry:
+    from corestone.db.saga_recovery import load_registry  # lazy: keep start-up light
+
+    sys.path.insert(0, str(app_dir.resolve()))
+    try:
+        return load_registry(app_ref)
+    except CorestoneError as error:
+        typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(EXIT_CONFIGURATION) from None
+
+
+def settings_or_exit(*, quiet: bool = False) -> Settings:
+    """The settings from the environment, with logging configured; else exit 2.
+
+    Every line of a configuration error goes to stderr, so a command line tool built on
+    corestone fails the same way as ``corestone`` itself. ``quiet`` keeps components'
+    info lines ("database started") out of a command whose report is its output.
+    """
     try:
         settings = load_settings()
     except ConfigurationError as error:
         for line in error.message.splitlines():
             typer.echo(f"configuration error: {line}", err=True)
         raise typer.Exit(EXIT_CONFIGURATION) from None
-    # The report is the output; components' info lines ("database started") would repeat it.
-    level = settings.log_level if settings.log_level in ("debug", "error") else "warning"
+    level = settings.log_level
+    if quiet and level not in ("debug", "error"):
+        level = "warning"
     configure_logging(format=settings.effective_log_format, level=level)
     return settings
 

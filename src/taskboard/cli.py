@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from corestone import ConfigurationError, Infrastructure, Settings, StartupError, load_settings
+from corestone import Infrastructure, Settings, StartupError
+from corestone.cli import settings_or_exit
 from corestone.errors import ShutdownError
-from corestone.observability import configure_logging
 from corestone.web import serve as serve_app
 from taskboard.app import add_background_work, create_app, prepare, register_services
 from taskboard.seed import ensure_demo
@@ -22,17 +22,6 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-
-
-def _settings() -> Settings:
-    try:
-        settings = load_settings()
-    except ConfigurationError as error:
-        for line in error.message.splitlines():
-            typer.echo(f"configuration error: {line}", err=True)
-        raise typer.Exit(2) from None
-    configure_logging(format=settings.effective_log_format, level=settings.log_level)
-    return settings
 
 
 @app.command()
@@ -51,7 +40,7 @@ def serve(
     ] = True,
 ) -> None:
     """Run the HTTP API until SIGTERM or Ctrl-C, then drain and stop cleanly."""
-    settings = _settings()
+    settings = settings_or_exit()
     _run(_serve(settings, host, port, seed, worker))
 
 
@@ -66,7 +55,7 @@ def worker_command(
     For running at scale: N `taskboard serve --no-worker` processes plus any number of
     workers on one PostgreSQL; work is claimed through the database, never done twice.
     """
-    settings = _settings()
+    settings = settings_or_exit()
     _run(_work(settings, interval))
 
 
@@ -114,7 +103,7 @@ async def _serve(settings: Settings, host: str, port: int, seed: bool, worker: b
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every pending migration to CORESTONE_DATABASE_URL."""
-    settings = _settings()
+    settings = settings_or_exit()
 
     async def run() -> None:
         async with Infrastructure(settings) as infra:
