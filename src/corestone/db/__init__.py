@@ -2,6 +2,7 @@
 
 from corestone.db.audit import AuditEntry, audit_entries
 from corestone.db.database import Database, PoolOptions
+from corestone.db.filters import SortKey
 from corestone.db.migrations import upgrade
 from corestone.db.models import (
     AuditedMixin,
@@ -15,6 +16,7 @@ from corestone.db.models import (
     VersionMixin,
     utc_now,
 )
+from corestone.db.pagination import CursorCodec, KeysetPage, OffsetPage
 from corestone.db.repository import Repository
 from corestone.db.saga import (
     STEP_RETRY,
@@ -45,10 +47,13 @@ __all__ = [
     "AuditedMixin",
     "Base",
     "BigIntId",
+    "CursorCodec",
     "Database",
     "IdMixin",
     "IsolationLevel",
+    "KeysetPage",
     "NO_RETRY",
+    "OffsetPage",
     "PoolOptions",
     "Repository",
     "RetryPolicy",
@@ -63,6 +68,7 @@ __all__ = [
     "SagaStatus",
     "SagaStep",
     "SoftDeleteMixin",
+    "SortKey",
     "StepContext",
     "TenantMixin",
     "TimestampMixin",

@@ -16,9 +16,15 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from corestone import InvalidInputError
-from corestone.db import AuditEntry, Database, Transaction, audit_entries
-from corestone.db.pagination import CursorCodec, check_limit
-from corestone.db.repository import Repository
+from corestone.db import (
+    AuditEntry,
+    CursorCodec,
+    Database,
+    Repository,
+    Transaction,
+    audit_entries,
+)
+from corestone.db.pagination import check_limit
 from taskboard.domain.models import Membership, Task, User
 from taskboard.services.workspaces import require_member
 
