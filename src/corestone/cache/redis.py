@@ -1,0 +1,210 @@
+"""L2: the shared Redis tier — values in envelopes, a tag index, invalidation by tag or pattern.
+
+Every method is one round trip: ``get_many`` is one MGET, ``set_many`` one pipeline (or
+one Lua call when tags are involved), tag invalidation one Lua call. The tag index is a
+Redis set per tag (``…#tag:{tag}``) listing the entry keys carrying it; entries and their
+tag memberships are written by one script, and invalidation unlinks every member and the
+set in one script, so no reader sees a half-invalidated tag.
+
+Tag sets may list entries that have since expired: the set's TTL is raised to the
+longest member's, never shortened, so the set outlives every live member and the stale
+members cost only memory until the set itself expires or is invalidated.
+
+The client must return raw bytes (``decode_responses=False``, redis-py's default): the
+envelope is binary. Both RESP2 and RESP3 clients work (redis-py 8 defaults to RESP3).
+Redis errors are *not* caught here — the tiered cache calls L2 behind the ``cache``
+breaker and degrades to L1 + loader. A value that is not a valid envelope for the
+configured serializer (corrupt, written by something else) is a miss, logged once per key.
+
+Targets a single Redis (or primary + replicas), not Cluster: the Lua scripts touch keys
+read from tag sets; a workspace's keys could be hash-tagged later to make that
+slot-local.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final, cast
+
+from corestone.cache import _lua
+from corestone.cache.lock import RedisLock
+from corestone.cache.serialization import Envelope, Serializer, Stored
+from corestone.observability.logging import get_logger
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
+
+__all__ = ["RedisCache", "Stored"]
+
+log = get_logger(__name__)
+
+_LOGGED_KEYS_MAX: Final = 10_000
+
+
+def _ttl_ms(ttl: float) -> int:
+    if not ttl > 0:  # also rejects NaN
+        raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
+    return max(1, math.ceil(ttl * 1000))
+
+
+class RedisCache:
+    """The L2 tier over one ``redis.asyncio.Redis`` client (bytes responses, RESP2 or RESP3).
+
+    ``serializer`` defaults to msgpack; values larger than ``compress_above`` bytes are
+    zlib-compressed (``None``: never). Keys are full keys from the lead's ``KeyBuilder``;
+    this class never builds or interprets them.
+    """
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        serializer: Serializer | None = None,
+        compress_above: int | None = 1024,
+        compress_level: int = 1,
+    ) -> None:
+        if client.get_encoder().decode_responses:  # type: ignore[no-untyped-call]
+            raise ValueError(
+                "RedisCache needs a client created with decode_responses=False: "
+                "cache envelopes are binary"
+            )
+        self.client = client
+        self.envelope = Envelope(
+            serializer, compress_above=compress_above, compress_level=compress_level
+        )
+        self._encode = self.envelope.encode
+        self._decode = self.envelope.decode
+        self._set_tagged: AsyncScript = client.register_script(_lua.SET_TAGGED)
+        self._invalidate_tags: AsyncScript = client.register_script(_lua.INVALIDATE_TAGS)
+        self._logged: set[str] = set()
+
+    @property
+    def serializer(self) -> Serializer:
+        return self.envelope.serializer
+
+    # --- reads --------------------------------------------------------------------------
+
+    def _corrupt(self, key: str, exc: ValueError) -> None:
+        """A value we cannot read is a miss; say so once per key, not on every read."""
+        if key in self._logged:
+            return
+        if len(self._logged) >= _LOGGED_KEYS_MAX:
+            self._logged.clear()
+        self._logged.add(key)
+        log.warning("cache.l2.undecodable", key=key, error=str(exc))
+
+    async def get(self, key: str) -> Stored | None:
+        data = cast("bytes | None", await self.client.get(key))
+        if data is None:
+            return None
+        try:
+            return self._decode(data)
+        except ValueError as exc:
+            self._corrupt(key, exc)
+            return None
+
+    async def get_many(self, keys: Sequence[str]) -> list[Stored | None]:
+        """One MGET; results in the order of ``keys``, ``None`` for misses and unreadable values."""
+        if not keys:
+            return []
+        raw = cast("list[bytes | None]", await self.client.mget(keys))
+        decode = self._decode
+        out: list[Stored | None] = []
+        append = out.append
+        for data in raw:
+            if data is None:
+                append(None)
+                continue
+            try:
+                append(decode(data))
+            except ValueError as exc:
+                self._corrupt(keys[len(out)], exc)
+                append(None)
+        return out
+
+    # --- writes -------------------------------------------------------------------------
+
+    async def set(
+        self, key: str, stored: Stored, *, ttl: float, tag_keys: Sequence[str] = ()
+    ) -> None:
+        """Store one entry for ``ttl`` seconds (physical lifetime); with tags, atomically."""
+        ms = _ttl_ms(ttl)
+        data = self._encode(stored)
+        if not tag_keys:
+            await self.client.set(key, data, px=ms)
+            return
+        await self._set_tagged(keys=[key, *tag_keys], args=[1, ms, data])
+
+    async def set_many(
+        self,
+        items: Sequence[tuple[str, Stored]],
+        *,
+        ttl: float,
+        tag_keys: Sequence[str] = (),
+    ) -> None:
+        """Store several entries in one round trip (a pipeline, or one Lua call with tags)."""
+        if not items:
+            return
+        ms = _ttl_ms(ttl)
+        encode = self._encode
+        if tag_keys:
+            keys = [key for key, _ in items]
+            keys.extend(tag_keys)
+            args: list[Any] = [len(items), ms]
+            args.extend(encode(stored) for _, stored in items)
+            await self._set_tagged(keys=keys, args=args)
+            return
+        # No MULTI: the entries are independent, and a transaction would only add latency.
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key, stored in items:
+                pipe.set(key, encode(stored), px=ms)
+            await pipe.execute()
+
+    async def delete(self, keys: Sequence[str]) -> int:
+        """UNLINK the keys (freed off Redis's main thread); returns how many existed."""
+        if not keys:
+            return 0
+        return int(await self.client.unlink(*keys))
+
+    async def invalidate_tags(self, tag_keys: Sequence[str]) -> int:
+        """Remove every entry carrying any of the tags, and the tag sets, in one atomic script."""
+        if not tag_keys:
+            return 0
+        return int(await self._invalidate_tags(keys=list(tag_keys)))
+
+    async def invalidate_pattern(self, match: str, *, batch: int = 500) -> int:
+        """Remove keys matching a SCAN MATCH glob (already escaped by ``KeyBuilder``).
+
+        SCAN walks the keyspace in steps, so Redis keeps serving other clients — never
+        KEYS, which blocks it for the whole walk. Keys are unlinked ``batch`` at a time.
+        Not atomic: an entry written while the walk is running may survive, which is why
+        invalidations are also announced on the backplane. SCAN may return a key twice;
+        the count only includes keys that still existed when unlinked.
+        """
+        if batch < 1:
+            raise ValueError("batch must be >= 1")
+        removed = 0
+        pending: list[bytes] = []
+        async for key in self.client.scan_iter(match=match, count=batch):
+            pending.append(key)
+            if len(pending) >= batch:
+                removed += int(await self.client.unlink(*pending))
+                pending.clear()
+        if pending:
+            removed += int(await self.client.unlink(*pending))
+        return removed
+
+    # --- misc ---------------------------------------------------------------------------
+
+    async def ping(self) -> float:
+        """Round-trip time of a PING, in seconds (for health checks)."""
+        started = time.perf_counter()
+        await self.client.ping()
+        return time.perf_counter() - started
+
+    def lock(self, key: str, *, lease: float = 10.0) -> RedisLock:
+        """A distributed lock on ``key`` (a full key; the caller picks a namespace for locks)."""
+        return RedisLock(self.client, key, lease=lease)

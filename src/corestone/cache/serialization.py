@@ -1,0 +1,324 @@
+"""How L2 values become bytes on the wire, and back.
+
+A value in Redis is an *envelope*::
+
+    byte 0      format: serializer id (low 7 bits) | 0x80 when the payload is zlib-compressed
+    bytes 1..8  fresh_until, big-endian IEEE-754 double (wall-clock epoch seconds)
+    bytes 9..   payload written by the serializer
+
+The freshness deadline travels with the value rather than in a separate key so one MGET
+answers both "what is it" and "may I still serve it as fresh" — a second key would double
+the round trips and could disagree with the value after a partial write. The format byte
+lets a reader refuse what it cannot or must not decode (another serializer, a foreign
+``SET key hello``) instead of guessing: :class:`Envelope` raises :class:`ValueError` and the
+cache turns that into a miss.
+
+The default serializer is msgpack with extension types for the values a service actually
+caches (datetimes with their zone, dates, UUIDs, decimals, big ints, sets): compact, fast,
+and it can only ever build plain data. :class:`OrjsonSerializer` suits values that are
+JSON already. :class:`PickleSerializer` exists for the rare object graph nothing else
+carries; it is never chosen implicitly because unpickling runs code chosen by whoever can
+write to Redis.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import pickle
+import struct
+import uuid
+import zlib
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Final, Protocol, runtime_checkable
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
+import orjson
+
+__all__ = [
+    "COMPRESSED",
+    "HEADER",
+    "Envelope",
+    "MsgpackSerializer",
+    "OrjsonSerializer",
+    "PickleSerializer",
+    "Serializer",
+    "Stored",
+]
+
+COMPRESSED: Final = 0x80
+"""Flag in the format byte: the payload is zlib-compressed."""
+
+HEADER: Final = struct.Struct(">Bd")
+"""Format byte + fresh_until; the payload starts at ``HEADER.size`` (9)."""
+
+_HEADER_SIZE: Final = HEADER.size
+_ID_MASK: Final = 0x7F
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What L2 keeps for one key.
+
+    ``fresh_until`` is wall-clock epoch seconds (every instance must agree on it, so it
+    cannot be a monotonic clock); after it the value is stale and only served fail-safe.
+    The physical Redis TTL is longer (fresh + maximum stale age) and set by the caller.
+    """
+
+    value: Any
+    fresh_until: float
+
+
+# Frozen dataclasses build instances through object.__setattr__, which costs more than the
+# rest of decoding a small value. The slot descriptors set the fields directly; the result
+# is an ordinary, equal, immutable Stored (used only on the decode hot path).
+_new_stored = object.__new__
+_set_value = Stored.__dict__["value"].__set__
+_set_fresh = Stored.__dict__["fresh_until"].__set__
+
+
+def _make_stored(value: Any, fresh_until: float) -> Stored:
+    stored: Stored = _new_stored(Stored)
+    _set_value(stored, value)
+    _set_fresh(stored, fresh_until)
+    return stored
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    """Turns a value into bytes and back.
+
+    ``name`` identifies the format in logs. The built-in serializers also carry a
+    ``format_id`` (1..127) written into the envelope; a custom serializer without one gets
+    127 ("custom"), so values it wrote are never handed to a built-in decoder.
+    ``loads`` must raise (any exception) on input it did not produce.
+    """
+
+    name: str
+
+    def dumps(self, value: Any) -> bytes: ...
+
+    def loads(self, data: bytes) -> Any: ...
+
+
+CUSTOM_FORMAT_ID: Final = 0x7F
+
+# --- msgpack --------------------------------------------------------------------------------
+
+_EXT_DATETIME: Final = 1
+_EXT_DATE: Final = 2
+_EXT_TIME: Final = 3
+_EXT_UUID: Final = 4
+_EXT_DECIMAL: Final = 5
+_EXT_BIGINT: Final = 6
+_EXT_SET: Final = 7
+_EXT_FROZENSET: Final = 8
+_EXT_TIMEDELTA: Final = 9
+
+
+def _zone_suffix(value: dt.datetime | dt.time) -> str:
+    """``[Europe/Paris]`` for a ZoneInfo zone, so the zone (not just today's offset) survives."""
+    tz = value.tzinfo
+    if isinstance(tz, ZoneInfo) and tz.key:
+        return f"[{tz.key}]"
+    return ""
+
+
+def _split_zone(text: str) -> tuple[str, ZoneInfo | None]:
+    if text.endswith("]"):
+        base, _, key = text[:-1].partition("[")
+        try:
+            return base, ZoneInfo(key)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {key!r}") from exc
+    return text, None
+
+
+def _msgpack_default(obj: Any) -> msgpack.ExtType:
+    # Order matters: datetime is a subclass of date.
+    if isinstance(obj, dt.datetime):
+        return msgpack.ExtType(_EXT_DATETIME, (obj.isoformat() + _zone_suffix(obj)).encode())
+    if isinstance(obj, dt.date):
+        return msgpack.ExtType(_EXT_DATE, obj.isoformat().encode())
+    if isinstance(obj, dt.time):
+        return msgpack.ExtType(_EXT_TIME, (obj.isoformat() + _zone_suffix(obj)).encode())
+    if isinstance(obj, uuid.UUID):
+        return msgpack.ExtType(_EXT_UUID, obj.bytes)
+    if isinstance(obj, Decimal):
+        return msgpack.ExtType(_EXT_DECIMAL, str(obj).encode())
+    if isinstance(obj, int):  # beyond 64 bits: msgpack hands it here
+        return msgpack.ExtType(_EXT_BIGINT, str(obj).encode())
+    if isinstance(obj, frozenset):
+        return msgpack.ExtType(_EXT_FROZENSET, _pack(list(obj)))
+    if isinstance(obj, set):
+        return msgpack.ExtType(_EXT_SET, _pack(list(obj)))
+    if isinstance(obj, dt.timedelta):
+        return msgpack.ExtType(_EXT_TIMEDELTA, _pack([obj.days, obj.seconds, obj.microseconds]))
+    raise TypeError(f"MsgpackSerializer cannot serialize {type(obj).__name__}")
+
+
+def _msgpack_ext(code: int, data: bytes) -> Any:
+    if code == _EXT_DATETIME:
+        text, zone = _split_zone(data.decode())
+        value = dt.datetime.fromisoformat(text)
+        return value.replace(tzinfo=zone) if zone is not None else value
+    if code == _EXT_DATE:
+        return dt.date.fromisoformat(data.decode())
+    if code == _EXT_TIME:
+        text, zone = _split_zone(data.decode())
+        time_value = dt.time.fromisoformat(text)
+        return time_value.replace(tzinfo=zone) if zone is not None else time_value
+    if code == _EXT_UUID:
+        return uuid.UUID(bytes=data)
+    if code == _EXT_DECIMAL:
+        return Decimal(data.decode())
+    if code == _EXT_BIGINT:
+        return int(data)
+    if code == _EXT_SET:
+        return set(_unpack(data))
+    if code == _EXT_FROZENSET:
+        return frozenset(_unpack(data))
+    if code == _EXT_TIMEDELTA:
+        days, seconds, micros = _unpack(data)
+        return dt.timedelta(days=days, seconds=seconds, microseconds=micros)
+    raise ValueError(f"unknown msgpack extension type {code}")
+
+
+_packer_options: Final[dict[str, Any]] = {"use_bin_type": True, "default": _msgpack_default}
+
+
+def _pack(value: Any) -> bytes:
+    return msgpack.packb(value, **_packer_options)  # type: ignore[no-any-return]
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_msgpack_ext)
+
+
+class MsgpackSerializer:
+    """The default: msgpack plus extension types; decoding can only build plain data.
+
+    Carries bytes, str, int (any size), float, bool, None, lists, dicts (any hashable
+    scalar keys), datetime (naive or aware; a ZoneInfo zone is kept by name), date, time,
+    timedelta, UUID, Decimal, set and frozenset. Tuples come back as lists (msgpack has no
+    tuple), anything else is a ``TypeError`` at ``dumps`` — a bug to fix at the call site,
+    not something to store.
+    """
+
+    name = "msgpack"
+    format_id = 1
+
+    def dumps(self, value: Any) -> bytes:
+        return _pack(value)
+
+    def loads(self, data: bytes) -> Any:
+        return _unpack(data)
+
+
+class OrjsonSerializer:
+    """orjson: for values that are JSON-shaped already (and readable with ``redis-cli``).
+
+    orjson writes datetimes, UUIDs and dataclasses but reads everything back as JSON
+    types (strings, numbers, lists, dicts); bytes, Decimal and ints beyond 64 bits are not
+    supported. Choose it when that asymmetry is acceptable, msgpack otherwise.
+    """
+
+    name = "orjson"
+    format_id = 2
+
+    def dumps(self, value: Any) -> bytes:
+        return orjson.dumps(value)
+
+    def loads(self, data: bytes) -> Any:
+        return orjson.loads(data)
+
+
+class PickleSerializer:
+    """pickle: any picklable object graph — use only when asked for, and understand why.
+
+    Unpickling executes code named by the bytes it reads. Anyone who can write to this
+    Redis (another service, a leaked password, a misconfigured ACL) can then run code in
+    every process that reads the cache. It is therefore never a default, and values written
+    by another serializer are never passed to it (the envelope's format byte must say
+    pickle). Prefer msgpack; reach for this only for trusted, private Redis deployments.
+    """
+
+    name = "pickle"
+    format_id = 3
+
+    def __init__(self, protocol: int = pickle.HIGHEST_PROTOCOL) -> None:
+        self.protocol = protocol
+
+    def dumps(self, value: Any) -> bytes:
+        return pickle.dumps(value, protocol=self.protocol)
+
+    def loads(self, data: bytes) -> Any:
+        return pickle.loads(data)  # noqa: S301 — the reason this serializer is opt-in
+
+
+class Envelope:
+    """Wraps a serializer with the envelope: header, optional compression, strict checks.
+
+    ``encode`` compresses (zlib at ``compress_level``) only when the payload exceeds
+    ``compress_above`` bytes *and* compression actually saves space. ``decode`` raises
+    :class:`ValueError` for anything it did not write — too short, another serializer's
+    format id, a broken zlib stream or a payload the serializer rejects — so the caller
+    has exactly one failure to map to a miss.
+    """
+
+    __slots__ = ("_format", "_loads", "compress_above", "compress_level", "serializer")
+
+    def __init__(
+        self,
+        serializer: Serializer | None = None,
+        *,
+        compress_above: int | None = 1024,
+        compress_level: int = 1,
+    ) -> None:
+        if compress_above is not None and compress_above < 0:
+            raise ValueError("compress_above must be >= 0 or None")
+        if not 1 <= compress_level <= 9:
+            raise ValueError("compress_level must be within 1..9")
+        self.serializer: Serializer = serializer if serializer is not None else MsgpackSerializer()
+        format_id = getattr(self.serializer, "format_id", CUSTOM_FORMAT_ID)
+        if not isinstance(format_id, int) or not 1 <= format_id <= _ID_MASK:
+            raise ValueError("a serializer's format_id must be an int within 1..127")
+        self._format = format_id
+        self._loads = self.serializer.loads
+        self.compress_above = compress_above
+        self.compress_level = compress_level
+
+    @property
+    def format_id(self) -> int:
+        return self._format
+
+    def encode(self, stored: Stored) -> bytes:
+        payload = self.serializer.dumps(stored.value)
+        fmt = self._format
+        if self.compress_above is not None and len(payload) > self.compress_above:
+            packed = zlib.compress(payload, self.compress_level)
+            if len(packed) < len(payload):
+                payload = packed
+                fmt |= COMPRESSED
+        return HEADER.pack(fmt, stored.fresh_until) + payload
+
+    def decode(self, data: bytes) -> Stored:
+        try:
+            fmt, fresh_until = HEADER.unpack_from(data)
+        except struct.error as exc:
+            raise ValueError("not a corestone cache envelope (too short)") from exc
+        payload = data[_HEADER_SIZE:]
+        if fmt != self._format:
+            if fmt != self._format | COMPRESSED:
+                name = self.serializer.name
+                raise ValueError(f"envelope format {fmt:#04x} is not {name} ({self._format:#04x})")
+            try:
+                payload = zlib.decompress(payload)
+            except zlib.error as exc:
+                raise ValueError(f"corrupt compressed payload: {exc}") from exc
+        try:
+            value = self._loads(payload)
+        except Exception as exc:  # any decoder failure means "not ours"
+            raise ValueError(f"{self.serializer.name} payload rejected: {exc!r}") from exc
+        return _make_stored(value, fresh_until)

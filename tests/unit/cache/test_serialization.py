@@ -1,0 +1,190 @@
+"""The L2 envelope and serializers, without Redis: format, round trips, refusal of foreign bytes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import pickle
+import struct
+import uuid
+import zlib
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from corestone.cache.serialization import (
+    COMPRESSED,
+    HEADER,
+    Envelope,
+    MsgpackSerializer,
+    OrjsonSerializer,
+    PickleSerializer,
+    Serializer,
+    Stored,
+)
+
+TRICKY: dict[str, Any] = {
+    "bytes": b"\x00\xff binary \x80",
+    "unicode": "naïve café ✓ 𝄞 \u0000 end",
+    "big_int": 2**200,
+    "neg_big_int": -(2**70) - 1,
+    "int64_edge": [2**63 - 1, -(2**63), 2**64 - 1],
+    "nested": {"a": [1, {"b": [None, True, False, 1.5]}], "c": {}},
+    "aware": dt.datetime(
+        2026, 11, 26, 23, 59, 1, 123456, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30))
+    ),
+    "zoned": dt.datetime(2026, 3, 29, 1, 30, tzinfo=ZoneInfo("Europe/Paris")),
+    "naive": dt.datetime(2000, 1, 1, 0, 0),
+    "date": dt.date(1999, 12, 31),
+    "time": dt.time(12, 0, 1, 5),
+    "delta": dt.timedelta(days=-3, seconds=5, microseconds=7),
+    "uuid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    "decimal": Decimal("-12345678901234567890.000000000000000001"),
+    "set": {1, 2, 3},
+    "frozenset": frozenset({"x"}),
+    "int_keys": {1: "one", 2: "two"},
+}
+
+
+def test_msgpack_round_trips_tricky_values_with_types_intact() -> None:
+    s = MsgpackSerializer()
+    back = s.loads(s.dumps(TRICKY))
+    assert back == TRICKY
+    for name, value in TRICKY.items():
+        assert type(back[name]) is type(value), name
+    assert back["zoned"].tzinfo == ZoneInfo("Europe/Paris")  # the zone, not just an offset
+    assert back["aware"].utcoffset() == dt.timedelta(hours=5, minutes=30)
+
+
+def test_msgpack_tuples_become_lists_and_unknown_types_are_refused() -> None:
+    s = MsgpackSerializer()
+    assert s.loads(s.dumps((1, 2))) == [1, 2]
+    with pytest.raises(TypeError):
+        s.dumps(object())
+
+
+def test_envelope_layout_is_format_byte_then_fresh_until_then_payload() -> None:
+    env = Envelope(MsgpackSerializer(), compress_above=None)
+    data = env.encode(Stored({"k": 1}, 1234.5))
+    fmt, fresh = struct.unpack(">Bd", data[:9])
+    assert fmt == MsgpackSerializer.format_id
+    assert fresh == 1234.5
+    assert MsgpackSerializer().loads(data[9:]) == {"k": 1}
+    assert HEADER.size == 9
+    assert env.decode(data) == Stored({"k": 1}, 1234.5)
+
+
+@pytest.mark.parametrize(
+    "serializer", [MsgpackSerializer(), OrjsonSerializer(), PickleSerializer()]
+)
+def test_every_serializer_round_trips_through_the_envelope(serializer: Serializer) -> None:
+    env = Envelope(serializer)
+    value = {"list": [1, 2.5, "x", None], "n": 2**62}
+    stored = env.decode(env.encode(Stored(value, 99.0)))
+    assert stored == Stored(value, 99.0)
+    assert isinstance(stored, Stored)
+
+
+def test_compression_only_above_threshold_and_round_trips() -> None:
+    env = Envelope(compress_above=1024)
+    small = env.encode(Stored("x" * 1000, 1.0))
+    big_value = "abc" * 10_000
+    big = env.encode(Stored(big_value, 2.0))
+    assert small[0] & COMPRESSED == 0
+    assert big[0] & COMPRESSED
+    assert len(big) < len(big_value) // 10
+    assert zlib.decompress(big[9:])  # a plain zlib stream after the header
+    assert env.decode(big) == Stored(big_value, 2.0)
+    never = Envelope(compress_above=None).encode(Stored(big_value, 2.0))
+    assert never[0] & COMPRESSED == 0
+
+
+def test_incompressible_payload_is_stored_plain() -> None:
+    import os
+
+    env = Envelope(compress_above=10)
+    data = env.encode(Stored(os.urandom(5000), 1.0))
+    assert data[0] & COMPRESSED == 0
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"hello",  # someone's SET key hello
+        b"\x01\x00",  # truncated header
+        b"\x09" + struct.pack(">d", 1.0) + b"\x01",  # unknown format id
+        HEADER.pack(1 | COMPRESSED, 1.0) + b"not zlib",
+        HEADER.pack(1, 1.0) + b"\xc1",  # 0xc1 is never valid msgpack
+        HEADER.pack(1, 1.0) + b"\x01\x02",  # trailing data after one object
+        HEADER.pack(1, 1.0) + b"\xc7\x01\x63x",  # unknown ext type 99
+        HEADER.pack(1, 1.0) + b"\xc7\x03\x05abc",  # Decimal ext with garbage
+    ],
+)
+def test_corrupt_input_raises_value_error(data: bytes) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 — ValueError is the whole contract
+        Envelope().decode(data)
+
+
+def test_values_of_another_serializer_are_refused() -> None:
+    written = Envelope(OrjsonSerializer()).encode(Stored([1], 1.0))
+    with pytest.raises(ValueError, match="msgpack"):
+        Envelope(MsgpackSerializer()).decode(written)
+
+
+def test_pickle_is_never_used_unless_asked() -> None:
+    assert Envelope().serializer.name == "msgpack"
+    pickled = Envelope(PickleSerializer()).encode(Stored(object.__new__(_Probe), 1.0))
+    for other in (MsgpackSerializer(), OrjsonSerializer()):
+        with pytest.raises(ValueError):  # noqa: PT011
+            Envelope(other).decode(pickled)
+    # Even a raw pickle stream dressed with the msgpack format byte is not unpickled.
+    disguised = HEADER.pack(MsgpackSerializer.format_id, 1.0) + pickle.dumps(object.__new__(_Probe))
+    _Probe.loaded = 0
+    with pytest.raises(ValueError):  # noqa: PT011
+        Envelope().decode(disguised)
+    assert _Probe.loaded == 0
+
+
+class _Probe:
+    loaded = 0
+
+    def __setstate__(self, state: object) -> None:
+        type(self).loaded += 1
+
+
+def test_custom_serializer_gets_the_custom_format_id() -> None:
+    class Upper:
+        name = "upper"
+
+        def dumps(self, value: Any) -> bytes:
+            return str(value).upper().encode()
+
+        def loads(self, data: bytes) -> Any:
+            return data.decode()
+
+    env = Envelope(Upper())
+    data = env.encode(Stored("abc", 5.0))
+    assert data[0] == 0x7F
+    assert env.decode(data) == Stored("ABC", 5.0)
+    with pytest.raises(ValueError):  # noqa: PT011
+        Envelope().decode(data)
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="compress_above"):
+        Envelope(compress_above=-1)
+    with pytest.raises(ValueError, match="compress_level"):
+        Envelope(compress_level=0)
+
+
+def test_fast_path_stored_is_a_normal_frozen_dataclass() -> None:
+    import dataclasses
+
+    stored = Envelope().decode(Envelope().encode(Stored([1], 3.0)))
+    assert stored == Stored([1], 3.0)
+    assert hash(Stored("a", 1.0)) == hash(Envelope().decode(Envelope().encode(Stored("a", 1.0))))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stored.value = 2  # type: ignore[misc]
+    assert dataclasses.replace(stored, fresh_until=4.0) == Stored([1], 4.0)
