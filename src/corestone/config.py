@@ -60,6 +60,26 @@ class Settings(BaseSettings):
     database_sqlite_busy_timeout_ms: int = Field(5000, ge=0, le=600_000, examples=[5000])
 
     redis_url: str | None = Field(None, examples=["redis://127.0.0.1:6379/0"])
+    redis_protocol: Literal[2, 3] | None = Field(
+        None,
+        description="RESP version for Redis (default: redis-py's, 3 from redis-py 8)",
+        examples=[3],
+    )
+    cache_namespace: str = Field(
+        "default", pattern=r"^[A-Za-z0-9_.\-]{1,64}$", examples=["taskboard"]
+    )
+    cache_l1_max_entries: int = Field(10_000, ge=1, le=100_000_000, examples=[50000])
+    cache_l1_max_bytes: int | None = Field(
+        64 * 1024 * 1024, ge=1024, description="approximate L1 memory bound", examples=[67108864]
+    )
+    cache_ttl_seconds: float = Field(300.0, gt=0, le=31_536_000, examples=[60])
+    cache_max_stale_seconds: float = Field(
+        3600.0,
+        ge=0,
+        le=31_536_000,
+        description="fail-safe: serve values this long past expiry",
+        examples=[600],
+    )
     broker_url: str | None = Field(None, examples=["nats://127.0.0.1:4222"])
     smtp_url: str | None = Field(None, examples=["smtp://user:secret@127.0.0.1:587?starttls=true"])
 

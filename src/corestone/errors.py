@@ -37,6 +37,7 @@ __all__ = [
     "ConflictError",
     "CorestoneError",
     "InvalidInputError",
+    "LoadTimeoutError",
     "NotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
@@ -232,6 +233,17 @@ class BulkheadFullError(UnavailableError):
     @property
     def details(self) -> Mapping[str, object]:
         return {**super().details, "bulkhead": self.name}
+
+
+class LoadTimeoutError(UnavailableError):
+    """A cache loader ran past its hard timeout and no stale value could stand in."""
+
+    code = "load_timeout"
+
+    def __init__(self, key: str, timeout: float) -> None:
+        super().__init__(f"a cache load took longer than {timeout:g} s", retry_after=timeout)
+        self.key = key
+        self.timeout = timeout
 
 
 class ConfigurationError(CorestoneError):

@@ -90,6 +90,10 @@ class BreakerRegistry:
         """The configuration ``get(name)`` uses: the override for ``name``, else defaults."""
         return self._overrides.get(name, self.defaults)
 
+    def has_override(self, name: str) -> bool:
+        """Whether settings configure ``name`` itself (not only the shared defaults)."""
+        return name in self._overrides
+
     def get(self, name: str, config: BreakerConfig | None = None) -> CircuitBreaker:
         """The breaker named ``name``, made now if new (``config`` only applies then)."""
         breaker = self._breakers.get(name)

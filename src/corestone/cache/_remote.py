@@ -1,0 +1,180 @@
+"""L2 access for the tiered cache: behind a breaker, never raising, never forgetting a delete.
+
+Every Redis call goes through the ``cache`` breaker and a short timeout; any failure is
+counted and reported as :data:`UNAVAILABLE` so the cache carries on as L1 + loader.
+
+Writes made while Redis is unreachable cannot delete the older values L2 still holds, and
+other instances cannot hear about them. So every invalidation that could not be applied
+is remembered (bounded; past the bound the whole namespace is flushed instead) and
+replayed, to Redis and on the backplane, before L2 is read again. Until the replay
+succeeds L2 is treated as unavailable: a value it holds may be one we meant to delete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from enum import Enum
+from typing import Final, TypeVar
+
+from corestone.cache.backplane import Backplane, Invalidation
+from corestone.cache.redis import RedisCache
+from corestone.cache.stats import CacheStats
+from corestone.errors import CircuitOpenError
+from corestone.observability.logging import get_logger
+from corestone.resilience.breaker import CircuitBreaker
+from corestone.resilience.integrations import redis_unavailable
+
+__all__ = ["UNAVAILABLE", "Remote", "Unavailable"]
+
+T = TypeVar("T")
+log = get_logger(__name__)
+
+MAX_PENDING: Final = 10_000
+
+
+class Unavailable(Enum):
+    """The single value meaning "L2 could not be asked"."""
+
+    UNAVAILABLE = "unavailable"
+
+
+UNAVAILABLE: Final = Unavailable.UNAVAILABLE
+
+
+class Remote:
+    """The L2 store and the backplane as the tiered cache sees them."""
+
+    def __init__(
+        self,
+        store: RedisCache,
+        backplane: Backplane,
+        breaker: CircuitBreaker,
+        stats: CacheStats,
+        *,
+        namespace_glob: str,
+        timeout: float = 0.5,
+        observe: Callable[[str, float], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.backplane = backplane
+        self.breaker = breaker
+        self._stats = stats
+        self._namespace_glob = namespace_glob
+        self._timeout = timeout
+        self._observe = observe
+        self._pending: list[Invalidation] = []
+        self._pending_items = 0
+        self._overflowed = False
+        self._replay_lock = asyncio.Lock()
+
+    @property
+    def pending(self) -> int:
+        return self._pending_items
+
+    async def call(self, op: str, fn: Callable[[], Awaitable[T]]) -> T | Unavailable:
+        """Run one L2 operation, or say it could not run; never raises an Exception."""
+        if (self._pending_items or self._overflowed) and not await self._replay():
+            return UNAVAILABLE
+        return await self._guarded(op, fn)
+
+    async def _guarded(self, op: str, fn: Callable[[], Awaitable[T]]) -> T | Unavailable:
+        breaker = self.breaker
+        try:
+            breaker.permit()
+        except CircuitOpenError:
+            self._stats.l2_skipped += 1
+            return UNAVAILABLE
+        clock = breaker.clock
+        started = clock()
+        try:
+            async with asyncio.timeout(self._timeout):
+                result = await fn()
+        except Exception as error:  # noqa: BLE001 - L2 trouble never reaches the caller
+            elapsed = clock() - started
+            unavailable = redis_unavailable(error)
+            breaker.record_outcome(elapsed, failed=unavailable)
+            self._stats.l2_errors += 1
+            log.warning("cache L2 call failed", op=op, error=repr(error), unavailable=unavailable)
+            return UNAVAILABLE
+        except BaseException:
+            breaker.release()
+            raise
+        elapsed = clock() - started
+        breaker.record_outcome(elapsed)
+        if self._observe is not None:
+            self._observe(op, elapsed)
+        return result
+
+    async def invalidate(self, message: Invalidation) -> None:
+        """Apply ``message`` to L2 and announce it; remember it if either cannot happen."""
+        if self._pending_items or self._overflowed or not await self._apply(message):
+            self._remember(message)
+            if not self._replay_lock.locked():
+                await self._replay()
+
+    async def announce(self, message: Invalidation) -> None:
+        """Tell the other instances (a set overwrote L2 already; they must drop L1)."""
+        if await self.backplane.publish(message):
+            self._stats.invalidations_sent += 1
+        else:
+            self._remember(message)
+
+    async def _apply(self, message: Invalidation) -> bool:
+        store = self.store
+        items = list(message.items)
+        result: object
+        if message.kind == "keys":
+            result = await self._guarded("delete", lambda: store.delete(items))
+        elif message.kind == "tags":
+            result = await self._guarded("invalidate_tags", lambda: store.invalidate_tags(items))
+        elif message.kind == "pattern":
+            result = await self._guarded("invalidate_pattern", lambda: _each_pattern(store, items))
+        else:
+            result = await self._guarded(
+                "clear", lambda: store.invalidate_pattern(self._namespace_glob)
+            )
+        if result is UNAVAILABLE:
+            return False
+        if not await self.backplane.publish(message):
+            return False
+        self._stats.invalidations_sent += 1
+        return True
+
+    def _remember(self, message: Invalidation) -> None:
+        if self._overflowed:
+            return
+        self._pending.append(message)
+        self._pending_items += max(1, len(message.items))
+        if self._pending_items > MAX_PENDING:
+            # Too much to replay one by one: replay one namespace-wide flush instead.
+            self._pending.clear()
+            self._pending_items = 0
+            self._overflowed = True
+        self._stats.invalidations_pending = self._pending_items + int(self._overflowed)
+
+    async def _replay(self) -> bool:
+        """Apply what is pending, oldest first; True once nothing is left."""
+        async with self._replay_lock:
+            if self._overflowed:
+                flush = Invalidation("clear", (), self.backplane.instance_id, time.time())
+                if not await self._apply(flush):
+                    return False
+                self._overflowed = False
+            while self._pending:
+                message = self._pending[0]
+                if not await self._apply(message):
+                    self._stats.invalidations_pending = self._pending_items
+                    return False
+                self._pending.pop(0)
+                self._pending_items -= max(1, len(message.items))
+            self._stats.invalidations_pending = 0
+            return True
+
+
+async def _each_pattern(store: RedisCache, patterns: list[str]) -> int:
+    removed = 0
+    for pattern in patterns:
+        removed += await store.invalidate_pattern(pattern)
+    return removed

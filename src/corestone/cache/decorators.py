@@ -1,0 +1,145 @@
+"""``@cached``: memoize an async function in a TieredCache, key and tags from its arguments.
+
+The key is built from the call's arguments by a template (``"user:{user_id}"``) or a
+function; tags likewise, and only when a load happens. Everything ``get_or_load`` does
+(single flight, fail-safe, locks, eager refresh) applies to decorated functions too.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any, ParamSpec, TypeVar
+
+from corestone.cache.tiered import TieredCache
+
+__all__ = ["cached"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+KeySpec = str | Callable[..., str] | None
+TagSpec = Iterable[str] | Callable[..., Iterable[str]]
+
+
+def cached(
+    cache: TieredCache | Callable[[], TieredCache],
+    *,
+    key: KeySpec = None,
+    tags: TagSpec = (),
+    ttl: float | None = None,
+    workspace: str | int | None = None,
+    **options: Any,
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """Cache the results of an async function.
+
+    ``cache`` may be a function returning the cache (resolved at call time, so a module
+    can decorate before the composition root exists). ``key``: a ``str.format`` template
+    over the parameters, a function of the same arguments, or ``None`` for
+    ``module.qualname:`` plus the arguments' ``repr``. ``tags``: templates or a function.
+    ``options`` are :class:`~corestone.cache.CacheOptions` fields. The wrapper has
+    ``.invalidate(*args, **kwargs)`` to drop one call's entry.
+    """
+
+    def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError("@cached decorates async functions")
+        make_key = _key_builder(fn, key)
+        make_tags = _tags_builder(fn, tags)
+        resolve = cache if not isinstance(cache, TieredCache) else None
+        fixed = cache if isinstance(cache, TieredCache) else None
+
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            target = fixed if fixed is not None else resolve()  # type: ignore[misc]
+            result: R = await target.get_or_load(
+                make_key(args, kwargs),
+                lambda: fn(*args, **kwargs),
+                ttl=ttl,
+                tags=_Lazy(make_tags, args, kwargs),
+                workspace=workspace,
+                **options,
+            )
+            return result
+
+        async def invalidate(*args: Any, **kwargs: Any) -> None:
+            target = fixed if fixed is not None else resolve()  # type: ignore[misc]
+            await target.delete(make_key(args, kwargs), workspace=workspace)
+
+        wrapper.invalidate = invalidate  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+class _Lazy:
+    """Tags computed only when iterated, i.e. only when a load stores the value."""
+
+    __slots__ = ("_args", "_kwargs", "_make")
+
+    def __init__(
+        self,
+        make: Callable[[tuple[Any, ...], dict[str, Any]], Iterable[str]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        self._make, self._args, self._kwargs = make, args, kwargs
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._make(self._args, self._kwargs))
+
+
+def _key_builder(
+    fn: Callable[..., Any], spec: KeySpec
+) -> Callable[[tuple[Any, ...], dict[str, Any]], str]:
+    if spec is None:
+        prefix = f"{fn.__module__}.{fn.__qualname__}:"
+
+        def default(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+            if kwargs:
+                return f"{prefix}{args!r}{sorted(kwargs.items())!r}"
+            return f"{prefix}{args!r}"
+
+        return default
+    if isinstance(spec, str):
+        return _template(fn, spec)
+    function = spec
+    return lambda args, kwargs: function(*args, **kwargs)
+
+
+def _tags_builder(
+    fn: Callable[..., Any], spec: TagSpec
+) -> Callable[[tuple[Any, ...], dict[str, Any]], Iterable[str]]:
+    if callable(spec):
+        function = spec
+        return lambda args, kwargs: function(*args, **kwargs)
+    if isinstance(spec, str):
+        raise TypeError("tags must be a list of templates or a function, not one string")
+    templates = [_template(fn, item) for item in spec]
+    return lambda args, kwargs: [render(args, kwargs) for render in templates]
+
+
+def _template(
+    fn: Callable[..., Any], template: str
+) -> Callable[[tuple[Any, ...], dict[str, Any]], str]:
+    """Format ``template`` with the call's arguments by name, defaults included."""
+    parameters = inspect.signature(fn).parameters
+    names = [
+        name
+        for name, p in parameters.items()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    defaults = {
+        name: p.default
+        for name, p in parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+
+    def render(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        values = dict(defaults)
+        values.update(zip(names, args, strict=False))
+        values.update(kwargs)
+        return template.format_map(values)
+
+    return render

@@ -1,0 +1,641 @@
+"""TieredCache: L1 in the process, L2 in Redis, kept coherent by a backplane.
+
+Reads go L1 → L2 → loader; writes go to both tiers and are announced so every other
+instance drops its L1 copy. Redis is optional and allowed to fail: every L2 call is behind
+the ``cache`` breaker, its failures are counted, never raised, and invalidations that
+could not reach Redis are replayed before L2 is trusted again (see ``_remote``).
+Loading (single flight, locks, fail-safe, timeouts, eager refresh) lives in ``_loading``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import Any, Self
+
+from corestone.cache._entry import Entry
+from corestone.cache._loading import Loader, Loading
+from corestone.cache._remote import UNAVAILABLE, Remote
+from corestone.cache.backplane import Backplane, Invalidation, LocalBackplane, RedisBackplane
+from corestone.cache.keys import KeyBuilder, escape_glob, escape_pattern, glob_regex
+from corestone.cache.memory import MemoryCache, MemoryStats
+from corestone.cache.options import CacheOptions
+from corestone.cache.redis import RedisCache, Stored
+from corestone.cache.stats import CacheStats, StatsCollector
+from corestone.config import Settings
+from corestone.context import workspace_id as current_workspace
+from corestone.observability.health import CheckResult, HealthStatus
+from corestone.observability.logging import get_logger
+from corestone.observability.metrics import Metrics
+from corestone.resilience.breaker import CircuitBreaker
+from corestone.resilience.config import BreakerConfig
+from corestone.resilience.events import State
+from corestone.resilience.registry import BreakerRegistry
+
+__all__ = ["TieredCache", "Warmer"]
+
+log = get_logger(__name__)
+
+Warmer = Callable[["TieredCache"], Awaitable[object]]
+
+CACHE_BREAKER = BreakerConfig(
+    window_size=20,
+    minimum_calls=5,
+    failure_rate_threshold=50.0,
+    wait_in_open_seconds=0.5,
+    max_wait_in_open_seconds=5.0,
+    permitted_calls_in_half_open=1,
+)
+"""The ``cache`` breaker unless settings say otherwise: quick to open, quick to retry."""
+_MISSING: Any = object()
+
+
+class TieredCache:
+    """A two-level cache; build it with :meth:`from_url` or :meth:`from_settings`.
+
+    Without Redis (``remote=None``) it is an L1 cache with the same API and guarantees
+    inside one process. Every key is scoped to a workspace (the context's unless
+    ``workspace=`` says otherwise; ``GLOBAL`` for shared data), see :mod:`.keys`.
+    """
+
+    def __init__(
+        self,
+        *,
+        namespace: str = "default",
+        memory: MemoryCache | None = None,
+        store: RedisCache | None = None,
+        backplane: Backplane | None = None,
+        breaker: CircuitBreaker | None = None,
+        options: CacheOptions | None = None,
+        clock: Callable[[], float] = time.time,
+        close: Callable[[], Awaitable[None]] | None = None,
+        name: str = "cache",
+        l2_timeout: float = 0.5,
+        observe: Callable[[str, float], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.keys = KeyBuilder(namespace)
+        self.namespace = namespace
+        self.memory = memory if memory is not None else MemoryCache(max_entries=10_000)
+        self.options = options if options is not None else CacheOptions()
+        self.stats = CacheStats()
+        self.backplane: Backplane = backplane if backplane is not None else LocalBackplane()
+        self._clock = clock
+        self._close = close
+        self.observe_load = observe
+        self._scopes: dict[str, str] = {}
+        self._global_scope = self.keys.scope("global")
+        self.remote: Remote | None = None
+        if store is not None:
+            if breaker is None:
+                raise ValueError("an L2 store needs the breaker that guards it")
+            self.remote = Remote(
+                store,
+                self.backplane,
+                breaker,
+                self.stats,
+                namespace_glob=escape_glob(f"{self.keys.prefix}:{namespace}:") + "*",
+                timeout=l2_timeout,
+                observe=observe,
+            )
+        self._loading = Loading(self)
+        self._warmers: list[Warmer] = []
+        self._started = False
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str | None,
+        *,
+        namespace: str = "default",
+        protocol: int | None = None,
+        options: CacheOptions | None = None,
+        memory: MemoryCache | None = None,
+        breakers: BreakerRegistry | None = None,
+        metrics: Metrics | None = None,
+        name: str = "cache",
+    ) -> TieredCache:
+        """A cache on Redis at ``url`` (``None``: L1 only), not started yet.
+
+        The L2 breaker is ``breakers.get(name)``; unless settings configure that name, it
+        opens after 5 of 20 calls fail and tries again after 0.5 s, so the cache is back
+        on L2 within a second of Redis returning.
+        """
+        memory = memory if memory is not None else MemoryCache(max_entries=10_000)
+        if url is None:
+            cache = cls(namespace=namespace, memory=memory, options=options, name=name)
+        else:
+            import redis.asyncio as redis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            extra: dict[str, Any] = {} if protocol is None else {"protocol": protocol}
+            client = redis.Redis.from_url(
+                url,
+                socket_timeout=0.5,
+                socket_connect_timeout=0.5,
+                retry=Retry(NoBackoff(), 1),  # one retry: a pooled connection Redis dropped
+                **extra,
+            )
+            registry = breakers if breakers is not None else BreakerRegistry()
+            config = None if registry.has_override(name) else CACHE_BREAKER
+            cache = cls(
+                namespace=namespace,
+                memory=memory,
+                store=RedisCache(client),
+                backplane=RedisBackplane(
+                    url,
+                    channel=f"corestone:{namespace}:backplane",
+                    protocol=protocol,
+                    metrics=metrics,
+                ),
+                breaker=registry.get(name, config),
+                options=options,
+                close=client.aclose,
+                name=name,
+                observe=_latency_observer(metrics),
+            )
+        if metrics is not None:
+            cache.register_metrics(metrics)
+        return cache
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        breakers: BreakerRegistry | None = None,
+        metrics: Metrics | None = None,
+    ) -> TieredCache:
+        """The cache the settings describe (``CORESTONE_REDIS_URL`` unset: L1 only)."""
+        return cls.from_url(
+            settings.redis_url,
+            namespace=settings.cache_namespace,
+            protocol=settings.redis_protocol,
+            options=CacheOptions(
+                ttl=settings.cache_ttl_seconds, max_stale=settings.cache_max_stale_seconds
+            ),
+            memory=MemoryCache(
+                max_entries=settings.cache_l1_max_entries,
+                max_bytes=settings.cache_l1_max_bytes,
+            ),
+            breakers=breakers,
+            metrics=metrics,
+        )
+
+    def register_metrics(self, metrics: Metrics) -> None:
+        """Expose this cache's counters as ``corestone_cache_*`` at scrape time."""
+        memory = self.memory
+        stats = self.stats
+        name = self.name
+
+        def sources() -> Iterator[tuple[str, CacheStats, MemoryStats]]:
+            yield name, stats, memory.stats
+
+        metrics.register_collector(StatsCollector(metrics.full_name("cache"), sources))
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def add_warmer(self, warmer: Warmer) -> None:
+        """Run ``warmer(cache)`` at start; a failing warmer is logged, never fatal."""
+        self._warmers.append(warmer)
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        await self.backplane.start(self._on_message, self._on_resync)
+        self._started = True
+        for warmer in self._warmers:
+            try:
+                await warmer(self)
+            except Exception as error:  # noqa: BLE001 - a cold cache still works
+                log.warning("cache warmer failed", warmer=repr(warmer), error=repr(error))
+
+    async def aclose(self) -> None:
+        await self._loading.aclose()
+        await self.backplane.aclose()
+        if self._close is not None:
+            await self._close()
+        self._started = False
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- keys ----------------------------------------------------------------------------
+
+    def scope(self, workspace: str | int | None = None) -> str:
+        """The key prefix of ``workspace`` (default: the context's), validated once."""
+        if workspace is None:
+            workspace = current_workspace()
+            if workspace is None:
+                return self._global_scope
+        name = workspace if type(workspace) is str else str(workspace)
+        scope = self._scopes.get(name)
+        if scope is None:
+            scope = self.keys.scope(name)
+            if len(self._scopes) >= 10_000:
+                self._scopes.clear()
+            self._scopes[name] = scope
+        return scope
+
+    def key(self, key: str | bytes, workspace: str | int | None = None) -> str:
+        """The full storage key of ``key`` (what L1 and Redis use)."""
+        return KeyBuilder.entry_in(self.scope(workspace), key)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def get(
+        self, key: str | bytes, default: Any = None, *, workspace: str | int | None = None
+    ) -> Any:
+        """The fresh value of ``key`` from L1 or L2, else ``default`` (never a stale one)."""
+        full = KeyBuilder.entry_in(self.scope(workspace), key)
+        entry = self.memory.get(full)
+        if entry is not None and entry.fresh_until > self._clock():
+            self.stats.l1_hits += 1
+            return entry.value
+        self.stats.l1_misses += 1
+        found = await self.read_l2(full)
+        if found is None or found.fresh_until <= self._clock():
+            return default
+        return found.value
+
+    async def get_many(
+        self, keys: Iterable[str | bytes], *, workspace: str | int | None = None
+    ) -> dict[str | bytes, Any]:
+        """The fresh values among ``keys``, L1 first, the rest in one L2 round trip."""
+        scope = self.scope(workspace)
+        now = self._clock()
+        found: dict[str | bytes, Any] = {}
+        missing: list[tuple[str | bytes, str]] = []
+        memory_get = self.memory.get
+        for key in keys:
+            full = KeyBuilder.entry_in(scope, key)
+            entry = memory_get(full)
+            if entry is not None and entry.fresh_until > now:
+                found[key] = entry.value
+            else:
+                missing.append((key, full))
+        self.stats.l1_hits += len(found)
+        self.stats.l1_misses += len(missing)
+        if not missing or self.remote is None:
+            return found
+        store = self.remote.store
+        fulls = [full for _, full in missing]
+        stored = await self.remote.call("get_many", lambda: store.get_many(fulls))
+        if stored is UNAVAILABLE:
+            return found
+        now = self._clock()
+        for (key, full), item in zip(missing, stored, strict=True):
+            entry = self._adopt(full, item, now)
+            if entry is not None and entry.fresh_until > now:
+                found[key] = entry.value
+        return found
+
+    async def read_l2(self, full: str) -> Entry | None:
+        """Read one full key from L2 (fresh or stale) and keep it in L1; None if absent."""
+        if self.remote is None:
+            return None
+        store = self.remote.store
+        stored = await self.remote.call("get", lambda: store.get(full))
+        if stored is UNAVAILABLE:
+            return None
+        return self._adopt(full, stored, self._clock())
+
+    def _adopt(self, full: str, stored: Stored | None, now: float) -> Entry | None:
+        if stored is None:
+            self.stats.l2_misses += 1
+            return None
+        try:
+            tag_keys, value = stored.value
+        except (TypeError, ValueError):
+            self.stats.l2_misses += 1
+            return None  # not written by a TieredCache: treat as absent
+        self.stats.l2_hits += 1
+        entry = Entry(value, stored.fresh_until, stored.fresh_until)
+        if stored.fresh_until > now:
+            keep = stored.fresh_until - now + self.options.max_stale
+            self.memory.set(full, entry, ttl=keep, tags=tag_keys)
+        return entry
+
+    # -- loading -------------------------------------------------------------------------
+
+    async def get_or_load(
+        self,
+        key: str | bytes,
+        loader: Loader,
+        *,
+        ttl: float | None = None,
+        tags: Iterable[str] = (),
+        workspace: str | int | None = None,
+        options: CacheOptions | None = None,
+        **overrides: Any,
+    ) -> Any:
+        """The value of ``key``, calling ``await loader()`` at most once at a time to load it.
+
+        Callers of the same missing key share one load (and with ``distributed_lock``,
+        one across every process). Keyword overrides are :class:`CacheOptions` fields.
+        """
+        scope = self.scope(workspace)
+        full = KeyBuilder.entry_in(scope, key)
+        entry = self.memory.get(full)
+        if entry is not None:
+            now = self._clock()
+            if entry.fresh_until > now:
+                self.stats.l1_hits += 1
+                if entry.refresh_at <= now:
+                    self._loading.refresh(
+                        full, scope, loader, tags, self._resolve(options, ttl, overrides), entry
+                    )
+                return entry.value
+        self.stats.l1_misses += 1
+        chosen = self._resolve(options, ttl, overrides)
+        return await self._loading.load(full, scope, loader, tags, chosen, entry)
+
+    def _resolve(
+        self, options: CacheOptions | None, ttl: float | None, overrides: Mapping[str, Any]
+    ) -> CacheOptions:
+        base = options if options is not None else self.options
+        if ttl is None and not overrides:
+            return base
+        return base.with_overrides(ttl=ttl, **overrides)
+
+    async def warm(
+        self,
+        keys: Iterable[str | bytes],
+        loader: Callable[[str | bytes], Awaitable[Any]],
+        *,
+        ttl: float | None = None,
+        tags: Iterable[str] = (),
+        workspace: str | int | None = None,
+        concurrency: int = 16,
+    ) -> int:
+        """Load every key not cached yet (``loader(key)``), ``concurrency`` at a time."""
+        gate = asyncio.Semaphore(concurrency)
+        loaded = 0
+
+        async def one(key: str | bytes) -> None:
+            nonlocal loaded
+            async with gate:
+                await self.get_or_load(
+                    key, lambda: loader(key), ttl=ttl, tags=tags, workspace=workspace
+                )
+                loaded += 1
+
+        await asyncio.gather(*(one(key) for key in keys))
+        return loaded
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def set(
+        self,
+        key: str | bytes,
+        value: Any,
+        *,
+        ttl: float | None = None,
+        tags: Iterable[str] = (),
+        workspace: str | int | None = None,
+    ) -> None:
+        """Store ``value`` in both tiers and tell the other instances to drop their copy."""
+        scope = self.scope(workspace)
+        options = self.options if ttl is None else self.options.with_overrides(ttl=ttl)
+        await self.store(KeyBuilder.entry_in(scope, key), scope, value, tags, options)
+
+    async def set_many(
+        self,
+        items: Mapping[str | bytes, Any],
+        *,
+        ttl: float | None = None,
+        tags: Iterable[str] = (),
+        workspace: str | int | None = None,
+    ) -> None:
+        """Store several values in one L2 round trip and one backplane message."""
+        scope = self.scope(workspace)
+        options = self.options if ttl is None else self.options.with_overrides(ttl=ttl)
+        tag_keys = self._tag_keys(scope, tags)
+        fulls = [(KeyBuilder.entry_in(scope, key), value) for key, value in items.items()]
+        fresh_until = self._fresh_until(options)
+        for full, value in fulls:
+            self._keep(full, value, fresh_until, tag_keys, options)
+        self._loading.invalidated_keys([full for full, _ in fulls])
+        self.stats.sets += len(fulls)
+        if self.remote is None or not fulls:
+            return
+        store = self.remote.store
+        payload = [(full, Stored([tag_keys, value], fresh_until)) for full, value in fulls]
+        await self._write_l2(
+            "set_many",
+            lambda: store.set_many(payload, ttl=options.keep_for, tag_keys=tag_keys),
+            [full for full, _ in fulls],
+        )
+
+    async def store(
+        self,
+        full: str,
+        scope: str,
+        value: Any,
+        tags: Iterable[str],
+        options: CacheOptions,
+    ) -> None:
+        """Write one full key to both tiers (used by set and by loads)."""
+        tag_keys = self._tag_keys(scope, tags)
+        fresh_until = self._fresh_until(options)
+        self._keep(full, value, fresh_until, tag_keys, options)
+        self._loading.invalidated_keys([full])
+        self.stats.sets += 1
+        if self.remote is None:
+            return
+        store = self.remote.store
+        stored = Stored([tag_keys, value], fresh_until)
+        await self._write_l2(
+            "set",
+            lambda: store.set(full, stored, ttl=options.keep_for, tag_keys=tag_keys),
+            [full],
+        )
+
+    async def _write_l2(
+        self, op: str, write: Callable[[], Awaitable[object]], fulls: list[str]
+    ) -> None:
+        assert self.remote is not None
+        message = Invalidation("keys", tuple(fulls), self.backplane.instance_id, time.time())
+        if await self.remote.call(op, write) is UNAVAILABLE:
+            # L2 may still hold an older value under these keys: delete it when it returns.
+            await self.remote.invalidate(message)
+        else:
+            await self.remote.announce(message)
+
+    def _keep(
+        self,
+        full: str,
+        value: Any,
+        fresh_until: float,
+        tag_keys: list[str],
+        options: CacheOptions,
+    ) -> None:
+        now = self._clock()
+        refresh_at = (
+            now + (fresh_until - now) * options.eager_refresh
+            if options.eager_refresh is not None
+            else fresh_until
+        )
+        entry = Entry(value, fresh_until, refresh_at)
+        keep = fresh_until - now + (options.max_stale if options.fail_safe else 0.0)
+        self.memory.set(full, entry, ttl=keep, tags=tag_keys)
+
+    def _fresh_until(self, options: CacheOptions) -> float:
+        ttl = options.ttl
+        if options.jitter:
+            ttl *= 1.0 - options.jitter * random.random()  # noqa: S311 - spread, not secrets
+        return self._clock() + ttl
+
+    def _tag_keys(self, scope: str, tags: Iterable[str]) -> list[str]:
+        if isinstance(tags, str):
+            raise TypeError("tags must be an iterable of strings, not one string")
+        return [KeyBuilder.tag_in(scope, tag) for tag in tags]
+
+    # -- invalidation --------------------------------------------------------------------
+
+    async def delete(self, *keys: str | bytes, workspace: str | int | None = None) -> None:
+        """Remove ``keys`` from every tier of every instance."""
+        scope = self.scope(workspace)
+        fulls = tuple(KeyBuilder.entry_in(scope, key) for key in keys)
+        await self._invalidate(Invalidation("keys", fulls, self.backplane.instance_id, 0.0))
+
+    async def invalidate_tags(
+        self, tags: Iterable[str], *, workspace: str | int | None = None
+    ) -> None:
+        """Remove every entry tagged with any of ``tags`` (in one workspace), everywhere."""
+        tag_keys = tuple(self._tag_keys(self.scope(workspace), tags))
+        await self._invalidate(Invalidation("tags", tag_keys, self.backplane.instance_id, 0.0))
+
+    async def invalidate_pattern(self, pattern: str, *, workspace: str | int | None = None) -> None:
+        """Remove the keys matching ``pattern`` (only ``*`` is a wildcard) in one workspace."""
+        glob = f"{escape_glob(self.scope(workspace))}:{escape_pattern(pattern)}"
+        await self._invalidate(Invalidation("pattern", (glob,), self.backplane.instance_id, 0.0))
+
+    async def clear(self, *, workspace: str | int | None = None) -> None:
+        """Remove every entry of one workspace (default: the context's, else global)."""
+        await self.invalidate_pattern("*", workspace=workspace)
+
+    async def _invalidate(self, message: Invalidation) -> None:
+        if not message.items:
+            return
+        self._apply_locally(message)
+        if self.remote is not None:
+            stamped = Invalidation(message.kind, message.items, message.origin, time.time())
+            await self.remote.invalidate(stamped)
+
+    def _apply_locally(self, message: Invalidation) -> None:
+        memory = self.memory
+        if message.kind == "keys":
+            memory.delete_many(message.items)
+            self._loading.invalidated_keys(message.items)
+        elif message.kind == "tags":
+            memory.invalidate_tags(message.items)
+            self._loading.invalidated_tags(message.items)
+        elif message.kind == "pattern":
+            regexes = [glob_regex(glob) for glob in message.items]
+
+            def matches(key: Hashable) -> bool:
+                return isinstance(key, str) and any(_full(r, key) for r in regexes)
+
+            memory.invalidate_matching(matches)
+            self._loading.invalidated_matching(matches)
+        else:
+            memory.clear()
+            self._loading.invalidated_all()
+
+    def _on_message(self, message: Invalidation) -> None:
+        self.stats.invalidations_received += 1
+        self._apply_locally(message)
+
+    def _on_resync(self) -> None:
+        # We were deaf: anything in L1 may have been invalidated meanwhile.
+        self.stats.resyncs += 1
+        self.memory.clear()
+        self._loading.invalidated_all()
+
+    # -- health and ops ------------------------------------------------------------------
+
+    async def check(self) -> CheckResult:
+        """``pass`` with Redis answering (or none configured); ``warn`` when L2 is away."""
+        if self.remote is None:
+            return CheckResult(output="L1 only (no Redis configured)")
+        if self.remote.breaker.state is State.OPEN:
+            return CheckResult(HealthStatus.WARN, output="Redis unavailable: serving L1 + loader")
+        store = self.remote.store
+        latency = await self.remote.call("ping", store.ping)
+        if latency is UNAVAILABLE:
+            return CheckResult(HealthStatus.WARN, output="Redis unavailable: serving L1 + loader")
+        if not self.backplane.connected:
+            return CheckResult(
+                HealthStatus.WARN,
+                observed_value=round(latency * 1000, 3),
+                observed_unit="ms",
+                output="backplane reconnecting: L1 will be dropped when it is back",
+            )
+        return CheckResult(observed_value=round(latency * 1000, 3), observed_unit="ms")
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything ``/api/ops/cache`` shows about this cache."""
+        memory = self.memory.stats
+        return {
+            "name": self.name,
+            "namespace": self.namespace,
+            "l2": None
+            if self.remote is None
+            else {
+                "breaker": self.remote.breaker.state.name.lower(),
+                "pending_invalidations": self.remote.pending,
+            },
+            "backplane": {
+                "instance_id": self.backplane.instance_id,
+                "connected": self.backplane.connected,
+            },
+            "stats": self.stats.as_dict(),
+            "l1": {
+                "entries": memory.entries,
+                "weight_bytes": memory.weight_bytes,
+                "hits": memory.hits,
+                "misses": memory.misses,
+                "evictions": memory.evictions,
+                "expirations": memory.expirations,
+                "rejections": memory.rejections,
+            },
+        }
+
+    def clock(self) -> float:
+        return self._clock()
+
+
+def _latency_observer(metrics: Metrics | None) -> Callable[[str, float], None] | None:
+    if metrics is None:
+        return None
+    histogram = metrics.histogram(
+        "cache_operation_seconds", "Time of L2 operations and loader runs.", ["op"]
+    )
+    children: dict[str, Any] = {}
+
+    def observe(op: str, seconds: float) -> None:
+        child = children.get(op)
+        if child is None:
+            child = children[op] = histogram.labels(op=op)
+        child.observe(seconds)
+
+    return observe
+
+
+def _full(regex: re.Pattern[str], key: str) -> bool:
+    return regex.fullmatch(key) is not None
