@@ -45,6 +45,8 @@ class RedisLock:
     instance raises ``RuntimeError``. Use ``async with`` (waits until acquired, always
     releases) so the watchdog never outlives the work. ``held`` is this instance's view:
     it turns false on release and when the watchdog finds the lease gone.
+    ``watchdog=False`` makes the lease a hard limit (the lock lapses after ``lease``
+    seconds whatever the holder is doing) — for work that must not hold a lock longer.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class RedisLock:
         lease: float = 10.0,
         poll_min: float = 0.005,
         poll_max: float = 0.1,
+        watchdog: bool = True,
     ) -> None:
         if lease <= 0:
             raise ValueError("lease must be positive")
@@ -65,6 +68,7 @@ class RedisLock:
         self.lease = lease
         self.poll_min = poll_min
         self.poll_max = poll_max
+        self.watchdog = watchdog
         # register_script only hashes the source; redis-py loads it on first NOSCRIPT.
         self._release_script: AsyncScript = client.register_script(_lua.LOCK_RELEASE)
         self._extend_script: AsyncScript = client.register_script(_lua.LOCK_EXTEND)
@@ -101,9 +105,10 @@ class RedisLock:
             await asyncio.sleep(pause * (0.5 + random.random() / 2))  # noqa: S311 — jitter
             delay = min(self.poll_max, delay * 2)
         self._token = token
-        self._watchdog = asyncio.create_task(
-            self._keep_alive(token), name=f"corestone-lock-watchdog:{self.key}"
-        )
+        if self.watchdog:
+            self._watchdog = asyncio.create_task(
+                self._keep_alive(token), name=f"corestone-lock-watchdog:{self.key}"
+            )
         return True
 
     async def extend(self, lease: float | None = None) -> bool:
