@@ -1,0 +1,133 @@
+"""Coherence and outage figures of the cache suite (corestone only: the peers have neither).
+
+* Cross-instance invalidation: two TieredCache instances share Redis and the backplane;
+  B holds a key in L1, A writes a new value, and the delay is the time from A's ``set``
+  call until B's ``get`` returns the new value (B polls its L1, yielding to the event
+  loop between reads). The whole user-visible staleness window: A's write to Redis, the
+  publish, delivery, B dropping its copy and re-reading L2.
+* Redis outage, on a redis-server of the run's own: entries are loaded, Redis is killed,
+  the entries' freshness runs out, and every ``get_or_load`` with a failing loader must
+  serve the stale value without an exception (fail-safe). Then Redis is restarted, and
+  the time until a value written through the cache is read back from L2 (its L1 copy
+  dropped) is "back to L2".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from bench._cache_corestone import tiered
+from bench._cache_peers import VALUE
+from bench._cache_timing import OwnRedis, own_redis, percentile
+
+
+async def invalidation_delays_ms(url: str, protocol: int, samples: int) -> list[float]:
+    """Write-on-A to fresh-read-on-B delays, milliseconds, on ``protocol``."""
+    from corestone.cache import TieredCache
+
+    namespace = f"benchinv{protocol}{int(time.time() * 1000) % 1_000_000}"
+    delays: list[float] = []
+    async with (
+        TieredCache.from_url(url, namespace=namespace, protocol=protocol) as a,
+        TieredCache.from_url(url, namespace=namespace, protocol=protocol) as b,
+    ):
+        await asyncio.sleep(0.1)  # both subscribed
+        key = "task:inv"
+        await a.set(key, 0, ttl=600)
+        for n in range(1, samples + 1):
+            if await b.get(key) != n - 1:  # B holds the current value in L1
+                await _until_value(b, key, n - 1, 2.0)
+            start = time.perf_counter()
+            await a.set(key, n, ttl=600)
+            if await _until_value(b, key, n, 2.0):
+                delays.append((time.perf_counter() - start) * 1000)
+            else:
+                delays.append(float("inf"))  # never became fresh: counts against p99
+        await a.delete(key)
+    return delays
+
+
+async def _until_value(cache: Any, key: str, value: int, within: float) -> bool:
+    deadline = time.perf_counter() + within
+    while await cache.get(key) != value:
+        if time.perf_counter() > deadline:
+            return False
+        await asyncio.sleep(0)  # let the backplane reader run
+    return True
+
+
+async def outage(keys: int) -> dict[str, float]:
+    """Stale serving with Redis down, then the time back to L2 once it returns.
+
+    Default options except a short ``ttl`` (so entries go stale quickly). Round 1 over the
+    keys takes the full fail-safe path per key (L2 unavailable, loader fails, stale value
+    served and throttled); rounds 2 and 3 meet the throttled stale values. The check is
+    the p99 over all calls; round 1 alone is reported beside it.
+    """
+    if not OwnRedis.available():
+        raise RuntimeError("redis-server is not installed")
+    from corestone.cache import CacheOptions
+
+    options = CacheOptions(ttl=0.3)
+    with own_redis() as server:
+        async with contextlib.AsyncExitStack() as stack:
+            cache = await tiered(server.url, stack, options=options)
+            names = [f"task:{n}" for n in range(keys)]
+
+            async def good() -> dict[str, Any]:
+                return VALUE
+
+            async def broken() -> dict[str, Any]:
+                raise ConnectionError("database down too")
+
+            for name in names:
+                await cache.get_or_load(name, good)
+            before = sum(1 for name in names if cache.key(name) in cache.memory)
+            server.kill()
+            await asyncio.sleep(options.ttl + 0.05)  # every entry is stale now
+            kept = sum(1 for name in names if cache.key(name) in cache.memory)
+            rounds: list[list[float]] = [[], [], []]
+            errors = wrong = 0
+            for took in rounds:
+                for name in names:
+                    start = time.perf_counter()
+                    try:
+                        value = await cache.get_or_load(name, broken)
+                    except Exception:  # noqa: BLE001 - counted: must be zero
+                        errors += 1
+                        continue
+                    finally:
+                        took.append((time.perf_counter() - start) * 1000)
+                    wrong += value != VALUE
+            back = await _back_to_l2(cache, server)
+    every = [ms for took in rounds for ms in took]
+    return {
+        "outage_stale_p50_ms": percentile(every, 0.5),
+        "outage_stale_p99_ms": percentile(every, 0.99),
+        "outage_stale_first_p99_ms": percentile(rounds[0], 0.99),
+        "outage_stale_max_ms": max(every),
+        "outage_exceptions": float(errors),
+        "outage_wrong_values": float(wrong),
+        "outage_l1_kept_pct": 100.0 * kept / max(before, 1),
+        "outage_back_to_l2_s": back,
+    }
+
+
+async def _back_to_l2(cache: Any, server: OwnRedis, within: float = 10.0) -> float:
+    """Seconds from Redis listening again until a write through the cache reads back from L2."""
+    await asyncio.to_thread(server.start)
+    start = time.perf_counter()
+    probe, full = "probe", cache.key("probe")
+    n = 0
+    while time.perf_counter() - start < within:
+        n += 1
+        with contextlib.suppress(Exception):
+            await cache.set(probe, n, ttl=60)
+            cache.memory.delete(full)  # the read below must come from Redis
+            if await cache.get(probe) == n:
+                return time.perf_counter() - start
+        await asyncio.sleep(0.005)
+    return float("inf")

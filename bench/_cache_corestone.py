@@ -1,0 +1,126 @@
+"""corestone's rows of the cache suite: L1 hits, tiered hits and round trips, stampedes.
+
+Everything is built through the public API (``corestone.cache``); the caller checks that
+the names exist first and leaves the rows out (with a note) when they do not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+from typing import Any
+
+from bench._cache_peers import HOT, VALUE, stampede_calls
+from bench._cache_timing import AsyncOp
+
+_caches = itertools.count()
+
+
+def available() -> tuple[bool, bool]:
+    """(MemoryCache importable, TieredCache and @cached importable)."""
+    try:
+        from corestone.cache.memory import MemoryCache  # noqa: F401
+    except ImportError:
+        return False, False
+    try:
+        from corestone.cache import TieredCache, cached  # noqa: F401
+    except ImportError:
+        return True, False
+    return True, True
+
+
+def memory_cases() -> dict[str, tuple[str, Any, Any]]:
+    """L1 on its own: the sync ``get`` and the async ``aget`` of a hit."""
+    from corestone.cache.memory import MemoryCache
+
+    memory = MemoryCache(max_entries=10_000)
+    memory.set(HOT, VALUE, ttl=300)
+    return {
+        "corestone_memory_get": ("sync", memory.get, HOT),
+        "corestone_memory_aget": ("async", memory.aget, HOT),
+    }
+
+
+async def tiered(url: str | None, stack: contextlib.AsyncExitStack, **options: Any) -> Any:
+    """A started TieredCache in a namespace of this run, closed by ``stack``."""
+    from corestone.cache import TieredCache
+
+    namespace = f"bench{os.getpid()}n{next(_caches)}"  # unique per cache
+    cache = TieredCache.from_url(url, namespace=namespace, **options)
+    await stack.enter_async_context(cache)
+    return cache
+
+
+async def tiered_micro_cases(cache: Any) -> dict[str, tuple[str, Any, Any]]:
+    """A tiered ``get`` that hits L1, and a ``@cached`` function's hit."""
+    from corestone.cache import cached
+
+    await cache.set(HOT, VALUE, ttl=300)
+
+    @cached(cache, ttl=300)
+    async def load_task(task_id: int) -> dict[str, Any]:
+        return dict(VALUE, id=task_id)
+
+    await load_task(1)
+    await load_task(1)
+    return {
+        "corestone_tiered_get_hit": ("async", cache.get, HOT),
+        "corestone_cached_hit": ("async", load_task, 1),
+    }
+
+
+async def tiered_redis_cases(
+    cache: Any, batch: int
+) -> tuple[dict[str, AsyncOp], dict[str, Any], list[str]]:
+    """``get_many(batch)`` served by Redis (L1 cleared before each call) and ``set``.
+
+    Returns the cases, their untimed preparations, and the full Redis keys of the batch
+    (so the raw MGET baseline reads exactly the same keys and bytes).
+    """
+    keys = [f"task:{n}" for n in range(batch)]
+    for key in keys:
+        await cache.set(key, dict(VALUE, id=key), ttl=600)
+    counter = 0
+
+    async def set_one() -> None:
+        nonlocal counter
+        counter += 1
+        await cache.set(f"set:{counter % 1000}", VALUE, ttl=600)
+
+    async def get_many() -> None:
+        found = await cache.get_many(keys)
+        if len(found) != batch:
+            raise RuntimeError(f"get_many returned {len(found)} of {batch}: not served by L2")
+
+    cases: dict[str, AsyncOp] = {
+        f"corestone_get_many{batch}_l2": get_many,
+        "corestone_tiered_set": set_one,
+    }
+    prepare = {f"corestone_get_many{batch}_l2": cache.memory.clear}
+    return cases, prepare, [cache.key(key) for key in keys]
+
+
+async def stampedes(cache: Any, concurrency: int) -> dict[str, float]:
+    """Loader calls when ``concurrency`` callers want one missing key at once."""
+    from corestone.cache import cached
+
+    out: dict[str, float] = {}
+    for name, extra in (("get_or_load", {}), ("get_or_load_locked", {"distributed_lock": True})):
+        calls = 0
+
+        async def load(n: int = 0) -> dict[str, Any]:
+            nonlocal calls
+            calls += 1
+            await asyncio.sleep(0.02)
+            return VALUE
+
+        key = f"stampede:{name}"
+        await asyncio.gather(
+            *(cache.get_or_load(key, load, ttl=300, **extra) for _ in range(concurrency)),
+            return_exceptions=True,
+        )
+        out[name] = float(calls)
+    out["cached"] = await stampede_calls(cached(cache, ttl=300), concurrency)
+    return out
