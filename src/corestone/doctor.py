@@ -23,7 +23,6 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
@@ -152,8 +151,7 @@ def _redis_probe(url: str, timeout: float) -> _Probe:
             retry=Retry(NoBackoff(), 0),
         )
         try:
-            # redis-py types its sync and async clients together; this one's ping is awaitable.
-            if not await cast("Awaitable[bool]", client.ping()):
+            if not await client.ping():
                 raise ConnectionError("PING was not answered with PONG")
         finally:
             await client.aclose()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
+from corestone.cache.tiered import TieredCache
 from corestone.config import Settings, load_settings
 from corestone.container import Services
 from corestone.db.database import Database
@@ -67,6 +68,7 @@ class Infrastructure:
         database: Database | None = None,
         services: Services | None = None,
         breakers: BreakerRegistry | None = None,
+        cache: TieredCache | None = None,
     ) -> None:
         self.settings = settings if settings is not None else load_settings()
         self.metrics = metrics if metrics is not None else Metrics()
@@ -88,6 +90,14 @@ class Infrastructure:
             if database is not None
             else Database.from_settings(self.settings, metrics=self.metrics, breakers=self.breakers)
         )
+        self.cache = (
+            cache
+            if cache is not None
+            else TieredCache.from_settings(
+                self.settings, breakers=self.breakers, metrics=self.metrics
+            )
+        )
+        self.db.cache = self.cache
         self.services = services if services is not None else Services()
         self._managed: list[_Managed] = []
         self._started: list[_Managed] = []
@@ -111,12 +121,15 @@ class Infrastructure:
             component_type="datastore",
             critical=True,
         )
+        # Not critical: with Redis away the cache serves from L1 and the loader (warn).
+        self.add(self.cache, check=self.cache.check, component_type="datastore", critical=False)
         for svc_type, value in (
             (Settings, self.settings),
             (Metrics, self.metrics),
             (HealthRegistry, self.health),
             (Database, self.db),
             (BreakerRegistry, self.breakers),
+            (TieredCache, self.cache),
             (Infrastructure, self),
         ):
             self.services.register_value(svc_type, value)

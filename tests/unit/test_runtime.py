@@ -96,16 +96,16 @@ async def test_start_in_registration_order_and_stop_in_reverse(tmp_path: Path) -
     """Components start in the order they were added and stop in the opposite order."""
     calls: list[str] = []
     infra = _infra(tmp_path, calls)
-    for name in ("cache", "events", "email"):
+    for name in ("search", "events", "email"):
         infra.add(FakeComponent(name, calls))
 
     async with infra:
         assert infra.running
-        assert calls == ["start database", "start cache", "start events", "start email"]
+        assert calls == ["start database", "start search", "start events", "start email"]
         calls.clear()
 
     assert not infra.running
-    assert calls == ["stop email", "stop events", "stop cache", "stop database"]
+    assert calls == ["stop email", "stop events", "stop search", "stop database"]
 
 
 async def test_starting_twice_starts_nothing_again(tmp_path: Path) -> None:
@@ -124,7 +124,7 @@ async def test_a_failing_start_stops_the_started_ones_in_reverse(tmp_path: Path)
     calls: list[str] = []
     infra = _infra(tmp_path, calls)
     cause = OSError("connection refused")
-    infra.add(FakeComponent("cache", calls))
+    infra.add(FakeComponent("search", calls))
     infra.add(FakeComponent("events", calls))
     infra.add(FakeComponent("broker", calls, start_error=cause))
     infra.add(FakeComponent("email", calls))
@@ -139,11 +139,11 @@ async def test_a_failing_start_stops_the_started_ones_in_reverse(tmp_path: Path)
     assert caught.value.__cause__ is cause
     assert calls == [
         "start database",
-        "start cache",
+        "start search",
         "start events",
         "start broker",
         "stop events",
-        "stop cache",
+        "stop search",
         "stop database",
     ]
     assert not infra.running
@@ -154,13 +154,13 @@ async def test_a_failing_start_still_raises_startup_error_when_undo_fails(tmp_pa
     """A component that also fails to stop during the undo does not hide the start failure."""
     calls: list[str] = []
     infra = _infra(tmp_path, calls)
-    infra.add(FakeComponent("cache", calls, stop_error=RuntimeError("stuck")))
+    infra.add(FakeComponent("search", calls, stop_error=RuntimeError("stuck")))
     infra.add(FakeComponent("broker", calls, start_error=OSError("refused")))
 
     with pytest.raises(StartupError, match="broker"):
         await infra.start()
 
-    assert calls[-2:] == ["stop cache", "stop database"]
+    assert calls[-2:] == ["stop search", "stop database"]
 
 
 async def test_cancellation_during_start_stops_the_started_ones(tmp_path: Path) -> None:
@@ -175,7 +175,7 @@ async def test_cancellation_during_start_stops_the_started_ones(tmp_path: Path) 
             entered.set()
             await asyncio.Event().wait()
 
-    infra.add(FakeComponent("cache", calls))
+    infra.add(FakeComponent("search", calls))
     infra.add(SlowToStart("broker", calls))
 
     starting = asyncio.create_task(infra.start())
@@ -184,7 +184,7 @@ async def test_cancellation_during_start_stops_the_started_ones(tmp_path: Path) 
     with pytest.raises(asyncio.CancelledError):
         await starting
 
-    assert calls == ["start database", "start cache", "start broker", "stop cache", "stop database"]
+    assert calls == ["start database", "start search", "start broker", "stop search", "stop database"]
     assert not infra.running
 
 
@@ -193,7 +193,7 @@ async def test_a_failing_stop_does_not_prevent_the_others(tmp_path: Path) -> Non
     calls: list[str] = []
     infra = _infra(tmp_path, calls)
     boom = RuntimeError("flush failed")
-    infra.add(FakeComponent("cache", calls))
+    infra.add(FakeComponent("search", calls))
     infra.add(FakeComponent("events", calls, stop_error=boom))
     infra.add(FakeComponent("email", calls))
     await infra.start()
@@ -202,7 +202,7 @@ async def test_a_failing_stop_does_not_prevent_the_others(tmp_path: Path) -> Non
     with pytest.raises(ShutdownError) as caught:
         await infra.aclose()
 
-    assert calls == ["stop email", "stop events", "stop cache", "stop database"]
+    assert calls == ["stop email", "stop events", "stop search", "stop database"]
     assert caught.value.failures == {"events": boom}
     assert "events" in caught.value.message
     assert not infra.running
@@ -212,7 +212,7 @@ async def test_a_hanging_stop_times_out_and_the_others_still_stop(tmp_path: Path
     """A stop that never returns is cut off at the per-component timeout and reported."""
     calls: list[str] = []
     infra = _infra(tmp_path, calls, component_stop_timeout_seconds=0.01)
-    infra.add(FakeComponent("cache", calls, stop_error=RuntimeError("flush failed")))
+    infra.add(FakeComponent("search", calls, stop_error=RuntimeError("flush failed")))
     infra.add(FakeComponent("events", calls, hang_on_stop=True))
     infra.add(FakeComponent("email", calls))
     await infra.start()
@@ -221,19 +221,19 @@ async def test_a_hanging_stop_times_out_and_the_others_still_stop(tmp_path: Path
     with pytest.raises(ShutdownError) as caught:
         await infra.aclose()
 
-    assert calls == ["stop email", "stop events", "stop cache", "stop database"]
-    assert set(caught.value.failures) == {"events", "cache"}
+    assert calls == ["stop email", "stop events", "stop search", "stop database"]
+    assert set(caught.value.failures) == {"events", "search"}
     assert isinstance(caught.value.failures["events"], TimeoutError)
-    assert isinstance(caught.value.failures["cache"], RuntimeError)
+    assert isinstance(caught.value.failures["search"], RuntimeError)
 
 
 async def test_a_failing_stop_on_leaving_the_block_raises_shutdown_error(tmp_path: Path) -> None:
     """Leaving the async with block reports stop failures as ShutdownError."""
     calls: list[str] = []
     infra = _infra(tmp_path, calls)
-    infra.add(FakeComponent("cache", calls, stop_error=RuntimeError("stuck")))
+    infra.add(FakeComponent("search", calls, stop_error=RuntimeError("stuck")))
 
-    with pytest.raises(ShutdownError, match="cache"):
+    with pytest.raises(ShutdownError, match="search"):
         async with infra:
             pass
 
@@ -262,15 +262,15 @@ async def test_health_checks_are_registered_per_component_once_started(tmp_path:
     """Each component's check joins readiness when it starts and leaves when it stops."""
     calls: list[str] = []
     infra = _infra(tmp_path, calls)
-    infra.add(FakeComponent("cache", calls), check=_noop_check, critical=False)
+    infra.add(FakeComponent("search", calls), check=_noop_check, critical=False)
     infra.add(FakeComponent("email", calls))
 
     assert infra.health.names == []
     async with infra:
-        assert infra.health.names == ["cache", "database"]
+        assert infra.health.names == ["cache", "database", "search"]
         document = (await infra.health.ready()).as_json()
         assert document["checks"]["database:responseTime"][0]["componentType"] == "datastore"
-        assert document["checks"]["cache:responseTime"][0]["componentType"] == "component"
+        assert document["checks"]["search:responseTime"][0]["componentType"] == "component"
 
     assert infra.health.names == []
 
@@ -283,7 +283,7 @@ async def test_a_failing_non_critical_component_check_warns(tmp_path: Path) -> N
     async def redis_down() -> None:
         raise ConnectionError("redis gone")
 
-    infra.add(FakeComponent("cache", calls), check=redis_down, critical=False)
+    infra.add(FakeComponent("search", calls), check=redis_down, critical=False)
 
     async with infra:
         report = await infra.health.ready()
@@ -322,7 +322,7 @@ async def test_adding_after_start_is_refused(tmp_path: Path) -> None:
 async def test_transitions_are_measured(tmp_path: Path) -> None:
     """Start and stop durations are recorded per component in the runtime histogram."""
     infra = _infra(tmp_path, [])
-    infra.add(FakeComponent("cache", []))
+    infra.add(FakeComponent("search", []))
 
     async with infra:
         pass
@@ -336,6 +336,8 @@ async def test_transitions_are_measured(tmp_path: Path) -> None:
     assert counts == {
         ("database", "start"): 1.0,
         ("cache", "start"): 1.0,
+        ("search", "start"): 1.0,
+        ("search", "stop"): 1.0,
         ("cache", "stop"): 1.0,
         ("database", "stop"): 1.0,
     }

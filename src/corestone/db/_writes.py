@@ -293,10 +293,12 @@ async def update_many(
     return len(objs)
 
 
-async def delete(repo: Repository[Any], id_: object, *, expected_version: int | None) -> None:
+async def delete(
+    repo: Repository[Any], id_: object, *, expected_version: int | None
+) -> dict[str, Any]:
+    """Delete one row; return its values as they were written (for cache invalidation)."""
     if not repo.info.soft_delete:
-        await purge(repo, id_, action="delete", expected_version=expected_version)
-        return
+        return await purge(repo, id_, action="delete", expected_version=expected_version)
     key = repo._coerce_id(id_)
     workspace = repo.workspace()
     criteria = [repo.info.pk == key, *repo._criteria(workspace, include_deleted=False)]
@@ -310,10 +312,11 @@ async def delete(repo: Repository[Any], id_: object, *, expected_version: int | 
     obj = (await repo.session.scalars(stmt, execution_options=options)).one_or_none()
     if obj is None:
         raise await _why_missing(repo, key, expected_version)
+    after = repo.info.attribute_values(obj)
     if repo.info.audited:
-        after = repo.info.attribute_values(obj)
         before = {**after, "deleted_at": None, "deleted_by": None}
         await record(repo, "delete", [(before, after)])
+    return after
 
 
 async def restore(repo: Repository[Any], id_: object) -> Any:
@@ -348,7 +351,7 @@ async def purge(
     *,
     action: AuditAction = "purge",
     expected_version: int | None = None,
-) -> None:
+) -> dict[str, Any]:
     key = repo._coerce_id(id_)
     workspace = repo.workspace()
     include_deleted = action == "purge"
@@ -366,6 +369,7 @@ async def purge(
     row = (await repo.session.execute(stmt, execution_options=options)).one_or_none()
     if row is None:
         raise await _why_missing(repo, key, expected_version, include_deleted)
+    before = dict(zip(repo.info.columns, row, strict=True))
     if repo.info.audited:
-        before = dict(zip(repo.info.columns, row, strict=True))
         await record(repo, action, [(before, None)])
+    return before

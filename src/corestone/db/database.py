@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import event, exc, text
 from sqlalchemy.engine import URL, make_url
@@ -48,6 +48,9 @@ from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
 from corestone.resilience.integrations import guard_engine
 from corestone.resilience.registry import BreakerRegistry
+
+if TYPE_CHECKING:
+    from corestone.cache.tiered import TieredCache
 
 __all__ = ["Database", "PoolOptions"]
 
@@ -161,6 +164,9 @@ class Database:
         self.breakers = breakers
         # Repositories sign their pagination cursors with this unless given another key.
         self.signing_key = signing_key
+        # Repositories invalidate (and, when they opt in, read through) this cache;
+        # Infrastructure sets it to infra.cache.
+        self.cache: TieredCache | None = None
         self._replica_urls = [make_url(u) for u in replica_urls]
         self._pool = pool
         self._busy_timeout_ms = sqlite_busy_timeout_ms

@@ -39,12 +39,12 @@ import builtins
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import ColumnElement, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from corestone.db import _bulk, _writes
+from corestone.db import _bulk, _cache, _writes
 from corestone.db._model_info import ModelInfo, model_info
 from corestone.db.filters import compile_filter, parse_sort
 from corestone.db.pagination import (
@@ -67,6 +67,9 @@ from corestone.db.scoping import (
 from corestone.db.transactions import Transaction
 from corestone.errors import InvalidInputError, NotFoundError
 
+if TYPE_CHECKING:
+    from corestone.cache.tiered import TieredCache
+
 __all__ = ["Repository"]
 
 M = TypeVar("M")
@@ -88,6 +91,11 @@ class Repository(Generic[M]):
     upsert_keys: ClassVar[Sequence[str]] = ()
     default_limit: ClassVar[int] = 50
     max_limit: ClassVar[int] = 500
+    cache_reads: ClassVar[bool] = False
+    """Serve ``get``/``find``/``get_many`` by id through the cache (see :mod:`._cache`)."""
+    cache_ttl: ClassVar[float | None] = None
+    user_columns: ClassVar[Sequence[str]] = ()
+    """Columns holding user ids: writing them invalidates those users' ``user:{id}`` tags."""
 
     def __init__(
         self,
@@ -96,8 +104,15 @@ class Repository(Generic[M]):
         signing_key: bytes | str | None = None,
         workspace: int | str | AllWorkspaces | None = None,
         include_deleted: bool = False,
+        cache: TieredCache | None = None,
     ) -> None:
         self.session = tx.session if isinstance(tx, Transaction) else tx
+        self.transaction = tx if isinstance(tx, Transaction) else None
+        # Writes invalidate through the database's cache (set by Infrastructure) unless
+        # given another; reads use it only when the class opts in with cache_reads.
+        if cache is None and self.transaction is not None:
+            cache = self.transaction.database.cache
+        self.cache = cache
         self.info: ModelInfo = model_info(self.model)  # type: ignore[arg-type]
         self.include_deleted = include_deleted
         self._workspace = workspace
@@ -110,10 +125,11 @@ class Repository(Generic[M]):
     def with_deleted(self) -> Repository[M]:
         """The same repository, also seeing soft-deleted rows."""
         return type(self)(
-            self.session,
+            self.transaction if self.transaction is not None else self.session,
             signing_key=self._signing_key,
             workspace=self._workspace,
             include_deleted=True,
+            cache=self.cache,
         )
 
     # -- scope ---------------------------------------------------------------------------
@@ -170,6 +186,18 @@ class Repository(Generic[M]):
     async def find(self, id_: object) -> M | None:
         """The row with this id, or None if it does not exist or is out of scope."""
         key = self._coerce_id(id_)
+        if self.cache_reads and self.cache is not None and self._cacheable():
+            return await _cache.cached_find(self, key, self.cache)  # type: ignore[no-any-return]
+        return await self.find_uncached(key)
+
+    def _cacheable(self) -> bool:
+        # Deleted rows and cross-workspace reads go to the database: the cached entry
+        # is one workspace's visible row.
+        return not self.include_deleted and not isinstance(self.workspace(), AllWorkspaces)
+
+    async def find_uncached(self, id_: object) -> M | None:
+        """``find`` straight from the database, whatever ``cache_reads`` says."""
+        key = self._coerce_id(id_)
         workspace = self.workspace()
         obj = await self.session.get(self.model, key, execution_options=self._options(workspace))
         if obj is None or not self._visible(obj, workspace):
@@ -186,6 +214,9 @@ class Repository(Generic[M]):
     async def get_many(self, ids: Sequence[object]) -> builtins.list[M]:
         """The rows with these ids, in the order given; missing and foreign ids are skipped."""
         keys = list(dict.fromkeys(self._coerce_id(i) for i in ids))
+        if self.cache_reads and self.cache is not None and self._cacheable():
+            rows = [await _cache.cached_find(self, key, self.cache) for key in keys]
+            return [row for row in rows if row is not None]
         workspace = self.workspace()
         found: dict[Any, M] = {}
         for start in range(0, len(keys), _ID_CHUNK):
@@ -307,7 +338,9 @@ class Repository(Generic[M]):
 
     async def create(self, values: Mapping[str, Any]) -> M:
         """Insert one row and return it (server defaults loaded)."""
-        return await _writes.create(self, values)  # type: ignore[no-any-return]
+        obj = await _writes.create(self, values)
+        _cache.touched(self, rows=[self.info.attribute_values(obj)])
+        return obj  # type: ignore[no-any-return]
 
     async def create_many(self, rows: Sequence[Mapping[str, Any]]) -> builtins.list[Any]:
         """Insert many rows fast; return their ids in input order.
@@ -315,19 +348,24 @@ class Repository(Generic[M]):
         PostgreSQL: ids reserved from the sequence in one query, rows sent by binary COPY.
         SQLite: batched multi-row INSERT … RETURNING. Load the rows with ``get_many``.
         """
-        return await _bulk.create_many(self, rows)
+        ids = await _bulk.create_many(self, rows)
+        _cache.touched(self, ids=ids, rows=rows if self.user_columns else ())
+        return ids
 
     async def update(
         self, id_: object, values: Mapping[str, Any], *, expected_version: int | None = None
     ) -> M:
         """Change some fields of one row and return it; checks ``expected_version`` if given."""
-        return await _writes.update(  # type: ignore[no-any-return]
-            self, id_, values, expected_version=expected_version
-        )
+        obj = await _writes.update(self, id_, values, expected_version=expected_version)
+        _cache.touched(self, rows=[self.info.attribute_values(obj)])
+        return obj  # type: ignore[no-any-return]
 
     async def update_many(self, filters: Mapping[str, Any], values: Mapping[str, Any]) -> int:
         """Change ``values`` on every row in scope matching ``filters``; return how many."""
-        return await _writes.update_many(self, filters, values)
+        count = await _writes.update_many(self, filters, values)
+        if count:
+            _cache.touched(self, rows=_user_rows(self, values), whole_model=True)
+        return count
 
     async def upsert(self, values: Mapping[str, Any], *, on: Sequence[str] | None = None) -> M:
         """Insert, or update the row with the same ``on`` key (default ``upsert_keys``/id).
@@ -335,25 +373,38 @@ class Repository(Generic[M]):
         Never takes over a row of another workspace or a soft-deleted one: that conflict
         is :class:`~corestone.errors.ConflictError`.
         """
-        return await _bulk.upsert_one(self, values, on=on)  # type: ignore[no-any-return]
+        obj = await _bulk.upsert_one(self, values, on=on)
+        _cache.touched(self, rows=[self.info.attribute_values(obj)])
+        return obj  # type: ignore[no-any-return]
 
     async def upsert_many(
         self, rows: Sequence[Mapping[str, Any]], *, on: Sequence[str] | None = None
     ) -> int:
         """Upsert many rows with ON CONFLICT; return how many were inserted or updated."""
-        return await _bulk.upsert_many(self, rows, on=on)
+        count = await _bulk.upsert_many(self, rows, on=on)
+        _cache.touched(self, rows=rows, whole_model=True)
+        return count
 
     async def delete(self, id_: object, *, expected_version: int | None = None) -> None:
         """Soft-delete (models with SoftDeleteMixin) or delete one row."""
-        await _writes.delete(self, id_, expected_version=expected_version)
+        row = await _writes.delete(self, id_, expected_version=expected_version)
+        _cache.touched(self, rows=[row])
 
     async def restore(self, id_: object) -> M:
         """Undo a soft delete and return the row (a row not deleted is returned as is)."""
-        return await _writes.restore(self, id_)  # type: ignore[no-any-return]
+        obj = await _writes.restore(self, id_)
+        _cache.touched(self, rows=[self.info.attribute_values(obj)])
+        return obj  # type: ignore[no-any-return]
 
     async def purge(self, id_: object) -> None:
         """Delete one row for good, soft-deleted or not."""
-        await _writes.purge(self, id_)
+        row = await _writes.purge(self, id_)
+        _cache.touched(self, rows=[row])
+
+
+def _user_rows(repo: Repository[Any], values: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    users = {c: values[c] for c in repo.user_columns if c in values}
+    return [users] if users else []
 
 
 def _is_int(value: object) -> bool:

@@ -38,6 +38,7 @@ STATUS_BY_CODE: Mapping[str, int] = {
     "unavailable": 503,
     "circuit_open": 503,
     "bulkhead_full": 503,
+    "load_timeout": 503,
     "workspace_required": 500,
     "saga_failed": 500,
     "saga_lease_lost": 503,

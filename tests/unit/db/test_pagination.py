@@ -121,7 +121,12 @@ _scalars = st.one_of(
     st.text(max_size=20),
     st.floats(allow_nan=False),
     st.decimals(allow_nan=False, allow_infinity=False, places=4),
-    st.datetimes(timezones=st.timezones()),
+    # Fixed offsets only: PEP 495 makes an aware time inside a DST gap or fold unequal
+    # to every time of another zone, itself included, so zoneinfo values cannot compare.
+    # (whole minutes, as real offsets are).
+    st.datetimes(
+        timezones=st.integers(-23 * 60, 23 * 60).map(lambda m: timezone(timedelta(minutes=m)))
+    ),
     st.dates(),
     st.uuids(),
 )
