@@ -1,10 +1,10 @@
 """Coherence and outage figures of the cache suite (corestone only: the peers have neither).
 
-* Cross-instance invalidation: two TieredCache instances share Redis and the backplane;
-  B holds a key in L1, A writes a new value, and the delay is the time from A's ``set``
-  call until B's ``get`` returns the new value (B polls its L1, yielding to the event
-  loop between reads). The whole user-visible staleness window: A's write to Redis, the
-  publish, delivery, B dropping its copy and re-reading L2.
+* Cross-instance invalidation: two TieredCache instances (one process, one event loop)
+  share Redis and the backplane; B holds a key in L1, A writes a new value, and the delay
+  is the time from A's ``set`` returning until B's L1 copy is gone (polled, yielding to
+  the event loop). Beside it, the whole user-visible window: from A's ``set`` call until
+  B's ``get`` returns the new value (adds A's write and B's re-read from Redis).
 * Redis outage, on a redis-server of the run's own: entries are loaded, Redis is killed,
   the entries' freshness runs out, and every ``get_or_load`` with a failing loader must
   serve the stale value without an exception (fail-safe). Then Redis is restarted, and
@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench._cache_corestone import tiered
@@ -24,38 +25,51 @@ from bench._cache_peers import VALUE
 from bench._cache_timing import OwnRedis, own_redis, percentile
 
 
-async def invalidation_delays_ms(url: str, protocol: int, samples: int) -> list[float]:
-    """Write-on-A to fresh-read-on-B delays, milliseconds, on ``protocol``."""
+async def invalidation_delays_ms(
+    url: str, protocol: int, samples: int
+) -> tuple[list[float], list[float]]:
+    """(invalidation delays, write-to-fresh-read delays), milliseconds, on ``protocol``.
+
+    Invalidation: from A's ``set`` returning (its announcement is published by then) until
+    B's L1 copy is gone. Write-to-fresh-read: from A's ``set`` call until B's ``get``
+    returns the new value (adds A's Redis write and B's re-read from L2).
+    """
     from corestone.cache import TieredCache
 
-    namespace = f"benchinv{protocol}{int(time.time() * 1000) % 1_000_000}"
-    delays: list[float] = []
+    namespace = f"benchinv{protocol}x{int(time.time() * 1000) % 1_000_000}"
+    invalidated: list[float] = []
+    fresh: list[float] = []
     async with (
         TieredCache.from_url(url, namespace=namespace, protocol=protocol) as a,
         TieredCache.from_url(url, namespace=namespace, protocol=protocol) as b,
     ):
         await asyncio.sleep(0.1)  # both subscribed
         key = "task:inv"
+        full = b.key(key)
         await a.set(key, 0, ttl=600)
         for n in range(1, samples + 1):
-            if await b.get(key) != n - 1:  # B holds the current value in L1
-                await _until_value(b, key, n - 1, 2.0)
+            await _until(lambda: full in b.memory, b, key)  # B holds a copy in L1
             start = time.perf_counter()
             await a.set(key, n, ttl=600)
-            if await _until_value(b, key, n, 2.0):
-                delays.append((time.perf_counter() - start) * 1000)
-            else:
-                delays.append(float("inf"))  # never became fresh: counts against p99
+            written = time.perf_counter()
+            gone = await _until(lambda: full not in b.memory, None, key)
+            dropped = time.perf_counter()
+            invalidated.append((dropped - written) * 1000 if gone else float("inf"))
+            seen = await b.get(key) == n
+            fresh.append((time.perf_counter() - start) * 1000 if seen else float("inf"))
         await a.delete(key)
-    return delays
+    return invalidated, fresh
 
 
-async def _until_value(cache: Any, key: str, value: int, within: float) -> bool:
-    deadline = time.perf_counter() + within
-    while await cache.get(key) != value:
+async def _until(condition: Callable[[], bool], reader: Any, key: str) -> bool:
+    """Spin (yielding to the loop, so the backplane reader runs) until ``condition``, ≤ 2 s."""
+    deadline = time.perf_counter() + 2.0
+    while not condition():
         if time.perf_counter() > deadline:
             return False
-        await asyncio.sleep(0)  # let the backplane reader run
+        if reader is not None:
+            await reader.get(key)
+        await asyncio.sleep(0)
     return True
 
 

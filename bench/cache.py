@@ -95,11 +95,14 @@ async def run(quick: bool) -> Report:
     _hit_ratios(report, quick)
     if has_tiered and redis_up:
         for protocol in (2, 3):
-            delays = await _cache_coherence.invalidation_delays_ms(url, protocol, invalidations)
-            for q, label in ((0.5, "p50"), (0.99, "p99")):
-                value = percentile(delays, q)
-                report.rows.append((f"corestone_invalidation_resp{protocol}", label, value, "ms"))
-                r[f"invalidation_resp{protocol}_{label}_ms"] = value
+            delays, fresh = await _cache_coherence.invalidation_delays_ms(
+                url, protocol, invalidations
+            )
+            for case, values in (("invalidation", delays), ("write_to_fresh_read", fresh)):
+                for q, label in ((0.5, "p50"), (0.99, "p99")):
+                    value = percentile(values, q)
+                    report.rows.append((f"corestone_{case}_resp{protocol}", label, value, "ms"))
+                    r[f"{case}_resp{protocol}_{label}_ms"] = value
     if has_tiered:
         try:
             figures = await _cache_coherence.outage(100 if quick else 500)
