@@ -43,11 +43,17 @@ def memory_cases() -> dict[str, tuple[str, Any, Any]]:
     }
 
 
-async def tiered(url: str | None, stack: contextlib.AsyncExitStack, **options: Any) -> Any:
-    """A started TieredCache in a namespace of this run, closed by ``stack``."""
+async def tiered(
+    url: str | None,
+    stack: contextlib.AsyncExitStack,
+    *,
+    namespace: str | None = None,
+    **options: Any,
+) -> Any:
+    """A started TieredCache (by default in a namespace of its own), closed by ``stack``."""
     from corestone.cache import TieredCache
 
-    namespace = f"bench{os.getpid()}n{next(_caches)}"  # unique per cache
+    namespace = namespace or f"bench{os.getpid()}n{next(_caches)}"
     cache = TieredCache.from_url(url, namespace=namespace, **options)
     await stack.enter_async_context(cache)
     return cache
@@ -108,19 +114,46 @@ async def stampedes(cache: Any, concurrency: int) -> dict[str, float]:
 
     out: dict[str, float] = {}
     for name, extra in (("get_or_load", {}), ("get_or_load_locked", {"distributed_lock": True})):
-        calls = 0
-
-        async def load(n: int = 0) -> dict[str, Any]:
-            nonlocal calls
-            calls += 1
-            await asyncio.sleep(0.02)
-            return VALUE
-
-        key = f"stampede:{name}"
-        await asyncio.gather(
-            *(cache.get_or_load(key, load, ttl=300, **extra) for _ in range(concurrency)),
-            return_exceptions=True,
-        )
-        out[name] = float(calls)
+        out[name] = await _stampede([cache], concurrency, extra)
     out["cached"] = await stampede_calls(cached(cache, ttl=300), concurrency)
     return out
+
+
+async def two_instance_stampedes(
+    url: str, concurrency: int, stack: contextlib.AsyncExitStack
+) -> dict[str, float]:
+    """The same, split over two instances sharing Redis (as two processes would).
+
+    Without the distributed lock each instance loads once; with it, once in total, also
+    when the loader (0.3 s) outlives the lock's lease (0.1 s: the watchdog extends it).
+    """
+    namespace = f"benchstampede{os.getpid()}"
+    pair = [await tiered(url, stack, namespace=namespace) for _ in range(2)]
+    return {
+        "two_instances_get_or_load": await _stampede(pair, concurrency, {}),
+        "two_instances_get_or_load_locked_short_lease": await _stampede(
+            pair, concurrency, {"distributed_lock": True, "lock_lease": 0.1}, load_seconds=0.3
+        ),
+    }
+
+
+async def _stampede(
+    caches: list[Any], concurrency: int, extra: dict[str, Any], load_seconds: float = 0.02
+) -> float:
+    calls = 0
+
+    async def load() -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(load_seconds)
+        return VALUE
+
+    key = f"stampede:{next(_caches)}"
+    await asyncio.gather(
+        *(
+            caches[n % len(caches)].get_or_load(key, load, ttl=300, **extra)
+            for n in range(concurrency)
+        ),
+        return_exceptions=True,
+    )
+    return float(calls)

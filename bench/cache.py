@@ -87,6 +87,8 @@ async def run(quick: bool) -> Report:
         stampedes = await _cache_peers.peer_stampedes(stampede, stack)
         if cache is not None:
             ours_stampede = await _cache_corestone.stampedes(cache, stampede)
+            if redis_up:
+                ours_stampede |= await _cache_corestone.two_instance_stampedes(url, stampede, stack)
             stampedes |= {f"corestone_{name}": calls for name, calls in ours_stampede.items()}
         for name, calls in stampedes.items():
             report.rows.append((f"{name}_stampede", f"{stampede} callers", calls, "loader calls"))
@@ -171,10 +173,16 @@ def _checks(report: Report, batch: int) -> None:
         "zipf_scan_hit_ratio_gain_over_lru_points",
         r.get("zipf_scan_memory_pct", -MISSING) - lru_scan, ">=", 7,
     )  # fmt: skip
-    for name in ("get_or_load", "get_or_load_locked", "cached"):
+    for name, calls in (
+        ("get_or_load", 1),
+        ("get_or_load_locked", 1),
+        ("cached", 1),
+        ("two_instances_get_or_load", 2),  # no lock: one load per instance
+        ("two_instances_get_or_load_locked_short_lease", 1),
+    ):
         report.check(
             f"stampede_loader_calls_{name}",
-            get(f"corestone_{name}_stampede_loader_calls"), "==", 1,
+            get(f"corestone_{name}_stampede_loader_calls"), "==", calls,
         )  # fmt: skip
     for protocol in (2, 3):
         report.check(
