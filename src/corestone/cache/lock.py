@@ -34,6 +34,10 @@ __all__ = ["RedisLock"]
 log = get_logger(__name__)
 
 
+# Background releases of possibly-taken locks after a cancelled acquire (kept referenced).
+_ORPHANS: set[asyncio.Task[None]] = set()
+
+
 def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
@@ -82,6 +86,30 @@ class RedisLock:
     async def _try_once(self, token: bytes) -> bool:
         return bool(await self.client.set(self.key, token, nx=True, px=_ms(self.lease)))
 
+    async def _attempt(self, token: bytes) -> bool:
+        try:
+            return await self._try_once(token)
+        except BaseException:
+            # Cancelled (a caller's timeout) or failed after the SET may have reached Redis:
+            # the lock could be ours with nobody knowing the token, blocking everyone for a
+            # whole lease. Release it in the background (token-checked, so harmless if not).
+            self._release_orphan(token)
+            raise
+
+    def _release_orphan(self, token: bytes) -> None:
+        async def release() -> None:
+            try:
+                await self._release_script(keys=[self.key], args=[token])
+            except Exception as exc:  # noqa: BLE001 — best effort; the lease lapses anyway
+                log.debug("cache.lock.orphan_release_failed", key=self.key, error=repr(exc))
+
+        try:
+            task = asyncio.get_running_loop().create_task(release())
+        except RuntimeError:  # the loop is going away: the lease will lapse
+            return
+        _ORPHANS.add(task)
+        task.add_done_callback(_ORPHANS.discard)
+
     async def acquire(self, *, wait: float | None = 0) -> bool:
         """Take the lock; ``wait`` seconds at most (0: one attempt, None: until acquired).
 
@@ -93,7 +121,7 @@ class RedisLock:
         token = secrets.token_hex(16).encode()
         deadline = None if wait is None else time.monotonic() + max(0.0, wait)
         delay = self.poll_min
-        while not await self._try_once(token):
+        while not await self._attempt(token):
             if deadline is None:
                 pause = delay
             else:

@@ -77,6 +77,7 @@ class RedisCache:
         )
         self._encode = self.envelope.encode
         self._decode = self.envelope.decode
+        self._decode_many = self.envelope.decode_many
         self._set_tagged: AsyncScript = client.register_script(_lua.SET_TAGGED)
         self._invalidate_tags: AsyncScript = client.register_script(_lua.INVALIDATE_TAGS)
         self._logged: set[str] = set()
@@ -111,19 +112,11 @@ class RedisCache:
         if not keys:
             return []
         raw = cast("list[bytes | None]", await self.client.mget(keys))
-        decode = self._decode
-        out: list[Stored | None] = []
-        append = out.append
-        for data in raw:
-            if data is None:
-                append(None)
-                continue
-            try:
-                append(decode(data))
-            except ValueError as exc:
-                self._corrupt(keys[len(out)], exc)
-                append(None)
-        return out
+
+        def corrupt(index: int, exc: ValueError) -> None:
+            self._corrupt(keys[index], exc)
+
+        return self._decode_many(raw, corrupt)
 
     # --- writes -------------------------------------------------------------------------
 

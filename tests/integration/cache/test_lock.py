@@ -143,3 +143,31 @@ async def test_async_with_and_misuse(env: tuple[Any, str]) -> None:
     assert await lock.release() is False  # releasing twice is harmless
     with pytest.raises(ValueError, match="lease"):
         RedisLock(client, key, lease=0)
+
+
+class _CancelAfterSet:
+    """A client whose SET reaches Redis, then the caller is cancelled before seeing the reply."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    async def set(self, *args: Any, **kwargs: Any) -> Any:
+        await self._client.set(*args, **kwargs)
+        raise asyncio.CancelledError
+
+
+async def test_cancelled_acquire_does_not_orphan_the_lock(env: tuple[Any, str]) -> None:
+    client, key = env
+    lock = RedisLock(client, key, lease=30)
+    lock.client = _CancelAfterSet(client)
+    with pytest.raises(asyncio.CancelledError):
+        await lock.acquire()
+    assert not lock.held
+    for _ in range(200):  # released in the background, not after the 30 s lease
+        if not await client.exists(key):
+            break
+        await asyncio.sleep(0.01)
+    assert await client.exists(key) == 0
+    again = RedisLock(client, key, lease=5)
+    assert await again.acquire()
+    await again.release()
