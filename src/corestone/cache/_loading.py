@@ -76,7 +76,10 @@ class Loading:
         """Join (or start) the key's flight and wait for it within the options' timeouts."""
         flight = self._flights.get(full)
         if flight is None:
-            flight = self._begin(full, scope, loader, tags, options, stale, self._cache.clock())
+            now = self._cache.clock()
+            if stale is not None and not _within_max_stale(stale, options, now):
+                stale = None
+            flight = self._begin(full, scope, loader, tags, options, stale, now)
         return await self._wait(flight, options)
 
     def refresh(
@@ -154,7 +157,9 @@ class Loading:
             if found is not None:
                 if found.fresh_until > max(cache.clock(), flight.newer_than):
                     return found.value
-                if flight.stale is None or found.fresh_until > flight.stale.fresh_until:
+                if _within_max_stale(found, options, cache.clock()) and (
+                    flight.stale is None or found.fresh_until > flight.stale.fresh_until
+                ):
                     flight.stale = found
             if options.distributed_lock and cache.remote is not None:
                 lock, value = await self._lock_or_value(flight, options)
@@ -260,6 +265,10 @@ class Loading:
             with contextlib.suppress(BaseException):
                 await task
         self._flights.clear()
+
+
+def _within_max_stale(entry: Entry, options: CacheOptions, now: float) -> bool:
+    return options.fail_safe and entry.fresh_until + options.max_stale > now
 
 
 def _lock_key(flight: _Flight) -> str:

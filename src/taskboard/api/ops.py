@@ -1,4 +1,4 @@
-"""Operations data behind the dashboard (DESIGN §5): ``GET /api/ops/breakers``."""
+"""Operations data behind the dashboard (DESIGN §5): ``/api/ops/breakers`` and ``/cache``."""
 
 from __future__ import annotations
 
@@ -22,3 +22,12 @@ async def breakers(request: Request, _caller: Caller) -> dict[str, Any]:
     workspace's data.
     """
     return infrastructure(request).breakers.as_json()
+
+
+@router.get("/cache")
+async def cache(request: Request, _caller: Caller) -> dict[str, Any]:
+    """The cache of this process: hits and misses per tier, L1 size, Redis and backplane.
+
+    Counters only, never keys or values: a key names a workspace's data.
+    """
+    return infrastructure(request).cache.snapshot()

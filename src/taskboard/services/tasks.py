@@ -39,6 +39,8 @@ class TaskRepository(Repository[Task]):
     sortable = ("id", "created_at", "updated_at", "title", "status")
     default_sort = "id"
     max_limit = MAX_LIMIT
+    cache_reads = True  # GET …/tasks/{id} is served from the cache (DESIGN §5)
+    user_columns = ("assignee_id",)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,92 @@
+"""Cache keys: workspace first, user keys never interpreted, hostile keys kept apart."""
+
+from __future__ import annotations
+
+import pytest
+
+from corestone.cache.keys import MAX_KEY_BYTES, KeyBuilder, escape_glob, glob_regex
+from corestone.context import bind
+from corestone.errors import InvalidInputError
+
+KEYS = KeyBuilder("tasks")
+
+
+def test_the_contract_shape_with_the_workspace_first() -> None:
+    assert KEYS.entry("task:7", 42) == "corestone:tasks:42:task:7"
+    assert KEYS.entry("task:7") == "corestone:tasks:global:task:7"
+    with bind(workspace=9):
+        assert KEYS.entry("task:7") == "corestone:tasks:9:task:7"
+        assert KEYS.entry("task:7", "global") == "corestone:tasks:global:task:7"
+
+
+@pytest.mark.parametrize("workspace", ["a:b", "*", "x y", "", "é", "a" * 65, "1\n2"])
+def test_a_workspace_that_could_widen_the_scope_is_refused(workspace: str) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        KEYS.entry("k", workspace)
+    assert caught.value.field == "workspace"
+
+
+def test_a_namespace_is_validated_too() -> None:
+    with pytest.raises(InvalidInputError):
+        KeyBuilder("a:b")
+
+
+def test_user_keys_cannot_reach_tag_sets_or_hashed_keys() -> None:
+    # Entries continue the scope with ':'; tags and digests with '#', which no entry has.
+    assert KEYS.entry("#tag:x", 1) == "corestone:tasks:1:#tag:x"
+    assert KEYS.tag("x", 1) == "corestone:tasks:1#tag:x"
+    assert KEYS.entry("#tag:x", 1) != KEYS.tag("x", 1)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [b"\x00\xff binary", "lone \udcff surrogate", "é" * (MAX_KEY_BYTES // 2 + 1), "k" * 5000],
+)
+def test_binary_unencodable_and_long_keys_are_stored_under_a_digest(key: str | bytes) -> None:
+    full = KEYS.entry(key, 3)
+    assert full.startswith("corestone:tasks:3#h:")
+    assert len(full) < 100
+    assert full == KEYS.entry(key, 3)  # stable
+    assert full != KEYS.entry(key, 4)
+
+
+def test_short_unicode_keys_stay_readable() -> None:
+    assert KEYS.entry("tâche", 1) == "corestone:tasks:1:tâche"
+
+
+def test_a_str_and_bytes_key_with_the_same_text_do_not_collide() -> None:
+    assert KEYS.entry("abc", 1) != KEYS.entry(b"abc", 1)
+
+
+def test_keys_of_other_types_are_refused() -> None:
+    with pytest.raises(InvalidInputError):
+        KEYS.entry(12, 1)  # type: ignore[arg-type]
+
+
+def test_patterns_escape_everything_but_star() -> None:
+    pattern = KEYS.pattern("user:[1]?\\*", 5)
+    assert pattern == "corestone:tasks:5:user:\\[1\\]\\?\\\\*"
+    regex = glob_regex(pattern)
+    assert regex.fullmatch("corestone:tasks:5:user:[1]?\\anything")
+    assert not regex.fullmatch("corestone:tasks:5:user:11?\\x")  # '[1]' is literal
+    assert not regex.fullmatch("corestone:tasks:6:user:[1]?\\x")  # other workspace
+
+
+def test_a_star_only_matches_inside_the_scope() -> None:
+    regex = KEYS.matcher("*", 5)
+    assert regex.fullmatch("corestone:tasks:5:anything:at:all")
+    assert not regex.fullmatch("corestone:tasks:50:x")
+    assert not regex.fullmatch("corestone:tasks:5#tag:x")
+
+
+def test_escape_glob_round_trips_through_the_regex() -> None:
+    text = "a*b?c[d]e\\f"
+    assert glob_regex(escape_glob(text)).fullmatch(text)
+    assert not glob_regex(escape_glob(text)).fullmatch("aXb?c[d]e\\f")
+
+
+@pytest.mark.parametrize("pattern", ["", "x" * (MAX_KEY_BYTES + 1)])
+def test_empty_or_huge_patterns_are_refused(pattern: str) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        KEYS.pattern(pattern, 1)
+    assert caught.value.field == "pattern"
