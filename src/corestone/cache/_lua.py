@@ -16,6 +16,9 @@ __all__ = ["INVALIDATE_TAGS", "LOCK_EXTEND", "LOCK_RELEASE", "SET_TAGGED"]
 # Every entry is SET with PX ttl and added to every tag set; each tag set's TTL is raised
 # to at least ttl (a set holding a longer-lived entry must outlive it, so never shortened;
 # a set without any TTL is left without one).
+# A busy tag's set is extended forever, so members whose entries expired would pile up:
+# each write also samples 3 random members and drops those whose entry is gone. Dead
+# members then stay a bounded fraction of the set instead of growing without limit.
 SET_TAGGED: Final = """
 local n = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
@@ -30,6 +33,12 @@ for j = n + 1, #KEYS do
   end
   if current == -2 or (current >= 0 and current < ttl) then
     redis.call('PEXPIRE', tag, ttl)
+  end
+  local sample = redis.call('SRANDMEMBER', tag, 3)
+  for s = 1, #sample do
+    if redis.call('EXISTS', sample[s]) == 0 then
+      redis.call('SREM', tag, sample[s])
+    end
   end
 end
 return n

@@ -6,9 +6,10 @@ Redis set per tag (``…#tag:{tag}``) listing the entry keys carrying it; entrie
 tag memberships are written by one script, and invalidation unlinks every member and the
 set in one script, so no reader sees a half-invalidated tag.
 
-Tag sets may list entries that have since expired: the set's TTL is raised to the
-longest member's, never shortened, so the set outlives every live member and the stale
-members cost only memory until the set itself expires or is invalidated.
+A tag set's TTL is raised to its longest-lived member's, never shortened, so the set
+outlives every live member. Members whose entries expired are dropped by sampling on
+each tagged write (see ``_lua.SET_TAGGED``), so a busy tag's set does not grow without
+bound; the few that remain cost memory only, as UNLINK of a missing key is a no-op.
 
 The client must return raw bytes (``decode_responses=False``, redis-py's default): the
 envelope is binary. Both RESP2 and RESP3 clients work (redis-py 8 defaults to RESP3).

@@ -8,6 +8,7 @@ MONITOR or server-global counters other tests would disturb.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
@@ -366,3 +367,20 @@ async def test_lock_factory_uses_the_same_client(env: tuple[Any, str, Recorder])
         assert await client.exists(f"{prefix}lock") == 1
     assert not lock.held
     assert await client.exists(f"{prefix}lock") == 0
+
+
+async def test_tag_sets_shed_members_whose_entries_expired(env: tuple[Any, str, Recorder]) -> None:
+    client, prefix, _ = env
+    cache = RedisCache(client)
+    tag = f"{prefix}#tag:busy"
+    await cache.set_many(
+        [(f"{prefix}dead{i}", Stored(i, 1.0)) for i in range(50)], ttl=0.05, tag_keys=[tag]
+    )
+    await asyncio.sleep(0.1)
+    for i in range(100):  # a busy tag: its set is extended by every write
+        await cache.set(f"{prefix}live{i}", Stored(i, 1.0), ttl=30, tag_keys=[tag])
+    members = {m.decode() for m in await client.smembers(tag)}
+    assert {f"{prefix}live{i}" for i in range(100)} <= members  # live members are never dropped
+    dead = len(members) - 100
+    assert dead <= 25  # sampling pruned most of the 50 (expected ≈ 2)
+    assert await cache.invalidate_tags([tag]) == 100

@@ -188,3 +188,26 @@ def test_fast_path_stored_is_a_normal_frozen_dataclass() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         stored.value = 2  # type: ignore[misc]
     assert dataclasses.replace(stored, fresh_until=4.0) == Stored([1], 4.0)
+
+
+def test_decode_many_matches_decode_and_reports_bad_values_by_index() -> None:
+    env = Envelope(compress_above=100)
+    good = env.encode(Stored({"a": 1}, 1.0))
+    compressed = env.encode(Stored("z" * 5000, 2.0))
+    foreign = Envelope(OrjsonSerializer()).encode(Stored([1], 3.0))
+    items = [good, None, b"hello", compressed, foreign, b"", HEADER.pack(1, 4.0) + b"\xc1", good]
+    errors: list[tuple[int, ValueError]] = []
+    out = env.decode_many(items, lambda index, exc: errors.append((index, exc)))
+    assert out == [
+        Stored({"a": 1}, 1.0),
+        None,
+        None,
+        Stored("z" * 5000, 2.0),
+        None,
+        None,
+        None,
+        Stored({"a": 1}, 1.0),
+    ]
+    assert [index for index, _ in errors] == [2, 4, 5, 6]
+    assert all(isinstance(exc, ValueError) for _, exc in errors)
+    assert env.decode_many([], lambda index, exc: None) == []
