@@ -164,6 +164,10 @@ class RedisBackplane:
     channel, or a publish that could not be sent).
     """
 
+    idle_ping_seconds = 5.0
+    """With nothing received this long, PING the server; without even a PONG for as long
+    again, reconnect. A server gone without a TCP reset is noticed within twice this."""
+
     def __init__(
         self,
         url: str,
@@ -186,7 +190,10 @@ class RedisBackplane:
         self.dropped = 0
         self.resyncs = 0
         self._sub_client: Any = None
-        self._pub_client: Any = None
+        # One retry for publish: the first command after a Redis restart meets a dead
+        # pooled connection; the retry reconnects instead of reporting a failure. Made
+        # here (it connects lazily) so publishing works before start().
+        self._pub_client: Any = self._client(retries=1)
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._subscribed = False
@@ -218,6 +225,7 @@ class RedisBackplane:
 
         options: dict[str, Any] = {
             "socket_connect_timeout": 0.5,
+            "socket_timeout": 0.5,  # publish, subscribe and PING writes; reads pass their own
             "retry": Retry(NoBackoff(), retries),
         }
         if self.protocol is not None:
@@ -236,9 +244,6 @@ class RedisBackplane:
         # The subscriber never retries inside redis-py: its silent re-subscribe would
         # hide the outage from us, and on_resync must run after every one of them.
         self._sub_client = self._client(retries=0)
-        # One retry for publish: the first command after a Redis restart meets a dead
-        # pooled connection; the retry reconnects instead of reporting a failure.
-        self._pub_client = self._client(retries=1)
         first = True
         try:
             await self._subscribe()
@@ -251,9 +256,23 @@ class RedisBackplane:
         )
 
     async def _subscribe(self) -> None:
-        pubsub = self._sub_client.pubsub(ignore_subscribe_messages=True)
+        """Subscribe and wait for the server's confirmation.
+
+        redis-py's ``subscribe`` only sends the command. Until Redis confirms, messages
+        are not delivered to us, so calling ``on_resync`` earlier would leave a window
+        in which an invalidation is missed after the resync.
+        """
+        pubsub = self._sub_client.pubsub()
         self._pubsub = pubsub
         await pubsub.subscribe(self.channel)
+        deadline = time.monotonic() + max(1.0, 2 * self.idle_ping_seconds)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ConnectionError("cache backplane: SUBSCRIBE was not confirmed")
+            reply = await pubsub.get_message(timeout=left)
+            if reply is not None and reply.get("type") == "subscribe":
+                break
         self._subscribed = True
 
     async def _drop_pubsub(self) -> None:
@@ -289,13 +308,21 @@ class RedisBackplane:
 
     async def _read_until_error(self) -> None:
         pubsub = self._pubsub
+        pinged = False
         while True:
-            # A timeout bounds how long a half-open TCP connection can go unnoticed:
-            # get_message pings the server on the health-check path between reads.
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+            # An idle subscription pings; if not even the PONG arrives within another idle
+            # period, the server is gone without a TCP reset (a cut network, a paused VM):
+            # reconnect rather than stay deaf for the kernel's retransmission timeout.
+            message = await pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=self.idle_ping_seconds
+            )
             if message is None:
+                if pinged:
+                    raise ConnectionError("cache backplane: no reply to PING")
                 await pubsub.ping()
+                pinged = True
                 continue
+            pinged = False
             if message.get("type") == "message":
                 self._dispatch(message.get("data"))
 

@@ -283,3 +283,51 @@ async def test_start_while_redis_is_down_resyncs_once_it_comes_up(
         finally:
             server.kill()
             await asyncio.to_thread(server.wait, 10)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_idle_pings_keep_a_live_subscription(
+    redis_url: str, channel: str, protocol: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PONGs count as signs of life: an idle but healthy subscription is never dropped."""
+    monkeypatch.setattr(RedisBackplane, "idle_ping_seconds", 0.02)
+    async with (
+        _started(redis_url, channel, protocol) as (a, _),
+        _started(redis_url, channel, protocol) as (b, inbox_b),
+    ):
+        await asyncio.sleep(0.4)  # ~20 idle periods
+        assert a.connected
+        assert inbox_b.resyncs == 0
+        message = _message(a, 1)
+        assert await a.publish(message)
+        await _until(lambda: inbox_b.messages == [message])
+        assert b.resyncs == 0
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_server_that_stops_answering_is_left_and_rejoined(
+    own_redis: tuple[int, list[subprocess.Popen[bytes]]],
+    channel: str,
+    protocol: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No TCP reset, just silence (CLIENT PAUSE): the missing PONG triggers a re-subscribe."""
+    import redis.asyncio as redis
+
+    monkeypatch.setattr(RedisBackplane, "idle_ping_seconds", 0.05)
+    port, _ = own_redis
+    url = f"redis://127.0.0.1:{port}/0"
+    admin = redis.Redis.from_url(url)
+    try:
+        async with (
+            _started(url, channel, protocol, reconnect_max_seconds=0.1) as (a, _),
+            _started(url, channel, protocol, reconnect_max_seconds=0.1) as (b, inbox_b),
+        ):
+            await admin.client_pause(1000, all=True)
+            await _until(lambda: not b.connected, within=3.0)
+            await _until(lambda: b.connected and inbox_b.resyncs == 1, within=5.0)
+            message = _message(a, 1)
+            assert await a.publish(message)
+            await _until(lambda: inbox_b.messages == [message])
+    finally:
+        await admin.aclose()
