@@ -13,6 +13,7 @@ succeeds L2 is treated as unavailable: a value it holds may be one we meant to d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from enum import Enum
@@ -68,6 +69,7 @@ class Remote:
         self._pending_items = 0
         self._overflowed = False
         self._replay_lock = asyncio.Lock()
+        self._replayer: asyncio.Task[None] | None = None
 
     @property
     def pending(self) -> int:
@@ -153,6 +155,24 @@ class Remote:
             self._pending_items = 0
             self._overflowed = True
         self._stats.invalidations_pending = self._pending_items + int(self._overflowed)
+        if self._replayer is None or self._replayer.done():
+            # Nobody may touch L2 for a while after Redis returns; replay without them.
+            self._replayer = asyncio.get_running_loop().create_task(
+                self._replay_until_done(), name="cache-invalidation-replay"
+            )
+
+    async def _replay_until_done(self, interval: float = 0.25) -> None:
+        while self._pending_items or self._overflowed:
+            await asyncio.sleep(interval)
+            await self._replay()
+
+    async def aclose(self) -> None:
+        """Stop replaying; what is still pending is lost with the process (documented)."""
+        if self._replayer is not None:
+            self._replayer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._replayer
+            self._replayer = None
 
     async def _replay(self) -> bool:
         """Apply what is pending, oldest first; True once nothing is left."""

@@ -217,6 +217,8 @@ class TieredCache:
 
     async def aclose(self) -> None:
         await self._loading.aclose()
+        if self.remote is not None:
+            await self.remote.aclose()
         await self.backplane.aclose()
         if self._close is not None:
             await self._close()

@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
+from corestone.testing.redis_server import RedisServer
 from corestone.testing.services import (
     postgres_admin_url,
     redis_test_url,
@@ -18,7 +19,7 @@ from corestone.testing.services import (
     run_sync,
 )
 
-__all__ = ["database_url", "make_postgres_database", "postgres_url", "redis_url"]
+__all__ = ["database_url", "make_postgres_database", "postgres_url", "redis_server", "redis_url"]
 
 
 def _asyncpg_dsn(url: str) -> str:
@@ -93,3 +94,10 @@ def redis_url() -> str:
 
     require_service("Redis", probe)
     return url
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own on a spare port, for killing and freezing."""
+    with RedisServer(tmp_path) as server:
+        yield server
