@@ -23,8 +23,10 @@ class RedisServer:
     """``with RedisServer(tmp_path) as server:`` → ``server.url``; kill/start/freeze/thaw."""
 
     def __init__(self, directory: Path, *, port: int | None = None) -> None:
-        if shutil.which("redis-server") is None:
+        binary = shutil.which("redis-server")
+        if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self._binary = binary
         self.directory = directory
         self.port = port if port is not None else _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -32,8 +34,8 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> None:
         """Start (or restart) the server, empty, and wait until it accepts connections."""
-        self._process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+        self._process = subprocess.Popen(  # noqa: S603 - our own fixed argument list
+            [self._binary, "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", str(self.directory)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -225,7 +225,8 @@ async def test_redis_killed_and_restarted(redis_server: RedisServer) -> None:
         for round_ in range(20):  # enough calls to open the breaker
             await _calls_never_raise(a, round_)
         await a.set("task", "v2")  # L2 still holds v1 when Redis returns: must not be served
-        assert a.remote is not None and a.remote.pending > 0
+        assert a.remote is not None
+        assert a.remote.pending > 0
         assert (await a.check()).status is HealthStatus.WARN
         started = time.perf_counter()
         for _ in range(200):  # stale-while-down reads come from L1, fast
