@@ -78,10 +78,14 @@ class RedisLock:
         self._extend_script: AsyncScript = client.register_script(_lua.LOCK_EXTEND)
         self._token: bytes | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self._expires: float | None = None
 
     @property
     def held(self) -> bool:
-        return self._token is not None
+        if self._token is None:
+            return False
+        # Without a watchdog the lease is a hard limit: past it, someone else may hold it.
+        return self._expires is None or time.monotonic() < self._expires
 
     async def _try_once(self, token: bytes) -> bool:
         return bool(await self.client.set(self.key, token, nx=True, px=_ms(self.lease)))
@@ -121,7 +125,10 @@ class RedisLock:
         token = secrets.token_hex(16).encode()
         deadline = None if wait is None else time.monotonic() + max(0.0, wait)
         delay = self.poll_min
-        while not await self._attempt(token):
+        while True:
+            sent_at = time.monotonic()  # the lease runs from the server's receipt, a bit later
+            if await self._attempt(token):
+                break
             if deadline is None:
                 pause = delay
             else:
@@ -133,6 +140,7 @@ class RedisLock:
             await asyncio.sleep(pause * (0.5 + random.random() / 2))  # noqa: S311 — jitter
             delay = min(self.poll_max, delay * 2)
         self._token = token
+        self._expires = None if self.watchdog else sent_at + self.lease
         if self.watchdog:
             self._watchdog = asyncio.create_task(
                 self._keep_alive(token), name=f"corestone-lock-watchdog:{self.key}"
@@ -144,10 +152,12 @@ class RedisLock:
         token = self._token
         if token is None:
             return False
-        result = await self._extend_script(
-            keys=[self.key], args=[token, _ms(lease if lease is not None else self.lease)]
-        )
-        return bool(result)
+        duration = lease if lease is not None else self.lease
+        sent_at = time.monotonic()
+        extended = bool(await self._extend_script(keys=[self.key], args=[token, _ms(duration)]))
+        if extended and self._expires is not None:
+            self._expires = sent_at + duration
+        return extended
 
     async def _keep_alive(self, token: bytes) -> None:
         """Renew every lease/3; give up when the lease is gone or could not be renewed in time."""
@@ -186,7 +196,13 @@ class RedisLock:
         self._stop_watchdog()
         if token is None:
             return False
-        return bool(await self._release_script(keys=[self.key], args=[token]))
+        try:
+            return bool(await self._release_script(keys=[self.key], args=[token]))
+        except BaseException:
+            # Cancelled or failed mid-release: finish in the background rather than make
+            # every other process wait out the lease.
+            self._release_orphan(token)
+            raise
 
     async def __aenter__(self) -> RedisLock:
         await self.acquire(wait=None)

@@ -61,7 +61,9 @@ async def test_release_after_expiry_cannot_free_someone_elses_lock(env: tuple[An
     client, key = env
     first = RedisLock(client, key, lease=0.1, watchdog=False)
     assert await first.acquire()
-    await asyncio.sleep(0.25)  # first's lease lapses while it still believes it holds the lock
+    assert first.held
+    await asyncio.sleep(0.25)  # first's lease lapses (no watchdog: the lease is a hard limit)
+    assert not first.held
     second = RedisLock(client, key, lease=5)
     assert await second.acquire()
     assert await first.release() is False
@@ -171,3 +173,29 @@ async def test_cancelled_acquire_does_not_orphan_the_lock(env: tuple[Any, str]) 
     again = RedisLock(client, key, lease=5)
     assert await again.acquire()
     await again.release()
+
+
+async def test_cancelled_release_still_frees_the_lock(env: tuple[Any, str]) -> None:
+    client, key = env
+    lock = RedisLock(client, key, lease=30)
+    assert await lock.acquire()
+    real = lock._release_script
+    calls = 0
+
+    async def cancelled_first(**kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise asyncio.CancelledError  # the caller's timeout fired before the reply
+        return await real(**kwargs)
+
+    lock._release_script = cancelled_first  # type: ignore[assignment]
+    with pytest.raises(asyncio.CancelledError):
+        await lock.release()
+    assert not lock.held
+    for _ in range(200):
+        if not await client.exists(key):
+            break
+        await asyncio.sleep(0.01)
+    assert await client.exists(key) == 0
+    assert calls == 2
