@@ -100,12 +100,15 @@ async def tiered_redis_cases(
         if len(found) != batch:
             raise RuntimeError(f"get_many returned {len(found)} of {batch}: not served by L2")
 
+    fulls = [cache.key(key) for key in keys]
+    store = cache.remote.store  # L2 alone (decoding, no L1): shows where get_many's time goes
     cases: dict[str, AsyncOp] = {
         f"corestone_get_many{batch}_l2": get_many,
+        f"corestone_redis_store_get_many{batch}": lambda: store.get_many(fulls),
         "corestone_tiered_set": set_one,
     }
     prepare = {f"corestone_get_many{batch}_l2": cache.memory.clear}
-    return cases, prepare, [cache.key(key) for key in keys]
+    return cases, prepare, fulls
 
 
 async def stampedes(cache: Any, concurrency: int) -> dict[str, float]:
