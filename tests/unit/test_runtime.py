@@ -184,7 +184,13 @@ async def test_cancellation_during_start_stops_the_started_ones(tmp_path: Path) 
     with pytest.raises(asyncio.CancelledError):
         await starting
 
-    assert calls == ["start database", "start search", "start broker", "stop search", "stop database"]
+    assert calls == [
+        "start database",
+        "start search",
+        "start broker",
+        "stop search",
+        "stop database",
+    ]
     assert not infra.running
 
 

@@ -39,7 +39,7 @@ async def stampede(
 
 async def reader(url: str, namespace: str) -> None:
     async with TieredCache.from_url(url, namespace=namespace, breakers=BreakerRegistry()) as cache:
-        while not cache.backplane.connected:
+        while not cache.backplane.connected:  # noqa: ASYNC110 - a property, no event to await
             await asyncio.sleep(0.01)
         print("ready", flush=True)
         seen = None

@@ -35,7 +35,7 @@ def namespace(redis_url: str) -> Iterator[str]:
     name = f"p{uuid.uuid4().hex[:12]}"
     yield name
     client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"corestone:{name}*")) + [f"{name}:loads"]
+    keys = [*client.scan_iter(match=f"corestone:{name}*"), f"{name}:loads"]
     client.unlink(*keys)
     client.close()
 
