@@ -331,3 +331,24 @@ async def test_a_server_that_stops_answering_is_left_and_rejoined(
             await _until(lambda: inbox_b.messages == [message])
     finally:
         await admin.aclose()
+
+
+def test_reconnect_backoff_is_jittered_and_capped() -> None:
+    backplane = RedisBackplane("redis://127.0.0.1:1/0", reconnect_max_seconds=0.3)
+    delays = [backplane._backoff(attempt) for attempt in range(1, 40) for _ in range(20)]
+    assert max(delays) <= 0.3
+    assert min(delays) > 0
+    assert len({round(d, 6) for d in delays[-20:]}) > 1  # jittered, not in lock step
+    assert backplane._backoff(1) <= 0.02  # starts fast: a blip costs milliseconds
+
+
+async def test_publish_before_start_and_after_close(redis_url: str, channel: str) -> None:
+    """Publishing needs no subscription; after aclose it reports False instead of raising."""
+    async with _started(redis_url, channel, None) as (_, inbox):
+        early = RedisBackplane(redis_url, channel=channel)
+        message = _message(early, 1)
+        assert await early.publish(message)
+        await _until(lambda: inbox.messages == [message])
+        await early.aclose()
+        assert await early.publish(message) is False
+        await early.aclose()  # twice is fine
