@@ -96,25 +96,39 @@ class FrequencySketch:
         w = self._width
         h1 = h & 0xFFFFFFFF
         h2 = (h >> 32) | 1
-        i0 = h1 & mask
-        i1 = ((h1 + h2) & mask) + w
-        i2 = ((h1 + 2 * h2) & mask) + 2 * w
-        i3 = ((h1 + 3 * h2) & mask) + 3 * w
-        v0 = (t[i0 >> 1] >> ((i0 & 1) << 2)) & 15
-        v1 = (t[i1 >> 1] >> ((i1 & 1) << 2)) & 15
-        v2 = (t[i2 >> 1] >> ((i2 & 1) << 2)) & 15
-        v3 = (t[i3 >> 1] >> ((i3 & 1) << 2)) & 15
-        least = min(v0, v1, v2, v3)
-        if least >= 15:
+        i = h1 & mask
+        b0 = i >> 1
+        s0 = (i & 1) << 2
+        v0 = (t[b0] >> s0) & 15
+        i = ((h1 + h2) & mask) + w
+        b1 = i >> 1
+        s1 = (i & 1) << 2
+        v1 = (t[b1] >> s1) & 15
+        i = ((h1 + 2 * h2) & mask) + 2 * w
+        b2 = i >> 1
+        s2 = (i & 1) << 2
+        v2 = (t[b2] >> s2) & 15
+        i = ((h1 + 3 * h2) & mask) + 3 * w
+        b3 = i >> 1
+        s3 = (i & 1) << 2
+        v3 = (t[b3] >> s3) & 15
+        least = v0
+        if v1 < least:
+            least = v1
+        if v2 < least:
+            least = v2
+        if v3 < least:
+            least = v3
+        if least == 15:
             return
         if v0 == least:
-            t[i0 >> 1] += 1 << ((i0 & 1) << 2)
+            t[b0] += 1 << s0
         if v1 == least:
-            t[i1 >> 1] += 1 << ((i1 & 1) << 2)
+            t[b1] += 1 << s1
         if v2 == least:
-            t[i2 >> 1] += 1 << ((i2 & 1) << 2)
+            t[b2] += 1 << s2
         if v3 == least:
-            t[i3 >> 1] += 1 << ((i3 & 1) << 2)
+            t[b3] += 1 << s3
         self._size += 1
         if self._size >= self._sample_size:
             self.halve()

@@ -47,13 +47,13 @@ from __future__ import annotations
 import heapq
 import logging
 import random
-import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from corestone.cache._memory_weigher import default_weigher
 from corestone.cache._sketch import FrequencySketch, spread
 
 __all__ = ["EVICTION_REASONS", "MemoryCache", "MemoryStats", "default_weigher"]
@@ -75,22 +75,6 @@ _READ_BUFFER: Final = 128  # reads recorded before the buffer is replayed into t
 _EXPIRE_PER_WRITE: Final = 16  # expired entries a write removes at most (amortised cleanup)
 _WHEEL_RESOLUTION: Final = 1.0  # seconds of deadline per timer-wheel bucket
 _HASHDOS_THRESHOLD: Final = 6  # candidates at least this warm get a 1/128 admission lottery
-_NODE_OVERHEAD: Final = 240  # bytes: node object, dict slots, segment link (rough, CPython 3.11)
-_PER_ITEM: Final = 64  # bytes assumed per item of a container by the default weigher
-
-
-def default_weigher(key: Hashable, value: Any) -> int:
-    """A cheap byte estimate: the entry's bookkeeping, the key and the value, shallowly.
-
-    ``sys.getsizeof`` is exact for ``str``/``bytes``/numbers; for a container it only counts
-    the container itself, so each item is assumed to be ``_PER_ITEM`` bytes rather than walked
-    (walking a large value on every ``set`` would cost more than the cache saves).  Pass a
-    ``weigher`` when values are large nested objects and the byte bound must be tight.
-    """
-    size = _NODE_OVERHEAD + sys.getsizeof(key) + sys.getsizeof(value)
-    if isinstance(value, list | tuple | dict | set | frozenset):
-        size += _PER_ITEM * len(value)
-    return size
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,8 +283,11 @@ class MemoryCache:
             expires = now + ttl
         self._sets += 1
         try:
-            self._drain_reads()
-            self._expire_due(now, _EXPIRE_PER_WRITE)
+            if self._reads:
+                self._drain_reads()
+            heap = self._bucket_heap
+            if heap and heap[0] < now // _WHEEL_RESOLUTION:
+                self._expire_due(now, _EXPIRE_PER_WRITE)
             old = self._data.get(key)
             if (
                 (expires is not None and expires <= now)
@@ -514,10 +501,17 @@ class MemoryCache:
                 else:
                     keys.add(key)
         if node.expires != expires:
-            self._unschedule(node)
-            node.expires = expires
-            if expires is not None:
-                self._schedule(node)
+            if (
+                expires is not None
+                and node.bucket is not None
+                and node.bucket == expires // _WHEEL_RESOLUTION
+            ):
+                node.expires = expires  # same wheel bucket: nothing to move
+            else:
+                self._unschedule(node)
+                node.expires = expires
+                if expires is not None:
+                    self._schedule(node)
         if node.seg == _WINDOW:
             self._window.move_to_end(node.key)
         elif node.seg == _PROTECTED:

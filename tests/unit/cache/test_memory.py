@@ -344,6 +344,39 @@ def test_default_weigher_grows_with_the_value() -> None:
     assert cache.stats.weight_bytes <= 50_000
 
 
+class Wrapper:
+    """Like the tiered cache's Entry: a small slotted object around the real payload."""
+
+    __slots__ = ("stamp", "value")
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self.stamp = 1.0
+
+
+class Plain:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class Unmeasurable:
+    def __sizeof__(self) -> int:
+        raise RuntimeError("no size")
+
+
+def test_default_weigher_sees_through_wrappers_and_samples_containers() -> None:
+    payload = {"title": "x" * 5_000, "body": "y" * 5_000}
+    assert default_weigher("k", Wrapper(payload)) >= 10_000
+    assert default_weigher("k", Plain(b"z" * 10_000)) >= 10_000
+    many = ["abc" * 100] * 1000  # 1,000 items of ~350 bytes, only 4 of them measured
+    assert 300_000 <= default_weigher("k", many) <= 450_000
+    assert default_weigher("k", Unmeasurable()) > 0  # a fallback, not an exception
+    cache = MemoryCache(max_bytes=50_000)
+    for i in range(20):
+        cache.set(i, Wrapper(payload))
+    assert len(cache) <= 5
+
+
 def test_a_raising_or_negative_weigher_leaves_the_cache_untouched() -> None:
     def weigher(key: Hashable, value: Any) -> int:
         if value == "boom":
