@@ -135,7 +135,7 @@ class FrequencySketch:
 
     def halve(self) -> None:
         """Age the history: every counter is halved (one C-level pass over the table)."""
-        self._table = bytearray(self._table.translate(_HALVE))
+        self._table = self._table.translate(_HALVE)
         self._size //= 2
 
     def clear(self) -> None:

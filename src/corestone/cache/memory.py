@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 import random
 import time
 from collections import OrderedDict
@@ -265,16 +266,23 @@ class MemoryCache:
         """Store ``value``; returns whether it is in the cache afterwards.
 
         ``ttl`` (seconds, jittered) is the physical lifetime; ``None`` means ``default_ttl``
-        and a ``None`` default means no expiry.  A ``ttl <= 0`` stores nothing (and drops the
-        old value).  False also means the value was heavier than ``max_bytes``, or it was a
-        newcomer the admission filter refused under byte pressure.
+        and a ``None`` default (or ``math.inf``) means no expiry.  A ``ttl <= 0`` stores
+        nothing (and drops the old value).  A single ``str`` for ``tags`` is one tag.  False
+        also means the value was heavier than ``max_bytes``, or it was a newcomer the
+        admission filter refused under byte pressure.
         """
         weight = self._weigher(key, value)  # may raise: nothing has been touched yet
         if weight < 0:
             raise ValueError(f"weigher returned a negative weight ({weight}) for {key!r}")
+        if isinstance(tags, str):  # "user:1" is one tag, not six one-letter tags
+            tags = (tags,)
         tag_tuple = tuple(dict.fromkeys(tags)) if tags else ()
         if ttl is None:
             ttl = self._default_ttl
+        elif not math.isfinite(ttl):
+            if math.isnan(ttl):
+                raise ValueError("ttl must be a number of seconds, not NaN")
+            ttl = None if ttl > 0 else 0.0  # +inf: never expires; -inf: already expired
         now = self._clock()
         expires: float | None = None
         if ttl is not None:
@@ -388,7 +396,7 @@ class MemoryCache:
             self._drain_reads()
             removed = self._expire_due(now, None)
             heap = self._bucket_heap
-            if heap:
+            if heap and heap[0] == now // _WHEEL_RESOLUTION:  # the current, partly due bucket
                 bucket = self._buckets[heap[0]]
                 for node in [n for n in bucket if n.expires is not None and n.expires <= now]:
                     self._remove(node, "expired")

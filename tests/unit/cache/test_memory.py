@@ -218,6 +218,25 @@ def test_nonpositive_ttl_stores_nothing_and_drops_old_value() -> None:
     check_invariants(cache)
 
 
+def test_infinite_ttl_never_expires_and_nan_is_refused() -> None:
+    clock = Clock()
+    cache = MemoryCache(clock=clock, default_ttl=5)
+    cache.set("k", 1, ttl=float("inf"))
+    assert cache.set("gone", 1, ttl=float("-inf")) is False
+    with pytest.raises(ValueError, match="NaN"):
+        cache.set("k", 2, ttl=float("nan"))
+    clock.advance(10**6)
+    assert cache.get("k") == 1
+    check_invariants(cache)
+
+
+def test_a_single_string_is_one_tag() -> None:
+    cache = MemoryCache()
+    cache.set("k", 1, tags="user:1")
+    assert cache.invalidate_tags(["u"]) == 0
+    assert cache.invalidate_tags(["user:1"]) == 1
+
+
 def test_jitter_spreads_deadlines_within_bounds() -> None:
     clock = Clock()
     cache = MemoryCache(clock=clock, ttl_jitter=0.1, max_entries=1000)
