@@ -150,6 +150,26 @@ def test_reads_are_buffered_not_applied_and_hits_stay_exact_when_buffer_overflow
     assert cache._sketch.frequency(node.hash) >= 10
 
 
+def test_get_does_no_policy_work_inline() -> None:
+    class Tripwire:
+        def increment(self, h: int) -> None:
+            raise AssertionError("policy work on the read path")
+
+        frequency = increment
+
+    cache = MemoryCache(max_entries=10, default_ttl=60)
+    for i in range(10):
+        cache.set(i, i)
+    real = cache._sketch
+    cache._sketch = Tripwire()  # type: ignore[assignment]
+    for _ in range(50):
+        for i in range(10):  # 500 hits: more than the read buffer holds
+            assert cache.get(i) == i
+    cache._sketch = real
+    cache.set("w", 0)
+    assert cache.stats.hits == 500
+
+
 def test_invalid_arguments() -> None:
     with pytest.raises(ValueError, match="max_entries"):
         MemoryCache(max_entries=-1)
