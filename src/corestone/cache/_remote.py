@@ -33,6 +33,7 @@ T = TypeVar("T")
 log = get_logger(__name__)
 
 MAX_PENDING: Final = 10_000
+LOG_EVERY: Final = 5.0
 
 
 class Unavailable(Enum):
@@ -70,6 +71,8 @@ class Remote:
         self._overflowed = False
         self._replay_lock = asyncio.Lock()
         self._replayer: asyncio.Task[None] | None = None
+        self._last_logged = -LOG_EVERY
+        self._unlogged = 0
 
     @property
     def pending(self) -> int:
@@ -98,7 +101,7 @@ class Remote:
             unavailable = redis_unavailable(error)
             breaker.record_outcome(elapsed, failed=unavailable)
             self._stats.l2_errors += 1
-            log.warning("cache L2 call failed", op=op, error=repr(error), unavailable=unavailable)
+            self._log_failure(op, error, unavailable)
             return UNAVAILABLE
         except BaseException:
             breaker.release()
@@ -108,6 +111,22 @@ class Remote:
         if self._observe is not None:
             self._observe(op, elapsed)
         return result
+
+    def _log_failure(self, op: str, error: Exception, unavailable: bool) -> None:
+        """One warning per ``LOG_EVERY`` seconds: an outage must not flood the logs."""
+        now = time.monotonic()
+        if now - self._last_logged < LOG_EVERY:
+            self._unlogged += 1
+            return
+        log.warning(
+            "cache L2 call failed",
+            op=op,
+            error=repr(error),
+            unavailable=unavailable,
+            similar_failures_not_logged=self._unlogged,
+        )
+        self._last_logged = now
+        self._unlogged = 0
 
     async def invalidate(self, message: Invalidation) -> None:
         """Apply ``message`` to L2 and announce it; remember it if either cannot happen."""

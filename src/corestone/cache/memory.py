@@ -84,7 +84,8 @@ class MemoryStats:
 
     ``evictions`` counts entries removed because a bound was reached; ``rejections`` is the
     subset of those that were newcomers refused by the admission filter (plus values too big
-    to be stored at all).  ``entries`` may include expired entries the wheel has not reached.
+    to be stored at all).  ``weight_bytes`` is 0 unless the cache weighs (a byte bound or
+    an explicit ``weigher``).  ``entries`` may include expired entries the wheel has not reached.
     """
 
     hits: int
@@ -157,7 +158,11 @@ class MemoryCache:
             raise ValueError("default_ttl must be > 0 or None")
         self._max_entries = max_entries
         self._max_bytes = max_bytes
-        self._weigher = weigher if weigher is not None else default_weigher
+        # Weighing is the costliest part of a set; without a byte bound nobody needs it
+        # (weight_bytes then stays 0) unless a weigher is passed on purpose.
+        if weigher is None and max_bytes is not None:
+            weigher = default_weigher
+        self._weigher = weigher
         self._default_ttl = default_ttl
         self._jitter = ttl_jitter
         self._clock = clock
@@ -271,7 +276,8 @@ class MemoryCache:
         also means the value was heavier than ``max_bytes``, or it was a newcomer the
         admission filter refused under byte pressure.
         """
-        weight = self._weigher(key, value)  # may raise: nothing has been touched yet
+        weigher = self._weigher
+        weight = 0 if weigher is None else weigher(key, value)  # may raise: nothing touched yet
         if weight < 0:
             raise ValueError(f"weigher returned a negative weight ({weight}) for {key!r}")
         if isinstance(tags, str):  # "user:1" is one tag, not six one-letter tags

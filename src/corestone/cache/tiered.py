@@ -10,6 +10,7 @@ Loading (single flight, locks, fail-safe, timeouts, eager refresh) lives in ``_l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
 import time
@@ -104,6 +105,7 @@ class TieredCache:
             )
         self._loading = Loading(self)
         self._warmers: list[Warmer] = []
+        self._maintenance: asyncio.Task[None] | None = None
         self._started = False
 
     @classmethod
@@ -208,6 +210,9 @@ class TieredCache:
         if self._started:
             return
         await self.backplane.start(self._on_message, self._on_resync)
+        self._maintenance = asyncio.get_running_loop().create_task(
+            self._maintain(), name=f"cache-maintenance:{self.name}"
+        )
         self._started = True
         for warmer in self._warmers:
             try:
@@ -215,7 +220,18 @@ class TieredCache:
             except Exception as error:  # noqa: BLE001 - a cold cache still works
                 log.warning("cache warmer failed", warmer=repr(warmer), error=repr(error))
 
+    async def _maintain(self, interval: float = 1.0) -> None:
+        """Expire L1 entries and replay buffered reads even when nothing is written."""
+        while True:
+            await asyncio.sleep(interval)
+            self.memory.cleanup()
+
     async def aclose(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+            self._maintenance = None
         await self._loading.aclose()
         if self.remote is not None:
             await self.remote.aclose()

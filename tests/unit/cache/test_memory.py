@@ -130,7 +130,11 @@ def test_stats_count_hits_misses_sets() -> None:
     assert isinstance(stats, MemoryStats)
     assert (stats.hits, stats.misses, stats.sets, stats.entries) == (3, 1, 2, 2)
     assert stats.hit_ratio == pytest.approx(0.75)
-    assert stats.weight_bytes == default_weigher("a", 1) + default_weigher("b", 2)
+    assert stats.weight_bytes == 0  # no byte bound: nothing is weighed
+    weighed = MemoryCache(max_bytes=10_000)
+    weighed.set("a", 1)
+    weighed.set("b", 2)
+    assert weighed.stats.weight_bytes == default_weigher("a", 1) + default_weigher("b", 2)
 
 
 def test_reads_are_buffered_not_applied_and_hits_stay_exact_when_buffer_overflows() -> None:
