@@ -14,27 +14,25 @@ import contextlib
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
 from corestone.cache._entry import Entry
 from corestone.cache._loading import Loader, Loading
 from corestone.cache._remote import UNAVAILABLE, Remote
-from corestone.cache.backplane import Backplane, Invalidation, LocalBackplane, RedisBackplane
+from corestone.cache.backplane import Backplane, Invalidation, LocalBackplane
 from corestone.cache.keys import KeyBuilder, escape_glob, escape_pattern, glob_regex
-from corestone.cache.memory import MemoryCache, MemoryStats
+from corestone.cache.memory import MemoryCache
 from corestone.cache.options import CacheOptions
 from corestone.cache.redis import RedisCache, Stored
-from corestone.cache.stats import CacheStats, StatsCollector
+from corestone.cache.stats import CacheStats
 from corestone.config import Settings
 from corestone.context import workspace_id as current_workspace
-from corestone.observability.health import CheckResult, HealthStatus
+from corestone.observability.health import CheckResult
 from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
 from corestone.resilience.breaker import CircuitBreaker
-from corestone.resilience.config import BreakerConfig
-from corestone.resilience.events import State
 from corestone.resilience.registry import BreakerRegistry
 
 __all__ = ["TieredCache", "Warmer"]
@@ -43,15 +41,6 @@ log = get_logger(__name__)
 
 Warmer = Callable[["TieredCache"], Awaitable[object]]
 
-CACHE_BREAKER = BreakerConfig(
-    window_size=20,
-    minimum_calls=5,
-    failure_rate_threshold=50.0,
-    wait_in_open_seconds=0.5,
-    max_wait_in_open_seconds=5.0,
-    permitted_calls_in_half_open=1,
-)
-"""The ``cache`` breaker unless settings say otherwise: quick to open, quick to retry."""
 _MISSING: Any = object()
 
 
@@ -127,43 +116,19 @@ class TieredCache:
         opens after 5 of 20 calls fail and tries again after 0.5 s, so the cache is back
         on L2 within a second of Redis returning.
         """
-        memory = memory if memory is not None else MemoryCache(max_entries=10_000)
-        if url is None:
-            cache = cls(namespace=namespace, memory=memory, options=options, name=name)
-        else:
-            import redis.asyncio as redis
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
+        from corestone.cache._build import build
 
-            extra: dict[str, Any] = {} if protocol is None else {"protocol": protocol}
-            client = redis.Redis.from_url(
-                url,
-                socket_timeout=0.5,
-                socket_connect_timeout=0.5,
-                retry=Retry(NoBackoff(), 1),  # one retry: a pooled connection Redis dropped
-                **extra,
-            )
-            registry = breakers if breakers is not None else BreakerRegistry()
-            config = None if registry.has_override(name) else CACHE_BREAKER
-            cache = cls(
-                namespace=namespace,
-                memory=memory,
-                store=RedisCache(client),
-                backplane=RedisBackplane(
-                    url,
-                    channel=f"corestone:{namespace}:backplane",
-                    protocol=protocol,
-                    metrics=metrics,
-                ),
-                breaker=registry.get(name, config),
-                options=options,
-                close=client.aclose,
-                name=name,
-                observe=_latency_observer(metrics),
-            )
-        if metrics is not None:
-            cache.register_metrics(metrics)
-        return cache
+        return build(
+            cls,
+            url,
+            namespace=namespace,
+            protocol=protocol,
+            options=options,
+            memory=memory,
+            breakers=breakers,
+            metrics=metrics,
+            name=name,
+        )
 
     @classmethod
     def from_settings(
@@ -188,17 +153,6 @@ class TieredCache:
             breakers=breakers,
             metrics=metrics,
         )
-
-    def register_metrics(self, metrics: Metrics) -> None:
-        """Expose this cache's counters as ``corestone_cache_*`` at scrape time."""
-        memory = self.memory
-        stats = self.stats
-        name = self.name
-
-        def sources() -> Iterator[tuple[str, CacheStats, MemoryStats]]:
-            yield name, stats, memory.stats
-
-        metrics.register_collector(StatsCollector(metrics.full_name("cache"), sources))
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -589,70 +543,18 @@ class TieredCache:
 
     async def check(self) -> CheckResult:
         """``pass`` with Redis answering (or none configured); ``warn`` when L2 is away."""
-        if self.remote is None:
-            return CheckResult(output="L1 only (no Redis configured)")
-        if self.remote.breaker.state is State.OPEN:
-            return CheckResult(HealthStatus.WARN, output="Redis unavailable: serving L1 + loader")
-        store = self.remote.store
-        latency = await self.remote.call("ping", store.ping)
-        if latency is UNAVAILABLE:
-            return CheckResult(HealthStatus.WARN, output="Redis unavailable: serving L1 + loader")
-        if not self.backplane.connected:
-            return CheckResult(
-                HealthStatus.WARN,
-                observed_value=round(latency * 1000, 3),
-                observed_unit="ms",
-                output="backplane reconnecting: L1 will be dropped when it is back",
-            )
-        return CheckResult(observed_value=round(latency * 1000, 3), observed_unit="ms")
+        from corestone.cache._ops import check
+
+        return await check(self)
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything ``/api/ops/cache`` shows about this cache."""
-        memory = self.memory.stats
-        return {
-            "name": self.name,
-            "namespace": self.namespace,
-            "l2": None
-            if self.remote is None
-            else {
-                "breaker": self.remote.breaker.state.name.lower(),
-                "pending_invalidations": self.remote.pending,
-            },
-            "backplane": {
-                "instance_id": self.backplane.instance_id,
-                "connected": self.backplane.connected,
-            },
-            "stats": self.stats.as_dict(),
-            "l1": {
-                "entries": memory.entries,
-                "weight_bytes": memory.weight_bytes,
-                "hits": memory.hits,
-                "misses": memory.misses,
-                "evictions": memory.evictions,
-                "expirations": memory.expirations,
-                "rejections": memory.rejections,
-            },
-        }
+        """Everything ``/api/ops/cache`` shows about this cache: counters, never keys."""
+        from corestone.cache._ops import snapshot
+
+        return snapshot(self)
 
     def clock(self) -> float:
         return self._clock()
-
-
-def _latency_observer(metrics: Metrics | None) -> Callable[[str, float], None] | None:
-    if metrics is None:
-        return None
-    histogram = metrics.histogram(
-        "cache_operation_seconds", "Time of L2 operations and loader runs.", ["op"]
-    )
-    children: dict[str, Any] = {}
-
-    def observe(op: str, seconds: float) -> None:
-        child = children.get(op)
-        if child is None:
-            child = children[op] = histogram.labels(op=op)
-        child.observe(seconds)
-
-    return observe
 
 
 def _full(regex: re.Pattern[str], key: str) -> bool:

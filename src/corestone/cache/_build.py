@@ -1,0 +1,106 @@
+"""Building a TieredCache from a URL: the Redis client, L2 store, backplane, breaker, metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from corestone.cache.backplane import RedisBackplane
+from corestone.cache.memory import MemoryCache, MemoryStats
+from corestone.cache.options import CacheOptions
+from corestone.cache.redis import RedisCache
+from corestone.cache.stats import CacheStats, StatsCollector
+from corestone.observability.metrics import Metrics
+from corestone.resilience.config import BreakerConfig
+from corestone.resilience.registry import BreakerRegistry
+
+if TYPE_CHECKING:
+    from corestone.cache.tiered import TieredCache
+
+__all__ = ["CACHE_BREAKER", "build", "register_metrics"]
+
+CACHE_BREAKER = BreakerConfig(
+    window_size=20,
+    minimum_calls=5,
+    failure_rate_threshold=50.0,
+    wait_in_open_seconds=0.5,
+    max_wait_in_open_seconds=5.0,
+    permitted_calls_in_half_open=1,
+)
+"""The ``cache`` breaker unless settings say otherwise: quick to open, quick to retry."""
+
+
+def build(
+    cls: type[TieredCache],
+    url: str | None,
+    *,
+    namespace: str,
+    protocol: int | None,
+    options: CacheOptions | None,
+    memory: MemoryCache | None,
+    breakers: BreakerRegistry | None,
+    metrics: Metrics | None,
+    name: str,
+) -> TieredCache:
+    """See :meth:`TieredCache.from_url`."""
+    memory = memory if memory is not None else MemoryCache(max_entries=10_000)
+    if url is None:
+        cache = cls(namespace=namespace, memory=memory, options=options, name=name)
+    else:
+        import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        extra: dict[str, Any] = {} if protocol is None else {"protocol": protocol}
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
+            retry=Retry(NoBackoff(), 1),  # one retry: a pooled connection Redis dropped
+            **extra,
+        )
+        registry = breakers if breakers is not None else BreakerRegistry()
+        config = None if registry.has_override(name) else CACHE_BREAKER
+        cache = cls(
+            namespace=namespace,
+            memory=memory,
+            store=RedisCache(client),
+            backplane=RedisBackplane(
+                url, channel=f"corestone:{namespace}:backplane", protocol=protocol, metrics=metrics
+            ),
+            breaker=registry.get(name, config),
+            options=options,
+            close=client.aclose,
+            name=name,
+            observe=_latency_observer(metrics),
+        )
+    if metrics is not None:
+        register_metrics(cache, metrics)
+    return cache
+
+
+def register_metrics(cache: TieredCache, metrics: Metrics) -> None:
+    """Expose the cache's counters as ``corestone_cache_*`` at scrape time."""
+    memory, stats, name = cache.memory, cache.stats, cache.name
+
+    def sources() -> Iterator[tuple[str, CacheStats, MemoryStats]]:
+        yield name, stats, memory.stats
+
+    metrics.register_collector(StatsCollector(metrics.full_name("cache"), sources))
+
+
+def _latency_observer(metrics: Metrics | None) -> Callable[[str, float], None] | None:
+    if metrics is None:
+        return None
+    histogram = metrics.histogram(
+        "cache_operation_seconds", "Time of L2 operations and loader runs.", ["op"]
+    )
+    children: dict[str, Any] = {}
+
+    def observe(op: str, seconds: float) -> None:
+        child = children.get(op)
+        if child is None:
+            child = children[op] = histogram.labels(op=op)
+        child.observe(seconds)
+
+    return observe
