@@ -325,6 +325,72 @@ class MemoryCache:
             if self._pending:
                 self._notify()
 
+    def set_many(self, entries: Iterable[tuple[Hashable, Any, float | None, Iterable[str]]]) -> int:
+        """Store ``(key, value, ttl, tags)`` entries as ``set`` would; the number stored.
+
+        The per-write bookkeeping (read replay, expiry, the eviction pass) is done once for
+        the batch instead of once per entry, which is what makes filling L1 from one L2
+        ``MGET`` affordable. A ``ttl`` of ``None`` means ``default_ttl``.
+        """
+        batch = list(entries)
+        if not batch:
+            return 0
+        weigher = self._weigher
+        weights: list[int] = []
+        for key, value, ttl, _tags in batch:  # weigh and check all before touching state
+            if ttl is not None and math.isnan(ttl):
+                raise ValueError("ttl must be a number of seconds, not NaN")
+            weight = 0 if weigher is None else weigher(key, value)
+            if weight < 0:
+                raise ValueError(f"weigher returned a negative weight ({weight}) for {key!r}")
+            weights.append(weight)
+        now = self._clock()
+        max_bytes = self._max_bytes
+        increment = self._sketch.increment
+        data = self._data
+        stored: list[Hashable] = []
+        try:
+            if self._reads:
+                self._drain_reads()
+            heap = self._bucket_heap
+            if heap and heap[0] < now // _WHEEL_RESOLUTION:
+                self._expire_due(now, _EXPIRE_PER_WRITE)
+            for (key, value, ttl, tags), weight in zip(batch, weights, strict=True):
+                tag_tuple = (tags,) if isinstance(tags, str) else tuple(dict.fromkeys(tags))
+                if ttl is None:
+                    ttl = self._default_ttl
+                expires = None
+                if ttl is not None and math.isfinite(ttl):
+                    if self._jitter and ttl > 0:
+                        ttl *= 1.0 + self._jitter * (2.0 * self._rng.random() - 1.0)
+                    expires = now + ttl
+                elif ttl is not None and ttl < 0:
+                    expires = now  # -inf: already expired
+                self._sets += 1
+                old = data.get(key)
+                if (
+                    (expires is not None and expires <= now)
+                    or self._max_entries == 0
+                    or (max_bytes is not None and weight > max_bytes)
+                ):
+                    if old is not None:
+                        self._remove(old, "replaced")
+                    if expires is None or expires > now:
+                        self._rejections += 1
+                    continue
+                h = old.hash if old is not None else spread(hash(key))
+                increment(h)
+                if old is not None:
+                    self._update(old, value, expires, weight, tag_tuple)
+                else:
+                    self._insert(_Node(key, value, expires, weight, h, tag_tuple))
+                stored.append(key)
+            self._evict()
+            return sum(1 for key in stored if key in data)
+        finally:
+            if self._pending:
+                self._notify()
+
     def delete(self, key: Hashable) -> bool:
         """Remove ``key``; True when a live (unexpired) entry was removed."""
         node = self._data.get(key)

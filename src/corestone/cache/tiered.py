@@ -270,10 +270,15 @@ class TieredCache:
         if stored is UNAVAILABLE:
             return found
         now = self._clock()
+        max_stale = self.options.max_stale
+        keep: list[tuple[str, Entry, float, list[str]]] = []
         for (key, full), item in zip(missing, stored, strict=True):
-            entry = self._adopt(full, item, now)
-            if entry is not None and entry.fresh_until > now:
+            decoded = self._decode(item)
+            if decoded is not None and decoded[0].fresh_until > now:
+                entry, tag_keys = decoded
                 found[key] = entry.value
+                keep.append((full, entry, entry.fresh_until - now + max_stale, tag_keys))
+        self.memory.set_many(keep)  # one L1 bookkeeping pass for the whole batch
         return found
 
     async def read_l2(self, full: str) -> Entry | None:
@@ -287,6 +292,17 @@ class TieredCache:
         return self._adopt(full, stored, self._clock())
 
     def _adopt(self, full: str, stored: Stored | None, now: float) -> Entry | None:
+        decoded = self._decode(stored)
+        if decoded is None:
+            return None
+        entry, tag_keys = decoded
+        if entry.fresh_until > now:
+            keep = entry.fresh_until - now + self.options.max_stale
+            self.memory.set(full, entry, ttl=keep, tags=tag_keys)
+        return entry
+
+    def _decode(self, stored: Stored | None) -> tuple[Entry, list[str]] | None:
+        """The L1 entry and tag keys of an L2 value (``[tags, value]``), counted."""
         if stored is None:
             self.stats.l2_misses += 1
             return None
@@ -296,11 +312,7 @@ class TieredCache:
             self.stats.l2_misses += 1
             return None  # not written by a TieredCache: treat as absent
         self.stats.l2_hits += 1
-        entry = Entry(value, stored.fresh_until, stored.fresh_until)
-        if stored.fresh_until > now:
-            keep = stored.fresh_until - now + self.options.max_stale
-            self.memory.set(full, entry, ttl=keep, tags=tag_keys)
-        return entry
+        return Entry(value, stored.fresh_until, stored.fresh_until), tag_keys
 
     # -- loading -------------------------------------------------------------------------
 
@@ -399,8 +411,9 @@ class TieredCache:
         tag_keys = self._tag_keys(scope, tags)
         fulls = [(KeyBuilder.entry_in(scope, key), value) for key, value in items.items()]
         fresh_until = self._fresh_until(options)
-        for full, value in fulls:
-            self._keep(full, value, fresh_until, tag_keys, options)
+        self.memory.set_many(
+            self._keep(full, value, fresh_until, tag_keys, options) for full, value in fulls
+        )
         self._loading.invalidated_keys([full for full, _ in fulls])
         self.stats.sets += len(fulls)
         if self.remote is None or not fulls:
@@ -424,7 +437,7 @@ class TieredCache:
         """Write one full key to both tiers (used by set and by loads)."""
         tag_keys = self._tag_keys(scope, tags)
         fresh_until = self._fresh_until(options)
-        self._keep(full, value, fresh_until, tag_keys, options)
+        self.memory.set_many([self._keep(full, value, fresh_until, tag_keys, options)])
         self._loading.invalidated_keys([full])
         self.stats.sets += 1
         if self.remote is None:
@@ -455,16 +468,16 @@ class TieredCache:
         fresh_until: float,
         tag_keys: list[str],
         options: CacheOptions,
-    ) -> None:
+    ) -> tuple[str, Entry, float, list[str]]:
+        """The L1 entry for a value just stored, as ``MemoryCache.set_many`` takes it."""
         now = self._clock()
         refresh_at = (
             now + (fresh_until - now) * options.eager_refresh
             if options.eager_refresh is not None
             else fresh_until
         )
-        entry = Entry(value, fresh_until, refresh_at)
         keep = fresh_until - now + (options.max_stale if options.fail_safe else 0.0)
-        self.memory.set(full, entry, ttl=keep, tags=tag_keys)
+        return full, Entry(value, fresh_until, refresh_at), keep, tag_keys
 
     def _fresh_until(self, options: CacheOptions) -> float:
         ttl = options.ttl

@@ -766,3 +766,25 @@ class MemoryCacheMachine(RuleBasedStateMachine):
 
 MemoryCacheMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=60)
 test_memory_cache_against_model = MemoryCacheMachine.TestCase
+
+
+def test_set_many_stores_like_set_with_one_bookkeeping_pass() -> None:
+    clock = [0.0]
+    one_by_one = MemoryCache(max_entries=50, clock=lambda: clock[0])
+    batched = MemoryCache(max_entries=50, clock=lambda: clock[0])
+    entries = [(f"k{i}", i, 10.0 if i % 2 else None, [f"t{i % 3}"]) for i in range(80)]
+    for key, value, ttl, tags in entries:
+        one_by_one.set(key, value, ttl=ttl, tags=tags)
+    assert batched.set_many(entries) <= 50
+    assert len(batched) == len(one_by_one) == 50
+    assert batched.invalidate_tags(["t0"]) > 0
+    assert all(batched.get(f"k{i}") is None for i in range(0, 80, 3))
+    clock[0] = 11.0
+    assert all(batched.get(f"k{i}") is None for i in range(1, 80, 2))  # the ttl applied
+
+
+def test_set_many_refuses_a_nan_ttl_before_storing_anything() -> None:
+    cache = MemoryCache()
+    with pytest.raises(ValueError, match="NaN"):
+        cache.set_many([("a", 1, None, ()), ("b", 2, float("nan"), ())])
+    assert len(cache) == 0
