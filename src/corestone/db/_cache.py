@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
 from corestone import context
@@ -28,7 +29,9 @@ if TYPE_CHECKING:
     from corestone.cache.tiered import TieredCache
     from corestone.db.repository import Repository
 
-__all__ = ["cached_find", "touched"]
+__all__ = ["cached_find", "touched", "wrote"]
+
+_WROTE = "corestone_wrote"
 
 
 async def cached_find(repo: Repository[Any], key: Any, cache: TieredCache) -> Any:
@@ -80,6 +83,7 @@ def touched(
     ``ids`` are the rows written (their workspace is the repository's); ``rows`` are
     written rows' values, used for their id, workspace and user columns.
     """
+    repo.session.info[_WROTE] = True
     cache = repo.cache
     tx = repo.transaction
     if cache is None or tx is None:
@@ -111,6 +115,11 @@ def touched(
         if actor is not None:
             tags.add(f"user:{actor}")
     _after_commit(tx, cache, by_scope)
+
+
+def wrote(session: AsyncSession) -> bool:
+    """Whether this session's transaction has written (through a repository or the ORM)."""
+    return bool(session.info.get(_WROTE)) or bool(session.new or session.dirty or session.deleted)
 
 
 def _scope(workspace: int | AllWorkspaces | None, row_workspace: object) -> str | int | None:

@@ -191,9 +191,15 @@ class Repository(Generic[M]):
         return await self.find_uncached(key)
 
     def _cacheable(self) -> bool:
-        # Deleted rows and cross-workspace reads go to the database: the cached entry
-        # is one workspace's visible row.
-        return not self.include_deleted and not isinstance(self.workspace(), AllWorkspaces)
+        # Deleted rows and cross-workspace reads go to the database: the cached entry is
+        # one workspace's visible row. So does every read of a transaction that has
+        # written: it must see its own uncommitted writes, and must never cache them
+        # (they may yet roll back).
+        return (
+            not self.include_deleted
+            and not _cache.wrote(self.session)
+            and not isinstance(self.workspace(), AllWorkspaces)
+        )
 
     async def find_uncached(self, id_: object) -> M | None:
         """``find`` straight from the database, whatever ``cache_reads`` says."""

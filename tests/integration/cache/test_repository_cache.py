@@ -1,0 +1,151 @@
+"""Repositories with the cache, on SQLite and PostgreSQL: read-through by id, tags after commit."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+import pytest
+
+from corestone.cache import TieredCache
+from corestone.db import ALL_WORKSPACES, Database
+from corestone.errors import NotFoundError
+from tests.integration.repo_models import ItemRepository, database_for, workspace
+
+
+class CachedItems(ItemRepository):
+    cache_reads = True
+    user_columns: ClassVar[tuple[str, ...]] = ("code",)
+
+
+class Counting:
+    """Counts the SELECTs of the items table: a cache hit must not make one."""
+
+    def __init__(self, db: Database) -> None:
+        self.selects = 0
+        from sqlalchemy import event
+
+        event.listen(db.engine.sync_engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "items" in statement:
+            self.selects += 1
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    async for database in database_for(database_url):
+        async with TieredCache(namespace="repo") as cache:
+            database.cache = cache
+            yield database
+
+
+async def _create(db: Database, ws: int, **values: Any) -> int:
+    with workspace(ws):
+        async with db.transaction() as tx:
+            item = await CachedItems(tx).create({"title": "t", **values})
+            return int(item.id)
+
+
+async def test_a_read_by_id_is_served_from_the_cache(db: Database) -> None:
+    item_id = await _create(db, 1)
+    counting = Counting(db)
+    for _ in range(3):
+        with workspace(1):
+            async with db.transaction(read_only=True) as tx:
+                item = await CachedItems(tx).get(item_id)
+                assert item.title == "t"
+                assert item.created_at.tzinfo is not None  # types survive the cache
+    assert counting.selects == 1
+
+
+async def test_a_committed_update_is_read_fresh_right_after(db: Database) -> None:
+    item_id = await _create(db, 1)
+    with workspace(1):
+        async with db.transaction(read_only=True) as tx:
+            assert (await CachedItems(tx).get(item_id)).title == "t"
+        async with db.transaction() as tx:
+            await CachedItems(tx).update(item_id, {"title": "new"})
+        async with db.transaction(read_only=True) as tx:
+            got = await CachedItems(tx).get(item_id)
+    assert (got.title, got.version) == ("new", 2)
+
+
+async def test_a_rolled_back_write_is_never_cached_and_invalidates_nothing(db: Database) -> None:
+    item_id = await _create(db, 1)
+    with workspace(1):
+        async with db.transaction(read_only=True) as tx:
+            await CachedItems(tx).get(item_id)  # cached: "t"
+        with pytest.raises(RuntimeError):
+            async with db.transaction() as tx:
+                items = CachedItems(tx)
+                await items.update(item_id, {"title": "uncommitted"})
+                assert (await items.get(item_id)).title == "uncommitted"  # own write seen
+                raise RuntimeError("roll back")
+        async with db.transaction(read_only=True) as tx:
+            assert (await CachedItems(tx).get(item_id)).title == "t"
+    assert db.cache is not None
+    assert db.cache.stats.invalidations_sent == 0
+
+
+async def test_delete_and_restore_invalidate(db: Database) -> None:
+    item_id = await _create(db, 1)
+    with workspace(1):
+        async with db.transaction() as tx:
+            await CachedItems(tx).get(item_id)
+        async with db.transaction() as tx:
+            await CachedItems(tx).delete(item_id)
+        async with db.transaction(read_only=True) as tx:
+            with pytest.raises(NotFoundError):
+                await CachedItems(tx).get(item_id)
+        async with db.transaction() as tx:
+            await CachedItems(tx).restore(item_id)
+        async with db.transaction(read_only=True) as tx:
+            assert (await CachedItems(tx).get(item_id)).deleted_at is None
+
+
+async def test_an_absent_id_is_cached_as_absent_until_created(db: Database) -> None:
+    with workspace(1):
+        async with db.transaction(read_only=True) as tx:
+            assert await CachedItems(tx).find(10_000) is None
+        async with db.transaction() as tx:
+            made = await CachedItems(tx).upsert({"id": 10_000, "title": "late", "code": "x"})
+        async with db.transaction(read_only=True) as tx:
+            assert (await CachedItems(tx).get(made.id)).title == "late"
+
+
+async def test_bulk_writes_invalidate_the_whole_model_in_the_workspace(db: Database) -> None:
+    ids = [await _create(db, 1, rank=i) for i in range(3)]
+    with workspace(1):
+        async with db.transaction(read_only=True) as tx:
+            assert [i.rank for i in await CachedItems(tx).get_many(ids)] == [0, 1, 2]
+        async with db.transaction() as tx:
+            assert await CachedItems(tx).update_many({"rank": {"ge": 0}}, {"status": "done"}) == 3
+        async with db.transaction(read_only=True) as tx:
+            assert {i.status for i in await CachedItems(tx).get_many(ids)} == {"done"}
+
+
+async def test_another_workspace_never_sees_a_cached_row(db: Database) -> None:
+    item_id = await _create(db, 1)
+    with workspace(1):
+        async with db.transaction(read_only=True) as tx:
+            await CachedItems(tx).get(item_id)
+    with workspace(2):
+        async with db.transaction(read_only=True) as tx:
+            assert await CachedItems(tx).find(item_id) is None
+    with workspace(None):
+        async with db.transaction(read_only=True) as tx:
+            everywhere = CachedItems(tx, workspace=ALL_WORKSPACES)
+            assert (await everywhere.get(item_id)).id == item_id  # read from the database
+
+
+async def test_writes_touch_workspace_user_and_entity_tags(db: Database) -> None:
+    assert db.cache is not None
+    cache = db.cache
+    await cache.set("summary", "old", tags=["workspace:1"], workspace=1)
+    await cache.set("mine", "old", tags=["user:user-1"], workspace=1)
+    await cache.set("coded", "old", tags=["user:x9"], workspace=1)
+    await cache.set("other-ws", "kept", tags=["workspace:2"], workspace=2)
+    await _create(db, 1, code="x9")
+    assert await cache.get_many(["summary", "mine", "coded"], workspace=1) == {}
+    assert await cache.get("other-ws", workspace=2) == "kept"
