@@ -511,8 +511,14 @@ class TieredCache:
         await self._invalidate(Invalidation("pattern", (glob,), self.backplane.instance_id, 0.0))
 
     async def clear(self, *, workspace: str | int | None = None) -> None:
-        """Remove every entry of one workspace (default: the context's, else global)."""
-        await self.invalidate_pattern("*", workspace=workspace)
+        """Remove every entry of one workspace (default: the context's, else global).
+
+        Entries stored under a digest (long or binary keys) and the workspace's tag sets
+        go too; its locks are left to their leases, so a load in progress stays single.
+        """
+        scope = escape_glob(self.scope(workspace))
+        globs = (f"{scope}:*", f"{scope}#h:*", f"{scope}#tag*")
+        await self._invalidate(Invalidation("pattern", globs, self.backplane.instance_id, 0.0))
 
     async def _invalidate(self, message: Invalidation) -> None:
         if not message.items:

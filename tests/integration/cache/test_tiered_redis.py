@@ -268,3 +268,23 @@ async def test_a_frozen_redis_times_out_and_pending_deletes_are_replayed(
         await _until(lambda: b.memory.get(b.key("task")) is None)
         c_value = await b.get("task")
         assert c_value in (None, "v2")
+
+
+async def test_clear_drops_a_workspace_including_digest_keys_and_nothing_else(
+    redis_url: str, namespace: str
+) -> None:
+    async with _cache(redis_url, namespace) as a, _cache(redis_url, namespace) as b:
+        long_key = "k" * 1000
+        for ws in (1, 2):
+            await a.set(long_key, ws, tags=["t"], workspace=ws)
+            await a.set(b"\xff", ws, workspace=ws)
+            await a.set("plain", ws, workspace=ws)
+        await a.clear(workspace=1)
+        await _until(lambda: b.stats.invalidations_received >= 1)
+        b.memory.clear()
+        assert await b.get_many([long_key, b"\xff", "plain"], workspace=1) == {}
+        assert await b.get_many([long_key, b"\xff", "plain"], workspace=2) == {
+            long_key: 2,
+            b"\xff": 2,
+            "plain": 2,
+        }
