@@ -5,7 +5,7 @@ See docs/cache.md. The names here are the public API; submodules hold the parts.
 
 from corestone.cache.backplane import Backplane, Invalidation, LocalBackplane, RedisBackplane
 from corestone.cache.decorators import cached
-from corestone.cache.keys import GLOBAL, KeyBuilder
+from corestone.cache.keys import EVERY_WORKSPACE, GLOBAL, KeyBuilder
 from corestone.cache.lock import RedisLock
 from corestone.cache.memory import MemoryCache, MemoryStats
 from corestone.cache.options import CacheOptions
@@ -20,6 +20,7 @@ from corestone.cache.stats import CacheStats
 from corestone.cache.tiered import TieredCache, Warmer
 
 __all__ = [
+    "EVERY_WORKSPACE",
     "GLOBAL",
     "Backplane",
     "CacheOptions",

@@ -6,9 +6,12 @@ waits on the same flight (shielded, so a caller giving up never cancels the load
 others); with ``distributed_lock`` the flights of every process wait on one lock, and the
 loser finds the winner's value in L2 instead of loading again.
 
-A flight that was overtaken by an invalidation of its key (a write committed while the
-loader was reading the old row) still answers its callers but does not store the value:
-caching it would bring back what the invalidation just removed.
+Invalidations overtake flights. A flight whose key (or one of its tags, or a pattern
+covering it) is invalidated while it runs still answers the callers already waiting, but
+it leaves the flight table at once (later callers start a fresh load), forgets its stale
+value and does not store what it read: caching it would bring back what the
+invalidation just removed. A load that says its data comes from a snapshot taken before
+a recent invalidation (``not_before``) runs alone and stores nothing, for the same reason.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from corestone.cache._entry import Entry
 from corestone.cache._remote import UNAVAILABLE
 from corestone.cache.lock import RedisLock
 from corestone.cache.options import CacheOptions
-from corestone.errors import LoadTimeoutError
+from corestone.errors import LoadTimeoutError, UnavailableError
 from corestone.observability.logging import get_logger
 
 if TYPE_CHECKING:
@@ -35,24 +38,36 @@ __all__ = ["Loader", "Loading"]
 Loader = Callable[[], Awaitable[Any]]
 log = get_logger(__name__)
 _NOTHING: Any = object()
+_RELEASE_TIMEOUT = 0.5
 
 
 class _Flight:
-    __slots__ = ("full", "invalidated", "newer_than", "scope", "stale", "tag_keys", "task")
+    __slots__ = (
+        "full",
+        "invalidated",
+        "newer_than",
+        "private",
+        "scope",
+        "stale",
+        "tag_keys",
+        "task",
+    )
 
     def __init__(
         self,
         full: str,
         scope: str,
-        tag_keys: frozenset[str],
+        tag_keys: tuple[str, ...],
         stale: Entry | None,
         newer_than: float,
+        private: bool,
     ) -> None:
         self.full = full
         self.scope = scope
         self.tag_keys = tag_keys
         self.stale = stale
         self.newer_than = newer_than
+        self.private = private  # not joinable, never stored
         self.invalidated = False
         self.task: asyncio.Task[Any] | None = None
 
@@ -63,23 +78,27 @@ class Loading:
     def __init__(self, cache: TieredCache) -> None:
         self._cache = cache
         self._flights: dict[str, _Flight] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()  # every flight, joinable or not
 
     async def load(
         self,
         full: str,
         scope: str,
         loader: Loader,
-        tags: Iterable[str],
+        tag_keys: tuple[str, ...],
         options: CacheOptions,
         stale: Entry | None,
+        not_before: float | None = None,
     ) -> Any:
         """Join (or start) the key's flight and wait for it within the options' timeouts."""
-        flight = self._flights.get(full)
+        cache = self._cache
+        private = not_before is not None and cache.recent.since((full, *tag_keys), not_before)
+        flight = None if private else self._flights.get(full)
         if flight is None:
-            now = self._cache.clock()
+            now = cache.clock()
             if stale is not None and not _within_max_stale(stale, options, now):
                 stale = None
-            flight = self._begin(full, scope, loader, tags, options, stale, now)
+            flight = self._begin(full, scope, loader, tag_keys, options, stale, now, private)
         return await self._wait(flight, options)
 
     def refresh(
@@ -87,32 +106,35 @@ class Loading:
         full: str,
         scope: str,
         loader: Loader,
-        tags: Iterable[str],
+        tag_keys: tuple[str, ...],
         options: CacheOptions,
         current: Entry,
     ) -> None:
         """Start a background refresh of a hot key unless one is already flying."""
         if full not in self._flights:
             self._cache.stats.eager_refreshes += 1
-            self._begin(full, scope, loader, tags, options, current, current.fresh_until)
+            self._begin(full, scope, loader, tag_keys, options, current, current.fresh_until, False)
 
     def _begin(
         self,
         full: str,
         scope: str,
         loader: Loader,
-        tags: Iterable[str],
+        tag_keys: tuple[str, ...],
         options: CacheOptions,
         stale: Entry | None,
         newer_than: float,
+        private: bool,
     ) -> _Flight:
-        tag_keys = frozenset(self._cache._tag_keys(scope, tags))
-        flight = _Flight(full, scope, tag_keys, stale, newer_than)
+        flight = _Flight(full, scope, tag_keys, stale, newer_than, private)
         flight.task = asyncio.get_running_loop().create_task(
-            self._fly(flight, loader, tags, options), name=f"cache-load:{full[:80]}"
+            self._fly(flight, loader, options), name=f"cache-load:{full[:80]}"
         )
         flight.task.add_done_callback(_consume)
-        self._flights[full] = flight
+        self._tasks.add(flight.task)
+        flight.task.add_done_callback(self._tasks.discard)
+        if not private:
+            self._flights[full] = flight
         return flight
 
     async def _wait(self, flight: _Flight, options: CacheOptions) -> Any:
@@ -124,10 +146,11 @@ class Loading:
         try:
             if soft is not None and (hard is None or soft < hard):
                 done, _ = await asyncio.wait({task}, timeout=soft)
-                if not done and flight.stale is not None:
+                stale = flight.stale
+                if not done and stale is not None:
                     stats.load_timeouts += 1
                     stats.stale_served += 1
-                    return flight.stale.value
+                    return stale.value
                 hard = None if hard is None else hard - soft
             if hard is None:
                 return await asyncio.shield(task)
@@ -135,43 +158,49 @@ class Loading:
             if done:
                 return task.result()
             stats.load_timeouts += 1
-            if options.fail_safe and flight.stale is not None:
+            stale = flight.stale
+            if options.fail_safe and stale is not None:
                 stats.stale_served += 1
-                return flight.stale.value
+                return stale.value
             raise LoadTimeoutError(flight.full, options.hard_timeout or hard)
         except LoadTimeoutError:
             raise
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this caller is being cancelled
+            # The flight was cancelled under us (the cache is closing): not our cancellation.
+            raise UnavailableError("the cache closed while loading this key") from None
         except Exception:
-            if options.fail_safe and flight.stale is not None:
+            stale = flight.stale
+            if options.fail_safe and stale is not None:
                 stats.stale_served += 1
-                return flight.stale.value
+                return stale.value
             raise
 
-    async def _fly(
-        self, flight: _Flight, loader: Loader, tags: Iterable[str], options: CacheOptions
-    ) -> Any:
+    async def _fly(self, flight: _Flight, loader: Loader, options: CacheOptions) -> Any:
         cache = self._cache
         lock: RedisLock | None = None
         try:
             found = await cache.read_l2(flight.full)
-            if found is not None:
+            if found is not None and not flight.invalidated:
                 if found.fresh_until > max(cache.clock(), flight.newer_than):
                     return found.value
                 if _within_max_stale(found, options, cache.clock()) and (
                     flight.stale is None or found.fresh_until > flight.stale.fresh_until
                 ):
                     flight.stale = found
-            if options.distributed_lock and cache.remote is not None:
+            if options.distributed_lock and cache.remote is not None and not flight.private:
                 lock, value = await self._lock_or_value(flight, options)
                 if value is not _NOTHING:
                     return value
             value = await self._run(flight, loader, options)
-            if not flight.invalidated:
-                await cache.store(flight.full, flight.scope, value, tags, options)
+            if not flight.invalidated and not flight.private:
+                await cache.store(flight.full, value, flight.tag_keys, options)
             return value
         finally:
-            if lock is not None and cache.remote is not None:
-                await cache.remote.call("unlock", lock.release)
+            if lock is not None:
+                await _release(lock)
             if self._flights.get(flight.full) is flight:
                 del self._flights[flight.full]
 
@@ -193,9 +222,18 @@ class Loading:
         return value
 
     def _throttle(self, flight: _Flight, options: CacheOptions) -> None:
-        """After a failed load, let the stale value count as fresh for a short while."""
+        """After a failed load, let the stale value count as fresh for a short while.
+
+        Never for a flight that was invalidated: that would bring back a deleted value.
+        """
         stale = flight.stale
-        if not options.fail_safe or stale is None or not options.fail_safe_throttle:
+        if (
+            flight.invalidated
+            or flight.private
+            or not options.fail_safe
+            or stale is None
+            or not options.fail_safe_throttle
+        ):
             return
         now = self._cache.clock()
         until = now + options.fail_safe_throttle
@@ -207,24 +245,32 @@ class Loading:
     async def _lock_or_value(
         self, flight: _Flight, options: CacheOptions
     ) -> tuple[RedisLock | None, Any]:
-        """Hold the key's lock (value _NOTHING), or the value another process loaded."""
+        """Hold the key's lock (value _NOTHING), or the value another process loaded.
+
+        Waiting ends when the lock is ours, when the holder's value appears in L2, when
+        Redis is away (then we load here rather than not at all) or after ``hard_timeout``
+        (the caller has given up by then; the load proceeds without the lock).
+        """
         cache = self._cache
         remote = cache.remote
         assert remote is not None
         lock = remote.store.lock(_lock_key(flight), lease=options.lock_lease)
+        deadline = None if options.hard_timeout is None else time.monotonic() + options.hard_timeout
         delay = 0.002
         while True:
             acquired = await remote.call("lock", lambda: lock.acquire(wait=0))
             if acquired is UNAVAILABLE:
-                return None, _NOTHING  # Redis is away: load here rather than not at all
+                return None, _NOTHING
             if acquired:
                 found = await cache.read_l2(flight.full)
                 if found is not None and found.fresh_until > max(cache.clock(), flight.newer_than):
-                    await remote.call("unlock", lock.release)
+                    await _release(lock)
                     return None, found.value
                 return lock, _NOTHING
             cache.stats.lock_waits += 1
-            await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter, not secrets
+            if deadline is not None and time.monotonic() > deadline:
+                return None, _NOTHING
+            await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter
             delay = min(delay * 2, 0.05)
             found = await cache.read_l2(flight.full)
             if found is not None and found.fresh_until > max(cache.clock(), flight.newer_than):
@@ -238,33 +284,49 @@ class Loading:
         for full in fulls:
             flight = self._flights.get(full)
             if flight is not None:
-                flight.invalidated = True
+                self._overtaken(flight)
 
     def invalidated_tags(self, tag_keys: Iterable[str]) -> None:
         if not self._flights:
             return
         touched = set(tag_keys)
-        for flight in self._flights.values():
-            if not flight.tag_keys.isdisjoint(touched):
-                flight.invalidated = True
+        for flight in list(self._flights.values()):
+            if not touched.isdisjoint(flight.tag_keys):
+                self._overtaken(flight)
 
     def invalidated_matching(self, matches: Callable[[str], bool]) -> None:
-        for flight in self._flights.values():
+        for flight in list(self._flights.values()):
             if matches(flight.full):
-                flight.invalidated = True
+                self._overtaken(flight)
 
     def invalidated_all(self) -> None:
-        for flight in self._flights.values():
-            flight.invalidated = True
+        for flight in list(self._flights.values()):
+            self._overtaken(flight)
+
+    def _overtaken(self, flight: _Flight) -> None:
+        flight.invalidated = True
+        flight.stale = None
+        if self._flights.get(flight.full) is flight:
+            del self._flights[flight.full]  # later callers start a fresh load
 
     async def aclose(self) -> None:
-        tasks = [flight.task for flight in self._flights.values() if flight.task is not None]
+        tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
         self._flights.clear()
+
+
+async def _release(lock: RedisLock) -> None:
+    """Release directly, not through the breaker: a lock must never outlive its load.
+
+    ``RedisLock.release`` stops the watchdog first and finishes a failed release in the
+    background, so at worst the lease runs out.
+    """
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(lock.release(), _RELEASE_TIMEOUT)
 
 
 def _within_max_stale(entry: Entry, options: CacheOptions, now: float) -> bool:

@@ -94,18 +94,56 @@ def _key_builder(
     fn: Callable[..., Any], spec: KeySpec
 ) -> Callable[[tuple[Any, ...], dict[str, Any]], str]:
     if spec is None:
-        prefix = f"{fn.__module__}.{fn.__qualname__}:"
-
-        def default(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-            if kwargs:
-                return f"{prefix}{args!r}{sorted(kwargs.items())!r}"
-            return f"{prefix}{args!r}"
-
-        return default
+        return _default_key(fn)
     if isinstance(spec, str):
         return _template(fn, spec)
     function = spec
     return lambda args, kwargs: function(*args, **kwargs)
+
+
+def _default_key(fn: Callable[..., Any]) -> Callable[[tuple[Any, ...], dict[str, Any]], str]:
+    """``module.qualname:`` + the arguments by parameter, defaults filled in.
+
+    ``f(7)``, ``f(user_id=7)`` and ``f(7, verbose=False)`` are one call, so one key (and
+    ``f.invalidate(7)`` drops it). Functions with ``*args``/``**kwargs`` fall back to the
+    arguments as given.
+    """
+    prefix = f"{fn.__module__}.{fn.__qualname__}:"
+    parameters = inspect.signature(fn).parameters
+    kinds = {p.kind for p in parameters.values()}
+    if inspect.Parameter.VAR_POSITIONAL in kinds or inspect.Parameter.VAR_KEYWORD in kinds:
+
+        def as_given(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+            if kwargs:
+                return f"{prefix}{args!r}{sorted(kwargs.items())!r}"
+            return f"{prefix}{args!r}"
+
+        return as_given
+    names = list(parameters)
+    positional = [
+        name
+        for name, p in parameters.items()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    defaults = {n: p.default for n, p in parameters.items() if p.default is not p.empty}
+    if len(positional) == len(names) and not defaults:
+
+        def positional_only(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+            if not kwargs and len(args) == len(names):
+                return f"{prefix}{args!r}"  # the common call: nothing to normalise
+            values = dict(zip(positional, args, strict=False))
+            values.update(kwargs)
+            return f"{prefix}{tuple(values.get(n) for n in names)!r}"
+
+        return positional_only
+
+    def normalised(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        values = dict(defaults)
+        values.update(zip(positional, args, strict=False))
+        values.update(kwargs)
+        return f"{prefix}{tuple(values.get(n) for n in names)!r}"
+
+    return normalised
 
 
 def _tags_builder(

@@ -24,10 +24,13 @@ from typing import Final
 from corestone.context import workspace_id as current_workspace
 from corestone.errors import InvalidInputError
 
-__all__ = ["GLOBAL", "MAX_KEY_BYTES", "KeyBuilder", "escape_glob"]
+__all__ = ["EVERY_WORKSPACE", "GLOBAL", "MAX_KEY_BYTES", "KeyBuilder", "escape_glob"]
 
 GLOBAL: Final = "global"
 """Pass as ``workspace=`` to use the shared scope even inside a workspace's request."""
+
+EVERY_WORKSPACE: Final = "*"
+"""Pass as ``workspace=`` to ``invalidate_pattern`` to match in every workspace (admin jobs)."""
 
 MAX_KEY_BYTES: Final = 512
 """User keys longer than this (UTF-8) are stored under their SHA-256 digest."""
@@ -149,11 +152,12 @@ def _utf8(text: str) -> bytes | None:
 
 def _slow_entry(scope: str, key: str | bytes) -> str:
     if isinstance(key, bytes | bytearray | memoryview):
-        return f"{scope}#h:{hashlib.sha256(bytes(key)).hexdigest()}"
+        # Type-prefixed digests: b"x" * 600 and "x" * 600 are two keys, not one.
+        return f"{scope}#h:{hashlib.sha256(b'b:' + bytes(key)).hexdigest()}"
     if not isinstance(key, str):
         raise InvalidInputError("a cache key must be str or bytes", field="key")
     encoded = _utf8(key)
     if encoded is None or len(encoded) > MAX_KEY_BYTES:
         raw = key.encode("utf-8", "surrogatepass")
-        return f"{scope}#h:{hashlib.sha256(raw).hexdigest()}"
+        return f"{scope}#h:{hashlib.sha256(b's:' + raw).hexdigest()}"
     return f"{scope}:{key}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import re
 import time
@@ -20,9 +21,16 @@ from typing import Any, Self
 
 from corestone.cache._entry import Entry
 from corestone.cache._loading import Loader, Loading
+from corestone.cache._recent import RecentInvalidations
 from corestone.cache._remote import UNAVAILABLE, Remote
 from corestone.cache.backplane import Backplane, Invalidation, LocalBackplane
-from corestone.cache.keys import KeyBuilder, escape_glob, escape_pattern, glob_regex
+from corestone.cache.keys import (
+    EVERY_WORKSPACE,
+    KeyBuilder,
+    escape_glob,
+    escape_pattern,
+    glob_regex,
+)
 from corestone.cache.memory import MemoryCache
 from corestone.cache.options import CacheOptions
 from corestone.cache.redis import RedisCache, Stored
@@ -93,6 +101,7 @@ class TieredCache:
                 observe=observe,
             )
         self._loading = Loading(self)
+        self.recent = RecentInvalidations()  # what was invalidated when, for reads in flight
         self._warmers: list[Warmer] = []
         self._maintenance: asyncio.Task[None] | None = None
         self._started = False
@@ -240,7 +249,7 @@ class TieredCache:
             return entry.value
         self.stats.l1_misses += 1
         found = await self.read_l2(full)
-        if found is None or found.fresh_until <= self._clock():
+        if found is None or not found.fresh_until > self._clock():
             return default
         return found.value
 
@@ -266,53 +275,72 @@ class TieredCache:
             return found
         store = self.remote.store
         fulls = [full for _, full in missing]
+        started = time.monotonic()
         stored = await self.remote.call("get_many", lambda: store.get_many(fulls))
         if stored is UNAVAILABLE:
             return found
         now = self._clock()
+        keep: list[tuple[str, Entry, float, tuple[str, ...]]] = []
         max_stale = self.options.max_stale
-        keep: list[tuple[str, Entry, float, list[str]]] = []
+        since = self.recent.since
         for (key, full), item in zip(missing, stored, strict=True):
             decoded = self._decode(item)
             if decoded is not None and decoded[0].fresh_until > now:
                 entry, tag_keys = decoded
                 found[key] = entry.value
-                keep.append((full, entry, entry.fresh_until - now + max_stale, tag_keys))
+                if not since((full, *tag_keys), started):  # overtaken: do not keep
+                    keep.append((full, entry, entry.fresh_until - now + max_stale, tag_keys))
         self.memory.set_many(keep)  # one L1 bookkeeping pass for the whole batch
         return found
 
     async def read_l2(self, full: str) -> Entry | None:
-        """Read one full key from L2 (fresh or stale) and keep it in L1; None if absent."""
+        """Read one full key from L2 (fresh or stale) and keep it in L1; None if absent.
+
+        The value is kept in L1 only if neither the key nor one of its tags was written or
+        invalidated while the read was in flight: the reply may predate that.
+        """
         if self.remote is None:
             return None
         store = self.remote.store
+        started = time.monotonic()
         stored = await self.remote.call("get", lambda: store.get(full))
         if stored is UNAVAILABLE:
             return None
-        return self._adopt(full, stored, self._clock())
-
-    def _adopt(self, full: str, stored: Stored | None, now: float) -> Entry | None:
         decoded = self._decode(stored)
         if decoded is None:
             return None
         entry, tag_keys = decoded
-        if entry.fresh_until > now:
+        now = self._clock()
+        if entry.fresh_until > now and not self.recent.since((full, *tag_keys), started):
             keep = entry.fresh_until - now + self.options.max_stale
             self.memory.set(full, entry, ttl=keep, tags=tag_keys)
         return entry
 
-    def _decode(self, stored: Stored | None) -> tuple[Entry, list[str]] | None:
-        """The L1 entry and tag keys of an L2 value (``[tags, value]``), counted."""
+    def _decode(self, stored: Stored | None) -> tuple[Entry, tuple[str, ...]] | None:
+        """The L1 entry and tag keys of an L2 value, counted; None if absent or foreign.
+
+        A TieredCache writes ``[tag_keys, value, refresh_at]``; anything else under a key
+        (another client's value, a corrupt one) is a miss, never an exception.
+        """
         if stored is None:
             self.stats.l2_misses += 1
             return None
-        try:
-            tag_keys, value = stored.value
-        except (TypeError, ValueError):
+        payload = stored.value
+        fresh_until = stored.fresh_until
+        if (
+            type(payload) is not list
+            or len(payload) != 3
+            or type(payload[0]) is not list
+            or not all(type(tag) is str for tag in payload[0])
+            or not isinstance(payload[2], float | int)
+            or not math.isfinite(payload[2])
+            or not math.isfinite(fresh_until)
+        ):
             self.stats.l2_misses += 1
-            return None  # not written by a TieredCache: treat as absent
+            return None
+        tag_keys, value, refresh_at = payload
         self.stats.l2_hits += 1
-        return Entry(value, stored.fresh_until, stored.fresh_until), tag_keys
+        return Entry(value, fresh_until, min(float(refresh_at), fresh_until)), tuple(tag_keys)
 
     # -- loading -------------------------------------------------------------------------
 
@@ -325,12 +353,16 @@ class TieredCache:
         tags: Iterable[str] = (),
         workspace: str | int | None = None,
         options: CacheOptions | None = None,
+        not_before: float | None = None,
         **overrides: Any,
     ) -> Any:
         """The value of ``key``, calling ``await loader()`` at most once at a time to load it.
 
         Callers of the same missing key share one load (and with ``distributed_lock``,
         one across every process). Keyword overrides are :class:`CacheOptions` fields.
+        ``not_before`` (``time.monotonic()``): when the data the loader reads was current,
+        e.g. the start of a transaction; if the key or a tag was invalidated since, the
+        value is returned but not stored (it may predate that invalidation).
         """
         scope = self.scope(workspace)
         full = KeyBuilder.entry_in(scope, key)
@@ -341,12 +373,18 @@ class TieredCache:
                 self.stats.l1_hits += 1
                 if entry.refresh_at <= now:
                     self._loading.refresh(
-                        full, scope, loader, tags, self._resolve(options, ttl, overrides), entry
+                        full,
+                        scope,
+                        loader,
+                        self._tag_keys(scope, tags),
+                        self._resolve(options, ttl, overrides),
+                        entry,
                     )
                 return entry.value
         self.stats.l1_misses += 1
         chosen = self._resolve(options, ttl, overrides)
-        return await self._loading.load(full, scope, loader, tags, chosen, entry)
+        tag_keys = self._tag_keys(scope, tags)  # once: a generator can be read only once
+        return await self._loading.load(full, scope, loader, tag_keys, chosen, entry, not_before)
 
     def _resolve(
         self, options: CacheOptions | None, ttl: float | None, overrides: Mapping[str, Any]
@@ -395,7 +433,8 @@ class TieredCache:
         """Store ``value`` in both tiers and tell the other instances to drop their copy."""
         scope = self.scope(workspace)
         options = self.options if ttl is None else self.options.with_overrides(ttl=ttl)
-        await self.store(KeyBuilder.entry_in(scope, key), scope, value, tags, options)
+        full = KeyBuilder.entry_in(scope, key)
+        await self.store(full, value, self._tag_keys(scope, tags), options)
 
     async def set_many(
         self,
@@ -410,16 +449,18 @@ class TieredCache:
         options = self.options if ttl is None else self.options.with_overrides(ttl=ttl)
         tag_keys = self._tag_keys(scope, tags)
         fulls = [(KeyBuilder.entry_in(scope, key), value) for key, value in items.items()]
+        if not fulls:
+            return
         fresh_until = self._fresh_until(options)
-        self.memory.set_many(
-            self._keep(full, value, fresh_until, tag_keys, options) for full, value in fulls
-        )
-        self._loading.invalidated_keys([full for full, _ in fulls])
+        entries = [(full, self._entry(value, fresh_until, options)) for full, value in fulls]
+        self._overwritten([full for full, _ in fulls])
+        keep = self._keep_for(fresh_until, options)
+        self.memory.set_many((full, entry, keep, tag_keys) for full, entry in entries)
         self.stats.sets += len(fulls)
-        if self.remote is None or not fulls:
+        if self.remote is None:
             return
         store = self.remote.store
-        payload = [(full, Stored([tag_keys, value], fresh_until)) for full, value in fulls]
+        payload = [(full, self._stored(entry, tag_keys)) for full, entry in entries]
         await self._write_l2(
             "set_many",
             lambda: store.set_many(payload, ttl=options.keep_for, tag_keys=tag_keys),
@@ -427,28 +468,28 @@ class TieredCache:
         )
 
     async def store(
-        self,
-        full: str,
-        scope: str,
-        value: Any,
-        tags: Iterable[str],
-        options: CacheOptions,
+        self, full: str, value: Any, tag_keys: tuple[str, ...], options: CacheOptions
     ) -> None:
         """Write one full key to both tiers (used by set and by loads)."""
-        tag_keys = self._tag_keys(scope, tags)
         fresh_until = self._fresh_until(options)
-        self.memory.set_many([self._keep(full, value, fresh_until, tag_keys, options)])
-        self._loading.invalidated_keys([full])
+        entry = self._entry(value, fresh_until, options)
+        self._overwritten([full])
+        self.memory.set(full, entry, ttl=self._keep_for(fresh_until, options), tags=tag_keys)
         self.stats.sets += 1
         if self.remote is None:
             return
         store = self.remote.store
-        stored = Stored([tag_keys, value], fresh_until)
+        stored = self._stored(entry, tag_keys)
         await self._write_l2(
             "set",
             lambda: store.set(full, stored, ttl=options.keep_for, tag_keys=tag_keys),
             [full],
         )
+
+    def _overwritten(self, fulls: list[str]) -> None:
+        """A write replaces these keys: reads and loads in flight must not keep older data."""
+        self.recent.note(fulls)
+        self._loading.invalidated_keys(fulls)
 
     async def _write_l2(
         self, op: str, write: Callable[[], Awaitable[object]], fulls: list[str]
@@ -461,23 +502,22 @@ class TieredCache:
         else:
             await self.remote.announce(message)
 
-    def _keep(
-        self,
-        full: str,
-        value: Any,
-        fresh_until: float,
-        tag_keys: list[str],
-        options: CacheOptions,
-    ) -> tuple[str, Entry, float, list[str]]:
-        """The L1 entry for a value just stored, as ``MemoryCache.set_many`` takes it."""
-        now = self._clock()
-        refresh_at = (
-            now + (fresh_until - now) * options.eager_refresh
-            if options.eager_refresh is not None
-            else fresh_until
-        )
-        keep = fresh_until - now + (options.max_stale if options.fail_safe else 0.0)
-        return full, Entry(value, fresh_until, refresh_at), keep, tag_keys
+    def _entry(self, value: Any, fresh_until: float, options: CacheOptions) -> Entry:
+        refresh_at = fresh_until
+        if options.eager_refresh is not None:
+            now = self._clock()
+            refresh_at = now + (fresh_until - now) * options.eager_refresh
+        return Entry(value, fresh_until, refresh_at)
+
+    def _keep_for(self, fresh_until: float, options: CacheOptions) -> float:
+        """How long L1 keeps an entry: until it is no longer fresh, plus the stale allowance."""
+        return fresh_until - self._clock() + (options.max_stale if options.fail_safe else 0.0)
+
+    @staticmethod
+    def _stored(entry: Entry, tag_keys: tuple[str, ...]) -> Stored:
+        # L2 keeps the tags (so an instance reading the value indexes them in its L1) and
+        # the refresh point (so eager refresh works on every instance, not just the writer).
+        return Stored([list(tag_keys), entry.value, entry.refresh_at], entry.fresh_until)
 
     def _fresh_until(self, options: CacheOptions) -> float:
         ttl = options.ttl
@@ -485,10 +525,10 @@ class TieredCache:
             ttl *= 1.0 - options.jitter * random.random()  # noqa: S311 - spread, not secrets
         return self._clock() + ttl
 
-    def _tag_keys(self, scope: str, tags: Iterable[str]) -> list[str]:
+    def _tag_keys(self, scope: str, tags: Iterable[str]) -> tuple[str, ...]:
         if isinstance(tags, str):
             raise TypeError("tags must be an iterable of strings, not one string")
-        return [KeyBuilder.tag_in(scope, tag) for tag in tags]
+        return tuple(KeyBuilder.tag_in(scope, tag) for tag in tags)
 
     # -- invalidation --------------------------------------------------------------------
 
@@ -506,8 +546,16 @@ class TieredCache:
         await self._invalidate(Invalidation("tags", tag_keys, self.backplane.instance_id, 0.0))
 
     async def invalidate_pattern(self, pattern: str, *, workspace: str | int | None = None) -> None:
-        """Remove the keys matching ``pattern`` (only ``*`` is a wildcard) in one workspace."""
-        glob = f"{escape_glob(self.scope(workspace))}:{escape_pattern(pattern)}"
+        """Remove the keys matching ``pattern`` (only ``*`` is a wildcard) in one workspace.
+
+        ``workspace=EVERY_WORKSPACE`` matches in all of them: for jobs that wrote across
+        workspaces without knowing which.
+        """
+        if workspace == EVERY_WORKSPACE:
+            scope = escape_glob(f"{self.keys.prefix}:{self.namespace}:") + "*"
+        else:
+            scope = escape_glob(self.scope(workspace))
+        glob = f"{scope}:{escape_pattern(pattern)}"
         await self._invalidate(Invalidation("pattern", (glob,), self.backplane.instance_id, 0.0))
 
     async def clear(self, *, workspace: str | int | None = None) -> None:
@@ -530,6 +578,10 @@ class TieredCache:
 
     def _apply_locally(self, message: Invalidation) -> None:
         memory = self.memory
+        if message.kind in ("keys", "tags"):
+            self.recent.note(message.items)
+        else:
+            self.recent.note_everything()
         if message.kind == "keys":
             memory.delete_many(message.items)
             self._loading.invalidated_keys(message.items)
@@ -555,6 +607,7 @@ class TieredCache:
     def _on_resync(self) -> None:
         # We were deaf: anything in L1 may have been invalidated meanwhile.
         self.stats.resyncs += 1
+        self.recent.note_everything()
         self.memory.clear()
         self._loading.invalidated_all()
 

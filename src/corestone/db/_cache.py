@@ -21,9 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
 from corestone import context
-from corestone.cache.keys import GLOBAL
+from corestone.cache.keys import EVERY_WORKSPACE, GLOBAL
 from corestone.db.scoping import AllWorkspaces
-from corestone.db.transactions import Transaction
+from corestone.db.transactions import BEGAN_AT, Transaction
 
 if TYPE_CHECKING:
     from corestone.cache.tiered import TieredCache
@@ -51,6 +51,9 @@ async def cached_find(repo: Repository[Any], key: Any, cache: TieredCache) -> An
         ttl=repo.cache_ttl,
         tags=(f"entity:{entity}:{key}", f"entity:{entity}"),
         workspace=scope,
+        # The row comes from this transaction's snapshot, which may predate a commit
+        # whose invalidation already passed: then it is returned but not cached.
+        not_before=repo.session.info.get(BEGAN_AT),
     )
     if values is None:
         return None
@@ -91,9 +94,13 @@ def touched(
     entity = repo.info.entity
     by_scope: dict[str | int, set[str]] = {}
     default_scope = _scope(repo.workspace(), None)
+    unknown_workspace = False
 
     def add(scope: str | int | None, tag: str) -> None:
-        if scope is not None:
+        nonlocal unknown_workspace
+        if scope is None:
+            unknown_workspace = True  # ALL_WORKSPACES without the rows' workspace ids
+        else:
             by_scope.setdefault(scope, set()).add(tag)
 
     for id_ in ids:
@@ -114,7 +121,7 @@ def touched(
             tags.add(f"workspace:{scope}")
         if actor is not None:
             tags.add(f"user:{actor}")
-    _after_commit(tx, cache, by_scope)
+    _after_commit(tx, cache, by_scope, entity if unknown_workspace else None)
 
 
 def wrote(session: AsyncSession) -> bool:
@@ -130,9 +137,17 @@ def _scope(workspace: int | AllWorkspaces | None, row_workspace: object) -> str 
     return GLOBAL
 
 
-def _after_commit(tx: Transaction, cache: TieredCache, by_scope: dict[str | int, set[str]]) -> None:
+def _after_commit(
+    tx: Transaction,
+    cache: TieredCache,
+    by_scope: dict[str | int, set[str]],
+    everywhere: str | None,
+) -> None:
     async def invalidate() -> None:
         for scope, tags in by_scope.items():
             await cache.invalidate_tags(sorted(tags), workspace=scope)
+        if everywhere is not None:
+            # Rows of unknown workspaces: drop the model's cached rows in every workspace.
+            await cache.invalidate_pattern(f"entity:{everywhere}:*", workspace=EVERY_WORKSPACE)
 
     tx.after_commit(invalidate)

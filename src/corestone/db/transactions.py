@@ -125,6 +125,9 @@ class Transaction:
                 log.exception("transaction hook failed", committed=committed)
 
 
+BEGAN_AT = "corestone_began_at"
+
+
 def current_transaction() -> Transaction | None:
     """The transaction open in this context, if any."""
     return _current.get()
@@ -147,6 +150,9 @@ async def open_transaction(
     started = time.perf_counter()
     committed = False
     async with database._session_for(isolation=isolation, read_only=read_only) as session:
+        # When its snapshot may have been taken, at the latest: the cache will not store
+        # what this transaction reads if it was invalidated after that (db/_cache.py).
+        session.info[BEGAN_AT] = time.monotonic()
         tx = Transaction(session, database)
         token = _current.set(tx)
         try:

@@ -89,6 +89,8 @@ async def test_a_write_on_one_instance_is_seen_fresh_by_the_other(
 async def test_get_many_reads_l2_and_fills_l1(redis_url: str, namespace: str) -> None:
     async with _cache(redis_url, namespace) as a, _cache(redis_url, namespace) as b:
         await a.set_many({f"k{i}": i for i in range(100)}, tags=["batch"])
+        # b hears of the write first: a read overtaken by it would not be kept in L1.
+        await _until(lambda: b.stats.invalidations_received >= 1)
         found = await b.get_many([f"k{i}" for i in range(105)])
         assert found == {f"k{i}": i for i in range(100)}
         assert b.stats.l2_hits == 100
@@ -288,3 +290,97 @@ async def test_clear_drops_a_workspace_including_digest_keys_and_nothing_else(
             b"\xff": 2,
             "plain": 2,
         }
+
+
+async def test_an_l2_read_overtaken_by_a_delete_is_not_kept(redis_url: str, namespace: str) -> None:
+    async with _cache(redis_url, namespace) as cache:
+        await cache.set("k", "old")
+        cache.memory.clear()
+        assert cache.remote is not None
+        store = cache.remote.store
+        plain_get = store.get
+
+        async def slow_get(key: str) -> Any:
+            found = await plain_get(key)
+            await asyncio.sleep(0.05)  # the reply is on its way while the delete happens
+            return found
+
+        store.get = slow_get  # type: ignore[method-assign]
+        reading = asyncio.create_task(cache.get("k"))
+        await asyncio.sleep(0.01)
+        await cache.delete("k")
+        assert await reading == "old"  # concurrent with the delete: either answer is fair
+        store.get = plain_get  # type: ignore[method-assign]
+        assert await cache.get("k") is None  # but it was not kept in L1
+
+
+async def test_a_lock_is_released_even_when_the_breaker_opened_during_the_load(
+    redis_url: str, namespace: str
+) -> None:
+    from corestone.resilience import State
+
+    async with _cache(redis_url, namespace) as a, _cache(redis_url, namespace) as b:
+
+        async def slow() -> str:
+            await asyncio.sleep(0.3)
+            return "A"
+
+        loading = asyncio.create_task(
+            a.get_or_load("k", slow, distributed_lock=True, lock_lease=0.6)
+        )
+        await asyncio.sleep(0.1)
+        assert a.remote is not None
+        a.remote.breaker.transition_to(State.FORCED_OPEN)  # Redis "blips" during the load
+        assert await loading == "A"
+        a.remote.breaker.transition_to(State.CLOSED)
+
+        async def other() -> str:
+            return "B"
+
+        # The lock is gone (released directly, not through the breaker): b loads at once.
+        got = await asyncio.wait_for(
+            b.get_or_load("k", other, distributed_lock=True, lock_lease=0.6), 2
+        )
+        assert got in ("A", "B")
+        assert b.stats.lock_waits == 0
+
+
+@pytest.mark.parametrize(
+    "payload", [[1, "x"], ["abc", "x"], "plain", [["t"], "v"], [["t"], "v", float("nan")]]
+)
+async def test_foreign_values_under_a_key_are_misses(
+    redis_url: str, namespace: str, payload: Any
+) -> None:
+    from corestone.cache import Stored
+
+    async with _cache(redis_url, namespace) as cache:
+        assert cache.remote is not None
+        full = cache.key("k")
+        await cache.remote.store.set(full, Stored(payload, time.time() + 60), ttl=60)
+        await cache.remote.store.client.set(cache.key("raw"), b"ab")
+        assert await cache.get("k") is None
+        assert await cache.get_many(["k", "raw"]) == {}
+
+        async def load() -> str:
+            return "loaded"
+
+        assert await cache.get_or_load("k", load) == "loaded"
+        assert await cache.get_or_load("raw", load) == "loaded"
+
+
+async def test_eager_refresh_works_on_an_instance_that_read_the_value_from_l2(
+    redis_url: str, namespace: str
+) -> None:
+    async with _cache(redis_url, namespace) as a, _cache(redis_url, namespace) as b:
+        calls = 0
+
+        async def load() -> int:
+            nonlocal calls
+            calls += 1
+            return calls
+
+        await a.get_or_load("hot", load, ttl=1.0, eager_refresh=0.5)
+        assert await b.get_or_load("hot", load, ttl=1.0, eager_refresh=0.5) == 1  # from L2
+        await asyncio.sleep(0.6)  # past half the ttl, still fresh
+        assert await b.get_or_load("hot", load, ttl=1.0, eager_refresh=0.5) == 1
+        await _until(lambda: b.stats.eager_refreshes == 1 and calls == 2)

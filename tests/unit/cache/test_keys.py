@@ -90,3 +90,7 @@ def test_empty_or_huge_patterns_are_refused(pattern: str) -> None:
     with pytest.raises(InvalidInputError) as caught:
         KEYS.pattern(pattern, 1)
     assert caught.value.field == "pattern"
+
+
+def test_a_long_bytes_key_and_the_same_long_str_key_are_two_entries() -> None:
+    assert KEYS.entry(b"x" * 600, 1) != KEYS.entry("x" * 600, 1)

@@ -1,0 +1,56 @@
+"""Recent invalidations: when each key and tag was last invalidated in this process.
+
+A load that read its data from a snapshot older than an invalidation of its key or tags
+must not store what it read (a read transaction that began before another request's
+commit still sees the old row). Loads say when their snapshot began (``not_before``); this
+log answers whether anything they would store was invalidated since. Patterns and resyncs
+are recorded as "everything", which is conservative and rare. The log forgets entries
+older than ``horizon`` seconds: no transaction that old should fill a cache.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Final
+
+__all__ = ["RecentInvalidations"]
+
+_MAX_ENTRIES: Final = 100_000
+
+
+class RecentInvalidations:
+    """Monotonic times of the latest invalidation per full key or tag key."""
+
+    def __init__(
+        self, *, horizon: float = 600.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._at: dict[str, float] = {}
+        self._everything_at = float("-inf")
+        self._horizon = horizon
+        self._clock = clock
+
+    def note(self, names: Iterable[str]) -> None:
+        now = self._clock()
+        at = self._at
+        for name in names:
+            at[name] = now
+        if len(at) > _MAX_ENTRIES:
+            self._prune(now)
+
+    def note_everything(self) -> None:
+        self._everything_at = self._clock()
+
+    def since(self, names: Iterable[str], moment: float) -> bool:
+        """Whether any of ``names`` (or everything) was invalidated after ``moment``."""
+        if self._everything_at > moment or moment < self._clock() - self._horizon:
+            return True
+        at = self._at
+        return any(at.get(name, float("-inf")) > moment for name in names)
+
+    def _prune(self, now: float) -> None:
+        cutoff = now - self._horizon
+        self._at = {name: t for name, t in self._at.items() if t > cutoff}
+        if len(self._at) > _MAX_ENTRIES:  # a storm of distinct keys: forget them, stay safe
+            self._at.clear()
+            self._everything_at = now
