@@ -182,7 +182,10 @@ class Loading:
         cache = self._cache
         lock: RedisLock | None = None
         try:
-            found = await cache.read_l2(flight.full)
+            if flight.private:
+                found, generations = await cache.read_l2(flight.full), None
+            else:
+                found, generations = await cache.read_l2_for_load(flight.full, flight.tag_keys)
             if found is not None and not flight.invalidated:
                 if found.fresh_until > max(cache.clock(), flight.newer_than):
                     return found.value
@@ -196,7 +199,9 @@ class Loading:
                     return value
             value = await self._run(flight, loader, options)
             if not flight.invalidated and not flight.private:
-                await cache.store(flight.full, value, flight.tag_keys, options)
+                await cache.store(
+                    flight.full, value, flight.tag_keys, options, generations=generations
+                )
             return value
         finally:
             if lock is not None:

@@ -19,9 +19,23 @@ __all__ = ["INVALIDATE_TAGS", "LOCK_EXTEND", "LOCK_RELEASE", "SET_TAGGED"]
 # A busy tag's set is extended forever, so members whose entries expired would pile up:
 # each write also samples 3 random members and drops those whose entry is gone. Dead
 # members then stay a bounded fraction of the set instead of growing without limit.
+#
+# Optional generation check (ARGV after the n values: the expected generation of each tag
+# set, in KEYS order): if any tag was invalidated since the caller read its generation,
+# nothing is written and the script returns -1. A load that read the database before a
+# commit on another instance thus cannot store its old value after that commit's
+# invalidation has run, however late the backplane message reaches it.
 SET_TAGGED: Final = """
 local n = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
+if #ARGV > n + 2 then
+  for j = n + 1, #KEYS do
+    local current = redis.call('GET', KEYS[j] .. '#gen') or '0'
+    if current ~= ARGV[n + 2 + (j - n)] then
+      return -1
+    end
+  end
+end
 for i = 1, n do
   redis.call('SET', KEYS[i], ARGV[i + 2], 'PX', ttl)
 end
@@ -44,9 +58,11 @@ end
 return n
 """
 
-# KEYS: tag set keys.  Every member of every set is unlinked, then the set itself; returns
-# how many entry keys existed and were removed.  Members are unlinked in slices because
-# Lua's unpack has a stack limit.
+# KEYS: tag set keys.  ARGV: generation ttl_ms.  Every member of every set is unlinked,
+# then the set itself, and the tag's generation (``{tag}#gen``) is incremented so that a
+# load which read the generation before this cannot store (see SET_TAGGED); returns how
+# many entry keys existed and were removed.  Members are unlinked in slices because Lua's
+# unpack has a stack limit.
 INVALIDATE_TAGS: Final = """
 local removed = 0
 for i = 1, #KEYS do
@@ -55,6 +71,8 @@ for i = 1, #KEYS do
     removed = removed + redis.call('UNLINK', unpack(members, j, math.min(j + 999, #members)))
   end
   redis.call('UNLINK', KEYS[i])
+  redis.call('INCR', KEYS[i] .. '#gen')
+  redis.call('PEXPIRE', KEYS[i] .. '#gen', ARGV[1])
 end
 return removed
 """

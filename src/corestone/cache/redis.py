@@ -45,6 +45,11 @@ log = get_logger(__name__)
 _LOGGED_KEYS_MAX: Final = 10_000
 
 
+# A tag's generation outlives any load by far; if it does expire, it reads as 0 again and
+# a load holding an older, higher number simply does not store (the safe side).
+_GENERATION_TTL_MS = 24 * 3600 * 1000
+
+
 def _ttl_ms(ttl: float) -> int:
     if not ttl > 0:  # also rejects NaN
         raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
@@ -122,15 +127,48 @@ class RedisCache:
     # --- writes -------------------------------------------------------------------------
 
     async def set(
-        self, key: str, stored: Stored, *, ttl: float, tag_keys: Sequence[str] = ()
-    ) -> None:
-        """Store one entry for ``ttl`` seconds (physical lifetime); with tags, atomically."""
+        self,
+        key: str,
+        stored: Stored,
+        *,
+        ttl: float,
+        tag_keys: Sequence[str] = (),
+        generations: Sequence[int] | None = None,
+    ) -> bool:
+        """Store one entry for ``ttl`` seconds (physical lifetime); with tags, atomically.
+
+        With ``generations`` (from :meth:`get_with_generations`, one per tag), nothing is
+        stored and False returned if any tag was invalidated since they were read.
+        """
         ms = _ttl_ms(ttl)
         data = self._encode(stored)
         if not tag_keys:
             await self.client.set(key, data, px=ms)
-            return
-        await self._set_tagged(keys=[key, *tag_keys], args=[1, ms, data])
+            return True
+        args: list[Any] = [1, ms, data]
+        if generations is not None:
+            if len(generations) != len(tag_keys):
+                raise ValueError("one generation per tag key")
+            args.extend(str(g) for g in generations)
+        return int(await self._set_tagged(keys=[key, *tag_keys], args=args)) >= 0
+
+    async def get_with_generations(
+        self, key: str, tag_keys: Sequence[str]
+    ) -> tuple[Stored | None, list[int]]:
+        """The entry and the current generation of each tag, in one round trip."""
+        if not tag_keys:
+            return await self.get(key), []
+        replies = cast(
+            "list[bytes | None]", await self.client.mget([key, *(f"{tag}#gen" for tag in tag_keys)])
+        )
+        data, gens = replies[0], replies[1:]
+        stored = None
+        if data is not None:
+            try:
+                stored = self._decode(data)
+            except ValueError as exc:
+                self._corrupt(key, exc)
+        return stored, [int(g) if g is not None else 0 for g in gens]
 
     async def set_many(
         self,
@@ -167,7 +205,7 @@ class RedisCache:
         """Remove every entry carrying any of the tags, and the tag sets, in one atomic script."""
         if not tag_keys:
             return 0
-        return int(await self._invalidate_tags(keys=list(tag_keys)))
+        return int(await self._invalidate_tags(keys=list(tag_keys), args=[_GENERATION_TTL_MS]))
 
     async def invalidate_pattern(self, match: str, *, batch: int = 500) -> int:
         """Remove keys matching a SCAN MATCH glob (already escaped by ``KeyBuilder``).

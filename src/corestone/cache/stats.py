@@ -33,6 +33,7 @@ class CacheStats:
     load_timeouts: int = 0
     eager_refreshes: int = 0
     sets: int = 0
+    stores_refused: int = 0
     invalidations_sent: int = 0
     invalidations_received: int = 0
     invalidations_pending: int = 0

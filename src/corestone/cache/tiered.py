@@ -293,6 +293,28 @@ class TieredCache:
         self.memory.set_many(keep)  # one L1 bookkeeping pass for the whole batch
         return found
 
+    async def read_l2_for_load(
+        self, full: str, tag_keys: tuple[str, ...]
+    ) -> tuple[Entry | None, list[int] | None]:
+        """``read_l2`` plus the generations of the tags, for a load to store against."""
+        if self.remote is None or not tag_keys:
+            return await self.read_l2(full), None
+        store = self.remote.store
+        started = time.monotonic()
+        reply = await self.remote.call("get", lambda: store.get_with_generations(full, tag_keys))
+        if reply is UNAVAILABLE:
+            return None, None
+        stored, generations = reply
+        decoded = self._decode(stored)
+        if decoded is None:
+            return None, generations
+        entry, stored_tags = decoded
+        now = self._clock()
+        if entry.fresh_until > now and not self.recent.since((full, *stored_tags), started):
+            keep = entry.fresh_until - now + self.options.max_stale
+            self.memory.set(full, entry, ttl=keep, tags=stored_tags)
+        return entry, generations
+
     async def read_l2(self, full: str) -> Entry | None:
         """Read one full key from L2 (fresh or stale) and keep it in L1; None if absent.
 
@@ -468,23 +490,58 @@ class TieredCache:
         )
 
     async def store(
-        self, full: str, value: Any, tag_keys: tuple[str, ...], options: CacheOptions
-    ) -> None:
-        """Write one full key to both tiers (used by set and by loads)."""
+        self,
+        full: str,
+        value: Any,
+        tag_keys: tuple[str, ...],
+        options: CacheOptions,
+        *,
+        generations: list[int] | None = None,
+    ) -> bool:
+        """Write one full key to both tiers (used by set and by loads); False if refused.
+
+        A load passes the ``generations`` of its tags read before it ran: then Redis is
+        written first and refuses if a tag was invalidated meanwhile (on any instance),
+        and only an accepted value enters L1.
+        """
         fresh_until = self._fresh_until(options)
         entry = self._entry(value, fresh_until, options)
-        self._overwritten([full])
-        self.memory.set(full, entry, ttl=self._keep_for(fresh_until, options), tags=tag_keys)
+        keep = self._keep_for(fresh_until, options)
         self.stats.sets += 1
-        if self.remote is None:
-            return
+        if generations is None or self.remote is None or not tag_keys:
+            self._overwritten([full])
+            self.memory.set(full, entry, ttl=keep, tags=tag_keys)
+            if self.remote is not None:
+                store = self.remote.store
+                stored = self._stored(entry, tag_keys)
+                await self._write_l2(
+                    "set",
+                    lambda: store.set(full, stored, ttl=options.keep_for, tag_keys=tag_keys),
+                    [full],
+                )
+            return True
         store = self.remote.store
         stored = self._stored(entry, tag_keys)
-        await self._write_l2(
+        started = time.monotonic()
+        accepted = await self.remote.call(
             "set",
-            lambda: store.set(full, stored, ttl=options.keep_for, tag_keys=tag_keys),
-            [full],
+            lambda: store.set(
+                full, stored, ttl=options.keep_for, tag_keys=tag_keys, generations=generations
+            ),
         )
+        if accepted is False:
+            self.stats.stores_refused += 1
+            return False
+        if self.recent.since((full, *tag_keys), started):
+            return False  # invalidated here while Redis was being written
+        self._overwritten([full])
+        self.memory.set(full, entry, ttl=keep, tags=tag_keys)
+        message = Invalidation("keys", (full,), self.backplane.instance_id, time.time())
+        if accepted is UNAVAILABLE:
+            await self.remote.invalidate(message)  # L2 may hold an older value: replay
+        else:
+            await self.remote.announce(message)
+        return True
 
     def _overwritten(self, fulls: list[str]) -> None:
         """A write replaces these keys: reads and loads in flight must not keep older data."""

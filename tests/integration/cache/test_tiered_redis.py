@@ -384,3 +384,35 @@ async def test_eager_refresh_works_on_an_instance_that_read_the_value_from_l2(
         await asyncio.sleep(0.6)  # past half the ttl, still fresh
         assert await b.get_or_load("hot", load, ttl=1.0, eager_refresh=0.5) == 1
         await _until(lambda: b.stats.eager_refreshes == 1 and calls == 2)
+
+
+async def test_a_load_overtaken_by_an_invalidation_it_has_not_heard_of_is_refused(
+    redis_url: str, namespace: str
+) -> None:
+    """Another instance committed and invalidated while this one's loader read the old row;
+    the backplane message has not arrived yet. Redis itself refuses the old value."""
+    async with _cache(redis_url, namespace) as a, _cache(redis_url, namespace) as b:
+        started = asyncio.Event()
+        proceed = asyncio.Event()
+
+        async def read_old_row() -> str:
+            started.set()
+            await proceed.wait()
+            return "old row"
+
+        loading = asyncio.create_task(a.get_or_load("task", read_old_row, tags=["entity:T:1"]))
+        await started.wait()
+        assert b.remote is not None
+        # b's commit invalidates in Redis; a is not told (as if the message were late).
+        await b.remote.store.invalidate_tags([b.keys.tag("entity:T:1")])
+        proceed.set()
+        assert await loading == "old row"  # the caller gets what it read …
+        assert a.stats.stores_refused == 1  # … but it is not stored anywhere
+        assert await a.get("task") is None
+        assert await b.get("task") is None
+
+        async def read_new_row() -> str:
+            return "new row"
+
+        assert await a.get_or_load("task", read_new_row, tags=["entity:T:1"]) == "new row"
+        assert await b.get("task") == "new row"
