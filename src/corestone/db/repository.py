@@ -221,8 +221,11 @@ class Repository(Generic[M]):
         """The rows with these ids, in the order given; missing and foreign ids are skipped."""
         keys = list(dict.fromkeys(self._coerce_id(i) for i in ids))
         if self.cache_reads and self.cache is not None and self._cacheable():
-            rows = [await _cache.cached_find(self, key, self.cache) for key in keys]
-            return [row for row in rows if row is not None]
+            return await _cache.cached_get_many(self, keys, self.cache)
+        return await self.get_many_uncached(keys)
+
+    async def get_many_uncached(self, keys: Sequence[Any]) -> builtins.list[M]:
+        """``get_many`` straight from the database (ids already coerced and unique)."""
         workspace = self.workspace()
         found: dict[Any, M] = {}
         for start in range(0, len(keys), _ID_CHUNK):

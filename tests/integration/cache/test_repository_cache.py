@@ -186,3 +186,18 @@ async def test_a_bulk_write_across_workspaces_drops_their_cached_rows(db: Databa
     with workspace(1):
         async with db.transaction(read_only=True) as tx:
             assert (await CachedItems(tx).get(item_id)).title == "new"
+
+
+async def test_get_many_reads_the_cached_rows_and_queries_the_rest_once(db: Database) -> None:
+    ids = [await _create(db, 1, rank=i) for i in range(4)]
+    with workspace(1):
+        async with db.transaction(read_only=True) as tx:
+            await CachedItems(tx).get(ids[0])
+        counting = Counting(db)
+        async with db.transaction(read_only=True) as tx:
+            rows = await CachedItems(tx).get_many([ids[3], ids[0], 10_000, ids[1], ids[2]])
+        assert [row.rank for row in rows] == [3, 0, 1, 2]
+        assert counting.selects == 1  # the three misses in one query
+        async with db.transaction(read_only=True) as tx:
+            assert len(await CachedItems(tx).get_many(ids)) == 4
+        assert counting.selects == 1  # all cached now
