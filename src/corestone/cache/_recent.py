@@ -27,11 +27,13 @@ class RecentInvalidations:
     ) -> None:
         self._at: dict[str, float] = {}
         self._everything_at = float("-inf")
+        self._latest = float("-inf")  # of anything: most reads find nothing newer, in O(1)
         self._horizon = horizon
         self._clock = clock
 
     def note(self, names: Iterable[str]) -> None:
         now = self._clock()
+        self._latest = now
         at = self._at
         for name in names:
             at[name] = now
@@ -39,14 +41,20 @@ class RecentInvalidations:
             self._prune(now)
 
     def note_everything(self) -> None:
-        self._everything_at = self._clock()
+        self._everything_at = self._latest = self._clock()
 
     def since(self, names: Iterable[str], moment: float) -> bool:
         """Whether any of ``names`` (or everything) was invalidated after ``moment``."""
-        if self._everything_at > moment or moment < self._clock() - self._horizon:
+        if self._latest <= moment:
+            return moment < self._clock() - self._horizon
+        if self._everything_at > moment:
             return True
-        at = self._at
-        return any(at.get(name, float("-inf")) > moment for name in names)
+        get = self._at.get
+        for name in names:
+            at = get(name)
+            if at is not None and at > moment:
+                return True
+        return moment < self._clock() - self._horizon
 
     def _prune(self, now: float) -> None:
         cutoff = now - self._horizon
