@@ -31,6 +31,11 @@ class RecentInvalidations:
         self._horizon = horizon
         self._clock = clock
 
+    @property
+    def latest(self) -> float:
+        """When anything at all was last invalidated."""
+        return self._latest
+
     def note(self, names: Iterable[str]) -> None:
         now = self._clock()
         self._latest = now

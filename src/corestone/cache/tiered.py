@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import random
 import re
 import time
@@ -49,7 +48,8 @@ log = get_logger(__name__)
 
 Warmer = Callable[["TieredCache"], Awaitable[object]]
 
-_MISSING: Any = object()
+_FINITE_MIN = float("-inf")
+_FINITE_MAX = float("inf")
 
 
 class TieredCache:
@@ -283,12 +283,14 @@ class TieredCache:
         keep: list[tuple[str, Entry, float, tuple[str, ...]]] = []
         max_stale = self.options.max_stale
         since = self.recent.since
+        overtaken = self.recent.latest > started  # was anything invalidated meanwhile?
+        decode = self._decode
         for (key, full), item in zip(missing, stored, strict=True):
-            decoded = self._decode(item)
+            decoded = decode(item)
             if decoded is not None and decoded[0].fresh_until > now:
                 entry, tag_keys = decoded
                 found[key] = entry.value
-                if not since((full, *tag_keys), started):  # overtaken: do not keep
+                if not overtaken or not since((full, *tag_keys), started):
                     keep.append((full, entry, entry.fresh_until - now + max_stale, tag_keys))
         self.memory.set_many(keep)  # one L1 bookkeeping pass for the whole batch
         return found
@@ -349,20 +351,20 @@ class TieredCache:
             return None
         payload = stored.value
         fresh_until = stored.fresh_until
-        if (
-            type(payload) is not list
-            or len(payload) != 3
-            or type(payload[0]) is not list
-            or not all(type(tag) is str for tag in payload[0])
-            or not isinstance(payload[2], float | int)
-            or not math.isfinite(payload[2])
-            or not math.isfinite(fresh_until)
-        ):
-            self.stats.l2_misses += 1
-            return None
-        tag_keys, value, refresh_at = payload
-        self.stats.l2_hits += 1
-        return Entry(value, fresh_until, min(float(refresh_at), fresh_until)), tuple(tag_keys)
+        if type(payload) is list and len(payload) == 3:
+            tag_keys, value, refresh_at = payload
+            if (
+                type(tag_keys) is list
+                and (not tag_keys or all(type(tag) is str for tag in tag_keys))
+                and type(refresh_at) is float
+                and _FINITE_MIN < refresh_at < _FINITE_MAX  # also false for NaN
+                and _FINITE_MIN < fresh_until < _FINITE_MAX
+            ):
+                self.stats.l2_hits += 1
+                refresh_at = min(refresh_at, fresh_until)
+                return Entry(value, fresh_until, refresh_at), tuple(tag_keys)
+        self.stats.l2_misses += 1
+        return None
 
     # -- loading -------------------------------------------------------------------------
 
