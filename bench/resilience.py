@@ -33,10 +33,10 @@ from corestone.resilience import (
     BreakerRegistry,
     CircuitBreaker,
     Fleet,
-    ManualClock,
     Retry,
     State,
 )
+from corestone.testing import ManualClock
 
 SyncCall = Callable[[], Any]
 AsyncCall = Callable[[], Awaitable[Any]]

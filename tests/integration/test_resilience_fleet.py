@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from corestone.errors import CircuitOpenError
-from corestone.resilience import BreakerConfig, BreakerRegistry, Fleet, ManualClock, State
+from corestone.resilience import BreakerConfig, BreakerRegistry, Fleet, State
+from corestone.testing import ManualClock
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = BreakerConfig(window_size=10, minimum_calls=5, wait_in_open_seconds=60.0)

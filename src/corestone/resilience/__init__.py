@@ -7,7 +7,6 @@ or compose everything with :class:`Pipeline`. See docs/resilience.md.
 from corestone.errors import BulkheadFullError, CircuitOpenError
 from corestone.resilience.breaker import CircuitBreaker, CircuitOpen
 from corestone.resilience.bulkhead import Bulkhead
-from corestone.resilience.clock import Clock, ManualClock
 from corestone.resilience.config import BreakerConfig, WindowType
 from corestone.resilience.events import (
     BreakerEvent,
@@ -37,13 +36,11 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpen",
     "CircuitOpenError",
-    "Clock",
     "DEFAULTS_KEY",
     "EventKind",
     "Fleet",
     "Guard",
     "Listener",
-    "ManualClock",
     "Pipeline",
     "Retry",
     "State",

@@ -23,10 +23,10 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar, cast, overload
 
+from corestone.clock import Clock, monotonic
 from corestone.errors import CircuitOpenError
 from corestone.observability.logging import get_logger
 from corestone.resilience._machine import Machine
-from corestone.resilience.clock import Clock, monotonic
 from corestone.resilience.config import BreakerConfig
 from corestone.resilience.events import (
     BreakerEvent,

@@ -15,11 +15,11 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from corestone.clock import Clock, monotonic
 from corestone.errors import CircuitOpenError, InvalidInputError
 from corestone.observability.health import CheckResult, HealthStatus
 from corestone.observability.metrics import Metrics
 from corestone.resilience.breaker import CircuitBreaker
-from corestone.resilience.clock import Clock, monotonic
 from corestone.resilience.config import BreakerConfig
 from corestone.resilience.events import Listener, State
 from corestone.resilience.snapshot import BreakerSnapshot, snapshot_of

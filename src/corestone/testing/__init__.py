@@ -12,6 +12,7 @@ A missing server skips those tests on a developer machine and fails them under
 ``CORESTONE_TEST_POSTGRES_URL`` and ``CORESTONE_TEST_REDIS_URL``.
 """
 
+from corestone.testing.clock import ManualClock
 from corestone.testing.services import (
     postgres_admin_url,
     redis_test_url,
@@ -19,4 +20,6 @@ from corestone.testing.services import (
     services_required,
 )
 
-__all__ = ["postgres_admin_url", "redis_test_url", "require_service", "services_required"]
+__all__ = [
+    "ManualClock",
+    "postgres_admin_url", "redis_test_url", "require_service", "services_required"]

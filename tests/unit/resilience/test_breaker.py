@@ -15,10 +15,10 @@ from corestone.resilience import (
     CircuitBreaker,
     CircuitOpen,
     EventKind,
-    ManualClock,
     State,
     StateChange,
 )
+from corestone.testing import ManualClock
 
 
 class Boom(Exception):

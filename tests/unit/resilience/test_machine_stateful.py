@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from corestone.errors import CircuitOpenError
-from corestone.resilience import BreakerConfig, CircuitBreaker, ManualClock, State
+from corestone.resilience import BreakerConfig, CircuitBreaker, State
+from corestone.testing import ManualClock
 
 
 class Boom(Exception):

@@ -13,12 +13,12 @@ from corestone.resilience import (
     BreakerConfig,
     Bulkhead,
     CircuitBreaker,
-    ManualClock,
     Pipeline,
     Retry,
     State,
     Timeout,
 )
+from corestone.testing import ManualClock
 
 
 class Flaky:

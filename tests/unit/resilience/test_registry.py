@@ -7,7 +7,8 @@ import pytest
 from corestone.errors import CircuitOpenError, InvalidInputError
 from corestone.observability.health import CheckResult, HealthStatus
 from corestone.observability.metrics import Metrics
-from corestone.resilience import BreakerConfig, BreakerRegistry, ManualClock, State
+from corestone.resilience import BreakerConfig, BreakerRegistry, State
+from corestone.testing import ManualClock
 
 
 def test_from_mapping_applies_defaults_then_per_name_overrides() -> None:
