@@ -18,6 +18,7 @@ them (``raise UnavailableError(...) from exc``) so the cause is kept for logs.
     ├── UnavailableError              unavailable        (retry_after)
     │   ├── CircuitOpenError          circuit_open       (name, retry_after)
     │   └── BulkheadFullError         bulkhead_full      (name)
+    ├── CommitUnknownError            commit_unknown     (never retried: it may have committed)
     ├── ConfigurationError            configuration
     ├── WorkspaceRequiredError        workspace_required (a programming error: HTTP 500)
     ├── StartupError                  startup            (component)
@@ -33,6 +34,7 @@ __all__ = [
     "AuthenticationError",
     "BulkheadFullError",
     "CircuitOpenError",
+    "CommitUnknownError",
     "ConfigurationError",
     "ConflictError",
     "CorestoneError",
@@ -244,6 +246,17 @@ class LoadTimeoutError(UnavailableError):
         super().__init__(f"a cache load took longer than {timeout:g} s", retry_after=timeout)
         self.key = key
         self.timeout = timeout
+
+
+class CommitUnknownError(CorestoneError):
+    """The connection was lost after COMMIT was sent: the transaction may have committed.
+
+    Not an :class:`UnavailableError` on purpose: retrying the work could apply it twice.
+    Neither commit nor rollback hooks have run; the caller must find out what happened
+    (read back, or rely on an idempotency key) before doing anything again.
+    """
+
+    code = "commit_unknown"
 
 
 class ConfigurationError(CorestoneError):

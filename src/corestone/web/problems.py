@@ -42,6 +42,7 @@ STATUS_BY_CODE: Mapping[str, int] = {
     "workspace_required": 500,
     "saga_failed": 500,
     "saga_lease_lost": 503,
+    "commit_unknown": 500,  # never 503: a retry could apply the write twice
 }
 
 # Members an extension may never replace.
