@@ -9,6 +9,7 @@ from corestone.errors import (
     AuthenticationError,
     BulkheadFullError,
     CircuitOpenError,
+    CommitUnknownError,
     ConfigurationError,
     ConflictError,
     CorestoneError,
@@ -29,6 +30,7 @@ from corestone.errors import (
 
 EXPECTED_CODES = {
     CorestoneError: "error",
+    CommitUnknownError: "commit_unknown",
     InvalidInputError: "invalid_input",
     PayloadTooLargeError: "payload_too_large",
     PreconditionRequiredError: "precondition_required",
