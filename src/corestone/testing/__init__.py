@@ -22,4 +22,8 @@ from corestone.testing.services import (
 
 __all__ = [
     "ManualClock",
-    "postgres_admin_url", "redis_test_url", "require_service", "services_required"]
+    "postgres_admin_url",
+    "redis_test_url",
+    "require_service",
+    "services_required",
+]
