@@ -10,7 +10,6 @@ from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-
 from sqlalchemy import text
 
 from corestone.db import Base, Database, upgrade

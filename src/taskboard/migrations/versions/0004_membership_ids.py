@@ -8,6 +8,8 @@ Revision ID: 0004
 Revises: 0003
 """
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -45,7 +47,7 @@ def _rebuild(*, with_id: bool) -> None:
     """SQLite: the memberships table in its new shape, with the old table's rows."""
     op.drop_index("ix_memberships_user_id", table_name="memberships")
     op.rename_table("memberships", "_memberships_old")
-    keys: list[sa.SchemaItem] = (
+    keys: list[Any] = (
         [
             sa.Column("id", ID, autoincrement=True, nullable=False),
             sa.PrimaryKeyConstraint("id", name="pk_memberships"),
