@@ -4,15 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
-
-from corestone.db import Database
-from taskboard.domain.models import Membership, Role, Task, TaskStatus, User, Workspace
+from corestone.db import ALL_WORKSPACES, Database
+from taskboard.domain.models import Role, TaskStatus
+from taskboard.services.repositories import (
+    MembershipRepository,
+    TaskRepository,
+    UserRepository,
+    WorkspaceRepository,
+)
 from taskboard.services.tokens import issue_token
 
 __all__ = ["DEMO_EMAIL", "Demo", "ensure_demo"]
 
 DEMO_EMAIL = "demo@taskboard.example"
+DEMO_TASKS = (
+    ("Read the README", TaskStatus.DONE),
+    ("Point CORESTONE_DATABASE_URL at PostgreSQL", TaskStatus.IN_PROGRESS),
+    ("Invite a colleague", TaskStatus.OPEN),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,39 +39,22 @@ async def ensure_demo(db: Database) -> Demo:
     one cannot be shown again.
     """
     async with db.transaction() as tx:
-        session = tx.session
-        user = await session.scalar(select(User).where(User.email == DEMO_EMAIL))
+        user = await UserRepository(tx).find_by_email(DEMO_EMAIL)
         created = user is None
         if user is None:
-            user = User(name="Demo User", email=DEMO_EMAIL)
-            workspace = Workspace(name="Demo workspace")
-            session.add_all([user, workspace])
-            await session.flush()
-            session.add(Membership(workspace_id=workspace.id, user_id=user.id, role=Role.OWNER))
-            for title, status in (
-                ("Read the README", TaskStatus.DONE),
-                ("Point CORESTONE_DATABASE_URL at PostgreSQL", TaskStatus.IN_PROGRESS),
-                ("Invite a colleague", TaskStatus.OPEN),
-            ):
-                session.add(
-                    Task(
-                        workspace_id=workspace.id,
-                        title=title,
-                        description="",
-                        status=status.value,
-                        version=1,
-                    )
-                )
+            user = await UserRepository(tx).create({"name": "Demo User", "email": DEMO_EMAIL})
+            workspace = await WorkspaceRepository(tx).create({"name": "Demo workspace"})
             workspace_id = workspace.id
-        else:
-            workspace_id = (
-                await session.scalar(
-                    select(Membership.workspace_id)
-                    .where(Membership.user_id == user.id, Membership.role == Role.OWNER)
-                    .order_by(Membership.workspace_id)
-                    .limit(1)
-                )
-                or 0
+            await MembershipRepository(tx, workspace=workspace_id).create(
+                {"user_id": user.id, "role": Role.OWNER.value}
             )
-        token = await issue_token(session, user.id, label="demo", replace=True)
+            await TaskRepository(tx, workspace=workspace_id).create_many(
+                [{"title": title, "status": status.value} for title, status in DEMO_TASKS]
+            )
+        else:
+            owned = await MembershipRepository(tx, workspace=ALL_WORKSPACES).of_user(
+                user.id, role=Role.OWNER
+            )
+            workspace_id = owned[0].workspace_id if owned else 0
+        token = await issue_token(tx.session, user.id, label="demo", replace=True)
         return Demo(user.id, workspace_id, token, created)

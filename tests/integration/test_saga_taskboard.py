@@ -34,7 +34,9 @@ async def test_create_workspace_runs_as_a_completed_saga(board: Board) -> None:
     assert body["role"] == "owner"
     async with board.infra.db.transaction(read_only=True) as tx:
         saga = (await tx.session.execute(select(SAGA_TABLE))).one()
-        owner = await tx.session.get(Membership, (body["id"], user_id))
+        owner = await tx.session.scalar(
+            select(Membership).filter_by(workspace_id=body["id"], user_id=user_id)
+        )
     assert (saga.type, saga.status, saga.current_step) == (CREATE_WORKSPACE.name, "completed", 2)
     assert saga.payload == {"name": "Ops", "owner_id": user_id}
     assert saga.results["workspace"] == {"id": body["id"]}
@@ -134,6 +136,8 @@ async def test_taskboard_worker_process_recovers_and_stops_on_sigterm(postgres_u
         assert process.returncode == 0, output.decode()
         assert "taskboard worker stopping" in output.decode()
         async with db.transaction(read_only=True) as tx:
-            assert await tx.session.get(Membership, (workspace_id, user.id)) is not None
+            assert await tx.session.scalar(
+                select(Membership).filter_by(workspace_id=workspace_id, user_id=user.id)
+            )
     finally:
         await db.aclose()

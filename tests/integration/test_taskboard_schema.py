@@ -10,6 +10,7 @@ from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 
 from corestone.db import Base, Database, upgrade
 from taskboard.app import MIGRATIONS
@@ -64,6 +65,41 @@ async def test_downgrade_to_base_and_up_again(database_url: str) -> None:
             assert await conn.run_sync(_diff) == []
     finally:
         await db.aclose()
+
+
+async def test_memberships_keep_their_rows_when_they_get_ids(database_url: str) -> None:
+    """Upgrading past 0004 keeps every membership and numbers each with a distinct id."""
+    db = Database(database_url)
+    await db.start()
+    try:
+        await upgrade(db, MIGRATIONS, revision="0003")
+        async with db.engine.begin() as conn:
+            await conn.execute(
+                text("INSERT INTO users (name, email) VALUES ('A', 'a@x'), ('B', 'b@x')")
+            )
+            await conn.execute(text("INSERT INTO workspaces (name) VALUES ('W')"))
+            await conn.execute(
+                text(
+                    "INSERT INTO memberships (workspace_id, user_id, role) "
+                    "SELECT w.id, u.id, CASE u.email WHEN 'a@x' THEN 'owner' ELSE 'member' END "
+                    "FROM workspaces w, users u"
+                )
+            )
+        await upgrade(db, MIGRATIONS)
+        async with db.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT m.id, u.email, m.role FROM memberships m "
+                        "JOIN users u ON u.id = m.user_id ORDER BY u.email"
+                    )
+                )
+            ).all()
+            assert await conn.run_sync(_diff) == []
+    finally:
+        await db.aclose()
+    assert [(email, role) for _, email, role in rows] == [("a@x", "owner"), ("b@x", "member")]
+    assert len({id_ for id_, _, _ in rows}) == 2
 
 
 def _downgrade_to_base(connection: Any) -> None:

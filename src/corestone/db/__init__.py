@@ -16,7 +16,13 @@ from corestone.db.models import (
     VersionMixin,
     utc_now,
 )
-from corestone.db.pagination import CursorCodec, KeysetPage, OffsetPage
+from corestone.db.pagination import (
+    MAX_CURSOR_LENGTH,
+    CursorCodec,
+    KeysetPage,
+    OffsetPage,
+    check_limit,
+)
 from corestone.db.repository import Repository
 from corestone.db.saga import (
     STEP_RETRY,
@@ -52,6 +58,7 @@ __all__ = [
     "IdMixin",
     "IsolationLevel",
     "KeysetPage",
+    "MAX_CURSOR_LENGTH",
     "NO_RETRY",
     "OffsetPage",
     "PoolOptions",
@@ -76,6 +83,7 @@ __all__ = [
     "UTCDateTime",
     "VersionMixin",
     "audit_entries",
+    "check_limit",
     "current_transaction",
     "is_transient",
     "scope_session",

@@ -1,19 +1,19 @@
-"""Request dependencies: the caller, and the services from the request scope."""
+"""Request dependencies: the caller, the workspace in the path, and the request's services."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends, Header, Path
 
-from corestone import context
-from corestone.errors import AuthenticationError
+from corestone import AuthenticationError
+from corestone.context import bind
 from corestone.web import RequestScope
 from taskboard.domain.models import User
 from taskboard.services import TaskService, UserService, WorkspaceService
 
-__all__ = ["Caller", "Tasks", "Users", "Workspaces"]
+__all__ = ["Caller", "Tasks", "Users", "WorkspaceId", "Workspaces"]
 
 
 async def _users(scope: RequestScope) -> UserService:
@@ -44,8 +44,21 @@ async def _caller(
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthenticationError("Authorization header must be 'Bearer <token>'")
     user = await users.authenticate(token.strip())
-    with context.bind(actor=user.id):
+    with bind(actor=user.id):
         yield user
 
 
 Caller = Annotated[User, Depends(_caller)]
+
+
+async def _workspace(ws: Annotated[int, Path(gt=0, lt=2**63)]) -> AsyncIterator[int]:
+    """The workspace in the path, bound as the tenant of everything the request does.
+
+    Membership is not checked here: every service method checks it, in its own
+    transaction, so a use case is safe whoever calls it.
+    """
+    with bind(workspace=ws):
+        yield ws
+
+
+WorkspaceId = Annotated[int, Depends(_workspace)]

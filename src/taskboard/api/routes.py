@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Response
 
-from corestone import InvalidInputError, PreconditionRequiredError, context
-from corestone.db.pagination import MAX_CURSOR_LENGTH
-from taskboard.api.deps import Caller, Tasks, Users, Workspaces
+from corestone import InvalidInputError, PreconditionRequiredError
+from corestone.db import MAX_CURSOR_LENGTH
+from taskboard.api.deps import Caller, Tasks, Users, WorkspaceId, Workspaces
 from taskboard.api.schemas import (
     AuditEntryOut,
     AuditListOut,
@@ -32,19 +32,19 @@ from taskboard.api.schemas import (
     WorkspaceOut,
 )
 from taskboard.domain.models import Role, Task
-from taskboard.services.tasks import MAX_LIMIT
+from taskboard.services import TaskQuery
+from taskboard.services.repositories import MAX_LIMIT
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api")
 
-WorkspaceId = Annotated[int, Path(gt=0, lt=2**63)]
 TaskId = Annotated[int, Path(gt=0, lt=2**63)]
 
 
 @router.post("/users", status_code=201)
 async def create_user(body: UserIn, users: Users) -> UserWithTokenOut:
-    user, token = await users.create(name=body.name, email=str(body.email).lower())
+    user, token = await users.create(name=body.name, email=str(body.email))
     return UserWithTokenOut(user=UserOut(id=user.id, name=user.name, email=user.email), token=token)
 
 
@@ -74,10 +74,7 @@ async def create_workspace(
 async def add_member(
     ws: WorkspaceId, body: MemberIn, caller: Caller, workspaces: Workspaces
 ) -> MemberOut:
-    with context.bind(workspace=ws):
-        membership = await workspaces.add_member(
-            caller, ws, user_id=body.user_id, role=Role(body.role)
-        )
+    membership = await workspaces.add_member(caller, ws, user_id=body.user_id, role=Role(body.role))
     return MemberOut(workspace_id=ws, user_id=membership.user_id, role=body.role)
 
 
@@ -85,8 +82,7 @@ async def add_member(
 async def create_task(
     ws: WorkspaceId, body: TaskIn, caller: Caller, tasks: Tasks, response: Response
 ) -> TaskOut:
-    with context.bind(workspace=ws):
-        task = await tasks.create(caller, ws, body.model_dump())
+    task = await tasks.create(caller, ws, body.model_dump())
     response.headers["Location"] = f"/api/workspaces/{ws}/tasks/{task.id}"
     return _with_etag(task, response)
 
@@ -95,8 +91,7 @@ async def create_task(
 async def create_tasks(
     ws: WorkspaceId, body: TaskBulkIn, caller: Caller, tasks: Tasks
 ) -> TaskBulkOut:
-    with context.bind(workspace=ws):
-        created = await tasks.create_many(caller, ws, [item.model_dump() for item in body.items])
+    created = await tasks.create_many(caller, ws, [item.model_dump() for item in body.items])
     return TaskBulkOut(items=[_task_out(task) for task in created])
 
 
@@ -113,17 +108,8 @@ async def list_tasks(
     cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH)] = None,
     page: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
 ) -> TaskListOut | TaskPageOut:
-    filters: dict[str, object] = {}
-    if status is not None:
-        filters["status"] = status
-    if assignee_id is not None:
-        filters["assignee_id"] = assignee_id
-    if q is not None:
-        filters["or"] = [{"title": {"contains": q}}, {"description": {"contains": q}}]
-    with context.bind(workspace=ws):
-        listing = await tasks.list(
-            caller, ws, filters=filters, sort=sort, limit=limit, cursor=cursor, page=page
-        )
+    query = TaskQuery(status=status, assignee_id=assignee_id, text=q, sort=sort)
+    listing = await tasks.list(caller, ws, query, limit=limit, cursor=cursor, page=page)
     items = [_task_out(task) for task in listing.items]
     if listing.total is not None and listing.page is not None:
         return TaskPageOut(items=items, next_cursor=None, total=listing.total, page=listing.page)
@@ -134,8 +120,7 @@ async def list_tasks(
 async def get_task(
     ws: WorkspaceId, task_id: TaskId, caller: Caller, tasks: Tasks, response: Response
 ) -> TaskOut:
-    with context.bind(workspace=ws):
-        task = await tasks.get(caller, ws, task_id)
+    task = await tasks.get(caller, ws, task_id)
     return _with_etag(task, response)
 
 
@@ -150,23 +135,20 @@ async def update_task(
     if_match: Annotated[str | None, Header(max_length=100)] = None,
 ) -> TaskOut:
     expected = _expected_version(if_match)
-    with context.bind(workspace=ws):
-        task = await tasks.update(caller, ws, task_id, body.changes(), expected_version=expected)
+    task = await tasks.update(caller, ws, task_id, body.changes(), expected_version=expected)
     return _with_etag(task, response)
 
 
 @router.delete("/workspaces/{ws}/tasks/{task_id}", status_code=204)
 async def delete_task(ws: WorkspaceId, task_id: TaskId, caller: Caller, tasks: Tasks) -> None:
-    with context.bind(workspace=ws):
-        await tasks.delete(caller, ws, task_id)
+    await tasks.delete(caller, ws, task_id)
 
 
 @router.post("/workspaces/{ws}/tasks/{task_id}/restore")
 async def restore_task(
     ws: WorkspaceId, task_id: TaskId, caller: Caller, tasks: Tasks, response: Response
 ) -> TaskOut:
-    with context.bind(workspace=ws):
-        task = await tasks.restore(caller, ws, task_id)
+    task = await tasks.restore(caller, ws, task_id)
     return _with_etag(task, response)
 
 
@@ -178,8 +160,7 @@ async def audit_log(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
     cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH)] = None,
 ) -> AuditListOut:
-    with context.bind(workspace=ws):
-        found = await tasks.audit(caller, ws, limit=limit, cursor=cursor)
+    found = await tasks.audit(caller, ws, limit=limit, cursor=cursor)
     return AuditListOut(
         items=[AuditEntryOut.model_validate(e, from_attributes=True) for e in found.items],
         next_cursor=found.next_cursor,
@@ -198,9 +179,7 @@ def _expected_version(if_match: str | None) -> int:
         )
     match = _ETAG.match(if_match.strip())
     if match is None:
-        raise InvalidInputError(
-            'If-Match must be an ETag like "3"', field="If-Match", rule="etag"
-        )
+        raise InvalidInputError('If-Match must be an ETag like "3"', field="If-Match", rule="etag")
     return int(match.group(1))
 
 

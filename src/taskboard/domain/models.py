@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from corestone.db import (
@@ -63,22 +63,26 @@ class Workspace(IdMixin, TimestampMixin, Base):
     name: Mapped[str] = mapped_column(String(NAME_MAX))
 
 
-class Membership(Base):
+class Membership(IdMixin, TenantMixin, Base):
+    """A user's role in a workspace: a tenant row, read and written through its repository."""
+
     __tablename__ = "memberships"
-    __table_args__ = (CheckConstraint("role IN ('owner', 'member')", name="role"),)
+    __table_args__ = (
+        CheckConstraint("role IN ('owner', 'member')", name="role"),
+        # One membership per user and workspace; its index also serves the tenant scope.
+        UniqueConstraint("workspace_id", "user_id"),
+    )
 
     workspace_id: Mapped[int] = mapped_column(
-        BigIntId, ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+        BigIntId, ForeignKey("workspaces.id", ondelete="CASCADE")
     )
     user_id: Mapped[int] = mapped_column(
-        BigIntId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+        BigIntId, ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
     role: Mapped[str] = mapped_column(String(16))
 
 
-class Task(
-    IdMixin, TimestampMixin, TenantMixin, VersionMixin, SoftDeleteMixin, AuditedMixin, Base
-):
+class Task(IdMixin, TimestampMixin, TenantMixin, VersionMixin, SoftDeleteMixin, AuditedMixin, Base):
     """A task: scoped to its workspace, versioned, soft-deleted and audited by the repository."""
 
     __tablename__ = "tasks"

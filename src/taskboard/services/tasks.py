@@ -12,35 +12,40 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from corestone import InvalidInputError
-from corestone.db import (
-    AuditEntry,
-    CursorCodec,
-    Database,
-    Repository,
-    Transaction,
-    audit_entries,
-)
-from corestone.db.pagination import check_limit
-from taskboard.domain.models import Membership, Task, User
+from corestone.db import AuditEntry, CursorCodec, Database, Transaction, audit_entries, check_limit
+from taskboard.domain.models import Task, User
+from taskboard.services.repositories import MAX_LIMIT, MembershipRepository, TaskRepository
 from taskboard.services.workspaces import require_member
 
-__all__ = ["AuditPage", "TaskListing", "TaskRepository", "TaskService"]
-
-MAX_LIMIT = 100
+__all__ = ["AuditPage", "TaskListing", "TaskQuery", "TaskService"]
 
 
-class TaskRepository(Repository[Task]):
-    model = Task
-    filterable = ("status", "assignee_id", "title", "description", "created_at", "updated_at")
-    sortable = ("id", "created_at", "updated_at", "title", "status")
-    default_sort = "id"
-    max_limit = MAX_LIMIT
-    cache_reads = True  # GET …/tasks/{id} is served from the cache (DESIGN §5)
-    user_columns = ("assignee_id",)
+@dataclass(frozen=True, slots=True)
+class TaskQuery:
+    """What a task list asks for, in the API's terms; ``filters`` is the repository's grammar.
+
+    ``text`` matches title or description (case-insensitively; ``%`` and ``_`` are plain
+    characters). ``sort`` is the repository's sort string (``-`` for descending).
+    """
+
+    status: str | None = None
+    assignee_id: int | None = None
+    text: str | None = None
+    sort: str | None = None
+
+    def filters(self) -> dict[str, Any]:
+        filters: dict[str, Any] = {}
+        if self.status is not None:
+            filters["status"] = self.status
+        if self.assignee_id is not None:
+            filters["assignee_id"] = self.assignee_id
+        if self.text is not None:
+            filters["or"] = [
+                {"title": {"contains": self.text}},
+                {"description": {"contains": self.text}},
+            ]
+        return filters
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +75,8 @@ class TaskService:
 
     async def create(self, actor: User, workspace_id: int, fields: Mapping[str, Any]) -> Task:
         async with self._db.transaction() as tx:
-            await require_member(tx.session, workspace_id, actor.id)
-            await _check_assignees(tx.session, workspace_id, [fields])
+            await require_member(tx, workspace_id, actor.id)
+            await _check_assignees(tx, workspace_id, [fields])
             return await self._tasks(tx, workspace_id).create(fields)
 
     async def create_many(
@@ -79,24 +84,23 @@ class TaskService:
     ) -> list[Task]:
         """All the tasks in one transaction, or none of them."""
         async with self._db.transaction() as tx:
-            await require_member(tx.session, workspace_id, actor.id)
-            await _check_assignees(tx.session, workspace_id, items)
+            await require_member(tx, workspace_id, actor.id)
+            await _check_assignees(tx, workspace_id, items)
             tasks = self._tasks(tx, workspace_id)
             ids = await tasks.create_many(items)
             return await tasks.get_many(ids)
 
     async def get(self, actor: User, workspace_id: int, task_id: int) -> Task:
         async with self._db.transaction(read_only=True) as tx:
-            await require_member(tx.session, workspace_id, actor.id)
+            await require_member(tx, workspace_id, actor.id)
             return await self._tasks(tx, workspace_id).get(task_id)
 
     async def list(
         self,
         actor: User,
         workspace_id: int,
+        query: TaskQuery,
         *,
-        filters: Mapping[str, Any],
-        sort: str | None,
         limit: int,
         cursor: str | None = None,
         page: int | None = None,
@@ -108,8 +112,9 @@ class TaskService:
                 rule="exclusive",
             )
         async with self._db.transaction(read_only=True) as tx:
-            await require_member(tx.session, workspace_id, actor.id)
+            await require_member(tx, workspace_id, actor.id)
             tasks = self._tasks(tx, workspace_id)
+            filters, sort = query.filters(), query.sort
             if page is not None:
                 numbered = await tasks.page(filters=filters, sort=sort, page=page, page_size=limit)
                 return TaskListing(numbered.items, total=numbered.total, page=numbered.page)
@@ -128,20 +133,20 @@ class TaskService:
         if not changes:
             raise InvalidInputError("nothing to change", field="body", rule="not_empty")
         async with self._db.transaction() as tx:
-            await require_member(tx.session, workspace_id, actor.id)
-            await _check_assignees(tx.session, workspace_id, [changes])
+            await require_member(tx, workspace_id, actor.id)
+            await _check_assignees(tx, workspace_id, [changes])
             return await self._tasks(tx, workspace_id).update(
                 task_id, changes, expected_version=expected_version
             )
 
     async def delete(self, actor: User, workspace_id: int, task_id: int) -> None:
         async with self._db.transaction() as tx:
-            await require_member(tx.session, workspace_id, actor.id)
+            await require_member(tx, workspace_id, actor.id)
             await self._tasks(tx, workspace_id).delete(task_id)
 
     async def restore(self, actor: User, workspace_id: int, task_id: int) -> Task:
         async with self._db.transaction() as tx:
-            await require_member(tx.session, workspace_id, actor.id)
+            await require_member(tx, workspace_id, actor.id)
             return await self._tasks(tx, workspace_id).restore(task_id)
 
     async def audit(
@@ -154,7 +159,7 @@ class TaskService:
         if cursor is not None:
             (before_id,), _ = self._audit_cursors.decode(cursor, scope=scope)
         async with self._db.transaction(read_only=True) as tx:
-            await require_member(tx.session, workspace_id, actor.id)
+            await require_member(tx, workspace_id, actor.id)
             entries = list(
                 await audit_entries(
                     tx, workspace_id=workspace_id, limit=size + 1, before_id=before_id
@@ -171,20 +176,11 @@ class TaskService:
 
 
 async def _check_assignees(
-    session: AsyncSession, workspace_id: int, rows: Iterable[Mapping[str, Any]]
+    tx: Transaction, workspace_id: int, rows: Iterable[Mapping[str, Any]]
 ) -> None:
     """Every assignee named must be a member of the workspace (one query for all rows)."""
     wanted = {row["assignee_id"] for row in rows if row.get("assignee_id") is not None}
-    if not wanted:
-        return
-    members = set(
-        await session.scalars(
-            select(Membership.user_id).where(
-                Membership.workspace_id == workspace_id, Membership.user_id.in_(wanted)
-            )
-        )
-    )
-    if wanted - members:
+    if wanted and not await MembershipRepository(tx, workspace=workspace_id).all_members(wanted):
         raise InvalidInputError(
             "the assignee is not a member of this workspace", field="assignee_id", rule="member"
         )

@@ -3,6 +3,10 @@
 The tokens carry 256 bits of randomness, so a fast digest is enough (a slow password
 hash protects guessable secrets, which these are not). Lookup is by digest through a
 unique index; the stored digest is then compared in constant time.
+
+Tokens are the one table taskboard reads without a repository: authentication joins
+tokens to users in one query on every request, and replacing a label's tokens is one
+DELETE by filter; a one-model repository expresses neither.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ async def user_for_token(session: AsyncSession, token: str) -> User:
     if not token.startswith(TOKEN_PREFIX) or len(token) > _MAX_TOKEN_LENGTH:
         raise AuthenticationError("invalid bearer token")
     wanted = digest(token)
+    # One join, not two repository reads: this runs on every authenticated request.
     row = (
         await session.execute(
             select(User, ApiToken.token_hash)

@@ -16,44 +16,53 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from corestone import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
-from corestone.db import Database, Saga, SagaOrchestrator, SagaRegistry, SagaStep, StepContext
+from corestone.db import (
+    Database,
+    Saga,
+    SagaOrchestrator,
+    SagaRegistry,
+    SagaStep,
+    StepContext,
+    Transaction,
+)
 from taskboard.domain.models import Membership, Role, User, Workspace
+from taskboard.services.repositories import (
+    MembershipRepository,
+    UserRepository,
+    WorkspaceRepository,
+)
 
 __all__ = ["CREATE_WORKSPACE", "SAGAS", "WorkspaceService", "require_member"]
 
 
 async def _create_row(ctx: StepContext) -> dict[str, Any]:
-    workspace = Workspace(name=ctx.payload["name"])
-    ctx.session.add(workspace)
-    await ctx.session.flush()
+    workspace = await WorkspaceRepository(ctx.session).create({"name": ctx.payload["name"]})
     return {"id": workspace.id}
 
 
 async def _delete_row(ctx: StepContext) -> None:
-    if ctx.result is not None:  # memberships and tasks go with it (ON DELETE CASCADE)
-        await ctx.session.execute(delete(Workspace).where(Workspace.id == ctx.result["id"]))
+    if ctx.result is None:
+        return
+    workspaces = WorkspaceRepository(ctx.session)
+    if await workspaces.find(ctx.result["id"]) is not None:
+        await workspaces.delete(ctx.result["id"])  # memberships and tasks cascade
 
 
 async def _add_owner(ctx: StepContext) -> dict[str, Any]:
     workspace_id = ctx.results["workspace"]["id"]
     owner_id = ctx.payload["owner_id"]
-    ctx.session.add(Membership(workspace_id=workspace_id, user_id=owner_id, role=Role.OWNER))
-    await ctx.session.flush()
+    members = MembershipRepository(ctx.session, workspace=workspace_id)
+    await members.create({"user_id": owner_id, "role": Role.OWNER.value})
     return {"workspace_id": workspace_id, "user_id": owner_id}
 
 
 async def _remove_owner(ctx: StepContext) -> None:
-    if ctx.result is not None:
-        await ctx.session.execute(
-            delete(Membership).where(
-                Membership.workspace_id == ctx.result["workspace_id"],
-                Membership.user_id == ctx.result["user_id"],
-            )
-        )
+    if ctx.result is None:
+        return
+    members = MembershipRepository(ctx.session, workspace=ctx.result["workspace_id"])
+    for membership in await members.of_user(ctx.result["user_id"]):
+        await members.delete(membership.id)
 
 
 CREATE_WORKSPACE = Saga(
@@ -67,12 +76,10 @@ SAGAS = SagaRegistry([CREATE_WORKSPACE])
 """Every saga taskboard runs: what its recovery worker (and the CLI) can resume."""
 
 
-async def require_member(session: AsyncSession, workspace_id: int, user_id: int) -> Membership:
-    """The caller's membership of the workspace, or NotFoundError (never a hint it exists)."""
-    membership = await session.get(Membership, (workspace_id, user_id))
-    if membership is None:
+async def require_member(tx: Transaction, workspace_id: int, user_id: int) -> None:
+    """NotFoundError unless ``user_id`` belongs to the workspace (never a hint it exists)."""
+    if not await MembershipRepository(tx, workspace=workspace_id).is_member(user_id):
         raise NotFoundError("workspace not found")
-    return membership
 
 
 class WorkspaceService:
@@ -85,41 +92,20 @@ class WorkspaceService:
         outcome = await self._sagas.run(CREATE_WORKSPACE, {"name": name, "owner_id": actor.id})
         workspace_id = outcome.raise_for_status().results["workspace"]["id"]
         async with self._db.transaction(read_only=True) as tx:
-            workspace = await tx.session.get(Workspace, workspace_id)
-        if workspace is None:  # deleted by someone else in the meantime
-            raise NotFoundError("workspace not found")
-        return workspace
+            # NotFoundError if someone deleted it in the meantime.
+            return await WorkspaceRepository(tx).get(workspace_id)
 
     async def add_member(
         self, actor: User, workspace_id: int, *, user_id: int, role: Role
     ) -> Membership:
         """Add ``user_id`` to the workspace; only an owner may."""
         async with self._db.transaction() as tx:
-            session = tx.session
-            mine = await require_member(session, workspace_id, actor.id)
-            if mine.role != Role.OWNER:
+            members = MembershipRepository(tx, workspace=workspace_id)
+            if not await members.is_member(actor.id, role=Role.OWNER):
+                await require_member(tx, workspace_id, actor.id)  # a non-member gets 404
                 raise PermissionDeniedError("only an owner can add members")
-            if await session.get(User, user_id) is None:
+            if await UserRepository(tx).find(user_id) is None:
                 raise InvalidInputError("no such user", field="user_id", rule="exists")
-            if await session.get(Membership, (workspace_id, user_id)) is not None:
+            if await members.is_member(user_id):
                 raise ConflictError("the user is already a member")
-            membership = Membership(workspace_id=workspace_id, user_id=user_id, role=role)
-            session.add(membership)
-        return membership
-
-    async def get(self, actor: User, workspace_id: int) -> Workspace:
-        async with self._db.transaction(read_only=True) as tx:
-            session = tx.session
-            await require_member(session, workspace_id, actor.id)
-            workspace = await session.get(Workspace, workspace_id)
-            if workspace is None:  # deleted between the two reads
-                raise NotFoundError("workspace not found")
-            return workspace
-
-    async def members(self, workspace_id: int) -> list[Membership]:
-        async with self._db.transaction(read_only=True) as tx:
-            session = tx.session
-            rows = await session.scalars(
-                select(Membership).where(Membership.workspace_id == workspace_id)
-            )
-            return list(rows)
+            return await members.create({"user_id": user_id, "role": role.value})
