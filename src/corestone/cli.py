@@ -19,7 +19,7 @@ from corestone.errors import ConfigurationError, CorestoneError, NotFoundError
 from corestone.observability.logging import configure_logging
 
 if TYPE_CHECKING:
-    from corestone.db.saga import SagaOutcome, SagaRegistry
+    from corestone.sagas import SagaOutcome, SagaRegistry
 
 __all__ = ["app", "main", "settings_or_exit"]
 
@@ -110,7 +110,8 @@ def saga_retry(
     registry = _saga_registry(app_ref, app_dir)
 
     async def retry() -> SagaOutcome:
-        from corestone.db import Database, SagaOrchestrator  # lazy: keep start-up light
+        from corestone.db import Database  # lazy: keep start-up light
+        from corestone.sagas import SagaOrchestrator
 
         db = Database.from_settings(settings)
         await db.start()
@@ -132,7 +133,8 @@ def saga_retry(
 
 
 async def _recover(settings: Settings, registry: SagaRegistry, limit: int) -> list[SagaOutcome]:
-    from corestone.db import Database, SagaOrchestrator  # lazy: keep start-up light
+    from corestone.db import Database  # lazy: keep start-up light
+    from corestone.sagas import SagaOrchestrator
 
     db = Database.from_settings(settings)
     await db.start()
@@ -143,7 +145,7 @@ async def _recover(settings: Settings, registry: SagaRegistry, limit: int) -> li
 
 
 def _saga_registry(app_ref: str, app_dir: Path) -> SagaRegistry:
-    from corestone.db.saga_recovery import load_registry  # lazy: keep start-up light
+    from corestone.sagas import load_registry  # lazy: keep start-up light
 
     sys.path.insert(0, str(app_dir.resolve()))
     try:

@@ -18,15 +18,8 @@ from pathlib import Path
 
 from sqlalchemy import Column, MetaData, String, Table, delete, insert
 
-from corestone.db import (
-    Database,
-    Saga,
-    SagaOrchestrator,
-    SagaRecord,
-    SagaRegistry,
-    SagaStep,
-    StepContext,
-)
+from corestone.db import Database
+from corestone.sagas import Saga, SagaOrchestrator, SagaRecord, SagaRegistry, SagaStep, StepContext
 
 __all__ = ["ITEMS", "LEASE_SECONDS", "SAGA", "calls", "create_schema", "ledger", "registry"]
 

@@ -11,9 +11,10 @@ import pytest
 from sqlalchemy import Column, MetaData, String, Table, delete, func, insert, select, update
 
 from corestone import SagaFailedError, SagaLeaseLostError
-from corestone.db import (
-    Database,
-    RetryPolicy,
+from corestone.db import Database, RetryPolicy, utc_now
+from corestone.errors import InvalidInputError, NotFoundError, UnavailableError
+from corestone.observability.metrics import Metrics
+from corestone.sagas import (
     Saga,
     SagaOrchestrator,
     SagaRecord,
@@ -23,11 +24,8 @@ from corestone.db import (
     SagaStatus,
     SagaStep,
     StepContext,
-    utc_now,
 )
-from corestone.db.saga_store import SagaStore
-from corestone.errors import InvalidInputError, NotFoundError, UnavailableError
-from corestone.observability.metrics import Metrics
+from corestone.sagas.store import SagaStore
 
 ROWS = Table("saga_test_rows", MetaData(), Column("key", String(100), primary_key=True))
 FAST = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01, deadline=5.0)

@@ -22,8 +22,9 @@ from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from corestone import cli as corestone_cli
-from corestone.db import Database, SagaOrchestrator, SagaOutcome, SagaRecord, SagaStatus, utc_now
-from corestone.db.saga_store import SagaStore
+from corestone.db import Database, utc_now
+from corestone.sagas import SagaOrchestrator, SagaOutcome, SagaRecord, SagaStatus
+from corestone.sagas.store import SagaStore
 from tests.integration import saga_crash_app as app
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,7 @@
-"""Persistence on SQLAlchemy 2: database, transactions, models, repositories, audit, migrations."""
+"""Persistence on SQLAlchemy 2: database, transactions, models, repositories, audit, migrations.
+
+Durable sagas, built on top of this package, live in :mod:`corestone.sagas`.
+"""
 
 from corestone.db.audit import AuditEntry, audit_entries
 from corestone.db.database import Database, PoolOptions
@@ -18,18 +21,6 @@ from corestone.db.models import (
 )
 from corestone.db.pagination import CursorCodec, KeysetPage, OffsetPage
 from corestone.db.repository import Repository
-from corestone.db.saga import (
-    STEP_RETRY,
-    Saga,
-    SagaOutcome,
-    SagaRegistry,
-    SagaStep,
-    StepContext,
-    is_transient,
-)
-from corestone.db.saga_orchestrator import SagaOrchestrator
-from corestone.db.saga_recovery import SagaRecoveryWorker
-from corestone.db.saga_store import SagaRecord, SagaState, SagaStatus
 from corestone.db.scoping import ALL_WORKSPACES, AllWorkspaces, scope_session
 from corestone.db.transactions import (
     NO_RETRY,
@@ -57,19 +48,8 @@ __all__ = [
     "PoolOptions",
     "Repository",
     "RetryPolicy",
-    "STEP_RETRY",
-    "Saga",
-    "SagaOrchestrator",
-    "SagaOutcome",
-    "SagaRecord",
-    "SagaRecoveryWorker",
-    "SagaRegistry",
-    "SagaState",
-    "SagaStatus",
-    "SagaStep",
     "SoftDeleteMixin",
     "SortKey",
-    "StepContext",
     "TenantMixin",
     "TimestampMixin",
     "Transaction",
@@ -77,7 +57,6 @@ __all__ = [
     "VersionMixin",
     "audit_entries",
     "current_transaction",
-    "is_transient",
     "scope_session",
     "transient_cause",
     "upgrade",

@@ -20,7 +20,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from corestone import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
-from corestone.db import Database, Saga, SagaOrchestrator, SagaRegistry, SagaStep, StepContext
+from corestone.db import Database
+from corestone.sagas import Saga, SagaOrchestrator, SagaRegistry, SagaStep, StepContext
 from taskboard.domain.models import Membership, Role, User, Workspace
 
 __all__ = ["CREATE_WORKSPACE", "SAGAS", "WorkspaceService", "require_member"]

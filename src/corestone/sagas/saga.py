@@ -3,7 +3,7 @@
 A saga is a sequence of steps that together must either all happen or be undone, where
 one transaction cannot hold them all (they span transactions, services, or time). Each
 :class:`SagaStep` has a stable ``key``, an ``action`` and an optional ``compensate``; the
-:class:`~corestone.db.saga_orchestrator.SagaOrchestrator` runs the actions in order,
+:class:`~corestone.sagas.orchestrator.SagaOrchestrator` runs the actions in order,
 records each completion in ``corestone_sagas``, and when an action fails for good runs the
 compensations of the completed steps in reverse.
 
@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from corestone.db.saga_store import SagaStatus
 from corestone.db.transactions import RetryPolicy, Transaction, transient_cause
 from corestone.errors import SagaFailedError, UnavailableError
+from corestone.sagas.store import SagaStatus
 
 if TYPE_CHECKING:
     from corestone.db.database import Database

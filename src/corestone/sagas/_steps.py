@@ -2,7 +2,7 @@
 
 Private to the orchestrator. A transactional step's work and the fenced write of its
 completion share one transaction; an external step's completion is written right after
-its action returns. See :mod:`corestone.db.saga_orchestrator` for the crash semantics.
+its action returns. See :mod:`corestone.sagas.orchestrator` for the crash semantics.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Any
 from prometheus_client import Counter
 
 from corestone.db.database import Database
-from corestone.db.saga import Saga, SagaStep, StepContext
-from corestone.db.saga_store import SagaState, SagaStatus, SagaStore
 from corestone.db.transactions import Transaction
 from corestone.errors import SagaLeaseLostError
 from corestone.observability.logging import get_logger
+from corestone.sagas.saga import Saga, SagaStep, StepContext
+from corestone.sagas.store import SagaState, SagaStatus, SagaStore
 
 __all__ = ["StepRunner"]
 

@@ -36,14 +36,14 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from corestone.db._saga_steps import StepRunner
 from corestone.db.database import Database
-from corestone.db.saga import Saga, SagaOutcome, SagaRegistry
-from corestone.db.saga_store import SagaState, SagaStatus, SagaStore
 from corestone.db.transactions import current_transaction
 from corestone.errors import InvalidInputError, NotFoundError, SagaLeaseLostError
 from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
+from corestone.sagas._steps import StepRunner
+from corestone.sagas.saga import Saga, SagaOutcome, SagaRegistry
+from corestone.sagas.store import SagaState, SagaStatus, SagaStore
 
 __all__ = ["SagaOrchestrator"]
 
@@ -58,7 +58,7 @@ class SagaOrchestrator:
 
     One per process (it names itself as the lease owner). Sagas run in the caller's task;
     :meth:`recover` resumes those another process left behind, and
-    :class:`~corestone.db.saga_recovery.SagaRecoveryWorker` calls it periodically.
+    :class:`~corestone.sagas.recovery.SagaRecoveryWorker` calls it periodically.
     """
 
     def __init__(

@@ -14,11 +14,11 @@ import asyncio
 import contextlib
 import importlib
 
-from corestone.db.saga import SagaOutcome, SagaRegistry
-from corestone.db.saga_orchestrator import SagaOrchestrator
 from corestone.errors import InvalidInputError
 from corestone.observability.health import CheckResult, HealthStatus
 from corestone.observability.logging import get_logger
+from corestone.sagas.orchestrator import SagaOrchestrator
+from corestone.sagas.saga import SagaOutcome, SagaRegistry
 
 __all__ = ["SagaRecoveryWorker", "load_registry"]
 
