@@ -76,7 +76,7 @@ async def reserve(ctx: StepContext) -> dict[str, str]:
 
 async def unreserve(ctx: StepContext) -> None:
     _called("unreserve")
-    await ctx.session.execute(delete(ITEMS).where(ITEMS.c.key == ctx.idempotency_key))
+    await ctx.session.execute(delete(ITEMS).where(ITEMS.c.key == ctx.action_key))
 
 
 async def charge(ctx: StepContext) -> dict[str, str]:

@@ -1,49 +1,47 @@
-"""The saga orchestrator: runs steps, records each one durably, compensates, recovers.
+"""The saga orchestrator: runs steps, records each one by key, compensates, recovers.
 
-What happens on a crash (the process dies, or loses its lease) at each point — nothing
-is lost, and nothing half done stays that way once recovery has run:
-
-====================================  ==================================================
-crash …                               what recovery does
-====================================  ==================================================
-before the saga row commits           nothing exists; the caller got an error
-in a transactional step, before its   the step's work and its record roll back together;
-commit                                the step runs again: **exactly once** in effect
-in an external step, before its       the record still says "step n next": the action runs
-record commits                        again with the same idempotency key (at least once,
-                                      made effectively once by the step's idempotency)
-between two steps                     resumes at the next step
-during compensation                   compensating continues with the same step (again
-                                      idempotent); transactional ones exactly once
-after the final status commits        nothing to do
-====================================  ==================================================
+What happens on a crash at each point is tabled in docs/sagas.md ("What happens on a
+crash"); in short, nothing is lost, and nothing half done stays that way once recovery
+has run. The log (``corestone_sagas``) records completed steps by key, so recovery after
+a deploy resumes by key: a recorded step never runs again, an unrecorded one runs in the
+current definition's order, and a recorded key the definition lacks fails the saga with
+an error naming it. Compensations to run are recorded by key too, next first.
 
 A run holds a lease on its row (``locked_until``, renewed by every state write and by a
 heartbeat every third of the lease). Recovery only takes sagas whose lease expired, and
-every state write is fenced by owner, status and step, so a process that lost its lease
-can never record over the new owner (its transactional step rolls back). ``attempts``
+every state write is fenced by owner, status and counter, so a process that lost its
+lease can never record over the new owner (its transactional step rolls back). A commit
+whose outcome is unknown (:class:`~corestone.errors.CommitUnknownError`) stops the run
+as a lost lease does, never retried and never compensated on a guess. ``attempts``
 counts executions; past ``max_attempts`` (a saga that kills its process every time)
-recovery stops retrying forward and compensates, or marks a compensation ``failed``.
+recovery compensates instead, the cut-off step included, or marks a compensation
+``failed``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from corestone.db.database import Database
 from corestone.db.transactions import current_transaction
-from corestone.errors import InvalidInputError, NotFoundError, SagaLeaseLostError
+from corestone.errors import (
+    CommitUnknownError,
+    InvalidInputError,
+    NotFoundError,
+    SagaLeaseLostError,
+)
 from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
+from corestone.sagas._plan import compensation_plan, missing_steps, refusal, unrecorded
 from corestone.sagas._steps import StepRunner
-from corestone.sagas.saga import Saga, SagaOutcome, SagaRegistry
-from corestone.sagas.store import SagaState, SagaStatus, SagaStore
+from corestone.sagas.saga import Saga, SagaOutcome, SagaRegistry, SagaStep
+from corestone.sagas.store import SagaState, SagaStatus, SagaStore, check_json
 
 __all__ = ["SagaOrchestrator"]
 
@@ -108,7 +106,7 @@ class SagaOrchestrator:
         if current_transaction() is not None:
             raise RuntimeError("run a saga outside a transaction: each step commits on its own")
         try:
-            json.dumps(payload)
+            check_json(payload)
         except (TypeError, ValueError) as error:
             raise InvalidInputError(
                 f"a saga payload must be JSON: {error}", field="payload", rule="json"
@@ -201,6 +199,11 @@ class SagaOrchestrator:
             # at once instead of after the lease (a shutdown, a client that went away).
             await asyncio.gather(asyncio.shield(self._release(state.id)), return_exceptions=True)
             raise
+        except CommitUnknownError:
+            # Keep the lease: a commit the server may still be finishing must be visible
+            # before another process reads the log and resumes from it.
+            log.warning("saga stopped: a commit's outcome is unknown", saga_id=state.id)
+            raise
         finally:
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
@@ -235,12 +238,18 @@ class SagaOrchestrator:
 
     async def _drive(self, saga: Saga, state: SagaState, lost: asyncio.Event) -> SagaOutcome:
         failure: BaseException | None = None
-        if state.attempts > self.max_attempts and state.status is RUNNING:
-            undo = _undo_from(saga, state.current_step)
+        if missing := _missing(saga, state):
             state = await self._transition(
+                state, status=FAILED, current_step=state.current_step, error=refusal(saga, missing)
+            )
+        elif state.attempts > self.max_attempts and state.status is RUNNING:
+            # The first unrecorded step was running (or next) when a process died: it
+            # may have taken effect, so it is compensated too (that must be harmless).
+            cut_off = unrecorded(saga, state.results)
+            state = await self._compensate(
+                saga,
                 state,
-                status=COMPENSATING if undo else COMPENSATED,
-                current_step=undo,
+                first=cut_off[0].key if cut_off else None,
                 error=f"gave up after {state.attempts - 1} interrupted executions",
             )
         elif state.status is RUNNING:
@@ -261,32 +270,65 @@ class SagaOrchestrator:
     async def _forward(
         self, saga: Saga, state: SagaState, lost: asyncio.Event
     ) -> tuple[SagaState, BaseException | None]:
-        while state.current_step < len(saga.steps):
-            step = saga.steps[state.current_step]
+        for step in unrecorded(saga, state.results):
+            failure: Exception | None = None
             try:
-                state = await self._steps.run(saga, step, state, lost, compensating=False)
-            except SagaLeaseLostError:
-                raise
-            except Exception as error:  # noqa: BLE001 - a failed step is compensated
-                undo = _undo_from(saga, state.current_step)
-                log.warning("saga step failed", saga_id=state.id, step=step.key, error=repr(error))
-                state = await self._transition(
-                    state,
-                    status=COMPENSATING if undo else COMPENSATED,
-                    current_step=undo,
-                    error=f"step {step.key}: {_describe(error)}",
+                state = await self._steps.run(
+                    saga, _unknown_never_retried(step), state, lost, compensating=False
                 )
-                return state, error
+            except (SagaLeaseLostError, CommitUnknownError):
+                raise  # stop: the log says what committed; recovery goes on from there
+            except Exception as error:  # noqa: BLE001 - a failed step is compensated
+                failure = error
+            finally:
+                took_effect = self._steps.forget(state.id, step.key)
+            if failure is not None:
+                log.warning(
+                    "saga step failed", saga_id=state.id, step=step.key, error=repr(failure)
+                )
+                own = took_effect or step.compensate_on_failure
+                state = await self._compensate(
+                    saga,
+                    state,
+                    first=step.key if own else None,
+                    error=f"step {step.key}: {_describe(failure)}",
+                )
+                return state, failure
+        if state.status is RUNNING:  # every step had a record already (a shorter definition)
+            state = await self._transition(state, status=COMPLETED, current_step=len(state.results))
         return state, None
+
+    async def _compensate(
+        self, saga: Saga, state: SagaState, *, first: str | None, error: str | None = None
+    ) -> SagaState:
+        """Record the compensations to run (by key, next first) and start compensating."""
+        plan = compensation_plan(saga, state.results, first=first)
+        return await self._transition(
+            state,
+            status=COMPENSATING if plan else COMPENSATED,
+            current_step=len(plan),
+            to_compensate=plan,
+            error=error,
+        )
 
     async def _backward(
         self, saga: Saga, state: SagaState, failure: BaseException | None, lost: asyncio.Event
     ) -> tuple[SagaState, BaseException | None]:
-        while state.current_step > 0:
-            step = saga.steps[state.current_step - 1]
+        if state.to_compensate is None:
+            # Reopened after a refusal, or logged before compensations were recorded by
+            # key: plan now, with the step that may have been in flight (compensations
+            # must be harmless when there is nothing to undo).
+            cut_off = unrecorded(saga, state.results)
+            state = await self._compensate(saga, state, first=cut_off[0].key if cut_off else None)
+        while state.to_compensate:
+            step = saga.step(state.to_compensate[0])
+            if step is None:  # checked by _missing before any work; a bug if it happens
+                raise RuntimeError(f"saga {state.id}: no step {state.to_compensate[0]!r}")
             try:
-                state = await self._steps.run(saga, step, state, lost, compensating=True)
-            except SagaLeaseLostError:
+                state = await self._steps.run(
+                    saga, _unknown_never_retried(step), state, lost, compensating=True
+                )
+            except (SagaLeaseLostError, CommitUnknownError):
                 raise
             except Exception as error:  # noqa: BLE001 - recorded; an operator takes over
                 log.error("saga compensation failed", saga_id=state.id, step=step.key)
@@ -307,24 +349,38 @@ class SagaOrchestrator:
         *,
         status: SagaStatus,
         current_step: int,
-        results: Mapping[str, Any] | None = None,
+        to_compensate: Sequence[str] | None = None,
         error: str | None = None,
     ) -> SagaState:
         async with self.database.transaction() as tx:
             new = await self._store.transition(
                 tx.session, state, self.owner, status=status, current_step=current_step,
-                results=results, error=error,
+                to_compensate=to_compensate, error=error,
             )  # fmt: skip
         if new is None:
             raise SagaLeaseLostError(state.id)
         return new
 
 
-def _undo_from(saga: Saga, failed_step: int) -> int:
-    """How many steps to compensate when step ``failed_step`` failed (or was abandoned)."""
-    if failed_step < len(saga.steps) and saga.steps[failed_step].compensate_on_failure:
-        return failed_step + 1
-    return failed_step
+def _missing(saga: Saga, state: SagaState) -> list[str]:
+    """Recorded keys the definition lacks: the ones still to run over, or compensate."""
+    if state.status is COMPENSATING and state.to_compensate is not None:
+        return missing_steps(saga, state.to_compensate)
+    return missing_steps(saga, state.results)
+
+
+def _unknown_never_retried(step: SagaStep) -> SagaStep:
+    """``step`` with a retry predicate that never retries :class:`CommitUnknownError`.
+
+    Whatever the step's own ``retry_on`` says: the work may have committed, so running
+    it again could apply it twice. The run stops instead.
+    """
+    retry_on = step.retry_on
+
+    def predicate(error: BaseException) -> bool:
+        return not isinstance(error, CommitUnknownError) and retry_on(error)
+
+    return replace(step, retry_on=predicate)
 
 
 def _describe(error: BaseException) -> str:
