@@ -86,3 +86,37 @@ async def test_giving_up_compensates_the_interrupted_step_then_the_earlier_ones(
     assert trail.calls == [("undo", "charge"), ("undo", "reserve")]
     assert [ctx.result for ctx in trail.contexts] == [None, RESERVED["reserve"]]
     assert outcome.error == "gave up after 3 interrupted executions"
+
+
+async def test_a_compensation_the_definition_lost_is_refused_loudly(db: Database) -> None:
+    """A saga left compensating reserve, recovered by a definition without it, fails naming it."""
+    trail = Trail()
+    v3 = order(trail, "charge", "ship")
+    await make_stuck(
+        db, v3, status="compensating", current_step=1, results=RESERVED, to_compensate=["reserve"]
+    )
+
+    (outcome,) = await orchestrator(db, v3).recover()
+
+    assert outcome.status is SagaStatus.FAILED
+    assert outcome.error is not None
+    assert "'reserve'" in outcome.error
+    assert trail.calls == []
+
+
+async def test_a_cut_off_transactional_step_is_not_compensated(db: Database) -> None:
+    """Giving up: a transactional step without a record rolled back, so only earlier ones undo."""
+    trail = Trail()
+    saga = Saga(
+        "t.order",
+        [
+            SagaStep("reserve", trail.action("reserve"), trail.undo("reserve")),
+            SagaStep("ship", trail.action("ship"), trail.undo("ship"), transactional=True),
+        ],
+    )
+    await make_stuck(db, saga, attempts=3, current_step=1, results=RESERVED)
+
+    (outcome,) = await orchestrator(db, saga, max_attempts=3).recover()
+
+    assert outcome.status is SagaStatus.COMPENSATED
+    assert trail.calls == [("undo", "reserve")]

@@ -14,12 +14,24 @@ from typing import Any
 
 from corestone.sagas.saga import Saga, SagaStep
 
-__all__ = ["compensation_plan", "missing_steps", "refusal", "unrecorded"]
+__all__ = ["compensation_plan", "cut_off", "missing_steps", "refusal", "unrecorded"]
 
 
 def unrecorded(saga: Saga, results: Mapping[str, Any]) -> list[SagaStep]:
     """The steps with no record, in definition order: what running forward still runs."""
     return [step for step in saga.steps if step.key not in results]
+
+
+def cut_off(saga: Saga, results: Mapping[str, Any]) -> str | None:
+    """The step a dead process may have been running: the first without a record.
+
+    None if every step has a record, or if that step is transactional: its work rolled
+    back with its record, so nothing of it can need undoing. An external step's action
+    may have taken effect, so it is compensated too (compensations are harmless when
+    there is nothing to undo).
+    """
+    pending = unrecorded(saga, results)
+    return pending[0].key if pending and not pending[0].transactional else None
 
 
 def missing_steps(saga: Saga, keys: Iterable[str]) -> list[str]:

@@ -38,7 +38,13 @@ from corestone.errors import (
 )
 from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
-from corestone.sagas._plan import compensation_plan, missing_steps, refusal, unrecorded
+from corestone.sagas._plan import (
+    compensation_plan,
+    cut_off,
+    missing_steps,
+    refusal,
+    unrecorded,
+)
 from corestone.sagas._steps import StepRunner
 from corestone.sagas.saga import Saga, SagaOutcome, SagaRegistry, SagaStep
 from corestone.sagas.store import SagaState, SagaStatus, SagaStore, check_json
@@ -243,13 +249,10 @@ class SagaOrchestrator:
                 state, status=FAILED, current_step=state.current_step, error=refusal(saga, missing)
             )
         elif state.attempts > self.max_attempts and state.status is RUNNING:
-            # The first unrecorded step was running (or next) when a process died: it
-            # may have taken effect, so it is compensated too (that must be harmless).
-            cut_off = unrecorded(saga, state.results)
             state = await self._compensate(
                 saga,
                 state,
-                first=cut_off[0].key if cut_off else None,
+                first=cut_off(saga, state.results),
                 error=f"gave up after {state.attempts - 1} interrupted executions",
             )
         elif state.status is RUNNING:
@@ -316,10 +319,8 @@ class SagaOrchestrator:
     ) -> tuple[SagaState, BaseException | None]:
         if state.to_compensate is None:
             # Reopened after a refusal, or logged before compensations were recorded by
-            # key: plan now, with the step that may have been in flight (compensations
-            # must be harmless when there is nothing to undo).
-            cut_off = unrecorded(saga, state.results)
-            state = await self._compensate(saga, state, first=cut_off[0].key if cut_off else None)
+            # key: plan now, with the step that may have been in flight.
+            state = await self._compensate(saga, state, first=cut_off(saga, state.results))
         while state.to_compensate:
             step = saga.step(state.to_compensate[0])
             if step is None:  # checked by _missing before any work; a bug if it happens
