@@ -24,8 +24,7 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Mapping
 from typing import Any
 
 from corestone.db.database import Database
@@ -38,23 +37,14 @@ from corestone.errors import (
 )
 from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
-from corestone.sagas._plan import (
-    compensation_plan,
-    cut_off,
-    missing_steps,
-    refusal,
-    unrecorded,
-)
+from corestone.sagas._driver import SagaDriver
 from corestone.sagas._steps import StepRunner
-from corestone.sagas.saga import Saga, SagaOutcome, SagaRegistry, SagaStep
+from corestone.sagas.saga import Saga, SagaOutcome, SagaRegistry
 from corestone.sagas.store import SagaState, SagaStatus, SagaStore, check_json
 
 __all__ = ["SagaOrchestrator"]
 
 log = get_logger(__name__)
-
-RUNNING, COMPENSATING = SagaStatus.RUNNING, SagaStatus.COMPENSATING
-COMPLETED, COMPENSATED, FAILED = SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.FAILED
 
 
 class SagaOrchestrator:
@@ -93,12 +83,13 @@ class SagaOrchestrator:
         self._recovered = m.counter(
             "saga_recovered_total", "Sagas taken over by recovery.", ["type"]
         )
-        self._steps = StepRunner(
+        steps = StepRunner(
             database,
             self._store,
             self.owner,
             m.counter("saga_step_retries_total", "Step attempts retried.", ["type", "step"]),
         )
+        self._driver = SagaDriver(database, self._store, steps, self.owner, max_attempts)
 
     async def run(self, saga: Saga | str, payload: Mapping[str, Any]) -> SagaOutcome:
         """Start a saga and run it to its end: completed, compensated, or failed.
@@ -199,7 +190,7 @@ class SagaOrchestrator:
         lost = asyncio.Event()
         heartbeat = asyncio.create_task(self._heartbeat(state.id, lost))
         try:
-            outcome = await self._drive(saga, state, lost)
+            outcome = await self._driver.drive(saga, state, lost)
         except asyncio.CancelledError:
             # The steps' transactions have rolled back by now; hand the saga to recovery
             # at once instead of after the lease (a shutdown, a client that went away).
@@ -241,149 +232,3 @@ class SagaOrchestrator:
             if not held:
                 lost.set()
                 return
-
-    async def _drive(self, saga: Saga, state: SagaState, lost: asyncio.Event) -> SagaOutcome:
-        failure: BaseException | None = None
-        if missing := _missing(saga, state):
-            state = await self._transition(
-                state, status=FAILED, current_step=state.current_step, error=refusal(saga, missing)
-            )
-        elif state.attempts > self.max_attempts and state.status is RUNNING:
-            state = await self._compensate(
-                saga,
-                state,
-                first=cut_off(saga, state.results),
-                error=f"gave up after {state.attempts - 1} interrupted executions",
-            )
-        elif state.status is RUNNING:
-            state, failure = await self._forward(saga, state, lost)
-        if state.status is COMPENSATING:
-            if state.attempts > self.max_attempts + 1:
-                state = await self._transition(
-                    state,
-                    status=FAILED,
-                    current_step=state.current_step,
-                    error=f"compensation gave up after {state.attempts - 1} executions; "
-                    f"{state.error}",
-                )
-            else:
-                state, failure = await self._backward(saga, state, failure, lost)
-        return SagaOutcome(state.id, state.type, state.status, state.results, state.error, failure)
-
-    async def _forward(
-        self, saga: Saga, state: SagaState, lost: asyncio.Event
-    ) -> tuple[SagaState, BaseException | None]:
-        for step in unrecorded(saga, state.results):
-            failure: Exception | None = None
-            try:
-                state = await self._steps.run(
-                    saga, _unknown_never_retried(step), state, lost, compensating=False
-                )
-            except (SagaLeaseLostError, CommitUnknownError):
-                raise  # stop: the log says what committed; recovery goes on from there
-            except Exception as error:  # noqa: BLE001 - a failed step is compensated
-                failure = error
-            finally:
-                took_effect = self._steps.forget(state.id, step.key)
-            if failure is not None:
-                log.warning(
-                    "saga step failed", saga_id=state.id, step=step.key, error=repr(failure)
-                )
-                own = took_effect or step.compensate_on_failure
-                state = await self._compensate(
-                    saga,
-                    state,
-                    first=step.key if own else None,
-                    error=f"step {step.key}: {_describe(failure)}",
-                )
-                return state, failure
-        if state.status is RUNNING:  # every step had a record already (a shorter definition)
-            state = await self._transition(state, status=COMPLETED, current_step=len(state.results))
-        return state, None
-
-    async def _compensate(
-        self, saga: Saga, state: SagaState, *, first: str | None, error: str | None = None
-    ) -> SagaState:
-        """Record the compensations to run (by key, next first) and start compensating."""
-        plan = compensation_plan(saga, state.results, first=first)
-        return await self._transition(
-            state,
-            status=COMPENSATING if plan else COMPENSATED,
-            current_step=len(plan),
-            to_compensate=plan,
-            error=error,
-        )
-
-    async def _backward(
-        self, saga: Saga, state: SagaState, failure: BaseException | None, lost: asyncio.Event
-    ) -> tuple[SagaState, BaseException | None]:
-        if state.to_compensate is None:
-            # Reopened after a refusal, or logged before compensations were recorded by
-            # key: plan now, with the step that may have been in flight.
-            state = await self._compensate(saga, state, first=cut_off(saga, state.results))
-        while state.to_compensate:
-            step = saga.step(state.to_compensate[0])
-            if step is None:  # checked by _missing before any work; a bug if it happens
-                raise RuntimeError(f"saga {state.id}: no step {state.to_compensate[0]!r}")
-            try:
-                state = await self._steps.run(
-                    saga, _unknown_never_retried(step), state, lost, compensating=True
-                )
-            except (SagaLeaseLostError, CommitUnknownError):
-                raise
-            except Exception as error:  # noqa: BLE001 - recorded; an operator takes over
-                log.error("saga compensation failed", saga_id=state.id, step=step.key)
-                state = await self._transition(
-                    state,
-                    status=FAILED,
-                    current_step=state.current_step,
-                    error=f"compensation of {step.key}: {_describe(error)}; after {state.error}",
-                )
-                return state, error
-        if state.status is COMPENSATING:  # nothing was left to undo
-            state = await self._transition(state, status=COMPENSATED, current_step=0)
-        return state, failure
-
-    async def _transition(
-        self,
-        state: SagaState,
-        *,
-        status: SagaStatus,
-        current_step: int,
-        to_compensate: Sequence[str] | None = None,
-        error: str | None = None,
-    ) -> SagaState:
-        async with self.database.transaction() as tx:
-            new = await self._store.transition(
-                tx.session, state, self.owner, status=status, current_step=current_step,
-                to_compensate=to_compensate, error=error,
-            )  # fmt: skip
-        if new is None:
-            raise SagaLeaseLostError(state.id)
-        return new
-
-
-def _missing(saga: Saga, state: SagaState) -> list[str]:
-    """Recorded keys the definition lacks: the ones still to run over, or compensate."""
-    if state.status is COMPENSATING and state.to_compensate is not None:
-        return missing_steps(saga, state.to_compensate)
-    return missing_steps(saga, state.results)
-
-
-def _unknown_never_retried(step: SagaStep) -> SagaStep:
-    """``step`` with a retry predicate that never retries :class:`CommitUnknownError`.
-
-    Whatever the step's own ``retry_on`` says: the work may have committed, so running
-    it again could apply it twice. The run stops instead.
-    """
-    retry_on = step.retry_on
-
-    def predicate(error: BaseException) -> bool:
-        return not isinstance(error, CommitUnknownError) and retry_on(error)
-
-    return replace(step, retry_on=predicate)
-
-
-def _describe(error: BaseException) -> str:
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
