@@ -63,7 +63,7 @@ def saga_recover(
         typer.Option(
             "--app",
             help="The application's SagaRegistry as module:attribute "
-            "(or a callable returning one), e.g. taskboard.sagas:registry.",
+            "(or a callable returning one), e.g. taskboard.services.workspaces:SAGAS.",
         ),
     ],
     limit: Annotated[int, typer.Option(help="Most sagas to recover in this run.", min=1)] = 100,
@@ -103,8 +103,10 @@ def saga_retry(
 ) -> None:
     """Compensate a failed saga again, from the compensation that failed (after a fix).
 
-    Exit status: 0 compensated, 1 failed again (or the database is unreachable), 2 bad
-    configuration, --app, or no failed saga with that id.
+    A saga failed because its definition lost a step it recorded is compensated by key
+    once a definition with that step is deployed. Exit status: 0 compensated, 1 failed
+    again (or the database is unreachable), 2 bad configuration, --app, or no failed
+    saga with that id.
     """
     settings = settings_or_exit(quiet=True)
     registry = _saga_registry(app_ref, app_dir)

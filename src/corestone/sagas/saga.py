@@ -119,8 +119,10 @@ class SagaStep:
     """One step: an action, its compensation, and how to retry them.
 
     ``retry`` applies to the action and to the compensation alike; ``retry_on`` says
-    which errors are worth another attempt (anything else fails the step at once).
-    ``timeout_seconds`` bounds one attempt; a timeout counts as transient.
+    which errors are worth another attempt (anything else fails the step at once). A
+    :class:`~corestone.errors.CommitUnknownError` is never retried, whatever
+    ``retry_on`` says: it stops the run. ``timeout_seconds`` bounds one attempt; a
+    timeout counts as transient.
     """
 
     key: str
