@@ -19,7 +19,7 @@ from corestone.errors import ConfigurationError, CorestoneError, NotFoundError
 from corestone.observability.logging import configure_logging
 
 if TYPE_CHECKING:
-    from corestone.db.saga import SagaOutcome, SagaRegistry
+    from corestone.sagas import SagaOutcome, SagaRegistry
 
 __all__ = ["app", "main", "settings_or_exit"]
 
@@ -63,7 +63,7 @@ def saga_recover(
         typer.Option(
             "--app",
             help="The application's SagaRegistry as module:attribute "
-            "(or a callable returning one), e.g. taskboard.sagas:registry.",
+            "(or a callable returning one), e.g. taskboard.services.workspaces:SAGAS.",
         ),
     ],
     limit: Annotated[int, typer.Option(help="Most sagas to recover in this run.", min=1)] = 100,
@@ -103,14 +103,17 @@ def saga_retry(
 ) -> None:
     """Compensate a failed saga again, from the compensation that failed (after a fix).
 
-    Exit status: 0 compensated, 1 failed again (or the database is unreachable), 2 bad
-    configuration, --app, or no failed saga with that id.
+    A saga failed because its definition lost a step it recorded is compensated by key
+    once a definition with that step is deployed. Exit status: 0 compensated, 1 failed
+    again (or the database is unreachable), 2 bad configuration, --app, or no failed
+    saga with that id.
     """
     settings = settings_or_exit(quiet=True)
     registry = _saga_registry(app_ref, app_dir)
 
     async def retry() -> SagaOutcome:
-        from corestone.db import Database, SagaOrchestrator  # lazy: keep start-up light
+        from corestone.db import Database  # lazy: keep start-up light
+        from corestone.sagas import SagaOrchestrator
 
         db = Database.from_settings(settings)
         await db.start()
@@ -132,7 +135,8 @@ def saga_retry(
 
 
 async def _recover(settings: Settings, registry: SagaRegistry, limit: int) -> list[SagaOutcome]:
-    from corestone.db import Database, SagaOrchestrator  # lazy: keep start-up light
+    from corestone.db import Database  # lazy: keep start-up light
+    from corestone.sagas import SagaOrchestrator
 
     db = Database.from_settings(settings)
     await db.start()
@@ -143,7 +147,7 @@ async def _recover(settings: Settings, registry: SagaRegistry, limit: int) -> li
 
 
 def _saga_registry(app_ref: str, app_dir: Path) -> SagaRegistry:
-    from corestone.db.saga_recovery import load_registry  # lazy: keep start-up light
+    from corestone.sagas import load_registry  # lazy: keep start-up light
 
     sys.path.insert(0, str(app_dir.resolve()))
     try:

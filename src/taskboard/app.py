@@ -10,8 +10,9 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from corestone import Infrastructure
-from corestone.db import Database, SagaOrchestrator, SagaRecoveryWorker, upgrade
+from corestone.db import Database, upgrade
 from corestone.observability import get_logger
+from corestone.sagas import SagaOrchestrator, SagaRecoveryWorker
 from corestone.web import instrument
 from taskboard.api.ops import router as ops_router
 from taskboard.api.routes import router

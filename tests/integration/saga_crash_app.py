@@ -18,15 +18,8 @@ from pathlib import Path
 
 from sqlalchemy import Column, MetaData, String, Table, delete, insert
 
-from corestone.db import (
-    Database,
-    Saga,
-    SagaOrchestrator,
-    SagaRecord,
-    SagaRegistry,
-    SagaStep,
-    StepContext,
-)
+from corestone.db import Database
+from corestone.sagas import Saga, SagaOrchestrator, SagaRecord, SagaRegistry, SagaStep, StepContext
 
 __all__ = ["ITEMS", "LEASE_SECONDS", "SAGA", "calls", "create_schema", "ledger", "registry"]
 
@@ -83,7 +76,7 @@ async def reserve(ctx: StepContext) -> dict[str, str]:
 
 async def unreserve(ctx: StepContext) -> None:
     _called("unreserve")
-    await ctx.session.execute(delete(ITEMS).where(ITEMS.c.key == ctx.idempotency_key))
+    await ctx.session.execute(delete(ITEMS).where(ITEMS.c.key == ctx.action_key))
 
 
 async def charge(ctx: StepContext) -> dict[str, str]:

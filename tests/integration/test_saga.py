@@ -4,101 +4,39 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, MetaData, String, Table, delete, func, insert, select, update
+from sqlalchemy import func, select, update
 
 from corestone import SagaFailedError, SagaLeaseLostError
-from corestone.db import (
-    Database,
-    RetryPolicy,
+from corestone.db import Database
+from corestone.errors import InvalidInputError, NotFoundError, UnavailableError
+from corestone.observability.metrics import Metrics
+from corestone.sagas import (
     Saga,
-    SagaOrchestrator,
-    SagaRecord,
     SagaRecoveryWorker,
     SagaRegistry,
-    SagaState,
     SagaStatus,
     SagaStep,
     StepContext,
-    utc_now,
 )
-from corestone.db.saga_store import SagaStore
-from corestone.errors import InvalidInputError, NotFoundError, UnavailableError
-from corestone.observability.metrics import Metrics
-
-ROWS = Table("saga_test_rows", MetaData(), Column("key", String(100), primary_key=True))
-FAST = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01, deadline=5.0)
-SAGAS: Any = SagaRecord.__table__
+from corestone.sagas.store import SagaStore
+from tests.integration.saga_support import (
+    FAST,
+    SAGAS,
+    Trail,
+    make_stuck,
+    open_db,
+    orchestrator,
+    row_keys,
+)
 
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    await database.start()
-    async with database.engine.begin() as conn:
-        await conn.run_sync(SAGAS.create)
-        await conn.run_sync(ROWS.create)
-    yield database
-    await database.aclose()
-
-
-class Trail:
-    """Records every action and compensation call, with the context it got."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
-        self.contexts: list[StepContext] = []
-
-    def action(self, key: str, *, fail: BaseException | None = None, row: bool = False) -> Any:
-        async def run(ctx: StepContext) -> dict[str, Any]:
-            self.calls.append(("do", key))
-            self.contexts.append(ctx)
-            if row:
-                await ctx.session.execute(insert(ROWS).values(key=ctx.idempotency_key))
-            if fail is not None:
-                raise fail
-            return {"step": key, "seen": sorted(ctx.results)}
-
-        return run
-
-    def undo(self, key: str, *, fail: BaseException | None = None, row: bool = False) -> Any:
-        async def run(ctx: StepContext) -> None:
-            self.calls.append(("undo", key))
-            self.contexts.append(ctx)
-            if fail is not None:
-                raise fail
-            if row:
-                await ctx.session.execute(delete(ROWS).where(ROWS.c.key == ctx.idempotency_key))
-
-        return run
-
-
-async def row_keys(db: Database) -> list[str]:
-    async with db.transaction(read_only=True) as tx:
-        return list(await tx.session.scalars(select(ROWS.c.key).order_by(ROWS.c.key)))
-
-
-def orchestrator(db: Database, *sagas: Saga, **options: Any) -> SagaOrchestrator:
-    return SagaOrchestrator(db, SagaRegistry(sagas), **options)
-
-
-async def make_stuck(
-    db: Database, saga: Saga, *, attempts: int = 1, payload: dict[str, Any] | None = None
-) -> SagaState:
-    """A saga row as a process that died right after starting it would leave it."""
-    async with db.transaction() as tx:
-        state = await SagaStore(30).insert(
-            tx.session, saga_type=saga.name, payload=payload or {}, owner="dead-process"
-        )
-        await tx.session.execute(
-            update(SAGAS)
-            .where(SAGAS.c.id == state.id)
-            .values(locked_until=utc_now() - timedelta(seconds=5), attempts=attempts)
-        )
-    return state
+    async with open_db(database_url) as database:
+        yield database
 
 
 async def test_happy_path_runs_steps_in_order_and_records_completion(db: Database) -> None:
@@ -150,7 +88,8 @@ async def test_failed_step_compensates_completed_steps_in_reverse(db: Database) 
     assert await row_keys(db) == []
     undo_b = trail.contexts[3]
     assert undo_b.result == {"step": "b", "seen": ["a"]}
-    assert undo_b.idempotency_key == f"{outcome.id}:b"
+    assert undo_b.idempotency_key == f"{outcome.id}:b:compensate"
+    assert undo_b.action_key == f"{outcome.id}:b"
     with pytest.raises(ValueError, match="no stock"):
         outcome.raise_for_status()
     stored = await orchestrator(db, saga).get(outcome.id)

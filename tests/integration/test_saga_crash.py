@@ -22,8 +22,9 @@ from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from corestone import cli as corestone_cli
-from corestone.db import Database, SagaOrchestrator, SagaOutcome, SagaRecord, SagaStatus, utc_now
-from corestone.db.saga_store import SagaStore
+from corestone.db import Database, utc_now
+from corestone.sagas import SagaOrchestrator, SagaOutcome, SagaRecord, SagaStatus
+from corestone.sagas.store import SagaStore
 from tests.integration import saga_crash_app as app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,7 +141,7 @@ async def test_killed_after_an_external_effect_recovery_compensates_without_dupl
     assert outcome.error == "step ship: ValueError: out of stock"
     assert await items(db) == []
     # The charge re-ran under the same idempotency key (no second charge), then was refunded.
-    assert app.ledger() == [f"charge {sid}:charge 42", f"refund {sid}:charge"]
+    assert app.ledger() == [f"charge {sid}:charge 42", f"refund {sid}:charge:compensate"]
     assert app.calls() == ["reserve", "charge", "charge", "ship", "refund", "unreserve"]
 
 
@@ -231,7 +232,7 @@ def test_cli_retries_a_failed_compensation(tmp_path: Path, monkeypatch: pytest.M
     assert result.exit_code == 0, result.output
     assert f"{failed.id}  tests.order  compensated" in result.output
     assert app.calls() == ["reserve", "charge", "ship", "refund", "refund", "unreserve"]
-    assert app.ledger() == [f"charge {failed.id}:charge 5", f"refund {failed.id}:charge"]
+    assert app.ledger() == [f"charge {failed.id}:charge 5", f"refund {failed.id}:charge:compensate"]
     again = runner.invoke(corestone_cli.app, args, env=env)
     assert again.exit_code == 2
     assert "no failed saga" in again.output

@@ -14,8 +14,9 @@ import pytest
 from sqlalchemy import func, insert, select, update
 
 from corestone import ConflictError
-from corestone.db import Database, SagaOrchestrator, SagaRecord, SagaStatus, upgrade, utc_now
-from corestone.db.saga_store import SagaStore
+from corestone.db import Database, upgrade, utc_now
+from corestone.sagas import SagaOrchestrator, SagaRecord, SagaStatus
+from corestone.sagas.store import SagaStore
 from taskboard.app import MIGRATIONS
 from taskboard.domain.models import Membership, User, Workspace
 from taskboard.services.workspaces import CREATE_WORKSPACE, SAGAS, WorkspaceService

@@ -16,6 +16,7 @@ PUBLIC_PACKAGES = [
     "corestone.db",
     "corestone.observability",
     "corestone.resilience",
+    "corestone.sagas",
     "corestone.web",
     "corestone.testing",
 ]

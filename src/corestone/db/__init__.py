@@ -1,4 +1,7 @@
-"""Persistence on SQLAlchemy 2: database, transactions, models, repositories, audit, migrations."""
+"""Persistence on SQLAlchemy 2: database, transactions, models, repositories, audit, migrations.
+
+Durable sagas, built on top of this package, live in :mod:`corestone.sagas`.
+"""
 
 from corestone.db.audit import AuditEntry, audit_entries
 from corestone.db.database import Database, PoolOptions
@@ -24,18 +27,6 @@ from corestone.db.pagination import (
     check_limit,
 )
 from corestone.db.repository import Repository
-from corestone.db.saga import (
-    STEP_RETRY,
-    Saga,
-    SagaOutcome,
-    SagaRegistry,
-    SagaStep,
-    StepContext,
-    is_transient,
-)
-from corestone.db.saga_orchestrator import SagaOrchestrator
-from corestone.db.saga_recovery import SagaRecoveryWorker
-from corestone.db.saga_store import SagaRecord, SagaState, SagaStatus
 from corestone.db.scoping import ALL_WORKSPACES, AllWorkspaces, scope_session
 from corestone.db.transactions import (
     NO_RETRY,
@@ -64,19 +55,8 @@ __all__ = [
     "PoolOptions",
     "Repository",
     "RetryPolicy",
-    "STEP_RETRY",
-    "Saga",
-    "SagaOrchestrator",
-    "SagaOutcome",
-    "SagaRecord",
-    "SagaRecoveryWorker",
-    "SagaRegistry",
-    "SagaState",
-    "SagaStatus",
-    "SagaStep",
     "SoftDeleteMixin",
     "SortKey",
-    "StepContext",
     "TenantMixin",
     "TimestampMixin",
     "Transaction",
@@ -85,7 +65,6 @@ __all__ = [
     "audit_entries",
     "check_limit",
     "current_transaction",
-    "is_transient",
     "scope_session",
     "transient_cause",
     "upgrade",

@@ -17,15 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 from corestone import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
-from corestone.db import (
-    Database,
-    Saga,
-    SagaOrchestrator,
-    SagaRegistry,
-    SagaStep,
-    StepContext,
-    Transaction,
-)
+from corestone.db import Database, Transaction
+from corestone.sagas import Saga, SagaOrchestrator, SagaRegistry, SagaStep, StepContext
 from taskboard.domain.models import Membership, Role, User, Workspace
 from taskboard.services.repositories import (
     MembershipRepository,

@@ -21,6 +21,7 @@ like any of its own tables (taskboard: revision ``0002``).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -47,7 +48,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from corestone.db.models import Base, UTCDateTime, utc_now
 
-__all__ = ["SagaRecord", "SagaState", "SagaStatus", "SagaStore"]
+__all__ = ["SagaRecord", "SagaState", "SagaStatus", "SagaStore", "check_json"]
 
 ERROR_MAX = 2000
 
@@ -68,9 +69,11 @@ ACTIVE = (SagaStatus.RUNNING.value, SagaStatus.COMPENSATING.value)
 class SagaRecord(Base):
     """The ``corestone_sagas`` table.
 
-    ``current_step`` counts steps: while ``running``, steps ``[0, current_step)`` have
-    completed and step ``current_step`` is next (or in flight); while ``compensating``,
-    steps ``[0, current_step)`` still need their compensation, last one first.
+    Steps are recorded by key: ``results`` maps the key of every step whose action
+    completed to its result. ``to_compensate`` lists the keys whose compensation is
+    still to run, next first (null until the saga starts compensating).
+    ``current_step`` is a counter the fenced writes compare: while ``running``, the
+    number of recorded steps; while ``compensating``, the number of compensations left.
     ``attempts`` counts executions: 1 for the first run, one more per recovery.
     """
 
@@ -89,6 +92,7 @@ class SagaRecord(Base):
     current_step: Mapped[int] = mapped_column(Integer, nullable=False)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     results: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    to_compensate: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -110,6 +114,7 @@ class SagaState:
     current_step: int
     payload: Mapping[str, Any]
     results: Mapping[str, Any]
+    to_compensate: tuple[str, ...] | None
     attempts: int
     error: str | None
     owner: str | None
@@ -127,6 +132,7 @@ class SagaState:
             current_step=m["current_step"],
             payload=dict(m["payload"]),
             results=dict(m["results"]),
+            to_compensate=None if m["to_compensate"] is None else tuple(m["to_compensate"]),
             attempts=m["attempts"],
             error=m["error"],
             owner=m["owner"],
@@ -134,6 +140,16 @@ class SagaState:
             created_at=m["created_at"],
             updated_at=m["updated_at"],
         )
+
+
+def check_json(value: Any) -> None:
+    """Raise ValueError or TypeError unless ``value`` can be stored in a JSON column.
+
+    Stricter than :func:`json.dumps`: NaN and the infinities are refused, because
+    PostgreSQL's ``json`` rejects them, and a value SQLite would take must not fail
+    there after a deploy.
+    """
+    json.dumps(value, allow_nan=False)
 
 
 def clip_error(text: str) -> str:
@@ -167,7 +183,7 @@ class SagaStore:
             "updated_at": now,
         }
         await session.execute(insert(_T).values(values))
-        return SagaState.from_row(_Row(values))
+        return SagaState.from_row(_Row({**values, "to_compensate": None}))
 
     async def get(self, session: AsyncSession, saga_id: str) -> SagaState | None:
         row = (await session.execute(select(_T).where(_T.c.id == saga_id))).first()
@@ -182,10 +198,12 @@ class SagaStore:
         status: SagaStatus,
         current_step: int,
         results: Mapping[str, Any] | None = None,
+        to_compensate: Sequence[str] | None = None,
         error: str | None = None,
     ) -> SagaState | None:
         """Move the saga from ``state`` to the given values and renew the lease.
 
+        ``results``, ``to_compensate`` and ``error`` stay as they are when None.
         Returns the new state, or None when the row is no longer ``state`` held by
         ``owner`` (the lease was lost): the caller must then roll back and stop.
         """
@@ -198,6 +216,8 @@ class SagaStore:
         }
         if results is not None:
             values["results"] = dict(results)
+        if to_compensate is not None:
+            values["to_compensate"] = list(to_compensate)
         if error is not None:
             values["error"] = clip_error(error)
         result = await session.execute(
@@ -219,6 +239,7 @@ class SagaStore:
             updated_at=now,
             locked_until=values["locked_until"],
             results=dict(results) if results is not None else state.results,
+            to_compensate=state.to_compensate if to_compensate is None else tuple(to_compensate),
             error=values.get("error", state.error),
         )
 

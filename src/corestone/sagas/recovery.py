@@ -14,11 +14,11 @@ import asyncio
 import contextlib
 import importlib
 
-from corestone.db.saga import SagaOutcome, SagaRegistry
-from corestone.db.saga_orchestrator import SagaOrchestrator
 from corestone.errors import InvalidInputError
 from corestone.observability.health import CheckResult, HealthStatus
 from corestone.observability.logging import get_logger
+from corestone.sagas.orchestrator import SagaOrchestrator
+from corestone.sagas.saga import SagaOutcome, SagaRegistry
 
 __all__ = ["SagaRecoveryWorker", "load_registry"]
 
@@ -85,7 +85,12 @@ class SagaRecoveryWorker:
         self._task = asyncio.create_task(self._loop(), name="corestone-saga-recovery")
 
     async def aclose(self) -> None:
-        """Stop after the pass in progress (bounded by ``drain_seconds``). Idempotent."""
+        """Stop after the pass in progress (bounded by ``drain_seconds``). Idempotent.
+
+        The worker's task has ended when this returns, even when this call is cancelled
+        (a component stop timeout shorter than the drain): the pass is then cancelled
+        and awaited first, so no pass outlives shutdown and touches a closed database.
+        """
         task, self._task = self._task, None
         if task is None:
             return
@@ -93,9 +98,9 @@ class SagaRecoveryWorker:
         try:
             await asyncio.wait_for(asyncio.shield(task), self.drain_seconds)
         except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            pass
+        finally:
+            await _cancel_and_wait(task)
 
     async def _loop(self) -> None:
         delay = self.interval_seconds
@@ -116,6 +121,24 @@ class SagaRecoveryWorker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), seconds)
         return self._stop.is_set()
+
+
+async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait until it has ended, even if the caller is cancelled meanwhile.
+
+    A cancellation of the caller is re-raised once the task is done.
+    """
+    task.cancel()
+    interrupted = False
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            interrupted = True
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.warning("saga recovery worker ended with an error", error=repr(error))
+    if interrupted:
+        raise asyncio.CancelledError
 
 
 def load_registry(reference: str) -> SagaRegistry:

@@ -1,56 +1,50 @@
-"""The saga orchestrator: runs steps, records each one durably, compensates, recovers.
+"""The saga orchestrator: runs steps, records each one by key, compensates, recovers.
 
-What happens on a crash (the process dies, or loses its lease) at each point — nothing
-is lost, and nothing half done stays that way once recovery has run:
-
-====================================  ==================================================
-crash …                               what recovery does
-====================================  ==================================================
-before the saga row commits           nothing exists; the caller got an error
-in a transactional step, before its   the step's work and its record roll back together;
-commit                                the step runs again: **exactly once** in effect
-in an external step, before its       the record still says "step n next": the action runs
-record commits                        again with the same idempotency key (at least once,
-                                      made effectively once by the step's idempotency)
-between two steps                     resumes at the next step
-during compensation                   compensating continues with the same step (again
-                                      idempotent); transactional ones exactly once
-after the final status commits        nothing to do
-====================================  ==================================================
+What happens on a crash at each point is tabled in docs/sagas.md ("What happens on a
+crash"); in short, nothing is lost, and nothing half done stays that way once recovery
+has run. The log (``corestone_sagas``) records completed steps by key, so recovery after
+a deploy resumes by key: a recorded step never runs again, an unrecorded one runs in the
+current definition's order, and a recorded key the definition lacks fails the saga with
+an error naming it. Compensations to run are recorded by key too, next first.
 
 A run holds a lease on its row (``locked_until``, renewed by every state write and by a
 heartbeat every third of the lease). Recovery only takes sagas whose lease expired, and
-every state write is fenced by owner, status and step, so a process that lost its lease
-can never record over the new owner (its transactional step rolls back). ``attempts``
+every state write is fenced by owner, status and counter, so a process that lost its
+lease can never record over the new owner (its transactional step rolls back). A commit
+whose outcome is unknown (:class:`~corestone.errors.CommitUnknownError`) stops the run
+as a lost lease does, never retried and never compensated on a guess. ``attempts``
 counts executions; past ``max_attempts`` (a saga that kills its process every time)
-recovery stops retrying forward and compensates, or marks a compensation ``failed``.
+recovery compensates instead, the cut-off step included, or marks a compensation
+``failed``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from corestone.db._saga_steps import StepRunner
 from corestone.db.database import Database
-from corestone.db.saga import Saga, SagaOutcome, SagaRegistry
-from corestone.db.saga_store import SagaState, SagaStatus, SagaStore
 from corestone.db.transactions import current_transaction
-from corestone.errors import InvalidInputError, NotFoundError, SagaLeaseLostError
+from corestone.errors import (
+    CommitUnknownError,
+    InvalidInputError,
+    NotFoundError,
+    SagaLeaseLostError,
+)
 from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
+from corestone.sagas._driver import SagaDriver
+from corestone.sagas._steps import StepRunner
+from corestone.sagas.saga import Saga, SagaOutcome, SagaRegistry
+from corestone.sagas.store import SagaState, SagaStatus, SagaStore, check_json
 
 __all__ = ["SagaOrchestrator"]
 
 log = get_logger(__name__)
-
-RUNNING, COMPENSATING = SagaStatus.RUNNING, SagaStatus.COMPENSATING
-COMPLETED, COMPENSATED, FAILED = SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.FAILED
 
 
 class SagaOrchestrator:
@@ -58,7 +52,7 @@ class SagaOrchestrator:
 
     One per process (it names itself as the lease owner). Sagas run in the caller's task;
     :meth:`recover` resumes those another process left behind, and
-    :class:`~corestone.db.saga_recovery.SagaRecoveryWorker` calls it periodically.
+    :class:`~corestone.sagas.recovery.SagaRecoveryWorker` calls it periodically.
     """
 
     def __init__(
@@ -89,12 +83,13 @@ class SagaOrchestrator:
         self._recovered = m.counter(
             "saga_recovered_total", "Sagas taken over by recovery.", ["type"]
         )
-        self._steps = StepRunner(
+        steps = StepRunner(
             database,
             self._store,
             self.owner,
             m.counter("saga_step_retries_total", "Step attempts retried.", ["type", "step"]),
         )
+        self._driver = SagaDriver(database, self._store, steps, self.owner, max_attempts)
 
     async def run(self, saga: Saga | str, payload: Mapping[str, Any]) -> SagaOutcome:
         """Start a saga and run it to its end: completed, compensated, or failed.
@@ -108,7 +103,7 @@ class SagaOrchestrator:
         if current_transaction() is not None:
             raise RuntimeError("run a saga outside a transaction: each step commits on its own")
         try:
-            json.dumps(payload)
+            check_json(payload)
         except (TypeError, ValueError) as error:
             raise InvalidInputError(
                 f"a saga payload must be JSON: {error}", field="payload", rule="json"
@@ -195,11 +190,16 @@ class SagaOrchestrator:
         lost = asyncio.Event()
         heartbeat = asyncio.create_task(self._heartbeat(state.id, lost))
         try:
-            outcome = await self._drive(saga, state, lost)
+            outcome = await self._driver.drive(saga, state, lost)
         except asyncio.CancelledError:
             # The steps' transactions have rolled back by now; hand the saga to recovery
             # at once instead of after the lease (a shutdown, a client that went away).
             await asyncio.gather(asyncio.shield(self._release(state.id)), return_exceptions=True)
+            raise
+        except CommitUnknownError:
+            # Keep the lease: a commit the server may still be finishing must be visible
+            # before another process reads the log and resumes from it.
+            log.warning("saga stopped: a commit's outcome is unknown", saga_id=state.id)
             raise
         finally:
             heartbeat.cancel()
@@ -232,101 +232,3 @@ class SagaOrchestrator:
             if not held:
                 lost.set()
                 return
-
-    async def _drive(self, saga: Saga, state: SagaState, lost: asyncio.Event) -> SagaOutcome:
-        failure: BaseException | None = None
-        if state.attempts > self.max_attempts and state.status is RUNNING:
-            undo = _undo_from(saga, state.current_step)
-            state = await self._transition(
-                state,
-                status=COMPENSATING if undo else COMPENSATED,
-                current_step=undo,
-                error=f"gave up after {state.attempts - 1} interrupted executions",
-            )
-        elif state.status is RUNNING:
-            state, failure = await self._forward(saga, state, lost)
-        if state.status is COMPENSATING:
-            if state.attempts > self.max_attempts + 1:
-                state = await self._transition(
-                    state,
-                    status=FAILED,
-                    current_step=state.current_step,
-                    error=f"compensation gave up after {state.attempts - 1} executions; "
-                    f"{state.error}",
-                )
-            else:
-                state, failure = await self._backward(saga, state, failure, lost)
-        return SagaOutcome(state.id, state.type, state.status, state.results, state.error, failure)
-
-    async def _forward(
-        self, saga: Saga, state: SagaState, lost: asyncio.Event
-    ) -> tuple[SagaState, BaseException | None]:
-        while state.current_step < len(saga.steps):
-            step = saga.steps[state.current_step]
-            try:
-                state = await self._steps.run(saga, step, state, lost, compensating=False)
-            except SagaLeaseLostError:
-                raise
-            except Exception as error:  # noqa: BLE001 - a failed step is compensated
-                undo = _undo_from(saga, state.current_step)
-                log.warning("saga step failed", saga_id=state.id, step=step.key, error=repr(error))
-                state = await self._transition(
-                    state,
-                    status=COMPENSATING if undo else COMPENSATED,
-                    current_step=undo,
-                    error=f"step {step.key}: {_describe(error)}",
-                )
-                return state, error
-        return state, None
-
-    async def _backward(
-        self, saga: Saga, state: SagaState, failure: BaseException | None, lost: asyncio.Event
-    ) -> tuple[SagaState, BaseException | None]:
-        while state.current_step > 0:
-            step = saga.steps[state.current_step - 1]
-            try:
-                state = await self._steps.run(saga, step, state, lost, compensating=True)
-            except SagaLeaseLostError:
-                raise
-            except Exception as error:  # noqa: BLE001 - recorded; an operator takes over
-                log.error("saga compensation failed", saga_id=state.id, step=step.key)
-                state = await self._transition(
-                    state,
-                    status=FAILED,
-                    current_step=state.current_step,
-                    error=f"compensation of {step.key}: {_describe(error)}; after {state.error}",
-                )
-                return state, error
-        if state.status is COMPENSATING:  # nothing was left to undo
-            state = await self._transition(state, status=COMPENSATED, current_step=0)
-        return state, failure
-
-    async def _transition(
-        self,
-        state: SagaState,
-        *,
-        status: SagaStatus,
-        current_step: int,
-        results: Mapping[str, Any] | None = None,
-        error: str | None = None,
-    ) -> SagaState:
-        async with self.database.transaction() as tx:
-            new = await self._store.transition(
-                tx.session, state, self.owner, status=status, current_step=current_step,
-                results=results, error=error,
-            )  # fmt: skip
-        if new is None:
-            raise SagaLeaseLostError(state.id)
-        return new
-
-
-def _undo_from(saga: Saga, failed_step: int) -> int:
-    """How many steps to compensate when step ``failed_step`` failed (or was abandoned)."""
-    if failed_step < len(saga.steps) and saga.steps[failed_step].compensate_on_failure:
-        return failed_step + 1
-    return failed_step
-
-
-def _describe(error: BaseException) -> str:
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

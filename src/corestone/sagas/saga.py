@@ -3,24 +3,27 @@
 A saga is a sequence of steps that together must either all happen or be undone, where
 one transaction cannot hold them all (they span transactions, services, or time). Each
 :class:`SagaStep` has a stable ``key``, an ``action`` and an optional ``compensate``; the
-:class:`~corestone.db.saga_orchestrator.SagaOrchestrator` runs the actions in order,
-records each completion in ``corestone_sagas``, and when an action fails for good runs the
-compensations of the completed steps in reverse.
+:class:`~corestone.sagas.orchestrator.SagaOrchestrator` runs the actions in order,
+records each completion by key in ``corestone_sagas``, and when an action fails for good
+runs the compensations of the completed steps in reverse.
 
 Rules for step code, because any step may run more than once (a crash between the work
 and its record, a lease taken over by recovery):
 
 - an action is idempotent: ``ctx.idempotency_key`` (``"{saga_id}:{step_key}"``) is the
   same on every run of the step — pass it to the remote API or store it with the row;
+- a compensation is idempotent too, with a key of its own
+  (``"{saga_id}:{step_key}:compensate"``), and must succeed when there is nothing left
+  to undo: it also runs for a step that was interrupted, whose result is unknown
+  (``ctx.result`` is None; ``ctx.action_key`` finds what the action did);
 - a ``transactional`` step does its database work on ``ctx.session``: the orchestrator
   records the step's completion in that same transaction, so the work and the record
   commit together and the step takes effect exactly once;
 - an action either takes effect and returns, or raises without effect. A step whose
   action can fail after taking effect (a remote call that timed out) sets
   ``compensate_on_failure=True`` so its own compensation runs too;
-- a compensation is idempotent and must succeed when there is nothing left to undo;
-- results are JSON (they are stored) and keys never change once sagas with them exist:
-  recovery after a deploy resumes by key.
+- results are JSON (they are stored; NaN and infinities are refused) and keys never
+  change once sagas with them exist: recovery after a deploy resumes by key.
 """
 
 from __future__ import annotations
@@ -31,9 +34,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from corestone.db.saga_store import SagaStatus
 from corestone.db.transactions import RetryPolicy, Transaction, transient_cause
-from corestone.errors import SagaFailedError, UnavailableError
+from corestone.errors import CommitUnknownError, SagaFailedError, UnavailableError
+from corestone.sagas.store import SagaStatus
 
 if TYPE_CHECKING:
     from corestone.db.database import Database
@@ -56,7 +59,12 @@ STEP_RETRY = RetryPolicy(max_attempts=3, base_delay=0.05, max_delay=1.0, deadlin
 
 
 def is_transient(error: BaseException) -> bool:
-    """The default retry predicate: database hiccups, unavailable services, timeouts."""
+    """The default retry predicate: database hiccups, unavailable services, timeouts.
+
+    Never a commit whose outcome is unknown: trying again could apply it twice.
+    """
+    if isinstance(error, CommitUnknownError):
+        return False
     return transient_cause(error) is not None or isinstance(
         error, UnavailableError | TimeoutError | ConnectionError
     )
@@ -64,7 +72,7 @@ def is_transient(error: BaseException) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class StepContext:
-    """What a step's action or compensation gets: who it is, its input, and its key."""
+    """What a step's action or compensation gets: who it is, its input, and its keys."""
 
     saga_id: str
     saga_type: str
@@ -76,12 +84,27 @@ class StepContext:
     database: Database
     tx: Transaction | None = None
     result: Any = None
-    """In a compensation: this step's own result (None if its action failed)."""
+    """In a compensation: this step's own result (None if its action failed or was cut off)."""
+    compensating: bool = False
+    """True in a compensation."""
+
+    @property
+    def action_key(self) -> str:
+        """``"{saga_id}:{step_key}"``: the key the step's action gets, on every run.
+
+        A compensation whose ``result`` is None uses it to find what the action did.
+        """
+        return f"{self.saga_id}:{self.step_key}"
 
     @property
     def idempotency_key(self) -> str:
-        """``"{saga_id}:{step_key}"``: the same on every run of this step of this saga."""
-        return f"{self.saga_id}:{self.step_key}"
+        """The key of this call, the same on every run of it: pass it to the remote API.
+
+        The action's is :attr:`action_key`; a compensation's is
+        ``"{saga_id}:{step_key}:compensate"``, a request of its own (one key names one
+        request at Stripe-style APIs, so a refund must not reuse the charge's).
+        """
+        return f"{self.action_key}:compensate" if self.compensating else self.action_key
 
     @property
     def session(self) -> AsyncSession:
@@ -96,8 +119,10 @@ class SagaStep:
     """One step: an action, its compensation, and how to retry them.
 
     ``retry`` applies to the action and to the compensation alike; ``retry_on`` says
-    which errors are worth another attempt (anything else fails the step at once).
-    ``timeout_seconds`` bounds one attempt; a timeout counts as transient.
+    which errors are worth another attempt (anything else fails the step at once). A
+    :class:`~corestone.errors.CommitUnknownError` is never retried, whatever
+    ``retry_on`` says: it stops the run. ``timeout_seconds`` bounds one attempt; a
+    timeout counts as transient.
     """
 
     key: str
@@ -122,7 +147,7 @@ class Saga:
 
     name: str
     steps: Sequence[SagaStep]
-    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+    _by_key: dict[str, SagaStep] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.name or len(self.name) > 100:
@@ -133,7 +158,11 @@ class Saga:
         if len(set(keys)) != len(keys):
             raise ValueError(f"saga {self.name!r} has duplicate step keys")
         object.__setattr__(self, "steps", tuple(self.steps))
-        object.__setattr__(self, "_index", {key: i for i, key in enumerate(keys)})
+        object.__setattr__(self, "_by_key", {step.key: step for step in self.steps})
+
+    def step(self, key: str) -> SagaStep | None:
+        """The step with this key, or None if this definition has no such step."""
+        return self._by_key.get(key)
 
 
 class SagaRegistry:

@@ -2,13 +2,15 @@
 
 Private to the orchestrator. A transactional step's work and the fenced write of its
 completion share one transaction; an external step's completion is written right after
-its action returns. See :mod:`corestone.db.saga_orchestrator` for the crash semantics.
+its action returns, once its result has been checked to be storable JSON. An external
+action that returned has taken effect, recorded or not: the runner remembers that, so
+the orchestrator compensates the step if its record never lands. See
+:mod:`corestone.sagas.orchestrator` for the crash semantics.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import replace
 from typing import Any
@@ -16,11 +18,11 @@ from typing import Any
 from prometheus_client import Counter
 
 from corestone.db.database import Database
-from corestone.db.saga import Saga, SagaStep, StepContext
-from corestone.db.saga_store import SagaState, SagaStatus, SagaStore
 from corestone.db.transactions import Transaction
 from corestone.errors import SagaLeaseLostError
 from corestone.observability.logging import get_logger
+from corestone.sagas.saga import Saga, SagaStep, StepContext
+from corestone.sagas.store import SagaState, SagaStatus, SagaStore, check_json
 
 __all__ = ["StepRunner"]
 
@@ -38,6 +40,17 @@ class StepRunner:
         self._store = store
         self.owner = owner
         self._retries = retries
+        self._effects: set[tuple[str, str]] = set()
+
+    def forget(self, saga_id: str, step_key: str) -> bool:
+        """Whether the step's external action returned during the last :meth:`run`.
+
+        True means it took effect, whether or not its record landed. Forgets it: call
+        once after every forward run of a step.
+        """
+        returned = (saga_id, step_key) in self._effects
+        self._effects.discard((saga_id, step_key))
+        return returned
 
     async def run(
         self,
@@ -74,7 +87,6 @@ class StepRunner:
     async def _attempt(
         self, saga: Saga, step: SagaStep, state: SagaState, attempt: int, compensating: bool
     ) -> SagaState:
-        index = state.current_step - 1 if compensating else state.current_step
         ctx = StepContext(
             saga_id=state.id,
             saga_type=saga.name,
@@ -84,13 +96,9 @@ class StepRunner:
             attempt=attempt,
             database=self.database,
             result=state.results.get(step.key) if compensating else None,
+            compensating=compensating,
         )
-        if compensating:
-            status = COMPENSATING if index else COMPENSATED
-            next_step = index
-        else:
-            status = COMPLETED if index + 1 == len(saga.steps) else RUNNING
-            next_step = index + 1
+        left = (state.to_compensate or ())[1:]
 
         async def act(ctx: StepContext) -> dict[str, Any] | None:
             async with asyncio.timeout(step.timeout_seconds):
@@ -99,13 +107,23 @@ class StepRunner:
                         await step.compensate(ctx)
                     return None  # results stay as they are
                 result = await step.action(ctx)
-            json.dumps(result)  # a result that cannot be stored fails the step
+            if not step.transactional:  # its effect counts from here (a rollback undoes a tx)
+                self._effects.add((state.id, step.key))
+            try:
+                check_json(result)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"the result cannot be stored as JSON: {error}") from error
             return {**state.results, step.key: result}
 
         async def record(tx: Transaction, results: dict[str, Any] | None) -> SagaState:
+            if results is None:  # one compensation done
+                status, count = (COMPENSATING if left else COMPENSATED), len(left)
+            else:
+                done = all(other.key in results for other in saga.steps)
+                status, count = (COMPLETED if done else RUNNING), len(results)
             new = await self._store.transition(
-                tx.session, state, self.owner, status=status, current_step=next_step,
-                results=results,
+                tx.session, state, self.owner, status=status, current_step=count,
+                results=results, to_compensate=left if compensating else None,
             )  # fmt: skip
             if new is None:  # lost the lease: raising rolls back the transaction
                 raise SagaLeaseLostError(state.id)
