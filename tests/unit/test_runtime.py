@@ -529,3 +529,31 @@ async def test_leaving_a_cancelled_block_stops_everything_and_stays_cancelled(
         await task
 
     assert calls == ["stop events", "stop search", "stop database"]
+
+
+async def test_two_infrastructures_sharing_one_metrics_expose_each_family_once(
+    tmp_path: Path,
+) -> None:
+    """With one Metrics shared, every family and every series appears once, with one value."""
+    metrics = Metrics()
+    first = Infrastructure(_settings(tmp_path / "a"), metrics=metrics)
+    second = Infrastructure(_settings(tmp_path / "b"), metrics=metrics)
+    first.breakers.get("payments")
+    second.breakers.get("payments")
+    second.breakers.get("search")
+
+    text = metrics.render().decode()
+
+    types = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")]
+    assert len(types) == len(set(types))
+    series = [line.rsplit(" ", 1)[0] for line in text.splitlines() if not line.startswith("#")]
+    assert len(series) == len(set(series))
+    states = {
+        (sample.labels["name"], sample.labels["state"]): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "corestone_breaker_state"
+        for sample in family.samples
+    }
+    for name in ("payments", "search"):
+        assert sum(v for (n, _), v in states.items() if n == name) == 1.0
+    assert any(family.startswith("corestone_cache_") for family in types)
