@@ -127,6 +127,13 @@ class Settings(BaseSettings):
     )
 
     http_max_body_bytes: int = Field(1_048_576, ge=1024, le=1_073_741_824, examples=[1048576])
+    http_body_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="time from a request's arrival to its last body byte (else 408)",
+        examples=[30],
+    )
     shutdown_timeout_seconds: float = Field(30.0, gt=0, le=3600, examples=[30])
     component_stop_timeout_seconds: float = Field(10.0, gt=0, le=600, examples=[10])
     health_check_timeout_seconds: float = Field(2.0, gt=0, le=60, examples=[2])
