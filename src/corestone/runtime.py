@@ -252,7 +252,11 @@ class Infrastructure:
         """
         name = component.name
         timeout = self.settings.component_stop_timeout_seconds
-        task = asyncio.create_task(component.aclose(), name=f"corestone stop {name}")
+        try:
+            task = asyncio.ensure_future(component.aclose())
+        except Exception as failed:  # noqa: BLE001 - not awaitable, or raised at once
+            log.error("component failed to stop", component=name, error=repr(failed))
+            return failed, False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         cancelled = False
@@ -269,11 +273,11 @@ class Infrastructure:
                 task.add_done_callback(_forget(self._abandoned))
             log.error("component stop timed out", component=name, timeout_seconds=timeout)
             return TimeoutError(f"{name} did not stop within {timeout:g}s"), cancelled
-        error: BaseException | None
-        error = asyncio.CancelledError() if task.cancelled() else task.exception()
-        if error is not None:
-            log.error("component failed to stop", component=name, error=repr(error))
-        return error, cancelled
+        outcome: BaseException | None
+        outcome = asyncio.CancelledError() if task.cancelled() else task.exception()
+        if outcome is not None:
+            log.error("component failed to stop", component=name, error=repr(outcome))
+        return outcome, cancelled
 
     async def __aenter__(self) -> Self:
         await self.start()

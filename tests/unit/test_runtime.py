@@ -557,3 +557,25 @@ async def test_two_infrastructures_sharing_one_metrics_expose_each_family_once(
     for name in ("payments", "search"):
         assert sum(v for (n, _), v in states.items() if n == name) == 1.0
     assert any(family.startswith("corestone_cache_") for family in types)
+
+
+async def test_an_aclose_that_is_not_a_coroutine_is_a_failure_not_the_end(tmp_path: Path) -> None:
+    """A component whose aclose raises before returning an awaitable is reported; others stop."""
+    calls: list[str] = []
+    infra = _infra(tmp_path, calls)
+
+    class Sync(FakeComponent):
+        def aclose(self) -> None:  # type: ignore[override]
+            self.calls.append(f"stop {self.name}")
+            raise RuntimeError("sync close failed")
+
+    infra.add(FakeComponent("search", calls))
+    infra.add(Sync("legacy", calls))
+    await infra.start()
+    calls.clear()
+
+    with pytest.raises(ShutdownError) as caught:
+        await infra.aclose()
+
+    assert calls == ["stop legacy", "stop search", "stop database"]
+    assert isinstance(caught.value.failures["legacy"], RuntimeError)

@@ -91,6 +91,9 @@ class HttpMetricsMiddleware:
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
+        # The app's live route list (routes added later land in it): to route a request
+        # again when no route ran for it, and to find mount templates.
+        self._routes = routes_of(app)
         self._requests = metrics.counter(
             "http_requests_total", "HTTP requests handled.", ["method", "route", "status"]
         )
@@ -121,7 +124,7 @@ class HttpMetricsMiddleware:
             elapsed = time.perf_counter() - started
             self._in_flight.dec()
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
-            route = route_template(scope, routes_of(self.app))
+            route = route_template(scope, self._routes)
             self._requests.labels(method=method, route=route, status=str(status)).inc()
             self._latency.labels(method=method, route=route).observe(elapsed)
 
