@@ -73,12 +73,9 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     formatter = _SafeFormatter(
-        foreign_pre_chain=shared,
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            redactor,
-            renderer,
-        ],
+        # structlog's lines were redacted above; the standard library's are redacted here.
+        foreign_pre_chain=[*shared, redactor],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)

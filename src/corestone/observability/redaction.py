@@ -29,6 +29,7 @@ __all__ = ["MAX_DEPTH", "REDACTED", "SecretRedactor"]
 REDACTED = "***"
 MAX_DEPTH = 24
 _TOO_DEEP = f"<nested deeper than {MAX_DEPTH} levels>"
+_META = frozenset({"_record", "_from_structlog"})
 
 # Key names whose values are secret wherever they appear.
 _SECRET_KEY = re.compile(
@@ -96,6 +97,8 @@ class SecretRedactor:
         return text
 
     def _clean(self, key: str, value: Any, depth: int) -> Any:
+        if key in _META:  # ProcessorFormatter's own bookkeeping (the LogRecord)
+            return value
         if key not in ("event", "level", "timestamp", "logger") and _SECRET_KEY.search(key):
             return REDACTED if value not in (None, "", b"") else value
         if value is None or isinstance(value, bool | int | float):
