@@ -267,7 +267,10 @@ class Infrastructure:
                 cancelled = True  # from outside: finish stopping everything, then propagate
         if not task.done():
             task.cancel()
-            await asyncio.sleep(0)  # let a well-behaved aclose unwind before moving on
+            try:
+                await asyncio.sleep(0)  # let a well-behaved aclose unwind before moving on
+            except asyncio.CancelledError:
+                cancelled = True
             if not task.done():
                 self._abandoned.add(task)
                 task.add_done_callback(_forget(self._abandoned))
