@@ -3,6 +3,13 @@
 Build them with :func:`load_settings` at the edge of a program: it turns pydantic's
 validation report into a :class:`ConfigurationError` with one line per bad variable,
 naming it, saying what is wrong and showing a value that would be right.
+
+URLs with credentials (database, replicas, Redis, broker, SMTP) stay plain ``str``
+attributes, because the code that connects needs them whole and asks for them by name
+(``settings.database_url``); every *representation* masks their passwords:
+``repr()``, ``str()``, ``model_dump()``, ``model_dump_json()``, pydantic's validation
+errors (inputs hidden) and :class:`ConfigurationError` messages. A dump is therefore not
+a way to copy settings: use ``model_copy()``.
 """
 
 from __future__ import annotations
@@ -14,16 +21,29 @@ from functools import cached_property
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from corestone.errors import ConfigurationError
+from corestone.urls import redact_url, split_urls
 
 __all__ = ["Settings", "load_settings", "redact_url"]
 
 ENV_PREFIX = "CORESTONE_"
 _TEST_PREFIX = ENV_PREFIX + "TEST_"
 _SECRET_FIELDS = frozenset({"secret_key"})
+_URL_FIELDS = frozenset(
+    {"broker_url", "database_replica_urls", "database_url", "redis_url", "smtp_url"}
+)
 
 _DATABASE_SCHEMES = {"sqlite+aiosqlite", "postgresql+asyncpg"}
 _REDIS_SCHEMES = {"redis", "rediss", "unix"}
@@ -35,7 +55,11 @@ class Settings(BaseSettings):
     """The configuration of one corestone process. Immutable once built."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, validate_default=True
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        frozen=True,
+        validate_default=True,
+        hide_input_in_errors=True,  # an input may be a URL with its password
     )
 
     env: Literal["dev", "test", "prod"] = Field("dev", examples=["prod"])
@@ -103,6 +127,13 @@ class Settings(BaseSettings):
     )
 
     http_max_body_bytes: int = Field(1_048_576, ge=1024, le=1_073_741_824, examples=[1048576])
+    http_body_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="time from a request's arrival to its last body byte (else 408)",
+        examples=[30],
+    )
     shutdown_timeout_seconds: float = Field(30.0, gt=0, le=3600, examples=[30])
     component_stop_timeout_seconds: float = Field(10.0, gt=0, le=600, examples=[10])
     health_check_timeout_seconds: float = Field(2.0, gt=0, le=60, examples=[2])
@@ -112,21 +143,18 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_scheme(cls, value: str) -> str:
-        _require_scheme(value, _DATABASE_SCHEMES)
-        return value
+        return _require_database_url(value, _DATABASE_SCHEMES)
 
     @field_validator("database_replica_urls", mode="before")
     @classmethod
     def _split_replicas(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        return split_urls(value) if isinstance(value, str) else value
 
     @field_validator("database_replica_urls")
     @classmethod
     def _replica_schemes(cls, value: list[str]) -> list[str]:
         for url in value:
-            _require_scheme(url, {"postgresql+asyncpg"})
+            _require_database_url(url, {"postgresql+asyncpg"})
         return value
 
     @field_validator("redis_url")
@@ -168,6 +196,15 @@ class Settings(BaseSettings):
             raise ValueError("CORESTONE_SECRET_KEY is required when CORESTONE_ENV=prod")
         return self
 
+    @field_serializer(*sorted(_URL_FIELDS))
+    def _masked(self, value: str | list[str] | None) -> str | list[str] | None:
+        return _mask(value)
+
+    def __repr_args__(self) -> Any:
+        # repr(), str() and rich/devtools pretty-printing all go through here.
+        for name, value in super().__repr_args__():
+            yield name, _mask(value) if name in _URL_FIELDS else value
+
     @cached_property
     def signing_key(self) -> bytes:
         """The key that signs opaque tokens such as cursors.
@@ -187,33 +224,47 @@ class Settings(BaseSettings):
         return "console" if self.env == "dev" else "json"
 
 
-def _require_scheme(url: str, allowed: set[str]) -> str:
+_ENCODE_HINT = "percent-encode '/', '?', '#', '@' and ',' in the password"
+
+
+def _mask(value: str | list[str] | None) -> str | list[str] | None:
+    if isinstance(value, str):
+        return redact_url(value)
+    if isinstance(value, list):
+        return [redact_url(item) for item in value]
+    return value
+
+
+def _require_database_url(url: str, allowed: set[str]) -> str:
+    """Check ``url`` with SQLAlchemy's parser, the one that will read it; never echo it."""
+    scheme, separator, _ = url.partition("://")
+    _check_scheme(scheme if separator else "", allowed)
     try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError as exc:
-        raise ValueError(f"is not a valid URL ({exc})") from None
-    if parts.scheme not in allowed:
-        expected = " or ".join(sorted(f"{s}://" for s in allowed))
-        shown = parts.scheme or "none"
-        raise ValueError(f"has scheme {shown!r}; expected {expected}")
+        make_url(url)  # reads the port as a number too
+    except (ArgumentError, ValueError):
+        raise ValueError(f"is not a valid URL (a port must be a number; {_ENCODE_HINT})") from None
     return url
 
 
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, safe to print and log."""
+def _require_scheme(url: str, allowed: set[str]) -> str:
+    """Check a Redis, broker or SMTP URL as their clients read it (``urllib.parse``)."""
     try:
         parts = urlsplit(url)
-        password = parts.password
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError:
-        return "<unparseable url>"
-    if password is None:
-        return url
-    # Rebuild from the raw netloc: parsing the port would raise on a malformed one, and
-    # ``hostname`` drops IPv6 brackets and lowercases.
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return parts._replace(netloc=f"{user}:***@{hostport}").geturl()
+        raise ValueError(f"is not a valid URL (a port must be a number; {_ENCODE_HINT})") from None
+    _check_scheme(parts.scheme, allowed)
+    # These clients split the authority at the first "/", "?" or "#": an "@" after it
+    # means a password they would misread (and a URL no mask could be sure about).
+    if "@" in url.partition("://")[2] and "@" not in parts.netloc:
+        raise ValueError(f"has an '@' outside user:password@host ({_ENCODE_HINT})")
+    return url
+
+
+def _check_scheme(scheme: str, allowed: set[str]) -> None:
+    if scheme not in allowed:
+        expected = " or ".join(sorted(f"{s}://" for s in allowed))
+        raise ValueError(f"has scheme {scheme or 'none'!r}; expected {expected}")
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -279,7 +330,7 @@ def _describe(exc: ValidationError) -> str:
 def _redact_value(value: object) -> object:
     # A comma-separated list of URLs (the replicas) has one password per URL.
     if isinstance(value, str):
-        return ",".join(redact_url(part) for part in value.split(","))
+        return ",".join(redact_url(part) for part in split_urls(value)) if value else value
     if isinstance(value, list | tuple):
         return [_redact_value(item) for item in value]
     return value

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 __all__ = [
+    "MAX_CORRELATION_ID_LENGTH",
     "actor_id",
     "bind",
     "correlation_id",
@@ -31,9 +32,12 @@ _request_state: ContextVar[dict[str, object] | None] = ContextVar(
     "corestone_request_state", default=None
 )
 
+MAX_CORRELATION_ID_LENGTH = 128
+"""The longest correlation id accepted from a request, and stored whole on audit rows."""
+
 # What we accept from an incoming X-Request-ID: printable, short, no separators that
 # could split a log line or a header. Anything else is replaced, never echoed.
-_SAFE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_SAFE_ID = re.compile(rf"[A-Za-z0-9._:\-]{{1,{MAX_CORRELATION_ID_LENGTH}}}")
 
 
 def correlation_id() -> str | None:

@@ -30,10 +30,11 @@ import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from corestone.config import Settings, redact_url
+from corestone.config import Settings
 from corestone.db import Database, PoolOptions
 from corestone.observability.logging import REDACTED, SecretRedactor
 from corestone.observability.metrics import Metrics
+from corestone.urls import redact_url, url_secrets
 
 __all__ = ["ServiceCheck", "check_services", "format_report"]
 
@@ -117,7 +118,7 @@ async def _check(name: str, url: str, probe: _Probe, limit_seconds: float) -> Se
         url=_redactor.redact_text(redact_url(url)),
         ok=not reason,
         latency_ms=latency_ms,
-        reason=_redact(reason, url),
+        reason=_shorten(_redact(reason, url)),  # masked first: a cut could split a password
     )
 
 
@@ -229,22 +230,22 @@ def _flag(value: str) -> bool:
 
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
-    line = text.splitlines()[0] if text else type(error).__name__
-    if len(line) > _MAX_REASON_CHARS:
-        line = line[: _MAX_REASON_CHARS - 1] + "…"
-    return line
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _shorten(line: str) -> str:
+    return line if len(line) <= _MAX_REASON_CHARS else line[: _MAX_REASON_CHARS - 1] + "…"
 
 
 def _redact(text: str, url: str) -> str:
     """``text`` with the URL's password masked wherever it appears, in any spelling.
 
     Drivers echo the URL or the password back in their errors in ways no pattern can
-    foresee, so the password itself is searched for, quoted and unquoted. A password that
-    is also an ordinary word masks that word too: a mangled reason beats a leaked secret.
+    foresee, so the password itself is searched for, as every parser could read it
+    (SQLAlchemy's, ``urllib``'s, up to the last ``@``), quoted and unquoted, longest
+    first. A password that is also an ordinary word masks that word too: a mangled
+    reason beats a leaked secret.
     """
-    with contextlib.suppress(ValueError):
-        password = urlsplit(url).password
-        if password:
-            for secret in {password, unquote(password)}:
-                text = text.replace(secret, REDACTED)
+    for secret in sorted(url_secrets(url), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
     return _redactor.redact_text(text)

@@ -5,7 +5,10 @@ dependency order; if one fails, the ones already started are stopped again (in r
 and a :class:`~corestone.errors.StartupError` names the failing component. Leaving it
 fails readiness at once, then stops components in reverse order, each bounded by a
 timeout and logged; every component is stopped even when an earlier stop fails, and the
-failures are reported together in one :class:`~corestone.errors.ShutdownError`.
+failures are reported together in one :class:`~corestone.errors.ShutdownError`. Each
+``aclose`` runs in its own task, so a component that raises ``CancelledError`` or hangs
+(even ignoring cancellation) is a reported failure, not the end of the shutdown; a
+cancellation of the shutdown itself propagates only after every component has stopped.
 """
 
 from __future__ import annotations
@@ -42,6 +45,15 @@ class Component(Protocol):
     async def start(self) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+def _forget(tasks: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
+    def done(task: asyncio.Task[None]) -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: an abandoned stop's late failure was reported already
+
+    return done
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +114,7 @@ class Infrastructure:
         self._managed: list[_Managed] = []
         self._started: list[_Managed] = []
         self._running = False
+        self._abandoned: set[asyncio.Task[None]] = set()
         self._lifecycle = self.metrics.histogram(
             "runtime_component_transition_seconds",
             "Time taken by a component to start or stop.",
@@ -168,7 +181,9 @@ class Infrastructure:
                 await managed.component.start()
             except Exception as error:
                 log.error("component failed to start", component=name, error=str(error))
-                await self._stop_started()
+                _, cancelled = await self._stop_started()
+                if cancelled:
+                    raise asyncio.CancelledError from error
                 raise StartupError(name, error) from error
             except BaseException:
                 # Cancelled mid-start (SIGTERM, a timeout around start): nobody will call
@@ -191,38 +206,81 @@ class Infrastructure:
     async def aclose(self) -> None:
         """Fail readiness, stop everything in reverse order, then raise any failures."""
         self.health.mark_shutting_down()
-        failures = await self._stop_started()
+        failures, cancelled = await self._stop_started()
         try:
             await self.services.aclose()
+        except asyncio.CancelledError:
+            cancelled = True
         except Exception as error:  # noqa: BLE001 - every finalizer must run; report below
             failures["services"] = error
         self._running = False
+        if cancelled:  # the shutdown was cancelled from outside; failures are logged
+            raise asyncio.CancelledError
         if failures:
             raise ShutdownError(failures)
 
-    async def _stop_started(self) -> dict[str, BaseException]:
+    async def _stop_started(self) -> tuple[dict[str, BaseException], bool]:
+        """Stop the started components in reverse; return the failures and any cancellation.
+
+        A cancellation of this shutdown from outside does not cut it short: every
+        component still gets its stop (each bounded by its timeout), and the caller
+        raises ``CancelledError`` once everything has run. A ``CancelledError`` out of a
+        component's own ``aclose`` (``task.cancel(); await task``) is that component's failure.
+        """
         failures: dict[str, BaseException] = {}
-        timeout = self.settings.component_stop_timeout_seconds
+        cancelled = False
         while self._started:
             managed = self._started.pop()
             name = managed.component.name
             self.health.unregister(name)
             started = time.perf_counter()
-            try:
-                async with asyncio.timeout(timeout):
-                    await managed.component.aclose()
-            except TimeoutError as error:
+            error, interrupted = await self._stop_one(managed.component)
+            cancelled = cancelled or interrupted
+            if error is not None:
                 failures[name] = error
-                log.error("component stop timed out", component=name, timeout_seconds=timeout)
-                continue
-            except Exception as error:  # noqa: BLE001 - keep stopping the others
-                failures[name] = error
-                log.error("component failed to stop", component=name, error=repr(error))
                 continue
             elapsed = time.perf_counter() - started
             self._lifecycle.labels(component=name, transition="stop").observe(elapsed)
             log.info("component stopped", component=name, seconds=round(elapsed, 4))
-        return failures
+        return failures, cancelled
+
+    async def _stop_one(self, component: Component) -> tuple[BaseException | None, bool]:
+        """Run ``component.aclose()`` in its own task; return its failure and any outside cancel.
+
+        Its own task keeps the component's cancellations apart from ours, and lets the
+        shutdown move on from a component that hangs even while ignoring cancellation.
+        """
+        name = component.name
+        timeout = self.settings.component_stop_timeout_seconds
+        try:
+            task = asyncio.ensure_future(component.aclose())
+        except Exception as failed:  # noqa: BLE001 - not awaitable, or raised at once
+            log.error("component failed to stop", component=name, error=repr(failed))
+            return failed, False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        cancelled = False
+        while not task.done() and (remaining := deadline - loop.time()) > 0:
+            try:
+                await asyncio.wait({task}, timeout=remaining)
+            except asyncio.CancelledError:
+                cancelled = True  # from outside: finish stopping everything, then propagate
+        if not task.done():
+            task.cancel()
+            try:
+                await asyncio.sleep(0)  # let a well-behaved aclose unwind before moving on
+            except asyncio.CancelledError:
+                cancelled = True
+            if not task.done():
+                self._abandoned.add(task)
+                task.add_done_callback(_forget(self._abandoned))
+            log.error("component stop timed out", component=name, timeout_seconds=timeout)
+            return TimeoutError(f"{name} did not stop within {timeout:g}s"), cancelled
+        outcome: BaseException | None
+        outcome = asyncio.CancelledError() if task.cancelled() else task.exception()
+        if outcome is not None:
+            log.error("component failed to stop", component=name, error=repr(outcome))
+        return outcome, cancelled
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -234,4 +292,11 @@ class Infrastructure:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        try:
+            await self.aclose()
+        except ShutdownError:
+            # Leaving on a cancellation (or KeyboardInterrupt): that must go on propagating,
+            # not turn into an ordinary exception; the stop failures were logged one by one.
+            if exc_type is not None and not issubclass(exc_type, Exception):
+                return
+            raise

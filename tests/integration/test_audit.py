@@ -156,3 +156,17 @@ async def test_reading_the_log_is_scoped_and_paged(db: Database) -> None:
                 await audit_entries(tx, workspace_id=1, limit=bad)
         with pytest.raises(InvalidInputError):
             await audit_entries(tx, workspace_id="1; DROP TABLE items", limit=5)
+
+
+async def test_the_longest_accepted_correlation_id_is_stored_whole(db: Database) -> None:
+    """An X-Request-ID of the longest length the middleware accepts is stored untruncated."""
+    from corestone import context
+
+    longest = "r" * context.MAX_CORRELATION_ID_LENGTH
+    assert context.sanitize_correlation_id(longest) == longest  # the middleware keeps it
+    with workspace(1, actor="alice"), context.bind(correlation=longest):
+        async with db.transaction() as tx:
+            await ItemRepository(tx).create({"title": "a", "rank": 1})
+
+    [entry] = await _log(db)
+    assert entry["correlation_id"] == longest

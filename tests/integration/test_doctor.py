@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -11,15 +12,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
-from corestone.config import load_settings
-from corestone.doctor import ServiceCheck, check_services
+from corestone.config import Settings, load_settings
+from corestone.doctor import ServiceCheck, check_services, format_report
+from corestone.errors import ConfigurationError
 from corestone.testing import require_service
 
 SMTP_USER = "mailer"
@@ -294,3 +297,83 @@ async def test_api_reports_failure_without_raising(tmp_path: Path, sqlite_url: s
     assert redis_check.url == url.replace("pw-in-url", "***")
     assert redis_check.reason
     assert "pw-in-url" not in redis_check.reason
+
+
+HOSTILE_PASSWORDS = (
+    "se/cret9",
+    "2024/Spring9",
+    "p?ss#w0rd",
+    "a,b",
+    "p@ss",
+    "%2F",
+    "pässwörd-秘密-✓",
+    "my secret pass",
+    "semi;colon'quote\"",
+)
+
+
+def _hostile_settings(password: str, port: int) -> dict[str, str]:
+    host = f"127.0.0.1:{port}"
+    return {
+        "database_url": f"postgresql+asyncpg://app:{password}@{host}/db",
+        "database_replica_urls": (
+            f"postgresql+asyncpg://ro:{password}@{host}/db,"
+            f"postgresql+asyncpg://ro2:{password}@{host}/db"
+        ),
+        "redis_url": f"redis://:{password}@{host}/0",
+        "broker_url": f"nats://user:{password}@{host}",
+        "smtp_url": f"smtp://user:{password}@{host}",
+        "service_check_timeout_seconds": "2",
+    }
+
+
+@pytest.mark.parametrize("password", HOSTILE_PASSWORDS)
+@pytest.mark.parametrize("spelling", ["raw", "percent-encoded"])
+async def test_hostile_passwords_never_show_in_settings_errors_or_doctor(
+    password: str, spelling: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No representation of Settings, configuration error or doctor line shows a password."""
+    for name in list(os.environ):
+        if name.startswith("CORESTONE_") and not name.startswith("CORESTONE_TEST_"):
+            monkeypatch.delenv(name)
+    written = password if spelling == "raw" else quote(password, safe="")
+    forbidden = {password, written}
+    values = _hostile_settings(written, free_port())
+    shown: list[str] = []
+
+    for name, value in values.items():  # each alone, and all at once from the environment
+        try:
+            alone = Settings(**{name: value})  # type: ignore[arg-type]
+        except ValidationError as error:
+            shown += [str(error), repr(error)]
+        else:
+            shown += _representations(alone)
+        monkeypatch.setenv(f"CORESTONE_{name.upper()}", value)
+    try:
+        settings = load_settings()
+    except ConfigurationError as error:
+        shown += [str(error), repr(error), error.message]
+    else:
+        shown += _representations(settings)
+        checks = await check_services(settings)
+        assert not any(check.ok for check in checks)
+        shown += format_report(checks) + [repr(check) for check in checks]
+
+    databases = {k: values[k] for k in ("database_url", "database_replica_urls")}
+    with contextlib.suppress(ValidationError):  # SQLAlchemy accepts most raw passwords
+        checks = await check_services(Settings(**databases))  # type: ignore[arg-type]
+        assert not any(check.ok for check in checks)
+        shown += format_report(checks)
+
+    leaks = [text for text in shown for secret in forbidden if secret in text]
+    assert leaks == []
+
+
+def _representations(settings: Settings) -> list[str]:
+    return [
+        repr(settings),
+        str(settings),
+        repr(settings.model_dump()),
+        settings.model_dump_json(),
+        repr(settings.model_dump(mode="json")),
+    ]

@@ -298,3 +298,38 @@ def test_signing_key_is_stable_per_settings_object() -> None:
     assert settings.signing_key == settings.signing_key
     assert len(settings.signing_key) == 32
     assert Settings(secret_key=KEY).signing_key == KEY.encode()  # type: ignore[arg-type]
+
+
+def test_a_password_with_a_slash_is_read_and_masked_by_sqlalchemy_rules() -> None:
+    """app:2024/Spring9@host is a password, not port 2024, and every representation masks it."""
+    settings = Settings(database_url="postgresql+asyncpg://app:2024/Spring9@db.internal/app")
+
+    assert settings.database_url.endswith(":2024/Spring9@db.internal/app")  # the real URL
+    for shown in (repr(settings), str(settings), settings.model_dump_json()):
+        assert "Spring9" not in shown
+        assert "postgresql+asyncpg://app:***@db.internal/app" in shown
+
+
+def test_a_replica_password_with_a_comma_is_not_split() -> None:
+    """A ',' inside a replica password neither splits the list nor escapes the mask."""
+    settings = load_settings(
+        database_replica_urls="postgresql+asyncpg://ro:a,b@r1/app,postgresql+asyncpg://ro:c,d@r2/app"
+    )
+
+    assert settings.database_replica_urls == [
+        "postgresql+asyncpg://ro:a,b@r1/app",
+        "postgresql+asyncpg://ro:c,d@r2/app",
+    ]
+    assert settings.model_dump()["database_replica_urls"] == [
+        "postgresql+asyncpg://ro:***@r1/app",
+        "postgresql+asyncpg://ro:***@r2/app",
+    ]
+
+
+def test_a_redis_password_the_client_would_misread_is_refused_without_echoing_it() -> None:
+    """A raw '/' in a Redis password is a configuration error that never shows the password."""
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(redis_url="redis://:se/cret9@cache:6379/0")
+
+    assert "cret9" not in raised.value.message
+    assert "percent-encode" in raised.value.message

@@ -173,8 +173,8 @@ async def test_override_restores_a_generator_factory_with_its_cleanup() -> None:
     assert events == ["cleanup"]
 
 
-def test_override_restores_the_exact_registration() -> None:
-    """The registration that comes back is the very one that was there, options included."""
+def test_override_never_touches_the_registry() -> None:
+    """The registration stays the very one that was there, options included, during and after."""
     services = Services()
     services.registry.register_factory(
         Clock, lambda: Clock(), enter=False, suppress_context_exit=False
@@ -182,9 +182,21 @@ def test_override_restores_the_exact_registration() -> None:
     before = services.registry.get_registered_service_for(Clock)
 
     with services.override(Clock, Clock("fake")):
-        assert services.registry.get_registered_service_for(Clock) is not before
+        assert services.registry.get_registered_service_for(Clock) is before
 
     assert services.registry.get_registered_service_for(Clock) is before
+
+
+async def test_override_applies_only_to_scopes_opened_inside_the_block() -> None:
+    """A scope opened before the block keeps the real service; one opened inside gets the fake."""
+    services = Services()
+    services.register_factory(Clock, lambda: Clock("real"))
+
+    async with services.scope() as before:
+        with services.override(Clock, Clock("fake")):
+            async with services.scope() as inside:
+                assert (await inside.aget(Clock)).name == "fake"
+            assert (await before.aget(Clock)).name == "real"
 
 
 async def test_override_without_a_previous_registration_removes_it_afterwards() -> None:
@@ -192,7 +204,6 @@ async def test_override_without_a_previous_registration_removes_it_afterwards() 
     services = Services()
 
     with services.override(Clock, Clock("fake")):
-        assert Clock in services.registry
         async with services.scope() as scope:
             assert (await scope.aget(Clock)).name == "fake"
 
@@ -202,7 +213,7 @@ async def test_override_without_a_previous_registration_removes_it_afterwards() 
             await scope.aget(Clock)
 
 
-def test_override_restores_even_when_the_block_raises() -> None:
+async def test_override_restores_even_when_the_block_raises() -> None:
     """An exception in the block does not leave the fake registered."""
     services = Services()
     services.register_value(Clock, Clock("real"))
@@ -212,35 +223,24 @@ def test_override_restores_even_when_the_block_raises() -> None:
         raise RuntimeError("test failed")
 
     assert services.registry.get_registered_service_for(Clock) is before
+    async with services.scope() as scope:
+        assert (await scope.aget(Clock)).name == "real"
 
 
 async def test_nested_overrides_unwind_in_order() -> None:
-    """An override inside another restores the outer fake, then the original."""
+    """An override inside another serves the inner fake, then the outer, then the original."""
     services = Services()
     services.register_value(Clock, Clock("real"))
 
-    def current() -> str:
-        return services.registry.get_registered_service_for(Clock).factory().name
+    async def current() -> str:
+        async with services.scope() as scope:
+            return (await scope.aget(Clock)).name
 
     with services.override(Clock, Clock("outer")):
         with services.override(Clock, Clock("inner")):
-            assert current() == "inner"
-        assert current() == "outer"
-    assert current() == "real"
-
-
-async def test_pings_are_collected_from_registrations() -> None:
-    """A ping given at registration shows up in the scope's health pings."""
-    services = Services()
-    pinged: list[str] = []
-    services.register_value(Clock, Clock("pinged"), ping=lambda clock: pinged.append(clock.name))
-
-    async with services.scope() as scope:
-        [ping] = scope.get_pings()
-        await ping.aping()
-
-    assert ping.name.endswith("Clock")
-    assert pinged == ["pinged"]
+            assert await current() == "inner"
+        assert await current() == "outer"
+    assert await current() == "real"
 
 
 async def test_aclose_runs_registry_close_callbacks() -> None:

@@ -409,3 +409,100 @@ async def test_live_fails_when_a_liveness_check_fails() -> None:
 def test_http_status_is_503_only_on_fail(status: HealthStatus, http: int) -> None:
     """Only fail maps to 503; warn still serves."""
     assert HealthReport(status).http_status == http
+
+
+async def test_a_check_registered_during_a_run_is_in_the_next_report() -> None:
+    """A check added while a readiness run is in flight is not hidden by that run's cache."""
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow() -> None:
+        started.set()
+        await release.wait()
+
+    health = HealthRegistry(default_timeout=30, cache_seconds=60, clock=FakeClock())
+    health.register("database", slow)
+
+    first = asyncio.create_task(health.ready())
+    await started.wait()
+    health.register("redis", _failing, critical=False)
+    release.set()
+    await first
+
+    report = await health.ready()
+
+    assert "redis:responseTime" in report.checks
+    assert report.status is HealthStatus.WARN
+
+
+async def test_a_check_raising_cancelled_error_is_a_fail_entry() -> None:
+    """A check that raises CancelledError of its own (not the caller's) is a fail entry."""
+
+    async def cancels() -> None:
+        task = asyncio.create_task(asyncio.Event().wait())
+        task.cancel()
+        await task
+
+    health = HealthRegistry(cache_seconds=0, clock=FakeClock())
+    health.register("events", cancels)
+    health.register("database", _passing)
+
+    report = await health.ready()
+
+    entry = report.checks["events:responseTime"][0]
+    assert entry["status"] == "fail"
+    assert "cancelled" in entry["output"]
+    assert report.checks["database:responseTime"][0]["status"] == "pass"
+    assert report.status is HealthStatus.FAIL
+    live = await health.live()
+    assert live.status is HealthStatus.PASS
+
+
+@pytest.mark.parametrize("returned", ["ok", 1, True, HealthStatus.PASS, {"status": "pass"}])
+async def test_a_check_returning_the_wrong_type_is_a_fail_entry(returned: object) -> None:
+    """A check that returns neither None nor a CheckResult is a fail entry naming the type."""
+
+    async def wrong() -> object:
+        return returned
+
+    health = HealthRegistry(cache_seconds=0, clock=FakeClock())
+    health.register("search", wrong)  # type: ignore[arg-type]
+
+    report = await health.ready()
+
+    entry = report.checks["search:responseTime"][0]
+    assert entry["status"] == "fail"
+    assert type(returned).__name__ in entry["output"]
+    assert report.status is HealthStatus.FAIL
+
+
+async def test_a_check_result_with_a_bad_status_is_a_fail_entry() -> None:
+    """A CheckResult whose status is not a HealthStatus becomes a fail entry, not a crash."""
+
+    async def bad() -> CheckResult:
+        return CheckResult(status="great")  # type: ignore[arg-type]
+
+    health = HealthRegistry(cache_seconds=0, clock=FakeClock())
+    health.register("search", bad)
+
+    report = await health.ready()
+
+    assert report.checks["search:responseTime"][0]["status"] == "fail"
+
+
+async def test_cancelling_the_caller_still_cancels_its_own_live_checks() -> None:
+    """An outside cancellation of live() propagates; it is not turned into a fail entry."""
+    started = asyncio.Event()
+
+    async def slow() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    health = HealthRegistry(default_timeout=30, clock=FakeClock())
+    health.register("loop", slow, liveness=True)
+
+    task = asyncio.create_task(health.live())
+    await started.wait()
+    task.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await task

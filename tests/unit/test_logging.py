@@ -307,3 +307,91 @@ def test_read_only_mappings_are_walked() -> None:
     cleaned = SecretRedactor()(None, "info", {"details": MappingProxyType({"token": "t"})})
 
     assert cleaned["details"] == {"token": "***"}
+
+
+def test_asgi_header_pairs_are_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    """ASGI (name, value) header pairs have their authorization and cookie values masked."""
+    configure_logging(format="json")
+
+    get_logger("t").info(
+        "request",
+        headers=[
+            (b"authorization", b"Basic dXNlcjpwYXNz"),
+            (b"cookie", b"sid=s3cr3t; theme=dark"),
+            (b"accept", b"*/*"),
+        ],
+        raw=[[b"x-api-key", b"k-secret"]],
+    )
+
+    err = capsys.readouterr().err
+    for secret in ("dXNlcjpwYXNz", "s3cr3t", "k-secret"):
+        assert secret not in err
+    assert "*/*" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("sent Authorization: Basic dXNlcjpwYXNz ok", "sent Authorization: Basic *** ok"),
+        ("authorization=Digest abc", "authorization=Digest ***"),
+        ("Cookie: sid=s3cr3t; theme=dark", "Cookie: ***"),
+        ("got Set-Cookie: sid=s3cr3t; HttpOnly\nnext", "got Set-Cookie: ***\nnext"),
+        ("private_key=MIIEv-secret rest", "private_key=*** rest"),
+        ('password="hunter 2; x" user=bob', 'password="***" user=bob'),
+        ("password='a b;c' user=bob", "password='***' user=bob"),
+        ('{"password": "two words", "user": "bob"}', '{"password": "***", "user": "bob"}'),
+        ('password="never closed; more', 'password="***'),
+        (
+            "key -----BEGIN RSA PRIVATE KEY-----\nMIIabc\n-----END RSA PRIVATE KEY----- end",
+            "key *** end",
+        ),
+    ],
+)
+def test_more_free_text_secrets_are_redacted(text: str, expected: str) -> None:
+    """Authorization and Cookie headers, private keys and quoted passwords are masked whole."""
+    assert SecretRedactor().redact_text(text) == expected
+
+
+def test_private_key_values_are_redacted_by_key() -> None:
+    """A value under a private_key key is masked like any other secret key."""
+    cleaned = SecretRedactor()(None, "info", {"event": "e", "private_key": "pem", "sk": 1})
+
+    assert cleaned == {"event": "e", "private_key": "***", "sk": 1}
+
+
+def test_a_deeply_nested_value_never_makes_logging_raise(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A value nested 500 levels deep is logged, cut off, and log.info does not raise."""
+    configure_logging(format="json")
+    deep: Any = "password=hunter2"
+    for _ in range(500):
+        deep = [{"a": deep}]
+
+    get_logger("t").info("deep", value=deep)
+
+    err = capsys.readouterr().err
+    [line] = _json_lines(err)
+    assert line["event"] == "deep"
+    assert "nested deeper than" in err
+    assert "hunter2" not in err
+
+
+class _Unprintable:
+    def __repr__(self) -> str:
+        raise ValueError("no repr for you")
+
+
+@pytest.mark.parametrize("log_format", ["json", "console"])
+def test_a_failing_processor_never_makes_logging_raise(
+    capsys: pytest.CaptureFixture[str], log_format: str
+) -> None:
+    """A value whose repr raises gives a note line instead of an exception from log.info."""
+    configure_logging(format=log_format)  # type: ignore[arg-type]
+
+    get_logger("t").info("odd", value=_Unprintable(), password="hunter2")
+    logging.getLogger("std").warning("odd %s", "x", extra={"value": _Unprintable()})
+
+    err = capsys.readouterr().err
+    assert "log line dropped" in err
+    assert "hunter2" not in err

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
@@ -162,3 +165,72 @@ def test_custom_collectors_are_rendered() -> None:
 
     assert "corestone_process_uptime_seconds 12.0" in text
     assert calls == [1]
+
+
+def test_scrape_time_collectors_describe_their_families() -> None:
+    """The cache and breaker collectors name their families, so a plain registry refuses twins."""
+    from corestone.cache.stats import StatsCollector
+    from corestone.resilience.registry import BreakerRegistry, _Collector
+
+    breakers = BreakerRegistry()
+    makers: list[Callable[[], Any]] = [
+        lambda: StatsCollector("corestone_cache", lambda: iter(())),
+        lambda: _Collector(breakers, "corestone_breaker"),
+    ]
+    for make in makers:
+        registry = CollectorRegistry()
+        first = make()
+        assert first.describe(), "describe() must name the families"
+        registry.register(first)
+        with pytest.raises(ValueError, match="Duplicated"):
+            registry.register(make())
+
+
+class _Depth:
+    """A described collector of one gauge family, one series per queue."""
+
+    def __init__(self, values: dict[str, float], name: str = "corestone_queue_depth") -> None:
+        self.values = values
+        self.name = name
+
+    def _family(self, values: dict[str, float]) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(self.name, "Depth.", labels=["queue"])
+        for queue, value in values.items():
+            family.add_metric([queue], value)
+        return family
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return [self._family({})]
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        return [self._family(self.values)]
+
+
+def test_collectors_of_the_same_families_are_merged_and_the_newest_wins_a_series() -> None:
+    """A shared family is exposed once: distinct series merged, a shared series from the newest."""
+    metrics = Metrics()
+    metrics.register_collector(_Depth({"mail": 1.0, "jobs": 2.0}))  # type: ignore[arg-type]
+    metrics.register_collector(_Depth({"jobs": 5.0, "push": 3.0}))  # type: ignore[arg-type]
+
+    [family] = list(text_string_to_metric_families(metrics.render().decode()))
+
+    assert {s.labels["queue"]: s.value for s in family.samples} == {
+        "mail": 1.0,
+        "jobs": 5.0,
+        "push": 3.0,
+    }
+    assert len(family.samples) == 3
+
+
+def test_a_collector_partly_overlapping_another_is_refused() -> None:
+    """Families shared only in part cannot be merged, so the registration raises."""
+
+    class Both(_Depth):
+        def describe(self) -> list[GaugeMetricFamily]:
+            return [self._family({}), GaugeMetricFamily("corestone_queue_age_seconds", "Age.")]
+
+    metrics = Metrics()
+    metrics.register_collector(_Depth({}))  # type: ignore[arg-type]
+
+    with pytest.raises(ValueError, match="Duplicated"):
+        metrics.register_collector(Both({}))  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ from fastapi import APIRouter, FastAPI, Request
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.types import Message, Receive, Scope, Send
 
 from corestone import context
@@ -38,6 +38,7 @@ from corestone.errors import (
 from corestone.observability.logging import configure_logging
 from corestone.observability.metrics import Metrics
 from corestone.runtime import Infrastructure
+from corestone.testing import ManualClock
 from corestone.web.app import instrument
 from corestone.web.middleware import (
     BodySizeLimitMiddleware,
@@ -371,13 +372,14 @@ async def test_a_streamed_body_over_the_limit_is_refused_by_a_fastapi_app() -> N
 
 @pytest.mark.parametrize("declared", [b"abc", b"-1", "\u00b2".encode("latin-1"), b"1e9"])
 async def test_a_malformed_content_length_is_refused(declared: bytes) -> None:
-    """A Content-Length that is not a plain number is refused, never crashes the middleware."""
+    """A Content-Length that is not a plain number is a 400, never a crash of the middleware."""
     status, headers, body = await _raw_request(
         BodySizeLimitMiddleware(_count_body, max_bytes=10),
         headers=[(b"content-length", declared)],
     )
 
-    _assert_payload_too_large(status, body, 10)
+    assert status == 400
+    assert json.loads(body)["field"] == "Content-Length"
     assert headers["content-type"] == PROBLEM_CONTENT_TYPE
 
 
@@ -692,3 +694,150 @@ def test_internal_error_problem_says_nothing_about_the_cause() -> None:
     assert body["code"] == "internal"
     assert body["correlation_id"] == "req-500"
     assert "correlation_id" in body["detail"]
+
+
+# --- route labels behind mounts, refused bodies, slow bodies ---------------------------
+
+
+async def test_requests_behind_a_mount_with_a_parameter_are_labelled_by_its_template() -> None:
+    """A mount's own template, not the raw root_path, prefixes the route label."""
+    metrics = Metrics()
+    inner = FastAPI()
+
+    @inner.get("/tasks/{task_id}")
+    async def read(task_id: str) -> dict[str, str]:
+        return {"id": task_id}
+
+    async def show(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    outer = FastAPI()
+    outer.mount("/ws/{ws}", inner)
+    outer.mount("/org/{org}", Starlette(routes=[Mount("/team/{team}", routes=[Route("/", show)])]))
+    wrapped = HttpMetricsMiddleware(BodySizeLimitMiddleware(outer, max_bytes=1024), metrics)
+
+    async with _client(wrapped) as client:
+        for ws in ("1", "2", "3"):
+            assert (await client.get(f"/ws/{ws}/tasks/t{ws}")).status_code == 200
+        assert (await client.get("/org/a/team/b/")).status_code == 200
+
+    assert _counter_samples(metrics) == {
+        ("GET", "/ws/{ws}/tasks/{task_id}", "200"): 3.0,
+        ("GET", "/org/{org}/team/{team}/", "200"): 1.0,
+    }
+    assert "/ws/1" not in metrics.render().decode()
+
+
+async def test_a_declared_body_over_the_limit_is_counted_under_its_route() -> None:
+    """A 413 refused before the app ran is labelled with the route the request was for."""
+    metrics = Metrics()
+    app = FastAPI()
+
+    @app.post("/upload/{name}")
+    async def upload(name: str, request: Request) -> dict[str, int]:
+        return {"size": len(await request.body())}
+
+    wrapped = HttpMetricsMiddleware(BodySizeLimitMiddleware(app, max_bytes=10), metrics)
+
+    async with _client(wrapped) as client:
+        assert (await client.post("/upload/a", content=b"x" * 11)).status_code == 413
+
+    assert _counter_samples(metrics) == {("POST", "/upload/{name}", "413"): 1.0}
+
+
+async def test_a_content_length_of_five_thousand_digits_is_a_400_problem() -> None:
+    """A huge all-digit Content-Length is a 400 problem+json at the ASGI level, never a 500."""
+    status, headers, body = await _raw_request(
+        BodySizeLimitMiddleware(_count_body, max_bytes=10),
+        headers=[(b"content-length", b"9" * 5000)],
+    )
+
+    assert status == 400
+    assert headers["content-type"] == PROBLEM_CONTENT_TYPE
+    assert json.loads(body)["code"] == "invalid_input"
+
+
+def _trickle(clock: ManualClock, *, seconds_per_chunk: float, chunks: int) -> Receive:
+    """A client sending ``chunks`` of one byte, each taking ``seconds_per_chunk``, then waiting."""
+    sent = 0
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent < chunks:
+            sent += 1
+            clock.advance(seconds_per_chunk)
+            return {"type": "http.request", "body": b"x", "more_body": sent < chunks}
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+async def _call(app: Any, receive: Receive) -> tuple[int, bytes]:
+    messages: list[Message] = []
+
+    async def send(message: Message) -> None:
+        messages.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/upload",
+        "root_path": "",
+        "headers": [],
+        "query_string": b"",
+    }
+    await app(scope, receive, send)
+    [start] = [m for m in messages if m["type"] == "http.response.start"]
+    return start["status"], b"".join(m.get("body", b"") for m in messages[1:])
+
+
+async def test_a_trickling_body_gets_408_and_frees_its_slot() -> None:
+    """A body still arriving after the body timeout is answered 408 and the app is released."""
+    clock = ManualClock()
+    released: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await _count_body(scope, receive, send)
+        finally:
+            released.append("done")
+
+    limited = BodySizeLimitMiddleware(app, max_bytes=1000, body_timeout_seconds=5, clock=clock)
+
+    status, body = await _call(limited, _trickle(clock, seconds_per_chunk=2, chunks=10))
+
+    assert status == 408
+    problem = json.loads(body)
+    assert (problem["code"], problem["status"]) == ("request_timeout", 408)
+    assert released == ["done"]
+
+
+async def test_a_body_within_the_timeout_passes_and_a_later_receive_is_not_limited() -> None:
+    """Once the body is complete, waiting for the disconnect (as SSE does) is never cut off."""
+    clock = ManualClock()
+    seen: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await _count_body(scope, receive, send)
+        clock.advance(3600)
+        seen.append((await receive())["type"])
+
+    limited = BodySizeLimitMiddleware(app, max_bytes=1000, body_timeout_seconds=5, clock=clock)
+
+    status, body = await _call(limited, _trickle(clock, seconds_per_chunk=1, chunks=3))
+
+    assert (status, body) == (200, b"3")
+    assert seen == ["http.disconnect"]
+
+
+async def test_the_body_timeout_comes_from_settings(tmp_path: Path) -> None:
+    """CORESTONE_HTTP_BODY_TIMEOUT_SECONDS reaches the middleware that instrument() builds."""
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path}/x.db",
+        http_body_timeout_seconds=7,
+    )
+    assert Settings().http_body_timeout_seconds == 30
+    wrapped: Any = instrument(FastAPI(), Infrastructure(settings))
+    while not isinstance(wrapped, BodySizeLimitMiddleware):
+        wrapped = wrapped.app
+    assert wrapped.body_timeout_seconds == 7

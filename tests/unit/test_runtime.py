@@ -403,3 +403,179 @@ async def test_the_real_sqlite_database_starts_reports_and_stops(tmp_path: Path)
     assert (tmp_path / "x.db").exists()
     with pytest.raises(RuntimeError, match="not started"):
         _ = infra.db.engine
+
+
+class CancellingComponent(FakeComponent):
+    """A component whose aclose is the ``task.cancel(); await task`` pattern, unguarded."""
+
+    async def start(self) -> None:
+        await super().start()
+        self.worker = asyncio.create_task(asyncio.Event().wait())
+
+    async def aclose(self) -> None:
+        self.calls.append(f"stop {self.name}")
+        self.worker.cancel()
+        await self.worker  # raises CancelledError out of aclose
+
+
+class StubbornComponent(FakeComponent):
+    """A component whose aclose hangs and swallows the cancellation meant to end it."""
+
+    async def aclose(self) -> None:
+        self.calls.append(f"stop {self.name}")
+        self.released = asyncio.Event()
+        while not self.released.is_set():
+            try:
+                await self.released.wait()
+            except asyncio.CancelledError:
+                self.calls.append(f"ignored cancel {self.name}")
+                break
+        await asyncio.Event().wait()
+
+
+async def test_an_aclose_raising_cancelled_error_does_not_end_the_shutdown(
+    tmp_path: Path,
+) -> None:
+    """A CancelledError out of one component's aclose is its failure: the rest still stop."""
+    calls: list[str] = []
+    infra = _infra(tmp_path, calls)
+    infra.add(FakeComponent("search", calls))
+    infra.add(CancellingComponent("events", calls))
+    infra.add(FakeComponent("email", calls))
+    await infra.start()
+    calls.clear()
+
+    with pytest.raises(ShutdownError) as caught:
+        await infra.aclose()
+
+    assert calls == ["stop email", "stop events", "stop search", "stop database"]
+    assert set(caught.value.failures) == {"events"}
+    assert isinstance(caught.value.failures["events"], asyncio.CancelledError)
+    assert not infra.running
+
+
+async def test_an_aclose_that_ignores_cancellation_is_abandoned_at_its_timeout(
+    tmp_path: Path,
+) -> None:
+    """A stop that hangs and swallows its cancellation still cannot hold up the others."""
+    calls: list[str] = []
+    infra = _infra(tmp_path, calls, component_stop_timeout_seconds=0.01)
+    infra.add(FakeComponent("search", calls))
+    infra.add(StubbornComponent("events", calls))
+    await infra.start()
+    calls.clear()
+
+    with pytest.raises(ShutdownError) as caught:
+        await infra.aclose()
+
+    assert calls[:2] == ["stop events", "ignored cancel events"]
+    assert calls[2:] == ["stop search", "stop database"]
+    assert isinstance(caught.value.failures["events"], TimeoutError)
+
+
+async def test_cancelling_the_shutdown_still_stops_everything_then_propagates(
+    tmp_path: Path,
+) -> None:
+    """A shutdown cancelled from outside runs every finalizer, then raises CancelledError."""
+    calls: list[str] = []
+    infra = _infra(tmp_path, calls)
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    class Slow(FakeComponent):
+        async def aclose(self) -> None:
+            self.calls.append(f"stop {self.name}")
+            entered.set()
+            await release.wait()
+
+    infra.add(FakeComponent("search", calls))
+    infra.add(Slow("events", calls))
+    infra.add(FakeComponent("email", calls))
+    await infra.start()
+    calls.clear()
+
+    shutdown = asyncio.create_task(infra.aclose())
+    await entered.wait()
+    shutdown.cancel()
+    await asyncio.sleep(0)
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await shutdown
+
+    assert calls == ["stop email", "stop events", "stop search", "stop database"]
+    assert not infra.running
+
+
+async def test_leaving_a_cancelled_block_stops_everything_and_stays_cancelled(
+    tmp_path: Path,
+) -> None:
+    """Cancelling the task inside ``async with`` stops every component, even one that cancels."""
+    calls: list[str] = []
+    infra = _infra(tmp_path, calls)
+    infra.add(FakeComponent("search", calls))
+    infra.add(CancellingComponent("events", calls))
+    inside = asyncio.Event()
+
+    async def run() -> None:
+        async with infra:
+            inside.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(run())
+    await inside.wait()
+    calls.clear()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert calls == ["stop events", "stop search", "stop database"]
+
+
+async def test_two_infrastructures_sharing_one_metrics_expose_each_family_once(
+    tmp_path: Path,
+) -> None:
+    """With one Metrics shared, every family and every series appears once, with one value."""
+    metrics = Metrics()
+    first = Infrastructure(_settings(tmp_path / "a"), metrics=metrics)
+    second = Infrastructure(_settings(tmp_path / "b"), metrics=metrics)
+    first.breakers.get("payments")
+    second.breakers.get("payments")
+    second.breakers.get("search")
+
+    text = metrics.render().decode()
+
+    types = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")]
+    assert len(types) == len(set(types))
+    series = [line.rsplit(" ", 1)[0] for line in text.splitlines() if not line.startswith("#")]
+    assert len(series) == len(set(series))
+    states = {
+        (sample.labels["name"], sample.labels["state"]): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "corestone_breaker_state"
+        for sample in family.samples
+    }
+    for name in ("payments", "search"):
+        assert sum(v for (n, _), v in states.items() if n == name) == 1.0
+    assert any(family.startswith("corestone_cache_") for family in types)
+
+
+async def test_an_aclose_that_is_not_a_coroutine_is_a_failure_not_the_end(tmp_path: Path) -> None:
+    """A component whose aclose raises before returning an awaitable is reported; others stop."""
+    calls: list[str] = []
+    infra = _infra(tmp_path, calls)
+
+    class Sync(FakeComponent):
+        def aclose(self) -> None:  # type: ignore[override]
+            self.calls.append(f"stop {self.name}")
+            raise RuntimeError("sync close failed")
+
+    infra.add(FakeComponent("search", calls))
+    infra.add(Sync("legacy", calls))
+    await infra.start()
+    calls.clear()
+
+    with pytest.raises(ShutdownError) as caught:
+        await infra.aclose()
+
+    assert calls == ["stop legacy", "stop search", "stop database"]
+    assert isinstance(caught.value.failures["legacy"], RuntimeError)

@@ -54,9 +54,13 @@ class StatsCollector:
         self._sources = sources
 
     def describe(self) -> list[Metric]:
-        return []
+        """The families, without samples: prometheus_client refuses a second registration."""
+        return list(self._families(iter(())))
 
     def collect(self) -> Iterator[Metric]:
+        return self._families(self._sources())
+
+    def _families(self, sources: Iterator[tuple[str, CacheStats, MemoryStats]]) -> Iterator[Metric]:
         p = self._prefix
         requests = CounterMetricFamily(
             f"{p}_requests", "Cache lookups by tier and result.", labels=["cache", "tier", "result"]
@@ -82,7 +86,7 @@ class StatsCollector:
             "Invalidations waiting for Redis to come back.",
             labels=["cache"],
         )
-        for name, stats, memory in self._sources():
+        for name, stats, memory in sources:
             requests.add_metric([name, "l1", "hit"], stats.l1_hits)
             requests.add_metric([name, "l1", "miss"], stats.l1_misses)
             requests.add_metric([name, "l2", "hit"], stats.l2_hits)

@@ -63,7 +63,11 @@ class AuditEntry(Base):
     actor_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     workspace_id: Mapped[int | None] = mapped_column(BigIntId, nullable=True)
     changes: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
-    correlation_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # As long as the longest X-Request-ID the middleware accepts: the row, the response
+    # header and the log lines carry the same id.
+    correlation_id: Mapped[str | None] = mapped_column(
+        String(context.MAX_CORRELATION_ID_LENGTH), nullable=True
+    )
 
     def as_dict(self) -> dict[str, Any]:
         """The entry as JSON-ready data (the shape taskboard's audit endpoint returns)."""
@@ -135,7 +139,9 @@ async def write_audit(
             "actor_id": actor[:64] if actor else None,
             "workspace_id": _int_or_none(workspace),
             "changes": dict(changes),
-            "correlation_id": correlation[:64] if correlation else None,
+            "correlation_id": (
+                correlation[: context.MAX_CORRELATION_ID_LENGTH] if correlation else None
+            ),
         }
         for entity_id, workspace, changes in rows
     ]

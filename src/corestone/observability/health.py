@@ -4,7 +4,12 @@ Components register their checks when they are built; the report is derived from
 registrations, never kept as a second list. Checks run concurrently, each bounded by a
 timeout, and a finished report is cached briefly and shared by concurrent callers, so a
 load balancer polling ``/health/ready`` hard costs the database one query per interval,
-not one per poll.
+not one per poll. A change to the checks (register, unregister) is never hidden by a run
+that began before it.
+
+Every outcome of a check becomes its entry: a pass, a raise (``CancelledError`` of its
+own included), a timeout, or a return value of the wrong type (``fail``). Only the
+caller's own cancellation propagates.
 
 Readiness is ``fail`` only when the service cannot serve: a failing *critical* check
 (the primary database) fails it; a failing non-critical one (Redis, whose loss the cache
@@ -108,6 +113,7 @@ class HealthRegistry:
         self._clock = clock
         self._cached: tuple[float, HealthReport] | None = None
         self._inflight: asyncio.Task[HealthReport] | None = None
+        self._generation = 0  # bumped by every change to the checks
         self._shutting_down = False
         self._started_at = clock()
 
@@ -126,14 +132,19 @@ class HealthRegistry:
         self._checks[name] = HealthCheck(
             name, check, component_type, measurement, critical, liveness, timeout
         )
-        self._cached = None
-        self._inflight = None  # a run in progress predates this change
+        self._changed()
 
     def unregister(self, name: str) -> None:
         """Remove the check called ``name`` if there is one."""
         self._checks.pop(name, None)
+        self._changed()
+
+    def _changed(self) -> None:
+        # A run in progress predates this change: its callers still get it, but it is
+        # neither shared with later callers nor cached.
+        self._generation += 1
         self._cached = None
-        self._inflight = None  # a run in progress predates this change
+        self._inflight = None
 
     @property
     def names(self) -> list[str]:
@@ -173,8 +184,10 @@ class HealthRegistry:
             return self._cached[1]
         if self._inflight is None or self._inflight.done():
             self._inflight = asyncio.ensure_future(self._run(list(self._checks.values())))
+        generation = self._generation
         report = await asyncio.shield(self._inflight)
-        self._cached = (self._clock(), report)
+        if generation == self._generation:
+            self._cached = (self._clock(), report)
         return report
 
     async def _run(self, checks: list[HealthCheck]) -> HealthReport:
@@ -195,18 +208,26 @@ class HealthRegistry:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(timeout):
-                result = await check.check()
+                result: object = await check.check()
         except TimeoutError:
-            return HealthStatus.FAIL, _entry(
-                check.component_type, HealthStatus.FAIL, output=f"timed out after {timeout:g}s"
-            )
+            return _failed(check, f"timed out after {timeout:g}s")
+        except asyncio.CancelledError:
+            # Each check runs in its own task (gather); a cancel request on it came from
+            # outside (the caller gave up) and must propagate. Otherwise the check itself
+            # raised CancelledError (``task.cancel(); await task``): a failure like any other.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            return _failed(check, "the check raised CancelledError (cancelled)")
         except Exception as exc:  # noqa: BLE001 - a failing check is a result, not a crash
-            return HealthStatus.FAIL, _entry(
-                check.component_type, HealthStatus.FAIL, output=_describe(exc)
-            )
+            return _failed(check, _describe(exc))
         elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
         if result is None:
             result = CheckResult(observed_value=elapsed_ms, observed_unit="ms")
+        problem = _invalid(result)
+        if problem is not None:
+            return _failed(check, problem)
+        assert isinstance(result, CheckResult)  # _invalid said so
         value = result.observed_value
         unit = result.observed_unit
         if value is None:
@@ -215,6 +236,28 @@ class HealthRegistry:
             check.component_type, result.status, value=value, unit=unit, output=result.output
         )
         return result.status, entry
+
+
+def _failed(check: HealthCheck, output: str) -> tuple[HealthStatus, dict[str, Any]]:
+    return HealthStatus.FAIL, _entry(check.component_type, HealthStatus.FAIL, output=output)
+
+
+def _invalid(result: object) -> str | None:
+    """Why ``result`` is not a usable check result, or ``None`` when it is."""
+    if not isinstance(result, CheckResult):
+        return f"the check returned {type(result).__name__}, expected CheckResult or None"
+    # The dataclass does not check types; a check written without mypy can put anything in.
+    status: object = result.status
+    value: object = result.observed_value
+    unit: object = result.observed_unit
+    output: object = result.output
+    if not isinstance(status, HealthStatus):
+        return f"the check returned status {type(status).__name__}, expected HealthStatus"
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float | str)):
+        return f"the check returned observedValue {type(value).__name__}, expected a number or str"
+    if not isinstance(unit, str | None) or not isinstance(output, str | None):
+        return "the check returned an observedUnit or output that is not a str"
+    return None
 
 
 def _entry(
@@ -240,7 +283,10 @@ def _describe(exc: BaseException) -> str:
     # Exception text from drivers can carry DSNs; keep it short and redacted.
     from corestone.observability.logging import SecretRedactor
 
-    text = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    try:
+        text = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    except Exception:  # noqa: BLE001 - an exception whose __str__ fails still gets an entry
+        text = type(exc).__name__
     return SecretRedactor().redact_text(text)[:300]
 
 

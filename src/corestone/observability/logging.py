@@ -7,81 +7,20 @@ has secrets redacted. ``console`` is for people at a terminal, ``json`` for log 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
-from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import Literal
 
 import structlog
-from structlog.types import EventDict, Processor, WrappedLogger
+from structlog.typing import EventDict, Processor, ProcessorReturnValue, WrappedLogger
 
 from corestone import context
+from corestone.observability.redaction import REDACTED, SecretRedactor
 
-__all__ = ["SecretRedactor", "configure_logging", "get_logger"]
-
-REDACTED = "***"
-
-# Key names whose values are secret wherever they appear.
-_SECRET_KEY = re.compile(
-    r"pass(word|wd)?|secret|token|authorization|api[_-]?key|cookie|credential", re.IGNORECASE
-)
-# Secrets embedded in free text.
-_DEFAULT_PATTERNS = (
-    # user:password@ — up to the last "@" of the authority, as a password may contain "@".
-    re.compile(r"(?P<keep>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)[^\s/]+(?=@)", re.IGNORECASE),
-    re.compile(r"(?P<keep>\bBearer\s+)[^\s,;\"']+", re.IGNORECASE),
-    # password=x, access_token: x, and the JSON form "password": "x".
-    re.compile(
-        r"(?P<keep>\b\w*?(?:password|passwd|secret|token|api[_-]?key)[\"']?\s*[=:]\s*[\"']?)"
-        r"[^\s,;&\"']+",
-        re.IGNORECASE,
-    ),
-)
-
-
-class SecretRedactor:
-    """A structlog processor that hides secrets in keys and in free text.
-
-    Values under secret-looking keys are replaced whole; passwords in URLs, bearer tokens
-    and ``key=value`` secrets inside strings are masked. Extra patterns may be given; a
-    named group ``keep`` marks a prefix to leave readable.
-    """
-
-    def __init__(self, extra_patterns: Iterable[str | re.Pattern[str]] = ()) -> None:
-        compiled = [re.compile(p) if isinstance(p, str) else p for p in extra_patterns]
-        self._patterns = (*_DEFAULT_PATTERNS, *compiled)
-
-    def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
-        return {key: self._clean(key, value) for key, value in event_dict.items()}
-
-    def redact_text(self, text: str) -> str:
-        """``text`` with every embedded secret masked."""
-        for pattern in self._patterns:
-            text = pattern.sub(_keep_prefix, text)
-        return text
-
-    def _clean(self, key: str, value: Any) -> Any:
-        if key not in ("event", "level", "timestamp", "logger") and _SECRET_KEY.search(key):
-            return REDACTED if value not in (None, "") else value
-        if isinstance(value, str):
-            return self.redact_text(value)
-        if isinstance(value, Mapping):
-            return {str(k): self._clean(str(k), v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self._clean("", v) for v in value]
-        if value is None or isinstance(value, bool | int | float):
-            return value
-        # Renderers fall back to repr() for other objects (an exception, a settings
-        # object), and a repr can carry a DSN; hand over the redacted repr when it does.
-        shown = repr(value)
-        redacted = self.redact_text(shown)
-        return value if redacted == shown else redacted
-
-
-def _keep_prefix(match: re.Match[str]) -> str:
-    keep = match.groupdict().get("keep") or ""
-    return keep + REDACTED
+__all__ = ["REDACTED", "SecretRedactor", "configure_logging", "get_logger"]
 
 
 def _add_context(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
@@ -123,20 +62,20 @@ def configure_logging(
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
-            *shared,
+            *(_guarded(processor) for processor in shared),
+            # Redact before the record leaves structlog: any other handler on the root
+            # logger (a test's capture, a user's) sees the event dict as the message.
+            _guarded(redactor),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            redactor,
-            renderer,
-        ],
+    formatter = _SafeFormatter(
+        # structlog's lines were redacted above; the standard library's are redacted here.
+        foreign_pre_chain=[*shared, redactor],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
@@ -152,6 +91,44 @@ def configure_logging(
         logging.getLogger(name).propagate = True
     # Our middleware logs each request with its correlation id; uvicorn's line would repeat it.
     logging.getLogger("uvicorn.access").disabled = True
+
+
+def _guarded(processor: Processor) -> Processor:
+    """``processor``, except that its failure replaces the line with a note instead of raising."""
+
+    def run(logger: WrappedLogger, method: str, event_dict: EventDict) -> ProcessorReturnValue:
+        try:
+            result = processor(logger, method, event_dict)
+        except Exception as error:  # noqa: BLE001 - logging must never raise
+            return _unloggable(event_dict.get("level", method), error)
+        return result
+
+    return run
+
+
+def _unloggable(level: object, error: BaseException) -> EventDict:
+    # Nothing of the original line: it may hold the very secret that failed to redact.
+    return {
+        "event": "log line dropped: it could not be processed",
+        "level": str(level),
+        "log_error": type(error).__name__,
+    }
+
+
+class _SafeFormatter(structlog.stdlib.ProcessorFormatter):
+    """A ProcessorFormatter that never raises.
+
+    The standard library's StreamHandler re-raises ``RecursionError`` out of the logging
+    call; any failure here (a processor, the renderer) becomes a fixed JSON line instead.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        try:
+            return super().format(record)
+        except Exception as error:  # noqa: BLE001 - logging must never raise
+            line = _unloggable(record.levelname.lower(), error)
+            line["logger"] = record.name
+            return json.dumps(line)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

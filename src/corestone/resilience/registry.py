@@ -9,7 +9,7 @@ for health checks, ``/api/ops/breakers`` and the dashboard.
 from __future__ import annotations
 
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -177,9 +177,13 @@ class _Collector:
         self._prefix = prefix
 
     def describe(self) -> list[Metric]:
-        return []
+        """The families, without samples: prometheus_client refuses a second registration."""
+        return list(self._families(()))
 
     def collect(self) -> Iterator[Metric]:
+        return self._families(self._registry.snapshot())
+
+    def _families(self, snapshots: Iterable[BreakerSnapshot]) -> Iterator[Metric]:
         p = self._prefix
         calls = CounterMetricFamily(
             f"{p}_calls", "Calls through a breaker, by outcome.", labels=["name", "outcome"]
@@ -199,7 +203,7 @@ class _Collector:
         slow = GaugeMetricFamily(
             f"{p}_slow_call_rate_percent", "Slow-call rate in the window.", labels=["name"]
         )
-        for snap in self._registry.snapshot():
+        for snap in snapshots:
             n = snap.name
             for outcome, value in (
                 ("successful", snap.successful_calls),

@@ -43,7 +43,11 @@ def instrument(app: FastAPI, infra: Infrastructure) -> ASGIApp:
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(Exception, _on_unexpected_error)
-    limited = BodySizeLimitMiddleware(app, max_bytes=infra.settings.http_max_body_bytes)
+    limited = BodySizeLimitMiddleware(
+        app,
+        max_bytes=infra.settings.http_max_body_bytes,
+        body_timeout_seconds=infra.settings.http_body_timeout_seconds,
+    )
     return RequestContextMiddleware(HttpMetricsMiddleware(limited, metrics=infra.metrics))
 
 

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request context, HTTP RED metrics, and a request body limit.
+"""Pure ASGI middleware: request context, HTTP RED metrics, and request body limits.
 
 Pure ASGI (no BaseHTTPMiddleware) so streaming responses and server-sent events pass
 through untouched and the per-request cost stays a few function calls.
@@ -9,16 +9,21 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corestone import context
-from corestone.errors import PayloadTooLargeError
 from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
-from corestone.web.problems import internal_error_problem, problem_for_error
+from corestone.web.body import BodySizeLimitMiddleware
+from corestone.web.problems import internal_error_problem
+from corestone.web.route_labels import route_template, routes_of
 
-__all__ = ["BodySizeLimitMiddleware", "HttpMetricsMiddleware", "RequestContextMiddleware"]
+__all__ = [
+    "BodySizeLimitMiddleware",
+    "HttpMetricsMiddleware",
+    "RequestContextMiddleware",
+    "route_template",
+]
 
 log = get_logger("corestone.web")
 
@@ -78,10 +83,17 @@ class RequestContextMiddleware:
 
 
 class HttpMetricsMiddleware:
-    """RED metrics per method, route template (never the raw path) and status."""
+    """RED metrics per method, route template (never the raw path) and status.
+
+    The template includes the templates of the mounts on the way (``/ws/{ws}/tasks/{id}``),
+    and is found for requests no route ran for (a body refused before the app).
+    """
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
+        # The app's live route list (routes added later land in it): to route a request
+        # again when no route ran for it, and to find mount templates.
+        self._routes = routes_of(app)
         self._requests = metrics.counter(
             "http_requests_total", "HTTP requests handled.", ["method", "route", "status"]
         )
@@ -112,84 +124,12 @@ class HttpMetricsMiddleware:
             elapsed = time.perf_counter() - started
             self._in_flight.dec()
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
-            route = route_template(scope)
+            route = route_template(scope, self._routes)
             self._requests.labels(method=method, route=route, status=str(status)).inc()
             self._latency.labels(method=method, route=route).observe(elapsed)
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
-
-def route_template(scope: Scope) -> str:
-    """The template of the route that handled ``scope`` (``/tasks/{id}``), or ``unmatched``."""
-    route = scope.get("route")
-    path = getattr(route, "path_format", None) or getattr(route, "path", None)
-    if isinstance(path, str):
-        return str(scope.get("root_path", "")) + path
-    app = scope.get("app")
-    for candidate in getattr(app, "routes", ()):
-        match, _ = candidate.matches(scope)
-        if match is Match.FULL:
-            template = getattr(candidate, "path_format", None) or getattr(candidate, "path", None)
-            return str(template or "unmatched")
-    return "unmatched"
-
-
-class BodySizeLimitMiddleware:
-    """Refuse request bodies over ``max_bytes`` with 413, whether declared or streamed."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = _header(scope, b"content-length")
-        # isascii: str.isdigit() also accepts "²" and other digits int() refuses.
-        malformed = declared is not None and not (declared.isascii() and declared.isdigit())
-        if declared is not None and (malformed or int(declared) > self.max_bytes):
-            await problem_for_error(PayloadTooLargeError(self.max_bytes), instance=scope["path"])(
-                scope, receive, send
-            )
-            return
-        received = 0
-        refused = False
-        response_started = False
-
-        async def counting_receive() -> Message:
-            # Raising here would be caught by the framework's body parser and turned into
-            # some other error; instead answer 413 ourselves and tell the app the client left.
-            nonlocal received, refused
-            if refused:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    refused = True
-                    if not response_started:  # else a second response start would be invalid
-                        error = PayloadTooLargeError(self.max_bytes)
-                        await problem_for_error(error, instance=scope["path"])(scope, receive, send)
-                    return {"type": "http.disconnect"}
-            return message
-
-        async def guarded_send(message: Message) -> None:
-            nonlocal response_started
-            if refused:  # after our 413, whatever the app says goes nowhere
-                return
-            response_started = response_started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, guarded_send)
-        except Exception:
-            if not refused:
-                raise
-            # The app failed because we cut its body off (Starlette raises ClientDisconnect);
-            # the client already has its answer, so this is not an error of the server.
-            log.debug("request body refused", path=scope["path"], limit_bytes=self.max_bytes)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
