@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import orjson
 
+from corestone.clock import Clock, monotonic
 from corestone.observability.logging import get_logger
 
 if TYPE_CHECKING:
@@ -177,6 +178,8 @@ class RedisBackplane:
         instance_id: str | None = None,
         reconnect_max_seconds: float = 0.5,
         metrics: Metrics | None = None,
+        clock: Clock = monotonic,
+        wall_clock: Clock = time.time,
     ) -> None:
         if reconnect_max_seconds <= 0:
             raise ValueError("reconnect_max_seconds must be positive")
@@ -185,6 +188,8 @@ class RedisBackplane:
         self.protocol = protocol
         self.instance_id = instance_id or _instance_id()
         self.reconnect_max_seconds = reconnect_max_seconds
+        self._clock = clock  # waits for the SUBSCRIBE confirmation
+        self._wall_clock = wall_clock  # delays of peers' messages (their sent_at is wall time)
         self.sent = 0
         self.received = 0
         self.dropped = 0
@@ -265,9 +270,9 @@ class RedisBackplane:
         pubsub = self._sub_client.pubsub()
         self._pubsub = pubsub
         await pubsub.subscribe(self.channel)
-        deadline = time.monotonic() + max(1.0, 2 * self.idle_ping_seconds)
+        deadline = self._clock() + max(1.0, 2 * self.idle_ping_seconds)
         while True:
-            left = deadline - time.monotonic()
+            left = deadline - self._clock()
             if left <= 0:
                 raise ConnectionError("cache backplane: SUBSCRIBE was not confirmed")
             reply = await pubsub.get_message(timeout=left)
@@ -341,7 +346,7 @@ class RedisBackplane:
                 log.error("cache backplane: on_resync failed", error=repr(error))
 
     def _dispatch(self, data: Any) -> None:
-        now = time.time()
+        now = self._wall_clock()
         try:
             message = Invalidation.decode(data)
         except (ValueError, TypeError) as error:

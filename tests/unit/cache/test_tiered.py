@@ -12,16 +12,14 @@ from corestone.cache import CacheOptions, MemoryCache, TieredCache, cached
 from corestone.context import bind
 from corestone.errors import InvalidInputError, LoadTimeoutError
 from corestone.observability.metrics import Metrics
+from corestone.testing import ManualClock
 
 
-class Clock:
-    """A wall clock the test moves by hand."""
+class Clock(ManualClock):
+    """One clock the test moves by hand, given to the cache as both of its clocks."""
 
     def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+        super().__init__(1_000_000.0)
 
 
 @pytest.fixture
@@ -33,8 +31,9 @@ def clock() -> Clock:
 async def cache(clock: Clock) -> AsyncIterator[TieredCache]:
     async with TieredCache(
         namespace="t",
-        memory=MemoryCache(max_entries=1000),
+        memory=MemoryCache(max_entries=1000, clock=clock),
         clock=clock,
+        wall_clock=clock,
         options=CacheOptions(ttl=10, max_stale=100),
     ) as built:
         yield built
@@ -276,7 +275,7 @@ def test_bad_options_name_the_field(options: dict[str, Any]) -> None:
 
 
 async def test_jitter_only_shortens_freshness(clock: Clock) -> None:
-    async with TieredCache(clock=clock, options=CacheOptions(ttl=100, jitter=0.2)) as cache:
+    async with TieredCache(clock=clock, wall_clock=clock, options=CacheOptions(ttl=100, jitter=0.2)) as cache:
         for i in range(50):
             await cache.set(f"k{i}", i)
         deadlines = [
