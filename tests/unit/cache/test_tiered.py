@@ -275,7 +275,9 @@ def test_bad_options_name_the_field(options: dict[str, Any]) -> None:
 
 
 async def test_jitter_only_shortens_freshness(clock: Clock) -> None:
-    async with TieredCache(clock=clock, wall_clock=clock, options=CacheOptions(ttl=100, jitter=0.2)) as cache:
+    async with TieredCache(
+        clock=clock, wall_clock=clock, options=CacheOptions(ttl=100, jitter=0.2)
+    ) as cache:
         for i in range(50):
             await cache.set(f"k{i}", i)
         deadlines = [
