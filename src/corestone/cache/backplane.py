@@ -6,15 +6,9 @@ affected entries from its L1. Pub/sub is fire-and-forget: a subscriber that is
 disconnected misses what was said meanwhile, so after every re-subscribe the backplane
 calls ``on_resync()`` and the tiered cache drops its whole L1 (anything may have been
 invalidated while it was deaf). That is the documented consistency choice: an outage
-costs a cold L1, never a stale read after the backplane is back.
-
-Why not Redis client-side caching (``CLIENT TRACKING``)? It ties invalidation to the
-connection's protocol (RESP3 push messages vs. a RESP2 redirect connection), and
-redis-py 8 defaults to RESP3, where a peer's tracking silently stops working. A plain
-channel with our own messages behaves the same on both protocols.
-
-Why separate connections for SUBSCRIBE and PUBLISH? A connection in subscribe mode
-accepts no other commands (RESP2), and a slow reader must never delay a writer.
+costs a cold L1, never a stale read after the backplane is back. SUBSCRIBE and PUBLISH
+use separate connections. Why not CLIENT TRACKING, and why two connections: see
+docs/decisions (the cache design rationale).
 """
 
 from __future__ import annotations

@@ -6,19 +6,13 @@ A value in Redis is an *envelope*::
     bytes 1..8  fresh_until, big-endian IEEE-754 double (wall-clock epoch seconds)
     bytes 9..   payload written by the serializer
 
-The freshness deadline travels with the value rather than in a separate key so one MGET
-answers both "what is it" and "may I still serve it as fresh" — a second key would double
-the round trips and could disagree with the value after a partial write. The format byte
-lets a reader refuse what it cannot or must not decode (another serializer, a foreign
-``SET key hello``) instead of guessing: :class:`Envelope` raises :class:`ValueError` and the
-cache turns that into a miss.
-
-The default serializer is msgpack with extension types for the values a service actually
-caches (datetimes with their zone, dates, UUIDs, decimals, big ints, sets): compact, fast,
-and it can only ever build plain data. :class:`OrjsonSerializer` suits values that are
-JSON already. :class:`PickleSerializer` exists for the rare object graph nothing else
-carries; it is never chosen implicitly because unpickling runs code chosen by whoever can
-write to Redis.
+One MGET answers both "what is it" and "may I still serve it as fresh"; the format byte
+lets a reader refuse what it cannot or must not decode: :class:`Envelope` raises
+:class:`ValueError` and the cache turns that into a miss. The default serializer is
+msgpack with extension types for the values a service caches (tuples, datetimes with
+their zone, dates, UUIDs, decimals, big ints, sets), which can only build plain data;
+:class:`OrjsonSerializer` suits JSON values; :class:`PickleSerializer` is opt-in only.
+Why it is built this way: docs/decisions (the cache design rationale).
 """
 
 from __future__ import annotations
