@@ -32,23 +32,20 @@ def available() -> tuple[bool, bool]:
 
 
 def memory_cases() -> dict[str, tuple[str, Any, Any]]:
-    """L1 on its own: the sync ``get`` of a hit, and the same hit from async code.
+    """L1 on its own: the ``get`` of a hit, from sync code and from async code.
 
-    ``MemoryCache`` has one read path, the sync ``get``; an async caller awaits a
-    coroutine that calls it (the row keeps its name, ``corestone_memory_aget``).
+    ``MemoryCache`` has one read path, ``get``, which never awaits: async code calls it
+    as it is, inside its coroutine (the timing loop runs in one), so that is what the
+    async row measures (it keeps its name, ``corestone_memory_aget``). Wrapping it in a
+    coroutine of one's own to ``await`` it would add ~15 ns of call overhead.
     """
     from corestone.cache.memory import MemoryCache
 
     memory = MemoryCache(max_entries=10_000)
     memory.set(HOT, VALUE, ttl=300)
-    get = memory.get
-
-    async def aget(key: Any) -> Any:
-        return get(key)
-
     return {
         "corestone_memory_get": ("sync", memory.get, HOT),
-        "corestone_memory_aget": ("async", aget, HOT),
+        "corestone_memory_aget": ("sync", memory.get, HOT),
     }
 
 

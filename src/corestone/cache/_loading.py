@@ -154,6 +154,8 @@ class Loading:
                 found, generations, storable = await core.read_for_load(
                     flight.full, flight.tag_keys, flight.not_before
                 )
+                if not storable:  # its snapshot predates an invalidation: nobody else joins
+                    core.flights.finished(flight)
             if found is not None and not flight.invalidated:
                 now = core.wall_clock()
                 if found.fresh_until > max(now, flight.newer_than):

@@ -130,9 +130,10 @@ def _default_key(fn: Callable[..., Any]) -> Callable[[tuple[Any, ...], dict[str,
     if inspect.Parameter.VAR_POSITIONAL in kinds or inspect.Parameter.VAR_KEYWORD in kinds:
 
         def as_given(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-            if kwargs:
-                return _checked(f"{prefix}{args!r}{sorted(kwargs.items())!r}", name)
-            return _checked(f"{prefix}{args!r}", name)
+            key = f"{prefix}{args!r}{sorted(kwargs.items())!r}" if kwargs else f"{prefix}{args!r}"
+            if " at 0x" in key:  # cheap test inline; the regex only when it may match
+                _refuse_address(key, name)
+            return key
 
         return as_given
     names = list(parameters)
@@ -146,10 +147,14 @@ def _default_key(fn: Callable[..., Any]) -> Callable[[tuple[Any, ...], dict[str,
 
         def positional_only(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
             if not kwargs and len(args) == len(names):
-                return _checked(f"{prefix}{args!r}", name)  # the common call
-            values = dict(zip(positional, args, strict=False))
-            values.update(kwargs)
-            return _checked(f"{prefix}{tuple(values.get(n) for n in names)!r}", name)
+                key = f"{prefix}{args!r}"  # the common call: nothing to normalise
+            else:
+                values = dict(zip(positional, args, strict=False))
+                values.update(kwargs)
+                key = f"{prefix}{tuple(values.get(n) for n in names)!r}"
+            if " at 0x" in key:
+                _refuse_address(key, name)
+            return key
 
         return positional_only
 
@@ -157,20 +162,22 @@ def _default_key(fn: Callable[..., Any]) -> Callable[[tuple[Any, ...], dict[str,
         values = dict(defaults)
         values.update(zip(positional, args, strict=False))
         values.update(kwargs)
-        return _checked(f"{prefix}{tuple(values.get(n) for n in names)!r}", name)
+        key = f"{prefix}{tuple(values.get(n) for n in names)!r}"
+        if " at 0x" in key:
+            _refuse_address(key, name)
+        return key
 
     return normalised
 
 
-def _checked(key: str, name: str) -> str:
-    """``key``, unless an argument printed as a memory address into it."""
-    if " at 0x" in key and _ADDRESS.search(key):  # the substring test keeps hits cheap
+def _refuse_address(key: str, name: str) -> None:
+    """Raise if an argument printed as a memory address into ``key``."""
+    if _ADDRESS.search(key):
         raise TypeError(
             f"@cached {name}: an argument prints as a memory address (object.__repr__), "
             "which another object reuses after garbage collection; pass key= (a template "
             "or a function) or give the argument's type a __repr__ that identifies it"
         )
-    return key
 
 
 def _identity(fn: Any, seen: set[int]) -> str:
