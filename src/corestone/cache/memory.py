@@ -21,9 +21,9 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass
 from typing import Any, Final
 
+from corestone.cache._memory_stats import MemoryStats
 from corestone.cache._memory_weigher import default_weigher
 from corestone.cache._node import GONE as _GONE
 from corestone.cache._node import Node as _Node
@@ -44,32 +44,6 @@ EVICTION_REASONS: Final = ("size", "expired", "deleted", "replaced", "cleared")
 # Tuning (see bench/_cache_hitratio.py for the traces these were checked on).
 _READ_BUFFER: Final = 128  # reads recorded before the buffer is replayed into the policy
 _EXPIRE_PER_WRITE: Final = 16  # expired entries a write removes at most (amortised cleanup)
-
-
-@dataclass(frozen=True, slots=True)
-class MemoryStats:
-    """A snapshot of the L1 counters (plain ints: reading them costs nothing on the hot path).
-
-    ``evictions`` counts entries removed because a bound was reached; ``rejections`` is the
-    subset of those that were newcomers refused by the admission filter (plus values too big
-    to be stored at all).  ``weight_bytes`` is 0 unless the cache weighs (a byte bound or
-    an explicit ``weigher``).  ``entries`` may include expired entries the wheel has not reached.
-    """
-
-    hits: int
-    misses: int
-    sets: int
-    evictions: int
-    expirations: int
-    rejections: int
-    entries: int
-    weight_bytes: int
-
-    @property
-    def hit_ratio(self) -> float:
-        """Hits / (hits + misses), 0.0 before the first read."""
-        total = self.hits + self.misses
-        return self.hits / total if total else 0.0
 
 
 class MemoryCache:
