@@ -1,23 +1,26 @@
-"""Building a TieredCache from a URL: the Redis client, L2 store, backplane, breaker, metrics."""
+"""The Redis parts of a TieredCache built from a URL: client, L2 store, backplane, breaker.
+
+The cache builds itself from these (``TieredCache.from_url``); metrics are registered on
+its core, so nothing here knows the cache class.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
+from corestone.cache._core import CacheCore
 from corestone.cache.backplane import RedisBackplane
-from corestone.cache.memory import MemoryCache, MemoryStats
-from corestone.cache.options import CacheOptions
+from corestone.cache.memory import MemoryStats
 from corestone.cache.redis import RedisCache
 from corestone.cache.stats import CacheStats, StatsCollector
 from corestone.observability.metrics import Metrics
+from corestone.resilience.breaker import CircuitBreaker
 from corestone.resilience.config import BreakerConfig
 from corestone.resilience.registry import BreakerRegistry
 
-if TYPE_CHECKING:
-    from corestone.cache.tiered import TieredCache
-
-__all__ = ["CACHE_BREAKER", "build", "register_metrics"]
+__all__ = ["CACHE_BREAKER", "RedisParts", "redis_parts", "register_metrics"]
 
 CACHE_BREAKER = BreakerConfig(
     window_size=20,
@@ -30,56 +33,53 @@ CACHE_BREAKER = BreakerConfig(
 """The ``cache`` breaker unless settings say otherwise: quick to open, quick to retry."""
 
 
-def build(
-    cls: type[TieredCache],
-    url: str | None,
+@dataclass(frozen=True, slots=True)
+class RedisParts:
+    """What a cache on Redis is made of, besides its L1."""
+
+    store: RedisCache
+    backplane: RedisBackplane
+    breaker: CircuitBreaker
+    close: Callable[[], Awaitable[None]]
+    observe: Callable[[str, float], None] | None
+
+
+def redis_parts(
+    url: str,
     *,
     namespace: str,
     protocol: int | None,
-    options: CacheOptions | None,
-    memory: MemoryCache | None,
     breakers: BreakerRegistry | None,
     metrics: Metrics | None,
     name: str,
-) -> TieredCache:
+) -> RedisParts:
     """See :meth:`TieredCache.from_url`."""
-    memory = memory if memory is not None else MemoryCache(max_entries=10_000)
-    if url is None:
-        cache = cls(namespace=namespace, memory=memory, options=options, name=name)
-    else:
-        import redis.asyncio as redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
+    import redis.asyncio as redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
 
-        extra: dict[str, Any] = {} if protocol is None else {"protocol": protocol}
-        client = redis.Redis.from_url(
-            url,
-            socket_timeout=0.5,
-            socket_connect_timeout=0.5,
-            retry=Retry(NoBackoff(), 1),  # one retry: a pooled connection Redis dropped
-            **extra,
-        )
-        registry = breakers if breakers is not None else BreakerRegistry()
-        config = None if registry.has_override(name) else CACHE_BREAKER
-        cache = cls(
-            namespace=namespace,
-            memory=memory,
-            store=RedisCache(client),
-            backplane=RedisBackplane(
-                url, channel=f"corestone:{namespace}:backplane", protocol=protocol, metrics=metrics
-            ),
-            breaker=registry.get(name, config),
-            options=options,
-            close=client.aclose,
-            name=name,
-            observe=_latency_observer(metrics),
-        )
-    if metrics is not None:
-        register_metrics(cache, metrics)
-    return cache
+    extra: dict[str, Any] = {} if protocol is None else {"protocol": protocol}
+    client = redis.Redis.from_url(
+        url,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
+        retry=Retry(NoBackoff(), 1),  # one retry: a pooled connection Redis dropped
+        **extra,
+    )
+    registry = breakers if breakers is not None else BreakerRegistry()
+    config = None if registry.has_override(name) else CACHE_BREAKER
+    return RedisParts(
+        store=RedisCache(client),
+        backplane=RedisBackplane(
+            url, channel=f"corestone:{namespace}:backplane", protocol=protocol, metrics=metrics
+        ),
+        breaker=registry.get(name, config),
+        close=client.aclose,
+        observe=_latency_observer(metrics),
+    )
 
 
-def register_metrics(cache: TieredCache, metrics: Metrics) -> None:
+def register_metrics(cache: CacheCore, metrics: Metrics) -> None:
     """Expose the cache's counters as ``corestone_cache_*`` at scrape time."""
     memory, stats, name = cache.memory, cache.stats, cache.name
 

@@ -1,17 +1,13 @@
 """Loading for the tiered cache: one flight per key, fail-safe, timeouts, locks, refresh.
 
-A *flight* is the one task that loads a key: it reads L2, optionally takes the key's
-Redis lock, runs the loader and stores the result. Every caller that misses the same key
-waits on the same flight (shielded, so a caller giving up never cancels the load for the
-others); with ``distributed_lock`` the flights of every process wait on one lock, and the
-loser finds the winner's value in L2 instead of loading again.
-
-Invalidations overtake flights. A flight whose key (or one of its tags, or a pattern
-covering it) is invalidated while it runs still answers the callers already waiting, but
-it leaves the flight table at once (later callers start a fresh load), forgets its stale
-value and does not store what it read: caching it would bring back what the
-invalidation just removed. A load that says its data comes from a snapshot taken before
-a recent invalidation (``not_before``) runs alone and stores nothing, for the same reason.
+A *flight* (see ``_flights``) is the one task that loads a key: it reads L2 and the tags'
+generations, optionally takes the key's Redis lock, runs the loader and stores the
+result against those generations. Every caller that misses the same key waits on the
+same flight (shielded, so a caller giving up never cancels the load for the others);
+with ``distributed_lock`` the flights of every process wait on one lock, and the loser
+finds the winner's value in L2 instead of loading again. A load that says its data comes
+from a snapshot taken before a recent invalidation (``not_before``) runs alone and stores
+nothing. The helpers here take the cache's :class:`~._core.CacheCore`, never the cache.
 """
 
 from __future__ import annotations
@@ -19,19 +15,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+from corestone.cache._core import CacheCore
 from corestone.cache._entry import Entry
+from corestone.cache._flights import Flight
 from corestone.cache._remote import UNAVAILABLE
 from corestone.cache.lock import RedisLock
 from corestone.cache.options import CacheOptions
 from corestone.errors import LoadTimeoutError, UnavailableError
 from corestone.observability.logging import get_logger
-
-if TYPE_CHECKING:
-    from corestone.cache.tiered import TieredCache
 
 __all__ = ["Loader", "Loading"]
 
@@ -41,44 +35,13 @@ _NOTHING: Any = object()
 _RELEASE_TIMEOUT = 0.5
 
 
-class _Flight:
-    __slots__ = (
-        "full",
-        "invalidated",
-        "newer_than",
-        "private",
-        "scope",
-        "stale",
-        "tag_keys",
-        "task",
-    )
-
-    def __init__(
-        self,
-        full: str,
-        scope: str,
-        tag_keys: tuple[str, ...],
-        stale: Entry | None,
-        newer_than: float,
-        private: bool,
-    ) -> None:
-        self.full = full
-        self.scope = scope
-        self.tag_keys = tag_keys
-        self.stale = stale
-        self.newer_than = newer_than
-        self.private = private  # not joinable, never stored
-        self.invalidated = False
-        self.task: asyncio.Task[Any] | None = None
-
-
 class Loading:
-    """The flights of one TieredCache."""
+    """Starts, joins and waits for the flights of one cache."""
 
-    def __init__(self, cache: TieredCache) -> None:
-        self._cache = cache
-        self._flights: dict[str, _Flight] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()  # every flight, joinable or not
+    def __init__(self, core: CacheCore) -> None:
+        self._core = core
+        self._flights = core.flights.joinable
+        self._tasks = core.flights.tasks  # every flight, joinable or not
 
     async def load(
         self,
@@ -91,14 +54,17 @@ class Loading:
         not_before: float | None = None,
     ) -> Any:
         """Join (or start) the key's flight and wait for it within the options' timeouts."""
-        cache = self._cache
-        private = not_before is not None and cache.recent.since((full, *tag_keys), not_before)
+        core = self._core
+        private = not_before is not None and core.recent.since((full, *tag_keys), not_before)
         flight = None if private else self._flights.get(full)
         if flight is None:
-            now = cache.clock()
+            now = core.wall_clock()
             if stale is not None and not _within_max_stale(stale, options, now):
                 stale = None
-            flight = self._begin(full, scope, loader, tag_keys, options, stale, now, private)
+            flight = Flight(
+                full, scope, tag_keys, stale, now, private=private, not_before=not_before
+            )
+            self._begin(flight, loader, options)
         return await self._wait(flight, options)
 
     def refresh(
@@ -112,35 +78,33 @@ class Loading:
     ) -> None:
         """Start a background refresh of a hot key unless one is already flying."""
         if full not in self._flights:
-            self._cache.stats.eager_refreshes += 1
-            self._begin(full, scope, loader, tag_keys, options, current, current.fresh_until, False)
+            self._core.stats.eager_refreshes += 1
+            flight = Flight(
+                full,
+                scope,
+                tag_keys,
+                current,
+                current.fresh_until,
+                private=False,
+                not_before=None,
+            )
+            self._begin(flight, loader, options)
 
-    def _begin(
-        self,
-        full: str,
-        scope: str,
-        loader: Loader,
-        tag_keys: tuple[str, ...],
-        options: CacheOptions,
-        stale: Entry | None,
-        newer_than: float,
-        private: bool,
-    ) -> _Flight:
-        flight = _Flight(full, scope, tag_keys, stale, newer_than, private)
+    def _begin(self, flight: Flight, loader: Loader, options: CacheOptions) -> None:
+        full = flight.full
         flight.task = asyncio.get_running_loop().create_task(
             self._fly(flight, loader, options), name=f"cache-load:{full[:80]}"
         )
         flight.task.add_done_callback(_consume)
         self._tasks.add(flight.task)
         flight.task.add_done_callback(self._tasks.discard)
-        if not private:
+        if not flight.private:
             self._flights[full] = flight
-        return flight
 
-    async def _wait(self, flight: _Flight, options: CacheOptions) -> Any:
+    async def _wait(self, flight: Flight, options: CacheOptions) -> Any:
         task = flight.task
         assert task is not None
-        stats = self._cache.stats
+        stats = self._core.stats
         soft = options.soft_timeout if options.fail_safe else None
         hard = options.hard_timeout
         try:
@@ -178,55 +142,59 @@ class Loading:
                 return stale.value
             raise
 
-    async def _fly(self, flight: _Flight, loader: Loader, options: CacheOptions) -> Any:
-        cache = self._cache
+    async def _fly(self, flight: Flight, loader: Loader, options: CacheOptions) -> Any:
+        core = self._core
         lock: RedisLock | None = None
         try:
+            # The generations are read before the loader runs (so before any snapshot it
+            # takes begins): a store against them is refused if a tag moved since.
             if flight.private:
-                found, generations = await cache.read_l2(flight.full), None
+                found, generations, storable = await core.read_l2(flight.full), None, False
             else:
-                found, generations = await cache.read_l2_for_load(flight.full, flight.tag_keys)
+                found, generations, storable = await core.read_for_load(
+                    flight.full, flight.tag_keys, flight.not_before
+                )
+                if not storable:  # its snapshot predates an invalidation: nobody else joins
+                    core.flights.finished(flight)
             if found is not None and not flight.invalidated:
-                if found.fresh_until > max(cache.clock(), flight.newer_than):
+                now = core.wall_clock()
+                if found.fresh_until > max(now, flight.newer_than):
                     return found.value
-                if _within_max_stale(found, options, cache.clock()) and (
+                if _within_max_stale(found, options, now) and (
                     flight.stale is None or found.fresh_until > flight.stale.fresh_until
                 ):
                     flight.stale = found
-            if options.distributed_lock and cache.remote is not None and not flight.private:
+            if options.distributed_lock and core.remote is not None and not flight.private:
                 lock, value = await self._lock_or_value(flight, options)
                 if value is not _NOTHING:
                     return value
             value = await self._run(flight, loader, options)
-            if not flight.invalidated and not flight.private:
-                await cache.store(
-                    flight.full, value, flight.tag_keys, options, generations=generations
-                )
+            if storable and not flight.invalidated:
+                await core.store_loaded(flight.full, value, flight.tag_keys, options, generations)
             return value
         finally:
             if lock is not None:
                 await _release(lock)
-            if self._flights.get(flight.full) is flight:
-                del self._flights[flight.full]
+            self._core.flights.finished(flight)
 
-    async def _run(self, flight: _Flight, loader: Loader, options: CacheOptions) -> Any:
-        cache = self._cache
-        cache.stats.loads += 1
-        started = time.perf_counter()
+    async def _run(self, flight: Flight, loader: Loader, options: CacheOptions) -> Any:
+        core = self._core
+        core.stats.loads += 1
+        started = core.clock()
         try:
             value = await loader()
         except Exception as error:
-            cache.stats.load_errors += 1
+            core.stats.load_errors += 1
             log.warning("cache loader failed", key=flight.full[:200], error=repr(error))
             self._throttle(flight, options)
             raise
         finally:
-            observe = cache.observe_load
+            observe = core.observe
             if observe is not None:
-                observe("load", time.perf_counter() - started)
+                observe("load", core.clock() - started)
         return value
 
-    def _throttle(self, flight: _Flight, options: CacheOptions) -> None:
+    def _throttle(self, flight: Flight, options: CacheOptions) -> None:
         """After a failed load, let the stale value count as fresh for a short while.
 
         Never for a flight that was invalidated: that would bring back a deleted value.
@@ -240,15 +208,15 @@ class Loading:
             or not options.fail_safe_throttle
         ):
             return
-        now = self._cache.clock()
+        now = self._core.wall_clock()
         until = now + options.fail_safe_throttle
         keep = options.fail_safe_throttle + max(0.0, stale.fresh_until + options.max_stale - now)
-        self._cache.memory.set(
+        self._core.memory.set(
             flight.full, Entry(stale.value, until, until), ttl=keep, tags=flight.tag_keys
         )
 
     async def _lock_or_value(
-        self, flight: _Flight, options: CacheOptions
+        self, flight: Flight, options: CacheOptions
     ) -> tuple[RedisLock | None, Any]:
         """Hold the key's lock (value _NOTHING), or the value another process loaded.
 
@@ -256,72 +224,36 @@ class Loading:
         Redis is away (then we load here rather than not at all) or after ``hard_timeout``
         (the caller has given up by then; the load proceeds without the lock).
         """
-        cache = self._cache
-        remote = cache.remote
+        core = self._core
+        remote = core.remote
         assert remote is not None
         lock = remote.store.lock(_lock_key(flight), lease=options.lock_lease)
-        deadline = None if options.hard_timeout is None else time.monotonic() + options.hard_timeout
+        clock = core.clock
+        deadline = None if options.hard_timeout is None else clock() + options.hard_timeout
         delay = 0.002
         while True:
             acquired = await remote.call("lock", lambda: lock.acquire(wait=0))
             if acquired is UNAVAILABLE:
                 return None, _NOTHING
             if acquired:
-                found = await cache.read_l2(flight.full)
-                if found is not None and found.fresh_until > max(cache.clock(), flight.newer_than):
+                found = await core.read_l2(flight.full)
+                if found is not None and found.fresh_until > max(
+                    core.wall_clock(), flight.newer_than
+                ):
                     await _release(lock)
                     return None, found.value
                 return lock, _NOTHING
-            cache.stats.lock_waits += 1
-            if deadline is not None and time.monotonic() > deadline:
+            core.stats.lock_waits += 1
+            if deadline is not None and clock() > deadline:
                 return None, _NOTHING
             await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter
             delay = min(delay * 2, 0.05)
-            found = await cache.read_l2(flight.full)
-            if found is not None and found.fresh_until > max(cache.clock(), flight.newer_than):
+            found = await core.read_l2(flight.full)
+            if found is not None and found.fresh_until > max(core.wall_clock(), flight.newer_than):
                 return None, found.value
 
-    # -- invalidation of flights ----------------------------------------------------------
-
-    def invalidated_keys(self, fulls: Iterable[str]) -> None:
-        if not self._flights:
-            return
-        for full in fulls:
-            flight = self._flights.get(full)
-            if flight is not None:
-                self._overtaken(flight)
-
-    def invalidated_tags(self, tag_keys: Iterable[str]) -> None:
-        if not self._flights:
-            return
-        touched = set(tag_keys)
-        for flight in list(self._flights.values()):
-            if not touched.isdisjoint(flight.tag_keys):
-                self._overtaken(flight)
-
-    def invalidated_matching(self, matches: Callable[[str], bool]) -> None:
-        for flight in list(self._flights.values()):
-            if matches(flight.full):
-                self._overtaken(flight)
-
-    def invalidated_all(self) -> None:
-        for flight in list(self._flights.values()):
-            self._overtaken(flight)
-
-    def _overtaken(self, flight: _Flight) -> None:
-        flight.invalidated = True
-        flight.stale = None
-        if self._flights.get(flight.full) is flight:
-            del self._flights[flight.full]  # later callers start a fresh load
-
     async def aclose(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
-        self._flights.clear()
+        await self._core.flights.aclose()
 
 
 async def _release(lock: RedisLock) -> None:
@@ -338,7 +270,7 @@ def _within_max_stale(entry: Entry, options: CacheOptions, now: float) -> bool:
     return options.fail_safe and entry.fresh_until + options.max_stale > now
 
 
-def _lock_key(flight: _Flight) -> str:
+def _lock_key(flight: Flight) -> str:
     """``{scope}#lock{rest}``: beside the entry, never equal to an entry or a tag key."""
     rest = flight.full[len(flight.scope) :]
     return f"{flight.scope}#lock{rest}"

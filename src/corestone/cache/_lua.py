@@ -59,11 +59,15 @@ return n
 """
 
 # KEYS: tag set keys.  ARGV: generation ttl_ms.  Every member of every set is unlinked,
-# then the set itself, and the tag's generation (``{tag}#gen``) is incremented so that a
-# load which read the generation before this cannot store (see SET_TAGGED); returns how
-# many entry keys existed and were removed.  Members are unlinked in slices because Lua's
-# unpack has a stack limit.
+# then the set itself, and the tag's generation (``{tag}#gen``) moves to the server time
+# in µs (or one past its value, if that is not smaller): strictly increasing, so a load
+# which read the generation before this cannot store (see SET_TAGGED), and comparable
+# with the server time a load read, so a load can tell the tag was invalidated after the
+# moment its snapshot began. Returns how many entry keys existed and were removed.
+# Members are unlinked in slices because Lua's unpack has a stack limit.
 INVALIDATE_TAGS: Final = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local removed = 0
 for i = 1, #KEYS do
   local members = redis.call('SMEMBERS', KEYS[i])
@@ -71,8 +75,13 @@ for i = 1, #KEYS do
     removed = removed + redis.call('UNLINK', unpack(members, j, math.min(j + 999, #members)))
   end
   redis.call('UNLINK', KEYS[i])
-  redis.call('INCR', KEYS[i] .. '#gen')
-  redis.call('PEXPIRE', KEYS[i] .. '#gen', ARGV[1])
+  local gen = KEYS[i] .. '#gen'
+  local old = tonumber(redis.call('GET', gen) or '0') or 0
+  local new = now
+  if new <= old then
+    new = old + 1
+  end
+  redis.call('SET', gen, string.format('%.0f', new), 'PX', ARGV[1])
 end
 return removed
 """

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from corestone.cache._core import CacheCore
 from corestone.cache._remote import UNAVAILABLE
 from corestone.observability.health import CheckResult, HealthStatus
 from corestone.resilience.events import State
-
-if TYPE_CHECKING:
-    from corestone.cache.tiered import TieredCache
 
 __all__ = ["check", "snapshot"]
 
 _AWAY = "Redis unavailable: serving L1 + loader"
 
 
-async def check(cache: TieredCache) -> CheckResult:
+async def check(cache: CacheCore) -> CheckResult:
     """``pass`` with Redis answering (or none configured); ``warn`` when L2 is away.
 
     Never ``fail``: without Redis the cache still serves (DESIGN §4).
@@ -40,13 +38,13 @@ async def check(cache: TieredCache) -> CheckResult:
     return CheckResult(observed_value=observed, observed_unit="ms")
 
 
-def snapshot(cache: TieredCache) -> dict[str, Any]:
+def snapshot(cache: CacheCore) -> dict[str, Any]:
     """Counters and states, never keys or values (a key names a workspace's data)."""
     memory = cache.memory.stats
     remote = cache.remote
     return {
         "name": cache.name,
-        "namespace": cache.namespace,
+        "namespace": cache.keys.namespace,
         "l2": None
         if remote is None
         else {

@@ -10,9 +10,10 @@ older than ``horizon`` seconds: no transaction that old should fill a cache.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Final
+
+from corestone.clock import Clock, monotonic
 
 __all__ = ["RecentInvalidations"]
 
@@ -20,11 +21,9 @@ _MAX_ENTRIES: Final = 100_000
 
 
 class RecentInvalidations:
-    """Monotonic times of the latest invalidation per full key or tag key."""
+    """Times (of the cache's clock) of the latest invalidation per full key or tag key."""
 
-    def __init__(
-        self, *, horizon: float = 600.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, *, horizon: float = 600.0, clock: Clock = monotonic) -> None:
         self._at: dict[str, float] = {}
         self._everything_at = float("-inf")
         self._latest = float("-inf")  # of anything: most reads find nothing newer, in O(1)

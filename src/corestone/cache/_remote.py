@@ -8,6 +8,12 @@ other instances cannot hear about them. So every invalidation that could not be 
 is remembered (bounded; past the bound the whole namespace is flushed instead) and
 replayed, to Redis and on the backplane, before L2 is read again. Until the replay
 succeeds L2 is treated as unavailable: a value it holds may be one we meant to delete.
+
+An invalidation Redis refuses for good (a WRONGTYPE, a script error: anything that is not
+"unreachable") would never succeed, so it is not queued: it is dropped with a warning,
+counted (``invalidations_dropped``) and replaced by a flush of the whole namespace, which
+cannot fail that way. Pattern invalidations and flushes never delete the tag index (tag
+sets, tag generations) or locks: tags must keep reaching their entries afterwards.
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ from enum import Enum
 from typing import Final, TypeVar
 
 from corestone.cache.backplane import Backplane, Invalidation
+from corestone.cache.keys import is_index_key
 from corestone.cache.redis import RedisCache
 from corestone.cache.stats import CacheStats
+from corestone.clock import Clock, monotonic
 from corestone.errors import CircuitOpenError
 from corestone.observability.logging import get_logger
 from corestone.resilience.breaker import CircuitBreaker
@@ -45,6 +53,10 @@ class Unavailable(Enum):
 UNAVAILABLE: Final = Unavailable.UNAVAILABLE
 
 
+class _RefusedError(Exception):
+    """Redis answered an invalidation with a permanent error: replaying cannot help."""
+
+
 class Remote:
     """The L2 store and the backplane as the tiered cache sees them."""
 
@@ -58,6 +70,8 @@ class Remote:
         namespace_glob: str,
         timeout: float = 0.5,
         observe: Callable[[str, float], None] | None = None,
+        clock: Clock = monotonic,
+        wall_clock: Clock = time.time,
     ) -> None:
         self.store = store
         self.backplane = backplane
@@ -66,6 +80,8 @@ class Remote:
         self._namespace_glob = namespace_glob
         self._timeout = timeout
         self._observe = observe
+        self._clock = clock  # rate-limits the failure log
+        self._wall_clock = wall_clock  # stamps the flush messages it sends
         self._pending: list[Invalidation] = []
         self._pending_items = 0
         self._overflowed = False
@@ -84,7 +100,11 @@ class Remote:
             return UNAVAILABLE
         return await self._guarded(op, fn)
 
-    async def _guarded(self, op: str, fn: Callable[[], Awaitable[T]]) -> T | Unavailable:
+    async def _guarded(
+        self, op: str, fn: Callable[[], Awaitable[T]], *, refused: bool = False
+    ) -> T | Unavailable:
+        """Run ``fn`` behind the breaker; with ``refused``, raise :class:`_RefusedError` for an
+        error that is not unavailability instead of reporting it as UNAVAILABLE."""
         breaker = self.breaker
         try:
             breaker.permit()
@@ -96,11 +116,13 @@ class Remote:
         try:
             async with asyncio.timeout(self._timeout):
                 result = await fn()
-        except Exception as error:  # noqa: BLE001 - L2 trouble never reaches the caller
+        except Exception as error:
             elapsed = clock() - started
             unavailable = redis_unavailable(error)
             breaker.record_outcome(elapsed, failed=unavailable)
             self._stats.l2_errors += 1
+            if refused and not unavailable:
+                raise _RefusedError(repr(error)) from error
             self._log_failure(op, error, unavailable)
             return UNAVAILABLE
         except BaseException:
@@ -114,7 +136,7 @@ class Remote:
 
     def _log_failure(self, op: str, error: Exception, unavailable: bool) -> None:
         """One warning per ``LOG_EVERY`` seconds: an outage must not flood the logs."""
-        now = time.monotonic()
+        now = self._clock()
         if now - self._last_logged < LOG_EVERY:
             self._unlogged += 1
             return
@@ -130,10 +152,33 @@ class Remote:
 
     async def invalidate(self, message: Invalidation) -> None:
         """Apply ``message`` to L2 and announce it; remember it if either cannot happen."""
-        if self._pending_items or self._overflowed or not await self._apply(message):
+        if self._pending_items or self._overflowed or not await self._apply_or_drop(message):
             self._remember(message)
             if not self._replay_lock.locked():
                 await self._replay()
+        elif self._flush_due() and not self._replay_lock.locked():
+            await self._replay()  # the message was refused: flush now
+
+    def _flush_due(self) -> bool:
+        return self._overflowed
+
+    async def _apply_or_drop(self, message: Invalidation) -> bool:
+        """``_apply``, except that a message Redis refuses for good becomes a flush."""
+        try:
+            return await self._apply(message)
+        except _RefusedError as refusal:
+            self._stats.invalidations_dropped += 1
+            log.warning(
+                "cache invalidation refused by Redis: dropped, flushing the namespace instead",
+                kind=message.kind,
+                items=len(message.items),
+                error=str(refusal),
+            )
+            # The flush is announced as "clear": peers drop their whole L1, this entry included.
+            self._overflowed = True
+            self._stats.invalidations_pending = self._pending_items + 1
+            self._start_replayer()
+            return True
 
     async def announce(self, message: Invalidation) -> None:
         """Tell the other instances (a set overwrote L2 already; they must drop L1)."""
@@ -147,14 +192,19 @@ class Remote:
         items = list(message.items)
         result: object
         if message.kind == "keys":
-            result = await self._guarded("delete", lambda: store.delete(items))
+            result = await self._guarded("delete", lambda: store.delete(items), refused=True)
         elif message.kind == "tags":
-            result = await self._guarded("invalidate_tags", lambda: store.invalidate_tags(items))
+            result = await self._guarded(
+                "invalidate_tags", lambda: store.invalidate_tags(items), refused=True
+            )
         elif message.kind == "pattern":
-            result = await self._guarded("invalidate_pattern", lambda: _each_pattern(store, items))
+            result = await self._guarded(
+                "invalidate_pattern", lambda: _each_pattern(store, items), refused=True
+            )
         else:
             result = await self._guarded(
-                "clear", lambda: store.invalidate_pattern(self._namespace_glob)
+                "clear",
+                lambda: store.invalidate_pattern(self._namespace_glob, spare=is_index_key),
             )
         if result is UNAVAILABLE:
             return False
@@ -174,6 +224,9 @@ class Remote:
             self._pending_items = 0
             self._overflowed = True
         self._stats.invalidations_pending = self._pending_items + int(self._overflowed)
+        self._start_replayer()
+
+    def _start_replayer(self) -> None:
         if self._replayer is None or self._replayer.done():
             # Nobody may touch L2 for a while after Redis returns; replay without them.
             self._replayer = asyncio.get_running_loop().create_task(
@@ -196,18 +249,18 @@ class Remote:
     async def _replay(self) -> bool:
         """Apply what is pending, oldest first; True once nothing is left."""
         async with self._replay_lock:
-            if self._overflowed:
-                flush = Invalidation("clear", (), self.backplane.instance_id, time.time())
-                if not await self._apply(flush):
-                    return False
-                self._overflowed = False
             while self._pending:
                 message = self._pending[0]
-                if not await self._apply(message):
+                if not await self._apply_or_drop(message):
                     self._stats.invalidations_pending = self._pending_items
                     return False
                 self._pending.pop(0)
                 self._pending_items -= max(1, len(message.items))
+            if self._overflowed:  # after the queue: a refused message in it sets it again
+                flush = Invalidation("clear", (), self.backplane.instance_id, self._wall_clock())
+                if not await self._apply(flush):
+                    return False
+                self._overflowed = False
             self._stats.invalidations_pending = 0
             return True
 
@@ -215,5 +268,5 @@ class Remote:
 async def _each_pattern(store: RedisCache, patterns: list[str]) -> int:
     removed = 0
     for pattern in patterns:
-        removed += await store.invalidate_pattern(pattern)
+        removed += await store.invalidate_pattern(pattern, spare=is_index_key)
     return removed

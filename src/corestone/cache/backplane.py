@@ -6,15 +6,9 @@ affected entries from its L1. Pub/sub is fire-and-forget: a subscriber that is
 disconnected misses what was said meanwhile, so after every re-subscribe the backplane
 calls ``on_resync()`` and the tiered cache drops its whole L1 (anything may have been
 invalidated while it was deaf). That is the documented consistency choice: an outage
-costs a cold L1, never a stale read after the backplane is back.
-
-Why not Redis client-side caching (``CLIENT TRACKING``)? It ties invalidation to the
-connection's protocol (RESP3 push messages vs. a RESP2 redirect connection), and
-redis-py 8 defaults to RESP3, where a peer's tracking silently stops working. A plain
-channel with our own messages behaves the same on both protocols.
-
-Why separate connections for SUBSCRIBE and PUBLISH? A connection in subscribe mode
-accepts no other commands (RESP2), and a slow reader must never delay a writer.
+costs a cold L1, never a stale read after the backplane is back. SUBSCRIBE and PUBLISH
+use separate connections. Why not CLIENT TRACKING, and why two connections: see
+docs/decisions (the cache design rationale).
 """
 
 from __future__ import annotations
@@ -33,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import orjson
 
+from corestone.clock import Clock, monotonic
 from corestone.observability.logging import get_logger
 
 if TYPE_CHECKING:
@@ -177,6 +172,8 @@ class RedisBackplane:
         instance_id: str | None = None,
         reconnect_max_seconds: float = 0.5,
         metrics: Metrics | None = None,
+        clock: Clock = monotonic,
+        wall_clock: Clock = time.time,
     ) -> None:
         if reconnect_max_seconds <= 0:
             raise ValueError("reconnect_max_seconds must be positive")
@@ -185,6 +182,8 @@ class RedisBackplane:
         self.protocol = protocol
         self.instance_id = instance_id or _instance_id()
         self.reconnect_max_seconds = reconnect_max_seconds
+        self._clock = clock  # waits for the SUBSCRIBE confirmation
+        self._wall_clock = wall_clock  # delays of peers' messages (their sent_at is wall time)
         self.sent = 0
         self.received = 0
         self.dropped = 0
@@ -265,9 +264,9 @@ class RedisBackplane:
         pubsub = self._sub_client.pubsub()
         self._pubsub = pubsub
         await pubsub.subscribe(self.channel)
-        deadline = time.monotonic() + max(1.0, 2 * self.idle_ping_seconds)
+        deadline = self._clock() + max(1.0, 2 * self.idle_ping_seconds)
         while True:
-            left = deadline - time.monotonic()
+            left = deadline - self._clock()
             if left <= 0:
                 raise ConnectionError("cache backplane: SUBSCRIBE was not confirmed")
             reply = await pubsub.get_message(timeout=left)
@@ -341,7 +340,7 @@ class RedisBackplane:
                 log.error("cache backplane: on_resync failed", error=repr(error))
 
     def _dispatch(self, data: Any) -> None:
-        now = time.time()
+        now = self._wall_clock()
         try:
             message = Invalidation.decode(data)
         except (ValueError, TypeError) as error:

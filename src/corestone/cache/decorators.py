@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
+import types
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
 
 from corestone.cache.tiered import TieredCache
 
@@ -21,6 +23,10 @@ R = TypeVar("R")
 
 KeySpec = str | Callable[..., str] | None
 TagSpec = Iterable[str] | Callable[..., Iterable[str]]
+
+# What ``object.__repr__`` (and functions, coroutines, …) print: a memory address, which
+# the next object may reuse once this one is collected. Never part of a default key.
+_ADDRESS: Final = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
 
 
 def cached(
@@ -37,7 +43,11 @@ def cached(
     ``cache`` may be a function returning the cache (resolved at call time, so a module
     can decorate before the composition root exists). ``key``: a ``str.format`` template
     over the parameters, a function of the same arguments, or ``None`` for
-    ``module.qualname:`` plus the arguments' ``repr``. ``tags``: templates or a function.
+    ``module.qualname``, the values a closure captured (when decorated), and the
+    arguments' ``repr``. A default key refuses (``TypeError``) any part whose ``repr`` is
+    a memory address (``object.__repr__``): the address is reused after garbage
+    collection, so one object's result would be served for another; give such
+    functions a ``key=``. ``tags``: templates or a function.
     ``options`` are :class:`~corestone.cache.CacheOptions` fields. The wrapper has
     ``.invalidate(*args, **kwargs)`` to drop one call's entry.
     """
@@ -108,15 +118,22 @@ def _default_key(fn: Callable[..., Any]) -> Callable[[tuple[Any, ...], dict[str,
     ``f.invalidate(7)`` drops it). Functions with ``*args``/``**kwargs`` fall back to the
     arguments as given.
     """
-    prefix = f"{fn.__module__}.{fn.__qualname__}:"
+    prefix = f"{_identity(fn, set())}:"
+    name = f"{fn.__module__}.{fn.__qualname__}"
+    if _ADDRESS.search(prefix):
+        raise TypeError(
+            f"@cached {name}: a value it captured prints as a memory address; "
+            "pass key= (a template or a function) to name its entries"
+        )
     parameters = inspect.signature(fn).parameters
     kinds = {p.kind for p in parameters.values()}
     if inspect.Parameter.VAR_POSITIONAL in kinds or inspect.Parameter.VAR_KEYWORD in kinds:
 
         def as_given(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-            if kwargs:
-                return f"{prefix}{args!r}{sorted(kwargs.items())!r}"
-            return f"{prefix}{args!r}"
+            key = f"{prefix}{args!r}{sorted(kwargs.items())!r}" if kwargs else f"{prefix}{args!r}"
+            if " at 0x" in key:  # cheap test inline; the regex only when it may match
+                _refuse_address(key, name)
+            return key
 
         return as_given
     names = list(parameters)
@@ -130,10 +147,14 @@ def _default_key(fn: Callable[..., Any]) -> Callable[[tuple[Any, ...], dict[str,
 
         def positional_only(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
             if not kwargs and len(args) == len(names):
-                return f"{prefix}{args!r}"  # the common call: nothing to normalise
-            values = dict(zip(positional, args, strict=False))
-            values.update(kwargs)
-            return f"{prefix}{tuple(values.get(n) for n in names)!r}"
+                key = f"{prefix}{args!r}"  # the common call: nothing to normalise
+            else:
+                values = dict(zip(positional, args, strict=False))
+                values.update(kwargs)
+                key = f"{prefix}{tuple(values.get(n) for n in names)!r}"
+            if " at 0x" in key:
+                _refuse_address(key, name)
+            return key
 
         return positional_only
 
@@ -141,9 +162,44 @@ def _default_key(fn: Callable[..., Any]) -> Callable[[tuple[Any, ...], dict[str,
         values = dict(defaults)
         values.update(zip(positional, args, strict=False))
         values.update(kwargs)
-        return f"{prefix}{tuple(values.get(n) for n in names)!r}"
+        key = f"{prefix}{tuple(values.get(n) for n in names)!r}"
+        if " at 0x" in key:
+            _refuse_address(key, name)
+        return key
 
     return normalised
+
+
+def _refuse_address(key: str, name: str) -> None:
+    """Raise if an argument printed as a memory address into ``key``."""
+    if _ADDRESS.search(key):
+        raise TypeError(
+            f"@cached {name}: an argument prints as a memory address (object.__repr__), "
+            "which another object reuses after garbage collection; pass key= (a template "
+            "or a function) or give the argument's type a __repr__ that identifies it"
+        )
+
+
+def _identity(fn: Any, seen: set[int]) -> str:
+    """``module.qualname``, plus what a closure captured: the qualname alone is shared by
+    every closure one factory makes (``make(2)`` and ``make(3)``). Captured functions
+    (a decorator's wrapped function) count by their own identity, not their address."""
+    name = f"{fn.__module__}.{fn.__qualname__}"
+    cells = getattr(fn, "__closure__", None)
+    if not cells or id(fn) in seen:
+        return name
+    seen.add(id(fn))
+    parts = []
+    for var, cell in zip(fn.__code__.co_freevars, cells, strict=True):
+        try:
+            value = cell.cell_contents
+        except ValueError:  # assigned after the decoration: unknown now, so not identity
+            value = None
+        if isinstance(value, types.FunctionType):
+            parts.append(f"{var}={_identity(value, seen)}")
+        else:
+            parts.append(f"{var}={value!r}")
+    return f"{name}[{', '.join(parts)}]"
 
 
 def _tags_builder(

@@ -6,12 +6,14 @@ built for one workspace can never name another's entry, whatever the caller's ke
 The namespace and workspace are validated (no separators, no glob characters); the
 caller's key is free-form and never interpreted.
 
-Tag sets live beside the entries at ``corestone:{namespace}:{workspace}#tag:{tag}``. The
-``#`` right after the scope cannot appear in an entry key (those always continue with
-``:``), so a user key can never collide with a tag set. The same trick stores keys that
-are too long, binary, or not valid UTF-8 under ``…{workspace}#h:{sha256}``: Redis keys
-stay bounded and printable, at the price of pattern invalidation not reaching them (exact
-deletes and tags still do).
+Tag sets live beside the entries at ``corestone:{namespace}:{workspace}#tag:{tag}``, with
+``%`` and ``#`` in the tag percent-encoded: a tag key never contains ``#`` after ``#tag:``,
+so no tag (``X#gen`` included) can name tag ``X``'s generation counter (``…#tag:X#gen``)
+or any other internal key. The ``#`` right after the scope cannot appear in an entry key
+(those always continue with ``:``), so a user key can never collide with a tag set. The
+same trick stores keys that are too long, binary, or not valid UTF-8 under
+``…{workspace}#h:{sha256}``: Redis keys stay bounded and printable, at the price of
+pattern invalidation not reaching them (exact deletes and tags still do).
 """
 
 from __future__ import annotations
@@ -24,7 +26,17 @@ from typing import Final
 from corestone.context import workspace_id as current_workspace
 from corestone.errors import InvalidInputError
 
-__all__ = ["EVERY_WORKSPACE", "GLOBAL", "MAX_KEY_BYTES", "KeyBuilder", "escape_glob"]
+__all__ = [
+    "EVERY_WORKSPACE",
+    "GLOBAL",
+    "MAX_KEY_BYTES",
+    "KeyBuilder",
+    "escape_glob",
+    "escape_pattern",
+    "glob_regex",
+    "is_index_key",
+    "resolve_workspace",
+]
 
 GLOBAL: Final = "global"
 """Pass as ``workspace=`` to use the shared scope even inside a workspace's request."""
@@ -84,6 +96,8 @@ class KeyBuilder:
             return (
                 f"{scope}#tag#h:{hashlib.sha256(tag.encode('utf-8', 'surrogatepass')).hexdigest()}"
             )
+        if "#" in tag or "%" in tag:  # no user tag may reach an internal "#..." suffix
+            tag = tag.replace("%", "%25").replace("#", "%23")
         return f"{scope}#tag:{tag}"
 
     def pattern(self, user_pattern: str, workspace: str | int | None = None) -> str:
@@ -122,6 +136,21 @@ def glob_regex(glob: str) -> re.Pattern[str]:
         parts.append(".*" if char == "*" else re.escape(char))
         index += 1
     return re.compile("".join(parts), re.DOTALL)
+
+
+def is_index_key(key: str) -> bool:
+    """Whether ``key`` is cache bookkeeping (a tag set, a tag generation, a lock).
+
+    Entry keys continue the scope with ``:`` (or ``#h:`` for digests); every other key
+    of a scope has another ``#…`` marker right after the workspace. Pattern
+    invalidation never deletes these: tags must keep reaching their entries.
+    """
+    parts = key.split(":", 3)
+    if len(parts) < 3:
+        return False
+    segment = parts[2]
+    marker = segment.find("#")
+    return marker >= 0 and segment[marker:] != "#h"
 
 
 def resolve_workspace(workspace: str | int | None) -> str:

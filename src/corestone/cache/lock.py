@@ -18,11 +18,11 @@ import asyncio
 import math
 import random
 import secrets
-import time
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from corestone.cache import _lua
+from corestone.clock import Clock, monotonic
 from corestone.observability.logging import get_logger
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ class RedisLock:
     it turns false on release and when the watchdog finds the lease gone.
     ``watchdog=False`` makes the lease a hard limit (the lock lapses after ``lease``
     seconds whatever the holder is doing) — for work that must not hold a lock longer.
+    ``clock`` measures the wait and the lease (inject a ManualClock in tests).
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class RedisLock:
         poll_min: float = 0.005,
         poll_max: float = 0.1,
         watchdog: bool = True,
+        clock: Clock = monotonic,
     ) -> None:
         if lease <= 0:
             raise ValueError("lease must be positive")
@@ -73,6 +75,7 @@ class RedisLock:
         self.poll_min = poll_min
         self.poll_max = poll_max
         self.watchdog = watchdog
+        self._clock = clock
         # register_script only hashes the source; redis-py loads it on first NOSCRIPT.
         self._release_script: AsyncScript = client.register_script(_lua.LOCK_RELEASE)
         self._extend_script: AsyncScript = client.register_script(_lua.LOCK_EXTEND)
@@ -85,7 +88,7 @@ class RedisLock:
         if self._token is None:
             return False
         # Without a watchdog the lease is a hard limit: past it, someone else may hold it.
-        return self._expires is None or time.monotonic() < self._expires
+        return self._expires is None or self._clock() < self._expires
 
     async def _try_once(self, token: bytes) -> bool:
         return bool(await self.client.set(self.key, token, nx=True, px=_ms(self.lease)))
@@ -123,16 +126,16 @@ class RedisLock:
         if self._token is not None:
             raise RuntimeError(f"lock {self.key!r} is already held by this instance")
         token = secrets.token_hex(16).encode()
-        deadline = None if wait is None else time.monotonic() + max(0.0, wait)
+        deadline = None if wait is None else self._clock() + max(0.0, wait)
         delay = self.poll_min
         while True:
-            sent_at = time.monotonic()  # the lease runs from the server's receipt, a bit later
+            sent_at = self._clock()  # the lease runs from the server's receipt, a bit later
             if await self._attempt(token):
                 break
             if deadline is None:
                 pause = delay
             else:
-                remaining = deadline - time.monotonic()
+                remaining = deadline - self._clock()
                 if remaining <= 0:
                     return False
                 pause = min(delay, remaining)
@@ -153,7 +156,7 @@ class RedisLock:
         if token is None:
             return False
         duration = lease if lease is not None else self.lease
-        sent_at = time.monotonic()
+        sent_at = self._clock()
         extended = bool(await self._extend_script(keys=[self.key], args=[token, _ms(duration)]))
         if extended and self._expires is not None:
             self._expires = sent_at + duration
@@ -162,7 +165,7 @@ class RedisLock:
     async def _keep_alive(self, token: bytes) -> None:
         """Renew every lease/3; give up when the lease is gone or could not be renewed in time."""
         interval = self.lease / 3
-        last_ok = time.monotonic()
+        last_ok = self._clock()
         while self._token == token:
             await asyncio.sleep(interval)
             if self._token != token:
@@ -172,7 +175,7 @@ class RedisLock:
                     await self._extend_script(keys=[self.key], args=[token, _ms(self.lease)])
                 )
             except Exception as exc:  # noqa: BLE001 — Redis hiccup: retry until the lease runs out
-                if time.monotonic() - last_ok < self.lease:
+                if self._clock() - last_ok < self.lease:
                     log.warning("cache.lock.extend_failed", key=self.key, error=repr(exc))
                     continue
                 extended = False
@@ -181,7 +184,7 @@ class RedisLock:
                     self._token = None
                     log.warning("cache.lock.lost", key=self.key)
                 return
-            last_ok = time.monotonic()
+            last_ok = self._clock()
 
     def _stop_watchdog(self) -> None:
         # Not awaited: a renewal already in flight finds the token gone and does nothing,

@@ -1,34 +1,8 @@
-"""L1: the in-process cache — W-TinyLFU admission, read buffer, TTL wheel, tag index.
+"""L1: the in-process cache — W-TinyLFU admission, a lossy read buffer, TTL wheel, tag index.
 
-Why this design (see issue 5 and DESIGN §2):
-
-* **Hit ratio.**  Plain LRU lets every one-off key push out a popular one.  W-TinyLFU (the
-  policy of Caffeine) puts new entries in a small LRU *window* (1 % of the entries) and only
-  lets an entry that falls out of the window into the *main* space (segmented LRU: probation
-  20 %, protected 80 %) when a frequency sketch (``_sketch.FrequencySketch``) says it has
-  been asked for more often than the main space's own victim.  On a skewed (Zipf) workload
-  this keeps the hot set resident; under a scan, the one-time keys die in the window.
-
-* **Hit path.**  ``get`` is a dict lookup, an expiry check, and an append of the entry to a
-  bounded read buffer.  The policy work a read implies (a sketch increment, an LRU reorder,
-  a probation -> protected promotion) is replayed from that buffer on the next write (or
-  ``cleanup()``), never inside ``get``: replaying costs about a microsecond per read in
-  Python, which would make the hit five times slower if reads paid for it.  The buffer's
-  length doubles as the hit counter.  Like Caffeine's, the buffer is *lossy*: when
-  ``_READ_BUFFER`` reads have piled up since the last write, further reads are counted but
-  not recorded.  That only thins the frequency sample in read-only stretches, and those are
-  exactly the stretches in which the policy has nothing to decide (evictions happen on
-  writes, which replay the buffer first).
-
-* **Expiry.**  Deadlines are kept in a bucketed timer wheel (one bucket per second of
-  deadline, a heap of bucket ids).  Writes expire a bounded number of entries from the
-  buckets whose second has passed; ``cleanup()`` empties all of them.  Nothing ever scans the
-  whole map except the explicitly whole-map operations (``invalidate_matching``, ``clear``,
-  ``keys``).  An expired entry is a miss even before the wheel gets to it.
-
-* **Bounds.**  By entry count and, optionally, by approximate bytes (a weigher per entry).
-  Under byte pressure the same frequency comparison picks which of the window's and the main
-  space's victims goes.
+Why it is built this way (admission, the read buffer, the wheel, the bounds) is recorded in
+docs/decisions (the L1 design record); the timer wheel and the tag index are their own
+modules (``_wheel``, ``_tag_index``).
 
 **Not thread-safe, by design.**  The cache belongs to one asyncio event loop; none of its
 methods awaits, so each runs atomically with respect to the loop's other tasks and needs no
@@ -44,18 +18,21 @@ swallowed, so a faulty callback can never leave the cache half-updated.
 
 from __future__ import annotations
 
-import heapq
 import logging
 import math
-import random
-import time
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass
 from typing import Any, Final
 
+from corestone.cache._memory_stats import MemoryStats
 from corestone.cache._memory_weigher import default_weigher
-from corestone.cache._sketch import FrequencySketch, spread
+from corestone.cache._node import GONE as _GONE
+from corestone.cache._node import Node as _Node
+from corestone.cache._segments import Segments
+from corestone.cache._sketch import spread
+from corestone.cache._tag_index import TagIndex
+from corestone.cache._wheel import RESOLUTION as _WHEEL_RESOLUTION
+from corestone.cache._wheel import TimerWheel
+from corestone.clock import Clock, monotonic
 
 __all__ = ["EVICTION_REASONS", "MemoryCache", "MemoryStats", "default_weigher"]
 
@@ -64,68 +41,9 @@ _log = logging.getLogger("corestone.cache.memory")
 #: Every reason ``on_evict`` can be called with.
 EVICTION_REASONS: Final = ("size", "expired", "deleted", "replaced", "cleared")
 
-_WINDOW: Final = 0
-_PROBATION: Final = 1
-_PROTECTED: Final = 2
-_GONE: Final = -1
-
 # Tuning (see bench/_cache_hitratio.py for the traces these were checked on).
-_WINDOW_FRACTION: Final = 0.01  # share of the entries in the LRU admission window
-_PROTECTED_FRACTION: Final = 0.80  # share of the main space that is protected
 _READ_BUFFER: Final = 128  # reads recorded before the buffer is replayed into the policy
 _EXPIRE_PER_WRITE: Final = 16  # expired entries a write removes at most (amortised cleanup)
-_WHEEL_RESOLUTION: Final = 1.0  # seconds of deadline per timer-wheel bucket
-_HASHDOS_THRESHOLD: Final = 6  # candidates at least this warm get a 1/128 admission lottery
-
-
-@dataclass(frozen=True, slots=True)
-class MemoryStats:
-    """A snapshot of the L1 counters (plain ints: reading them costs nothing on the hot path).
-
-    ``evictions`` counts entries removed because a bound was reached; ``rejections`` is the
-    subset of those that were newcomers refused by the admission filter (plus values too big
-    to be stored at all).  ``weight_bytes`` is 0 unless the cache weighs (a byte bound or
-    an explicit ``weigher``).  ``entries`` may include expired entries the wheel has not reached.
-    """
-
-    hits: int
-    misses: int
-    sets: int
-    evictions: int
-    expirations: int
-    rejections: int
-    entries: int
-    weight_bytes: int
-
-    @property
-    def hit_ratio(self) -> float:
-        """Hits / (hits + misses), 0.0 before the first read."""
-        total = self.hits + self.misses
-        return self.hits / total if total else 0.0
-
-
-class _Node:
-    """One entry.  Slotted: attribute reads on the hit path are as cheap as list indexing."""
-
-    __slots__ = ("bucket", "expires", "hash", "key", "seg", "tags", "value", "weight")
-
-    def __init__(
-        self,
-        key: Hashable,
-        value: Any,
-        expires: float | None,
-        weight: int,
-        h: int,
-        tags: tuple[str, ...],
-    ) -> None:
-        self.key = key
-        self.value = value
-        self.expires = expires
-        self.weight = weight
-        self.hash = h
-        self.tags = tags
-        self.seg = _WINDOW
-        self.bucket: int | None = None
 
 
 class MemoryCache:
@@ -139,7 +57,7 @@ class MemoryCache:
         weigher: Callable[[Hashable, Any], int] | None = None,
         default_ttl: float | None = None,
         ttl_jitter: float = 0.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = monotonic,
         on_evict: Callable[[Hashable, Any, str], None] | None = None,
     ) -> None:
         """Create an empty cache.
@@ -168,21 +86,15 @@ class MemoryCache:
         self._clock = clock
         self._on_evict = on_evict
 
-        window = max(1, round(max_entries * _WINDOW_FRACTION)) if max_entries else 0
-        self._window_max = window
-        self._main_max = max_entries - window
-        self._protected_max = int(self._main_max * _PROTECTED_FRACTION)
-
         self._data: dict[Hashable, _Node] = {}
-        self._window: OrderedDict[Hashable, _Node] = OrderedDict()
-        self._probation: OrderedDict[Hashable, _Node] = OrderedDict()
-        self._protected: OrderedDict[Hashable, _Node] = OrderedDict()
+        self._segments = Segments(max_entries)
+        self._window = self._segments.window  # direct references: read on every write
+        self._sketch = self._segments.sketch
+        self._rng = self._segments.rng
         self._reads: list[_Node] = []
-        self._sketch = FrequencySketch(max(1, max_entries))
-        self._rng = random.Random()  # noqa: S311 - admission lottery, not security
-        self._tags: dict[str, set[Hashable]] = {}
-        self._buckets: dict[int, set[_Node]] = {}
-        self._bucket_heap: list[int] = []
+        self._tags = TagIndex()
+        self._wheel = TimerWheel()
+        self._bucket_heap = self._wheel.heap  # the next due second, read on every write
         self._pending: list[tuple[Hashable, Any, str]] = []
         self._weight = 0
 
@@ -222,23 +134,6 @@ class MemoryCache:
         if expires is not None and expires <= self._clock():
             self._expire_read(node)
             raise KeyError(key)
-        reads = self._reads
-        if len(reads) < _READ_BUFFER:
-            reads.append(node)
-        else:
-            self._hits += 1  # buffer full: the read is counted but not replayed (lossy)
-        return node.value
-
-    async def aget(self, key: Hashable, default: Any = None) -> Any:
-        """``get`` for async call sites (same semantics; the body is inlined to save a call)."""
-        node = self._data.get(key)
-        if node is None:
-            self._misses += 1
-            return default
-        expires = node.expires
-        if expires is not None and expires <= self._clock():
-            self._expire_read(node)
-            return default
         reads = self._reads
         if len(reads) < _READ_BUFFER:
             reads.append(node)
@@ -417,12 +312,7 @@ class MemoryCache:
 
     def invalidate_tags(self, tags: Iterable[str]) -> int:
         """Remove every entry carrying any of ``tags`` (the tag index, no scan)."""
-        victims: dict[Hashable, None] = {}
-        for tag in tags:
-            keys = self._tags.get(tag)
-            if keys:
-                victims.update(dict.fromkeys(keys))
-        return self.delete_many(victims)
+        return self.delete_many(self._tags.keys_of(tags))
 
     def invalidate_matching(self, predicate: Callable[[Hashable], bool]) -> int:
         """Remove every entry whose key satisfies ``predicate`` (a full scan, by nature).
@@ -445,12 +335,9 @@ class MemoryCache:
             node.seg = _GONE
             node.bucket = None
         self._data.clear()
-        self._window.clear()
-        self._probation.clear()
-        self._protected.clear()
+        self._segments.clear()
         self._tags.clear()
-        self._buckets.clear()
-        self._bucket_heap.clear()
+        self._wheel.clear()
         self._weight = 0
         if self._on_evict is not None:
             self._pending.extend((node.key, node.value, "cleared") for node in nodes)
@@ -467,12 +354,9 @@ class MemoryCache:
         try:
             self._drain_reads()
             removed = self._expire_due(now, None)
-            heap = self._bucket_heap
-            if heap and heap[0] == now // _WHEEL_RESOLUTION:  # the current, partly due bucket
-                bucket = self._buckets[heap[0]]
-                for node in [n for n in bucket if n.expires is not None and n.expires <= now]:
-                    self._remove(node, "expired")
-                    removed += 1
+            for node in self._wheel.due_now(now):  # the current, partly due bucket
+                self._remove(node, "expired")
+                removed += 1
             return removed
         finally:
             if self._pending:
@@ -512,34 +396,12 @@ class MemoryCache:
     # ------------------------------------------------------------------ policy internals
 
     def _drain_reads(self) -> None:
-        """Replay buffered reads: sketch increments, LRU reorders, probation -> protected."""
+        """Replay buffered reads into the policy (see ``Segments.replay``)."""
         reads = self._reads
         if not reads:
             return
         self._hits += len(reads)
-        increment = self._sketch.increment
-        window = self._window
-        probation = self._probation
-        protected = self._protected
-        protected_max = self._protected_max
-        for node in reads:
-            seg = node.seg
-            if seg == _GONE:
-                continue
-            increment(node.hash)
-            key = node.key
-            if seg == _PROTECTED:
-                protected.move_to_end(key)
-            elif seg == _WINDOW:
-                window.move_to_end(key)
-            else:
-                del probation[key]
-                node.seg = _PROTECTED
-                protected[key] = node
-                if len(protected) > protected_max:
-                    demoted_key, demoted = protected.popitem(last=False)
-                    demoted.seg = _PROBATION
-                    probation[demoted_key] = demoted
+        self._segments.replay(reads)
         reads.clear()
 
     def _insert(self, node: _Node) -> None:
@@ -547,14 +409,10 @@ class MemoryCache:
         self._data[key] = node
         self._window[key] = node
         self._weight += node.weight
-        for tag in node.tags:
-            keys = self._tags.get(tag)
-            if keys is None:
-                self._tags[tag] = {key}
-            else:
-                keys.add(key)
+        if node.tags:
+            self._tags.add(key, node.tags)
         if node.expires is not None:
-            self._schedule(node)
+            self._wheel.schedule(node)
 
     def _update(
         self,
@@ -571,15 +429,9 @@ class MemoryCache:
         self._weight += weight - node.weight
         node.weight = weight
         if node.tags != tags:
-            key = node.key
-            self._untag(node)
+            self._tags.discard(node.key, node.tags)
             node.tags = tags
-            for tag in tags:
-                keys = self._tags.get(tag)
-                if keys is None:
-                    self._tags[tag] = {key}
-                else:
-                    keys.add(key)
+            self._tags.add(node.key, tags)
         if node.expires != expires:
             if (
                 expires is not None
@@ -588,76 +440,30 @@ class MemoryCache:
             ):
                 node.expires = expires  # same wheel bucket: nothing to move
             else:
-                self._unschedule(node)
+                self._wheel.unschedule(node)
                 node.expires = expires
                 if expires is not None:
-                    self._schedule(node)
-        if node.seg == _WINDOW:
-            self._window.move_to_end(node.key)
-        elif node.seg == _PROTECTED:
-            self._protected.move_to_end(node.key)
-        else:
-            self._probation.move_to_end(node.key)
-
-    def _admit(self, candidate: _Node, victim: _Node) -> bool:
-        """TinyLFU: let ``candidate`` replace ``victim`` only if it is asked for more often.
-
-        Ties go to the incumbent.  A warm candidate that loses still gets a 1/128 chance
-        (as in Caffeine): an attacker who floods the sketch so that one victim looks
-        artificially hot cannot freeze the main space forever.
-        """
-        frequency = self._sketch.frequency
-        candidate_freq = frequency(candidate.hash)
-        victim_freq = frequency(victim.hash)
-        if candidate_freq > victim_freq:
-            return True
-        if candidate_freq < _HASHDOS_THRESHOLD:
-            return False
-        return self._rng.random() < 1.0 / 128.0
-
-    def _main_victim(self) -> _Node | None:
-        if self._probation:
-            return next(iter(self._probation.values()))
-        if self._protected:
-            return next(iter(self._protected.values()))
-        return None
+                    self._wheel.schedule(node)
+        self._segments.touch(node)
 
     def _evict(self) -> None:
         """Restore the bounds after an insert (window overflow first, then bytes)."""
-        window = self._window
-        probation = self._probation
-        while len(window) > self._window_max:
-            candidate = next(iter(window.values()))
-            key = candidate.key
-            if len(probation) + len(self._protected) < self._main_max:
-                del window[key]
-                candidate.seg = _PROBATION
-                probation[key] = candidate
-                continue
-            victim = self._main_victim()
-            if victim is not None and self._admit(candidate, victim):
-                self._remove(victim, "size")
-                del window[key]
-                candidate.seg = _PROBATION
-                probation[key] = candidate
-            else:
-                self._rejections += 1
-                self._remove(candidate, "size")
+        segments = self._segments
+        if len(self._window) > segments.window_max:
+            self._rejections += segments.overflow(self._remove_for_size)
         max_bytes = self._max_bytes
         if max_bytes is None:
             return
         while self._weight > max_bytes:
-            main_victim = self._main_victim()
-            window_victim = next(iter(window.values())) if window else None
-            if window_victim is None:
-                if main_victim is None:  # pragma: no cover - weight > 0 implies an entry
-                    break
-                self._remove(main_victim, "size")
-            elif main_victim is not None and self._admit(window_victim, main_victim):
-                self._remove(main_victim, "size")
-            else:
+            victim, refused = segments.byte_victim()
+            if victim is None:  # pragma: no cover - weight > 0 implies an entry
+                break
+            if refused:
                 self._rejections += 1
-                self._remove(window_victim, "size")
+            self._remove(victim, "size")
+
+    def _remove_for_size(self, node: _Node) -> None:
+        self._remove(node, "size")
 
     # ------------------------------------------------------------------ removal & expiry
 
@@ -668,18 +474,12 @@ class MemoryCache:
         if seg == _GONE:  # pragma: no cover - defensive: every caller passes a live node
             return
         del self._data[key]
-        if seg == _WINDOW:
-            del self._window[key]
-        elif seg == _PROBATION:
-            del self._probation[key]
-        else:
-            del self._protected[key]
-        node.seg = _GONE
+        self._segments.unlink(node)
         self._weight -= node.weight
         if node.tags:
-            self._untag(node)
+            self._tags.discard(key, node.tags)
         if node.bucket is not None:
-            self._unschedule(node)
+            self._wheel.unschedule(node)
         if reason == "size":
             self._evictions += 1
         elif reason == "expired":
@@ -702,52 +502,11 @@ class MemoryCache:
         if self._pending:
             self._notify()
 
-    def _untag(self, node: _Node) -> None:
-        key = node.key
-        index = self._tags
-        for tag in node.tags:
-            keys = index.get(tag)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del index[tag]
-
-    def _schedule(self, node: _Node) -> None:
-        assert node.expires is not None
-        bucket_id = int(node.expires // _WHEEL_RESOLUTION)
-        bucket = self._buckets.get(bucket_id)
-        if bucket is None:
-            # Each bucket id is in the heap exactly once while its set is in the dict; an
-            # emptied bucket stays until its second passes, so the heap never holds duplicates.
-            bucket = self._buckets[bucket_id] = set()
-            heapq.heappush(self._bucket_heap, bucket_id)
-        bucket.add(node)
-        node.bucket = bucket_id
-
-    def _unschedule(self, node: _Node) -> None:
-        if node.bucket is not None:
-            bucket = self._buckets.get(node.bucket)
-            if bucket is not None:
-                bucket.discard(node)
-            node.bucket = None
-
     def _expire_due(self, now: float, budget: int | None) -> int:
-        """Remove entries of the buckets whose whole second has passed (at most ``budget``)."""
-        heap = self._bucket_heap
-        limit = int(now // _WHEEL_RESOLUTION)
-        removed = 0
-        buckets = self._buckets
-        while heap and heap[0] < limit:
-            bucket = buckets[heap[0]]
-            while bucket:
-                if budget is not None and removed >= budget:
-                    return removed
-                node = bucket.pop()
-                node.bucket = None
-                self._remove(node, "expired")
-                removed += 1
-            del buckets[heapq.heappop(heap)]
-        return removed
+        return self._wheel.expire_due(now, budget, self._remove_expired)
+
+    def _remove_expired(self, node: _Node) -> None:
+        self._remove(node, "expired")
 
     def _notify(self) -> None:
         """Run the queued ``on_evict`` callbacks; a raising callback is logged, not raised."""

@@ -25,13 +25,13 @@ slot-local.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from corestone.cache import _lua
 from corestone.cache.lock import RedisLock
 from corestone.cache.serialization import Envelope, Serializer, Stored
+from corestone.clock import Clock, monotonic
 from corestone.observability.logging import get_logger
 
 if TYPE_CHECKING:
@@ -45,8 +45,9 @@ log = get_logger(__name__)
 _LOGGED_KEYS_MAX: Final = 10_000
 
 
-# A tag's generation outlives any load by far; if it does expire, it reads as 0 again and
-# a load holding an older, higher number simply does not store (the safe side).
+# A tag's generation is the Redis server time (µs) of its latest invalidation, strictly
+# increasing. It outlives any load by far; if it does expire, it reads as 0 again and a
+# load holding an older, higher number simply does not store (the safe side).
 _GENERATION_TTL_MS = 24 * 3600 * 1000
 
 
@@ -60,8 +61,10 @@ class RedisCache:
     """The L2 tier over one ``redis.asyncio.Redis`` client (bytes responses, RESP2 or RESP3).
 
     ``serializer`` defaults to msgpack; values larger than ``compress_above`` bytes are
-    zlib-compressed (``None``: never). Keys are full keys from the lead's ``KeyBuilder``;
-    this class never builds or interprets them.
+    zlib-compressed (``None``: never). Keys are full storage keys from ``KeyBuilder``:
+    this is the tier a :class:`~corestone.cache.TieredCache` builds on, not an API for
+    callers (who would have to scope keys by workspace themselves). ``clock`` times pings
+    and the locks it hands out.
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class RedisCache:
         serializer: Serializer | None = None,
         compress_above: int | None = 1024,
         compress_level: int = 1,
+        clock: Clock = monotonic,
     ) -> None:
         if client.get_encoder().decode_responses:  # type: ignore[no-untyped-call]
             raise ValueError(
@@ -78,6 +82,7 @@ class RedisCache:
                 "cache envelopes are binary"
             )
         self.client = client
+        self._clock = clock
         self.envelope = Envelope(
             serializer, compress_above=compress_above, compress_level=compress_level
         )
@@ -153,14 +158,26 @@ class RedisCache:
         return int(await self._set_tagged(keys=[key, *tag_keys], args=args)) >= 0
 
     async def get_with_generations(
-        self, key: str, tag_keys: Sequence[str]
-    ) -> tuple[Stored | None, list[int]]:
-        """The entry and the current generation of each tag, in one round trip."""
-        if not tag_keys:
-            return await self.get(key), []
-        replies = cast(
-            "list[bytes | None]", await self.client.mget([key, *(f"{tag}#gen" for tag in tag_keys)])
-        )
+        self, key: str, tag_keys: Sequence[str], *, server_time: bool = False
+    ) -> tuple[Stored | None, list[int], int | None]:
+        """The entry, each tag's generation and (if asked) the server time in µs: one round trip.
+
+        A generation is the server time (µs) of the tag's latest invalidation, so with
+        ``server_time`` a caller can tell whether a tag was invalidated after a moment of
+        its own (see ``TieredCache.get_or_load``'s ``not_before``).
+        """
+        gen_keys = [f"{tag}#gen" for tag in tag_keys]
+        if not server_time:
+            if not tag_keys:
+                return await self.get(key), [], None
+            replies = cast("list[bytes | None]", await self.client.mget([key, *gen_keys]))
+            now_us = None
+        else:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.mget([key, *gen_keys])
+                pipe.time()
+                replies, (seconds, micros) = await pipe.execute()
+            now_us = int(seconds) * 1_000_000 + int(micros)
         data, gens = replies[0], replies[1:]
         stored = None
         if data is not None:
@@ -168,7 +185,7 @@ class RedisCache:
                 stored = self._decode(data)
             except ValueError as exc:
                 self._corrupt(key, exc)
-        return stored, [int(g) if g is not None else 0 for g in gens]
+        return stored, [int(g) if g is not None else 0 for g in gens], now_us
 
     async def set_many(
         self,
@@ -207,20 +224,25 @@ class RedisCache:
             return 0
         return int(await self._invalidate_tags(keys=list(tag_keys), args=[_GENERATION_TTL_MS]))
 
-    async def invalidate_pattern(self, match: str, *, batch: int = 500) -> int:
+    async def invalidate_pattern(
+        self, match: str, *, batch: int = 500, spare: Callable[[str], bool] | None = None
+    ) -> int:
         """Remove keys matching a SCAN MATCH glob (already escaped by ``KeyBuilder``).
 
         SCAN walks the keyspace in steps, so Redis keeps serving other clients — never
         KEYS, which blocks it for the whole walk. Keys are unlinked ``batch`` at a time.
         Not atomic: an entry written while the walk is running may survive, which is why
         invalidations are also announced on the backplane. SCAN may return a key twice;
-        the count only includes keys that still existed when unlinked.
+        the count only includes keys that still existed when unlinked. Keys for which
+        ``spare(key)`` is true are left alone (the tiered cache spares its tag index).
         """
         if batch < 1:
             raise ValueError("batch must be >= 1")
         removed = 0
         pending: list[bytes] = []
         async for key in self.client.scan_iter(match=match, count=batch):
+            if spare is not None and spare(key.decode("utf-8", "surrogateescape")):
+                continue
             pending.append(key)
             if len(pending) >= batch:
                 removed += int(await self.client.unlink(*pending))
@@ -233,10 +255,10 @@ class RedisCache:
 
     async def ping(self) -> float:
         """Round-trip time of a PING, in seconds (for health checks)."""
-        started = time.perf_counter()
+        started = self._clock()
         await self.client.ping()
-        return time.perf_counter() - started
+        return self._clock() - started
 
     def lock(self, key: str, *, lease: float = 10.0) -> RedisLock:
         """A distributed lock on ``key`` (a full key; the caller picks a namespace for locks)."""
-        return RedisLock(self.client, key, lease=lease)
+        return RedisLock(self.client, key, lease=lease, clock=self._clock)

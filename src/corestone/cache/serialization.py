@@ -6,19 +6,13 @@ A value in Redis is an *envelope*::
     bytes 1..8  fresh_until, big-endian IEEE-754 double (wall-clock epoch seconds)
     bytes 9..   payload written by the serializer
 
-The freshness deadline travels with the value rather than in a separate key so one MGET
-answers both "what is it" and "may I still serve it as fresh" — a second key would double
-the round trips and could disagree with the value after a partial write. The format byte
-lets a reader refuse what it cannot or must not decode (another serializer, a foreign
-``SET key hello``) instead of guessing: :class:`Envelope` raises :class:`ValueError` and the
-cache turns that into a miss.
-
-The default serializer is msgpack with extension types for the values a service actually
-caches (datetimes with their zone, dates, UUIDs, decimals, big ints, sets): compact, fast,
-and it can only ever build plain data. :class:`OrjsonSerializer` suits values that are
-JSON already. :class:`PickleSerializer` exists for the rare object graph nothing else
-carries; it is never chosen implicitly because unpickling runs code chosen by whoever can
-write to Redis.
+One MGET answers both "what is it" and "may I still serve it as fresh"; the format byte
+lets a reader refuse what it cannot or must not decode: :class:`Envelope` raises
+:class:`ValueError` and the cache turns that into a miss. The default serializer is
+msgpack with extension types for the values a service caches (tuples, datetimes with
+their zone, dates, UUIDs, decimals, big ints, sets), which can only build plain data;
+:class:`OrjsonSerializer` suits JSON values; :class:`PickleSerializer` is opt-in only.
+Why it is built this way: docs/decisions (the cache design rationale).
 """
 
 from __future__ import annotations
@@ -110,6 +104,7 @@ _EXT_BIGINT: Final = 6
 _EXT_SET: Final = 7
 _EXT_FROZENSET: Final = 8
 _EXT_TIMEDELTA: Final = 9
+_EXT_TUPLE: Final = 10
 
 
 def _zone_suffix(value: dt.datetime | dt.time) -> str:
@@ -130,8 +125,26 @@ def _split_zone(text: str) -> tuple[str, ZoneInfo | None]:
     return text, None
 
 
-def _msgpack_default(obj: Any) -> msgpack.ExtType:
-    # Order matters: datetime is a subclass of date.
+def _msgpack_default(obj: Any) -> Any:
+    # The packer is strict about types, so tuples (and subclasses of the plain types) land
+    # here rather than being packed as the type they derive from. Order matters: datetime
+    # is a subclass of date, bool of int.
+    if isinstance(obj, tuple):  # a namedtuple comes back as a plain tuple
+        return msgpack.ExtType(_EXT_TUPLE, _pack(list(obj)))
+    if isinstance(obj, bool):
+        return bool(obj)
+    if isinstance(obj, str):  # a StrEnum member, a str subclass: its plain value
+        return str.__str__(obj)
+    if isinstance(obj, dict):
+        return dict(obj)
+    if isinstance(obj, list):
+        return list(obj)
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return bytes(obj)
+    if isinstance(obj, float):
+        return float(obj)
+    if isinstance(obj, int) and type(obj) is not int:  # an IntEnum member, an int subclass
+        return int(obj)
     if isinstance(obj, dt.datetime):
         return msgpack.ExtType(_EXT_DATETIME, (obj.isoformat() + _zone_suffix(obj)).encode())
     if isinstance(obj, dt.date):
@@ -177,10 +190,16 @@ def _msgpack_ext(code: int, data: bytes) -> Any:
     if code == _EXT_TIMEDELTA:
         days, seconds, micros = _unpack(data)
         return dt.timedelta(days=days, seconds=seconds, microseconds=micros)
+    if code == _EXT_TUPLE:
+        return tuple(_unpack(data))
     raise ValueError(f"unknown msgpack extension type {code}")
 
 
-_packer_options: Final[dict[str, Any]] = {"use_bin_type": True, "default": _msgpack_default}
+_packer_options: Final[dict[str, Any]] = {
+    "use_bin_type": True,
+    "strict_types": True,  # a tuple is not a list: it keeps its type (and works as a key)
+    "default": _msgpack_default,
+}
 
 
 def _pack(value: Any) -> bytes:
@@ -194,11 +213,12 @@ def _unpack(data: bytes) -> Any:
 class MsgpackSerializer:
     """The default: msgpack plus extension types; decoding can only build plain data.
 
-    Carries bytes, str, int (any size), float, bool, None, lists, dicts (any hashable
-    scalar keys), datetime (naive or aware; a ZoneInfo zone is kept by name), date, time,
-    timedelta, UUID, Decimal, set and frozenset. Tuples come back as lists (msgpack has no
-    tuple), anything else is a ``TypeError`` at ``dumps`` — a bug to fix at the call site,
-    not something to store.
+    Carries bytes, str, int (any size), float, bool, None, lists, tuples, dicts (any
+    hashable keys, tuples included), datetime (naive or aware; a ZoneInfo zone is kept by
+    name), date, time, timedelta, UUID, Decimal, set and frozenset: each comes back as
+    the type it went in as, so L2 returns what L1 does. Subclasses come back as their
+    base type (a namedtuple as a tuple, an IntEnum member as an int); anything else is a
+    ``TypeError`` at ``dumps`` — a bug to fix at the call site, not something to store.
     """
 
     name = "msgpack"
@@ -216,7 +236,8 @@ class OrjsonSerializer:
 
     orjson writes datetimes, UUIDs and dataclasses but reads everything back as JSON
     types (strings, numbers, lists, dicts); bytes, Decimal and ints beyond 64 bits are not
-    supported. Choose it when that asymmetry is acceptable, msgpack otherwise.
+    supported. Then L2 does not return what L1 does (a tuple or a datetime in L1 is a
+    list or a string from L2): choose it only for values that are JSON types already.
     """
 
     name = "orjson"

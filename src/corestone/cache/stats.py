@@ -37,6 +37,7 @@ class CacheStats:
     invalidations_sent: int = 0
     invalidations_received: int = 0
     invalidations_pending: int = 0
+    invalidations_dropped: int = 0
     resyncs: int = 0
     lock_waits: int = 0
 
@@ -81,6 +82,11 @@ class StatsCollector:
         weight = GaugeMetricFamily(
             f"{p}_l1_weight_bytes", "Approximate bytes held by L1.", labels=["cache"]
         )
+        dropped = CounterMetricFamily(
+            f"{p}_invalidations_dropped",
+            "Invalidations Redis refused for good, replaced by a namespace flush.",
+            labels=["cache"],
+        )
         pending = GaugeMetricFamily(
             f"{p}_invalidations_pending",
             "Invalidations waiting for Redis to come back.",
@@ -104,4 +110,7 @@ class StatsCollector:
             entries.add_metric([name], memory.entries)
             weight.add_metric([name], memory.weight_bytes)
             pending.add_metric([name], stats.invalidations_pending)
-        yield from (requests, loads, stale, invalidations, evictions, entries, weight, pending)
+            dropped.add_metric([name], stats.invalidations_dropped)
+        yield from (
+            requests, loads, stale, invalidations, evictions, entries, weight, pending, dropped
+        )  # fmt: skip

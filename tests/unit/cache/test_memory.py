@@ -43,7 +43,8 @@ def recorder() -> tuple[Evicted, Any]:
 def check_invariants(cache: MemoryCache) -> None:
     """Every internal structure agrees with every other one (white-box, on purpose)."""
     data = cache._data
-    window, probation, protected = cache._window, cache._probation, cache._protected
+    segments = cache._segments
+    window, probation, protected = segments.window, segments.probation, segments.protected
     assert len(window) + len(probation) + len(protected) == len(data)
     for segment, seg in ((window, 0), (probation, 1), (protected, 2)):
         for key, node in segment.items():
@@ -54,21 +55,22 @@ def check_invariants(cache: MemoryCache) -> None:
     assert len(data) <= cache.max_entries
     if cache.max_bytes is not None:
         assert cache._weight <= cache.max_bytes
-    assert len(protected) <= cache._protected_max
+    assert len(protected) <= segments.protected_max
     expected_tags: dict[str, set[Hashable]] = {}
     for key, node in data.items():
         for tag in node.tags:
             expected_tags.setdefault(tag, set()).add(key)
-    assert cache._tags == expected_tags
-    scheduled = {id(n) for bucket in cache._buckets.values() for n in bucket}
+    assert cache._tags._keys == expected_tags
+    buckets = cache._wheel._buckets
+    scheduled = {id(n) for bucket in buckets.values() for n in bucket}
     for node in data.values():
         if node.expires is None:
             assert node.bucket is None
         else:
             assert node.bucket is not None
-            assert node in cache._buckets[node.bucket]
+            assert node in buckets[node.bucket]
     assert len(scheduled) == sum(1 for n in data.values() if n.expires is not None)
-    assert sorted(cache._bucket_heap) == sorted(cache._buckets)
+    assert sorted(cache._wheel.heap) == sorted(buckets)
 
 
 # ---------------------------------------------------------------------- basics
@@ -95,17 +97,6 @@ def test_none_is_a_value_not_a_miss() -> None:
     missing = object()
     assert cache.get("k", missing) is None
     assert cache.get("other", missing) is missing
-
-
-async def test_aget_has_get_semantics() -> None:
-    clock = Clock()
-    cache = MemoryCache(clock=clock)
-    cache.set("k", "v", ttl=5)
-    assert await cache.aget("k") == "v"
-    clock.advance(5)
-    assert await cache.aget("k", "gone") == "gone"
-    assert cache.stats.hits == 1
-    assert cache.stats.misses == 1
 
 
 def test_overwrite_replaces_value_and_reports_replaced() -> None:
@@ -478,7 +469,7 @@ def test_tags_index_and_invalidate_tags() -> None:
     assert cache.get("a") is None
     assert cache.get("b") is None
     assert cache.get("c") == 3
-    assert cache._tags == {}
+    assert cache._tags._keys == {}
     assert sorted(key for key, _, reason in seen if reason == "deleted") == ["a", "b"]
     check_invariants(cache)
 
@@ -501,7 +492,7 @@ def test_evicted_and_expired_entries_leave_the_tag_index() -> None:
         check_invariants(cache)
     clock.advance(20)
     cache.cleanup()
-    assert cache._tags == {}
+    assert cache._tags._keys == {}
     check_invariants(cache)
 
 

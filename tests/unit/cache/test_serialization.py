@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
+import enum
 import pickle
 import struct
 import uuid
@@ -57,11 +59,34 @@ def test_msgpack_round_trips_tricky_values_with_types_intact() -> None:
     assert back["aware"].utcoffset() == dt.timedelta(hours=5, minutes=30)
 
 
-def test_msgpack_tuples_become_lists_and_unknown_types_are_refused() -> None:
+def test_msgpack_tuples_round_trip_as_tuples_even_as_dict_keys() -> None:
+    """Tuples come back as tuples (nested, in sets, as dict keys): L2 returns what L1 does."""
     s = MsgpackSerializer()
-    assert s.loads(s.dumps((1, 2))) == [1, 2]
+    for value in [(1, 2), [(1, (2, "3"))], {(1, 2): "x", "k": ((),)}, {(1, 2), (3, 4)}]:
+        back = s.loads(s.dumps(value))
+        assert back == value
+        assert repr(back) == repr(value)  # same types all the way down, not just equal
+
+
+def test_msgpack_subclasses_of_plain_types_come_back_as_their_base_type() -> None:
+    """Strict typing (for tuples) must not refuse enum members or dict and str subclasses."""
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    class Color(enum.StrEnum):
+        RED = "red"
+
+    s = MsgpackSerializer()
+    value = [Level.HIGH, Color.RED, collections.OrderedDict(a=1), True, 2**70, bytearray(b"x")]
+    assert s.loads(s.dumps(value)) == [3, "red", {"a": 1}, True, 2**70, b"x"]
+    assert type(s.loads(s.dumps(True))) is bool
+
+
+def test_msgpack_refuses_unknown_types() -> None:
+    """An object msgpack cannot carry is a TypeError at dumps, never a silent change."""
     with pytest.raises(TypeError):
-        s.dumps(object())
+        MsgpackSerializer().dumps(object())
 
 
 def test_envelope_layout_is_format_byte_then_fresh_until_then_payload() -> None:

@@ -12,16 +12,14 @@ from corestone.cache import CacheOptions, MemoryCache, TieredCache, cached
 from corestone.context import bind
 from corestone.errors import InvalidInputError, LoadTimeoutError
 from corestone.observability.metrics import Metrics
+from corestone.testing import ManualClock
 
 
-class Clock:
-    """A wall clock the test moves by hand."""
+class Clock(ManualClock):
+    """One clock the test moves by hand, given to the cache as both of its clocks."""
 
     def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+        super().__init__(1_000_000.0)
 
 
 @pytest.fixture
@@ -33,27 +31,38 @@ def clock() -> Clock:
 async def cache(clock: Clock) -> AsyncIterator[TieredCache]:
     async with TieredCache(
         namespace="t",
-        memory=MemoryCache(max_entries=1000),
+        memory=MemoryCache(max_entries=1000, clock=clock),
         clock=clock,
+        wall_clock=clock,
         options=CacheOptions(ttl=10, max_stale=100),
     ) as built:
         yield built
 
 
 class Loader:
-    def __init__(self, *values: Any, delay: float = 0.0) -> None:
+    """Returns ``values`` in turn; ``gated`` loads wait until the test opens ``gate``."""
+
+    def __init__(self, *values: Any, gated: bool = False) -> None:
         self.values = list(values)
         self.calls = 0
-        self.delay = delay
+        self.started = asyncio.Event()
+        self.gate = asyncio.Event()
+        if not gated:
+            self.gate.set()
 
     async def __call__(self) -> Any:
         self.calls += 1
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        self.started.set()
+        await self.gate.wait()
         value = self.values[min(self.calls, len(self.values)) - 1]
         if isinstance(value, Exception):
             raise value
         return value
+
+
+async def _loads_finished(cache: TieredCache) -> None:
+    """Wait for every load in flight, background refreshes included (white-box)."""
+    await asyncio.gather(*cache._core.flights.tasks, return_exceptions=True)
 
 
 async def test_set_get_delete(cache: TieredCache) -> None:
@@ -108,8 +117,11 @@ async def test_a_pattern_with_glob_characters_matches_them_literally(cache: Tier
 
 
 async def test_a_thousand_concurrent_misses_call_the_loader_once(cache: TieredCache) -> None:
-    loader = Loader("v", delay=0.01)
-    results = await asyncio.gather(*(cache.get_or_load("k", loader) for _ in range(1000)))
+    loader = Loader("v", gated=True)
+    callers = asyncio.gather(*(cache.get_or_load("k", loader) for _ in range(1000)))
+    await loader.started.wait()
+    loader.gate.set()
+    results = await callers
     assert loader.calls == 1
     assert set(results) == {"v"}
     assert cache.stats.loads == 1
@@ -118,11 +130,13 @@ async def test_a_thousand_concurrent_misses_call_the_loader_once(cache: TieredCa
 async def test_a_caller_that_gives_up_does_not_cancel_the_load_for_others(
     cache: TieredCache,
 ) -> None:
-    loader = Loader("v", delay=0.05)
+    loader = Loader("v", gated=True)
     first = asyncio.create_task(cache.get_or_load("k", loader))
     second = asyncio.create_task(cache.get_or_load("k", loader))
-    await asyncio.sleep(0.01)
+    await loader.started.wait()
     first.cancel()
+    await asyncio.sleep(0)  # the cancellation lands before the load finishes
+    loader.gate.set()
     assert await second == "v"
     assert loader.calls == 1
 
@@ -160,18 +174,20 @@ async def test_soft_timeout_returns_stale_at_once_and_refreshes_in_background(
 ) -> None:
     await cache.get_or_load("k", Loader("old"))
     clock.now += 11
-    slow = Loader("new", delay=0.2)
+    slow = Loader("new", gated=True)
     assert await cache.get_or_load("k", slow, soft_timeout=0.01) == "old"
-    await asyncio.sleep(0.3)
+    slow.gate.set()
+    await _loads_finished(cache)
     assert await cache.get("k") == "new"
     assert slow.calls == 1
 
 
 async def test_hard_timeout_without_a_stale_value_raises(cache: TieredCache) -> None:
-    slow = Loader("late", delay=0.3)
+    slow = Loader("late", gated=True)
     with pytest.raises(LoadTimeoutError):
         await cache.get_or_load("k", slow, hard_timeout=0.02)
-    await asyncio.sleep(0.35)
+    slow.gate.set()
+    await _loads_finished(cache)
     assert await cache.get("k") == "late"  # the load finished and was stored
 
 
@@ -182,17 +198,18 @@ async def test_eager_refresh_reloads_a_hot_key_before_it_expires(
     assert await cache.get_or_load("k", loader, eager_refresh=0.5) == "v1"
     clock.now += 6  # past 50 % of ttl 10, still fresh
     assert await cache.get_or_load("k", loader, eager_refresh=0.5) == "v1"
-    await asyncio.sleep(0.01)
+    await _loads_finished(cache)
     assert loader.calls == 2
     assert await cache.get("k") == "v2"
     assert cache.stats.eager_refreshes == 1
 
 
 async def test_a_load_overtaken_by_an_invalidation_is_not_cached(cache: TieredCache) -> None:
-    loader = Loader("read before the write", delay=0.05)
+    loader = Loader("read before the write", gated=True)
     task = asyncio.create_task(cache.get_or_load("k", loader, tags=["entity:Task:1"]))
-    await asyncio.sleep(0.01)
+    await loader.started.wait()
     await cache.invalidate_tags(["entity:Task:1"])
+    loader.gate.set()
     assert await task == "read before the write"
     assert await cache.get("k") is None
 
@@ -276,7 +293,9 @@ def test_bad_options_name_the_field(options: dict[str, Any]) -> None:
 
 
 async def test_jitter_only_shortens_freshness(clock: Clock) -> None:
-    async with TieredCache(clock=clock, options=CacheOptions(ttl=100, jitter=0.2)) as cache:
+    async with TieredCache(
+        clock=clock, wall_clock=clock, options=CacheOptions(ttl=100, jitter=0.2)
+    ) as cache:
         for i in range(50):
             await cache.set(f"k{i}", i)
         deadlines = [
