@@ -85,11 +85,6 @@ class Infrastructure:
             if breakers is not None
             else BreakerRegistry.from_mapping(self.settings.breakers, metrics=self.metrics)
         )
-        self.db = (
-            database
-            if database is not None
-            else Database.from_settings(self.settings, metrics=self.metrics, breakers=self.breakers)
-        )
         self.cache = (
             cache
             if cache is not None
@@ -97,7 +92,13 @@ class Infrastructure:
                 self.settings, breakers=self.breakers, metrics=self.metrics
             )
         )
-        self.db.cache = self.cache
+        self.db = (
+            database
+            if database is not None
+            else Database.from_settings(
+                self.settings, metrics=self.metrics, breakers=self.breakers, cache=self.cache
+            )
+        )
         self.services = services if services is not None else Services()
         self._managed: list[_Managed] = []
         self._started: list[_Managed] = []

@@ -94,7 +94,8 @@ class CommitCutter:
                 client.transport.abort()  # the client never sees the answer
             up_writer.write(data)
             await up_writer.drain()
-        up_writer.close()
+        if not self.cut:  # after a cut, the other direction waits for the server's answer
+            up_writer.close()
 
     async def _to_client(
         self,

@@ -13,7 +13,6 @@ from sqlalchemy import Column, MetaData, String, Table, delete, func, insert, se
 from corestone import SagaFailedError, SagaLeaseLostError
 from corestone.db import (
     Database,
-    RetryPolicy,
     Saga,
     SagaOrchestrator,
     SagaRecord,
@@ -28,9 +27,10 @@ from corestone.db import (
 from corestone.db.saga_store import SagaStore
 from corestone.errors import InvalidInputError, NotFoundError, UnavailableError
 from corestone.observability.metrics import Metrics
+from corestone.resilience import Retry
 
 ROWS = Table("saga_test_rows", MetaData(), Column("key", String(100), primary_key=True))
-FAST = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01, deadline=5.0)
+FAST = Retry(attempts=3, initial_wait_seconds=0.001, max_wait_seconds=0.01, deadline_seconds=5.0)
 SAGAS: Any = SagaRecord.__table__
 
 

@@ -32,10 +32,10 @@ from corestone.db.saga_recovery import SagaRecoveryWorker
 from corestone.db.saga_store import SagaRecord, SagaState, SagaStatus
 from corestone.db.scoping import ALL_WORKSPACES, AllWorkspaces, scope_session
 from corestone.db.transactions import (
-    NO_RETRY,
+    TRANSACTION_RETRY,
     IsolationLevel,
-    RetryPolicy,
     Transaction,
+    TransactionBackend,
     current_transaction,
     transient_cause,
 )
@@ -52,11 +52,9 @@ __all__ = [
     "IdMixin",
     "IsolationLevel",
     "KeysetPage",
-    "NO_RETRY",
     "OffsetPage",
     "PoolOptions",
     "Repository",
-    "RetryPolicy",
     "STEP_RETRY",
     "Saga",
     "SagaOrchestrator",
@@ -70,9 +68,11 @@ __all__ = [
     "SoftDeleteMixin",
     "SortKey",
     "StepContext",
+    "TRANSACTION_RETRY",
     "TenantMixin",
     "TimestampMixin",
     "Transaction",
+    "TransactionBackend",
     "UTCDateTime",
     "VersionMixin",
     "audit_entries",
