@@ -292,3 +292,29 @@ async def test_outcome_metrics(db: Database) -> None:
             raise KeyError("x")
     rendered = db._metrics.render().decode()
     assert 'corestone_db_transactions_total{outcome="rollback",target="primary"} 1.0' in rendered
+
+
+async def test_cancelled_attempt_rolls_back_runs_hooks_once_and_frees_its_connection(
+    db: Database,
+) -> None:
+    """Cancelling run_in_transaction mid-work rolls back, runs rollback hooks once, no commit
+    hook, no retry, and gives the connection back to the pool."""
+    hooks: list[str] = []
+    started = asyncio.Event()
+
+    async def work(tx: Transaction) -> None:
+        tx.session.add(Note(body="cancelled"))
+        await tx.session.flush()
+        tx.after_commit(lambda: hooks.append("commit"))
+        tx.after_rollback(lambda: hooks.append("rollback"))
+        started.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(db.run_in_transaction(work))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert hooks == ["rollback"]
+    assert db.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert await _notes(db) == []
