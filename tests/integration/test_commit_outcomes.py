@@ -162,7 +162,8 @@ async def test_connection_lost_after_commit_sent_is_commit_unknown(
 async def test_commit_unknown_through_transaction_block(
     cutter: tuple[Database, Database, CommitCutter],
 ) -> None:
-    """``async with db.transaction()`` raises CommitUnknownError too, never UnavailableError."""
+    """``async with db.transaction()`` raises CommitUnknownError too, never UnavailableError;
+    a kept savepoint's after_unknown hooks run, and an undone savepoint's rollback hooks."""
     proxied, direct, proxy = cutter
     hooks: list[str] = []
     with pytest.raises(CommitUnknownError):
@@ -170,9 +171,17 @@ async def test_commit_unknown_through_transaction_block(
             await tx.session.execute(text("UPDATE doctors SET on_call = false WHERE id = 2"))
             tx.after_commit(lambda: hooks.append("commit"))
             tx.after_rollback(lambda: hooks.append("rollback"))
+            async with proxied.transaction() as kept:
+                kept.after_unknown(lambda: hooks.append("kept-unknown"))
+                kept.after_commit(lambda: hooks.append("kept-commit"))
+            with pytest.raises(ValueError, match="undo"):
+                async with proxied.transaction() as undone:
+                    undone.after_unknown(lambda: hooks.append("undone-unknown"))
+                    undone.after_rollback(lambda: hooks.append("undone-rollback"))
+                    raise ValueError("undo")
             proxy.armed = True
     await asyncio.wait_for(proxy.server_answered.wait(), 10)
-    assert hooks == []
+    assert hooks == ["kept-unknown", "undone-rollback"]
     assert await _on_call(direct) == [1]
 
 
