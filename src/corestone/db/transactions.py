@@ -207,7 +207,8 @@ async def open_transaction(
         try:
             try:
                 yield tx
-                await session.flush()  # a failure here is before COMMIT: a plain rollback
+                if session.new or session.dirty or session.deleted:
+                    await session.flush()  # a failure here is before COMMIT: a rollback
             except BaseException:
                 await _quiet_rollback(session)
                 raise
