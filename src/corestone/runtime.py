@@ -35,6 +35,9 @@ __all__ = ["Component", "Infrastructure"]
 
 log = get_logger(__name__)
 
+_CANCEL_GRACE_SECONDS = 1.0
+"""How long a timed-out stop may take to unwind after its cancellation before it is abandoned."""
+
 
 @runtime_checkable
 class Component(Protocol):
@@ -97,11 +100,6 @@ class Infrastructure:
             if breakers is not None
             else BreakerRegistry.from_mapping(self.settings.breakers, metrics=self.metrics)
         )
-        self.db = (
-            database
-            if database is not None
-            else Database.from_settings(self.settings, metrics=self.metrics, breakers=self.breakers)
-        )
         self.cache = (
             cache
             if cache is not None
@@ -109,7 +107,13 @@ class Infrastructure:
                 self.settings, breakers=self.breakers, metrics=self.metrics
             )
         )
-        self.db.cache = self.cache
+        self.db = (
+            database
+            if database is not None
+            else Database.from_settings(
+                self.settings, metrics=self.metrics, breakers=self.breakers, cache=self.cache
+            )
+        )
         self.services = services if services is not None else Services()
         self._managed: list[_Managed] = []
         self._started: list[_Managed] = []
@@ -267,10 +271,15 @@ class Infrastructure:
                 cancelled = True  # from outside: finish stopping everything, then propagate
         if not task.done():
             task.cancel()
-            try:
-                await asyncio.sleep(0)  # let a well-behaved aclose unwind before moving on
-            except asyncio.CancelledError:
-                cancelled = True
+            # A well-behaved aclose unwinds on cancellation (cancelling and awaiting its own
+            # tasks, rolling back): give it a grace period so nothing it owns outlives the
+            # shutdown; only one that ignores the cancellation is abandoned.
+            grace_deadline = loop.time() + max(timeout, _CANCEL_GRACE_SECONDS)
+            while not task.done() and (remaining := grace_deadline - loop.time()) > 0:
+                try:
+                    await asyncio.wait({task}, timeout=remaining)
+                except asyncio.CancelledError:
+                    cancelled = True
             if not task.done():
                 self._abandoned.add(task)
                 task.add_done_callback(_forget(self._abandoned))

@@ -9,7 +9,8 @@ from typing import Any
 
 from sqlalchemy import Column, MetaData, String, Table, delete, insert, select, update
 
-from corestone.db import Database, RetryPolicy, utc_now
+from corestone.db import Database, utc_now
+from corestone.resilience import Retry
 from corestone.sagas import (
     Saga,
     SagaOrchestrator,
@@ -32,7 +33,7 @@ __all__ = [
 ]
 
 ROWS = Table("saga_test_rows", MetaData(), Column("key", String(100), primary_key=True))
-FAST = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01, deadline=5.0)
+FAST = Retry(attempts=3, initial_wait_seconds=0.001, max_wait_seconds=0.01, deadline_seconds=5.0)
 SAGAS: Any = SagaRecord.__table__
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -130,3 +131,48 @@ async def test_unreachable_redis_opens_its_breaker() -> None:
     await client.aclose()
     assert breaker.state is State.OPEN
     assert kinds[-2:] == ["CircuitOpenError", "CircuitOpenError"]
+
+
+async def test_client_timeouts_and_cancellations_leave_the_breaker_closed(
+    postgres_url: str,
+) -> None:
+    """20 client-side timeouts in a row (asyncio.timeout, task cancellation, asyncpg
+    command_timeout) are the caller's choice, not database failures: the breaker stays
+    CLOSED, and the caller sees its own timeout, not UnavailableError."""
+    registry = BreakerRegistry(CONFIG)
+    sep = "&" if "?" in postgres_url else "?"
+    database = Database(f"{postgres_url}{sep}command_timeout=0.05", breakers=registry)
+    await database.start()
+    slow = text("SELECT pg_sleep(2)")
+    seen: list[str] = []
+
+    async def slow_query() -> None:
+        async with database.transaction() as tx:
+            await tx.session.execute(slow)
+
+    try:
+        for round_ in range(20):
+            kind = ("asyncio.timeout", "cancel", "command_timeout")[round_ % 3]
+            if kind == "asyncio.timeout":
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(0.02):
+                        await slow_query()
+            elif kind == "cancel":
+                task = asyncio.create_task(slow_query())
+                await asyncio.sleep(0.02)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            else:
+                with pytest.raises(TimeoutError) as caught:
+                    await slow_query()
+                assert not isinstance(caught.value, UnavailableError)
+            seen.append(kind)
+        breaker = registry.get("database")
+        assert breaker.state is State.CLOSED
+        assert registry.snapshot()[0].failed_calls == 0
+        async with database.transaction() as tx:
+            assert (await tx.session.execute(text("SELECT 1"))).scalar() == 1
+    finally:
+        await database.aclose()
+    assert len(seen) == 20

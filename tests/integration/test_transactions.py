@@ -14,8 +14,9 @@ from sqlalchemy import MetaData, String, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from corestone import ConflictError
-from corestone.db import Database, RetryPolicy, Transaction
+from corestone.db import Database, Transaction
 from corestone.observability import Metrics
+from corestone.resilience import Retry
 
 
 class _Base(DeclarativeBase):
@@ -173,7 +174,7 @@ async def test_serializable_conflict_is_retried_on_postgres(pg: Database) -> Non
 
         return work
 
-    policy = RetryPolicy(max_attempts=5, base_delay=0.001)
+    policy = Retry(attempts=5, initial_wait_seconds=0.001)
     await asyncio.gather(
         pg.run_in_transaction(increment("a"), retry=policy, isolation="SERIALIZABLE"),
         pg.run_in_transaction(increment("b"), retry=policy, isolation="SERIALIZABLE"),
@@ -200,7 +201,7 @@ async def test_exhausted_retries_raise_conflict(pg: Database) -> None:
 
     with pytest.raises(ConflictError):
         await pg.run_in_transaction(
-            always_conflicts, retry=RetryPolicy(max_attempts=3, base_delay=0)
+            always_conflicts, retry=Retry(attempts=3, initial_wait_seconds=0)
         )
     assert hooks == []
     assert rolled_back == ["rollback"]
@@ -222,7 +223,7 @@ async def test_dropped_connection_before_commit_is_retried(pg: Database) -> None
             await tx.session.execute(text("SELECT 1"))
         return attempts
 
-    assert await pg.run_in_transaction(work, retry=RetryPolicy(base_delay=0.001)) == 2
+    assert await pg.run_in_transaction(work, retry=Retry(initial_wait_seconds=0.001)) == 2
     assert await _notes(pg) == ["attempt 2"]
 
 
@@ -239,7 +240,7 @@ async def test_sqlite_locked_database_is_retried(lite: Database, sqlite_url: str
             tx.session.add(Note(body="after the lock"))
             return "done"
 
-        policy = RetryPolicy(max_attempts=50, base_delay=0.02, max_delay=0.05)
+        policy = Retry(attempts=50, initial_wait_seconds=0.02, max_wait_seconds=0.05)
         assert await lite.run_in_transaction(work, retry=policy) == "done"
     finally:
         release.join()
@@ -291,3 +292,29 @@ async def test_outcome_metrics(db: Database) -> None:
             raise KeyError("x")
     rendered = db._metrics.render().decode()
     assert 'corestone_db_transactions_total{outcome="rollback",target="primary"} 1.0' in rendered
+
+
+async def test_cancelled_attempt_rolls_back_runs_hooks_once_and_frees_its_connection(
+    db: Database,
+) -> None:
+    """Cancelling run_in_transaction mid-work rolls back, runs rollback hooks once, no commit
+    hook, no retry, and gives the connection back to the pool."""
+    hooks: list[str] = []
+    started = asyncio.Event()
+
+    async def work(tx: Transaction) -> None:
+        tx.session.add(Note(body="cancelled"))
+        await tx.session.flush()
+        tx.after_commit(lambda: hooks.append("commit"))
+        tx.after_rollback(lambda: hooks.append("rollback"))
+        started.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(db.run_in_transaction(work))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert hooks == ["rollback"]
+    assert db.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert await _notes(db) == []

@@ -29,10 +29,10 @@ from corestone.db.pagination import (
 from corestone.db.repository import Repository
 from corestone.db.scoping import ALL_WORKSPACES, AllWorkspaces, scope_session
 from corestone.db.transactions import (
-    NO_RETRY,
+    TRANSACTION_RETRY,
     IsolationLevel,
-    RetryPolicy,
     Transaction,
+    TransactionBackend,
     current_transaction,
     transient_cause,
 )
@@ -50,16 +50,16 @@ __all__ = [
     "IsolationLevel",
     "KeysetPage",
     "MAX_CURSOR_LENGTH",
-    "NO_RETRY",
     "OffsetPage",
     "PoolOptions",
     "Repository",
-    "RetryPolicy",
     "SoftDeleteMixin",
     "SortKey",
+    "TRANSACTION_RETRY",
     "TenantMixin",
     "TimestampMixin",
     "Transaction",
+    "TransactionBackend",
     "UTCDateTime",
     "VersionMixin",
     "audit_entries",

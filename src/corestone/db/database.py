@@ -8,7 +8,11 @@ its pool shape from settings.
 
 Driver errors never leave :meth:`Database.transaction` raw: a broken constraint becomes
 :class:`~corestone.errors.ConflictError`, a lost or refused connection or an exhausted
-pool :class:`~corestone.errors.UnavailableError`, each chained to the original.
+pool :class:`~corestone.errors.UnavailableError`, a COMMIT whose answer was lost
+:class:`~corestone.errors.CommitUnknownError`, each chained to the original. Errors that
+do not come from the driver (application code's own ``OSError``, ``TimeoutError``)
+propagate as themselves. ``Database`` is the
+:class:`~corestone.db.transactions.TransactionBackend` transactions run on.
 """
 
 from __future__ import annotations
@@ -33,21 +37,22 @@ from sqlalchemy.pool import QueuePool
 
 from corestone import context
 from corestone.config import Settings, redact_url
+from corestone.db._driver_errors import first_line, translate_error
 from corestone.db.transactions import (
-    CommitFailedError,
+    TRANSACTION_RETRY,
     IsolationLevel,
-    RetryPolicy,
+    Outcome,
     Transaction,
     open_transaction,
     run_with_retry,
-    transient_cause,
 )
-from corestone.errors import ConflictError, CorestoneError, UnavailableError
+from corestone.errors import UnavailableError
 from corestone.observability.health import CheckResult, HealthStatus
 from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
 from corestone.resilience.integrations import guard_engine
 from corestone.resilience.registry import BreakerRegistry
+from corestone.resilience.retry import Retry
 
 if TYPE_CHECKING:
     from corestone.cache.tiered import TieredCache
@@ -159,14 +164,14 @@ class Database:
         metrics: Metrics | None = None,
         breakers: BreakerRegistry | None = None,
         signing_key: bytes | None = None,
+        cache: TieredCache | None = None,
     ) -> None:
         self.url: URL = make_url(url)
         self.breakers = breakers
         # Repositories sign their pagination cursors with this unless given another key.
         self.signing_key = signing_key
-        # Repositories invalidate (and, when they opt in, read through) this cache;
-        # Infrastructure sets it to infra.cache.
-        self.cache: TieredCache | None = None
+        # Repositories invalidate (and, when they opt in, read through) this cache.
+        self.cache = cache
         self._replica_urls = [make_url(u) for u in replica_urls]
         self._pool = pool
         self._busy_timeout_ms = sqlite_busy_timeout_ms
@@ -193,6 +198,7 @@ class Database:
         *,
         metrics: Metrics | None = None,
         breakers: BreakerRegistry | None = None,
+        cache: TieredCache | None = None,
     ) -> Database:
         """The primary and replicas as configured by ``CORESTONE_DATABASE_*``."""
         return cls(
@@ -209,6 +215,7 @@ class Database:
             metrics=metrics,
             breakers=breakers,
             signing_key=settings.signing_key,
+            cache=cache,
         )
 
     @property
@@ -242,7 +249,7 @@ class Database:
         except Exception as error:
             await self.aclose()
             # For the operator, not a client: say where and why.
-            reason = _first_line(getattr(error, "orig", None) or error)
+            reason = first_line(getattr(error, "orig", None) or error)
             raise UnavailableError(f"cannot connect to {self.safe_url}: {reason}") from error
         for index, url in enumerate(self._replica_urls, start=1):
             replica = _Engine(url, f"replica{index}", self._engine_options(url), self._metrics)
@@ -285,12 +292,8 @@ class Database:
         try:
             async with open_transaction(self, isolation=isolation, read_only=read_only) as tx:
                 yield tx
-        except CommitFailedError as failed:
-            raise self._translate(failed.cause) from failed.cause
-        except CorestoneError:
-            raise
         except Exception as error:
-            translated = self._translate(error)
+            translated = translate_error(error)
             if translated is error:
                 raise
             raise translated from error
@@ -299,19 +302,18 @@ class Database:
         self,
         fn: Callable[[Transaction], Awaitable[T]],
         *,
-        retry: RetryPolicy | None = None,
+        retry: Retry = TRANSACTION_RETRY,
         isolation: IsolationLevel | None = None,
         read_only: bool = False,
     ) -> T:
         """Run ``fn(tx)`` in a transaction, re-running all of it on transient errors.
 
         ``fn`` may run more than once: keep side effects out of it, or register them with
-        ``tx.after_commit`` (which runs once, for the attempt that committed).
+        ``tx.after_commit`` (which runs once, for the attempt that committed). ``retry``
+        says how often and for how long (its deadline includes the first attempt); only
+        transient database failures are retried, never a CommitUnknownError.
         """
-        policy = RetryPolicy() if retry is None else retry
-        return await run_with_retry(
-            self, fn, retry=policy, isolation=isolation, read_only=read_only
-        )
+        return await run_with_retry(self, fn, retry=retry, isolation=isolation, read_only=read_only)
 
     async def ping(self) -> CheckResult:
         """Run ``SELECT 1`` on the primary; report the round trip, pool use and replicas."""
@@ -331,10 +333,15 @@ class Database:
         )
 
     @asynccontextmanager
-    async def _session_for(
+    async def session_for(
         self, *, isolation: IsolationLevel | None, read_only: bool
     ) -> AsyncIterator[AsyncSession]:
-        """A session whose transaction has begun, on a replica when that is allowed."""
+        """A session whose transaction has begun, on a replica when that is allowed.
+
+        Part of the transaction port (:class:`~corestone.db.transactions.TransactionBackend`):
+        use :meth:`transaction` instead. A socket error or timeout while connecting to the
+        primary is the driver's, and becomes ``UnavailableError("database unreachable")``.
+        """
         options: dict[str, Any] = {"corestone_read_only": read_only}
         if self.dialect == "postgresql":
             if isolation is not None:
@@ -357,7 +364,11 @@ class Database:
         primary = self._require_primary()
         async with primary.sessions() as session:
             session.info["corestone_target"] = "primary"
-            await primary.acquire(session, options)
+            try:
+                await primary.acquire(session, options)
+            except OSError as error:  # raised raw by the driver's connect
+                log.warning("database unreachable", cause=first_line(error))
+                raise UnavailableError("database unreachable", retry_after=1.0) from error
             yield session
 
     def _guard(self, engine: _Engine) -> None:
@@ -380,7 +391,7 @@ class Database:
 
     def _mark_unhealthy(self, replica: _Engine, error: BaseException) -> None:
         replica.unhealthy_until = time.monotonic() + self._replica_retry_seconds
-        replica.last_error = _first_line(error)
+        replica.last_error = first_line(error)
         log.warning(
             "replica unavailable",
             replica=replica.label,
@@ -388,14 +399,15 @@ class Database:
             error=replica.last_error,
         )
 
-    def _record_outcome(
-        self, committed: bool, seconds: float, read_only: bool, target: str
+    def record_outcome(
+        self, outcome: Outcome, seconds: float, *, read_only: bool, target: str
     ) -> None:
-        outcome = "commit" if committed else "rollback"
+        """Count a finished transaction; a committed write sends this request's reads to
+        the primary (part of the transaction port)."""
         self._transactions.labels(outcome=outcome, target=target).inc()
         self._duration.labels(outcome=outcome).observe(seconds)
         state = context.request_state()
-        if committed and not read_only and state is not None:
+        if outcome != "rollback" and not read_only and state is not None:
             state[self._wrote_key] = True
 
     @property
@@ -406,11 +418,9 @@ class Database:
         state = context.request_state()
         return state is not None and bool(state.get(self._wrote_key))
 
-    def _record_retry(self, cause: str) -> None:
+    def record_retry(self, cause: str) -> None:
+        """Count a transaction attempt retried for ``cause`` (part of the transaction port)."""
         self._retries.labels(cause=cause).inc()
-
-    def _translate(self, error: BaseException) -> BaseException:
-        return _translate(error)
 
     def _require_primary(self) -> _Engine:
         if self._primary is None:
@@ -456,36 +466,3 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
     def _on_begin(conn: Any) -> None:
         read_only = conn.get_execution_options().get("corestone_read_only", False)
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
-
-
-def _translate(error: BaseException) -> BaseException:
-    """The corestone error for a driver error, or ``error`` itself if none fits.
-
-    Messages stay generic because they reach HTTP clients; the driver's own text (which
-    can name constraints, hosts and users) is logged here and kept as ``__cause__``.
-    """
-    translated: CorestoneError | None = None
-    cause = transient_cause(error)
-    if cause in ("serialization", "deadlock"):
-        translated = ConflictError("the transaction conflicted with a concurrent one; try again")
-    elif cause == "locked":
-        translated = UnavailableError("the database is locked by another writer", retry_after=1.0)
-    elif isinstance(error, exc.IntegrityError):
-        translated = ConflictError("the change conflicts with existing data")
-    elif isinstance(error, exc.TimeoutError):
-        translated = UnavailableError("database connection pool exhausted", retry_after=1.0)
-    elif isinstance(error, exc.DBAPIError) and (
-        error.connection_invalidated or isinstance(error, exc.OperationalError | exc.InterfaceError)
-    ):
-        translated = UnavailableError("database unavailable", retry_after=1.0)
-    elif isinstance(error, OSError | ConnectionError):
-        translated = UnavailableError("database unreachable", retry_after=1.0)
-    if translated is None:
-        return error
-    log.warning("database error", code=translated.code, cause=_first_line(error))
-    return translated
-
-
-def _first_line(error: object) -> str:
-    text = str(error)
-    return text.splitlines()[0] if text else type(error).__name__

@@ -1,84 +1,108 @@
-"""Transactions: one unit of work, savepoints for nested blocks, retries, and commit hooks.
+"""Transactions: one unit of work, savepoints for nested blocks, retries, and outcome hooks.
 
 ``async with db.transaction() as tx`` opens a :class:`Transaction`; inside it, another
 ``db.transaction()`` is a SAVEPOINT, and an exception in that block rolls back only the
 savepoint. ``db.run_in_transaction(fn)`` runs ``fn(tx)`` in a fresh transaction and runs it
-again, whole, when the database says the attempt may succeed if repeated: a PostgreSQL
-serialization failure or deadlock, a connection lost before commit, SQLite's "database is
-locked". It never retries a failed COMMIT whose outcome is unknown.
+again, whole, under a :class:`~corestone.resilience.Retry` policy when the database says
+the attempt may succeed if repeated: a PostgreSQL serialization failure or deadlock (also
+when the server refuses the COMMIT for it), a connection lost before COMMIT was sent,
+SQLite's "database is locked".
+
+A COMMIT whose answer never arrived (the connection dropped after it was sent) has an
+unknown outcome: it raises :class:`~corestone.errors.CommitUnknownError`, is never
+retried, and runs only the :meth:`Transaction.after_unknown` hooks.
 
 Hooks registered with :meth:`Transaction.after_commit` / :meth:`~Transaction.after_rollback`
-run exactly once, after the final outcome of the outermost transaction, and never for an
-attempt that was retried. A rolled-back savepoint drops its commit hooks and keeps its
-rollback hooks (its work was undone even if the outer transaction commits).
+/ :meth:`~Transaction.after_unknown` run exactly once, after the final outcome of the
+outermost transaction, and never for an attempt that was retried. A rolled-back savepoint
+drops its commit and unknown hooks and keeps its rollback hooks (its work was undone
+whatever the outer transaction's outcome).
 
 What happens on a crash: before COMMIT returns nothing is durable and no commit hook has
-run; after it returns, the hooks may not run if the process dies at that instant — code
+run; after it returns, the hooks may not run if the process dies at that instant: code
 that must not miss them (events, emails) uses an outbox written in the transaction.
+
+Transactions depend on :class:`TransactionBackend`, a small protocol that
+:class:`~corestone.db.Database` implements; this module never imports the database.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
-from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from corestone.errors import CorestoneError
+from corestone.db._driver_errors import commit_outcome_unknown, transient_cause, translate_error
+from corestone.errors import CommitUnknownError
 from corestone.observability.logging import get_logger
+from corestone.resilience.retry import Retry
 
 if TYPE_CHECKING:
-    from corestone.db.database import Database
+    from corestone.cache.tiered import TieredCache
 
 __all__ = [
-    "NO_RETRY",
-    "CommitFailedError",
+    "BEGAN_AT",
+    "TRANSACTION_RETRY",
     "Hook",
     "IsolationLevel",
-    "RetryPolicy",
+    "Outcome",
     "Transaction",
+    "TransactionBackend",
     "current_transaction",
+    "open_transaction",
+    "run_with_retry",
     "transient_cause",
 ]
 
 log = get_logger(__name__)
 
 IsolationLevel = Literal["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"]
+Outcome = Literal["commit", "rollback", "unknown"]
 Hook = Callable[[], Awaitable[None] | None]
 T = TypeVar("T")
 
 _current: ContextVar[Transaction | None] = ContextVar("corestone_transaction", default=None)
 
+TRANSACTION_RETRY = Retry(
+    attempts=5, initial_wait_seconds=0.01, max_wait_seconds=1.0, deadline_seconds=10.0
+)
+"""``run_in_transaction``'s default: 5 attempts, full-jitter waits from 10 ms to 1 s, 10 s
+in all counting the first attempt. Only transient database failures are retried."""
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How :meth:`Database.run_in_transaction` retries transient failures.
 
-    Waits follow exponential backoff with full jitter: attempt ``n`` sleeps a uniform
-    random time in ``[0, min(max_delay, base_delay * 2**n))``. Retrying stops at
-    ``max_attempts`` or when the next sleep would pass ``deadline`` seconds since the
-    first attempt, and the last error is raised.
+class TransactionBackend(Protocol):
+    """What a transaction needs from its database; :class:`~corestone.db.Database` is one.
+
+    ``cache`` and ``signing_key`` are handed on to the repositories built on the
+    transaction (read-through and invalidation, cursor signing).
     """
 
-    max_attempts: int = 5
-    base_delay: float = 0.01
-    max_delay: float = 1.0
-    deadline: float = 10.0
+    @property
+    def cache(self) -> TieredCache | None: ...
 
-    def delay(self, attempt: int) -> float:
-        """The full-jitter sleep before attempt ``attempt + 1`` (``attempt`` counts from 1)."""
-        ceiling = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
-        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
+    @property
+    def signing_key(self) -> bytes | None: ...
 
+    def session_for(
+        self, *, isolation: IsolationLevel | None, read_only: bool
+    ) -> AbstractAsyncContextManager[AsyncSession]:
+        """A session whose transaction has begun, on a replica when ``read_only`` allows."""
+        ...
 
-NO_RETRY = RetryPolicy(max_attempts=1)
+    def record_outcome(
+        self, outcome: Outcome, seconds: float, *, read_only: bool, target: str
+    ) -> None:
+        """Count a finished transaction (``target`` is the session's engine label)."""
+        ...
+
+    def record_retry(self, cause: str) -> None:
+        """Count an attempt retried for ``cause`` (see :func:`transient_cause`)."""
+        ...
 
 
 @dataclass(eq=False)
@@ -86,10 +110,12 @@ class Transaction:
     """A unit of work: the session, and what to do once its outcome is known."""
 
     session: AsyncSession
-    database: Database
+    database: TransactionBackend
     parent: Transaction | None = None
+    outcome: Outcome | None = None
     _commit_hooks: list[Hook] = field(default_factory=list)
     _rollback_hooks: list[Hook] = field(default_factory=list)
+    _unknown_hooks: list[Hook] = field(default_factory=list)
     _undone_hooks: list[Hook] = field(default_factory=list)
 
     def after_commit(self, hook: Hook) -> None:
@@ -99,6 +125,14 @@ class Transaction:
     def after_rollback(self, hook: Hook) -> None:
         """Run ``hook`` once this work has been rolled back for good."""
         self._rollback_hooks.append(hook)
+
+    def after_unknown(self, hook: Hook) -> None:
+        """Run ``hook`` if the connection is lost after COMMIT was sent.
+
+        The work may or may not have committed: this is for what is right either way,
+        such as dropping cache entries the work may have changed.
+        """
+        self._unknown_hooks.append(hook)
 
     @property
     def nested(self) -> bool:
@@ -110,22 +144,32 @@ class Transaction:
         if committed:
             self.parent._commit_hooks += self._commit_hooks
             self.parent._rollback_hooks += self._rollback_hooks
+            self.parent._unknown_hooks += self._unknown_hooks
         else:
             self.parent._undone_hooks += self._rollback_hooks
         self.parent._undone_hooks += self._undone_hooks
 
-    async def _run_hooks(self, committed: bool) -> None:
-        hooks = [*(self._commit_hooks if committed else self._rollback_hooks), *self._undone_hooks]
+    async def _run_hooks(self) -> None:
+        """Run the hooks of :attr:`outcome` (and of rolled-back savepoints), each once."""
+        by_outcome = {
+            "commit": self._commit_hooks,
+            "rollback": self._rollback_hooks,
+            "unknown": self._unknown_hooks,
+        }
+        hooks = [*by_outcome.get(self.outcome or "rollback", []), *self._undone_hooks]
+        self._commit_hooks, self._rollback_hooks, self._unknown_hooks = [], [], []
+        self._undone_hooks = []
         for hook in hooks:
             try:
                 result = hook()
                 if result is not None:
                     await result
             except Exception:
-                log.exception("transaction hook failed", committed=committed)
+                log.exception("transaction hook failed", outcome=self.outcome)
 
 
 BEGAN_AT = "corestone_began_at"
+"""``session.info`` key: when the transaction's snapshot may have been taken, at the latest."""
 
 
 def current_transaction() -> Transaction | None:
@@ -135,46 +179,62 @@ def current_transaction() -> Transaction | None:
 
 @asynccontextmanager
 async def open_transaction(
-    database: Database,
+    backend: TransactionBackend,
     *,
     isolation: IsolationLevel | None,
     read_only: bool,
     run_hooks: bool = True,
 ) -> AsyncIterator[Transaction]:
-    """Open a transaction, or a savepoint when one of ``database`` is already open here."""
+    """Open a transaction, or a savepoint when one of ``backend`` is already open here.
+
+    Errors come out as raised (the caller translates them), except a COMMIT whose answer
+    was lost, which becomes :class:`CommitUnknownError`. With ``run_hooks=False`` the
+    caller runs the hooks (:func:`run_with_retry`, once it knows the final attempt).
+    """
     parent = _current.get()
-    if parent is not None and parent.database is database:
+    if parent is not None and parent.database is backend:
         async with _savepoint(parent) as child:
             yield child
         return
     started = time.perf_counter()
-    committed = False
-    async with database._session_for(isolation=isolation, read_only=read_only) as session:
+    outcome: Outcome = "rollback"
+    async with backend.session_for(isolation=isolation, read_only=read_only) as session:
         # When its snapshot may have been taken, at the latest: the cache will not store
         # what this transaction reads if it was invalidated after that (db/_cache.py).
         session.info[BEGAN_AT] = time.monotonic()
-        tx = Transaction(session, database)
+        tx = Transaction(session, backend)
         token = _current.set(tx)
         try:
             try:
                 yield tx
+                if session.new or session.dirty or session.deleted:
+                    await session.flush()  # a failure here is before COMMIT: a rollback
             except BaseException:
                 await _quiet_rollback(session)
                 raise
+            outcome = "unknown"  # from the moment COMMIT may have been sent (or cancelled)
             try:
                 await session.commit()
             except Exception as error:
+                if commit_outcome_unknown(error):
+                    await _quiet_rollback(session)
+                    raise CommitUnknownError(
+                        "the connection was lost during COMMIT: the transaction may have committed"
+                    ) from error
+                outcome = "rollback"  # the server answered: it refused the commit
                 await _quiet_rollback(session)
-                raise CommitFailedError(error) from error
-            committed = True
+                raise
+            outcome = "commit"
         finally:
             _current.reset(token)
+            tx.outcome = outcome
             target = str(session.info.get("corestone_target", "primary"))
-            database._record_outcome(committed, time.perf_counter() - started, read_only, target)
-            if run_hooks and not committed:
-                await tx._run_hooks(committed=False)
+            seconds = time.perf_counter() - started
+            backend.record_outcome(outcome, seconds, read_only=read_only, target=target)
+            if run_hooks and outcome != "commit":
+                await tx._run_hooks()
     if run_hooks:
-        await tx._run_hooks(committed=True)
+        await tx._run_hooks()
 
 
 @asynccontextmanager
@@ -202,91 +262,50 @@ async def _quiet_rollback(session: AsyncSession) -> None:
         log.warning("rollback failed", error=repr(error))
 
 
-class CommitFailedError(Exception):
-    """COMMIT itself failed: the outcome is unknown, so the attempt is never retried."""
-
-    def __init__(self, cause: Exception) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
+def _is_transient(error: BaseException) -> bool:
+    return transient_cause(error) is not None
 
 
 async def run_with_retry(
-    database: Database,
+    backend: TransactionBackend,
     fn: Callable[[Transaction], Awaitable[T]],
     *,
-    retry: RetryPolicy,
+    retry: Retry,
     isolation: IsolationLevel | None,
     read_only: bool,
 ) -> T:
-    """Run ``fn`` in a transaction, re-running the whole of it on transient failures."""
+    """Run ``fn`` in a transaction, re-running the whole of it on transient failures.
+
+    ``retry`` decides how often and how long; only errors :func:`transient_cause` names
+    are retried (and, of those, what ``retry.retry_on`` accepts). The hooks of the last
+    attempt run once its outcome is final; a retried attempt's hooks are dropped. The
+    last error is raised, translated to a corestone error when it is a driver error.
+    """
     if _current.get() is not None:
         raise RuntimeError("run_in_transaction cannot retry inside an open transaction")
-    first = time.monotonic()
-    attempt = 0
-    while True:
-        attempt += 1
-        tx_holder: list[Transaction] = []
-        try:
-            async with open_transaction(
-                database, isolation=isolation, read_only=read_only, run_hooks=False
-            ) as tx:
-                tx_holder.append(tx)
-                result = await fn(tx)
-        except CommitFailedError as failed:
-            await _finish_rolled_back(tx_holder)
-            raise database._translate(failed.cause) from failed.cause
-        except Exception as error:
-            cause = transient_cause(error)
-            delay = retry.delay(attempt)
-            elapsed = time.monotonic() - first
-            if cause is None or attempt >= retry.max_attempts or elapsed + delay > retry.deadline:
-                await _finish_rolled_back(tx_holder)
-                if isinstance(error, CorestoneError):
-                    raise
-                raise database._translate(error) from error
-            database._record_retry(cause)
-            log.info("retrying transaction", cause=cause, attempt=attempt, delay_s=round(delay, 4))
-            await asyncio.sleep(delay)
-            continue
-        await tx_holder[0]._run_hooks(committed=True)
-        return result
+    last: list[Transaction] = []
 
+    async def attempt(number: int) -> T:
+        last.clear()
+        async with open_transaction(
+            backend, isolation=isolation, read_only=read_only, run_hooks=False
+        ) as tx:
+            last.append(tx)
+            return await fn(tx)
 
-async def _finish_rolled_back(holder: list[Transaction]) -> None:
-    if holder:
-        await holder[0]._run_hooks(committed=False)
+    def on_retry(error: BaseException, number: int, wait: float) -> None:
+        cause = transient_cause(error) or "unknown"
+        backend.record_retry(cause)
+        log.info("retrying transaction", cause=cause, attempt=number, delay_s=round(wait, 4))
 
-
-_SQLSTATE_CAUSES = {"40001": "serialization", "40P01": "deadlock"}
-_LOCKED_MESSAGES = ("database is locked", "database table is locked")
-
-
-def transient_cause(error: BaseException) -> str | None:
-    """Why ``error`` is worth retrying the whole transaction for, or None if it is not.
-
-    Looks through the ``__cause__`` chain, so it works on raw driver errors, SQLAlchemy's
-    wrappers and corestone's translated errors alike.
-    """
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, CommitFailedError):
-            return None
-        if isinstance(current, exc.DBAPIError):
-            if current.connection_invalidated:
-                return "disconnect"
-            code = getattr(current.orig, "sqlstate", None) or getattr(current.orig, "pgcode", None)
-            if code in _SQLSTATE_CAUSES:
-                return _SQLSTATE_CAUSES[str(code)]
-            if isinstance(current, exc.OperationalError) and any(
-                m in str(current.orig) for m in _LOCKED_MESSAGES
-            ):
-                return "locked"
-        code = getattr(current, "sqlstate", None)
-        if isinstance(code, str) and code in _SQLSTATE_CAUSES:
-            return _SQLSTATE_CAUSES[code]
-        if type(current).__name__ in ("ConnectionDoesNotExistError", "ConnectionResetError"):
-            return "disconnect"
-        current = current.__cause__ or current.__context__
-    return None
+    try:
+        result = await retry.run(attempt, retry_if=_is_transient, on_retry=on_retry)
+    except BaseException as error:
+        if last:
+            await last[0]._run_hooks()
+        translated = translate_error(error)
+        if translated is error:
+            raise
+        raise translated from error
+    await last[0]._run_hooks()
+    return result

@@ -21,7 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from corestone.errors import CorestoneError
 from corestone.resilience.breaker import CircuitBreaker
 
-__all__ = ["database_unavailable", "guard_engine", "guard_redis", "redis_unavailable"]
+__all__ = [
+    "client_gave_up",
+    "database_unavailable",
+    "guard_engine",
+    "guard_redis",
+    "redis_unavailable",
+]
 
 _START = "corestone_breaker_started"
 
@@ -35,6 +41,17 @@ def database_unavailable(error: BaseException) -> bool:
             error, exc.IntegrityError
         )
     return isinstance(error, exc.TimeoutError | OSError | TimeoutError | ConnectionError)
+
+
+def client_gave_up(error: BaseException) -> bool:
+    """Whether a statement ended because the client stopped waiting, not the database.
+
+    Asyncio cancellation (also what ``asyncio.timeout`` raises inside) and the driver's
+    client-side statement timeout (asyncpg ``command_timeout``: a bare ``TimeoutError``).
+    SQLAlchemy reports a cancellation as a disconnect, as it must invalidate the
+    connection, but a caller's own timeout is not the database failing.
+    """
+    return not isinstance(error, Exception) or type(error) is TimeoutError
 
 
 def guard_engine(engine: AsyncEngine, breaker: CircuitBreaker) -> None:
@@ -70,6 +87,9 @@ def guard_engine(engine: AsyncEngine, breaker: CircuitBreaker) -> None:
             started = context.connection.info.pop(_START, None)
         if started is None:
             return  # not a guarded statement (connect failures are counted in _connect)
+        if client_gave_up(context.original_exception):
+            breaker.release()  # the caller's own timeout says nothing about the database
+            return
         failed = context.is_disconnect or database_unavailable(
             context.sqlalchemy_exception or context.original_exception
         )

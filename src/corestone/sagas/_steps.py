@@ -11,7 +11,6 @@ the orchestrator compensates the step if its record never lands. See
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import replace
 from typing import Any
 
@@ -62,27 +61,20 @@ class StepRunner:
         compensating: bool,
     ) -> SagaState:
         """One step forward (or one compensation back) with its retry policy."""
-        first = time.monotonic()
-        attempt = 0
-        while True:
-            attempt += 1
+
+        async def attempt(number: int) -> SagaState:
             if lost.is_set():
                 raise SagaLeaseLostError(state.id)
-            try:
-                return await self._attempt(saga, step, state, attempt, compensating)
-            except SagaLeaseLostError:
-                raise
-            except Exception as error:
-                delay = step.retry.delay(attempt)
-                if (
-                    not step.retry_on(error)
-                    or attempt >= step.retry.max_attempts
-                    or time.monotonic() - first + delay > step.retry.deadline
-                ):
-                    raise
-                self._retries.labels(type=saga.name, step=step.key).inc()
-                log.info("retrying saga step", saga_id=state.id, step=step.key, attempt=attempt)
-                await asyncio.sleep(delay)
+            return await self._attempt(saga, step, state, number, compensating)
+
+        def retry_if(error: BaseException) -> bool:
+            return not isinstance(error, SagaLeaseLostError) and step.retry_on(error)
+
+        def on_retry(error: BaseException, number: int, wait: float) -> None:
+            self._retries.labels(type=saga.name, step=step.key).inc()
+            log.info("retrying saga step", saga_id=state.id, step=step.key, attempt=number)
+
+        return await step.retry.run(attempt, retry_if=retry_if, on_retry=on_retry)
 
     async def _attempt(
         self, saga: Saga, step: SagaStep, state: SagaState, attempt: int, compensating: bool

@@ -34,8 +34,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from corestone.db.transactions import RetryPolicy, Transaction, transient_cause
+from corestone.db.transactions import Transaction, transient_cause
 from corestone.errors import CommitUnknownError, SagaFailedError, UnavailableError
+from corestone.resilience.retry import Retry
 from corestone.sagas.store import SagaStatus
 
 if TYPE_CHECKING:
@@ -54,8 +55,10 @@ __all__ = [
 Action = Callable[["StepContext"], Awaitable[Any]]
 Compensation = Callable[["StepContext"], Awaitable[None]]
 
-STEP_RETRY = RetryPolicy(max_attempts=3, base_delay=0.05, max_delay=1.0, deadline=10.0)
-"""The default step retry: 3 attempts, exponential backoff with full jitter, 10 s at most."""
+STEP_RETRY = Retry(
+    attempts=3, initial_wait_seconds=0.05, max_wait_seconds=1.0, deadline_seconds=10.0
+)
+"""The default step retry: 3 attempts, full-jitter backoff, 10 s in all (first attempt included)."""
 
 
 def is_transient(error: BaseException) -> bool:
@@ -130,7 +133,7 @@ class SagaStep:
     compensate: Compensation | None = None
     transactional: bool = False
     compensate_on_failure: bool = False
-    retry: RetryPolicy = STEP_RETRY
+    retry: Retry = STEP_RETRY
     retry_on: Callable[[BaseException], bool] = is_transient
     timeout_seconds: float | None = 30.0
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import tenacity
 
 from corestone.errors import BulkheadFullError, CircuitOpenError, InvalidInputError
 from corestone.observability.metrics import Metrics
@@ -94,8 +93,8 @@ async def test_first_attempt_does_not_touch_tenacity(monkeypatch: pytest.MonkeyP
     assert retry.call_sync(lambda: 7) == 7
 
 
-def test_retry_sync_and_deadline() -> None:
-    """The sync variant retries too; a deadline stops it even with attempts left."""
+def test_retry_sync_retries_too() -> None:
+    """The sync variant retries with the same policy, sleeping through ``sleep_sync``."""
     retry, slept = no_sleep_retry(attempts=3)
     calls = []
 
@@ -107,8 +106,88 @@ def test_retry_sync_and_deadline() -> None:
 
     assert retry.call_sync(flaky) == "ok"
     assert len(slept) == 2
-    stop = Retry(deadline_seconds=5.0)._stop()
-    assert isinstance(stop, tenacity.stop.stop_any)
+
+
+def clocked_retry(clock: ManualClock, **options: object) -> tuple[Retry, list[float]]:
+    """A policy on ``clock`` whose sleeps move that clock instead of waiting."""
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.advance(seconds)
+
+    def sleep_sync(seconds: float) -> None:
+        slept.append(seconds)
+        clock.advance(seconds)
+
+    return Retry(clock=clock, sleep=sleep, sleep_sync=sleep_sync, **options), slept  # type: ignore[arg-type]
+
+
+async def test_retry_deadline_counts_the_first_attempt() -> None:
+    """A 0.5 s deadline with a 1 s first attempt ends after that attempt: one try, no wait."""
+    clock = ManualClock()
+    retry, slept = clocked_retry(clock, attempts=5, deadline_seconds=0.5)
+    calls = 0
+
+    async def slow_failure() -> None:
+        nonlocal calls
+        calls += 1
+        clock.advance(1.0)
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError):
+        await retry.call(slow_failure)
+    assert (calls, slept) == (1, [])
+
+    def slow_failure_sync() -> None:
+        nonlocal calls
+        calls += 1
+        clock.advance(1.0)
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError):
+        retry.call_sync(slow_failure_sync)
+    assert (calls, slept) == (2, [])
+
+
+async def test_retry_never_sleeps_past_the_deadline() -> None:
+    """Attempts stop when the next wait would end beyond the deadline, with attempts left."""
+    clock = ManualClock()
+    retry, slept = clocked_retry(
+        clock, attempts=100, initial_wait_seconds=0.5, max_wait_seconds=0.5, deadline_seconds=3.0
+    )
+    started = clock()
+    flaky = Flaky(1000)
+    with pytest.raises(ConnectionError):
+        await retry.call(flaky)
+    assert 1 < flaky.calls < 100
+    assert clock() - started <= 3.0
+    assert sum(slept) == pytest.approx(clock() - started)
+
+
+async def test_run_passes_attempt_numbers_and_reports_retries() -> None:
+    """``run`` numbers the attempts, narrows with ``retry_if`` and reports each retry."""
+    retry, slept = no_sleep_retry(attempts=5, initial_wait_seconds=0)
+    numbers: list[int] = []
+    reported: list[tuple[str, int]] = []
+
+    async def attempt(number: int) -> int:
+        numbers.append(number)
+        if number < 3:
+            raise ConnectionError(f"try {number}")
+        if number == 3:
+            raise ValueError("not retryable here")
+        return number
+
+    with pytest.raises(ValueError, match="not retryable"):
+        await retry.run(
+            attempt,
+            retry_if=lambda e: isinstance(e, ConnectionError),
+            on_retry=lambda error, number, wait: reported.append((str(error), number)),
+        )
+    assert numbers == [1, 2, 3]
+    assert reported == [("try 1", 1), ("try 2", 2)]
+    assert len(slept) == 2
 
 
 def test_retry_validates_options() -> None:
