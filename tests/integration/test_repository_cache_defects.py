@@ -158,7 +158,7 @@ async def test_a_hard_timeout_shorter_than_the_load_breaks_nothing(
 
 
 async def test_an_autoflushed_orm_change_counts_as_a_write(db: Database, redis_url: str) -> None:
-    """A transaction that changed an object and autoflushed reads its own row and never caches it."""
+    """A transaction that changed an object and autoflushed reads its own row, never caching it."""
     item_id = await _create(db)
     with cache_on(redis_url) as cache:
         async with cache:
