@@ -30,7 +30,10 @@ What the model's mixins change (:mod:`corestone.db.models`):
 
 The repository also scopes its session (:func:`~corestone.db.scoping.scope_session`),
 so relationship loads of the objects it returns are filtered the same way.
-Filters and sorting: docs/filters-and-pagination.md.
+Filters and sorting: docs/filters-and-pagination.md; reading through the cache:
+docs/repository.md. Writes, bulk writes and cached reads live in ``_writes``, ``_bulk``
+and ``_cache``, which take a :class:`~corestone.db._scope.RepositoryScope` (what one call
+may see) and the session, never the repository.
 """
 
 from __future__ import annotations
@@ -145,7 +148,7 @@ class Repository(Generic[M]):
         """The workspace this call is scoped to (None for a model without tenants)."""
         return resolve_workspace(self._workspace) if self.info.tenant else None
 
-    def scope(self) -> RepositoryScope:
+    def _scope(self) -> RepositoryScope:
         """What a call made now may see: the helpers' one view of this repository."""
         return RepositoryScope(
             self.info,
@@ -159,7 +162,7 @@ class Repository(Generic[M]):
 
     async def find(self, id_: object) -> M | None:
         """The row with this id, or None if it does not exist or is out of scope."""
-        scope = self.scope()
+        scope = self._scope()
         key = scope.coerce_id(id_)
         if self.cache_reads and self.cache is not None and self._cacheable(scope):
             assert self.transaction is not None  # a cache needs one (see __init__)
@@ -187,7 +190,7 @@ class Repository(Generic[M]):
 
     async def find_uncached(self, id_: object) -> M | None:
         """``find`` straight from the database, whatever ``cache_reads`` says."""
-        scope = self.scope()
+        scope = self._scope()
         return await self._find(scope, scope.coerce_id(id_))
 
     async def _find(self, scope: RepositoryScope, key: Any) -> M | None:
@@ -200,12 +203,12 @@ class Repository(Generic[M]):
         """The row with this id; :class:`~corestone.errors.NotFoundError` if there is none."""
         obj = await self.find(id_)
         if obj is None:
-            raise self.scope().not_found(id_)
+            raise self._scope().not_found(id_)
         return obj
 
     async def get_many(self, ids: Sequence[object]) -> builtins.list[M]:
         """The rows with these ids, in the order given; missing and foreign ids are skipped."""
-        scope = self.scope()
+        scope = self._scope()
         keys = list(dict.fromkeys(scope.coerce_id(i) for i in ids))
         if self.cache_reads and self.cache is not None and self._cacheable(scope):
             return await _cache.cached_get_many(scope, self.session, keys, self.cache)
@@ -213,18 +216,18 @@ class Repository(Generic[M]):
 
     async def get_many_uncached(self, keys: Sequence[Any]) -> builtins.list[M]:
         """``get_many`` straight from the database (ids already coerced and unique)."""
-        return await _cache.query_many(self.scope(), self.session, keys)
+        return await _cache.query_many(self._scope(), self.session, keys)
 
     async def count(self, filters: Mapping[str, Any] | None = None) -> int:
         """How many rows in scope match ``filters``."""
-        scope = self.scope()
+        scope = self._scope()
         stmt = select(func.count()).select_from(self.info.table)
         stmt = stmt.where(*scope.criteria(), scope.filter(filters))
         return int(await self.session.scalar(stmt, execution_options=scope.options()) or 0)
 
     async def exists(self, filters: Mapping[str, Any] | None = None) -> bool:
         """Whether any row in scope matches ``filters``."""
-        scope = self.scope()
+        scope = self._scope()
         stmt = select(literal(1)).select_from(self.info.table)
         stmt = stmt.where(*scope.criteria(), scope.filter(filters)).limit(1)
         found = await self.session.scalar(stmt, execution_options=scope.options())
@@ -248,7 +251,7 @@ class Repository(Generic[M]):
             raise RuntimeError(f"{type(self).__name__} needs signing_key= for keyset pages")
         keys = self._sort_keys(sort)
         size = check_limit(limit, default=self.default_limit, maximum=self.max_limit)
-        scope = self.scope()
+        scope = self._scope()
         cursor_scope = self._cursor_scope(keys, filters, scope.workspace)
         stmt = select(self.model).where(*scope.criteria(), scope.filter(filters))
         direction: Direction = "next"
@@ -288,7 +291,7 @@ class Repository(Generic[M]):
             raise InvalidInputError(f"page must be 1..{_MAX_PAGE}", field="page", rule="range")
         size = check_limit(page_size, default=self.default_limit, maximum=self.max_limit)
         keys = self._sort_keys(sort)
-        scope = self.scope()
+        scope = self._scope()
         where = [*scope.criteria(), scope.filter(filters)]
         stmt = (
             select(self.model)
@@ -322,7 +325,7 @@ class Repository(Generic[M]):
 
     async def create(self, values: Mapping[str, Any]) -> M:
         """Insert one row and return it (server defaults loaded)."""
-        scope = self.scope()
+        scope = self._scope()
         obj = await _writes.create(scope, self.session, values)
         self._touched(scope, rows=[self.info.attribute_values(obj)])
         return obj  # type: ignore[no-any-return]
@@ -333,7 +336,7 @@ class Repository(Generic[M]):
         PostgreSQL: ids reserved from the sequence in one query, rows sent by binary COPY.
         SQLite: batched multi-row INSERT … RETURNING. Load the rows with ``get_many``.
         """
-        scope = self.scope()
+        scope = self._scope()
         ids = await _bulk.create_many(scope, self.session, rows)
         self._touched(scope, ids=ids, rows=rows if self.user_columns else ())
         return ids
@@ -342,7 +345,7 @@ class Repository(Generic[M]):
         self, id_: object, values: Mapping[str, Any], *, expected_version: int | None = None
     ) -> M:
         """Change some fields of one row and return it; checks ``expected_version`` if given."""
-        scope = self.scope()
+        scope = self._scope()
         obj = await _writes.update(
             scope, self.session, id_, values, expected_version=expected_version
         )
@@ -351,7 +354,7 @@ class Repository(Generic[M]):
 
     async def update_many(self, filters: Mapping[str, Any], values: Mapping[str, Any]) -> int:
         """Change ``values`` on every row in scope matching ``filters``; return how many."""
-        scope = self.scope()
+        scope = self._scope()
         count = await _writes.update_many(scope, self.session, filters, values)
         if count:
             self._touched(scope, rows=_user_rows(self, values), whole_model=True)
@@ -363,7 +366,7 @@ class Repository(Generic[M]):
         Never takes over a row of another workspace or a soft-deleted one: that conflict
         is :class:`~corestone.errors.ConflictError`.
         """
-        scope = self.scope()
+        scope = self._scope()
         obj = await _bulk.upsert_one(scope, self.session, values, on=on or self.upsert_keys)
         self._touched(scope, rows=[self.info.attribute_values(obj)])
         return obj  # type: ignore[no-any-return]
@@ -372,27 +375,27 @@ class Repository(Generic[M]):
         self, rows: Sequence[Mapping[str, Any]], *, on: Sequence[str] | None = None
     ) -> int:
         """Upsert many rows with ON CONFLICT; return how many were inserted or updated."""
-        scope = self.scope()
+        scope = self._scope()
         count = await _bulk.upsert_many(scope, self.session, rows, on=on or self.upsert_keys)
         self._touched(scope, rows=rows, whole_model=True)
         return count
 
     async def delete(self, id_: object, *, expected_version: int | None = None) -> None:
         """Soft-delete (models with SoftDeleteMixin) or delete one row."""
-        scope = self.scope()
+        scope = self._scope()
         row = await _writes.delete(scope, self.session, id_, expected_version=expected_version)
         self._touched(scope, rows=[row])
 
     async def restore(self, id_: object) -> M:
         """Undo a soft delete and return the row (a row not deleted is returned as is)."""
-        scope = self.scope()
+        scope = self._scope()
         obj = await _writes.restore(scope, self.session, id_)
         self._touched(scope, rows=[self.info.attribute_values(obj)])
         return obj  # type: ignore[no-any-return]
 
     async def purge(self, id_: object) -> None:
         """Delete one row for good, soft-deleted or not."""
-        scope = self.scope()
+        scope = self._scope()
         row = await _writes.purge(scope, self.session, id_)
         self._touched(scope, rows=[row])
 
