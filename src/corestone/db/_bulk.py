@@ -1,4 +1,4 @@
-"""Bulk writes of :class:`~corestone.db.repository.Repository`: create_many and upserts.
+"""Bulk writes of a repository, on a :class:`~._scope.RepositoryScope`: create_many, upserts.
 
 ``create_many`` on PostgreSQL reserves every id from the table's sequence in one query
 (``nextval`` over ``generate_series``), then streams the rows with asyncpg's binary
@@ -41,7 +41,9 @@ from corestone.db.models import utc_now
 from corestone.errors import ConflictError, InvalidInputError
 
 if TYPE_CHECKING:
-    from corestone.db.repository import Repository
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from corestone.db._scope import RepositoryScope
 
 __all__ = ["create_many", "upsert_many", "upsert_one"]
 
@@ -49,37 +51,40 @@ _COPY_SAFE = (Integer, String, Boolean, DateTime, Date, Time, Float, Numeric, JS
 _CHUNK = 1000
 
 
-async def create_many(repo: Repository[Any], rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+async def create_many(
+    scope: RepositoryScope, session: AsyncSession, rows: Sequence[Mapping[str, Any]]
+) -> list[Any]:
     _require_rows(rows)
-    workspace = repo.workspace()
-    prepared = [creation_values(repo, row, i, workspace) for i, row in enumerate(rows)]
+    prepared = [creation_values(scope, row, i) for i, row in enumerate(rows)]
     if not prepared:
         return []
     ids: list[Any] | None = None
-    if _dialect(repo) == "postgresql":
-        ids = await _copy_rows(repo, prepared)
+    if _dialect(session) == "postgresql":
+        ids = await _copy_rows(scope, session, prepared)
     if ids is None:
-        ids = await _insert_rows(repo, prepared)
-    if repo.info.audited:
-        after = [{**row, repo.info.pk_name: id_} for row, id_ in zip(prepared, ids, strict=True)]
-        await record(repo, "create", [(None, state) for state in after])
+        ids = await _insert_rows(scope, session, prepared)
+    if scope.info.audited:
+        after = [{**row, scope.info.pk_name: id_} for row, id_ in zip(prepared, ids, strict=True)]
+        await record(scope.info, session, "create", [(None, state) for state in after])
     return ids
 
 
-def _dialect(repo: Repository[Any]) -> str:
-    return repo.session.bind.dialect.name
+def _dialect(session: AsyncSession) -> str:
+    return session.bind.dialect.name
 
 
-async def _insert_rows(repo: Repository[Any], rows: list[dict[str, Any]]) -> list[Any]:
+async def _insert_rows(
+    scope: RepositoryScope, session: AsyncSession, rows: list[dict[str, Any]]
+) -> list[Any]:
     """Batched INSERT … RETURNING id, one statement per group of rows with the same keys."""
-    table = repo.info.table
+    table = scope.info.table
     groups: dict[tuple[str, ...], list[int]] = {}
     for index, row in enumerate(rows):
         groups.setdefault(tuple(sorted(row)), []).append(index)
     ids: list[Any] = [None] * len(rows)
     for indexes in groups.values():
-        stmt = insert(table).returning(repo.info.pk, sort_by_parameter_order=True)
-        result = await repo.session.execute(stmt, [rows[i] for i in indexes])
+        stmt = insert(table).returning(scope.info.pk, sort_by_parameter_order=True)
+        result = await session.execute(stmt, [rows[i] for i in indexes])
         for index, id_ in zip(indexes, result.scalars(), strict=True):
             ids[index] = id_
     return ids
@@ -91,9 +96,9 @@ def _base(type_: TypeEngine[Any]) -> TypeEngine[Any]:
     return type_
 
 
-def _copy_plan(repo: Repository[Any], rows: list[dict[str, Any]]) -> list[Column[Any]] | None:
+def _copy_plan(scope: RepositoryScope, rows: list[dict[str, Any]]) -> list[Column[Any]] | None:
     """The columns to COPY, or None when COPY cannot reproduce what INSERT would do."""
-    info = repo.info
+    info = scope.info
     if any(info.pk_name in row for row in rows) or info.pk.autoincrement not in (True, "auto"):
         return None
     given = set().union(*rows)
@@ -117,30 +122,35 @@ def _copy_plan(repo: Repository[Any], rows: list[dict[str, Any]]) -> list[Column
     return plan
 
 
-async def _copy_rows(repo: Repository[Any], rows: list[dict[str, Any]]) -> list[Any] | None:
-    plan = _copy_plan(repo, rows)
+async def _copy_rows(
+    scope: RepositoryScope, session: AsyncSession, rows: list[dict[str, Any]]
+) -> list[Any] | None:
+    plan = _copy_plan(scope, rows)
     if plan is None:
         return None
     import asyncpg
 
-    info = repo.info
+    info = scope.info
     table = info.table
-    quoted = table.name if table.schema is None else f"{table.schema}.{table.name}"
-    sequence = await repo.session.scalar(
+    # pg_get_serial_sequence parses its first argument as SQL (a name that is not all
+    # lower case, or holds a space or a quote, must come quoted) and takes the column
+    # name literally.
+    quoted = session.bind.dialect.identifier_preparer.format_table(table)
+    sequence = await session.scalar(
         text("SELECT pg_get_serial_sequence(:table, :column)"),
         {"table": quoted, "column": info.pk.name},
     )
     if sequence is None:
         return None
     ids: list[int] = list(
-        await repo.session.scalar(
+        await session.scalar(
             text("SELECT array_agg(nextval(:seq)) FROM generate_series(1, :n)"),
             {"seq": sequence, "n": len(rows)},
         )
         or []
     )
-    records = _records(repo, plan, ids, rows)
-    connection = await repo.session.connection()
+    records = _records(scope, session, plan, ids, rows)
+    connection = await session.connection()
     raw = await connection.get_raw_connection()
     driver = raw.driver_connection
     try:
@@ -158,17 +168,21 @@ async def _copy_rows(repo: Repository[Any], rows: list[dict[str, Any]]) -> list[
 
 
 def _records(
-    repo: Repository[Any], plan: list[Column[Any]], ids: list[int], rows: list[dict[str, Any]]
+    scope: RepositoryScope,
+    session: AsyncSession,
+    plan: list[Column[Any]],
+    ids: list[int],
+    rows: list[dict[str, Any]],
 ) -> list[tuple[Any, ...]]:
     """COPY records: the id, then each planned column's value, bind-processed.
 
     A ``utc_now`` default is read once for the whole call (the rows are created together,
     like PostgreSQL's ``now()``); any other callable default runs per row.
     """
-    dialect = repo.session.bind.dialect
+    dialect = session.bind.dialect
     now = utc_now()
     getters = []
-    for name, column in repo.info.columns.items():
+    for name, column in scope.info.columns.items():
         if column not in plan:
             continue
         processor = column.type.bind_processor(dialect)
@@ -210,21 +224,26 @@ def _require_rows(rows: object) -> None:
 # -- upserts -----------------------------------------------------------------------------
 
 
-def _conflict_keys(repo: Repository[Any], on: Sequence[str] | None) -> list[str]:
-    keys = list(on or repo.upsert_keys or (repo.info.pk_name,))
+def _conflict_keys(scope: RepositoryScope, on: Sequence[str]) -> list[str]:
+    keys = list(on or (scope.info.pk_name,))
     for key in keys:
-        if key not in repo.info.columns:
+        if key not in scope.info.columns:
             raise InvalidInputError(f"unknown upsert key {key!s:.64}", field="on", rule="unknown")
     return keys
 
 
 def _upsert_statement(
-    repo: Repository[Any], keys: list[str], row_names: Sequence[str], *, entity: bool
+    scope: RepositoryScope,
+    session: AsyncSession,
+    keys: list[str],
+    row_names: Sequence[str],
+    *,
+    entity: bool,
 ) -> Any:
-    info = repo.info
+    info = scope.info
     table: Table = info.table
-    dialect_insert = postgresql.insert if _dialect(repo) == "postgresql" else sqlite.insert
-    stmt = dialect_insert(repo.model if entity else table)
+    dialect_insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
+    stmt = dialect_insert(scope.info.model if entity else table)
     excluded = stmt.excluded
     updates: dict[str, Any] = {
         info.columns[name].name: excluded[info.columns[name].name]
@@ -254,10 +273,9 @@ def _and(criteria: list[Any]) -> Any:
 
 
 async def _before_by_keys(
-    repo: Repository[Any], keys: list[str], rows: list[dict[str, Any]]
+    scope: RepositoryScope, session: AsyncSession, keys: list[str], rows: list[dict[str, Any]]
 ) -> dict[tuple[Any, ...], dict[str, Any]]:
-    info = repo.info
-    workspace = repo.workspace()
+    info = scope.info
     names = list(info.columns)
     found: dict[tuple[Any, ...], dict[str, Any]] = {}
     key_columns = [info.columns[k] for k in keys]
@@ -265,11 +283,9 @@ async def _before_by_keys(
     for start in range(0, len(values), _CHUNK):
         chunk = values[start : start + _CHUNK]
         stmt = select(*info.columns.values()).where(
-            tuple_(*key_columns).in_(chunk), *repo._criteria(workspace)
+            tuple_(*key_columns).in_(chunk), *scope.criteria()
         )
-        result = await repo.session.execute(
-            stmt.with_for_update(), execution_options=repo._options(workspace)
-        )
+        result = await session.execute(stmt.with_for_update(), execution_options=scope.options())
         for row in result:
             state = dict(zip(names, row, strict=True))
             found[tuple(state[k] for k in keys)] = state
@@ -277,10 +293,9 @@ async def _before_by_keys(
 
 
 def _prepare_upserts(
-    repo: Repository[Any], rows: Sequence[Mapping[str, Any]], keys: list[str]
+    scope: RepositoryScope, rows: Sequence[Mapping[str, Any]], keys: list[str]
 ) -> list[dict[str, Any]]:
-    workspace = repo.workspace()
-    prepared = [creation_values(repo, row, i, workspace) for i, row in enumerate(rows)]
+    prepared = [creation_values(scope, row, i) for i, row in enumerate(rows)]
     seen: set[tuple[Any, ...]] = set()
     for index, row in enumerate(prepared):
         if any(k not in row for k in keys):
@@ -297,46 +312,52 @@ def _prepare_upserts(
 
 
 async def upsert_one(
-    repo: Repository[Any], values: Mapping[str, Any], *, on: Sequence[str] | None
+    scope: RepositoryScope, session: AsyncSession, values: Mapping[str, Any], *, on: Sequence[str]
 ) -> Any:
-    keys = _conflict_keys(repo, on)
-    [row] = _prepare_upserts(repo, [values], keys)
-    before = await _before_by_keys(repo, keys, [row]) if repo.info.audited else {}
-    stmt = _upsert_statement(repo, keys, list(row), entity=True).values(row)
-    workspace = repo.workspace()
-    options = {**repo._options(workspace), "populate_existing": True}
+    keys = _conflict_keys(scope, on)
+    [row] = _prepare_upserts(scope, [values], keys)
+    before = await _before_by_keys(scope, session, keys, [row]) if scope.info.audited else {}
+    stmt = _upsert_statement(scope, session, keys, list(row), entity=True).values(row)
+    options = {**scope.options(), "populate_existing": True}
     obj = (
-        await repo.session.scalars(stmt.returning(repo.model), execution_options=options)
+        await session.scalars(stmt.returning(scope.info.model), execution_options=options)
     ).one_or_none()
     if obj is None:
         raise ConflictError("the row conflicts with one this call may not update")
-    if repo.info.audited:
+    if scope.info.audited:
         old = before.get(tuple(row[k] for k in keys))
         await record(
-            repo, "create" if old is None else "update", [(old, repo.info.attribute_values(obj))]
+            scope.info,
+            session,
+            "create" if old is None else "update",
+            [(old, scope.info.attribute_values(obj))],
         )
     return obj
 
 
 async def upsert_many(
-    repo: Repository[Any], rows: Sequence[Mapping[str, Any]], *, on: Sequence[str] | None
+    scope: RepositoryScope,
+    session: AsyncSession,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    on: Sequence[str],
 ) -> int:
     _require_rows(rows)
-    keys = _conflict_keys(repo, on)
-    prepared = _prepare_upserts(repo, rows, keys)
+    keys = _conflict_keys(scope, on)
+    prepared = _prepare_upserts(scope, rows, keys)
     if not prepared:
         return 0
-    audited = repo.info.audited
-    before = await _before_by_keys(repo, keys, prepared) if audited else {}
+    audited = scope.info.audited
+    before = await _before_by_keys(scope, session, keys, prepared) if audited else {}
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in prepared:
         groups.setdefault(tuple(sorted(row)), []).append(row)
-    names = list(repo.info.columns)
+    names = list(scope.info.columns)
     written: list[dict[str, Any]] = []
     for group_names, group in groups.items():
-        stmt = _upsert_statement(repo, keys, group_names, entity=False)
-        returning = list(repo.info.columns.values()) if audited else [repo.info.pk]
-        result = await repo.session.execute(stmt.returning(*returning), group)
+        stmt = _upsert_statement(scope, session, keys, group_names, entity=False)
+        returning = list(scope.info.columns.values()) if audited else [scope.info.pk]
+        result = await session.execute(stmt.returning(*returning), group)
         if audited:
             written += [dict(zip(names, r, strict=True)) for r in result]
         elif len(result.all()) != len(group):
@@ -349,6 +370,6 @@ async def upsert_many(
         for state in written:
             old = before.get(tuple(state[k] for k in keys))
             (created if old is None else updated).append((old, state))
-        await record(repo, "create", created)
-        await record(repo, "update", updated)
+        await record(scope.info, session, "create", created)
+        await record(scope.info, session, "update", updated)
     return len(prepared)

@@ -1,12 +1,22 @@
 """Repositories and the cache: read-through by id, tag invalidation after commit.
 
 A cached read stores the row's column values (never the ORM object) under
-``entity:{Model}:{id}`` in the row's workspace scope, tagged ``entity:{Model}:{id}`` and
-``entity:{Model}``. A miss is cached too (as ``None``), so hammering an absent id does not
-hammer the database; creating that id invalidates its tag like any other write.
+``entity:{table}:{id}`` in the row's workspace scope, tagged ``entity:{table}:{id}`` and
+``entity:{table}``, where ``{table}`` is the schema-qualified table name (two models
+with one class name never share entries; docs/decisions). A miss is cached too (as
+``None``), so hammering an absent id does not hammer the database; creating that id
+invalidates its tag like any other write.
 
-Every write registers, on its transaction, the tags it touched: ``entity:{Model}:{id}``
-per row (``entity:{Model}`` when a bulk write does not know its ids), ``workspace:{id}``
+The load behind a cached read runs on its own short session from the database (the
+primary, READ COMMITTED, read-only), never on the caller's: callers that share the load
+may give up, be cancelled or time out without touching it, and the snapshot it reads
+begins after the cache has read the tag generations it will check before storing.
+Rows ``get_many`` loads for its misses come from the caller's transaction and are
+returned, not stored: one query cannot prove its snapshot began after every tag's
+generation was read.
+
+Every write registers, on its transaction, the tags it touched: ``entity:{table}:{id}``
+per row (``entity:{table}`` when a bulk write does not know its ids), ``workspace:{id}``
 and ``user:{id}`` for the acting user and for every ``user_columns`` value written. They
 are invalidated *after commit* (a rolled-back write, or a rolled-back savepoint,
 invalidates nothing), on every instance through the backplane.
@@ -14,183 +24,289 @@ invalidates nothing), on every instance through the backplane.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, Final
 
+from sqlalchemy import TextClause, event, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, make_transient_to_detached
 
 from corestone import context
 from corestone.cache.keys import EVERY_WORKSPACE, GLOBAL
-from corestone.db.scoping import AllWorkspaces
-from corestone.db.transactions import BEGAN_AT, Transaction
+from corestone.db.scoping import AllWorkspaces, Workspace
 
 if TYPE_CHECKING:
     from corestone.cache.tiered import TieredCache
-    from corestone.db.repository import Repository
+    from corestone.db._scope import RepositoryScope
+    from corestone.db.transactions import Transaction
 
-__all__ = ["cached_find", "cached_get_many", "touched", "wrote"]
+__all__ = [
+    "LoadSessions",
+    "cached_find",
+    "cached_get_many",
+    "invalidate_after_commit",
+    "keeps_snapshot",
+    "mark_written",
+    "query_many",
+    "watch_writes",
+    "wrote",
+]
 
-_WROTE = "corestone_wrote"
+LoadSessions = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+"""A fresh session on the primary, e.g. :meth:`Database.session`."""
+
+_WROTE: Final = "corestone_wrote"
+_WATCHED: Final = "corestone_writes_watched"
+_SNAPSHOT_LEVELS: Final = frozenset({"REPEATABLE READ", "SERIALIZABLE"})
+_ID_CHUNK: Final = 1000
+# The load's own transaction: read-only (SQLite: a deferred BEGIN that does not queue
+# behind writers), READ COMMITTED on PostgreSQL whatever the caller's level.
+_LOAD_OPTIONS: Final[Mapping[str, Mapping[str, Any]]] = {
+    "postgresql": {
+        "corestone_read_only": True,
+        "isolation_level": "READ COMMITTED",
+        "postgresql_readonly": True,
+    },
+}
+_SQLITE_LOAD_OPTIONS: Final[Mapping[str, Any]] = {"corestone_read_only": True}
 
 
-async def cached_find(repo: Repository[Any], key: Any, cache: TieredCache) -> Any:
-    """``repo.find(key)`` through the cache; None when absent or out of scope."""
-    workspace = repo.workspace()
-    entity = repo.info.entity
+# -- reads -----------------------------------------------------------------------------
+
+
+async def cached_find(
+    scope: RepositoryScope,
+    session: AsyncSession,
+    key: Any,
+    cache: TieredCache,
+    load_sessions: LoadSessions,
+    *,
+    ttl: float | None,
+) -> Any:
+    """The row ``key`` through the cache, attached to ``session``; None when absent."""
+    workspace = scope.workspace
     assert not isinstance(workspace, AllWorkspaces)  # the repository reads those uncached
-    scope = GLOBAL if workspace is None else workspace
+    identity = scope.info.identity
+    options = _LOAD_OPTIONS.get(session.bind.dialect.name, _SQLITE_LOAD_OPTIONS)
 
     async def load() -> dict[str, Any] | None:
-        obj = await repo.find_uncached(key)
-        return None if obj is None else repo.info.attribute_values(obj)
+        # Owned by the shared load, not by any caller: see the module docstring.
+        async with load_sessions() as own:
+            await own.connection(execution_options=dict(options))
+            return await _load_row(scope, own, key)
 
     values = await cache.get_or_load(
-        f"entity:{entity}:{key}",
+        f"entity:{identity}:{key}",
         load,
-        ttl=repo.cache_ttl,
-        tags=(f"entity:{entity}:{key}", f"entity:{entity}"),
-        workspace=scope,
-        # The row comes from this transaction's snapshot, which may predate a commit
-        # whose invalidation already passed: then it is returned but not cached.
-        not_before=repo.session.info.get(BEGAN_AT),
+        ttl=ttl,
+        tags=(f"entity:{identity}:{key}", f"entity:{identity}"),
+        workspace=_cache_scope(workspace),
     )
     if values is None:
         return None
     if isinstance(workspace, int) and values.get("workspace_id") != workspace:
-        return None  # belt and braces: the scope already keeps workspaces apart
-    return await _attach(repo, values)
+        return None  # belt and braces: the cache scope already keeps workspaces apart
+    return await _attach(scope, session, values)
 
 
-async def cached_get_many(repo: Repository[Any], keys: list[Any], cache: TieredCache) -> list[Any]:
-    """``repo.get_many(keys)``: cached rows in one L1/MGET pass, the rest in one query.
+async def _load_row(
+    scope: RepositoryScope, session: AsyncSession, key: Any
+) -> dict[str, Any] | None:
+    info = scope.info
+    stmt = select(*info.columns.values()).where(info.pk == key, *scope.criteria())
+    row = (await session.execute(stmt)).first()
+    return None if row is None else dict(zip(info.columns, row, strict=True))
 
-    Rows the query finds are then cached concurrently through ``get_or_load`` (so the
-    snapshot and tag-generation checks apply); ids it does not find are simply absent.
-    """
-    workspace = repo.workspace()
+
+async def cached_get_many(
+    scope: RepositoryScope, session: AsyncSession, keys: list[Any], cache: TieredCache
+) -> list[Any]:
+    """The rows ``keys``: cached ones in one L1/MGET pass, the rest in one query (not stored)."""
+    workspace = scope.workspace
     assert not isinstance(workspace, AllWorkspaces)
-    scope = GLOBAL if workspace is None else workspace
-    entity = repo.info.entity
-    cache_keys = {key: f"entity:{entity}:{key}" for key in keys}
-    cached = await cache.get_many(cache_keys.values(), workspace=scope)
+    identity = scope.info.identity
+    cache_keys = {key: f"entity:{identity}:{key}" for key in keys}
+    cached = await cache.get_many(cache_keys.values(), workspace=_cache_scope(workspace))
     missing = [key for key in keys if cache_keys[key] not in cached]
-    pk = repo.info.pk_name
-    found = await repo.get_many_uncached(missing) if missing else []
-    loaded = {getattr(obj, pk): repo.info.attribute_values(obj) for obj in found}
-    began = repo.session.info.get(BEGAN_AT)
-
-    async def keep(key: Any, values: dict[str, Any]) -> None:
-        async def known() -> dict[str, Any]:
-            return values
-
-        await cache.get_or_load(
-            cache_keys[key],
-            known,
-            ttl=repo.cache_ttl,
-            tags=(f"entity:{entity}:{key}", f"entity:{entity}"),
-            workspace=scope,
-            not_before=began,
-        )
-
-    await asyncio.gather(*(keep(key, values) for key, values in loaded.items()))
+    found = await query_many(scope, session, missing) if missing else []
+    pk = scope.info.pk_name
+    loaded = {getattr(obj, pk): obj for obj in found}
     rows = []
     for key in keys:
-        values = cached.get(cache_keys[key]) if key not in loaded else loaded[key]
+        if key in loaded:
+            rows.append(loaded[key])
+            continue
+        values = cached.get(cache_keys[key])
         if values is not None and (
             not isinstance(workspace, int) or values.get("workspace_id") == workspace
         ):
-            rows.append(await _attach(repo, values))
+            rows.append(await _attach(scope, session, values))
     return rows
 
 
-async def _attach(repo: Repository[Any], values: Mapping[str, Any]) -> Any:
-    """An instance of the row in the repository's session, without a query."""
-    identity = repo.session.identity_map.get(  # already loaded here: keep that one
-        repo.session.sync_session.identity_key(repo.model, values[repo.info.pk_name])
+async def query_many(
+    scope: RepositoryScope, session: AsyncSession, keys: Sequence[Any]
+) -> list[Any]:
+    """The rows ``keys`` (coerced, unique) from ``session``, in that order; absent ones skipped."""
+    info = scope.info
+    options = scope.options()
+    found: dict[Any, Any] = {}
+    for start in range(0, len(keys), _ID_CHUNK):
+        chunk = keys[start : start + _ID_CHUNK]
+        stmt = select(info.model).where(info.pk.in_(chunk), *scope.criteria())
+        for obj in await session.scalars(stmt, execution_options=options):
+            found[getattr(obj, info.pk_name)] = obj
+    return [found[k] for k in keys if k in found]
+
+
+def _cache_scope(workspace: Workspace | None) -> str | int:
+    assert not isinstance(workspace, AllWorkspaces)
+    return GLOBAL if workspace is None else workspace
+
+
+async def _attach(scope: RepositoryScope, session: AsyncSession, values: Mapping[str, Any]) -> Any:
+    """An instance of the row in ``session``, without a query."""
+    model = scope.info.model
+    identity = session.identity_map.get(  # already loaded here: keep that one
+        session.sync_session.identity_key(model, values[scope.info.pk_name])
     )
     if identity is not None:
         return identity
-    obj = repo.model(**values)
+    obj = model(**values)
     make_transient_to_detached(obj)
-    return await repo.session.merge(obj, load=False)
+    return await session.merge(obj, load=False)
 
 
-def touched(
-    repo: Repository[Any],
+# -- has this transaction written? -------------------------------------------------------
+
+
+def mark_written(session: AsyncSession | Session) -> None:
+    """Record that the current transaction of ``session`` has written."""
+    sync = session.sync_session if isinstance(session, AsyncSession) else session
+    sync.info[_WROTE] = sync.get_transaction()
+
+
+def wrote(session: AsyncSession) -> bool:
+    """Whether this session's transaction has written: by a repository, a flush or DML.
+
+    Seen: repository writes, every ORM flush (autoflush included) of any session, and
+    INSERT/UPDATE/DELETE or ``text()`` statements run through a session a repository
+    was made on. Not seen: SQL sent on the raw connection.
+    """
+    sync = session.sync_session
+    marked = sync.info.get(_WROTE)
+    if marked is not None and marked is sync.get_transaction():
+        return True
+    return bool(sync.new or sync.deleted or sync.dirty)
+
+
+def watch_writes(session: AsyncSession) -> None:
+    """Mark the transaction as written when DML (or opaque ``text()``) runs on ``session``."""
+    sync = session.sync_session
+    if sync.info.get(_WATCHED):
+        return
+    sync.info[_WATCHED] = True
+    event.listen(sync, "do_orm_execute", _on_execute)
+
+
+def _on_execute(state: ORMExecuteState) -> None:
+    if state.is_select:
+        return
+    if state.is_insert or state.is_update or state.is_delete:
+        mark_written(state.session)
+    elif isinstance(state.statement, TextClause):
+        mark_written(state.session)  # it may write; reading uncached is the safe side
+
+
+@event.listens_for(Session, "after_flush")
+def _on_flush(session: Session, _flush: UOWTransaction) -> None:
+    # Every session, not only those a repository was made on: an object changed and
+    # autoflushed before any repository existed has still been written in this
+    # transaction. Cheap: one dict write per flush.
+    mark_written(session)
+
+
+def keeps_snapshot(session: AsyncSession) -> bool:
+    """Whether the transaction reads from one snapshot (REPEATABLE READ or SERIALIZABLE).
+
+    Such a transaction must not read through the cache: a cached row may be newer than
+    its snapshot. PostgreSQL only: on SQLite the isolation argument is not applied, and
+    reads through the cache behave as at READ COMMITTED (docs/repository.md).
+    """
+    sync = session.sync_session
+    if session.bind.dialect.name != "postgresql" or not sync.in_transaction():
+        return False
+    connection = sync.connection()  # already begun: no I/O
+    level = connection.get_execution_options().get("isolation_level")
+    if level is None:
+        level = connection.default_isolation_level
+    return str(level).upper() in _SNAPSHOT_LEVELS
+
+
+# -- invalidation --------------------------------------------------------------------------
+
+
+def invalidate_after_commit(
+    scope: RepositoryScope,
+    tx: Transaction,
+    cache: TieredCache,
     *,
     ids: Iterable[Any] = (),
     rows: Iterable[Mapping[str, Any]] = (),
     whole_model: bool = False,
 ) -> None:
-    """Invalidate, once the transaction commits, the tags a write touched.
+    """Invalidate, once ``tx`` commits, the tags a write touched.
 
-    ``ids`` are the rows written (their workspace is the repository's); ``rows`` are
-    written rows' values, used for their id, workspace and user columns.
+    ``ids`` are the rows written (their workspace is the scope's); ``rows`` are written
+    rows' values, used for their id, workspace and user columns.
     """
-    repo.session.info[_WROTE] = True
-    cache = repo.cache
-    tx = repo.transaction
-    if cache is None or tx is None:
-        return
-    entity = repo.info.entity
+    identity = scope.info.identity
     by_scope: dict[str | int, set[str]] = {}
-    default_scope = _scope(repo.workspace(), None)
+    default_scope = _tag_scope(scope.workspace, None)
     unknown_workspace = False
 
-    def add(scope: str | int | None, tag: str) -> None:
+    def add(where: str | int | None, tag: str) -> None:
         nonlocal unknown_workspace
-        if scope is None:
+        if where is None:
             unknown_workspace = True  # ALL_WORKSPACES without the rows' workspace ids
         else:
-            by_scope.setdefault(scope, set()).add(tag)
+            by_scope.setdefault(where, set()).add(tag)
 
     for id_ in ids:
-        add(default_scope, f"entity:{entity}:{id_}")
+        add(default_scope, f"entity:{identity}:{id_}")
+    pk_name = scope.info.pk_name
     for row in rows:
-        scope = _scope(repo.workspace(), row.get("workspace_id"))
-        pk = row.get(repo.info.pk_name)
+        where = _tag_scope(scope.workspace, row.get("workspace_id"))
+        pk = row.get(pk_name)
         if pk is not None:
-            add(scope, f"entity:{entity}:{pk}")
-        for column in repo.user_columns:
+            add(where, f"entity:{identity}:{pk}")
+        for column in scope.user_columns:
             if row.get(column) is not None:
-                add(scope, f"user:{row[column]}")
+                add(where, f"user:{row[column]}")
     if whole_model:
-        add(default_scope, f"entity:{entity}")
+        add(default_scope, f"entity:{identity}")
     actor = context.actor_id()
-    for scope, tags in by_scope.items():
-        if isinstance(scope, int):
-            tags.add(f"workspace:{scope}")
+    for where, tags in by_scope.items():
+        if isinstance(where, int):
+            tags.add(f"workspace:{where}")
         if actor is not None:
             tags.add(f"user:{actor}")
-    _after_commit(tx, cache, by_scope, entity if unknown_workspace else None)
+    everywhere = identity if unknown_workspace else None
 
-
-def wrote(session: AsyncSession) -> bool:
-    """Whether this session's transaction has written (through a repository or the ORM)."""
-    return bool(session.info.get(_WROTE)) or bool(session.new or session.dirty or session.deleted)
-
-
-def _scope(workspace: int | AllWorkspaces | None, row_workspace: object) -> str | int | None:
-    if isinstance(workspace, int):
-        return workspace
-    if isinstance(workspace, AllWorkspaces):
-        return row_workspace if isinstance(row_workspace, int) else None
-    return GLOBAL
-
-
-def _after_commit(
-    tx: Transaction,
-    cache: TieredCache,
-    by_scope: dict[str | int, set[str]],
-    everywhere: str | None,
-) -> None:
     async def invalidate() -> None:
-        for scope, tags in by_scope.items():
-            await cache.invalidate_tags(sorted(tags), workspace=scope)
+        for where, tags in by_scope.items():
+            await cache.invalidate_tags(sorted(tags), workspace=where)
         if everywhere is not None:
             # Rows of unknown workspaces: drop the model's cached rows in every workspace.
             await cache.invalidate_pattern(f"entity:{everywhere}:*", workspace=EVERY_WORKSPACE)
 
     tx.after_commit(invalidate)
+
+
+def _tag_scope(workspace: Workspace | None, row_workspace: object) -> str | int | None:
+    if isinstance(workspace, int):
+        return workspace
+    if isinstance(workspace, AllWorkspaces):
+        return row_workspace if isinstance(row_workspace, int) else None
+    return GLOBAL

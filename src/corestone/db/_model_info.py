@@ -42,6 +42,9 @@ class ModelInfo:
     audited: bool
     audit_exclude: frozenset[str]
     entity: str
+    """The class name: what error messages and audit rows call the model."""
+    identity: str
+    """The schema-qualified table name: unique per model, so cache keys and tags use it."""
 
     def attribute_values(self, obj: Any) -> dict[str, Any]:
         """Every column attribute of a loaded instance."""
@@ -144,6 +147,7 @@ def model_info(model: type[Any]) -> ModelInfo:
         audited=issubclass(model, AuditedMixin),
         audit_exclude=frozenset(getattr(model, "__audit_exclude__", ())),
         entity=model.__name__,
+        identity=table.fullname,
         validators={name: _validator(column) for name, column in columns.items()},
         required=required,
         valid_key_sets=set(),

@@ -1,4 +1,4 @@
-"""Single-row and by-filter writes of :class:`~corestone.db.repository.Repository`.
+"""Single-row and by-filter writes of a repository, on a :class:`~._scope.RepositoryScope`.
 
 Every statement carries the repository's scope twice: in its own WHERE (so the write
 cannot touch another workspace's row even on a session without the scoping listener)
@@ -20,12 +20,15 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy import update as sql_update
 
 from corestone import context
+from corestone.db._model_info import ModelInfo
 from corestone.db.audit import REDACTED, AuditAction, audit_value, write_audit
 from corestone.db.models import utc_now
 from corestone.errors import InvalidInputError, StaleVersionError
 
 if TYPE_CHECKING:
-    from corestone.db.repository import Repository
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from corestone.db._scope import RepositoryScope
 
 __all__ = [
     "audit_changes",
@@ -46,9 +49,6 @@ _NOISE = frozenset({"version", "updated_at"})
 _WRITE = {"synchronize_session": False, "populate_existing": True}
 
 
-_UNSET: Any = object()
-
-
 def require_mapping(value: object, field: str) -> None:
     """Raise InvalidInputError unless ``value`` is a mapping (callers may pass parsed JSON)."""
     if not isinstance(value, Mapping):
@@ -56,24 +56,17 @@ def require_mapping(value: object, field: str) -> None:
 
 
 def creation_values(
-    repo: Repository[Any],
-    values: Mapping[str, Any],
-    index: int | None,
-    workspace: Any = _UNSET,
+    scope: RepositoryScope, values: Mapping[str, Any], index: int | None
 ) -> dict[str, Any]:
-    """``values`` checked for a new row, with the workspace filled in from the scope.
-
-    Bulk callers resolve ``workspace`` once and pass it, instead of once per row.
-    """
+    """``values`` checked for a new row, with the workspace filled in from the scope."""
     if type(values) is not dict:
         require_mapping(values, "values" if index is None else f"rows[{index}]")
     prefix = "" if index is None else f"rows[{index}]."
-    info = repo.info
+    info = scope.info
     row = dict(values)
     info.check_create(row, field_prefix=prefix)
     if info.tenant:
-        if workspace is _UNSET:
-            workspace = repo.workspace()
+        workspace = scope.workspace
         given = row.get("workspace_id")
         if isinstance(workspace, int):
             if given is not None and given != workspace:
@@ -93,10 +86,9 @@ def creation_values(
 
 
 def audit_changes(
-    repo: Repository[Any], before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
+    info: ModelInfo, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
 ) -> dict[str, dict[str, Any]]:
     """``{field: {"before", "after"}}`` for the fields that differ, excluded ones redacted."""
-    info = repo.info
     names = (
         list((before or after or {}).keys())
         if before is None or after is None
@@ -116,118 +108,122 @@ def audit_changes(
 
 
 async def record(
-    repo: Repository[Any],
+    info: ModelInfo,
+    session: AsyncSession,
     action: AuditAction,
     entries: Sequence[tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]],
 ) -> None:
     """Write audit rows for ``(before, after)`` pairs if the model is audited."""
-    info = repo.info
     if not info.audited:
         return
     rows = []
     for before, after in entries:
         state = after if after is not None else before
         assert state is not None
-        changes = audit_changes(repo, before, after)
+        changes = audit_changes(info, before, after)
         if not changes and action == "update":
             continue
         rows.append((state[info.pk_name], state.get("workspace_id"), changes))
-    await write_audit(repo.session, entity=info.entity, action=action, rows=rows)
+    await write_audit(session, entity=info.entity, action=action, rows=rows)
 
 
-async def create(repo: Repository[Any], values: Mapping[str, Any]) -> Any:
-    row = creation_values(repo, values, None)
-    workspace = repo.workspace()
-    stmt = insert(repo.model).values(row).returning(repo.model)
-    obj = (await repo.session.scalars(stmt, execution_options=repo._options(workspace))).one()
-    if repo.info.audited:
-        await record(repo, "create", [(None, repo.info.attribute_values(obj))])
+async def create(scope: RepositoryScope, session: AsyncSession, values: Mapping[str, Any]) -> Any:
+    row = creation_values(scope, values, None)
+    stmt = insert(scope.info.model).values(row).returning(scope.info.model)
+    obj = (await session.scalars(stmt, execution_options=scope.options())).one()
+    if scope.info.audited:
+        await record(scope.info, session, "create", [(None, scope.info.attribute_values(obj))])
     return obj
 
 
-def _set_values(repo: Repository[Any], values: Mapping[str, Any]) -> dict[str, Any]:
+def _set_values(info: ModelInfo, values: Mapping[str, Any]) -> dict[str, Any]:
     changes = dict(values)
-    table = repo.info.table
-    if repo.info.versioned:
+    table = info.table
+    if info.versioned:
         changes["version"] = table.c.version + 1
     return changes
 
 
 async def _before(
-    repo: Repository[Any], criteria: Sequence[ColumnElement[bool]], options: Mapping[str, Any]
+    info: ModelInfo,
+    session: AsyncSession,
+    criteria: Sequence[ColumnElement[bool]],
+    options: Mapping[str, Any],
 ) -> dict[Any, dict[str, Any]]:
     """Current values of the rows matching ``criteria``, locked on PostgreSQL."""
-    columns = list(repo.info.columns.values())
+    columns = list(info.columns.values())
     stmt = select(*columns).where(*criteria).with_for_update()
-    result = await repo.session.execute(stmt, execution_options=options)
-    names = list(repo.info.columns)
-    return {
-        row[names.index(repo.info.pk_name)]: dict(zip(names, row, strict=True)) for row in result
-    }
+    result = await session.execute(stmt, execution_options=options)
+    names = list(info.columns)
+    return {row[names.index(info.pk_name)]: dict(zip(names, row, strict=True)) for row in result}
 
 
 async def _why_missing(
-    repo: Repository[Any], key: Any, expected_version: int | None, include_deleted: bool = False
+    scope: RepositoryScope,
+    session: AsyncSession,
+    key: Any,
+    expected_version: int | None,
+    include_deleted: bool = False,
 ) -> Exception:
-    workspace = repo.workspace()
-    criteria = [repo.info.pk == key, *repo._criteria(workspace, include_deleted=include_deleted)]
-    options = repo._options(workspace, include_deleted=include_deleted)
-    if expected_version is not None and repo.info.versioned:
-        current = await repo.session.scalar(
-            select(repo.info.table.c.version).where(*criteria), execution_options=options
+    criteria = [scope.info.pk == key, *scope.criteria(include_deleted=include_deleted)]
+    options = scope.options(include_deleted=include_deleted)
+    if expected_version is not None and scope.info.versioned:
+        current = await session.scalar(
+            select(scope.info.table.c.version).where(*criteria), execution_options=options
         )
         if current is not None:
             return StaleVersionError(
-                f"{repo.info.entity} {key} is at version {current}, not {expected_version}",
+                f"{scope.info.entity} {key} is at version {current}, not {expected_version}",
                 current_version=int(current),
             )
-    return repo._not_found(key)
+    return scope.not_found(key)
 
 
 async def update(
-    repo: Repository[Any],
+    scope: RepositoryScope,
+    session: AsyncSession,
     id_: object,
     values: Mapping[str, Any],
     *,
     expected_version: int | None,
     action: AuditAction = "update",
 ) -> Any:
-    key = repo._coerce_id(id_)
+    key = scope.coerce_id(id_)
     require_mapping(values, "values")
-    repo.info.check_update(values)
-    if expected_version is not None and not repo.info.versioned:
-        raise TypeError(f"{repo.info.entity} has no version column (add VersionMixin)")
+    scope.info.check_update(values)
+    if expected_version is not None and not scope.info.versioned:
+        raise TypeError(f"{scope.info.entity} has no version column (add VersionMixin)")
     _require_version(expected_version)
-    workspace = repo.workspace()
-    criteria = [repo.info.pk == key, *repo._criteria(workspace)]
+    criteria = [scope.info.pk == key, *scope.criteria()]
     if expected_version is not None:
-        criteria.append(repo.info.table.c.version == expected_version)
-    options = repo._options(workspace)
+        criteria.append(scope.info.table.c.version == expected_version)
+    options = scope.options()
     if not values:
-        current = await repo.session.scalar(
-            select(repo.model).where(*criteria), execution_options=options
+        current = await session.scalar(
+            select(scope.info.model).where(*criteria), execution_options=options
         )
         if current is None:
-            raise await _why_missing(repo, key, expected_version)
+            raise await _why_missing(scope, session, key, expected_version)
         return current
-    if repo.info.audited and repo.session.bind.dialect.name == "postgresql":
-        obj, old = await _update_returning_before(repo, criteria, values, options)
+    if scope.info.audited and session.bind.dialect.name == "postgresql":
+        obj, old = await _update_returning_before(scope.info, session, criteria, values, options)
     else:
-        before = await _before(repo, criteria, options) if repo.info.audited else {}
-        stmt = sql_update(repo.model).where(*criteria).values(_set_values(repo, values))
-        result = await repo.session.scalars(
-            stmt.returning(repo.model), execution_options={**options, **_WRITE}
+        before = await _before(scope.info, session, criteria, options) if scope.info.audited else {}
+        stmt = sql_update(scope.info.model).where(*criteria).values(_set_values(scope.info, values))
+        result = await session.scalars(
+            stmt.returning(scope.info.model), execution_options={**options, **_WRITE}
         )
         obj, old = result.one_or_none(), before.get(key)
     if obj is None:
-        raise await _why_missing(repo, key, expected_version)
-    if repo.info.audited:
-        await record(repo, action, [(old, repo.info.attribute_values(obj))])
+        raise await _why_missing(scope, session, key, expected_version)
+    if scope.info.audited:
+        await record(scope.info, session, action, [(old, scope.info.attribute_values(obj))])
     return obj
 
 
 async def _update_returning_before(
-    repo: Repository[Any],
+    info: ModelInfo,
+    session: AsyncSession,
     criteria: Sequence[ColumnElement[bool]],
     values: Mapping[str, Any],
     options: Mapping[str, Any],
@@ -239,17 +235,16 @@ async def _update_returning_before(
     the "before" it returns is exactly what the update replaced. One round trip instead
     of a SELECT and an UPDATE. (SQLite cannot return columns of a FROM table.)
     """
-    info = repo.info
     old = select(*info.columns.values()).where(*criteria).with_for_update().subquery("old")
     stmt = (
-        sql_update(repo.model)
+        sql_update(info.model)
         # The criteria again on the outer row, so it is found by index, not by joining the
         # whole table against the subquery (a generic plan did exactly that).
         .where(info.pk == old.c[info.pk.name], *criteria)
-        .values(_set_values(repo, values))
-        .returning(repo.model, *(old.c[c.name] for c in info.columns.values()))
+        .values(_set_values(info, values))
+        .returning(info.model, *(old.c[c.name] for c in info.columns.values()))
     )
-    row = (await repo.session.execute(stmt, execution_options={**options, **_WRITE})).first()
+    row = (await session.execute(stmt, execution_options={**options, **_WRITE})).first()
     if row is None:
         return None, None
     return row[0], dict(zip(info.columns, row[1:], strict=True))
@@ -261,115 +256,121 @@ def _require_version(expected: object) -> None:
 
 
 async def update_many(
-    repo: Repository[Any], filters: Mapping[str, Any], values: Mapping[str, Any]
+    scope: RepositoryScope,
+    session: AsyncSession,
+    filters: Mapping[str, Any],
+    values: Mapping[str, Any],
 ) -> int:
     require_mapping(filters, "filter")
     require_mapping(values, "values")
     if not values:
         raise InvalidInputError("values must not be empty", field="values", rule="not_empty")
-    repo.info.check_update(values)
-    workspace = repo.workspace()
-    criteria = [*repo._criteria(workspace), repo._filter(filters)]
-    options = repo._options(workspace)
+    scope.info.check_update(values)
+    criteria = [*scope.criteria(), scope.filter(filters)]
+    options = scope.options()
     before: dict[Any, dict[str, Any]] = {}
-    if repo.info.audited:
-        before = await _before(repo, criteria, options)
+    if scope.info.audited:
+        before = await _before(scope.info, session, criteria, options)
         if not before:
             return 0
         # Only the rows that were read and locked: a row inserted since is left alone.
-        criteria.append(repo.info.pk.in_(list(before)))
-    stmt = sql_update(repo.model).where(*criteria).values(_set_values(repo, values))
-    result = await repo.session.scalars(
-        stmt.returning(repo.model), execution_options={**options, **_WRITE}
+        criteria.append(scope.info.pk.in_(list(before)))
+    stmt = sql_update(scope.info.model).where(*criteria).values(_set_values(scope.info, values))
+    result = await session.scalars(
+        stmt.returning(scope.info.model), execution_options={**options, **_WRITE}
     )
     objs = list(result)
-    if repo.info.audited:
-        pk = repo.info.pk_name
+    if scope.info.audited:
+        pk = scope.info.pk_name
         await record(
-            repo,
+            scope.info,
+            session,
             "update",
-            [(before.get(getattr(o, pk)), repo.info.attribute_values(o)) for o in objs],
+            [(before.get(getattr(o, pk)), scope.info.attribute_values(o)) for o in objs],
         )
     return len(objs)
 
 
 async def delete(
-    repo: Repository[Any], id_: object, *, expected_version: int | None
+    scope: RepositoryScope, session: AsyncSession, id_: object, *, expected_version: int | None
 ) -> dict[str, Any]:
     """Delete one row; return its values as they were written (for cache invalidation)."""
-    if not repo.info.soft_delete:
-        return await purge(repo, id_, action="delete", expected_version=expected_version)
-    key = repo._coerce_id(id_)
-    workspace = repo.workspace()
-    criteria = [repo.info.pk == key, *repo._criteria(workspace, include_deleted=False)]
+    if not scope.info.soft_delete:
+        return await purge(scope, session, id_, action="delete", expected_version=expected_version)
+    key = scope.coerce_id(id_)
+    criteria = [scope.info.pk == key, *scope.criteria(include_deleted=False)]
     if expected_version is not None:
-        if not repo.info.versioned:
-            raise TypeError(f"{repo.info.entity} has no version column (add VersionMixin)")
-        criteria.append(repo.info.table.c.version == expected_version)
-    values = _set_values(repo, {"deleted_at": utc_now(), "deleted_by": context.actor_id()})
-    stmt = sql_update(repo.model).where(*criteria).values(values).returning(repo.model)
-    options = {**repo._options(workspace, include_deleted=True), **_WRITE}
-    obj = (await repo.session.scalars(stmt, execution_options=options)).one_or_none()
+        if not scope.info.versioned:
+            raise TypeError(f"{scope.info.entity} has no version column (add VersionMixin)")
+        criteria.append(scope.info.table.c.version == expected_version)
+    values = _set_values(scope.info, {"deleted_at": utc_now(), "deleted_by": context.actor_id()})
+    stmt = sql_update(scope.info.model).where(*criteria).values(values).returning(scope.info.model)
+    options = {**scope.options(include_deleted=True), **_WRITE}
+    obj = (await session.scalars(stmt, execution_options=options)).one_or_none()
     if obj is None:
-        raise await _why_missing(repo, key, expected_version)
-    after = repo.info.attribute_values(obj)
-    if repo.info.audited:
+        raise await _why_missing(scope, session, key, expected_version)
+    after = scope.info.attribute_values(obj)
+    if scope.info.audited:
         before = {**after, "deleted_at": None, "deleted_by": None}
-        await record(repo, "delete", [(before, after)])
+        await record(scope.info, session, "delete", [(before, after)])
     return after
 
 
-async def restore(repo: Repository[Any], id_: object) -> Any:
-    if not repo.info.soft_delete:
-        raise TypeError(f"{repo.info.entity} has no soft delete (add SoftDeleteMixin)")
-    key = repo._coerce_id(id_)
-    workspace = repo.workspace()
-    table = repo.info.table
+async def restore(scope: RepositoryScope, session: AsyncSession, id_: object) -> Any:
+    if not scope.info.soft_delete:
+        raise TypeError(f"{scope.info.entity} has no soft delete (add SoftDeleteMixin)")
+    key = scope.coerce_id(id_)
+    table = scope.info.table
     criteria = [
-        repo.info.pk == key,
+        scope.info.pk == key,
         table.c.deleted_at.is_not(None),
-        *repo._criteria(workspace, include_deleted=True),
+        *scope.criteria(include_deleted=True),
     ]
-    values = _set_values(repo, {"deleted_at": None, "deleted_by": None})
-    options = {**repo._options(workspace, include_deleted=True), **_WRITE}
-    before = await _before(repo, criteria, options) if repo.info.audited else {}
-    stmt = sql_update(repo.model).where(*criteria).values(values).returning(repo.model)
-    obj = (await repo.session.scalars(stmt, execution_options=options)).one_or_none()
+    values = _set_values(scope.info, {"deleted_at": None, "deleted_by": None})
+    options = {**scope.options(include_deleted=True), **_WRITE}
+    before = await _before(scope.info, session, criteria, options) if scope.info.audited else {}
+    stmt = sql_update(scope.info.model).where(*criteria).values(values).returning(scope.info.model)
+    obj = (await session.scalars(stmt, execution_options=options)).one_or_none()
     if obj is None:
-        current = await repo.find(key)
+        current = await session.scalar(
+            select(scope.info.model).where(scope.info.pk == key, *scope.criteria()),
+            execution_options=scope.options(),
+        )
         if current is None:
-            raise repo._not_found(key)
+            raise scope.not_found(key)
         return current
-    if repo.info.audited:
-        await record(repo, "restore", [(before.get(key), repo.info.attribute_values(obj))])
+    if scope.info.audited:
+        await record(
+            scope.info, session, "restore", [(before.get(key), scope.info.attribute_values(obj))]
+        )
     return obj
 
 
 async def purge(
-    repo: Repository[Any],
+    scope: RepositoryScope,
+    session: AsyncSession,
     id_: object,
     *,
     action: AuditAction = "purge",
     expected_version: int | None = None,
 ) -> dict[str, Any]:
-    key = repo._coerce_id(id_)
-    workspace = repo.workspace()
+    key = scope.coerce_id(id_)
     include_deleted = action == "purge"
-    criteria = [repo.info.pk == key, *repo._criteria(workspace, include_deleted=include_deleted)]
+    criteria = [scope.info.pk == key, *scope.criteria(include_deleted=include_deleted)]
     if expected_version is not None:
-        if not repo.info.versioned:
-            raise TypeError(f"{repo.info.entity} has no version column (add VersionMixin)")
-        criteria.append(repo.info.table.c.version == expected_version)
-    columns = list(repo.info.columns.values())
-    stmt = sql_delete(repo.model).where(*criteria).returning(*columns)
+        if not scope.info.versioned:
+            raise TypeError(f"{scope.info.entity} has no version column (add VersionMixin)")
+        criteria.append(scope.info.table.c.version == expected_version)
+    columns = list(scope.info.columns.values())
+    stmt = sql_delete(scope.info.model).where(*criteria).returning(*columns)
     options = {
-        **repo._options(workspace, include_deleted=include_deleted),
+        **scope.options(include_deleted=include_deleted),
         "synchronize_session": "fetch",
     }
-    row = (await repo.session.execute(stmt, execution_options=options)).one_or_none()
+    row = (await session.execute(stmt, execution_options=options)).one_or_none()
     if row is None:
-        raise await _why_missing(repo, key, expected_version, include_deleted)
-    before = dict(zip(repo.info.columns, row, strict=True))
-    if repo.info.audited:
-        await record(repo, action, [(before, None)])
+        raise await _why_missing(scope, session, key, expected_version, include_deleted)
+    before = dict(zip(scope.info.columns, row, strict=True))
+    if scope.info.audited:
+        await record(scope.info, session, action, [(before, None)])
     return before

@@ -30,7 +30,10 @@ What the model's mixins change (:mod:`corestone.db.models`):
 
 The repository also scopes its session (:func:`~corestone.db.scoping.scope_session`),
 so relationship loads of the objects it returns are filtered the same way.
-Filters and sorting: docs/filters-and-pagination.md.
+Filters and sorting: docs/filters-and-pagination.md; reading through the cache:
+docs/repository.md. Writes, bulk writes and cached reads live in ``_writes``, ``_bulk``
+and ``_cache``, which take a :class:`~corestone.db._scope.RepositoryScope` (what one call
+may see) and the session, never the repository.
 """
 
 from __future__ import annotations
@@ -38,15 +41,16 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, func, literal, select
+from sqlalchemy import func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from corestone.db import _bulk, _cache, _writes
 from corestone.db._model_info import ModelInfo, model_info
-from corestone.db.filters import compile_filter, parse_sort
+from corestone.db._scope import RepositoryScope
+from corestone.db.filters import parse_sort
 from corestone.db.pagination import (
     CursorCodec,
     Direction,
@@ -57,15 +61,13 @@ from corestone.db.pagination import (
     order_by,
 )
 from corestone.db.scoping import (
-    INCLUDE_DELETED_OPTION,
-    WORKSPACE_OPTION,
     AllWorkspaces,
     Workspace,
     resolve_workspace,
     scope_session,
 )
 from corestone.db.transactions import Transaction
-from corestone.errors import InvalidInputError, NotFoundError
+from corestone.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from corestone.cache.tiered import TieredCache
@@ -75,7 +77,6 @@ __all__ = ["Repository"]
 M = TypeVar("M")
 
 _MAX_PAGE = 1_000_000
-_ID_CHUNK = 1000
 
 
 class Repository(Generic[M]):
@@ -108,19 +109,28 @@ class Repository(Generic[M]):
     ) -> None:
         self.session = tx.session if isinstance(tx, Transaction) else tx
         self.transaction = tx if isinstance(tx, Transaction) else None
-        # Writes invalidate through the database's cache (set by Infrastructure) unless
-        # given another; reads use it only when the class opts in with cache_reads.
-        if cache is None and self.transaction is not None:
-            cache = self.transaction.database.cache
+        # Wired at construction, never later: the cache and the signing key come from the
+        # arguments, else from the transaction's database.
+        if self.transaction is not None:
+            database = self.transaction.database
+            cache = database.cache if cache is None else cache
+            signing_key = database.signing_key if signing_key is None else signing_key
+        elif cache is not None:
+            # A bare session's commit is its caller's: there is no after-commit hook to
+            # invalidate on, so cached rows would outlive the writes (docs/repository.md).
+            raise TypeError(
+                f"{type(self).__name__}: a cache needs a Transaction (db.transaction()), "
+                "not a bare AsyncSession, to invalidate after commit"
+            )
         self.cache = cache
         self.info: ModelInfo = model_info(self.model)  # type: ignore[arg-type]
         self.include_deleted = include_deleted
         self._workspace = workspace
-        if signing_key is None and isinstance(tx, Transaction):
-            signing_key = tx.database.signing_key  # from settings, via Database.from_settings
         self._codec = None if signing_key is None else CursorCodec(_as_bytes(signing_key))
         self._signing_key = signing_key
+        self._filter_fields = {name: getattr(self.model, name) for name in self.filterable}
         scope_session(self.session)
+        _cache.watch_writes(self.session)
 
     def with_deleted(self) -> Repository[M]:
         """The same repository, also seeing soft-deleted rows."""
@@ -138,75 +148,54 @@ class Repository(Generic[M]):
         """The workspace this call is scoped to (None for a model without tenants)."""
         return resolve_workspace(self._workspace) if self.info.tenant else None
 
-    def _criteria(
-        self, workspace: Workspace | None, *, include_deleted: bool | None = None
-    ) -> list[ColumnElement[bool]]:
-        table = self.info.table
-        criteria: list[ColumnElement[bool]] = []
-        if isinstance(workspace, int):
-            criteria.append(table.c.workspace_id == workspace)
-        deleted = self.include_deleted if include_deleted is None else include_deleted
-        if self.info.soft_delete and not deleted:
-            criteria.append(table.c.deleted_at.is_(None))
-        return criteria
-
-    def _options(
-        self, workspace: Workspace | None, *, include_deleted: bool | None = None
-    ) -> dict[str, Any]:
-        deleted = self.include_deleted if include_deleted is None else include_deleted
-        options: dict[str, Any] = {INCLUDE_DELETED_OPTION: deleted}
-        if workspace is not None:
-            options[WORKSPACE_OPTION] = workspace
-        return options
-
-    def _visible(self, obj: Any, workspace: Workspace | None) -> bool:
-        if isinstance(workspace, int) and obj.workspace_id != workspace:
-            return False
-        return not (self.info.soft_delete and not self.include_deleted and obj.deleted_at)
-
-    def _coerce_id(self, value: object) -> Any:
-        python_type = getattr(self.info.pk.type, "python_type", None)
-        if python_type is int:
-            if isinstance(value, bool) or not isinstance(value, int | str):
-                raise InvalidInputError("id must be an integer", field="id", rule="type")
-            try:
-                number = int(value)
-            except ValueError:
-                raise InvalidInputError("id must be an integer", field="id", rule="type") from None
-            if not -(2**63) <= number < 2**63:
-                raise InvalidInputError("id is out of range", field="id", rule="range")
-            return number
-        return value
-
-    def _not_found(self, id_: object) -> NotFoundError:
-        return NotFoundError(f"{self.info.entity} {id_!s:.64} not found")
+    def _scope(self) -> RepositoryScope:
+        """What a call made now may see: the helpers' one view of this repository."""
+        return RepositoryScope(
+            self.info,
+            self.workspace(),
+            self.include_deleted,
+            self._filter_fields,
+            self.user_columns,
+        )
 
     # -- reads ---------------------------------------------------------------------------
 
     async def find(self, id_: object) -> M | None:
         """The row with this id, or None if it does not exist or is out of scope."""
-        key = self._coerce_id(id_)
-        if self.cache_reads and self.cache is not None and self._cacheable():
-            return await _cache.cached_find(self, key, self.cache)  # type: ignore[no-any-return]
-        return await self.find_uncached(key)
+        scope = self._scope()
+        key = scope.coerce_id(id_)
+        if self.cache_reads and self.cache is not None and self._cacheable(scope):
+            assert self.transaction is not None  # a cache needs one (see __init__)
+            return await _cache.cached_find(  # type: ignore[no-any-return]
+                scope,
+                self.session,
+                key,
+                self.cache,
+                self.transaction.database.session,
+                ttl=self.cache_ttl,
+            )
+        return await self._find(scope, key)
 
-    def _cacheable(self) -> bool:
+    def _cacheable(self, scope: RepositoryScope) -> bool:
         # Deleted rows and cross-workspace reads go to the database: the cached entry is
         # one workspace's visible row. So does every read of a transaction that has
-        # written: it must see its own uncommitted writes, and must never cache them
-        # (they may yet roll back).
+        # written (it must see its own uncommitted writes) or that keeps a snapshot
+        # (REPEATABLE READ, SERIALIZABLE: a cached row may be newer than its snapshot).
         return (
-            not self.include_deleted
+            not scope.include_deleted
+            and not isinstance(scope.workspace, AllWorkspaces)
             and not _cache.wrote(self.session)
-            and not isinstance(self.workspace(), AllWorkspaces)
+            and not _cache.keeps_snapshot(self.session)
         )
 
     async def find_uncached(self, id_: object) -> M | None:
         """``find`` straight from the database, whatever ``cache_reads`` says."""
-        key = self._coerce_id(id_)
-        workspace = self.workspace()
-        obj = await self.session.get(self.model, key, execution_options=self._options(workspace))
-        if obj is None or not self._visible(obj, workspace):
+        scope = self._scope()
+        return await self._find(scope, scope.coerce_id(id_))
+
+    async def _find(self, scope: RepositoryScope, key: Any) -> M | None:
+        obj = await self.session.get(self.model, key, execution_options=scope.options())
+        if obj is None or not scope.visible(obj):
             return None
         return obj
 
@@ -214,41 +203,34 @@ class Repository(Generic[M]):
         """The row with this id; :class:`~corestone.errors.NotFoundError` if there is none."""
         obj = await self.find(id_)
         if obj is None:
-            raise self._not_found(id_)
+            raise self._scope().not_found(id_)
         return obj
 
     async def get_many(self, ids: Sequence[object]) -> builtins.list[M]:
         """The rows with these ids, in the order given; missing and foreign ids are skipped."""
-        keys = list(dict.fromkeys(self._coerce_id(i) for i in ids))
-        if self.cache_reads and self.cache is not None and self._cacheable():
-            return await _cache.cached_get_many(self, keys, self.cache)
-        return await self.get_many_uncached(keys)
+        scope = self._scope()
+        keys = list(dict.fromkeys(scope.coerce_id(i) for i in ids))
+        if self.cache_reads and self.cache is not None and self._cacheable(scope):
+            return await _cache.cached_get_many(scope, self.session, keys, self.cache)
+        return await _cache.query_many(scope, self.session, keys)
 
     async def get_many_uncached(self, keys: Sequence[Any]) -> builtins.list[M]:
         """``get_many`` straight from the database (ids already coerced and unique)."""
-        workspace = self.workspace()
-        found: dict[Any, M] = {}
-        for start in range(0, len(keys), _ID_CHUNK):
-            chunk = keys[start : start + _ID_CHUNK]
-            stmt = select(self.model).where(self.info.pk.in_(chunk), *self._criteria(workspace))
-            result = await self.session.scalars(stmt, execution_options=self._options(workspace))
-            for obj in result:
-                found[getattr(obj, self.info.pk_name)] = obj
-        return [found[k] for k in keys if k in found]
+        return await _cache.query_many(self._scope(), self.session, keys)
 
     async def count(self, filters: Mapping[str, Any] | None = None) -> int:
         """How many rows in scope match ``filters``."""
-        workspace = self.workspace()
+        scope = self._scope()
         stmt = select(func.count()).select_from(self.info.table)
-        stmt = stmt.where(*self._criteria(workspace), self._filter(filters))
-        return int(await self.session.scalar(stmt, execution_options=self._options(workspace)) or 0)
+        stmt = stmt.where(*scope.criteria(), scope.filter(filters))
+        return int(await self.session.scalar(stmt, execution_options=scope.options()) or 0)
 
     async def exists(self, filters: Mapping[str, Any] | None = None) -> bool:
         """Whether any row in scope matches ``filters``."""
-        workspace = self.workspace()
+        scope = self._scope()
         stmt = select(literal(1)).select_from(self.info.table)
-        stmt = stmt.where(*self._criteria(workspace), self._filter(filters)).limit(1)
-        found = await self.session.scalar(stmt, execution_options=self._options(workspace))
+        stmt = stmt.where(*scope.criteria(), scope.filter(filters)).limit(1)
+        found = await self.session.scalar(stmt, execution_options=scope.options())
         return found is not None
 
     async def list(
@@ -269,15 +251,15 @@ class Repository(Generic[M]):
             raise RuntimeError(f"{type(self).__name__} needs signing_key= for keyset pages")
         keys = self._sort_keys(sort)
         size = check_limit(limit, default=self.default_limit, maximum=self.max_limit)
-        workspace = self.workspace()
-        scope = self._cursor_scope(keys, filters, workspace)
-        stmt = select(self.model).where(*self._criteria(workspace), self._filter(filters))
+        scope = self._scope()
+        cursor_scope = self._cursor_scope(keys, filters, scope.workspace)
+        stmt = select(self.model).where(*scope.criteria(), scope.filter(filters))
         direction: Direction = "next"
         if cursor is not None:
-            values, direction = self._codec.decode(cursor, scope=scope)
+            values, direction = self._codec.decode(cursor, scope=cursor_scope)
             stmt = stmt.where(keyset_condition(keys, values, direction=direction))
         stmt = stmt.order_by(*order_by(keys, direction=direction)).limit(size + 1)
-        rows = list(await self.session.scalars(stmt, execution_options=self._options(workspace)))
+        rows = list(await self.session.scalars(stmt, execution_options=scope.options()))
         more = len(rows) > size
         rows = rows[:size]
         if direction == "prev":
@@ -288,7 +270,7 @@ class Repository(Generic[M]):
         def token(obj: Any, towards: Direction) -> str:
             assert self._codec is not None
             values = [getattr(obj, key.name) for key in keys]
-            return self._codec.encode(values, scope=scope, direction=towards)
+            return self._codec.encode(values, scope=cursor_scope, direction=towards)
 
         return KeysetPage(
             items=rows,
@@ -309,8 +291,8 @@ class Repository(Generic[M]):
             raise InvalidInputError(f"page must be 1..{_MAX_PAGE}", field="page", rule="range")
         size = check_limit(page_size, default=self.default_limit, maximum=self.max_limit)
         keys = self._sort_keys(sort)
-        workspace = self.workspace()
-        where = [*self._criteria(workspace), self._filter(filters)]
+        scope = self._scope()
+        where = [*scope.criteria(), scope.filter(filters)]
         stmt = (
             select(self.model)
             .where(*where)
@@ -318,15 +300,11 @@ class Repository(Generic[M]):
             .offset((page - 1) * size)
             .limit(size)
         )
-        options = self._options(workspace)
+        options = scope.options()
         items = list(await self.session.scalars(stmt, execution_options=options))
         total_stmt = select(func.count()).select_from(self.info.table).where(*where)
         total = int(await self.session.scalar(total_stmt, execution_options=options) or 0)
         return OffsetPage(items=items, total=total, page=page, page_size=size)
-
-    def _filter(self, filters: Mapping[str, Any] | None) -> ColumnElement[bool]:
-        fields = {name: getattr(self.model, name) for name in self.filterable}
-        return compile_filter(filters, fields)
 
     def _sort_keys(self, sort: str | Sequence[str] | None) -> tuple[Any, ...]:
         fields = {name: getattr(self.model, name) for name in self.sortable}
@@ -347,8 +325,9 @@ class Repository(Generic[M]):
 
     async def create(self, values: Mapping[str, Any]) -> M:
         """Insert one row and return it (server defaults loaded)."""
-        obj = await _writes.create(self, values)
-        _cache.touched(self, rows=[self.info.attribute_values(obj)])
+        scope = self._scope()
+        obj = await _writes.create(scope, self.session, values)
+        self._touched(scope, rows=[self.info.attribute_values(obj)])
         return obj  # type: ignore[no-any-return]
 
     async def create_many(self, rows: Sequence[Mapping[str, Any]]) -> builtins.list[Any]:
@@ -357,23 +336,28 @@ class Repository(Generic[M]):
         PostgreSQL: ids reserved from the sequence in one query, rows sent by binary COPY.
         SQLite: batched multi-row INSERT … RETURNING. Load the rows with ``get_many``.
         """
-        ids = await _bulk.create_many(self, rows)
-        _cache.touched(self, ids=ids, rows=rows if self.user_columns else ())
+        scope = self._scope()
+        ids = await _bulk.create_many(scope, self.session, rows)
+        self._touched(scope, ids=ids, rows=rows if self.user_columns else ())
         return ids
 
     async def update(
         self, id_: object, values: Mapping[str, Any], *, expected_version: int | None = None
     ) -> M:
         """Change some fields of one row and return it; checks ``expected_version`` if given."""
-        obj = await _writes.update(self, id_, values, expected_version=expected_version)
-        _cache.touched(self, rows=[self.info.attribute_values(obj)])
+        scope = self._scope()
+        obj = await _writes.update(
+            scope, self.session, id_, values, expected_version=expected_version
+        )
+        self._touched(scope, rows=[self.info.attribute_values(obj)])
         return obj  # type: ignore[no-any-return]
 
     async def update_many(self, filters: Mapping[str, Any], values: Mapping[str, Any]) -> int:
         """Change ``values`` on every row in scope matching ``filters``; return how many."""
-        count = await _writes.update_many(self, filters, values)
+        scope = self._scope()
+        count = await _writes.update_many(scope, self.session, filters, values)
         if count:
-            _cache.touched(self, rows=_user_rows(self, values), whole_model=True)
+            self._touched(scope, rows=_user_rows(self, values), whole_model=True)
         return count
 
     async def upsert(self, values: Mapping[str, Any], *, on: Sequence[str] | None = None) -> M:
@@ -382,33 +366,52 @@ class Repository(Generic[M]):
         Never takes over a row of another workspace or a soft-deleted one: that conflict
         is :class:`~corestone.errors.ConflictError`.
         """
-        obj = await _bulk.upsert_one(self, values, on=on)
-        _cache.touched(self, rows=[self.info.attribute_values(obj)])
+        scope = self._scope()
+        obj = await _bulk.upsert_one(scope, self.session, values, on=on or self.upsert_keys)
+        self._touched(scope, rows=[self.info.attribute_values(obj)])
         return obj  # type: ignore[no-any-return]
 
     async def upsert_many(
         self, rows: Sequence[Mapping[str, Any]], *, on: Sequence[str] | None = None
     ) -> int:
         """Upsert many rows with ON CONFLICT; return how many were inserted or updated."""
-        count = await _bulk.upsert_many(self, rows, on=on)
-        _cache.touched(self, rows=rows, whole_model=True)
+        scope = self._scope()
+        count = await _bulk.upsert_many(scope, self.session, rows, on=on or self.upsert_keys)
+        self._touched(scope, rows=rows, whole_model=True)
         return count
 
     async def delete(self, id_: object, *, expected_version: int | None = None) -> None:
         """Soft-delete (models with SoftDeleteMixin) or delete one row."""
-        row = await _writes.delete(self, id_, expected_version=expected_version)
-        _cache.touched(self, rows=[row])
+        scope = self._scope()
+        row = await _writes.delete(scope, self.session, id_, expected_version=expected_version)
+        self._touched(scope, rows=[row])
 
     async def restore(self, id_: object) -> M:
         """Undo a soft delete and return the row (a row not deleted is returned as is)."""
-        obj = await _writes.restore(self, id_)
-        _cache.touched(self, rows=[self.info.attribute_values(obj)])
+        scope = self._scope()
+        obj = await _writes.restore(scope, self.session, id_)
+        self._touched(scope, rows=[self.info.attribute_values(obj)])
         return obj  # type: ignore[no-any-return]
 
     async def purge(self, id_: object) -> None:
         """Delete one row for good, soft-deleted or not."""
-        row = await _writes.purge(self, id_)
-        _cache.touched(self, rows=[row])
+        scope = self._scope()
+        row = await _writes.purge(scope, self.session, id_)
+        self._touched(scope, rows=[row])
+
+    def _touched(
+        self,
+        scope: RepositoryScope,
+        *,
+        ids: Iterable[Any] = (),
+        rows: Iterable[Mapping[str, Any]] = (),
+        whole_model: bool = False,
+    ) -> None:
+        _cache.mark_written(self.session)
+        if self.cache is not None and self.transaction is not None:
+            _cache.invalidate_after_commit(
+                scope, self.transaction, self.cache, ids=ids, rows=rows, whole_model=whole_model
+            )
 
 
 def _user_rows(repo: Repository[Any], values: Mapping[str, Any]) -> list[Mapping[str, Any]]:
