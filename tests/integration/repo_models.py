@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from corestone import context
+from corestone.cache import TieredCache
 from corestone.db import (
     AuditedMixin,
     AuditEntry,
@@ -105,8 +106,10 @@ class NoteRepository(Repository[Note]):
     sortable = ("title",)
 
 
-async def open_database(url: str, *, busy_timeout_ms: int = 5000) -> Database:
-    database = Database(url, sqlite_busy_timeout_ms=busy_timeout_ms, metrics=Metrics())
+async def open_database(
+    url: str, *, busy_timeout_ms: int = 5000, cache: TieredCache | None = None
+) -> Database:
+    database = Database(url, sqlite_busy_timeout_ms=busy_timeout_ms, metrics=Metrics(), cache=cache)
     await database.start()
     async with database.engine.begin() as conn:
         await conn.run_sync(RepoBase.metadata.create_all)
@@ -114,8 +117,8 @@ async def open_database(url: str, *, busy_timeout_ms: int = 5000) -> Database:
     return database
 
 
-async def database_for(url: str) -> AsyncIterator[Database]:
-    database = await open_database(url)
+async def database_for(url: str, *, cache: TieredCache | None = None) -> AsyncIterator[Database]:
+    database = await open_database(url, cache=cache)
     try:
         yield database
     finally:

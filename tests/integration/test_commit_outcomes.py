@@ -257,3 +257,41 @@ async def test_application_os_errors_propagate_as_themselves(
         assert await _on_call(database) == [1, 2]
     finally:
         await database.aclose()
+
+
+async def test_a_write_whose_commit_is_unknown_still_invalidates_the_cache(
+    postgres_url: str,
+) -> None:
+    """A cached row updated in a transaction whose COMMIT outcome is unknown is dropped from
+    the cache: the write may have landed, so the old value is never served afterwards."""
+    from corestone.cache import TieredCache
+    from tests.integration.repo_models import ItemRepository, open_database, workspace
+
+    class CachedItems(ItemRepository):
+        cache_reads = True
+
+    setup = await open_database(postgres_url)
+    await setup.aclose()
+    url = make_url(postgres_url)
+    proxy = CommitCutter(url.port or 5432)
+    port = await proxy.start()
+    proxied_url = url.set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
+    async with TieredCache(namespace="unknown") as cache:
+        proxied = Database(proxied_url, metrics=Metrics(), cache=cache)
+        await proxied.start()
+        try:
+            with workspace(1):
+                async with proxied.transaction() as tx:
+                    item = await CachedItems(tx).create({"title": "before"})
+                async with proxied.transaction(read_only=True) as tx:
+                    assert (await CachedItems(tx).get(item.id)).title == "before"  # now cached
+                with pytest.raises(CommitUnknownError):
+                    async with proxied.transaction() as tx:
+                        await CachedItems(tx).update(item.id, {"title": "after"})
+                        proxy.armed = True
+                await asyncio.wait_for(proxy.server_answered.wait(), 10)
+                async with proxied.transaction(read_only=True) as tx:
+                    assert (await CachedItems(tx).get(item.id)).title == "after"
+        finally:
+            await proxied.aclose()
+            await proxy.aclose()

@@ -258,6 +258,9 @@ def invalidate_after_commit(
 ) -> None:
     """Invalidate, once ``tx`` commits, the tags a write touched.
 
+    Also when the commit's outcome is unknown (the connection was lost after COMMIT was
+    sent): the write may have landed, and dropping entries is always safe.
+
     ``ids`` are the rows written (their workspace is the scope's); ``rows`` are written
     rows' values, used for their id, workspace and user columns.
     """
@@ -302,6 +305,7 @@ def invalidate_after_commit(
             await cache.invalidate_pattern(f"entity:{everywhere}:*", workspace=EVERY_WORKSPACE)
 
     tx.after_commit(invalidate)
+    tx.after_unknown(invalidate)
 
 
 def _tag_scope(workspace: Workspace | None, row_workspace: object) -> str | int | None:

@@ -88,6 +88,14 @@ class TransactionBackend(Protocol):
     @property
     def signing_key(self) -> bytes | None: ...
 
+    def session(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """A bare session on the primary, for work that owns its transaction.
+
+        Repositories run a cached load shared by several callers on one of these, never
+        on a caller's session, so cancelling that caller cannot break the load.
+        """
+        ...
+
     def session_for(
         self, *, isolation: IsolationLevel | None, read_only: bool
     ) -> AbstractAsyncContextManager[AsyncSession]:

@@ -34,9 +34,8 @@ class Counting:
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
-    async for database in database_for(database_url):
-        async with TieredCache(namespace="repo") as cache:
-            database.cache = cache
+    async with TieredCache(namespace="repo") as cache:
+        async for database in database_for(database_url, cache=cache):
             yield database
 
 
