@@ -7,22 +7,28 @@ them (``raise UnavailableError(...) from exc``) so the cause is kept for logs.
 
 ::
 
-    CorestoneError                    code
-    ├── InvalidInputError             invalid_input      (field, rule)
-    │   └── PayloadTooLargeError      payload_too_large  (limit_bytes)
-    ├── AuthenticationError           unauthenticated
-    ├── PermissionDeniedError         forbidden
-    ├── NotFoundError                 not_found
-    ├── ConflictError                 conflict
-    │   └── StaleVersionError         stale_version      (current_version)
-    ├── UnavailableError              unavailable        (retry_after)
-    │   ├── CircuitOpenError          circuit_open       (name, retry_after)
-    │   └── BulkheadFullError         bulkhead_full      (name)
-    ├── CommitUnknownError            commit_unknown     (never retried: it may have committed)
-    ├── ConfigurationError            configuration
-    ├── WorkspaceRequiredError        workspace_required (a programming error: HTTP 500)
-    ├── StartupError                  startup            (component)
-    └── ShutdownError                 shutdown           (failures)
+    CorestoneError                      code
+    ├── InvalidInputError               invalid_input          (field, rule)
+    │   └── PayloadTooLargeError        payload_too_large      (limit_bytes)
+    ├── AuthenticationError             unauthenticated
+    ├── PermissionDeniedError           forbidden
+    ├── NotFoundError                   not_found
+    ├── ConflictError                   conflict
+    │   └── StaleVersionError           stale_version          (current_version)
+    ├── PreconditionRequiredError       precondition_required  (header)
+    ├── UnavailableError                unavailable            (retry_after)
+    │   ├── CircuitOpenError            circuit_open           (name, retry_after)
+    │   ├── BulkheadFullError           bulkhead_full          (name)
+    │   └── LoadTimeoutError            load_timeout           (key, timeout)
+    ├── CommitUnknownError              commit_unknown         (never retried: it may have committed)
+    ├── SagaFailedError                 saga_failed            (saga_id)
+    ├── SagaLeaseLostError              saga_lease_lost        (saga_id)
+    ├── ConfigurationError              configuration
+    ├── WorkspaceRequiredError          workspace_required     (a programming error: HTTP 500)
+    ├── StartupError                    startup                (component)
+    └── ShutdownError                   shutdown               (failures)
+
+A test keeps this tree complete: every error class appears in it.
 """
 
 from __future__ import annotations

@@ -188,3 +188,19 @@ def test_errors_chain_their_cause() -> None:
         connect()
 
     assert caught.value.__cause__ is original
+
+
+def test_the_error_tree_in_the_docstring_lists_every_error() -> None:
+    """Every error class, with its code, is drawn in the errors module's docstring."""
+    doc = errors_module.__doc__ or ""
+    lines = {
+        line.split("── ")[-1].split()[0]: line.split() for line in doc.splitlines() if "── " in line
+    }
+
+    missing = [
+        cls.__name__
+        for cls in _all_error_classes()
+        if cls is not CorestoneError and cls.code not in lines.get(cls.__name__, [])
+    ]
+
+    assert missing == []
