@@ -21,7 +21,18 @@ from corestone.observability.logging import configure_logging
 if TYPE_CHECKING:
     from corestone.sagas import SagaOutcome, SagaRegistry
 
-__all__ = ["app", "main", "settings_or_exit"]
+__all__ = [
+    "EXIT_CONFIGURATION",
+    "EXIT_OK",
+    "EXIT_SERVICE_FAILED",
+    "app",
+    "doctor",
+    "main",
+    "saga_app",
+    "saga_recover",
+    "saga_retry",
+    "settings_or_exit",
+]
 
 EXIT_OK = 0
 EXIT_SERVICE_FAILED = 1

@@ -36,7 +36,7 @@ from sqlalchemy.exc import ArgumentError
 from corestone.errors import ConfigurationError
 from corestone.urls import redact_url, split_urls
 
-__all__ = ["Settings", "load_settings", "redact_url"]
+__all__ = ["ENV_PREFIX", "Settings", "load_settings", "redact_url"]
 
 ENV_PREFIX = "CORESTONE_"
 _TEST_PREFIX = ENV_PREFIX + "TEST_"

@@ -20,7 +20,7 @@ them (``raise UnavailableError(...) from exc``) so the cause is kept for logs.
     │   ├── CircuitOpenError            circuit_open           (name, retry_after)
     │   ├── BulkheadFullError           bulkhead_full          (name)
     │   └── LoadTimeoutError            load_timeout           (key, timeout)
-    ├── CommitUnknownError              commit_unknown         (never retried: it may have committed)
+    ├── CommitUnknownError              commit_unknown         (never retried: may have committed)
     ├── SagaFailedError                 saga_failed            (saga_id)
     ├── SagaLeaseLostError              saga_lease_lost        (saga_id)
     ├── ConfigurationError              configuration

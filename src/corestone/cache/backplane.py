@@ -33,7 +33,15 @@ from corestone.observability.logging import get_logger
 if TYPE_CHECKING:
     from corestone.observability.metrics import Metrics
 
-__all__ = ["Backplane", "Invalidation", "LocalBackplane", "RedisBackplane"]
+__all__ = [
+    "Backplane",
+    "Invalidation",
+    "Kind",
+    "LocalBackplane",
+    "OnMessage",
+    "OnResync",
+    "RedisBackplane",
+]
 
 log = get_logger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any, Final, ParamSpec, TypeVar
 
 from corestone.cache.tiered import TieredCache
 
-__all__ = ["cached"]
+__all__ = ["KeySpec", "TagSpec", "cached"]
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -33,6 +33,7 @@ import orjson
 
 __all__ = [
     "COMPRESSED",
+    "CUSTOM_FORMAT_ID",
     "HEADER",
     "Envelope",
     "MsgpackSerializer",

@@ -39,6 +39,8 @@ from corestone.db.transactions import (
 
 __all__ = [
     "ALL_WORKSPACES",
+    "MAX_CURSOR_LENGTH",
+    "TRANSACTION_RETRY",
     "AllWorkspaces",
     "AuditEntry",
     "AuditedMixin",
@@ -49,13 +51,11 @@ __all__ = [
     "IdMixin",
     "IsolationLevel",
     "KeysetPage",
-    "MAX_CURSOR_LENGTH",
     "OffsetPage",
     "PoolOptions",
     "Repository",
     "SoftDeleteMixin",
     "SortKey",
-    "TRANSACTION_RETRY",
     "TenantMixin",
     "TimestampMixin",
     "Transaction",

@@ -15,7 +15,7 @@ from sqlalchemy import exc
 from corestone.errors import CommitUnknownError, ConflictError, CorestoneError, UnavailableError
 from corestone.observability.logging import get_logger
 
-__all__ = ["commit_outcome_unknown", "first_line", "translate_error", "transient_cause"]
+__all__ = ["commit_outcome_unknown", "first_line", "transient_cause", "translate_error"]
 
 log = get_logger(__name__)
 

@@ -34,9 +34,9 @@ from corestone.db.transactions import Transaction
 from corestone.errors import InvalidInputError
 
 __all__ = [
+    "REDACTED",
     "AuditAction",
     "AuditEntry",
-    "REDACTED",
     "audit_entries",
     "audit_value",
     "write_audit",

@@ -42,13 +42,13 @@ from corestone.db._filter_values import coerce, is_text, text_value
 from corestone.errors import InvalidInputError
 
 __all__ = [
-    "FilterSpec",
     "MAX_CONDITIONS",
     "MAX_DEPTH",
     "MAX_IN_VALUES",
     "MAX_PATTERN_LENGTH",
     "MAX_SORT_KEYS",
     "OPERATORS",
+    "FilterSpec",
     "SortKey",
     "ascii_lower",
     "compile_filter",

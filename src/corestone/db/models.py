@@ -19,6 +19,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "NAMING_CONVENTION",
     "AuditedMixin",
     "Base",
     "BigIntId",

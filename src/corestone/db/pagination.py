@@ -40,10 +40,10 @@ from corestone.db.filters import SortKey
 from corestone.errors import InvalidInputError
 
 __all__ = [
+    "MAX_CURSOR_LENGTH",
     "CursorCodec",
     "Direction",
     "KeysetPage",
-    "MAX_CURSOR_LENGTH",
     "OffsetPage",
     "check_limit",
     "keyset_condition",

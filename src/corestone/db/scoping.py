@@ -37,9 +37,9 @@ from corestone.errors import WorkspaceRequiredError
 
 __all__ = [
     "ALL_WORKSPACES",
-    "AllWorkspaces",
     "INCLUDE_DELETED_OPTION",
     "WORKSPACE_OPTION",
+    "AllWorkspaces",
     "Workspace",
     "resolve_workspace",
     "scope_session",

@@ -11,12 +11,12 @@ from corestone.observability.logging import SecretRedactor, configure_logging, g
 from corestone.observability.metrics import LATENCY_BUCKETS, Metrics
 
 __all__ = [
+    "LATENCY_BUCKETS",
     "CheckResult",
     "HealthCheck",
     "HealthRegistry",
     "HealthReport",
     "HealthStatus",
-    "LATENCY_BUCKETS",
     "Metrics",
     "SecretRedactor",
     "configure_logging",

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
+    "CheckFunction",
     "CheckResult",
     "HealthCheck",
     "HealthRegistry",

@@ -26,6 +26,7 @@ from corestone.resilience.snapshot import BreakerSnapshot
 from corestone.resilience.timeout import Timeout
 
 __all__ = [
+    "DEFAULTS_KEY",
     "BreakerConfig",
     "BreakerEvent",
     "BreakerRegistry",
@@ -36,7 +37,6 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpen",
     "CircuitOpenError",
-    "DEFAULTS_KEY",
     "EventKind",
     "Fleet",
     "Guard",

@@ -45,7 +45,7 @@ from corestone.errors import (
     InvalidInputError,
 )
 
-__all__ = ["Retry"]
+__all__ = ["OnRetry", "Retry", "RetryIf"]
 
 P = ParamSpec("P")
 T = TypeVar("T")

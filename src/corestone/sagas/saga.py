@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "STEP_RETRY",
+    "Action",
+    "Compensation",
     "Saga",
     "SagaOutcome",
     "SagaRegistry",

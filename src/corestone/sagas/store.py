@@ -50,7 +50,7 @@ from corestone.db.models import Base, UTCDateTime, utc_now
 
 __all__ = ["SagaRecord", "SagaState", "SagaStatus", "SagaStore", "check_json"]
 
-ERROR_MAX = 2000
+_ERROR_MAX = 2000
 
 
 class SagaStatus(StrEnum):
@@ -63,7 +63,7 @@ class SagaStatus(StrEnum):
     FAILED = "failed"
 
 
-ACTIVE = (SagaStatus.RUNNING.value, SagaStatus.COMPENSATING.value)
+_ACTIVE = (SagaStatus.RUNNING.value, SagaStatus.COMPENSATING.value)
 
 
 class SagaRecord(Base):
@@ -152,9 +152,9 @@ def check_json(value: Any) -> None:
     json.dumps(value, allow_nan=False)
 
 
-def clip_error(text: str) -> str:
+def _clip_error(text: str) -> str:
     """An error message short enough for the ``error`` column."""
-    return text if len(text) <= ERROR_MAX else text[: ERROR_MAX - 1] + "…"
+    return text if len(text) <= _ERROR_MAX else text[: _ERROR_MAX - 1] + "…"
 
 
 class SagaStore:
@@ -212,14 +212,14 @@ class SagaStore:
             "status": status.value,
             "current_step": current_step,
             "updated_at": now,
-            "locked_until": now + self.lease if status.value in ACTIVE else None,
+            "locked_until": now + self.lease if status.value in _ACTIVE else None,
         }
         if results is not None:
             values["results"] = dict(results)
         if to_compensate is not None:
             values["to_compensate"] = list(to_compensate)
         if error is not None:
-            values["error"] = clip_error(error)
+            values["error"] = _clip_error(error)
         result = await session.execute(
             update(_T)
             .where(
@@ -248,7 +248,7 @@ class SagaStore:
         now = utc_now()
         result = await session.execute(
             update(_T)
-            .where(_T.c.id == saga_id, _T.c.owner == owner, _T.c.status.in_(ACTIVE))
+            .where(_T.c.id == saga_id, _T.c.owner == owner, _T.c.status.in_(_ACTIVE))
             .values(locked_until=now + self.lease)
         )
         return _rowcount(result) == 1
@@ -257,7 +257,7 @@ class SagaStore:
         """Let the lease lapse now, so recovery need not wait for it (on a clean stop)."""
         await session.execute(
             update(_T)
-            .where(_T.c.id == saga_id, _T.c.owner == owner, _T.c.status.in_(ACTIVE))
+            .where(_T.c.id == saga_id, _T.c.owner == owner, _T.c.status.in_(_ACTIVE))
             .values(locked_until=utc_now())
         )
 
@@ -296,7 +296,7 @@ class SagaStore:
         expired = or_(_T.c.locked_until.is_(None), _T.c.locked_until < now)
         candidates = (
             select(_T.c.id)
-            .where(_T.c.status.in_(ACTIVE), _T.c.type.in_(types), expired)
+            .where(_T.c.status.in_(_ACTIVE), _T.c.type.in_(types), expired)
             .order_by(_T.c.locked_until)
             .limit(limit)
         )
@@ -304,7 +304,7 @@ class SagaStore:
             candidates = candidates.with_for_update(skip_locked=True)
         rows = await session.execute(
             update(_T)
-            .where(_T.c.id.in_(candidates.scalar_subquery()), _T.c.status.in_(ACTIVE), expired)
+            .where(_T.c.id.in_(candidates.scalar_subquery()), _T.c.status.in_(_ACTIVE), expired)
             .values(
                 owner=owner,
                 locked_until=now + self.lease,

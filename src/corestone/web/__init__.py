@@ -17,10 +17,10 @@ from corestone.web.routes import HEALTH_CONTENT_TYPE, operations_router
 from corestone.web.server import serve
 
 __all__ = [
-    "BodySizeLimitMiddleware",
     "HEALTH_CONTENT_TYPE",
-    "HttpMetricsMiddleware",
     "PROBLEM_CONTENT_TYPE",
+    "BodySizeLimitMiddleware",
+    "HttpMetricsMiddleware",
     "RequestContextMiddleware",
     "RequestScope",
     "infrastructure",

@@ -19,6 +19,7 @@ from corestone.web.problems import internal_error_problem
 from corestone.web.route_labels import route_template, routes_of
 
 __all__ = [
+    "REQUEST_ID_HEADER",
     "BodySizeLimitMiddleware",
     "HttpMetricsMiddleware",
     "RequestContextMiddleware",

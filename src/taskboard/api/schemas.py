@@ -19,13 +19,13 @@ from pydantic import (
 from taskboard.domain.models import DESCRIPTION_MAX, NAME_MAX, TITLE_MAX
 
 __all__ = [
+    "BULK_MAX",
     "AuditEntryOut",
     "AuditListOut",
-    "BULK_MAX",
     "Id",
+    "MeOut",
     "MemberIn",
     "MemberOut",
-    "MeOut",
     "TaskBulkIn",
     "TaskBulkOut",
     "TaskIn",
