@@ -14,8 +14,8 @@ lease can never record over the new owner (its transactional step rolls back). A
 whose outcome is unknown (:class:`~corestone.errors.CommitUnknownError`) stops the run
 as a lost lease does, never retried and never compensated on a guess. ``attempts``
 counts executions; past ``max_attempts`` (a saga that kills its process every time)
-recovery compensates instead, the cut-off step included, or marks a compensation
-``failed``.
+recovery compensates instead, the steps that may have been cut off included, or marks a
+compensation ``failed``.
 """
 
 from __future__ import annotations
