@@ -156,8 +156,10 @@ class SagaOrchestrator:
                 outcomes.append(result)
             elif isinstance(result, SagaLeaseLostError):
                 log.warning("saga taken over during recovery", saga_id=state.id)
-            elif isinstance(result, Exception):
-                # The row keeps its state; it is retried once the lease expires.
+            elif isinstance(result, Exception | asyncio.CancelledError):
+                # The row keeps its state; it is retried once the lease expires. A
+                # CancelledError here is a step's own (had this pass been cancelled, gather
+                # would have raised): one saga's failure must not end the pass, or the worker.
                 log.error("saga recovery failed", saga_id=state.id, error=repr(result))
             else:
                 raise result
