@@ -1,20 +1,30 @@
-"""A step that raises CancelledError without being cancelled never stops saga recovery.
+"""Cancellation and sagas: a stray CancelledError never stops recovery; a real one releases.
 
 On SQLite and PostgreSQL. A step may await something another task cancelled (a shared
 future, a pooled request): the CancelledError it gets is its own failure, not a request
-to stop the recovery pass or the worker.
+to stop the recovery pass or the worker. A run that is really cancelled hands its saga
+to recovery at once, wherever the cancellation lands.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
-from corestone.db import Database
+from corestone.db import Database, current_transaction
 from corestone.observability.health import HealthStatus
-from corestone.sagas import Saga, SagaRecoveryWorker, SagaStatus, SagaStep, StepContext
+from corestone.sagas import (
+    Saga,
+    SagaRecoveryWorker,
+    SagaState,
+    SagaStatus,
+    SagaStep,
+    StepContext,
+)
+from corestone.sagas.store import SagaStore
 from tests.integration.saga_support import Trail, make_stuck, open_db, orchestrator
 
 
@@ -89,3 +99,35 @@ async def test_a_worker_whose_task_ended_unexpectedly_is_not_healthy(db: Databas
         assert "stopped" in (check.output or "")
     finally:
         await worker.aclose()
+
+
+async def test_a_run_cancelled_once_its_row_committed_is_released_at_once(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled after the new saga row committed (closing its session): no wait for recovery."""
+    original = SagaStore.insert
+
+    async def insert_then_cancel(self: SagaStore, session: Any, **values: Any) -> SagaState:
+        state = await original(self, session, **values)
+
+        async def cancel_the_run() -> None:  # runs after COMMIT, inside the run's task
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+            await asyncio.sleep(0)
+
+        transaction = current_transaction()
+        assert transaction is not None
+        transaction.after_commit(cancel_the_run)
+        return state
+
+    trail = Trail()
+    saga = Saga("t.late", [SagaStep("a", trail.action("a"))])
+    monkeypatch.setattr(SagaStore, "insert", insert_then_cancel)
+    with pytest.raises(asyncio.CancelledError):
+        await orchestrator(db, saga).run(saga, {})
+    monkeypatch.undo()
+
+    (outcome,) = await orchestrator(db, saga).recover()
+    assert outcome.status is SagaStatus.COMPLETED
+    assert trail.calls == [("do", "a")]

@@ -108,10 +108,19 @@ class SagaOrchestrator:
             raise InvalidInputError(
                 f"a saga payload must be JSON: {error}", field="payload", rule="json"
             ) from error
-        async with self.database.transaction() as tx:
-            state = await self._store.insert(
-                tx.session, saga_type=definition.name, payload=payload, owner=self.owner
-            )
+        inserted: list[SagaState] = []
+        try:
+            async with self.database.transaction() as tx:
+                state = await self._store.insert(
+                    tx.session, saga_type=definition.name, payload=payload, owner=self.owner
+                )
+                inserted.append(state)
+        except asyncio.CancelledError:
+            # Cancelled in or after COMMIT (closing the session): the row may exist, leased
+            # to us. Hand it to recovery now, as a run cancelled later does.
+            for row in inserted:
+                await asyncio.gather(asyncio.shield(self._release(row.id)), return_exceptions=True)
+            raise
         self._started.labels(type=definition.name).inc()
         log.info("saga started", saga_id=state.id, saga_type=definition.name)
         return await self._execute(definition, state)
