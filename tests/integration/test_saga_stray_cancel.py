@@ -19,7 +19,6 @@ from corestone.observability.health import HealthStatus
 from corestone.sagas import (
     Saga,
     SagaRecoveryWorker,
-    SagaState,
     SagaStatus,
     SagaStep,
     StepContext,
@@ -101,16 +100,14 @@ async def test_a_worker_whose_task_ended_unexpectedly_is_not_healthy(db: Databas
         await worker.aclose()
 
 
-async def test_a_run_cancelled_once_its_row_committed_is_released_at_once(
-    db: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Cancelled after the new saga row committed (closing its session): no wait for recovery."""
-    original = SagaStore.insert
+def _cancel_after_commit(monkeypatch: pytest.MonkeyPatch, method: str) -> None:
+    """Make ``SagaStore.<method>`` cancel its caller's task right after its COMMIT."""
+    original = getattr(SagaStore, method)
 
-    async def insert_then_cancel(self: SagaStore, session: Any, **values: Any) -> SagaState:
-        state = await original(self, session, **values)
+    async def then_cancel(self: SagaStore, session: Any, **values: Any) -> Any:
+        written = await original(self, session, **values)
 
-        async def cancel_the_run() -> None:  # runs after COMMIT, inside the run's task
+        async def cancel_the_caller() -> None:  # runs after COMMIT, in the caller's task
             task = asyncio.current_task()
             assert task is not None
             task.cancel()
@@ -118,16 +115,40 @@ async def test_a_run_cancelled_once_its_row_committed_is_released_at_once(
 
         transaction = current_transaction()
         assert transaction is not None
-        transaction.after_commit(cancel_the_run)
-        return state
+        transaction.after_commit(cancel_the_caller)
+        return written
 
+    monkeypatch.setattr(SagaStore, method, then_cancel)
+
+
+async def test_a_run_cancelled_once_its_row_committed_is_released_at_once(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled after the new saga row committed (closing its session): no wait for recovery."""
     trail = Trail()
     saga = Saga("t.late", [SagaStep("a", trail.action("a"))])
-    monkeypatch.setattr(SagaStore, "insert", insert_then_cancel)
+    _cancel_after_commit(monkeypatch, "insert")
     with pytest.raises(asyncio.CancelledError):
         await orchestrator(db, saga).run(saga, {})
     monkeypatch.undo()
 
     (outcome,) = await orchestrator(db, saga).recover()
     assert outcome.status is SagaStatus.COMPLETED
+    assert trail.calls == [("do", "a")]
+
+
+async def test_a_recovery_pass_cancelled_once_its_claim_committed_releases_the_sagas(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass cancelled right after claiming (a shutdown) leaves its sagas claimable at once."""
+    trail = Trail()
+    saga = Saga("t.late", [SagaStep("a", trail.action("a"))])
+    stuck = await make_stuck(db, saga)
+    _cancel_after_commit(monkeypatch, "claim_stuck")
+    with pytest.raises(asyncio.CancelledError):
+        await orchestrator(db, saga).recover()
+    monkeypatch.undo()
+
+    (outcome,) = await orchestrator(db, saga).recover()
+    assert (outcome.id, outcome.status) == (stuck.id, SagaStatus.COMPLETED)
     assert trail.calls == [("do", "a")]

@@ -138,14 +138,24 @@ class SagaOrchestrator:
         """
         if not len(self.registry):
             return []
-        async with self.database.transaction() as tx:
-            claimed = await self._store.claim_stuck(
-                tx.session,
-                types=self.registry.names,
-                owner=self.owner,
-                limit=limit,
-                postgresql=self.database.dialect == "postgresql",
+        claimed: list[SagaState] = []
+        try:
+            async with self.database.transaction() as tx:
+                claimed = await self._store.claim_stuck(
+                    tx.session,
+                    types=self.registry.names,
+                    owner=self.owner,
+                    limit=limit,
+                    postgresql=self.database.dialect == "postgresql",
+                )
+        except asyncio.CancelledError:
+            # Cancelled in or after COMMIT (a shutdown mid-pass): what we may have claimed
+            # goes back to recovery now, not once our lease runs out.
+            await asyncio.gather(
+                *(asyncio.shield(self._release(state.id)) for state in claimed),
+                return_exceptions=True,
             )
+            raise
         for state in claimed:
             self._recovered.labels(type=state.type).inc()
             log.warning(
