@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import pytest
+
 from corestone.sagas import Saga, SagaStep, StepContext
 from corestone.sagas._plan import compensation_plan, missing_steps, refusal, suspects, unrecorded
 
@@ -65,3 +67,9 @@ def test_compensation_keys_differ_from_the_action_key() -> None:
     assert action.idempotency_key == action.action_key == "s1:charge"
     assert compensation.idempotency_key == "s1:charge:compensate"
     assert compensation.action_key == "s1:charge"
+
+
+def test_no_action_shares_an_idempotency_key_with_a_compensation() -> None:
+    """A step key that would make its action's key another step's compensation key is refused."""
+    with pytest.raises(ValueError, match="compensate"):
+        _saga("charge", "charge:compensate")
