@@ -200,3 +200,29 @@ async def test_commit_unknown_in_a_compensation_leaves_it_to_recovery(db: Databa
     (outcome,) = await orchestrator(db, saga).recover()
     assert outcome.status is SagaStatus.COMPENSATED
     assert refunds == [f"{row.id}:charge:compensate"] * 2
+
+
+async def test_a_step_cannot_rewrite_what_earlier_steps_recorded(db: Database) -> None:
+    """A step mutating ctx.results or ctx.payload changes neither the log nor later steps."""
+    seen: list[Any] = []
+
+    async def first(ctx: StepContext) -> dict[str, Any]:
+        return {"reservation": "r-1", "items": [1]}
+
+    async def meddle(ctx: StepContext) -> None:
+        ctx.results["a"]["reservation"] = "tampered"
+        ctx.results["a"]["items"].append(2)
+        ctx.payload["order"]["amount"] = 0
+
+    async def last(ctx: StepContext) -> None:
+        seen.append((dict(ctx.results["a"]), ctx.payload["order"]["amount"]))
+
+    saga = Saga("t.meddle", [SagaStep("a", first), SagaStep("b", meddle), SagaStep("c", last)])
+    orch = orchestrator(db, saga)
+    outcome = await orch.run(saga, {"order": {"amount": 5}})
+
+    assert outcome.status is SagaStatus.COMPLETED
+    assert seen == [({"reservation": "r-1", "items": [1]}, 5)]
+    stored = await orch.get(outcome.id)
+    assert stored is not None
+    assert stored.results["a"] == {"reservation": "r-1", "items": [1]}

@@ -8,7 +8,7 @@ lost lease or a commit whose outcome is unknown stops the drive where the log is
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 
 from corestone.db.database import Database
@@ -16,9 +16,9 @@ from corestone.errors import CommitUnknownError, SagaLeaseLostError
 from corestone.observability.logging import get_logger
 from corestone.sagas._plan import (
     compensation_plan,
-    cut_off,
     missing_steps,
     refusal,
+    suspects,
     unrecorded,
 )
 from corestone.sagas._steps import StepRunner
@@ -61,11 +61,15 @@ class SagaDriver:
             state = await self._compensate(
                 saga,
                 state,
-                first=cut_off(saga, state.results),
+                first=suspects(saga, state.results),
                 error=f"gave up after {state.attempts - 1} interrupted executions",
             )
         elif state.status is RUNNING:
-            state, failure = await self._forward(saga, state, lost)
+            # A resumed run (after a crash, a cancellation, a lost lease) may have been cut
+            # off inside an external step after its effect: if this run compensates before
+            # that step records again, that step is compensated too.
+            cut = suspects(saga, state.results) if state.attempts > 1 else []
+            state, failure = await self._forward(saga, state, lost, cut)
         if state.status is COMPENSATING:
             if state.attempts > self.max_attempts + 1:
                 state = await self._transition(
@@ -80,7 +84,7 @@ class SagaDriver:
         return SagaOutcome(state.id, state.type, state.status, state.results, state.error, failure)
 
     async def _forward(
-        self, saga: Saga, state: SagaState, lost: asyncio.Event
+        self, saga: Saga, state: SagaState, lost: asyncio.Event, cut: Sequence[str]
     ) -> tuple[SagaState, BaseException | None]:
         for step in unrecorded(saga, state.results):
             failure: Exception | None = None
@@ -102,7 +106,7 @@ class SagaDriver:
                 state = await self._compensate(
                     saga,
                     state,
-                    first=step.key if own else None,
+                    first=[*cut, step.key] if own else cut,
                     error=f"step {step.key}: {_describe(failure)}",
                 )
                 return state, failure
@@ -111,7 +115,7 @@ class SagaDriver:
         return state, None
 
     async def _compensate(
-        self, saga: Saga, state: SagaState, *, first: str | None, error: str | None = None
+        self, saga: Saga, state: SagaState, *, first: Collection[str], error: str | None = None
     ) -> SagaState:
         """Record the compensations to run (by key, next first) and start compensating."""
         plan = compensation_plan(saga, state.results, first=first)
@@ -128,8 +132,8 @@ class SagaDriver:
     ) -> tuple[SagaState, BaseException | None]:
         if state.to_compensate is None:
             # Reopened after a refusal, or logged before compensations were recorded by
-            # key: plan now, with the step that may have been in flight.
-            state = await self._compensate(saga, state, first=cut_off(saga, state.results))
+            # key: plan now, with the steps that may have been in flight.
+            state = await self._compensate(saga, state, first=suspects(saga, state.results))
         while state.to_compensate:
             step = saga.step(state.to_compensate[0])
             if step is None:  # checked by _missing before any work; a bug if it happens

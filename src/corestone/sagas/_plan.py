@@ -9,12 +9,12 @@ order, and a recorded key the definition no longer has is refused, not guessed a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from corestone.sagas.saga import Saga, SagaStep
 
-__all__ = ["compensation_plan", "cut_off", "missing_steps", "refusal", "unrecorded"]
+__all__ = ["compensation_plan", "missing_steps", "refusal", "suspects", "unrecorded"]
 
 
 def unrecorded(saga: Saga, results: Mapping[str, Any]) -> list[SagaStep]:
@@ -22,16 +22,16 @@ def unrecorded(saga: Saga, results: Mapping[str, Any]) -> list[SagaStep]:
     return [step for step in saga.steps if step.key not in results]
 
 
-def cut_off(saga: Saga, results: Mapping[str, Any]) -> str | None:
-    """The step a dead process may have been running: the first without a record.
+def suspects(saga: Saga, results: Mapping[str, Any]) -> list[str]:
+    """The steps a dead (or cancelled) run may have cut off after their effect: keys, in order.
 
-    None if every step has a record, or if that step is transactional: its work rolled
-    back with its record, so nothing of it can need undoing. An external step's action
-    may have taken effect, so it is compensated too (compensations are harmless when
-    there is nothing to undo).
+    Every external step without a record. Under the definition that ran, only the first
+    of them can have been in flight; but a deploy may have added or moved steps since,
+    and the log does not say which step was running, so none is ruled out (compensations
+    must succeed when there is nothing to undo). A transactional step never is one: its
+    work rolled back with its record.
     """
-    pending = unrecorded(saga, results)
-    return pending[0].key if pending and not pending[0].transactional else None
+    return [step.key for step in unrecorded(saga, results) if not step.transactional]
 
 
 def missing_steps(saga: Saga, keys: Iterable[str]) -> list[str]:
@@ -39,16 +39,19 @@ def missing_steps(saga: Saga, keys: Iterable[str]) -> list[str]:
     return sorted(key for key in set(keys) if saga.step(key) is None)
 
 
-def compensation_plan(saga: Saga, results: Mapping[str, Any], *, first: str | None) -> list[str]:
+def compensation_plan(
+    saga: Saga, results: Mapping[str, Any], *, first: Collection[str] = ()
+) -> list[str]:
     """The keys whose compensation must run, next first.
 
-    ``first`` is a step that may have taken effect without a record (it failed after its
-    effect, its result could not be stored, or it was cut off); then every recorded
-    step, the last defined first. Steps without a compensation are left out.
+    ``first`` names steps that may have taken effect without a record (one failed after
+    its effect, its result could not be stored, or it was cut off): those without a
+    record come first, the last defined first; then every recorded step, the last
+    defined first. Steps without a compensation are left out.
     """
-    keys = [step.key for step in reversed(saga.steps) if step.key in results]
-    if first is not None and first not in results:
-        keys.insert(0, first)
+    ordered = list(reversed(saga.steps))
+    keys = [step.key for step in ordered if step.key in first and step.key not in results]
+    keys += [step.key for step in ordered if step.key in results]
     return [key for key in keys if _compensable(saga, key)]
 
 

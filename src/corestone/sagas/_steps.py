@@ -11,6 +11,7 @@ the orchestrator compensates the step if its record never lands. See
 from __future__ import annotations
 
 import asyncio
+import copy
 from dataclasses import replace
 from typing import Any
 
@@ -79,15 +80,17 @@ class StepRunner:
     async def _attempt(
         self, saga: Saga, step: SagaStep, state: SagaState, attempt: int, compensating: bool
     ) -> SagaState:
+        # Copies: a step that mutates what it is given must not rewrite the log (the next
+        # record writes ``state.results`` back) nor what later steps see.
         ctx = StepContext(
             saga_id=state.id,
             saga_type=saga.name,
             step_key=step.key,
-            payload=state.payload,
-            results=dict(state.results),
+            payload=copy.deepcopy(state.payload),
+            results=copy.deepcopy(dict(state.results)),
             attempt=attempt,
             database=self.database,
-            result=state.results.get(step.key) if compensating else None,
+            result=copy.deepcopy(state.results.get(step.key)) if compensating else None,
             compensating=compensating,
         )
         left = (state.to_compensate or ())[1:]

@@ -14,8 +14,8 @@ lease can never record over the new owner (its transactional step rolls back). A
 whose outcome is unknown (:class:`~corestone.errors.CommitUnknownError`) stops the run
 as a lost lease does, never retried and never compensated on a guess. ``attempts``
 counts executions; past ``max_attempts`` (a saga that kills its process every time)
-recovery compensates instead, the cut-off step included, or marks a compensation
-``failed``.
+recovery compensates instead, the steps that may have been cut off included, or marks a
+compensation ``failed``.
 """
 
 from __future__ import annotations
@@ -108,10 +108,19 @@ class SagaOrchestrator:
             raise InvalidInputError(
                 f"a saga payload must be JSON: {error}", field="payload", rule="json"
             ) from error
-        async with self.database.transaction() as tx:
-            state = await self._store.insert(
-                tx.session, saga_type=definition.name, payload=payload, owner=self.owner
-            )
+        inserted: list[SagaState] = []
+        try:
+            async with self.database.transaction() as tx:
+                state = await self._store.insert(
+                    tx.session, saga_type=definition.name, payload=payload, owner=self.owner
+                )
+                inserted.append(state)
+        except asyncio.CancelledError:
+            # Cancelled in or after COMMIT (closing the session): the row may exist, leased
+            # to us. Hand it to recovery now, as a run cancelled later does.
+            for row in inserted:
+                await asyncio.gather(asyncio.shield(self._release(row.id)), return_exceptions=True)
+            raise
         self._started.labels(type=definition.name).inc()
         log.info("saga started", saga_id=state.id, saga_type=definition.name)
         return await self._execute(definition, state)
@@ -129,14 +138,24 @@ class SagaOrchestrator:
         """
         if not len(self.registry):
             return []
-        async with self.database.transaction() as tx:
-            claimed = await self._store.claim_stuck(
-                tx.session,
-                types=self.registry.names,
-                owner=self.owner,
-                limit=limit,
-                postgresql=self.database.dialect == "postgresql",
+        claimed: list[SagaState] = []
+        try:
+            async with self.database.transaction() as tx:
+                claimed = await self._store.claim_stuck(
+                    tx.session,
+                    types=self.registry.names,
+                    owner=self.owner,
+                    limit=limit,
+                    postgresql=self.database.dialect == "postgresql",
+                )
+        except asyncio.CancelledError:
+            # Cancelled in or after COMMIT (a shutdown mid-pass): what we may have claimed
+            # goes back to recovery now, not once our lease runs out.
+            await asyncio.gather(
+                *(asyncio.shield(self._release(state.id)) for state in claimed),
+                return_exceptions=True,
             )
+            raise
         for state in claimed:
             self._recovered.labels(type=state.type).inc()
             log.warning(
@@ -156,8 +175,10 @@ class SagaOrchestrator:
                 outcomes.append(result)
             elif isinstance(result, SagaLeaseLostError):
                 log.warning("saga taken over during recovery", saga_id=state.id)
-            elif isinstance(result, Exception):
-                # The row keeps its state; it is retried once the lease expires.
+            elif isinstance(result, Exception | asyncio.CancelledError):
+                # The row keeps its state; it is retried once the lease expires. A
+                # CancelledError here is a step's own (had this pass been cancelled, gather
+                # would have raised): one saga's failure must not end the pass, or the worker.
                 log.error("saga recovery failed", saga_id=state.id, error=repr(result))
             else:
                 raise result

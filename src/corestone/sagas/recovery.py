@@ -65,8 +65,16 @@ class SagaRecoveryWorker:
     async def check(self) -> CheckResult:
         """Health: ``warn`` while the last pass failed (the database is still checked on its own).
 
-        Observed value: sagas recovered since start.
+        Observed value: sagas recovered since start. ``warn`` too if the worker's loop
+        ended while it should run: nothing would recover sagas in this process any more.
         """
+        if self._task is not None and self._task.done():
+            return CheckResult(
+                HealthStatus.WARN,
+                self._recovered,
+                "sagas",
+                output="the recovery worker stopped unexpectedly",
+            )
         if self._last_error is not None:
             return CheckResult(
                 HealthStatus.WARN, self._recovered, "sagas", output=f"last pass: {self._last_error}"
@@ -96,9 +104,9 @@ class SagaRecoveryWorker:
             return
         self._stop.set()
         try:
-            await asyncio.wait_for(asyncio.shield(task), self.drain_seconds)
-        except TimeoutError:
-            pass
+            # wait(), not wait_for(shield()): a task that already ended with an error (or a
+            # stray CancelledError) must not make aclose raise it.
+            await asyncio.wait([task], timeout=self.drain_seconds)
         finally:
             await _cancel_and_wait(task)
 

@@ -54,6 +54,9 @@ __all__ = [
     "is_transient",
 ]
 
+_COMPENSATE_SUFFIX = ":compensate"
+"""Ends a compensation's idempotency key; no step key may end with it."""
+
 Action = Callable[["StepContext"], Awaitable[Any]]
 Compensation = Callable[["StepContext"], Awaitable[None]]
 
@@ -109,7 +112,7 @@ class StepContext:
         ``"{saga_id}:{step_key}:compensate"``, a request of its own (one key names one
         request at Stripe-style APIs, so a refund must not reuse the charge's).
         """
-        return f"{self.action_key}:compensate" if self.compensating else self.action_key
+        return f"{self.action_key}{_COMPENSATE_SUFFIX}" if self.compensating else self.action_key
 
     @property
     def session(self) -> AsyncSession:
@@ -142,6 +145,9 @@ class SagaStep:
     def __post_init__(self) -> None:
         if not self.key or len(self.key) > 64:
             raise ValueError("a step key is 1 to 64 characters")
+        if self.key.endswith(_COMPENSATE_SUFFIX):
+            # Its action's key would be the compensation key of the step named by the rest.
+            raise ValueError(f"a step key may not end with {_COMPENSATE_SUFFIX!r}")
         if self.timeout_seconds is not None and self.timeout_seconds <= 0:
             raise ValueError("timeout_seconds must be positive")
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import pytest
+
 from corestone.sagas import Saga, SagaStep, StepContext
-from corestone.sagas._plan import compensation_plan, cut_off, missing_steps, refusal, unrecorded
+from corestone.sagas._plan import compensation_plan, missing_steps, refusal, suspects, unrecorded
 
 
 async def _act(ctx: StepContext) -> None:
@@ -40,20 +42,21 @@ def test_recorded_keys_the_definition_lacks_are_named() -> None:
     assert "'reserve'" in refusal(saga, ["reserve"])
 
 
-def test_compensations_run_last_defined_first_after_the_step_that_took_effect() -> None:
-    """The unrecorded step that took effect comes first, then recorded steps in reverse."""
+def test_compensations_run_last_defined_first_after_the_steps_that_took_effect() -> None:
+    """Unrecorded steps that may have taken effect come first, then recorded steps in reverse."""
     saga = _saga("a", "b", "c", "d", bare=("b",))
-    assert compensation_plan(saga, {"a": 1, "b": 2}, first="c") == ["c", "a"]
-    assert compensation_plan(saga, {"a": 1, "c": 2}, first=None) == ["c", "a"]
-    assert compensation_plan(saga, {"a": 1}, first="a") == ["a"]
+    assert compensation_plan(saga, {"a": 1, "b": 2}, first=["c"]) == ["c", "a"]
+    assert compensation_plan(saga, {"a": 1, "b": 2}, first=["c", "d"]) == ["d", "c", "a"]
+    assert compensation_plan(saga, {"a": 1, "c": 2}) == ["c", "a"]
+    assert compensation_plan(saga, {"a": 1}, first=["a"]) == ["a"]
 
 
-def test_the_cut_off_step_is_the_first_unrecorded_external_one() -> None:
-    """A transactional step rolled back with its record, so it is never the cut-off step."""
-    saga = _saga("a", "b", "c", transactional=("c",))
-    assert cut_off(saga, {"a": 1}) == "b"
-    assert cut_off(saga, {"a": 1, "b": 2}) is None
-    assert cut_off(saga, {"a": 1, "b": 2, "c": 3}) is None
+def test_every_unrecorded_external_step_is_a_suspect() -> None:
+    """After a deploy any external step without a record may have been cut off; never a tx one."""
+    saga = _saga("a", "b", "c", "d", transactional=("c",))
+    assert suspects(saga, {"a": 1}) == ["b", "d"]
+    assert suspects(saga, {"a": 1, "b": 2}) == ["d"]
+    assert suspects(saga, {"a": 1, "b": 2, "c": 3, "d": 4}) == []
 
 
 def test_compensation_keys_differ_from_the_action_key() -> None:
@@ -64,3 +67,9 @@ def test_compensation_keys_differ_from_the_action_key() -> None:
     assert action.idempotency_key == action.action_key == "s1:charge"
     assert compensation.idempotency_key == "s1:charge:compensate"
     assert compensation.action_key == "s1:charge"
+
+
+def test_no_action_shares_an_idempotency_key_with_a_compensation() -> None:
+    """A step key that would make its action's key another step's compensation key is refused."""
+    with pytest.raises(ValueError, match="compensate"):
+        _saga("charge", "charge:compensate")
