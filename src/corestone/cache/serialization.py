@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import pickle
 import struct
+import threading
 import uuid
 import zlib
 from collections.abc import Callable, Iterable
@@ -106,6 +107,28 @@ _EXT_FROZENSET: Final = 8
 _EXT_TIMEDELTA: Final = 9
 _EXT_TUPLE: Final = 10
 
+_MAX_EXT_DEPTH: Final = 64
+"""How deep tuples, sets and frozensets may nest in one value.
+
+Each level is packed and unpacked by a nested msgpack call, which recurses on the C
+stack: a tuple a few hundred levels deep crashes the reading process (SIGSEGV) instead
+of raising. Such a value is refused when written, and a payload nesting deeper (written
+by something else) is refused when read, as any undecodable value is: a miss."""
+
+_nesting = threading.local()
+
+
+def _nested(pack_or_unpack: Callable[[Any], Any], arg: Any) -> Any:
+    """Run one nested msgpack call, one level deeper; ValueError past ``_MAX_EXT_DEPTH``."""
+    depth = getattr(_nesting, "depth", 0)
+    if depth >= _MAX_EXT_DEPTH:
+        raise ValueError(f"tuples, sets and frozensets nested more than {_MAX_EXT_DEPTH} deep")
+    _nesting.depth = depth + 1
+    try:
+        return pack_or_unpack(arg)
+    finally:
+        _nesting.depth = depth
+
 
 def _zone_suffix(value: dt.datetime | dt.time) -> str:
     """``[Europe/Paris]`` for a ZoneInfo zone, so the zone (not just today's offset) survives."""
@@ -130,7 +153,7 @@ def _msgpack_default(obj: Any) -> Any:
     # here rather than being packed as the type they derive from. Order matters: datetime
     # is a subclass of date, bool of int.
     if isinstance(obj, tuple):  # a namedtuple comes back as a plain tuple
-        return msgpack.ExtType(_EXT_TUPLE, _pack(list(obj)))
+        return msgpack.ExtType(_EXT_TUPLE, _nested(_pack, list(obj)))
     if isinstance(obj, bool):
         return bool(obj)
     if isinstance(obj, str):  # a StrEnum member, a str subclass: its plain value
@@ -158,9 +181,9 @@ def _msgpack_default(obj: Any) -> Any:
     if isinstance(obj, int):  # beyond 64 bits: msgpack hands it here
         return msgpack.ExtType(_EXT_BIGINT, str(obj).encode())
     if isinstance(obj, frozenset):
-        return msgpack.ExtType(_EXT_FROZENSET, _pack(list(obj)))
+        return msgpack.ExtType(_EXT_FROZENSET, _nested(_pack, list(obj)))
     if isinstance(obj, set):
-        return msgpack.ExtType(_EXT_SET, _pack(list(obj)))
+        return msgpack.ExtType(_EXT_SET, _nested(_pack, list(obj)))
     if isinstance(obj, dt.timedelta):
         return msgpack.ExtType(_EXT_TIMEDELTA, _pack([obj.days, obj.seconds, obj.microseconds]))
     raise TypeError(f"MsgpackSerializer cannot serialize {type(obj).__name__}")
@@ -170,7 +193,12 @@ def _msgpack_ext(code: int, data: bytes) -> Any:
     if code == _EXT_DATETIME:
         text, zone = _split_zone(data.decode())
         value = dt.datetime.fromisoformat(text)
-        return value.replace(tzinfo=zone) if zone is not None else value
+        if zone is None:
+            return value
+        zoned = value.replace(tzinfo=zone)
+        if zoned.utcoffset() != value.utcoffset():  # the repeated hour: the offset says which
+            zoned = zoned.replace(fold=1)
+        return zoned
     if code == _EXT_DATE:
         return dt.date.fromisoformat(data.decode())
     if code == _EXT_TIME:
@@ -184,14 +212,14 @@ def _msgpack_ext(code: int, data: bytes) -> Any:
     if code == _EXT_BIGINT:
         return int(data)
     if code == _EXT_SET:
-        return set(_unpack(data))
+        return set(_nested(_unpack, data))
     if code == _EXT_FROZENSET:
-        return frozenset(_unpack(data))
+        return frozenset(_nested(_unpack, data))
     if code == _EXT_TIMEDELTA:
         days, seconds, micros = _unpack(data)
         return dt.timedelta(days=days, seconds=seconds, microseconds=micros)
     if code == _EXT_TUPLE:
-        return tuple(_unpack(data))
+        return tuple(_nested(_unpack, data))
     raise ValueError(f"unknown msgpack extension type {code}")
 
 
