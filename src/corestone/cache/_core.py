@@ -8,6 +8,7 @@ and the workspace, so no caller can name another workspace's entry.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 from collections.abc import Awaitable, Callable, Hashable
@@ -234,13 +235,20 @@ class CacheCore:
         self, op: str, write: Callable[[], Awaitable[object]], fulls: list[str]
     ) -> None:
         """Run an L2 write, then announce it (or queue its keys' deletion if Redis is away)."""
-        assert self.remote is not None
+        remote = self.remote
+        assert remote is not None
         message = self.message("keys", tuple(fulls))
-        if await self.remote.call(op, write) is UNAVAILABLE:
-            # L2 may still hold an older value under these keys: delete it when it returns.
-            await self.remote.invalidate(message)
-        else:
-            await self.remote.announce(message)
+        try:
+            if await remote.call(op, write) is UNAVAILABLE:
+                # L2 may still hold an older value under these keys: delete it when it returns.
+                await remote.invalidate(message)
+            else:
+                await remote.announce(message)
+        except asyncio.CancelledError:
+            # Cancelled with L1 written and L2 written or not, the others unaware: delete the
+            # keys in L2 and announce that in the background, so nobody keeps the old value.
+            remote.remember(message)
+            raise
 
     def overwritten(self, fulls: list[str]) -> None:
         """A write replaces these keys: reads and loads in flight must not keep older data."""

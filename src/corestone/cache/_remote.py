@@ -152,8 +152,19 @@ class Remote:
 
     async def invalidate(self, message: Invalidation) -> None:
         """Apply ``message`` to L2 and announce it; remember it if either cannot happen."""
-        if self._pending_items or self._overflowed or not await self._apply_or_drop(message):
-            self._remember(message)
+        try:
+            applied = (
+                not self._pending_items
+                and not self._overflowed
+                and await self._apply_or_drop(message)
+            )
+        except asyncio.CancelledError:
+            # The caller gave up, but this instance has applied it already: Redis and the
+            # other instances must still hear of it, or they keep serving the old value.
+            self.remember(message)
+            raise
+        if not applied:
+            self.remember(message)
             if not self._replay_lock.locked():
                 await self._replay()
         elif self._flush_due() and not self._replay_lock.locked():
@@ -185,7 +196,7 @@ class Remote:
         if await self.backplane.publish(message):
             self._stats.invalidations_sent += 1
         else:
-            self._remember(message)
+            self.remember(message)
 
     async def _apply(self, message: Invalidation) -> bool:
         store = self.store
@@ -213,7 +224,8 @@ class Remote:
         self._stats.invalidations_sent += 1
         return True
 
-    def _remember(self, message: Invalidation) -> None:
+    def remember(self, message: Invalidation) -> None:
+        """Queue ``message`` to be applied to L2 and announced by the background replay."""
         if self._overflowed:
             return
         self._pending.append(message)
