@@ -99,7 +99,7 @@ class CacheCore:
         if self.remote is None:
             return None
         store = self.remote.store
-        started = self.clock()
+        started = self.recent.mark()
         stored = await self.remote.call("get", lambda: store.get(full))
         if stored is UNAVAILABLE:
             return None
@@ -120,7 +120,7 @@ class CacheCore:
             return await self.read_l2(full), None, True
         store = self.remote.store
         asked = not_before is not None
-        started = self.clock()
+        started = self.recent.mark()
         reply = await self.remote.call(
             "get", lambda: store.get_with_generations(full, tag_keys, server_time=asked)
         )
@@ -144,7 +144,7 @@ class CacheCore:
             return
         store = self.remote.store
         fulls = [full for _, full in missing]
-        started = self.clock()
+        started = self.recent.mark()
         stored = await self.remote.call("get_many", lambda: store.get_many(fulls))
         if stored is UNAVAILABLE:
             return
@@ -210,7 +210,7 @@ class CacheCore:
             return True
         store = self.remote.store
         stored = self.stored(entry, tag_keys)
-        started = self.clock()
+        started = self.recent.mark()
         accepted = await self.remote.call(
             "set",
             lambda: store.set(
