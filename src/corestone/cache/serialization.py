@@ -35,6 +35,7 @@ import orjson
 __all__ = [
     "COMPRESSED",
     "HEADER",
+    "MAX_DECOMPRESSED",
     "Envelope",
     "MsgpackSerializer",
     "OrjsonSerializer",
@@ -48,6 +49,12 @@ COMPRESSED: Final = 0x80
 
 HEADER: Final = struct.Struct(">Bd")
 """Format byte + fresh_until; the payload starts at ``HEADER.size`` (9)."""
+
+MAX_DECOMPRESSED: Final = 256 * 1024 * 1024
+"""The most a compressed L2 value may inflate to; past it the value is a miss.
+
+A few kilobytes of zlib can inflate to gigabytes: whoever can write to the Redis could
+otherwise exhaust every reader's memory with one value."""
 
 _HEADER_SIZE: Final = HEADER.size
 _HEADER_UNPACK: Final = HEADER.unpack_from
@@ -301,17 +308,38 @@ class PickleSerializer:
         return pickle.loads(data)  # noqa: S301 — the reason this serializer is opt-in
 
 
+def _inflate(payload: bytes, limit: int) -> bytes:
+    """Decompress ``payload``, refusing (ValueError) to produce more than ``limit`` bytes."""
+    inflater = zlib.decompressobj()
+    try:
+        data = inflater.decompress(payload, limit)
+    except zlib.error as exc:
+        raise ValueError(f"corrupt compressed payload: {exc}") from exc
+    if inflater.unconsumed_tail:
+        raise ValueError(f"compressed payload inflates past {limit} bytes")
+    if not inflater.eof:
+        raise ValueError("corrupt compressed payload: truncated")
+    return data
+
+
 class Envelope:
     """Wraps a serializer with the envelope: header, optional compression, strict checks.
 
     ``encode`` compresses (zlib at ``compress_level``) only when the payload exceeds
     ``compress_above`` bytes *and* compression actually saves space. ``decode`` raises
     :class:`ValueError` for anything it did not write — too short, another serializer's
-    format id, a broken zlib stream or a payload the serializer rejects — so the caller
-    has exactly one failure to map to a miss.
+    format id, a broken zlib stream, one inflating past ``max_decompressed`` bytes or a
+    payload the serializer rejects — so the caller has exactly one failure to map to a miss.
     """
 
-    __slots__ = ("_format", "_loads", "compress_above", "compress_level", "serializer")
+    __slots__ = (
+        "_format",
+        "_loads",
+        "compress_above",
+        "compress_level",
+        "max_decompressed",
+        "serializer",
+    )
 
     def __init__(
         self,
@@ -319,7 +347,10 @@ class Envelope:
         *,
         compress_above: int | None = 1024,
         compress_level: int = 1,
+        max_decompressed: int = MAX_DECOMPRESSED,
     ) -> None:
+        if max_decompressed < 1:
+            raise ValueError("max_decompressed must be >= 1")
         if compress_above is not None and compress_above < 0:
             raise ValueError("compress_above must be >= 0 or None")
         if not 1 <= compress_level <= 9:
@@ -332,6 +363,7 @@ class Envelope:
         self._loads = self.serializer.loads
         self.compress_above = compress_above
         self.compress_level = compress_level
+        self.max_decompressed = max_decompressed
 
     @property
     def format_id(self) -> int:
@@ -357,10 +389,7 @@ class Envelope:
             if fmt != self._format | COMPRESSED:
                 name = self.serializer.name
                 raise ValueError(f"envelope format {fmt:#04x} is not {name} ({self._format:#04x})")
-            try:
-                payload = zlib.decompress(payload)
-            except zlib.error as exc:
-                raise ValueError(f"corrupt compressed payload: {exc}") from exc
+            payload = _inflate(payload, self.max_decompressed)
         try:
             value = self._loads(payload)
         except Exception as exc:  # any decoder failure means "not ours"

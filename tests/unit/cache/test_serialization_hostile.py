@@ -6,12 +6,13 @@ import datetime as dt
 import subprocess
 import sys
 import textwrap
+import zlib
 from zoneinfo import ZoneInfo
 
 import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
 import pytest
 
-from corestone.cache.serialization import Envelope, MsgpackSerializer, Stored
+from corestone.cache.serialization import COMPRESSED, HEADER, Envelope, MsgpackSerializer, Stored
 
 
 def _nested_tuple_payload(depth: int) -> bytes:
@@ -71,3 +72,18 @@ def test_an_ambiguous_local_time_keeps_its_instant() -> None:
         assert out.tzinfo == zone
         assert out.utcoffset() == value.utcoffset()
         assert out.astimezone(dt.UTC) == value.astimezone(dt.UTC)
+
+
+def test_a_compressed_value_inflating_past_the_bound_is_a_miss() -> None:
+    """A compressed L2 value that would inflate past ``max_decompressed`` is refused as a
+    ValueError (a miss) without inflating it: a small zlib bomb must not exhaust memory."""
+    envelope = Envelope(max_decompressed=64 * 1024)
+    bomb = zlib.compress(msgpack.packb(b"\x00" * (1024 * 1024)), 9)
+    data = HEADER.pack(envelope.format_id | COMPRESSED, 0.0) + bomb
+    with pytest.raises(ValueError, match="inflates"):
+        envelope.decode(data)
+    reported: list[int] = []
+    assert envelope.decode_many([data], lambda index, _: reported.append(index)) == [None]
+    assert reported == [0]
+    small = Stored(b"\x00" * 4096, 1.0)  # compressible, inflates within the bound
+    assert envelope.decode(envelope.encode(small)) == small
