@@ -8,6 +8,7 @@ and the workspace, so no caller can name another workspace's entry.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 from collections.abc import Awaitable, Callable, Hashable
@@ -98,7 +99,7 @@ class CacheCore:
         if self.remote is None:
             return None
         store = self.remote.store
-        started = self.clock()
+        started = self.recent.mark()
         stored = await self.remote.call("get", lambda: store.get(full))
         if stored is UNAVAILABLE:
             return None
@@ -119,7 +120,7 @@ class CacheCore:
             return await self.read_l2(full), None, True
         store = self.remote.store
         asked = not_before is not None
-        started = self.clock()
+        started = self.recent.mark()
         reply = await self.remote.call(
             "get", lambda: store.get_with_generations(full, tag_keys, server_time=asked)
         )
@@ -143,7 +144,7 @@ class CacheCore:
             return
         store = self.remote.store
         fulls = [full for _, full in missing]
-        started = self.clock()
+        started = self.recent.mark()
         stored = await self.remote.call("get_many", lambda: store.get_many(fulls))
         if stored is UNAVAILABLE:
             return
@@ -209,7 +210,7 @@ class CacheCore:
             return True
         store = self.remote.store
         stored = self.stored(entry, tag_keys)
-        started = self.clock()
+        started = self.recent.mark()
         accepted = await self.remote.call(
             "set",
             lambda: store.set(
@@ -234,13 +235,20 @@ class CacheCore:
         self, op: str, write: Callable[[], Awaitable[object]], fulls: list[str]
     ) -> None:
         """Run an L2 write, then announce it (or queue its keys' deletion if Redis is away)."""
-        assert self.remote is not None
+        remote = self.remote
+        assert remote is not None
         message = self.message("keys", tuple(fulls))
-        if await self.remote.call(op, write) is UNAVAILABLE:
-            # L2 may still hold an older value under these keys: delete it when it returns.
-            await self.remote.invalidate(message)
-        else:
-            await self.remote.announce(message)
+        try:
+            if await remote.call(op, write) is UNAVAILABLE:
+                # L2 may still hold an older value under these keys: delete it when it returns.
+                await remote.invalidate(message)
+            else:
+                await remote.announce(message)
+        except asyncio.CancelledError:
+            # Cancelled with L1 written and L2 written or not, the others unaware: delete the
+            # keys in L2 and announce that in the background, so nobody keeps the old value.
+            remote.remember(message)
+            raise
 
     def overwritten(self, fulls: list[str]) -> None:
         """A write replaces these keys: reads and loads in flight must not keep older data."""

@@ -236,7 +236,11 @@ class Loading:
             if acquired is UNAVAILABLE:
                 return None, _NOTHING
             if acquired:
-                found = await core.read_l2(flight.full)
+                try:
+                    found = await core.read_l2(flight.full)
+                except BaseException:  # cancelled (the cache is closing): free the lock now
+                    await _release(lock)
+                    raise
                 if found is not None and found.fresh_until > max(
                     core.wall_clock(), flight.newer_than
                 ):

@@ -85,6 +85,7 @@ class Remote:
         self._pending: list[Invalidation] = []
         self._pending_items = 0
         self._overflowed = False
+        self._suspect_tags: set[str] = set()  # tags whose invalidation Redis refused
         self._replay_lock = asyncio.Lock()
         self._replayer: asyncio.Task[None] | None = None
         self._last_logged = -LOG_EVERY
@@ -152,8 +153,19 @@ class Remote:
 
     async def invalidate(self, message: Invalidation) -> None:
         """Apply ``message`` to L2 and announce it; remember it if either cannot happen."""
-        if self._pending_items or self._overflowed or not await self._apply_or_drop(message):
-            self._remember(message)
+        try:
+            applied = (
+                not self._pending_items
+                and not self._overflowed
+                and await self._apply_or_drop(message)
+            )
+        except asyncio.CancelledError:
+            # The caller gave up, but this instance has applied it already: Redis and the
+            # other instances must still hear of it, or they keep serving the old value.
+            self.remember(message)
+            raise
+        if not applied:
+            self.remember(message)
             if not self._replay_lock.locked():
                 await self._replay()
         elif self._flush_due() and not self._replay_lock.locked():
@@ -175,6 +187,8 @@ class Remote:
                 error=str(refusal),
             )
             # The flush is announced as "clear": peers drop their whole L1, this entry included.
+            if message.kind == "tags":
+                self._suspect_tags.update(message.items)  # their keys are reset after the flush
             self._overflowed = True
             self._stats.invalidations_pending = self._pending_items + 1
             self._start_replayer()
@@ -185,7 +199,7 @@ class Remote:
         if await self.backplane.publish(message):
             self._stats.invalidations_sent += 1
         else:
-            self._remember(message)
+            self.remember(message)
 
     async def _apply(self, message: Invalidation) -> bool:
         store = self.store
@@ -213,7 +227,8 @@ class Remote:
         self._stats.invalidations_sent += 1
         return True
 
-    def _remember(self, message: Invalidation) -> None:
+    def remember(self, message: Invalidation) -> None:
+        """Queue ``message`` to be applied to L2 and announced by the background replay."""
         if self._overflowed:
             return
         self._pending.append(message)
@@ -261,8 +276,31 @@ class Remote:
                 if not await self._apply(flush):
                     return False
                 self._overflowed = False
+                if self._suspect_tags:
+                    await self._reset_suspect_tags()
             self._stats.invalidations_pending = 0
             return True
+
+    async def _reset_suspect_tags(self) -> None:
+        """Delete the keys of tags whose invalidation Redis refused, then invalidate them.
+
+        A refused tag invalidation means a corrupt tag set or generation key (a WRONGTYPE):
+        left alone, every later write and invalidation of the tag would fail the same way,
+        each costing a namespace flush. The flush has dropped the tag's entries; deleting
+        its keys and invalidating it afresh moves its generation on, so a load that read
+        the generation before the refusal still cannot store. Tried once: a tag refused
+        again is only logged, never flushed for in a loop.
+        """
+        tags, self._suspect_tags = tuple(sorted(self._suspect_tags)), set()
+        store = self.store
+        if await self._guarded("reset_tags", lambda: store.reset_tags(tags)) is UNAVAILABLE:
+            return
+        message = Invalidation("tags", tags, self.backplane.instance_id, self._wall_clock())
+        try:
+            if not await self._apply(message):
+                self.remember(message)  # its generation must still move on
+        except _RefusedError as refusal:
+            log.warning("cache tag keys still refused after a reset", error=str(refusal))
 
 
 async def _each_pattern(store: RedisCache, patterns: list[str]) -> int:

@@ -25,8 +25,9 @@ KeySpec = str | Callable[..., str] | None
 TagSpec = Iterable[str] | Callable[..., Iterable[str]]
 
 # What ``object.__repr__`` (and functions, coroutines, …) print: a memory address, which
-# the next object may reuse once this one is collected. Never part of a default key.
-_ADDRESS: Final = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+# the next object may reuse once this one is collected. Never part of a default key. The
+# name inside may hold ``<locals>`` or ``<lambda>`` (a local class, a lambda).
+_ADDRESS: Final = re.compile(r"<[^<>]*(?:<[^<>]*>[^<>]*)* at 0x[0-9a-fA-F]+>")
 
 
 def cached(

@@ -124,17 +124,33 @@ def escape_pattern(user_pattern: object) -> str:
 
 
 def glob_regex(glob: str) -> re.Pattern[str]:
-    """Compile a Redis glob as built by :meth:`KeyBuilder.pattern` (``*`` and escapes only)."""
-    parts: list[str] = []
+    """Compile a Redis glob as built by :meth:`KeyBuilder.pattern` (``*`` and escapes only).
+
+    Use with ``fullmatch``. ``*`` as a plain ``.*`` backtracks exponentially: ``*a*a…*b``
+    against a long key of ``a`` runs for hours, freezing the event loop of every instance
+    the pattern is announced to. Here each literal between two stars is found at its
+    leftmost place after the previous one and never reconsidered (an atomic group): with
+    ``*`` the only wildcard that choice is always right, and matching is linear.
+    """
+    segments: list[str] = [""]
     index = 0
     while index < len(glob):
         char = glob[index]
         if char == "\\" and index + 1 < len(glob):
-            parts.append(re.escape(glob[index + 1]))
+            segments[-1] += glob[index + 1]
             index += 2
             continue
-        parts.append(".*" if char == "*" else re.escape(char))
+        if char == "*":
+            segments.append("")
+        else:
+            segments[-1] += char
         index += 1
+    if len(segments) == 1:
+        return re.compile(re.escape(segments[0]), re.DOTALL)
+    first, *middle, last = segments
+    parts = [re.escape(first)]
+    parts.extend(f"(?>.*?{re.escape(segment)})" for segment in middle if segment)
+    parts.append(f".*{re.escape(last)}")
     return re.compile("".join(parts), re.DOTALL)
 
 

@@ -224,6 +224,13 @@ class RedisCache:
             return 0
         return int(await self._invalidate_tags(keys=list(tag_keys), args=[_GENERATION_TTL_MS]))
 
+    async def reset_tags(self, tag_keys: Sequence[str]) -> int:
+        """UNLINK tag sets and their generations (corrupt ones); the entries are left alone."""
+        if not tag_keys:
+            return 0
+        keys = [*tag_keys, *(f"{tag}#gen" for tag in tag_keys)]
+        return int(await self.client.unlink(*keys))
+
     async def invalidate_pattern(
         self, match: str, *, batch: int = 500, spare: Callable[[str], bool] | None = None
     ) -> int:

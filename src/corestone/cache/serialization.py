@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import pickle
 import struct
+import threading
 import uuid
 import zlib
 from collections.abc import Callable, Iterable
@@ -35,6 +36,7 @@ __all__ = [
     "COMPRESSED",
     "CUSTOM_FORMAT_ID",
     "HEADER",
+    "MAX_DECOMPRESSED",
     "Envelope",
     "MsgpackSerializer",
     "OrjsonSerializer",
@@ -48,6 +50,12 @@ COMPRESSED: Final = 0x80
 
 HEADER: Final = struct.Struct(">Bd")
 """Format byte + fresh_until; the payload starts at ``HEADER.size`` (9)."""
+
+MAX_DECOMPRESSED: Final = 256 * 1024 * 1024
+"""The most a compressed L2 value may inflate to; past it the value is a miss.
+
+A few kilobytes of zlib can inflate to gigabytes: whoever can write to the Redis could
+otherwise exhaust every reader's memory with one value."""
 
 _HEADER_SIZE: Final = HEADER.size
 _HEADER_UNPACK: Final = HEADER.unpack_from
@@ -107,6 +115,28 @@ _EXT_FROZENSET: Final = 8
 _EXT_TIMEDELTA: Final = 9
 _EXT_TUPLE: Final = 10
 
+_MAX_EXT_DEPTH: Final = 64
+"""How deep tuples, sets and frozensets may nest in one value.
+
+Each level is packed and unpacked by a nested msgpack call, which recurses on the C
+stack: a tuple a few hundred levels deep crashes the reading process (SIGSEGV) instead
+of raising. Such a value is refused when written, and a payload nesting deeper (written
+by something else) is refused when read, as any undecodable value is: a miss."""
+
+_nesting = threading.local()
+
+
+def _nested(pack_or_unpack: Callable[[Any], Any], arg: Any) -> Any:
+    """Run one nested msgpack call, one level deeper; ValueError past ``_MAX_EXT_DEPTH``."""
+    depth = getattr(_nesting, "depth", 0)
+    if depth >= _MAX_EXT_DEPTH:
+        raise ValueError(f"tuples, sets and frozensets nested more than {_MAX_EXT_DEPTH} deep")
+    _nesting.depth = depth + 1
+    try:
+        return pack_or_unpack(arg)
+    finally:
+        _nesting.depth = depth
+
 
 def _zone_suffix(value: dt.datetime | dt.time) -> str:
     """``[Europe/Paris]`` for a ZoneInfo zone, so the zone (not just today's offset) survives."""
@@ -131,7 +161,7 @@ def _msgpack_default(obj: Any) -> Any:
     # here rather than being packed as the type they derive from. Order matters: datetime
     # is a subclass of date, bool of int.
     if isinstance(obj, tuple):  # a namedtuple comes back as a plain tuple
-        return msgpack.ExtType(_EXT_TUPLE, _pack(list(obj)))
+        return msgpack.ExtType(_EXT_TUPLE, _nested(_pack, list(obj)))
     if isinstance(obj, bool):
         return bool(obj)
     if isinstance(obj, str):  # a StrEnum member, a str subclass: its plain value
@@ -159,9 +189,9 @@ def _msgpack_default(obj: Any) -> Any:
     if isinstance(obj, int):  # beyond 64 bits: msgpack hands it here
         return msgpack.ExtType(_EXT_BIGINT, str(obj).encode())
     if isinstance(obj, frozenset):
-        return msgpack.ExtType(_EXT_FROZENSET, _pack(list(obj)))
+        return msgpack.ExtType(_EXT_FROZENSET, _nested(_pack, list(obj)))
     if isinstance(obj, set):
-        return msgpack.ExtType(_EXT_SET, _pack(list(obj)))
+        return msgpack.ExtType(_EXT_SET, _nested(_pack, list(obj)))
     if isinstance(obj, dt.timedelta):
         return msgpack.ExtType(_EXT_TIMEDELTA, _pack([obj.days, obj.seconds, obj.microseconds]))
     raise TypeError(f"MsgpackSerializer cannot serialize {type(obj).__name__}")
@@ -171,7 +201,12 @@ def _msgpack_ext(code: int, data: bytes) -> Any:
     if code == _EXT_DATETIME:
         text, zone = _split_zone(data.decode())
         value = dt.datetime.fromisoformat(text)
-        return value.replace(tzinfo=zone) if zone is not None else value
+        if zone is None:
+            return value
+        zoned = value.replace(tzinfo=zone)
+        if zoned.utcoffset() != value.utcoffset():  # the repeated hour: the offset says which
+            zoned = zoned.replace(fold=1)
+        return zoned
     if code == _EXT_DATE:
         return dt.date.fromisoformat(data.decode())
     if code == _EXT_TIME:
@@ -185,14 +220,14 @@ def _msgpack_ext(code: int, data: bytes) -> Any:
     if code == _EXT_BIGINT:
         return int(data)
     if code == _EXT_SET:
-        return set(_unpack(data))
+        return set(_nested(_unpack, data))
     if code == _EXT_FROZENSET:
-        return frozenset(_unpack(data))
+        return frozenset(_nested(_unpack, data))
     if code == _EXT_TIMEDELTA:
         days, seconds, micros = _unpack(data)
         return dt.timedelta(days=days, seconds=seconds, microseconds=micros)
     if code == _EXT_TUPLE:
-        return tuple(_unpack(data))
+        return tuple(_nested(_unpack, data))
     raise ValueError(f"unknown msgpack extension type {code}")
 
 
@@ -274,17 +309,38 @@ class PickleSerializer:
         return pickle.loads(data)  # noqa: S301 — the reason this serializer is opt-in
 
 
+def _inflate(payload: bytes, limit: int) -> bytes:
+    """Decompress ``payload``, refusing (ValueError) to produce more than ``limit`` bytes."""
+    inflater = zlib.decompressobj()
+    try:
+        data = inflater.decompress(payload, limit)
+    except zlib.error as exc:
+        raise ValueError(f"corrupt compressed payload: {exc}") from exc
+    if inflater.unconsumed_tail:
+        raise ValueError(f"compressed payload inflates past {limit} bytes")
+    if not inflater.eof:
+        raise ValueError("corrupt compressed payload: truncated")
+    return data
+
+
 class Envelope:
     """Wraps a serializer with the envelope: header, optional compression, strict checks.
 
     ``encode`` compresses (zlib at ``compress_level``) only when the payload exceeds
     ``compress_above`` bytes *and* compression actually saves space. ``decode`` raises
     :class:`ValueError` for anything it did not write — too short, another serializer's
-    format id, a broken zlib stream or a payload the serializer rejects — so the caller
-    has exactly one failure to map to a miss.
+    format id, a broken zlib stream, one inflating past ``max_decompressed`` bytes or a
+    payload the serializer rejects — so the caller has exactly one failure to map to a miss.
     """
 
-    __slots__ = ("_format", "_loads", "compress_above", "compress_level", "serializer")
+    __slots__ = (
+        "_format",
+        "_loads",
+        "compress_above",
+        "compress_level",
+        "max_decompressed",
+        "serializer",
+    )
 
     def __init__(
         self,
@@ -292,7 +348,10 @@ class Envelope:
         *,
         compress_above: int | None = 1024,
         compress_level: int = 1,
+        max_decompressed: int = MAX_DECOMPRESSED,
     ) -> None:
+        if max_decompressed < 1:
+            raise ValueError("max_decompressed must be >= 1")
         if compress_above is not None and compress_above < 0:
             raise ValueError("compress_above must be >= 0 or None")
         if not 1 <= compress_level <= 9:
@@ -305,6 +364,7 @@ class Envelope:
         self._loads = self.serializer.loads
         self.compress_above = compress_above
         self.compress_level = compress_level
+        self.max_decompressed = max_decompressed
 
     @property
     def format_id(self) -> int:
@@ -330,10 +390,7 @@ class Envelope:
             if fmt != self._format | COMPRESSED:
                 name = self.serializer.name
                 raise ValueError(f"envelope format {fmt:#04x} is not {name} ({self._format:#04x})")
-            try:
-                payload = zlib.decompress(payload)
-            except zlib.error as exc:
-                raise ValueError(f"corrupt compressed payload: {exc}") from exc
+            payload = _inflate(payload, self.max_decompressed)
         try:
             value = self._loads(payload)
         except Exception as exc:  # any decoder failure means "not ours"

@@ -503,5 +503,9 @@ class TieredCache:
         return _ops.snapshot(self._core)
 
     def clock(self) -> float:
-        """A reading of the cache's monotonic clock (what ``not_before`` is compared with)."""
-        return self._core.clock()
+        """A reading of the cache's monotonic clock (what ``not_before`` is compared with).
+
+        Ordered against the invalidations this cache has seen even when the clock's
+        readings tie: an invalidation before this call is never "after" the reading.
+        """
+        return self._core.recent.mark()
