@@ -46,7 +46,6 @@ if TYPE_CHECKING:
     from corestone.cache.tiered import TieredCache
 
 __all__ = [
-    "BEGAN_AT",
     "TRANSACTION_RETRY",
     "Hook",
     "IsolationLevel",
@@ -176,10 +175,6 @@ class Transaction:
                 log.exception("transaction hook failed", outcome=self.outcome)
 
 
-BEGAN_AT = "corestone_began_at"
-"""``session.info`` key: when the transaction's snapshot may have been taken, at the latest."""
-
-
 def current_transaction() -> Transaction | None:
     """The transaction open in this context, if any."""
     return _current.get()
@@ -207,9 +202,6 @@ async def open_transaction(
     started = time.perf_counter()
     outcome: Outcome = "rollback"
     async with backend.session_for(isolation=isolation, read_only=read_only) as session:
-        # When its snapshot may have been taken, at the latest: the cache will not store
-        # what this transaction reads if it was invalidated after that (db/_cache.py).
-        session.info[BEGAN_AT] = time.monotonic()
         tx = Transaction(session, backend)
         token = _current.set(tx)
         try:

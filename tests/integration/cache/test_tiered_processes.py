@@ -41,14 +41,15 @@ def namespace(redis_url: str) -> Iterator[str]:
 
 
 @pytest.mark.parametrize(
-    ("lock", "lease", "expected"),
+    ("lock", "lease", "most"),
     [(True, 10.0, 1), (True, 0.3, 1), (False, 10.0, 3)],
     ids=["lock", "lock-with-a-lease-shorter-than-the-load", "no-lock"],
 )
 def test_a_stampede_from_three_processes(
-    redis_url: str, namespace: str, lock: bool, lease: float, expected: int
+    redis_url: str, namespace: str, lock: bool, lease: float, most: int
 ) -> None:
-    """1,000 concurrent misses in each of 3 processes: one load in all (lock) or per process."""
+    """1,000 concurrent misses in each of 3 processes: one load in all (lock), at most one
+    per process without it (fewer when a slow process finds the value already in L2)."""
     counter = f"{namespace}:loads"
     go_at = time.time() + 3.0  # every process imported and connected by then
     processes = [
@@ -60,7 +61,7 @@ def test_a_stampede_from_three_processes(
     assert all(p.returncode == 0 for p in processes), outputs
     assert all("done ['loaded']" in out for out in outputs), outputs
     client = redis.Redis.from_url(redis_url)
-    assert int(client.get(counter) or 0) == expected
+    assert 1 <= int(client.get(counter) or 0) <= most
     client.close()
 
 
