@@ -506,3 +506,33 @@ async def test_cancelling_the_caller_still_cancels_its_own_live_checks() -> None
 
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_check_that_swallows_its_cancellation_still_times_out() -> None:
+    """A check that ignores the cancellation meant to end it is a fail entry at its timeout."""
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                continue  # a driver that swallows cancellation
+
+    health = HealthRegistry(cache_seconds=0, clock=FakeClock())
+    health.register("database", stubborn, timeout=0.01)
+    health.register("cache", _passing)
+
+    try:
+        async with asyncio.timeout(5):  # a guard: unfixed, ready() never returns
+            first = await health.ready()
+            second = await health.ready()
+    finally:
+        release.set()
+        await asyncio.sleep(0)
+
+    for report in (first, second):
+        [entry] = report.checks["database:responseTime"]
+        assert (entry["status"], entry["output"]) == ("fail", "timed out after 0.01s")
+        assert report.checks["cache:responseTime"][0]["status"] == "pass"
+        assert report.status is HealthStatus.FAIL
