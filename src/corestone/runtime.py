@@ -2,7 +2,9 @@
 
 ``Infrastructure`` is an async context manager. Entering it starts components in
 dependency order; if one fails, the ones already started are stopped again (in reverse)
-and a :class:`~corestone.errors.StartupError` names the failing component. Leaving it
+and a :class:`~corestone.errors.StartupError` names the failing component (a
+``CancelledError`` of the component's own, with nobody cancelling the start, included).
+Leaving it
 fails readiness at once, then stops components in reverse order, each bounded by a
 timeout and logged; every component is stopped even when an earlier stop fails, and the
 failures are reported together in one :class:`~corestone.errors.ShutdownError`. Each
@@ -54,6 +56,26 @@ def _forget(tasks: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], No
             task.exception()  # retrieved: an abandoned stop's late failure was reported already
 
     return done
+
+
+def _failed_by_itself(error: BaseException) -> bool:
+    """Whether ``error`` out of a component's start is its failure, not our cancellation.
+
+    A ``CancelledError`` while nobody cancelled this task is the component's own
+    (``task.cancel(); await task``): a failed start like any other.
+    """
+    if isinstance(error, Exception):
+        return True
+    task = asyncio.current_task()
+    return isinstance(error, asyncio.CancelledError) and task is not None and not task.cancelling()
+
+
+def _describe(error: BaseException) -> str:
+    """``repr(error)``, or its type when even that raises: a failure must not stop the rest."""
+    try:
+        return repr(error)
+    except Exception:  # noqa: BLE001 - a broken __repr__ is the component's problem, not ours
+        return f"<{type(error).__name__}, unprintable>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,17 +201,17 @@ class Infrastructure:
             started = time.perf_counter()
             try:
                 await managed.component.start()
-            except Exception as error:
-                log.error("component failed to start", component=name, error=str(error))
+            except BaseException as error:
+                if not _failed_by_itself(error):
+                    # Cancelled mid-start (SIGTERM, a timeout around start): nobody will call
+                    # aclose() for a block that was never entered, so undo here, then go on.
+                    await self._stop_started()
+                    raise
+                log.error("component failed to start", component=name, error=_describe(error))
                 _, cancelled = await self._stop_started()
                 if cancelled:
                     raise asyncio.CancelledError from error
                 raise StartupError(name, error) from error
-            except BaseException:
-                # Cancelled mid-start (SIGTERM, a timeout around start): nobody will call
-                # aclose() for a block that was never entered, so undo here, then go on.
-                await self._stop_started()
-                raise
             elapsed = time.perf_counter() - started
             self._lifecycle.labels(component=name, transition="start").observe(elapsed)
             log.info("component started", component=name, seconds=round(elapsed, 4))
@@ -255,7 +277,7 @@ class Infrastructure:
         try:
             task = asyncio.ensure_future(component.aclose())
         except Exception as failed:  # noqa: BLE001 - not awaitable, or raised at once
-            log.error("component failed to stop", component=name, error=repr(failed))
+            log.error("component failed to stop", component=name, error=_describe(failed))
             return failed, False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -279,7 +301,7 @@ class Infrastructure:
         outcome: BaseException | None
         outcome = asyncio.CancelledError() if task.cancelled() else task.exception()
         if outcome is not None:
-            log.error("component failed to stop", component=name, error=repr(outcome))
+            log.error("component failed to stop", component=name, error=_describe(outcome))
         return outcome, cancelled
 
     async def __aenter__(self) -> Self:
