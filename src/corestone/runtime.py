@@ -4,9 +4,8 @@
 dependency order; if one fails, the ones already started are stopped again (in reverse)
 and a :class:`~corestone.errors.StartupError` names the failing component (a
 ``CancelledError`` of the component's own, with nobody cancelling the start, included).
-Leaving it
-fails readiness at once, then stops components in reverse order, each bounded by a
-timeout and logged; every component is stopped even when an earlier stop fails, and the
+Leaving it fails readiness at once, then stops components in reverse order, each bounded
+by a timeout and logged; every component is stopped even when an earlier stop fails, and the
 failures are reported together in one :class:`~corestone.errors.ShutdownError`. Each
 ``aclose`` runs in its own task, so a component that raises ``CancelledError`` or hangs
 (even ignoring cancellation) is a reported failure, not the end of the shutdown; a
