@@ -131,7 +131,7 @@ class Settings(BaseSettings):
         30.0,
         gt=0,
         le=3600,
-        description="time from a request's arrival to its last body byte (else 408)",
+        description="total time an app may wait for a request's body bytes (else 408)",
         examples=[30],
     )
     shutdown_timeout_seconds: float = Field(30.0, gt=0, le=3600, examples=[30])
