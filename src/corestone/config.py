@@ -248,6 +248,9 @@ def _require_database_url(url: str, allowed: set[str]) -> str:
 
 def _require_scheme(url: str, allowed: set[str]) -> str:
     """Check a Redis, broker or SMTP URL as their clients read it (``urllib.parse``)."""
+    if "://" not in url:  # "redis:u:pw@host" would be read as a path, and no mask is sure
+        expected = " or ".join(sorted(f"{s}://" for s in allowed))
+        raise ValueError(f"is not a URL of the form scheme://…; expected {expected}")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a malformed port
