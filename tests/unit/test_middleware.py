@@ -905,3 +905,42 @@ async def test_a_body_read_late_by_a_busy_app_is_not_a_body_timeout() -> None:
     status, body = await _call(limited, _trickle(clock, seconds_per_chunk=1, chunks=3))
 
     assert (status, body) == (200, b"3")
+
+
+async def test_a_mounted_plain_asgi_app_is_labelled_by_its_mount_template() -> None:
+    """A mount of an app without routes is labelled by its own template, not the outer app's."""
+    metrics = Metrics()
+
+    async def raw(scope: Scope, receive: Receive, send: Send) -> None:
+        await PlainTextResponse("raw")(scope, receive, send)
+
+    outer = FastAPI()
+
+    @outer.get("/{anything}")
+    async def catch_all(anything: str) -> dict[str, str]:
+        return {"got": anything}
+
+    outer.mount("/raw/{r}", raw)
+    wrapped = HttpMetricsMiddleware(BodySizeLimitMiddleware(outer, max_bytes=1024), metrics)
+
+    async with _client(wrapped) as client:
+        for r in ("a", "b"):
+            assert (await client.get(f"/raw/{r}/file-{r}")).text == "raw"
+
+    assert _counter_samples(metrics) == {("GET", "/raw/{r}", "200"): 2.0}
+
+
+async def test_a_path_that_makes_routing_raise_is_still_counted() -> None:
+    """A path whose route matching raises (5,000 digits for an int convertor) is still counted."""
+    metrics = Metrics()
+
+    async def show(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/n/{id:int}", show)])
+    wrapped = RequestContextMiddleware(HttpMetricsMiddleware(app, metrics))
+
+    async with _client(wrapped) as client:
+        assert (await client.get("/n/" + "9" * 5000)).status_code == 500
+
+    assert _counter_samples(metrics) == {("GET", "unmatched", "500"): 1.0}
