@@ -536,3 +536,19 @@ async def test_a_check_that_swallows_its_cancellation_still_times_out() -> None:
         assert (entry["status"], entry["output"]) == ("fail", "timed out after 0.01s")
         assert report.checks["cache:responseTime"][0]["status"] == "pass"
         assert report.status is HealthStatus.FAIL
+
+
+async def test_a_check_output_is_redacted_like_an_exception() -> None:
+    """A check's own output (a worker's last error) cannot put a password on /health/ready."""
+
+    async def worker() -> CheckResult:
+        error = ConnectionError("postgresql://app:hunter2@db/app refused")
+        return CheckResult(HealthStatus.WARN, output=f"last pass: {error!r}")
+
+    health = HealthRegistry(cache_seconds=0, clock=FakeClock())
+    health.register("sagas", worker)
+
+    report = await health.ready()
+
+    [entry] = report.checks["sagas:responseTime"]
+    assert entry["output"] == "last pass: ConnectionError('postgresql://app:***@db/app refused')"

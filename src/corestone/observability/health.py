@@ -247,9 +247,9 @@ class HealthRegistry:
         unit = result.observed_unit
         if value is None:
             value, unit = elapsed_ms, "ms"
-        entry = _entry(
-            check.component_type, result.status, value=value, unit=unit, output=result.output
-        )
+        # /health/ready is unauthenticated: a check's own words are redacted like errors.
+        output = None if result.output is None else _redact(result.output)
+        entry = _entry(check.component_type, result.status, value=value, unit=unit, output=output)
         return result.status, entry
 
 
@@ -296,12 +296,16 @@ def _entry(
 
 def _describe(exc: BaseException) -> str:
     # Exception text from drivers can carry DSNs; keep it short and redacted.
-    from corestone.observability.logging import SecretRedactor
-
     try:
         text = f"{type(exc).__name__}: {exc}".splitlines()[0]
     except Exception:  # noqa: BLE001 - an exception whose __str__ fails still gets an entry
         text = type(exc).__name__
+    return _redact(text)
+
+
+def _redact(text: str) -> str:
+    from corestone.observability.logging import SecretRedactor
+
     return SecretRedactor().redact_text(text)[:300]
 
 
