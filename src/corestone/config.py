@@ -15,6 +15,7 @@ a way to copy settings: use ``model_copy()``.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import secrets
 from functools import cached_property
@@ -114,7 +115,7 @@ class Settings(BaseSettings):
         examples=["$(python -c 'import secrets; print(secrets.token_urlsafe(32))')"],
     )
 
-    breakers: dict[str, dict[str, Any]] = Field(
+    breakers: Annotated[dict[str, dict[str, Any]], NoDecode] = Field(
         default_factory=dict,
         description="circuit breaker options: 'default' for all, or per breaker name (JSON)",
         examples=['{"default": {"wait_in_open_seconds": 10}, "database": {"minimum_calls": 50}}'],
@@ -171,6 +172,18 @@ class Settings(BaseSettings):
     @classmethod
     def _smtp_scheme(cls, value: str | None) -> str | None:
         return None if not value else _require_scheme(value, _SMTP_SCHEMES)
+
+    @field_validator("breakers", mode="before")
+    @classmethod
+    def _breakers_json(cls, value: Any) -> Any:
+        # Decoded here, not by pydantic-settings, so bad JSON is a line of the usual
+        # configuration error instead of a SettingsError naming no variable.
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value) if value.strip() else {}
+        except ValueError as error:
+            raise ValueError(f"is not valid JSON ({error})") from None
 
     @field_validator("breakers")
     @classmethod

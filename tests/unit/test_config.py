@@ -379,3 +379,15 @@ def test_a_url_missing_its_slashes_is_refused_not_shown(overrides: dict[str, str
 
     assert "s3cret" not in message
     assert "scheme://" in message
+
+
+def test_malformed_breaker_json_is_a_configuration_error_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CORESTONE_BREAKERS that is not JSON gives the one-line error, not a SettingsError."""
+    monkeypatch.setenv("CORESTONE_BREAKERS", "{bad")
+
+    message = _configuration_error().message
+
+    assert message.startswith("CORESTONE_BREAKERS=")
+    assert "JSON" in message
