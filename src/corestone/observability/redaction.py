@@ -7,10 +7,12 @@ event (docs/observability.md lists the same):
   ``authorization``, ``cookie``, ``api_key``, ``private_key``, ``credential``…), in
   dicts, in ``(name, value)`` pairs such as ASGI headers (``(b"cookie", b"sid=…")``),
   bytes included;
-- in free text: URL passwords (``scheme://user:***@host``), ``Bearer …`` tokens, the
-  credentials of an ``Authorization:`` header (its scheme stays readable), the whole value
+- in free text: URL passwords (``scheme://user:***@host``, read as urllib and as
+  SQLAlchemy would), ``Bearer …`` tokens, the credentials of an ``Authorization:`` header
+  (a known scheme stays readable; after an unknown word, both words go), the whole value
   of a ``Cookie:`` / ``Set-Cookie:`` header, ``password=…``-style pairs (quoted values in
-  full, spaces and semicolons included) and PEM private key blocks.
+  full, spaces and semicolons included; ``secret_key``, ``passphrase``, ``credentials``
+  too) and PEM or PGP private key blocks.
 
 Containers of every kind are walked (mappings, sequences, sets, ``dict.items()``
 views). A value nested deeper than :data:`MAX_DEPTH`, or past the :data:`MAX_ITEMS`
