@@ -78,6 +78,14 @@ def _describe(error: BaseException) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class _Stoppable:
+    """Something to stop like a component that is not one (the services' registry)."""
+
+    name: str
+    aclose: Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
 class _Managed:
     component: Component
     check: Callable[[], Awaitable[CheckResult | None]] | None
@@ -228,11 +236,11 @@ class Infrastructure:
         """Fail readiness, stop everything in reverse order, then raise any failures."""
         self.health.mark_shutting_down()
         failures, cancelled = await self._stop_started()
-        try:
-            await self.services.aclose()
-        except asyncio.CancelledError:
-            cancelled = True
-        except Exception as error:  # noqa: BLE001 - every finalizer must run; report below
+        # The registry's close callbacks are bounded like a component's stop: one that
+        # cancels itself or hangs is a reported failure, not our cancellation or a hang.
+        error, interrupted = await self._stop_one(_Stoppable("services", self.services.aclose))
+        cancelled = cancelled or interrupted
+        if error is not None:
             failures["services"] = error
         self._running = False
         if cancelled:  # the shutdown was cancelled from outside; failures are logged
@@ -265,7 +273,9 @@ class Infrastructure:
             log.info("component stopped", component=name, seconds=round(elapsed, 4))
         return failures, cancelled
 
-    async def _stop_one(self, component: Component) -> tuple[BaseException | None, bool]:
+    async def _stop_one(
+        self, component: Component | _Stoppable
+    ) -> tuple[BaseException | None, bool]:
         """Run ``component.aclose()`` in its own task; return its failure and any outside cancel.
 
         Its own task keeps the component's cancellations apart from ours, and lets the

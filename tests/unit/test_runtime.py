@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -645,3 +646,44 @@ async def test_a_stop_failure_that_cannot_be_printed_does_not_end_the_shutdown(
 
     assert calls == ["stop events", "stop search", "stop database"]
     assert isinstance(caught.value.failures["events"], Unprintable)
+
+
+def _misbehaving_close(how: str) -> Callable[[], Awaitable[None]]:
+    """A registry close callback that cancels itself or hangs the first time, then returns."""
+    calls = 0
+
+    async def close() -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            return
+        if how == "hangs":
+            await asyncio.Event().wait()
+        worker = asyncio.create_task(asyncio.Event().wait())
+        await asyncio.sleep(0)
+        worker.cancel()
+        await worker
+
+    return close
+
+
+@pytest.mark.parametrize(
+    ("how", "failure"), [("cancels", asyncio.CancelledError), ("hangs", TimeoutError)]
+)
+async def test_a_service_close_callback_that_cancels_or_hangs_is_a_reported_failure(
+    tmp_path: Path, how: str, failure: type[BaseException]
+) -> None:
+    """The services' close callbacks are bounded like a component: a ShutdownError, not a hang."""
+    calls: list[str] = []
+    infra = _infra(tmp_path, calls, component_stop_timeout_seconds=0.01)
+    callback = _misbehaving_close(how)
+    infra.services.registry.register_value(Path, tmp_path, on_registry_close=callback)
+    await infra.start()
+
+    with pytest.raises(ShutdownError) as caught:
+        async with asyncio.timeout(5):  # a guard: unfixed, a hanging callback never returns
+            await infra.aclose()
+
+    assert isinstance(caught.value.failures["services"], failure)
+    assert not infra.running
+    await infra.services.aclose()  # the cut-off callback, run again, ends: no pending cleanup
