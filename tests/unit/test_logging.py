@@ -467,3 +467,21 @@ def test_a_cyclic_value_is_logged_at_once(capsys: pytest.CaptureFixture[str]) ->
     [line] = _json_lines(err)
     assert line["event"] == "cyclic"
     assert "hunter2" not in err
+
+
+@pytest.mark.timeout(20)  # a guard: each text took hours to redact (quadratic), now linear
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a-" * 100_000,  # a hyphenated run: every position was a name start
+        "a" * 200_000,  # one long word: every position was a scheme start
+        "x://a:" * 30_000,  # many user infos in one run, none with an "@"
+        'password="' + "a" * 200_000,
+    ],
+    ids=["hyphens", "word", "userinfos", "unclosed-quote"],
+)
+def test_redacting_a_long_hostile_text_takes_linear_time(text: str) -> None:
+    """A 200 kB line (a request path) is redacted in one pass, never blocking the loop for hours."""
+    redacted = SecretRedactor().redact_text(text)
+
+    assert len(redacted) <= len(text) + 3

@@ -43,11 +43,16 @@ _SECRET_KEY = re.compile(
     r"pass(word|wd)?|pwd|secret|token|authorization|api[_-]?key|private[_-]?key|cookie|credential",
     re.IGNORECASE,
 )
+# Every pattern below is linear in the text: it starts only where its run of characters
+# starts (a lookbehind, not ``\b``, which also matches after each "-"), and nothing it
+# scans can run on into the next candidate. A log line may be a 60 kB hostile path.
+#
 # The name of a ``name=value`` secret in free text (``db_password``, ``access_token``).
 _NAME = (
-    r"\b[\w-]*?(?:password|passwd|passphrase|pwd|secret(?:[_-]?(?:access[_-]?)?key)?|token"
+    r"(?<![\w-])[\w-]*?(?:password|passwd|passphrase|pwd|secret(?:[_-]?(?:access[_-]?)?key)?|token"
     r"|api[_-]?key|private[_-]?key|credentials?)"
 )
+_SCHEME = r"(?<![a-z0-9+.\-])[a-z][a-z0-9+.\-]*"
 _AUTH_SCHEMES = (
     r"basic|bearer|digest|negotiate|ntlm|token|apikey|dpop|hoba|mutual|vapid|aws4-hmac-sha256"
 )
@@ -66,10 +71,12 @@ _DEFAULT_PATTERNS: tuple[re.Pattern[str], ...] = (
         re.DOTALL,
     ),
     # user:password@ — up to the last "@" of the authority, as a password may contain "@".
-    re.compile(r"(?P<keep>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)[^\s/]+(?=@)", re.IGNORECASE),
+    re.compile(rf"(?P<keep>{_SCHEME}://[^:/@\s]*:)[^\s/]+(?=@)", re.IGNORECASE),
     # SQLAlchemy reads a password up to the first "@", "/", "?" and "#" included: mask
     # that too (a port and path before an "@" in a query are then masked as well).
-    re.compile(r"(?P<keep>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)(?!\*\*\*@)[^@\s]+(?=@)", re.IGNORECASE),
+    re.compile(
+        rf"(?P<keep>{_SCHEME}://[^:/@\s]*:)(?!\*\*\*@)(?:(?!://)[^@\s])++(?=@)", re.IGNORECASE
+    ),
     # Cookie: sid=…; theme=… — every cookie of the header, to the end of the line.
     re.compile(r"(?P<keep>\b(?:set-)?cookie[\"']?\s*[:=]\s*)[^\r\n]+", re.IGNORECASE),
     # Authorization: Basic … — a known scheme stays readable, the credentials do not. An
