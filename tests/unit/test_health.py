@@ -552,3 +552,28 @@ async def test_a_check_output_is_redacted_like_an_exception() -> None:
 
     [entry] = report.checks["sagas:responseTime"]
     assert entry["output"] == "last pass: ConnectionError('postgresql://app:***@db/app refused')"
+
+
+async def test_an_error_text_that_is_not_valid_unicode_still_gives_a_json_report() -> None:
+    """A lone surrogate in a check's error (bytes decoded with surrogateescape) is escaped."""
+    import httpx
+    from fastapi import FastAPI
+
+    from corestone.observability.metrics import Metrics
+    from corestone.web.routes import operations_router
+
+    async def undecodable() -> None:
+        raise ConnectionError(b"server said: \xff".decode("utf-8", "surrogateescape"))
+
+    health = HealthRegistry(cache_seconds=0, clock=FakeClock())
+    health.register("legacy", undecodable)
+    app = FastAPI()
+    app.include_router(operations_router(health, Metrics()))
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/health/ready")
+
+    assert response.status_code == 503
+    output = response.json()["checks"]["legacy:responseTime"][0]["output"]
+    assert output == "ConnectionError: server said: \\udcff"

@@ -306,6 +306,9 @@ def _describe(exc: BaseException) -> str:
 def _redact(text: str) -> str:
     from corestone.observability.logging import SecretRedactor
 
+    # Lone surrogates (bytes decoded with surrogateescape) are not UTF-8: JSON would refuse
+    # the whole report. Escape them as \udcff.
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return SecretRedactor().redact_text(text)[:300]
 
 
