@@ -15,6 +15,7 @@ a way to copy settings: use ``model_copy()``.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import secrets
 from functools import cached_property
@@ -114,7 +115,7 @@ class Settings(BaseSettings):
         examples=["$(python -c 'import secrets; print(secrets.token_urlsafe(32))')"],
     )
 
-    breakers: dict[str, dict[str, Any]] = Field(
+    breakers: Annotated[dict[str, dict[str, Any]], NoDecode] = Field(
         default_factory=dict,
         description="circuit breaker options: 'default' for all, or per breaker name (JSON)",
         examples=['{"default": {"wait_in_open_seconds": 10}, "database": {"minimum_calls": 50}}'],
@@ -131,7 +132,7 @@ class Settings(BaseSettings):
         30.0,
         gt=0,
         le=3600,
-        description="time from a request's arrival to its last body byte (else 408)",
+        description="total time an app may wait for a request's body bytes (else 408)",
         examples=[30],
     )
     shutdown_timeout_seconds: float = Field(30.0, gt=0, le=3600, examples=[30])
@@ -171,6 +172,18 @@ class Settings(BaseSettings):
     @classmethod
     def _smtp_scheme(cls, value: str | None) -> str | None:
         return None if not value else _require_scheme(value, _SMTP_SCHEMES)
+
+    @field_validator("breakers", mode="before")
+    @classmethod
+    def _breakers_json(cls, value: Any) -> Any:
+        # Decoded here, not by pydantic-settings, so bad JSON is a line of the usual
+        # configuration error instead of a SettingsError naming no variable.
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value) if value.strip() else {}
+        except ValueError as error:
+            raise ValueError(f"is not valid JSON ({error})") from None
 
     @field_validator("breakers")
     @classmethod
@@ -248,6 +261,9 @@ def _require_database_url(url: str, allowed: set[str]) -> str:
 
 def _require_scheme(url: str, allowed: set[str]) -> str:
     """Check a Redis, broker or SMTP URL as their clients read it (``urllib.parse``)."""
+    if "://" not in url:  # "redis:u:pw@host" would be read as a path, and no mask is sure
+        expected = " or ".join(sorted(f"{s}://" for s in allowed))
+        raise ValueError(f"is not a URL of the form scheme://…; expected {expected}")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a malformed port

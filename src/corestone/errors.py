@@ -33,7 +33,7 @@ A test keeps this tree complete: every error class appears in it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import ClassVar
 
 __all__ = [
@@ -288,7 +288,7 @@ class StartupError(CorestoneError):
     code = "startup"
 
     def __init__(self, component: str, cause: BaseException) -> None:
-        super().__init__(f"component {component!r} failed to start: {cause}")
+        super().__init__(f"component {component!r} failed to start: {_printable(cause, str)}")
         self.component = component
 
 
@@ -298,6 +298,14 @@ class ShutdownError(CorestoneError):
     code = "shutdown"
 
     def __init__(self, failures: Mapping[str, BaseException]) -> None:
-        listed = ", ".join(f"{name}: {exc!r}" for name, exc in failures.items())
+        listed = ", ".join(f"{name}: {_printable(exc, repr)}" for name, exc in failures.items())
         super().__init__(f"components failed to stop: {listed}")
         self.failures = dict(failures)
+
+
+def _printable(error: BaseException, show: Callable[[object], str]) -> str:
+    # A cause whose __str__/__repr__ raises must still give a startup or shutdown error.
+    try:
+        return show(error)
+    except Exception:  # noqa: BLE001 - the message is best effort, the error is not
+        return f"<{type(error).__name__}, unprintable>"

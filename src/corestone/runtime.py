@@ -2,9 +2,10 @@
 
 ``Infrastructure`` is an async context manager. Entering it starts components in
 dependency order; if one fails, the ones already started are stopped again (in reverse)
-and a :class:`~corestone.errors.StartupError` names the failing component. Leaving it
-fails readiness at once, then stops components in reverse order, each bounded by a
-timeout and logged; every component is stopped even when an earlier stop fails, and the
+and a :class:`~corestone.errors.StartupError` names the failing component (a
+``CancelledError`` of the component's own, with nobody cancelling the start, included).
+Leaving it fails readiness at once, then stops components in reverse order, each bounded
+by a timeout and logged; every component is stopped even when an earlier stop fails, and the
 failures are reported together in one :class:`~corestone.errors.ShutdownError`. Each
 ``aclose`` runs in its own task, so a component that raises ``CancelledError`` or hangs
 (even ignoring cancellation) is a reported failure, not the end of the shutdown; a
@@ -57,6 +58,34 @@ def _forget(tasks: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], No
             task.exception()  # retrieved: an abandoned stop's late failure was reported already
 
     return done
+
+
+def _failed_by_itself(error: BaseException) -> bool:
+    """Whether ``error`` out of a component's start is its failure, not our cancellation.
+
+    A ``CancelledError`` while nobody cancelled this task is the component's own
+    (``task.cancel(); await task``): a failed start like any other.
+    """
+    if isinstance(error, Exception):
+        return True
+    task = asyncio.current_task()
+    return isinstance(error, asyncio.CancelledError) and task is not None and not task.cancelling()
+
+
+def _describe(error: BaseException) -> str:
+    """``repr(error)``, or its type when even that raises: a failure must not stop the rest."""
+    try:
+        return repr(error)
+    except Exception:  # noqa: BLE001 - a broken __repr__ is the component's problem, not ours
+        return f"<{type(error).__name__}, unprintable>"
+
+
+@dataclass(frozen=True, slots=True)
+class _Stoppable:
+    """Something to stop like a component that is not one (the services' registry)."""
+
+    name: str
+    aclose: Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,17 +212,17 @@ class Infrastructure:
             started = time.perf_counter()
             try:
                 await managed.component.start()
-            except Exception as error:
-                log.error("component failed to start", component=name, error=str(error))
+            except BaseException as error:
+                if not _failed_by_itself(error):
+                    # Cancelled mid-start (SIGTERM, a timeout around start): nobody will call
+                    # aclose() for a block that was never entered, so undo here, then go on.
+                    await self._stop_started()
+                    raise
+                log.error("component failed to start", component=name, error=_describe(error))
                 _, cancelled = await self._stop_started()
                 if cancelled:
                     raise asyncio.CancelledError from error
                 raise StartupError(name, error) from error
-            except BaseException:
-                # Cancelled mid-start (SIGTERM, a timeout around start): nobody will call
-                # aclose() for a block that was never entered, so undo here, then go on.
-                await self._stop_started()
-                raise
             elapsed = time.perf_counter() - started
             self._lifecycle.labels(component=name, transition="start").observe(elapsed)
             log.info("component started", component=name, seconds=round(elapsed, 4))
@@ -211,11 +240,11 @@ class Infrastructure:
         """Fail readiness, stop everything in reverse order, then raise any failures."""
         self.health.mark_shutting_down()
         failures, cancelled = await self._stop_started()
-        try:
-            await self.services.aclose()
-        except asyncio.CancelledError:
-            cancelled = True
-        except Exception as error:  # noqa: BLE001 - every finalizer must run; report below
+        # The registry's close callbacks are bounded like a component's stop: one that
+        # cancels itself or hangs is a reported failure, not our cancellation or a hang.
+        error, interrupted = await self._stop_one(_Stoppable("services", self.services.aclose))
+        cancelled = cancelled or interrupted
+        if error is not None:
             failures["services"] = error
         self._running = False
         if cancelled:  # the shutdown was cancelled from outside; failures are logged
@@ -248,7 +277,9 @@ class Infrastructure:
             log.info("component stopped", component=name, seconds=round(elapsed, 4))
         return failures, cancelled
 
-    async def _stop_one(self, component: Component) -> tuple[BaseException | None, bool]:
+    async def _stop_one(
+        self, component: Component | _Stoppable
+    ) -> tuple[BaseException | None, bool]:
         """Run ``component.aclose()`` in its own task; return its failure and any outside cancel.
 
         Its own task keeps the component's cancellations apart from ours, and lets the
@@ -259,7 +290,7 @@ class Infrastructure:
         try:
             task = asyncio.ensure_future(component.aclose())
         except Exception as failed:  # noqa: BLE001 - not awaitable, or raised at once
-            log.error("component failed to stop", component=name, error=repr(failed))
+            log.error("component failed to stop", component=name, error=_describe(failed))
             return failed, False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -288,7 +319,7 @@ class Infrastructure:
         outcome: BaseException | None
         outcome = asyncio.CancelledError() if task.cancelled() else task.exception()
         if outcome is not None:
-            log.error("component failed to stop", component=name, error=repr(outcome))
+            log.error("component failed to stop", component=name, error=_describe(outcome))
         return outcome, cancelled
 
     async def __aenter__(self) -> Self:

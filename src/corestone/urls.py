@@ -7,7 +7,8 @@ URL parser accepts an unescaped ``/``, ``?``, ``#``, ``,`` or space in a passwor
 - a database URL is masked with the parser that reads it, SQLAlchemy's ``make_url(...)
   .render_as_string(hide_password=True)``;
 - every URL (database ones again, as a second guard) then has everything between the
-  first ``:`` of its user info and the **last** ``@`` masked. When a query also holds an
+  first ``:`` of its user info and the **last** ``@`` masked; a URL written without
+  ``scheme://`` from its first ``:`` on. When a query also holds an
   ``@``, more is masked than needed: a mangled URL beats a leaked secret.
 
 A list of URLs (the replicas) is split only on a ``,`` that starts another URL, so a
@@ -95,11 +96,13 @@ def url_secrets(url: str) -> set[str]:
 
 
 def _password_span(url: str) -> tuple[int, int] | None:
-    """Where the password is: after the user info's first ``:``, up to the last ``@``."""
+    """Where the password is: after the user info's first ``:``, up to the last ``@``.
+
+    Without ``scheme://`` (``admin:pw@redis:6379``, ``redis:u:pw@host``) nothing says
+    where the user info starts: then from the first ``:`` of the whole string.
+    """
     match = _URL.match(url)
-    if match is None:
-        return None
-    start = match.start("rest")
+    start = 0 if match is None else match.start("rest")
     at = url.rfind("@", start)
     if at == -1:
         return None

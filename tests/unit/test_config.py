@@ -333,3 +333,61 @@ def test_a_redis_password_the_client_would_misread_is_refused_without_echoing_it
 
     assert "cret9" not in raised.value.message
     assert "percent-encode" in raised.value.message
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("admin:s3cret@redis:6379", "admin:***@redis:6379"),
+        ("app:s3cret@db/x", "app:***@db/x"),
+        ("redis:u:s3cret@cache", "redis:***@cache"),
+        ("smtp:/u:s3cret@mail", "smtp:***@mail"),
+        ("mail bob@example.com at 10:30", "mail bob@example.com at 10:30"),
+    ],
+)
+def test_a_url_without_its_scheme_or_slashes_is_masked(url: str, expected: str) -> None:
+    """A URL missing 'scheme://' still has everything from its first ':' to its last '@' masked."""
+    assert redact_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"redis_url": "admin:s3cret@redis:6379"},
+        {"database_url": "app:s3cret@db/x"},
+        {"database_replica_urls": "app:s3cret@r1/x"},
+        {"smtp_url": "u:s3cret@mail:587"},
+        {"broker_url": "nats:u:s3cret@n:4222"},
+    ],
+)
+def test_a_url_missing_its_scheme_is_refused_without_echoing_the_password(
+    overrides: dict[str, str],
+) -> None:
+    """A URL written without 'scheme://' is a configuration error that hides its password."""
+    message = _configuration_error(**overrides).message
+
+    assert "s3cret" not in message
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"redis_url": "redis:u:s3cret@cache"}, {"smtp_url": "smtp:/u:s3cret@mail"}],
+)
+def test_a_url_missing_its_slashes_is_refused_not_shown(overrides: dict[str, str]) -> None:
+    """'redis:u:pw@host' (no '//') is refused, not accepted and printed whole by repr()."""
+    message = _configuration_error(**overrides).message
+
+    assert "s3cret" not in message
+    assert "scheme://" in message
+
+
+def test_malformed_breaker_json_is_a_configuration_error_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CORESTONE_BREAKERS that is not JSON gives the one-line error, not a SettingsError."""
+    monkeypatch.setenv("CORESTONE_BREAKERS", "{bad")
+
+    message = _configuration_error().message
+
+    assert message.startswith("CORESTONE_BREAKERS=")
+    assert "JSON" in message

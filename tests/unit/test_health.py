@@ -506,3 +506,74 @@ async def test_cancelling_the_caller_still_cancels_its_own_live_checks() -> None
 
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_check_that_swallows_its_cancellation_still_times_out() -> None:
+    """A check that ignores the cancellation meant to end it is a fail entry at its timeout."""
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                continue  # a driver that swallows cancellation
+
+    health = HealthRegistry(cache_seconds=0, clock=FakeClock())
+    health.register("database", stubborn, timeout=0.01)
+    health.register("cache", _passing)
+
+    try:
+        async with asyncio.timeout(5):  # a guard: unfixed, ready() never returns
+            first = await health.ready()
+            second = await health.ready()
+    finally:
+        release.set()
+        await asyncio.sleep(0)
+
+    for report in (first, second):
+        [entry] = report.checks["database:responseTime"]
+        assert (entry["status"], entry["output"]) == ("fail", "timed out after 0.01s")
+        assert report.checks["cache:responseTime"][0]["status"] == "pass"
+        assert report.status is HealthStatus.FAIL
+
+
+async def test_a_check_output_is_redacted_like_an_exception() -> None:
+    """A check's own output (a worker's last error) cannot put a password on /health/ready."""
+
+    async def worker() -> CheckResult:
+        error = ConnectionError("postgresql://app:hunter2@db/app refused")
+        return CheckResult(HealthStatus.WARN, output=f"last pass: {error!r}")
+
+    health = HealthRegistry(cache_seconds=0, clock=FakeClock())
+    health.register("sagas", worker)
+
+    report = await health.ready()
+
+    [entry] = report.checks["sagas:responseTime"]
+    assert entry["output"] == "last pass: ConnectionError('postgresql://app:***@db/app refused')"
+
+
+async def test_an_error_text_that_is_not_valid_unicode_still_gives_a_json_report() -> None:
+    """A lone surrogate in a check's error (bytes decoded with surrogateescape) is escaped."""
+    import httpx
+    from fastapi import FastAPI
+
+    from corestone.observability.metrics import Metrics
+    from corestone.web.routes import operations_router
+
+    async def undecodable() -> None:
+        raise ConnectionError(b"server said: \xff".decode("utf-8", "surrogateescape"))
+
+    health = HealthRegistry(cache_seconds=0, clock=FakeClock())
+    health.register("legacy", undecodable)
+    app = FastAPI()
+    app.include_router(operations_router(health, Metrics()))
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/health/ready")
+
+    assert response.status_code == 503
+    output = response.json()["checks"]["legacy:responseTime"][0]["output"]
+    assert output == "ConnectionError: server said: \\udcff"

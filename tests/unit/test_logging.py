@@ -395,3 +395,93 @@ def test_a_failing_processor_never_makes_logging_raise(
     err = capsys.readouterr().err
     assert "log line dropped" in err
     assert "hunter2" not in err
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Authorization: SharedKey acct:c2lnbmF0dXJl=", "Authorization: ***"),
+        ("authorization: AWS AKIAEXAMPLE:c2lnbmF0dXJl", "authorization: ***"),
+        ("Authorization: OAuth ya29.s3cr3t", "Authorization: ***"),
+        ("authorization=abc123 user=bob", "authorization=*** user=bob"),
+        ("SECRET_KEY=s3cr3t user=bob", "SECRET_KEY=*** user=bob"),
+        ("aws_secret_access_key=s3cr3t", "aws_secret_access_key=***"),
+        ("passphrase=s3cr3t credentials=s3cr3t", "passphrase=*** credentials=***"),
+        (
+            "refused postgresql+asyncpg://app:se/cr3t9@db/x",
+            "refused postgresql+asyncpg://app:***@db/x",
+        ),
+        ("refused postgresql://app:2024/Spring9@db/x", "refused postgresql://app:***@db/x"),
+        (
+            "-----BEGIN PGP PRIVATE KEY BLOCK-----\nabc\n-----END PGP PRIVATE KEY BLOCK----- end",
+            "*** end",
+        ),
+    ],
+)
+def test_free_text_secrets_in_other_spellings_are_redacted(text: str, expected: str) -> None:
+    """Unknown auth schemes, names that do not end in the secret word, '/' in URL passwords."""
+    assert SecretRedactor().redact_text(text) == expected
+
+
+def test_secrets_in_views_sets_and_json_pairs_are_redacted() -> None:
+    """Header items views, sets of pairs and JSON-decoded [name, value] lists are masked."""
+    basic = "Basic dXNlcjpwYXNz"
+    cleaned = SecretRedactor()(
+        None,
+        "info",
+        {
+            "items": {"authorization": basic, "accept": "*/*"}.items(),
+            "pairs": {(b"authorization", basic.encode())},
+            "decoded": [["authorization", basic], ["accept", "*/*"]],
+            "pwd": "hunter2",
+            "db_pwd": "hunter2",
+        },
+    )
+
+    assert "dXNlcjpwYXNz" not in str(cleaned)
+    assert "hunter2" not in str(cleaned)
+    assert "*/*" in str(cleaned["items"])
+    assert cleaned["decoded"] == [["authorization", "***"], ["accept", "*/*"]]
+
+
+def test_a_cyclic_value_is_logged_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """A value that refers to itself twice over is cut short, not walked 2**24 times."""
+    configure_logging(format="json")
+    cyclic: dict[str, Any] = {"password": "hunter2"}
+    cyclic["left"] = cyclic
+    cyclic["right"] = cyclic
+    walked = 0
+
+    class Counting(SecretRedactor):
+        def _clean(self, *args: Any) -> Any:
+            nonlocal walked
+            walked += 1
+            if walked > 1_000_000:
+                raise AssertionError("the walk does not end")
+            return super()._clean(*args)
+
+    Counting()(None, "info", {"value": cyclic})
+    get_logger("t").info("cyclic", value=cyclic)
+
+    err = capsys.readouterr().err
+    [line] = _json_lines(err)
+    assert line["event"] == "cyclic"
+    assert "hunter2" not in err
+
+
+@pytest.mark.timeout(20)  # a guard: each text took hours to redact (quadratic), now linear
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a-" * 100_000,  # a hyphenated run: every position was a name start
+        "a" * 200_000,  # one long word: every position was a scheme start
+        "x://a:" * 30_000,  # many user infos in one run, none with an "@"
+        'password="' + "a" * 200_000,
+    ],
+    ids=["hyphens", "word", "userinfos", "unclosed-quote"],
+)
+def test_redacting_a_long_hostile_text_takes_linear_time(text: str) -> None:
+    """A 200 kB line (a request path) is redacted in one pass, never blocking the loop for hours."""
+    redacted = SecretRedactor().redact_text(text)
+
+    assert len(redacted) <= len(text) + 3

@@ -16,7 +16,7 @@ import structlog
 from fastapi import APIRouter, FastAPI, Request
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
-from starlette.responses import PlainTextResponse
+from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.types import Message, Receive, Scope, Send
 
@@ -841,3 +841,106 @@ async def test_the_body_timeout_comes_from_settings(tmp_path: Path) -> None:
     while not isinstance(wrapped, BodySizeLimitMiddleware):
         wrapped = wrapped.app
     assert wrapped.body_timeout_seconds == 7
+
+
+def _bodiless_get() -> tuple[Scope, Receive]:
+    """A GET with no body, from a server on ASGI spec 2.3 (uvicorn's), whose client stays."""
+    scope: Scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "method": "GET",
+        "path": "/report",
+        "root_path": "",
+        "headers": [],
+        "query_string": b"",
+    }
+    delivered = False
+
+    async def receive() -> Message:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()  # the client stays connected
+        raise AssertionError("unreachable")
+
+    return scope, receive
+
+
+async def test_a_slow_handler_streaming_its_answer_is_not_a_body_timeout() -> None:
+    """Time the app spends before it reads a body that has already arrived is not a 408."""
+    clock = ManualClock()
+
+    async def report(scope: Scope, receive: Receive, send: Send) -> None:
+        clock.advance(31)  # a slow query before the report streams
+
+        async def rows() -> AsyncIterator[bytes]:
+            yield b"row"
+
+        await StreamingResponse(rows())(scope, receive, send)
+
+    limited = BodySizeLimitMiddleware(report, max_bytes=1000, body_timeout_seconds=30, clock=clock)
+    scope, receive = _bodiless_get()
+    messages: list[Message] = []
+
+    async def send(message: Message) -> None:
+        messages.append(message)
+
+    await limited(scope, receive, send)
+
+    assert messages[0]["status"] == 200
+    assert b"".join(m.get("body", b"") for m in messages[1:]) == b"row"
+
+
+async def test_a_body_read_late_by_a_busy_app_is_not_a_body_timeout() -> None:
+    """An app that reads the body only after waiting for a slot is not answered 408."""
+    clock = ManualClock()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        clock.advance(60)  # waiting for a bulkhead permit
+        await _count_body(scope, receive, send)
+
+    limited = BodySizeLimitMiddleware(app, max_bytes=1000, body_timeout_seconds=5, clock=clock)
+
+    status, body = await _call(limited, _trickle(clock, seconds_per_chunk=1, chunks=3))
+
+    assert (status, body) == (200, b"3")
+
+
+async def test_a_mounted_plain_asgi_app_is_labelled_by_its_mount_template() -> None:
+    """A mount of an app without routes is labelled by its own template, not the outer app's."""
+    metrics = Metrics()
+
+    async def raw(scope: Scope, receive: Receive, send: Send) -> None:
+        await PlainTextResponse("raw")(scope, receive, send)
+
+    outer = FastAPI()
+
+    @outer.get("/{anything}")
+    async def catch_all(anything: str) -> dict[str, str]:
+        return {"got": anything}
+
+    outer.mount("/raw/{r}", raw)
+    wrapped = HttpMetricsMiddleware(BodySizeLimitMiddleware(outer, max_bytes=1024), metrics)
+
+    async with _client(wrapped) as client:
+        for r in ("a", "b"):
+            assert (await client.get(f"/raw/{r}/file-{r}")).text == "raw"
+
+    assert _counter_samples(metrics) == {("GET", "/raw/{r}", "200"): 2.0}
+
+
+async def test_a_path_that_makes_routing_raise_is_still_counted() -> None:
+    """A path whose route matching raises (5,000 digits for an int convertor) is still counted."""
+    metrics = Metrics()
+
+    async def show(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/n/{id:int}", show)])
+    wrapped = RequestContextMiddleware(HttpMetricsMiddleware(app, metrics))
+
+    async with _client(wrapped) as client:
+        assert (await client.get("/n/" + "9" * 5000)).status_code == 500
+
+    assert _counter_samples(metrics) == {("GET", "unmatched", "500"): 1.0}

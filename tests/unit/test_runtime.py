@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -579,3 +580,110 @@ async def test_an_aclose_that_is_not_a_coroutine_is_a_failure_not_the_end(tmp_pa
 
     assert calls == ["stop legacy", "stop search", "stop database"]
     assert isinstance(caught.value.failures["legacy"], RuntimeError)
+
+
+class Unprintable(Exception):
+    """An exception whose ``str()`` and ``repr()`` both raise."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+async def test_a_start_raising_its_own_cancelled_error_is_a_startup_error(tmp_path: Path) -> None:
+    """A CancelledError out of a component's own start (nobody cancelled us) is a StartupError."""
+    calls: list[str] = []
+    infra = _infra(tmp_path, calls)
+
+    class Cancels(FakeComponent):
+        async def start(self) -> None:
+            await super().start()
+            worker = asyncio.create_task(asyncio.Event().wait())
+            await asyncio.sleep(0)
+            worker.cancel()
+            await worker
+
+    infra.add(FakeComponent("search", calls))
+    infra.add(Cancels("broker", calls))
+
+    with pytest.raises(StartupError, match="broker"):
+        await infra.start()
+
+    assert calls[-2:] == ["stop search", "stop database"]
+    assert not infra.running
+
+
+async def test_a_start_failure_that_cannot_be_printed_still_undoes_the_start(
+    tmp_path: Path,
+) -> None:
+    """A start failure whose str() raises is a StartupError and the started ones are stopped."""
+    calls: list[str] = []
+    infra = _infra(tmp_path, calls)
+    infra.add(FakeComponent("search", calls))
+    infra.add(FakeComponent("broker", calls, start_error=Unprintable()))
+
+    with pytest.raises(StartupError):
+        await infra.start()
+
+    assert calls[-2:] == ["stop search", "stop database"]
+
+
+async def test_a_stop_failure_that_cannot_be_printed_does_not_end_the_shutdown(
+    tmp_path: Path,
+) -> None:
+    """A stop failure whose repr() raises is reported; the components after it still stop."""
+    calls: list[str] = []
+    infra = _infra(tmp_path, calls)
+    infra.add(FakeComponent("search", calls))
+    infra.add(FakeComponent("events", calls, stop_error=Unprintable()))
+    await infra.start()
+    calls.clear()
+
+    with pytest.raises(ShutdownError) as caught:
+        await infra.aclose()
+
+    assert calls == ["stop events", "stop search", "stop database"]
+    assert isinstance(caught.value.failures["events"], Unprintable)
+
+
+def _misbehaving_close(how: str) -> Callable[[], Awaitable[None]]:
+    """A registry close callback that cancels itself or hangs the first time, then returns."""
+    calls = 0
+
+    async def close() -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            return
+        if how == "hangs":
+            await asyncio.Event().wait()
+        worker = asyncio.create_task(asyncio.Event().wait())
+        await asyncio.sleep(0)
+        worker.cancel()
+        await worker
+
+    return close
+
+
+@pytest.mark.parametrize(
+    ("how", "failure"), [("cancels", asyncio.CancelledError), ("hangs", TimeoutError)]
+)
+async def test_a_service_close_callback_that_cancels_or_hangs_is_a_reported_failure(
+    tmp_path: Path, how: str, failure: type[BaseException]
+) -> None:
+    """The services' close callbacks are bounded like a component: a ShutdownError, not a hang."""
+    calls: list[str] = []
+    infra = _infra(tmp_path, calls, component_stop_timeout_seconds=0.01)
+    callback = _misbehaving_close(how)
+    infra.services.registry.register_value(Path, tmp_path, on_registry_close=callback)
+    await infra.start()
+
+    with pytest.raises(ShutdownError) as caught:
+        async with asyncio.timeout(5):  # a guard: unfixed, a hanging callback never returns
+            await infra.aclose()
+
+    assert isinstance(caught.value.failures["services"], failure)
+    assert not infra.running
+    await infra.services.aclose()  # the cut-off callback, run again, ends: no pending cleanup

@@ -9,7 +9,9 @@ that began before it.
 
 Every outcome of a check becomes its entry: a pass, a raise (``CancelledError`` of its
 own included), a timeout, or a return value of the wrong type (``fail``). Only the
-caller's own cancellation propagates.
+caller's own cancellation propagates. Each check runs in its own task, so one that
+swallows the cancellation of its timeout is reported at the timeout and left to unwind
+on its own; it cannot hold up the report, nor every later caller sharing it.
 
 Readiness is ``fail`` only when the service cannot serve: a failing *critical* check
 (the primary database) fails it; a failing non-critical one (Redis, whose loss the cache
@@ -117,6 +119,7 @@ class HealthRegistry:
         self._generation = 0  # bumped by every change to the checks
         self._shutting_down = False
         self._started_at = clock()
+        self._abandoned: set[asyncio.Future[Any]] = set()  # timed-out checks still unwinding
 
     def register(
         self,
@@ -139,6 +142,11 @@ class HealthRegistry:
         """Remove the check called ``name`` if there is one."""
         self._checks.pop(name, None)
         self._changed()
+
+    def _forget(self, task: asyncio.Future[Any]) -> None:
+        self._abandoned.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: the check was reported as timed out already
 
     def _changed(self) -> None:
         # A run in progress predates this change: its callers still get it, but it is
@@ -207,21 +215,28 @@ class HealthRegistry:
     async def _run_one(self, check: HealthCheck) -> tuple[HealthStatus, dict[str, Any]]:
         timeout = check.timeout if check.timeout is not None else self._default_timeout
         started = time.perf_counter()
+        # Its own task, waited on rather than awaited: a check that swallows the
+        # cancellation of its timeout (some drivers do) is left behind, not waited for.
         try:
-            async with asyncio.timeout(timeout):
-                result: object = await check.check()
-        except TimeoutError:
-            return _failed(check, f"timed out after {timeout:g}s")
-        except asyncio.CancelledError:
-            # Each check runs in its own task (gather); a cancel request on it came from
-            # outside (the caller gave up) and must propagate. Otherwise the check itself
-            # raised CancelledError (``task.cancel(); await task``): a failure like any other.
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise
-            return _failed(check, "the check raised CancelledError (cancelled)")
-        except Exception as exc:  # noqa: BLE001 - a failing check is a result, not a crash
+            task = asyncio.ensure_future(check.check())
+        except Exception as exc:  # noqa: BLE001 - not awaitable, or raised at once
             return _failed(check, _describe(exc))
+        try:
+            await asyncio.wait({task}, timeout=timeout)
+        except asyncio.CancelledError:
+            task.cancel()  # the caller gave up (each check runs in a task of gather)
+            raise
+        if not task.done():
+            task.cancel()
+            self._abandoned.add(task)
+            task.add_done_callback(self._forget)
+            return _failed(check, f"timed out after {timeout:g}s")
+        if task.cancelled():  # not by us: the check raised CancelledError of its own
+            return _failed(check, "the check raised CancelledError (cancelled)")
+        error = task.exception()
+        if error is not None:
+            return _failed(check, _describe(error))
+        result: object = task.result()
         elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
         if result is None:
             result = CheckResult(observed_value=elapsed_ms, observed_unit="ms")
@@ -233,9 +248,9 @@ class HealthRegistry:
         unit = result.observed_unit
         if value is None:
             value, unit = elapsed_ms, "ms"
-        entry = _entry(
-            check.component_type, result.status, value=value, unit=unit, output=result.output
-        )
+        # /health/ready is unauthenticated: a check's own words are redacted like errors.
+        output = None if result.output is None else _redact(result.output)
+        entry = _entry(check.component_type, result.status, value=value, unit=unit, output=output)
         return result.status, entry
 
 
@@ -282,12 +297,19 @@ def _entry(
 
 def _describe(exc: BaseException) -> str:
     # Exception text from drivers can carry DSNs; keep it short and redacted.
-    from corestone.observability.logging import SecretRedactor
-
     try:
         text = f"{type(exc).__name__}: {exc}".splitlines()[0]
     except Exception:  # noqa: BLE001 - an exception whose __str__ fails still gets an entry
         text = type(exc).__name__
+    return _redact(text)
+
+
+def _redact(text: str) -> str:
+    from corestone.observability.logging import SecretRedactor
+
+    # Lone surrogates (bytes decoded with surrogateescape) are not UTF-8: JSON would refuse
+    # the whole report. Escape them as \udcff.
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return SecretRedactor().redact_text(text)[:300]
 
 

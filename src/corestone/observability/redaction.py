@@ -7,61 +7,85 @@ event (docs/observability.md lists the same):
   ``authorization``, ``cookie``, ``api_key``, ``private_key``, ``credential``…), in
   dicts, in ``(name, value)`` pairs such as ASGI headers (``(b"cookie", b"sid=…")``),
   bytes included;
-- in free text: URL passwords (``scheme://user:***@host``), ``Bearer …`` tokens, the
-  credentials of an ``Authorization:`` header (its scheme stays readable), the whole value
+- in free text: URL passwords (``scheme://user:***@host``, read as urllib and as
+  SQLAlchemy would), ``Bearer …`` tokens, the credentials of an ``Authorization:`` header
+  (a known scheme stays readable; after an unknown word, both words go), the whole value
   of a ``Cookie:`` / ``Set-Cookie:`` header, ``password=…``-style pairs (quoted values in
-  full, spaces and semicolons included) and PEM private key blocks.
+  full, spaces and semicolons included; ``secret_key``, ``passphrase``, ``credentials``
+  too) and PEM or PGP private key blocks.
 
-A value nested deeper than :data:`MAX_DEPTH` is replaced by a marker instead of being
-walked: redaction is part of ``log.info``, and logging must never raise.
+Containers of every kind are walked (mappings, sequences, sets, ``dict.items()``
+views). A value nested deeper than :data:`MAX_DEPTH`, or past the :data:`MAX_ITEMS`
+items one line may hold, is replaced by a marker instead of being walked: redaction is
+part of ``log.info``, and logging must never raise, nor hang on a value that refers to
+itself.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, MappingView, Sequence, Set
 from typing import Any
 
 from structlog.types import EventDict, WrappedLogger
 
-__all__ = ["MAX_DEPTH", "REDACTED", "SecretRedactor"]
+__all__ = ["MAX_DEPTH", "MAX_ITEMS", "REDACTED", "SecretRedactor"]
 
 REDACTED = "***"
 MAX_DEPTH = 24
+MAX_ITEMS = 10_000
 _TOO_DEEP = f"<nested deeper than {MAX_DEPTH} levels>"
+_TOO_MANY = f"<more than {MAX_ITEMS} items>"
 _META = frozenset({"_record", "_from_structlog"})
 
 # Key names whose values are secret wherever they appear.
 _SECRET_KEY = re.compile(
-    r"pass(word|wd)?|secret|token|authorization|api[_-]?key|private[_-]?key|cookie|credential",
+    r"pass(word|wd)?|pwd|secret|token|authorization|api[_-]?key|private[_-]?key|cookie|credential",
     re.IGNORECASE,
 )
+# Every pattern below is linear in the text: it starts only where its run of characters
+# starts (a lookbehind, not ``\b``, which also matches after each "-"), and nothing it
+# scans can run on into the next candidate. A log line may be a 60 kB hostile path.
+#
 # The name of a ``name=value`` secret in free text (``db_password``, ``access_token``).
-_NAME = r"\b[\w-]*?(?:password|passwd|pwd|secret|token|api[_-]?key|private[_-]?key)"
+_NAME = (
+    r"(?<![\w-])[\w-]*?(?:password|passwd|passphrase|pwd|secret(?:[_-]?(?:access[_-]?)?key)?|token"
+    r"|api[_-]?key|private[_-]?key|credentials?)"
+)
+_SCHEME = r"(?<![a-z0-9+.\-])[a-z][a-z0-9+.\-]*"
 _AUTH_SCHEMES = (
     r"basic|bearer|digest|negotiate|ntlm|token|apikey|dpop|hoba|mutual|vapid|aws4-hmac-sha256"
 )
 
 
 def _keep_prefix(match: re.Match[str]) -> str:
-    keep = match.groupdict().get("keep") or ""
-    return keep + REDACTED
+    groups = match.groupdict()
+    return (groups.get("keep") or "") + (groups.get("scheme") or "") + REDACTED
 
 
 # Secrets embedded in free text, applied in this order.
 _DEFAULT_PATTERNS: tuple[re.Pattern[str], ...] = (
     re.compile(
-        r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
+        r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----.*?"
+        r"(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)",
         re.DOTALL,
     ),
     # user:password@ — up to the last "@" of the authority, as a password may contain "@".
-    re.compile(r"(?P<keep>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)[^\s/]+(?=@)", re.IGNORECASE),
+    re.compile(rf"(?P<keep>{_SCHEME}://[^:/@\s]*:)[^\s/]+(?=@)", re.IGNORECASE),
+    # SQLAlchemy reads a password up to the first "@", "/", "?" and "#" included: mask
+    # that too (a port and path before an "@" in a query are then masked as well).
+    re.compile(
+        rf"(?P<keep>{_SCHEME}://[^:/@\s]*:)(?!\*\*\*@)(?:(?!://)[^@\s])++(?=@)", re.IGNORECASE
+    ),
     # Cookie: sid=…; theme=… — every cookie of the header, to the end of the line.
     re.compile(r"(?P<keep>\b(?:set-)?cookie[\"']?\s*[:=]\s*)[^\r\n]+", re.IGNORECASE),
-    # Authorization: Basic … — the scheme stays readable, the credentials do not.
+    # Authorization: Basic … — a known scheme stays readable, the credentials do not. An
+    # unknown word may be a scheme (SharedKey acct:sig) or the credentials: mask it, and
+    # the token after it unless that is a name=value of its own.
     re.compile(
-        rf"(?P<keep>\b(?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?(?:(?:{_AUTH_SCHEMES})\s+)?)"
-        r"[^\s,;\"']+",
+        rf"(?P<keep>\b(?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?)"
+        rf"(?:(?P<scheme>(?:{_AUTH_SCHEMES})\s+)[^\s,;\"']+"
+        r"|[^\s,;\"']+(?:[ \t]+(?![A-Za-z_][\w-]*=[^=\s])[^\s,;\"']+)?)",
         re.IGNORECASE,
     ),
     re.compile(r"(?P<keep>\bBearer\s+)[^\s,;\"']+", re.IGNORECASE),
@@ -88,7 +112,8 @@ class SecretRedactor:
         self._patterns = (*_DEFAULT_PATTERNS, *compiled)
 
     def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
-        return {key: self._clean(key, value, 0) for key, value in event_dict.items()}
+        budget = _Budget(MAX_ITEMS)
+        return {key: self._clean(key, value, 0, budget) for key, value in event_dict.items()}
 
     def redact_text(self, text: str) -> str:
         """``text`` with every embedded secret masked."""
@@ -96,7 +121,7 @@ class SecretRedactor:
             text = pattern.sub(_keep_prefix, text)
         return text
 
-    def _clean(self, key: str, value: Any, depth: int) -> Any:
+    def _clean(self, key: str, value: Any, depth: int, budget: _Budget) -> Any:
         if key in _META:  # ProcessorFormatter's own bookkeeping (the LogRecord)
             return value
         if key not in ("event", "level", "timestamp", "logger") and _SECRET_KEY.search(key):
@@ -109,15 +134,29 @@ class SecretRedactor:
             text = bytes(value).decode("latin-1")
             redacted = self.redact_text(text)
             return value if redacted == text else redacted
-        if depth >= MAX_DEPTH:
-            return _TOO_DEEP
+        if isinstance(value, Mapping | MappingView | Set | Sequence):
+            # Every container walked counts, so a value that refers to itself (twice
+            # over: 2**depth paths) or a huge one costs at most MAX_ITEMS steps.
+            budget.left -= 1
+            if depth >= MAX_DEPTH:
+                return _TOO_DEEP
+            if budget.left < 0:
+                return _TOO_MANY
         if isinstance(value, Mapping):
-            return {str(k): self._clean(str(k), v, depth + 1) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            if _is_pair(value):  # (name, value): an ASGI header, a form field
-                name = _text(value[0])
-                return [value[0], self._clean(name, value[1], depth + 1)]
-            return [self._clean("", v, depth + 1) for v in value]
+            cleaned: dict[str, Any] = {}
+            for name, item in value.items():
+                if budget.left <= 0:
+                    cleaned["..."] = _TOO_MANY
+                    break
+                budget.left -= 1
+                cleaned[str(name)] = self._clean(str(name), item, depth + 1, budget)
+            return cleaned
+        if isinstance(value, list | tuple) and _is_pair(value):
+            # (name, value): an ASGI header, a form field, a JSON-decoded header pair.
+            return [value[0], self._clean(_text(value[0]), value[1], depth + 1, budget)]
+        if isinstance(value, MappingView | Set | Sequence):  # items(), sets, deques…
+            items: Iterable[Any] = value  # type: ignore[assignment] # views iterate too
+            return [self._clean("", v, depth + 1, budget) for v in _head(items, budget)]
         # Renderers fall back to repr() for other objects (an exception, a settings
         # object), and a repr can carry a DSN; hand over the redacted repr when it does.
         shown = repr(value)
@@ -125,13 +164,34 @@ class SecretRedactor:
         return value if redacted == shown else redacted
 
 
+class _Budget:
+    """How many more items one log line's walk may visit."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+
+def _head(items: Iterable[Any], budget: _Budget) -> Iterator[Any]:
+    for item in items:
+        if budget.left <= 0:
+            yield _TOO_MANY
+            return
+        budget.left -= 1
+        yield item
+
+
 def _is_pair(value: list[Any] | tuple[Any, ...]) -> bool:
-    # A 2-tuple whose first item is a name, or a 2-list whose first item is bytes (ASGI
-    # servers may hand headers over as lists); a plain 2-list of words is not a pair.
+    # A 2-tuple whose first item is a name, a 2-list whose first item is bytes (ASGI
+    # servers may hand headers over as lists), or a 2-list led by a secret name (JSON
+    # decoded headers); a plain 2-list of words is not a pair.
     if len(value) != 2:
         return False
     first = value[0]
-    return isinstance(first, bytes) or (isinstance(value, tuple) and isinstance(first, str))
+    if isinstance(first, bytes) or (isinstance(value, tuple) and isinstance(first, str)):
+        return True
+    return isinstance(first, str) and _SECRET_KEY.search(first) is not None
 
 
 def _text(name: str | bytes) -> str:

@@ -33,10 +33,12 @@ _Answer = Callable[[Scope, Receive, Send], Awaitable[None]]
 class BodySizeLimitMiddleware:
     """Refuse bodies over ``max_bytes`` (413) and bodies not received within a timeout (408).
 
-    ``body_timeout_seconds`` bounds the time from the request's arrival to its last body
-    byte, so a client trickling a byte at a time cannot hold its slot until the shutdown
-    deadline. ``None`` turns it off. Once the body is complete, ``receive`` is passed
-    through untimed: waiting for the client to leave (server-sent events) is not a body.
+    ``body_timeout_seconds`` bounds the total time the app spends waiting in ``receive``
+    for body bytes, so a client trickling a byte at a time cannot hold its slot until the
+    shutdown deadline. Time the app spends elsewhere (its own work before it reads a body
+    that has arrived) is not counted. ``None`` turns it off. Once the body is complete,
+    ``receive`` is passed through untimed: waiting for the client to leave (server-sent
+    events, a streaming response listening for a disconnect) is not a body.
     A malformed ``Content-Length`` is a 400.
     """
 
@@ -97,8 +99,8 @@ class _Guarded:
         self.scope = scope
         self.receive = receive
         self.send = send
-        timeout = limits.body_timeout_seconds
-        self.deadline = None if timeout is None else limits._clock() + timeout
+        # What is left of the time the client may keep us waiting for its body.
+        self.patience = limits.body_timeout_seconds
         self.received = 0
         self.complete = False
         self.refused = False
@@ -119,22 +121,25 @@ class _Guarded:
         # some other error; instead answer ourselves and tell the app the client left.
         if self.refused:
             return {"type": "http.disconnect"}
-        if self.complete or self.deadline is None:
+        if self.complete or self.patience is None:
             message = await self.receive()
         else:
-            remaining = self.deadline - self.limits._clock()
+            # Only the time spent waiting here counts: the app's own work before or
+            # between reads (a slow query, a permit) is not the client's slowness.
+            waiting_since = self.limits._clock()
             try:
-                if remaining <= 0:
-                    raise TimeoutError
-                async with asyncio.timeout(remaining):
+                async with asyncio.timeout(self.patience):
                     message = await self.receive()
             except TimeoutError:
                 return await self.refuse(self.limits._too_slow)
+            self.patience -= self.limits._clock() - waiting_since
         if message["type"] == "http.request":
             self.received += len(message.get("body", b""))
             self.complete = not message.get("more_body", False)
             if self.received > self.limits.max_bytes:
                 return await self.refuse(self.limits._too_large)
+            if not self.complete and self.patience is not None and self.patience <= 0:
+                return await self.refuse(self.limits._too_slow)
         return message
 
     async def refuse(self, answer: _Answer) -> Message:

@@ -40,17 +40,28 @@ def route_template(scope: Scope, routes: Sequence[BaseRoute] | None = None) -> s
     """The template of the route that handled ``scope``, mounts included, or ``unmatched``.
 
     ``routes`` are the top-level routes of the app (see :func:`routes_of`); without them
-    a mount's template cannot be found and shows as ``/{mount}``.
+    a mount's template cannot be found and shows as ``/{mount}``. Never raises: a path
+    that makes route matching itself fail (Starlette's ``int`` convertor on 5,000
+    digits) is ``unmatched``, so its 500 is still counted.
     """
+    try:
+        return _route_template(scope, routes)
+    except Exception:  # noqa: BLE001 - a label must never cost the request its metrics
+        return UNMATCHED
+
+
+def _route_template(scope: Scope, routes: Sequence[BaseRoute] | None) -> str:
     root = str(scope.get("root_path", ""))
     base = str(scope.get("app_root_path", root))  # the root_path before any mount
     inner = _template_of(scope.get("route"))
     if inner is not None and root == base:
         return base + inner  # the common case: no mount, the route is known
-    prefix = ""
+    prefix, opaque = "", False
     if routes is not None:
-        prefix, found = _walk(routes, _probe(scope, base))
+        prefix, found, opaque = _walk(routes, _probe(scope, base))
         inner = found or inner
+    if inner is None and opaque:
+        return base + prefix  # a mount of an app without routes: its template is the label
     if inner is None:
         inner = _match_in(getattr(scope.get("app"), "routes", ()), scope)
     if inner is None:
@@ -86,18 +97,22 @@ def _match_in(routes: Any, scope: Scope) -> str | None:
     return partial
 
 
-def _walk(routes: Sequence[BaseRoute], probe: dict[str, Any]) -> tuple[str, str | None]:
-    """Route the probe through the mounts as Starlette would: their templates, and the leaf's."""
+def _walk(routes: Sequence[BaseRoute], probe: dict[str, Any]) -> tuple[str, str | None, bool]:
+    """Route the probe through the mounts as Starlette would: their templates, and the leaf's.
+
+    The flag says the last mount holds an app with no routes to walk (a plain ASGI app,
+    static files, or an app inside middleware).
+    """
     prefix = ""
     for _ in range(_MAX_WRAPPERS):
         mount = _matching_mount(routes, probe)
         if mount is None:
-            return prefix, _match_in(routes, probe)
+            return prefix, _match_in(routes, probe), bool(prefix) and not routes
         route, child = mount
         prefix += route.path
         probe = {**probe, **child}
         routes = route.routes
-    return prefix, None
+    return prefix, None, False
 
 
 def _matching_mount(
