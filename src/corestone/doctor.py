@@ -229,7 +229,10 @@ def _flag(value: str) -> bool:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
+    try:
+        text = str(error).strip()
+    except Exception:  # noqa: BLE001 - an error that cannot print itself is still a failure
+        text = ""
     return text.splitlines()[0] if text else type(error).__name__
 
 

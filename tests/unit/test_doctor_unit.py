@@ -32,3 +32,14 @@ def test_service_check_is_frozen() -> None:
     check = ServiceCheck("smtp", "smtp://127.0.0.1:25", True, 1.0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         check.ok = False  # type: ignore[misc]
+
+
+def test_an_error_that_cannot_print_itself_is_reported_by_its_type() -> None:
+    """A probe failure whose str() raises still gives a reason line: the error's type."""
+    from corestone.doctor import _first_line
+
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    assert _first_line(Unprintable()) == "Unprintable"
