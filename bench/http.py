@@ -1,0 +1,295 @@
+"""http suite: taskboard's request path against a minimal FastAPI + SQLAlchemy app (issue 11).
+
+``uv run python -m bench http [--quick]`` starts every server itself on 127.0.0.1 spare
+ports, seeds them over HTTP, loads them one at a time with wrk and stops them (SIGTERM,
+then SIGKILL), whatever happens:
+
+- taskboard on the embedded default (SQLite in a temporary directory), one process;
+- taskboard on PostgreSQL (a database ``bench_http_<random>``, created and dropped) and
+  Redis (a cache namespace of its own, deleted after), one process, and ``--workers 2``
+  when ``taskboard serve`` offers it;
+- the minimal app (``bench/_http_minimal_app.py``) on its own table in the same database.
+
+Operations: GET a task (cached), GET a task with taskboard's task cache off, a list of
+20 after a cursor, create, PATCH with ``If-Match``; list 20 again at 64 connections for
+the pool's steady state. Every PostgreSQL connection passes through a relay
+(``bench/_http_proxy.py``) that counts round trips and new connections during each timed
+run. A row that cannot run yet (no ``--workers``, no switch for the task cache) keeps
+its keys with null figures, and its checks are not met, with a note.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
+
+from bench._http_checks import add_checks
+from bench._http_load import Load, Operation, measure, wrk_path
+from bench._http_proxy import PgProxy
+from bench._http_seed import (
+    TASKS,
+    minimal_operations,
+    seed_minimal,
+    seed_taskboard,
+    taskboard_operations,
+)
+from bench._http_servers import (
+    TASK_CACHE_OFF,
+    Server,
+    ServerSpec,
+    launch,
+    minimal_spec,
+    taskboard_spec,
+    wait_ready,
+    workers_supported,
+)
+from bench._http_stores import PG_HOST, PG_PORT, REDIS_URL, postgres_database, redis_namespace
+from bench._report import Report
+
+__all__ = ["run"]
+
+NARROW = 16
+WIDE = 64
+
+SERVERS = {
+    "minimal_pg": "minimal FastAPI + SQLAlchemy, PostgreSQL",
+    "taskboard_pg": "taskboard, PostgreSQL + Redis",
+    "taskboard_pg_workers2": "taskboard, PostgreSQL + Redis, --workers 2",
+    "taskboard_sqlite": "taskboard, embedded SQLite",
+}
+OPERATIONS = {
+    "get": "GET a row by id",
+    "get_cached": "GET a task (cached)",
+    "get_uncached": "GET a task, task cache off",
+    "list20": "list 20 after a cursor",
+    "create": "create",
+    "patch": "PATCH with If-Match",
+}
+ROWS: tuple[tuple[str, str, int], ...] = (
+    ("minimal_pg", "get", NARROW),
+    ("minimal_pg", "list20", NARROW),
+    ("minimal_pg", "create", NARROW),
+    ("taskboard_pg", "get_cached", NARROW),
+    ("taskboard_pg", "get_uncached", NARROW),
+    ("taskboard_pg", "list20", NARROW),
+    ("taskboard_pg", "create", NARROW),
+    ("taskboard_pg", "patch", NARROW),
+    ("taskboard_pg", "list20", WIDE),
+    ("taskboard_pg_workers2", "get_cached", NARROW),
+    ("taskboard_pg_workers2", "list20", NARROW),
+    ("taskboard_pg_workers2", "create", NARROW),
+    ("taskboard_pg_workers2", "patch", NARROW),
+    ("taskboard_sqlite", "get_cached", NARROW),
+    ("taskboard_sqlite", "list20", NARROW),
+    ("taskboard_sqlite", "create", NARROW),
+    ("taskboard_sqlite", "patch", NARROW),
+)
+METRICS = ("rps", "p50_ms", "p99_ms", "round_trips_per_request", "pg_connections_opened", "failed")
+
+
+def row_key(server: str, operation: str, connections: int) -> str:
+    """The results prefix of one row, e.g. ``taskboard_pg_list20_c64``."""
+    return f"{server}_{operation}_c{connections}"
+
+
+@dataclass
+class _Run:
+    """One suite run: its timing, the stack that stops everything, what it measured."""
+
+    seconds: int
+    warmup_seconds: int
+    stack: AsyncExitStack
+    logs: Path
+    loads: dict[str, Load]
+
+    async def start(self, specs: list[ServerSpec]) -> list[Server]:
+        servers = [launch(spec, self.logs) for spec in specs]
+        for server in servers:
+            self.stack.push_async_callback(server.stop)
+        await wait_ready(servers)
+        return servers
+
+    async def load(
+        self,
+        server: Server,
+        rows: dict[tuple[str, int], Operation],
+        proxy: PgProxy | None,
+        *,
+        row: str | None = None,
+    ) -> None:
+        """Each of ``rows`` ((operation, connections) → request) against ``server``, then
+        stop it; the figures go under the row named ``row`` (default: the server's name)."""
+        for (operation, connections), request in rows.items():
+            key = row_key(row or server.spec.name, operation, connections)
+            self.loads[key] = await measure(
+                server.url,
+                request,
+                connections=connections,
+                seconds=self.seconds,
+                warmup_seconds=self.warmup_seconds,
+                counts=proxy.counts if proxy is not None else None,
+            )
+        await server.stop()
+
+
+async def run(quick: bool) -> Report:
+    wrk_path()  # fail before starting anything when wrk is missing
+    load_before = os.getloadavg()
+    report = Report(
+        suite="http",
+        columns=(
+            "server",
+            "operation",
+            "conns",
+            "requests/s",
+            "p50 ms",
+            "p99 ms",
+            "DB round trips/req",
+            "PG conns opened",
+            "failed",
+        ),
+    )
+    async with AsyncExitStack() as stack:
+        logs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-http-")))
+        state = _Run(1 if quick else 10, 1 if quick else 3, stack, logs, {})
+        await _measure_all(state, stack)
+    missing = _record(report, state.loads)
+    add_checks(report, state.loads, missing)
+    load_after = os.getloadavg()
+    report.notes += [
+        f"wrk: 1 thread, {NARROW} connections ({WIDE} for the pool row), "
+        f"{state.warmup_seconds} s warm-up then {state.seconds} s timed; requests/s counts "
+        "only 2xx/3xx answers",
+        f"each server seeded with {TASKS} tasks (200-byte descriptions); GET cycles through "
+        "100 of them, PATCH through 150 others (never two PATCHes of one task at once)",
+        "DB round trips/req: Sync, Query and Flush messages seen by the PostgreSQL relay ÷ "
+        "requests, over the timed run (includes any background work of the server then); "
+        "PG conns opened: connections the relay accepted during the timed run",
+        f"server: corestone.web.serve for all (uvicorn; uvloop "
+        f"{'installed' if find_spec('uvloop') else 'absent'}, httptools "
+        f"{'installed' if find_spec('httptools') else 'absent'}); wrk, the relay and the servers "
+        "share this machine",
+        f"load average {load_before[0]:.1f} at start, {load_after[0]:.1f} at end, "
+        f"on {os.cpu_count()} CPUs",
+        *(f"missing: {row} — {why}" for row, why in missing.items()),
+    ]
+    return report
+
+
+async def _measure_all(state: _Run, stack: AsyncExitStack) -> None:
+    database = await stack.enter_async_context(postgres_database())
+    namespace = await stack.enter_async_context(redis_namespace())
+    common = {
+        "CORESTONE_SECRET_KEY": secrets.token_urlsafe(32),  # one key: cursors valid on all
+        "CORESTONE_SHUTDOWN_TIMEOUT_SECONDS": "5",
+    }
+    proxies = {
+        name: await stack.enter_async_context(PgProxy(PG_HOST, PG_PORT))
+        for name in ("minimal_pg", "taskboard_pg", "taskboard_pg_workers2", "nocache")
+    }
+
+    def pg_env(name: str) -> dict[str, str]:
+        return {
+            **common,
+            "CORESTONE_DATABASE_URL": _pg_url(proxies[name].port, database),
+            "CORESTONE_REDIS_URL": REDIS_URL,
+            "CORESTONE_CACHE_NAMESPACE": namespace,
+        }
+
+    minimal, pg, sqlite = await state.start(
+        [
+            minimal_spec(
+                "minimal_pg",
+                database_url=_pg_url(proxies["minimal_pg"].port, database),
+                rows=TASKS,
+            ),
+            taskboard_spec("taskboard_pg", state.logs / "pg", env=pg_env("taskboard_pg")),
+            taskboard_spec("taskboard_sqlite", state.logs / "sqlite", env=common),
+        ]
+    )
+    ops = minimal_operations(seed_minimal())
+    rows = {(op, NARROW): ops[op] for op in ("get", "list20", "create")}
+    await state.load(minimal, rows, proxies["minimal_pg"])
+    await _load_taskboard(state, pg, proxies["taskboard_pg"], wide=True)
+    await _load_taskboard(state, sqlite, None)
+    if TASK_CACHE_OFF is not None:
+        (nocache,) = await state.start(
+            [
+                taskboard_spec(
+                    "taskboard_pg_nocache",
+                    state.logs / "nocache",
+                    env={**pg_env("nocache"), **TASK_CACHE_OFF},
+                )
+            ]
+        )
+        ops = taskboard_operations(await seed_taskboard(nocache.url))
+        rows = {("get_uncached", NARROW): ops["get"]}
+        await state.load(nocache, rows, proxies["nocache"], row="taskboard_pg")
+    if workers_supported():
+        (workers,) = await state.start(
+            [
+                taskboard_spec(
+                    "taskboard_pg_workers2",
+                    state.logs / "workers2",
+                    env=pg_env("taskboard_pg_workers2"),
+                    workers=2,
+                )
+            ]
+        )
+        await _load_taskboard(state, workers, proxies["taskboard_pg_workers2"])
+
+
+async def _load_taskboard(
+    state: _Run, server: Server, proxy: PgProxy | None, *, wide: bool = False
+) -> None:
+    ops = taskboard_operations(await seed_taskboard(server.url))
+    rows = {
+        ("get_cached", NARROW): ops["get"],
+        ("list20", NARROW): ops["list20"],
+        ("create", NARROW): ops["create"],
+        ("patch", NARROW): ops["patch"],
+    }
+    if wide:
+        rows[("list20", WIDE)] = ops["list20"]
+    await state.load(server, rows, proxy)
+
+
+def _pg_url(port: int, database: str) -> str:
+    return f"postgresql+asyncpg://postgres@{PG_HOST}:{port}/{database}"
+
+
+def _record(report: Report, loads: dict[str, Load]) -> dict[str, str]:
+    """Table rows and results for every row of ``ROWS``; returns the missing ones, why."""
+    missing: dict[str, str] = {}
+    for server, operation, connections in ROWS:
+        key = row_key(server, operation, connections)
+        found = loads.get(key)
+        if found is None:
+            missing[key] = _why_missing(server, operation)
+        figures: dict[str, float | None] = {
+            "rps": found.rps if found else None,
+            "p50_ms": found.p50_ms if found else None,
+            "p99_ms": found.p99_ms if found else None,
+            "round_trips_per_request": found.round_trips_per_request if found else None,
+            "pg_connections_opened": (
+                float(found.counts.connections) if found and found.counts else None
+            ),
+            "failed": float(found.failed) if found else None,
+        }
+        for metric in METRICS:
+            report.results[f"{key}_{metric}"] = figures[metric]
+        report.rows.append((SERVERS[server], OPERATIONS[operation], connections, *figures.values()))
+    return missing
+
+
+def _why_missing(server: str, operation: str) -> str:
+    if server == "taskboard_pg_workers2":
+        return "`taskboard serve --help` offers no --workers yet"
+    if operation == "get_uncached":
+        return "taskboard has no setting to switch its task cache off yet (TASK_CACHE_OFF)"
+    return "not measured"
