@@ -81,9 +81,10 @@ async def measure(
     warmup_seconds: int,
     counts: Callable[[], ProxyCounts] | None,
 ) -> Load:
-    """A warm-up run, then the timed run of ``operation`` against ``url``."""
+    """A warm-up run (if ``warmup_seconds``), then the timed run of ``operation``."""
     warm_ids = operation.ids if operation.warm_ids is None else operation.warm_ids
-    await _wrk(url, operation, warm_ids, connections, warmup_seconds)
+    if warmup_seconds:
+        await _wrk(url, operation, warm_ids, connections, warmup_seconds)
     before = counts() if counts is not None else None
     summary = await _wrk(url, operation, operation.ids, connections, seconds)
     after = counts() if counts is not None else None

@@ -2,7 +2,8 @@
 
 Each server is its own process group (``start_new_session``), so a stop reaches every
 process it forked (``--workers``): SIGTERM to the group, then SIGKILL if it has not ended
-within the grace period. :func:`started` stops it whatever happens inside the block.
+within the grace period. The suite registers every :meth:`Server.stop` on its exit stack
+as soon as the process exists, so servers stop whatever happens.
 Output goes to a log file, never a pipe that could fill up and stall the server; a server
 that fails to come up raises with the tail of that log.
 """
@@ -16,8 +17,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -28,9 +29,11 @@ __all__ = [
     "TASK_CACHE_OFF",
     "Server",
     "ServerSpec",
+    "launch",
     "minimal_spec",
-    "started",
+    "spare_port",
     "taskboard_spec",
+    "wait_ready",
     "workers_supported",
 ]
 
@@ -131,16 +134,6 @@ def minimal_spec(name: str, *, database_url: str, rows: int) -> ServerSpec:
     argv = (sys.executable, "-m", "bench._http_minimal_app", "--port", str(port))
     env = {"BENCH_HTTP_DATABASE_URL": database_url, "BENCH_HTTP_ROWS": str(rows)}
     return ServerSpec(name, argv, env, REPO, "/ready", port)
-
-
-@asynccontextmanager
-async def started(spec: ServerSpec, logs: Path) -> AsyncIterator[Server]:
-    """Start ``spec``; stop it on the way out, whatever happened (see :meth:`Server.stop`)."""
-    server = launch(spec, logs)
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 def launch(spec: ServerSpec, logs: Path) -> Server:

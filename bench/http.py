@@ -29,7 +29,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from bench._http_checks import add_checks
-from bench._http_load import Load, Operation, measure, wrk_path
+from bench._http_load import Load, measure, wrk_path
 from bench._http_proxy import PgProxy
 from bench._http_seed import (
     TASKS,
@@ -40,7 +40,6 @@ from bench._http_seed import (
 )
 from bench._http_servers import (
     TASK_CACHE_OFF,
-    Server,
     ServerSpec,
     launch,
     minimal_spec,
@@ -89,6 +88,7 @@ ROWS: tuple[tuple[str, str, int], ...] = (
     ("taskboard_sqlite", "create", NARROW),
     ("taskboard_sqlite", "patch", NARROW),
 )
+_COUNTS = frozenset({"pg_connections_opened", "failed"})
 METRICS = ("rps", "p50_ms", "p99_ms", "round_trips_per_request", "pg_connections_opened", "failed")
 
 
@@ -97,44 +97,23 @@ def row_key(server: str, operation: str, connections: int) -> str:
     return f"{server}_{operation}_c{connections}"
 
 
-@dataclass
-class _Run:
-    """One suite run: its timing, the stack that stops everything, what it measured."""
+_REQUESTS = {  # the row's operation → the seeded request that performs it
+    "get": "get",
+    "get_cached": "get",
+    "get_uncached": "get",
+    "list20": "list20",
+    "create": "create",
+    "patch": "patch",
+}
 
-    seconds: int
-    warmup_seconds: int
-    stack: AsyncExitStack
-    logs: Path
-    loads: dict[str, Load]
 
-    async def start(self, specs: list[ServerSpec]) -> list[Server]:
-        servers = [launch(spec, self.logs) for spec in specs]
-        for server in servers:
-            self.stack.push_async_callback(server.stop)
-        await wait_ready(servers)
-        return servers
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """One server to start, the relay in front of its database, and the rows it serves."""
 
-    async def load(
-        self,
-        server: Server,
-        rows: dict[tuple[str, int], Operation],
-        proxy: PgProxy | None,
-        *,
-        row: str | None = None,
-    ) -> None:
-        """Each of ``rows`` ((operation, connections) → request) against ``server``, then
-        stop it; the figures go under the row named ``row`` (default: the server's name)."""
-        for (operation, connections), request in rows.items():
-            key = row_key(row or server.spec.name, operation, connections)
-            self.loads[key] = await measure(
-                server.url,
-                request,
-                connections=connections,
-                seconds=self.seconds,
-                warmup_seconds=self.warmup_seconds,
-                counts=proxy.counts if proxy is not None else None,
-            )
-        await server.stop()
+    spec: ServerSpec
+    proxy: PgProxy | None
+    rows: tuple[tuple[str, str, int], ...]
 
 
 async def run(quick: bool) -> Report:
@@ -154,17 +133,19 @@ async def run(quick: bool) -> Report:
             "failed",
         ),
     )
+    seconds, warmup_seconds = (1, 1) if quick else (10, 3)
     async with AsyncExitStack() as stack:
         logs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-http-")))
-        state = _Run(1 if quick else 10, 1 if quick else 3, stack, logs, {})
-        await _measure_all(state, stack)
-    missing = _record(report, state.loads)
-    add_checks(report, state.loads, missing)
+        loads = await _measure_all(
+            stack, logs, seconds=seconds, warmup_seconds=warmup_seconds, quick=quick
+        )
+    missing = _record(report, loads)
+    add_checks(report, loads, missing)
     load_after = os.getloadavg()
     report.notes += [
         f"wrk: 1 thread, {NARROW} connections ({WIDE} for the pool row), "
-        f"{state.warmup_seconds} s warm-up then {state.seconds} s timed; requests/s counts "
-        "only 2xx/3xx answers",
+        f"{warmup_seconds} s warm-up ({'once per server' if quick else 'per row'}) then "
+        f"{seconds} s timed; requests/s counts only 2xx/3xx answers",
         f"each server seeded with {TASKS} tasks (200-byte descriptions); GET cycles through "
         "100 of them, PATCH through 150 others (never two PATCHes of one task at once)",
         "DB round trips/req: Sync, Query and Flush messages seen by the PostgreSQL relay ÷ "
@@ -181,82 +162,103 @@ async def run(quick: bool) -> Report:
     return report
 
 
-async def _measure_all(state: _Run, stack: AsyncExitStack) -> None:
-    database = await stack.enter_async_context(postgres_database())
-    namespace = await stack.enter_async_context(redis_namespace())
+async def _measure_all(
+    stack: AsyncExitStack, logs: Path, *, seconds: int, warmup_seconds: int, quick: bool
+) -> dict[str, Load]:
+    """Start every server at once, then seed and load each in turn, and stop it."""
+    targets = await _targets(stack, logs)
+    servers = [launch(target.spec, logs) for target in targets]
+    for server in servers:
+        stack.push_async_callback(server.stop)
+    await wait_ready(servers)
+    loads: dict[str, Load] = {}
+    for target, server in zip(targets, servers, strict=True):
+        if target.spec.name == "minimal_pg":
+            requests = minimal_operations(seed_minimal())
+        else:
+            requests = taskboard_operations(await seed_taskboard(server.url))
+        for index, (row, operation, connections) in enumerate(target.rows):
+            loads[row_key(row, operation, connections)] = await measure(
+                server.url,
+                requests[_REQUESTS[operation]],
+                connections=connections,
+                seconds=seconds,
+                # --quick warms each server once: pool, prepared statements, the cache
+                warmup_seconds=warmup_seconds if index == 0 or not quick else 0,
+                counts=target.proxy.counts if target.proxy is not None else None,
+            )
+        await server.stop()
+    return loads
+
+
+async def _targets(stack: AsyncExitStack, logs: Path) -> list[_Target]:
+    """The servers of this run; each PostgreSQL taskboard has its own database and
+    cache namespace (ids repeat across databases), the minimal app shares taskboard's."""
     common = {
         "CORESTONE_SECRET_KEY": secrets.token_urlsafe(32),  # one key: cursors valid on all
         "CORESTONE_SHUTDOWN_TIMEOUT_SECONDS": "5",
     }
-    proxies = {
-        name: await stack.enter_async_context(PgProxy(PG_HOST, PG_PORT))
-        for name in ("minimal_pg", "taskboard_pg", "taskboard_pg_workers2", "nocache")
-    }
 
-    def pg_env(name: str) -> dict[str, str]:
+    async def database() -> str:
+        return await stack.enter_async_context(postgres_database())
+
+    async def pg_env(proxy: PgProxy, database: str) -> dict[str, str]:
         return {
             **common,
-            "CORESTONE_DATABASE_URL": _pg_url(proxies[name].port, database),
+            "CORESTONE_DATABASE_URL": _pg_url(proxy.port, database),
             "CORESTONE_REDIS_URL": REDIS_URL,
-            "CORESTONE_CACHE_NAMESPACE": namespace,
+            "CORESTONE_CACHE_NAMESPACE": await stack.enter_async_context(redis_namespace()),
         }
 
-    minimal, pg, sqlite = await state.start(
-        [
+    async def relay() -> PgProxy:
+        return await stack.enter_async_context(PgProxy(PG_HOST, PG_PORT))
+
+    def rows_of(server: str, *, skip: str = "") -> tuple[tuple[str, str, int], ...]:
+        return tuple(row for row in ROWS if row[0] == server and row[1] != skip)
+
+    pg_proxy, minimal_proxy, shared = await relay(), await relay(), await database()
+    targets = [
+        _Target(
             minimal_spec(
-                "minimal_pg",
-                database_url=_pg_url(proxies["minimal_pg"].port, database),
-                rows=TASKS,
+                "minimal_pg", database_url=_pg_url(minimal_proxy.port, shared), rows=TASKS
             ),
-            taskboard_spec("taskboard_pg", state.logs / "pg", env=pg_env("taskboard_pg")),
-            taskboard_spec("taskboard_sqlite", state.logs / "sqlite", env=common),
-        ]
-    )
-    ops = minimal_operations(seed_minimal())
-    rows = {(op, NARROW): ops[op] for op in ("get", "list20", "create")}
-    await state.load(minimal, rows, proxies["minimal_pg"])
-    await _load_taskboard(state, pg, proxies["taskboard_pg"], wide=True)
-    await _load_taskboard(state, sqlite, None)
+            minimal_proxy,
+            rows_of("minimal_pg"),
+        ),
+        _Target(
+            taskboard_spec("taskboard_pg", logs / "pg", env=await pg_env(pg_proxy, shared)),
+            pg_proxy,
+            rows_of("taskboard_pg", skip="get_uncached"),
+        ),
+    ]
     if TASK_CACHE_OFF is not None:
-        (nocache,) = await state.start(
-            [
-                taskboard_spec(
-                    "taskboard_pg_nocache",
-                    state.logs / "nocache",
-                    env={**pg_env("nocache"), **TASK_CACHE_OFF},
-                )
-            ]
+        proxy = await relay()
+        env = {**await pg_env(proxy, await database()), **TASK_CACHE_OFF}
+        targets.append(
+            _Target(
+                taskboard_spec("taskboard_pg_nocache", logs / "nocache", env=env),
+                proxy,
+                (("taskboard_pg", "get_uncached", NARROW),),
+            )
         )
-        ops = taskboard_operations(await seed_taskboard(nocache.url))
-        rows = {("get_uncached", NARROW): ops["get"]}
-        await state.load(nocache, rows, proxies["nocache"], row="taskboard_pg")
     if workers_supported():
-        (workers,) = await state.start(
-            [
-                taskboard_spec(
-                    "taskboard_pg_workers2",
-                    state.logs / "workers2",
-                    env=pg_env("taskboard_pg_workers2"),
-                    workers=2,
-                )
-            ]
+        proxy = await relay()
+        env = await pg_env(proxy, await database())
+        targets.append(
+            _Target(
+                taskboard_spec("taskboard_pg_workers2", logs / "workers2", env=env, workers=2),
+                proxy,
+                rows_of("taskboard_pg_workers2"),
+            )
         )
-        await _load_taskboard(state, workers, proxies["taskboard_pg_workers2"])
-
-
-async def _load_taskboard(
-    state: _Run, server: Server, proxy: PgProxy | None, *, wide: bool = False
-) -> None:
-    ops = taskboard_operations(await seed_taskboard(server.url))
-    rows = {
-        ("get_cached", NARROW): ops["get"],
-        ("list20", NARROW): ops["list20"],
-        ("create", NARROW): ops["create"],
-        ("patch", NARROW): ops["patch"],
-    }
-    if wide:
-        rows[("list20", WIDE)] = ops["list20"]
-    await state.load(server, rows, proxy)
+    targets.append(
+        _Target(
+            taskboard_spec("taskboard_sqlite", logs / "sqlite", env=common),
+            None,
+            rows_of("taskboard_sqlite"),
+        )
+    )
+    return targets
 
 
 def _pg_url(port: int, database: str) -> str:
@@ -283,7 +285,8 @@ def _record(report: Report, loads: dict[str, Load]) -> dict[str, str]:
         }
         for metric in METRICS:
             report.results[f"{key}_{metric}"] = figures[metric]
-        report.rows.append((SERVERS[server], OPERATIONS[operation], connections, *figures.values()))
+        shown = [int(v) if k in _COUNTS and v is not None else v for k, v in figures.items()]
+        report.rows.append((SERVERS[server], OPERATIONS[operation], connections, *shown))
     return missing
 
 
