@@ -5,7 +5,8 @@ connections and a 30 s request timeout (wrk's default of 2 s would drop the slow
 requests from the latencies). ``bench/_http_load.lua`` builds the requests (auth header,
 JSON bodies, ``If-Match`` for PATCH) and prints the summary as JSON. Each measurement is
 a warm-up run (not recorded: caches, pools and prepared statements fill) and then the
-timed run, during which the PostgreSQL relay's counters are read before and after.
+timed run. The PostgreSQL relay's counters are read once the server has drained the
+previous run's requests, before and after the timed run.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Load:
     """What one timed run measured; ``counts`` is None where no relay was in the path."""
 
     requests: int
+    connections: int
     seconds: float
     failed: int
     p50_ms: float
@@ -60,9 +62,11 @@ class Load:
 
     @property
     def round_trips_per_request(self) -> float | None:
+        """Round trips ÷ requests the server handled: the completed ones plus the one each
+        connection still had in flight when wrk stopped (the relay counted their work)."""
         if self.counts is None or not self.requests:
             return None
-        return self.counts.round_trips / self.requests
+        return self.counts.round_trips / (self.requests + self.connections)
 
 
 def wrk_path() -> str:
@@ -85,17 +89,36 @@ async def measure(
     warm_ids = operation.ids if operation.warm_ids is None else operation.warm_ids
     if warmup_seconds:
         await _wrk(url, operation, warm_ids, connections, warmup_seconds)
+        await _drained(counts)
     before = counts() if counts is not None else None
     summary = await _wrk(url, operation, operation.ids, connections, seconds)
+    await _drained(counts)
     after = counts() if counts is not None else None
     return Load(
         requests=summary["requests"],
+        connections=connections,
         seconds=summary["duration_us"] / 1e6,
         failed=summary["non_2xx_3xx"] + summary["socket_errors"] + summary["timeouts"],
         p50_ms=summary["p50_us"] / 1000,
         p99_ms=summary["p99_us"] / 1000,
         counts=after - before if after is not None and before is not None else None,
     )
+
+
+async def _drained(counts: Callable[[], ProxyCounts] | None) -> None:
+    """Until the server has finished what wrk left in flight: its database traffic has
+    been quiet for 0.1 s (at most 10 s), or a fixed 0.3 s without a relay to watch."""
+    if counts is None:
+        await asyncio.sleep(0.3)
+        return
+    seen, quiet = counts(), 0
+    for _ in range(200):
+        await asyncio.sleep(0.05)
+        now = counts()
+        quiet = quiet + 1 if now == seen else 0
+        if quiet >= 2:
+            return
+        seen = now
 
 
 async def _wrk(

@@ -171,7 +171,7 @@ async def _wait_one(client: httpx.AsyncClient, server: Server) -> None:
             answer = await client.get(server.url + server.spec.ready_path)
             if answer.status_code == 200:
                 return
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.1)
     raise RuntimeError(
         f"{server.spec.name} not ready in {_READY_TIMEOUT_S:g} s:\n{server.log_tail()}"
     )

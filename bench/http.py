@@ -107,6 +107,10 @@ _REQUESTS = {  # the row's operation → the seeded request that performs it
 }
 
 
+_PHASES = [("get", NARROW), ("list20", NARROW), ("create", NARROW), ("patch", NARROW)]
+_PHASES.append(("list20", WIDE))
+
+
 @dataclass(frozen=True, slots=True)
 class _Target:
     """One server to start, the relay in front of its database, and the rows it serves."""
@@ -165,29 +169,46 @@ async def run(quick: bool) -> Report:
 async def _measure_all(
     stack: AsyncExitStack, logs: Path, *, seconds: int, warmup_seconds: int, quick: bool
 ) -> dict[str, Load]:
-    """Start every server at once, then seed and load each in turn, and stop it."""
+    """Start every server at once, seed them all, then run the rows phase by phase.
+
+    Within a phase (one operation at one concurrency) the minimal app goes first and the
+    taskboards follow back to back, so a ratio compares runs minutes apart at most, not
+    the two ends of the suite; a server stops after its last row.
+    """
     targets = await _targets(stack, logs)
     servers = [launch(target.spec, logs) for target in targets]
     for server in servers:
         stack.push_async_callback(server.stop)
     await wait_ready(servers)
+    requests = [
+        minimal_operations(seed_minimal())
+        if target.spec.name == "minimal_pg"
+        else taskboard_operations(await seed_taskboard(server.url))
+        for target, server in zip(targets, servers, strict=True)
+    ]
+    schedule = sorted(
+        ((index, row) for index, target in enumerate(targets) for row in target.rows),
+        key=lambda item: _PHASES.index((_REQUESTS[item[1][1]], item[1][2])),
+    )
+    last = {index: position for position, (index, _) in enumerate(schedule)}
     loads: dict[str, Load] = {}
-    for target, server in zip(targets, servers, strict=True):
-        if target.spec.name == "minimal_pg":
-            requests = minimal_operations(seed_minimal())
-        else:
-            requests = taskboard_operations(await seed_taskboard(server.url))
-        for index, (row, operation, connections) in enumerate(target.rows):
-            loads[row_key(row, operation, connections)] = await measure(
-                server.url,
-                requests[_REQUESTS[operation]],
-                connections=connections,
-                seconds=seconds,
-                # --quick warms each server once: pool, prepared statements, the cache
-                warmup_seconds=warmup_seconds if index == 0 or not quick else 0,
-                counts=target.proxy.counts if target.proxy is not None else None,
-            )
-        await server.stop()
+    warmed: set[int] = set()
+    for position, (index, (row, operation, connections)) in enumerate(schedule):
+        proxy = targets[index].proxy
+        wide = connections == WIDE
+        # --quick warms each server once (pool, prepared statements, the cache); the pool
+        # row is a steady phase, so it always has a warm-up of its own and at least 2 s.
+        loads[row_key(row, operation, connections)] = await measure(
+            servers[index].url,
+            requests[index][_REQUESTS[operation]],
+            connections=connections,
+            seconds=max(seconds, 2) if wide else seconds,
+            warmup_seconds=warmup_seconds if wide or not quick or index not in warmed else 0,
+            counts=proxy.counts if proxy is not None else None,
+        )
+        warmed.add(index)
+        if last[index] == position:
+            await servers[index].stop()
     return loads
 
 
