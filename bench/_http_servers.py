@@ -5,12 +5,14 @@ process it forked (``--workers``): SIGTERM to the group, then SIGKILL if it has 
 within the grace period. The suite registers every :meth:`Server.stop` on its exit stack
 as soon as the process exists, so servers stop whatever happens.
 Output goes to a log file, never a pipe that could fill up and stall the server; a server
-that fails to come up raises with the tail of that log.
+that fails to come up raises with the tail of that log. If the suite itself is killed,
+the kernel sends each server SIGTERM (``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import signal
 import socket
@@ -41,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 _TASKBOARD = Path(sys.executable).with_name("taskboard")  # `uv run taskboard`, minus uv
 _READY_TIMEOUT_S = 90.0
 _STOP_GRACE_S = 15.0
+_PR_SET_PDEATHSIG = 1
 
 TASK_CACHE_OFF: Mapping[str, str] | None = None
 """The environment that makes taskboard read tasks uncached (principal and membership
@@ -149,6 +152,7 @@ def launch(spec: ServerSpec, logs: Path) -> Server:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
     return Server(spec, process, log)
 
@@ -184,6 +188,12 @@ def _clean_env() -> dict[str, str]:
         for key, value in os.environ.items()
         if not key.startswith(("CORESTONE_", "BENCH_HTTP_"))
     }
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM if the suite dies, even by SIGKILL (Linux ``PR_SET_PDEATHSIG``),
+    so that no server outlives it in its own session."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

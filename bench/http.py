@@ -20,10 +20,13 @@ its keys with null figures, and its checks are not met, with a note.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
+import signal
 import tempfile
-from contextlib import AsyncExitStack
+from collections.abc import Iterator
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -139,6 +142,7 @@ async def run(quick: bool) -> Report:
     )
     seconds, warmup_seconds = (1, 1) if quick else (10, 3)
     async with AsyncExitStack() as stack:
+        stack.enter_context(_cancelled_by_sigterm())
         logs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-http-")))
         loads = await _measure_all(
             stack, logs, seconds=seconds, warmup_seconds=warmup_seconds, quick=quick
@@ -164,6 +168,19 @@ async def run(quick: bool) -> Report:
         *(f"missing: {row} — {why}" for row, why in missing.items()),
     ]
     return report
+
+
+@contextmanager
+def _cancelled_by_sigterm() -> Iterator[None]:
+    """SIGTERM cancels the suite like Ctrl-C does, so its servers and stores are cleaned up."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 async def _measure_all(
