@@ -190,27 +190,35 @@ async def _measure_all(
 
     Within a phase (one operation at one concurrency) the minimal app goes first and the
     taskboards follow back to back, so a ratio compares runs minutes apart at most, not
-    the two ends of the suite; a server stops after its last row.
+    the two ends of the suite. Idle servers make no database round trips, so all stay up
+    until the end and stop together.
     """
     targets = await _targets(stack, logs)
     servers = [launch(target.spec, logs) for target in targets]
     for server in servers:
         stack.push_async_callback(server.stop)
     await wait_ready(servers)
+    seeds = await asyncio.gather(
+        *(
+            seed_taskboard(server.url)
+            for target, server in zip(targets, servers, strict=True)
+            if target.spec.name != "minimal_pg"
+        )
+    )
+    taskboards = iter(seeds)
     requests = [
         minimal_operations(seed_minimal())
         if target.spec.name == "minimal_pg"
-        else taskboard_operations(await seed_taskboard(server.url))
-        for target, server in zip(targets, servers, strict=True)
+        else taskboard_operations(next(taskboards))
+        for target in targets
     ]
     schedule = sorted(
         ((index, row) for index, target in enumerate(targets) for row in target.rows),
         key=lambda item: _PHASES.index((_REQUESTS[item[1][1]], item[1][2])),
     )
-    last = {index: position for position, (index, _) in enumerate(schedule)}
     loads: dict[str, Load] = {}
     warmed: set[int] = set()
-    for position, (index, (row, operation, connections)) in enumerate(schedule):
+    for index, (row, operation, connections) in schedule:
         proxy = targets[index].proxy
         wide = connections == WIDE
         # --quick warms each server once (pool, prepared statements, the cache); the pool
@@ -224,8 +232,7 @@ async def _measure_all(
             counts=proxy.counts if proxy is not None else None,
         )
         warmed.add(index)
-        if last[index] == position:
-            await servers[index].stop()
+    await asyncio.gather(*(server.stop() for server in servers))
     return loads
 
 
