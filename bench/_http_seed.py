@@ -17,7 +17,14 @@ import httpx
 
 from bench._http_load import Operation
 
-__all__ = ["TASKS", "Seeded", "minimal_operations", "seed_taskboard", "taskboard_operations"]
+__all__ = [
+    "TASKS",
+    "Seeded",
+    "minimal_operations",
+    "seed_minimal",
+    "seed_taskboard",
+    "taskboard_operations",
+]
 
 TASKS = 500
 READ_IDS = 100

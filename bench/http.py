@@ -34,6 +34,7 @@ from pathlib import Path
 from bench._http_checks import add_checks
 from bench._http_load import Load, measure, wrk_path
 from bench._http_proxy import PgProxy
+from bench._http_rows import COLUMNS, NARROW, ROWS, WIDE, record, row_key
 from bench._http_seed import (
     TASKS,
     minimal_operations,
@@ -55,51 +56,6 @@ from bench._report import Report
 
 __all__ = ["run"]
 
-NARROW = 16
-WIDE = 64
-
-SERVERS = {
-    "minimal_pg": "minimal FastAPI + SQLAlchemy, PostgreSQL",
-    "taskboard_pg": "taskboard, PostgreSQL + Redis",
-    "taskboard_pg_workers2": "taskboard, PostgreSQL + Redis, --workers 2",
-    "taskboard_sqlite": "taskboard, embedded SQLite",
-}
-OPERATIONS = {
-    "get": "GET a row by id",
-    "get_cached": "GET a task (cached)",
-    "get_uncached": "GET a task, task cache off",
-    "list20": "list 20 after a cursor",
-    "create": "create",
-    "patch": "PATCH with If-Match",
-}
-ROWS: tuple[tuple[str, str, int], ...] = (
-    ("minimal_pg", "get", NARROW),
-    ("minimal_pg", "list20", NARROW),
-    ("minimal_pg", "create", NARROW),
-    ("taskboard_pg", "get_cached", NARROW),
-    ("taskboard_pg", "get_uncached", NARROW),
-    ("taskboard_pg", "list20", NARROW),
-    ("taskboard_pg", "create", NARROW),
-    ("taskboard_pg", "patch", NARROW),
-    ("taskboard_pg", "list20", WIDE),
-    ("taskboard_pg_workers2", "get_cached", NARROW),
-    ("taskboard_pg_workers2", "list20", NARROW),
-    ("taskboard_pg_workers2", "create", NARROW),
-    ("taskboard_pg_workers2", "patch", NARROW),
-    ("taskboard_sqlite", "get_cached", NARROW),
-    ("taskboard_sqlite", "list20", NARROW),
-    ("taskboard_sqlite", "create", NARROW),
-    ("taskboard_sqlite", "patch", NARROW),
-)
-_COUNTS = frozenset({"pg_connections_opened", "failed"})
-METRICS = ("rps", "p50_ms", "p99_ms", "round_trips_per_request", "pg_connections_opened", "failed")
-
-
-def row_key(server: str, operation: str, connections: int) -> str:
-    """The results prefix of one row, e.g. ``taskboard_pg_list20_c64``."""
-    return f"{server}_{operation}_c{connections}"
-
-
 _REQUESTS = {  # the row's operation → the seeded request that performs it
     "get": "get",
     "get_cached": "get",
@@ -108,10 +64,13 @@ _REQUESTS = {  # the row's operation → the seeded request that performs it
     "create": "create",
     "patch": "patch",
 }
-
-
-_PHASES = [("get", NARROW), ("list20", NARROW), ("create", NARROW), ("patch", NARROW)]
-_PHASES.append(("list20", WIDE))
+_PHASES = (
+    ("get", NARROW),
+    ("list20", NARROW),
+    ("create", NARROW),
+    ("patch", NARROW),
+    ("list20", WIDE),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,20 +85,7 @@ class _Target:
 async def run(quick: bool) -> Report:
     wrk_path()  # fail before starting anything when wrk is missing
     load_before = os.getloadavg()
-    report = Report(
-        suite="http",
-        columns=(
-            "server",
-            "operation",
-            "conns",
-            "requests/s",
-            "p50 ms",
-            "p99 ms",
-            "DB round trips/req",
-            "PG conns opened",
-            "failed",
-        ),
-    )
+    report = Report(suite="http", columns=COLUMNS)
     seconds, warmup_seconds = (1, 1) if quick else (10, 3)
     async with AsyncExitStack() as stack:
         stack.enter_context(_cancelled_by_sigterm())
@@ -147,7 +93,7 @@ async def run(quick: bool) -> Report:
         loads = await _measure_all(
             stack, logs, seconds=seconds, warmup_seconds=warmup_seconds, quick=quick
         )
-    missing = _record(report, loads)
+    missing = record(report, loads)
     add_checks(report, loads, missing)
     load_after = os.getloadavg()
     report.notes += [
@@ -156,13 +102,14 @@ async def run(quick: bool) -> Report:
         f"{seconds} s timed; requests/s counts only 2xx/3xx answers",
         f"each server seeded with {TASKS} tasks (200-byte descriptions); GET cycles through "
         "100 of them, PATCH through 150 others (never two PATCHes of one task at once)",
-        "DB round trips/req: Sync, Query and Flush messages seen by the PostgreSQL relay ÷ "
-        "requests, over the timed run (includes any background work of the server then); "
-        "PG conns opened: connections the relay accepted during the timed run",
-        f"server: corestone.web.serve for all (uvicorn; uvloop "
+        "DB round trips/req: Sync, Query and Flush messages the PostgreSQL relay saw during "
+        "the timed run (read once the server drained) ÷ requests handled (completed + the one "
+        "per connection in flight when wrk stopped); PG conns opened: connections the relay "
+        "accepted then",
+        f"the minimal app runs on corestone.web.serve, taskboard's server (uvicorn; uvloop "
         f"{'installed' if find_spec('uvloop') else 'absent'}, httptools "
-        f"{'installed' if find_spec('httptools') else 'absent'}); wrk, the relay and the servers "
-        "share this machine",
+        f"{'installed' if find_spec('httptools') else 'absent'}); wrk, the relay (in this "
+        "process) and every server share this machine",
         f"load average {load_before[0]:.1f} at start, {load_after[0]:.1f} at end, "
         f"on {os.cpu_count()} CPUs",
         *(f"missing: {row} — {why}" for row, why in missing.items()),
@@ -308,36 +255,3 @@ async def _targets(stack: AsyncExitStack, logs: Path) -> list[_Target]:
 
 def _pg_url(port: int, database: str) -> str:
     return f"postgresql+asyncpg://postgres@{PG_HOST}:{port}/{database}"
-
-
-def _record(report: Report, loads: dict[str, Load]) -> dict[str, str]:
-    """Table rows and results for every row of ``ROWS``; returns the missing ones, why."""
-    missing: dict[str, str] = {}
-    for server, operation, connections in ROWS:
-        key = row_key(server, operation, connections)
-        found = loads.get(key)
-        if found is None:
-            missing[key] = _why_missing(server, operation)
-        figures: dict[str, float | None] = {
-            "rps": found.rps if found else None,
-            "p50_ms": found.p50_ms if found else None,
-            "p99_ms": found.p99_ms if found else None,
-            "round_trips_per_request": found.round_trips_per_request if found else None,
-            "pg_connections_opened": (
-                float(found.counts.connections) if found and found.counts else None
-            ),
-            "failed": float(found.failed) if found else None,
-        }
-        for metric in METRICS:
-            report.results[f"{key}_{metric}"] = figures[metric]
-        shown = [int(v) if k in _COUNTS and v is not None else v for k, v in figures.items()]
-        report.rows.append((SERVERS[server], OPERATIONS[operation], connections, *shown))
-    return missing
-
-
-def _why_missing(server: str, operation: str) -> str:
-    if server == "taskboard_pg_workers2":
-        return "`taskboard serve --help` offers no --workers yet"
-    if operation == "get_uncached":
-        return "taskboard has no setting to switch its task cache off yet (TASK_CACHE_OFF)"
-    return "not measured"
