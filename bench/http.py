@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import signal
 import tempfile
 from collections.abc import Iterator
@@ -87,12 +88,18 @@ async def run(quick: bool) -> Report:
     load_before = os.getloadavg()
     report = Report(suite="http", columns=COLUMNS)
     seconds, warmup_seconds = (1, 1) if quick else (10, 3)
-    async with AsyncExitStack() as stack:
-        stack.enter_context(_cancelled_by_sigterm())
-        logs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-http-")))
-        loads = await _measure_all(
-            stack, logs, seconds=seconds, warmup_seconds=warmup_seconds, quick=quick
-        )
+    logs = Path(tempfile.mkdtemp(prefix="bench-http-"))
+    failed = False
+    try:
+        async with AsyncExitStack() as stack:
+            stack.enter_context(_cancelled_by_sigterm())
+            loads = await _measure_all(
+                stack, logs, seconds=seconds, warmup_seconds=warmup_seconds, quick=quick
+            )
+        failed = any(load.failed for load in loads.values())
+    finally:
+        if not failed:  # the servers' logs say why requests failed: kept only then
+            shutil.rmtree(logs, ignore_errors=True)
     missing = record(report, loads)
     add_checks(report, loads, missing)
     load_after = os.getloadavg()
@@ -114,6 +121,8 @@ async def run(quick: bool) -> Report:
         f"on {os.cpu_count()} CPUs",
         *(f"missing: {row} — {why}" for row, why in missing.items()),
     ]
+    if failed:
+        report.notes.append(f"some requests failed: the servers' logs are kept in {logs}")
     return report
 
 
