@@ -44,6 +44,7 @@ _TASKBOARD = Path(sys.executable).with_name("taskboard")  # `uv run taskboard`, 
 _READY_TIMEOUT_S = 90.0
 _STOP_GRACE_S = 15.0
 _PR_SET_PDEATHSIG = 1
+_GIVEN_PORTS: set[int] = set()
 
 TASK_CACHE_OFF: Mapping[str, str] | None = None
 """The environment that makes taskboard read tasks uncached (principal and membership
@@ -96,11 +97,15 @@ class Server:
 
 
 def spare_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the kernel's choice)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A TCP port free on 127.0.0.1 right now (the kernel's choice), never one this
+    process handed out before: servers are given their ports before any of them binds."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
 
 
 @cache

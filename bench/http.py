@@ -145,8 +145,8 @@ async def _measure_all(
     """Start every server at once, seed them all, then run the rows phase by phase.
 
     Within a phase (one operation at one concurrency) the minimal app goes first and the
-    taskboards follow back to back, so a ratio compares runs minutes apart at most, not
-    the two ends of the suite. Idle servers make no database round trips, so all stay up
+    taskboards follow back to back, so a ratio compares runs seconds apart, not the two
+    ends of the suite. Idle servers make no database round trips, so all stay up
     until the end and stop together.
     """
     targets = await _targets(stack, logs)
@@ -203,10 +203,10 @@ async def _targets(stack: AsyncExitStack, logs: Path) -> list[_Target]:
     async def database() -> str:
         return await stack.enter_async_context(postgres_database())
 
-    async def pg_env(proxy: PgProxy, database: str) -> dict[str, str]:
+    async def pg_env(proxy: PgProxy, name: str) -> dict[str, str]:
         return {
             **common,
-            "CORESTONE_DATABASE_URL": _pg_url(proxy.port, database),
+            "CORESTONE_DATABASE_URL": _pg_url(proxy.port, name),
             "CORESTONE_REDIS_URL": REDIS_URL,
             "CORESTONE_CACHE_NAMESPACE": await stack.enter_async_context(redis_namespace()),
         }
