@@ -21,25 +21,32 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 
 @dataclass(frozen=True, slots=True)
 class Check:
-    """One target of the issue, computed from the same run's results."""
+    """One target of the issue, computed from the same run's results.
+
+    ``value`` is None when the run could not measure it (``note`` says why): not met.
+    """
 
     name: str
-    value: float
+    value: float | None
     op: str
     limit: float
+    note: str = ""
 
     @property
     def met(self) -> bool:
-        return _OPS[self.op](self.value, self.limit)
+        return self.value is not None and _OPS[self.op](self.value, self.limit)
 
     def as_json(self) -> dict[str, object]:
-        return {
+        made: dict[str, object] = {
             "name": self.name,
-            "value": round(self.value, 4),
+            "value": None if self.value is None else round(self.value, 4),
             "op": self.op,
             "limit": self.limit,
             "met": self.met,
         }
+        if self.note:
+            made["note"] = self.note
+        return made
 
 
 @dataclass
@@ -49,12 +56,12 @@ class Report:
     suite: str
     columns: tuple[str, ...]
     rows: list[tuple[object, ...]] = field(default_factory=list)
-    results: dict[str, float] = field(default_factory=dict)
+    results: dict[str, float | None] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def check(self, name: str, value: float, op: str, limit: float) -> Check:
-        made = Check(name, value, op, limit)
+    def check(self, name: str, value: float | None, op: str, limit: float, note: str = "") -> Check:
+        made = Check(name, value, op, limit, note)
         self.checks.append(made)
         return made
 
@@ -72,12 +79,16 @@ class Report:
         print()
         for made in self.checks:
             mark = "met " if made.met else "MISS"
-            print(f"[{mark}] {made.name}: {made.value:.4g} {made.op} {made.limit:g}")
+            shown = "missing" if made.value is None else f"{made.value:.4g}"
+            because = f" ({made.note})" if made.note else ""
+            print(f"[{mark}] {made.name}: {shown} {made.op} {made.limit:g}{because}")
         print(
             json.dumps(
                 {
                     "suite": self.suite,
-                    "results": {k: round(v, 4) for k, v in self.results.items()},
+                    "results": {
+                        k: None if v is None else round(v, 4) for k, v in self.results.items()
+                    },
                     "checks": [c.as_json() for c in self.checks],
                 }
             )
@@ -85,6 +96,8 @@ class Report:
 
 
 def _cell(value: object) -> str:
+    if value is None:
+        return "—"
     if isinstance(value, float):
         return f"{value:,.3f}" if value < 100 else f"{value:,.0f}"
     return str(value)
