@@ -82,7 +82,7 @@ def test_patterns_escape_everything_but_star() -> None:
 
 
 def test_a_star_only_matches_inside_the_scope() -> None:
-    """ "*" matches every entry of its workspace, not a longer workspace id nor a tag set."""
+    """The pattern "*" matches its whole workspace, not a longer workspace id nor a tag set."""
     regex = KEYS.matcher("*", 5)
     assert regex.fullmatch("corestone:tasks:5:anything:at:all")
     assert not regex.fullmatch("corestone:tasks:50:x")
