@@ -41,6 +41,7 @@ def _diff(connection: Any) -> list[Any]:
 
 
 async def test_migrations_match_models(database_url: str) -> None:
+    """After every migration has run, the schema differs from taskboard's models in nothing."""
     db = Database(database_url)
     await db.start()
     try:
@@ -53,6 +54,7 @@ async def test_migrations_match_models(database_url: str) -> None:
 
 
 async def test_downgrade_to_base_and_up_again(database_url: str) -> None:
+    """Migrations downgrade to an empty base, and upgrading again gives the models' schema."""
     db = Database(database_url)
     await db.start()
     try:

@@ -22,6 +22,8 @@ async def _count(board: Board, auth: dict[str, str], ws: int) -> int:
 
 
 async def test_filters_sort_and_both_pagination_modes(board: Board) -> None:
+    """Listing filters by status, assignee and case-blind q, sorts both ways, and pages by number
+    (with a total) or by cursor (without) over every task once."""
     user_id, auth = await board.signup("Ana")
     ws = await board.workspace(auth)
     titles = ["banana bread", "apple pie", "cherry tart", "apple crumble", "date loaf"]
@@ -84,6 +86,7 @@ async def test_filters_sort_and_both_pagination_modes(board: Board) -> None:
 async def test_hostile_list_parameters_are_named_422s(
     board: Board, params: dict[str, Any], field: str
 ) -> None:
+    """A bad or injected list parameter is a problem+json 422 that names the parameter."""
     _, auth = await board.signup("Eve")
     ws = await board.workspace(auth)
     response = await board.client.get(f"/api/workspaces/{ws}/tasks", params=params, headers=auth)
@@ -93,6 +96,7 @@ async def test_hostile_list_parameters_are_named_422s(
 
 
 async def test_wildcards_and_sql_in_q_are_plain_text(board: Board) -> None:
+    """%, _ and SQL in the q search match only themselves, literally."""
     _, auth = await board.signup("Wil")
     ws = await board.workspace(auth)
     await board.task(auth, ws, title="100% done")
@@ -105,6 +109,7 @@ async def test_wildcards_and_sql_in_q_are_plain_text(board: Board) -> None:
 
 
 async def test_cursor_from_another_sort_is_refused(board: Board) -> None:
+    """A cursor issued for sort=title is a 422 naming the cursor when used with sort=-title."""
     _, auth = await board.signup("Cur")
     ws = await board.workspace(auth)
     for index in range(3):
@@ -118,6 +123,7 @@ async def test_cursor_from_another_sort_is_refused(board: Board) -> None:
 
 
 async def test_bulk_create_is_all_or_nothing(board: Board) -> None:
+    """Bulk create makes 20 tasks in order; a bad assignee, empty title or 501 items make none."""
     user_id, auth = await board.signup("Bob")
     ws = await board.workspace(auth)
     url = f"/api/workspaces/{ws}/tasks/bulk"
@@ -142,7 +148,9 @@ async def test_bulk_create_is_all_or_nothing(board: Board) -> None:
     assert await _count(board, auth, ws) == 20
 
 
-async def test_patch_with_if_match(board: Board) -> None:
+async def test_patch_needs_a_current_if_match_and_refuses_read_only_fields(board: Board) -> None:
+    """PATCH without If-Match is a 428, with a stale one a 409 with the current version, and
+    read-only fields, an empty title or a malformed If-Match are 422s that change nothing."""
     _, auth = await board.signup("Pat")
     ws = await board.workspace(auth)
     task = await board.task(auth, ws, title="draft")
@@ -180,7 +188,8 @@ async def test_patch_with_if_match(board: Board) -> None:
     assert (await board.client.get(url, headers=auth)).json()["version"] == 2
 
 
-async def test_soft_delete_and_restore(board: Board) -> None:
+async def test_a_soft_deleted_task_is_out_of_reach_until_restored(board: Board) -> None:
+    """A deleted task is a 404 to get, list, delete and patch, and is back after a restore."""
     _, auth = await board.signup("Del")
     ws = await board.workspace(auth)
     keep = await board.task(auth, ws, title="keep")
@@ -232,6 +241,8 @@ async def test_another_workspaces_task_is_out_of_reach(board: Board) -> None:
 
 
 async def test_audit_log_records_who_changed_what(board: Board) -> None:
+    """Create, update, delete and restore are audited newest first with actor, request id and the
+    title's before/after, and the audit pages by cursor without repeats."""
     user_id, auth = await board.signup("Aud")
     ws = await board.workspace(auth)
     task = await board.task(auth, ws, title="before")

@@ -66,6 +66,7 @@ def channel() -> str:
 
 
 def test_invalidation_round_trips_and_rejects_garbage() -> None:
+    """An Invalidation survives encode/decode; malformed or extra-field payloads are ValueErrors."""
     message = Invalidation("tags", ("corestone:ns:global#tag:a", "ü"), "me", 1.5)
     assert Invalidation.decode(message.encode()) == message
     for garbage in [
@@ -86,6 +87,7 @@ def test_invalidation_round_trips_and_rejects_garbage() -> None:
 
 
 async def test_local_backplane_is_a_silent_no_op() -> None:
+    """The local backplane is connected and takes a publish, but delivers nothing, not a resync."""
     local = LocalBackplane()
     inbox = Inbox()
     await local.start(inbox.on_message, inbox.on_resync)
@@ -101,6 +103,7 @@ async def test_local_backplane_is_a_silent_no_op() -> None:
 async def test_peers_hear_each_other_in_order_and_never_themselves(
     redis_url: str, channel: str, protocol: int
 ) -> None:
+    """Peers get each other's messages in send order, never their own, and metrics count them."""
     metrics = Metrics()
     async with (
         _started(redis_url, channel, protocol, metrics=metrics) as (a, inbox_a),
@@ -130,6 +133,7 @@ async def test_peers_hear_each_other_in_order_and_never_themselves(
 async def test_garbage_on_the_channel_is_dropped_and_counted(
     redis_url: str, channel: str, protocol: int
 ) -> None:
+    """Undecodable messages are dropped and counted, and the reader goes on to deliver the next."""
     import redis.asyncio as redis
 
     metrics = Metrics()
@@ -158,6 +162,7 @@ async def test_garbage_on_the_channel_is_dropped_and_counted(
 async def test_a_failing_callback_does_not_stop_delivery(
     redis_url: str, channel: str, protocol: int
 ) -> None:
+    """A callback that raises on one message still receives the messages that follow it."""
     seen: list[Invalidation] = []
 
     def flaky(message: Invalidation) -> None:
@@ -240,6 +245,7 @@ async def test_redis_restart_publish_fails_quietly_then_resubscribes_and_resyncs
     channel: str,
     protocol: int,
 ) -> None:
+    """With Redis down publish is False; back up, peers resubscribe, resync once, replay nothing."""
     port, servers = own_redis
     url = f"redis://127.0.0.1:{port}/0"
     async with (
@@ -271,6 +277,7 @@ async def test_redis_restart_publish_fails_quietly_then_resubscribes_and_resyncs
 async def test_start_while_redis_is_down_resyncs_once_it_comes_up(
     tmp_path: Path, channel: str
 ) -> None:
+    """Started with Redis down, publish is False; once Redis is up it connects and resyncs once."""
     port = _free_port()
     url = f"redis://127.0.0.1:{port}/0"
     async with _started(url, channel, None, reconnect_max_seconds=0.1) as (a, inbox):
@@ -334,6 +341,7 @@ async def test_a_server_that_stops_answering_is_left_and_rejoined(
 
 
 def test_reconnect_backoff_is_jittered_and_capped() -> None:
+    """Reconnect delays start at 20 ms or less, stay under the cap, and are jittered."""
     backplane = RedisBackplane("redis://127.0.0.1:1/0", reconnect_max_seconds=0.3)
     delays = [backplane._backoff(attempt) for attempt in range(1, 40) for _ in range(20)]
     assert max(delays) <= 0.3

@@ -28,6 +28,7 @@ async def env(redis_url: str, request: pytest.FixtureRequest) -> AsyncIterator[t
 async def test_mutual_exclusion_across_50_concurrent_acquirers(
     env: tuple[Any, str], redis_url: str
 ) -> None:
+    """50 acquirers on two clients each get the lock, never two at once; the key is gone after."""
     client, key = env
     # A second client too, so exclusion does not rest on sharing a connection pool.
     other = redis.Redis.from_url(redis_url)
@@ -58,6 +59,7 @@ async def test_mutual_exclusion_across_50_concurrent_acquirers(
 
 
 async def test_release_after_expiry_cannot_free_someone_elses_lock(env: tuple[Any, str]) -> None:
+    """A holder whose lease lapsed cannot release or extend the lock a second holder took since."""
     client, key = env
     first = RedisLock(client, key, lease=0.1, watchdog=False)
     assert await first.acquire()
@@ -78,6 +80,7 @@ async def test_release_after_expiry_cannot_free_someone_elses_lock(env: tuple[An
 
 
 async def test_watchdog_keeps_a_lock_whose_holder_outlives_the_lease(env: tuple[Any, str]) -> None:
+    """The watchdog extends a held lock through four leases: no rival gets it until released."""
     client, key = env
     holder = RedisLock(client, key, lease=0.3)
     assert await holder.acquire()
@@ -98,6 +101,7 @@ async def test_watchdog_keeps_a_lock_whose_holder_outlives_the_lease(env: tuple[
 
 
 async def test_watchdog_notices_a_lost_lease(env: tuple[Any, str]) -> None:
+    """Once the key is overwritten the lock is not held, and release leaves the new value alone."""
     client, key = env
     holder = RedisLock(client, key, lease=0.15)
     assert await holder.acquire()
@@ -112,6 +116,7 @@ async def test_watchdog_notices_a_lost_lease(env: tuple[Any, str]) -> None:
 
 
 async def test_acquire_with_wait_timeout_returns_false(env: tuple[Any, str]) -> None:
+    """acquire gives False after waiting 0 or 0.2 s on a held lock, and True once it is freed."""
     client, key = env
     holder = RedisLock(client, key, lease=5)
     assert await holder.acquire()
@@ -132,7 +137,9 @@ async def test_acquire_with_wait_timeout_returns_false(env: tuple[Any, str]) -> 
     await waiter.release()
 
 
-async def test_async_with_and_misuse(env: tuple[Any, str]) -> None:
+async def test_async_with_holds_then_frees_and_misuse_is_refused(env: tuple[Any, str]) -> None:
+    """async with holds the lock and deletes the key on exit; re-acquiring while held and lease=0
+    raise, and a second release is False."""
     client, key = env
     lock = RedisLock(client, key, lease=5)
     async with lock:
@@ -159,6 +166,7 @@ class _CancelAfterSet:
 
 
 async def test_cancelled_acquire_does_not_orphan_the_lock(env: tuple[Any, str]) -> None:
+    """An acquire cancelled after its SET landed frees the key at once, not after the lease."""
     client, key = env
     lock = RedisLock(client, key, lease=30)
     lock.client = _CancelAfterSet(client)
@@ -176,6 +184,7 @@ async def test_cancelled_acquire_does_not_orphan_the_lock(env: tuple[Any, str]) 
 
 
 async def test_cancelled_release_still_frees_the_lock(env: tuple[Any, str]) -> None:
+    """A release cancelled before Redis replied still deletes the key in the background."""
     client, key = env
     lock = RedisLock(client, key, lease=30)
     assert await lock.acquire()

@@ -118,6 +118,7 @@ JSON_TRICKY: dict[str, Any] = {
 async def test_every_serializer_round_trips_tricky_values(
     env: tuple[Any, str, Recorder], serializer: Serializer, value: dict[str, Any]
 ) -> None:
+    """Each serializer keeps tricky values and their types; orjson gives datetimes as strings."""
     client, prefix, _ = env
     cache = RedisCache(client, serializer=serializer)
     await cache.set(f"{prefix}k", Stored(value, 1_800_000_000.5), ttl=30)
@@ -138,6 +139,7 @@ async def test_every_serializer_round_trips_tricky_values(
 async def test_compression_kicks_in_above_threshold_and_round_trips(
     env: tuple[Any, str, Recorder],
 ) -> None:
+    """Only values above compress_above are compressed, to under a tenth; all readers read both."""
     client, prefix, _ = env
     cache = RedisCache(client, compress_above=1024)
     small, big = {"s": "x" * 500}, {"s": "compressible " * 2000}
@@ -161,6 +163,7 @@ async def test_compression_kicks_in_above_threshold_and_round_trips(
 
 
 async def test_get_many_is_one_mget_in_order_with_misses(env: tuple[Any, str, Recorder]) -> None:
+    """get_many is one MGET, in the asked order, with None for missing and foreign values."""
     client, prefix, recorder = env
     cache = RedisCache(client)
     keys = [f"{prefix}{i}" for i in range(10)]
@@ -182,6 +185,7 @@ async def test_get_many_is_one_mget_in_order_with_misses(env: tuple[Any, str, Re
 async def test_set_many_is_one_round_trip_with_and_without_tags(
     env: tuple[Any, str, Recorder],
 ) -> None:
+    """set_many is one round trip: pipelined SETs, or one EVALSHA with tags; TTLs are set."""
     client, prefix, recorder = env
     cache = RedisCache(client)
     items = [(f"{prefix}e{i}", Stored({"i": i}, 10.0)) for i in range(50)]
@@ -207,6 +211,7 @@ async def test_set_many_is_one_round_trip_with_and_without_tags(
 async def test_tag_invalidation_removes_exactly_the_tagged_keys(
     env: tuple[Any, str, Recorder],
 ) -> None:
+    """invalidate_tags deletes and counts the tag's live keys and its set; others are kept."""
     client, prefix, recorder = env
     cache = RedisCache(client)
     red, blue = f"{prefix}#tag:red", f"{prefix}#tag:blue"
@@ -239,6 +244,7 @@ async def test_tag_invalidation_removes_exactly_the_tagged_keys(
 
 
 async def test_tag_set_ttl_is_raised_never_shortened(env: tuple[Any, str, Recorder]) -> None:
+    """A tag set's TTL rises to its longest member's, never falls; a persistent set stays so."""
     client, prefix, _ = env
     cache = RedisCache(client)
     tag = f"{prefix}#tag:t"
@@ -259,6 +265,7 @@ async def test_tag_set_ttl_is_raised_never_shortened(env: tuple[Any, str, Record
 async def test_pattern_invalidation_with_glob_characters_uses_scan_not_keys(
     env: tuple[Any, str, Recorder],
 ) -> None:
+    """Escaped glob characters match literally, via SCAN never KEYS; a bare * is a wildcard."""
     client, prefix, recorder = env
     cache = RedisCache(client)
     hostile = ["a*b", "a?b", "a[b]", "axb", "a\\b", "aXXb", "a*b:child"]
@@ -284,7 +291,8 @@ async def test_pattern_invalidation_with_glob_characters_uses_scan_not_keys(
     assert await client.exists(f"{prefix}a*b:child") == 1
 
 
-async def test_pattern_invalidation_in_batches(env: tuple[Any, str, Recorder]) -> None:
+async def test_pattern_invalidation_unlinks_in_batches(env: tuple[Any, str, Recorder]) -> None:
+    """invalidate_pattern unlinks at most batch keys per UNLINK, and refuses batch=0."""
     client, prefix, recorder = env
     cache = RedisCache(client)
     await cache.set_many([(f"{prefix}bulk:{i}", Stored(i, 1.0)) for i in range(1_234)], ttl=30)
@@ -316,6 +324,7 @@ def log_spy(monkeypatch: pytest.MonkeyPatch) -> LogSpy:
 async def test_corrupt_or_foreign_value_is_a_logged_miss(
     env: tuple[Any, str, Recorder], log_spy: LogSpy
 ) -> None:
+    """Foreign, truncated, bad-zlib and pickled values read as misses, each logged."""
     client, prefix, _ = env
     cache = RedisCache(client)
     await client.set(f"{prefix}hello", "hello")
@@ -334,7 +343,10 @@ async def test_corrupt_or_foreign_value_is_a_logged_miss(
     assert sorted(logged) == sorted(f"{prefix}{k}" for k in ("hello", "trunc", "zlib", "pickled"))
 
 
-async def test_delete_ping_and_bad_arguments(env: tuple[Any, str, Recorder]) -> None:
+async def test_delete_counts_in_one_unlink_ping_answers_and_bad_ttls_are_refused(
+    env: tuple[Any, str, Recorder],
+) -> None:
+    """delete is one UNLINK counting what it removed, ping answers, a ttl of 0, -1 or NaN raises."""
     client, prefix, recorder = env
     cache = RedisCache(client)
     await cache.set_many([(f"{prefix}{i}", Stored(i, 1.0)) for i in range(3)], ttl=30)
@@ -351,6 +363,7 @@ async def test_delete_ping_and_bad_arguments(env: tuple[Any, str, Recorder]) -> 
 
 
 async def test_decoding_client_is_refused(redis_url: str) -> None:
+    """A client built with decode_responses=True is refused, since cached values are bytes."""
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
         with pytest.raises(ValueError, match="decode_responses"):
@@ -360,6 +373,7 @@ async def test_decoding_client_is_refused(redis_url: str) -> None:
 
 
 async def test_lock_factory_uses_the_same_client(env: tuple[Any, str, Recorder]) -> None:
+    """cache.lock gives a lock on the cache's own Redis client, its key gone after release."""
     client, prefix, _ = env
     cache = RedisCache(client)
     async with cache.lock(f"{prefix}lock", lease=5) as lock:
@@ -370,6 +384,7 @@ async def test_lock_factory_uses_the_same_client(env: tuple[Any, str, Recorder])
 
 
 async def test_tag_sets_shed_members_whose_entries_expired(env: tuple[Any, str, Recorder]) -> None:
+    """Writes to a busy tag prune most members that expired, never a live one."""
     client, prefix, _ = env
     cache = RedisCache(client)
     tag = f"{prefix}#tag:busy"

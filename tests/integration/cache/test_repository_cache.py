@@ -47,6 +47,7 @@ async def _create(db: Database, ws: int, **values: Any) -> int:
 
 
 async def test_a_read_by_id_is_served_from_the_cache(db: Database) -> None:
+    """Three reads of one id make one SELECT, and the cached row keeps an aware datetime."""
     item_id = await _create(db, 1)
     counting = Counting(db)
     for _ in range(3):
@@ -59,6 +60,7 @@ async def test_a_read_by_id_is_served_from_the_cache(db: Database) -> None:
 
 
 async def test_a_committed_update_is_read_fresh_right_after(db: Database) -> None:
+    """A cached row updated and committed is read back at once with its new title and version."""
     item_id = await _create(db, 1)
     with workspace(1):
         async with db.transaction(read_only=True) as tx:
@@ -71,6 +73,7 @@ async def test_a_committed_update_is_read_fresh_right_after(db: Database) -> Non
 
 
 async def test_a_rolled_back_write_is_never_cached_and_invalidates_nothing(db: Database) -> None:
+    """A write seen in a rolled-back transaction is never cached and sends no invalidation."""
     item_id = await _create(db, 1)
     with workspace(1):
         async with db.transaction(read_only=True) as tx:
@@ -88,6 +91,7 @@ async def test_a_rolled_back_write_is_never_cached_and_invalidates_nothing(db: D
 
 
 async def test_delete_and_restore_invalidate(db: Database) -> None:
+    """A cached row is not found right after a soft delete, and is back right after a restore."""
     item_id = await _create(db, 1)
     with workspace(1):
         async with db.transaction() as tx:
@@ -104,6 +108,7 @@ async def test_delete_and_restore_invalidate(db: Database) -> None:
 
 
 async def test_an_absent_id_is_cached_as_absent_until_created(db: Database) -> None:
+    """An id found absent (and cached so) is read as the new row once an upsert creates it."""
     with workspace(1):
         async with db.transaction(read_only=True) as tx:
             assert await CachedItems(tx).find(10_000) is None
@@ -114,6 +119,7 @@ async def test_an_absent_id_is_cached_as_absent_until_created(db: Database) -> N
 
 
 async def test_bulk_writes_invalidate_the_whole_model_in_the_workspace(db: Database) -> None:
+    """update_many by filter drops every cached row of the model in the workspace."""
     ids = [await _create(db, 1, rank=i) for i in range(3)]
     with workspace(1):
         async with db.transaction(read_only=True) as tx:
@@ -125,6 +131,7 @@ async def test_bulk_writes_invalidate_the_whole_model_in_the_workspace(db: Datab
 
 
 async def test_another_workspace_never_sees_a_cached_row(db: Database) -> None:
+    """A row cached in workspace 1 is absent from workspace 2; an all-workspaces read finds it."""
     item_id = await _create(db, 1)
     with workspace(1):
         async with db.transaction(read_only=True) as tx:
@@ -139,6 +146,8 @@ async def test_another_workspace_never_sees_a_cached_row(db: Database) -> None:
 
 
 async def test_writes_touch_workspace_user_and_entity_tags(db: Database) -> None:
+    """Creating a row drops entries tagged with its workspace, the acting user and its user
+    column value, and nothing in another workspace."""
     assert db.cache is not None
     cache = db.cache
     await cache.set("summary", "old", tags=["workspace:1"], workspace=1)
@@ -151,6 +160,7 @@ async def test_writes_touch_workspace_user_and_entity_tags(db: Database) -> None
 
 
 async def test_a_bulk_write_across_workspaces_drops_their_cached_rows(db: Database) -> None:
+    """An all-workspaces update_many drops the row cached in workspace 1: it reads the new title."""
     item_id = await _create(db, 1, title="old")
     with workspace(1):
         async with db.transaction(read_only=True) as tx:
@@ -165,6 +175,8 @@ async def test_a_bulk_write_across_workspaces_drops_their_cached_rows(db: Databa
 
 
 async def test_get_many_reads_the_cached_rows_and_queries_the_rest_once(db: Database) -> None:
+    """get_many serves cached rows from the cache, loads the misses in one SELECT, keeps the
+    asked order, and skips absent ids."""
     ids = [await _create(db, 1, rank=i) for i in range(4)]
     with workspace(1):
         async with db.transaction(read_only=True) as tx:

@@ -59,6 +59,7 @@ async def _setup(client: httpx.AsyncClient) -> tuple[dict[str, str], int, int]:
 async def test_a_read_after_a_patch_on_another_instance_is_never_old(
     two: tuple[httpx.AsyncClient, httpx.AsyncClient],
 ) -> None:
+    """After a patch on a, b soon serves the new title, version and ETag, 20 rounds running."""
     a, b = two
     headers, ws, task_id = await _setup(a)
     url = f"/api/workspaces/{ws}/tasks/{task_id}"
@@ -88,6 +89,7 @@ async def test_a_read_after_a_patch_on_another_instance_is_never_old(
 async def test_a_deleted_task_disappears_on_the_other_instance(
     two: tuple[httpx.AsyncClient, httpx.AsyncClient],
 ) -> None:
+    """A task cached on b reads 404 there after a deletes it, and 200 again after a restores it."""
     a, b = two
     headers, ws, task_id = await _setup(a)
     url = f"/api/workspaces/{ws}/tasks/{task_id}"
@@ -106,6 +108,7 @@ async def test_a_deleted_task_disappears_on_the_other_instance(
 async def test_another_workspace_cannot_read_a_cached_task(
     two: tuple[httpx.AsyncClient, httpx.AsyncClient],
 ) -> None:
+    """A task cached on b is a 404 to a stranger on both instances, by either workspace's path."""
     a, b = two
     headers, ws, task_id = await _setup(a)
     assert (
@@ -125,6 +128,7 @@ async def test_another_workspace_cannot_read_a_cached_task(
 async def test_ops_cache_reports_the_tiers(
     two: tuple[httpx.AsyncClient, httpx.AsyncClient],
 ) -> None:
+    """/api/ops/cache shows a closed L2 breaker, a live backplane and L1 hits, to a token only."""
     a, _ = two
     headers, ws, task_id = await _setup(a)
     for _ in range(3):

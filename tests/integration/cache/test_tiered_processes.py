@@ -68,6 +68,7 @@ def test_a_stampede_from_three_processes(
 async def test_writes_in_one_process_are_read_fresh_in_another(
     redis_url: str, namespace: str
 ) -> None:
+    """A reader process sees every one of 40 writes made in this process, each within a second."""
     reader = _spawn("reader", redis_url, namespace)
     try:
         assert reader.stdout is not None

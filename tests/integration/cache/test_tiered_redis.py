@@ -60,6 +60,8 @@ async def namespace(redis_url: str) -> AsyncIterator[str]:
 async def test_a_write_on_one_instance_is_seen_fresh_by_the_other(
     redis_url: str, namespace: str, protocol: int
 ) -> None:
+    """Each of 50 writes on a is read back by b right after it drops its L1 copy, and b's tag
+    invalidation clears a's L1, on RESP2 and RESP3."""
     async with (
         _cache(redis_url, namespace, protocol=protocol) as a,
         _cache(redis_url, namespace, protocol=protocol) as b,
@@ -87,6 +89,8 @@ async def test_a_write_on_one_instance_is_seen_fresh_by_the_other(
 
 
 async def test_get_many_reads_l2_and_fills_l1(redis_url: str, namespace: str) -> None:
+    """get_many on b finds a's 100 values in L2, keeps them in L1 for the next read, and drops
+    them on a tag invalidation."""
     async with _cache(redis_url, namespace) as a, _cache(redis_url, namespace) as b:
         await a.set_many({f"k{i}": i for i in range(100)}, tags=["batch"])
         # b hears of the write first: a read overtaken by it would not be kept in L1.
@@ -104,6 +108,7 @@ async def test_get_many_reads_l2_and_fills_l1(redis_url: str, namespace: str) ->
 async def test_tenants_never_collide_and_invalidations_stay_in_their_workspace(
     redis_url: str, namespace: str
 ) -> None:
+    """Equal keys in two workspaces stay apart in Redis; invalidating one spares the other."""
     async with _cache(redis_url, namespace) as a, _cache(redis_url, namespace) as b:
         for ws in (1, 2):
             await a.set("settings", {"ws": ws}, tags=["workspace:x"], workspace=ws)
@@ -134,6 +139,7 @@ HOSTILE = [
 async def test_hostile_keys_round_trip_through_redis(
     redis_url: str, namespace: str, key: str | bytes
 ) -> None:
+    """Glob, NUL, CRLF, surrogate, raw-byte and huge keys are stored, scoped and deleted alone."""
     async with _cache(redis_url, namespace) as a, _cache(redis_url, namespace) as b:
         await a.set(key, "value", workspace=7)
         await a.set("plain", "kept", workspace=7)
@@ -148,6 +154,7 @@ async def test_hostile_keys_round_trip_through_redis(
 async def test_a_pattern_with_glob_characters_only_removes_literal_matches_in_redis(
     redis_url: str, namespace: str
 ) -> None:
+    """invalidate_pattern("user:[1]:*") removes only keys starting with a literal "user:[1]:"."""
     async with _cache(redis_url, namespace) as a, _cache(redis_url, namespace) as b:
         for key in ("user:[1]:a", "user:1:a", "user:?:x", "user:a:x", "user:[1]:b"):
             await a.set(key, key)
@@ -160,6 +167,7 @@ async def test_a_pattern_with_glob_characters_only_removes_literal_matches_in_re
 async def test_a_loader_shared_by_two_instances_runs_once_with_the_lock(
     redis_url: str, namespace: str
 ) -> None:
+    """1,000 get_or_load calls over two instances with distributed_lock call the loader once."""
     calls = 0
 
     async def load() -> str:
@@ -179,6 +187,7 @@ async def test_a_loader_shared_by_two_instances_runs_once_with_the_lock(
 async def test_a_loader_that_outlives_its_lock_lease_still_runs_once(
     redis_url: str, namespace: str
 ) -> None:
+    """A 1 s load under a 0.3 s lease keeps its lock: the other instance waits for its value."""
     calls = 0
 
     async def load() -> str:
@@ -275,6 +284,7 @@ async def test_a_frozen_redis_times_out_and_pending_deletes_are_replayed(
 async def test_clear_drops_a_workspace_including_digest_keys_and_nothing_else(
     redis_url: str, namespace: str
 ) -> None:
+    """clear(workspace=1) removes its plain and digest keys in Redis; workspace 2 keeps its own."""
     async with _cache(redis_url, namespace) as a, _cache(redis_url, namespace) as b:
         long_key = "k" * 1000
         for ws in (1, 2):
@@ -293,6 +303,7 @@ async def test_clear_drops_a_workspace_including_digest_keys_and_nothing_else(
 
 
 async def test_an_l2_read_overtaken_by_a_delete_is_not_kept(redis_url: str, namespace: str) -> None:
+    """An L2 read that a concurrent delete overtook may return the old value, never keep it."""
     async with _cache(redis_url, namespace) as cache:
         await cache.set("k", "old")
         cache.memory.clear()
@@ -317,6 +328,7 @@ async def test_an_l2_read_overtaken_by_a_delete_is_not_kept(redis_url: str, name
 async def test_a_lock_is_released_even_when_the_breaker_opened_during_the_load(
     redis_url: str, namespace: str
 ) -> None:
+    """A load lock is freed though the breaker opened mid-load: the other instance never waits."""
     from corestone.resilience import State
 
     async with _cache(redis_url, namespace) as a, _cache(redis_url, namespace) as b:
@@ -351,6 +363,7 @@ async def test_a_lock_is_released_even_when_the_breaker_opened_during_the_load(
 async def test_foreign_values_under_a_key_are_misses(
     redis_url: str, namespace: str, payload: Any
 ) -> None:
+    """Malformed payloads or raw bytes under a key are misses, and get_or_load replaces them."""
     from corestone.cache import Stored
 
     async with _cache(redis_url, namespace) as cache:
@@ -371,6 +384,7 @@ async def test_foreign_values_under_a_key_are_misses(
 async def test_eager_refresh_works_on_an_instance_that_read_the_value_from_l2(
     redis_url: str, namespace: str
 ) -> None:
+    """An instance that read a value from L2 refreshes it in the background past eager_refresh."""
     async with _cache(redis_url, namespace) as a, _cache(redis_url, namespace) as b:
         calls = 0
 

@@ -76,7 +76,8 @@ def check_invariants(cache: MemoryCache) -> None:
 # ---------------------------------------------------------------------- basics
 
 
-def test_get_set_contains_len_and_getitem() -> None:
+def test_a_set_value_is_seen_by_get_in_len_and_getitem() -> None:
+    """A set value is seen by get, [], in and len; a miss gives the default or a KeyError."""
     cache = MemoryCache(max_entries=10)
     assert cache.get("a") is None
     assert cache.get("a", "dflt") == "dflt"
@@ -92,6 +93,7 @@ def test_get_set_contains_len_and_getitem() -> None:
 
 
 def test_none_is_a_value_not_a_miss() -> None:
+    """A stored None is returned as None, not as the default a miss returns."""
     cache = MemoryCache()
     cache.set("k", None)
     missing = object()
@@ -100,6 +102,7 @@ def test_none_is_a_value_not_a_miss() -> None:
 
 
 def test_overwrite_replaces_value_and_reports_replaced() -> None:
+    """Setting a key again keeps one entry, the new value, and reports the old one as replaced."""
     seen, on_evict = recorder()
     cache = MemoryCache(on_evict=on_evict)
     cache.set("k", 1)
@@ -111,6 +114,7 @@ def test_overwrite_replaces_value_and_reports_replaced() -> None:
 
 
 def test_stats_count_hits_misses_sets() -> None:
+    """Stats count hits, misses, sets and entries exactly; bytes are weighed under a byte bound."""
     cache = MemoryCache()
     cache.set("a", 1)
     cache.set("b", 2)
@@ -129,6 +133,7 @@ def test_stats_count_hits_misses_sets() -> None:
 
 
 def test_reads_are_buffered_not_applied_and_hits_stay_exact_when_buffer_overflows() -> None:
+    """Reads wait in a bounded buffer the next write replays; every hit is counted past it."""
     cache = MemoryCache(max_entries=100)
     cache.set("k", 1)
     node = cache._data["k"]
@@ -146,6 +151,8 @@ def test_reads_are_buffered_not_applied_and_hits_stay_exact_when_buffer_overflow
 
 
 def test_get_does_no_policy_work_inline() -> None:
+    """get never touches the frequency sketch, even when 500 reads overflow the read buffer."""
+
     class Tripwire:
         def increment(self, h: int) -> None:
             raise AssertionError("policy work on the read path")
@@ -165,7 +172,8 @@ def test_get_does_no_policy_work_inline() -> None:
     assert cache.stats.hits == 500
 
 
-def test_invalid_arguments() -> None:
+def test_negative_bounds_bad_jitter_and_zero_default_ttl_are_refused() -> None:
+    """Negative bounds, ttl_jitter above 1 and default_ttl 0 raise, naming the argument."""
     with pytest.raises(ValueError, match="max_entries"):
         MemoryCache(max_entries=-1)
     with pytest.raises(ValueError, match="max_bytes"):
@@ -177,6 +185,7 @@ def test_invalid_arguments() -> None:
 
 
 def test_zero_capacity_stores_nothing() -> None:
+    """With max_entries=0 set returns False, nothing is read back, and the rejection is counted."""
     cache = MemoryCache(max_entries=0)
     assert cache.set("k", 1) is False
     assert cache.get("k") is None
@@ -187,6 +196,7 @@ def test_zero_capacity_stores_nothing() -> None:
 
 
 def test_ttl_expires_exactly_at_deadline_and_counts_a_miss() -> None:
+    """An entry lives until its deadline, not a moment past; the expired read is a miss."""
     clock = Clock()
     seen, on_evict = recorder()
     cache = MemoryCache(clock=clock, on_evict=on_evict)
@@ -205,6 +215,7 @@ def test_ttl_expires_exactly_at_deadline_and_counts_a_miss() -> None:
 
 
 def test_default_ttl_applies_and_explicit_ttl_wins() -> None:
+    """default_ttl applies to a set without ttl, and an explicit ttl overrides it."""
     clock = Clock()
     cache = MemoryCache(clock=clock, default_ttl=5)
     cache.set("short", 1)
@@ -215,6 +226,7 @@ def test_default_ttl_applies_and_explicit_ttl_wins() -> None:
 
 
 def test_no_ttl_never_expires() -> None:
+    """Without any ttl an entry outlives a billion seconds and cleanup removes nothing."""
     clock = Clock()
     cache = MemoryCache(clock=clock)
     cache.set("k", 1)
@@ -224,6 +236,7 @@ def test_no_ttl_never_expires() -> None:
 
 
 def test_nonpositive_ttl_stores_nothing_and_drops_old_value() -> None:
+    """set with ttl=0 returns False and drops the value it would have replaced."""
     seen, on_evict = recorder()
     cache = MemoryCache(on_evict=on_evict)
     cache.set("k", 1)
@@ -234,6 +247,7 @@ def test_nonpositive_ttl_stores_nothing_and_drops_old_value() -> None:
 
 
 def test_infinite_ttl_never_expires_and_nan_is_refused() -> None:
+    """ttl=inf never expires, ttl=-inf stores nothing, and ttl=NaN raises."""
     clock = Clock()
     cache = MemoryCache(clock=clock, default_ttl=5)
     cache.set("k", 1, ttl=float("inf"))
@@ -246,6 +260,7 @@ def test_infinite_ttl_never_expires_and_nan_is_refused() -> None:
 
 
 def test_a_single_string_is_one_tag() -> None:
+    """tags="user:1" is the one tag user:1, not the tags u, s, e and r."""
     cache = MemoryCache()
     cache.set("k", 1, tags="user:1")
     assert cache.invalidate_tags(["u"]) == 0
@@ -253,6 +268,7 @@ def test_a_single_string_is_one_tag() -> None:
 
 
 def test_jitter_spreads_deadlines_within_bounds() -> None:
+    """With 10% jitter every entry expires between 90% and 110% of its ttl, not all at once."""
     clock = Clock()
     cache = MemoryCache(clock=clock, ttl_jitter=0.1, max_entries=1000)
     keys = range(300)
@@ -268,6 +284,7 @@ def test_jitter_spreads_deadlines_within_bounds() -> None:
 
 
 def test_ttl_update_moves_the_deadline() -> None:
+    """Overwriting with a longer ttl, then with none, moves the deadline later, then removes it."""
     clock = Clock()
     cache = MemoryCache(clock=clock)
     cache.set("k", 1, ttl=5)
@@ -282,6 +299,7 @@ def test_ttl_update_moves_the_deadline() -> None:
 
 
 def test_cleanup_removes_all_expired_and_only_them() -> None:
+    """cleanup removes every expired entry, reported as expired, and no entry still alive."""
     clock = Clock()
     seen, on_evict = recorder()
     cache = MemoryCache(clock=clock, on_evict=on_evict, max_entries=1000)
@@ -298,6 +316,7 @@ def test_cleanup_removes_all_expired_and_only_them() -> None:
 
 
 def test_cleanup_takes_the_partly_due_bucket_too() -> None:
+    """cleanup removes an expired entry whose one-second bucket also holds an entry not yet due."""
     clock = Clock(1000.0)
     cache = MemoryCache(clock=clock)
     cache.set("a", 1, ttl=0.2)  # deadline 1000.2
@@ -309,6 +328,7 @@ def test_cleanup_takes_the_partly_due_bucket_too() -> None:
 
 
 def test_writes_expire_a_bounded_number_of_entries() -> None:
+    """Each write expires at most _EXPIRE_PER_WRITE entries, and later writes remove the rest."""
     clock = Clock()
     cache = MemoryCache(clock=clock, max_entries=1000)
     for i in range(100):
@@ -324,6 +344,7 @@ def test_writes_expire_a_bounded_number_of_entries() -> None:
 
 
 def test_keys_lists_only_live_entries() -> None:
+    """keys() leaves out an entry that has expired but not been cleaned up."""
     clock = Clock()
     cache = MemoryCache(clock=clock)
     cache.set("a", 1, ttl=1)
@@ -336,6 +357,7 @@ def test_keys_lists_only_live_entries() -> None:
 
 
 def test_entry_bound_holds_after_every_set() -> None:
+    """After each of 1,000 sets at most 100 entries remain; each eviction is reported as size."""
     seen, on_evict = recorder()
     cache = MemoryCache(max_entries=100, on_evict=on_evict)
     for i in range(1000):
@@ -348,7 +370,8 @@ def test_entry_bound_holds_after_every_set() -> None:
     check_invariants(cache)
 
 
-def test_byte_bound_with_weigher() -> None:
+def test_byte_bound_holds_after_every_set_with_a_custom_weigher() -> None:
+    """With a custom weigher the total weight stays within max_bytes after every set."""
     cache = MemoryCache(max_entries=1000, max_bytes=1000, weigher=lambda k, v: len(v))
     for i in range(20):
         cache.set(i, "x" * 300)
@@ -358,6 +381,7 @@ def test_byte_bound_with_weigher() -> None:
 
 
 def test_value_heavier_than_the_bound_is_refused_and_old_value_dropped() -> None:
+    """A value heavier than max_bytes is refused and counted, and the key's old value dropped."""
     cache = MemoryCache(max_bytes=100, weigher=lambda k, v: len(v))
     assert cache.set("k", "small") is True
     assert cache.set("k", "y" * 101) is False
@@ -367,6 +391,7 @@ def test_value_heavier_than_the_bound_is_refused_and_old_value_dropped() -> None
 
 
 def test_default_weigher_grows_with_the_value() -> None:
+    """The default weigher charges at least a value's bytes, so a byte bound limits big values."""
     small = default_weigher("k", b"x")
     large = default_weigher("k", b"x" * 10_000)
     assert large - small >= 9_999
@@ -399,6 +424,8 @@ class Unmeasurable:
 
 
 def test_default_weigher_sees_through_wrappers_and_samples_containers() -> None:
+    """The default weigher weighs what slotted or plain wrappers hold, estimates big lists from a
+    sample, and falls back when __sizeof__ raises."""
     payload = {"title": "x" * 5_000, "body": "y" * 5_000}
     assert default_weigher("k", Wrapper(payload)) >= 10_000
     assert default_weigher("k", Plain(b"z" * 10_000)) >= 10_000
@@ -412,6 +439,8 @@ def test_default_weigher_sees_through_wrappers_and_samples_containers() -> None:
 
 
 def test_a_raising_or_negative_weigher_leaves_the_cache_untouched() -> None:
+    """A weigher that raises or returns a negative weight fails the set, keeping the old value."""
+
     def weigher(key: Hashable, value: Any) -> int:
         if value == "boom":
             raise RuntimeError("no weight")
@@ -429,6 +458,7 @@ def test_a_raising_or_negative_weigher_leaves_the_cache_untouched() -> None:
 
 
 def test_frequent_keys_survive_a_scan_that_flushes_an_lru() -> None:
+    """Frequently read keys survive 2,000 one-time writes, most refused, that would flush an LRU."""
     cache = MemoryCache(max_entries=100)
     hot = [("hot", i) for i in range(50)]
     for key in hot:
@@ -446,6 +476,7 @@ def test_frequent_keys_survive_a_scan_that_flushes_an_lru() -> None:
 
 
 def test_promotion_to_protected_on_replayed_reads() -> None:
+    """An entry in probation moves to protected once a write replays a read of it."""
     cache = MemoryCache(max_entries=200)  # window of 2
     for i in range(10):
         cache.set(i, i)
@@ -460,6 +491,7 @@ def test_promotion_to_protected_on_replayed_reads() -> None:
 
 
 def test_tags_index_and_invalidate_tags() -> None:
+    """invalidate_tags removes every entry with any given tag, as deleted, emptying the index."""
     seen, on_evict = recorder()
     cache = MemoryCache(on_evict=on_evict)
     cache.set("a", 1, tags=["t1", "t2"])
@@ -475,6 +507,7 @@ def test_tags_index_and_invalidate_tags() -> None:
 
 
 def test_retagging_on_overwrite_updates_the_index() -> None:
+    """Overwriting with new tags drops the old tags, so only the new ones invalidate the entry."""
     cache = MemoryCache()
     cache.set("a", 1, tags=["old"])
     cache.set("a", 2, tags=["new"])
@@ -485,6 +518,7 @@ def test_retagging_on_overwrite_updates_the_index() -> None:
 
 
 def test_evicted_and_expired_entries_leave_the_tag_index() -> None:
+    """Entries evicted for size or removed as expired leave no trace in the tag index."""
     clock = Clock()
     cache = MemoryCache(max_entries=10, clock=clock)
     for i in range(100):
@@ -496,7 +530,8 @@ def test_evicted_and_expired_entries_leave_the_tag_index() -> None:
     check_invariants(cache)
 
 
-def test_delete_and_delete_many() -> None:
+def test_delete_and_delete_many_count_only_live_entries() -> None:
+    """delete and delete_many count the live entries removed; an expired one is reported expired."""
     clock = Clock()
     seen, on_evict = recorder()
     cache = MemoryCache(clock=clock, on_evict=on_evict)
@@ -512,7 +547,8 @@ def test_delete_and_delete_many() -> None:
     check_invariants(cache)
 
 
-def test_invalidate_matching() -> None:
+def test_invalidate_matching_removes_matches_and_a_raising_predicate_none() -> None:
+    """invalidate_matching removes the keys the predicate accepts; a raising one removes none."""
     cache = MemoryCache()
     for i in range(10):
         cache.set(f"user:{i}", i)
@@ -529,7 +565,8 @@ def test_invalidate_matching() -> None:
     check_invariants(cache)
 
 
-def test_clear() -> None:
+def test_clear_removes_every_entry_and_tag_and_keeps_the_stats() -> None:
+    """clear removes every entry, reported cleared, keeps the stats; the cache stays usable."""
     seen, on_evict = recorder()
     cache = MemoryCache(on_evict=on_evict, default_ttl=30)
     for i in range(5):
@@ -551,6 +588,7 @@ def test_clear() -> None:
 def test_a_raising_callback_is_logged_and_never_corrupts_state(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """An on_evict callback that raises is logged, never propagates, and corrupts nothing."""
     calls: list[str] = []
 
     def on_evict(key: Hashable, value: Any, reason: str) -> None:
@@ -572,6 +610,7 @@ def test_a_raising_callback_is_logged_and_never_corrupts_state(
 
 
 def test_a_reentrant_callback_sees_a_consistent_cache() -> None:
+    """An on_evict callback sees a consistent cache and may write to it within the bound."""
     cache: MemoryCache
 
     def on_evict(key: Hashable, value: Any, reason: str) -> None:
@@ -587,6 +626,7 @@ def test_a_reentrant_callback_sees_a_consistent_cache() -> None:
 
 
 def test_eviction_reasons_are_the_documented_ones() -> None:
+    """Replace, expiry, delete, size and clear report exactly the names in EVICTION_REASONS."""
     seen, on_evict = recorder()
     clock = Clock()
     cache = MemoryCache(max_entries=3, clock=clock, on_evict=on_evict)
@@ -760,6 +800,7 @@ test_memory_cache_against_model = MemoryCacheMachine.TestCase
 
 
 def test_set_many_stores_like_set_with_one_bookkeeping_pass() -> None:
+    """set_many stores like a set per entry: the same bound, tags and ttls apply."""
     clock = [0.0]
     one_by_one = MemoryCache(max_entries=50, clock=lambda: clock[0])
     batched = MemoryCache(max_entries=50, clock=lambda: clock[0])
@@ -775,6 +816,7 @@ def test_set_many_stores_like_set_with_one_bookkeeping_pass() -> None:
 
 
 def test_set_many_refuses_a_nan_ttl_before_storing_anything() -> None:
+    """A NaN ttl anywhere in set_many raises before any entry is stored."""
     cache = MemoryCache()
     with pytest.raises(ValueError, match="NaN"):
         cache.set_many([("a", 1, None, ()), ("b", 2, float("nan"), ())])

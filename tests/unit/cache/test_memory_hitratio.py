@@ -59,6 +59,8 @@ def memory_hits(trace: list[int]) -> tuple[int, MemoryCache]:
 
 @pytest.mark.parametrize(("one_time_share", "seed"), [(0.0, 7), (0.3, 11)])
 def test_wtinylfu_beats_lru_on_zipf(one_time_share: float, seed: int) -> None:
+    """On a Zipf trace, with or without one-time keys, L1 hits at least 3 points more than an LRU
+    of its size, and its stats count the hits and misses exactly."""
     trace = zipf_trace(seed, one_time_share)
     hits, cache = memory_hits(trace)
     memory_pct = 100.0 * hits / REQUESTS

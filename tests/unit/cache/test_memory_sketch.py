@@ -16,6 +16,7 @@ def h(key: object) -> int:
 
 @given(st.lists(st.integers(min_value=0, max_value=300), max_size=400))
 def test_never_underestimates_before_ageing(keys: list[int]) -> None:
+    """Before any halving, each key's estimate is at least its true count (capped at 15)."""
     sketch = FrequencySketch(64, sample_factor=1000)  # no halving within this test
     for key in keys:
         sketch.increment(h(key))
@@ -24,6 +25,7 @@ def test_never_underestimates_before_ageing(keys: list[int]) -> None:
 
 
 def test_counters_saturate_at_fifteen() -> None:
+    """40 increments of one key estimate 15: the 4-bit counters stop there instead of wrapping."""
     sketch = FrequencySketch(16, sample_factor=1000)
     for _ in range(40):
         sketch.increment(h("hot"))
@@ -32,6 +34,7 @@ def test_counters_saturate_at_fifteen() -> None:
 
 @given(st.lists(st.integers(min_value=0, max_value=50), max_size=300))
 def test_halving_halves_every_estimate(keys: list[int]) -> None:
+    """halve() turns every key's estimate into its floor half."""
     sketch = FrequencySketch(32, sample_factor=1000)
     for key in keys:
         sketch.increment(h(key))
@@ -42,6 +45,7 @@ def test_halving_halves_every_estimate(keys: list[int]) -> None:
 
 
 def test_ageing_happens_after_sample_size_increments() -> None:
+    """After sample_size (10 x capacity) fresh increments an old key's count has at least halved."""
     sketch = FrequencySketch(100)  # sample size 10 x capacity
     assert sketch.sample_size == 1000
     for _ in range(12):
@@ -53,6 +57,7 @@ def test_ageing_happens_after_sample_size_increments() -> None:
 
 
 def test_estimates_are_mostly_exact_at_design_load() -> None:
+    """At capacity distinct keys, 95% of seen keys estimate 1 and 95% of unseen keys estimate 0."""
     capacity = 1000
     sketch = FrequencySketch(capacity, sample_factor=1000)
     for i in range(capacity):
@@ -63,7 +68,8 @@ def test_estimates_are_mostly_exact_at_design_load() -> None:
     assert unseen >= 0.95 * capacity
 
 
-def test_clear_forgets() -> None:
+def test_clear_resets_every_count_to_zero() -> None:
+    """After clear() a key that was counted estimates 0."""
     sketch = FrequencySketch(16)
     sketch.increment(h("k"))
     sketch.clear()
@@ -71,6 +77,7 @@ def test_clear_forgets() -> None:
 
 
 def test_spread_is_64_bit_and_mixes_small_ints() -> None:
+    """spread gives non-negative 64-bit values whose low bits differ for consecutive small ints."""
     values = [spread(hash(i)) for i in range(1000)]
     assert all(0 <= v < 1 << 64 for v in values)
     assert len({v & 0xFFF for v in values}) > 600  # low bits differ although hash(i) == i

@@ -50,6 +50,7 @@ TRICKY: dict[str, Any] = {
 
 
 def test_msgpack_round_trips_tricky_values_with_types_intact() -> None:
+    """msgpack reads back every tricky value with its exact type, a zoned datetime with its zone."""
     s = MsgpackSerializer()
     back = s.loads(s.dumps(TRICKY))
     assert back == TRICKY
@@ -90,6 +91,7 @@ def test_msgpack_refuses_unknown_types() -> None:
 
 
 def test_envelope_layout_is_format_byte_then_fresh_until_then_payload() -> None:
+    """An envelope is a format byte, fresh_until as a big-endian double, then the payload."""
     env = Envelope(MsgpackSerializer(), compress_above=None)
     data = env.encode(Stored({"k": 1}, 1234.5))
     fmt, fresh = struct.unpack(">Bd", data[:9])
@@ -104,6 +106,7 @@ def test_envelope_layout_is_format_byte_then_fresh_until_then_payload() -> None:
     "serializer", [MsgpackSerializer(), OrjsonSerializer(), PickleSerializer()]
 )
 def test_every_serializer_round_trips_through_the_envelope(serializer: Serializer) -> None:
+    """msgpack, orjson and pickle each read back a Stored value through the envelope unchanged."""
     env = Envelope(serializer)
     value = {"list": [1, 2.5, "x", None], "n": 2**62}
     stored = env.decode(env.encode(Stored(value, 99.0)))
@@ -112,6 +115,7 @@ def test_every_serializer_round_trips_through_the_envelope(serializer: Serialize
 
 
 def test_compression_only_above_threshold_and_round_trips() -> None:
+    """Only payloads above compress_above are zlib-compressed and flagged, and decode back."""
     env = Envelope(compress_above=1024)
     small = env.encode(Stored("x" * 1000, 1.0))
     big_value = "abc" * 10_000
@@ -126,6 +130,7 @@ def test_compression_only_above_threshold_and_round_trips() -> None:
 
 
 def test_incompressible_payload_is_stored_plain() -> None:
+    """A payload zlib cannot shrink (random bytes) is stored plain even above the threshold."""
     import os
 
     env = Envelope(compress_above=10)
@@ -148,17 +153,20 @@ def test_incompressible_payload_is_stored_plain() -> None:
     ],
 )
 def test_corrupt_input_raises_value_error(data: bytes) -> None:
+    """Empty, foreign, truncated, bad-zlib, invalid or trailing data raises ValueError only."""
     with pytest.raises(ValueError):  # noqa: PT011 — ValueError is the whole contract
         Envelope().decode(data)
 
 
 def test_values_of_another_serializer_are_refused() -> None:
+    """A msgpack envelope refuses a value written by orjson, naming the serializer it expected."""
     written = Envelope(OrjsonSerializer()).encode(Stored([1], 1.0))
     with pytest.raises(ValueError, match="msgpack"):
         Envelope(MsgpackSerializer()).decode(written)
 
 
 def test_pickle_is_never_used_unless_asked() -> None:
+    """msgpack is the default, and no other envelope unpickles, even under msgpack's byte."""
     assert Envelope().serializer.name == "msgpack"
     pickled = Envelope(PickleSerializer()).encode(Stored(object.__new__(_Probe), 1.0))
     for other in (MsgpackSerializer(), OrjsonSerializer()):
@@ -180,6 +188,8 @@ class _Probe:
 
 
 def test_custom_serializer_gets_the_custom_format_id() -> None:
+    """A custom serializer is tagged 0x7F, reads its own values, and the default refuses them."""
+
     class Upper:
         name = "upper"
 
@@ -197,7 +207,8 @@ def test_custom_serializer_gets_the_custom_format_id() -> None:
         Envelope().decode(data)
 
 
-def test_bad_settings_are_refused() -> None:
+def test_negative_compress_above_and_level_zero_are_refused() -> None:
+    """compress_above=-1 and compress_level=0 raise, naming the setting."""
     with pytest.raises(ValueError, match="compress_above"):
         Envelope(compress_above=-1)
     with pytest.raises(ValueError, match="compress_level"):
@@ -205,6 +216,7 @@ def test_bad_settings_are_refused() -> None:
 
 
 def test_fast_path_stored_is_a_normal_frozen_dataclass() -> None:
+    """A decoded Stored equals, hashes, refuses assignment and replaces like one built by hand."""
     import dataclasses
 
     stored = Envelope().decode(Envelope().encode(Stored([1], 3.0)))
@@ -216,6 +228,7 @@ def test_fast_path_stored_is_a_normal_frozen_dataclass() -> None:
 
 
 def test_decode_many_matches_decode_and_reports_bad_values_by_index() -> None:
+    """decode_many decodes like decode, None for absent or bad values, and reports bad indexes."""
     env = Envelope(compress_above=100)
     good = env.encode(Stored({"a": 1}, 1.0))
     compressed = env.encode(Stored("z" * 5000, 2.0))

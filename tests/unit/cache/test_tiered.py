@@ -65,7 +65,8 @@ async def _loads_finished(cache: TieredCache) -> None:
     await asyncio.gather(*cache._core.flights.tasks, return_exceptions=True)
 
 
-async def test_set_get_delete(cache: TieredCache) -> None:
+async def test_a_set_value_is_read_back_until_deleted(cache: TieredCache) -> None:
+    """A value set is read back equal, and after delete get returns the caller's default."""
     await cache.set("a", {"x": 1})
     assert await cache.get("a") == {"x": 1}
     await cache.delete("a")
@@ -73,12 +74,14 @@ async def test_set_get_delete(cache: TieredCache) -> None:
 
 
 async def test_expired_values_are_not_served_by_get(cache: TieredCache, clock: Clock) -> None:
+    """get returns nothing for a value just past its ttl (no stale read outside get_or_load)."""
     await cache.set("a", 1, ttl=5)
     clock.now += 5.01
     assert await cache.get("a") is None
 
 
 async def test_the_same_key_in_two_workspaces_never_collides(cache: TieredCache) -> None:
+    """One key in workspaces 1 and 2 holds two values, given or bound, and none globally."""
     await cache.set("k", "one", workspace=1)
     await cache.set("k", "two", workspace=2)
     with bind(workspace=1):
@@ -88,6 +91,7 @@ async def test_the_same_key_in_two_workspaces_never_collides(cache: TieredCache)
 
 
 async def test_invalidating_one_workspace_leaves_the_others(cache: TieredCache) -> None:
+    """A tag invalidation and a clear in workspace 1 leave workspace 2's entries untouched."""
     for ws in (1, 2):
         await cache.set("k", ws, tags=["workspace-data"], workspace=ws)
         await cache.set("j", ws, workspace=ws)
@@ -98,6 +102,7 @@ async def test_invalidating_one_workspace_leaves_the_others(cache: TieredCache) 
 
 
 async def test_tags_drop_exactly_the_tagged_entries(cache: TieredCache) -> None:
+    """Invalidating a tag drops the entries carrying it and keeps those with other tags or none."""
     await cache.set("a", 1, tags=["t1", "t2"])
     await cache.set("b", 2, tags=["t2"])
     await cache.set("c", 3)
@@ -106,6 +111,7 @@ async def test_tags_drop_exactly_the_tagged_entries(cache: TieredCache) -> None:
 
 
 async def test_a_pattern_with_glob_characters_matches_them_literally(cache: TieredCache) -> None:
+    """invalidate_pattern("user:[1]:*") drops user:[1]:a only, not user:1:a nor user:?:b."""
     await cache.set("user:[1]:a", 1)
     await cache.set("user:1:a", 2)
     await cache.set("user:?:b", 3)
@@ -117,6 +123,7 @@ async def test_a_pattern_with_glob_characters_matches_them_literally(cache: Tier
 
 
 async def test_a_thousand_concurrent_misses_call_the_loader_once(cache: TieredCache) -> None:
+    """1,000 concurrent get_or_load misses of one key share a single loader call and its value."""
     loader = Loader("v", gated=True)
     callers = asyncio.gather(*(cache.get_or_load("k", loader) for _ in range(1000)))
     await loader.started.wait()
@@ -130,6 +137,7 @@ async def test_a_thousand_concurrent_misses_call_the_loader_once(cache: TieredCa
 async def test_a_caller_that_gives_up_does_not_cancel_the_load_for_others(
     cache: TieredCache,
 ) -> None:
+    """Cancelling one waiting caller leaves the shared load running, so the other gets its value."""
     loader = Loader("v", gated=True)
     first = asyncio.create_task(cache.get_or_load("k", loader))
     second = asyncio.create_task(cache.get_or_load("k", loader))
@@ -144,6 +152,7 @@ async def test_a_caller_that_gives_up_does_not_cancel_the_load_for_others(
 async def test_fail_safe_serves_the_stale_value_when_the_loader_fails(
     cache: TieredCache, clock: Clock
 ) -> None:
+    """When the loader fails on an expired key the stale value is served; retries are throttled."""
     assert await cache.get_or_load("k", Loader("old")) == "old"
     clock.now += 11  # expired, within max_stale
     failing = Loader(RuntimeError("db down"))
@@ -157,11 +166,13 @@ async def test_fail_safe_serves_the_stale_value_when_the_loader_fails(
 async def test_without_a_stale_value_the_loader_error_reaches_the_caller(
     cache: TieredCache,
 ) -> None:
+    """With no value to fall back on, the loader's own exception reaches the caller unchanged."""
     with pytest.raises(RuntimeError, match="db down"):
         await cache.get_or_load("k", Loader(RuntimeError("db down")))
 
 
 async def test_past_max_stale_nothing_stale_is_served(cache: TieredCache, clock: Clock) -> None:
+    """Past ttl + max_stale nothing stale is served when the loader fails: its error is raised."""
     await cache.get_or_load("k", Loader("old"), max_stale=5)
     clock.now += 10 + 5 + 1
     with pytest.raises(RuntimeError, match="db down"):
@@ -172,6 +183,7 @@ async def test_past_max_stale_nothing_stale_is_served(cache: TieredCache, clock:
 async def test_soft_timeout_returns_stale_at_once_and_refreshes_in_background(
     cache: TieredCache, clock: Clock
 ) -> None:
+    """Past soft_timeout a slow load returns the stale value, then stores the new one."""
     await cache.get_or_load("k", Loader("old"))
     clock.now += 11
     slow = Loader("new", gated=True)
@@ -183,6 +195,7 @@ async def test_soft_timeout_returns_stale_at_once_and_refreshes_in_background(
 
 
 async def test_hard_timeout_without_a_stale_value_raises(cache: TieredCache) -> None:
+    """Past hard_timeout with nothing stale LoadTimeoutError is raised; the load still stores."""
     slow = Loader("late", gated=True)
     with pytest.raises(LoadTimeoutError):
         await cache.get_or_load("k", slow, hard_timeout=0.02)
@@ -194,6 +207,7 @@ async def test_hard_timeout_without_a_stale_value_raises(cache: TieredCache) -> 
 async def test_eager_refresh_reloads_a_hot_key_before_it_expires(
     cache: TieredCache, clock: Clock
 ) -> None:
+    """A read past eager_refresh of the ttl returns the value and reloads it in the background."""
     loader = Loader("v1", "v2")
     assert await cache.get_or_load("k", loader, eager_refresh=0.5) == "v1"
     clock.now += 6  # past 50 % of ttl 10, still fresh
@@ -205,6 +219,7 @@ async def test_eager_refresh_reloads_a_hot_key_before_it_expires(
 
 
 async def test_a_load_overtaken_by_an_invalidation_is_not_cached(cache: TieredCache) -> None:
+    """A value loaded before an invalidation of its tag is returned to its caller but not cached."""
     loader = Loader("read before the write", gated=True)
     task = asyncio.create_task(cache.get_or_load("k", loader, tags=["entity:Task:1"]))
     await loader.started.wait()
@@ -214,7 +229,8 @@ async def test_a_load_overtaken_by_an_invalidation_is_not_cached(cache: TieredCa
     assert await cache.get("k") is None
 
 
-async def test_warm_loads_missing_keys(cache: TieredCache) -> None:
+async def test_warm_loads_only_the_missing_keys(cache: TieredCache) -> None:
+    """warm loads only keys not cached yet, keeps cached ones, and counts every key asked for."""
     calls: list[str | bytes] = []
 
     async def load(key: str | bytes) -> str:
@@ -228,6 +244,7 @@ async def test_warm_loads_missing_keys(cache: TieredCache) -> None:
 
 
 async def test_warmers_run_at_start_and_a_failing_one_is_not_fatal() -> None:
+    """Warmers run at start; one that raises stops neither the start nor the other warmers."""
     cache = TieredCache(namespace="w")
 
     async def broken(_: TieredCache) -> None:
@@ -243,6 +260,7 @@ async def test_warmers_run_at_start_and_a_failing_one_is_not_fatal() -> None:
 
 
 async def test_cached_decorator_key_template_tags_and_invalidate(cache: TieredCache) -> None:
+    """@cached keys by its template and reloads after a tag invalidation or .invalidate()."""
     calls: list[int] = []
 
     @cached(cache, key="user:{user_id}", tags=["user:{user_id}"], ttl=30)
@@ -262,6 +280,8 @@ async def test_cached_decorator_key_template_tags_and_invalidate(cache: TieredCa
 
 
 async def test_cached_default_key_distinguishes_arguments(cache: TieredCache) -> None:
+    """Without a key template @cached keys by argument: different arguments never share."""
+
     @cached(lambda: cache)
     async def double(x: int) -> int:
         return 2 * x
@@ -271,6 +291,7 @@ async def test_cached_default_key_distinguishes_arguments(cache: TieredCache) ->
 
 
 def test_cached_refuses_sync_functions(cache: TieredCache) -> None:
+    """@cached on a plain (non-async) function raises TypeError at decoration."""
     with pytest.raises(TypeError):
         cached(cache)(lambda: 1)  # type: ignore[arg-type]
 
@@ -287,12 +308,14 @@ def test_cached_refuses_sync_functions(cache: TieredCache) -> None:
     ],
 )
 def test_bad_options_name_the_field(options: dict[str, Any]) -> None:
+    """Each invalid CacheOptions value raises InvalidInputError naming exactly that field."""
     with pytest.raises(InvalidInputError) as caught:
         CacheOptions(**options)
     assert caught.value.field == next(iter(options))
 
 
 async def test_jitter_only_shortens_freshness(clock: Clock) -> None:
+    """With 20% jitter, freshness falls between 80% and 100% of the ttl, spread, never beyond it."""
     async with TieredCache(
         clock=clock, wall_clock=clock, options=CacheOptions(ttl=100, jitter=0.2)
     ) as cache:
@@ -306,6 +329,7 @@ async def test_jitter_only_shortens_freshness(clock: Clock) -> None:
 
 
 async def test_health_is_pass_without_redis_and_metrics_are_exported() -> None:
+    """Without Redis the health check passes, hit and entry metrics are exported, and L2 is None."""
     metrics = Metrics()
     async with TieredCache.from_url(None, namespace="m", metrics=metrics) as cache:
         await cache.set("a", 1)
