@@ -152,3 +152,25 @@ async def test_a_recovery_pass_cancelled_once_its_claim_committed_releases_the_s
     (outcome,) = await orchestrator(db, saga).recover()
     assert (outcome.id, outcome.status) == (stuck.id, SagaStatus.COMPLETED)
     assert trail.calls == [("do", "a")]
+
+
+async def test_a_stray_cancelled_error_in_run_is_a_step_failure(db: Database) -> None:
+    """A step's own CancelledError (its task not cancelled) compensates, and run returns."""
+    trail = Trail()
+    saga = Saga(
+        "t.stray",
+        [
+            SagaStep("reserve", trail.action("reserve"), trail.undo("reserve")),
+            SagaStep("charge", _stray_cancel, trail.undo("charge")),
+        ],
+    )
+
+    outcome = await orchestrator(db, saga).run(saga, {})
+
+    assert outcome.status is SagaStatus.COMPENSATED
+    assert trail.calls == [("do", "reserve"), ("undo", "reserve")]
+    assert outcome.error is not None
+    assert "step charge" in outcome.error
+    with pytest.raises(Exception, match="CancelledError") as raised:
+        outcome.raise_for_status()
+    assert isinstance(raised.value.__cause__, asyncio.CancelledError)
