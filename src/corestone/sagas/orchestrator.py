@@ -14,7 +14,7 @@ lease can never record over the new owner (its transactional step rolls back). A
 whose outcome is unknown (:class:`~corestone.errors.CommitUnknownError`) stops the run
 as a lost lease does, never retried and never compensated on a guess. ``attempts``
 counts executions; past ``max_attempts`` (a saga that kills its process every time)
-recovery compensates instead, the steps that may have been cut off included, or marks a
+recovery compensates instead, the step the log names in flight included, or marks a
 compensation ``failed``.
 """
 
