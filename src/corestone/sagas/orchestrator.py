@@ -209,7 +209,7 @@ class SagaOrchestrator:
         if state is None:  # another operator got there first
             raise NotFoundError(f"no failed saga {saga_id}")
         log.warning("retrying saga compensation", saga_id=saga_id, step=state.current_step)
-        return await self._execute(self._definition(state.type), state, strays_fail=False)
+        return await self._execute(self._definition(state.type), state, strays_fail=True)
 
     def _definition(self, name: str) -> Saga:
         saga = self.registry.get(name)
