@@ -226,3 +226,30 @@ async def test_a_step_cannot_rewrite_what_earlier_steps_recorded(db: Database) -
     stored = await orch.get(outcome.id)
     assert stored is not None
     assert stored.results["a"] == {"reservation": "r-1", "items": [1]}
+
+
+async def test_a_compensation_tells_a_none_result_from_no_record(db: Database) -> None:
+    """ctx.recorded is True for a step that recorded None, False for one that never recorded."""
+    seen: list[tuple[str, bool, Any]] = []
+
+    async def returns_none(ctx: StepContext) -> None:
+        return None
+
+    async def undo(ctx: StepContext) -> None:
+        seen.append((ctx.step_key, ctx.recorded, ctx.result))
+
+    async def fails(ctx: StepContext) -> None:
+        raise ValueError("declined")
+
+    saga = Saga(
+        "t.recorded",
+        [
+            SagaStep("reserve", returns_none, undo),
+            SagaStep("charge", fails, undo, compensate_on_failure=True),
+        ],
+    )
+
+    outcome = await orchestrator(db, saga).run(saga, {})
+
+    assert outcome.status is SagaStatus.COMPENSATED
+    assert seen == [("charge", False, None), ("reserve", True, None)]

@@ -50,7 +50,7 @@ async def test_a_definition_without_a_recorded_step_is_refused_loudly(db: Databa
     """v3 dropped reserve: the saga is failed naming the key, nothing runs, nothing is guessed."""
     trail = Trail()
     v3 = order(trail, "charge", "ship")
-    stuck = await make_stuck(db, v3, current_step=1, results=RESERVED)
+    stuck = await make_stuck(db, v3, current_step=1, results=RESERVED, in_flight=["charge"])
 
     (outcome,) = await orchestrator(db, v3).recover()
 
@@ -65,27 +65,29 @@ async def test_a_definition_without_a_recorded_step_is_refused_loudly(db: Databa
     assert (stored.status, dict(stored.results)) == (SagaStatus.FAILED, RESERVED)
 
     # With a definition that knows the step again, an operator's retry compensates: the
-    # steps that may have been in flight (any external one without a record), then the
-    # recorded one.
+    # step the log names in flight, then the recorded one; ship never ran.
     fixed = order(trail, "reserve", "charge", "ship")
     retried = await orchestrator(db, fixed).retry_compensation(stuck.id)
     assert retried.status is SagaStatus.COMPENSATED
-    assert trail.calls == [("undo", "ship"), ("undo", "charge"), ("undo", "reserve")]
+    assert trail.calls == [("undo", "charge"), ("undo", "reserve")]
 
 
 async def test_giving_up_compensates_the_interrupted_step_then_the_earlier_ones(
     db: Database,
 ) -> None:
-    """Past max_attempts, the steps that may have been running are compensated too, first."""
+    """Past max_attempts, the step the log names in flight is compensated too, first."""
     trail = Trail()
     saga = order(trail, "reserve", "charge", "ship")
-    await make_stuck(db, saga, attempts=3, current_step=1, results=RESERVED)
+    await make_stuck(db, saga, attempts=3, current_step=1, results=RESERVED, in_flight=["charge"])
 
     (outcome,) = await orchestrator(db, saga, max_attempts=3).recover()
 
     assert outcome.status is SagaStatus.COMPENSATED
-    assert trail.calls == [("undo", "ship"), ("undo", "charge"), ("undo", "reserve")]
-    assert [ctx.result for ctx in trail.contexts] == [None, None, RESERVED["reserve"]]
+    assert trail.calls == [("undo", "charge"), ("undo", "reserve")]
+    assert [(ctx.recorded, ctx.result) for ctx in trail.contexts] == [
+        (False, None),
+        (True, RESERVED["reserve"]),
+    ]
     assert outcome.error == "gave up after 3 interrupted executions"
 
 

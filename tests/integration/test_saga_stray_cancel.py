@@ -24,7 +24,7 @@ from corestone.sagas import (
     StepContext,
 )
 from corestone.sagas.store import SagaStore
-from tests.integration.saga_support import Trail, make_stuck, open_db, orchestrator
+from tests.integration.saga_support import Trail, make_stuck, open_db, orchestrator, row_keys
 
 
 @pytest.fixture
@@ -152,3 +152,70 @@ async def test_a_recovery_pass_cancelled_once_its_claim_committed_releases_the_s
     (outcome,) = await orchestrator(db, saga).recover()
     assert (outcome.id, outcome.status) == (stuck.id, SagaStatus.COMPLETED)
     assert trail.calls == [("do", "a")]
+
+
+async def test_a_stray_cancelled_error_in_run_is_a_step_failure(db: Database) -> None:
+    """A step's own CancelledError (its task not cancelled) compensates, and run returns."""
+    trail = Trail()
+    saga = Saga(
+        "t.stray",
+        [
+            SagaStep("reserve", trail.action("reserve"), trail.undo("reserve")),
+            SagaStep("charge", _stray_cancel, trail.undo("charge")),
+        ],
+    )
+
+    outcome = await orchestrator(db, saga).run(saga, {})
+
+    assert outcome.status is SagaStatus.COMPENSATED
+    assert trail.calls == [("do", "reserve"), ("undo", "reserve")]
+    assert outcome.error is not None
+    assert "step charge" in outcome.error
+    with pytest.raises(Exception, match="CancelledError") as raised:
+        outcome.raise_for_status()
+    assert isinstance(raised.value.__cause__, asyncio.CancelledError)
+
+
+async def test_a_stray_cancelled_error_in_a_transactional_step_rolls_it_back_and_fails_it(
+    db: Database,
+) -> None:
+    """The step's row rolls back with its record, the saga compensates, and run returns."""
+    trail = Trail()
+
+    async def writes_then_strays(ctx: StepContext) -> None:
+        await trail.action("charge", row=True)(ctx)
+        await _stray_cancel(ctx)
+
+    saga = Saga(
+        "t.stray_tx",
+        [
+            SagaStep("reserve", trail.action("reserve"), trail.undo("reserve")),
+            SagaStep("charge", writes_then_strays, trail.undo("charge"), transactional=True),
+        ],
+    )
+
+    outcome = await orchestrator(db, saga).run(saga, {})
+
+    assert outcome.status is SagaStatus.COMPENSATED
+    assert trail.calls == [("do", "reserve"), ("do", "charge"), ("undo", "reserve")]
+    assert await row_keys(db) == []
+
+
+async def test_a_stray_cancelled_error_in_a_compensation_during_run_fails_the_saga(
+    db: Database,
+) -> None:
+    """A compensation's own CancelledError marks the saga failed; run returns, raising nothing."""
+    trail = Trail()
+    saga = Saga(
+        "t.stray_undo",
+        [
+            SagaStep("reserve", trail.action("reserve"), _stray_cancel),
+            SagaStep("charge", trail.action("charge", fail=ValueError("declined"))),
+        ],
+    )
+
+    outcome = await orchestrator(db, saga).run(saga, {})
+
+    assert outcome.status is SagaStatus.FAILED
+    assert outcome.error is not None
+    assert "compensation of reserve" in outcome.error

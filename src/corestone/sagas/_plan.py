@@ -23,13 +23,13 @@ def unrecorded(saga: Saga, results: Mapping[str, Any]) -> list[SagaStep]:
 
 
 def suspects(saga: Saga, results: Mapping[str, Any]) -> list[str]:
-    """The steps a dead (or cancelled) run may have cut off after their effect: keys, in order.
+    """For a row logged before the log named its steps in flight: what may have been cut off.
 
-    Every external step without a record. Under the definition that ran, only the first
-    of them can have been in flight; but a deploy may have added or moved steps since,
-    and the log does not say which step was running, so none is ruled out (compensations
-    must succeed when there is nothing to undo). A transactional step never is one: its
-    work rolled back with its record.
+    Every external step without a record, in order. Under the definition that ran, only
+    the first of them can have been in flight; but a deploy may have added or moved
+    steps since, and such a row does not say which step was running, so none is ruled
+    out (compensations must succeed when there is nothing to undo). A transactional step
+    never is one: its work rolled back with its record. Rows with ``in_flight`` use that.
     """
     return [step.key for step in unrecorded(saga, results) if not step.transactional]
 

@@ -14,7 +14,7 @@ lease can never record over the new owner (its transactional step rolls back). A
 whose outcome is unknown (:class:`~corestone.errors.CommitUnknownError`) stops the run
 as a lost lease does, never retried and never compensated on a guess. ``attempts``
 counts executions; past ``max_attempts`` (a saga that kills its process every time)
-recovery compensates instead, the steps that may have been cut off included, or marks a
+recovery compensates instead, the step the log names in flight included, or marks a
 compensation ``failed``.
 """
 
@@ -24,10 +24,13 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
+from corestone.clock import Clock, monotonic
 from corestone.db.database import Database
+from corestone.db.models import utc_now
 from corestone.db.transactions import current_transaction
 from corestone.errors import (
     CommitUnknownError,
@@ -53,6 +56,9 @@ class SagaOrchestrator:
     One per process (it names itself as the lease owner). Sagas run in the caller's task;
     :meth:`recover` resumes those another process left behind, and
     :class:`~corestone.sagas.recovery.SagaRecoveryWorker` calls it periodically.
+
+    Time comes only from the clocks given: ``clock`` (monotonic seconds) bounds every
+    step's retries, ``wall_clock`` (aware UTC datetimes) stamps the log and its leases.
     """
 
     def __init__(
@@ -64,6 +70,8 @@ class SagaOrchestrator:
         lease_seconds: float = 30.0,
         max_attempts: int = 5,
         owner: str | None = None,
+        clock: Clock = monotonic,
+        wall_clock: Callable[[], datetime] = utc_now,
     ) -> None:
         if lease_seconds <= 0 or max_attempts < 1:
             raise ValueError("lease_seconds must be positive and max_attempts at least 1")
@@ -72,7 +80,7 @@ class SagaOrchestrator:
         self.owner = owner or f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
-        self._store = SagaStore(lease_seconds)
+        self._store = SagaStore(lease_seconds, now=wall_clock)
         m = metrics if metrics is not None else Metrics()
         self._finished = m.counter(
             "saga_finished_total",
@@ -88,6 +96,7 @@ class SagaOrchestrator:
             self._store,
             self.owner,
             m.counter("saga_step_retries_total", "Step attempts retried.", ["type", "step"]),
+            clock,
         )
         self._driver = SagaDriver(database, self._store, steps, self.owner, max_attempts)
 
@@ -123,7 +132,7 @@ class SagaOrchestrator:
             raise
         self._started.labels(type=definition.name).inc()
         log.info("saga started", saga_id=state.id, saga_type=definition.name)
-        return await self._execute(definition, state)
+        return await self._execute(definition, state, strays_fail=True)
 
     async def get(self, saga_id: str) -> SagaState | None:
         """The saga's row as it is now, or None."""
@@ -167,7 +176,8 @@ class SagaOrchestrator:
                 attempts=state.attempts,
             )
         results = await asyncio.gather(
-            *(self._execute(self._definition(s.type), s) for s in claimed), return_exceptions=True
+            *(self._execute(self._definition(s.type), s, strays_fail=False) for s in claimed),
+            return_exceptions=True,
         )
         outcomes: list[SagaOutcome] = []
         for state, result in zip(claimed, results, strict=True):
@@ -199,7 +209,7 @@ class SagaOrchestrator:
         if state is None:  # another operator got there first
             raise NotFoundError(f"no failed saga {saga_id}")
         log.warning("retrying saga compensation", saga_id=saga_id, step=state.current_step)
-        return await self._execute(self._definition(state.type), state)
+        return await self._execute(self._definition(state.type), state, strays_fail=True)
 
     def _definition(self, name: str) -> Saga:
         saga = self.registry.get(name)
@@ -207,11 +217,11 @@ class SagaOrchestrator:
             raise ValueError(f"saga {name!r} is not registered with this orchestrator")
         return saga
 
-    async def _execute(self, saga: Saga, state: SagaState) -> SagaOutcome:
+    async def _execute(self, saga: Saga, state: SagaState, *, strays_fail: bool) -> SagaOutcome:
         lost = asyncio.Event()
         heartbeat = asyncio.create_task(self._heartbeat(state.id, lost))
         try:
-            outcome = await self._driver.drive(saga, state, lost)
+            outcome = await self._driver.drive(saga, state, lost, strays_fail=strays_fail)
         except asyncio.CancelledError:
             # The steps' transactions have rolled back by now; hand the saga to recovery
             # at once instead of after the lease (a shutdown, a client that went away).

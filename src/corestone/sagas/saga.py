@@ -15,7 +15,8 @@ and its record, a lease taken over by recovery):
 - a compensation is idempotent too, with a key of its own
   (``"{saga_id}:{step_key}:compensate"``), and must succeed when there is nothing left
   to undo: it also runs for a step that was interrupted, whose result is unknown
-  (``ctx.result`` is None; ``ctx.action_key`` finds what the action did);
+  (``ctx.recorded`` is False, ``ctx.result`` None; ``ctx.action_key`` finds what the
+  action did);
 - a ``transactional`` step does its database work on ``ctx.session``: the orchestrator
   records the step's completion in that same transaction, so the work and the record
   commit together and the step takes effect exactly once;
@@ -93,6 +94,8 @@ class StepContext:
     tx: Transaction | None = None
     result: Any = None
     """In a compensation: this step's own result (None if its action failed or was cut off)."""
+    recorded: bool = False
+    """In a compensation: whether the action recorded a result (``result`` may be None)."""
     compensating: bool = False
     """True in a compensation."""
 
@@ -100,7 +103,8 @@ class StepContext:
     def action_key(self) -> str:
         """``"{saga_id}:{step_key}"``: the key the step's action gets, on every run.
 
-        A compensation whose ``result`` is None uses it to find what the action did.
+        A compensation whose step never recorded (``recorded`` False) uses it to find
+        what the action did.
         """
         return f"{self.saga_id}:{self.step_key}"
 

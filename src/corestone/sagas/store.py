@@ -12,8 +12,9 @@ WHERE id IN (SELECT id … WHERE lease expired LIMIT n [FOR UPDATE SKIP LOCKED])
 expired RETURNING …``. On PostgreSQL the inner ``SKIP LOCKED`` lets concurrent claimers
 take disjoint rows without waiting, and the outer condition is re-checked against the
 committed row (READ COMMITTED), so a saga is never claimed twice; SQLite has one writer
-at a time. Lease times are the application's clock (as every timestamp in corestone,
-ADR 0006): keep clocks in sync to well under the lease length.
+at a time. Lease times are the application's wall clock (as every timestamp in corestone,
+ADR 0006), read through the store's injected ``now``: keep clocks in sync to well under
+the lease length.
 
 The table lives on corestone's ``Base.metadata``; an application's migrations create it
 like any of its own tables (taskboard: revision ``0002``).
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -72,8 +73,11 @@ class SagaRecord(Base):
     Steps are recorded by key: ``results`` maps the key of every step whose action
     completed to its result. ``to_compensate`` lists the keys whose compensation is
     still to run, next first (null until the saga starts compensating).
-    ``current_step`` is a counter the fenced writes compare: while ``running``, the
-    number of recorded steps; while ``compensating``, the number of compensations left.
+    ``in_flight`` lists the external steps started without a record yet, in start order:
+    written (fenced) before each external action, cleared by its record, so recovery
+    knows exactly which step a dead process cut off (null: a row logged before the log
+    kept it). ``current_step`` is a counter the fenced writes compare: while ``running``,
+    the number of recorded steps; while ``compensating``, the number of compensations left.
     ``attempts`` counts executions: 1 for the first run, one more per recovery.
     """
 
@@ -93,6 +97,7 @@ class SagaRecord(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     results: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     to_compensate: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    in_flight: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -121,6 +126,8 @@ class SagaState:
     locked_until: datetime | None
     created_at: datetime
     updated_at: datetime
+    in_flight: tuple[str, ...] | None = ()
+    """External steps started and not yet recorded; None for a row logged before revision 0007."""
 
     @classmethod
     def from_row(cls, row: Any) -> SagaState:
@@ -139,6 +146,7 @@ class SagaState:
             locked_until=m["locked_until"],
             created_at=m["created_at"],
             updated_at=m["updated_at"],
+            in_flight=None if m["in_flight"] is None else tuple(m["in_flight"]),
         )
 
 
@@ -160,14 +168,15 @@ def _clip_error(text: str) -> str:
 class SagaStore:
     """Reads and guarded writes of ``corestone_sagas``; every method is one statement."""
 
-    def __init__(self, lease_seconds: float) -> None:
+    def __init__(self, lease_seconds: float, *, now: Callable[[], datetime] = utc_now) -> None:
         self.lease = timedelta(seconds=lease_seconds)
+        self.now = now
 
     async def insert(
         self, session: AsyncSession, *, saga_type: str, payload: Mapping[str, Any], owner: str
     ) -> SagaState:
         """A new ``running`` saga at step 0, leased to ``owner``, on its first attempt."""
-        now = utc_now()
+        now = self.now()
         values: dict[str, Any] = {
             "id": str(uuid.uuid4()),
             "type": saga_type,
@@ -175,6 +184,7 @@ class SagaStore:
             "current_step": 0,
             "payload": dict(payload),
             "results": {},
+            "in_flight": [],
             "attempts": 1,
             "error": None,
             "owner": owner,
@@ -199,15 +209,17 @@ class SagaStore:
         current_step: int,
         results: Mapping[str, Any] | None = None,
         to_compensate: Sequence[str] | None = None,
+        in_flight: Sequence[str] | None = None,
         error: str | None = None,
     ) -> SagaState | None:
         """Move the saga from ``state`` to the given values and renew the lease.
 
-        ``results``, ``to_compensate`` and ``error`` stay as they are when None.
+        ``results``, ``to_compensate``, ``in_flight`` and ``error`` stay as they are
+        when None.
         Returns the new state, or None when the row is no longer ``state`` held by
         ``owner`` (the lease was lost): the caller must then roll back and stop.
         """
-        now = utc_now()
+        now = self.now()
         values: dict[str, Any] = {
             "status": status.value,
             "current_step": current_step,
@@ -218,6 +230,8 @@ class SagaStore:
             values["results"] = dict(results)
         if to_compensate is not None:
             values["to_compensate"] = list(to_compensate)
+        if in_flight is not None:
+            values["in_flight"] = list(in_flight)
         if error is not None:
             values["error"] = _clip_error(error)
         result = await session.execute(
@@ -240,12 +254,13 @@ class SagaStore:
             locked_until=values["locked_until"],
             results=dict(results) if results is not None else state.results,
             to_compensate=state.to_compensate if to_compensate is None else tuple(to_compensate),
+            in_flight=state.in_flight if in_flight is None else tuple(in_flight),
             error=values.get("error", state.error),
         )
 
     async def renew(self, session: AsyncSession, saga_id: str, owner: str) -> bool:
         """Extend ``owner``'s lease; False if another process holds the saga now."""
-        now = utc_now()
+        now = self.now()
         result = await session.execute(
             update(_T)
             .where(_T.c.id == saga_id, _T.c.owner == owner, _T.c.status.in_(_ACTIVE))
@@ -258,14 +273,14 @@ class SagaStore:
         await session.execute(
             update(_T)
             .where(_T.c.id == saga_id, _T.c.owner == owner, _T.c.status.in_(_ACTIVE))
-            .values(locked_until=utc_now())
+            .values(locked_until=self.now())
         )
 
     async def reopen_failed(
         self, session: AsyncSession, saga_id: str, owner: str
     ) -> SagaState | None:
         """Put a ``failed`` saga back to ``compensating`` under ``owner``, attempts reset."""
-        now = utc_now()
+        now = self.now()
         row = (
             await session.execute(
                 update(_T)
@@ -292,7 +307,7 @@ class SagaStore:
         postgresql: bool,
     ) -> list[SagaState]:
         """Take over up to ``limit`` active sagas whose lease has expired, atomically."""
-        now = utc_now()
+        now = self.now()
         expired = or_(_T.c.locked_until.is_(None), _T.c.locked_until < now)
         candidates = (
             select(_T.c.id)
