@@ -87,7 +87,7 @@ class Remote:
     async def _guarded(self, op: str, fn: Callable[[], Awaitable[T]]) -> T | Unavailable:
         breaker = self.breaker
         try:
-            breaker.permit()
+            permit = breaker.permit()
         except CircuitOpenError:
             self._stats.l2_skipped += 1
             return UNAVAILABLE
@@ -99,15 +99,15 @@ class Remote:
         except Exception as error:  # noqa: BLE001 - L2 trouble never reaches the caller
             elapsed = clock() - started
             unavailable = redis_unavailable(error)
-            breaker.record_outcome(elapsed, failed=unavailable)
+            breaker.record_outcome(permit, elapsed, failed=unavailable)
             self._stats.l2_errors += 1
             self._log_failure(op, error, unavailable)
             return UNAVAILABLE
         except BaseException:
-            breaker.release()
+            breaker.release(permit)
             raise
         elapsed = clock() - started
-        breaker.record_outcome(elapsed)
+        breaker.record_outcome(permit, elapsed)
         if self._observe is not None:
             self._observe(op, elapsed)
         return result

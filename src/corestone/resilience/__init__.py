@@ -5,7 +5,7 @@ or compose everything with :class:`Pipeline`. See docs/resilience.md.
 """
 
 from corestone.errors import BulkheadFullError, CircuitOpenError
-from corestone.resilience.breaker import CircuitBreaker, CircuitOpen
+from corestone.resilience.breaker import CircuitBreaker
 from corestone.resilience.bulkhead import Bulkhead
 from corestone.resilience.config import BreakerConfig, WindowType
 from corestone.resilience.events import (
@@ -34,7 +34,6 @@ __all__ = [
     "BulkheadFullError",
     "CallEvent",
     "CircuitBreaker",
-    "CircuitOpen",
     "CircuitOpenError",
     "DEFAULTS_KEY",
     "EventKind",
