@@ -17,7 +17,7 @@ from corestone.resilience.events import (
     StateChange,
 )
 from corestone.resilience.fleet import Fleet
-from corestone.resilience.guard import Guard
+from corestone.resilience.guard import Guard, Permits
 from corestone.resilience.integrations import guard_engine, guard_redis
 from corestone.resilience.pipeline import Pipeline
 from corestone.resilience.registry import DEFAULTS_KEY, BreakerRegistry
@@ -40,6 +40,7 @@ __all__ = [
     "Fleet",
     "Guard",
     "Listener",
+    "Permits",
     "Pipeline",
     "Retry",
     "State",
