@@ -71,6 +71,9 @@ class CircuitBreaker:
         self._machine = Machine(name, self.config, self._on_change)
         self._slow = self.config.slow_call_seconds
         self._record_result = self.config.record_result
+        # A call shorter than this is a plain success: neither slow nor a result to judge
+        # (-inf when results are judged, so one comparison on the hot path decides both).
+        self._fast_below = self._slow if self._record_result is None else float("-inf")
         self._listeners: list[Listener] = []
         self._call_listeners: list[Listener] = []
         # True when every call must take the general path (state not CLOSED, call events).
@@ -178,7 +181,7 @@ class CircuitBreaker:
             coroutine = cast("Coroutine[Any, Any, Any]", result)
             return cast("T", self._finish(generation, coroutine, start))
         end = clock()
-        if end - start < self._slow and self._record_result is None:
+        if end - start < self._fast_below:
             if end < machine.fold_at:
                 machine.inbox.append(SUCCESS)
             else:
@@ -200,7 +203,7 @@ class CircuitBreaker:
             self._record_error(generation, error, start)
             raise
         end = clock()
-        if end - start < self._slow and self._record_result is None:
+        if end - start < self._fast_below:
             if end < machine.fold_at:
                 machine.inbox.append(SUCCESS)
             else:
@@ -223,7 +226,7 @@ class CircuitBreaker:
         The wrapper is the hot path of :meth:`call` / :meth:`acall` written out again with
         everything it reads bound in its closure: one frame per call, no lookups.
         """
-        machine, clock, slow, judge = self._machine, self.clock, self._slow, self._record_result
+        machine, clock, fast_below = self._machine, self.clock, self._fast_below
         append, record = machine.inbox.append, machine.record
         rejected, record_error, record_value = (
             self._rejected,
@@ -247,7 +250,7 @@ class CircuitBreaker:
                     record_error(generation, error, start)
                     raise
                 end = clock()
-                if end - start < slow and judge is None:
+                if end - start < fast_below:
                     if end < machine.fold_at:
                         append(SUCCESS)
                     else:
@@ -275,7 +278,7 @@ class CircuitBreaker:
             if result.__class__ is CoroutineType:
                 return self._finish(generation, result, start)
             end = clock()
-            if end - start < slow and judge is None:
+            if end - start < fast_below:
                 if end < machine.fold_at:
                     append(SUCCESS)
                 else:

@@ -36,7 +36,7 @@ import orjson
 
 from corestone.clock import Clock, monotonic
 from corestone.observability.logging import get_logger
-from corestone.resilience import _fleet_wire as wire
+from corestone.resilience._fleet_wire import PUBLISH, TRIAL, Change, open_for, parse, remote_opens
 from corestone.resilience.breaker import CircuitBreaker
 from corestone.resilience.events import BreakerEvent, State, StateChange
 from corestone.resilience.registry import BreakerRegistry
@@ -129,8 +129,8 @@ class Fleet:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._wake = asyncio.Event()
-        self._publish = self._client.register_script(wire.PUBLISH)
-        self._trial = self._client.register_script(wire.TRIAL)
+        self._publish = self._client.register_script(PUBLISH)
+        self._trial = self._client.register_script(TRIAL)
         self._spawn(self._publish_forever(), "breaker-fleet-publish")
         self._spawn(self._listen_forever(), "breaker-fleet-listen")
         self.registry.on_create(self._attach)  # the listener catches up on these
@@ -283,20 +283,20 @@ class Fleet:
         for reply in replies[:-1]:
             if reply is None:
                 continue
-            change = None if isinstance(reply, BaseException) else wire.parse(reply)
+            change = None if isinstance(reply, BaseException) else parse(reply)
             if change is None:
                 self._drop("key", reply)
                 continue
             self._consider(change, "key", (now_ms - change.at_ms) / 1000)
 
     def _receive(self, data: object, source: Source, elapsed: float) -> None:
-        change = wire.parse(data)
+        change = parse(data)
         if change is None:
             self._drop(source, data)
         else:
             self._consider(change, source, elapsed)
 
-    def _consider(self, change: wire.Change, source: Source, elapsed: float) -> None:
+    def _consider(self, change: Change, source: Source, elapsed: float) -> None:
         """Apply ``change`` if it is newer than what this process knows; never raises."""
         name = change.name
         try:
@@ -310,16 +310,16 @@ class Fleet:
             log.exception("breaker fleet: could not apply a change", breaker=name)
             self._drop(source, None)
 
-    def _apply(self, breaker: CircuitBreaker, change: wire.Change, elapsed: float) -> None:
+    def _apply(self, breaker: CircuitBreaker, change: Change, elapsed: float) -> None:
         machine, now = breaker.machine, breaker.clock()
         local = machine.state
         reason = f"{change.state} by {change.origin}"
         if change.state == State.OPEN.value:
             self._episodes[breaker.name] = str(change.version)
-            seconds = wire.open_for(change, breaker.config, elapsed)
+            seconds = open_for(change, breaker.config, elapsed)
             if seconds <= 0 or local not in (State.CLOSED, State.HALF_OPEN):
                 return
-            opens = wire.remote_opens(change, breaker.config)
+            opens = remote_opens(change, breaker.config)
             machine.transition(
                 State.OPEN, now, reason, open_for=seconds, consecutive_opens=opens, remote=True
             )
