@@ -193,7 +193,7 @@ class CircuitBreaker:
     async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Await ``fn(*args, **kwargs)`` through the breaker."""
         if self._general:
-            return await self._acall_general(fn, args, kwargs)
+            return await self._acall_general(self.permit(), fn, args, kwargs)
         machine, clock = self._machine, self.clock
         start = clock()
         generation = machine.generation
@@ -234,14 +234,14 @@ class CircuitBreaker:
             self._record_value,
         )
         if inspect.iscoroutinefunction(fn):
-            general_async = self._acall_general
+            general_async, permit = self._acall_general, self.permit
 
             @functools.wraps(fn)
             async def guarded_async(*args: P.args, **kwargs: P.kwargs) -> Any:
                 if self._general:
                     if machine.state is _OPEN and clock() < machine.open_until:
                         rejected()  # the common rejection, without a frame more
-                    return await general_async(fn, args, kwargs)
+                    return await general_async(permit(), fn, args, kwargs)
                 start = clock()
                 generation = machine.generation
                 try:
@@ -425,9 +425,14 @@ class CircuitBreaker:
         self._record_value(permit, result, start, self.clock())
         return result
 
-    async def _acall_general(self, fn: Callable[..., Awaitable[T]], args: Any, kwargs: Any) -> T:
-        """Take a permit (and pass the trial gate), call, record under that permit."""
-        permit = self.permit()
+    async def _acall_general(
+        self, permit: int, fn: Callable[..., Awaitable[T]], args: Any, kwargs: Any
+    ) -> T:
+        """Pass the trial gate, call, and record the outcome under ``permit``.
+
+        The caller takes the permit before this coroutine exists, so a refusal costs no
+        frame (rejecting is what an open breaker does all day).
+        """
         gate = self.trial_gate
         if gate is not None and self._machine.is_trial(permit):
             await self._pass_gate(permit, gate)
