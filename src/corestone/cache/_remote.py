@@ -108,7 +108,7 @@ class Remote:
         error that is not unavailability instead of reporting it as UNAVAILABLE."""
         breaker = self.breaker
         try:
-            breaker.permit()
+            permit = breaker.permit()
         except CircuitOpenError:
             self._stats.l2_skipped += 1
             return UNAVAILABLE
@@ -120,17 +120,17 @@ class Remote:
         except Exception as error:
             elapsed = clock() - started
             unavailable = redis_unavailable(error)
-            breaker.record_outcome(elapsed, failed=unavailable)
+            breaker.record_outcome(permit, elapsed, failed=unavailable)
             self._stats.l2_errors += 1
             if refused and not unavailable:
                 raise _RefusedError(repr(error)) from error
             self._log_failure(op, error, unavailable)
             return UNAVAILABLE
         except BaseException:
-            breaker.release()
+            breaker.release(permit)
             raise
         elapsed = clock() - started
-        breaker.record_outcome(elapsed)
+        breaker.record_outcome(permit, elapsed)
         if self._observe is not None:
             self._observe(op, elapsed)
         return result

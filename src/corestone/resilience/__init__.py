@@ -5,7 +5,7 @@ or compose everything with :class:`Pipeline`. See docs/resilience.md.
 """
 
 from corestone.errors import BulkheadFullError, CircuitOpenError
-from corestone.resilience.breaker import CircuitBreaker, CircuitOpen
+from corestone.resilience.breaker import CircuitBreaker
 from corestone.resilience.bulkhead import Bulkhead
 from corestone.resilience.config import BreakerConfig, WindowType
 from corestone.resilience.events import (
@@ -17,7 +17,7 @@ from corestone.resilience.events import (
     StateChange,
 )
 from corestone.resilience.fleet import Fleet
-from corestone.resilience.guard import Guard
+from corestone.resilience.guard import Guard, Permits
 from corestone.resilience.integrations import guard_engine, guard_redis
 from corestone.resilience.pipeline import Pipeline
 from corestone.resilience.registry import DEFAULTS_KEY, BreakerRegistry
@@ -35,12 +35,12 @@ __all__ = [
     "BulkheadFullError",
     "CallEvent",
     "CircuitBreaker",
-    "CircuitOpen",
     "CircuitOpenError",
     "EventKind",
     "Fleet",
     "Guard",
     "Listener",
+    "Permits",
     "Pipeline",
     "Retry",
     "State",

@@ -4,6 +4,13 @@ Every method takes ``now`` from the breaker's injectable clock. One lock guards 
 window and the state; it is held only for bookkeeping, never around the call itself, so
 threads calling through one breaker run in parallel.
 
+Permits and generations. Every transition starts a new state episode and bumps
+``generation``; a permit is the generation it was granted in. An outcome counts in the
+window, or as a trial, and a trial permit can be given back, only under a permit of the
+current episode. Calls that outlive their episode (a call started in CLOSED that ends,
+or is cancelled, after the breaker went half-open) are counted in the totals and change
+nothing else, so half-open never admits more than its trials and no stale call decides.
+
 The success inbox. A successful, fast call in CLOSED state cannot raise a failure or
 slow-call rate, so it need not be judged at once: the breaker appends it to ``inbox``
 (a list; ``append`` is atomic under the GIL) without taking the lock, as long as the
@@ -25,9 +32,10 @@ from corestone.resilience.config import BreakerConfig
 from corestone.resilience.events import State, StateChange
 from corestone.resilience.window import FAILURE, SLOW, CountWindow, TimeWindow
 
-__all__ = ["Counters", "Machine"]
+__all__ = ["REFUSED", "Counters", "Machine"]
 
-_RECORDING = (State.CLOSED, State.METRICS_ONLY)
+REFUSED = -1
+"""What :meth:`Machine.acquire` returns when a call may not go ahead (never a generation)."""
 
 
 @dataclass(slots=True)
@@ -75,8 +83,12 @@ class Machine:
 
     # -- permission ---------------------------------------------------------------------
 
-    def acquire(self, now: float) -> bool:
-        """May a call go ahead now? In HALF_OPEN, True takes one trial permit."""
+    def acquire(self, now: float) -> int:
+        """A permit for one call now, or ``REFUSED``. In HALF_OPEN it takes a trial permit.
+
+        A permit is the generation of the state it was granted in: the outcome of a call
+        counts, and its trial permit can be given back, only while that state lasts.
+        """
         change = None
         with self.lock:
             state = self.state
@@ -86,29 +98,57 @@ class Machine:
             if state is State.HALF_OPEN:
                 if self._trials_left > 0:
                     self._trials_left -= 1
-                    allowed = True
+                    permit = self.generation
                 else:
-                    wait = self.config.max_wait_in_half_open_seconds
-                    if wait and now - self._half_open_since >= wait:
+                    permit = REFUSED
+                    if self._half_open_expired(now):
                         change = self._open(now, "trials did not finish in time")
-                    allowed = False
+            elif state is State.OPEN or state is State.FORCED_OPEN:
+                permit = REFUSED
             else:
-                allowed = state is not State.OPEN and state is not State.FORCED_OPEN
-            if not allowed:
+                permit = self.generation
+            if permit == REFUSED:
                 self.count_rejection()
         if change is not None:
             self._notify(change)
-        return allowed
+        return permit
 
-    def release(self, *, ignored: bool = True) -> None:
-        """Give back a HALF_OPEN permit: its call was ignored, or (not ``ignored``) refused."""
+    def is_trial(self, permit: int) -> bool:
+        """Whether ``permit`` is a trial permit of the current HALF_OPEN episode."""
+        return permit == self.generation and self.state is State.HALF_OPEN
+
+    def release(self, permit: int) -> None:
+        """Give back ``permit`` for a call that was not made (its trial, if still current)."""
         with self.lock:
-            if ignored:
-                self.counters.ignored += 1
-            else:
-                self.count_rejection()
-            if self.state is State.HALF_OPEN:
+            if permit == self.generation and self.state is State.HALF_OPEN:
                 self._trials_left += 1
+
+    def refuse(self, permit: int) -> None:
+        """Give back ``permit`` and count the call as not permitted (a gate said no)."""
+        self.count_rejection()
+        self.release(permit)
+
+    def record_ignored(self, permit: int) -> None:
+        """A permitted call ended with an ignored outcome: count it, give its permit back."""
+        with self.lock:
+            self.counters.ignored += 1
+            if permit == self.generation and self.state is State.HALF_OPEN:
+                self._trials_left += 1
+
+    def tick(self, now: float) -> None:
+        """Apply the transitions that time alone causes (OPEN -> HALF_OPEN, a stuck trial)."""
+        change = None
+        with self.lock:
+            if self.state is State.OPEN and now >= self.open_until:
+                change = self._to(State.HALF_OPEN, now, "wait in open elapsed")
+            elif self.state is State.HALF_OPEN and self._half_open_expired(now):
+                change = self._open(now, "trials did not finish in time")
+        if change is not None:
+            self._notify(change)
+
+    def _half_open_expired(self, now: float) -> bool:
+        wait = self.config.max_wait_in_half_open_seconds
+        return bool(wait) and now - self._half_open_since >= wait
 
     def not_permitted(self) -> int:
         """Calls rejected so far (exact, though counted without the lock); lock held."""
@@ -124,8 +164,13 @@ class Machine:
 
     # -- results ------------------------------------------------------------------------
 
-    def record(self, outcome: int, now: float) -> None:
-        """Record a permitted call's outcome (``window`` bits: FAILURE, SLOW)."""
+    def record(self, outcome: int, now: float, permit: int) -> None:
+        """Record the outcome of a call made under ``permit`` (``window`` bits: FAILURE, SLOW).
+
+        The call counts in the totals whatever happened meanwhile; it counts in the window
+        or as a trial only if the state it was permitted in still holds. So a call started
+        before the breaker opened can never be taken for a trial, nor close the breaker.
+        """
         change = None
         with self.lock:
             self._fold(now)
@@ -138,14 +183,15 @@ class Machine:
                 counters.slow_successful += 1
             else:
                 counters.slow_failed += 1
-            state = self.state
-            if state is State.CLOSED or state is State.METRICS_ONLY:
-                window = self.window
-                window.record(outcome, now)
-                if (window.failures or window.slow) and window.calls >= self.minimum_calls:
-                    change = self._judge_closed(now)
-            elif state is State.HALF_OPEN:
-                change = self._judge_trial(outcome, now)
+            if permit == self.generation:
+                state = self.state
+                if state is State.CLOSED or state is State.METRICS_ONLY:
+                    window = self.window
+                    window.record(outcome, now)
+                    if (window.failures or window.slow) and window.calls >= self.minimum_calls:
+                        change = self._judge_closed(now)
+                elif state is State.HALF_OPEN:
+                    change = self._judge_trial(outcome, now)
             self._arm(now)
         if change is not None:
             self._notify(change)
@@ -277,7 +323,3 @@ class Machine:
             self.consecutive_opens = 0
         self._notify(change)
         return change
-
-    @property
-    def recording(self) -> bool:
-        return self.state in _RECORDING

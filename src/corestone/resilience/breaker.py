@@ -3,13 +3,15 @@
 One breaker guards one dependency. It works on coroutines and plain callables, as a
 decorator (``@breaker``), by ``breaker.call(fn, ...)`` / ``await breaker.acall(fn, ...)``,
 and as a context manager (``with breaker.guard():`` / ``async with breaker.guard():``).
-A rejected call raises :class:`~corestone.errors.CircuitOpenError` (also exported as
-``CircuitOpen``) with the breaker's name and ``retry_after`` seconds.
+A rejected call raises :class:`~corestone.errors.CircuitOpenError` with the breaker's
+name and ``retry_after`` seconds.
 
 Cost matters because every database statement passes through one: in CLOSED state a call
 takes two clock readings and one short lock to record its outcome, and nothing else (no
-allocation, no event objects unless someone listens to calls). The lock is never held
-around the call, so threads are not serialised. A sync ``call`` on an ``async def``
+allocation, no event objects unless someone listens to calls); it also notes the state
+episode (generation) it started in, so an outcome that arrives after the breaker moved
+on cannot count as a trial (see :mod:`corestone.resilience._machine`). The lock is never
+held around the call, so threads are not serialised. A sync ``call`` on an ``async def``
 returns a coroutine whose outcome is recorded when it is awaited, not when it is made.
 """
 
@@ -21,12 +23,12 @@ import inspect
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar, cast, overload
+from typing import Any, NoReturn, ParamSpec, TypeVar, cast, overload
 
 from corestone.clock import Clock, monotonic
 from corestone.errors import CircuitOpenError
 from corestone.observability.logging import get_logger
-from corestone.resilience._machine import Machine
+from corestone.resilience._machine import REFUSED, Machine
 from corestone.resilience.config import BreakerConfig
 from corestone.resilience.events import (
     BreakerEvent,
@@ -36,15 +38,10 @@ from corestone.resilience.events import (
     State,
     StateChange,
 )
+from corestone.resilience.guard import Guard
 from corestone.resilience.window import FAILURE, SLOW, SUCCESS
 
-__all__ = ["CircuitBreaker", "CircuitOpen"]
-
-if TYPE_CHECKING:
-    from corestone.resilience.guard import Guard
-
-CircuitOpen = CircuitOpenError
-"""The error a rejected call raises (one class: ``corestone.errors.CircuitOpenError``)."""
+__all__ = ["CircuitBreaker"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -74,6 +71,9 @@ class CircuitBreaker:
         self._machine = Machine(name, self.config, self._on_change)
         self._slow = self.config.slow_call_seconds
         self._record_result = self.config.record_result
+        # A call shorter than this is a plain success: neither slow nor a result to judge
+        # (-inf when results are judged, so one comparison on the hot path decides both).
+        self._fast_below = self._slow if self._record_result is None else float("-inf")
         self._listeners: list[Listener] = []
         self._call_listeners: list[Listener] = []
         # True when every call must take the general path (state not CLOSED, call events).
@@ -104,13 +104,7 @@ class CircuitBreaker:
         Called by the automatic-transition timer; callers never need it with lazy
         transitions, since the next call does the same.
         """
-        machine, now = self._machine, self.clock()
-        if machine.state is State.OPEN and now >= machine.open_until:
-            machine.transition(State.HALF_OPEN, now, "wait in open elapsed")
-        elif machine.state is State.HALF_OPEN:
-            wait = self.config.max_wait_in_half_open_seconds
-            if wait and now - machine._half_open_since >= wait:
-                machine.transition(State.OPEN, now, "trials did not finish in time")
+        self._machine.tick(self.clock())
 
     def transition_to(self, state: State, *, reason: str = "by hand") -> None:
         """Move to any state by hand: FORCED_OPEN, DISABLED, METRICS_ONLY, CLOSED, …"""
@@ -174,49 +168,48 @@ class CircuitBreaker:
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Call ``fn`` through the breaker; a coroutine it returns is guarded when awaited."""
         if self._general:
-            self.permit()
-            return self._call_general(fn, args, kwargs)
-        clock = self.clock
+            return self._call_general(self.permit(), fn, args, kwargs)
+        machine, clock = self._machine, self.clock
         start = clock()
+        generation = machine.generation
         try:
             result = fn(*args, **kwargs)
         except BaseException as error:
-            self._record_error(error, start)
+            self._record_error(generation, error, start)
             raise
         if result.__class__ is CoroutineType:
-            return cast("T", self._finish(cast("Coroutine[Any, Any, Any]", result), start))
+            coroutine = cast("Coroutine[Any, Any, Any]", result)
+            return cast("T", self._finish(generation, coroutine, start))
         end = clock()
-        if end - start < self._slow and self._record_result is None:
-            machine = self._machine
+        if end - start < self._fast_below:
             if end < machine.fold_at:
                 machine.inbox.append(SUCCESS)
             else:
-                machine.record(SUCCESS, end)
+                machine.record(SUCCESS, end, generation)
         else:
-            self._record_value(result, start, end)
+            self._record_value(generation, result, start, end)
         return result
 
     async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Await ``fn(*args, **kwargs)`` through the breaker."""
         if self._general:
-            self.permit()
-            return await self._acall_general(fn, args, kwargs)
-        clock = self.clock
+            return await self._acall_general(self.permit(), fn, args, kwargs)
+        machine, clock = self._machine, self.clock
         start = clock()
+        generation = machine.generation
         try:
             result = await fn(*args, **kwargs)
         except BaseException as error:
-            self._record_error(error, start)
+            self._record_error(generation, error, start)
             raise
         end = clock()
-        if end - start < self._slow and self._record_result is None:
-            machine = self._machine
+        if end - start < self._fast_below:
             if end < machine.fold_at:
                 machine.inbox.append(SUCCESS)
             else:
-                machine.record(SUCCESS, end)
+                machine.record(SUCCESS, end, generation)
         else:
-            self._record_value(result, start, end)
+            self._record_value(generation, result, start, end)
         return result
 
     @overload
@@ -233,9 +226,13 @@ class CircuitBreaker:
         The wrapper is the hot path of :meth:`call` / :meth:`acall` written out again with
         everything it reads bound in its closure: one frame per call, no lookups.
         """
-        machine, clock, slow, judge = self._machine, self.clock, self._slow, self._record_result
-        append = machine.inbox.append
-        rejected = self._rejected
+        machine, clock, fast_below = self._machine, self.clock, self._fast_below
+        append, record = machine.inbox.append, machine.record
+        rejected, record_error, record_value = (
+            self._rejected,
+            self._record_error,
+            self._record_value,
+        )
         if inspect.iscoroutinefunction(fn):
             general_async, permit = self._acall_general, self.permit
 
@@ -244,22 +241,22 @@ class CircuitBreaker:
                 if self._general:
                     if machine.state is _OPEN and clock() < machine.open_until:
                         rejected()  # the common rejection, without a frame more
-                    permit()
-                    return await general_async(fn, args, kwargs)
+                    return await general_async(permit(), fn, args, kwargs)
                 start = clock()
+                generation = machine.generation
                 try:
                     result = await fn(*args, **kwargs)
                 except BaseException as error:
-                    self._record_error(error, start)
+                    record_error(generation, error, start)
                     raise
                 end = clock()
-                if end - start < slow and judge is None:
+                if end - start < fast_below:
                     if end < machine.fold_at:
                         append(SUCCESS)
                     else:
-                        machine.record(SUCCESS, end)
+                        record(SUCCESS, end, generation)
                 else:
-                    self._record_value(result, start, end)
+                    record_value(generation, result, start, end)
                 return result
 
             return guarded_async
@@ -270,46 +267,45 @@ class CircuitBreaker:
             if self._general:
                 if machine.state is _OPEN and clock() < machine.open_until:
                     rejected()
-                permit()
-                return general(fn, args, kwargs)
+                return general(permit(), fn, args, kwargs)
             start = clock()
+            generation = machine.generation
             try:
                 result = fn(*args, **kwargs)
             except BaseException as error:
-                self._record_error(error, start)
+                record_error(generation, error, start)
                 raise
             if result.__class__ is CoroutineType:
-                return self._finish(result, start)
+                return self._finish(generation, result, start)
             end = clock()
-            if end - start < slow and judge is None:
+            if end - start < fast_below:
                 if end < machine.fold_at:
                     append(SUCCESS)
                 else:
-                    machine.record(SUCCESS, end)
+                    record(SUCCESS, end, generation)
             else:
-                self._record_value(result, start, end)
+                record_value(generation, result, start, end)
             return result
 
         return guarded
 
-    def guard(self) -> Guard:
+    def guard(self) -> Guard[CircuitBreaker]:
         """A context manager (sync or async) whose block is one call through the breaker."""
-        from corestone.resilience.guard import Guard
-
         return Guard(self)
 
-    # -- the general path: permission, manual states, call events -------------------------
+    # -- permits: for adapters that cannot wrap a call (and for Guard) ---------------------
 
-    def permit(self) -> None:
-        """Take permission for one call or raise CircuitOpenError (a trial in HALF_OPEN).
+    def permit(self) -> int:
+        """Take permission for one call, or raise CircuitOpenError (a trial in HALF_OPEN).
 
-        The caller must then report the outcome with :meth:`record_outcome` (or
-        :meth:`release` when the call was abandoned). For adapters that cannot wrap a call.
+        Returns the permit: pass it to :meth:`record_outcome` or :meth:`record_error` when
+        the call ends, or to :meth:`release` if it was not made. A permit belongs to the
+        state it was granted in, so a call that outlives that state changes nothing.
         """
         machine = self._machine
         state = machine.state
         if state is _CLOSED:
-            return
+            return machine.generation
         now = self.clock()
         # OPEN before its time and FORCED_OPEN reject without the lock: it is the one
         # thing an open breaker does all day.
@@ -318,8 +314,85 @@ class CircuitBreaker:
             if self._call_listeners:
                 self._emit_rejection()
             raise _circuit_open(self.name, machine.open_until - now if state is _OPEN else 0.0)
-        if not machine.acquire(now):
+        permit = machine.acquire(now)
+        if permit == REFUSED:
             self._reject(now)
+        return permit
+
+    async def apermit(self) -> int:
+        """:meth:`permit`, then in HALF_OPEN the fleet-wide trial gate when one is attached.
+
+        A caller cancelled while it waits at the gate gives its trial permit back, so a
+        cancelled caller can never leave the breaker half-open with no trial to run.
+        """
+        permit = self.permit()
+        if self.trial_gate is not None and self._machine.is_trial(permit):
+            await self._pass_gate(permit, self.trial_gate)
+        return permit
+
+    async def _pass_gate(
+        self, permit: int, gate: Callable[[CircuitBreaker], Awaitable[bool]]
+    ) -> None:
+        try:
+            allowed = await gate(self)
+        except BaseException:
+            self._machine.release(permit)
+            raise
+        if not allowed:
+            self._machine.refuse(permit)
+            self._reject(self.clock())
+
+    def record_outcome(self, permit: int, seconds: float, *, failed: bool = False) -> None:
+        """Record the call made under ``permit``, which took ``seconds``.
+
+        ``failed`` is the adapter's own verdict; the breaker's exception lists are not
+        consulted (the adapter knows its driver's errors better).
+        """
+        end = self.clock()
+        outcome = FAILURE if failed else SUCCESS
+        if seconds >= self._slow:
+            outcome |= SLOW
+        machine = self._machine
+        if (
+            outcome == SUCCESS
+            and end < machine.fold_at
+            and not self._general
+            and permit == machine.generation
+        ):
+            machine.inbox.append(SUCCESS)
+        else:
+            machine.record(outcome, end, permit)
+        if self._call_listeners:
+            kind = EventKind.FAILURE if failed else EventKind.SUCCESS
+            event = CallEvent(self.name, kind, seconds, bool(outcome & SLOW))
+            self._emit(event, self._call_listeners)
+
+    def record_error(self, permit: int, error: BaseException, seconds: float) -> None:
+        """Record the call made under ``permit`` that raised ``error`` after ``seconds``.
+
+        The breaker's own lists decide (:meth:`classify`): a failure, a success (the
+        dependency answered), or ignored, which gives the permit back.
+        """
+        self._record_error(permit, error, self.clock() - seconds)
+
+    def release(self, permit: int) -> None:
+        """Give back ``permit`` for a call that was not made (nothing is counted)."""
+        self._machine.release(permit)
+
+    def record_unpermitted_failure(self) -> None:
+        """Count a failure seen outside any permitted call (a failed connect attempt)."""
+        self._machine.record_unpermitted_failure(self.clock())
+
+    def check_open(self) -> None:
+        """Raise CircuitOpenError while OPEN (or FORCED_OPEN), without taking a permit."""
+        state = self._machine.state
+        if state is State.FORCED_OPEN or (
+            state is State.OPEN and self.clock() < self._machine.open_until
+        ):
+            self._machine.count_rejection()
+            self._reject(self.clock())
+
+    # -- the general path: permission, manual states, call events -------------------------
 
     def _rejected(self) -> NoReturn:
         """Reject a call while OPEN (the caller checked): count it and raise."""
@@ -333,45 +406,52 @@ class CircuitBreaker:
         event = CallEvent(self.name, EventKind.NOT_PERMITTED, 0.0, False)
         self._emit(event, self._call_listeners)
 
-    def _reject(self, now: float) -> None:
+    def _reject(self, now: float) -> NoReturn:
         if self._call_listeners:
             self._emit_rejection()
         raise _circuit_open(self.name, self._machine.retry_after(now))
 
-    def _call_general(self, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
-        """After :meth:`permit`: call, and record the outcome whatever the state."""
+    def _call_general(self, permit: int, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
+        """After :meth:`permit`: call, and record the outcome under ``permit``."""
         start = self.clock()
         try:
             result = fn(*args, **kwargs)
         except BaseException as error:
-            self._record_error(error, start)
+            self._record_error(permit, error, start)
             raise
         if result.__class__ is CoroutineType:
-            return cast("T", self._finish(cast("Coroutine[Any, Any, Any]", result), start))
-        self._record_value(result, start, self.clock())
+            coroutine = cast("Coroutine[Any, Any, Any]", result)
+            return cast("T", self._finish(permit, coroutine, start))
+        self._record_value(permit, result, start, self.clock())
         return result
 
-    async def _acall_general(self, fn: Callable[..., Awaitable[T]], args: Any, kwargs: Any) -> T:
+    async def _acall_general(
+        self, permit: int, fn: Callable[..., Awaitable[T]], args: Any, kwargs: Any
+    ) -> T:
+        """Pass the trial gate, call, and record the outcome under ``permit``.
+
+        The caller takes the permit before this coroutine exists, so a refusal costs no
+        frame (rejecting is what an open breaker does all day).
+        """
         gate = self.trial_gate
-        if gate is not None and self.state is State.HALF_OPEN and not await gate(self):
-            self._machine.release(ignored=False)
-            self._reject(self.clock())
+        if gate is not None and self._machine.is_trial(permit):
+            await self._pass_gate(permit, gate)
         start = self.clock()
         try:
             result = await fn(*args, **kwargs)
         except BaseException as error:
-            self._record_error(error, start)
+            self._record_error(permit, error, start)
             raise
-        self._record_value(result, start, self.clock())
+        self._record_value(permit, result, start, self.clock())
         return result
 
-    async def _finish(self, coroutine: Coroutine[Any, Any, T], start: float) -> T:
+    async def _finish(self, permit: int, coroutine: Coroutine[Any, Any, T], start: float) -> T:
         try:
             result = await coroutine
         except BaseException as error:
-            self._record_error(error, start)
+            self._record_error(permit, error, start)
             raise
-        self._record_value(result, start, self.clock())
+        self._record_value(permit, result, start, self.clock())
         return result
 
     # -- recording -----------------------------------------------------------------------
@@ -387,48 +467,11 @@ class CircuitBreaker:
             return FAILURE if config.record_failure(error) else SUCCESS
         return FAILURE if isinstance(error, config.record_exceptions) else SUCCESS
 
-    def record_outcome(self, seconds: float, *, failed: bool = False) -> None:
-        """Record a call made under :meth:`permit` that took ``seconds``.
-
-        ``failed`` is the adapter's own verdict; the breaker's exception lists are not
-        consulted (the adapter knows its driver's errors better).
-        """
-        end = self.clock()
-        outcome = FAILURE if failed else SUCCESS
-        if seconds >= self._slow:
-            outcome |= SLOW
-        machine = self._machine
-        if outcome == SUCCESS and end < machine.fold_at and not self._general:
-            machine.inbox.append(SUCCESS)
-        else:
-            machine.record(outcome, end)
-        if self._call_listeners:
-            kind = EventKind.FAILURE if failed else EventKind.SUCCESS
-            event = CallEvent(self.name, kind, seconds, bool(outcome & SLOW))
-            self._emit(event, self._call_listeners)
-
-    def record_unpermitted_failure(self) -> None:
-        """Count a failure seen outside any permitted call (a failed connect attempt)."""
-        self._machine.record_unpermitted_failure(self.clock())
-
-    def check_open(self) -> None:
-        """Raise CircuitOpenError while OPEN (or FORCED_OPEN), without taking a permit."""
-        state = self._machine.state
-        if state is State.FORCED_OPEN or (
-            state is State.OPEN and self.clock() < self._machine.open_until
-        ):
-            self._machine.count_rejection()
-            self._reject(self.clock())
-
-    def release(self) -> None:
-        """Give back a permit taken by :meth:`permit` for a call that was not made."""
-        self._machine.release()
-
-    def _record_error(self, error: BaseException, start: float) -> None:
+    def _record_error(self, permit: int, error: BaseException, start: float) -> None:
         end = self.clock()
         outcome = self.classify(error)
         if outcome == _IGNORED:
-            self._machine.release()
+            self._machine.record_ignored(permit)
             if self._call_listeners:
                 self._emit(
                     CallEvent(self.name, EventKind.IGNORED, end - start, False, error),
@@ -437,19 +480,19 @@ class CircuitBreaker:
             return
         if end - start >= self._slow:
             outcome |= SLOW
-        self._machine.record(outcome, end)
+        self._machine.record(outcome, end, permit)
         if self._call_listeners:
             kind = EventKind.FAILURE if outcome & FAILURE else EventKind.SUCCESS
             event = CallEvent(self.name, kind, end - start, bool(outcome & SLOW), error)
             self._emit(event, self._call_listeners)
 
-    def _record_value(self, result: object, start: float, end: float) -> None:
+    def _record_value(self, permit: int, result: object, start: float, end: float) -> None:
         outcome = SUCCESS
         if self._record_result is not None and self._record_result(result):
             outcome = FAILURE
         if end - start >= self._slow:
             outcome |= SLOW
-        self._machine.record(outcome, end)
+        self._machine.record(outcome, end, permit)
         if self._call_listeners:
             kind = EventKind.FAILURE if outcome & FAILURE else EventKind.SUCCESS
             event = CallEvent(self.name, kind, end - start, bool(outcome & SLOW))

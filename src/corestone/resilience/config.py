@@ -8,6 +8,7 @@ plain JSON-like data (settings), naming the field in the error when a value is w
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -17,6 +18,19 @@ from corestone.errors import InvalidInputError
 __all__ = ["BreakerConfig", "WindowType"]
 
 WindowType = Literal["count", "time"]
+
+_MAX_OPENS = 1_000_000
+"""The bound on a remote open count when ``wait_backoff`` decides the wait."""
+
+_FINITE = (
+    "failure_rate_threshold",
+    "slow_call_rate_threshold",
+    "slow_call_seconds",
+    "max_wait_in_half_open_seconds",
+    "wait_in_open_seconds",
+    "wait_multiplier",
+    "max_wait_in_open_seconds",
+)
 
 _MAPPABLE = {
     "window_type": str,
@@ -46,7 +60,8 @@ class BreakerConfig:
       whether it succeeds or fails.
     * ``wait_in_open_seconds``: how long OPEN rejects calls; each consecutive re-open
       multiplies it by ``wait_multiplier`` up to ``max_wait_in_open_seconds``, or
-      ``wait_backoff(consecutive_opens)`` decides when given.
+      ``wait_backoff(consecutive_opens)`` decides when given (it must accept any count
+      from 1 up, and return finite seconds).
     * ``automatic_transition``: move OPEN to HALF_OPEN on a timer; otherwise (default) on
       the first call after the wait, which costs nothing while nobody calls.
     * ``permitted_calls_in_half_open``: trial calls allowed in HALF_OPEN; their rates decide
@@ -77,6 +92,8 @@ class BreakerConfig:
     record_result: Callable[[Any], bool] | None = field(default=None)
 
     def __post_init__(self) -> None:
+        for name in _FINITE:
+            _check(math.isfinite(getattr(self, name)), name, "a finite number")
         _check(self.window_type in ("count", "time"), "window_type", "one of count, time")
         _check(1 <= self.window_size <= 100_000, "window_size", "between 1 and 100000")
         _check(self.minimum_calls >= 1, "minimum_calls", "at least 1")
@@ -100,12 +117,35 @@ class BreakerConfig:
             return min(self.minimum_calls, self.window_size)
         return self.minimum_calls
 
+    @property
+    def growing_opens(self) -> int:
+        """The open count past which the built-in backoff no longer grows (at least 1).
+
+        A remote peer's open count is clamped to it (fleet mode); with ``wait_backoff`` the
+        function may grow for ever, so the bound is a generous constant.
+        """
+        if self.wait_backoff is not None:
+            return _MAX_OPENS
+        return 1 + self._capped_exponent()
+
     def wait_in_open(self, consecutive_opens: int) -> float:
-        """Seconds to stay OPEN after the ``consecutive_opens``-th open in a row (from 1)."""
+        """Seconds to stay OPEN after the ``consecutive_opens``-th open in a row (from 1).
+
+        The exponent is capped *before* exponentiating, so no count, however long the
+        outage, can overflow a float: the wait simply stays at ``max_wait_in_open_seconds``.
+        """
         if self.wait_backoff is not None:
             return float(self.wait_backoff(consecutive_opens))
-        grown = self.wait_in_open_seconds * self.wait_multiplier ** max(consecutive_opens - 1, 0)
+        exponent = min(max(consecutive_opens - 1, 0), self._capped_exponent())
+        grown = self.wait_in_open_seconds * self.wait_multiplier**exponent
         return min(grown, self.max_wait_in_open_seconds)
+
+    def _capped_exponent(self) -> int:
+        """The smallest exponent at which ``wait * multiplier ** exponent`` reaches the cap."""
+        if self.wait_multiplier <= 1.0:
+            return 0
+        ratio = self.max_wait_in_open_seconds / self.wait_in_open_seconds
+        return max(math.ceil(math.log(ratio) / math.log(self.wait_multiplier)), 0)
 
     def replace(self, **changes: Any) -> BreakerConfig:
         """A copy with ``changes`` applied (and validated)."""

@@ -68,15 +68,14 @@ def guard_engine(engine: AsyncEngine, breaker: CircuitBreaker) -> None:
     @event.listens_for(sync_engine, "before_cursor_execute")
     def _before(conn: Connection, cursor: Any, statement: str, params: Any, context: Any,
                 executemany: bool) -> None:  # fmt: skip
-        breaker.permit()
-        conn.info[_START] = clock()
+        conn.info[_START] = (breaker.permit(), clock())
 
     @event.listens_for(sync_engine, "after_cursor_execute")
     def _after(conn: Connection, cursor: Any, statement: str, params: Any, context: Any,
                executemany: bool) -> None:  # fmt: skip
         started = conn.info.pop(_START, None)
         if started is not None:
-            breaker.record_outcome(clock() - started)
+            breaker.record_outcome(started[0], clock() - started[1])
 
     @event.listens_for(sync_engine, "handle_error")
     def _error(context: ExceptionContext) -> None:
@@ -93,7 +92,7 @@ def guard_engine(engine: AsyncEngine, breaker: CircuitBreaker) -> None:
         failed = context.is_disconnect or database_unavailable(
             context.sqlalchemy_exception or context.original_exception
         )
-        breaker.record_outcome(clock() - started, failed=failed)
+        breaker.record_outcome(started[0], clock() - started[1], failed=failed)
 
     @event.listens_for(sync_engine, "do_connect")
     def _connect(dialect: Any, conn_rec: Any, cargs: Any, cparams: Any) -> Any:
@@ -129,19 +128,18 @@ def guard_redis(client: Any, breaker: CircuitBreaker) -> Any:
 
     @functools.wraps(original)
     async def execute_command(*args: Any, **options: Any) -> Any:
-        breaker.permit()
+        permit = breaker.permit()
         started = clock()
         try:
             result = await original(*args, **options)
         except BaseException as error:
             if not isinstance(error, Exception):
-                breaker.release()
-            elif redis_unavailable(error):
-                breaker.record_outcome(clock() - started, failed=True)
+                breaker.release(permit)
             else:
-                breaker.record_outcome(clock() - started)
+                failed = redis_unavailable(error)
+                breaker.record_outcome(permit, clock() - started, failed=failed)
             raise
-        breaker.record_outcome(clock() - started)
+        breaker.record_outcome(permit, clock() - started)
         return result
 
     client.execute_command = execute_command

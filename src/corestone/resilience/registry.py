@@ -50,6 +50,8 @@ class BreakerRegistry:
         self._breakers: dict[str, CircuitBreaker] = {}
         self._lock = threading.Lock()
         self._on_create: list[Callable[[CircuitBreaker], None]] = []
+        self.metrics = metrics
+        """Where the registry's collector is registered (a fleet adds its counters there)."""
         if metrics is not None:
             metrics.register_collector(_Collector(self, metrics.full_name("breaker")))
 
@@ -116,6 +118,12 @@ class BreakerRegistry:
             made = list(self._breakers.values()) if existing else []
         for breaker in made:
             hook(breaker)
+
+    def remove_on_create(self, hook: Callable[[CircuitBreaker], None]) -> None:
+        """Stop running ``hook`` for new breakers (a no-op if it is not registered)."""
+        with self._lock:
+            if hook in self._on_create:
+                self._on_create.remove(hook)
 
     def add_listener(self, listener: Listener) -> None:
         """Listen to the state changes of every breaker, present and future."""
