@@ -87,7 +87,7 @@ def guard_engine(engine: AsyncEngine, breaker: CircuitBreaker) -> None:
         if started is None:
             return  # not a guarded statement (connect failures are counted in _connect)
         if client_gave_up(context.original_exception):
-            breaker.release()  # the caller's own timeout says nothing about the database
+            breaker.release(started[0])  # the caller's own timeout says nothing about the database
             return
         failed = context.is_disconnect or database_unavailable(
             context.sqlalchemy_exception or context.original_exception
