@@ -23,6 +23,9 @@ _SQLSTATE_CAUSES = {"40001": "serialization", "40P01": "deadlock"}
 _LOCKED_MESSAGES = ("database is locked", "database table is locked")
 _CONNECTION_EXCEPTION = "08"
 _LOST_CONNECTION = ("ConnectionDoesNotExistError", "ConnectionResetError")
+# asyncpg raises its bare InterfaceError (no SQLSTATE) before it writes anything to the
+# socket: "connection is closed", "another operation is in progress".
+_NOT_SENT = ("asyncpg", "InterfaceError")
 
 
 def _chain(error: BaseException) -> Iterator[BaseException]:
@@ -74,8 +77,12 @@ def commit_outcome_unknown(error: BaseException) -> bool:
     True when the link broke before the server's answer arrived (a disconnect, a socket
     error, a client-side timeout). An error the server sent carries a SQLSTATE: that is
     a refusal, and nothing was committed. Class 08 ("connection exception") is the
-    exception: drivers (asyncpg) set it themselves when the link breaks.
+    exception: drivers (asyncpg) set it themselves when the link breaks. A COMMIT the
+    driver refused to send (the server had already closed the connection) is no
+    unknown: the server rolled the transaction back when it closed the session.
     """
+    if any(_never_sent(current) for current in _chain(error)):
+        return False
     for current in _chain(error):
         code = _sqlstate(current)
         if code is not None and not code.startswith(_CONNECTION_EXCEPTION):
@@ -85,6 +92,11 @@ def commit_outcome_unknown(error: BaseException) -> bool:
         if isinstance(current, OSError) or type(current).__name__ in _LOST_CONNECTION:
             return True
     return False
+
+
+def _never_sent(error: BaseException) -> bool:
+    kind = type(error)
+    return kind.__module__.startswith(_NOT_SENT[0]) and kind.__name__ == _NOT_SENT[1]
 
 
 def translate_error(error: BaseException) -> BaseException:

@@ -1,0 +1,100 @@
+"""Transactions under attack: a server that closes the connection before COMMIT is sent,
+cancellation while outcome hooks run, and tasks that inherit a transaction's context."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import MetaData, select, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from corestone.db import Database, Transaction
+from corestone.errors import UnavailableError
+from corestone.observability import Metrics
+from corestone.resilience import Retry
+
+
+class _Base(DeclarativeBase):
+    metadata = MetaData()
+
+
+class Seat(_Base):
+    __tablename__ = "hostile_seats"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    taken: Mapped[int] = mapped_column(default=0)
+
+
+async def _open(url: str) -> Database:
+    database = Database(url, metrics=Metrics())
+    await database.start()
+    async with database.engine.begin() as conn:
+        await conn.run_sync(_Base.metadata.create_all)
+    async with database.transaction() as tx:
+        tx.session.add_all([Seat(id=1), Seat(id=2)])
+    return database
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = await _open(database_url)
+    yield database
+    await database.aclose()
+
+
+async def _taken(database: Database, seat: int) -> int:
+    async with database.transaction(read_only=True) as tx:
+        return int(await tx.session.scalar(select(Seat.taken).where(Seat.id == seat)) or 0)
+
+
+async def _terminate_own_backend(tx: Transaction, admin: Database) -> None:
+    """Have the server end this transaction's connection, and wait until the driver knows."""
+    pid = await tx.session.scalar(text("SELECT pg_backend_pid()"))
+    raw = await (await tx.session.connection()).get_raw_connection()
+    async with admin.transaction() as other:
+        await other.session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    for _ in range(500):  # the server closes the socket; asyncpg notices on its next read
+        if raw.driver_connection is None or raw.driver_connection.is_closed():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the driver never saw its connection close")
+
+
+async def test_connection_closed_before_commit_was_sent_is_retried(postgres_url: str) -> None:
+    """A connection the server closed before COMMIT was sent is a rollback, not an unknown
+    outcome: run_in_transaction retries it, and only the final attempt's commit hooks run."""
+    database = await _open(postgres_url)
+    admin = Database(postgres_url, metrics=Metrics())
+    await admin.start()
+    try:
+        attempts = 0
+        hooks: list[str] = []
+
+        async def take(tx: Transaction) -> None:
+            nonlocal attempts
+            attempts += 1
+            await tx.session.execute(text("UPDATE hostile_seats SET taken = taken + 1 WHERE id = 1"))
+            tx.after_commit(lambda: hooks.append("commit"))
+            tx.after_rollback(lambda: hooks.append("rollback"))
+            tx.after_unknown(lambda: hooks.append("unknown"))
+            if attempts == 1:
+                await _terminate_own_backend(tx, admin)
+
+        await database.run_in_transaction(take, retry=Retry(attempts=3, initial_wait_seconds=0))
+        assert attempts == 2
+        assert hooks == ["commit"]
+        assert await _taken(admin, 1) == 1
+
+        hooks.clear()
+        with pytest.raises(UnavailableError):
+            async with database.transaction() as tx:
+                await tx.session.execute(text("UPDATE hostile_seats SET taken = 9 WHERE id = 2"))
+                tx.after_rollback(lambda: hooks.append("rollback"))
+                tx.after_unknown(lambda: hooks.append("unknown"))
+                await _terminate_own_backend(tx, admin)
+        assert hooks == ["rollback"]
+        assert await _taken(admin, 2) == 0
+    finally:
+        await admin.aclose()
+        await database.aclose()
