@@ -4,7 +4,7 @@ cancellation while outcome hooks run, and tasks that inherit a transaction's con
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from sqlalchemy import MetaData, select, text
@@ -74,7 +74,9 @@ async def test_connection_closed_before_commit_was_sent_is_retried(postgres_url:
         async def take(tx: Transaction) -> None:
             nonlocal attempts
             attempts += 1
-            await tx.session.execute(text("UPDATE hostile_seats SET taken = taken + 1 WHERE id = 1"))
+            await tx.session.execute(
+                text("UPDATE hostile_seats SET taken = taken + 1 WHERE id = 1")
+            )
             tx.after_commit(lambda: hooks.append("commit"))
             tx.after_rollback(lambda: hooks.append("rollback"))
             tx.after_unknown(lambda: hooks.append("unknown"))
@@ -98,3 +100,48 @@ async def test_connection_closed_before_commit_was_sent_is_retried(postgres_url:
     finally:
         await admin.aclose()
         await database.aclose()
+
+
+async def _wait_for(condition: Callable[[], bool]) -> None:
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
+
+
+@pytest.mark.parametrize("form", ["transaction", "run_in_transaction"])
+async def test_a_caller_cancelled_while_commit_hooks_run_still_gets_every_hook_run(
+    db: Database, form: str
+) -> None:
+    """Cancelling the caller while an awaited after_commit hook runs does not cut that hook
+    short or drop the hooks after it: the transaction committed, so each runs once, whole."""
+    ran: list[str] = []
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def invalidate_first() -> None:
+        entered.set()
+        await release.wait()
+        ran.append("first")
+
+    async def work(tx: Transaction) -> None:
+        await tx.session.execute(text("UPDATE hostile_seats SET taken = 1 WHERE id = 1"))
+        tx.after_commit(invalidate_first)
+        tx.after_commit(lambda: ran.append("second"))
+
+    async def caller() -> None:
+        if form == "transaction":
+            async with db.transaction() as tx:
+                await work(tx)
+        else:
+            await db.run_in_transaction(work)
+
+    task = asyncio.create_task(caller())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    release.set()
+    await _wait_for(lambda: len(ran) == 2)
+    assert ran == ["first", "second"]
+    assert await _taken(db, 1) == 1

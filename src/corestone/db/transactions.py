@@ -28,6 +28,7 @@ Transactions depend on :class:`TransactionBackend`, a small protocol that
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -159,13 +160,46 @@ class Transaction:
         hooks = [*by_outcome.get(self.outcome or "rollback", []), *self._undone_hooks]
         self._commit_hooks, self._rollback_hooks, self._unknown_hooks = [], [], []
         self._undone_hooks = []
-        for hook in hooks:
+        for index, hook in enumerate(hooks):
+            try:
+                result = hook()
+            except Exception:
+                log.exception("transaction hook failed", outcome=self.outcome)
+                continue
+            if result is not None:
+                await _finish_hooks(result, hooks[index + 1 :], self.outcome)
+                return
+
+
+_UNFINISHED: set[asyncio.Future[None]] = set()
+"""Hook runs whose caller was cancelled, kept referenced until they end."""
+
+
+async def _finish_hooks(first: Awaitable[None], rest: list[Hook], outcome: Outcome | None) -> None:
+    """Await ``first``, then run ``rest``, in a task of their own that outlives a cancelled caller.
+
+    The outcome is final: a caller that gives up (a timeout, a client gone) must not cut an
+    invalidation short or drop the hooks after it. The caller's cancellation still
+    propagates at once; the hooks finish in the background.
+    """
+
+    async def run() -> None:
+        for hook in [lambda: first, *rest]:
             try:
                 result = hook()
                 if result is not None:
                     await result
             except Exception:
-                log.exception("transaction hook failed", outcome=self.outcome)
+                log.exception("transaction hook failed", outcome=outcome)
+
+    runner = asyncio.ensure_future(run())
+    try:
+        await asyncio.shield(runner)
+    except asyncio.CancelledError:
+        if not runner.done():
+            _UNFINISHED.add(runner)
+            runner.add_done_callback(_UNFINISHED.discard)
+        raise
 
 
 BEGAN_AT = "corestone_began_at"
