@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 from sqlalchemy import MetaData, select, text
@@ -145,3 +146,53 @@ async def test_a_caller_cancelled_while_commit_hooks_run_still_gets_every_hook_r
     await _wait_for(lambda: len(ran) == 2)
     assert ran == ["first", "second"]
     assert await _taken(db, 1) == 1
+
+
+async def test_a_task_started_inside_a_transaction_opens_its_own(db: Database) -> None:
+    """A task started inside a transaction (it inherits the context) opens a transaction of
+    its own, never a savepoint on the session of a parent that has ended or runs elsewhere:
+    its work commits, and no connection is left checked out."""
+    go = asyncio.Event()
+    seen: list[bool] = []
+
+    async def later() -> None:
+        await go.wait()
+        async with db.transaction() as tx:
+            seen.append(tx.nested)
+            await tx.session.execute(text("UPDATE hostile_seats SET taken = 5 WHERE id = 2"))
+
+    async with db.transaction() as parent:
+        await parent.session.execute(text("UPDATE hostile_seats SET taken = 1 WHERE id = 1"))
+        child = asyncio.create_task(later())
+    go.set()
+    await child
+    assert seen == [False]
+    assert await _taken(db, 2) == 5
+    assert db.engine.sync_engine.pool.checkedout() == 0
+
+
+async def test_a_transaction_inside_another_databases_one_is_still_a_savepoint(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A { B { A } }: the inner block of database A is a savepoint of A's open transaction,
+    even with a transaction of database B opened in between, so it rolls back with A."""
+    first = await _open(database_url)
+    other_url = database_url
+    if database_url.startswith("sqlite"):
+        other_url = f"sqlite+aiosqlite:///{tmp_path / 'other.db'}"
+    second = Database(other_url, metrics=Metrics())
+    await second.start()
+    try:
+        with pytest.raises(ValueError, match="undo A"):
+            async with first.transaction() as outer:
+                async with second.transaction(), first.transaction() as inner:
+                    assert inner.nested
+                    assert inner.session is outer.session
+                    await inner.session.execute(
+                        text("UPDATE hostile_seats SET taken = 7 WHERE id = 1")
+                    )
+                raise ValueError("undo A")
+        assert await _taken(first, 1) == 0
+    finally:
+        await second.aclose()
+        await first.aclose()

@@ -118,6 +118,13 @@ class Transaction:
     _rollback_hooks: list[Hook] = field(default_factory=list)
     _unknown_hooks: list[Hook] = field(default_factory=list)
     _undone_hooks: list[Hook] = field(default_factory=list)
+    # What was open in this context before (of any database), the task this transaction
+    # belongs to, and whether it is still open: a task that inherits the context (created
+    # inside the block) must not reuse this session, and another database's transaction
+    # opened in between must not hide it (see _open_here).
+    _enclosing: Transaction | None = field(default=None, repr=False)
+    _task: asyncio.Task[object] | None = field(default_factory=lambda: _this_task(), repr=False)
+    _open: bool = field(default=True, repr=False)
 
     def after_commit(self, hook: Hook) -> None:
         """Run ``hook`` once the outermost transaction has committed (never if it rolls back)."""
@@ -207,8 +214,30 @@ BEGAN_AT = "corestone_began_at"
 
 
 def current_transaction() -> Transaction | None:
-    """The transaction open in this context, if any."""
-    return _current.get()
+    """The innermost transaction this task has open, if any."""
+    return _open_here(None)
+
+
+def _this_task() -> asyncio.Task[object] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop
+        return None
+
+
+def _open_here(backend: TransactionBackend | None) -> Transaction | None:
+    """The innermost transaction (of ``backend``, if given) that this task has open.
+
+    A task created inside a transaction inherits the context variable, but not the
+    transaction: its session belongs to the task that opened it, and may be closed.
+    """
+    task = _this_task()
+    tx = _current.get()
+    while tx is not None:
+        if tx._open and tx._task is task and (backend is None or tx.database is backend):
+            return tx
+        tx = tx._enclosing
+    return None
 
 
 @asynccontextmanager
@@ -225,8 +254,8 @@ async def open_transaction(
     was lost, which becomes :class:`CommitUnknownError`. With ``run_hooks=False`` the
     caller runs the hooks (:func:`run_with_retry`, once it knows the final attempt).
     """
-    parent = _current.get()
-    if parent is not None and parent.database is backend:
+    parent = _open_here(backend)
+    if parent is not None:
         async with _savepoint(parent) as child:
             yield child
         return
@@ -236,7 +265,7 @@ async def open_transaction(
         # When its snapshot may have been taken, at the latest: the cache will not store
         # what this transaction reads if it was invalidated after that (db/_cache.py).
         session.info[BEGAN_AT] = time.monotonic()
-        tx = Transaction(session, backend)
+        tx = Transaction(session, backend, _enclosing=_current.get())
         token = _current.set(tx)
         try:
             try:
@@ -261,6 +290,7 @@ async def open_transaction(
             outcome = "commit"
         finally:
             _current.reset(token)
+            tx._open = False
             tx.outcome = outcome
             target = str(session.info.get("corestone_target", "primary"))
             seconds = time.perf_counter() - started
@@ -273,7 +303,7 @@ async def open_transaction(
 
 @asynccontextmanager
 async def _savepoint(parent: Transaction) -> AsyncIterator[Transaction]:
-    child = Transaction(parent.session, parent.database, parent=parent)
+    child = Transaction(parent.session, parent.database, parent=parent, _enclosing=_current.get())
     token = _current.set(child)
     try:
         # SQLAlchemy's own context manager also rolls back a savepoint that a failed
@@ -286,6 +316,7 @@ async def _savepoint(parent: Transaction) -> AsyncIterator[Transaction]:
     else:
         child._merge_into_parent(committed=True)
     finally:
+        child._open = False
         _current.reset(token)
 
 
@@ -315,7 +346,7 @@ async def run_with_retry(
     attempt run once its outcome is final; a retried attempt's hooks are dropped. The
     last error is raised, translated to a corestone error when it is a driver error.
     """
-    if _current.get() is not None:
+    if _open_here(backend) is not None:
         raise RuntimeError("run_in_transaction cannot retry inside an open transaction")
     last: list[Transaction] = []
 
