@@ -4,17 +4,20 @@ cancellation while outcome hooks run, and tasks that inherit a transaction's con
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 from sqlalchemy import MetaData, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from corestone.db import Database, Transaction
-from corestone.errors import UnavailableError
+from corestone.errors import CircuitOpenError, UnavailableError
 from corestone.observability import Metrics
-from corestone.resilience import Retry
+from corestone.resilience import BreakerConfig, BreakerRegistry, Retry, State
+from corestone.testing import ManualClock
 
 
 class _Base(DeclarativeBase):
@@ -196,3 +199,99 @@ async def test_a_transaction_inside_another_databases_one_is_still_a_savepoint(
     finally:
         await second.aclose()
         await first.aclose()
+
+
+class Blackhole:
+    """A TCP proxy to PostgreSQL that, once ``dark``, forwards nothing more either way and
+    closes nothing: a database host gone silent (a partition), not one that refuses."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.dark = False
+        self.swallowed = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(source, sink))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                if self.dark:
+                    self.swallowed.set()
+                    continue
+                sink.write(data)
+                await sink.drain()
+        finally:
+            sink.close()
+
+
+async def test_a_silent_database_opens_the_breaker_though_every_caller_gives_up(
+    postgres_url: str,
+) -> None:
+    """A database gone silent (no refusal, no reset) opens its breaker: a statement or a
+    connect the caller gave up on after waiting slow_call_seconds is a failure, while one
+    given up on sooner counts for nothing."""
+    url = make_url(postgres_url)
+    proxy = Blackhole(url.port or 5432)
+    port = await proxy.start()
+    clock = ManualClock()
+    config = BreakerConfig(
+        window_size=4, minimum_calls=2, slow_call_seconds=5.0, wait_in_open_seconds=60.0
+    )
+    registry = BreakerRegistry(config, clock=clock)
+    database = Database(
+        url.set(host="127.0.0.1", port=port).render_as_string(hide_password=False),
+        metrics=Metrics(),
+        breakers=registry,
+    )
+    await database.start()
+    breaker = registry.get("database")
+
+    async def select_one() -> None:
+        async with database.transaction() as tx:
+            await tx.session.execute(text("SELECT 1"))
+
+    async def give_up_after(seconds: float) -> None:
+        proxy.swallowed.clear()
+        task = asyncio.create_task(select_one())
+        await asyncio.wait_for(proxy.swallowed.wait(), 10)  # sent, and never answered
+        clock.advance(seconds)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        proxy.dark = True
+        await give_up_after(1.0)
+        assert breaker.state is State.CLOSED
+        assert registry.snapshot()[0].failed_calls == 0
+        for _ in range(4):
+            if breaker.state is State.OPEN:
+                break
+            await give_up_after(6.0)
+        assert breaker.state is State.OPEN
+        with pytest.raises(CircuitOpenError):
+            await asyncio.wait_for(select_one(), 10)
+    finally:
+        await database.aclose()
+        await proxy.aclose()
