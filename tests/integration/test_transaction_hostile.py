@@ -295,3 +295,25 @@ async def test_a_silent_database_opens_the_breaker_though_every_caller_gives_up(
     finally:
         await database.aclose()
         await proxy.aclose()
+
+
+@pytest.mark.parametrize("limit", ["statement_timeout", "lock_timeout"], ids=["statement", "lock"])
+async def test_a_server_side_timeout_is_unavailable_not_a_raw_driver_error(
+    postgres_url: str, limit: str
+) -> None:
+    """PostgreSQL's statement_timeout (57014) or lock_timeout (55P03) ending a statement
+    reaches the caller as UnavailableError (503), chained to the driver's error, never raw."""
+    database = await _open(postgres_url)
+    holder = Database(postgres_url, metrics=Metrics())
+    await holder.start()
+    try:
+        async with holder.transaction() as locking:
+            await locking.session.execute(text("SELECT * FROM hostile_seats FOR UPDATE"))
+            with pytest.raises(UnavailableError) as caught:
+                async with database.transaction() as tx:
+                    await tx.session.execute(text(f"SET LOCAL {limit} = 50"))
+                    await tx.session.execute(text("SELECT * FROM hostile_seats FOR UPDATE"))
+        assert caught.value.__cause__ is not None
+    finally:
+        await holder.aclose()
+        await database.aclose()

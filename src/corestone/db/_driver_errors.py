@@ -20,6 +20,9 @@ __all__ = ["commit_outcome_unknown", "first_line", "translate_error", "transient
 log = get_logger(__name__)
 
 _SQLSTATE_CAUSES = {"40001": "serialization", "40P01": "deadlock"}
+# The server gave up on a statement: statement_timeout or a cancel request (57014),
+# lock_timeout (55P03). The database is too busy to answer in time: 503, not a 500.
+_SERVER_TIMEOUTS = ("57014", "55P03")
 _LOCKED_MESSAGES = ("database is locked", "database table is locked")
 _CONNECTION_EXCEPTION = "08"
 _LOST_CONNECTION = ("ConnectionDoesNotExistError", "ConnectionResetError")
@@ -118,6 +121,8 @@ def translate_error(error: BaseException) -> BaseException:
         translated = ConflictError("the change conflicts with existing data")
     elif isinstance(error, exc.TimeoutError):
         translated = UnavailableError("database connection pool exhausted", retry_after=1.0)
+    elif any(_sqlstate(current) in _SERVER_TIMEOUTS for current in _chain(error)):
+        translated = UnavailableError("the database did not answer in time", retry_after=1.0)
     elif isinstance(error, exc.DBAPIError) and (
         error.connection_invalidated or isinstance(error, exc.OperationalError | exc.InterfaceError)
     ):
