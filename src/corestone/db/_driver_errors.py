@@ -55,8 +55,13 @@ def transient_cause(error: BaseException) -> str | None:
     before COMMIT was sent) or ``locked`` (SQLite's busy lock). Looks through the
     ``__cause__`` chain, so it works on raw driver errors, SQLAlchemy's wrappers and
     corestone's translated errors alike. A :class:`CommitUnknownError` is never transient.
+    A built-in ``ConnectionResetError`` counts only below a SQLAlchemy error: raised by
+    the application's own network call inside the block, it is not the database's, and
+    re-running the block would repeat that call.
     """
+    from_driver = False
     for current in _chain(error):
+        from_driver = from_driver or isinstance(current, exc.SQLAlchemyError)
         if isinstance(current, CommitUnknownError):
             return None
         code = _sqlstate(current)
@@ -69,7 +74,9 @@ def transient_cause(error: BaseException) -> str | None:
                 m in str(current.orig) for m in _LOCKED_MESSAGES
             ):
                 return "locked"
-        if type(current).__name__ in _LOST_CONNECTION:
+        if type(current).__name__ in _LOST_CONNECTION and (
+            from_driver or type(current).__module__ != "builtins"
+        ):
             return "disconnect"
     return None
 
