@@ -1,8 +1,9 @@
 """Transactions: one unit of work, savepoints for nested blocks, retries, and outcome hooks.
 
 ``async with db.transaction() as tx`` opens a :class:`Transaction`; inside it, another
-``db.transaction()`` is a SAVEPOINT, and an exception in that block rolls back only the
-savepoint. ``db.run_in_transaction(fn)`` runs ``fn(tx)`` in a fresh transaction and runs it
+``db.transaction()`` of the same database in the same task is a SAVEPOINT, and an
+exception in that block rolls back only the savepoint. A transaction belongs to the task
+that opened it: a task created inside the block opens a transaction of its own. ``db.run_in_transaction(fn)`` runs ``fn(tx)`` in a fresh transaction and runs it
 again, whole, under a :class:`~corestone.resilience.Retry` policy when the database says
 the attempt may succeed if repeated: a PostgreSQL serialization failure or deadlock (also
 when the server refuses the COMMIT for it), a connection lost before COMMIT was sent,
@@ -14,7 +15,8 @@ retried, and runs only the :meth:`Transaction.after_unknown` hooks.
 
 Hooks registered with :meth:`Transaction.after_commit` / :meth:`~Transaction.after_rollback`
 / :meth:`~Transaction.after_unknown` run exactly once, after the final outcome of the
-outermost transaction, and never for an attempt that was retried. A rolled-back savepoint
+outermost transaction, and never for an attempt that was retried; a caller cancelled
+while they run does not cut them short. A rolled-back savepoint
 drops its commit and unknown hooks and keeps its rollback hooks (its work was undone
 whatever the outer transaction's outcome).
 
