@@ -317,3 +317,21 @@ async def test_a_server_side_timeout_is_unavailable_not_a_raw_driver_error(
     finally:
         await holder.aclose()
         await database.aclose()
+
+
+async def test_a_bad_statement_is_an_answer_not_an_outage(database_url: str) -> None:
+    """A statement the database rejects as wrong (no such table, a syntax error) is not
+    UnavailableError and never opens the database breaker, on SQLite as on PostgreSQL."""
+    registry = BreakerRegistry(BreakerConfig(window_size=10, minimum_calls=4))
+    database = Database(database_url, metrics=Metrics(), breakers=registry)
+    await database.start()
+    try:
+        for statement in ["SELECT * FROM no_such_table", "SELEC 1", "SELECT 1 +"] * 3:
+            with pytest.raises(Exception) as caught:  # noqa: PT011 - any error but 503
+                async with database.transaction() as tx:
+                    await tx.session.execute(text(statement))
+            assert not isinstance(caught.value, UnavailableError)
+        assert registry.get("database").state is State.CLOSED
+        assert registry.snapshot()[0].failed_calls == 0
+    finally:
+        await database.aclose()

@@ -14,6 +14,7 @@ from sqlalchemy import exc
 
 from corestone.errors import CommitUnknownError, ConflictError, CorestoneError, UnavailableError
 from corestone.observability.logging import get_logger
+from corestone.resilience.integrations import database_unavailable
 
 __all__ = ["commit_outcome_unknown", "first_line", "translate_error", "transient_cause"]
 
@@ -130,9 +131,7 @@ def translate_error(error: BaseException) -> BaseException:
         translated = UnavailableError("database connection pool exhausted", retry_after=1.0)
     elif any(_sqlstate(current) in _SERVER_TIMEOUTS for current in _chain(error)):
         translated = UnavailableError("the database did not answer in time", retry_after=1.0)
-    elif isinstance(error, exc.DBAPIError) and (
-        error.connection_invalidated or isinstance(error, exc.OperationalError | exc.InterfaceError)
-    ):
+    elif database_unavailable(error):
         translated = UnavailableError("database unavailable", retry_after=1.0)
     if translated is None:
         return error

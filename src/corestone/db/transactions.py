@@ -3,8 +3,9 @@
 ``async with db.transaction() as tx`` opens a :class:`Transaction`; inside it, another
 ``db.transaction()`` of the same database in the same task is a SAVEPOINT, and an
 exception in that block rolls back only the savepoint. A transaction belongs to the task
-that opened it: a task created inside the block opens a transaction of its own. ``db.run_in_transaction(fn)`` runs ``fn(tx)`` in a fresh transaction and runs it
-again, whole, under a :class:`~corestone.resilience.Retry` policy when the database says
+that opened it: a task created inside the block opens a transaction of its own.
+
+``db.run_in_transaction(fn)`` runs ``fn(tx)`` in a fresh transaction and runs it again, whole, under a :class:`~corestone.resilience.Retry` policy when the database says
 the attempt may succeed if repeated: a PostgreSQL serialization failure or deadlock (also
 when the server refuses the COMMIT for it), a connection lost before COMMIT was sent,
 SQLite's "database is locked".

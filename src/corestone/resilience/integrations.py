@@ -31,12 +31,26 @@ __all__ = [
 
 _START = "corestone_breaker_started"
 
+_SQLITE_CANNOT_SERVE = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 15, 26})
+"""SQLite primary result codes that mean the database cannot serve: BUSY, LOCKED, NOMEM,
+READONLY, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB. sqlite3 raises
+``OperationalError`` for a bad statement too (SQLITE_ERROR: no such table, a syntax
+error), and that is the database answering."""
+
+
+def _sqlite_code(error: exc.DBAPIError) -> int | None:
+    code = getattr(error.orig, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
 
 def database_unavailable(error: BaseException) -> bool:
     """Whether a database error means "cannot reach it" rather than "it said no"."""
     if isinstance(error, exc.DBAPIError):
         if error.connection_invalidated:
             return True
+        sqlite_code = _sqlite_code(error)
+        if sqlite_code is not None:
+            return sqlite_code in _SQLITE_CANNOT_SERVE
         return isinstance(error, exc.OperationalError | exc.InterfaceError) and not isinstance(
             error, exc.IntegrityError
         )
