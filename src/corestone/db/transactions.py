@@ -5,8 +5,9 @@
 exception in that block rolls back only the savepoint. A transaction belongs to the task
 that opened it: a task created inside the block opens a transaction of its own.
 
-``db.run_in_transaction(fn)`` runs ``fn(tx)`` in a fresh transaction and runs it again, whole, under a :class:`~corestone.resilience.Retry` policy when the database says
-the attempt may succeed if repeated: a PostgreSQL serialization failure or deadlock (also
+``db.run_in_transaction(fn)`` runs ``fn(tx)`` in a fresh transaction and runs it again,
+whole, under a :class:`~corestone.resilience.Retry` policy when the database says the
+attempt may succeed if repeated: a PostgreSQL serialization failure or deadlock (also
 when the server refuses the COMMIT for it), a connection lost before COMMIT was sent,
 SQLite's "database is locked".
 
