@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -335,3 +336,43 @@ async def test_a_bad_statement_is_an_answer_not_an_outage(database_url: str) -> 
         assert registry.snapshot()[0].failed_calls == 0
     finally:
         await database.aclose()
+
+
+async def test_connections_the_server_refuses_are_unavailable_and_open_the_breaker(
+    postgres_url: str,
+) -> None:
+    """A server that answers a connect with an error (too many connections, 53300) is
+    unavailable: the caller gets UnavailableError, never the raw driver error, and each
+    refused connect counts against the database breaker until it opens."""
+    role = f"cs_limited_{uuid.uuid4().hex[:12]}"
+    admin = Database(postgres_url, metrics=Metrics())
+    await admin.start()
+    async with admin.engine.connect() as conn:
+        await conn.execute(text(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 1"))
+        await conn.commit()
+    registry = BreakerRegistry(BreakerConfig(window_size=4, minimum_calls=2))
+    limited = Database(
+        make_url(postgres_url).set(username=role).render_as_string(hide_password=False),
+        metrics=Metrics(),
+        breakers=registry,
+    )
+    await limited.start()
+
+    async def another_connection() -> None:
+        async with limited.transaction() as tx:
+            await tx.session.execute(text("SELECT 1"))
+
+    try:
+        async with limited.transaction() as holding:  # the role's one connection
+            await holding.session.execute(text("SELECT 1"))
+            for _ in range(4):
+                with pytest.raises((UnavailableError, CircuitOpenError)) as caught:
+                    await asyncio.create_task(another_connection())
+            assert isinstance(caught.value, CircuitOpenError)
+        assert registry.get("database").state is State.OPEN
+    finally:
+        await limited.aclose()
+        async with admin.engine.connect() as conn:
+            await conn.execute(text(f"DROP ROLE {role}"))
+            await conn.commit()
+        await admin.aclose()

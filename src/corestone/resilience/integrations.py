@@ -130,9 +130,10 @@ def guard_engine(engine: AsyncEngine, breaker: CircuitBreaker) -> None:
         started = clock()
         try:
             return dialect.connect(*cargs, **cparams)
-        except Exception as error:
-            if database_unavailable(error) or isinstance(error, exc.DBAPIError):
-                breaker.record_unpermitted_failure()
+        except Exception:
+            # Whatever stops a connect (refused, timed out, or answered with an error such
+            # as "too many connections", which asyncpg raises raw) leaves us unserved.
+            breaker.record_unpermitted_failure()
             raise
         except BaseException:  # the caller gave up: count it only if it had waited long
             if clock() - started >= slow:
