@@ -7,14 +7,16 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 from sqlalchemy import MetaData, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from corestone.db import Database, Transaction
+from corestone.db import Database, IsolationLevel, Transaction
 from corestone.errors import CircuitOpenError, UnavailableError
 from corestone.observability import Metrics
 from corestone.resilience import BreakerConfig, BreakerRegistry, Retry, State
@@ -376,3 +378,50 @@ async def test_connections_the_server_refuses_are_unavailable_and_open_the_break
             await conn.execute(text(f"DROP ROLE {role}"))
             await conn.commit()
         await admin.aclose()
+
+
+class _SlowToClose(Database):
+    """A database whose sessions take a while to go back to the pool after the outcome
+    (SQLite's reset is a round trip to aiosqlite's thread), so a test can cancel there."""
+
+    closing: asyncio.Event
+    release: asyncio.Event
+
+    @asynccontextmanager
+    async def session_for(
+        self, *, isolation: IsolationLevel | None, read_only: bool
+    ) -> AsyncIterator[AsyncSession]:
+        async with super().session_for(isolation=isolation, read_only=read_only) as session:
+            yield session
+        self.closing.set()
+        await self.release.wait()
+
+
+async def test_a_caller_cancelled_as_the_session_closes_after_commit_still_runs_commit_hooks(
+    database_url: str,
+) -> None:
+    """Cancelled after COMMIT succeeded, while the session goes back to the pool, a
+    transaction block still runs its after_commit hooks: the work is committed."""
+    await (await _open(database_url)).aclose()
+    database = _SlowToClose(database_url, metrics=Metrics())
+    database.closing, database.release = asyncio.Event(), asyncio.Event()
+    await database.start()
+    ran: list[str] = []
+
+    async def caller() -> None:
+        async with database.transaction() as tx:
+            await tx.session.execute(text("UPDATE hostile_seats SET taken = 3 WHERE id = 1"))
+            tx.after_commit(lambda: ran.append("commit"))
+            tx.after_rollback(lambda: ran.append("rollback"))
+
+    try:
+        task = asyncio.create_task(caller())
+        await database.closing.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert ran == ["commit"]
+        database.release.set()
+        assert await _taken(database, 1) == 3
+    finally:
+        await database.aclose()

@@ -265,44 +265,51 @@ async def open_transaction(
         return
     started = time.perf_counter()
     outcome: Outcome = "rollback"
-    async with backend.session_for(isolation=isolation, read_only=read_only) as session:
-        # When its snapshot may have been taken, at the latest: the cache will not store
-        # what this transaction reads if it was invalidated after that (db/_cache.py).
-        session.info[BEGAN_AT] = time.monotonic()
-        tx = Transaction(session, backend, _enclosing=_current.get())
-        token = _current.set(tx)
-        try:
+    committed: Transaction | None = None
+    try:
+        async with backend.session_for(isolation=isolation, read_only=read_only) as session:
+            # When its snapshot may have been taken, at the latest: the cache will not store
+            # what this transaction reads if it was invalidated after that (db/_cache.py).
+            session.info[BEGAN_AT] = time.monotonic()
+            tx = Transaction(session, backend, _enclosing=_current.get())
+            token = _current.set(tx)
             try:
-                yield tx
-                if session.new or session.dirty or session.deleted:
-                    await session.flush()  # a failure here is before COMMIT: a rollback
-            except BaseException:
-                await _quiet_rollback(session)
-                raise
-            outcome = "unknown"  # from the moment COMMIT may have been sent (or cancelled)
-            try:
-                await session.commit()
-            except Exception as error:
-                if commit_outcome_unknown(error):
+                try:
+                    yield tx
+                    if session.new or session.dirty or session.deleted:
+                        await session.flush()  # a failure here is before COMMIT: a rollback
+                except BaseException:
                     await _quiet_rollback(session)
-                    raise CommitUnknownError(
-                        "the connection was lost during COMMIT: the transaction may have committed"
-                    ) from error
-                outcome = "rollback"  # the server answered: it refused the commit
-                await _quiet_rollback(session)
-                raise
-            outcome = "commit"
-        finally:
-            _current.reset(token)
-            tx._open = False
-            tx.outcome = outcome
-            target = str(session.info.get("corestone_target", "primary"))
-            seconds = time.perf_counter() - started
-            backend.record_outcome(outcome, seconds, read_only=read_only, target=target)
-            if run_hooks and outcome != "commit":
-                await tx._run_hooks()
-    if run_hooks:
-        await tx._run_hooks()
+                    raise
+                outcome = "unknown"  # from the moment COMMIT may have been sent (or cancelled)
+                try:
+                    await session.commit()
+                except Exception as error:
+                    if commit_outcome_unknown(error):
+                        await _quiet_rollback(session)
+                        raise CommitUnknownError(
+                            "the connection was lost during COMMIT: "
+                            "the transaction may have committed"
+                        ) from error
+                    outcome = "rollback"  # the server answered: it refused the commit
+                    await _quiet_rollback(session)
+                    raise
+                outcome = "commit"
+            finally:
+                _current.reset(token)
+                tx._open = False
+                tx.outcome = outcome
+                committed = tx if outcome == "commit" else None
+                target = str(session.info.get("corestone_target", "primary"))
+                seconds = time.perf_counter() - started
+                backend.record_outcome(outcome, seconds, read_only=read_only, target=target)
+                if run_hooks and outcome != "commit":
+                    await tx._run_hooks()
+    finally:
+        # After a COMMIT, its hooks run even if giving the session back to the pool
+        # fails or is cancelled: the work is durable whatever happens to the caller.
+        if run_hooks and committed is not None:
+            await committed._run_hooks()
 
 
 @asynccontextmanager
