@@ -177,6 +177,24 @@ async def test_a_task_started_inside_a_transaction_opens_its_own(db: Database) -
     assert db.engine.sync_engine.pool.checkedout() == 0
 
 
+async def test_a_block_awaited_through_wait_for_inside_a_transaction_is_a_savepoint(
+    db: Database,
+) -> None:
+    """``asyncio.wait_for`` (a task of its own on Python 3.11) around work that opens a
+    transaction, inside an open one, makes a savepoint of it: the work rolls back with it."""
+
+    async def take() -> bool:
+        async with db.transaction() as tx:
+            await tx.session.execute(text("UPDATE hostile_seats SET taken = 4 WHERE id = 1"))
+            return tx.nested
+
+    with pytest.raises(ValueError, match="undo"):
+        async with db.transaction():
+            assert await asyncio.wait_for(take(), 30)
+            raise ValueError("undo")
+    assert await _taken(db, 1) == 0
+
+
 async def test_a_transaction_inside_another_databases_one_is_still_a_savepoint(
     database_url: str, tmp_path: Path
 ) -> None:
@@ -364,15 +382,25 @@ async def test_connections_the_server_refuses_are_unavailable_and_open_the_break
         async with limited.transaction() as tx:
             await tx.session.execute(text("SELECT 1"))
 
-    try:
-        async with limited.transaction() as holding:  # the role's one connection
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def hold_the_only_connection() -> None:
+        async with limited.transaction() as holding:
             await holding.session.execute(text("SELECT 1"))
-            for _ in range(4):
-                with pytest.raises((UnavailableError, CircuitOpenError)) as caught:
-                    await asyncio.create_task(another_connection())
-            assert isinstance(caught.value, CircuitOpenError)
+            held.set()
+            await release.wait()
+
+    holder = asyncio.create_task(hold_the_only_connection())
+    try:
+        await held.wait()
+        for _ in range(4):
+            with pytest.raises((UnavailableError, CircuitOpenError)) as caught:
+                await another_connection()
+        assert isinstance(caught.value, CircuitOpenError)
         assert registry.get("database").state is State.OPEN
     finally:
+        release.set()
+        await holder
         await limited.aclose()
         async with admin.engine.connect() as conn:
             await conn.execute(text(f"DROP ROLE {role}"))

@@ -1,9 +1,9 @@
 """Transactions: one unit of work, savepoints for nested blocks, retries, and outcome hooks.
 
 ``async with db.transaction() as tx`` opens a :class:`Transaction`; inside it, another
-``db.transaction()`` of the same database in the same task is a SAVEPOINT, and an
-exception in that block rolls back only the savepoint. A transaction belongs to the task
-that opened it: a task created inside the block opens a transaction of its own.
+``db.transaction()`` of the same database is a SAVEPOINT, and an exception in that block
+rolls back only the savepoint. A task created inside the block that opens a transaction
+after the block ended gets one of its own.
 
 ``db.run_in_transaction(fn)`` runs ``fn(tx)`` in a fresh transaction and runs it again,
 whole, under a :class:`~corestone.resilience.Retry` policy when the database says the
@@ -122,12 +122,11 @@ class Transaction:
     _rollback_hooks: list[Hook] = field(default_factory=list)
     _unknown_hooks: list[Hook] = field(default_factory=list)
     _undone_hooks: list[Hook] = field(default_factory=list)
-    # What was open in this context before (of any database), the task this transaction
-    # belongs to, and whether it is still open: a task that inherits the context (created
-    # inside the block) must not reuse this session, and another database's transaction
+    # What was open in this context before (of any database), and whether this is still
+    # open: a task that inherits the context (created inside the block) and runs after
+    # the block ended must not reuse this session, and another database's transaction
     # opened in between must not hide it (see _open_here).
     _enclosing: Transaction | None = field(default=None, repr=False)
-    _task: asyncio.Task[object] | None = field(default_factory=lambda: _this_task(), repr=False)
     _open: bool = field(default=True, repr=False)
 
     def after_commit(self, hook: Hook) -> None:
@@ -218,27 +217,19 @@ BEGAN_AT = "corestone_began_at"
 
 
 def current_transaction() -> Transaction | None:
-    """The innermost transaction this task has open, if any."""
+    """The innermost transaction open in this context, if any."""
     return _open_here(None)
 
 
-def _this_task() -> asyncio.Task[object] | None:
-    try:
-        return asyncio.current_task()
-    except RuntimeError:  # no running loop
-        return None
-
-
 def _open_here(backend: TransactionBackend | None) -> Transaction | None:
-    """The innermost transaction (of ``backend``, if given) that this task has open.
+    """The innermost transaction (of ``backend``, if given) open in this context.
 
-    A task created inside a transaction inherits the context variable, but not the
-    transaction: its session belongs to the task that opened it, and may be closed.
+    A task created inside a transaction inherits the context variable; once the block
+    has ended, that transaction and its session are gone, and are skipped here.
     """
-    task = _this_task()
     tx = _current.get()
     while tx is not None:
-        if tx._open and tx._task is task and (backend is None or tx.database is backend):
+        if tx._open and (backend is None or tx.database is backend):
             return tx
         tx = tx._enclosing
     return None
