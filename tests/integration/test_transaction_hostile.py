@@ -16,9 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from corestone.cache import TieredCache
 from corestone.db import Database, IsolationLevel, Transaction
-from corestone.db.transactions import BEGAN_AT
 from corestone.errors import CircuitOpenError, UnavailableError
 from corestone.observability import Metrics
 from corestone.resilience import BreakerConfig, BreakerRegistry, Retry, State
@@ -453,18 +451,5 @@ async def test_a_caller_cancelled_as_the_session_closes_after_commit_still_runs_
         assert ran == ["commit"]
         database.release.set()
         assert await _taken(database, 1) == 3
-    finally:
-        await database.aclose()
-
-
-async def test_a_transaction_records_when_it_began_on_its_caches_clock(database_url: str) -> None:
-    """BEGAN_AT is a reading of the database's cache clock (what the cache compares
-    ``not_before`` with), not of the process's own monotonic clock."""
-    clock = ManualClock(start=5.0)
-    database = Database(database_url, metrics=Metrics(), cache=TieredCache(clock=clock))
-    await database.start()
-    try:
-        async with database.transaction() as tx:
-            assert tx.session.info[BEGAN_AT] == 5.0
     finally:
         await database.aclose()

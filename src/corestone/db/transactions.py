@@ -213,8 +213,7 @@ async def _finish_hooks(first: Awaitable[None], rest: list[Hook], outcome: Outco
 
 
 BEGAN_AT = "corestone_began_at"
-"""``session.info`` key: when the transaction's snapshot may have been taken, at the latest
-(a reading of the database cache's clock, or of the monotonic clock without a cache)."""
+"""``session.info`` key: when the transaction's snapshot may have been taken, at the latest."""
 
 
 def current_transaction() -> Transaction | None:
@@ -262,9 +261,7 @@ async def open_transaction(
         async with backend.session_for(isolation=isolation, read_only=read_only) as session:
             # When its snapshot may have been taken, at the latest: the cache will not store
             # what this transaction reads if it was invalidated after that (db/_cache.py).
-            # On the cache's clock, which is what the cache compares it with.
-            cache = backend.cache
-            session.info[BEGAN_AT] = cache.clock() if cache is not None else time.monotonic()
+            session.info[BEGAN_AT] = time.monotonic()
             tx = Transaction(session, backend, _enclosing=_current.get())
             token = _current.set(tx)
             try:
