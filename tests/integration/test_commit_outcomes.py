@@ -227,14 +227,20 @@ async def test_serialization_failure_at_commit_is_retried(postgres_url: str) -> 
 
 @pytest.mark.parametrize(
     "error",
-    [FileNotFoundError("no such template"), PermissionError("not yours"), TimeoutError("slow")],
-    ids=["FileNotFoundError", "PermissionError", "TimeoutError"],
+    [
+        FileNotFoundError("no such template"),
+        PermissionError("not yours"),
+        TimeoutError("slow"),
+        ConnectionResetError("the payment provider hung up"),
+    ],
+    ids=["FileNotFoundError", "PermissionError", "TimeoutError", "ConnectionResetError"],
 )
 async def test_application_os_errors_propagate_as_themselves(
     database_url: str, error: Exception
 ) -> None:
     """An OSError raised by application code inside a transaction is not "database
-    unreachable": it propagates as itself, the work is rolled back, and it is not retried."""
+    unreachable" nor a lost database connection: it propagates as itself, the work is
+    rolled back, and it is not retried."""
     database = await _open(database_url)
     try:
         with pytest.raises(type(error)) as caught:

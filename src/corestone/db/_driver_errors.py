@@ -14,15 +14,22 @@ from sqlalchemy import exc
 
 from corestone.errors import CommitUnknownError, ConflictError, CorestoneError, UnavailableError
 from corestone.observability.logging import get_logger
+from corestone.resilience.integrations import database_unavailable
 
 __all__ = ["commit_outcome_unknown", "first_line", "transient_cause", "translate_error"]
 
 log = get_logger(__name__)
 
 _SQLSTATE_CAUSES = {"40001": "serialization", "40P01": "deadlock"}
+# The server gave up on a statement: statement_timeout or a cancel request (57014),
+# lock_timeout (55P03). The database is too busy to answer in time: 503, not a 500.
+_SERVER_TIMEOUTS = ("57014", "55P03")
 _LOCKED_MESSAGES = ("database is locked", "database table is locked")
 _CONNECTION_EXCEPTION = "08"
 _LOST_CONNECTION = ("ConnectionDoesNotExistError", "ConnectionResetError")
+# asyncpg raises its bare InterfaceError (no SQLSTATE) before it writes anything to the
+# socket: "connection is closed", "another operation is in progress".
+_NOT_SENT = ("asyncpg", "InterfaceError")
 
 
 def _chain(error: BaseException) -> Iterator[BaseException]:
@@ -49,8 +56,13 @@ def transient_cause(error: BaseException) -> str | None:
     before COMMIT was sent) or ``locked`` (SQLite's busy lock). Looks through the
     ``__cause__`` chain, so it works on raw driver errors, SQLAlchemy's wrappers and
     corestone's translated errors alike. A :class:`CommitUnknownError` is never transient.
+    A built-in ``ConnectionResetError`` counts only below a SQLAlchemy error: raised by
+    the application's own network call inside the block, it is not the database's, and
+    re-running the block would repeat that call.
     """
+    from_driver = False
     for current in _chain(error):
+        from_driver = from_driver or isinstance(current, exc.SQLAlchemyError)
         if isinstance(current, CommitUnknownError):
             return None
         code = _sqlstate(current)
@@ -63,7 +75,9 @@ def transient_cause(error: BaseException) -> str | None:
                 m in str(current.orig) for m in _LOCKED_MESSAGES
             ):
                 return "locked"
-        if type(current).__name__ in _LOST_CONNECTION:
+        if type(current).__name__ in _LOST_CONNECTION and (
+            from_driver or type(current).__module__ != "builtins"
+        ):
             return "disconnect"
     return None
 
@@ -74,8 +88,12 @@ def commit_outcome_unknown(error: BaseException) -> bool:
     True when the link broke before the server's answer arrived (a disconnect, a socket
     error, a client-side timeout). An error the server sent carries a SQLSTATE: that is
     a refusal, and nothing was committed. Class 08 ("connection exception") is the
-    exception: drivers (asyncpg) set it themselves when the link breaks.
+    exception: drivers (asyncpg) set it themselves when the link breaks. A COMMIT the
+    driver refused to send (the server had already closed the connection) is no
+    unknown: the server rolled the transaction back when it closed the session.
     """
+    if any(_never_sent(current) for current in _chain(error)):
+        return False
     for current in _chain(error):
         code = _sqlstate(current)
         if code is not None and not code.startswith(_CONNECTION_EXCEPTION):
@@ -85,6 +103,11 @@ def commit_outcome_unknown(error: BaseException) -> bool:
         if isinstance(current, OSError) or type(current).__name__ in _LOST_CONNECTION:
             return True
     return False
+
+
+def _never_sent(error: BaseException) -> bool:
+    kind = type(error)
+    return kind.__module__.startswith(_NOT_SENT[0]) and kind.__name__ == _NOT_SENT[1]
 
 
 def translate_error(error: BaseException) -> BaseException:
@@ -106,9 +129,9 @@ def translate_error(error: BaseException) -> BaseException:
         translated = ConflictError("the change conflicts with existing data")
     elif isinstance(error, exc.TimeoutError):
         translated = UnavailableError("database connection pool exhausted", retry_after=1.0)
-    elif isinstance(error, exc.DBAPIError) and (
-        error.connection_invalidated or isinstance(error, exc.OperationalError | exc.InterfaceError)
-    ):
+    elif any(_sqlstate(current) in _SERVER_TIMEOUTS for current in _chain(error)):
+        translated = UnavailableError("the database did not answer in time", retry_after=1.0)
+    elif database_unavailable(error):
         translated = UnavailableError("database unavailable", retry_after=1.0)
     if translated is None:
         return error

@@ -339,8 +339,9 @@ class Database:
         """A session whose transaction has begun, on a replica when that is allowed.
 
         Part of the transaction port (:class:`~corestone.db.transactions.TransactionBackend`):
-        use :meth:`transaction` instead. A socket error or timeout while connecting to the
-        primary is the driver's, and becomes ``UnavailableError("database unreachable")``.
+        use :meth:`transaction` instead. A socket error, a timeout or the server's refusal
+        while connecting to the primary is the driver's, and becomes
+        ``UnavailableError("database unreachable")``.
         """
         options: dict[str, Any] = {"corestone_read_only": read_only}
         if self.dialect == "postgresql":
@@ -366,7 +367,11 @@ class Database:
             session.info["corestone_target"] = "primary"
             try:
                 await primary.acquire(session, options)
-            except OSError as error:  # raised raw by the driver's connect
+            except Exception as error:
+                # The driver's connect raises its errors raw: a socket error, or the
+                # server's refusal ("too many connections", "starting up").
+                if not _raw_connect_error(error):
+                    raise
                 log.warning("database unreachable", cause=first_line(error))
                 raise UnavailableError("database unreachable", retry_after=1.0) from error
             yield session
@@ -443,6 +448,11 @@ class Database:
             pool_recycle=self._pool.recycle_seconds,
         )
         return options
+
+
+def _raw_connect_error(error: Exception) -> bool:
+    """Whether ``error`` came raw from the driver's connect (SQLAlchemy wraps the rest)."""
+    return isinstance(error, OSError) or isinstance(getattr(error, "sqlstate", None), str)
 
 
 def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:

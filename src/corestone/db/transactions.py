@@ -1,10 +1,13 @@
 """Transactions: one unit of work, savepoints for nested blocks, retries, and outcome hooks.
 
 ``async with db.transaction() as tx`` opens a :class:`Transaction`; inside it, another
-``db.transaction()`` is a SAVEPOINT, and an exception in that block rolls back only the
-savepoint. ``db.run_in_transaction(fn)`` runs ``fn(tx)`` in a fresh transaction and runs it
-again, whole, under a :class:`~corestone.resilience.Retry` policy when the database says
-the attempt may succeed if repeated: a PostgreSQL serialization failure or deadlock (also
+``db.transaction()`` of the same database is a SAVEPOINT, and an exception in that block
+rolls back only the savepoint. A task created inside the block that opens a transaction
+after the block ended gets one of its own.
+
+``db.run_in_transaction(fn)`` runs ``fn(tx)`` in a fresh transaction and runs it again,
+whole, under a :class:`~corestone.resilience.Retry` policy when the database says the
+attempt may succeed if repeated: a PostgreSQL serialization failure or deadlock (also
 when the server refuses the COMMIT for it), a connection lost before COMMIT was sent,
 SQLite's "database is locked".
 
@@ -14,7 +17,8 @@ retried, and runs only the :meth:`Transaction.after_unknown` hooks.
 
 Hooks registered with :meth:`Transaction.after_commit` / :meth:`~Transaction.after_rollback`
 / :meth:`~Transaction.after_unknown` run exactly once, after the final outcome of the
-outermost transaction, and never for an attempt that was retried. A rolled-back savepoint
+outermost transaction, and never for an attempt that was retried; a caller cancelled
+while they run does not cut them short. A rolled-back savepoint
 drops its commit and unknown hooks and keeps its rollback hooks (its work was undone
 whatever the outer transaction's outcome).
 
@@ -28,6 +32,7 @@ Transactions depend on :class:`TransactionBackend`, a small protocol that
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -124,6 +129,12 @@ class Transaction:
     _rollback_hooks: list[Hook] = field(default_factory=list)
     _unknown_hooks: list[Hook] = field(default_factory=list)
     _undone_hooks: list[Hook] = field(default_factory=list)
+    # What was open in this context before (of any database), and whether this is still
+    # open: a task that inherits the context (created inside the block) and runs after
+    # the block ended must not reuse this session, and another database's transaction
+    # opened in between must not hide it (see _open_here).
+    _enclosing: Transaction | None = field(default=None, repr=False)
+    _open: bool = field(default=True, repr=False)
 
     def after_commit(self, hook: Hook) -> None:
         """Run ``hook`` once the outermost transaction has committed (never if it rolls back)."""
@@ -166,18 +177,65 @@ class Transaction:
         hooks = [*by_outcome.get(self.outcome or "rollback", []), *self._undone_hooks]
         self._commit_hooks, self._rollback_hooks, self._unknown_hooks = [], [], []
         self._undone_hooks = []
-        for hook in hooks:
+        for index, hook in enumerate(hooks):
+            try:
+                result = hook()
+            except Exception:
+                log.exception("transaction hook failed", outcome=self.outcome)
+                continue
+            if result is not None:
+                await _finish_hooks(result, hooks[index + 1 :], self.outcome)
+                return
+
+
+_UNFINISHED: set[asyncio.Future[None]] = set()
+"""Hook runs whose caller was cancelled, kept referenced until they end."""
+
+
+async def _finish_hooks(first: Awaitable[None], rest: list[Hook], outcome: Outcome | None) -> None:
+    """Await ``first``, then run ``rest``, in a task of their own that outlives a cancelled caller.
+
+    The outcome is final: a caller that gives up (a timeout, a client gone) must not cut an
+    invalidation short or drop the hooks after it. The caller's cancellation still
+    propagates at once; the hooks finish in the background.
+    """
+
+    async def run() -> None:
+        for hook in [lambda: first, *rest]:
             try:
                 result = hook()
                 if result is not None:
                     await result
             except Exception:
-                log.exception("transaction hook failed", outcome=self.outcome)
+                log.exception("transaction hook failed", outcome=outcome)
+
+    runner = asyncio.ensure_future(run())
+    try:
+        await asyncio.shield(runner)
+    except asyncio.CancelledError:
+        if not runner.done():
+            _UNFINISHED.add(runner)
+            runner.add_done_callback(_UNFINISHED.discard)
+        raise
 
 
 def current_transaction() -> Transaction | None:
-    """The transaction open in this context, if any."""
-    return _current.get()
+    """The innermost transaction open in this context, if any."""
+    return _open_here(None)
+
+
+def _open_here(backend: TransactionBackend | None) -> Transaction | None:
+    """The innermost transaction (of ``backend``, if given) open in this context.
+
+    A task created inside a transaction inherits the context variable; once the block
+    has ended, that transaction and its session are gone, and are skipped here.
+    """
+    tx = _current.get()
+    while tx is not None:
+        if tx._open and (backend is None or tx.database is backend):
+            return tx
+        tx = tx._enclosing
+    return None
 
 
 @asynccontextmanager
@@ -194,52 +252,60 @@ async def open_transaction(
     was lost, which becomes :class:`CommitUnknownError`. With ``run_hooks=False`` the
     caller runs the hooks (:func:`run_with_retry`, once it knows the final attempt).
     """
-    parent = _current.get()
-    if parent is not None and parent.database is backend:
+    parent = _open_here(backend)
+    if parent is not None:
         async with _savepoint(parent) as child:
             yield child
         return
     started = time.perf_counter()
     outcome: Outcome = "rollback"
-    async with backend.session_for(isolation=isolation, read_only=read_only) as session:
-        tx = Transaction(session, backend)
-        token = _current.set(tx)
-        try:
+    committed: Transaction | None = None
+    try:
+        async with backend.session_for(isolation=isolation, read_only=read_only) as session:
+            tx = Transaction(session, backend, _enclosing=_current.get())
+            token = _current.set(tx)
             try:
-                yield tx
-                if session.new or session.dirty or session.deleted:
-                    await session.flush()  # a failure here is before COMMIT: a rollback
-            except BaseException:
-                await _quiet_rollback(session)
-                raise
-            outcome = "unknown"  # from the moment COMMIT may have been sent (or cancelled)
-            try:
-                await session.commit()
-            except Exception as error:
-                if commit_outcome_unknown(error):
+                try:
+                    yield tx
+                    if session.new or session.dirty or session.deleted:
+                        await session.flush()  # a failure here is before COMMIT: a rollback
+                except BaseException:
                     await _quiet_rollback(session)
-                    raise CommitUnknownError(
-                        "the connection was lost during COMMIT: the transaction may have committed"
-                    ) from error
-                outcome = "rollback"  # the server answered: it refused the commit
-                await _quiet_rollback(session)
-                raise
-            outcome = "commit"
-        finally:
-            _current.reset(token)
-            tx.outcome = outcome
-            target = str(session.info.get("corestone_target", "primary"))
-            seconds = time.perf_counter() - started
-            backend.record_outcome(outcome, seconds, read_only=read_only, target=target)
-            if run_hooks and outcome != "commit":
-                await tx._run_hooks()
-    if run_hooks:
-        await tx._run_hooks()
+                    raise
+                outcome = "unknown"  # from the moment COMMIT may have been sent (or cancelled)
+                try:
+                    await session.commit()
+                except Exception as error:
+                    if commit_outcome_unknown(error):
+                        await _quiet_rollback(session)
+                        raise CommitUnknownError(
+                            "the connection was lost during COMMIT: "
+                            "the transaction may have committed"
+                        ) from error
+                    outcome = "rollback"  # the server answered: it refused the commit
+                    await _quiet_rollback(session)
+                    raise
+                outcome = "commit"
+            finally:
+                _current.reset(token)
+                tx._open = False
+                tx.outcome = outcome
+                committed = tx if outcome == "commit" else None
+                target = str(session.info.get("corestone_target", "primary"))
+                seconds = time.perf_counter() - started
+                backend.record_outcome(outcome, seconds, read_only=read_only, target=target)
+                if run_hooks and outcome != "commit":
+                    await tx._run_hooks()
+    finally:
+        # After a COMMIT, its hooks run even if giving the session back to the pool
+        # fails or is cancelled: the work is durable whatever happens to the caller.
+        if run_hooks and committed is not None:
+            await committed._run_hooks()
 
 
 @asynccontextmanager
 async def _savepoint(parent: Transaction) -> AsyncIterator[Transaction]:
-    child = Transaction(parent.session, parent.database, parent=parent)
+    child = Transaction(parent.session, parent.database, parent=parent, _enclosing=_current.get())
     token = _current.set(child)
     try:
         # SQLAlchemy's own context manager also rolls back a savepoint that a failed
@@ -252,6 +318,7 @@ async def _savepoint(parent: Transaction) -> AsyncIterator[Transaction]:
     else:
         child._merge_into_parent(committed=True)
     finally:
+        child._open = False
         _current.reset(token)
 
 
@@ -281,7 +348,7 @@ async def run_with_retry(
     attempt run once its outcome is final; a retried attempt's hooks are dropped. The
     last error is raised, translated to a corestone error when it is a driver error.
     """
-    if _current.get() is not None:
+    if _open_here(backend) is not None:
         raise RuntimeError("run_in_transaction cannot retry inside an open transaction")
     last: list[Transaction] = []
 

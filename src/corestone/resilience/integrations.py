@@ -31,12 +31,26 @@ __all__ = [
 
 _START = "corestone_breaker_started"
 
+_SQLITE_CANNOT_SERVE = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 15, 26})
+"""SQLite primary result codes that mean the database cannot serve: BUSY, LOCKED, NOMEM,
+READONLY, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB. sqlite3 raises
+``OperationalError`` for a bad statement too (SQLITE_ERROR: no such table, a syntax
+error), and that is the database answering."""
+
+
+def _sqlite_code(error: exc.DBAPIError) -> int | None:
+    code = getattr(error.orig, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
 
 def database_unavailable(error: BaseException) -> bool:
     """Whether a database error means "cannot reach it" rather than "it said no"."""
     if isinstance(error, exc.DBAPIError):
         if error.connection_invalidated:
             return True
+        sqlite_code = _sqlite_code(error)
+        if sqlite_code is not None:
+            return sqlite_code in _SQLITE_CANNOT_SERVE
         return isinstance(error, exc.OperationalError | exc.InterfaceError) and not isinstance(
             error, exc.IntegrityError
         )
@@ -49,7 +63,9 @@ def client_gave_up(error: BaseException) -> bool:
     Asyncio cancellation (also what ``asyncio.timeout`` raises inside) and the driver's
     client-side statement timeout (asyncpg ``command_timeout``: a bare ``TimeoutError``).
     SQLAlchemy reports a cancellation as a disconnect, as it must invalidate the
-    connection, but a caller's own timeout is not the database failing.
+    connection, but a caller's own timeout is not the database failing, unless the
+    database had left it unanswered for the breaker's ``slow_call_seconds`` (see
+    :func:`guard_engine`).
     """
     return not isinstance(error, Exception) or type(error) is TimeoutError
 
@@ -61,9 +77,16 @@ def guard_engine(engine: AsyncEngine, breaker: CircuitBreaker) -> None:
     outcome after; connection attempts are refused while the breaker is OPEN, so a dead
     server is not hammered with connects. Errors are classified by
     :func:`database_unavailable`, whatever the breaker's own exception lists say.
+
+    A statement or connect the caller gave up on (:func:`client_gave_up`) counts for
+    nothing, unless it had waited ``slow_call_seconds`` or more: then the database left
+    it unanswered that long, and it is a slow failure. Without that, a server gone silent
+    (a network partition: no refusal, no reset) would never open the breaker, as every
+    caller's own timeout would hide it.
     """
     sync_engine = engine.sync_engine
     clock = breaker.clock
+    slow = breaker.config.slow_call_seconds
 
     @event.listens_for(sync_engine, "before_cursor_execute")
     def _before(conn: Connection, cursor: Any, statement: str, params: Any, context: Any,
@@ -87,7 +110,11 @@ def guard_engine(engine: AsyncEngine, breaker: CircuitBreaker) -> None:
         if started is None:
             return  # not a guarded statement (connect failures are counted in _connect)
         if client_gave_up(context.original_exception):
-            breaker.release(started[0])  # the caller's own timeout says nothing about the database
+            waited = clock() - started[1]
+            if waited >= slow:
+                breaker.record_outcome(started[0], waited, failed=True)  # left unanswered that long
+            else:
+                breaker.release(started[0])  # the caller gave up: nothing said about the database
             return
         failed = context.is_disconnect or database_unavailable(
             context.sqlalchemy_exception or context.original_exception
@@ -99,10 +126,16 @@ def guard_engine(engine: AsyncEngine, breaker: CircuitBreaker) -> None:
         # Connecting here (the documented use of do_connect) is what lets a refused or
         # timed-out connect count: drivers raise those before any statement exists.
         breaker.check_open()
+        started = clock()
         try:
             return dialect.connect(*cargs, **cparams)
-        except Exception as error:
-            if database_unavailable(error) or isinstance(error, exc.DBAPIError):
+        except Exception:
+            # Whatever stops a connect (refused, timed out, or answered with an error such
+            # as "too many connections", which asyncpg raises raw) leaves us unserved.
+            breaker.record_unpermitted_failure()
+            raise
+        except BaseException:  # the caller gave up: count it only if it had waited long
+            if clock() - started >= slow:
                 breaker.record_unpermitted_failure()
             raise
 

@@ -59,3 +59,26 @@ def test_application_errors_are_not_translated(error: Exception) -> None:
 def test_a_lost_connection_is_unavailable() -> None:
     """A statement on a lost connection is the database being unavailable (503)."""
     assert isinstance(translate_error(_dbapi(None, invalidated=True)), UnavailableError)
+
+
+def test_a_raw_connection_reset_is_the_applications_not_the_databases() -> None:
+    """A bare ConnectionResetError is not transient; below a SQLAlchemy error it is a
+    disconnect."""
+    assert transient_cause(ConnectionResetError("the provider hung up")) is None
+    wrapped = exc.DBAPIError("SELECT 1", None, ConnectionResetError("reset"))
+    wrapped.__cause__ = wrapped.orig  # as SQLAlchemy raises it: from the driver's error
+    assert transient_cause(wrapped) == "disconnect"
+
+
+class _SqliteError(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(f"sqlite error {code}")
+        self.sqlite_errorcode = code
+
+
+@pytest.mark.parametrize(("code", "unavailable"), [(1, False), (10, True), (266, True)])
+def test_sqlite_result_codes_decide_unavailability(code: int, unavailable: bool) -> None:
+    """SQLITE_ERROR (1: no such table, syntax) is an answer; SQLITE_IOERR (10, and its
+    extended codes such as 266) means the database cannot serve."""
+    error = exc.OperationalError("SELECT 1", None, _SqliteError(code))
+    assert isinstance(translate_error(error), UnavailableError) is unavailable
