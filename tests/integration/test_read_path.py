@@ -28,8 +28,10 @@ class Item(_Base):
     name: Mapped[str] = mapped_column(String(50))
 
 
-async def _open(url: str, pool: PoolOptions = PoolOptions(), busy_ms: int = 5000) -> Database:
-    database = Database(url, pool=pool, sqlite_busy_timeout_ms=busy_ms, metrics=Metrics())
+async def _open(url: str, pool: PoolOptions | None = None, busy_ms: int = 5000) -> Database:
+    database = Database(
+        url, pool=pool or PoolOptions(), sqlite_busy_timeout_ms=busy_ms, metrics=Metrics()
+    )
     await database.start()
     async with database.engine.begin() as conn:
         await conn.run_sync(_Base.metadata.create_all)
