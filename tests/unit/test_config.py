@@ -125,7 +125,7 @@ def test_empty_optional_urls_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None
         ("CORESTONE_DATABASE_POOL_SIZE", "0", "must be at least 1"),
         ("CORESTONE_DATABASE_POOL_TIMEOUT_SECONDS", "soon", "must be a number"),
         ("CORESTONE_DATABASE_POOL_TIMEOUT_SECONDS", "0", "must be greater than 0"),
-        ("CORESTONE_DATABASE_POOL_PRE_PING", "maybe", "must be true or false"),
+        ("CORESTONE_DATABASE_POOL_PING_IDLE_SECONDS", "-1", "must be at least 0"),
         ("CORESTONE_HTTP_MAX_BODY_BYTES", "2000000000", "must be at most 1073741824"),
         ("CORESTONE_ENV", "staging", "must be one of 'dev', 'test' or 'prod'"),
         ("CORESTONE_LOG_FORMAT", "xml", "must be one of 'console' or 'json'"),
