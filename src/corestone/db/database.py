@@ -4,7 +4,9 @@ One :class:`Database` per primary, with optional read replicas. SQLite (aiosqlit
 embedded default and is set up for a server workload — WAL, foreign keys on, a busy
 timeout, and ``BEGIN IMMEDIATE`` for write transactions so two writers queue on the lock
 instead of one of them failing when it upgrades a read lock. PostgreSQL (asyncpg) takes
-its pool shape from settings.
+its pool shape from settings (``_pool``: no overflow, a ping only for idle connections).
+Read-only transactions are the read path (``_read_path``): autocommitted statements on
+PostgreSQL, a deferred BEGIN on SQLite.
 
 Driver errors never leave :meth:`Database.transaction` raw: a broken constraint becomes
 :class:`~corestone.errors.ConflictError`, a lost or refused connection or an exhausted
