@@ -177,3 +177,17 @@ async def test_backends_terminated_mid_load_lose_no_committed_write(postgres_url
         assert len(committed) >= 6 * 30 + 6 - len(failures)
     finally:
         await database.aclose()
+
+
+async def test_an_idle_live_connection_is_pinged_and_kept(database_url: str) -> None:
+    """On both databases the idle ping passes for a live connection, which is reused."""
+    clock = ManualClock()
+    database = await _open(database_url, PoolOptions(size=1, ping_idle_seconds=30), clock)
+    try:
+        await _count(database)
+        opened = _opened(database)
+        clock.advance(31)
+        assert await _count(database) == 0
+        assert _opened(database) == opened
+    finally:
+        await database.aclose()

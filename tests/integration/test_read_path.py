@@ -164,3 +164,27 @@ async def test_sqlite_readers_never_wait_for_the_write_lock(tmp_path: object) ->
     finally:
         release.set()
         await database.aclose()
+
+
+async def test_a_cancelled_read_returns_its_connection_reset(db: Database) -> None:
+    """A read cancelled while it holds the only connection gives it back, transactional."""
+    holding = asyncio.Event()
+
+    async def read_forever() -> None:
+        async with db.transaction(read_only=True) as tx:
+            await tx.session.execute(select(Item))
+            holding.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(read_forever())
+    await holding.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with pytest.raises(RuntimeError, match="boom"):
+        async with db.transaction() as tx:  # the same connection: a pool of one
+            tx.session.add(Item(name="never"))
+            await tx.session.flush()
+            raise RuntimeError("boom")
+    async with db.transaction(read_only=True) as tx:
+        assert (await tx.session.scalars(select(Item))).all() == []
