@@ -215,7 +215,10 @@ class Database:
 
         Inside another transaction of this database it is a SAVEPOINT instead. An
         ``isolation`` level applies on PostgreSQL (SQLite is always serializable).
-        ``read_only`` may be served by a replica, and lets SQLite readers share the lock.
+        ``read_only`` is the read path: a replica may serve it; on PostgreSQL, with no
+        ``isolation``, each statement autocommits (no BEGIN/COMMIT round trips); on
+        SQLite it begins deferred, beside a writer. It refuses writes
+        (:class:`~corestone.db.ReadOnlyTransactionError`).
         """
         try:
             async with open_transaction(self, isolation=isolation, read_only=read_only) as tx:
