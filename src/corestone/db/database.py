@@ -74,7 +74,7 @@ class Database:
     current request (:func:`corestone.context.request_scope`) has already committed a
     write, in which case they read the primary, so a caller always reads its own writes.
     A replica that fails to connect is skipped for ``replica_retry_seconds``; with none
-    left, reads go to the primary.
+    left, reads go to the primary. ``clock`` times that back-off and the pool's idle ping.
     """
 
     name = "database"
