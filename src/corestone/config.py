@@ -77,11 +77,15 @@ class Settings(BaseSettings):
         default_factory=list,
         examples=["postgresql+asyncpg://ro@replica1/app,postgresql+asyncpg://ro@replica2/app"],
     )
-    database_pool_size: int = Field(10, ge=1, le=1000, examples=[20])
-    database_max_overflow: int = Field(10, ge=0, le=1000, examples=[10])
+    database_pool_size: int = Field(20, ge=1, le=1000, examples=[20])
+    database_max_overflow: int = Field(
+        0, ge=0, le=1000, description="0: a checkout beyond the pool waits", examples=[0]
+    )
     database_pool_timeout_seconds: float = Field(10.0, gt=0, le=600, examples=[5])
     database_pool_recycle_seconds: float = Field(1800.0, gt=0, examples=[1800])
-    database_pool_pre_ping: bool = Field(True, examples=["true"])
+    database_pool_ping_idle_seconds: float = Field(
+        30.0, ge=0, description="ping a pooled connection idle this long before use", examples=[30]
+    )
     database_sqlite_busy_timeout_ms: int = Field(5000, ge=0, le=600_000, examples=[5000])
 
     redis_url: str | None = Field(None, examples=["redis://127.0.0.1:6379/0"])

@@ -273,10 +273,10 @@ async def test_failed_commit_is_not_retried(db: Database) -> None:
 
 
 async def test_isolation_and_read_only_reach_postgres(pg: Database) -> None:
-    """isolation= sets the level and read_only= makes PostgreSQL refuse writes."""
+    """isolation= sets the level; with it, read_only= makes PostgreSQL refuse writes."""
     async with pg.transaction(isolation="REPEATABLE READ") as tx:
         assert await tx.session.scalar(text("SHOW transaction_isolation")) == "repeatable read"
-    async with pg.transaction(read_only=True) as tx:
+    async with pg.transaction(read_only=True, isolation="READ COMMITTED") as tx:
         assert await tx.session.scalar(text("SHOW transaction_read_only")) == "on"
     async with pg.transaction() as tx:
         assert await tx.session.scalar(text("SHOW transaction_read_only")) == "off"

@@ -40,7 +40,8 @@ def test_defaults_need_no_configuration() -> None:
     assert settings.smtp_url is None
     assert settings.log_format is None
     assert settings.log_level == "info"
-    assert settings.database_pool_size == 10
+    assert settings.database_pool_size == 20
+    assert settings.database_max_overflow == 0
     assert settings.http_max_body_bytes == 1_048_576
 
 
@@ -58,7 +59,7 @@ def test_environment_variables_with_the_prefix_are_read(monkeypatch: pytest.Monk
     monkeypatch.setenv("CORESTONE_SECRET_KEY", KEY)
     monkeypatch.setenv("CORESTONE_DATABASE_URL", "postgresql+asyncpg://app:pw@db:5432/app")
     monkeypatch.setenv("CORESTONE_DATABASE_POOL_SIZE", "25")
-    monkeypatch.setenv("CORESTONE_DATABASE_POOL_PRE_PING", "false")
+    monkeypatch.setenv("CORESTONE_DATABASE_POOL_PING_IDLE_SECONDS", "5")
     monkeypatch.setenv("CORESTONE_REDIS_URL", "redis://cache:6379/0")
     monkeypatch.setenv("CORESTONE_BROKER_URL", "nats://broker:4222")
     monkeypatch.setenv("CORESTONE_SMTP_URL", "smtp://u:p@mail:587?starttls=true")
@@ -69,7 +70,7 @@ def test_environment_variables_with_the_prefix_are_read(monkeypatch: pytest.Monk
     assert settings.env == "prod"
     assert settings.database_url == "postgresql+asyncpg://app:pw@db:5432/app"
     assert settings.database_pool_size == 25
-    assert settings.database_pool_pre_ping is False
+    assert settings.database_pool_ping_idle_seconds == 5
     assert settings.redis_url == "redis://cache:6379/0"
     assert settings.broker_url == "nats://broker:4222"
     assert settings.smtp_url == "smtp://u:p@mail:587?starttls=true"
@@ -124,7 +125,7 @@ def test_empty_optional_urls_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None
         ("CORESTONE_DATABASE_POOL_SIZE", "0", "must be at least 1"),
         ("CORESTONE_DATABASE_POOL_TIMEOUT_SECONDS", "soon", "must be a number"),
         ("CORESTONE_DATABASE_POOL_TIMEOUT_SECONDS", "0", "must be greater than 0"),
-        ("CORESTONE_DATABASE_POOL_PRE_PING", "maybe", "must be true or false"),
+        ("CORESTONE_DATABASE_POOL_PING_IDLE_SECONDS", "-1", "must be at least 0"),
         ("CORESTONE_HTTP_MAX_BODY_BYTES", "2000000000", "must be at most 1073741824"),
         ("CORESTONE_ENV", "staging", "must be one of 'dev', 'test' or 'prod'"),
         ("CORESTONE_LOG_FORMAT", "xml", "must be one of 'console' or 'json'"),

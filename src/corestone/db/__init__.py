@@ -3,6 +3,7 @@
 Durable sagas, built on top of this package, live in :mod:`corestone.sagas`.
 """
 
+from corestone.db._read_path import ReadOnlyTransactionError
 from corestone.db.audit import AuditEntry, audit_entries
 from corestone.db.database import Database, PoolOptions
 from corestone.db.filters import SortKey
@@ -53,6 +54,7 @@ __all__ = [
     "KeysetPage",
     "OffsetPage",
     "PoolOptions",
+    "ReadOnlyTransactionError",
     "Repository",
     "SoftDeleteMixin",
     "SortKey",

@@ -8,8 +8,8 @@ with one class name never share entries; docs/decisions). A miss is cached too (
 invalidates its tag like any other write.
 
 The load behind a cached read runs on its own short session from the database (the
-primary, READ COMMITTED, read-only), never on the caller's: callers that share the load
-may give up, be cancelled or time out without touching it, and the snapshot it reads
+primary; one autocommitted statement on PostgreSQL), never on the caller's: callers that
+share the load may give up, be cancelled or time out without touching it, and the snapshot it reads
 begins after the cache has read the tag generations it will check before storing.
 Rows ``get_many`` loads for its misses come from the caller's transaction and are
 returned, not stored: one query cannot prove its snapshot began after every tag's
@@ -34,6 +34,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, make_transi
 
 from corestone import context
 from corestone.cache.keys import EVERY_WORKSPACE, GLOBAL
+from corestone.db._read_path import session_options
 from corestone.db.scoping import AllWorkspaces, Workspace
 
 if TYPE_CHECKING:
@@ -60,16 +61,6 @@ _WROTE: Final = "corestone_wrote"
 _WATCHED: Final = "corestone_writes_watched"
 _SNAPSHOT_LEVELS: Final = frozenset({"REPEATABLE READ", "SERIALIZABLE"})
 _ID_CHUNK: Final = 1000
-# The load's own transaction: read-only (SQLite: a deferred BEGIN that does not queue
-# behind writers), READ COMMITTED on PostgreSQL whatever the caller's level.
-_LOAD_OPTIONS: Final[Mapping[str, Mapping[str, Any]]] = {
-    "postgresql": {
-        "corestone_read_only": True,
-        "isolation_level": "READ COMMITTED",
-        "postgresql_readonly": True,
-    },
-}
-_SQLITE_LOAD_OPTIONS: Final[Mapping[str, Any]] = {"corestone_read_only": True}
 
 
 # -- reads -----------------------------------------------------------------------------
@@ -88,12 +79,14 @@ async def cached_find(
     workspace = scope.workspace
     assert not isinstance(workspace, AllWorkspaces)  # the repository reads those uncached
     identity = scope.info.identity
-    options = _LOAD_OPTIONS.get(session.bind.dialect.name, _SQLITE_LOAD_OPTIONS)
+    # The read path's options: one autocommitted statement on PostgreSQL (its own
+    # snapshot, whatever the caller's level), a deferred BEGIN on SQLite.
+    options = session_options(session.bind.dialect.name, isolation=None, read_only=True)
 
     async def load() -> dict[str, Any] | None:
         # Owned by the shared load, not by any caller: see the module docstring.
         async with load_sessions() as own:
-            await own.connection(execution_options=dict(options))
+            await own.connection(execution_options=options)
             return await _load_row(scope, own, key)
 
     values = await cache.get_or_load(

@@ -4,7 +4,9 @@ One :class:`Database` per primary, with optional read replicas. SQLite (aiosqlit
 embedded default and is set up for a server workload — WAL, foreign keys on, a busy
 timeout, and ``BEGIN IMMEDIATE`` for write transactions so two writers queue on the lock
 instead of one of them failing when it upgrades a read lock. PostgreSQL (asyncpg) takes
-its pool shape from settings.
+its pool shape from settings (``_pool``: no overflow, a ping only for idle connections).
+Read-only transactions are the read path (``_read_path``): autocommitted statements on
+PostgreSQL, a deferred BEGIN on SQLite.
 
 Driver errors never leave :meth:`Database.transaction` raw: a broken constraint becomes
 :class:`~corestone.errors.ConflictError`, a lost or refused connection or an exhausted
@@ -18,26 +20,21 @@ propagate as themselves. ``Database`` is the
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import event, exc, text
+from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from corestone import context
+from corestone.clock import Clock, monotonic
 from corestone.config import Settings, redact_url
 from corestone.db._driver_errors import first_line, translate_error
+from corestone.db._pool import PooledEngine, PoolOptions
+from corestone.db._read_path import mark_read_only, session_options
 from corestone.db.transactions import (
     TRANSACTION_RETRY,
     IsolationLevel,
@@ -63,78 +60,7 @@ log = get_logger(__name__)
 
 T = TypeVar("T")
 
-
-@dataclass(frozen=True, slots=True)
-class PoolOptions:
-    """Connection pool shape (PostgreSQL; SQLite files use the same queue pool)."""
-
-    size: int = 10
-    max_overflow: int = 10
-    timeout_seconds: float = 10.0
-    recycle_seconds: float = 1800.0
-    pre_ping: bool = True
-
-
-class _Engine:
-    """One engine (the primary or a replica) with its sessions and pool metrics."""
-
-    def __init__(self, url: URL, label: str, options: dict[str, Any], metrics: Metrics) -> None:
-        self.url = url
-        self.label = label
-        self.engine = create_async_engine(url, **options)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        self.unhealthy_until = 0.0
-        self.last_error: str | None = None
-        self._waits = metrics.counter(
-            "db_pool_waits_total", "Checkouts that found the pool exhausted and waited.", ["pool"]
-        ).labels(pool=label)
-        self._timeouts = metrics.counter(
-            "db_pool_timeouts_total", "Checkouts that gave up waiting.", ["pool"]
-        ).labels(pool=label)
-        self._acquire_seconds = metrics.histogram(
-            "db_pool_acquire_seconds", "Time to get a connection from the pool.", ["pool"]
-        ).labels(pool=label)
-        for name, doc, read in (
-            ("db_pool_size", "Configured pool size.", QueuePool.size),
-            ("db_pool_checked_out", "Connections in use.", QueuePool.checkedout),
-            ("db_pool_overflow", "Connections beyond the pool size.", QueuePool.overflow),
-        ):
-            metrics.gauge(name, doc, ["pool"]).labels(pool=label).set_function(
-                lambda read=read: self._read_pool(read)  # type: ignore[misc]
-            )
-
-    @property
-    def safe_url(self) -> str:
-        return redact_url(self.url.render_as_string(hide_password=False))
-
-    def _read_pool(self, read: Callable[[QueuePool], int]) -> float:
-        pool = self.engine.sync_engine.pool
-        return float(max(read(pool), 0)) if isinstance(pool, QueuePool) else 0.0
-
-    def pool_status(self) -> str:
-        pool = self.engine.sync_engine.pool
-        if isinstance(pool, QueuePool):
-            return f"pool size {pool.size()}, checked out {pool.checkedout()}"
-        return ""
-
-    async def acquire(self, session: AsyncSession, options: dict[str, Any]) -> None:
-        pool = self.engine.sync_engine.pool
-        if isinstance(pool, QueuePool) and pool.checkedout() >= pool.size() + pool._max_overflow:
-            self._waits.inc()
-        started = time.perf_counter()
-        try:
-            await session.connection(execution_options=options)
-        except exc.TimeoutError:
-            self._timeouts.inc()
-            raise
-        finally:
-            self._acquire_seconds.observe(time.perf_counter() - started)
-
-    async def ping(self) -> float:
-        started = time.perf_counter()
-        async with self.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        return round((time.perf_counter() - started) * 1000, 3)
+_DEFAULT_POOL = PoolOptions()
 
 
 class Database:
@@ -148,7 +74,7 @@ class Database:
     current request (:func:`corestone.context.request_scope`) has already committed a
     write, in which case they read the primary, so a caller always reads its own writes.
     A replica that fails to connect is skipped for ``replica_retry_seconds``; with none
-    left, reads go to the primary.
+    left, reads go to the primary. ``clock`` times that back-off and the pool's idle ping.
     """
 
     name = "database"
@@ -158,15 +84,17 @@ class Database:
         url: str,
         *,
         replica_urls: Sequence[str] = (),
-        pool: PoolOptions = PoolOptions(),
+        pool: PoolOptions = _DEFAULT_POOL,
         sqlite_busy_timeout_ms: int = 5000,
         replica_retry_seconds: float = 10.0,
         metrics: Metrics | None = None,
         breakers: BreakerRegistry | None = None,
         signing_key: bytes | None = None,
         cache: TieredCache | None = None,
+        clock: Clock = monotonic,
     ) -> None:
         self.url: URL = make_url(url)
+        self._clock = clock
         self.breakers = breakers
         # Repositories sign their pagination cursors with this unless given another key.
         self.signing_key = signing_key
@@ -177,8 +105,8 @@ class Database:
         self._busy_timeout_ms = sqlite_busy_timeout_ms
         self._replica_retry_seconds = replica_retry_seconds
         self._metrics = metrics if metrics is not None else Metrics()
-        self._primary: _Engine | None = None
-        self._replicas: list[_Engine] = []
+        self._primary: PooledEngine | None = None
+        self._replicas: list[PooledEngine] = []
         self._next_replica = itertools.count()
         m = self._metrics
         self._transactions = m.counter(
@@ -209,7 +137,7 @@ class Database:
                 max_overflow=settings.database_max_overflow,
                 timeout_seconds=settings.database_pool_timeout_seconds,
                 recycle_seconds=settings.database_pool_recycle_seconds,
-                pre_ping=settings.database_pool_pre_ping,
+                ping_idle_seconds=settings.database_pool_ping_idle_seconds,
             ),
             sqlite_busy_timeout_ms=settings.database_sqlite_busy_timeout_ms,
             metrics=metrics,
@@ -240,7 +168,7 @@ class Database:
         """
         if self._primary is not None:
             return
-        self._primary = _Engine(self.url, "primary", self._engine_options(self.url), self._metrics)
+        self._primary = self._pooled(self.url, "primary")
         if self.dialect == "sqlite":
             _configure_sqlite(self._primary.engine, self._busy_timeout_ms)
         self._guard(self._primary)
@@ -252,7 +180,7 @@ class Database:
             reason = first_line(getattr(error, "orig", None) or error)
             raise UnavailableError(f"cannot connect to {self.safe_url}: {reason}") from error
         for index, url in enumerate(self._replica_urls, start=1):
-            replica = _Engine(url, f"replica{index}", self._engine_options(url), self._metrics)
+            replica = self._pooled(url, f"replica{index}")
             self._replicas.append(replica)
             self._guard(replica)
             try:
@@ -287,7 +215,10 @@ class Database:
 
         Inside another transaction of this database it is a SAVEPOINT instead. An
         ``isolation`` level applies on PostgreSQL (SQLite is always serializable).
-        ``read_only`` may be served by a replica, and lets SQLite readers share the lock.
+        ``read_only`` is the read path: a replica may serve it; on PostgreSQL, with no
+        ``isolation``, each statement autocommits (no BEGIN/COMMIT round trips); on
+        SQLite it begins deferred, beside a writer. It refuses writes
+        (:class:`~corestone.db.ReadOnlyTransactionError`).
         """
         try:
             async with open_transaction(self, isolation=isolation, read_only=read_only) as tx:
@@ -343,15 +274,12 @@ class Database:
         while connecting to the primary is the driver's, and becomes
         ``UnavailableError("database unreachable")``.
         """
-        options: dict[str, Any] = {"corestone_read_only": read_only}
-        if self.dialect == "postgresql":
-            if isolation is not None:
-                options["isolation_level"] = isolation
-            if read_only:
-                options["postgresql_readonly"] = True
+        options = session_options(self.dialect, isolation=isolation, read_only=read_only)
         if read_only and not self._wrote_in_this_request():
             for replica in self._healthy_replicas():
                 session = replica.sessions()
+                if read_only:
+                    mark_read_only(session)
                 try:
                     await replica.acquire(session, options)
                 except Exception as error:  # noqa: BLE001 - try the next, then the primary
@@ -365,6 +293,8 @@ class Database:
         primary = self._require_primary()
         async with primary.sessions() as session:
             session.info["corestone_target"] = "primary"
+            if read_only:
+                mark_read_only(session)
             try:
                 await primary.acquire(session, options)
             except Exception as error:
@@ -376,7 +306,7 @@ class Database:
                 raise UnavailableError("database unreachable", retry_after=1.0) from error
             yield session
 
-    def _guard(self, engine: _Engine) -> None:
+    def _guard(self, engine: PooledEngine) -> None:
         """Put the engine behind its breaker: ``database``, or ``database:replicaN``.
 
         Only unavailability counts (refused or dropped connections, timeouts); a
@@ -386,16 +316,16 @@ class Database:
             name = "database" if engine.label == "primary" else f"database:{engine.label}"
             guard_engine(engine.engine, self.breakers.get(name))
 
-    def _healthy_replicas(self) -> list[_Engine]:
-        now = time.monotonic()
+    def _healthy_replicas(self) -> list[PooledEngine]:
+        now = self._clock()
         healthy = [r for r in self._replicas if r.unhealthy_until <= now]
         if not healthy:
             return []
         start = next(self._next_replica) % len(healthy)
         return healthy[start:] + healthy[:start]
 
-    def _mark_unhealthy(self, replica: _Engine, error: BaseException) -> None:
-        replica.unhealthy_until = time.monotonic() + self._replica_retry_seconds
+    def _mark_unhealthy(self, replica: PooledEngine, error: BaseException) -> None:
+        replica.unhealthy_until = self._clock() + self._replica_retry_seconds
         replica.last_error = first_line(error)
         log.warning(
             "replica unavailable",
@@ -427,13 +357,23 @@ class Database:
         """Count a transaction attempt retried for ``cause`` (part of the transaction port)."""
         self._retries.labels(cause=cause).inc()
 
-    def _require_primary(self) -> _Engine:
+    def _require_primary(self) -> PooledEngine:
         if self._primary is None:
             raise RuntimeError("Database is not started; use `await database.start()` first")
         return self._primary
 
+    def _pooled(self, url: URL, label: str) -> PooledEngine:
+        return PooledEngine(
+            url,
+            label,
+            self._engine_options(url),
+            self._metrics,
+            ping_idle_seconds=self._pool.ping_idle_seconds,
+            clock=self._clock,
+        )
+
     def _engine_options(self, url: URL) -> dict[str, Any]:
-        options: dict[str, Any] = {"pool_pre_ping": self._pool.pre_ping}
+        options: dict[str, Any] = {}
         if url.get_backend_name() == "sqlite":
             database = url.database or ""
             if database and database != ":memory:" and not database.startswith("file:"):

@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from corestone.db._driver_errors import commit_outcome_unknown, transient_cause, translate_error
+from corestone.db._read_path import is_read_only
 from corestone.errors import CommitUnknownError
 from corestone.observability.logging import get_logger
 from corestone.resilience.retry import Retry
@@ -307,10 +308,14 @@ async def open_transaction(
 async def _savepoint(parent: Transaction) -> AsyncIterator[Transaction]:
     child = Transaction(parent.session, parent.database, parent=parent, _enclosing=_current.get())
     token = _current.set(child)
+    # SQLAlchemy's own context manager also rolls back a savepoint that a failed flush
+    # already deactivated, which leaves the outer transaction usable. A read-only
+    # transaction has nothing to undo (and autocommit has no SAVEPOINT): no savepoint.
+    savepoint: AbstractAsyncContextManager[object] = (
+        nullcontext() if is_read_only(parent.session) else parent.session.begin_nested()
+    )
     try:
-        # SQLAlchemy's own context manager also rolls back a savepoint that a failed
-        # flush already deactivated, which leaves the outer transaction usable.
-        async with parent.session.begin_nested():
+        async with savepoint:
             yield child
     except BaseException:
         child._merge_into_parent(committed=False)
