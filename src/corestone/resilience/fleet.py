@@ -48,7 +48,7 @@ log = get_logger(__name__)
 _SHARED = (State.OPEN, State.CLOSED)
 _CLOSED_TTL_MS = 3_600_000
 _OPEN_TTL_MARGIN_MS = 60_000
-Source = Literal["channel", "key"]
+_Source = Literal["channel", "key"]
 
 
 class Fleet:
@@ -289,14 +289,14 @@ class Fleet:
                 continue
             self._consider(change, "key", (now_ms - change.at_ms) / 1000)
 
-    def _receive(self, data: object, source: Source, elapsed: float) -> None:
+    def _receive(self, data: object, source: _Source, elapsed: float) -> None:
         change = parse(data)
         if change is None:
             self._drop(source, data)
         else:
             self._consider(change, source, elapsed)
 
-    def _consider(self, change: Change, source: Source, elapsed: float) -> None:
+    def _consider(self, change: Change, source: _Source, elapsed: float) -> None:
         """Apply ``change`` if it is newer than what this process knows; never raises."""
         name = change.name
         try:
@@ -328,7 +328,7 @@ class Fleet:
             machine.transition(State.CLOSED, now, reason, remote=True)
             self.applied += 1
 
-    def _drop(self, source: Source, data: object) -> None:
+    def _drop(self, source: _Source, data: object) -> None:
         self.dropped += 1
         if self._dropped_counter is not None:
             self._dropped_counter.labels(source=source).inc()
