@@ -28,12 +28,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import TextClause, event, select
+from sqlalchemy import Connection, Engine, Table, TextClause, event, inspect, select
+from sqlalchemy.engine.interfaces import ExecutionContext
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, make_transient_to_detached
+from sqlalchemy.orm import Session, UOWTransaction, make_transient_to_detached
 
 from corestone import context
 from corestone.cache.keys import EVERY_WORKSPACE, GLOBAL
+from corestone.db.models import TenantMixin
 from corestone.db.scoping import AllWorkspaces, Workspace
 
 if TYPE_CHECKING:
@@ -46,10 +48,10 @@ __all__ = [
     "cached_find",
     "cached_get_many",
     "invalidate_after_commit",
+    "invalidate_flushed_after_commit",
     "keeps_snapshot",
     "mark_written",
     "query_many",
-    "watch_writes",
     "wrote",
 ]
 
@@ -57,7 +59,10 @@ LoadSessions = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 """A fresh session on the primary, e.g. :meth:`Database.session`."""
 
 _WROTE: Final = "corestone_wrote"
-_WATCHED: Final = "corestone_writes_watched"
+_FLUSHED: Final = "corestone_flushed"
+_FLUSH_HOOK: Final = "corestone_flush_hook"
+# Driver SQL that cannot write: SELECT, and transaction control (SQLite's BEGIN is ours).
+_READ_ONLY_SQL: Final = ("SELECT", "BEGIN", "SAVEPOINT", "RELEASE", "ROLLBACK", "SHOW")
 _SNAPSHOT_LEVELS: Final = frozenset({"REPEATABLE READ", "SERIALIZABLE"})
 _ID_CHUNK: Final = 1000
 # The load's own transaction: read-only (SQLite: a deferred BEGIN that does not queue
@@ -188,43 +193,52 @@ def mark_written(session: AsyncSession | Session) -> None:
 
 
 def wrote(session: AsyncSession) -> bool:
-    """Whether this session's transaction has written: by a repository, a flush or DML.
+    """Whether this session's transaction has written, by whatever path.
 
-    Seen: repository writes, every ORM flush (autoflush included) of any session, and
-    INSERT/UPDATE/DELETE or ``text()`` statements run through a session a repository
-    was made on. Not seen: SQL sent on the raw connection.
+    Seen: repository writes (COPY included), pending ORM changes, and every INSERT,
+    UPDATE, DELETE, ``text()`` or other non-SELECT statement sent on the transaction's
+    connection (ORM flushes, ORM and Core DML, ``bulk_update_mappings``,
+    ``connection.execute``, ``exec_driver_sql``), before or after a repository was made.
+    Not seen: SQL sent on the DBAPI driver's own connection object.
     """
     sync = session.sync_session
     marked = sync.info.get(_WROTE)
     if marked is not None and marked is sync.get_transaction():
         return True
-    return bool(sync.new or sync.deleted or sync.dirty)
+    if sync.new or sync.deleted or sync.dirty:
+        return True
+    if not sync.in_transaction():
+        return False
+    connection = sync.connection()  # already begun: no I/O
+    return connection.info.get(_WROTE) is connection.get_transaction()
 
 
-def watch_writes(session: AsyncSession) -> None:
-    """Mark the transaction as written when DML (or opaque ``text()``) runs on ``session``."""
-    sync = session.sync_session
-    if sync.info.get(_WATCHED):
-        return
-    sync.info[_WATCHED] = True
-    event.listen(sync, "do_orm_execute", _on_execute)
+@event.listens_for(Engine, "before_cursor_execute")
+def _on_cursor_execute(
+    connection: Connection,
+    _cursor: Any,
+    statement: str,
+    _parameters: Any,
+    context: ExecutionContext | None,
+    _executemany: bool,
+) -> None:
+    # Every engine, every statement, whoever sent it: mark the connection's transaction
+    # as written unless the statement is known to only read. Cheap: a few attribute reads.
+    if _may_write(statement, context):
+        transaction = connection.get_transaction()
+        if transaction is not None:
+            connection.info[_WROTE] = transaction
 
 
-def _on_execute(state: ORMExecuteState) -> None:
-    if state.is_select:
-        return
-    if state.is_insert or state.is_update or state.is_delete:
-        mark_written(state.session)
-    elif isinstance(state.statement, TextClause):
-        mark_written(state.session)  # it may write; reading uncached is the safe side
-
-
-@event.listens_for(Session, "after_flush")
-def _on_flush(session: Session, _flush: UOWTransaction) -> None:
-    # Every session, not only those a repository was made on: an object changed and
-    # autoflushed before any repository existed has still been written in this
-    # transaction. Cheap: one dict write per flush.
-    mark_written(session)
+def _may_write(statement: str, context: ExecutionContext | None) -> bool:
+    compiled = getattr(context, "compiled", None)
+    if compiled is not None:
+        if context.isinsert or context.isupdate or context.isdelete:  # type: ignore[union-attr]
+            return True
+        # An ORM or Core SELECT, or SQLAlchemy's own SAVEPOINT/RELEASE/ROLLBACK TO, only
+        # read; opaque text() may write (reading uncached is the safe side).
+        return isinstance(compiled.statement, TextClause)
+    return not statement.lstrip()[:9].upper().startswith(_READ_ONLY_SQL)
 
 
 def keeps_snapshot(session: AsyncSession) -> bool:
@@ -306,6 +320,71 @@ def invalidate_after_commit(
 
     tx.after_commit(invalidate)
     tx.after_unknown(invalidate)
+
+
+def invalidate_flushed_after_commit(tx: Transaction, cache: TieredCache) -> None:
+    """Invalidate, once ``tx``'s outermost transaction commits, the rows the ORM flushed.
+
+    A repository returns ORM objects; changing one and committing (the unit of work) is
+    not a repository write, but it changes the row all the same: its
+    ``entity:{table}:{id}`` (and ``workspace:{id}``) tags are invalidated like a write's.
+    Registered once per transaction by every repository with a cache. Rows flushed in a
+    savepoint that rolled back are invalidated too (harmless: dropping is always safe).
+    """
+    root = tx
+    while root.parent is not None:
+        root = root.parent
+    sync = root.session.sync_session
+    began = sync.get_transaction()
+    if began is None or sync.info.get(_FLUSH_HOOK) is began:
+        return
+    sync.info[_FLUSH_HOOK] = began
+
+    async def invalidate() -> None:
+        flushed = sync.info.get(_FLUSHED)
+        if flushed is None or flushed[0] is not began:
+            return
+        for where, tags in flushed[1].items():
+            if where is not None:
+                await cache.invalidate_tags(sorted(tags), workspace=where)
+                continue
+            for tag in sorted(tags):  # the row's workspace was not loaded: look everywhere
+                await cache.invalidate_pattern(tag, workspace=EVERY_WORKSPACE)
+
+    root.after_commit(invalidate)
+    root.after_unknown(invalidate)
+
+
+@event.listens_for(Session, "after_flush")
+def _on_flush(session: Session, _flush: UOWTransaction) -> None:
+    # Every session: remember the rows this transaction's flushes wrote, by cache scope,
+    # for invalidate_flushed_after_commit. Only rows with a one-column key on a table.
+    began = session.get_transaction()
+    flushed: tuple[object, dict[str | int | None, set[str]]] | None = session.info.get(_FLUSHED)
+    if flushed is None or flushed[0] is not began:
+        flushed = (began, {})
+        session.info[_FLUSHED] = flushed
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        state = inspect(obj)
+        mapper = state.mapper
+        table = mapper.local_table
+        if not isinstance(table, Table) or len(mapper.primary_key) != 1:
+            continue
+        # Values from the state's dict, never attribute access: that could load (I/O).
+        if state.key is not None:
+            pk = state.key[1][0]
+        else:  # inserted just now: the key is in the dict
+            pk = state.dict.get(mapper.get_property_by_column(mapper.primary_key[0]).key)
+        if pk is None:
+            continue
+        tag = f"entity:{table.fullname}:{pk}"
+        where: str | int | None = GLOBAL
+        if isinstance(obj, TenantMixin):
+            workspace = state.dict.get("workspace_id")
+            where = workspace if isinstance(workspace, int) else None  # None: not loaded
+        flushed[1].setdefault(where, set()).add(tag)
+        if isinstance(where, int):
+            flushed[1][where].add(f"workspace:{where}")
 
 
 def _tag_scope(workspace: Workspace | None, row_workspace: object) -> str | int | None:

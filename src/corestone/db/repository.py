@@ -123,6 +123,8 @@ class Repository(Generic[M]):
                 "not a bare AsyncSession, to invalidate after commit"
             )
         self.cache = cache
+        if cache is not None and self.transaction is not None:
+            _cache.invalidate_flushed_after_commit(self.transaction, cache)
         self.info: ModelInfo = model_info(self.model)  # type: ignore[arg-type]
         self.include_deleted = include_deleted
         self._workspace = workspace
@@ -130,7 +132,6 @@ class Repository(Generic[M]):
         self._signing_key = signing_key
         self._filter_fields = {name: getattr(self.model, name) for name in self.filterable}
         scope_session(self.session)
-        _cache.watch_writes(self.session)
 
     def with_deleted(self) -> Repository[M]:
         """The same repository, also seeing soft-deleted rows."""

@@ -1,0 +1,218 @@
+"""Cached repository reads under a hostile review, on SQLite and PostgreSQL with real Redis.
+
+A cache miss never waits for a pooled connection that only its callers could free; a
+transaction sees its own writes however they were sent; an ORM change to a row commits
+its invalidation like a repository write does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text, update
+
+from corestone.cache import CacheOptions, TieredCache
+from corestone.db import AuditEntry, Database, PoolOptions
+from corestone.observability import Metrics
+from tests.integration.repo_models import Item, ItemRepository, RepoBase, database_for, workspace
+
+
+class CachedItems(ItemRepository):
+    cache_reads = True
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    async for database in database_for(database_url):
+        yield database
+
+
+def _cache(redis_url: str, namespace: str | None = None, **options: Any) -> TieredCache:
+    return TieredCache.from_url(
+        redis_url,
+        namespace=namespace or f"review-{uuid.uuid4().hex[:12]}",
+        options=CacheOptions(**options),
+    )
+
+
+async def _create(db: Database, title: str = "t") -> int:
+    with workspace(1):
+        async with db.transaction() as tx:
+            return int((await ItemRepository(tx).create({"title": title})).id)
+
+
+async def _read(db: Database, cache: TieredCache, item_id: int) -> str:
+    with workspace(1):
+        async with db.transaction(read_only=True) as tx:
+            return (await CachedItems(tx, cache=cache).get(item_id)).title
+
+
+async def test_cache_misses_with_every_pooled_connection_held_by_their_callers(
+    database_url: str, redis_url: str
+) -> None:
+    """Callers holding every pooled connection still get their rows when the cache misses."""
+    db = Database(
+        database_url,
+        pool=PoolOptions(size=2, max_overflow=0, timeout_seconds=0.5),
+        metrics=Metrics(),
+    )
+    await db.start()
+    try:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(RepoBase.metadata.create_all)
+            await conn.run_sync(lambda sync: AuditEntry.__table__.create(sync, checkfirst=True))
+        ids = [await _create(db, f"t{n}") for n in range(2)]
+        holding = asyncio.Barrier(2)
+
+        async def read(item_id: int, cache: TieredCache) -> str:
+            with workspace(1):
+                async with db.transaction(read_only=True) as tx:
+                    await holding.wait()  # both callers now hold a connection each
+                    return (await CachedItems(tx, cache=cache).get(item_id)).title
+
+        async with _cache(redis_url, hard_timeout=None) as cache:
+            got = await asyncio.gather(*(read(item_id, cache) for item_id in ids))
+            assert got == ["t0", "t1"]
+            assert await _read(db, cache, ids[0]) == "t0"  # and the pool is whole
+    finally:
+        await db.aclose()
+
+
+async def _cache_then_write_and_read(
+    db: Database, cache: TieredCache, item_id: int, write: Any
+) -> str:
+    """Cache the row, then in a transaction that rolls back: write, read it back."""
+    assert await _read(db, cache, item_id) == "t"
+    seen = ""
+    with workspace(1), pytest.raises(RuntimeError):
+        async with db.transaction() as tx:
+            await write(tx)
+            seen = (await CachedItems(tx, cache=cache).get(item_id)).title
+            raise RuntimeError("roll back")
+    assert await _read(db, cache, item_id) == "t"  # nothing uncommitted was cached
+    return seen
+
+
+async def test_orm_dml_before_the_repository_was_made_counts_as_a_write(
+    db: Database, redis_url: str
+) -> None:
+    """An UPDATE run through the session before any repository existed is read back."""
+    item_id = await _create(db)
+
+    async def write(tx: Any) -> None:
+        await tx.session.execute(update(Item).where(Item.id == item_id).values(title="mine"))
+
+    async with _cache(redis_url) as cache:
+        assert await _cache_then_write_and_read(db, cache, item_id, write) == "mine"
+
+
+async def test_bulk_update_mappings_counts_as_a_write(db: Database, redis_url: str) -> None:
+    """A transaction that wrote with ``bulk_update_mappings`` reads its own row, not the cache."""
+    item_id = await _create(db)
+
+    async def write(tx: Any) -> None:
+        rows = [{"id": item_id, "title": "mine"}]
+        await tx.session.run_sync(lambda sync: sync.bulk_update_mappings(Item, rows))
+
+    async with _cache(redis_url) as cache:
+        assert await _cache_then_write_and_read(db, cache, item_id, write) == "mine"
+
+
+@pytest.mark.parametrize("how", ["core", "text", "driver"])
+async def test_sql_on_the_sessions_connection_counts_as_a_write(
+    db: Database, redis_url: str, how: str
+) -> None:
+    """A transaction that wrote on its session's connection reads its own row, not the cache."""
+    item_id = await _create(db)
+    table = Item.__table__
+
+    async def write(tx: Any) -> None:
+        connection = await tx.session.connection()
+        if how == "core":
+            await connection.execute(
+                update(table).where(table.c.id == item_id).values(title="mine")
+            )
+        elif how == "text":
+            await connection.execute(
+                text("UPDATE items SET title = 'mine' WHERE id = :id"), {"id": item_id}
+            )
+        else:
+            sql = f"UPDATE items SET title = 'mine' WHERE id = {item_id}"
+            await connection.exec_driver_sql(sql)
+
+    async with _cache(redis_url) as cache:
+        assert await _cache_then_write_and_read(db, cache, item_id, write) == "mine"
+
+
+async def test_a_read_only_transaction_that_only_read_still_uses_the_cache(
+    db: Database, redis_url: str
+) -> None:
+    """Reads (and SQLAlchemy's own BEGIN and SAVEPOINT) do not count as writes."""
+    item_id = await _create(db)
+    async with _cache(redis_url) as cache:
+        assert await _read(db, cache, item_id) == "t"
+        with workspace(1):
+            async with db.transaction() as tx:
+                items = CachedItems(tx, cache=cache)
+                await items.count()
+                async with db.transaction():  # a SAVEPOINT
+                    assert await items.exists()
+                loads = cache.stats.loads
+                assert (await items.get(item_id)).title == "t"
+                assert cache.stats.loads == loads  # a hit: no load on the database
+
+
+async def test_an_orm_change_to_a_cached_row_is_invalidated_on_commit(
+    database_url: str, redis_url: str
+) -> None:
+    """Committing a change to an object a cached repository returned drops the cached row."""
+    namespace = f"review-{uuid.uuid4().hex[:12]}"
+    async for db in database_for(database_url):
+        item_id = await _create(db)
+        async with _cache(redis_url, namespace) as writer, _cache(redis_url, namespace) as other:
+            assert await _read(db, other, item_id) == "t"  # in Redis now
+            with workspace(1):
+                async with db.transaction() as tx:
+                    obj = await CachedItems(tx, cache=writer).get(item_id)
+                    obj.title = "changed"  # flushed at commit by the unit of work
+            assert await _read(db, writer, item_id) == "changed"
+            async with _cache(redis_url, namespace) as fresh:  # an instance with an empty L1
+                assert await _read(db, fresh, item_id) == "changed"
+
+
+async def test_an_orm_change_in_a_rolled_back_transaction_leaves_the_cache(
+    db: Database, redis_url: str
+) -> None:
+    """An ORM change that rolls back is never served from the cache."""
+    item_id = await _create(db)
+    async with _cache(redis_url) as cache:
+        assert await _read(db, cache, item_id) == "t"
+        with workspace(1), pytest.raises(RuntimeError):
+            async with db.transaction() as tx:
+                obj = await CachedItems(tx, cache=cache).get(item_id)
+                obj.title = "changed"
+                await tx.session.flush()
+                raise RuntimeError("roll back")
+        assert await _read(db, cache, item_id) == "t"
+
+
+async def test_a_row_the_orm_inserts_replaces_a_cached_absence(
+    db: Database, redis_url: str
+) -> None:
+    """An id cached as absent is found once the ORM has inserted that row and committed."""
+    item_id = await _create(db)
+    async with _cache(redis_url) as cache:
+        with workspace(1):
+            async with db.transaction(read_only=True) as tx:
+                assert await CachedItems(tx, cache=cache).find(item_id + 1) is None  # cached
+            async with db.transaction() as tx:
+                CachedItems(tx, cache=cache)
+                tx.session.add(Item(workspace_id=1, title="added"))
+            async with db.transaction(read_only=True) as tx:
+                added = await CachedItems(tx, cache=cache).find(item_id + 1)
+                assert added is not None
+                assert added.title == "added"
