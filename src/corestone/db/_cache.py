@@ -32,6 +32,7 @@ from sqlalchemy import Connection, Engine, Table, TextClause, event, inspect, se
 from sqlalchemy.engine.interfaces import ExecutionContext
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, UOWTransaction, make_transient_to_detached
+from sqlalchemy.pool import QueuePool
 
 from corestone import context
 from corestone.cache.keys import EVERY_WORKSPACE, GLOBAL
@@ -98,21 +99,48 @@ async def cached_find(
     async def load() -> dict[str, Any] | None:
         # Owned by the shared load, not by any caller: see the module docstring.
         async with load_sessions() as own:
+            if not _spare_connection(own):
+                raise _NoSpareConnectionError
             await own.connection(execution_options=dict(options))
             return await _load_row(scope, own, key)
 
-    values = await cache.get_or_load(
-        f"entity:{identity}:{key}",
-        load,
-        ttl=ttl,
-        tags=(f"entity:{identity}:{key}", f"entity:{identity}"),
-        workspace=_cache_scope(workspace),
-    )
+    try:
+        values = await cache.get_or_load(
+            f"entity:{identity}:{key}",
+            load,
+            ttl=ttl,
+            tags=(f"entity:{identity}:{key}", f"entity:{identity}"),
+            workspace=_cache_scope(workspace),
+        )
+    except _NoSpareConnectionError:
+        # Its callers (this one too) may hold every pooled connection while they wait:
+        # read on the caller's own session instead, and store nothing.
+        found = await query_many(scope, session, [key])
+        return found[0] if found else None
     if values is None:
         return None
     if isinstance(workspace, int) and values.get("workspace_id") != workspace:
         return None  # belt and braces: the cache scope already keeps workspaces apart
     return await _attach(scope, session, values)
+
+
+class _NoSpareConnectionError(Exception):
+    """The load's pool has no idle connection and may open no more right now."""
+
+
+def _spare_connection(session: AsyncSession) -> bool:
+    """Whether ``session`` can get a pooled connection without waiting for one.
+
+    A load that waited would wait for its own callers' connections when they hold the
+    whole pool: every caller stalls until a timeout. Checked just before the checkout,
+    with no await in between (a race with another task's checkout is still possible; the
+    pool timeout and the cache's ``hard_timeout`` bound that wait).
+    """
+    pool = session.bind.sync_engine.pool
+    if not isinstance(pool, QueuePool):
+        return True
+    limit = pool._max_overflow  # SQLAlchemy has no public getter for it
+    return pool.checkedin() > 0 or limit < 0 or pool.overflow() < limit
 
 
 async def _load_row(
