@@ -13,12 +13,23 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import String, text, update
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.pool import QueuePool
 
 from corestone.cache import CacheOptions, TieredCache
-from corestone.db import AuditEntry, Database, PoolOptions
+from corestone.db import AuditEntry, Database, IdMixin, PoolOptions, Repository
+from corestone.errors import InvalidInputError, UnavailableError
 from corestone.observability import Metrics
-from tests.integration.repo_models import Item, ItemRepository, RepoBase, database_for, workspace
+from tests.integration.repo_models import (
+    KEY,
+    Item,
+    ItemRepository,
+    RepoBase,
+    database_for,
+    workspace,
+)
+from tests.integration.test_repository_cache_defects import Gate
 
 
 class CachedItems(ItemRepository):
@@ -216,3 +227,128 @@ async def test_a_row_the_orm_inserts_replaces_a_cached_absence(
                 added = await CachedItems(tx, cache=cache).find(item_id + 1)
                 assert added is not None
                 assert added.title == "added"
+
+
+async def test_closing_the_cache_during_a_load_leaves_the_pool_whole(
+    db: Database, redis_url: str
+) -> None:
+    """A load cancelled by ``cache.aclose()`` mid-query closes its own session cleanly."""
+    item_id = await _create(db)
+    gate = Gate(db)
+    await gate.close()
+    cache = _cache(redis_url)
+    async with cache:
+        reader = asyncio.create_task(_read(db, cache, item_id))
+        await gate.entered()
+        await cache.aclose()
+        with pytest.raises(UnavailableError):
+            await reader
+    await gate.open()
+    for _ in range(20):
+        with workspace(1):
+            async with db.transaction() as tx:
+                items = ItemRepository(tx)
+                assert (await items.get(item_id)).title == "t"
+                await items.update(item_id, {"rank": 1})
+    pool = db.engine.sync_engine.pool
+    assert isinstance(pool, QueuePool)
+    assert pool.checkedout() == 0
+
+
+class _DottedBase(DeclarativeBase):
+    pass
+
+
+class _SchemaBase(DeclarativeBase):
+    pass
+
+
+class DottedName(IdMixin, _DottedBase):
+    """Table ``"billing.ledger"`` in the default schema."""
+
+    __tablename__ = "billing.ledger"
+    name: Mapped[str] = mapped_column(String(50))
+
+
+class InBilling(IdMixin, _SchemaBase):
+    """Table ``ledger`` in schema ``billing``: the same ``Table.fullname``."""
+
+    __tablename__ = "ledger"
+    __table_args__ = {"schema": "billing"}  # noqa: RUF012 - SQLAlchemy's declarative form
+    name: Mapped[str] = mapped_column(String(50))
+
+
+class DottedRepository(Repository[DottedName]):
+    model = DottedName
+    cache_reads = True
+    sortable = ("name",)
+
+
+class BillingRepository(Repository[InBilling]):
+    model = InBilling
+    cache_reads = True
+    sortable = ("name",)
+
+
+async def test_a_dotted_table_name_and_a_schema_never_share_cached_rows(
+    postgres_url: str, redis_url: str
+) -> None:
+    """Table "billing.ledger" and table billing.ledger have their own cache entries."""
+    db = Database(postgres_url, metrics=Metrics())
+    await db.start()
+    try:
+        async with db.engine.begin() as conn:
+            await conn.execute(text("CREATE SCHEMA billing"))
+            await conn.run_sync(_DottedBase.metadata.create_all)
+            await conn.run_sync(_SchemaBase.metadata.create_all)
+        async with _cache(redis_url) as cache:
+            async with db.transaction() as tx:
+                dotted = await DottedRepository(tx, cache=cache).create({"name": "dotted"})
+                billing = await BillingRepository(tx, cache=cache).create({"name": "schema"})
+            assert dotted.id == billing.id
+            for _ in range(2):
+                async with db.transaction(read_only=True) as tx:
+                    assert (await DottedRepository(tx, cache=cache).get(dotted.id)).name == "dotted"
+                    assert (
+                        await BillingRepository(tx, cache=cache).get(billing.id)
+                    ).name == "schema"
+    finally:
+        await db.aclose()
+
+
+async def test_a_cursor_of_one_model_is_refused_by_a_model_of_the_same_class_name(
+    db: Database,
+) -> None:
+    """A keyset cursor is bound to its model's table, not only to the class name."""
+    twins = {"a": _twin("cursor_twins_a"), "b": _twin("cursor_twins_b")}
+    async with db.engine.begin() as conn:
+        for model in twins.values():
+            await conn.run_sync(model.__table__.create)
+    repositories = {
+        name: type(f"Twins{name}", (Repository,), {"model": model, "sortable": ("name",)})
+        for name, model in twins.items()
+    }
+    async with db.transaction() as tx:
+        for repository in repositories.values():
+            await repository(tx).create_many([{"name": "x"}, {"name": "y"}])
+        page = await repositories["a"](tx, signing_key=KEY).list(sort="name", limit=1)
+        assert page.next_cursor is not None
+        with pytest.raises(InvalidInputError):
+            await repositories["b"](tx, signing_key=KEY).list(
+                sort="name", limit=1, cursor=page.next_cursor
+            )
+
+
+def _twin(table: str) -> type[Any]:
+    """A model class named ``Twin`` on ``table``, with a base of its own."""
+    base = type("TwinBase", (DeclarativeBase,), {})
+    return type(
+        "Twin",
+        (IdMixin, base),
+        {
+            "__tablename__": table,
+            "__module__": f"{__name__}.{table}",
+            "__annotations__": {"name": Mapped[str]},
+            "name": mapped_column(String(50)),
+        },
+    )

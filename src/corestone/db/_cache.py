@@ -36,6 +36,7 @@ from sqlalchemy.pool import QueuePool
 
 from corestone import context
 from corestone.cache.keys import EVERY_WORKSPACE, GLOBAL
+from corestone.db._model_info import table_identity
 from corestone.db.models import TenantMixin
 from corestone.db.scoping import AllWorkspaces, Workspace
 
@@ -405,7 +406,7 @@ def _on_flush(session: Session, _flush: UOWTransaction) -> None:
             pk = state.dict.get(mapper.get_property_by_column(mapper.primary_key[0]).key)
         if pk is None:
             continue
-        tag = f"entity:{table.fullname}:{pk}"
+        tag = f"entity:{table_identity(table)}:{pk}"
         where: str | int | None = GLOBAL
         if isinstance(obj, TenantMixin):
             workspace = state.dict.get("workspace_id")

@@ -21,7 +21,7 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 from corestone.db.models import AuditedMixin, SoftDeleteMixin, TenantMixin, VersionMixin
 from corestone.errors import InvalidInputError
 
-__all__ = ["ModelInfo", "model_info"]
+__all__ = ["ModelInfo", "model_info", "table_identity"]
 
 # Columns a caller never sets directly: the repository manages them.
 _MANAGED = frozenset({"version", "deleted_at", "deleted_by", "updated_at"})
@@ -147,11 +147,23 @@ def model_info(model: type[Any]) -> ModelInfo:
         audited=issubclass(model, AuditedMixin),
         audit_exclude=frozenset(getattr(model, "__audit_exclude__", ())),
         entity=model.__name__,
-        identity=table.fullname,
+        identity=table_identity(table),
         validators={name: _validator(column) for name, column in columns.items()},
         required=required,
         valid_key_sets=set(),
     )
+
+
+def table_identity(table: Table) -> str:
+    """The name cache keys and tags give ``table``: ``Table.fullname`` when unambiguous.
+
+    A name or schema that holds a ``.`` (or a ``"``) is quoted, so table ``"billing.invoices"``
+    and table ``invoices`` of schema ``billing`` never share an identity.
+    """
+    parts = [table.name] if table.schema is None else [table.schema, table.name]
+    if any("." in part or '"' in part for part in parts):
+        return ".".join('"' + part.replace('"', '""') + '"' for part in parts)
+    return table.fullname
 
 
 def _base_type(type_: TypeEngine[Any]) -> TypeEngine[Any]:

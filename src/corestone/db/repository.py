@@ -320,7 +320,7 @@ class Repository(Generic[M]):
         spec = json.dumps(filters or {}, sort_keys=True, default=str, separators=(",", ":"))
         digest = hashlib.sha256(spec.encode()).hexdigest()[:16]
         order = ",".join(("-" if k.descending else "") + k.name for k in keys)
-        return f"{self.info.entity}|{order}|{digest}|{workspace}"
+        return f"{self.info.identity}|{order}|{digest}|{workspace}"
 
     # -- writes (implemented in _writes / _bulk) -----------------------------------------
 
