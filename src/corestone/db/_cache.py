@@ -10,7 +10,9 @@ invalidates its tag like any other write.
 The load behind a cached read runs on its own short session from the database (the
 primary, READ COMMITTED, read-only), never on the caller's: callers that share the load
 may give up, be cancelled or time out without touching it, and the snapshot it reads
-begins after the cache has read the tag generations it will check before storing.
+begins after the cache has read the tag generations it will check before storing. A load
+never waits for a pooled connection (its callers may hold them all): with none spare,
+each caller reads on its own session and nothing is stored.
 Rows ``get_many`` loads for its misses come from the caller's transaction and are
 returned, not stored: one query cannot prove its snapshot began after every tag's
 generation was read.
@@ -19,7 +21,8 @@ Every write registers, on its transaction, the tags it touched: ``entity:{table}
 per row (``entity:{table}`` when a bulk write does not know its ids), ``workspace:{id}``
 and ``user:{id}`` for the acting user and for every ``user_columns`` value written. They
 are invalidated *after commit* (a rolled-back write, or a rolled-back savepoint,
-invalidates nothing), on every instance through the backplane.
+invalidates nothing), on every instance through the backplane. Rows the ORM flushes in a
+transaction where a repository with a cache was made are invalidated the same way.
 """
 
 from __future__ import annotations
@@ -28,16 +31,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import Connection, Engine, Table, TextClause, event, inspect, select
-from sqlalchemy.engine.interfaces import ExecutionContext
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session, UOWTransaction, make_transient_to_detached
+from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.pool import QueuePool
 
 from corestone import context
 from corestone.cache.keys import EVERY_WORKSPACE, GLOBAL
-from corestone.db._model_info import table_identity
-from corestone.db.models import TenantMixin
 from corestone.db.scoping import AllWorkspaces, Workspace
 
 if TYPE_CHECKING:
@@ -50,21 +50,13 @@ __all__ = [
     "cached_find",
     "cached_get_many",
     "invalidate_after_commit",
-    "invalidate_flushed_after_commit",
     "keeps_snapshot",
-    "mark_written",
     "query_many",
-    "wrote",
 ]
 
 LoadSessions = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 """A fresh session on the primary, e.g. :meth:`Database.session`."""
 
-_WROTE: Final = "corestone_wrote"
-_FLUSHED: Final = "corestone_flushed"
-_FLUSH_HOOK: Final = "corestone_flush_hook"
-# Driver SQL that cannot write: SELECT, and transaction control (SQLite's BEGIN is ours).
-_READ_ONLY_SQL: Final = ("SELECT", "BEGIN", "SAVEPOINT", "RELEASE", "ROLLBACK", "SHOW")
 _SNAPSHOT_LEVELS: Final = frozenset({"REPEATABLE READ", "SERIALIZABLE"})
 _ID_CHUNK: Final = 1000
 # The load's own transaction: read-only (SQLite: a deferred BEGIN that does not queue
@@ -212,64 +204,6 @@ async def _attach(scope: RepositoryScope, session: AsyncSession, values: Mapping
     return await session.merge(obj, load=False)
 
 
-# -- has this transaction written? -------------------------------------------------------
-
-
-def mark_written(session: AsyncSession | Session) -> None:
-    """Record that the current transaction of ``session`` has written."""
-    sync = session.sync_session if isinstance(session, AsyncSession) else session
-    sync.info[_WROTE] = sync.get_transaction()
-
-
-def wrote(session: AsyncSession) -> bool:
-    """Whether this session's transaction has written, by whatever path.
-
-    Seen: repository writes (COPY included), pending ORM changes, and every INSERT,
-    UPDATE, DELETE, ``text()`` or other non-SELECT statement sent on the transaction's
-    connection (ORM flushes, ORM and Core DML, ``bulk_update_mappings``,
-    ``connection.execute``, ``exec_driver_sql``), before or after a repository was made.
-    Not seen: SQL sent on the DBAPI driver's own connection object.
-    """
-    sync = session.sync_session
-    marked = sync.info.get(_WROTE)
-    if marked is not None and marked is sync.get_transaction():
-        return True
-    if sync.new or sync.deleted or sync.dirty:
-        return True
-    if not sync.in_transaction():
-        return False
-    connection = sync.connection()  # already begun: no I/O
-    return connection.info.get(_WROTE) is connection.get_transaction()
-
-
-@event.listens_for(Engine, "before_cursor_execute")
-def _on_cursor_execute(
-    connection: Connection,
-    _cursor: Any,
-    statement: str,
-    _parameters: Any,
-    context: ExecutionContext | None,
-    _executemany: bool,
-) -> None:
-    # Every engine, every statement, whoever sent it: mark the connection's transaction
-    # as written unless the statement is known to only read. Cheap: a few attribute reads.
-    if _may_write(statement, context):
-        transaction = connection.get_transaction()
-        if transaction is not None:
-            connection.info[_WROTE] = transaction
-
-
-def _may_write(statement: str, context: ExecutionContext | None) -> bool:
-    compiled = getattr(context, "compiled", None)
-    if compiled is not None:
-        if context.isinsert or context.isupdate or context.isdelete:  # type: ignore[union-attr]
-            return True
-        # An ORM or Core SELECT, or SQLAlchemy's own SAVEPOINT/RELEASE/ROLLBACK TO, only
-        # read; opaque text() may write (reading uncached is the safe side).
-        return isinstance(compiled.statement, TextClause)
-    return not statement.lstrip()[:9].upper().startswith(_READ_ONLY_SQL)
-
-
 def keeps_snapshot(session: AsyncSession) -> bool:
     """Whether the transaction reads from one snapshot (REPEATABLE READ or SERIALIZABLE).
 
@@ -349,71 +283,6 @@ def invalidate_after_commit(
 
     tx.after_commit(invalidate)
     tx.after_unknown(invalidate)
-
-
-def invalidate_flushed_after_commit(tx: Transaction, cache: TieredCache) -> None:
-    """Invalidate, once ``tx``'s outermost transaction commits, the rows the ORM flushed.
-
-    A repository returns ORM objects; changing one and committing (the unit of work) is
-    not a repository write, but it changes the row all the same: its
-    ``entity:{table}:{id}`` (and ``workspace:{id}``) tags are invalidated like a write's.
-    Registered once per transaction by every repository with a cache. Rows flushed in a
-    savepoint that rolled back are invalidated too (harmless: dropping is always safe).
-    """
-    root = tx
-    while root.parent is not None:
-        root = root.parent
-    sync = root.session.sync_session
-    began = sync.get_transaction()
-    if began is None or sync.info.get(_FLUSH_HOOK) is began:
-        return
-    sync.info[_FLUSH_HOOK] = began
-
-    async def invalidate() -> None:
-        flushed = sync.info.get(_FLUSHED)
-        if flushed is None or flushed[0] is not began:
-            return
-        for where, tags in flushed[1].items():
-            if where is not None:
-                await cache.invalidate_tags(sorted(tags), workspace=where)
-                continue
-            for tag in sorted(tags):  # the row's workspace was not loaded: look everywhere
-                await cache.invalidate_pattern(tag, workspace=EVERY_WORKSPACE)
-
-    root.after_commit(invalidate)
-    root.after_unknown(invalidate)
-
-
-@event.listens_for(Session, "after_flush")
-def _on_flush(session: Session, _flush: UOWTransaction) -> None:
-    # Every session: remember the rows this transaction's flushes wrote, by cache scope,
-    # for invalidate_flushed_after_commit. Only rows with a one-column key on a table.
-    began = session.get_transaction()
-    flushed: tuple[object, dict[str | int | None, set[str]]] | None = session.info.get(_FLUSHED)
-    if flushed is None or flushed[0] is not began:
-        flushed = (began, {})
-        session.info[_FLUSHED] = flushed
-    for obj in (*session.new, *session.dirty, *session.deleted):
-        state = inspect(obj)
-        mapper = state.mapper
-        table = mapper.local_table
-        if not isinstance(table, Table) or len(mapper.primary_key) != 1:
-            continue
-        # Values from the state's dict, never attribute access: that could load (I/O).
-        if state.key is not None:
-            pk = state.key[1][0]
-        else:  # inserted just now: the key is in the dict
-            pk = state.dict.get(mapper.get_property_by_column(mapper.primary_key[0]).key)
-        if pk is None:
-            continue
-        tag = f"entity:{table_identity(table)}:{pk}"
-        where: str | int | None = GLOBAL
-        if isinstance(obj, TenantMixin):
-            workspace = state.dict.get("workspace_id")
-            where = workspace if isinstance(workspace, int) else None  # None: not loaded
-        flushed[1].setdefault(where, set()).add(tag)
-        if isinstance(where, int):
-            flushed[1][where].add(f"workspace:{where}")
 
 
 def _tag_scope(workspace: Workspace | None, row_workspace: object) -> str | int | None:

@@ -33,7 +33,8 @@ so relationship loads of the objects it returns are filtered the same way.
 Filters and sorting: docs/filters-and-pagination.md; reading through the cache:
 docs/repository.md. Writes, bulk writes and cached reads live in ``_writes``, ``_bulk``
 and ``_cache``, which take a :class:`~corestone.db._scope.RepositoryScope` (what one call
-may see) and the session, never the repository.
+may see) and the session, never the repository; ``_written`` tells whether a transaction
+has written, and which rows its ORM flushes changed.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from sqlalchemy import func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from corestone.db import _bulk, _cache, _writes
+from corestone.db import _bulk, _cache, _writes, _written
 from corestone.db._model_info import ModelInfo, model_info
 from corestone.db._scope import RepositoryScope
 from corestone.db.filters import parse_sort
@@ -124,7 +125,7 @@ class Repository(Generic[M]):
             )
         self.cache = cache
         if cache is not None and self.transaction is not None:
-            _cache.invalidate_flushed_after_commit(self.transaction, cache)
+            _written.invalidate_flushed_after_commit(self.transaction, cache)
         self.info: ModelInfo = model_info(self.model)  # type: ignore[arg-type]
         self.include_deleted = include_deleted
         self._workspace = workspace
@@ -185,7 +186,7 @@ class Repository(Generic[M]):
         return (
             not scope.include_deleted
             and not isinstance(scope.workspace, AllWorkspaces)
-            and not _cache.wrote(self.session)
+            and not _written.wrote(self.session)
             and not _cache.keeps_snapshot(self.session)
         )
 
@@ -408,7 +409,7 @@ class Repository(Generic[M]):
         rows: Iterable[Mapping[str, Any]] = (),
         whole_model: bool = False,
     ) -> None:
-        _cache.mark_written(self.session)
+        _written.mark_written(self.session)
         if self.cache is not None and self.transaction is not None:
             _cache.invalidate_after_commit(
                 scope, self.transaction, self.cache, ids=ids, rows=rows, whole_model=whole_model
