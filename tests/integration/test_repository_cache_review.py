@@ -352,3 +352,36 @@ def _twin(table: str) -> type[Any]:
             "name": mapped_column(String(50)),
         },
     )
+
+
+class _RenamedBase(DeclarativeBase):
+    pass
+
+
+class Renamed(IdMixin, _RenamedBase):
+    """Attributes whose columns are named otherwise, one of them nullable."""
+
+    __tablename__ = "renamed"
+    label: Mapped[str] = mapped_column("Display Name", String(50), unique=True)
+    note: Mapped[str | None] = mapped_column('a "note"', String(50), nullable=True)
+
+
+class RenamedRepository(Repository[Renamed]):
+    model = Renamed
+    upsert_keys = ("label",)
+
+
+async def test_bulk_writes_keep_values_of_columns_named_unlike_their_attribute(
+    db: Database,
+) -> None:
+    """create_many and upsert_many keep values of columns named unlike their attribute."""
+    async with db.engine.begin() as conn:
+        await conn.run_sync(_RenamedBase.metadata.create_all)
+    async with db.transaction() as tx:
+        renamed = RenamedRepository(tx)
+        ids = await renamed.create_many([{"label": "a", "note": "first"}, {"label": "b"}])
+        await renamed.upsert_many([{"label": "b", "note": "second"}, {"label": "c", "note": "x"}])
+    async with db.transaction(read_only=True) as tx:
+        found = await RenamedRepository(tx).get_many(ids)
+        assert [(row.label, row.note) for row in found] == [("a", "first"), ("b", "second")]
+        assert await RenamedRepository(tx).count() == 3
