@@ -8,12 +8,13 @@ its invalidation like a repository write does.
 from __future__ import annotations
 
 import asyncio
+import enum
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import String, text, update
+from sqlalchemy import Enum, String, text, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import QueuePool
 
@@ -385,3 +386,38 @@ async def test_bulk_writes_keep_values_of_columns_named_unlike_their_attribute(
         found = await RenamedRepository(tx).get_many(ids)
         assert [(row.label, row.note) for row in found] == [("a", "first"), ("b", "second")]
         assert await RenamedRepository(tx).count() == 3
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class _PaintBase(DeclarativeBase):
+    pass
+
+
+class Paint(IdMixin, _PaintBase):
+    __tablename__ = "paints"
+    color: Mapped[Color] = mapped_column(Enum(Color))
+
+
+class PaintRepository(Repository[Paint]):
+    model = Paint
+
+
+async def test_an_enum_column_takes_its_members(db: Database) -> None:
+    """A Python enum column accepts its members and stored names; anything else is invalid."""
+    async with db.engine.begin() as conn:
+        await conn.run_sync(_PaintBase.metadata.create_all)
+    async with db.transaction() as tx:
+        paints = PaintRepository(tx)
+        red = await paints.create({"color": Color.RED})
+        blue = await paints.create({"color": "BLUE"})
+        await paints.create_many([{"color": Color.BLUE}])
+        with pytest.raises(InvalidInputError) as caught:
+            await paints.create({"color": "green"})
+        assert caught.value.field == "color"
+    async with db.transaction(read_only=True) as tx:
+        got = await PaintRepository(tx).get_many([red.id, blue.id])
+        assert [paint.color for paint in got] == [Color.RED, Color.BLUE]

@@ -15,7 +15,18 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Column, Float, Integer, Numeric, String, Table, inspect
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Enum,
+    Float,
+    Integer,
+    Numeric,
+    String,
+    Table,
+    inspect,
+)
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from corestone.db.models import AuditedMixin, SoftDeleteMixin, TenantMixin, VersionMixin
@@ -206,6 +217,15 @@ def _validator(column: Column[Any]) -> Validator:
             return None
 
         return null_or(number)
+    if isinstance(type_, Enum):  # a String subclass: its members are not strings
+        enum_class, allowed = type_.enum_class, frozenset(type_.enums)
+
+        def choice(v: Any) -> tuple[str, str] | None:
+            if enum_class is not None and isinstance(v, enum_class):
+                return None
+            return None if isinstance(v, str) and v in allowed else ("is not allowed", "enum")
+
+        return null_or(choice)
     if isinstance(type_, String):
         length = type_.length
 
