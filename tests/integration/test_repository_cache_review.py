@@ -421,3 +421,31 @@ async def test_an_enum_column_takes_its_members(db: Database) -> None:
     async with db.transaction(read_only=True) as tx:
         got = await PaintRepository(tx).get_many([red.id, blue.id])
         assert [paint.color for paint in got] == [Color.RED, Color.BLUE]
+
+
+async def test_a_cached_read_first_thing_in_a_savepoint(db: Database, redis_url: str) -> None:
+    """A cached read as a savepoint's first statement works (no I/O outside the driver's loop)."""
+    item_id = await _create(db)
+    async with _cache(redis_url) as cache:
+        with workspace(1):
+            async with db.transaction(), db.transaction() as savepoint:
+                assert (await CachedItems(savepoint, cache=cache).get(item_id)).title == "t"
+                assert [i.id for i in await CachedItems(savepoint, cache=cache).get_many([item_id])]
+
+
+async def test_an_orm_change_after_a_rolled_back_savepoint_is_invalidated(
+    db: Database, redis_url: str
+) -> None:
+    """A repository made in a savepoint that rolled back still gets later ORM changes dropped."""
+    item_id = await _create(db)
+    async with _cache(redis_url) as cache:
+        assert await _read(db, cache, item_id) == "t"
+        with workspace(1):
+            async with db.transaction() as tx:
+                with pytest.raises(RuntimeError):
+                    async with db.transaction() as savepoint:
+                        await CachedItems(savepoint, cache=cache).get(item_id)
+                        raise RuntimeError("roll the savepoint back")
+                obj = await ItemRepository(tx).get(item_id)
+                obj.title = "changed"
+        assert await _read(db, cache, item_id) == "changed"

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.pool import QueuePool
@@ -204,17 +204,16 @@ async def _attach(scope: RepositoryScope, session: AsyncSession, values: Mapping
     return await session.merge(obj, load=False)
 
 
-def keeps_snapshot(session: AsyncSession) -> bool:
-    """Whether the transaction reads from one snapshot (REPEATABLE READ or SERIALIZABLE).
+def keeps_snapshot(connection: Connection) -> bool:
+    """Whether the transaction on ``connection`` reads from one snapshot.
 
-    Such a transaction must not read through the cache: a cached row may be newer than
-    its snapshot. PostgreSQL only: on SQLite the isolation argument is not applied, and
-    reads through the cache behave as at READ COMMITTED (docs/repository.md).
+    REPEATABLE READ or SERIALIZABLE: such a transaction must not read through the cache,
+    as a cached row may be newer than its snapshot. PostgreSQL only: on SQLite the
+    isolation argument is not applied, and reads through the cache behave as at READ
+    COMMITTED (docs/repository.md).
     """
-    sync = session.sync_session
-    if session.bind.dialect.name != "postgresql" or not sync.in_transaction():
+    if connection.dialect.name != "postgresql":
         return False
-    connection = sync.connection()  # already begun: no I/O
     level = connection.get_execution_options().get("isolation_level")
     if level is None:
         level = connection.default_isolation_level

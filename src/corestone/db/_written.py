@@ -40,8 +40,8 @@ def mark_written(session: AsyncSession | Session) -> None:
     sync.info[_WROTE] = sync.get_transaction()
 
 
-def wrote(session: AsyncSession) -> bool:
-    """Whether this session's transaction has written, by whatever path.
+def wrote(session: AsyncSession, connection: Connection) -> bool:
+    """Whether this session's transaction, on ``connection``, has written by any path.
 
     Seen: repository writes (COPY included), pending ORM changes, and every INSERT,
     UPDATE, DELETE, ``text()`` or other non-SELECT statement sent on the transaction's
@@ -55,9 +55,6 @@ def wrote(session: AsyncSession) -> bool:
         return True
     if sync.new or sync.deleted or sync.dirty:
         return True
-    if not sync.in_transaction():
-        return False
-    connection = sync.connection()  # already begun: no I/O
     return connection.info.get(_WROTE) is connection.get_transaction()
 
 

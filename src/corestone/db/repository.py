@@ -166,7 +166,7 @@ class Repository(Generic[M]):
         """The row with this id, or None if it does not exist or is out of scope."""
         scope = self._scope()
         key = scope.coerce_id(id_)
-        if self.cache_reads and self.cache is not None and self._cacheable(scope):
+        if self.cache_reads and self.cache is not None and await self._cacheable(scope):
             assert self.transaction is not None  # a cache needs one (see __init__)
             return await _cache.cached_find(  # type: ignore[no-any-return]
                 scope,
@@ -178,17 +178,18 @@ class Repository(Generic[M]):
             )
         return await self._find(scope, key)
 
-    def _cacheable(self, scope: RepositoryScope) -> bool:
+    async def _cacheable(self, scope: RepositoryScope) -> bool:
         # Deleted rows and cross-workspace reads go to the database: the cached entry is
         # one workspace's visible row. So does every read of a transaction that has
         # written (it must see its own uncommitted writes) or that keeps a snapshot
         # (REPEATABLE READ, SERIALIZABLE: a cached row may be newer than its snapshot).
-        return (
-            not scope.include_deleted
-            and not isinstance(scope.workspace, AllWorkspaces)
-            and not _written.wrote(self.session)
-            and not _cache.keeps_snapshot(self.session)
-        )
+        if scope.include_deleted or isinstance(scope.workspace, AllWorkspaces):
+            return False
+        # Awaited: inside a savepoint not yet begun, getting the connection sends SAVEPOINT.
+        connection = (await self.session.connection()).sync_connection
+        assert connection is not None  # an open AsyncConnection always has one
+        wrote = _written.wrote(self.session, connection)
+        return not wrote and not _cache.keeps_snapshot(connection)
 
     async def find_uncached(self, id_: object) -> M | None:
         """``find`` straight from the database, whatever ``cache_reads`` says."""
@@ -212,7 +213,7 @@ class Repository(Generic[M]):
         """The rows with these ids, in the order given; missing and foreign ids are skipped."""
         scope = self._scope()
         keys = list(dict.fromkeys(scope.coerce_id(i) for i in ids))
-        if self.cache_reads and self.cache is not None and self._cacheable(scope):
+        if self.cache_reads and self.cache is not None and await self._cacheable(scope):
             return await _cache.cached_get_many(scope, self.session, keys, self.cache)
         return await _cache.query_many(scope, self.session, keys)
 
