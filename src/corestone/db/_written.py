@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import Connection, Engine, Table, TextClause, event, inspect
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.engine.interfaces import ExecutionContext
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, UOWTransaction
@@ -76,14 +77,13 @@ def _on_cursor_execute(
 
 
 def _may_write(statement: str, context: ExecutionContext | None) -> bool:
-    compiled = getattr(context, "compiled", None)
-    if compiled is not None:
-        if context.isinsert or context.isupdate or context.isdelete:  # type: ignore[union-attr]
-            return True
-        # An ORM or Core SELECT, or SQLAlchemy's own SAVEPOINT/RELEASE/ROLLBACK TO, only
-        # read; opaque text() may write (reading uncached is the safe side).
-        return isinstance(compiled.statement, TextClause)
-    return not statement.lstrip()[:9].upper().startswith(_READ_ONLY_SQL)
+    if not isinstance(context, DefaultExecutionContext) or context.compiled is None:
+        return not statement.lstrip()[:9].upper().startswith(_READ_ONLY_SQL)  # driver SQL
+    if context.isinsert or context.isupdate or context.isdelete or context.isddl:
+        return True
+    # An ORM or Core SELECT, or SQLAlchemy's own SAVEPOINT/RELEASE/ROLLBACK TO, only
+    # read; opaque text() may write (reading uncached is the safe side).
+    return isinstance(context.compiled.statement, TextClause)
 
 
 # -- rows the ORM flushed ------------------------------------------------------------------
