@@ -449,3 +449,18 @@ async def test_an_orm_change_after_a_rolled_back_savepoint_is_invalidated(
                 obj = await ItemRepository(tx).get(item_id)
                 obj.title = "changed"
         assert await _read(db, cache, item_id) == "changed"
+
+
+async def test_a_row_the_orm_moves_to_another_workspace_leaves_the_old_ones_cache(
+    db: Database, redis_url: str
+) -> None:
+    """A row whose workspace an ORM change moved is no longer served in the workspace it left."""
+    item_id = await _create(db)
+    async with _cache(redis_url) as cache:
+        assert await _read(db, cache, item_id) == "t"  # cached in workspace 1
+        with workspace(1):
+            async with db.transaction() as tx:
+                obj = await CachedItems(tx, cache=cache).get(item_id)
+                obj.workspace_id = 2
+            async with db.transaction(read_only=True) as tx:
+                assert await CachedItems(tx, cache=cache).find(item_id) is None

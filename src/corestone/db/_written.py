@@ -145,10 +145,13 @@ def _on_flush(session: Session, _flush: UOWTransaction) -> None:
         if pk is None:
             continue
         tag = f"entity:{table_identity(table)}:{pk}"
-        where: str | int | None = GLOBAL
+        scopes: list[str | int | None] = [GLOBAL]
         if isinstance(obj, TenantMixin):
-            workspace = state.dict.get("workspace_id")
-            where = workspace if isinstance(workspace, int) else None  # None: not loaded
-        flushed[1].setdefault(where, set()).add(tag)
-        if isinstance(where, int):
-            flushed[1][where].add(f"workspace:{where}")
+            # The workspace now and, if the flush moved the row, the one it left.
+            moved = state.attrs.workspace_id.history.deleted or ()
+            workspaces = {state.dict.get("workspace_id"), *moved}
+            scopes = [w if isinstance(w, int) else None for w in workspaces]  # None: unknown
+        for where in scopes:
+            flushed[1].setdefault(where, set()).add(tag)
+            if isinstance(where, int):
+                flushed[1][where].add(f"workspace:{where}")
