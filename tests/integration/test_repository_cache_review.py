@@ -464,3 +464,33 @@ async def test_a_row_the_orm_moves_to_another_workspace_leaves_the_old_ones_cach
                 obj.workspace_id = 2
             async with db.transaction(read_only=True) as tx:
                 assert await CachedItems(tx, cache=cache).find(item_id) is None
+
+
+async def test_cancelling_get_many_during_its_query_leaves_the_pool_whole(
+    db: Database, redis_url: str
+) -> None:
+    """A caller cancelled while get_many queries its misses leaves no broken connection."""
+    item_id = await _create(db)
+    gate = Gate(db)
+    async with _cache(redis_url) as cache:
+
+        async def read_many() -> list[Any]:
+            with workspace(1):
+                async with db.transaction(read_only=True) as tx:
+                    return await CachedItems(tx, cache=cache).get_many([item_id])
+
+        await gate.close()
+        reader = asyncio.create_task(read_many())
+        await gate.entered()
+        reader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reader
+        await gate.open()
+        for _ in range(20):
+            assert await _read(db, cache, item_id) == "t"
+            with workspace(1):
+                async with db.transaction() as tx:
+                    await ItemRepository(tx).update(item_id, {"rank": 1})
+    pool = db.engine.sync_engine.pool
+    assert isinstance(pool, QueuePool)
+    assert pool.checkedout() == 0
