@@ -494,3 +494,15 @@ async def test_cancelling_get_many_during_its_query_leaves_the_pool_whole(
     pool = db.engine.sync_engine.pool
     assert isinstance(pool, QueuePool)
     assert pool.checkedout() == 0
+
+
+async def test_a_row_the_orm_deletes_is_no_longer_served(db: Database, redis_url: str) -> None:
+    """A cached row deleted with ``session.delete`` and committed is gone from the cache."""
+    item_id = await _create(db)
+    async with _cache(redis_url) as cache:
+        assert await _read(db, cache, item_id) == "t"
+        with workspace(1):
+            async with db.transaction() as tx:
+                await tx.session.delete(await CachedItems(tx, cache=cache).get(item_id))
+            async with db.transaction(read_only=True) as tx:
+                assert await CachedItems(tx, cache=cache).find(item_id) is None
