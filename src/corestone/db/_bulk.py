@@ -84,10 +84,20 @@ async def _insert_rows(
     ids: list[Any] = [None] * len(rows)
     for indexes in groups.values():
         stmt = insert(table).returning(scope.info.pk, sort_by_parameter_order=True)
-        result = await session.execute(stmt, [rows[i] for i in indexes])
+        result = await session.execute(stmt, [_by_column(scope, rows[i]) for i in indexes])
         for index, id_ in zip(indexes, result.scalars(), strict=True):
             ids[index] = id_
     return ids
+
+
+def _by_column(scope: RepositoryScope, row: Mapping[str, Any]) -> dict[str, Any]:
+    """``row`` keyed by column key, as Core statements on the table expect.
+
+    Rows are keyed by attribute name; a column named otherwise (``mapped_column("Na me")``)
+    would otherwise be left out of the INSERT without a word.
+    """
+    columns = scope.info.columns
+    return {columns[name].key: value for name, value in row.items()}
 
 
 def _base(type_: TypeEngine[Any]) -> TypeEngine[Any]:
@@ -357,7 +367,9 @@ async def upsert_many(
     for group_names, group in groups.items():
         stmt = _upsert_statement(scope, session, keys, group_names, entity=False)
         returning = list(scope.info.columns.values()) if audited else [scope.info.pk]
-        result = await session.execute(stmt.returning(*returning), group)
+        result = await session.execute(
+            stmt.returning(*returning), [_by_column(scope, row) for row in group]
+        )
         if audited:
             written += [dict(zip(names, r, strict=True)) for r in result]
         elif len(result.all()) != len(group):

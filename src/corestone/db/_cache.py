@@ -9,8 +9,10 @@ invalidates its tag like any other write.
 
 The load behind a cached read runs on its own short session from the database (the
 primary; one autocommitted statement on PostgreSQL), never on the caller's: callers that
-share the load may give up, be cancelled or time out without touching it, and the snapshot it reads
-begins after the cache has read the tag generations it will check before storing.
+share the load may give up, be cancelled or time out without touching it, and the snapshot
+it reads begins after the cache has read the tag generations it will check before storing.
+A load never waits for a pooled connection (its callers may hold them all): with none
+spare, each caller reads on its own session and nothing is stored.
 Rows ``get_many`` loads for its misses come from the caller's transaction and are
 returned, not stored: one query cannot prove its snapshot began after every tag's
 generation was read.
@@ -19,7 +21,8 @@ Every write registers, on its transaction, the tags it touched: ``entity:{table}
 per row (``entity:{table}`` when a bulk write does not know its ids), ``workspace:{id}``
 and ``user:{id}`` for the acting user and for every ``user_columns`` value written. They
 are invalidated *after commit* (a rolled-back write, or a rolled-back savepoint,
-invalidates nothing), on every instance through the backplane.
+invalidates nothing), on every instance through the backplane. Rows the ORM flushes in a
+transaction where a repository with a cache was made are invalidated the same way.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import TextClause, event, select
+from sqlalchemy import Connection, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, make_transient_to_detached
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.pool import QueuePool
 
 from corestone import context
 from corestone.cache.keys import EVERY_WORKSPACE, GLOBAL
@@ -48,17 +52,12 @@ __all__ = [
     "cached_get_many",
     "invalidate_after_commit",
     "keeps_snapshot",
-    "mark_written",
     "query_many",
-    "watch_writes",
-    "wrote",
 ]
 
 LoadSessions = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 """A fresh session on the primary, e.g. :meth:`Database.session`."""
 
-_WROTE: Final = "corestone_wrote"
-_WATCHED: Final = "corestone_writes_watched"
 _SNAPSHOT_LEVELS: Final = frozenset({"REPEATABLE READ", "SERIALIZABLE"})
 _ID_CHUNK: Final = 1000
 
@@ -86,21 +85,48 @@ async def cached_find(
     async def load() -> dict[str, Any] | None:
         # Owned by the shared load, not by any caller: see the module docstring.
         async with load_sessions() as own:
+            if not _spare_connection(own):
+                raise _NoSpareConnectionError
             await own.connection(execution_options=options)
             return await _load_row(scope, own, key)
 
-    values = await cache.get_or_load(
-        f"entity:{identity}:{key}",
-        load,
-        ttl=ttl,
-        tags=(f"entity:{identity}:{key}", f"entity:{identity}"),
-        workspace=_cache_scope(workspace),
-    )
+    try:
+        values = await cache.get_or_load(
+            f"entity:{identity}:{key}",
+            load,
+            ttl=ttl,
+            tags=(f"entity:{identity}:{key}", f"entity:{identity}"),
+            workspace=_cache_scope(workspace),
+        )
+    except _NoSpareConnectionError:
+        # Its callers (this one too) may hold every pooled connection while they wait:
+        # read on the caller's own session instead, and store nothing.
+        found = await query_many(scope, session, [key])
+        return found[0] if found else None
     if values is None:
         return None
     if isinstance(workspace, int) and values.get("workspace_id") != workspace:
         return None  # belt and braces: the cache scope already keeps workspaces apart
     return await _attach(scope, session, values)
+
+
+class _NoSpareConnectionError(Exception):
+    """The load's pool has no idle connection and may open no more right now."""
+
+
+def _spare_connection(session: AsyncSession) -> bool:
+    """Whether ``session`` can get a pooled connection without waiting for one.
+
+    A load that waited would wait for its own callers' connections when they hold the
+    whole pool: every caller stalls until a timeout. Checked just before the checkout,
+    with no await in between (a race with another task's checkout is still possible; the
+    pool timeout and the cache's ``hard_timeout`` bound that wait).
+    """
+    pool = session.bind.sync_engine.pool
+    if not isinstance(pool, QueuePool):
+        return True
+    limit = pool._max_overflow  # SQLAlchemy has no public getter for it
+    return pool.checkedin() > 0 or limit < 0 or pool.overflow() < limit
 
 
 async def _load_row(
@@ -171,66 +197,16 @@ async def _attach(scope: RepositoryScope, session: AsyncSession, values: Mapping
     return await session.merge(obj, load=False)
 
 
-# -- has this transaction written? -------------------------------------------------------
+def keeps_snapshot(connection: Connection) -> bool:
+    """Whether the transaction on ``connection`` reads from one snapshot.
 
-
-def mark_written(session: AsyncSession | Session) -> None:
-    """Record that the current transaction of ``session`` has written."""
-    sync = session.sync_session if isinstance(session, AsyncSession) else session
-    sync.info[_WROTE] = sync.get_transaction()
-
-
-def wrote(session: AsyncSession) -> bool:
-    """Whether this session's transaction has written: by a repository, a flush or DML.
-
-    Seen: repository writes, every ORM flush (autoflush included) of any session, and
-    INSERT/UPDATE/DELETE or ``text()`` statements run through a session a repository
-    was made on. Not seen: SQL sent on the raw connection.
+    REPEATABLE READ or SERIALIZABLE: such a transaction must not read through the cache,
+    as a cached row may be newer than its snapshot. PostgreSQL only: on SQLite the
+    isolation argument is not applied, and reads through the cache behave as at READ
+    COMMITTED (docs/repository.md).
     """
-    sync = session.sync_session
-    marked = sync.info.get(_WROTE)
-    if marked is not None and marked is sync.get_transaction():
-        return True
-    return bool(sync.new or sync.deleted or sync.dirty)
-
-
-def watch_writes(session: AsyncSession) -> None:
-    """Mark the transaction as written when DML (or opaque ``text()``) runs on ``session``."""
-    sync = session.sync_session
-    if sync.info.get(_WATCHED):
-        return
-    sync.info[_WATCHED] = True
-    event.listen(sync, "do_orm_execute", _on_execute)
-
-
-def _on_execute(state: ORMExecuteState) -> None:
-    if state.is_select:
-        return
-    if state.is_insert or state.is_update or state.is_delete:
-        mark_written(state.session)
-    elif isinstance(state.statement, TextClause):
-        mark_written(state.session)  # it may write; reading uncached is the safe side
-
-
-@event.listens_for(Session, "after_flush")
-def _on_flush(session: Session, _flush: UOWTransaction) -> None:
-    # Every session, not only those a repository was made on: an object changed and
-    # autoflushed before any repository existed has still been written in this
-    # transaction. Cheap: one dict write per flush.
-    mark_written(session)
-
-
-def keeps_snapshot(session: AsyncSession) -> bool:
-    """Whether the transaction reads from one snapshot (REPEATABLE READ or SERIALIZABLE).
-
-    Such a transaction must not read through the cache: a cached row may be newer than
-    its snapshot. PostgreSQL only: on SQLite the isolation argument is not applied, and
-    reads through the cache behave as at READ COMMITTED (docs/repository.md).
-    """
-    sync = session.sync_session
-    if session.bind.dialect.name != "postgresql" or not sync.in_transaction():
+    if connection.dialect.name != "postgresql":
         return False
-    connection = sync.connection()  # already begun: no I/O
     level = connection.get_execution_options().get("isolation_level")
     if level is None:
         level = connection.default_isolation_level

@@ -15,13 +15,24 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Column, Float, Integer, Numeric, String, Table, inspect
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Enum,
+    Float,
+    Integer,
+    Numeric,
+    String,
+    Table,
+    inspect,
+)
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from corestone.db.models import AuditedMixin, SoftDeleteMixin, TenantMixin, VersionMixin
 from corestone.errors import InvalidInputError
 
-__all__ = ["ModelInfo", "model_info"]
+__all__ = ["ModelInfo", "model_info", "table_identity"]
 
 # Columns a caller never sets directly: the repository manages them.
 _MANAGED = frozenset({"version", "deleted_at", "deleted_by", "updated_at"})
@@ -147,11 +158,23 @@ def model_info(model: type[Any]) -> ModelInfo:
         audited=issubclass(model, AuditedMixin),
         audit_exclude=frozenset(getattr(model, "__audit_exclude__", ())),
         entity=model.__name__,
-        identity=table.fullname,
+        identity=table_identity(table),
         validators={name: _validator(column) for name, column in columns.items()},
         required=required,
         valid_key_sets=set(),
     )
+
+
+def table_identity(table: Table) -> str:
+    """The name cache keys and tags give ``table``: ``Table.fullname`` when unambiguous.
+
+    A name or schema that holds a ``.`` (or a ``"``) is quoted, so table ``"billing.invoices"``
+    and table ``invoices`` of schema ``billing`` never share an identity.
+    """
+    parts = [table.name] if table.schema is None else [table.schema, table.name]
+    if any("." in part or '"' in part for part in parts):
+        return ".".join('"' + part.replace('"', '""') + '"' for part in parts)
+    return table.fullname
 
 
 def _base_type(type_: TypeEngine[Any]) -> TypeEngine[Any]:
@@ -194,6 +217,15 @@ def _validator(column: Column[Any]) -> Validator:
             return None
 
         return null_or(number)
+    if isinstance(type_, Enum):  # a String subclass: its members are not strings
+        enum_class, allowed = type_.enum_class, frozenset(type_.enums)
+
+        def choice(v: Any) -> tuple[str, str] | None:
+            if enum_class is not None and isinstance(v, enum_class):
+                return None
+            return None if isinstance(v, str) and v in allowed else ("is not allowed", "enum")
+
+        return null_or(choice)
     if isinstance(type_, String):
         length = type_.length
 

@@ -33,7 +33,8 @@ so relationship loads of the objects it returns are filtered the same way.
 Filters and sorting: docs/filters-and-pagination.md; reading through the cache:
 docs/repository.md. Writes, bulk writes and cached reads live in ``_writes``, ``_bulk``
 and ``_cache``, which take a :class:`~corestone.db._scope.RepositoryScope` (what one call
-may see) and the session, never the repository.
+may see) and the session, never the repository; ``_written`` tells whether a transaction
+has written, and which rows its ORM flushes changed.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from sqlalchemy import func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from corestone.db import _bulk, _cache, _writes
+from corestone.db import _bulk, _cache, _writes, _written
 from corestone.db._model_info import ModelInfo, model_info
 from corestone.db._scope import RepositoryScope
 from corestone.db.filters import parse_sort
@@ -123,6 +124,8 @@ class Repository(Generic[M]):
                 "not a bare AsyncSession, to invalidate after commit"
             )
         self.cache = cache
+        if cache is not None and self.transaction is not None:
+            _written.invalidate_flushed_after_commit(self.transaction, cache)
         self.info: ModelInfo = model_info(self.model)  # type: ignore[arg-type]
         self.include_deleted = include_deleted
         self._workspace = workspace
@@ -130,7 +133,6 @@ class Repository(Generic[M]):
         self._signing_key = signing_key
         self._filter_fields = {name: getattr(self.model, name) for name in self.filterable}
         scope_session(self.session)
-        _cache.watch_writes(self.session)
 
     def with_deleted(self) -> Repository[M]:
         """The same repository, also seeing soft-deleted rows."""
@@ -164,7 +166,7 @@ class Repository(Generic[M]):
         """The row with this id, or None if it does not exist or is out of scope."""
         scope = self._scope()
         key = scope.coerce_id(id_)
-        if self.cache_reads and self.cache is not None and self._cacheable(scope):
+        if self.cache_reads and self.cache is not None and await self._cacheable(scope):
             assert self.transaction is not None  # a cache needs one (see __init__)
             return await _cache.cached_find(  # type: ignore[no-any-return]
                 scope,
@@ -176,17 +178,18 @@ class Repository(Generic[M]):
             )
         return await self._find(scope, key)
 
-    def _cacheable(self, scope: RepositoryScope) -> bool:
+    async def _cacheable(self, scope: RepositoryScope) -> bool:
         # Deleted rows and cross-workspace reads go to the database: the cached entry is
         # one workspace's visible row. So does every read of a transaction that has
         # written (it must see its own uncommitted writes) or that keeps a snapshot
         # (REPEATABLE READ, SERIALIZABLE: a cached row may be newer than its snapshot).
-        return (
-            not scope.include_deleted
-            and not isinstance(scope.workspace, AllWorkspaces)
-            and not _cache.wrote(self.session)
-            and not _cache.keeps_snapshot(self.session)
-        )
+        if scope.include_deleted or isinstance(scope.workspace, AllWorkspaces):
+            return False
+        # Awaited: inside a savepoint not yet begun, getting the connection sends SAVEPOINT.
+        connection = (await self.session.connection()).sync_connection
+        assert connection is not None  # an open AsyncConnection always has one
+        wrote = _written.wrote(self.session, connection)
+        return not wrote and not _cache.keeps_snapshot(connection)
 
     async def find_uncached(self, id_: object) -> M | None:
         """``find`` straight from the database, whatever ``cache_reads`` says."""
@@ -210,7 +213,7 @@ class Repository(Generic[M]):
         """The rows with these ids, in the order given; missing and foreign ids are skipped."""
         scope = self._scope()
         keys = list(dict.fromkeys(scope.coerce_id(i) for i in ids))
-        if self.cache_reads and self.cache is not None and self._cacheable(scope):
+        if self.cache_reads and self.cache is not None and await self._cacheable(scope):
             return await _cache.cached_get_many(scope, self.session, keys, self.cache)
         return await _cache.query_many(scope, self.session, keys)
 
@@ -319,7 +322,7 @@ class Repository(Generic[M]):
         spec = json.dumps(filters or {}, sort_keys=True, default=str, separators=(",", ":"))
         digest = hashlib.sha256(spec.encode()).hexdigest()[:16]
         order = ",".join(("-" if k.descending else "") + k.name for k in keys)
-        return f"{self.info.entity}|{order}|{digest}|{workspace}"
+        return f"{self.info.identity}|{order}|{digest}|{workspace}"
 
     # -- writes (implemented in _writes / _bulk) -----------------------------------------
 
@@ -407,7 +410,7 @@ class Repository(Generic[M]):
         rows: Iterable[Mapping[str, Any]] = (),
         whole_model: bool = False,
     ) -> None:
-        _cache.mark_written(self.session)
+        _written.mark_written(self.session)
         if self.cache is not None and self.transaction is not None:
             _cache.invalidate_after_commit(
                 scope, self.transaction, self.cache, ids=ids, rows=rows, whole_model=whole_model
