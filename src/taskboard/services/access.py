@@ -19,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from corestone.db import Base, TransactionBackend
 from corestone.web import AccessCache, Grant
 from taskboard.domain.models import ApiToken, Membership, User
-from taskboard.services.repositories import MembershipRepository
 from taskboard.services.tokens import MAX_TOKEN_LENGTH, TOKEN_PREFIX
 
 __all__ = [
@@ -73,12 +72,18 @@ async def load_membership(
     session: AsyncSession, workspace_id: int, user_id: int | str
 ) -> Grant | None:
     """The user's role in the workspace; tagged with the membership's row."""
-    members = MembershipRepository(session, workspace=workspace_id)
-    found = (await members.list(filters={"user_id": user_id}, limit=1)).items
-    if not found:
+    # One row by its unique key (workspace, user), the tenant column named: a repository
+    # would add a count (pages) or need a signing key (cursors) for the same SELECT.
+    row = (
+        await session.execute(
+            select(Membership.id, Membership.role).where(
+                Membership.workspace_id == workspace_id, Membership.user_id == user_id
+            )
+        )
+    ).first()
+    if row is None:
         return None
-    membership = found[0]
-    return Grant(membership.role, user_id, tags=(entity_tag(Membership, membership.id),))
+    return Grant(row.role, user_id, tags=(entity_tag(Membership, row.id),))
 
 
 def access_for(database: TransactionBackend) -> AccessCache:
