@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from corestone import AuthenticationError, NotFoundError
+from corestone import AuthenticationError, CommitUnknownError, NotFoundError
 from corestone.cache import TieredCache
 from corestone.db import Database
 from corestone.testing import QueryCounter
@@ -27,6 +28,7 @@ from corestone.web import (
     token_digest,
 )
 from tests.integration.cache._support import fresh_namespace, tiered
+from tests.integration.test_commit_outcomes import CommitCutter
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -212,3 +214,34 @@ async def test_without_a_cache_every_lookup_loads(database_url: str) -> None:
         assert world.loads == 2
     finally:
         await db.aclose()
+
+
+async def test_a_revocation_whose_commit_is_unknown_still_drops_the_token(
+    postgres_url: str,
+) -> None:
+    """When the connection drops after COMMIT was sent, the token is dropped all the same."""
+    world = World()
+    url = make_url(postgres_url)
+    proxy = CommitCutter(url.port or 5432)
+    port = await proxy.start()
+    proxied_url = url.set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
+    async with TieredCache(namespace="access-unknown") as cache:
+        db = Database(proxied_url, cache=cache)
+        await db.start()
+        try:
+            access = AccessCache(
+                db, load_principal=world.principal, load_membership=world.membership
+            )
+            assert await access.authenticate(TOKEN) == {"id": 7}
+            with pytest.raises(CommitUnknownError):
+                async with db.transaction() as tx:
+                    await tx.session.execute(text("SELECT 1"))  # so that COMMIT is sent
+                    forget_access_after_commit(tx, tokens=[token_digest(TOKEN)])
+                    del world.principals[token_digest(TOKEN)]  # what the commit may have done
+                    proxy.armed = True
+            await asyncio.wait_for(proxy.server_answered.wait(), 10)
+            with pytest.raises(AuthenticationError):
+                await access.authenticate(TOKEN)
+        finally:
+            await db.aclose()
+            await proxy.aclose()
