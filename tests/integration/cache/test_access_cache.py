@@ -245,3 +245,20 @@ async def test_a_revocation_whose_commit_is_unknown_still_drops_the_token(
         finally:
             await db.aclose()
             await proxy.aclose()
+
+
+async def test_a_lookup_cancelled_mid_load_returns_its_connection(instances: Instances) -> None:
+    """Cancelling a caller while its load holds a session closes it: the pool gets it back."""
+    world, db = instances.world, instances.db
+    world.read, world.release = asyncio.Event(), asyncio.Event()
+    loading = asyncio.create_task(instances.one.authenticate(TOKEN))
+    await world.read.wait()
+    pool = db.engine.sync_engine.pool
+    assert pool.checkedout() == 1  # type: ignore[attr-defined]
+    loading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await loading
+    assert pool.checkedout() == 0  # type: ignore[attr-defined]
+    world.read = world.release = None
+    assert await instances.one.authenticate(TOKEN) == {"id": 7}  # nothing was stored, nor broken
+    assert world.loads == 2
