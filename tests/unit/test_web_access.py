@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from corestone import AuthenticationError
-from corestone.web import bearer_token, token_digest
+from corestone.web import Grant, bearer_token, token_digest
 
 
 @pytest.mark.parametrize(
@@ -34,3 +34,9 @@ def test_token_digest_is_the_sha256_hex_of_the_token() -> None:
     assert token_digest("abc") == (
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     )
+
+
+def test_a_grant_cannot_hold_none() -> None:
+    """None is how a miss reads from the cache, so a Grant refuses it as its value."""
+    with pytest.raises(TypeError):
+        Grant(None, 1)

@@ -72,12 +72,17 @@ class Grant:
     """What a loader found: the value to cache, whose it is, and tags of the loader's own.
 
     ``value`` must survive the cache's serializer (plain data: dicts, strings, numbers,
-    datetimes). ``subject`` is the principal's id (it names the ``user:{id}`` tag).
+    datetimes) and is never None (a loader that finds nothing returns None instead of a
+    Grant). ``subject`` is the principal's id (it names the ``user:{id}`` tag).
     """
 
     value: Any
     subject: int | str
     tags: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.value is None:
+            raise TypeError("a Grant's value cannot be None (None is what a miss reads as)")
 
 
 PrincipalLoader = Callable[[AsyncSession, str], Awaitable[Grant | None]]
