@@ -56,5 +56,5 @@ async def ensure_demo(db: Database) -> Demo:
                 user.id, role=Role.OWNER
             )
             workspace_id = owned[0].workspace_id if owned else 0
-        token = await issue_token(tx.session, user.id, label="demo", replace=True)
+        token = await issue_token(tx, user.id, label="demo", replace=True)
         return Demo(user.id, workspace_id, token, created)

@@ -13,6 +13,7 @@ A missing server skips those tests on a developer machine and fails them under
 """
 
 from corestone.testing.clock import ManualClock
+from corestone.testing.queries import QueryCounter
 from corestone.testing.services import (
     postgres_admin_url,
     redis_test_url,
@@ -22,6 +23,7 @@ from corestone.testing.services import (
 
 __all__ = [
     "ManualClock",
+    "QueryCounter",
     "postgres_admin_url",
     "redis_test_url",
     "require_service",

@@ -1,5 +1,17 @@
-"""HTTP integration: middleware, problem+json, operational routes and a graceful server."""
+"""HTTP integration: middleware, problem+json, operational routes, a graceful server, and
+cached principal and membership lookups for request dependencies."""
 
+from corestone.web.access import (
+    AccessCache,
+    BearerToken,
+    Grant,
+    MembershipLoader,
+    PrincipalLoader,
+    bearer_token,
+    forget_access,
+    forget_access_after_commit,
+    token_digest,
+)
 from corestone.web.app import RequestScope, infrastructure, instrument, request_scope
 from corestone.web.middleware import (
     BodySizeLimitMiddleware,
@@ -19,10 +31,18 @@ from corestone.web.server import serve
 __all__ = [
     "HEALTH_CONTENT_TYPE",
     "PROBLEM_CONTENT_TYPE",
+    "AccessCache",
+    "BearerToken",
     "BodySizeLimitMiddleware",
+    "Grant",
     "HttpMetricsMiddleware",
+    "MembershipLoader",
+    "PrincipalLoader",
     "RequestContextMiddleware",
     "RequestScope",
+    "bearer_token",
+    "forget_access",
+    "forget_access_after_commit",
     "infrastructure",
     "instrument",
     "internal_error_problem",
@@ -32,4 +52,5 @@ __all__ = [
     "request_scope",
     "route_template",
     "serve",
+    "token_digest",
 ]

@@ -5,43 +5,49 @@ hash protects guessable secrets, which these are not). Lookup is by digest throu
 unique index; the stored digest is then compared in constant time.
 
 Tokens are the one table taskboard reads without a repository: authentication joins
-tokens to users in one query on every request, and replacing a label's tokens is one
-DELETE by filter; a one-model repository expresses neither.
+tokens to users in one query (``services.access``), and replacing or revoking a label's
+tokens is one DELETE by filter that returns the digests it removed; a one-model
+repository expresses neither. Every token removed is dropped from the principal cache
+after commit, on every instance.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import delete
 
-from corestone import AuthenticationError
-from taskboard.domain.models import ApiToken, User
+from corestone.db import Transaction
+from corestone.web import forget_access_after_commit, token_digest
+from taskboard.domain.models import ApiToken
 
-__all__ = ["TOKEN_PREFIX", "digest", "issue_token", "user_for_token"]
+__all__ = [
+    "MAX_TOKEN_LENGTH",
+    "TOKEN_PREFIX",
+    "digest",
+    "issue_token",
+    "revoke_tokens",
+]
 
 TOKEN_PREFIX = "tb_"  # noqa: S105 - a public prefix, not a secret
-_MAX_TOKEN_LENGTH = 200
+MAX_TOKEN_LENGTH = 200
 
 
 def digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    """The SHA-256 hex digest a token is stored (and cached) under."""
+    return token_digest(token)
 
 
 async def issue_token(
-    session: AsyncSession, user_id: int, *, label: str = "api", replace: bool = False
+    tx: Transaction, user_id: int, *, label: str = "api", replace: bool = False
 ) -> str:
     """A new token for ``user_id``; with ``replace``, older tokens of that label stop working."""
     if replace:
-        await session.execute(
-            delete(ApiToken).where(ApiToken.user_id == user_id, ApiToken.label == label)
-        )
+        await revoke_tokens(tx, user_id, label=label)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    session.add(
+    tx.session.add(
         ApiToken(
             user_id=user_id, token_hash=digest(token), label=label, created_at=datetime.now(UTC)
         )
@@ -49,20 +55,14 @@ async def issue_token(
     return token
 
 
-async def user_for_token(session: AsyncSession, token: str) -> User:
-    """The user a token belongs to, or AuthenticationError."""
-    if not token.startswith(TOKEN_PREFIX) or len(token) > _MAX_TOKEN_LENGTH:
-        raise AuthenticationError("invalid bearer token")
-    wanted = digest(token)
-    # One join, not two repository reads: this runs on every authenticated request.
-    row = (
-        await session.execute(
-            select(User, ApiToken.token_hash)
-            .join(ApiToken, ApiToken.user_id == User.id)
-            .where(ApiToken.token_hash == wanted)
-        )
-    ).first()
-    if row is None or not hmac.compare_digest(row[1], wanted):
-        raise AuthenticationError("invalid bearer token")
-    user: User = row[0]
-    return user
+async def revoke_tokens(tx: Transaction, user_id: int, *, label: str | None = None) -> int:
+    """Delete the user's tokens (of ``label``, or all); they stop working on every instance.
+
+    Returns how many were revoked. The cached principals go once ``tx`` commits.
+    """
+    stmt = delete(ApiToken).where(ApiToken.user_id == user_id)
+    if label is not None:
+        stmt = stmt.where(ApiToken.label == label)
+    revoked: Sequence[str] = (await tx.session.scalars(stmt.returning(ApiToken.token_hash))).all()
+    forget_access_after_commit(tx, tokens=revoked)
+    return len(revoked)

@@ -1,4 +1,4 @@
-"""Users: sign-up and the caller's own view."""
+"""Users: sign-up, authentication through the principal cache, the caller's own view."""
 
 from __future__ import annotations
 
@@ -6,13 +6,15 @@ from dataclasses import dataclass
 
 from corestone import AuthenticationError, ConflictError
 from corestone.db import ALL_WORKSPACES, Database
+from corestone.web import forget_access_after_commit
 from taskboard.domain.models import User, Workspace
+from taskboard.services.access import access_for, user_from_values
 from taskboard.services.repositories import (
     MembershipRepository,
     UserRepository,
     WorkspaceRepository,
 )
-from taskboard.services.tokens import issue_token, user_for_token
+from taskboard.services.tokens import issue_token, revoke_tokens
 
 __all__ = ["Me", "UserService"]
 
@@ -26,6 +28,7 @@ class Me:
 class UserService:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._access = access_for(db)
 
     async def create(self, *, name: str, email: str) -> tuple[User, str]:
         """A new user and their first token (shown only now); emails are kept lower case."""
@@ -36,15 +39,37 @@ class UserService:
             if await users.exists({"email": email}):
                 raise ConflictError("a user with this email already exists")
             user = await users.create({"name": name, "email": email})
-            token = await issue_token(tx.session, user.id)
+            token = await issue_token(tx, user.id)
         return user, token
 
     async def authenticate(self, token: str | None) -> User:
-        """The user behind ``token``, or AuthenticationError."""
+        """The user behind ``token`` (from the principal cache when it can), or 401.
+
+        The user is detached, made from cached column values: read it, never change it.
+        """
         if not token:
             raise AuthenticationError("missing bearer token")
-        async with self._db.transaction(read_only=True) as tx:
-            return await user_for_token(tx.session, token)
+        return user_from_values(await self._access.authenticate(token))
+
+    async def revoke_tokens(self, user_id: int, *, label: str | None = None) -> int:
+        """Revoke the user's tokens (of ``label``, or all): refused on every instance at once."""
+        async with self._db.transaction() as tx:
+            return await revoke_tokens(tx, user_id, label=label)
+
+    async def delete(self, user_id: int) -> None:
+        """Delete the user; their tokens and memberships go with the row (ON DELETE CASCADE).
+
+        NotFoundError if there is no such user. The cascade bypasses the repositories, so
+        the cached principal and memberships are dropped explicitly, after commit.
+        """
+        async with self._db.transaction() as tx:
+            memberships = await MembershipRepository(tx, workspace=ALL_WORKSPACES).of_user(user_id)
+            await UserRepository(tx).delete(user_id)
+            forget_access_after_commit(
+                tx,
+                users=[user_id],
+                memberships=[(m.workspace_id, user_id) for m in memberships],
+            )
 
     async def me(self, user: User) -> Me:
         """``user`` and every workspace they belong to, with their role, by workspace id."""

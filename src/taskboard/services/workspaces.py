@@ -17,9 +17,11 @@ from __future__ import annotations
 from typing import Any
 
 from corestone import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
-from corestone.db import Database, Transaction
+from corestone.db import Database, Transaction, TransactionBackend
 from corestone.sagas import Saga, SagaOrchestrator, SagaRegistry, SagaStep, StepContext
+from corestone.web import forget_access_after_commit
 from taskboard.domain.models import Membership, Role, User, Workspace
+from taskboard.services.access import access_for
 from taskboard.services.repositories import (
     MembershipRepository,
     UserRepository,
@@ -40,6 +42,8 @@ async def _delete_row(ctx: StepContext) -> None:
     workspaces = WorkspaceRepository(ctx.session)
     if await workspaces.find(ctx.result["id"]) is not None:
         await workspaces.delete(ctx.result["id"])  # memberships and tasks cascade
+        if ctx.tx is not None:  # the cascade bypasses the repositories: drop what is cached
+            forget_access_after_commit(ctx.tx, workspaces=[ctx.result["id"]])
 
 
 async def _add_owner(ctx: StepContext) -> dict[str, Any]:
@@ -53,9 +57,12 @@ async def _add_owner(ctx: StepContext) -> dict[str, Any]:
 async def _remove_owner(ctx: StepContext) -> None:
     if ctx.result is None:
         return
-    members = MembershipRepository(ctx.session, workspace=ctx.result["workspace_id"])
-    for membership in await members.of_user(ctx.result["user_id"]):
+    workspace_id, user_id = ctx.result["workspace_id"], ctx.result["user_id"]
+    members = MembershipRepository(ctx.session, workspace=workspace_id)
+    for membership in await members.of_user(user_id):
         await members.delete(membership.id)
+    if ctx.tx is not None:
+        forget_access_after_commit(ctx.tx, memberships=[(workspace_id, user_id)])
 
 
 CREATE_WORKSPACE = Saga(
@@ -69,10 +76,18 @@ SAGAS = SagaRegistry([CREATE_WORKSPACE])
 """Every saga taskboard runs: what its recovery worker (and the CLI) can resume."""
 
 
-async def require_member(tx: Transaction, workspace_id: int, user_id: int) -> None:
-    """NotFoundError unless ``user_id`` belongs to the workspace (never a hint it exists)."""
-    if not await MembershipRepository(tx, workspace=workspace_id).is_member(user_id):
-        raise NotFoundError("workspace not found")
+async def require_member(
+    where: Transaction | TransactionBackend, workspace_id: int, user_id: int
+) -> str:
+    """The user's role in the workspace, or NotFoundError (never a hint that it exists).
+
+    Read through the membership cache (``services.access``), whose load runs on its own
+    short session: inside a transaction (``where``) it neither nests in it nor waits on
+    its locks; outside one (``where`` is the database) a cached answer costs no query.
+    """
+    database = where.database if isinstance(where, Transaction) else where
+    role: str = await access_for(database).membership(workspace_id, user_id)
+    return role
 
 
 class WorkspaceService:
@@ -88,17 +103,58 @@ class WorkspaceService:
             # NotFoundError if someone deleted it in the meantime.
             return await WorkspaceRepository(tx).get(workspace_id)
 
+    async def _require_owner(self, tx: Transaction, workspace_id: int, actor: User) -> None:
+        if await require_member(tx, workspace_id, actor.id) != Role.OWNER.value:
+            raise PermissionDeniedError("only an owner can change members")
+
     async def add_member(
         self, actor: User, workspace_id: int, *, user_id: int, role: Role
     ) -> Membership:
         """Add ``user_id`` to the workspace; only an owner may."""
         async with self._db.transaction() as tx:
+            await self._require_owner(tx, workspace_id, actor)  # a non-member gets 404
             members = MembershipRepository(tx, workspace=workspace_id)
-            if not await members.is_member(actor.id, role=Role.OWNER):
-                await require_member(tx, workspace_id, actor.id)  # a non-member gets 404
-                raise PermissionDeniedError("only an owner can add members")
             if await UserRepository(tx).find(user_id) is None:
                 raise InvalidInputError("no such user", field="user_id", rule="exists")
             if await members.is_member(user_id):
                 raise ConflictError("the user is already a member")
+            # Nothing to invalidate: a non-member's "no" is never cached.
             return await members.create({"user_id": user_id, "role": role.value})
+
+    async def set_role(self, actor: User, workspace_id: int, *, user_id: int, role: Role) -> None:
+        """Change a member's role; only an owner may, and the last owner stays one."""
+        async with self._db.transaction() as tx:
+            await self._require_owner(tx, workspace_id, actor)
+            membership = await self._membership(tx, workspace_id, user_id)
+            if role is not Role.OWNER:
+                await self._keep_an_owner(tx, workspace_id, membership)
+            # The repository's write invalidates the membership's entity tag after commit.
+            await MembershipRepository(tx, workspace=workspace_id).update(
+                membership.id, {"role": role.value}
+            )
+
+    async def remove_member(self, actor: User, workspace_id: int, *, user_id: int) -> None:
+        """Remove a member; only an owner may, and not the last owner.
+
+        From the commit on, the removed user gets 404 for the workspace on every instance.
+        """
+        async with self._db.transaction() as tx:
+            await self._require_owner(tx, workspace_id, actor)
+            membership = await self._membership(tx, workspace_id, user_id)
+            await self._keep_an_owner(tx, workspace_id, membership)
+            await MembershipRepository(tx, workspace=workspace_id).delete(membership.id)
+            # The delete invalidates the row's entity tag; this also drops the pair's own.
+            forget_access_after_commit(tx, memberships=[(workspace_id, user_id)])
+
+    @staticmethod
+    async def _membership(tx: Transaction, workspace_id: int, user_id: int) -> Membership:
+        found = await MembershipRepository(tx, workspace=workspace_id).of_user(user_id)
+        if not found:
+            raise NotFoundError("no such member")
+        return found[0]
+
+    @staticmethod
+    async def _keep_an_owner(tx: Transaction, workspace_id: int, membership: Membership) -> None:
+        members = MembershipRepository(tx, workspace=workspace_id)
+        if membership.role == Role.OWNER.value and await members.count({"role": "owner"}) == 1:
+            raise ConflictError("a workspace keeps at least one owner")
