@@ -185,6 +185,10 @@ class Repository(Generic[M]):
         # (REPEATABLE READ, SERIALIZABLE: a cached row may be newer than its snapshot).
         if scope.include_deleted or isinstance(scope.workspace, AllWorkspaces):
             return False
+        if not self.session.in_transaction():
+            # Nothing begun yet (a lazy session): nothing written, no snapshot kept, and
+            # no connection taken just to find that out (a cache hit then costs nothing).
+            return True
         # Awaited: inside a savepoint not yet begun, getting the connection sends SAVEPOINT.
         connection = (await self.session.connection()).sync_connection
         assert connection is not None  # an open AsyncConnection always has one
