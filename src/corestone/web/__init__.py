@@ -14,7 +14,8 @@ from corestone.web.problems import (
     problem_response,
 )
 from corestone.web.routes import HEALTH_CONTENT_TYPE, operations_router
-from corestone.web.server import serve
+from corestone.web.server import WorkerProcess, run, serve
+from corestone.web.workers import serve_workers
 
 __all__ = [
     "HEALTH_CONTENT_TYPE",
@@ -23,6 +24,7 @@ __all__ = [
     "HttpMetricsMiddleware",
     "RequestContextMiddleware",
     "RequestScope",
+    "WorkerProcess",
     "infrastructure",
     "instrument",
     "internal_error_problem",
@@ -31,5 +33,7 @@ __all__ = [
     "problem_response",
     "request_scope",
     "route_template",
+    "run",
     "serve",
+    "serve_workers",
 ]
