@@ -46,7 +46,7 @@ from prometheus_client.registry import Collector
 
 from corestone.observability.multiprocess import ScrapeTimeAcrossWorkers, multiprocess_dir
 
-__all__ = ["LATENCY_BUCKETS", "Metrics"]
+__all__ = ["LATENCY_BUCKETS", "Metrics", "MultiprocessMode"]
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
