@@ -109,6 +109,14 @@ def test_the_answering_worker_shows_its_own_values_live(tmp_path: Path) -> None:
     ]
 
 
+def test_values_json_cannot_hold_survive_publishing(tmp_path: Path) -> None:
+    """NaN and infinities published by one worker reach another worker's scrape as they were."""
+    for value in (float("nan"), float("inf"), float("-inf")):
+        ScrapeTimeAcrossWorkers([_Collector(value)], str(tmp_path), pid=111).publish()
+        (family,) = ScrapeTimeAcrossWorkers([], str(tmp_path), pid=222).collect()
+        assert repr(family.samples[0].value) == repr(value)
+
+
 def test_one_process_is_unchanged() -> None:
     """Without the multiprocess directory, Metrics renders its own registry; publish is a no-op."""
     metrics = Metrics()

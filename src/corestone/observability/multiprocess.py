@@ -75,7 +75,7 @@ class ScrapeTimeAcrossWorkers:
                 "documentation": family.documentation,
                 "type": family.type,
                 "unit": family.unit,
-                "samples": [[s.name, s.labels, s.value] for s in family.samples],
+                "samples": [[s.name, s.labels, repr(float(s.value))] for s in family.samples],
             }
             for family in self._own()
         ]
@@ -120,6 +120,6 @@ def _read_snapshot(path: Path) -> list[Metric]:
     for entry in raw:
         family = Metric(entry["name"], entry["documentation"], entry["type"], entry["unit"])
         for name, labels, value in entry["samples"]:
-            family.add_sample(name, labels, value)
+            family.add_sample(name, labels, float(value))  # a string: JSON has no NaN or inf
         families.append(family)
     return families
