@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import signal
 import sys
@@ -146,3 +147,41 @@ def test_sigterm_drains_a_slow_request_on_each_worker(start_server, tmp_path) ->
         _pids(server.output(), "slow request started")
     )
     assert "Traceback" not in server.output()
+
+
+def test_a_killed_worker_is_replaced_and_its_requests_stay_counted(start_server, tmp_path) -> None:
+    """A killed worker is replaced by a new one, and /metrics still counts its requests."""
+    port = free_port()
+    env = {"CORESTONE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'board.db'}"}
+    server: Server = start_server([*taskboard_command(port), "--workers", "2"], env, port)
+    server.wait_ready(timeout=BOUND)
+    answered_by: list[str] = []
+
+    def live() -> bool:
+        answered_by.append(httpx.get(f"{server.url}/health/live").headers[WORKER_HEADER])
+        return len(set(answered_by)) == 2
+
+    def all_counted() -> bool:
+        exposition = httpx.get(f"{server.url}/metrics").text
+        return _requests_total(exposition, "/health/live") == len(answered_by)
+
+    _until(live, "both workers answering")
+    _until(all_counted, "every answered request counted")
+    victim = answered_by[0]
+    os.kill(int(victim), signal.SIGKILL)
+
+    def replaced() -> bool:
+        with contextlib.suppress(httpx.TransportError):
+            live()
+        return len(set(answered_by) - {victim}) == 2
+
+    _until(replaced, "a new worker answering in place of the killed one")
+    _until(
+        lambda: (
+            _requests_total(httpx.get(f"{server.url}/metrics").text, "/health/live")
+            == len(answered_by)
+        ),
+        "every answered request counted",
+    )
+    assert server.stop(signal.SIGTERM) == 0
+    assert "worker exited; starting a new one" in server.output()
