@@ -185,3 +185,18 @@ def test_a_killed_worker_is_replaced_and_its_requests_stay_counted(start_server,
     )
     assert server.stop(signal.SIGTERM) == 0
     assert "worker exited; starting a new one" in server.output()
+
+
+def test_a_worker_that_cannot_start_stops_the_service_instead_of_restarting(
+    start_server, tmp_path
+) -> None:
+    """A worker failing before it serves ends the supervisor with exit 1, with no restart loop."""
+    port = free_port()
+    env = {"CORESTONE_DATABASE_URL": "mysql://root@localhost/x"}  # only workers read settings
+    server: Server = start_server(
+        [sys.executable, str(ROOT / "tests/e2e/slow_app.py"), str(port), "2"], env, port
+    )
+    assert server.process.wait(timeout=BOUND) == 1
+    output = server.output()
+    assert "worker failed to start; stopping" in output
+    assert output.count("worker starting") == 2
