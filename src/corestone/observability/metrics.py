@@ -13,14 +13,23 @@ once, merging the series of every member. When two members report the very same 
 (same name and labels: two Infrastructures each with a breaker called ``database``), the
 one registered last is exposed, whole, so the values of a series never clash. A collector
 whose families only partly overlap another's is refused (``ValueError``).
+
+Several worker processes on one port (``taskboard serve --workers N``): when the process
+runs in prometheus_client's multiprocess mode (see :mod:`corestone.observability.
+multiprocess`), ``render`` merges the files of every worker, so counters and histograms
+count the requests of all of them, and gauges carry a ``pid`` label (``liveall`` by
+default: a finished worker's values go with it). Scrape-time values (collectors, function
+gauges) are published by each worker with :meth:`Metrics.publish` and exposed per ``pid``.
+One ``Metrics`` per worker process: two in one process would write the same files.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import threading
-from collections.abc import Iterator, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import Literal, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -32,9 +41,12 @@ from prometheus_client import (
 )
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-__all__ = ["LATENCY_BUCKETS", "Metrics"]
+from corestone.observability.multiprocess import ScrapeTimeAcrossWorkers, multiprocess_dir
+
+__all__ = ["LATENCY_BUCKETS", "Metrics", "MultiprocessMode"]
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -42,6 +54,11 @@ LATENCY_BUCKETS = (
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 _M = TypeVar("_M", bound=MetricWrapperBase)
+
+MultiprocessMode = Literal[
+    "all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum",
+    "mostrecent", "livemostrecent",
+]  # fmt: skip
 
 
 class Metrics:
@@ -56,7 +73,20 @@ class Metrics:
         self._prefix = prefix
         self._metrics: dict[str, MetricWrapperBase] = {}
         self._groups: dict[frozenset[str], _CollectorGroup] = {}
+        self._collectors: list[Collector] = []
         self._lock = threading.Lock()
+        self._multiprocess_dir = multiprocess_dir()
+        self._function_gauges: list[tuple[Gauge, Callable[[], float]]] = []
+        self._gauge_class: type[Gauge] = (
+            Gauge
+            if self._multiprocess_dir is None
+            else _published_function_gauge(self._function_gauges)
+        )
+
+    @property
+    def multiprocess(self) -> bool:
+        """Whether this process shares its metrics with other workers (see the module doc)."""
+        return self._multiprocess_dir is not None
 
     def counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
         """A monotonically growing count; ``name`` must end in ``_total``."""
@@ -64,9 +94,21 @@ class Metrics:
             raise ValueError(f"counter {name!r} must end in _total")
         return self._get(Counter, name, documentation, labels)
 
-    def gauge(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
-        """A value that goes up and down."""
-        return self._get(Gauge, name, documentation, labels)
+    def gauge(
+        self,
+        name: str,
+        documentation: str,
+        labels: Sequence[str] = (),
+        multiprocess_mode: MultiprocessMode = "liveall",
+    ) -> Gauge:
+        """A value that goes up and down.
+
+        ``multiprocess_mode`` says how the values of several workers combine (one series
+        per live worker, with a ``pid`` label, by default); one process ignores it.
+        """
+        return self._get(
+            self._gauge_class, name, documentation, labels, multiprocess_mode=multiprocess_mode
+        )
 
     def histogram(
         self,
@@ -88,6 +130,8 @@ class Metrics:
         names = frozenset(family.name for family in describe()) if describe else frozenset()
         if not names:
             self.registry.register(collector)  # prometheus_client's own rules
+            with self._lock:
+                self._collectors.append(collector)
             return
         with self._lock:
             group = self._groups.get(names)
@@ -95,6 +139,7 @@ class Metrics:
                 group = _CollectorGroup(collector)
                 self.registry.register(group)  # raises on a partial overlap
                 self._groups[names] = group
+                self._collectors.append(group)
             else:
                 group.add(collector)
 
@@ -103,8 +148,25 @@ class Metrics:
         return f"{self._prefix}_{name}"
 
     def render(self) -> bytes:
-        """The registry in the Prometheus text exposition format."""
-        return generate_latest(self.registry)
+        """The registry in the Prometheus text exposition format (every worker's, if shared)."""
+        if self._multiprocess_dir is None:
+            return generate_latest(self.registry)
+        self._write_function_gauges()
+        registry = CollectorRegistry(auto_describe=False)
+        MultiProcessCollector(registry, self._multiprocess_dir)  # type: ignore[no-untyped-call]
+        registry.register(self._across_workers(self._multiprocess_dir))
+        return generate_latest(registry)
+
+    def publish(self) -> None:
+        """Share this worker's scrape-time values with the other workers; one process: no-op.
+
+        A server calls it periodically (``corestone.web.serve`` does, every second), so a
+        scrape answered by another worker sees values at most that old.
+        """
+        if self._multiprocess_dir is None:
+            return
+        self._write_function_gauges()
+        self._across_workers(self._multiprocess_dir).publish()
 
     content_type = CONTENT_TYPE_LATEST
 
@@ -134,6 +196,33 @@ class Metrics:
             )
             self._metrics[full] = metric
             return metric
+
+    def _write_function_gauges(self) -> None:
+        with self._lock:
+            gauges = list(self._function_gauges)
+        for gauge, function in gauges:
+            gauge.set(function())
+
+    def _across_workers(self, directory: str) -> ScrapeTimeAcrossWorkers:
+        with self._lock:
+            collectors = list(self._collectors)
+        return ScrapeTimeAcrossWorkers(collectors, directory, os.getpid())
+
+
+def _published_function_gauge(sink: list[tuple[Gauge, Callable[[], float]]]) -> type[Gauge]:
+    """A Gauge class whose ``set_function`` values reach the shared files.
+
+    prometheus_client documents that ``set_function`` does not work in multiprocess mode:
+    the function is only read by this process's registry, while the files hold 0. The
+    facade records each function and writes its value at every publish and scrape.
+    """
+
+    class PublishedFunctionGauge(Gauge):
+        def set_function(self, f: Callable[[], float]) -> None:
+            super().set_function(f)
+            sink.append((self, f))
+
+    return PublishedFunctionGauge
 
 
 class _CollectorGroup:

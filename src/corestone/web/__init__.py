@@ -26,7 +26,8 @@ from corestone.web.problems import (
     problem_response,
 )
 from corestone.web.routes import HEALTH_CONTENT_TYPE, operations_router
-from corestone.web.server import serve
+from corestone.web.server import WorkerProcess, run, serve
+from corestone.web.workers import serve_workers
 
 __all__ = [
     "HEALTH_CONTENT_TYPE",
@@ -40,6 +41,7 @@ __all__ = [
     "PrincipalLoader",
     "RequestContextMiddleware",
     "RequestScope",
+    "WorkerProcess",
     "bearer_token",
     "forget_access",
     "forget_access_after_commit",
@@ -51,6 +53,8 @@ __all__ = [
     "problem_response",
     "request_scope",
     "route_template",
+    "run",
     "serve",
+    "serve_workers",
     "token_digest",
 ]

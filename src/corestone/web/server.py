@@ -4,32 +4,92 @@ On SIGTERM or SIGINT: readiness fails at once, the listening sockets close, requ
 flight get until the deadline to finish (then they are cancelled), and only then does
 the app's lifespan stop the infrastructure. A second SIGINT forces an immediate exit.
 The process then returns normally — no re-raised signal, no traceback.
+
+The server is uvicorn with httptools, on uvloop where it exists (``run``): measured
+against granian and plain asyncio in docs/decisions/0027. ``serve`` runs one process;
+``corestone.web.serve_workers`` runs several on one port, each calling ``serve`` with
+its ``WorkerProcess``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
+import os
 import signal
+import socket
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Coroutine, Generator
+from dataclasses import dataclass
 from types import FrameType
+from typing import Any, TypeVar
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from corestone.observability.health import HealthRegistry
 from corestone.observability.logging import get_logger
+from corestone.observability.metrics import Metrics
 
-__all__ = ["serve"]
+__all__ = ["METRICS_PUBLISH_SECONDS", "WORKER_HEADER", "WorkerProcess", "run", "serve"]
 
 log = get_logger("corestone.web")
 
+METRICS_PUBLISH_SECONDS = 1.0
+"""How often a worker shares its scrape-time metrics with the others (see Metrics.publish)."""
+
+WORKER_HEADER = "X-Worker-Pid"
+"""Response header naming the worker process that answered, when several serve one port."""
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class WorkerProcess:
+    """What a worker started by ``serve_workers`` passes to ``serve``.
+
+    ``index`` (0 … N-1) is stable across a restart of the same slot, so work meant to run
+    once per service, not once per worker, can run in worker 0 only.
+    """
+
+    index: int
+    sockets: tuple[socket.socket, ...]
+    started: Callable[[], None]
+
+
+def run(main: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``main`` to completion on uvloop where it is installed, else on asyncio's loop.
+
+    The same as ``asyncio.run`` otherwise (Ctrl-C cancels ``main``).
+    """
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(main)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop  # optional: there is no uvloop on Windows
+    except ImportError:  # pragma: no cover
+        return None
+    return uvloop.new_event_loop
+
 
 class _GracefulServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, health: HealthRegistry) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        health: HealthRegistry,
+        on_started: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(config)
         self._health = health
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self._on_started is not None:
+            self._on_started()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self.should_exit:
@@ -55,6 +115,11 @@ class _GracefulServer(uvicorn.Server):
         finally:
             for sig, handler in original.items():
                 signal.signal(sig, handler)
+            if self._on_started is not None:
+                # A worker: a SIGTERM sent to the whole process group (systemd's default)
+                # arrives twice, from the sender and from the supervisor. The process is
+                # already stopping; a repeated SIGTERM must not cut its components' stop short.
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 async def serve(
@@ -64,19 +129,48 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     shutdown_timeout: float = 30.0,
+    metrics: Metrics | None = None,
+    worker: WorkerProcess | None = None,
 ) -> None:
-    """Run ``app`` until SIGTERM/SIGINT, then drain within ``shutdown_timeout`` seconds."""
+    """Run ``app`` until SIGTERM/SIGINT, then drain within ``shutdown_timeout`` seconds.
+
+    ``worker``: serve on the sockets a ``serve_workers`` supervisor shares (``host`` and
+    ``port`` are then unused), name this process in an ``X-Worker-Pid`` response header
+    and tell the supervisor once it serves. ``metrics``: shared with the other workers
+    every ``METRICS_PUBLISH_SECONDS`` when they run in multiprocess mode.
+    """
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
+        http="httptools",
         lifespan="on",
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=math.ceil(shutdown_timeout),
         server_header=False,
+        headers=[] if worker is None else [(WORKER_HEADER, str(os.getpid()))],
     )
-    server = _GracefulServer(config, health)
-    await server.serve()
+    server = _GracefulServer(config, health, None if worker is None else worker.started)
+    publishing = (
+        asyncio.create_task(_publish(metrics))
+        if metrics is not None and metrics.multiprocess
+        else None
+    )
+    try:
+        await server.serve(None if worker is None else list(worker.sockets))
+    finally:
+        if publishing is not None:
+            publishing.cancel()
+            await asyncio.wait([publishing])
     if server.started is False and not server.should_exit:
         raise SystemExit(1)
+
+
+async def _publish(metrics: Metrics) -> None:
+    while True:
+        try:
+            metrics.publish()
+        except Exception:  # a metrics hiccup must never stop the server
+            log.exception("publishing metrics to the other workers failed")
+        await asyncio.sleep(METRICS_PUBLISH_SECONDS)
