@@ -105,3 +105,14 @@ def test_layers_only_import_downwards(package: str) -> None:
     }
 
     assert upward == set()
+
+
+def test_no_module_is_over_550_lines() -> None:
+    """Modules stay small enough to read in one sitting: none of corestone's passes 550 lines."""
+    long = {
+        str(path.relative_to(ROOT)): lines
+        for path in ROOT.rglob("*.py")
+        if (lines := len(path.read_text().splitlines())) > 550
+    }
+
+    assert long == {}
