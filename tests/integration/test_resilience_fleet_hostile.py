@@ -20,8 +20,7 @@ import redis.asyncio as redis
 from corestone.errors import CircuitOpenError
 from corestone.observability.metrics import Metrics
 from corestone.resilience import BreakerConfig, BreakerRegistry, CircuitBreaker, Fleet, State
-from corestone.testing import ManualClock
-from corestone.testing.redis_server import RedisServer
+from corestone.testing import ManualClock, RedisServer
 
 CONFIG = BreakerConfig(
     window_size=10,

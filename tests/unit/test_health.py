@@ -14,16 +14,7 @@ from corestone.observability.health import (
     HealthReport,
     HealthStatus,
 )
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from corestone.testing import ManualClock
 
 
 def _counting(
@@ -191,19 +182,19 @@ async def test_checks_run_concurrently() -> None:
 
 async def test_ready_is_cached_for_cache_seconds() -> None:
     """Within cache_seconds the same report is returned without running the checks again."""
-    clock = FakeClock()
+    clock = ManualClock()
     calls, check = _counting()
     health = HealthRegistry(cache_seconds=5, clock=clock)
     health.register("database", check)
 
     first = await health.ready()
-    clock.now += 4.9
+    clock.advance(4.9)
     second = await health.ready()
 
     assert second is first
     assert len(calls) == 1
 
-    clock.now += 0.2
+    clock.advance(0.2)
     third = await health.ready()
 
     assert third is not first
@@ -212,7 +203,7 @@ async def test_ready_is_cached_for_cache_seconds() -> None:
 
 async def test_zero_cache_seconds_runs_every_time() -> None:
     """With caching off every sequential call runs the checks."""
-    clock = FakeClock()
+    clock = ManualClock()
     calls, check = _counting()
     health = HealthRegistry(cache_seconds=0, clock=clock)
     health.register("database", check)
@@ -233,7 +224,7 @@ async def test_concurrent_callers_share_one_run() -> None:
         started.set()
         await release.wait()
 
-    health = HealthRegistry(default_timeout=30, cache_seconds=0, clock=FakeClock())
+    health = HealthRegistry(default_timeout=30, cache_seconds=0, clock=ManualClock())
     health.register("database", slow)
 
     waiting = [asyncio.create_task(health.ready()) for _ in range(5)]
@@ -258,7 +249,7 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_run() -> None:
         started.set()
         await release.wait()
 
-    health = HealthRegistry(default_timeout=30, cache_seconds=0, clock=FakeClock())
+    health = HealthRegistry(default_timeout=30, cache_seconds=0, clock=ManualClock())
     health.register("database", slow)
 
     impatient = asyncio.create_task(health.ready())
@@ -275,7 +266,7 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_run() -> None:
 
 async def test_registering_a_check_invalidates_the_cache() -> None:
     """A new or removed check shows up in the next report, cache or not."""
-    health = HealthRegistry(cache_seconds=60, clock=FakeClock())
+    health = HealthRegistry(cache_seconds=60, clock=ManualClock())
     health.register("database", _passing)
     await health.ready()
 
@@ -318,7 +309,7 @@ async def test_shutting_down_fails_ready_without_running_checks() -> None:
 
 async def test_shutting_down_ignores_a_cached_pass() -> None:
     """A pass cached just before shutdown began is not served afterwards."""
-    health = HealthRegistry(cache_seconds=60, clock=FakeClock())
+    health = HealthRegistry(cache_seconds=60, clock=ManualClock())
     health.register("database", _passing)
     assert (await health.ready()).status is HealthStatus.PASS
 
@@ -371,13 +362,13 @@ async def test_document_has_the_health_json_shape() -> None:
 
 async def test_live_reports_uptime_from_the_clock_and_runs_only_liveness_checks() -> None:
     """Liveness has the process uptime and runs only checks marked liveness."""
-    clock = FakeClock()
+    clock = ManualClock()
     ready_calls, ready_check = _counting()
     live_calls, live_check = _counting()
     health = HealthRegistry(clock=clock)
     health.register("database", ready_check)
     health.register("event_loop", live_check, liveness=True)
-    clock.now += 12.5
+    clock.advance(12.5)
 
     report = await health.live()
 
@@ -419,7 +410,7 @@ async def test_a_check_registered_during_a_run_is_in_the_next_report() -> None:
         started.set()
         await release.wait()
 
-    health = HealthRegistry(default_timeout=30, cache_seconds=60, clock=FakeClock())
+    health = HealthRegistry(default_timeout=30, cache_seconds=60, clock=ManualClock())
     health.register("database", slow)
 
     first = asyncio.create_task(health.ready())
@@ -442,7 +433,7 @@ async def test_a_check_raising_cancelled_error_is_a_fail_entry() -> None:
         task.cancel()
         await task
 
-    health = HealthRegistry(cache_seconds=0, clock=FakeClock())
+    health = HealthRegistry(cache_seconds=0, clock=ManualClock())
     health.register("events", cancels)
     health.register("database", _passing)
 
@@ -464,7 +455,7 @@ async def test_a_check_returning_the_wrong_type_is_a_fail_entry(returned: object
     async def wrong() -> object:
         return returned
 
-    health = HealthRegistry(cache_seconds=0, clock=FakeClock())
+    health = HealthRegistry(cache_seconds=0, clock=ManualClock())
     health.register("search", wrong)  # type: ignore[arg-type]
 
     report = await health.ready()
@@ -481,7 +472,7 @@ async def test_a_check_result_with_a_bad_status_is_a_fail_entry() -> None:
     async def bad() -> CheckResult:
         return CheckResult(status="great")  # type: ignore[arg-type]
 
-    health = HealthRegistry(cache_seconds=0, clock=FakeClock())
+    health = HealthRegistry(cache_seconds=0, clock=ManualClock())
     health.register("search", bad)
 
     report = await health.ready()
@@ -497,7 +488,7 @@ async def test_cancelling_the_caller_still_cancels_its_own_live_checks() -> None
         started.set()
         await asyncio.Event().wait()
 
-    health = HealthRegistry(default_timeout=30, clock=FakeClock())
+    health = HealthRegistry(default_timeout=30, clock=ManualClock())
     health.register("loop", slow, liveness=True)
 
     task = asyncio.create_task(health.live())
@@ -519,7 +510,7 @@ async def test_a_check_that_swallows_its_cancellation_still_times_out() -> None:
             except asyncio.CancelledError:
                 continue  # a driver that swallows cancellation
 
-    health = HealthRegistry(cache_seconds=0, clock=FakeClock())
+    health = HealthRegistry(cache_seconds=0, clock=ManualClock())
     health.register("database", stubborn, timeout=0.01)
     health.register("cache", _passing)
 
@@ -545,7 +536,7 @@ async def test_a_check_output_is_redacted_like_an_exception() -> None:
         error = ConnectionError("postgresql://app:hunter2@db/app refused")
         return CheckResult(HealthStatus.WARN, output=f"last pass: {error!r}")
 
-    health = HealthRegistry(cache_seconds=0, clock=FakeClock())
+    health = HealthRegistry(cache_seconds=0, clock=ManualClock())
     health.register("sagas", worker)
 
     report = await health.ready()
@@ -565,7 +556,7 @@ async def test_an_error_text_that_is_not_valid_unicode_still_gives_a_json_report
     async def undecodable() -> None:
         raise ConnectionError(b"server said: \xff".decode("utf-8", "surrogateescape"))
 
-    health = HealthRegistry(cache_seconds=0, clock=FakeClock())
+    health = HealthRegistry(cache_seconds=0, clock=ManualClock())
     health.register("legacy", undecodable)
     app = FastAPI()
     app.include_router(operations_router(health, Metrics()))

@@ -5,7 +5,12 @@ The pytest plugin (loaded automatically through the ``pytest11`` entry point) pr
 - ``postgres_url``: a fresh, empty PostgreSQL database per test, dropped afterwards;
 - ``database_url``: the same test run once on SQLite (a temporary file) and once on
   PostgreSQL;
-- ``redis_url``: a reachable Redis, for tests that need one.
+- ``redis_url``: a reachable Redis, for tests that need one;
+- ``redis_server``: a redis-server of the test's own on a spare port, to kill and freeze.
+
+And the fakes a service's own tests need: :class:`ManualClock` (the ``clock=`` of every
+time-based component), :class:`QueryCounter` (what a piece of code sends to the
+database, checkouts included) and :class:`RedisServer`.
 
 A missing server skips those tests on a developer machine and fails them under
 ``CI=true``, so CI can never go green by skipping. Point the plugin at other servers with
@@ -14,6 +19,7 @@ A missing server skips those tests on a developer machine and fails them under
 
 from corestone.testing.clock import ManualClock
 from corestone.testing.queries import QueryCounter
+from corestone.testing.redis_server import RedisServer
 from corestone.testing.services import (
     postgres_admin_url,
     redis_test_url,
@@ -24,6 +30,7 @@ from corestone.testing.services import (
 __all__ = [
     "ManualClock",
     "QueryCounter",
+    "RedisServer",
     "postgres_admin_url",
     "redis_test_url",
     "require_service",

@@ -14,7 +14,7 @@ import pytest
 from corestone.cache import CacheOptions, MemoryCache, TieredCache
 from corestone.observability.health import HealthStatus
 from corestone.resilience import BreakerRegistry
-from corestone.testing.redis_server import RedisServer
+from corestone.testing import RedisServer
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -13,20 +13,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from corestone.cache import memory as memory_module
 from corestone.cache.memory import EVICTION_REASONS, MemoryCache, MemoryStats, default_weigher
-
-
-class Clock:
-    """A hand-moved monotonic clock."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
+from corestone.testing import ManualClock
 
 Evicted = list[tuple[Hashable, Any, str]]
 
@@ -197,7 +184,7 @@ def test_zero_capacity_stores_nothing() -> None:
 
 def test_ttl_expires_exactly_at_deadline_and_counts_a_miss() -> None:
     """An entry lives until its deadline, not a moment past; the expired read is a miss."""
-    clock = Clock()
+    clock = ManualClock()
     seen, on_evict = recorder()
     cache = MemoryCache(clock=clock, on_evict=on_evict)
     cache.set("k", "v", ttl=10)
@@ -216,7 +203,7 @@ def test_ttl_expires_exactly_at_deadline_and_counts_a_miss() -> None:
 
 def test_default_ttl_applies_and_explicit_ttl_wins() -> None:
     """default_ttl applies to a set without ttl, and an explicit ttl overrides it."""
-    clock = Clock()
+    clock = ManualClock()
     cache = MemoryCache(clock=clock, default_ttl=5)
     cache.set("short", 1)
     cache.set("long", 2, ttl=50)
@@ -227,7 +214,7 @@ def test_default_ttl_applies_and_explicit_ttl_wins() -> None:
 
 def test_no_ttl_never_expires() -> None:
     """Without any ttl an entry outlives a billion seconds and cleanup removes nothing."""
-    clock = Clock()
+    clock = ManualClock()
     cache = MemoryCache(clock=clock)
     cache.set("k", 1)
     clock.advance(10**9)
@@ -248,7 +235,7 @@ def test_nonpositive_ttl_stores_nothing_and_drops_old_value() -> None:
 
 def test_infinite_ttl_never_expires_and_nan_is_refused() -> None:
     """ttl=inf never expires, ttl=-inf stores nothing, and ttl=NaN raises."""
-    clock = Clock()
+    clock = ManualClock()
     cache = MemoryCache(clock=clock, default_ttl=5)
     cache.set("k", 1, ttl=float("inf"))
     assert cache.set("gone", 1, ttl=float("-inf")) is False
@@ -269,7 +256,7 @@ def test_a_single_string_is_one_tag() -> None:
 
 def test_jitter_spreads_deadlines_within_bounds() -> None:
     """With 10% jitter every entry expires between 90% and 110% of its ttl, not all at once."""
-    clock = Clock()
+    clock = ManualClock()
     cache = MemoryCache(clock=clock, ttl_jitter=0.1, max_entries=1000)
     keys = range(300)
     for key in keys:
@@ -285,7 +272,7 @@ def test_jitter_spreads_deadlines_within_bounds() -> None:
 
 def test_ttl_update_moves_the_deadline() -> None:
     """Overwriting with a longer ttl, then with none, moves the deadline later, then removes it."""
-    clock = Clock()
+    clock = ManualClock()
     cache = MemoryCache(clock=clock)
     cache.set("k", 1, ttl=5)
     cache.set("k", 2, ttl=100)
@@ -300,7 +287,7 @@ def test_ttl_update_moves_the_deadline() -> None:
 
 def test_cleanup_removes_all_expired_and_only_them() -> None:
     """cleanup removes every expired entry, reported as expired, and no entry still alive."""
-    clock = Clock()
+    clock = ManualClock()
     seen, on_evict = recorder()
     cache = MemoryCache(clock=clock, on_evict=on_evict, max_entries=1000)
     for i in range(100):
@@ -317,7 +304,7 @@ def test_cleanup_removes_all_expired_and_only_them() -> None:
 
 def test_cleanup_takes_the_partly_due_bucket_too() -> None:
     """cleanup removes an expired entry whose one-second bucket also holds an entry not yet due."""
-    clock = Clock(1000.0)
+    clock = ManualClock(1000.0)
     cache = MemoryCache(clock=clock)
     cache.set("a", 1, ttl=0.2)  # deadline 1000.2
     cache.set("b", 1, ttl=0.9)  # deadline 1000.9, same one-second bucket
@@ -329,7 +316,7 @@ def test_cleanup_takes_the_partly_due_bucket_too() -> None:
 
 def test_writes_expire_a_bounded_number_of_entries() -> None:
     """Each write expires at most _EXPIRE_PER_WRITE entries, and later writes remove the rest."""
-    clock = Clock()
+    clock = ManualClock()
     cache = MemoryCache(clock=clock, max_entries=1000)
     for i in range(100):
         cache.set(i, i, ttl=1)
@@ -345,7 +332,7 @@ def test_writes_expire_a_bounded_number_of_entries() -> None:
 
 def test_keys_lists_only_live_entries() -> None:
     """keys() leaves out an entry that has expired but not been cleaned up."""
-    clock = Clock()
+    clock = ManualClock()
     cache = MemoryCache(clock=clock)
     cache.set("a", 1, ttl=1)
     cache.set("b", 2)
@@ -519,7 +506,7 @@ def test_retagging_on_overwrite_updates_the_index() -> None:
 
 def test_evicted_and_expired_entries_leave_the_tag_index() -> None:
     """Entries evicted for size or removed as expired leave no trace in the tag index."""
-    clock = Clock()
+    clock = ManualClock()
     cache = MemoryCache(max_entries=10, clock=clock)
     for i in range(100):
         cache.set(i, i, tags=[f"t{i % 3}"], ttl=10)
@@ -532,7 +519,7 @@ def test_evicted_and_expired_entries_leave_the_tag_index() -> None:
 
 def test_delete_and_delete_many_count_only_live_entries() -> None:
     """delete and delete_many count the live entries removed; an expired one is reported expired."""
-    clock = Clock()
+    clock = ManualClock()
     seen, on_evict = recorder()
     cache = MemoryCache(clock=clock, on_evict=on_evict)
     cache.set("a", 1)
@@ -628,7 +615,7 @@ def test_a_reentrant_callback_sees_a_consistent_cache() -> None:
 def test_eviction_reasons_are_the_documented_ones() -> None:
     """Replace, expiry, delete, size and clear report exactly the names in EVICTION_REASONS."""
     seen, on_evict = recorder()
-    clock = Clock()
+    clock = ManualClock()
     cache = MemoryCache(max_entries=3, clock=clock, on_evict=on_evict)
     cache.set("r", 1)
     cache.set("r", 2)
@@ -664,7 +651,7 @@ class MemoryCacheMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.clock = Clock()
+        self.clock = ManualClock()
         self.evicted: Evicted = []
         self.cache = MemoryCache()
         # key -> (value, earliest possible deadline, latest possible deadline, tags)
