@@ -100,7 +100,7 @@ class Retry:
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Await ``fn(*args, **kwargs)``, retrying per the policy."""
-        started = self.clock()
+        started = 0.0 if self.deadline_seconds is None else self.clock()  # deadline only
         try:
             return await fn(*args, **kwargs)
         except Exception as error:
@@ -122,7 +122,7 @@ class Retry:
         narrows what is retried (it and ``retry_on`` must both accept the error), and
         ``on_retry(error, n, wait)`` runs before each wait. The last error is raised.
         """
-        started = self.clock()
+        started = 0.0 if self.deadline_seconds is None else self.clock()  # deadline only
         try:
             return await attempt(1)
         except Exception as error:
@@ -133,7 +133,7 @@ class Retry:
 
     def call_sync(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Call ``fn(*args, **kwargs)``, retrying per the policy (sleeps the thread)."""
-        started = self.clock()
+        started = 0.0 if self.deadline_seconds is None else self.clock()  # deadline only
         try:
             return fn(*args, **kwargs)
         except Exception as error:
