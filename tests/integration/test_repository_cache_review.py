@@ -28,6 +28,7 @@ from tests.integration.repo_models import (
     ItemRepository,
     RepoBase,
     database_for,
+    open_database,
     workspace,
 )
 from tests.integration.test_repository_cache_defects import Gate
@@ -506,3 +507,19 @@ async def test_a_row_the_orm_deletes_is_no_longer_served(db: Database, redis_url
                 await tx.session.delete(await CachedItems(tx, cache=cache).get(item_id))
             async with db.transaction(read_only=True) as tx:
                 assert await CachedItems(tx, cache=cache).find(item_id) is None
+
+
+async def test_a_database_without_a_cache_records_nothing_about_its_flushes(
+    database_url: str,
+) -> None:
+    """With no cache anywhere, flushed rows are not remembered for invalidation: no garbage
+    per flushed object on the write path (the create_many figure of issue 10's benchmark)."""
+    database = await open_database(database_url)
+    try:
+        with workspace(1):
+            async with database.transaction() as tx:
+                tx.session.add(Item(title="plain", workspace_id=1))
+                await tx.session.flush()
+                assert "corestone_flushed" not in tx.session.sync_session.info
+    finally:
+        await database.aclose()

@@ -57,6 +57,11 @@ class PoolOptions:
     ping_idle_seconds: float | None = 30.0
 
 
+HAS_CACHE: Final = "corestone_has_cache"
+"""``session.info`` key: the session's database has a cache, so its flushes are recorded
+for invalidation (``db/_written.py``); without one, recording them would only make garbage."""
+
+
 class PooledEngine:
     """One engine (the primary or a replica) with its sessions and pool metrics."""
 
@@ -69,11 +74,14 @@ class PooledEngine:
         *,
         ping_idle_seconds: float | None,
         clock: Clock,
+        has_cache: bool = False,
     ) -> None:
         self.url = url
         self.label = label
         self.engine = create_async_engine(url, **options)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.sessions = async_sessionmaker(
+            self.engine, expire_on_commit=False, info={HAS_CACHE: True} if has_cache else None
+        )
         self.unhealthy_until = 0.0
         self.last_error: str | None = None
         self._waits = metrics.counter(

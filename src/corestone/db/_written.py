@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, UOWTransaction
 
 from corestone.cache.keys import EVERY_WORKSPACE, GLOBAL
 from corestone.db._model_info import table_identity
+from corestone.db._pool import HAS_CACHE
 from corestone.db.models import TenantMixin
 
 if TYPE_CHECKING:
@@ -102,6 +103,7 @@ def invalidate_flushed_after_commit(tx: Transaction, cache: TieredCache) -> None
     while root.parent is not None:
         root = root.parent
     sync = root.session.sync_session
+    sync.info[HAS_CACHE] = True  # a cache given to the repository, not the database: record
     began = sync.get_transaction()
     if began is None or sync.info.get(_FLUSH_HOOK) is began:
         return
@@ -124,8 +126,11 @@ def invalidate_flushed_after_commit(tx: Transaction, cache: TieredCache) -> None
 
 @event.listens_for(Session, "after_flush")
 def _on_flush(session: Session, _flush: UOWTransaction) -> None:
-    # Every session: remember the rows this transaction's flushes wrote, by cache scope,
-    # for invalidate_flushed_after_commit. Only rows with a one-column key on a table.
+    # Every session of a database with a cache: remember the rows this transaction's
+    # flushes wrote, by cache scope, for invalidate_flushed_after_commit. Only rows with a
+    # one-column key on a table. With no cache there is nothing to invalidate.
+    if not session.info.get(HAS_CACHE):
+        return
     began = session.get_transaction()
     flushed: tuple[object, dict[str | int | None, set[str]]] | None = session.info.get(_FLUSHED)
     if flushed is None or flushed[0] is not began:

@@ -370,6 +370,7 @@ class Database:
             self._metrics,
             ping_idle_seconds=self._pool.ping_idle_seconds,
             clock=self._clock,
+            has_cache=self.cache is not None,
         )
 
     def _engine_options(self, url: URL) -> dict[str, Any]:
