@@ -203,9 +203,19 @@ class Database:
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        """A bare session on the primary, for work that manages its own transaction."""
-        async with self._require_primary().sessions() as session:
-            yield session
+        """A bare session on the primary, for work that manages its own transaction.
+
+        Driver errors come out translated, as from :meth:`transaction`: an exhausted
+        pool or a lost database is ``UnavailableError`` (503), not a SQLAlchemy error.
+        """
+        try:
+            async with self._require_primary().sessions() as session:
+                yield session
+        except Exception as error:
+            translated = translate_error(error)
+            if translated is error:
+                raise
+            raise translated from error
 
     @asynccontextmanager
     async def transaction(
