@@ -46,7 +46,7 @@ from sqlalchemy.pool import QueuePool
 from corestone.cache.keys import GLOBAL
 from corestone.cache.tiered import TieredCache
 from corestone.db.transactions import Transaction, TransactionBackend, current_transaction
-from corestone.errors import AuthenticationError, NotFoundError
+from corestone.errors import AuthenticationError, NotFoundError, UnavailableError
 
 __all__ = [
     "AccessCache",
@@ -235,7 +235,14 @@ class AccessCache:
                 # The caller's snapshot may hold its uncommitted writes: answer, keep nothing.
                 return await load(caller.session), False
             options = _LOAD_OPTIONS.get(session.bind.dialect.name, _SQLITE_LOAD_OPTIONS)
-            await session.connection(execution_options=dict(options))
+            try:
+                await session.connection(execution_options=dict(options))
+            except Exception as error:
+                # The driver's connect raises raw: a socket error, or the server's refusal
+                # ("too many connections", "starting up"). A 503, as for a transaction.
+                if isinstance(error, OSError) or isinstance(getattr(error, "sqlstate", None), str):
+                    raise UnavailableError("database unreachable", retry_after=1.0) from error
+                raise
             return await load(session), True
 
 

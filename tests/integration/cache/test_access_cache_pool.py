@@ -14,8 +14,10 @@ from contextlib import AsyncExitStack
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from corestone import UnavailableError
 from corestone.cache import TieredCache
 from corestone.db import Database, PoolOptions
 from corestone.observability import Metrics
@@ -28,6 +30,7 @@ POOL = 2
 
 
 async def _principal(session: AsyncSession, digest: str) -> Grant | None:
+    await session.execute(text("SELECT 1"))
     return None
 
 
@@ -61,16 +64,69 @@ async def test_cold_lookups_inside_transactions_holding_the_pool_do_not_deadlock
     if db.dialect == "sqlite" and not read_only:
         pytest.skip("SQLite's write transactions hold the file's write lock: one at a time")
     access = AccessCache(db, load_principal=_principal, load_membership=_membership)
-    holding = asyncio.Barrier(POOL)
+    holding, looked_up = asyncio.Barrier(POOL), asyncio.Barrier(POOL)
 
     async def request(user: int) -> str:
         async with db.transaction(read_only=read_only) as tx:
             await tx.session.execute(select(1))  # this request's connection
             await holding.wait()  # every pooled connection is now held
             role: str = await access.membership(1, user)
+            await looked_up.wait()  # ... and stays held until every lookup is done
             return role
 
     roles = await asyncio.gather(*(request(user) for user in range(POOL)))
     assert roles == ["member"] * POOL
     # Read on the callers' own transactions, nothing was stored: the next lookup loads.
     assert len(cache.memory) == 0
+
+
+class _Proxy:
+    """A TCP proxy to PostgreSQL that can be shut: its connections reset, new ones refused."""
+
+    def __init__(self) -> None:
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def shut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 5432)
+        self._writers += [writer, up_writer]
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+
+async def test_a_lookup_on_an_unreachable_database_is_unavailable(postgres_url: str) -> None:
+    """A principal lookup whose database refuses connections raises UnavailableError (a 503)."""
+    proxy = _Proxy()
+    port = await proxy.start()
+    url = make_url(postgres_url).set(host="127.0.0.1", port=port)
+    db = Database(url.render_as_string(hide_password=False), metrics=Metrics())
+    await db.start()
+    try:
+        await proxy.shut()  # the pooled connection is reset, new connects are refused
+        access = AccessCache(db, load_principal=_principal, load_membership=_membership)
+        for _ in range(2):  # the reset connection first, then a refused connect
+            with pytest.raises(UnavailableError):
+                await access.authenticate("anything")
+    finally:
+        await db.aclose()
