@@ -7,16 +7,26 @@ that finds the pool exhausted must get the 503 error, whichever session API it u
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import MetaData, String, insert, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from corestone import UnavailableError
-from corestone.db import Database, PoolOptions, ReadOnlyTransactionError, Repository
+from corestone.cache import TieredCache
+from corestone.db import (
+    Database,
+    PoolOptions,
+    ReadOnlyTransactionError,
+    Repository,
+    Transaction,
+)
 from corestone.observability import Metrics
 from corestone.web import AccessCache, Grant
+from tests.integration.cache.test_access_cache_pool import Proxy
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -106,12 +116,24 @@ async def _load_membership(session: object, workspace: int, principal: int | str
 
 
 async def test_an_exhausted_pool_is_unavailable_to_a_lookup(db: Database) -> None:
-    """A principal lookup that finds the pool exhausted raises UnavailableError (a 503)."""
+    """A principal lookup that finds the pool exhausted by others raises UnavailableError (503)."""
     access = AccessCache(db, load_principal=_load_principal, load_membership=_load_membership)
-    async with db.transaction() as tx:
-        await tx.session.execute(select(1))  # holds the only connection
+    held, done = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with db.transaction() as tx:
+            await tx.session.execute(select(1))  # holds the only connection
+            held.set()
+            await done.wait()
+
+    holder = asyncio.create_task(hold())
+    await held.wait()
+    try:
         with pytest.raises(UnavailableError):
             await access.authenticate("anything")
+    finally:
+        done.set()
+        await holder
 
 
 async def test_an_exhausted_pool_is_unavailable_to_a_bare_session(db: Database) -> None:
@@ -121,3 +143,27 @@ async def test_an_exhausted_pool_is_unavailable_to_a_bare_session(db: Database) 
         with pytest.raises(UnavailableError):
             async with db.session() as session:
                 await session.execute(select(1))
+
+
+class CachedNotes(Repository[Note]):
+    model = Note
+    cache_reads = True
+
+
+async def test_a_cached_read_on_an_unreachable_database_is_unavailable(postgres_url: str) -> None:
+    """A cache miss on a lazy session whose database refuses connections is a 503, not a 500."""
+    proxy = Proxy()
+    port = await proxy.start()
+    url = make_url(postgres_url).set(host="127.0.0.1", port=port)
+    database = Database(
+        url.render_as_string(hide_password=False), cache=TieredCache(), metrics=Metrics()
+    )
+    await database.start()
+    try:
+        await proxy.shut()
+        for _ in range(2):  # the reset connection first, then a refused connect
+            with pytest.raises(UnavailableError):
+                async with database.session() as session:
+                    await CachedNotes(Transaction(session, database)).find(1)
+    finally:
+        await database.aclose()

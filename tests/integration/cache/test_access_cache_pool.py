@@ -80,7 +80,7 @@ async def test_cold_lookups_inside_transactions_holding_the_pool_do_not_deadlock
     assert len(cache.memory) == 0
 
 
-class _Proxy:
+class Proxy:
     """A TCP proxy to PostgreSQL that can be shut: its connections reset, new ones refused."""
 
     def __init__(self) -> None:
@@ -117,7 +117,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 async def test_a_lookup_on_an_unreachable_database_is_unavailable(postgres_url: str) -> None:
     """A principal lookup whose database refuses connections raises UnavailableError (a 503)."""
-    proxy = _Proxy()
+    proxy = Proxy()
     port = await proxy.start()
     url = make_url(postgres_url).set(host="127.0.0.1", port=port)
     db = Database(url.render_as_string(hide_password=False), metrics=Metrics())
