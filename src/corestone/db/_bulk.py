@@ -36,6 +36,7 @@ from sqlalchemy.types import (
     Uuid,
 )
 
+from corestone.db._read_path import refuse_if_read_only
 from corestone.db._writes import creation_values, record
 from corestone.db.models import utc_now
 from corestone.errors import ConflictError, InvalidInputError
@@ -60,6 +61,8 @@ async def create_many(
         return []
     ids: list[Any] | None = None
     if _dialect(session) == "postgresql":
+        # COPY goes to the driver directly, past the read path's statement checks.
+        refuse_if_read_only(session, "a COPY was run")
         ids = await _copy_rows(scope, session, prepared)
     if ids is None:
         ids = await _insert_rows(scope, session, prepared)

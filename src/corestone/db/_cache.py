@@ -38,8 +38,10 @@ from sqlalchemy.pool import QueuePool
 
 from corestone import context
 from corestone.cache.keys import EVERY_WORKSPACE, GLOBAL
+from corestone.db._driver_errors import raw_connect_error
 from corestone.db._read_path import session_options
 from corestone.db.scoping import AllWorkspaces, Workspace
+from corestone.errors import UnavailableError
 
 if TYPE_CHECKING:
     from corestone.cache.tiered import TieredCache
@@ -87,7 +89,12 @@ async def cached_find(
         async with load_sessions() as own:
             if not _spare_connection(own):
                 raise _NoSpareConnectionError
-            await own.connection(execution_options=options)
+            try:
+                await own.connection(execution_options=options)
+            except Exception as error:
+                if raw_connect_error(error):  # a 503, as for a transaction's checkout
+                    raise UnavailableError("database unreachable", retry_after=1.0) from error
+                raise
             return await _load_row(scope, own, key)
 
     try:

@@ -16,7 +16,13 @@ from corestone.errors import CommitUnknownError, ConflictError, CorestoneError, 
 from corestone.observability.logging import get_logger
 from corestone.resilience.integrations import database_unavailable
 
-__all__ = ["commit_outcome_unknown", "first_line", "transient_cause", "translate_error"]
+__all__ = [
+    "commit_outcome_unknown",
+    "first_line",
+    "raw_connect_error",
+    "transient_cause",
+    "translate_error",
+]
 
 log = get_logger(__name__)
 
@@ -137,6 +143,16 @@ def translate_error(error: BaseException) -> BaseException:
         return error
     log.warning("database error", code=translated.code, cause=first_line(error))
     return translated
+
+
+def raw_connect_error(error: BaseException) -> bool:
+    """Whether ``error``, raised by a checkout, came raw from the driver's connect.
+
+    SQLAlchemy wraps the driver's statement errors, not its connect errors: a socket
+    error, or the server's refusal ("too many connections", "starting up"). Ask only of
+    an error raised by the checkout itself: the application's own ``OSError`` is not one.
+    """
+    return isinstance(error, OSError) or isinstance(getattr(error, "sqlstate", None), str)
 
 
 def first_line(error: object) -> str:

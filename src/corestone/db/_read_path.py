@@ -13,9 +13,12 @@
   never ``BEGIN IMMEDIATE``, which write transactions keep (ADR 0005).
 
 An autocommitted write would be durable at once, with nothing to roll back, so a
-read-only session refuses to write on both databases: an ORM flush with pending changes,
-or an INSERT/UPDATE/DELETE statement run through the session, raises
-:class:`ReadOnlyTransactionError`. (SQL in ``text()`` is not inspected.) A block nested
+read-only session refuses to write on both databases, before anything is sent, and
+raises :class:`ReadOnlyTransactionError`: an ORM flush with pending changes; any
+INSERT/UPDATE/DELETE/DDL statement, whether run through the session or on its
+connection, a data-modifying CTE included; SQL text (``text()``, ``exec_driver_sql``)
+that begins with a writing keyword; a repository's COPY. Not seen: a function with side
+effects called from a SELECT, and SQL sent on the DBAPI driver's own connection. A block nested
 in a read-only transaction shares it without a SAVEPOINT: there is nothing to undo, and
 PostgreSQL refuses SAVEPOINT outside a transaction block.
 """
@@ -24,13 +27,38 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from sqlalchemy import event
+from sqlalchemy import Connection, Engine, TextClause, event
+from sqlalchemy.engine.default import DefaultExecutionContext
+from sqlalchemy.engine.interfaces import ExecutionContext
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
+from sqlalchemy.sql.dml import UpdateBase
 
-__all__ = ["ReadOnlyTransactionError", "is_read_only", "mark_read_only", "session_options"]
+__all__ = [
+    "ReadOnlyTransactionError",
+    "is_read_only",
+    "mark_read_only",
+    "refuse_if_read_only",
+    "session_options",
+]
 
 _READ_ONLY: Final = "corestone_read_only"
+# The first keyword of SQL text that writes (a WITH holding DML in text is not seen).
+_WRITING_SQL: Final = (
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "MERGE",
+    "UPSERT",
+    "REPLACE",
+    "TRUNCATE",
+    "CREATE",
+    "DROP",
+    "ALTER",
+    "COPY",
+    "GRANT",
+    "REVOKE",
+)
 
 
 class ReadOnlyTransactionError(RuntimeError):
@@ -65,6 +93,15 @@ def is_read_only(session: AsyncSession) -> bool:
     return bool(session.sync_session.info.get(_READ_ONLY))
 
 
+def refuse_if_read_only(session: AsyncSession, what: str) -> None:
+    """Raise :class:`ReadOnlyTransactionError` if ``session`` is read-only.
+
+    For writes that bypass SQLAlchemy's events (a COPY on the driver's connection).
+    """
+    if is_read_only(session):
+        raise _refuse(what)
+
+
 def _refuse(what: str) -> ReadOnlyTransactionError:
     return ReadOnlyTransactionError(
         f"{what} in a read-only transaction; use db.transaction() to write"
@@ -85,3 +122,34 @@ def _refuse_dml(state: ORMExecuteState) -> None:
         state.is_insert or state.is_update or state.is_delete
     ):
         raise _refuse(f"a {type(state.statement).__name__.upper()} statement was run")
+
+
+@event.listens_for(Engine, "before_cursor_execute")
+def _refuse_on_connection(
+    connection: Connection,
+    _cursor: Any,
+    statement: str,
+    _parameters: Any,
+    context: ExecutionContext | None,
+    _executemany: bool,
+) -> None:
+    # Every statement SQLAlchemy sends, from the ORM, Core on the session's connection or
+    # driver SQL: the read path's connections carry the option, so no session is needed.
+    if connection.get_execution_options().get(_READ_ONLY) and _writes(statement, context):
+        raise _refuse("a writing statement was run")
+
+
+def _writes(statement: str, context: ExecutionContext | None) -> bool:
+    if not isinstance(context, DefaultExecutionContext) or context.compiled is None:
+        return _writing_text(statement)  # exec_driver_sql
+    if context.isinsert or context.isupdate or context.isdelete or context.isddl:
+        return True
+    compiled = context.compiled
+    ctes = getattr(compiled, "ctes", None)  # SQLCompiler's: a data-modifying CTE
+    if ctes and any(isinstance(cte.element, UpdateBase) for cte in ctes):
+        return True
+    return isinstance(compiled.statement, TextClause) and _writing_text(statement)
+
+
+def _writing_text(statement: str) -> bool:
+    return statement.lstrip(" \t\r\n(")[:8].upper().startswith(_WRITING_SQL)

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from corestone import context
 from corestone.clock import Clock, monotonic
 from corestone.config import Settings, redact_url
-from corestone.db._driver_errors import first_line, translate_error
+from corestone.db._driver_errors import first_line, raw_connect_error, translate_error
 from corestone.db._pool import PooledEngine, PoolOptions
 from corestone.db._read_path import mark_read_only, session_options
 from corestone.db.transactions import (
@@ -203,9 +203,19 @@ class Database:
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        """A bare session on the primary, for work that manages its own transaction."""
-        async with self._require_primary().sessions() as session:
-            yield session
+        """A bare session on the primary, for work that manages its own transaction.
+
+        Driver errors come out translated, as from :meth:`transaction`: an exhausted
+        pool or a lost database is ``UnavailableError`` (503), not a SQLAlchemy error.
+        """
+        try:
+            async with self._require_primary().sessions() as session:
+                yield session
+        except Exception as error:
+            translated = translate_error(error)
+            if translated is error:
+                raise
+            raise translated from error
 
     @asynccontextmanager
     async def transaction(
@@ -300,7 +310,7 @@ class Database:
             except Exception as error:
                 # The driver's connect raises its errors raw: a socket error, or the
                 # server's refusal ("too many connections", "starting up").
-                if not _raw_connect_error(error):
+                if not raw_connect_error(error):
                     raise
                 log.warning("database unreachable", cause=first_line(error))
                 raise UnavailableError("database unreachable", retry_after=1.0) from error
@@ -389,11 +399,6 @@ class Database:
             pool_recycle=self._pool.recycle_seconds,
         )
         return options
-
-
-def _raw_connect_error(error: Exception) -> bool:
-    """Whether ``error`` came raw from the driver's connect (SQLAlchemy wraps the rest)."""
-    return isinstance(error, OSError) or isinstance(getattr(error, "sqlstate", None), str)
 
 
 def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:

@@ -23,8 +23,13 @@ loaders; corestone brings the keys, the tags, the invalidation and the rules bel
   load began, on any instance (``get_or_load(not_before=…)``): a revocation committed
   while the load ran is never undone by it.
 - **Own sessions.** Loads run on a short session of their own on the primary (read-only,
-  READ COMMITTED; SQLite's deferred BEGIN), never on a caller's transaction, so a lookup
-  made inside a write transaction neither nests in it nor queues behind its lock.
+  READ COMMITTED; SQLite's deferred BEGIN), not on a caller's transaction, so a lookup
+  made inside a write transaction neither nests in it nor queues behind its lock. One
+  exception: when the pool has no idle connection and the caller holds one in an open
+  transaction on the primary, the load reads on that transaction and nothing is stored.
+  Waiting for a second connection there would wait on the callers themselves: with every
+  pooled connection held by such transactions, all of them would stall to the pool
+  timeout.
 """
 
 from __future__ import annotations
@@ -36,11 +41,12 @@ from typing import Annotated, Any, Final
 
 from fastapi import Depends, Header
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.pool import QueuePool
 
 from corestone.cache.keys import GLOBAL
 from corestone.cache.tiered import TieredCache
-from corestone.db.transactions import Transaction, TransactionBackend
-from corestone.errors import AuthenticationError, NotFoundError
+from corestone.db.transactions import Transaction, TransactionBackend, current_transaction
+from corestone.errors import AuthenticationError, NotFoundError, UnavailableError
 
 __all__ = [
     "AccessCache",
@@ -188,15 +194,15 @@ class AccessCache:
     ) -> Any:
         cache = self._database.cache
         if cache is None:
-            grant = await self._load(load)
+            grant, _ = await self._load(load)
             return None if grant is None else grant.value
         hit = await cache.get(key, workspace=workspace)
         if hit is not None:
             return hit
         began = cache.clock()  # before the load's snapshot begins: see not_before below
-        grant = await self._load(load)
-        if grant is None:
-            return None
+        grant, storable = await self._load(load)
+        if grant is None or not storable:
+            return None if grant is None else grant.value
         value = grant.value
 
         async def loaded() -> Any:
@@ -214,11 +220,43 @@ class AccessCache:
             fail_safe=False,  # never kept past its ttl: nothing to serve stale
         )
 
-    async def _load(self, load: Callable[[AsyncSession], Awaitable[Grant | None]]) -> Grant | None:
+    async def _load(
+        self, load: Callable[[AsyncSession], Awaitable[Grant | None]]
+    ) -> tuple[Grant | None, bool]:
+        """What ``load`` found, and whether it may be stored (see "Own sessions")."""
         async with self._database.session() as session:
+            caller = current_transaction()
+            if (
+                caller is not None
+                and caller.database is self._database
+                and caller.session.info.get("corestone_target", "primary") == "primary"
+                and not _spare_connection(session)
+            ):
+                # The caller's snapshot may hold its uncommitted writes: answer, keep nothing.
+                return await load(caller.session), False
             options = _LOAD_OPTIONS.get(session.bind.dialect.name, _SQLITE_LOAD_OPTIONS)
-            await session.connection(execution_options=dict(options))
-            return await load(session)
+            try:
+                await session.connection(execution_options=dict(options))
+            except Exception as error:
+                # The driver's connect raises raw: a socket error, or the server's refusal
+                # ("too many connections", "starting up"). A 503, as for a transaction.
+                if isinstance(error, OSError) or isinstance(getattr(error, "sqlstate", None), str):
+                    raise UnavailableError("database unreachable", retry_after=1.0) from error
+                raise
+            return await load(session), True
+
+
+def _spare_connection(session: AsyncSession) -> bool:
+    """Whether ``session`` can get a pooled connection without waiting for one.
+
+    Checked just before the checkout, with no await in between (the repository cache's
+    loads make the same check).
+    """
+    pool = session.bind.sync_engine.pool
+    if not isinstance(pool, QueuePool):
+        return True
+    limit = pool._max_overflow  # SQLAlchemy has no public getter for it
+    return pool.checkedin() > 0 or limit < 0 or pool.overflow() < limit
 
 
 def _messages(
