@@ -15,7 +15,12 @@ from typing import Any
 from corestone import InvalidInputError
 from corestone.db import AuditEntry, CursorCodec, Database, Transaction, audit_entries, check_limit
 from taskboard.domain.models import Task, User
-from taskboard.services.repositories import MAX_LIMIT, MembershipRepository, TaskRepository
+from taskboard.services.repositories import (
+    MAX_LIMIT,
+    MembershipRepository,
+    TaskRepository,
+    UncachedTaskRepository,
+)
 from taskboard.services.workspaces import require_member
 
 __all__ = ["AuditPage", "TaskListing", "TaskQuery", "TaskService"]
@@ -65,13 +70,16 @@ class AuditPage:
 
 
 class TaskService:
-    def __init__(self, db: Database, *, signing_key: bytes) -> None:
+    def __init__(self, db: Database, *, signing_key: bytes, cache_reads: bool = True) -> None:
         self._db = db
         self._signing_key = signing_key
         self._audit_cursors = CursorCodec(signing_key)
+        # Off (TASKBOARD_TASK_CACHE=off): reads go to the database; writes still
+        # invalidate, so switching it back on never serves a stale row.
+        self._repository = TaskRepository if cache_reads else UncachedTaskRepository
 
     def _tasks(self, tx: Transaction, workspace_id: int) -> TaskRepository:
-        return TaskRepository(tx, signing_key=self._signing_key, workspace=workspace_id)
+        return self._repository(tx, signing_key=self._signing_key, workspace=workspace_id)
 
     async def create(self, actor: User, workspace_id: int, fields: Mapping[str, Any]) -> Task:
         async with self._db.transaction() as tx:
