@@ -70,7 +70,7 @@ def register_services(infra: Infrastructure) -> SagaOrchestrator:
 
 
 def task_cache_enabled(environ: Mapping[str, str]) -> bool:
-    """Whether task reads go through the cache: ``TASKBOARD_TASK_CACHE`` is ``on`` (default) or ``off``."""
+    """Whether tasks are read through the cache: ``TASKBOARD_TASK_CACHE`` is on (default) or off."""
     value = environ.get(TASK_CACHE_ENV, "on").strip().lower()
     if value not in ("on", "off"):
         raise ValueError(f"{TASK_CACHE_ENV} must be 'on' or 'off', not {value!r}")

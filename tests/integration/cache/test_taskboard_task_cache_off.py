@@ -1,4 +1,4 @@
-"""``TASKBOARD_TASK_CACHE=off``: task GETs read the database; principal and membership stay cached."""
+"""``TASKBOARD_TASK_CACHE=off``: task GETs read the database; the principal stays cached."""
 
 from __future__ import annotations
 
