@@ -46,10 +46,10 @@ _STOP_GRACE_S = 15.0
 _PR_SET_PDEATHSIG = 1
 _GIVEN_PORTS: set[int] = set()
 
-TASK_CACHE_OFF: Mapping[str, str] | None = None
+TASK_CACHE_OFF: Mapping[str, str] | None = {"TASKBOARD_TASK_CACHE": "off"}
 """The environment that makes taskboard read tasks uncached (principal and membership
 still cached), or None while taskboard has no such switch: the "GET, task cache off" rows
-are then reported missing. Issue 11 adds the switch; name its variable here."""
+are then reported missing."""
 
 
 @dataclass(frozen=True, slots=True)

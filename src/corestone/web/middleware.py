@@ -12,7 +12,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corestone import context
-from corestone.observability.logging import get_logger
+from corestone.observability.logging import get_logger, log_request
 from corestone.observability.metrics import Metrics
 from corestone.web.body import BodySizeLimitMiddleware
 from corestone.web.problems import internal_error_problem
@@ -74,8 +74,8 @@ class RequestContextMiddleware:
                     )
                 # else: the framework already answered and logged it; the response is over.
             finally:
-                log.info(
-                    "request",
+                log_request(
+                    "corestone.web",
                     method=scope["method"],
                     path=scope["path"],
                     status=state["status"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Header, Path, Query, Response
 
 from corestone import InvalidInputError, PreconditionRequiredError
@@ -78,24 +79,19 @@ async def add_member(
     return MemberOut(workspace_id=ws, user_id=membership.user_id, role=body.role)
 
 
-@router.post("/workspaces/{ws}/tasks", status_code=201)
-async def create_task(
-    ws: WorkspaceId, body: TaskIn, caller: Caller, tasks: Tasks, response: Response
-) -> TaskOut:
+@router.post("/workspaces/{ws}/tasks", status_code=201, response_model=TaskOut)
+async def create_task(ws: WorkspaceId, body: TaskIn, caller: Caller, tasks: Tasks) -> Response:
     task = await tasks.create(caller, ws, body.model_dump())
-    response.headers["Location"] = f"/api/workspaces/{ws}/tasks/{task.id}"
-    return _with_etag(task, response)
+    return _task_response(task, 201, location=f"/api/workspaces/{ws}/tasks/{task.id}")
 
 
-@router.post("/workspaces/{ws}/tasks/bulk", status_code=201)
-async def create_tasks(
-    ws: WorkspaceId, body: TaskBulkIn, caller: Caller, tasks: Tasks
-) -> TaskBulkOut:
+@router.post("/workspaces/{ws}/tasks/bulk", status_code=201, response_model=TaskBulkOut)
+async def create_tasks(ws: WorkspaceId, body: TaskBulkIn, caller: Caller, tasks: Tasks) -> Response:
     created = await tasks.create_many(caller, ws, [item.model_dump() for item in body.items])
-    return TaskBulkOut(items=[_task_out(task) for task in created])
+    return _json({"items": [_task_json(task) for task in created]}, 201)
 
 
-@router.get("/workspaces/{ws}/tasks")
+@router.get("/workspaces/{ws}/tasks", response_model=TaskListOut | TaskPageOut)
 async def list_tasks(
     ws: WorkspaceId,
     caller: Caller,
@@ -107,36 +103,34 @@ async def list_tasks(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
     cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH)] = None,
     page: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
-) -> TaskListOut | TaskPageOut:
+) -> Response:
     query = TaskQuery(status=status, assignee_id=assignee_id, text=q, sort=sort)
     listing = await tasks.list(caller, ws, query, limit=limit, cursor=cursor, page=page)
-    items = [_task_out(task) for task in listing.items]
+    items = [_task_json(task) for task in listing.items]
     if listing.total is not None and listing.page is not None:
-        return TaskPageOut(items=items, next_cursor=None, total=listing.total, page=listing.page)
-    return TaskListOut(items=items, next_cursor=listing.next_cursor)
+        return _json(
+            {"items": items, "next_cursor": None, "total": listing.total, "page": listing.page}
+        )
+    return _json({"items": items, "next_cursor": listing.next_cursor})
 
 
-@router.get("/workspaces/{ws}/tasks/{task_id}")
-async def get_task(
-    ws: WorkspaceId, task_id: TaskId, caller: Caller, tasks: Tasks, response: Response
-) -> TaskOut:
-    task = await tasks.get(caller, ws, task_id)
-    return _with_etag(task, response)
+@router.get("/workspaces/{ws}/tasks/{task_id}", response_model=TaskOut)
+async def get_task(ws: WorkspaceId, task_id: TaskId, caller: Caller, tasks: Tasks) -> Response:
+    return _task_response(await tasks.get(caller, ws, task_id))
 
 
-@router.patch("/workspaces/{ws}/tasks/{task_id}")
+@router.patch("/workspaces/{ws}/tasks/{task_id}", response_model=TaskOut)
 async def update_task(
     ws: WorkspaceId,
     task_id: TaskId,
     body: TaskPatch,
     caller: Caller,
     tasks: Tasks,
-    response: Response,
     if_match: Annotated[str | None, Header(max_length=100)] = None,
-) -> TaskOut:
+) -> Response:
     expected = _expected_version(if_match)
     task = await tasks.update(caller, ws, task_id, body.changes(), expected_version=expected)
-    return _with_etag(task, response)
+    return _task_response(task)
 
 
 @router.delete("/workspaces/{ws}/tasks/{task_id}", status_code=204)
@@ -144,12 +138,9 @@ async def delete_task(ws: WorkspaceId, task_id: TaskId, caller: Caller, tasks: T
     await tasks.delete(caller, ws, task_id)
 
 
-@router.post("/workspaces/{ws}/tasks/{task_id}/restore")
-async def restore_task(
-    ws: WorkspaceId, task_id: TaskId, caller: Caller, tasks: Tasks, response: Response
-) -> TaskOut:
-    task = await tasks.restore(caller, ws, task_id)
-    return _with_etag(task, response)
+@router.post("/workspaces/{ws}/tasks/{task_id}/restore", response_model=TaskOut)
+async def restore_task(ws: WorkspaceId, task_id: TaskId, caller: Caller, tasks: Tasks) -> Response:
+    return _task_response(await tasks.restore(caller, ws, task_id))
 
 
 @router.get("/workspaces/{ws}/audit")
@@ -183,10 +174,39 @@ def _expected_version(if_match: str | None) -> int:
     return int(match.group(1))
 
 
-def _with_etag(task: Task, response: Response) -> TaskOut:
+def _task_json(task: Task) -> dict[str, object]:
+    """The ``TaskOut`` shape of a task the service just built: no validation pass.
+
+    The row is typed and checked by the database and the service, so validating it
+    again into a pydantic model only to serialise it would cost, per request, more than
+    the cached read it answers (docs/performance.md, "Per-request overhead").
+    """
+    return {
+        "id": task.id,
+        "workspace_id": task.workspace_id,
+        "title": task.title,
+        "description": task.description,
+        "status": task.status,
+        "assignee_id": task.assignee_id,
+        "version": task.version,
+        "created_at": task.created_at,
+        "updated_at": task.updated_at,
+    }
+
+
+def _task_response(task: Task, status: int = 200, *, location: str | None = None) -> Response:
+    """One task, its version as the ETag (and its ``Location`` when just created)."""
+    response = _json(_task_json(task), status)
     response.headers["ETag"] = f'"{task.version}"'
-    return _task_out(task)
+    if location is not None:
+        response.headers["Location"] = location
+    return response
 
 
-def _task_out(task: Task) -> TaskOut:
-    return TaskOut.model_validate(task, from_attributes=True)
+def _json(body: object, status: int = 200) -> Response:
+    """``body`` serialised once, by orjson, in pydantic's format (UTC as ``Z``)."""
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_UTC_Z),
+        status_code=status,
+        media_type="application/json",
+    )

@@ -17,6 +17,7 @@ __all__ = [
     "MAX_LIMIT",
     "MembershipRepository",
     "TaskRepository",
+    "UncachedTaskRepository",
     "UserRepository",
     "WorkspaceRepository",
 ]
@@ -82,3 +83,12 @@ class TaskRepository(Repository[Task]):
     max_limit = MAX_LIMIT
     cache_reads = True  # GET …/tasks/{id} is served from the cache (DESIGN §5)
     user_columns = ("assignee_id",)
+
+
+class UncachedTaskRepository(TaskRepository):
+    """Tasks read straight from the database (``TASKBOARD_TASK_CACHE=off``).
+
+    Its writes still drop the cached rows after commit, like ``TaskRepository``'s.
+    """
+
+    cache_reads = False

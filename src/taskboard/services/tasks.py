@@ -15,7 +15,12 @@ from typing import Any
 from corestone import InvalidInputError
 from corestone.db import AuditEntry, CursorCodec, Database, Transaction, audit_entries, check_limit
 from taskboard.domain.models import Task, User
-from taskboard.services.repositories import MAX_LIMIT, MembershipRepository, TaskRepository
+from taskboard.services.repositories import (
+    MAX_LIMIT,
+    MembershipRepository,
+    TaskRepository,
+    UncachedTaskRepository,
+)
 from taskboard.services.workspaces import require_member
 
 __all__ = ["AuditPage", "TaskListing", "TaskQuery", "TaskService"]
@@ -65,13 +70,17 @@ class AuditPage:
 
 
 class TaskService:
-    def __init__(self, db: Database, *, signing_key: bytes) -> None:
+    def __init__(self, db: Database, *, signing_key: bytes, cache_reads: bool = True) -> None:
         self._db = db
         self._signing_key = signing_key
         self._audit_cursors = CursorCodec(signing_key)
+        # Off (TASKBOARD_TASK_CACHE=off): reads go to the database; writes still
+        # invalidate, so switching it back on never serves a stale row.
+        self._cache_reads = cache_reads
+        self._repository = TaskRepository if cache_reads else UncachedTaskRepository
 
     def _tasks(self, tx: Transaction, workspace_id: int) -> TaskRepository:
-        return TaskRepository(tx, signing_key=self._signing_key, workspace=workspace_id)
+        return self._repository(tx, signing_key=self._signing_key, workspace=workspace_id)
 
     async def create(self, actor: User, workspace_id: int, fields: Mapping[str, Any]) -> Task:
         async with self._db.transaction() as tx:
@@ -96,8 +105,13 @@ class TaskService:
         The membership comes from its cache, and the row is read on a session that
         connects only if a statement runs; a cached row runs none (a miss is loaded on
         the cache's own session). A read needs no commit, so nothing else is lost.
+        With the task cache off, the row is read on the read path: one statement, no
+        BEGIN or COMMIT round trip on PostgreSQL.
         """
         await require_member(self._db, workspace_id, actor.id)
+        if not self._cache_reads:
+            async with self._db.transaction(read_only=True) as tx:
+                return await self._tasks(tx, workspace_id).get(task_id)
         async with self._db.session() as session:
             return await self._tasks(Transaction(session, self._db), workspace_id).get(task_id)
 

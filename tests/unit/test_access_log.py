@@ -1,0 +1,70 @@
+"""The access line (``log_request``): structlog's line without its processor chain."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+
+from corestone import context
+from corestone.observability.logging import configure_logging, get_logger, log_request
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.reset_defaults()
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def _lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    err = capsys.readouterr().err
+    return [json.loads(line) for line in err.splitlines() if line.strip()]
+
+
+def test_the_access_line_is_the_line_structlog_writes(capsys: pytest.CaptureFixture[str]) -> None:
+    """Same keys and values as ``log.info("request", …)`` in the same context, timestamp aside."""
+    configure_logging(format="json")
+    fields: dict[str, Any] = {
+        "method": "GET",
+        "path": "/api/workspaces/3/tasks/9",
+        "status": 200,
+        "duration_ms": 1.25,
+    }
+    with (
+        context.bind(correlation="req-1", actor=7, workspace=3),
+        structlog.contextvars.bound_contextvars(tenant_tier="gold"),
+    ):
+        get_logger("corestone.web").info("request", **fields)
+        log_request("corestone.web", **fields)
+    ordinary, fast = _lines(capsys)
+    assert fast["timestamp"].endswith("Z")
+    assert {**fast, "timestamp": None} == {**ordinary, "timestamp": None}
+    assert fast["correlation_id"] == "req-1"
+    assert fast["tenant_tier"] == "gold"
+
+
+def test_a_secret_in_the_path_is_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    """The fields a client chose still go through the redactor."""
+    configure_logging(format="json")
+    log_request(
+        "corestone.web", method="GET", path="/x/password=hunter2", status=404, duration_ms=0.5
+    )
+    [line] = _lines(capsys)
+    assert "hunter2" not in json.dumps(line)
+
+
+def test_the_level_is_honoured(capsys: pytest.CaptureFixture[str]) -> None:
+    """At warning, no access line is written."""
+    configure_logging(format="json", level="warning")
+    log_request("corestone.web", method="GET", path="/", status=200, duration_ms=0.1)
+    assert _lines(capsys) == []
