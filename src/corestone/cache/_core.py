@@ -161,7 +161,8 @@ class CacheCore:
                 found[key] = entry.value
                 if not overtaken or not since((full, *tag_keys), started):
                     keep.append((full, entry, entry.fresh_until - now + max_stale, tag_keys))
-        self.memory.set_many(keep)  # one L1 bookkeeping pass for the whole batch
+        # Readable in L1 now; the admission bookkeeping runs when the loop next turns.
+        self.memory.add_many(keep)
 
     # -- writes --------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from corestone.cache._sketch import spread
 from corestone.cache._tag_index import TagIndex
 from corestone.cache._wheel import RESOLUTION as _WHEEL_RESOLUTION
 from corestone.cache._wheel import TimerWheel
+from corestone.cache._write_buffer import WriteBuffer
 from corestone.clock import Clock, monotonic
 
 __all__ = ["EVICTION_REASONS", "MemoryCache", "MemoryStats", "default_weigher"]
@@ -44,6 +45,8 @@ EVICTION_REASONS: Final = ("size", "expired", "deleted", "replaced", "cleared")
 # Tuning (see bench/_cache_hitratio.py for the traces these were checked on).
 _READ_BUFFER: Final = 128  # reads recorded before the buffer is replayed into the policy
 _EXPIRE_PER_WRITE: Final = 16  # expired entries a write removes at most (amortised cleanup)
+_ABSENT: Final = object()
+_WRITE_BUFFER: Final = 1024  # batch-filled entries whose policy work may wait (see add_many)
 
 
 class MemoryCache:
@@ -92,6 +95,7 @@ class MemoryCache:
         self._sketch = self._segments.sketch
         self._rng = self._segments.rng
         self._reads: list[_Node] = []
+        self._writes = WriteBuffer(self._drain_writes, _WRITE_BUFFER)  # see add_many
         self._tags = TagIndex()
         self._wheel = TimerWheel()
         self._bucket_heap = self._wheel.heap  # the next due second, read on every write
@@ -126,20 +130,10 @@ class MemoryCache:
 
     def __getitem__(self, key: Hashable) -> Any:
         """Like ``get`` but a miss raises ``KeyError``."""
-        node = self._data.get(key)
-        if node is None:
-            self._misses += 1
+        value = self.get(key, _ABSENT)
+        if value is _ABSENT:
             raise KeyError(key)
-        expires = node.expires
-        if expires is not None and expires <= self._clock():
-            self._expire_read(node)
-            raise KeyError(key)
-        reads = self._reads
-        if len(reads) < _READ_BUFFER:
-            reads.append(node)
-        else:
-            self._hits += 1  # buffer full: the read is counted but not replayed (lossy)
-        return node.value
+        return value
 
     def __contains__(self, key: object) -> bool:
         """Whether a live entry exists; not counted as a read (no hit, no frequency)."""
@@ -171,54 +165,7 @@ class MemoryCache:
         also means the value was heavier than ``max_bytes``, or it was a newcomer the
         admission filter refused under byte pressure.
         """
-        weigher = self._weigher
-        weight = 0 if weigher is None else weigher(key, value)  # may raise: nothing touched yet
-        if weight < 0:
-            raise ValueError(f"weigher returned a negative weight ({weight}) for {key!r}")
-        if isinstance(tags, str):  # "user:1" is one tag, not six one-letter tags
-            tags = (tags,)
-        tag_tuple = tuple(dict.fromkeys(tags)) if tags else ()
-        if ttl is None:
-            ttl = self._default_ttl
-        elif not math.isfinite(ttl):
-            if math.isnan(ttl):
-                raise ValueError("ttl must be a number of seconds, not NaN")
-            ttl = None if ttl > 0 else 0.0  # +inf: never expires; -inf: already expired
-        now = self._clock()
-        expires: float | None = None
-        if ttl is not None:
-            if self._jitter and ttl > 0:
-                ttl *= 1.0 + self._jitter * (2.0 * self._rng.random() - 1.0)
-            expires = now + ttl
-        self._sets += 1
-        try:
-            if self._reads:
-                self._drain_reads()
-            heap = self._bucket_heap
-            if heap and heap[0] < now // _WHEEL_RESOLUTION:
-                self._expire_due(now, _EXPIRE_PER_WRITE)
-            old = self._data.get(key)
-            if (
-                (expires is not None and expires <= now)
-                or self._max_entries == 0
-                or (self._max_bytes is not None and weight > self._max_bytes)
-            ):
-                if old is not None:
-                    self._remove(old, "replaced")
-                if expires is None or expires > now:
-                    self._rejections += 1
-                return False
-            h = old.hash if old is not None else spread(hash(key))
-            self._sketch.increment(h)
-            if old is not None:
-                self._update(old, value, expires, weight, tag_tuple)
-            else:
-                self._insert(_Node(key, value, expires, weight, h, tag_tuple))
-            self._evict()
-            return key in self._data
-        finally:
-            if self._pending:
-                self._notify()
+        return self.set_many(((key, value, ttl, tags),)) == 1
 
     def set_many(self, entries: Iterable[tuple[Hashable, Any, float | None, Iterable[str]]]) -> int:
         """Store ``(key, value, ttl, tags)`` entries as ``set`` would; the number stored.
@@ -245,6 +192,7 @@ class MemoryCache:
         data = self._data
         stored: list[Hashable] = []
         try:
+            self._drain_writes()
             if self._reads:
                 self._drain_reads()
             heap = self._bucket_heap
@@ -286,8 +234,37 @@ class MemoryCache:
             if self._pending:
                 self._notify()
 
+    def add_many(self, entries: Iterable[tuple[Hashable, Any, float, tuple[str, ...]]]) -> None:
+        """Store ``(key, value, ttl, tags)`` entries now and do their policy work soon.
+
+        For filling L1 from one L2 batch read: each entry can be read at once; admission,
+        weighing, the tag index and the expiry wheel catch up on the event loop's next turn
+        or before any other write or removal here (see ``_write_buffer``), so the cache may
+        briefly hold up to ``_WRITE_BUFFER`` entries over its bound. Keys already present,
+        and a ``ttl`` that is not a positive finite number, take the ``set_many`` path. A
+        weigher that fails or refuses an entry when it is weighed later drops it.
+        """
+        data = self._data
+        writes = self._writes.nodes
+        jitter = self._jitter
+        expires_base = self._clock()
+        others: list[tuple[Hashable, Any, float | None, Iterable[str]]] = []
+        for key, value, ttl, tags in entries:
+            if key in data or not 0.0 < ttl < math.inf or self._max_entries == 0:
+                others.append((key, value, ttl, tags))
+                continue
+            if jitter:
+                ttl *= 1.0 + jitter * (2.0 * self._rng.random() - 1.0)
+            data[key] = node = _Node(key, value, expires_base + ttl, 0, 0, tags)
+            writes.append(node)
+            self._sets += 1
+        if others:
+            self.set_many(others)  # drains the buffer first
+        self._writes.added()
+
     def delete(self, key: Hashable) -> bool:
         """Remove ``key``; True when a live (unexpired) entry was removed."""
+        self._drain_writes()
         node = self._data.get(key)
         if node is None:
             return False
@@ -299,6 +276,7 @@ class MemoryCache:
 
     def delete_many(self, keys: Iterable[Hashable]) -> int:
         """Remove each key; the number of live entries removed."""
+        self._drain_writes()
         removed = 0
         try:
             for key in keys:
@@ -312,6 +290,7 @@ class MemoryCache:
 
     def invalidate_tags(self, tags: Iterable[str]) -> int:
         """Remove every entry carrying any of ``tags`` (the tag index, no scan)."""
+        self._drain_writes()
         return self.delete_many(self._tags.keys_of(tags))
 
     def invalidate_matching(self, predicate: Callable[[Hashable], bool]) -> int:
@@ -395,8 +374,40 @@ class MemoryCache:
 
     # ------------------------------------------------------------------ policy internals
 
+    def _drain_writes(self) -> None:
+        """Do the policy work ``add_many`` left for later (the nodes are in ``_data``)."""
+        if not self._writes.nodes:
+            return
+        nodes = self._writes.take()
+        weigher = self._weigher
+        max_bytes = self._max_bytes
+        increment = self._sketch.increment
+        try:
+            for node in nodes:
+                if weigher is not None:
+                    try:
+                        node.weight = weigher(node.key, node.value)
+                    except Exception:  # noqa: BLE001 - nobody to raise to: refuse the entry
+                        _log.exception("weigher failed for key %r", node.key)
+                        node.weight = -1
+                    if node.weight < 0 or (max_bytes is not None and node.weight > max_bytes):
+                        del self._data[node.key]
+                        node.seg = _GONE
+                        self._rejections += 1
+                        continue
+                node.hash = spread(hash(node.key))
+                increment(node.hash)
+                if node.tags:
+                    node.tags = tuple(dict.fromkeys(node.tags))
+                self._insert(node)
+            self._evict()
+        finally:
+            if self._pending:
+                self._notify()
+
     def _drain_reads(self) -> None:
         """Replay buffered reads into the policy (see ``Segments.replay``)."""
+        self._drain_writes()  # a buffered read may be of a node the policy has not seen
         reads = self._reads
         if not reads:
             return
@@ -497,6 +508,7 @@ class MemoryCache:
 
     def _expire_read(self, node: _Node) -> None:
         """A read found ``node`` expired: count the miss and drop it (cheap, O(1))."""
+        self._drain_writes()
         self._misses += 1
         self._remove(node, "expired")
         if self._pending:

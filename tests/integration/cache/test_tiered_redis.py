@@ -105,6 +105,21 @@ async def test_get_many_reads_l2_and_fills_l1(redis_url: str, namespace: str) ->
         assert await b.get_many(["k1"]) == {}
 
 
+async def test_a_tag_invalidation_right_after_get_many_drops_the_whole_batch(
+    redis_url: str, namespace: str
+) -> None:
+    """Entries get_many keeps in L1 are reached by a tag invalidation before the loop turns."""
+    async with _cache(redis_url, namespace) as a, _cache(redis_url, namespace) as b:
+        await a.set_many({f"k{i}": i for i in range(100)}, tags=["batch"])
+        await _until(lambda: b.stats.invalidations_received >= 1)
+        assert len(await b.get_many([f"k{i}" for i in range(100)])) == 100
+        assert len(b.memory) == 100  # kept; no await since, so its bookkeeping still waits
+        await b.invalidate_tags(["batch"])
+        assert len(b.memory) == 0
+        assert await b.get_many(["k1"]) == {}  # gone from L2 as well
+        assert b.stats.l1_hits == 0
+
+
 async def test_tenants_never_collide_and_invalidations_stay_in_their_workspace(
     redis_url: str, namespace: str
 ) -> None:
