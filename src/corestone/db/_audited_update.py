@@ -1,0 +1,184 @@
+"""PostgreSQL: an audited single-row update, its lock and its audit row in one statement.
+
+::
+
+    WITH old AS (SELECT … FROM t WHERE id = :id AND <scope> FOR UPDATE),
+         upd AS (UPDATE t SET … FROM old WHERE t.id = old.id AND <scope>
+                 RETURNING t.*, old.* AS old_*),
+         aud AS (INSERT INTO corestone_audit_log (…)
+                 SELECT …, <changes as jsonb> FROM upd WHERE <changes> <> '{}')
+    SELECT <t's columns> FROM upd
+
+One round trip where the generic path takes two (UPDATE … RETURNING, then the audit
+INSERT). ``old`` takes the row lock and sees the latest committed row, so the "before"
+is exactly what the update replaced. The changes are built by the server, so this path
+is taken only when every field that can change has a type whose JSON the server writes
+exactly as :func:`~corestone.db.audit.audit_value` would (integers, strings, booleans),
+or is redacted; anything else (dates, decimals, enums, custom types) takes the generic
+path, so the log never depends on which path wrote it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ColumnElement,
+    Enum,
+    Integer,
+    String,
+    case,
+    cast,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+)
+from sqlalchemy import update as sql_update
+from sqlalchemy.dialects.postgresql import JSONB
+
+from corestone import context
+from corestone.db.audit import REDACTED, AuditAction, audit_table
+from corestone.db.models import utc_now
+
+if TYPE_CHECKING:
+    from sqlalchemy import Column
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from corestone.db._model_info import ModelInfo
+
+__all__ = ["audited_update", "can_audit_in_sql"]
+
+# Changes the audit log leaves out (as in _writes): they change on every write.
+_NOISE = frozenset({"version", "updated_at"})
+_EXACT_JSON = (Integer, String, Boolean)
+
+
+def _changing(info: ModelInfo, values: Mapping[str, Any]) -> list[str]:
+    """The attribute names an UPDATE setting ``values`` can change, noise left out."""
+    names = [name for name in info.columns if name in values]
+    names += [
+        name
+        for name, column in info.columns.items()
+        if name not in values and column.onupdate is not None
+    ]
+    return [name for name in names if name not in _NOISE]
+
+
+def _exact(column: Column[Any]) -> bool:
+    # Exact types only: a TypeDecorator may change the value on the way out, and an
+    # Enum stores the member's name where audit_value records its value.
+    type_ = column.type
+    return isinstance(type_, _EXACT_JSON) and not isinstance(type_, Enum)
+
+
+def can_audit_in_sql(info: ModelInfo, values: Mapping[str, Any]) -> bool:
+    """Whether :func:`audited_update` records exactly what the generic path would."""
+    return all(
+        name in info.audit_exclude or _exact(info.columns[name]) for name in _changing(info, values)
+    )
+
+
+def _set(info: ModelInfo, values: Mapping[str, Any]) -> dict[Any, Any]:
+    table = info.table
+    changes: dict[Any, Any] = {info.columns[name]: value for name, value in values.items()}
+    for name, column in info.columns.items():
+        if name not in values and column.onupdate is not None and column.onupdate.is_callable:
+            changes[column] = column.onupdate.arg(None)  # type: ignore[attr-defined]
+    if info.versioned:
+        changes[table.c.version] = table.c.version + 1
+    return changes
+
+
+def _name(name: str) -> ColumnElement[str]:
+    return cast(literal(name, String), String)
+
+
+def _changes(
+    info: ModelInfo, names: Sequence[str], old: Mapping[str, Any], new: Any
+) -> ColumnElement[Any]:
+    """``{field: {"before", "after"}}`` as jsonb, for the fields whose values differ."""
+    empty = literal_column("'{}'::jsonb", JSONB)
+    redacted = func.jsonb_build_object(
+        _name("before"), _name(REDACTED), _name("after"), _name(REDACTED)
+    )
+    parts: list[ColumnElement[Any]] = []
+    for name in names:
+        column = info.columns[name].name
+        before, after = old[column], new[column]
+        pair = (
+            redacted
+            if name in info.audit_exclude
+            else func.jsonb_build_object(
+                _name("before"), func.to_jsonb(before), _name("after"), func.to_jsonb(after)
+            )
+        )
+        parts.append(
+            case(
+                (before.is_distinct_from(after), func.jsonb_build_object(_name(name), pair)),
+                else_=empty,
+            )
+        )
+    result: ColumnElement[Any] = parts[0] if parts else empty
+    for part in parts[1:]:
+        result = result.op("||", return_type=JSONB)(part)
+    return result
+
+
+async def audited_update(
+    info: ModelInfo,
+    session: AsyncSession,
+    criteria: Sequence[ColumnElement[bool]],
+    values: Mapping[str, Any],
+    options: Mapping[str, Any],
+    action: AuditAction,
+) -> Any:
+    """Lock, update and audit the row matching ``criteria``; the updated entity or None.
+
+    None when no row matched (absent, out of scope, deleted or at another version): the
+    caller finds out which. Only when :func:`can_audit_in_sql` says so.
+    """
+    table = info.table
+    pk = info.pk.name
+    old = select(*table.c).where(*criteria).with_for_update().cte("old")
+    upd = (
+        sql_update(table)
+        # The criteria again on the outer row, so it is found by index, not by joining the
+        # whole table against the CTE (a generic plan did exactly that).
+        .where(table.c[pk] == old.c[pk], *criteria)
+        .values(_set(info, values))
+        # The old values come back beside the new ones (PostgreSQL returns columns of
+        # UPDATE … FROM), so ``old`` is read once and the audit INSERT reads only ``upd``.
+        .returning(*table.c, *(old.c[c.name].label(f"old_{c.name}") for c in table.c))
+        .cte("upd")
+    )
+    new = upd.c
+    changes = _changes(
+        info, _changing(info, values), {c.name: upd.c[f"old_{c.name}"] for c in table.c}, new
+    )
+    actor = context.actor_id()
+    correlation = context.correlation_id()
+    audit = audit_table()
+    entry = select(
+        literal(utc_now(), audit.c.at.type),
+        literal(info.entity, String),
+        cast(upd.c[pk], String),
+        literal(action, String),
+        literal(actor[:64] if actor else None, String),
+        upd.c.workspace_id if info.tenant else literal(None, Integer),
+        cast(changes, JSON),
+        literal(correlation[: context.MAX_CORRELATION_ID_LENGTH] if correlation else None, String),
+    ).select_from(upd)
+    if action == "update":  # an update that changed nothing logs nothing
+        entry = entry.where(changes != literal_column("'{}'::jsonb", JSONB))
+    names = ["at", "entity", "entity_id", "action", "actor_id", "workspace_id", "changes"]
+    aud = insert(audit).from_select([*names, "correlation_id"], entry).cte("aud")
+    rows = select(*(upd.c[c.name] for c in table.c)).add_cte(aud)
+    stmt = select(info.model).from_statement(rows)
+    return (
+        await session.scalars(stmt, execution_options={**options, "populate_existing": True})
+    ).one_or_none()

@@ -1,0 +1,94 @@
+"""The audited single-row update: one statement on PostgreSQL, every guarantee kept."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from corestone import NotFoundError, StaleVersionError
+from corestone.db import Database, audit_entries
+from corestone.testing import QueryCounter
+from tests.integration.repo_models import ItemRepository, database_for, workspace
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    async for database in database_for(database_url):
+        yield database
+
+
+async def _log(db: Database, ws: int = 1) -> list[dict[str, Any]]:
+    async with db.transaction() as tx:
+        entries = await audit_entries(tx, workspace_id=ws, limit=500)
+    return [e.as_dict() for e in reversed(entries)]
+
+
+async def _item(db: Database, ws: int = 1) -> int:
+    with workspace(ws):
+        async with db.transaction() as tx:
+            item = await ItemRepository(tx).create({"title": "a", "rank": 1, "secret": "s1"})
+    return int(item.id)
+
+
+async def test_audited_update_is_one_statement_on_postgresql(db: Database) -> None:
+    """On PostgreSQL the lock, the update and the audit row take one statement."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite keeps the lock-read, UPDATE and audit INSERT (three statements)")
+    id_ = await _item(db)
+    with workspace(1), QueryCounter(db.engine) as counter:
+        async with db.transaction() as tx:
+            item = await ItemRepository(tx).update(id_, {"title": "b"}, expected_version=1)
+    statements = [e for e in counter.events if e.startswith("sql:")]
+    assert statements == ["sql:WITH"]
+    assert (item.title, item.version) == ("b", 2)
+
+
+async def test_audited_update_records_before_after_actor_and_correlation(db: Database) -> None:
+    """The audit row has the changed fields only, redactions, the actor and correlation id."""
+    id_ = await _item(db)
+    with workspace(1, actor="alice"):
+        async with db.transaction() as tx:
+            items = ItemRepository(tx)
+            item = await items.update(id_, {"title": "b", "rank": 1, "secret": "s2"})
+            await items.update(id_, {"code": None})  # no change: no entry
+    assert item.title == "b"
+    update = (await _log(db))[-1]
+    assert (update["action"], update["actor_id"], update["correlation_id"]) == (
+        "update",
+        "alice",
+        "req-1",
+    )
+    assert (update["entity"], update["entity_id"], update["workspace_id"]) == ("Item", str(id_), 1)
+    assert update["changes"] == {
+        "title": {"before": "a", "after": "b"},
+        "secret": {"before": "<redacted>", "after": "<redacted>"},
+    }
+    assert len(await _log(db)) == 2  # create + one update
+
+
+async def test_audited_update_keeps_version_scope_and_soft_delete_rules(db: Database) -> None:
+    """Stale versions, other workspaces and soft-deleted rows are refused and log nothing."""
+    id_ = await _item(db)
+    with workspace(1):
+        async with db.transaction() as tx:
+            await ItemRepository(tx).update(id_, {"rank": 2})
+        with pytest.raises(StaleVersionError) as caught:
+            async with db.transaction() as tx:
+                await ItemRepository(tx).update(id_, {"rank": 3}, expected_version=1)
+        assert caught.value.current_version == 2
+    with workspace(2), pytest.raises(NotFoundError):
+        async with db.transaction() as tx:
+            await ItemRepository(tx).update(id_, {"rank": 4})
+    with workspace(1):
+        async with db.transaction() as tx:
+            await ItemRepository(tx).delete(id_)
+        with pytest.raises(NotFoundError):
+            async with db.transaction() as tx:
+                await ItemRepository(tx).update(id_, {"rank": 5})
+        with pytest.raises(NotFoundError):
+            async with db.transaction() as tx:
+                await ItemRepository(tx).update(id_ + 1000, {"rank": 5})
+    assert [e["action"] for e in await _log(db)] == ["create", "update", "delete"]
+    assert await _log(db, 2) == []
