@@ -3,14 +3,43 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import pytest
+from sqlalchemy import Numeric
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from corestone import NotFoundError, StaleVersionError
-from corestone.db import Database, audit_entries
+from corestone.db import (
+    AuditedMixin,
+    Database,
+    IdMixin,
+    Repository,
+    TenantMixin,
+    VersionMixin,
+    audit_entries,
+)
 from corestone.testing import QueryCounter
 from tests.integration.repo_models import ItemRepository, database_for, workspace
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class Invoice(IdMixin, TenantMixin, VersionMixin, AuditedMixin, _Base):
+    """Fields whose audit JSON only Python writes (a date, a decimal)."""
+
+    __tablename__ = "audited_update_invoices"
+
+    due: Mapped[date]
+    amount: Mapped[Decimal] = mapped_column(Numeric(10, 2))
+
+
+class InvoiceRepository(Repository[Invoice]):
+    model = Invoice
 
 
 @pytest.fixture
@@ -92,3 +121,21 @@ async def test_audited_update_keeps_version_scope_and_soft_delete_rules(db: Data
                 await ItemRepository(tx).update(id_ + 1000, {"rank": 5})
     assert [e["action"] for e in await _log(db)] == ["create", "update", "delete"]
     assert await _log(db, 2) == []
+
+
+async def test_fields_only_python_can_audit_take_the_generic_path(db: Database) -> None:
+    """A date or decimal change is logged in Python's JSON form on both databases."""
+    async with db.engine.begin() as conn:
+        await conn.run_sync(_Base.metadata.create_all)
+    with workspace(1):
+        async with db.transaction() as tx:
+            invoices = InvoiceRepository(tx)
+            invoice = await invoices.create({"due": date(2026, 1, 2), "amount": Decimal("1.50")})
+            await invoices.update(
+                invoice.id, {"due": date(2026, 2, 3), "amount": Decimal("2.00")}, expected_version=1
+            )
+    update = (await _log(db))[-1]
+    assert update["changes"] == {
+        "due": {"before": "2026-01-02", "after": "2026-02-03"},
+        "amount": {"before": "1.50", "after": "2.00"},
+    }

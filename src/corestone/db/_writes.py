@@ -216,18 +216,50 @@ async def update(
         if obj is None:
             raise await _why_missing(scope, session, key, expected_version)
         return obj
-    # SQLite, or a field whose audit JSON only Python writes: lock-read, UPDATE, INSERT.
-    before = await _before(scope.info, session, criteria, options) if scope.info.audited else {}
-    stmt = sql_update(scope.info.model).where(*criteria).values(_set_values(scope.info, values))
-    result = await session.scalars(
-        stmt.returning(scope.info.model), execution_options={**options, **_WRITE}
-    )
-    obj, old = result.one_or_none(), before.get(key)
+    if scope.info.audited and session.bind.dialect.name == "postgresql":
+        # A field whose audit JSON only Python writes: UPDATE … RETURNING old, then INSERT.
+        obj, old = await _update_returning_before(scope.info, session, criteria, values, options)
+    else:  # unaudited, or SQLite: lock-read, UPDATE, INSERT
+        before = await _before(scope.info, session, criteria, options) if scope.info.audited else {}
+        stmt = sql_update(scope.info.model).where(*criteria).values(_set_values(scope.info, values))
+        result = await session.scalars(
+            stmt.returning(scope.info.model), execution_options={**options, **_WRITE}
+        )
+        obj, old = result.one_or_none(), before.get(key)
     if obj is None:
         raise await _why_missing(scope, session, key, expected_version)
     if scope.info.audited:
         await record(scope.info, session, action, [(old, scope.info.attribute_values(obj))])
     return obj
+
+
+async def _update_returning_before(
+    info: ModelInfo,
+    session: AsyncSession,
+    criteria: Sequence[ColumnElement[bool]],
+    values: Mapping[str, Any],
+    options: Mapping[str, Any],
+) -> tuple[Any, dict[str, Any] | None]:
+    """PostgreSQL: lock, read the old row and update it in one statement.
+
+    ``UPDATE t SET … FROM (SELECT … FOR UPDATE) old WHERE t.id = old.id RETURNING t.*,
+    old.*`` — the subquery takes the row lock and sees the latest committed version, so
+    the "before" it returns is exactly what the update replaced. One round trip instead
+    of a SELECT and an UPDATE. (SQLite cannot return columns of a FROM table.)
+    """
+    old = select(*info.columns.values()).where(*criteria).with_for_update().subquery("old")
+    stmt = (
+        sql_update(info.model)
+        # The criteria again on the outer row, so it is found by index, not by joining the
+        # whole table against the subquery (a generic plan did exactly that).
+        .where(info.pk == old.c[info.pk.name], *criteria)
+        .values(_set_values(info, values))
+        .returning(info.model, *(old.c[c.name] for c in info.columns.values()))
+    )
+    row = (await session.execute(stmt, execution_options={**options, **_WRITE})).first()
+    if row is None:
+        return None, None
+    return row[0], dict(zip(info.columns, row[1:], strict=True))
 
 
 def _require_version(expected: object) -> None:
