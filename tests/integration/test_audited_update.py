@@ -139,3 +139,16 @@ async def test_fields_only_python_can_audit_take_the_generic_path(db: Database) 
         "due": {"before": "2026-01-02", "after": "2026-02-03"},
         "amount": {"before": "1.50", "after": "2.00"},
     }
+
+
+async def test_audited_update_refreshes_the_loaded_instance(db: Database) -> None:
+    """An instance already in the session is the one returned, with the new values."""
+    id_ = await _item(db)
+    with workspace(1):
+        async with db.transaction() as tx:
+            items = ItemRepository(tx)
+            loaded = await items.get(id_)
+            updated = await items.update(id_, {"title": "fresh", "rank": 9})
+            assert updated is loaded
+            assert (loaded.title, loaded.rank, loaded.version) == ("fresh", 9, 2)
+            assert loaded not in tx.session.dirty
