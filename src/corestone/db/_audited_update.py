@@ -20,7 +20,8 @@ path, so the log never depends on which path wrote it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -29,7 +30,9 @@ from sqlalchemy import (
     ColumnElement,
     Enum,
     Integer,
+    Select,
     String,
+    bindparam,
     case,
     cast,
     func,
@@ -41,6 +44,7 @@ from sqlalchemy import (
 from sqlalchemy import update as sql_update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.sql.expression import ClauseElement
 
 from corestone import context
 from corestone.db.audit import REDACTED, AuditAction, audit_table
@@ -51,6 +55,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from corestone.db._model_info import ModelInfo
+    from corestone.db._scope import RepositoryScope
 
 __all__ = ["audited_update", "can_audit_in_sql"]
 
@@ -59,7 +64,7 @@ _NOISE = frozenset({"version", "updated_at"})
 _EXACT_JSON = (Integer, String, Boolean)
 
 
-def _changing(info: ModelInfo, values: Mapping[str, Any]) -> list[str]:
+def _changing(info: ModelInfo, values: Collection[str]) -> list[str]:
     """The attribute names an UPDATE setting ``values`` can change, noise left out."""
     names = [name for name in info.columns if name in values]
     names += [
@@ -78,18 +83,25 @@ def _exact(column: Column[Any]) -> bool:
 
 
 def can_audit_in_sql(info: ModelInfo, values: Mapping[str, Any]) -> bool:
-    """Whether :func:`audited_update` records exactly what the generic path would."""
+    """Whether :func:`audited_update` records exactly what the generic path would.
+
+    Values must be plain (bound as parameters of a statement built once per shape), and
+    every field that can change must have a type whose JSON the server writes as Python.
+    """
+    if any(isinstance(value, ClauseElement) for value in values.values()):
+        return False
     return all(
         name in info.audit_exclude or _exact(info.columns[name]) for name in _changing(info, values)
     )
 
 
-def _set(info: ModelInfo, values: Mapping[str, Any]) -> dict[Any, Any]:
+def _set(info: ModelInfo, names: Sequence[str]) -> dict[Any, Any]:
+    """SET clause: each given field and each Python ``onupdate`` from a bound parameter."""
     table = info.table
-    changes: dict[Any, Any] = {info.columns[name]: value for name, value in values.items()}
+    changes: dict[Any, Any] = {}
     for name, column in info.columns.items():
-        if name not in values and column.onupdate is not None and column.onupdate.is_callable:
-            changes[column] = column.onupdate.arg(None)  # type: ignore[attr-defined]
+        if name in names or (column.onupdate is not None and column.onupdate.is_callable):
+            changes[column] = bindparam(f"cs_set_{name}", type_=column.type)
     if info.versioned:
         changes[table.c.version] = table.c.version + 1
     return changes
@@ -130,59 +142,126 @@ def _changes(
     return result
 
 
-async def audited_update(
-    info: ModelInfo,
-    session: AsyncSession,
-    criteria: Sequence[ColumnElement[bool]],
-    values: Mapping[str, Any],
-    options: Mapping[str, Any],
-    action: AuditAction,
-) -> Any:
-    """Lock, update and audit the row matching ``criteria``; the updated entity or None.
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What the statement's SQL depends on: everything else is a bound parameter."""
 
-    None when no row matched (absent, out of scope, deleted or at another version): the
-    caller finds out which. Only when :func:`can_audit_in_sql` says so.
-    """
+    model: type[Any]
+    names: tuple[str, ...]
+    action: AuditAction
+    workspace: bool
+    live_only: bool
+    versioned: bool
+
+
+_STATEMENTS: dict[_Shape, Select[Any]] = {}
+_MAX_STATEMENTS = 512
+
+
+def _statement(info: ModelInfo, shape: _Shape) -> Select[Any]:
+    """The statement for ``shape``, built once: SQLAlchemy then reuses its cache key and
+    compiled form, where building the tree per call cost more than the saved round trip."""
+    stmt = _STATEMENTS.get(shape)
+    if stmt is None:
+        if len(_STATEMENTS) >= _MAX_STATEMENTS:
+            _STATEMENTS.clear()
+        stmt = _STATEMENTS[shape] = _build(info, shape)
+    return stmt
+
+
+def _build(info: ModelInfo, shape: _Shape) -> Select[Any]:
     table = info.table
     pk = info.pk.name
+    criteria: list[ColumnElement[bool]] = [info.pk == bindparam("cs_id", type_=info.pk.type)]
+    if shape.workspace:
+        criteria.append(table.c.workspace_id == bindparam("cs_ws", type_=table.c.workspace_id.type))
+    if shape.live_only:
+        criteria.append(table.c.deleted_at.is_(None))
+    if shape.versioned:
+        criteria.append(table.c.version == bindparam("cs_version", type_=table.c.version.type))
     old = select(*table.c).where(*criteria).with_for_update().cte("old")
     upd = (
         sql_update(table)
         # The criteria again on the outer row, so it is found by index, not by joining the
         # whole table against the CTE (a generic plan did exactly that).
         .where(table.c[pk] == old.c[pk], *criteria)
-        .values(_set(info, values))
+        .values(_set(info, shape.names))
         # The old values come back beside the new ones (PostgreSQL returns columns of
         # UPDATE … FROM), so ``old`` is read once and the audit INSERT reads only ``upd``.
         .returning(*table.c, *(old.c[c.name].label(f"old_{c.name}") for c in table.c))
         .cte("upd")
     )
-    new = upd.c
     changes = _changes(
-        info, _changing(info, values), {c.name: upd.c[f"old_{c.name}"] for c in table.c}, new
+        info, _changing(info, shape.names), {c.name: upd.c[f"old_{c.name}"] for c in table.c}, upd.c
     )
-    actor = context.actor_id()
-    correlation = context.correlation_id()
     audit = audit_table()
     entry = select(
-        literal(utc_now(), audit.c.at.type),
+        bindparam("cs_at", type_=audit.c.at.type),
         literal(info.entity, String),
         cast(upd.c[pk], String),
-        literal(action, String),
-        literal(actor[:64] if actor else None, String),
+        literal(shape.action, String),
+        bindparam("cs_actor", type_=String()),
         upd.c.workspace_id if info.tenant else literal(None, Integer),
         cast(changes, JSON),
-        literal(correlation[: context.MAX_CORRELATION_ID_LENGTH] if correlation else None, String),
+        bindparam("cs_correlation", type_=String()),
     ).select_from(upd)
-    if action == "update":  # an update that changed nothing logs nothing
+    if shape.action == "update":  # an update that changed nothing logs nothing
         entry = entry.where(changes != literal_column("'{}'::jsonb", JSONB))
     names = ["at", "entity", "entity_id", "action", "actor_id", "workspace_id", "changes"]
     aud = insert(audit).from_select([*names, "correlation_id"], entry).cte("aud")
-    stmt = select(*(upd.c[c.name] for c in info.columns.values())).add_cte(aud)
+    return select(*(upd.c[c.name] for c in info.columns.values())).add_cte(aud)
+
+
+async def audited_update(
+    scope: RepositoryScope,
+    session: AsyncSession,
+    key: Any,
+    values: Mapping[str, Any],
+    *,
+    expected_version: int | None,
+    action: AuditAction,
+) -> Any:
+    """Lock, update and audit row ``key`` in ``scope``; the updated entity or None.
+
+    None when no row matched (absent, out of scope, deleted or at another version): the
+    caller finds out which. Only when :func:`can_audit_in_sql` says so.
+    """
+    info = scope.info
+    workspace = scope.workspace if isinstance(scope.workspace, int) else None
+    shape = _Shape(
+        model=info.model,
+        names=tuple(values),
+        action=action,
+        workspace=workspace is not None,
+        live_only=info.soft_delete and not scope.include_deleted,
+        versioned=expected_version is not None,
+    )
+    actor = context.actor_id()
+    correlation = context.correlation_id()
+    params: dict[str, Any] = {
+        "cs_id": key,
+        "cs_at": utc_now(),
+        "cs_actor": actor[:64] if actor else None,
+        "cs_correlation": (
+            correlation[: context.MAX_CORRELATION_ID_LENGTH] if correlation else None
+        ),
+    }
+    if workspace is not None:
+        params["cs_ws"] = workspace
+    if expected_version is not None:
+        params["cs_version"] = expected_version
+    for name, column in info.columns.items():
+        if name in values:
+            params[f"cs_set_{name}"] = values[name]
+        elif column.onupdate is not None and column.onupdate.is_callable:
+            params[f"cs_set_{name}"] = column.onupdate.arg(None)  # type: ignore[attr-defined]
     # Sent as Core: the session's scoping listener would re-walk (clone, compile) every
     # nested SELECT of an ORM statement, three times this statement's own cost, and the
     # scope is already in every WHERE above.
-    row = (await session.execute(stmt, execution_options=options)).one_or_none()
+    result = await session.execute(
+        _statement(info, shape), params, execution_options=scope.options()
+    )
+    row = result.one_or_none()
     if row is None:
         return None
     return await _as_entity(info, session, row)

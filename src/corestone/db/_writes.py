@@ -212,7 +212,9 @@ async def update(
         and can_audit_in_sql(scope.info, values)
     ):
         # One statement: lock, update and the audit row (_audited_update).
-        obj = await audited_update(scope.info, session, criteria, values, options, action)
+        obj = await audited_update(
+            scope, session, key, values, expected_version=expected_version, action=action
+        )
         if obj is None:
             raise await _why_missing(scope, session, key, expected_version)
         return obj
