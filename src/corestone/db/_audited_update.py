@@ -16,6 +16,12 @@ is taken only when every field that can change has a type whose JSON the server 
 exactly as :func:`~corestone.db.audit.audit_value` would (integers, strings, booleans),
 or is redacted; anything else (dates, decimals, enums, custom types) takes the generic
 path, so the log never depends on which path wrote it.
+
+Cost is what decided the rest: the statement is built once per shape (model, fields,
+action, scope) with bound parameters, so SQLAlchemy reuses its cache key and compiled
+form; it is sent as Core (the scoping is in its WHERE, and the session's listener would
+re-walk every nested SELECT), and the row becomes the session's instance by
+``merge(load=False)``, with no SQL.
 """
 
 from __future__ import annotations

@@ -11,7 +11,11 @@ a server default while others set it.
 
 Upserts are ``INSERT … ON CONFLICT (key) DO UPDATE … WHERE`` the existing row is in the
 caller's workspace and not soft-deleted. A row that conflicts with anything else is not
-touched, comes back missing from ``RETURNING``, and raises ConflictError.
+touched, comes back missing from ``RETURNING``, and raises ConflictError. On PostgreSQL
+``upsert_many`` first COPYs the rows into a temporary table (dropped at commit) and runs
+one ``INSERT … SELECT … ON CONFLICT`` from it, so its statements do not grow with the
+rows; batches of ``INSERT … ON CONFLICT`` remain for SQLite, rows that set different
+fields, and columns COPY cannot take.
 """
 
 from __future__ import annotations
