@@ -107,6 +107,15 @@ async def test_read_only_refuses_a_repository_bulk_insert(db: Database) -> None:
     assert await _names(db) == []
 
 
+async def test_read_only_refuses_a_repository_bulk_upsert(db: Database) -> None:
+    """A repository's upsert_many (COPY into a temporary table on PostgreSQL) in a read-only
+    transaction writes nothing."""
+    with pytest.raises(ReadOnlyTransactionError):
+        async with db.transaction(read_only=True) as tx:
+            await Notes(tx).upsert_many([{"id": 1, "name": "a"}, {"id": 2, "name": "b"}], on=["id"])
+    assert await _names(db) == []
+
+
 async def _load_principal(session: object, digest: str) -> Grant | None:
     return Grant({"id": 1}, 1)
 

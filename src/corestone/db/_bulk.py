@@ -11,34 +11,27 @@ a server default while others set it.
 
 Upserts are ``INSERT … ON CONFLICT (key) DO UPDATE … WHERE`` the existing row is in the
 caller's workspace and not soft-deleted. A row that conflicts with anything else is not
-touched, comes back missing from ``RETURNING``, and raises ConflictError.
+touched, comes back missing from ``RETURNING``, and raises ConflictError. On PostgreSQL
+``upsert_many`` first COPYs the rows into a temporary table (dropped at commit) and runs
+one ``INSERT … SELECT … ON CONFLICT`` from it, so its statements do not grow with the
+rows; batches of ``INSERT … ON CONFLICT`` remain for SQLite, rows that set different
+fields, and columns COPY cannot take.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import itertools
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Column, Enum, LargeBinary, Table, insert, select, text, tuple_
+from sqlalchemy import Table, and_, insert, select, text, tuple_
+from sqlalchemy import column as column_clause
+from sqlalchemy import table as table_clause
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.types import (
-    JSON,
-    Boolean,
-    Date,
-    DateTime,
-    Float,
-    Integer,
-    Numeric,
-    String,
-    Time,
-    TypeDecorator,
-    TypeEngine,
-    Uuid,
-)
 
+from corestone.db._copy import copy_plan, copy_records, copy_to, reserve_ids
 from corestone.db._read_path import refuse_if_read_only
 from corestone.db._writes import creation_values, record
-from corestone.db.models import utc_now
 from corestone.errors import ConflictError, InvalidInputError
 
 if TYPE_CHECKING:
@@ -48,8 +41,8 @@ if TYPE_CHECKING:
 
 __all__ = ["create_many", "upsert_many", "upsert_one"]
 
-_COPY_SAFE = (Integer, String, Boolean, DateTime, Date, Time, Float, Numeric, JSON, Uuid, Enum)
 _CHUNK = 1000
+_temp_names = itertools.count(1)
 
 
 async def create_many(
@@ -103,130 +96,21 @@ def _by_column(scope: RepositoryScope, row: Mapping[str, Any]) -> dict[str, Any]
     return {columns[name].key: value for name, value in row.items()}
 
 
-def _base(type_: TypeEngine[Any]) -> TypeEngine[Any]:
-    while isinstance(type_, TypeDecorator):
-        type_ = type_.impl_instance
-    return type_
-
-
-def _copy_plan(scope: RepositoryScope, rows: list[dict[str, Any]]) -> list[Column[Any]] | None:
-    """The columns to COPY, or None when COPY cannot reproduce what INSERT would do."""
-    info = scope.info
-    if any(info.pk_name in row for row in rows) or info.pk.autoincrement not in (True, "auto"):
-        return None
-    given = set().union(*rows)
-    plan: list[Column[Any]] = []
-    for name, column in info.columns.items():
-        if column is info.pk:
-            continue
-        base = _base(column.type)
-        if not isinstance(base, _COPY_SAFE) or isinstance(base, LargeBinary):
-            return None
-        default = column.default
-        if default is not None and not (default.is_scalar or default.is_callable):
-            return None
-        if name in given:
-            partial = any(name not in row for row in rows)
-            if partial and default is None and column.server_default is not None:
-                return None
-            plan.append(column)
-        elif default is not None:
-            plan.append(column)
-    return plan
-
-
 async def _copy_rows(
     scope: RepositoryScope, session: AsyncSession, rows: list[dict[str, Any]]
 ) -> list[Any] | None:
-    plan = _copy_plan(scope, rows)
+    """COPY new rows with ids reserved from the sequence; None when COPY cannot be used."""
+    plan = copy_plan(scope, rows, with_pk=False)
     if plan is None:
         return None
-    import asyncpg
-
-    info = scope.info
-    table = info.table
-    # pg_get_serial_sequence parses its first argument as SQL (a name that is not all
-    # lower case, or holds a space or a quote, must come quoted) and takes the column
-    # name literally.
-    quoted = session.bind.dialect.identifier_preparer.format_table(table)
-    sequence = await session.scalar(
-        text("SELECT pg_get_serial_sequence(:table, :column)"),
-        {"table": quoted, "column": info.pk.name},
-    )
-    if sequence is None:
+    ids = await reserve_ids(scope, session, len(rows))
+    if ids is None:
         return None
-    ids: list[int] = list(
-        await session.scalar(
-            text("SELECT array_agg(nextval(:seq)) FROM generate_series(1, :n)"),
-            {"seq": sequence, "n": len(rows)},
-        )
-        or []
-    )
-    records = _records(scope, session, plan, ids, rows)
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    driver = raw.driver_connection
-    try:
-        await driver.copy_records_to_table(  # type: ignore[union-attr]
-            table.name,
-            schema_name=table.schema,
-            columns=[info.pk.name, *(column.name for column in plan)],
-            records=records,
-        )
-    except asyncpg.IntegrityConstraintViolationError as error:
-        raise ConflictError("the change conflicts with existing data") from error
-    except asyncpg.DataError as error:
-        raise InvalidInputError("a value does not fit its column", field="rows") from error
+    table = scope.info.table
+    columns = [scope.info.pk.name, *(column.name for column in plan)]
+    records = copy_records(scope, session, plan, rows, ids)
+    await copy_to(session, table.name, table.schema, columns, records)
     return ids
-
-
-def _records(
-    scope: RepositoryScope,
-    session: AsyncSession,
-    plan: list[Column[Any]],
-    ids: list[int],
-    rows: list[dict[str, Any]],
-) -> list[tuple[Any, ...]]:
-    """COPY records: the id, then each planned column's value, bind-processed.
-
-    A ``utc_now`` default is read once for the whole call (the rows are created together,
-    like PostgreSQL's ``now()``); any other callable default runs per row.
-    """
-    dialect = session.bind.dialect
-    now = utc_now()
-    getters = []
-    for name, column in scope.info.columns.items():
-        if column not in plan:
-            continue
-        processor = column.type.bind_processor(dialect)
-        default = column.default
-        fallback: Any = None
-        per_row: Callable[[Any], Any] | None = None
-        if default is not None and default.is_scalar:
-            fallback = default.arg  # type: ignore[attr-defined]
-        elif default is not None and default.is_callable:
-            arg = default.arg  # type: ignore[attr-defined]
-            if getattr(arg, "__wrapped__", None) is utc_now:
-                fallback = now
-            else:
-                per_row = arg
-        if fallback is not None and processor is not None:
-            fallback = processor(fallback)
-        getters.append((name, processor, fallback, per_row))
-    records = []
-    for id_, row in zip(ids, rows, strict=True):
-        values: list[Any] = [id_]
-        for name, processor, fallback, per_row in getters:
-            if name in row:
-                value = row[name]
-                values.append(processor(value) if processor and value is not None else value)
-            elif per_row is not None:
-                value = per_row(None)
-                values.append(processor(value) if processor and value is not None else value)
-            else:
-                values.append(fallback)
-        records.append(tuple(values))
-    return records
 
 
 def _require_rows(rows: object) -> None:
@@ -252,11 +136,15 @@ def _upsert_statement(
     row_names: Sequence[str],
     *,
     entity: bool,
+    source: tuple[list[str], Any] | None = None,
 ) -> Any:
+    """INSERT … ON CONFLICT DO UPDATE of ``row_names``; from ``(columns, SELECT)`` if given."""
     info = scope.info
     table: Table = info.table
     dialect_insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
     stmt = dialect_insert(scope.info.model if entity else table)
+    if source is not None:
+        stmt = stmt.from_select(*source)
     excluded = stmt.excluded
     updates: dict[str, Any] = {
         info.columns[name].name: excluded[info.columns[name].name]
@@ -280,8 +168,6 @@ def _upsert_statement(
 
 
 def _and(criteria: list[Any]) -> Any:
-    from sqlalchemy import and_
-
     return and_(*criteria) if criteria else None
 
 
@@ -348,6 +234,57 @@ async def upsert_one(
     return obj
 
 
+async def _copy_upsert(
+    scope: RepositoryScope,
+    session: AsyncSession,
+    keys: list[str],
+    rows: list[dict[str, Any]],
+    returning: list[Any],
+) -> tuple[list[Any], dict[tuple[Any, ...], dict[str, Any]]] | None:
+    """PostgreSQL: COPY the rows into a temporary table, then one INSERT … SELECT … ON CONFLICT.
+
+    Returns the RETURNING rows and, for an audited model, the rows as they were before
+    (read and locked by joining the temporary table); None when COPY cannot be used
+    (rows with different fields, or a column COPY cannot take). The table is dropped at
+    commit; its name is unique per call, so a transaction may upsert many times.
+    """
+    names = list(rows[0])
+    if any(len(row) != len(names) or any(n not in row for n in names) for row in rows):
+        return None
+    plan = copy_plan(scope, rows, with_pk=True)
+    if plan is None:
+        return None
+    info = scope.info
+    quote = session.bind.dialect.identifier_preparer
+    temp_name = f"corestone_upsert_{next(_temp_names)}"
+    columns = [c.name for c in plan]
+    listed = ", ".join(quote.quote(c) for c in columns)
+    # Identifiers only, each quoted by the dialect: nothing here comes from a caller.
+    # Identifiers only, each quoted by the dialect: nothing here comes from a caller.
+    source = quote.format_table(info.table)
+    create = f"CREATE TEMPORARY TABLE {quote.quote(temp_name)} ON COMMIT DROP AS SELECT "
+    await session.execute(text(f"{create}{listed} FROM {source} WITH NO DATA"))
+    await copy_to(session, temp_name, None, columns, copy_records(scope, session, plan, rows))
+    temp = table_clause(temp_name, *(column_clause(c) for c in columns))
+    before: dict[tuple[Any, ...], dict[str, Any]] = {}
+    if info.audited:
+        on = and_(*(info.columns[k] == temp.c[info.columns[k].name] for k in keys))
+        found = await session.execute(
+            select(*info.columns.values())
+            .join_from(info.table, temp, on)
+            .where(*scope.criteria())
+            .with_for_update(of=info.table),
+            execution_options=scope.options(),
+        )
+        for row in found:
+            state = dict(zip(info.columns, row, strict=True))
+            before[tuple(state[k] for k in keys)] = state
+    stmt = _upsert_statement(
+        scope, session, keys, names, entity=False, source=(columns, select(*temp.c))
+    )
+    return list(await session.execute(stmt.returning(*returning))), before
+
+
 async def upsert_many(
     scope: RepositoryScope,
     session: AsyncSession,
@@ -361,30 +298,46 @@ async def upsert_many(
     if not prepared:
         return 0
     audited = scope.info.audited
-    before = await _before_by_keys(scope, session, keys, prepared) if audited else {}
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in prepared:
-        groups.setdefault(tuple(sorted(row)), []).append(row)
-    names = list(scope.info.columns)
-    written: list[dict[str, Any]] = []
-    for group_names, group in groups.items():
-        stmt = _upsert_statement(scope, session, keys, group_names, entity=False)
-        returning = list(scope.info.columns.values()) if audited else [scope.info.pk]
-        result = await session.execute(
-            stmt.returning(*returning), [_by_column(scope, row) for row in group]
-        )
-        if audited:
-            written += [dict(zip(names, r, strict=True)) for r in result]
-        elif len(result.all()) != len(group):
-            raise ConflictError("a row conflicts with one this call may not update")
+    returning = list(scope.info.columns.values()) if audited else [scope.info.pk]
+    copied = None
+    if _dialect(session) == "postgresql":
+        copied = await _copy_upsert(scope, session, keys, prepared, returning)
+    if copied is not None:
+        results, before = copied
+    else:
+        before = await _before_by_keys(scope, session, keys, prepared) if audited else {}
+        results = await _insert_upserts(scope, session, keys, prepared, returning)
+    if len(results) != len(prepared):
+        raise ConflictError("a row conflicts with one this call may not update")
     if audited:
-        if len(written) != len(prepared):
-            raise ConflictError("a row conflicts with one this call may not update")
+        names = list(scope.info.columns)
         created: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []
         updated: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []
-        for state in written:
+        for result in results:
+            state = dict(zip(names, result, strict=True))
             old = before.get(tuple(state[k] for k in keys))
             (created if old is None else updated).append((old, state))
         await record(scope.info, session, "create", created)
         await record(scope.info, session, "update", updated)
     return len(prepared)
+
+
+async def _insert_upserts(
+    scope: RepositoryScope,
+    session: AsyncSession,
+    keys: list[str],
+    rows: list[dict[str, Any]],
+    returning: list[Any],
+) -> list[Any]:
+    """Batched INSERT … ON CONFLICT, one statement per group of rows with the same fields."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(sorted(row)), []).append(row)
+    results: list[Any] = []
+    for group_names, group in groups.items():
+        stmt = _upsert_statement(scope, session, keys, group_names, entity=False)
+        result = await session.execute(
+            stmt.returning(*returning), [_by_column(scope, row) for row in group]
+        )
+        results += list(result)
+    return results

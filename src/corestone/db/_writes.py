@@ -20,6 +20,7 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy import update as sql_update
 
 from corestone import context
+from corestone.db._audited_update import audited_update, can_audit_in_sql
 from corestone.db._model_info import ModelInfo
 from corestone.db.audit import REDACTED, AuditAction, audit_value, write_audit
 from corestone.db.models import utc_now
@@ -205,9 +206,22 @@ async def update(
         if current is None:
             raise await _why_missing(scope, session, key, expected_version)
         return current
+    if (
+        scope.info.audited
+        and session.bind.dialect.name == "postgresql"
+        and can_audit_in_sql(scope.info, values)
+    ):
+        # One statement: lock, update and the audit row (_audited_update).
+        obj = await audited_update(
+            scope, session, key, values, expected_version=expected_version, action=action
+        )
+        if obj is None:
+            raise await _why_missing(scope, session, key, expected_version)
+        return obj
     if scope.info.audited and session.bind.dialect.name == "postgresql":
+        # A field whose audit JSON only Python writes: UPDATE … RETURNING old, then INSERT.
         obj, old = await _update_returning_before(scope.info, session, criteria, values, options)
-    else:
+    else:  # unaudited, or SQLite: lock-read, UPDATE, INSERT
         before = await _before(scope.info, session, criteria, options) if scope.info.audited else {}
         stmt = sql_update(scope.info.model).where(*criteria).values(_set_values(scope.info, values))
         result = await session.scalars(

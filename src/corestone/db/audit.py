@@ -38,6 +38,7 @@ __all__ = [
     "AuditAction",
     "AuditEntry",
     "audit_entries",
+    "audit_table",
     "audit_value",
     "write_audit",
 ]
@@ -85,6 +86,11 @@ class AuditEntry(Base):
 
 
 _TABLE: Table = AuditEntry.__table__  # type: ignore[assignment]
+
+
+def audit_table() -> Table:
+    """The ``corestone_audit_log`` table, for statements that write entries in SQL."""
+    return _TABLE
 
 
 def audit_value(value: Any) -> Any:
