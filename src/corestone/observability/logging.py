@@ -165,11 +165,10 @@ def log_request(
     event: dict[str, Any] = structlog.contextvars.get_contextvars()
     if event:  # bound by the application: may hold anything, so the whole redactor
         try:
-            event = redactor(stdlib, "info", event)
+            event = dict(redactor(stdlib, "info", event))
         except Exception as error:  # noqa: BLE001 - logging must never raise
-            event = _unloggable("info", error)
-            event["logger"] = name
-            stdlib.handle(stdlib.makeRecord(name, logging.INFO, __file__, 0, event, (), None))
+            line = {**_unloggable("info", error), "logger": name}
+            stdlib.handle(stdlib.makeRecord(name, logging.INFO, __file__, 0, line, (), None))
             return
     event.update(
         event="request",
@@ -183,7 +182,7 @@ def log_request(
         event.setdefault("correlation_id", redactor.redact_text(correlation))
     for key, value in (("actor_id", context.actor_id()), ("workspace_id", context.workspace_id())):
         if value is not None:
-            event.setdefault(key, redactor.redact_text(value) if isinstance(value, str) else value)
+            event.setdefault(key, redactor.redact_text(value))
     event["level"] = "info"
     event["logger"] = name
     event["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
