@@ -24,7 +24,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, and_, insert, select, text, tuple_
+from sqlalchemy import Table, and_, insert, literal_column, select, text, tuple_
 from sqlalchemy import column as column_clause
 from sqlalchemy import table as table_clause
 from sqlalchemy.dialects import postgresql, sqlite
@@ -298,9 +298,13 @@ async def upsert_many(
     if not prepared:
         return 0
     audited = scope.info.audited
-    returning = list(scope.info.columns.values()) if audited else [scope.info.pk]
+    returning: list[Any] = list(scope.info.columns.values()) if audited else [scope.info.pk]
+    on_postgresql = _dialect(session) == "postgresql"
+    if audited and on_postgresql:
+        # Whether each row was inserted (a new tuple has no xmax) or updated: see below.
+        returning.append(literal_column("xmax = 0").label("cs_inserted"))
     copied = None
-    if _dialect(session) == "postgresql":
+    if on_postgresql:
         copied = await _copy_upsert(scope, session, keys, prepared, returning)
     if copied is not None:
         results, before = copied
@@ -314,8 +318,15 @@ async def upsert_many(
         created: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []
         updated: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []
         for result in results:
-            state = dict(zip(names, result, strict=True))
+            state = dict(zip(names, result[: len(names)], strict=True))
             old = before.get(tuple(state[k] for k in keys))
+            if old is None and on_postgresql and not result[-1]:
+                # A concurrent transaction inserted this key after the lock-read and
+                # committed: ON CONFLICT waited, then updated a row whose "before" was
+                # never read. Logging it as created would lose that update's history.
+                raise ConflictError(
+                    "a row was created concurrently with this upsert; retry the transaction"
+                )
             (created if old is None else updated).append((old, state))
         await record(scope.info, session, "create", created)
         await record(scope.info, session, "update", updated)
