@@ -109,7 +109,10 @@ async def test_upsert_many_with_rows_of_different_fields(db: Database) -> None:
             assert [(i.code, i.title, i.rank) for i in found] == [("a", "two", 3), ("b", "b", 7)]
 
 
-async def test_a_key_created_concurrently_is_never_logged_as_a_second_create(db: Database) -> None:
+@pytest.mark.parametrize("many", [True, False], ids=["upsert_many", "upsert"])
+async def test_a_key_created_concurrently_is_never_logged_as_a_second_create(
+    db: Database, many: bool
+) -> None:
     """An upsert that ends up updating a row another transaction just created never logs it
     as created: the row's history (create, then update with its before) stays whole."""
     first_wrote = asyncio.Event()
@@ -126,8 +129,10 @@ async def test_a_key_created_concurrently_is_never_logged_as_a_second_create(db:
         await first_wrote.wait()
         with workspace(1):
             async with db.transaction() as tx:
+                items = ItemRepository(tx)
+                row = {"code": "k", "title": "B"}
                 waiting = asyncio.ensure_future(
-                    ItemRepository(tx).upsert_many([{"code": "k", "title": "B"}])
+                    items.upsert_many([row]) if many else items.upsert(row)
                 )
                 await _until_a_query_waits_on_a_lock(db)
                 first_may_commit.set()

@@ -24,7 +24,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, and_, insert, literal_column, select, text, tuple_
+from sqlalchemy import ColumnElement, Table, and_, insert, literal_column, select, text, tuple_
 from sqlalchemy import column as column_clause
 from sqlalchemy import table as table_clause
 from sqlalchemy.dialects import postgresql, sqlite
@@ -218,13 +218,21 @@ async def upsert_one(
     before = await _before_by_keys(scope, session, keys, [row]) if scope.info.audited else {}
     stmt = _upsert_statement(scope, session, keys, list(row), entity=True).values(row)
     options = {**scope.options(), "populate_existing": True}
-    obj = (
-        await session.scalars(stmt.returning(scope.info.model), execution_options=options)
+    # Whether the row was inserted: on SQLite (one writer) the lock-read already knows.
+    postgresql_row = _dialect(session) == "postgresql"
+    inserted: ColumnElement[bool] = literal_column("xmax = 0" if postgresql_row else "1")
+    found = (
+        await session.execute(stmt.returning(scope.info.model, inserted), execution_options=options)
     ).one_or_none()
-    if obj is None:
+    if found is None:
         raise ConflictError("the row conflicts with one this call may not update")
+    obj = found[0]
     if scope.info.audited:
         old = before.get(tuple(row[k] for k in keys))
+        if old is None and not found[1]:  # created concurrently: see upsert_many
+            raise ConflictError(
+                "a row was created concurrently with this upsert; retry the transaction"
+            )
         await record(
             scope.info,
             session,
