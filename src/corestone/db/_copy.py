@@ -127,7 +127,9 @@ def copy_records(
     for name, column in scope.info.columns.items():
         if column not in plan:
             continue
-        processor = column.type.bind_processor(dialect)
+        # The dialect's own implementation, as execution uses: the generic type's
+        # processor may differ (Numeric's turns a Decimal into a float on asyncpg).
+        processor = column.type.dialect_impl(dialect).bind_processor(dialect)
         default = column.default
         fallback: Any = None
         per_row: Callable[[Any], Any] | None = None
