@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from corestone import ConflictError
 from corestone.db import Database, audit_entries
@@ -106,3 +107,57 @@ async def test_upsert_many_with_rows_of_different_fields(db: Database) -> None:
         async with db.transaction() as tx:
             found = await tx.session.scalars(select(Item).order_by(Item.code))
             assert [(i.code, i.title, i.rank) for i in found] == [("a", "two", 3), ("b", "b", 7)]
+
+
+@pytest.mark.parametrize("many", [True, False], ids=["upsert_many", "upsert"])
+async def test_a_key_created_concurrently_is_never_logged_as_a_second_create(
+    db: Database, many: bool
+) -> None:
+    """An upsert that ends up updating a row another transaction just created never logs it
+    as created: the row's history (create, then update with its before) stays whole."""
+    first_wrote = asyncio.Event()
+    first_may_commit = asyncio.Event()
+
+    async def first() -> None:
+        with workspace(1):
+            async with db.transaction() as tx:
+                await ItemRepository(tx).upsert_many([{"code": "k", "title": "A"}])
+                first_wrote.set()
+                await first_may_commit.wait()
+
+    async def second() -> None:
+        await first_wrote.wait()
+        with workspace(1):
+            async with db.transaction() as tx:
+                items = ItemRepository(tx)
+                row = {"code": "k", "title": "B"}
+                waiting = asyncio.ensure_future(
+                    items.upsert_many([row]) if many else items.upsert(row)
+                )
+                await _until_a_query_waits_on_a_lock(db)
+                first_may_commit.set()
+                await waiting
+
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: the second upsert cannot interleave")
+    outcome = await asyncio.gather(first(), second(), return_exceptions=True)
+    with workspace(1):
+        async with db.transaction() as tx:
+            log = [e.as_dict() for e in await audit_entries(tx, workspace_id=1)]
+    creates = [e for e in log if e["action"] == "create"]
+    assert len(creates) == 1
+    _title, version = (await _items(db, 1))["k"]
+    updates = [e for e in log if e["action"] == "update"]
+    assert len(updates) == version - 1
+    assert outcome[0] is None
+
+
+async def _until_a_query_waits_on_a_lock(db: Database) -> None:
+    """Return once a statement of this database is blocked on a lock (polls pg_stat_activity)."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    async with db.engine.connect() as conn:
+        while not await conn.scalar(query):  # noqa: ASYNC110 - another server's state, no event
+            await asyncio.sleep(0.01)

@@ -68,3 +68,32 @@ def test_the_level_is_honoured(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging(format="json", level="warning")
     log_request("corestone.web", method="GET", path="/", status=200, duration_ms=0.1)
     assert _lines(capsys) == []
+
+
+def test_a_secret_bound_in_the_context_is_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    """A secret bound into structlog's context vars is redacted on the access line as on any."""
+    configure_logging(format="json")
+    with structlog.contextvars.bound_contextvars(
+        api_key="sk-live-123", note="dsn postgresql://u:hunter2@db/x"
+    ):
+        get_logger("corestone.web").info("request")
+        log_request("corestone.web", method="GET", path="/", status=200, duration_ms=0.1)
+    ordinary, fast = _lines(capsys)
+    assert "sk-live-123" not in json.dumps(fast)
+    assert "hunter2" not in json.dumps(fast)
+    assert fast["api_key"] == ordinary["api_key"]
+    assert fast["note"] == ordinary["note"]
+
+
+class _Unprintable:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def test_the_access_line_never_raises(capsys: pytest.CaptureFixture[str]) -> None:
+    """A context value the redactor cannot handle drops the line instead of raising."""
+    configure_logging(format="json")
+    with structlog.contextvars.bound_contextvars(thing=_Unprintable()):
+        log_request("corestone.web", method="GET", path="/", status=200, duration_ms=0.1)
+    [line] = _lines(capsys)
+    assert line["log_error"] == "RuntimeError"

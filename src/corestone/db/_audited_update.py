@@ -186,6 +186,12 @@ def _build(info: ModelInfo, shape: _Shape) -> Select[Any]:
     if shape.versioned:
         criteria.append(table.c.version == bindparam("cs_version", type_=table.c.version.type))
     old = select(*table.c).where(*criteria).with_for_update().cte("old")
+    # ``upd`` returns the new and the old values side by side under one set of names: the
+    # old ones get a prefix no column name starts the same way with (a table may well
+    # have ``status`` and ``old_status``).
+    prefix = "old_"
+    while any(f"{prefix}{c.name}" in table.c for c in table.c):
+        prefix = f"_{prefix}"
     upd = (
         sql_update(table)
         # The criteria again on the outer row, so it is found by index, not by joining the
@@ -194,12 +200,11 @@ def _build(info: ModelInfo, shape: _Shape) -> Select[Any]:
         .values(_set(info, shape.names))
         # The old values come back beside the new ones (PostgreSQL returns columns of
         # UPDATE … FROM), so ``old`` is read once and the audit INSERT reads only ``upd``.
-        .returning(*table.c, *(old.c[c.name].label(f"old_{c.name}") for c in table.c))
+        .returning(*table.c, *(old.c[c.name].label(f"{prefix}{c.name}") for c in table.c))
         .cte("upd")
     )
-    changes = _changes(
-        info, _changing(info, shape.names), {c.name: upd.c[f"old_{c.name}"] for c in table.c}, upd.c
-    )
+    before = {c.name: upd.c[f"{prefix}{c.name}"] for c in table.c}
+    changes = _changes(info, _changing(info, shape.names), before, upd.c)
     audit = audit_table()
     entry = select(
         bindparam("cs_at", type_=audit.c.at.type),

@@ -24,7 +24,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, and_, insert, select, text, tuple_
+from sqlalchemy import ColumnElement, Table, and_, insert, literal_column, select, text, tuple_
 from sqlalchemy import column as column_clause
 from sqlalchemy import table as table_clause
 from sqlalchemy.dialects import postgresql, sqlite
@@ -218,13 +218,21 @@ async def upsert_one(
     before = await _before_by_keys(scope, session, keys, [row]) if scope.info.audited else {}
     stmt = _upsert_statement(scope, session, keys, list(row), entity=True).values(row)
     options = {**scope.options(), "populate_existing": True}
-    obj = (
-        await session.scalars(stmt.returning(scope.info.model), execution_options=options)
+    # Whether the row was inserted: on SQLite (one writer) the lock-read already knows.
+    postgresql_row = _dialect(session) == "postgresql"
+    inserted: ColumnElement[bool] = literal_column("xmax = 0" if postgresql_row else "1")
+    found = (
+        await session.execute(stmt.returning(scope.info.model, inserted), execution_options=options)
     ).one_or_none()
-    if obj is None:
+    if found is None:
         raise ConflictError("the row conflicts with one this call may not update")
+    obj = found[0]
     if scope.info.audited:
         old = before.get(tuple(row[k] for k in keys))
+        if old is None and not found[1]:  # created concurrently: see upsert_many
+            raise ConflictError(
+                "a row was created concurrently with this upsert; retry the transaction"
+            )
         await record(
             scope.info,
             session,
@@ -298,9 +306,13 @@ async def upsert_many(
     if not prepared:
         return 0
     audited = scope.info.audited
-    returning = list(scope.info.columns.values()) if audited else [scope.info.pk]
+    returning: list[Any] = list(scope.info.columns.values()) if audited else [scope.info.pk]
+    on_postgresql = _dialect(session) == "postgresql"
+    if audited and on_postgresql:
+        # Whether each row was inserted (a new tuple has no xmax) or updated: see below.
+        returning.append(literal_column("xmax = 0").label("cs_inserted"))
     copied = None
-    if _dialect(session) == "postgresql":
+    if on_postgresql:
         copied = await _copy_upsert(scope, session, keys, prepared, returning)
     if copied is not None:
         results, before = copied
@@ -314,8 +326,15 @@ async def upsert_many(
         created: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []
         updated: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []
         for result in results:
-            state = dict(zip(names, result, strict=True))
+            state = dict(zip(names, result[: len(names)], strict=True))
             old = before.get(tuple(state[k] for k in keys))
+            if old is None and on_postgresql and not result[-1]:
+                # A concurrent transaction inserted this key after the lock-read and
+                # committed: ON CONFLICT waited, then updated a row whose "before" was
+                # never read. Logging it as created would lose that update's history.
+                raise ConflictError(
+                    "a row was created concurrently with this upsert; retry the transaction"
+                )
             (created if old is None else updated).append((old, state))
         await record(scope.info, session, "create", created)
         await record(scope.info, session, "update", updated)

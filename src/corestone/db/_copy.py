@@ -127,7 +127,9 @@ def copy_records(
     for name, column in scope.info.columns.items():
         if column not in plan:
             continue
-        processor = column.type.bind_processor(dialect)
+        # The dialect's own implementation, as execution uses: the generic type's
+        # processor may differ (Numeric's turns a Decimal into a float on asyncpg).
+        processor = column.type.dialect_impl(dialect).bind_processor(dialect)
         default = column.default
         fallback: Any = None
         per_row: Callable[[Any], Any] | None = None
@@ -141,19 +143,24 @@ def copy_records(
                 per_row = arg
         if fallback is not None and processor is not None:
             fallback = processor(fallback)
-        getters.append((name, processor, fallback, per_row))
+        # A type that evaluates None (JSON unless none_as_null) turns it into its own
+        # value, as INSERT does: JSON ``null``, not SQL NULL.
+        evaluate_none = column.type.should_evaluate_none
+        getters.append((name, processor, fallback, per_row, evaluate_none))
     records = []
     for index, row in enumerate(rows):
         values: list[Any] = [] if ids is None else [ids[index]]
-        for name, processor, fallback, per_row in getters:
+        for name, processor, fallback, per_row, evaluate_none in getters:
             if name in row:
                 value = row[name]
-                values.append(processor(value) if processor and value is not None else value)
             elif per_row is not None:
                 value = per_row(None)
-                values.append(processor(value) if processor and value is not None else value)
             else:
                 values.append(fallback)
+                continue
+            if processor is not None and (value is not None or evaluate_none):
+                value = processor(value)
+            values.append(value)
         records.append(tuple(values))
     return records
 

@@ -163,6 +163,13 @@ def log_request(
     if not stdlib.isEnabledFor(logging.INFO):
         return
     event: dict[str, Any] = structlog.contextvars.get_contextvars()
+    if event:  # bound by the application: may hold anything, so the whole redactor
+        try:
+            event = dict(redactor(stdlib, "info", event))
+        except Exception as error:  # noqa: BLE001 - logging must never raise
+            line = {**_unloggable("info", error), "logger": name}
+            stdlib.handle(stdlib.makeRecord(name, logging.INFO, __file__, 0, line, (), None))
+            return
     event.update(
         event="request",
         method=redactor.redact_text(method),
@@ -175,7 +182,7 @@ def log_request(
         event.setdefault("correlation_id", redactor.redact_text(correlation))
     for key, value in (("actor_id", context.actor_id()), ("workspace_id", context.workspace_id())):
         if value is not None:
-            event.setdefault(key, value)
+            event.setdefault(key, redactor.redact_text(value))
     event["level"] = "info"
     event["logger"] = name
     event["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
