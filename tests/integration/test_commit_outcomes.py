@@ -6,7 +6,6 @@ Also: errors raised by application code inside a transaction keep their own type
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +18,7 @@ from corestone.db import Database, Transaction, transient_cause
 from corestone.errors import CommitUnknownError
 from corestone.observability import Metrics
 from corestone.resilience import Retry
+from tests.integration.fault_proxy import FaultProxy
 
 
 class _Base(DeclarativeBase):
@@ -47,77 +47,12 @@ async def _on_call(database: Database) -> list[int]:
         return list(await tx.session.scalars(query))
 
 
-class CommitCutter:
-    """A TCP proxy to PostgreSQL that, once armed, forwards the next COMMIT to the server
-    and then drops the client's side before the server's reply can reach it."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.armed = False
-        self.cut = False
-        self.server_answered = asyncio.Event()
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def aclose(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        for task in (
-            asyncio.create_task(self._to_server(reader, writer, up_writer)),
-            asyncio.create_task(self._to_client(up_reader, writer, up_writer)),
-        ):
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _to_server(
-        self,
-        reader: asyncio.StreamReader,
-        client: asyncio.StreamWriter,
-        up_writer: asyncio.StreamWriter,
-    ) -> None:
-        while data := await reader.read(65536):
-            if self.armed and not self.cut and b"COMMIT" in data.upper():
-                self.cut = True
-                client.transport.abort()  # the client never sees the answer
-            up_writer.write(data)
-            await up_writer.drain()
-        if not self.cut:  # after a cut, the other direction waits for the server's answer
-            up_writer.close()
-
-    async def _to_client(
-        self,
-        up_reader: asyncio.StreamReader,
-        client: asyncio.StreamWriter,
-        up_writer: asyncio.StreamWriter,
-    ) -> None:
-        while data := await up_reader.read(65536):
-            if self.cut and client.transport.is_closing():
-                self.server_answered.set()  # the reply to COMMIT: the server has committed
-                break
-            client.write(data)
-        client.close()
-        up_writer.close()
-
-
 @pytest.fixture
-async def cutter(postgres_url: str) -> AsyncIterator[tuple[Database, Database, CommitCutter]]:
+async def cutter(postgres_url: str) -> AsyncIterator[tuple[Database, Database, FaultProxy]]:
     """A database reached through the proxy, and one reached directly to check the truth."""
     direct = await _open(postgres_url)
     url = make_url(postgres_url)
-    proxy = CommitCutter(url.port or 5432)
+    proxy = FaultProxy(url.port or 5432)
     port = await proxy.start()
     proxied_url = url.set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
     proxied = Database(proxied_url, metrics=Metrics())
@@ -129,7 +64,7 @@ async def cutter(postgres_url: str) -> AsyncIterator[tuple[Database, Database, C
 
 
 async def test_connection_lost_after_commit_sent_is_commit_unknown(
-    cutter: tuple[Database, Database, CommitCutter],
+    cutter: tuple[Database, Database, FaultProxy],
 ) -> None:
     """COMMIT reaches the server, the reply never reaches us: CommitUnknownError, the row is
     committed, only after_unknown hooks run, and run_in_transaction does not retry it."""
@@ -144,7 +79,7 @@ async def test_connection_lost_after_commit_sent_is_commit_unknown(
         tx.after_commit(lambda: hooks.append("commit"))
         tx.after_rollback(lambda: hooks.append("rollback"))
         tx.after_unknown(lambda: hooks.append("unknown"))
-        proxy.armed = True
+        proxy.cut_after = b"COMMIT"
 
     retry = Retry(attempts=5, initial_wait_seconds=0, deadline_seconds=None)
     with pytest.raises(CommitUnknownError) as caught:
@@ -160,7 +95,7 @@ async def test_connection_lost_after_commit_sent_is_commit_unknown(
 
 
 async def test_commit_unknown_through_transaction_block(
-    cutter: tuple[Database, Database, CommitCutter],
+    cutter: tuple[Database, Database, FaultProxy],
 ) -> None:
     """``async with db.transaction()`` raises CommitUnknownError too, never UnavailableError;
     a kept savepoint's after_unknown hooks run, and an undone savepoint's rollback hooks."""
@@ -179,7 +114,7 @@ async def test_commit_unknown_through_transaction_block(
                     undone.after_unknown(lambda: hooks.append("undone-unknown"))
                     undone.after_rollback(lambda: hooks.append("undone-rollback"))
                     raise ValueError("undo")
-            proxy.armed = True
+            proxy.cut_after = b"COMMIT"
     await asyncio.wait_for(proxy.server_answered.wait(), 10)
     assert hooks == ["kept-unknown", "undone-rollback"]
     assert await _on_call(direct) == [1]
@@ -279,7 +214,7 @@ async def test_a_write_whose_commit_is_unknown_still_invalidates_the_cache(
     setup = await open_database(postgres_url)
     await setup.aclose()
     url = make_url(postgres_url)
-    proxy = CommitCutter(url.port or 5432)
+    proxy = FaultProxy(url.port or 5432)
     port = await proxy.start()
     proxied_url = url.set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
     async with TieredCache(namespace="unknown") as cache:
@@ -294,7 +229,7 @@ async def test_a_write_whose_commit_is_unknown_still_invalidates_the_cache(
                 with pytest.raises(CommitUnknownError):
                     async with proxied.transaction() as tx:
                         await CachedItems(tx).update(item.id, {"title": "after"})
-                        proxy.armed = True
+                        proxy.cut_after = b"COMMIT"
                 await asyncio.wait_for(proxy.server_answered.wait(), 10)
                 async with proxied.transaction(read_only=True) as tx:
                     assert (await CachedItems(tx).get(item.id)).title == "after"

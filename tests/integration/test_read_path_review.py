@@ -26,7 +26,7 @@ from corestone.db import (
 )
 from corestone.observability import Metrics
 from corestone.web import AccessCache, Grant
-from tests.integration.cache.test_access_cache_pool import Proxy
+from tests.integration.fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -161,9 +161,10 @@ class CachedNotes(Repository[Note]):
 
 async def test_a_cached_read_on_an_unreachable_database_is_unavailable(postgres_url: str) -> None:
     """A cache miss on a lazy session whose database refuses connections is a 503, not a 500."""
-    proxy = Proxy()
+    url = make_url(postgres_url)
+    proxy = FaultProxy(url.port or 5432, url.host or "127.0.0.1")
     port = await proxy.start()
-    url = make_url(postgres_url).set(host="127.0.0.1", port=port)
+    url = url.set(host="127.0.0.1", port=port)
     database = Database(
         url.render_as_string(hide_password=False), cache=TieredCache(), metrics=Metrics()
     )

@@ -4,7 +4,6 @@ cancellation while outcome hooks run, and tasks that inherit a transaction's con
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -21,6 +20,7 @@ from corestone.errors import CircuitOpenError, UnavailableError
 from corestone.observability import Metrics
 from corestone.resilience import BreakerConfig, BreakerRegistry, Retry, State
 from corestone.testing import ManualClock
+from tests.integration.fault_proxy import FaultProxy
 
 
 class _Base(DeclarativeBase):
@@ -222,50 +222,6 @@ async def test_a_transaction_inside_another_databases_one_is_still_a_savepoint(
         await first.aclose()
 
 
-class Blackhole:
-    """A TCP proxy to PostgreSQL that, once ``dark``, forwards nothing more either way and
-    closes nothing: a database host gone silent (a partition), not one that refuses."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.dark = False
-        self.swallowed = asyncio.Event()
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def aclose(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(source, sink))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        try:
-            while data := await source.read(65536):
-                if self.dark:
-                    self.swallowed.set()
-                    continue
-                sink.write(data)
-                await sink.drain()
-        finally:
-            sink.close()
-
-
 async def test_a_silent_database_opens_the_breaker_though_every_caller_gives_up(
     postgres_url: str,
 ) -> None:
@@ -273,7 +229,7 @@ async def test_a_silent_database_opens_the_breaker_though_every_caller_gives_up(
     connect the caller gave up on after waiting slow_call_seconds is a failure, while one
     given up on sooner counts for nothing."""
     url = make_url(postgres_url)
-    proxy = Blackhole(url.port or 5432)
+    proxy = FaultProxy(url.port or 5432)
     port = await proxy.start()
     clock = ManualClock()
     config = BreakerConfig(

@@ -28,7 +28,7 @@ from corestone.web import (
     token_digest,
 )
 from tests.integration.cache._support import fresh_namespace, tiered
-from tests.integration.test_commit_outcomes import CommitCutter
+from tests.integration.fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -222,7 +222,7 @@ async def test_a_revocation_whose_commit_is_unknown_still_drops_the_token(
     """When the connection drops after COMMIT was sent, the token is dropped all the same."""
     world = World()
     url = make_url(postgres_url)
-    proxy = CommitCutter(url.port or 5432)
+    proxy = FaultProxy(url.port or 5432)
     port = await proxy.start()
     proxied_url = url.set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
     async with TieredCache(namespace="access-unknown") as cache:
@@ -238,7 +238,7 @@ async def test_a_revocation_whose_commit_is_unknown_still_drops_the_token(
                     await tx.session.execute(text("SELECT 1"))  # so that COMMIT is sent
                     forget_access_after_commit(tx, tokens=[token_digest(TOKEN)])
                     del world.principals[token_digest(TOKEN)]  # what the commit may have done
-                    proxy.armed = True
+                    proxy.cut_after = b"COMMIT"
             await asyncio.wait_for(proxy.server_answered.wait(), 10)
             with pytest.raises(AuthenticationError):
                 await access.authenticate(TOKEN)

@@ -23,6 +23,7 @@ from corestone.db import Database, PoolOptions
 from corestone.observability import Metrics
 from corestone.web import AccessCache, Grant
 from tests.integration.cache._support import fresh_namespace, tiered
+from tests.integration.fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -80,46 +81,12 @@ async def test_cold_lookups_inside_transactions_holding_the_pool_do_not_deadlock
     assert len(cache.memory) == 0
 
 
-class Proxy:
-    """A TCP proxy to PostgreSQL that can be shut: its connections reset, new ones refused."""
-
-    def __init__(self) -> None:
-        self._writers: list[asyncio.StreamWriter] = []
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def shut(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in self._writers:
-            writer.transport.abort()
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 5432)
-        self._writers += [writer, up_writer]
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except OSError:
-        pass
-    finally:
-        writer.close()
-
-
 async def test_a_lookup_on_an_unreachable_database_is_unavailable(postgres_url: str) -> None:
     """A principal lookup whose database refuses connections raises UnavailableError (a 503)."""
-    proxy = Proxy()
+    url = make_url(postgres_url)
+    proxy = FaultProxy(url.port or 5432, url.host or "127.0.0.1")
     port = await proxy.start()
-    url = make_url(postgres_url).set(host="127.0.0.1", port=port)
+    url = url.set(host="127.0.0.1", port=port)
     db = Database(url.render_as_string(hide_password=False), metrics=Metrics())
     await db.start()
     try:
