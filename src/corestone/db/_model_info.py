@@ -19,6 +19,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     Column,
+    DateTime,
     Enum,
     Float,
     Integer,
@@ -241,11 +242,19 @@ def _validator(column: Column[Any]) -> Validator:
         return null_or(lambda v: None)
     python_type = _python_type(type_)
     if python_type is dt.datetime:
+        # A column with a zone takes aware values only; one declared without a zone
+        # (DateTime(timezone=False)) stores wall-clock time and takes naive values only:
+        # the driver refuses the other kind (asyncpg), so it is a named 422, not a 500.
+        zoned = not isinstance(type_, DateTime) or bool(type_.timezone)
 
         def moment(v: Any) -> tuple[str, str] | None:
             if not isinstance(v, dt.datetime):
                 return ("must be a datetime", "type")
-            return None if v.tzinfo is not None else ("must be timezone-aware", "timezone")
+            if zoned:
+                return None if v.tzinfo is not None else ("must be timezone-aware", "timezone")
+            if v.tzinfo is None:
+                return None
+            return ("must be naive: the column stores no time zone", "timezone")
 
         return null_or(moment)
     if python_type in (dt.date, dt.time, uuid.UUID, bytes):
