@@ -17,6 +17,7 @@ __all__ = [
     "MAX_CORRELATION_ID_LENGTH",
     "actor_id",
     "bind",
+    "bind_to_request",
     "correlation_id",
     "new_correlation_id",
     "request_scope",
@@ -103,13 +104,39 @@ def request_scope() -> Iterator[dict[str, object]]:
     Components keep per-request facts there — e.g. the database remembers that this
     request has written, so its later reads go to the primary. The web middleware opens
     one per request; a worker should open one per job, never one for its whole life.
+    The actor and workspace are restored when it ends, so :func:`bind_to_request` can
+    set them from anywhere inside it without a block of its own.
     """
     state: dict[str, object] = {}
-    token = _request_state.set(state)
+    state_token = _request_state.set(state)
+    actor_token = _actor_id.set(_actor_id.get())
+    workspace_token = _workspace_id.set(_workspace_id.get())
     try:
         yield state
     finally:
-        _request_state.reset(token)
+        _workspace_id.reset(workspace_token)
+        _actor_id.reset(actor_token)
+        _request_state.reset(state_token)
+
+
+def bind_to_request(
+    *, actor: str | int | object | None = _UNSET, workspace: str | int | object | None = _UNSET
+) -> None:
+    """Set the actor or workspace for the rest of the unit of work in progress.
+
+    For request dependencies: FastAPI runs a plain ``async def`` dependency in the
+    request's own context, so a value set here reaches the endpoint, and the enclosing
+    :func:`request_scope` restores the old one when the request ends. A generator
+    dependency holding :func:`bind` open would do the same at several times the cost
+    per request (docs/performance.md). Outside a request scope it raises, since nothing
+    would ever undo it.
+    """
+    if _request_state.get() is None:
+        raise RuntimeError("bind_to_request() outside a request_scope(): use bind() instead")
+    if actor is not _UNSET:
+        _actor_id.set(_as_str(actor))
+    if workspace is not _UNSET:
+        _workspace_id.set(_as_str(workspace))
 
 
 def request_state() -> dict[str, object] | None:

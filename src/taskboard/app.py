@@ -6,12 +6,11 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
-import svcs
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from corestone import Infrastructure
-from corestone.db import Database, upgrade
+from corestone.db import upgrade
 from corestone.observability import get_logger
 from corestone.sagas import SagaOrchestrator, SagaRecoveryWorker
 from corestone.web import instrument
@@ -40,32 +39,24 @@ log = get_logger(__name__)
 
 
 def register_services(infra: Infrastructure) -> SagaOrchestrator:
-    """Register taskboard's application services; each is built once per request scope.
+    """Register taskboard's application services (one of each per process).
 
     Returns the process's saga orchestrator (also registered, as a value).
     """
     orchestrator = SagaOrchestrator(infra.db, SAGAS, metrics=infra.metrics)
     infra.services.register_value(SagaOrchestrator, orchestrator)
 
-    def users(svcs_container: svcs.Container) -> UserService:
-        return UserService(svcs_container.get(Database))
-
-    def workspaces(svcs_container: svcs.Container) -> WorkspaceService:
-        return WorkspaceService(svcs_container.get(Database), svcs_container.get(SagaOrchestrator))
-
-    infra.services.register_factory(UserService, users)
-    infra.services.register_factory(WorkspaceService, workspaces)
-
-    signing_key = infra.settings.signing_key  # one per process unless CORESTONE_SECRET_KEY
-
-    cache_reads = task_cache_enabled(os.environ)
-
-    def tasks(svcs_container: svcs.Container) -> TaskService:
-        return TaskService(
-            svcs_container.get(Database), signing_key=signing_key, cache_reads=cache_reads
-        )
-
-    infra.services.register_factory(TaskService, tasks)
+    # Stateless, so one of each serves every request: a factory per request scope would
+    # build a TaskService (and its cursor codec) for every cached read.
+    db = infra.db
+    infra.services.register_value(UserService, UserService(db))
+    infra.services.register_value(WorkspaceService, WorkspaceService(db, orchestrator))
+    infra.services.register_value(
+        TaskService,
+        TaskService(
+            db, signing_key=infra.settings.signing_key, cache_reads=task_cache_enabled(os.environ)
+        ),
+    )
     return orchestrator
 
 

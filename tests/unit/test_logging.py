@@ -485,3 +485,29 @@ def test_redacting_a_long_hostile_text_takes_linear_time(text: str) -> None:
     redacted = SecretRedactor().redact_text(text)
 
     assert len(redacted) <= len(text) + 3
+
+
+def test_values_orjson_refuses_are_still_logged(capsys: pytest.CaptureFixture[str]) -> None:
+    """An integer beyond 64 bits or a non-string key takes the standard library's path."""
+    configure_logging(format="json")
+
+    get_logger("corestone.test").info("big", value=2**70, mapping={1: "one"}, other=object())
+
+    [line] = _json_lines(capsys.readouterr().err)
+    assert line["value"] == 2**70
+    assert line["mapping"] == {"1": "one"}
+    assert line["other"].startswith("<object object")
+
+
+def test_repeated_short_texts_are_redacted_every_time(capsys: pytest.CaptureFixture[str]) -> None:
+    """The redactor's memo of short texts returns the masked text, never the original."""
+    configure_logging(format="json")
+
+    for _ in range(3):
+        get_logger("corestone.test").info("call", note="password=hunter2")
+    long_text = "x" * 300 + " password=hunter2"
+    get_logger("corestone.test").info("call", note=long_text)
+
+    lines = _json_lines(capsys.readouterr().err)
+    assert len(lines) == 4
+    assert all("hunter2" not in line["note"] for line in lines)

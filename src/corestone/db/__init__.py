@@ -18,6 +18,7 @@ from corestone.db.models import (
     TimestampMixin,
     UTCDateTime,
     VersionMixin,
+    loaded_instance,
     utc_now,
 )
 from corestone.db.pagination import (
@@ -67,6 +68,7 @@ __all__ = [
     "audit_entries",
     "check_limit",
     "current_transaction",
+    "loaded_instance",
     "scope_session",
     "transient_cause",
     "upgrade",

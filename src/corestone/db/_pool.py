@@ -34,6 +34,7 @@ from sqlalchemy.pool import QueuePool
 
 from corestone.clock import Clock
 from corestone.config import redact_url
+from corestone.db.scoping import ScopableSession
 from corestone.observability.metrics import Metrics
 
 __all__ = ["PoolOptions", "PooledEngine"]
@@ -80,7 +81,10 @@ class PooledEngine:
         self.label = label
         self.engine = create_async_engine(url, **options)
         self.sessions = async_sessionmaker(
-            self.engine, expire_on_commit=False, info={HAS_CACHE: True} if has_cache else None
+            self.engine,
+            expire_on_commit=False,
+            info={HAS_CACHE: True} if has_cache else None,
+            sync_session_class=ScopableSession,
         )
         self.unhealthy_until = 0.0
         self.last_error: str | None = None

@@ -40,6 +40,7 @@ __all__ = [
     "INCLUDE_DELETED_OPTION",
     "WORKSPACE_OPTION",
     "AllWorkspaces",
+    "ScopableSession",
     "Workspace",
     "resolve_workspace",
     "scope_session",
@@ -106,7 +107,22 @@ def scope_session(session: AsyncSession | Session) -> None:
     if sync.info.get(_INSTALLED):
         return
     sync.info[_INSTALLED] = True
-    event.listen(sync, "do_orm_execute", _add_criteria)
+    if not isinstance(sync, ScopableSession):
+        event.listen(sync, "do_orm_execute", _add_criteria)
+
+
+class ScopableSession(Session):
+    """The session class of a :class:`~corestone.db.Database`: scoping costs a flag.
+
+    Its listener is registered once, on the class, and scopes only the sessions that
+    :func:`scope_session` switched on. A listener per session, as any other session
+    gets, costs SQLAlchemy's event registry more per request than a cached read.
+    """
+
+
+def _add_criteria_if_scoped(state: ORMExecuteState) -> None:
+    if state.session.info.get(_INSTALLED):
+        _add_criteria(state)
 
 
 # Loader options are immutable: build each once (per workspace) instead of per statement,
@@ -251,3 +267,6 @@ def _scope_nested_selects(
             # These are cloned_traverse's private copies: extending their WHERE is safe.
             select._where_criteria += tuple(added)
     return scoped
+
+
+event.listen(ScopableSession, "do_orm_execute", _add_criteria_if_scoped)

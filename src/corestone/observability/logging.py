@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import orjson
 import structlog
 from structlog.typing import EventDict, Processor, ProcessorReturnValue, WrappedLogger
 
@@ -62,7 +63,7 @@ def configure_logging(
         structlog.processors.format_exc_info,
     ]
     renderer: Processor = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_json_line)
         if format == "json"
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
@@ -98,6 +99,18 @@ def configure_logging(
         logging.getLogger(name).propagate = True
     # Our middleware logs each request with its correlation id; uvicorn's line would repeat it.
     logging.getLogger("uvicorn.access").disabled = True
+
+
+def _json_line(event: Any, **options: Any) -> str:
+    """One JSON line, by orjson (a third of the standard library's cost per line).
+
+    What orjson refuses (an integer beyond 64 bits, a key that is not a string) takes the
+    standard library's path, with structlog's fallback for unknown types, as before.
+    """
+    try:
+        return orjson.dumps(event, default=options.get("default")).decode()
+    except TypeError:
+        return json.dumps(event, **options)
 
 
 def _guarded(processor: Processor) -> Processor:

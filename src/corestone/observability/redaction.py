@@ -23,6 +23,7 @@ itself.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator, Mapping, MappingView, Sequence, Set
 from typing import Any
@@ -99,6 +100,9 @@ _DEFAULT_PATTERNS: tuple[re.Pattern[str], ...] = (
 )
 
 
+_MEMO_MAX_LENGTH = 256
+
+
 class SecretRedactor:
     """A structlog processor that hides secrets in keys and in free text.
 
@@ -110,6 +114,10 @@ class SecretRedactor:
     def __init__(self, extra_patterns: Iterable[str | re.Pattern[str]] = ()) -> None:
         compiled = [re.compile(p) if isinstance(p, str) else p for p in extra_patterns]
         self._patterns = (*_DEFAULT_PATTERNS, *compiled)
+        # Short texts recur (a method, a route's paths, ids): each costs every pattern's
+        # scan once, then a lookup. Long ones are scanned every time, so a flood of
+        # unique texts cannot hold more than the cache's entries x _MEMO_MAX_LENGTH.
+        self._memo = functools.lru_cache(maxsize=4096)(self._scan)
 
     def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
         budget = _Budget(MAX_ITEMS)
@@ -117,6 +125,11 @@ class SecretRedactor:
 
     def redact_text(self, text: str) -> str:
         """``text`` with every embedded secret masked."""
+        if len(text) <= _MEMO_MAX_LENGTH:
+            return self._memo(text)
+        return self._scan(text)
+
+    def _scan(self, text: str) -> str:
         for pattern in self._patterns:
             text = pattern.sub(_keep_prefix, text)
         return text

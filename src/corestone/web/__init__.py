@@ -12,7 +12,7 @@ from corestone.web.access import (
     forget_access_after_commit,
     token_digest,
 )
-from corestone.web.app import RequestScope, infrastructure, instrument, request_scope
+from corestone.web.app import RequestScope, infrastructure, instrument, request_scope, service
 from corestone.web.middleware import (
     BodySizeLimitMiddleware,
     HttpMetricsMiddleware,
@@ -56,5 +56,6 @@ __all__ = [
     "run",
     "serve",
     "serve_workers",
+    "service",
     "token_digest",
 ]

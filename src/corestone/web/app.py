@@ -9,16 +9,17 @@ correlation id already bound — including the ones that crash.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Final, TypeVar
 
 import svcs
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from corestone import context
 from corestone.errors import CorestoneError
 from corestone.observability.logging import get_logger
 from corestone.runtime import Infrastructure
@@ -30,9 +31,12 @@ from corestone.web.middleware import (
 from corestone.web.problems import internal_error_problem, problem_for_error, problem_response
 from corestone.web.routes import operations_router
 
-__all__ = ["RequestScope", "infrastructure", "instrument", "request_scope"]
+__all__ = ["RequestScope", "infrastructure", "instrument", "request_scope", "service"]
 
 log = get_logger("corestone.web")
+
+T = TypeVar("T")
+_SERVICES: Final = "corestone.services"  # the request's svcs container, in its request state
 
 
 def instrument(app: FastAPI, infra: Infrastructure) -> ASGIApp:
@@ -44,7 +48,7 @@ def instrument(app: FastAPI, infra: Infrastructure) -> ASGIApp:
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(Exception, _on_unexpected_error)
     limited = BodySizeLimitMiddleware(
-        app,
+        _ServiceScopes(app),
         max_bytes=infra.settings.http_max_body_bytes,
         body_timeout_seconds=infra.settings.http_body_timeout_seconds,
     )
@@ -57,13 +61,62 @@ def infrastructure(request: Request) -> Infrastructure:
     return infra
 
 
-async def request_scope(request: Request) -> AsyncIterator[svcs.Container]:
-    """A FastAPI dependency: the request's service scope, closed when the request ends."""
-    async with infrastructure(request).services.scope() as scope:
-        yield scope
+async def request_scope(request: Request) -> svcs.Container:
+    """A FastAPI dependency: the request's service scope, closed when the request ends.
+
+    Opened on first use and kept in the request's state, so every dependency of one
+    request shares it; the app :func:`instrument` returns closes it after the response.
+    A plain function, not a generator dependency: FastAPI runs each of those through an
+    exit stack and a shielded context manager, which cost more per request than the
+    cached read they wrap (docs/performance.md).
+    """
+    state = context.request_state()
+    if state is None:
+        raise RuntimeError("request_scope needs the app that corestone.web.instrument returns")
+    container = state.get(_SERVICES)
+    if container is None:
+        container = state[_SERVICES] = infrastructure(request).services.scope()
+    assert isinstance(container, svcs.Container)
+    return container
 
 
 RequestScope = Annotated[svcs.Container, Depends(request_scope)]
+
+_resolvers: dict[type[Any], Callable[[Request], Awaitable[Any]]] = {}
+
+
+def service(svc_type: type[T]) -> Callable[[Request], Awaitable[T]]:
+    """A FastAPI dependency that gives the request's ``svc_type`` from its service scope.
+
+    ``Tasks = Annotated[TaskService, Depends(service(TaskService))]``: one dependency
+    where a resolver on top of :data:`RequestScope` would be two. The same callable is
+    returned for a type every time, so FastAPI solves it once per request.
+    """
+    resolver = _resolvers.get(svc_type)
+    if resolver is None:
+
+        async def resolve(request: Request) -> Any:
+            return await (await request_scope(request)).aget(svc_type)
+
+        resolve.__name__ = f"service_{svc_type.__name__}"
+        resolver = _resolvers[svc_type] = resolve
+    return resolver
+
+
+class _ServiceScopes:
+    """Close the service scope a request opened (its factories' cleanups) once it ends."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            state = context.request_state()
+            container = state.pop(_SERVICES, None) if state is not None else None
+            if isinstance(container, svcs.Container):
+                await container.aclose()
 
 
 async def _on_corestone_error(request: Request, error: Exception) -> Response:

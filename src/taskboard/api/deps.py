@@ -1,58 +1,55 @@
-"""Request dependencies: the caller, the workspace in the path, and the request's services."""
+"""Request dependencies: the caller, the workspace in the path, and the request's services.
+
+Each is one plain ``async def``: FastAPI solves a dependency tree node by node, and a
+generator dependency costs an exit stack and a shielded context manager besides, so a
+cached read paid more for its dependencies than for its data (docs/performance.md).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Path
+from fastapi import Depends, Header, Path, Request
 
-from corestone.context import bind
-from corestone.web import BearerToken, RequestScope
+from corestone.context import bind_to_request
+from corestone.web import bearer_token, service
 from taskboard.domain.models import User
 from taskboard.services import TaskService, UserService, WorkspaceService
 
 __all__ = ["Caller", "Tasks", "Users", "WorkspaceId", "Workspaces"]
 
+Users = Annotated[UserService, Depends(service(UserService))]
+Workspaces = Annotated[WorkspaceService, Depends(service(WorkspaceService))]
+Tasks = Annotated[TaskService, Depends(service(TaskService))]
 
-async def _users(scope: RequestScope) -> UserService:
-    return await scope.aget(UserService)
-
-
-async def _workspaces(scope: RequestScope) -> WorkspaceService:
-    return await scope.aget(WorkspaceService)
+_users = service(UserService)
 
 
-async def _tasks(scope: RequestScope) -> TaskService:
-    return await scope.aget(TaskService)
-
-
-Users = Annotated[UserService, Depends(_users)]
-Workspaces = Annotated[WorkspaceService, Depends(_workspaces)]
-Tasks = Annotated[TaskService, Depends(_tasks)]
-
-
-async def _caller(token: BearerToken, users: Users) -> AsyncIterator[User]:
+async def _caller(
+    request: Request,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> User:
     """The authenticated user, bound as the actor of everything the request does.
 
     Read through the principal cache: a known token costs no query once cached.
     """
-    user = await users.authenticate(token)
-    with bind(actor=user.id):
-        yield user
+    users = await _users(request)
+    user = await users.authenticate(await bearer_token(authorization))
+    bind_to_request(actor=user.id)
+    return user
 
 
 Caller = Annotated[User, Depends(_caller)]
 
 
-async def _workspace(ws: Annotated[int, Path(gt=0, lt=2**63)]) -> AsyncIterator[int]:
+async def _workspace(ws: Annotated[int, Path(gt=0, lt=2**63)]) -> int:
     """The workspace in the path, bound as the tenant of everything the request does.
 
     Membership is not checked here: every service method checks it (through the
     membership cache), so a use case is safe whoever calls it.
     """
-    with bind(workspace=ws):
-        yield ws
+    bind_to_request(workspace=ws)
+    return ws
 
 
 WorkspaceId = Annotated[int, Depends(_workspace)]
