@@ -22,9 +22,10 @@ loaders; corestone brings the keys, the tags, the invalidation and the rules bel
 - **Races.** A found value is stored only if none of its tags was invalidated after its
   load began, on any instance (``get_or_load(not_before=…)``): a revocation committed
   while the load ran is never undone by it.
-- **Own sessions.** Loads run on a short session of their own on the primary (read-only,
-  READ COMMITTED; SQLite's deferred BEGIN), not on a caller's transaction, so a lookup
-  made inside a write transaction neither nests in it nor queues behind its lock. One
+- **Own sessions.** Loads run on a short session of their own on the primary, on the
+  read path (one autocommitted statement on PostgreSQL; SQLite's deferred BEGIN), not on
+  a caller's transaction, so a lookup made inside a write transaction neither nests in
+  it nor queues behind its lock. One
   exception: when the pool has no idle connection and the caller holds one in an open
   transaction on the primary, the load reads on that transaction and nothing is stored.
   Waiting for a second connection there would wait on the callers themselves: with every
@@ -45,6 +46,8 @@ from sqlalchemy.pool import QueuePool
 
 from corestone.cache.keys import GLOBAL
 from corestone.cache.tiered import TieredCache
+from corestone.db._driver_errors import raw_connect_error
+from corestone.db._read_path import session_options
 from corestone.db.transactions import Transaction, TransactionBackend, current_transaction
 from corestone.errors import AuthenticationError, NotFoundError, UnavailableError
 
@@ -61,16 +64,6 @@ __all__ = [
 ]
 
 _TOKEN_TAG_LENGTH: Final = 16  # 64 bits of the digest: a collision only costs a reload
-# The load's own transaction, as the repository's cached loads open theirs: read-only
-# (SQLite: a deferred BEGIN, which never waits for a writer), READ COMMITTED on PostgreSQL.
-_LOAD_OPTIONS: Final[dict[str, dict[str, Any]]] = {
-    "postgresql": {
-        "corestone_read_only": True,
-        "isolation_level": "READ COMMITTED",
-        "postgresql_readonly": True,
-    },
-}
-_SQLITE_LOAD_OPTIONS: Final[dict[str, Any]] = {"corestone_read_only": True}
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,13 +227,15 @@ class AccessCache:
             ):
                 # The caller's snapshot may hold its uncommitted writes: answer, keep nothing.
                 return await load(caller.session), False
-            options = _LOAD_OPTIONS.get(session.bind.dialect.name, _SQLITE_LOAD_OPTIONS)
+            # The read path, as the repository's cached loads: one autocommitted statement
+            # on PostgreSQL (no BEGIN or COMMIT round trip), a deferred BEGIN on SQLite.
+            options = session_options(session.bind.dialect.name, isolation=None, read_only=True)
             try:
-                await session.connection(execution_options=dict(options))
+                await session.connection(execution_options=options)
             except Exception as error:
                 # The driver's connect raises raw: a socket error, or the server's refusal
                 # ("too many connections", "starting up"). A 503, as for a transaction.
-                if isinstance(error, OSError) or isinstance(getattr(error, "sqlstate", None), str):
+                if raw_connect_error(error):
                     raise UnavailableError("database unreachable", retry_after=1.0) from error
                 raise
             return await load(session), True

@@ -262,3 +262,33 @@ async def test_a_lookup_cancelled_mid_load_returns_its_connection(instances: Ins
     world.read = world.release = None
     assert await instances.one.authenticate(TOKEN) == {"id": 7}  # nothing was stored, nor broken
     assert world.loads == 2
+
+
+async def test_a_load_runs_on_the_read_path_with_no_transaction_round_trips(
+    instances: Instances,
+) -> None:
+    """On PostgreSQL a lookup's statement autocommits: no BEGIN, no COMMIT or ROLLBACK sent.
+
+    Asked of the driver itself, during the load: asyncpg knows whether the server has
+    a transaction open on that connection. On SQLite the load is a deferred BEGIN.
+    """
+    seen: list[tuple[object, bool | None]] = []
+
+    async def principal(session: AsyncSession, digest: str) -> Grant | None:
+        connection = await session.connection()
+        level = connection.sync_connection.get_execution_options().get("isolation_level")
+        await session.execute(text("SELECT 1"))
+        raw = (await connection.get_raw_connection()).driver_connection
+        in_transaction = raw.is_in_transaction() if hasattr(raw, "is_in_transaction") else None
+        seen.append((level, in_transaction))
+        return Grant({"id": 7}, 7)
+
+    access = AccessCache(
+        instances.db, load_principal=principal, load_membership=instances.world.membership
+    )
+    assert await access.authenticate("tk_read_path") == {"id": 7}
+    if instances.db.dialect == "postgresql":
+        assert seen == [("AUTOCOMMIT", False)]
+    else:
+        assert len(seen) == 1
+        assert seen[0][0] != "AUTOCOMMIT"

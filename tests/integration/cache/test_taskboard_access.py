@@ -134,9 +134,10 @@ async def test_a_cached_task_get_makes_no_database_round_trip(pair: Pair) -> Non
     with QueryCounter(b.infra.db.engine) as counter:
         first = await b.client.get(setup.url, headers=setup.member)
         assert first.status_code == 200, first.text
-        # Three loads, each on its own short read-only session: a checkout, BEGIN (on
-        # SQLite corestone's BEGIN statement too), one SELECT, and the ROLLBACK that
-        # ends a read. Nothing else: no transaction around the request.
+        # Three loads, each on its own short session on the read path: a checkout,
+        # SQLAlchemy's begin and rollback events (on PostgreSQL the connection
+        # autocommits, so neither reaches the server; on SQLite corestone's deferred
+        # BEGIN statement does), one SELECT. Nothing else: no transaction around the request.
         per_load = ["checkout", "begin", "sql:SELECT", "rollback"]
         if dialect == "sqlite":
             per_load = ["checkout", "begin", "sql:BEGIN", "sql:SELECT", "rollback"]
