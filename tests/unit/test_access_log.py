@@ -97,3 +97,54 @@ def test_the_access_line_never_raises(capsys: pytest.CaptureFixture[str]) -> Non
         log_request("corestone.web", method="GET", path="/", status=200, duration_ms=0.1)
     [line] = _lines(capsys)
     assert line["log_error"] == "RuntimeError"
+
+
+class _Collect(logging.Handler):
+    """A second handler: its presence sends the access line down the ordinary path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.mark.parametrize("log_format", ["json", "console"])
+def test_the_direct_write_matches_the_handler_chain(
+    capsys: pytest.CaptureFixture[str], log_format: str
+) -> None:
+    """Written directly (corestone's handler alone) or through the chain, the line is the same."""
+    configure_logging(format=log_format)  # type: ignore[arg-type]
+    fields: dict[str, Any] = {"method": "GET", "path": "/x", "status": 200, "duration_ms": 1.5}
+    with context.bind(correlation="req-direct", actor=3):
+        log_request("corestone.web", **fields)
+        direct = capsys.readouterr().err
+        extra = _Collect()
+        logging.getLogger().addHandler(extra)
+        log_request("corestone.web", **fields)
+        chained = capsys.readouterr().err
+    assert len(extra.records) == 1  # the other handler saw the line
+    assert direct.count("\n") == chained.count("\n") == 1
+
+    def without_time(line: str) -> str:
+        if log_format == "json":
+            parsed = json.loads(line)
+            parsed.pop("timestamp")
+            return json.dumps(parsed, sort_keys=True)
+        return line.split(" ", 1)[1]
+
+    assert without_time(direct) == without_time(chained)
+    assert "req-direct" in direct
+
+
+def test_a_filter_on_the_logger_is_respected(capsys: pytest.CaptureFixture[str]) -> None:
+    """A filter on the access logger still drops the line: no direct write around it."""
+    configure_logging(format="json")
+    web = logging.getLogger("corestone.web")
+    web.addFilter(lambda _record: False)
+    try:
+        log_request("corestone.web", method="GET", path="/x", status=200, duration_ms=1.0)
+    finally:
+        web.filters.clear()
+    assert capsys.readouterr().err == ""
