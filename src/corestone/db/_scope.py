@@ -9,11 +9,12 @@ workspace comes from context at that moment) and never changes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, Table
 
 from corestone.db._model_info import ModelInfo
 from corestone.db.filters import compile_filter
@@ -21,6 +22,22 @@ from corestone.db.scoping import INCLUDE_DELETED_OPTION, WORKSPACE_OPTION, Works
 from corestone.errors import InvalidInputError, NotFoundError
 
 __all__ = ["RepositoryScope"]
+
+
+@functools.lru_cache(maxsize=4096)
+def _criteria(
+    table: Table, workspace: int | None, live_only: bool
+) -> tuple[ColumnElement[bool], ...]:
+    # Expressions are immutable, so one per (table, workspace) serves every statement;
+    # building them (operator dispatch, coercion, a bound parameter) was a twentieth of
+    # a repository list.
+    criteria: list[ColumnElement[bool]] = []
+    if workspace is not None:
+        criteria.append(table.c.workspace_id == workspace)
+    if live_only:
+        criteria.append(table.c.deleted_at.is_(None))
+    return tuple(criteria)
+
 
 _MAX_INT = 2**63
 
@@ -39,14 +56,9 @@ class RepositoryScope:
 
     def criteria(self, *, include_deleted: bool | None = None) -> list[ColumnElement[bool]]:
         """The WHERE terms that keep a statement inside this scope."""
-        table = self.info.table
-        criteria: list[ColumnElement[bool]] = []
-        if isinstance(self.workspace, int):
-            criteria.append(table.c.workspace_id == self.workspace)
         deleted = self.include_deleted if include_deleted is None else include_deleted
-        if self.info.soft_delete and not deleted:
-            criteria.append(table.c.deleted_at.is_(None))
-        return criteria
+        workspace = self.workspace if isinstance(self.workspace, int) else None
+        return list(_criteria(self.info.table, workspace, self.info.soft_delete and not deleted))
 
     def options(self, *, include_deleted: bool | None = None) -> dict[str, Any]:
         """Execution options for the session's scoping listener (:mod:`.scoping`)."""
