@@ -64,6 +64,7 @@ __all__ = [
     "field_pair",
     "json_exact",
     "merge_objects",
+    "param_prefix",
     "row_columns",
     "workspace_exact",
 ]
@@ -167,7 +168,7 @@ def audit_cte(
     action: AuditAction,
     changes: ColumnElement[Any],
     *,
-    prefix: str = "cs_",
+    prefix: str,
     skip_unchanged: bool = False,
 ) -> CTE:
     """``INSERT INTO corestone_audit_log … SELECT … FROM source``: one entry per row.
@@ -204,7 +205,26 @@ def workspace_exact(info: ModelInfo) -> bool:
     return workspace is None or isinstance(workspace.type, Integer)
 
 
-def audit_params(prefix: str = "cs_") -> dict[str, Any]:
+_PREFIXES: dict[type[Any], str] = {}
+
+
+def param_prefix(info: ModelInfo) -> str:
+    """A prefix for the statement's own parameters that no column's key starts with.
+
+    SQLAlchemy takes an execution parameter named like a column as a value for that
+    column (an UPDATE adds it to its SET clause): ``cs_at`` must not meet a column
+    ``cs_at``.
+    """
+    prefix = _PREFIXES.get(info.model)
+    if prefix is None:
+        prefix = "cs_"
+        while any(column.key.startswith(prefix) for column in info.columns.values()):
+            prefix = f"_{prefix}"
+        _PREFIXES[info.model] = prefix
+    return prefix
+
+
+def audit_params(prefix: str) -> dict[str, Any]:
     """The bound values :func:`audit_cte` reads: now, the actor, the correlation id."""
     actor = context.actor_id()
     correlation = context.correlation_id()

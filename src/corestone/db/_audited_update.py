@@ -46,6 +46,7 @@ from corestone.db._audit_sql import (
     field_pair,
     json_exact,
     merge_objects,
+    param_prefix,
     row_columns,
     workspace_exact,
 )
@@ -85,13 +86,13 @@ def can_audit_in_sql(info: ModelInfo, values: Mapping[str, Any]) -> bool:
     )
 
 
-def _set(info: ModelInfo, names: Sequence[str]) -> dict[Any, Any]:
+def _set(info: ModelInfo, names: Sequence[str], prefix: str) -> dict[Any, Any]:
     """SET clause: each given field and each Python ``onupdate`` from a bound parameter."""
     table = info.table
     changes: dict[Any, Any] = {}
     for name, column in info.columns.items():
         if name in names or (column.onupdate is not None and column.onupdate.is_callable):
-            changes[column] = bindparam(f"cs_set_{name}", type_=column.type)
+            changes[column] = bindparam(f"{prefix}set_{name}", type_=column.type)
     if info.versioned:
         changes[table.c.version] = table.c.version + 1
     return changes
@@ -129,38 +130,42 @@ class _Shape:
     versioned: bool
 
 
-def _build(info: ModelInfo, shape: _Shape) -> Select[Any]:
+def _build(info: ModelInfo, shape: _Shape, prefix: str) -> Select[Any]:
     table = info.table
     pk = info.pk.name
-    criteria: list[ColumnElement[bool]] = [info.pk == bindparam("cs_id", type_=info.pk.type)]
+    key = bindparam(f"{prefix}id", type_=info.pk.type)
+    criteria: list[ColumnElement[bool]] = [info.pk == key]
     if shape.workspace:
-        criteria.append(table.c.workspace_id == bindparam("cs_ws", type_=table.c.workspace_id.type))
+        workspace = bindparam(f"{prefix}ws", type_=table.c.workspace_id.type)
+        criteria.append(table.c.workspace_id == workspace)
     if shape.live_only:
         criteria.append(table.c.deleted_at.is_(None))
     if shape.versioned:
-        criteria.append(table.c.version == bindparam("cs_version", type_=table.c.version.type))
+        version = bindparam(f"{prefix}version", type_=table.c.version.type)
+        criteria.append(table.c.version == version)
     old = select(*table.c).where(*criteria).with_for_update().cte("old")
     # ``upd`` returns the new and the old values side by side under one set of names: the
     # old ones get a prefix no column name starts the same way with (a table may well
     # have ``status`` and ``old_status``).
-    prefix = "old_"
-    while any(f"{prefix}{c.name}" in table.c for c in table.c):
-        prefix = f"_{prefix}"
+    old_ = "old_"
+    while any(f"{old_}{c.name}" in table.c for c in table.c):
+        old_ = f"_{old_}"
     upd = (
         sql_update(table)
         # The criteria again on the outer row, so it is found by index, not by joining the
         # whole table against the CTE (a generic plan did exactly that).
         .where(table.c[pk] == old.c[pk], *criteria)
-        .values(_set(info, shape.names))
+        .values(_set(info, shape.names, prefix))
         # The old values come back beside the new ones (PostgreSQL returns columns of
         # UPDATE … FROM), so ``old`` is read once and the audit INSERT reads only ``upd``.
-        .returning(*table.c, *(old.c[c.name].label(f"{prefix}{c.name}") for c in table.c))
+        .returning(*table.c, *(old.c[c.name].label(f"{old_}{c.name}") for c in table.c))
         .cte("upd")
     )
-    before = {c.name: upd.c[f"{prefix}{c.name}"] for c in table.c}
+    before = {c.name: upd.c[f"{old_}{c.name}"] for c in table.c}
     changes = _changes(info, _changing(info, shape.names), before, upd.c)
     # An update that changed nothing logs nothing.
-    aud = audit_cte(info, upd, shape.action, changes, skip_unchanged=shape.action == "update")
+    skip = shape.action == "update"
+    aud = audit_cte(info, upd, shape.action, changes, prefix=prefix, skip_unchanged=skip)
     return select(*row_columns(info, upd)).add_cte(aud)
 
 
@@ -188,21 +193,22 @@ async def audited_update(
         live_only=info.soft_delete and not scope.include_deleted,
         versioned=expected_version is not None,
     )
-    params = audit_params()
-    params["cs_id"] = key
+    prefix = param_prefix(info)
+    params = audit_params(prefix)
+    params[f"{prefix}id"] = key
     if workspace is not None:
-        params["cs_ws"] = workspace
+        params[f"{prefix}ws"] = workspace
     if expected_version is not None:
-        params["cs_version"] = expected_version
+        params[f"{prefix}version"] = expected_version
     for name, column in info.columns.items():
         if name in values:
-            params[f"cs_set_{name}"] = values[name]
+            params[f"{prefix}set_{name}"] = values[name]
         elif column.onupdate is not None and column.onupdate.is_callable:
-            params[f"cs_set_{name}"] = column.onupdate.arg(None)  # type: ignore[attr-defined]
+            params[f"{prefix}set_{name}"] = column.onupdate.arg(None)  # type: ignore[attr-defined]
     # Sent as Core: the session's scoping listener would re-walk (clone, compile) every
     # nested SELECT of an ORM statement, three times this statement's own cost, and the
     # scope is already in every WHERE above.
-    stmt = cached_statement(shape, lambda: _build(info, shape))
+    stmt = cached_statement(shape, lambda: _build(info, shape, prefix))
     result = await session.execute(stmt, params, execution_options=scope.options())
     row = result.one_or_none()
     if row is None:
