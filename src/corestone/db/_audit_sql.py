@@ -42,6 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.base import instance_state
 
 from corestone import context
 from corestone.db.audit import REDACTED, AuditAction, audit_table
@@ -91,6 +92,10 @@ def _text(value: str) -> ColumnElement[str]:
 
 
 def _name(name: str) -> ColumnElement[str]:
+    """A name the statement writes: in its text when it is a plain identifier (fewer
+    parameters to build and send per call), else bound."""
+    if name.isascii() and name.isidentifier():
+        return _text(name)
     return cast(literal(name, String), String)
 
 
@@ -183,9 +188,9 @@ def audit_cte(
     workspace = info.columns.get("workspace_id")
     entry = select(
         bindparam(f"{prefix}at", type_=audit.c.at.type),
-        literal(info.entity, String),
+        _name(info.entity),
         cast(source.c[pk], String),
-        literal(action, String),
+        _name(action),
         bindparam(f"{prefix}actor", type_=String()),
         # As the generic path: the row's workspace_id attribute, if it has one.
         literal(None, Integer) if workspace is None else source.c[workspace.name],
@@ -254,16 +259,25 @@ def cached_statement(shape: object, build: Callable[[], S]) -> S:
     return stmt
 
 
-async def as_entity(info: ModelInfo, session: AsyncSession, row: Sequence[Any]) -> Any:
+async def as_entity(
+    info: ModelInfo, session: AsyncSession, row: Sequence[Any], *, new: bool = False
+) -> Any:
     """The session's instance for ``row`` (values in ``info.columns`` order), refreshed.
 
-    ``merge(load=False)`` copies the loaded state onto the instance the session already
-    holds for that identity (or adds this one) without SQL, and leaves it clean.
+    The values go straight into the instance's dict, as the ORM's loader puts them (no
+    attribute events, no history), and the instance becomes detached with its identity.
+    ``merge(load=False)`` then copies that state onto the instance the session already
+    holds for the identity (or adds this one) without SQL, and leaves it clean. A
+    ``new`` row is simply added when the session holds nothing under its identity (half
+    the cost of a merge).
     """
     obj = info.model.__mapper__.class_manager.new_instance()
-    for name, value in zip(info.columns, row, strict=True):
-        setattr(obj, name, value)
+    state = instance_state(obj)
+    state.dict.update(zip(info.columns, row, strict=True))
     make_transient_to_detached(obj)
+    if new and state.key is not None and state.key not in session.sync_session.identity_map:
+        session.add(obj)
+        return obj
     return await session.merge(obj, load=False)
 
 

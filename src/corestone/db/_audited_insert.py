@@ -136,4 +136,4 @@ async def audited_insert(
     for name, value in row.items():
         params[columns[name].key] = value
     result = await session.execute(stmt, params, execution_options=scope.options())
-    return await as_entity(info, session, result.one())
+    return await as_entity(info, session, result.one(), new=True)
