@@ -11,7 +11,7 @@ from sqlalchemy import BigInteger, String, text
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from corestone import InvalidInputError
+from corestone import ConflictError, InvalidInputError
 from corestone.db import (
     AuditedMixin,
     Database,
@@ -309,3 +309,14 @@ async def test_a_hostile_create_is_refused_before_any_statement(db: Database) ->
             assert caught.value.field == field
             assert not [e for e in counter.events if e.startswith(("sql:INSERT", "sql:WITH"))]
     assert await _log(db) == []
+
+
+async def test_a_duplicate_is_a_conflict_and_logs_nothing(db: Database) -> None:
+    """A unique violation in the one statement is ConflictError, with no entry left behind."""
+    with workspace(1):
+        async with db.transaction() as tx:
+            await ItemRepository(tx).create({"title": "a", "code": "same"})
+        with pytest.raises(ConflictError):
+            async with db.transaction() as tx:
+                await ItemRepository(tx).create({"title": "b", "code": "same"})
+    assert [e["changes"]["title"]["after"] for e in await _log(db)] == ["a"]
