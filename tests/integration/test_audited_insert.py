@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
@@ -123,6 +123,13 @@ def _values(n: int, starts: datetime | None) -> dict[str, Any]:
     }
 
 
+def _update_paths(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Run the loop's body with the one-statement audited update, then without it."""
+    yield
+    monkeypatch.setattr(_writes, "can_audit_in_sql", lambda info, values: False)
+    yield
+
+
 def _without_ids(entry: dict[str, Any]) -> dict[str, Any]:
     changes = {
         name: pair
@@ -188,9 +195,7 @@ async def test_an_update_of_a_timestamp_writes_the_generic_paths_entry(
 ) -> None:
     """A UTC timestamp changed in one statement is logged as Python's isoformat logs it."""
     logs = []
-    for sql in (True, False):
-        if not sql:
-            monkeypatch.setattr(_writes, "can_audit_in_sql", lambda info, values: False)
+    for _ in _update_paths(monkeypatch):
         with workspace(1):
             async with db.transaction() as tx:
                 event = await EventRepository(tx).create(_values(0, _AWKWARD[0]))
@@ -214,9 +219,7 @@ async def test_an_infinite_timestamp_is_logged_as_asyncpg_reads_it(
     if db.engine.dialect.name != "postgresql":
         pytest.skip("SQLite has no infinite timestamps")
     logs = []
-    for sql in (True, False):
-        if not sql:
-            monkeypatch.setattr(_writes, "can_audit_in_sql", lambda info, values: False)
+    for _ in _update_paths(monkeypatch):
         with workspace(1):
             async with db.transaction() as tx:
                 event = await EventRepository(tx).create(_values(0, None))
