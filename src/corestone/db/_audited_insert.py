@@ -60,7 +60,7 @@ def can_insert_in_sql(info: ModelInfo, row: Mapping[str, Any]) -> bool:
 
     Values must be plain (bound as parameters of a statement built once per shape), and
     every field the entry records must have a type whose JSON the server writes as
-    Python, or be redacted. Cached per model: the answer depends on the model only.
+    Python, or be redacted (the model's part of the answer is worked out once).
     """
     if any(isinstance(value, ClauseElement) for value in row.values()):
         return False
