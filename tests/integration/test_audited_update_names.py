@@ -62,3 +62,30 @@ async def test_a_column_named_old_something_is_updated_and_audited(db: Database)
         "status": {"before": "open", "after": "done"},
         "old_status": {"before": None, "after": "open"},
     } in log
+
+
+class Stamp(IdMixin, TenantMixin, VersionMixin, AuditedMixin, _Base):
+    __tablename__ = "audited_stamps"
+
+    title: Mapped[str] = mapped_column(String(20))
+    cs_at: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    cs_actor: Mapped[str | None] = mapped_column(String(20), nullable=True)
+
+
+class StampRepository(Repository[Stamp]):
+    model = Stamp
+
+
+async def test_columns_named_like_the_statements_parameters_are_left_alone(db: Database) -> None:
+    """An update of ``title`` leaves columns ``cs_at`` and ``cs_actor`` as they were."""
+    with workspace(1, actor="alice"):
+        async with db.transaction() as tx:
+            stamp = await StampRepository(tx).create({"title": "a", "cs_at": "x", "cs_actor": "y"})
+        async with db.transaction() as tx:
+            updated = await StampRepository(tx).update(stamp.id, {"title": "b"})
+            assert (updated.title, updated.cs_at, updated.cs_actor) == ("b", "x", "y")
+        async with db.transaction() as tx:
+            stored = (await tx.session.execute(select(Stamp.cs_at, Stamp.cs_actor))).one()
+            log = [e.changes for e in await audit_entries(tx, workspace_id=1)]
+    assert tuple(stored) == ("x", "y")
+    assert log[0] == {"title": {"before": "a", "after": "b"}}

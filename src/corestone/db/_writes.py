@@ -20,6 +20,7 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy import update as sql_update
 
 from corestone import context
+from corestone.db._audited_insert import audited_insert, can_insert_in_sql
 from corestone.db._audited_update import audited_update, can_audit_in_sql
 from corestone.db._model_info import ModelInfo
 from corestone.db.audit import REDACTED, AuditAction, audit_value, write_audit
@@ -130,10 +131,14 @@ async def record(
 
 async def create(scope: RepositoryScope, session: AsyncSession, values: Mapping[str, Any]) -> Any:
     row = creation_values(scope, values, None)
-    stmt = insert(scope.info.model).values(row).returning(scope.info.model)
+    info = scope.info
+    if info.audited and session.bind.dialect.name == "postgresql" and can_insert_in_sql(info, row):
+        # One statement: the row and its audit entry (_audited_insert).
+        return await audited_insert(scope, session, row)
+    stmt = insert(info.model).values(row).returning(info.model)
     obj = (await session.scalars(stmt, execution_options=scope.options())).one()
-    if scope.info.audited:
-        await record(scope.info, session, "create", [(None, scope.info.attribute_values(obj))])
+    if info.audited:
+        await record(info, session, "create", [(None, info.attribute_values(obj))])
     return obj
 
 
