@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -27,26 +29,79 @@ __all__ = [
     "EXIT_SERVICE_FAILED",
     "app",
     "doctor",
+    "help_if_bare",
     "main",
+    "package_version",
     "saga_app",
     "saga_recover",
     "saga_retry",
     "settings_or_exit",
+    "version_callback",
 ]
 
 EXIT_OK = 0
 EXIT_SERVICE_FAILED = 1
 EXIT_CONFIGURATION = 2
 
-app = typer.Typer(no_args_is_help=True, add_completion=False)
-saga_app = typer.Typer(help="Durable sagas: recover the ones a stopped process left.")
+# Plain click help (rich_markup_mode=None): typer's rich tables print "<bool>" beside
+# every flag (--help included) and keep a docstring's line breaks mid-sentence.
+app = typer.Typer(add_completion=False, rich_markup_mode=None)
+saga_app = typer.Typer(
+    help="Durable sagas: recover the ones a stopped process left.", rich_markup_mode=None
+)
 app.add_typer(saga_app, name="saga")
 
 
-@app.callback()
-def _root() -> None:
+def package_version() -> str:
+    """The installed corestone distribution's version (taskboard ships in it too)."""
+    try:
+        return version("corestone")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
+        return "unknown"
+
+
+def version_callback(prog: str) -> Callable[[bool], None]:
+    """An eager ``--version`` option's callback: print ``<prog> <version>`` and exit 0."""
+
+    def show(value: bool) -> None:
+        if value:
+            typer.echo(f"{prog} {package_version()}")
+            raise typer.Exit(EXIT_OK)
+
+    return show
+
+
+def help_if_bare(ctx: typer.Context) -> None:
+    """In a group's callback: with no subcommand, print the help and exit 0.
+
+    Click's ``no_args_is_help`` exits 2, as for a usage error, though nothing was wrong.
+    """
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            callback=version_callback("corestone"),
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
     """corestone: check and operate the services a corestone process depends on."""
     # A callback keeps `doctor` a subcommand; typer would otherwise promote a lone command.
+    help_if_bare(ctx)
+
+
+@saga_app.callback(invoke_without_command=True)
+def _saga(ctx: typer.Context) -> None:
+    help_if_bare(ctx)
 
 
 @app.command()
@@ -73,13 +128,16 @@ def saga_recover(
         str,
         typer.Option(
             "--app",
+            metavar="MODULE:ATTR",
             help="The application's SagaRegistry as module:attribute "
             "(or a callable returning one), e.g. taskboard.services.workspaces:SAGAS.",
         ),
     ],
-    limit: Annotated[int, typer.Option(help="Most sagas to recover in this run.", min=1)] = 100,
+    limit: Annotated[
+        int, typer.Option(metavar="N", help="Most sagas to recover in this run.", min=1)
+    ] = 100,
     app_dir: Annotated[
-        Path, typer.Option(help="Directory put first on the import path for --app.")
+        Path, typer.Option(metavar="DIR", help="Directory put first on the import path for --app.")
     ] = Path("."),
 ) -> None:
     """Resume or compensate sagas stuck past their lease in CORESTONE_DATABASE_URL.
@@ -106,10 +164,15 @@ def saga_recover(
 def saga_retry(
     saga_id: Annotated[str, typer.Argument(help="The id of a saga in status failed.")],
     app_ref: Annotated[
-        str, typer.Option("--app", help="The application's SagaRegistry as module:attribute.")
+        str,
+        typer.Option(
+            "--app",
+            metavar="MODULE:ATTR",
+            help="The application's SagaRegistry as module:attribute.",
+        ),
     ],
     app_dir: Annotated[
-        Path, typer.Option(help="Directory put first on the import path for --app.")
+        Path, typer.Option(metavar="DIR", help="Directory put first on the import path for --app.")
     ] = Path("."),
 ) -> None:
     """Compensate a failed saga again, from the compensation that failed (after a fix).

@@ -182,12 +182,23 @@ class Settings(BaseSettings):
     def _breakers_json(cls, value: Any) -> Any:
         # Decoded here, not by pydantic-settings, so bad JSON is a line of the usual
         # configuration error instead of a SettingsError naming no variable.
+        # The shape is checked here too: pydantic's own errors for a decoded value would
+        # echo a Python dict and name a key as a list item, not what the operator typed.
         if not isinstance(value, str):
             return value
         try:
-            return json.loads(value) if value.strip() else {}
+            decoded = json.loads(value) if value.strip() else {}
         except ValueError as error:
             raise ValueError(f"is not valid JSON ({error})") from None
+        if not isinstance(decoded, dict):
+            raise ValueError(f"must be a JSON object, not {_json_kind(decoded)}")
+        for name, options in decoded.items():
+            if not isinstance(options, dict):
+                raise ValueError(
+                    f"breaker {name!r} must map to a JSON object of options, "
+                    f"not {_json_kind(options)}"
+                )
+        return decoded
 
     @field_validator("breakers")
     @classmethod
@@ -252,10 +263,19 @@ def _mask(value: str | list[str] | None) -> str | list[str] | None:
     return value
 
 
+_DATABASE_EXAMPLES = {
+    "postgresql+asyncpg": "postgresql+asyncpg://user:password@host:5432/name",
+    "sqlite+aiosqlite": "sqlite+aiosqlite:///./var/app.db",
+}
+
+
 def _require_database_url(url: str, allowed: set[str]) -> str:
     """Check ``url`` with SQLAlchemy's parser, the one that will read it; never echo it."""
     scheme, separator, _ = url.partition("://")
-    _check_scheme(scheme if separator else "", allowed)
+    if not separator:  # "has scheme 'none'" would leave a newcomer guessing
+        expected = " or ".join(_DATABASE_EXAMPLES[s] for s in sorted(allowed))
+        raise ValueError(f"is not a database URL; expected {expected}")
+    _check_scheme(scheme, allowed)
     try:
         make_url(url)  # reads the port as a number too
     except (ArgumentError, ValueError):
@@ -279,6 +299,11 @@ def _require_scheme(url: str, allowed: set[str]) -> str:
     if "@" in url.partition("://")[2] and "@" not in parts.netloc:
         raise ValueError(f"has an '@' outside user:password@host ({_ENCODE_HINT})")
     return url
+
+
+def _json_kind(value: object) -> str:
+    kinds = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return kinds.get(type(value), "a number")
 
 
 def _check_scheme(scheme: str, allowed: set[str]) -> None:

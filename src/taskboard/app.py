@@ -71,7 +71,7 @@ def task_cache_enabled(environ: Mapping[str, str]) -> bool:
 def add_background_work(
     infra: Infrastructure, orchestrator: SagaOrchestrator, *, interval_seconds: float = 10.0
 ) -> None:
-    """Run taskboard's background work in this process: saga recovery (DESIGN §6)."""
+    """Run taskboard's background work in this process: saga recovery (docs/scaling.md)."""
     worker = SagaRecoveryWorker(orchestrator, interval_seconds=interval_seconds)
     infra.add(worker, check=worker.check, component_type="worker", critical=False)
 

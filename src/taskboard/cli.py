@@ -4,37 +4,74 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import signal
+import socket
+import sys
 from collections.abc import Coroutine
 from typing import Annotated, Any
 
 import typer
 
 from corestone import Infrastructure, Settings, StartupError
-from corestone.cli import settings_or_exit
+from corestone.cli import help_if_bare, settings_or_exit, version_callback
 from corestone.errors import ShutdownError
-from corestone.web import WorkerProcess, serve_workers
+from corestone.observability import get_logger
+from corestone.web import WorkerProcess, listen, serve_workers
 from corestone.web import run as run_loop
 from corestone.web import serve as serve_app
 from taskboard.app import add_background_work, create_app, prepare, register_services
-from taskboard.seed import ensure_demo
+from taskboard.seed import Demo, ensure_demo
 
 __all__ = ["app", "main"]
 
+log = get_logger("taskboard.cli")
+
+# Plain click help: typer's rich tables print "<bool>" beside every flag and keep a
+# docstring's line breaks mid-sentence (see corestone.cli).
 app = typer.Typer(
-    help="taskboard: a multi-workspace task tracker built on corestone.", no_args_is_help=True
+    help="taskboard: a multi-workspace task tracker built on corestone.", rich_markup_mode=None
 )
-db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema commands.", rich_markup_mode=None)
 app.add_typer(db_app, name="db")
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            callback=version_callback("taskboard"),
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    help_if_bare(ctx)
+
+
+@db_app.callback(invoke_without_command=True)
+def _db(ctx: typer.Context) -> None:
+    help_if_bare(ctx)
 
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind.", min=0, max=65535)] = 8000,
+    host: Annotated[str, typer.Option(metavar="HOST", help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(metavar="PORT", help="Port to bind.", min=0, max=65535)
+    ] = 8000,
     seed: Annotated[
-        bool, typer.Option(help="Create the demo workspace and print a demo token.")
-    ] = True,
+        bool | None,
+        typer.Option(
+            "--seed/--no-seed",
+            help="Create the demo workspace and mint a demo token "
+            "[default: seed, but no seed when CORESTONE_ENV=prod].",
+            show_default=False,
+        ),
+    ] = None,
     worker: Annotated[
         bool,
         typer.Option(
@@ -45,6 +82,7 @@ def serve(
     workers: Annotated[
         int,
         typer.Option(
+            metavar="N",
             help="Processes serving the port, each a whole service instance; migrations and "
             "the demo seed run once, before they start.",
             min=1,
@@ -52,12 +90,23 @@ def serve(
         ),
     ] = 1,
 ) -> None:
-    """Run the HTTP API until SIGTERM or Ctrl-C, then drain and stop cleanly."""
+    """Run the HTTP API until SIGTERM or Ctrl-C, then drain and stop cleanly.
+
+    The port is bound before anything else: on a taken port the command fails without
+    running migrations or replacing the demo token of the server already there.
+    """
     settings = settings_or_exit()
+    seeding = seed if seed is not None else settings.env != "prod"
+    listener = _listen_or_exit(host, port)
     if workers == 1:
-        _run(_serve(settings, host, port, seed, worker))
+        with listener:
+            url = f"http://{host}:{listener.getsockname()[1]}"
+            _run(_serve(settings, listener, url, seeding, worker))
         return
-    _run(_start_once(settings, f"http://{host}:{port}", seed, workers))
+    # serve_workers binds the port itself: this check leaves only the moment between
+    # the close and its bind, instead of the whole start-up work, for a port to be taken.
+    listener.close()
+    _run(_start_once(settings, f"http://{host}:{port}", seeding, workers))
     status = serve_workers(
         functools.partial(_serve_worker, worker),
         workers=workers,
@@ -72,7 +121,8 @@ def serve(
 @app.command("worker")
 def worker_command(
     interval: Annotated[
-        float, typer.Option(help="Seconds between saga recovery passes.", min=0.05)
+        float,
+        typer.Option(metavar="SECONDS", help="Seconds between saga recovery passes.", min=0.05),
     ] = 10.0,
 ) -> None:
     """Run the background work without HTTP (saga recovery) until SIGTERM or Ctrl-C.
@@ -106,17 +156,27 @@ _STOP_ALLOWANCE_SECONDS = 60.0
 """After the drain deadline, how long a worker may take to stop its components."""
 
 
-async def _serve(settings: Settings, host: str, port: int, seed: bool, worker: bool) -> None:
+def _listen_or_exit(host: str, port: int) -> socket.socket:
+    try:
+        return listen(host, port)
+    except OSError as error:
+        reason = (os.strerror(error.errno) if error.errno else str(error)).lower()
+        typer.echo(f"error: cannot listen on {host}:{port}: {reason}", err=True)
+        raise typer.Exit(1) from None
+
+
+async def _serve(
+    settings: Settings, listener: socket.socket, url: str, seed: bool, worker: bool
+) -> None:
     infra = Infrastructure(settings)
     asgi = create_app(infra, worker=worker)
     async with infra:
-        await _startup_work(infra, f"http://{host}:{port}", seed)
+        await _startup_work(infra, url, seed)
         await serve_app(
             asgi,
             health=infra.health,
             metrics=infra.metrics,
-            host=host,
-            port=port,
+            sockets=[listener],
             shutdown_timeout=settings.shutdown_timeout_seconds,
         )
 
@@ -130,14 +190,40 @@ async def _start_once(settings: Settings, url: str, seed: bool, workers: int) ->
 
 async def _startup_work(infra: Infrastructure, url: str, seed: bool) -> None:
     await prepare(infra)
-    if seed:
-        demo = await ensure_demo(infra.db)
-        typer.echo(
-            f"\ntaskboard on {url}  (database: {infra.db.safe_url})\n"
-            f"  demo workspace id: {demo.workspace_id}\n"
-            f"  demo token:        {demo.token}\n"
-            f'  try: curl -H "Authorization: Bearer {demo.token}" {url}/api/me\n'
+    demo = await ensure_demo(infra.db) if seed else None
+    _announce(infra.settings, url, infra.db.safe_url, demo)
+
+
+def _announce(settings: Settings, url: str, database: str, demo: Demo | None) -> None:
+    """Say where the service is, in the log's own format; the demo token never in a log.
+
+    docs/decisions/0028: console logs get the plain banner; JSON logs get one structured
+    line. The token is a credential: it goes to stdout as text outside prod, and in prod
+    only when stdout is a terminal, never into a log a collector keeps.
+    """
+    workspace = None if demo is None else demo.workspace_id
+    if settings.effective_log_format == "json":
+        log.info("taskboard serving", url=url, database=database, demo_workspace_id=workspace)
+    show_token = demo is not None and (settings.env != "prod" or _on_terminal())
+    if settings.effective_log_format == "console" or show_token:
+        lines = [f"\ntaskboard on {url}  (database: {database})"]
+        if demo is not None and show_token:
+            lines += [
+                f"  demo workspace id: {demo.workspace_id}",
+                f"  demo token:        {demo.token}",
+                f'  try: curl -H "Authorization: Bearer {demo.token}" {url}/api/me',
+            ]
+        typer.echo("\n".join(lines) + "\n")
+    if demo is not None and not show_token:
+        log.warning(
+            "demo token not shown: in prod a token is printed only to a terminal",
+            hint="run `taskboard serve --seed` from a terminal, or create a user with "
+            "POST /api/users",
         )
+
+
+def _on_terminal() -> bool:
+    return sys.stdout.isatty()
 
 
 def _serve_worker(background: bool, worker: WorkerProcess) -> None:
@@ -193,6 +279,7 @@ def _run(coroutine: Coroutine[Any, Any, None]) -> None:
 
 
 def main() -> None:
+    """Run the ``taskboard`` command line (the console script's entry point)."""
     app(prog_name="taskboard")
 
 

@@ -130,7 +130,7 @@ def test_empty_optional_urls_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None
         ("CORESTONE_ENV", "staging", "must be one of 'dev', 'test' or 'prod'"),
         ("CORESTONE_LOG_FORMAT", "xml", "must be one of 'console' or 'json'"),
         ("CORESTONE_DATABASE_URL", "mysql://db/app", "has scheme 'mysql'"),
-        ("CORESTONE_DATABASE_URL", "db.example.com/app", "has scheme 'none'"),
+        ("CORESTONE_DATABASE_URL", "db.example.com/app", "is not a database URL"),
         ("CORESTONE_DATABASE_URL", "postgresql+asyncpg://db:port/app", "is not a valid URL"),
         ("CORESTONE_REDIS_URL", "http://cache:6379", "expected redis:// or rediss:// or unix://"),
         ("CORESTONE_BROKER_URL", "amqp://broker", "has scheme 'amqp'"),

@@ -10,32 +10,42 @@ from pathlib import Path
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def _example() -> str:
-    section = README.read_text().split("## corestone in 30 lines", 1)[1]
+def _example() -> tuple[int, str]:
+    """The line count the heading promises, and the example's code."""
+    heading = re.search(r"^## corestone in (\d+) lines$", README.read_text(), re.MULTILINE)
+    assert heading
+    section = README.read_text()[heading.end() :]
     match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
     assert match
-    return match.group(1)
+    return int(heading.group(1)), match.group(1)
 
 
-def test_readme_example_runs(tmp_path: Path) -> None:
-    """The example creates, updates with a stale version, lists, reports health and stops.
-
-    It runs in its own interpreter, as a reader would run it: its model must not leak
-    into the metadata the other tests share.
-    """
-    code = _example()
-    assert len([line for line in code.splitlines() if line.strip()]) <= 30
-    script = tmp_path / "example.py"
-    script.write_text(code)
+def _run(script: Path) -> list[str]:
     result = subprocess.run(
         [sys.executable, str(script)],
-        cwd=tmp_path,
+        cwd=script.parent,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    out = result.stdout.splitlines()
-    assert "stale_version 2" in out
-    assert "['hi'] pass" in out
+    return result.stdout.splitlines()
+
+
+def test_readme_example_runs_and_runs_again_the_same(tmp_path: Path) -> None:
+    """The example creates, updates with a stale version, lists, reports health and stops.
+
+    It runs in its own interpreter, as a reader would run it: its model must not leak
+    into the metadata the other tests share. A reader runs it twice too: the second run
+    in the same directory (its notes.db still there) prints the same, not ['hi', 'hi'].
+    """
+    promised, code = _example()
+    assert len(code.splitlines()) == promised  # every line a reader counts, blank ones too
+    script = tmp_path / "example.py"
+    script.write_text(code)
+
+    for _ in range(2):
+        out = _run(script)
+        assert "stale_version 2" in out
+        assert "['hi'] pass" in out

@@ -17,7 +17,7 @@ _AWAY = "Redis unavailable: serving L1 + loader"
 async def check(cache: CacheCore) -> CheckResult:
     """``pass`` with Redis answering (or none configured); ``warn`` when L2 is away.
 
-    Never ``fail``: without Redis the cache still serves (DESIGN §4).
+    Never ``fail``: without Redis the cache still serves (docs/contracts.md, Health).
     """
     remote = cache.remote
     if remote is None:

@@ -1,6 +1,6 @@
 """Cache keys, tag keys and SCAN patterns, built so tenants can never meet.
 
-Every key is ``corestone:{namespace}:{workspace or "global"}:{key}`` (DESIGN §4): the
+Every key is ``corestone:{namespace}:{workspace or "global"}:{key}`` (docs/contracts.md): the
 workspace comes first, so one workspace's entries can be dropped as a group and a key
 built for one workspace can never name another's entry, whatever the caller's key holds.
 The namespace and workspace are validated (no separators, no glob characters); the

@@ -26,7 +26,7 @@ from corestone.web.problems import (
     problem_response,
 )
 from corestone.web.routes import HEALTH_CONTENT_TYPE, operations_router
-from corestone.web.server import WorkerProcess, run, serve
+from corestone.web.server import WorkerProcess, listen, run, serve
 from corestone.web.workers import serve_workers
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "infrastructure",
     "instrument",
     "internal_error_problem",
+    "listen",
     "operations_router",
     "problem_for_error",
     "problem_response",

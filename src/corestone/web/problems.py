@@ -1,6 +1,6 @@
 """RFC 9457 problem details: the one shape every error response takes.
 
-Maps corestone error codes to HTTP statuses (DESIGN §4) and builds
+Maps corestone error codes to HTTP statuses (docs/contracts.md) and builds
 ``application/problem+json`` responses that name the field and the rule for bad input,
 carry the correlation id, and never leak internals for unexpected failures.
 """

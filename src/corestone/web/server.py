@@ -20,7 +20,7 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any, TypeVar
@@ -32,7 +32,7 @@ from corestone.observability.health import HealthRegistry
 from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
 
-__all__ = ["METRICS_PUBLISH_SECONDS", "WORKER_HEADER", "WorkerProcess", "run", "serve"]
+__all__ = ["METRICS_PUBLISH_SECONDS", "WORKER_HEADER", "WorkerProcess", "listen", "run", "serve"]
 
 log = get_logger("corestone.web")
 
@@ -56,6 +56,17 @@ class WorkerProcess:
     index: int
     sockets: tuple[socket.socket, ...]
     started: Callable[[], None]
+
+
+def listen(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
+    """A socket listening on ``host:port`` now, for ``serve(..., sockets=[it])`` later.
+
+    Binding first lets a program fail on a taken port before it changes anything (runs
+    migrations, replaces a token) on behalf of a server that could never have served.
+    Raises ``OSError`` (``errno.EADDRINUSE`` for a taken port) like ``socket.bind``.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=2048)
 
 
 def run(main: Coroutine[Any, Any, _T]) -> _T:
@@ -131,13 +142,16 @@ async def serve(
     shutdown_timeout: float = 30.0,
     metrics: Metrics | None = None,
     worker: WorkerProcess | None = None,
+    sockets: Sequence[socket.socket] | None = None,
 ) -> None:
     """Run ``app`` until SIGTERM/SIGINT, then drain within ``shutdown_timeout`` seconds.
 
     ``worker``: serve on the sockets a ``serve_workers`` supervisor shares (``host`` and
     ``port`` are then unused), name this process in an ``X-Worker-Pid`` response header
     and tell the supervisor once it serves. ``metrics``: shared with the other workers
-    every ``METRICS_PUBLISH_SECONDS`` when they run in multiprocess mode.
+    every ``METRICS_PUBLISH_SECONDS`` when they run in multiprocess mode. ``sockets``:
+    serve on these already listening sockets (from :func:`listen`) instead of binding
+    ``host:port``.
     """
     config = uvicorn.Config(
         app,
@@ -158,7 +172,9 @@ async def serve(
         else None
     )
     try:
-        await server.serve(None if worker is None else list(worker.sockets))
+        if worker is not None:
+            sockets = worker.sockets
+        await server.serve(None if sockets is None else list(sockets))
     finally:
         if publishing is not None:
             publishing.cancel()

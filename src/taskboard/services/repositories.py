@@ -81,7 +81,7 @@ class TaskRepository(Repository[Task]):
     sortable = ("id", "created_at", "updated_at", "title", "status")
     default_sort = "id"
     max_limit = MAX_LIMIT
-    cache_reads = True  # GET …/tasks/{id} is served from the cache (DESIGN §5)
+    cache_reads = True  # GET …/tasks/{id} is served from the cache (docs/taskboard.md)
     user_columns = ("assignee_id",)
 
 
