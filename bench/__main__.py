@@ -1,7 +1,7 @@
 """Run one benchmark suite: ``python -m bench SUITE [--quick]``.
 
 Each suite is a module ``bench.<suite>`` with ``run(quick: bool) -> Report``; this entry
-point prints its table and then its JSON object as the last line (the contract of DESIGN §7).
+point prints its table and then its JSON object as the last line (docs/benchmarks.md).
 """
 
 from __future__ import annotations
