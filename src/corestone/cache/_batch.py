@@ -49,6 +49,7 @@ def read_reply(
     decode = envelope.decode
     header = _HEADER_UNPACK
     size = _HEADER_SIZE
+    inf, minus_inf = _INF, -_INF
     fills: list[Fill] = []
     keep = fills.append
     hits = 0
@@ -69,19 +70,23 @@ def read_reply(
         if type(payload) is not list or len(payload) != 3:
             continue
         tag_keys, value, refresh_at = payload
-        if not (
-            type(tag_keys) is list
-            and (not tag_keys or all(type(tag) is str for tag in tag_keys))
-            and type(refresh_at) is float
-            and -_INF < refresh_at < _INF  # also false for NaN
-            and -_INF < fresh_until < _INF
+        if (
+            type(refresh_at) is not float
+            or type(tag_keys) is not list
+            or not minus_inf < refresh_at < inf  # also true for NaN
+            or not minus_inf < fresh_until < inf
         ):
+            continue
+        if not tag_keys:
+            tags: tuple[str, ...] = ()
+        elif all(type(tag) is str for tag in tag_keys):
+            tags = tuple(tag_keys)
+        else:
             continue
         hits += 1
         if fresh_until > now:
             found[key] = value
-            entry = Entry(
-                value, fresh_until, refresh_at if refresh_at < fresh_until else fresh_until
-            )
-            keep((full, entry, fresh_until - now + max_stale, tuple(tag_keys) if tag_keys else ()))
+            if refresh_at > fresh_until:
+                refresh_at = fresh_until
+            keep((full, Entry(value, fresh_until, refresh_at), fresh_until - now + max_stale, tags))
     return fills, hits
