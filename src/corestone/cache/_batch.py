@@ -29,14 +29,15 @@ Fill = tuple[str, Entry, float, tuple[str, ...]]
 
 def read_reply(
     envelope: Envelope,
-    missing: Sequence[tuple[str | bytes, str]],
+    keys: Sequence[str | bytes],
+    fulls: Sequence[str],
     raw: Sequence[bytes | None],
     now: float,
     max_stale: float,
     found: dict[str | bytes, Any],
     corrupt: Callable[[str, ValueError], None],
 ) -> tuple[list[Fill], int]:
-    """Add the fresh values of ``raw`` (MGET's reply to ``missing``) to ``found``.
+    """Add the fresh values of ``raw`` (MGET's reply for ``fulls``) to ``found``, by ``keys``.
 
     Returns what to keep in L1 (fresh values, each kept until stale plus ``max_stale``)
     and how many values were a TieredCache's (the L2 hits; the rest are misses). An
@@ -53,7 +54,7 @@ def read_reply(
     fills: list[Fill] = []
     keep = fills.append
     hits = 0
-    for (key, full), data in zip(missing, raw, strict=True):
+    for key, full, data in zip(keys, fulls, raw, strict=True):
         if data is None:
             continue
         try:

@@ -138,21 +138,21 @@ class CacheCore:
         return entry, generations, storable
 
     async def read_many(
-        self, missing: list[tuple[str | bytes, str]], found: dict[str | bytes, Any]
+        self, keys: list[str | bytes], fulls: list[str], found: dict[str | bytes, Any]
     ) -> None:
-        """Add to ``found`` the fresh L2 values of ``missing`` (key, full key): one MGET."""
+        """Add to ``found`` the fresh L2 values of ``keys`` (full keys ``fulls``): one MGET."""
         remote = self.remote
         if remote is None:
             return
         store = remote.store
-        fulls = [full for _, full in missing]
         started = self.recent.mark()
         raw = await remote.call("get_many", lambda: store.get_many_raw(fulls))
         if raw is UNAVAILABLE:
             return
         keep, hits = read_reply(
             store.envelope,
-            missing,
+            keys,
+            fulls,
             raw,
             self.wall_clock(),
             self.options.max_stale,
@@ -161,7 +161,7 @@ class CacheCore:
         )
         stats = self.stats
         stats.l2_hits += hits
-        stats.l2_misses += len(missing) - hits
+        stats.l2_misses += len(keys) - hits
         if keep and self.recent.latest > started:  # invalidated meanwhile: keep the others
             since = self.recent.since
             keep = [fill for fill in keep if not since((fill[0], *fill[3]), started)]

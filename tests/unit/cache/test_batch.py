@@ -83,7 +83,8 @@ async def test_a_batch_read_finds_what_a_single_read_finds(name: str, data: byte
     full = "corestone:t:global:k"
     fills, hits = read_reply(
         Envelope(),
-        [("k", full)],
+        ["k"],
+        [full],
         [data],
         NOW,
         MAX_STALE,
@@ -122,7 +123,8 @@ def test_values_keep_their_keys_and_order_in_a_mixed_batch() -> None:
     missing = [(f"k{n}", f"corestone:t:global:k{n}") for n in range(len(VALUES))]
     raw = [data for _, data in VALUES]
     found: dict[str | bytes, Any] = {}
-    fills, hits = read_reply(Envelope(), missing, raw, NOW, MAX_STALE, found, lambda k, e: None)
+    keys, fulls = [key for key, _ in missing], [full for _, full in missing]
+    fills, hits = read_reply(Envelope(), keys, fulls, raw, NOW, MAX_STALE, found, lambda k, e: None)
     cache = TieredCache(namespace="t", wall_clock=lambda: NOW)
     expected = {}
     for (key, _), data in zip(missing, raw, strict=True):
@@ -143,7 +145,8 @@ def test_another_serializer_is_read_through_its_own_loads() -> None:
     errors: list[str] = []
     read_reply(
         envelope,
-        [("a", "full:a"), ("b", "full:b")],
+        ["a", "b"],
+        ["full:a", "full:b"],
         [ours, msgpack_one],
         NOW,
         MAX_STALE,
