@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from corestone.cache._batch import read_reply
 from corestone.cache._entry import Entry
 from corestone.cache._flights import Flights
 from corestone.cache._recent import RecentInvalidations
@@ -137,30 +138,33 @@ class CacheCore:
         return entry, generations, storable
 
     async def read_many(
-        self, missing: list[tuple[str | bytes, str]], found: dict[str | bytes, Any]
+        self, keys: list[str | bytes], fulls: list[str], found: dict[str | bytes, Any]
     ) -> None:
-        """Add to ``found`` the fresh L2 values of ``missing`` (key, full key): one MGET."""
-        if self.remote is None:
+        """Add to ``found`` the fresh L2 values of ``keys`` (full keys ``fulls``): one MGET."""
+        remote = self.remote
+        if remote is None:
             return
-        store = self.remote.store
-        fulls = [full for _, full in missing]
+        store = remote.store
         started = self.recent.mark()
-        stored = await self.remote.call("get_many", lambda: store.get_many(fulls))
-        if stored is UNAVAILABLE:
+        raw = await remote.call("get_many", lambda: store.get_many_raw(fulls))
+        if raw is UNAVAILABLE:
             return
-        now = self.wall_clock()
-        keep: list[tuple[str, Entry, float, tuple[str, ...]]] = []
-        max_stale = self.options.max_stale
-        since = self.recent.since
-        overtaken = self.recent.latest > started  # was anything invalidated meanwhile?
-        decode = self.decode
-        for (key, full), item in zip(missing, stored, strict=True):
-            decoded = decode(item)
-            if decoded is not None and decoded[0].fresh_until > now:
-                entry, tag_keys = decoded
-                found[key] = entry.value
-                if not overtaken or not since((full, *tag_keys), started):
-                    keep.append((full, entry, entry.fresh_until - now + max_stale, tag_keys))
+        keep, hits = read_reply(
+            store.envelope,
+            keys,
+            fulls,
+            raw,
+            self.wall_clock(),
+            self.options.max_stale,
+            found,
+            store.undecodable,
+        )
+        stats = self.stats
+        stats.l2_hits += hits
+        stats.l2_misses += len(keys) - hits
+        if keep and self.recent.latest > started:  # invalidated meanwhile: keep the others
+            since = self.recent.since
+            keep = [fill for fill in keep if not since((fill[0], *fill[3]), started)]
         # Readable in L1 now; the admission bookkeeping runs when the loop next turns.
         self.memory.add_many(keep)
 

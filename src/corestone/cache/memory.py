@@ -46,6 +46,7 @@ EVICTION_REASONS: Final = ("size", "expired", "deleted", "replaced", "cleared")
 _READ_BUFFER: Final = 128  # reads recorded before the buffer is replayed into the policy
 _EXPIRE_PER_WRITE: Final = 16  # expired entries a write removes at most (amortised cleanup)
 _ABSENT: Final = object()
+_INF: Final = math.inf
 _WRITE_BUFFER: Final = 1024  # batch-filled entries whose policy work may wait (see add_many)
 
 
@@ -246,18 +247,23 @@ class MemoryCache:
         """
         data = self._data
         writes = self._writes.nodes
+        waiting = len(writes)
+        keep = writes.append
         jitter = self._jitter
         expires_base = self._clock()
         others: list[tuple[Hashable, Any, float | None, Iterable[str]]] = []
+        if self._max_entries == 0:
+            others.extend(entries)
+            entries = ()
         for key, value, ttl, tags in entries:
-            if key in data or not 0.0 < ttl < math.inf or self._max_entries == 0:
+            if key in data or not 0.0 < ttl < _INF:
                 others.append((key, value, ttl, tags))
                 continue
             if jitter:
                 ttl *= 1.0 + jitter * (2.0 * self._rng.random() - 1.0)
             data[key] = node = _Node(key, value, expires_base + ttl, 0, 0, tags)
-            writes.append(node)
-            self._sets += 1
+            keep(node)
+        self._sets += len(writes) - waiting
         if others:
             self.set_many(others)  # drains the buffer first
         self._writes.added()

@@ -361,14 +361,23 @@ class Envelope:
         if not isinstance(format_id, int) or not 1 <= format_id <= _ID_MASK:
             raise ValueError("a serializer's format_id must be an int within 1..127")
         self._format = format_id
-        self._loads = self.serializer.loads
+        # The default serializer's loads is one call shorter to reach (batch reads count it).
+        self._loads = (
+            _unpack if type(self.serializer) is MsgpackSerializer else self.serializer.loads
+        )
         self.compress_above = compress_above
         self.compress_level = compress_level
         self.max_decompressed = max_decompressed
 
     @property
     def format_id(self) -> int:
+        """The format byte of an uncompressed value (compressed ones add ``COMPRESSED``)."""
         return self._format
+
+    @property
+    def loads(self) -> Callable[[bytes], Any]:
+        """The serializer's ``loads``: what a batch reader calls on an uncompressed payload."""
+        return self._loads
 
     def encode(self, stored: Stored) -> bytes:
         payload = self.serializer.dumps(stored.value)

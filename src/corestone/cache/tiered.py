@@ -303,7 +303,8 @@ class TieredCache:
         scope = self.scope(workspace)
         now = core.wall_clock()
         found: dict[str | bytes, Any] = {}
-        missing: list[tuple[str | bytes, str]] = []
+        missing: list[str | bytes] = []
+        fulls: list[str] = []
         memory_get = core.memory.get
         for key in keys:
             full = KeyBuilder.entry_in(scope, key)
@@ -311,11 +312,12 @@ class TieredCache:
             if entry is not None and entry.fresh_until > now:
                 found[key] = entry.value
             else:
-                missing.append((key, full))
+                missing.append(key)
+                fulls.append(full)
         core.stats.l1_hits += len(found)
         core.stats.l1_misses += len(missing)
         if missing:
-            await core.read_many(missing, found)
+            await core.read_many(missing, fulls, found)
         return found
 
     # -- loading -------------------------------------------------------------------------

@@ -445,3 +445,20 @@ async def test_a_load_overtaken_by_an_invalidation_it_has_not_heard_of_is_refuse
 
         assert await a.get_or_load("task", read_new_row, tags=["entity:T:1"]) == "new row"
         assert await b.get("task") == "new row"
+
+
+async def test_get_many_finds_values_under_every_kind_of_key_and_size(
+    redis_url: str, namespace: str
+) -> None:
+    """Keys get_many sends as bytes name what set wrote (non-ASCII, long, binary keys), and
+    compressed values decode, on a second instance that reads them from L2."""
+    keys: list[str | bytes] = ["plain", "ключ:ü:😀", "x" * 600, b"\xff\x00bin", "a b*?[c]"]
+    values = {key: f"value of {key!r}" for key in keys} | {"big": "y" * 5000}
+    async with _cache(redis_url, namespace) as a, _cache(redis_url, namespace) as b:
+        for key, value in values.items():
+            await a.set(key, value, workspace=7)
+        await _until(lambda: b.stats.invalidations_received >= len(values))
+        assert await b.get_many([*values, "absent"], workspace=7) == values
+        assert b.stats.l2_hits == len(values)
+        assert b.stats.l2_misses == 1
+        assert await b.get_many(list(values), workspace=8) == {}
