@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Annotated
 
+import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 import svcs
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, WebSocket
+from starlette.testclient import TestClient
 
 from corestone import context
 from corestone.config import Settings
@@ -174,3 +177,78 @@ def test_service_returns_one_dependency_per_type() -> None:
     """FastAPI solves a dependency once per request only if it is the same callable."""
     assert service(Counter) is service(Counter)
     assert service(Counter) is not service(svcs.Container)
+
+
+async def test_the_service_scope_is_closed_when_the_request_is_cancelled(tmp_path: Path) -> None:
+    """A request cancelled by a cancel scope around it (a timeout) still runs its cleanups.
+
+    anyio re-delivers a scope's cancellation at every await inside it, so an unshielded
+    close would itself be cancelled at its first await and the cleanups never finish.
+    """
+    made: list[Counter] = []
+
+    async def counter() -> AsyncIterator[Counter]:
+        made.append(Counter())
+        yield made[-1]
+        await anyio.lowlevel.checkpoint()  # a cleanup that awaits, as closing a session does
+        made[-1].closed = True
+
+    app = FastAPI()
+    entered = anyio.Event()
+
+    @app.get("/x")
+    async def endpoint(_: Annotated[Counter, Depends(service(Counter))]) -> None:
+        entered.set()
+        await anyio.sleep_forever()
+
+    infra = Infrastructure(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/x.db"))
+    infra.services.register_factory(Counter, counter)
+    async with _client(instrument(app, infra)) as client, anyio.create_task_group() as group:
+
+        async def cancel_when_entered() -> None:
+            await entered.wait()
+            group.cancel_scope.cancel()
+
+        group.start_soon(cancel_when_entered)
+        await client.get("/x")
+    assert len(made) == 1
+    assert made[0].closed
+    assert context.actor_id() is None
+
+
+def test_websocket_routes_get_a_service_scope_and_bind_to_request(tmp_path: Path) -> None:
+    """service(), RequestScope and bind_to_request work in a websocket route as in HTTP ones.
+
+    The request context middleware opens no request scope for websockets, and a
+    ``Request`` parameter is never given to a websocket's dependencies.
+    """
+    made: list[Counter] = []
+
+    def counter() -> Iterator[Counter]:
+        made.append(Counter())
+        yield made[-1]
+        made[-1].closed = True
+
+    app = FastAPI()
+
+    @app.websocket("/ws")
+    async def endpoint(
+        websocket: WebSocket,
+        actor: Actor,
+        first: Annotated[Counter, Depends(service(Counter))],
+        scope: RequestScope,
+    ) -> None:
+        await websocket.accept()
+        same = scope.get(Counter) is first
+        await websocket.send_json({"actor": context.actor_id(), "same": same})
+        await websocket.close()
+
+    infra = Infrastructure(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/x.db"))
+    infra.services.register_factory(Counter, counter)
+    with (
+        TestClient(instrument(app, infra)) as client,
+        client.websocket_connect("/ws?actor=alice") as socket,
+    ):
+        assert socket.receive_json() == {"actor": "alice", "same": True}
+    assert len(made) == 1
+    assert made[0].closed

@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Final, TypeVar
 
+import anyio
 import svcs
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -55,20 +57,21 @@ def instrument(app: FastAPI, infra: Infrastructure) -> ASGIApp:
     return RequestContextMiddleware(HttpMetricsMiddleware(limited, metrics=infra.metrics))
 
 
-def infrastructure(request: Request) -> Infrastructure:
-    """The Infrastructure the app was instrumented with."""
+def infrastructure(request: HTTPConnection) -> Infrastructure:
+    """The Infrastructure the app was instrumented with (HTTP requests and websockets)."""
     infra: Infrastructure = request.app.state.corestone
     return infra
 
 
-async def request_scope(request: Request) -> svcs.Container:
+async def request_scope(request: HTTPConnection) -> svcs.Container:
     """A FastAPI dependency: the request's service scope, closed when the request ends.
 
     Opened on first use and kept in the request's state, so every dependency of one
     request shares it; the app :func:`instrument` returns closes it after the response.
     A plain function, not a generator dependency: FastAPI runs each of those through an
     exit stack and a shielded context manager, which cost more per request than the
-    cached read they wrap (docs/performance.md).
+    cached read they wrap (docs/performance.md). Typed ``HTTPConnection``, not ``Request``:
+    FastAPI gives a websocket route's dependencies the former only.
     """
     state = context.request_state()
     if state is None:
@@ -82,10 +85,10 @@ async def request_scope(request: Request) -> svcs.Container:
 
 RequestScope = Annotated[svcs.Container, Depends(request_scope)]
 
-_resolvers: dict[type[Any], Callable[[Request], Awaitable[Any]]] = {}
+_resolvers: dict[type[Any], Callable[[HTTPConnection], Awaitable[Any]]] = {}
 
 
-def service(svc_type: type[T]) -> Callable[[Request], Awaitable[T]]:
+def service(svc_type: type[T]) -> Callable[[HTTPConnection], Awaitable[T]]:
     """A FastAPI dependency that gives the request's ``svc_type`` from its service scope.
 
     ``Tasks = Annotated[TaskService, Depends(service(TaskService))]``: one dependency
@@ -95,7 +98,7 @@ def service(svc_type: type[T]) -> Callable[[Request], Awaitable[T]]:
     resolver = _resolvers.get(svc_type)
     if resolver is None:
 
-        async def resolve(request: Request) -> Any:
+        async def resolve(request: HTTPConnection) -> Any:
             return await (await request_scope(request)).aget(svc_type)
 
         resolve.__name__ = f"service_{svc_type.__name__}"
@@ -104,19 +107,45 @@ def service(svc_type: type[T]) -> Callable[[Request], Awaitable[T]]:
 
 
 class _ServiceScopes:
-    """Close the service scope a request opened (its factories' cleanups) once it ends."""
+    """Close the service scope a request opened (its factories' cleanups) once it ends.
+
+    Websockets get their request scope here: the request context middleware opens one
+    for HTTP only, and :func:`request_scope` and ``bind_to_request`` need one.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            with context.request_scope():
+                await self._run(scope, receive, send)
+        else:
+            await self._run(scope, receive, send)
+
+    async def _run(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await self.app(scope, receive, send)
-        finally:
-            state = context.request_state()
-            container = state.pop(_SERVICES, None) if state is not None else None
-            if isinstance(container, svcs.Container):
-                await container.aclose()
+        except BaseException as error:
+            await _close_services(error)
+            raise
+        await _close_services(None)
+
+
+async def _close_services(error: BaseException | None) -> None:
+    state = context.request_state()
+    container = state.pop(_SERVICES, None) if state is not None else None
+    if not isinstance(container, svcs.Container):
+        return
+    # Shielded: a request cancelled by a scope around it (a timeout, a server's shutdown)
+    # would otherwise have this close cancelled at its first await, and the factories'
+    # cleanups (a session's release) would never run. The error reaches the factories
+    # that asked svcs for it (suppress_context_exit=False), as ``async with`` gave it.
+    with anyio.CancelScope(shield=True):
+        if error is None:
+            await container.aclose()
+        else:
+            await container.aclose(type(error), error, error.__traceback__)
 
 
 async def _on_corestone_error(request: Request, error: Exception) -> Response:
