@@ -111,9 +111,13 @@ def _json_line(event: Any, **options: Any) -> str:
 
     What orjson refuses (an integer beyond 64 bits, a key that is not a string) takes the
     standard library's path, with structlog's fallback for unknown types, as before.
+    Dataclasses go to that fallback too (their repr): the redactor passes an object on
+    when its repr is clean, and orjson would write every field, ``repr=False`` ones too.
     """
     try:
-        return orjson.dumps(event, default=options.get("default")).decode()
+        return orjson.dumps(
+            event, default=options.get("default"), option=orjson.OPT_PASSTHROUGH_DATACLASS
+        ).decode()
     except TypeError:
         return json.dumps(event, **options)
 
