@@ -530,9 +530,9 @@ def test_a_dataclass_is_logged_by_its_repr_not_its_fields(
     """
     configure_logging(format="json")
 
-    get_logger("corestone.test").info("login", credentials=_Credentials("u", "hunter2"))
+    get_logger("corestone.test").info("login", account=_Credentials("u", "hunter2"))
 
     err = capsys.readouterr().err
     [line] = _json_lines(err)
     assert "hunter2" not in err
-    assert line["credentials"] == "_Credentials(user='u')"
+    assert line["account"] == "_Credentials(user='u')"
