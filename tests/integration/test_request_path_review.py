@@ -10,10 +10,11 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import String, inspect, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, reconstructor
 
 from corestone.cache import TieredCache
-from corestone.db import Database, audit_entries
+from corestone.db import Database, IdMixin, Repository, audit_entries
 from corestone.errors import ConflictError
 from tests.integration.repo_models import Item, ItemRepository, database_for, workspace
 
@@ -105,3 +106,34 @@ async def test_a_cached_row_already_in_the_session_is_that_instance(
                 again = await CachedItems(tx, cache=cache).get(item_id)
                 assert again is held
                 assert again.rank == 5
+
+
+class _SheetBase(DeclarativeBase):
+    pass
+
+
+class Sheet(IdMixin, _SheetBase):
+    __tablename__ = "review_sheets"
+    title: Mapped[str] = mapped_column(String(50))
+
+    @reconstructor
+    def _on_load(self) -> None:
+        self.rendered = f"<{self.title}>"
+
+
+class CachedSheets(Repository[Sheet]):
+    model = Sheet
+    cache_reads = True
+
+
+async def test_a_cached_row_runs_the_models_reconstructor(db: Database, redis_url: str) -> None:
+    """A row from the cache is reconstructed as a queried one (and merge(), before) was."""
+    async with db.engine.begin() as conn:
+        await conn.run_sync(_SheetBase.metadata.create_all)
+    async with db.transaction() as tx:
+        sheet_id = int((await CachedSheets(tx).create({"title": "a"})).id)
+    async with _cache(redis_url) as cache:
+        for _ in range(2):  # the load, then a hit
+            async with db.transaction(read_only=True) as tx:
+                sheet = await CachedSheets(tx, cache=cache).get(sheet_id)
+                assert sheet.rendered == "<a>"
