@@ -11,10 +11,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import String, inspect, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, reconstructor
 
 from corestone.cache import TieredCache
-from corestone.db import Database, IdMixin, Repository, audit_entries
+from corestone.db import Database, IdMixin, Repository, audit_entries, scope_session
+from corestone.db.scoping import ScopableSession
 from corestone.errors import ConflictError
 from tests.integration.repo_models import Item, ItemRepository, database_for, workspace
 
@@ -34,16 +36,16 @@ def _cache(redis_url: str) -> TieredCache:
 
 
 async def _create(db: Database) -> int:
-    with workspace(1):
-        async with db.transaction() as tx:
-            return int((await ItemRepository(tx).create({"title": "before", "rank": 1})).id)
+    async with db.transaction() as tx:
+        return int((await ItemRepository(tx).create({"title": "before", "rank": 1})).id)
 
 
 async def test_a_change_to_a_cached_row_is_audited_against_its_cached_values(
     db: Database, redis_url: str
 ) -> None:
     """A repository update of a row the session got from the cache audits the right before."""
-    item_id = await _create(db)
+    with workspace(1):
+        item_id = await _create(db)
     async with _cache(redis_url) as cache:
         with workspace(1):
             async with db.transaction(read_only=True) as tx:
@@ -73,7 +75,8 @@ async def test_a_repository_update_of_a_cached_row_checks_its_version(
     db: Database, redis_url: str
 ) -> None:
     """The version a cached row carries is the one the update checks against."""
-    item_id = await _create(db)
+    with workspace(1):
+        item_id = await _create(db)
     async with _cache(redis_url) as cache:
         with workspace(1):
             async with db.transaction() as tx:
@@ -94,7 +97,8 @@ async def test_a_cached_row_already_in_the_session_is_that_instance(
     db: Database, redis_url: str
 ) -> None:
     """A row the session holds (changed, not yet flushed) is returned, not replaced."""
-    item_id = await _create(db)
+    with workspace(1):
+        item_id = await _create(db)
     async with _cache(redis_url) as cache:
         with workspace(1):
             async with db.transaction(read_only=True) as tx:
@@ -137,3 +141,27 @@ async def test_a_cached_row_runs_the_models_reconstructor(db: Database, redis_ur
             async with db.transaction(read_only=True) as tx:
                 sheet = await CachedSheets(tx, cache=cache).get(sheet_id)
                 assert sheet.rendered == "<a>"
+
+
+async def test_scope_session_scopes_sessions_database_did_not_make(db: Database) -> None:
+    """A user's own AsyncSession gets a listener of its own; a Database session only the flag.
+
+    Database sessions share one class-level listener gated by scope_session's flag, so an
+    unscoped one must stay unscoped and a plain one must still be scoped.
+    """
+    with workspace(1):
+        mine = await _create(db)
+    with workspace(2):
+        theirs = await _create(db)
+    both = select(Item.id).where(Item.id.in_([mine, theirs])).order_by(Item.id)
+    with workspace(1):
+        async with AsyncSession(db.engine) as plain:
+            assert not isinstance(plain.sync_session, ScopableSession)
+            scope_session(plain)
+            scope_session(plain)  # idempotent: one listener
+            assert list(await plain.scalars(both)) == [mine]
+        async with db.transaction(read_only=True) as tx:
+            assert isinstance(tx.session.sync_session, ScopableSession)
+            assert list(await tx.session.scalars(both)) == [mine, theirs]  # not switched on
+            scope_session(tx.session)
+            assert list(await tx.session.scalars(both)) == [mine]
