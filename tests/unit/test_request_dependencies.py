@@ -43,6 +43,13 @@ MaybeActor = Annotated[str | None, Depends(_maybe_actor)]
 Actor = Annotated[str, Depends(_actor)]
 
 
+async def _refuse(actor: Actor) -> None:
+    raise RuntimeError(f"refused after binding {actor}")
+
+
+Refused = Annotated[None, Depends(_refuse)]
+
+
 def _client(app: object) -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
     return httpx.AsyncClient(transport=transport, base_url="http://test")
@@ -252,3 +259,26 @@ def test_websocket_routes_get_a_service_scope_and_bind_to_request(tmp_path: Path
         assert socket.receive_json() == {"actor": "alice", "same": True}
     assert len(made) == 1
     assert made[0].closed
+
+
+async def test_a_dependency_failing_after_the_actor_was_bound_leaks_nothing(
+    tmp_path: Path,
+) -> None:
+    """The actor bound before a later dependency raises is gone for the next request."""
+    app = FastAPI()
+    seen: list[str | None] = []
+
+    @app.get("/x")
+    async def endpoint(_: Actor, __: Refused) -> None:
+        raise AssertionError("not reached")
+
+    @app.get("/y")
+    async def other() -> None:
+        seen.append(context.actor_id())
+
+    infra = Infrastructure(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/x.db"))
+    async with _client(instrument(app, infra)) as client:
+        assert (await client.get("/x", params={"actor": "alice"})).status_code == 500
+        assert (await client.get("/y")).status_code == 200
+    assert seen == [None]
+    assert context.actor_id() is None
