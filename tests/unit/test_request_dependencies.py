@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Annotated
@@ -282,3 +283,32 @@ async def test_a_dependency_failing_after_the_actor_was_bound_leaks_nothing(
         assert (await client.get("/y")).status_code == 200
     assert seen == [None]
     assert context.actor_id() is None
+
+
+async def test_bind_to_request_in_a_worker_thread_is_refused() -> None:
+    """A sync dependency runs in a worker thread on a copy of the context: refused, not lost.
+
+    The value would land in the copy and vanish when the thread's call returned, leaving
+    the request without its actor, silently.
+    """
+    with context.request_scope():
+        with pytest.raises(RuntimeError, match="thread"):
+            await asyncio.to_thread(context.bind_to_request, actor="lost")
+        assert context.actor_id() is None
+        context.bind_to_request(actor="kept")  # in the request's own thread: fine
+        assert context.actor_id() == "kept"
+
+
+def test_bind_to_request_in_a_job_run_on_its_own_thread_works() -> None:
+    """A worker thread that opens its own request scope binds inside it as usual."""
+    seen: list[str | None] = []
+
+    def job() -> None:
+        with context.request_scope():
+            context.bind_to_request(actor="job")
+            seen.append(context.actor_id())
+
+    thread = threading.Thread(target=job)
+    thread.start()
+    thread.join()
+    assert seen == ["job"]
