@@ -18,6 +18,7 @@ from starlette.testclient import TestClient
 
 from corestone import context
 from corestone.config import Settings
+from corestone.errors import NotFoundError
 from corestone.runtime import Infrastructure
 from corestone.web import RequestScope, instrument, service
 
@@ -312,3 +313,37 @@ def test_bind_to_request_in_a_job_run_on_its_own_thread_works() -> None:
     thread.start()
     thread.join()
     assert seen == ["job"]
+
+
+async def test_factories_that_ask_for_the_error_see_the_one_that_failed_the_request(
+    tmp_path: Path,
+) -> None:
+    """A factory registered with suppress_context_exit=False sees a handled error too.
+
+    A unit of work per request commits or rolls back on it; the 404 a NotFoundError
+    becomes is answered inside FastAPI, so the scope closed outside sees no exception.
+    """
+    seen: list[str | None] = []
+
+    async def unit_of_work() -> AsyncIterator[Counter]:
+        try:
+            yield Counter()
+        except Exception as error:
+            seen.append(type(error).__name__)
+            raise
+        seen.append(None)
+
+    app = FastAPI()
+
+    @app.get("/x/{fail}")
+    async def endpoint(fail: bool, scope: RequestScope) -> None:
+        await scope.aget(Counter)
+        if fail:
+            raise NotFoundError("gone")
+
+    infra = Infrastructure(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/x.db"))
+    infra.services.registry.register_factory(Counter, unit_of_work, suppress_context_exit=False)
+    async with _client(instrument(app, infra)) as client:
+        assert (await client.get("/x/true")).status_code == 404
+        assert (await client.get("/x/false")).status_code == 200
+    assert seen == ["NotFoundError", None]

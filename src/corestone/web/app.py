@@ -39,6 +39,7 @@ log = get_logger("corestone.web")
 
 T = TypeVar("T")
 _SERVICES: Final = "corestone.services"  # the request's svcs container, in its request state
+_ERROR: Final = "corestone.error"  # the error a handler below answered, for the scope's close
 
 
 def instrument(app: FastAPI, infra: Infrastructure) -> ASGIApp:
@@ -134,13 +135,20 @@ class _ServiceScopes:
 
 async def _close_services(error: BaseException | None) -> None:
     state = context.request_state()
-    container = state.pop(_SERVICES, None) if state is not None else None
+    if state is None:
+        return
+    container = state.pop(_SERVICES, None)
     if not isinstance(container, svcs.Container):
         return
+    if error is None:  # answered inside FastAPI (a 4xx problem), as the scope saw it before
+        answered = state.get(_ERROR)
+        error = answered if isinstance(answered, BaseException) else None
     # Shielded: a request cancelled by a scope around it (a timeout, a server's shutdown)
     # would otherwise have this close cancelled at its first await, and the factories'
     # cleanups (a session's release) would never run. The error reaches the factories
-    # that asked svcs for it (suppress_context_exit=False), as ``async with`` gave it.
+    # that asked svcs for it (suppress_context_exit=False), as the generator dependency
+    # gave it: one that propagated, or one corestone's handlers answered. (An error a
+    # handler the application added answers is not seen here.)
     with anyio.CancelScope(shield=True):
         if error is None:
             await container.aclose()
@@ -148,8 +156,16 @@ async def _close_services(error: BaseException | None) -> None:
             await container.aclose(type(error), error, error.__traceback__)
 
 
+def _answered(error: Exception) -> None:
+    """Keep the error an exception handler answers for the request's service scope."""
+    state = context.request_state()
+    if state is not None and _SERVICES in state:
+        state[_ERROR] = error
+
+
 async def _on_corestone_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, CorestoneError)
+    _answered(error)
     if error.code not in ("invalid_input", "not_found", "unauthenticated", "forbidden"):
         log.warning("request failed", code=error.code, error=error.message)
     return problem_for_error(error, instance=request.url.path)
@@ -157,6 +173,7 @@ async def _on_corestone_error(request: Request, error: Exception) -> Response:
 
 async def _on_validation_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
+    _answered(error)
     errors = [_describe_validation(e) for e in error.errors()]
     malformed = any(e["rule"] == "json_invalid" for e in errors)
     first = errors[0] if errors else {"field": None, "message": "invalid input"}
@@ -173,6 +190,7 @@ async def _on_validation_error(request: Request, error: Exception) -> Response:
 
 async def _on_http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, StarletteHTTPException)
+    _answered(error)
     codes = {404: "not_found", 405: "method_not_allowed", 415: "unsupported_media_type"}
     return problem_response(
         error.status_code,
@@ -184,6 +202,7 @@ async def _on_http_error(request: Request, error: Exception) -> Response:
 
 
 async def _on_unexpected_error(request: Request, error: Exception) -> Response:
+    _answered(error)
     log.error("unhandled error", path=request.url.path, exc_info=error)
     return internal_error_problem(instance=request.url.path)
 
