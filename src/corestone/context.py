@@ -8,6 +8,7 @@ function passing them along.
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,9 @@ _workspace_id: ContextVar[str | None] = ContextVar("corestone_workspace_id", def
 _request_state: ContextVar[dict[str, object] | None] = ContextVar(
     "corestone_request_state", default=None
 )
+# The thread the request scope was opened on: bind_to_request anywhere else (a sync
+# dependency's worker thread) would set a copy of the context that is thrown away.
+_request_thread: ContextVar[int | None] = ContextVar("corestone_request_thread", default=None)
 
 MAX_CORRELATION_ID_LENGTH = 128
 """The longest correlation id accepted from a request, and stored whole on audit rows."""
@@ -109,6 +113,7 @@ def request_scope() -> Iterator[dict[str, object]]:
     """
     state: dict[str, object] = {}
     state_token = _request_state.set(state)
+    thread_token = _request_thread.set(threading.get_ident())
     actor_token = _actor_id.set(_actor_id.get())
     workspace_token = _workspace_id.set(_workspace_id.get())
     try:
@@ -116,6 +121,7 @@ def request_scope() -> Iterator[dict[str, object]]:
     finally:
         _workspace_id.reset(workspace_token)
         _actor_id.reset(actor_token)
+        _request_thread.reset(thread_token)
         _request_state.reset(state_token)
 
 
@@ -129,10 +135,17 @@ def bind_to_request(
     :func:`request_scope` restores the old one when the request ends. A generator
     dependency holding :func:`bind` open would do the same at several times the cost
     per request (docs/performance.md). Outside a request scope it raises, since nothing
-    would ever undo it.
+    would ever undo it; so it does on another thread than the scope's (a sync
+    dependency's), where the value would be lost with the thread's copy of the context.
     """
     if _request_state.get() is None:
         raise RuntimeError("bind_to_request() outside a request_scope(): use bind() instead")
+    if _request_thread.get() != threading.get_ident():
+        raise RuntimeError(
+            "bind_to_request() on another thread than its request_scope() (a sync dependency"
+            " runs in a worker thread on a copy of the context, lost when it returns):"
+            " make the dependency async def"
+        )
     if actor is not _UNSET:
         _actor_id.set(_as_str(actor))
     if workspace is not _UNSET:

@@ -110,12 +110,25 @@ class _Collect(logging.Handler):
         self.records.append(record)
 
 
+def _alone_on_the_root(monkeypatch: pytest.MonkeyPatch) -> logging.Handler:
+    """corestone's handler, left alone on the root logger for the test.
+
+    pytest's own capture handlers sit on the root during a test, and with them there the
+    access line never takes the direct write that production takes.
+    """
+    root = logging.getLogger()
+    [handler] = [h for h in root.handlers if getattr(h, "_corestone", False)]
+    monkeypatch.setattr(root, "handlers", [handler])
+    return handler
+
+
 @pytest.mark.parametrize("log_format", ["json", "console"])
 def test_the_direct_write_matches_the_handler_chain(
-    capsys: pytest.CaptureFixture[str], log_format: str
+    capsys: pytest.CaptureFixture[str], log_format: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Written directly (corestone's handler alone) or through the chain, the line is the same."""
     configure_logging(format=log_format)  # type: ignore[arg-type]
+    _alone_on_the_root(monkeypatch)
     fields: dict[str, Any] = {"method": "GET", "path": "/x", "status": 200, "duration_ms": 1.5}
     with context.bind(correlation="req-direct", actor=3):
         log_request("corestone.web", **fields)
@@ -148,3 +161,20 @@ def test_a_filter_on_the_logger_is_respected(capsys: pytest.CaptureFixture[str])
     finally:
         web.filters.clear()
     assert capsys.readouterr().err == ""
+
+
+def test_a_formatter_set_on_the_handler_afterwards_is_used(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The direct write renders as configure_logging's formatter would; another one wins.
+
+    An application that puts its own formatter on corestone's handler gets its format for
+    the access line too, as for every other line.
+    """
+    configure_logging(format="json")
+    handler = _alone_on_the_root(monkeypatch)
+    handler.setFormatter(logging.Formatter("custom %(levelname)s %(name)s"))
+
+    log_request("corestone.web", method="GET", path="/x", status=200, duration_ms=1.0)
+
+    assert capsys.readouterr().err == "custom INFO corestone.web\n"

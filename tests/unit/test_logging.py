@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator
@@ -511,3 +512,27 @@ def test_repeated_short_texts_are_redacted_every_time(capsys: pytest.CaptureFixt
     lines = _json_lines(capsys.readouterr().err)
     assert len(lines) == 4
     assert all("hunter2" not in line["note"] for line in lines)
+
+
+@dataclasses.dataclass
+class _Credentials:
+    user: str
+    password: str = dataclasses.field(repr=False)
+
+
+def test_a_dataclass_is_logged_by_its_repr_not_its_fields(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A field hidden from repr stays hidden: the redactor hands objects over as their repr.
+
+    orjson would serialize a dataclass field by field, including ``repr=False`` ones,
+    which the redactor (having seen only the repr) never checked.
+    """
+    configure_logging(format="json")
+
+    get_logger("corestone.test").info("login", account=_Credentials("u", "hunter2"))
+
+    err = capsys.readouterr().err
+    [line] = _json_lines(err)
+    assert "hunter2" not in err
+    assert line["account"] == "_Credentials(user='u')"

@@ -166,11 +166,16 @@ def loaded_instance(model: type[M], values: Mapping[str, Any]) -> M:
     For rows that come from a cache rather than a query. The constructor would set each
     attribute through its events and record it as a change; this fills the instance's
     state directly, at a fraction of the cost, which counts on a path that runs for
-    every request. The instance is transient: attach it with ``make_transient_to_detached``
+    every request. The model's ``load`` event (its ``@reconstructor``) fires, as for a
+    queried row. The instance is transient: attach it with ``make_transient_to_detached``
     and ``session.add``, or use it as a read-only value.
     """
     if not class_mapper(model).configured:  # attribute access needs the configured mapper
         configure_mappers()
-    instance: M = manager_of_class(model).new_instance()
-    instance_state(instance).dict.update(values)
+    manager = manager_of_class(model)
+    instance: M = manager.new_instance()
+    state = instance_state(instance)
+    state.dict.update(values)
+    if manager.dispatch.load:  # reconstructors and load listeners, as a query or merge() fires
+        manager.dispatch.load(state, None)
     return instance

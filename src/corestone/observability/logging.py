@@ -30,7 +30,7 @@ __all__ = ["REDACTED", "SecretRedactor", "configure_logging", "get_logger", "log
 _access_redactor: SecretRedactor | None = None
 # The handler configure_logging installed and its renderer: while it is the only place a
 # line can go, the access line is rendered and written directly (see log_request).
-_access_output: tuple[logging.StreamHandler[Any], Processor] | None = None
+_access_output: tuple[logging.StreamHandler[Any], logging.Formatter, Processor] | None = None
 
 
 def _add_context(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
@@ -97,7 +97,7 @@ def configure_logging(
             root.removeHandler(old)
     handler._corestone = True  # type: ignore[attr-defined]
     root.addHandler(handler)
-    _access_output = (handler, renderer)
+    _access_output = (handler, formatter, renderer)
     root.setLevel(level.upper())
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
@@ -111,9 +111,13 @@ def _json_line(event: Any, **options: Any) -> str:
 
     What orjson refuses (an integer beyond 64 bits, a key that is not a string) takes the
     standard library's path, with structlog's fallback for unknown types, as before.
+    Dataclasses go to that fallback too (their repr): the redactor passes an object on
+    when its repr is clean, and orjson would write every field, ``repr=False`` ones too.
     """
     try:
-        return orjson.dumps(event, default=options.get("default")).decode()
+        return orjson.dumps(
+            event, default=options.get("default"), option=orjson.OPT_PASSTHROUGH_DATACLASS
+        ).decode()
     except TypeError:
         return json.dumps(event, **options)
 
@@ -208,7 +212,7 @@ def log_request(
     # as a structlog line; no caller lookup (the line is always the middleware's).
     output = _sole_output(stdlib)
     if output is not None:
-        handler, renderer = output
+        handler, renderer = output[0], output[2]
         try:
             text = str(renderer(stdlib, "info", event))
         except Exception as error:  # noqa: BLE001 - logging must never raise
@@ -227,13 +231,16 @@ def log_request(
     stdlib.handle(record)
 
 
-def _sole_output(stdlib: logging.Logger) -> tuple[logging.StreamHandler[Any], Processor] | None:
+def _sole_output(
+    stdlib: logging.Logger,
+) -> tuple[logging.StreamHandler[Any], logging.Formatter, Processor] | None:
     """corestone's handler and renderer, if a line of ``stdlib`` can reach no other handler.
 
     Then the access line skips the record, its copy in structlog's formatter and the
     handler chain (a tenth of a cached read's cost) and comes out identical. Any other
-    handler on the way (a test's capture, a user's file), a filter, or a level on the
-    handler, and it takes the ordinary path so that every handler sees it.
+    handler on the way (a test's capture, a user's file), a filter, a level on the
+    handler or a formatter put on it since, and it takes the ordinary path so that every
+    handler sees it as it sees any line.
     """
     output = _access_output
     if output is None:
@@ -250,6 +257,8 @@ def _sole_output(stdlib: logging.Logger) -> tuple[logging.StreamHandler[Any], Pr
             break
         logger = logger.parent
     if logger is None or not logger.handlers or handler.filters:
+        return None
+    if handler.formatter is not output[1]:
         return None
     if handler.level > logging.INFO:
         return None

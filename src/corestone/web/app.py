@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Final, TypeVar
 
+import anyio
 import svcs
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -37,6 +39,7 @@ log = get_logger("corestone.web")
 
 T = TypeVar("T")
 _SERVICES: Final = "corestone.services"  # the request's svcs container, in its request state
+_ERROR: Final = "corestone.error"  # the error a handler below answered, for the scope's close
 
 
 def instrument(app: FastAPI, infra: Infrastructure) -> ASGIApp:
@@ -55,20 +58,21 @@ def instrument(app: FastAPI, infra: Infrastructure) -> ASGIApp:
     return RequestContextMiddleware(HttpMetricsMiddleware(limited, metrics=infra.metrics))
 
 
-def infrastructure(request: Request) -> Infrastructure:
-    """The Infrastructure the app was instrumented with."""
+def infrastructure(request: HTTPConnection) -> Infrastructure:
+    """The Infrastructure the app was instrumented with (HTTP requests and websockets)."""
     infra: Infrastructure = request.app.state.corestone
     return infra
 
 
-async def request_scope(request: Request) -> svcs.Container:
+async def request_scope(request: HTTPConnection) -> svcs.Container:
     """A FastAPI dependency: the request's service scope, closed when the request ends.
 
     Opened on first use and kept in the request's state, so every dependency of one
     request shares it; the app :func:`instrument` returns closes it after the response.
     A plain function, not a generator dependency: FastAPI runs each of those through an
     exit stack and a shielded context manager, which cost more per request than the
-    cached read they wrap (docs/performance.md).
+    cached read they wrap (docs/performance.md). Typed ``HTTPConnection``, not ``Request``:
+    FastAPI gives a websocket route's dependencies the former only.
     """
     state = context.request_state()
     if state is None:
@@ -82,10 +86,10 @@ async def request_scope(request: Request) -> svcs.Container:
 
 RequestScope = Annotated[svcs.Container, Depends(request_scope)]
 
-_resolvers: dict[type[Any], Callable[[Request], Awaitable[Any]]] = {}
+_resolvers: dict[type[Any], Callable[[HTTPConnection], Awaitable[Any]]] = {}
 
 
-def service(svc_type: type[T]) -> Callable[[Request], Awaitable[T]]:
+def service(svc_type: type[T]) -> Callable[[HTTPConnection], Awaitable[T]]:
     """A FastAPI dependency that gives the request's ``svc_type`` from its service scope.
 
     ``Tasks = Annotated[TaskService, Depends(service(TaskService))]``: one dependency
@@ -95,7 +99,7 @@ def service(svc_type: type[T]) -> Callable[[Request], Awaitable[T]]:
     resolver = _resolvers.get(svc_type)
     if resolver is None:
 
-        async def resolve(request: Request) -> Any:
+        async def resolve(request: HTTPConnection) -> Any:
             return await (await request_scope(request)).aget(svc_type)
 
         resolve.__name__ = f"service_{svc_type.__name__}"
@@ -104,23 +108,64 @@ def service(svc_type: type[T]) -> Callable[[Request], Awaitable[T]]:
 
 
 class _ServiceScopes:
-    """Close the service scope a request opened (its factories' cleanups) once it ends."""
+    """Close the service scope a request opened (its factories' cleanups) once it ends.
+
+    Websockets get their request scope here: the request context middleware opens one
+    for HTTP only, and :func:`request_scope` and ``bind_to_request`` need one.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            with context.request_scope():
+                await self._run(scope, receive, send)
+        else:
+            await self._run(scope, receive, send)
+
+    async def _run(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await self.app(scope, receive, send)
-        finally:
-            state = context.request_state()
-            container = state.pop(_SERVICES, None) if state is not None else None
-            if isinstance(container, svcs.Container):
-                await container.aclose()
+        except BaseException as error:
+            await _close_services(error)
+            raise
+        await _close_services(None)
+
+
+async def _close_services(error: BaseException | None) -> None:
+    state = context.request_state()
+    if state is None:
+        return
+    container = state.pop(_SERVICES, None)
+    if not isinstance(container, svcs.Container):
+        return
+    if error is None:  # answered inside FastAPI (a 4xx problem), as the scope saw it before
+        answered = state.get(_ERROR)
+        error = answered if isinstance(answered, BaseException) else None
+    # Shielded: a request cancelled by a scope around it (a timeout, a server's shutdown)
+    # would otherwise have this close cancelled at its first await, and the factories'
+    # cleanups (a session's release) would never run. The error reaches the factories
+    # that asked svcs for it (suppress_context_exit=False), as the generator dependency
+    # gave it: one that propagated, or one corestone's handlers answered. (An error a
+    # handler the application added answers is not seen here.)
+    with anyio.CancelScope(shield=True):
+        if error is None:
+            await container.aclose()
+        else:
+            await container.aclose(type(error), error, error.__traceback__)
+
+
+def _answered(error: Exception) -> None:
+    """Keep the error an exception handler answers for the request's service scope."""
+    state = context.request_state()
+    if state is not None and _SERVICES in state:
+        state[_ERROR] = error
 
 
 async def _on_corestone_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, CorestoneError)
+    _answered(error)
     if error.code not in ("invalid_input", "not_found", "unauthenticated", "forbidden"):
         log.warning("request failed", code=error.code, error=error.message)
     return problem_for_error(error, instance=request.url.path)
@@ -128,6 +173,7 @@ async def _on_corestone_error(request: Request, error: Exception) -> Response:
 
 async def _on_validation_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
+    _answered(error)
     errors = [_describe_validation(e) for e in error.errors()]
     malformed = any(e["rule"] == "json_invalid" for e in errors)
     first = errors[0] if errors else {"field": None, "message": "invalid input"}
@@ -144,6 +190,7 @@ async def _on_validation_error(request: Request, error: Exception) -> Response:
 
 async def _on_http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, StarletteHTTPException)
+    _answered(error)
     codes = {404: "not_found", 405: "method_not_allowed", 415: "unsupported_media_type"}
     return problem_response(
         error.status_code,
@@ -155,6 +202,7 @@ async def _on_http_error(request: Request, error: Exception) -> Response:
 
 
 async def _on_unexpected_error(request: Request, error: Exception) -> Response:
+    _answered(error)
     log.error("unhandled error", path=request.url.path, exc_info=error)
     return internal_error_problem(instance=request.url.path)
 
