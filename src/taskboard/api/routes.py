@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Path, Query, Response
 
 from corestone import InvalidInputError, PreconditionRequiredError
 from corestone.db import MAX_CURSOR_LENGTH
+from corestone.web.contract import StrictRoute
 from taskboard.api.deps import Caller, Tasks, Users, WorkspaceId, Workspaces
 from taskboard.api.schemas import (
     AuditEntryOut,
@@ -38,7 +39,7 @@ from taskboard.services.repositories import MAX_LIMIT
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", route_class=StrictRoute)
 
 TaskId = Annotated[int, Path(gt=0, lt=2**63)]
 
@@ -114,12 +115,12 @@ async def list_tasks(
     return _json({"items": items, "next_cursor": listing.next_cursor})
 
 
-@router.get("/workspaces/{ws}/tasks/{task_id}", response_model=TaskOut)
+@router.get("/workspaces/{ws}/tasks/{task_id:int}", response_model=TaskOut)
 async def get_task(ws: WorkspaceId, task_id: TaskId, caller: Caller, tasks: Tasks) -> Response:
     return _task_response(await tasks.get(caller, ws, task_id))
 
 
-@router.patch("/workspaces/{ws}/tasks/{task_id}", response_model=TaskOut)
+@router.patch("/workspaces/{ws}/tasks/{task_id:int}", response_model=TaskOut)
 async def update_task(
     ws: WorkspaceId,
     task_id: TaskId,
@@ -133,12 +134,13 @@ async def update_task(
     return _task_response(task)
 
 
-@router.delete("/workspaces/{ws}/tasks/{task_id}", status_code=204)
-async def delete_task(ws: WorkspaceId, task_id: TaskId, caller: Caller, tasks: Tasks) -> None:
+@router.delete("/workspaces/{ws}/tasks/{task_id:int}", status_code=204, response_class=Response)
+async def delete_task(ws: WorkspaceId, task_id: TaskId, caller: Caller, tasks: Tasks) -> Response:
     await tasks.delete(caller, ws, task_id)
+    return Response(status_code=204)  # no body, so no Content-Type either
 
 
-@router.post("/workspaces/{ws}/tasks/{task_id}/restore", response_model=TaskOut)
+@router.post("/workspaces/{ws}/tasks/{task_id:int}/restore", response_model=TaskOut)
 async def restore_task(ws: WorkspaceId, task_id: TaskId, caller: Caller, tasks: Tasks) -> Response:
     return _task_response(await tasks.restore(caller, ws, task_id))
 
@@ -153,7 +155,19 @@ async def audit_log(
 ) -> AuditListOut:
     found = await tasks.audit(caller, ws, limit=limit, cursor=cursor)
     return AuditListOut(
-        items=[AuditEntryOut.model_validate(e, from_attributes=True) for e in found.items],
+        items=[
+            AuditEntryOut(
+                id=e.id,
+                action=e.action,
+                entity=e.entity,
+                entity_id=int(e.entity_id),
+                actor_id=_int_id(e.actor_id),
+                changes=e.changes,
+                correlation_id=e.correlation_id,
+                at=e.at,
+            )
+            for e in found.items
+        ],
         next_cursor=found.next_cursor,
     )
 
@@ -172,6 +186,11 @@ def _expected_version(if_match: str | None) -> int:
     if match is None:
         raise InvalidInputError('If-Match must be an ETag like "3"', field="If-Match", rule="etag")
     return int(match.group(1))
+
+
+def _int_id(stored: str | None) -> int | None:
+    """An audit id column holds text (any entity's key); taskboard's keys are integers."""
+    return int(stored) if stored is not None and stored.isdigit() else None
 
 
 def _task_json(task: Task) -> dict[str, object]:
