@@ -148,3 +148,28 @@ async def test_audit_entries_give_ids_as_integers(board: Board) -> None:
     created = next(e for e in entries if e["entity"] == "Task")
     assert created["entity_id"] == task["id"]
     assert created["actor_id"] == user_id
+
+
+async def test_unknown_and_repeated_query_parameters_are_422_naming_them(board: Board) -> None:
+    """``?foo=bar`` and ``?status=open&status=done`` are refused, not ignored or last-wins."""
+    _, auth = await board.signup("Qp")
+    ws = await board.workspace(auth)
+    await board.task(auth, ws)
+    url = f"/api/workspaces/{ws}/tasks"
+    cases = [
+        (url, "foo=bar", "foo", "unknown_parameter"),
+        (url, "status=open&status=done", "status", "repeated_parameter"),
+        (url, "limit=5&limit=5", "limit", "repeated_parameter"),
+        ("/api/me", "verbose=1", "verbose", "unknown_parameter"),
+        (f"/api/workspaces/{ws}/audit", "status=open", "status", "unknown_parameter"),
+        ("/api/ops/breakers", "x=", "x", "unknown_parameter"),
+    ]
+    for path, query, field, rule in cases:
+        response = await board.client.get(f"{path}?{query}", headers=auth)
+        assert response.status_code == 422, (path, query, response.text)
+        body = response.json()
+        assert (body["code"], body["field"], body["rule"]) == ("invalid_input", field, rule)
+        assert field in body["detail"]
+    fine = await board.client.get(f"{url}?status=open&limit=5", headers=auth)
+    assert fine.status_code == 200
+    assert len(fine.json()["items"]) == 1

@@ -7,11 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from corestone.web import infrastructure
+from corestone.web.contract import StrictRoute
 from taskboard.api.deps import Caller
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/ops")
+router = APIRouter(prefix="/api/ops", route_class=StrictRoute)
 
 
 @router.get("/breakers")
