@@ -173,3 +173,42 @@ async def test_unknown_and_repeated_query_parameters_are_422_naming_them(board: 
     fine = await board.client.get(f"{url}?status=open&limit=5", headers=auth)
     assert fine.status_code == 200
     assert len(fine.json()["items"]) == 1
+
+
+async def test_if_match_compares_strongly_and_refuses_what_is_no_etag(board: Board) -> None:
+    """Weak and opaque tags are 412, unquoted or garbage values 422, ``*`` matches any
+    version, a stale version is a 412 with the current version, a list may name one."""
+    _, auth = await board.signup("Im")
+    ws = await board.workspace(auth)
+    task = await board.task(auth, ws, title="v1")
+    url = f"/api/workspaces/{ws}/tasks/{task['id']}"
+
+    async def patch(if_match: str, title: str = "new") -> tuple[int, dict[str, object]]:
+        response = await board.client.patch(
+            url, json={"title": title}, headers=auth | {"If-Match": if_match}
+        )
+        if response.status_code != 200:
+            assert response.headers["content-type"].startswith(PROBLEM)
+        return response.status_code, response.json()
+
+    for weak_or_opaque in ('W/"1"', '"abc"', '"0"', 'W/"1", "x"'):
+        status, body = await patch(weak_or_opaque)
+        assert (status, body["code"], body["field"]) == (412, "precondition_failed", "If-Match")
+    for malformed in ("1", "abc", '"1', "W/1", "1 OR 1", '"1" "2"', ""):
+        status, body = await patch(malformed)
+        assert (status, body["code"], body["field"]) == (422, "invalid_input", "If-Match"), (
+            malformed
+        )
+    status, body = await patch('"1", "2"')
+    assert (status, body["rule"]) == (422, "single_etag")
+
+    status, body = await patch('W/"9", "1"', title="v2")
+    assert (status, body["version"]) == (200, 2)
+    status, body = await patch('"1"')
+    assert (status, body["code"], body["current_version"]) == (412, "stale_version", 2)
+    status, body = await patch("*", title="v3")
+    assert (status, body["version"], body["title"]) == (200, 3, "v3")
+    gone = await board.client.patch(
+        f"/api/workspaces/{ws}/tasks/999999", json={"title": "x"}, headers=auth | {"If-Match": "*"}
+    )
+    assert gone.status_code == 404

@@ -149,7 +149,7 @@ async def test_bulk_create_is_all_or_nothing(board: Board) -> None:
 
 
 async def test_patch_needs_a_current_if_match_and_refuses_read_only_fields(board: Board) -> None:
-    """PATCH without If-Match is a 428, with a stale one a 409 with the current version, and
+    """PATCH without If-Match is a 428, with a stale one a 412 with the current version, and
     read-only fields, an empty title or a malformed If-Match are 422s that change nothing."""
     _, auth = await board.signup("Pat")
     ws = await board.workspace(auth)
@@ -172,7 +172,7 @@ async def test_patch_needs_a_current_if_match_and_refuses_read_only_fields(board
     stale = await board.client.patch(
         url, json={"title": "lost update"}, headers=auth | {"If-Match": '"1"'}
     )
-    assert stale.status_code == 409
+    assert stale.status_code == 412
     assert stale.headers["content-type"].startswith(PROBLEM)
     assert stale.json()["current_version"] == 2
     got = await board.client.get(url, headers=auth)

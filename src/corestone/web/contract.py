@@ -9,8 +9,9 @@ or a body pays one dictionary lookup.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any
+from typing import Any, Final
 from urllib.parse import parse_qsl
 
 from fastapi.dependencies.models import Dependant
@@ -20,9 +21,17 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from corestone.errors import CorestoneError, InvalidInputError, PreconditionRequiredError
 from corestone.web.problems import problem_response
 
-__all__ = ["HeadAsGet", "StrictRoute", "allowed_methods"]
+__all__ = [
+    "ANY_VERSION",
+    "HeadAsGet",
+    "PreconditionFailedError",
+    "StrictRoute",
+    "allowed_methods",
+    "if_match_version",
+]
 
 _METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -45,11 +54,11 @@ class StrictRoute(APIRoute):
             scope = request.scope
             query = scope.get("query_string")
             if query:
-                refused = query_problem(query, names, scope["path"])
+                refused = _query_problem(query, names, scope["path"])
                 if refused is not None:
                     return refused
             if takes_body:
-                refused = media_type_problem(scope)
+                refused = _media_type_problem(scope)
                 if refused is not None:
                     return refused
             return await handler(request)
@@ -64,7 +73,7 @@ def _query_names(dependant: Dependant) -> Iterable[str]:
         yield from _query_names(sub)
 
 
-def query_problem(query: bytes, names: frozenset[str], path: str) -> Response | None:
+def _query_problem(query: bytes, names: frozenset[str], path: str) -> Response | None:
     """The 422 for the first unknown or repeated parameter of ``query``, if any."""
     seen: set[str] = set()
     for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
@@ -89,7 +98,7 @@ def query_problem(query: bytes, names: frozenset[str], path: str) -> Response | 
     return None
 
 
-def media_type_problem(scope: Scope) -> Response | None:
+def _media_type_problem(scope: Scope) -> Response | None:
     """The 415 for a body that is not JSON; a request with no body at all passes."""
     content_type = None
     has_body = False
@@ -166,3 +175,73 @@ class HeadAsGet:
             await send(message)
 
         await self.app(dict(scope, method="GET"), receive, headless)
+
+
+class PreconditionFailedError(CorestoneError):
+    """An ``If-Match`` that can match no version: weak, or not a version at all (412)."""
+
+    code = "precondition_failed"
+
+    def __init__(self, message: str, *, header: str = "If-Match") -> None:
+        super().__init__(message)
+        self.header = header
+
+    @property
+    def details(self) -> dict[str, object]:
+        return {"field": self.header, "rule": "strong_etag"}
+
+
+ANY_VERSION: Final = None
+"""What :func:`if_match_version` gives for ``If-Match: *``: any current version will do."""
+
+# RFC 9110 §8.8.3: entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE, in a comma-separated list.
+_ENTITY_TAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"\s*(?:,|$)')
+_VERSION = re.compile(r"[1-9][0-9]{0,17}")
+
+
+def if_match_version(value: str | None) -> int | None:
+    """The version an ``If-Match`` requires, or :data:`ANY_VERSION` for ``*``.
+
+    Resources whose ETag is their integer version (``"3"``). RFC 9110 §13.1.1 compares
+    If-Match strongly: a weak tag never matches, nor does a tag that is not a version,
+    so both are a 412, as a stale version is. Absent is a 428; a value that is no
+    entity-tag list at all (``3``, ``abc``) is a 422; a list naming two versions is a
+    422 too, since one write expects one version.
+    """
+    if value is None:
+        raise PreconditionRequiredError(
+            'updates need If-Match: "<version>" (the ETag of the resource you read)',
+            header="If-Match",
+        )
+    text = value.strip()
+    if text == "*":
+        return ANY_VERSION
+    tags: list[tuple[bool, str]] = []
+    position = 0
+    while position < len(text):
+        match = _ENTITY_TAG.match(text, position)
+        if match is None or match.end() == position:
+            raise InvalidInputError(
+                'If-Match must be "*" or quoted ETags, like "3" (RFC 9110 §13.1.1)',
+                field="If-Match",
+                rule="etag",
+            )
+        tags.append((match.group(1) is not None, match.group(2)))
+        position = match.end()
+    if not tags:
+        raise InvalidInputError(
+            'If-Match must not be empty: send "*" or "3"', field="If-Match", rule="etag"
+        )
+    versions = {int(tag) for weak, tag in tags if not weak and _VERSION.fullmatch(tag)}
+    if len(versions) > 1:
+        raise InvalidInputError(
+            "If-Match may name one version: a write expects exactly one",
+            field="If-Match",
+            rule="single_etag",
+        )
+    if not versions:
+        raise PreconditionFailedError(
+            'If-Match matches no version: it compares strongly, so a weak W/"3" never '
+            'matches, and ETags here are versions ("3")'
+        )
+    return versions.pop()

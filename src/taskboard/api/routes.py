@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 
-from corestone import InvalidInputError, PreconditionRequiredError
+from corestone import StaleVersionError
 from corestone.db import MAX_CURSOR_LENGTH
-from corestone.web.contract import StrictRoute
+from corestone.web import problem_for_error
+from corestone.web.contract import StrictRoute, if_match_version
 from taskboard.api.deps import Caller, Tasks, Users, WorkspaceId, Workspaces
 from taskboard.api.schemas import (
     AuditEntryOut,
@@ -122,6 +122,7 @@ async def get_task(ws: WorkspaceId, task_id: TaskId, caller: Caller, tasks: Task
 
 @router.patch("/workspaces/{ws}/tasks/{task_id:int}", response_model=TaskOut)
 async def update_task(
+    request: Request,
     ws: WorkspaceId,
     task_id: TaskId,
     body: TaskPatch,
@@ -129,8 +130,11 @@ async def update_task(
     tasks: Tasks,
     if_match: Annotated[str | None, Header(max_length=100)] = None,
 ) -> Response:
-    expected = _expected_version(if_match)
-    task = await tasks.update(caller, ws, task_id, body.changes(), expected_version=expected)
+    expected = if_match_version(if_match)
+    try:
+        task = await tasks.update(caller, ws, task_id, body.changes(), expected_version=expected)
+    except StaleVersionError as stale:  # the If-Match precondition failed (ADR 0029)
+        return problem_for_error(stale, instance=request.url.path, status=412)
     return _task_response(task)
 
 
@@ -170,22 +174,6 @@ async def audit_log(
         ],
         next_cursor=found.next_cursor,
     )
-
-
-_ETAG = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
-
-
-def _expected_version(if_match: str | None) -> int:
-    """The version an ``If-Match`` names; the header is required for every update."""
-    if if_match is None:
-        raise PreconditionRequiredError(
-            'updates need If-Match: "<version>" (the ETag of the task you read)',
-            header="If-Match",
-        )
-    match = _ETAG.match(if_match.strip())
-    if match is None:
-        raise InvalidInputError('If-Match must be an ETag like "3"', field="If-Match", rule="etag")
-    return int(match.group(1))
 
 
 def _int_id(stored: str | None) -> int | None:

@@ -148,8 +148,9 @@ class TaskService:
         task_id: int,
         changes: Mapping[str, Any],
         *,
-        expected_version: int,
+        expected_version: int | None,
     ) -> Task:
+        """Apply ``changes`` if the task is at ``expected_version`` (``None``: any version)."""
         if not changes:
             raise InvalidInputError("nothing to change", field="body", rule="not_empty")
         async with self._db.transaction() as tx:
