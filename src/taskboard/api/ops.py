@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 
 from corestone.web import infrastructure
 from corestone.web.contract import StrictRoute
+from corestone.web.openapi import BEARER
 from taskboard.api.deps import Caller
 
 __all__ = ["router"]
@@ -15,7 +16,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/api/ops", route_class=StrictRoute)
 
 
-@router.get("/breakers")
+@router.get("/breakers", openapi_extra=BEARER)
 async def breakers(request: Request, _caller: Caller) -> dict[str, Any]:
     """Every circuit breaker of this process: state, rates, counters, when it retries.
 
@@ -25,7 +26,7 @@ async def breakers(request: Request, _caller: Caller) -> dict[str, Any]:
     return infrastructure(request).breakers.as_json()
 
 
-@router.get("/cache")
+@router.get("/cache", openapi_extra=BEARER)
 async def cache(request: Request, _caller: Caller) -> dict[str, Any]:
     """The cache of this process: hits and misses per tier, L1 size, Redis and backplane.
 
