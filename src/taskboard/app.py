@@ -14,6 +14,7 @@ from corestone.db import upgrade
 from corestone.observability import get_logger
 from corestone.sagas import SagaOrchestrator, SagaRecoveryWorker
 from corestone.web import instrument
+from corestone.web.openapi import exact_openapi
 from taskboard.api.ops import router as ops_router
 from taskboard.api.routes import router
 from taskboard.services import TaskService, UserService, WorkspaceService
@@ -111,4 +112,5 @@ def create_app(infra: Infrastructure, *, worker: bool = True) -> ASGIApp:
     )
     api.include_router(router)
     api.include_router(ops_router)
+    exact_openapi(api)
     return instrument(api, infra)

@@ -13,6 +13,14 @@ from corestone.web.access import (
     token_digest,
 )
 from corestone.web.app import RequestScope, infrastructure, instrument, request_scope, service
+from corestone.web.contract import (
+    ANY_VERSION,
+    HeadAsGet,
+    PreconditionFailedError,
+    StrictRoute,
+    allowed_methods,
+    if_match_version,
+)
 from corestone.web.middleware import (
     BodySizeLimitMiddleware,
     HttpMetricsMiddleware,
@@ -30,21 +38,27 @@ from corestone.web.server import WorkerProcess, listen, run, serve
 from corestone.web.workers import serve_workers
 
 __all__ = [
+    "ANY_VERSION",
     "HEALTH_CONTENT_TYPE",
     "PROBLEM_CONTENT_TYPE",
     "AccessCache",
     "BearerToken",
     "BodySizeLimitMiddleware",
     "Grant",
+    "HeadAsGet",
     "HttpMetricsMiddleware",
     "MembershipLoader",
+    "PreconditionFailedError",
     "PrincipalLoader",
     "RequestContextMiddleware",
     "RequestScope",
+    "StrictRoute",
     "WorkerProcess",
+    "allowed_methods",
     "bearer_token",
     "forget_access",
     "forget_access_after_commit",
+    "if_match_version",
     "infrastructure",
     "instrument",
     "internal_error_problem",

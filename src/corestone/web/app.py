@@ -25,6 +25,7 @@ from corestone import context
 from corestone.errors import CorestoneError
 from corestone.observability.logging import get_logger
 from corestone.runtime import Infrastructure
+from corestone.web.contract import HeadAsGet, allowed_methods
 from corestone.web.middleware import (
     BodySizeLimitMiddleware,
     HttpMetricsMiddleware,
@@ -51,7 +52,7 @@ def instrument(app: FastAPI, infra: Infrastructure) -> ASGIApp:
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(Exception, _on_unexpected_error)
     limited = BodySizeLimitMiddleware(
-        _ServiceScopes(app),
+        _ServiceScopes(HeadAsGet(app)),
         max_bytes=infra.settings.http_max_body_bytes,
         body_timeout_seconds=infra.settings.http_body_timeout_seconds,
     )
@@ -191,13 +192,32 @@ async def _on_validation_error(request: Request, error: Exception) -> Response:
 async def _on_http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, StarletteHTTPException)
     _answered(error)
+    if error.status_code == 400 and isinstance(error.__cause__, ValueError):
+        # FastAPI's "error parsing the body": bytes that are not UTF-8, so not JSON either.
+        # The same problem as malformed JSON, so a client handles one shape.
+        return _malformed_body(request, f"malformed JSON: {error.__cause__}")
+    headers = dict(error.headers or {})
+    if error.status_code == 405:
+        # Starlette names the methods of the first route of the path only.
+        headers["Allow"] = ", ".join(allowed_methods(request.app.router.routes, request.scope))
     codes = {404: "not_found", 405: "method_not_allowed", 415: "unsupported_media_type"}
     return problem_response(
         error.status_code,
         codes.get(error.status_code, "http_error"),
         str(error.detail),
         instance=request.url.path,
-        headers=error.headers,
+        headers=headers,
+    )
+
+
+def _malformed_body(request: Request, message: str) -> Response:
+    return problem_response(
+        400,
+        "invalid_input",
+        f"body: {message}",
+        instance=request.url.path,
+        extensions={"field": "body"},
+        errors=[{"field": "body", "rule": "json_invalid", "message": message}],
     )
 
 

@@ -35,6 +35,7 @@ STATUS_BY_CODE: Mapping[str, int] = {
     "conflict": 409,
     "stale_version": 409,
     "precondition_required": 428,
+    "precondition_failed": 412,
     "unavailable": 503,
     "circuit_open": 503,
     "bulkhead_full": 503,
@@ -56,6 +57,7 @@ _TITLES: Mapping[int, str] = {
     405: "Method Not Allowed",
     408: "Request Timeout",
     409: "Conflict",
+    412: "Precondition Failed",
     413: "Content Too Large",
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
@@ -103,9 +105,15 @@ def problem_response(
     )
 
 
-def problem_for_error(error: CorestoneError, *, instance: str | None = None) -> Response:
-    """The problem response for a corestone error, with its details as extensions."""
-    status = STATUS_BY_CODE.get(error.code, 500)
+def problem_for_error(
+    error: CorestoneError, *, instance: str | None = None, status: int | None = None
+) -> Response:
+    """The problem response for a corestone error, with its details as extensions.
+
+    ``status`` overrides the code's: a stale version is a 409 in general and a 412 where
+    the version came from an ``If-Match`` header (RFC 9110 §13.1.1).
+    """
+    status = status or STATUS_BY_CODE.get(error.code, 500)
     headers: dict[str, str] = {}
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="api"'

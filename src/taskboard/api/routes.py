@@ -1,15 +1,17 @@
-"""The HTTP API of DESIGN §5: parse, call the service, map the result."""
+"""The HTTP API of docs/taskboard.md: parse, call the service, map the result."""
 
 from __future__ import annotations
 
-import re
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 
-from corestone import InvalidInputError, PreconditionRequiredError
+from corestone import StaleVersionError
 from corestone.db import MAX_CURSOR_LENGTH
+from corestone.web import problem_for_error
+from corestone.web.contract import StrictRoute, if_match_version
+from corestone.web.openapi import BEARER, problem_responses, required_header
 from taskboard.api.deps import Caller, Tasks, Users, WorkspaceId, Workspaces
 from taskboard.api.schemas import (
     AuditEntryOut,
@@ -38,18 +40,37 @@ from taskboard.services.repositories import MAX_LIMIT
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", route_class=StrictRoute)
 
 TaskId = Annotated[int, Path(gt=0, lt=2**63)]
 
+_ETAG_HEADER = {
+    "ETag": {"description": 'the version, as "<version>"', "schema": {"type": "string"}}
+}
+_WITH_ETAG: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The task", "headers": _ETAG_HEADER}
+}
+_CREATED_TASK: dict[int | str, dict[str, Any]] = {
+    201: {
+        "description": "The task created",
+        "headers": _ETAG_HEADER | {"Location": {"schema": {"type": "string"}}},
+    }
+}
+_IF_MATCH = required_header(
+    "If-Match",
+    'The ETag of the task read ("3"), or * for any version; compared strongly (ADR 0029): '
+    "a stale version is 412 with current_version, absent is 428.",
+    max_length=100,
+)
 
-@router.post("/users", status_code=201)
+
+@router.post("/users", status_code=201, responses=problem_responses(409))
 async def create_user(body: UserIn, users: Users) -> UserWithTokenOut:
     user, token = await users.create(name=body.name, email=str(body.email))
     return UserWithTokenOut(user=UserOut(id=user.id, name=user.name, email=user.email), token=token)
 
 
-@router.get("/me")
+@router.get("/me", openapi_extra=BEARER)
 async def me(caller: Caller, users: Users) -> MeOut:
     found = await users.me(caller)
     return MeOut(
@@ -61,7 +82,7 @@ async def me(caller: Caller, users: Users) -> MeOut:
     )
 
 
-@router.post("/workspaces", status_code=201)
+@router.post("/workspaces", status_code=201, openapi_extra=BEARER)
 async def create_workspace(
     body: WorkspaceIn, caller: Caller, workspaces: Workspaces
 ) -> WorkspaceOut:
@@ -71,7 +92,12 @@ async def create_workspace(
     )
 
 
-@router.post("/workspaces/{ws}/members", status_code=201)
+@router.post(
+    "/workspaces/{ws}/members",
+    status_code=201,
+    responses=problem_responses(403, 409),
+    openapi_extra=BEARER,
+)
 async def add_member(
     ws: WorkspaceId, body: MemberIn, caller: Caller, workspaces: Workspaces
 ) -> MemberOut:
@@ -79,30 +105,70 @@ async def add_member(
     return MemberOut(workspace_id=ws, user_id=membership.user_id, role=body.role)
 
 
-@router.post("/workspaces/{ws}/tasks", status_code=201, response_model=TaskOut)
+@router.post(
+    "/workspaces/{ws}/tasks",
+    status_code=201,
+    response_model=TaskOut,
+    responses=_CREATED_TASK,
+    openapi_extra=BEARER,
+)
 async def create_task(ws: WorkspaceId, body: TaskIn, caller: Caller, tasks: Tasks) -> Response:
     task = await tasks.create(caller, ws, body.model_dump())
     return _task_response(task, 201, location=f"/api/workspaces/{ws}/tasks/{task.id}")
 
 
-@router.post("/workspaces/{ws}/tasks/bulk", status_code=201, response_model=TaskBulkOut)
+@router.post(
+    "/workspaces/{ws}/tasks/bulk", status_code=201, response_model=TaskBulkOut, openapi_extra=BEARER
+)
 async def create_tasks(ws: WorkspaceId, body: TaskBulkIn, caller: Caller, tasks: Tasks) -> Response:
     created = await tasks.create_many(caller, ws, [item.model_dump() for item in body.items])
     return _json({"items": [_task_json(task) for task in created]}, 201)
 
 
-@router.get("/workspaces/{ws}/tasks", response_model=TaskListOut | TaskPageOut)
+@router.get(
+    "/workspaces/{ws}/tasks", response_model=TaskListOut | TaskPageOut, openapi_extra=BEARER
+)
 async def list_tasks(
     ws: WorkspaceId,
     caller: Caller,
     tasks: Tasks,
-    status: Status | None = None,
-    assignee_id: Annotated[Id | None, Query()] = None,
-    q: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
-    sort: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
-    cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH)] = None,
-    page: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
+    status: Annotated[Status | None, Query(description="only tasks in this status")] = None,
+    assignee_id: Annotated[Id | None, Query(description="only tasks assigned to this user")] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="text in the title or description; case folded for ASCII letters "
+            "only; % and _ are plain characters",
+        ),
+    ] = None,
+    sort: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="comma-separated among id, created_at, updated_at, title, status; "
+            "- for descending",
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size")] = 50,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=MAX_CURSOR_LENGTH,
+            description="next_cursor of the previous page, with the same filters and sort; "
+            "not with page (422)",
+        ),
+    ] = None,
+    page: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=1_000_000,
+            description="page mode: this page of limit tasks, with the total; not with "
+            "cursor (422)",
+        ),
+    ] = None,
 ) -> Response:
     query = TaskQuery(status=status, assignee_id=assignee_id, text=q, sort=sort)
     listing = await tasks.list(caller, ws, query, limit=limit, cursor=cursor, page=page)
@@ -114,64 +180,93 @@ async def list_tasks(
     return _json({"items": items, "next_cursor": listing.next_cursor})
 
 
-@router.get("/workspaces/{ws}/tasks/{task_id}", response_model=TaskOut)
+@router.get(
+    "/workspaces/{ws}/tasks/{task_id:int}",
+    response_model=TaskOut,
+    responses=_WITH_ETAG,
+    openapi_extra=BEARER,
+)
 async def get_task(ws: WorkspaceId, task_id: TaskId, caller: Caller, tasks: Tasks) -> Response:
     return _task_response(await tasks.get(caller, ws, task_id))
 
 
-@router.patch("/workspaces/{ws}/tasks/{task_id}", response_model=TaskOut)
+@router.patch(
+    "/workspaces/{ws}/tasks/{task_id:int}",
+    response_model=TaskOut,
+    responses=_WITH_ETAG | problem_responses(412, 428),
+    openapi_extra=BEARER | _IF_MATCH,
+)
 async def update_task(
+    request: Request,
     ws: WorkspaceId,
     task_id: TaskId,
     body: TaskPatch,
     caller: Caller,
     tasks: Tasks,
-    if_match: Annotated[str | None, Header(max_length=100)] = None,
+    if_match: Annotated[str | None, Header(max_length=100, include_in_schema=False)] = None,
 ) -> Response:
-    expected = _expected_version(if_match)
-    task = await tasks.update(caller, ws, task_id, body.changes(), expected_version=expected)
+    expected = if_match_version(if_match)
+    try:
+        task = await tasks.update(caller, ws, task_id, body.changes(), expected_version=expected)
+    except StaleVersionError as stale:  # the If-Match precondition failed (ADR 0029)
+        return problem_for_error(stale, instance=request.url.path, status=412)
     return _task_response(task)
 
 
-@router.delete("/workspaces/{ws}/tasks/{task_id}", status_code=204)
-async def delete_task(ws: WorkspaceId, task_id: TaskId, caller: Caller, tasks: Tasks) -> None:
+@router.delete(
+    "/workspaces/{ws}/tasks/{task_id:int}",
+    status_code=204,
+    response_class=Response,
+    openapi_extra=BEARER,
+)
+async def delete_task(ws: WorkspaceId, task_id: TaskId, caller: Caller, tasks: Tasks) -> Response:
     await tasks.delete(caller, ws, task_id)
+    return Response(status_code=204)  # no body, so no Content-Type either
 
 
-@router.post("/workspaces/{ws}/tasks/{task_id}/restore", response_model=TaskOut)
+@router.post(
+    "/workspaces/{ws}/tasks/{task_id:int}/restore",
+    response_model=TaskOut,
+    responses=_WITH_ETAG,
+    openapi_extra=BEARER,
+)
 async def restore_task(ws: WorkspaceId, task_id: TaskId, caller: Caller, tasks: Tasks) -> Response:
     return _task_response(await tasks.restore(caller, ws, task_id))
 
 
-@router.get("/workspaces/{ws}/audit")
+@router.get("/workspaces/{ws}/audit", openapi_extra=BEARER)
 async def audit_log(
     ws: WorkspaceId,
     caller: Caller,
     tasks: Tasks,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
-    cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size")] = 50,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=MAX_CURSOR_LENGTH, description="next_cursor of the previous page"),
+    ] = None,
 ) -> AuditListOut:
     found = await tasks.audit(caller, ws, limit=limit, cursor=cursor)
     return AuditListOut(
-        items=[AuditEntryOut.model_validate(e, from_attributes=True) for e in found.items],
+        items=[
+            AuditEntryOut(
+                id=e.id,
+                action=e.action,
+                entity=e.entity,
+                entity_id=int(e.entity_id),
+                actor_id=_int_id(e.actor_id),
+                changes=e.changes,
+                correlation_id=e.correlation_id,
+                at=e.at,
+            )
+            for e in found.items
+        ],
         next_cursor=found.next_cursor,
     )
 
 
-_ETAG = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
-
-
-def _expected_version(if_match: str | None) -> int:
-    """The version an ``If-Match`` names; the header is required for every update."""
-    if if_match is None:
-        raise PreconditionRequiredError(
-            'updates need If-Match: "<version>" (the ETag of the task you read)',
-            header="If-Match",
-        )
-    match = _ETAG.match(if_match.strip())
-    if match is None:
-        raise InvalidInputError('If-Match must be an ETag like "3"', field="If-Match", rule="etag")
-    return int(match.group(1))
+def _int_id(stored: str | None) -> int | None:
+    """An audit id column holds text (any entity's key); taskboard's keys are integers."""
+    return int(stored) if stored is not None and stored.isdigit() else None
 
 
 def _task_json(task: Task) -> dict[str, object]:

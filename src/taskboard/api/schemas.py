@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -13,7 +13,6 @@ from pydantic import (
     EmailStr,
     Field,
     StringConstraints,
-    model_validator,
 )
 
 from taskboard.domain.models import DESCRIPTION_MAX, NAME_MAX, TITLE_MAX
@@ -98,20 +97,26 @@ class TaskIn(_Input):
     assignee_id: Id | None = None
 
 
+def _no_defaults(schema: dict[str, Any]) -> None:
+    """An absent PATCH field is left alone: no default is ever applied, so none is shown."""
+    for field in schema.get("properties", {}).values():
+        field.pop("default", None)
+
+
 class TaskPatch(_Input):
-    """A partial update: only the fields sent change; ``assignee_id: null`` unassigns."""
+    """A partial update: only the fields sent change; ``assignee_id: null`` unassigns.
 
-    title: Title | None = None
-    description: Description | None = None
-    status: Status | None = None
+    ``title``, ``description`` and ``status`` are not nullable: their ``None`` default only
+    marks them absent (it is never validated), so a ``null`` sent is refused naming the
+    field, and the schema shows them as plain strings.
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra=_no_defaults)
+
+    title: Title = None  # type: ignore[assignment]
+    description: Description = None  # type: ignore[assignment]
+    status: Status = None  # type: ignore[assignment]
     assignee_id: Id | None = None
-
-    @model_validator(mode="after")
-    def _only_assignee_may_be_null(self) -> TaskPatch:
-        for name in ("title", "description", "status"):
-            if name in self.model_fields_set and getattr(self, name) is None:
-                raise ValueError(f"{name} cannot be null")
-        return self
 
     def changes(self) -> dict[str, object]:
         """The fields the client sent, and only those."""
@@ -187,8 +192,8 @@ class AuditEntryOut(BaseModel):
     id: int
     action: str
     entity: str
-    entity_id: str
-    actor_id: str | None
+    entity_id: int
+    actor_id: int | None
     changes: dict[str, object]
     correlation_id: str | None
     at: datetime

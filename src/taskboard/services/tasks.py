@@ -8,7 +8,7 @@ version, and writes the audit log in the same transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,7 +94,7 @@ class TaskService:
         """All the tasks in one transaction, or none of them."""
         async with self._db.transaction() as tx:
             await require_member(tx, workspace_id, actor.id)
-            await _check_assignees(tx, workspace_id, items)
+            await _check_assignees(tx, workspace_id, items, field="items[{}].assignee_id")
             tasks = self._tasks(tx, workspace_id)
             ids = await tasks.create_many(items)
             return await tasks.get_many(ids)
@@ -148,8 +148,9 @@ class TaskService:
         task_id: int,
         changes: Mapping[str, Any],
         *,
-        expected_version: int,
+        expected_version: int | None,
     ) -> Task:
+        """Apply ``changes`` if the task is at ``expected_version`` (``None``: any version)."""
         if not changes:
             raise InvalidInputError("nothing to change", field="body", rule="not_empty")
         async with self._db.transaction() as tx:
@@ -196,11 +197,31 @@ class TaskService:
 
 
 async def _check_assignees(
-    tx: Transaction, workspace_id: int, rows: Iterable[Mapping[str, Any]]
+    tx: Transaction,
+    workspace_id: int,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    field: str = "assignee_id",
 ) -> None:
-    """Every assignee named must be a member of the workspace (one query for all rows)."""
+    """Every assignee named must be a member of the workspace (one query for all rows).
+
+    ``field`` names the refused one; ``{}`` in it becomes the row's index, found (one
+    query per assignee, in order) only once the batch is known to hold a stranger.
+    """
     wanted = {row["assignee_id"] for row in rows if row.get("assignee_id") is not None}
-    if wanted and not await MembershipRepository(tx, workspace=workspace_id).all_members(wanted):
-        raise InvalidInputError(
-            "the assignee is not a member of this workspace", field="assignee_id", rule="member"
-        )
+    members = MembershipRepository(tx, workspace=workspace_id)
+    if not wanted or await members.all_members(wanted):
+        return
+    index = 0
+    if "{}" in field:
+        checked: set[int] = set()
+        for index, row in enumerate(rows):  # noqa: B007 - the index names the row refused
+            assignee = row.get("assignee_id")
+            if assignee is None or assignee in checked:
+                continue
+            if not await members.all_members([assignee]):
+                break
+            checked.add(assignee)
+    raise InvalidInputError(
+        "the assignee is not a member of this workspace", field=field.format(index), rule="member"
+    )

@@ -1,0 +1,247 @@
+"""An HTTP contract kept exactly: strict query strings and media types, HEAD, whole ``Allow``.
+
+FastAPI ignores query parameters a route does not declare and keeps the last of a
+repeated one, so a misspelt filter silently lists everything. :class:`StrictRoute`
+refuses both, and a body that is not ``application/json``, before any dependency runs:
+the names it accepts are computed once per route, and a request without a query string
+or a body pays one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Final
+from urllib.parse import parse_qsl
+
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from corestone.errors import CorestoneError, InvalidInputError, PreconditionRequiredError
+from corestone.web.problems import problem_response
+
+__all__ = [
+    "ANY_VERSION",
+    "HeadAsGet",
+    "PreconditionFailedError",
+    "StrictRoute",
+    "allowed_methods",
+    "if_match_version",
+]
+
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+class StrictRoute(APIRoute):
+    """An APIRoute that refuses undeclared or repeated query parameters, and non-JSON bodies.
+
+    Use it as ``APIRouter(route_class=StrictRoute)``. Unknown and repeated parameters are a
+    422 ``invalid_input`` naming the parameter (rule ``unknown_parameter`` or
+    ``repeated_parameter``); a body under another content type is a 415.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        # APIRoute.__init__ calls this once, with the dependant solved: names are fixed here.
+        names = frozenset(_query_names(self.dependant))
+        takes_body = self.body_field is not None
+
+        async def strict(request: Request) -> Response:
+            scope = request.scope
+            query = scope.get("query_string")
+            if query:
+                refused = _query_problem(query, names, scope["path"])
+                if refused is not None:
+                    return refused
+            if takes_body:
+                refused = _media_type_problem(scope)
+                if refused is not None:
+                    return refused
+            return await handler(request)
+
+        return strict
+
+
+def _query_names(dependant: Dependant) -> Iterable[str]:
+    """The query parameters of a route and of all its dependencies."""
+    yield from (field.alias for field in dependant.query_params)
+    for sub in dependant.dependencies:
+        yield from _query_names(sub)
+
+
+def _query_problem(query: bytes, names: frozenset[str], path: str) -> Response | None:
+    """The 422 for the first unknown or repeated parameter of ``query``, if any."""
+    seen: set[str] = set()
+    for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if name not in names:
+            rule, detail = "unknown_parameter", f"unknown query parameter {name!r}"
+        elif name in seen:
+            rule, detail = "repeated_parameter", f"query parameter {name!r} is given more than once"
+        else:
+            seen.add(name)
+            continue
+        if names:
+            detail += f" (this operation takes: {', '.join(sorted(names))})"
+        else:
+            detail += " (this operation takes none)"
+        return problem_response(
+            422,
+            "invalid_input",
+            detail,
+            instance=path,
+            extensions={"field": name, "rule": rule},
+        )
+    return None
+
+
+def _media_type_problem(scope: Scope) -> Response | None:
+    """The 415 for a body that is not JSON; a request with no body at all passes."""
+    content_type = None
+    has_body = False
+    for key, value in scope.get("headers", ()):
+        if key == b"content-type":
+            content_type = value
+        elif key == b"content-length":
+            has_body = value != b"0"
+        elif key == b"transfer-encoding":
+            has_body = True
+    if content_type is None:
+        if not has_body:
+            return None
+    else:
+        media = content_type.split(b";", 1)[0].strip().lower()
+        if media == b"application/json" or (
+            media.startswith(b"application/") and media.endswith(b"+json")
+        ):
+            return None
+    return problem_response(
+        415,
+        "unsupported_media_type",
+        "the request body must be sent as Content-Type: application/json",
+        instance=scope["path"],
+        headers={"Accept": "application/json"},
+        extensions={"field": "Content-Type", "rule": "media_type"},
+    )
+
+
+def allowed_methods(routes: Iterable[BaseRoute], scope: Scope) -> list[str]:
+    """Every method some route serves at the request's path (HEAD wherever GET is).
+
+    Each method is routed as Starlette would route it, through ``matches`` only: an
+    included router holds its routes behind it, and this runs on a 405 alone.
+    """
+    candidates = list(routes)
+    allowed = []
+    for method in _METHOD_ORDER:
+        # Only what path matching reads: the routed scope carries the matched route's state.
+        probe = {
+            "type": "http",
+            "path": scope["path"],
+            "root_path": scope.get("root_path", ""),
+            "method": method,
+        }
+        if any(route.matches(probe)[0] is Match.FULL for route in candidates):
+            allowed.append(method)
+    if "GET" in allowed and "HEAD" not in allowed:
+        allowed.insert(allowed.index("GET") + 1, "HEAD")
+    return allowed
+
+
+class HeadAsGet:
+    """Answer HEAD as GET without its body, for every GET route (RFC 9110 §9.3.2).
+
+    FastAPI routes serve only the methods they declare; load balancers and monitors
+    probe with HEAD. The app sees a GET, so status and headers (Content-Length too)
+    are the GET's; the scope outside keeps HEAD for logs and metrics.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headless(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app(dict(scope, method="GET"), receive, headless)
+
+
+class PreconditionFailedError(CorestoneError):
+    """An ``If-Match`` that can match no version: weak, or not a version at all (412)."""
+
+    code = "precondition_failed"
+
+    def __init__(self, message: str, *, header: str = "If-Match") -> None:
+        super().__init__(message)
+        self.header = header
+
+    @property
+    def details(self) -> dict[str, object]:
+        return {"field": self.header, "rule": "strong_etag"}
+
+
+ANY_VERSION: Final = None
+"""What :func:`if_match_version` gives for ``If-Match: *``: any current version will do."""
+
+# RFC 9110 §8.8.3: entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE, in a comma-separated list.
+_ENTITY_TAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"\s*(?:,|$)')
+_VERSION = re.compile(r"[1-9][0-9]{0,17}")
+
+
+def if_match_version(value: str | None) -> int | None:
+    """The version an ``If-Match`` requires, or :data:`ANY_VERSION` for ``*``.
+
+    Resources whose ETag is their integer version (``"3"``). RFC 9110 §13.1.1 compares
+    If-Match strongly: a weak tag never matches, nor does a tag that is not a version,
+    so both are a 412, as a stale version is. Absent is a 428; a value that is no
+    entity-tag list at all (``3``, ``abc``) is a 422; a list naming two versions is a
+    422 too, since one write expects one version.
+    """
+    if value is None:
+        raise PreconditionRequiredError(
+            'updates need If-Match: "<version>" (the ETag of the resource you read)',
+            header="If-Match",
+        )
+    text = value.strip()
+    if text == "*":
+        return ANY_VERSION
+    tags: list[tuple[bool, str]] = []
+    position = 0
+    while position < len(text):
+        match = _ENTITY_TAG.match(text, position)
+        if match is None or match.end() == position:
+            raise InvalidInputError(
+                'If-Match must be "*" or quoted ETags, like "3" (RFC 9110 §13.1.1)',
+                field="If-Match",
+                rule="etag",
+            )
+        tags.append((match.group(1) is not None, match.group(2)))
+        position = match.end()
+    if not tags:
+        raise InvalidInputError(
+            'If-Match must not be empty: send "*" or "3"', field="If-Match", rule="etag"
+        )
+    versions = {int(tag) for weak, tag in tags if not weak and _VERSION.fullmatch(tag)}
+    if len(versions) > 1:
+        raise InvalidInputError(
+            "If-Match may name one version: a write expects exactly one",
+            field="If-Match",
+            rule="single_etag",
+        )
+    if not versions:
+        raise PreconditionFailedError(
+            'If-Match matches no version: it compares strongly, so a weak W/"3" never '
+            'matches, and ETags here are versions ("3")'
+        )
+    return versions.pop()

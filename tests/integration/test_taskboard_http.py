@@ -1,0 +1,214 @@
+"""taskboard's HTTP edges on both databases: routing, methods, media types, field names."""
+
+from __future__ import annotations
+
+from tests.integration.conftest import Board
+
+PROBLEM = "application/problem+json"
+
+
+async def test_patch_on_bulk_is_405_listing_the_methods_of_the_path(board: Board) -> None:
+    """``/tasks/bulk`` is not caught by ``{task_id}``: PATCH is 405, and Allow lists POST."""
+    _, auth = await board.signup("Bo")
+    ws = await board.workspace(auth)
+    response = await board.client.patch(
+        f"/api/workspaces/{ws}/tasks/bulk", json={"title": "x"}, headers=auth
+    )
+    assert response.status_code == 405, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    assert response.headers["allow"] == "POST"
+
+
+async def test_a_405_allow_header_lists_every_method_of_the_path(board: Board) -> None:
+    """PUT on a task answers 405 naming GET, HEAD, PATCH and DELETE, not only the first route."""
+    _, auth = await board.signup("Al")
+    ws = await board.workspace(auth)
+    task = await board.task(auth, ws)
+    response = await board.client.put(f"/api/workspaces/{ws}/tasks/{task['id']}", headers=auth)
+    assert response.status_code == 405
+    assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD", "PATCH", "DELETE"}
+    listing = await board.client.delete(f"/api/workspaces/{ws}/tasks", headers=auth)
+    assert set(listing.headers["allow"].split(", ")) == {"GET", "HEAD", "POST"}
+
+
+async def test_a_non_utf8_body_is_the_same_problem_as_malformed_json(board: Board) -> None:
+    """Bytes that are not UTF-8 are a 400 invalid_input naming the body, as bad JSON is."""
+    _, auth = await board.signup("Ut")
+    ws = await board.workspace(auth)
+    url = f"/api/workspaces/{ws}/tasks"
+    headers = auth | {"Content-Type": "application/json"}
+    malformed = await board.client.post(url, content=b'{"title": ', headers=headers)
+    not_utf8 = await board.client.post(url, content=b'{"title": "\xff\xfe"}', headers=headers)
+    for response in (malformed, not_utf8):
+        assert response.status_code == 400, response.text
+        assert response.headers["content-type"].startswith(PROBLEM)
+        body = response.json()
+        assert (body["code"], body["field"]) == ("invalid_input", "body")
+        assert body["errors"][0]["rule"] == "json_invalid"
+
+
+async def test_a_204_carries_no_content_type(board: Board) -> None:
+    """A deleted task's 204 has no body and so no content type."""
+    _, auth = await board.signup("Nc")
+    ws = await board.workspace(auth)
+    task = await board.task(auth, ws)
+    response = await board.client.delete(f"/api/workspaces/{ws}/tasks/{task['id']}", headers=auth)
+    assert response.status_code == 204
+    assert "content-type" not in response.headers
+    assert response.content == b""
+
+
+async def test_head_answers_as_get_without_a_body(board: Board) -> None:
+    """HEAD on a GET route (readiness, /api/me, a task) has GET's status and headers, no body."""
+    _, auth = await board.signup("He")
+    ws = await board.workspace(auth)
+    task = await board.task(auth, ws)
+    for url in (
+        "/health/ready",
+        "/health/live",
+        "/api/me",
+        f"/api/workspaces/{ws}/tasks/{task['id']}",
+    ):
+        got = await board.client.get(url, headers=auth)
+        head = await board.client.head(url, headers=auth)
+        assert head.status_code == got.status_code == 200, url
+        assert head.content == b""
+        assert head.headers["content-type"] == got.headers["content-type"]
+        assert head.headers["content-length"] == got.headers["content-length"]
+    assert (await board.client.head("/api/me")).status_code == 401
+
+
+async def test_a_bulk_items_non_member_assignee_is_named_with_its_index(board: Board) -> None:
+    """The second item's stranger assignee is reported as ``items[1].assignee_id``."""
+    owner_id, auth = await board.signup("Ow")
+    stranger_id, _ = await board.signup("St")
+    ws = await board.workspace(auth)
+    response = await board.client.post(
+        f"/api/workspaces/{ws}/tasks/bulk",
+        json={
+            "items": [
+                {"title": "a", "assignee_id": owner_id},
+                {"title": "b", "assignee_id": stranger_id},
+            ]
+        },
+        headers=auth,
+    )
+    assert response.status_code == 422
+    assert response.json()["field"] == "items[1].assignee_id"
+    single = await board.client.post(
+        f"/api/workspaces/{ws}/tasks", json={"title": "c", "assignee_id": stranger_id}, headers=auth
+    )
+    assert single.json()["field"] == "assignee_id"
+
+
+async def test_a_null_title_in_patch_names_title(board: Board) -> None:
+    """``{"title": null}`` is refused naming ``title``, not ``body``; a null assignee unassigns."""
+    user_id, auth = await board.signup("Nu")
+    ws = await board.workspace(auth)
+    task = await board.task(auth, ws, assignee_id=user_id)
+    url = f"/api/workspaces/{ws}/tasks/{task['id']}"
+    for name in ("title", "description", "status"):
+        refused = await board.client.patch(
+            url, json={name: None}, headers=auth | {"If-Match": '"1"'}
+        )
+        assert refused.status_code == 422
+        assert refused.json()["field"] == name
+    cleared = await board.client.patch(
+        url, json={"assignee_id": None}, headers=auth | {"If-Match": '"1"'}
+    )
+    assert cleared.status_code == 200
+    assert cleared.json()["assignee_id"] is None
+
+
+async def test_json_sent_as_text_plain_is_415(board: Board) -> None:
+    """Valid JSON with a non-JSON content type is 415 saying it must be application/json."""
+    _, auth = await board.signup("Tp")
+    ws = await board.workspace(auth)
+    url = f"/api/workspaces/{ws}/tasks"
+    for content_type in ("text/plain", None):
+        headers = auth | ({"Content-Type": content_type} if content_type else {})
+        response = await board.client.post(url, content=b'{"title": "x"}', headers=headers)
+        assert response.status_code == 415, (content_type, response.text)
+        assert response.headers["content-type"].startswith(PROBLEM)
+        assert "application/json" in response.json()["detail"]
+    fine = await board.client.post(
+        url,
+        content=b'{"title": "x"}',
+        headers=auth | {"Content-Type": "application/json; charset=utf-8"},
+    )
+    assert fine.status_code == 201
+
+
+async def test_audit_entries_give_ids_as_integers(board: Board) -> None:
+    """``entity_id`` and ``actor_id`` are integers, like every other id of the API."""
+    user_id, auth = await board.signup("Au")
+    ws = await board.workspace(auth)
+    task = await board.task(auth, ws)
+    entries = (await board.client.get(f"/api/workspaces/{ws}/audit", headers=auth)).json()["items"]
+    created = next(e for e in entries if e["entity"] == "Task")
+    assert created["entity_id"] == task["id"]
+    assert created["actor_id"] == user_id
+
+
+async def test_unknown_and_repeated_query_parameters_are_422_naming_them(board: Board) -> None:
+    """``?foo=bar`` and ``?status=open&status=done`` are refused, not ignored or last-wins."""
+    _, auth = await board.signup("Qp")
+    ws = await board.workspace(auth)
+    await board.task(auth, ws)
+    url = f"/api/workspaces/{ws}/tasks"
+    cases = [
+        (url, "foo=bar", "foo", "unknown_parameter"),
+        (url, "status=open&status=done", "status", "repeated_parameter"),
+        (url, "limit=5&limit=5", "limit", "repeated_parameter"),
+        ("/api/me", "verbose=1", "verbose", "unknown_parameter"),
+        (f"/api/workspaces/{ws}/audit", "status=open", "status", "unknown_parameter"),
+        ("/api/ops/breakers", "x=", "x", "unknown_parameter"),
+    ]
+    for path, query, field, rule in cases:
+        response = await board.client.get(f"{path}?{query}", headers=auth)
+        assert response.status_code == 422, (path, query, response.text)
+        body = response.json()
+        assert (body["code"], body["field"], body["rule"]) == ("invalid_input", field, rule)
+        assert field in body["detail"]
+    fine = await board.client.get(f"{url}?status=open&limit=5", headers=auth)
+    assert fine.status_code == 200
+    assert len(fine.json()["items"]) == 1
+
+
+async def test_if_match_compares_strongly_and_refuses_what_is_no_etag(board: Board) -> None:
+    """Weak and opaque tags are 412, unquoted or garbage values 422, ``*`` matches any
+    version, a stale version is a 412 with the current version, a list may name one."""
+    _, auth = await board.signup("Im")
+    ws = await board.workspace(auth)
+    task = await board.task(auth, ws, title="v1")
+    url = f"/api/workspaces/{ws}/tasks/{task['id']}"
+
+    async def patch(if_match: str, title: str = "new") -> tuple[int, dict[str, object]]:
+        response = await board.client.patch(
+            url, json={"title": title}, headers=auth | {"If-Match": if_match}
+        )
+        if response.status_code != 200:
+            assert response.headers["content-type"].startswith(PROBLEM)
+        return response.status_code, response.json()
+
+    for weak_or_opaque in ('W/"1"', '"abc"', '"0"', 'W/"1", "x"'):
+        status, body = await patch(weak_or_opaque)
+        assert (status, body["code"], body["field"]) == (412, "precondition_failed", "If-Match")
+    for malformed in ("1", "abc", '"1', "W/1", "1 OR 1", '"1" "2"', ""):
+        status, body = await patch(malformed)
+        assert (status, body["code"], body["field"]) == (422, "invalid_input", "If-Match"), (
+            malformed
+        )
+    status, body = await patch('"1", "2"')
+    assert (status, body["rule"]) == (422, "single_etag")
+
+    status, body = await patch('W/"9", "1"', title="v2")
+    assert (status, body["version"]) == (200, 2)
+    status, body = await patch('"1"')
+    assert (status, body["code"], body["current_version"]) == (412, "stale_version", 2)
+    status, body = await patch("*", title="v3")
+    assert (status, body["version"], body["title"]) == (200, 3, "v3")
+    gone = await board.client.patch(
+        f"/api/workspaces/{ws}/tasks/999999", json={"title": "x"}, headers=auth | {"If-Match": "*"}
+    )
+    assert gone.status_code == 404
