@@ -17,8 +17,9 @@ A missing server skips those tests on a developer machine and fails them under
 ``CORESTONE_TEST_POSTGRES_URL`` and ``CORESTONE_TEST_REDIS_URL``.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from corestone.testing.clock import ManualClock
-from corestone.testing.queries import QueryCounter
 from corestone.testing.redis_server import RedisServer
 from corestone.testing.services import (
     postgres_admin_url,
@@ -26,6 +27,20 @@ from corestone.testing.services import (
     require_service,
     services_required,
 )
+
+if TYPE_CHECKING:
+    from corestone.testing.queries import QueryCounter
+
+
+def __getattr__(name: str) -> Any:
+    # QueryCounter needs SQLAlchemy (the 'postgres' or 'sqlite' extra); the rest does not.
+    if name != "QueryCounter":
+        raise AttributeError(f"module 'corestone.testing' has no attribute {name!r}")
+    from corestone.testing.queries import QueryCounter
+
+    globals()[name] = QueryCounter
+    return QueryCounter
+
 
 __all__ = [
     "ManualClock",
