@@ -3,10 +3,10 @@
 Durable sagas, built on top of this package, live in :mod:`corestone.sagas`.
 """
 
-from corestone._extras import requires_extra
+from corestone import _extras
 
 # Every module below needs SQLAlchemy: a missing extra is named here, once, for all of them.
-with requires_extra(__name__, "postgres", "sqlite"):
+with _extras.requires_extra(__name__, "postgres", "sqlite"):
     from corestone.db._read_path import ReadOnlyTransactionError
     from corestone.db.audit import AuditEntry, audit_entries
     from corestone.db.database import Database, PoolOptions

@@ -4,10 +4,10 @@ Built on :mod:`corestone.db` (a saga's log is one row of ``corestone_sagas``; ea
 commits in its own transaction). See docs/sagas.md.
 """
 
-from corestone._extras import requires_extra
+from corestone import _extras
 
 # Sagas are rows in the database: SQLAlchemy, from either database extra.
-with requires_extra(__name__, "postgres", "sqlite"):
+with _extras.requires_extra(__name__, "postgres", "sqlite"):
     from corestone.sagas.orchestrator import SagaOrchestrator
     from corestone.sagas.recovery import SagaRecoveryWorker, load_registry
     from corestone.sagas.saga import (

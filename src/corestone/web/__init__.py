@@ -1,10 +1,10 @@
 """HTTP integration: middleware, problem+json, operational routes, a graceful server, and
 cached principal and membership lookups for request dependencies."""
 
-from corestone._extras import requires_extra
+from corestone import _extras
 
 # FastAPI, Starlette and uvicorn: a missing extra is named here, once, for every module below.
-with requires_extra(__name__, "web"):
+with _extras.requires_extra(__name__, "web"):
     from corestone.web.access import (
         AccessCache,
         BearerToken,
