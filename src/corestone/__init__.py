@@ -9,9 +9,9 @@ the figure) and needs no extra.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
+from corestone import _lazy
 from corestone.errors import (
     AuthenticationError,
     BulkheadFullError,
@@ -43,25 +43,24 @@ if TYPE_CHECKING:
 
     __version__: str
 
-_LAZY = {
-    "Component": "corestone.runtime",
-    "Infrastructure": "corestone.runtime",
-    "Services": "corestone.container",
-    "Settings": "corestone.config",
-    "load_settings": "corestone.config",
-}
+_exported, __dir__ = _lazy.lazy_exports(
+    __name__,
+    {
+        "Component": "corestone.runtime",
+        "Infrastructure": "corestone.runtime",
+        "Services": "corestone.container",
+        "Settings": "corestone.config",
+        "load_settings": "corestone.config",
+    },
+)
 
 
 def __getattr__(name: str) -> Any:
-    if name == "__version__":
-        from importlib.metadata import version  # only when asked
+    if name != "__version__":
+        return _exported(name)
+    from importlib.metadata import version  # only when asked
 
-        value: Any = version("corestone")  # pyproject.toml is the one source
-    else:
-        module = _LAZY.get(name)
-        if module is None:
-            raise AttributeError(f"module 'corestone' has no attribute {name!r}")
-        value = getattr(importlib.import_module(module), name)
+    value = version("corestone")  # pyproject.toml's project.version is the one source
     globals()[name] = value
     return value
 

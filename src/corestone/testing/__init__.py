@@ -17,8 +17,9 @@ A missing server skips those tests on a developer machine and fails them under
 ``CORESTONE_TEST_POSTGRES_URL`` and ``CORESTONE_TEST_REDIS_URL``.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from corestone import _lazy
 from corestone.testing.clock import ManualClock
 from corestone.testing.redis_server import RedisServer
 from corestone.testing.services import (
@@ -32,14 +33,8 @@ if TYPE_CHECKING:
     from corestone.testing.queries import QueryCounter
 
 
-def __getattr__(name: str) -> Any:
-    # QueryCounter needs SQLAlchemy (the 'postgres' or 'sqlite' extra); the rest does not.
-    if name != "QueryCounter":
-        raise AttributeError(f"module 'corestone.testing' has no attribute {name!r}")
-    from corestone.testing.queries import QueryCounter
-
-    globals()[name] = QueryCounter
-    return QueryCounter
+# QueryCounter needs SQLAlchemy (the 'postgres' or 'sqlite' extra); the rest does not.
+__getattr__, __dir__ = _lazy.lazy_exports(__name__, {"QueryCounter": "corestone.testing.queries"})
 
 
 __all__ = [
