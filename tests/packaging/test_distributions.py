@@ -339,3 +339,39 @@ def test_the_wheel_with_postgres_and_redis_runs_a_repository_and_the_tiered_cach
         "ready": found["ready"],
     }
     assert found["ready"].endswith("pass")
+
+
+_SQLITE_ONLY = r"""
+import asyncio, json, sys
+
+import corestone
+from corestone import Infrastructure, Settings
+from corestone.db import Database
+
+found = {}
+try:
+    Infrastructure(Settings(database_url=sys.argv[1], redis_url="redis://127.0.0.1:6379/0"))
+except corestone.MissingExtraError as error:
+    found["redis_url"] = [list(error.extras), error.missing]
+try:
+    asyncio.run(Database("postgresql+asyncpg://postgres@127.0.0.1:5432/postgres").start())
+except corestone.MissingExtraError as error:
+    found["postgres_url"] = [list(error.extras), error.missing, str(error)]
+print(json.dumps(found))
+"""
+
+
+def test_configuring_a_service_whose_extra_is_missing_names_that_extra(
+    distributions: Distributions, make_venv: Callable[[str], Venv]
+) -> None:
+    """With only `corestone[sqlite]`: a Redis URL fails at start-up naming 'redis', and a
+    PostgreSQL URL fails when its engine starts naming 'postgres' (not asyncpg's import)."""
+    venv = make_venv("sqlite")
+    venv.install(f"corestone[sqlite] @ {distributions.corestone_wheel.as_uri()}")
+
+    result = venv.run_python(_SQLITE_ONLY, f"sqlite+aiosqlite:///{venv.root / 'x.db'}")
+
+    found = json.loads(result.stdout.splitlines()[-1])
+    assert found["redis_url"] == [["redis"], "redis"]
+    assert found["postgres_url"][:2] == [["postgres"], "asyncpg"]
+    assert "pip install 'corestone[postgres]'" in found["postgres_url"][2]
