@@ -181,6 +181,19 @@ try:
 except ImportError as error:
     missing["RedisCache"] = [str(error), list(error.extras), True]
 
+import importlib, pathlib
+bare = []  # a part that fails with anything but MissingExtraError
+root = pathlib.Path(corestone.__file__).parent
+for path in sorted(root.rglob("*.py")):
+    name = ".".join(path.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__")
+    try:
+        importlib.import_module(name)
+    except corestone.MissingExtraError:
+        pass
+    except ModuleNotFoundError as error:
+        if error.name != "pytest":  # corestone.testing is for tests: pytest is a given there
+            bare.append([name, repr(error)])
+
 installed = {}
 for dist in metadata.distributions():
     requires = [r for r in dist.requires or [] if "extra ==" not in r]
@@ -189,6 +202,7 @@ print(json.dumps({
     "version": corestone.__version__,
     "breaker": asyncio.run(breaker_opens()),
     "missing": missing,
+    "bare": bare,
     "installed": installed,
 }))
 """
@@ -198,8 +212,9 @@ def test_the_core_wheel_alone_works_and_names_the_extra_for_every_other_part(
     distributions: Distributions, make_venv: Callable[[str], Venv]
 ) -> None:
     """Fresh venv + the wheel with no extras: MemoryCache and CircuitBreaker work; web, db,
-    the Redis cache and the CLI raise MissingExtraError naming the extra and the pip command;
-    what got installed is the core and what the core needs, nothing from any extra."""
+    the Redis cache and the CLI raise MissingExtraError naming the extra and the pip command,
+    and no module of corestone fails with a bare ModuleNotFoundError; what got installed is
+    the core and what the core needs, nothing from any extra."""
     venv = make_venv("core")
     venv.install(str(distributions.corestone_wheel))
 
@@ -215,6 +230,7 @@ def test_the_core_wheel_alone_works_and_names_the_extra_for_every_other_part(
         "RedisCache": ["redis"],
     }
     assert {target: found[1] for target, found in report["missing"].items()} == expected
+    assert report["bare"] == []  # every module: imports, or names its extra
     for message, extras, is_module_not_found in report["missing"].values():
         assert is_module_not_found
         for extra in extras:
