@@ -10,6 +10,7 @@ from corestone.errors import (
     BulkheadFullError,
     CircuitOpenError,
     CommitUnknownError,
+    EmailProviderError,
     ConfigurationError,
     ConflictError,
     CorestoneError,
@@ -32,6 +33,7 @@ from corestone.errors import (
 EXPECTED_CODES = {
     CorestoneError: "error",
     CommitUnknownError: "commit_unknown",
+    EmailProviderError: "email_provider",
     InvalidInputError: "invalid_input",
     PayloadTooLargeError: "payload_too_large",
     PreconditionRequiredError: "precondition_required",
