@@ -27,7 +27,11 @@ class FileProvider:
     """Writes ``<folder>/<message id>.eml``; the provider message id is the file name."""
 
     def __init__(
-        self, folder: str | os.PathLike[str] = "var/mail", *, name: str = "file", max_batch: int = 100
+        self,
+        folder: str | os.PathLike[str] = "var/mail",
+        *,
+        name: str = "file",
+        max_batch: int = 100,
     ) -> None:
         self.name = name
         self.max_batch = max_batch
@@ -45,7 +49,9 @@ class FileProvider:
             await asyncio.to_thread(self._write, filename, data)
         except OSError as exc:
             raise EmailProviderError(
-                self.name, shorten(f"cannot write {filename}: {exc.strerror or exc}"), retryable=True
+                self.name,
+                shorten(f"cannot write {filename}: {exc.strerror or exc}"),
+                retryable=True,
             ) from None
         return Sent(self.name, filename)
 

@@ -46,9 +46,7 @@ class MemoryProvider:
         """Fail the next ``count`` sends with this error (added after any already queued)."""
         if count < 0:
             raise ValueError("count must not be negative")
-        error = EmailProviderError(
-            self.name, reason, retryable=retryable, retry_after=retry_after
-        )
+        error = EmailProviderError(self.name, reason, retryable=retryable, retry_after=retry_after)
         self._failures.extend([error] * count)
 
     @property
