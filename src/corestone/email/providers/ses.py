@@ -76,7 +76,7 @@ def _address(address: Address) -> str:
 
 
 def _error_code(response: httpx.Response, body: Any) -> str:
-    raw = response.headers.get("x-amzn-ErrorType", "")
+    raw = str(response.headers.get("x-amzn-ErrorType", ""))
     if not raw and isinstance(body, dict):
         raw = str(body.get("__type") or body.get("code") or body.get("Code") or "")
     code = raw.split(":", 1)[0].rsplit("#", 1)[-1]
