@@ -24,6 +24,7 @@ __all__ = [
     "CORESTONE_ID_HEADER",
     "MAX_REASON",
     "check_message_id",
+    "guard",
     "parse_retry_after",
     "send_each",
     "shorten",
@@ -34,6 +35,7 @@ __all__ = [
 CORESTONE_ID_HEADER: Final = "X-Corestone-Id"
 MAX_REASON: Final = 300
 _MESSAGE_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_LINE_BREAK: Final = re.compile(r"[\r\n\x00]")
 
 
 def shorten(text: str, limit: int = MAX_REASON) -> str:
@@ -56,6 +58,34 @@ def check_message_id(provider: str, message_id: str) -> str:
     return message_id
 
 
+def guard(provider: str, outgoing: Outgoing) -> str:
+    """corestone's id, once the fields that become header lines are known to be one line.
+
+    :meth:`EmailMessage.build` already refuses line breaks; this second look is for a
+    message made some other way (the dataclass called directly), so that no provider can
+    put a line break from a field on the wire, whatever the caller did.
+    """
+    message = outgoing.message
+    lines = [
+        message.subject,
+        *(a.email for a in (message.sender, *message.recipients, *message.reply_to)),
+        *(a.name for a in (message.sender, *message.recipients, *message.reply_to)),
+        *message.headers,
+        *message.headers.values(),
+        *message.tags,
+        *message.metadata,
+        *message.metadata.values(),
+        *(a.filename for a in message.attachments),
+        *(a.content_type for a in message.attachments),
+        *(a.content_id or "" for a in message.attachments),
+    ]
+    if any(_LINE_BREAK.search(str(v)) for v in lines):
+        raise EmailProviderError(
+            provider, "a header field contains a line break; refused", retryable=False
+        )
+    return check_message_id(provider, outgoing.message_id)
+
+
 def wire_mime(provider: str, outgoing: Outgoing) -> MimeMessage:
     """The MIME message with corestone's id in ``Message-ID`` and ``X-Corestone-Id``.
 
@@ -63,9 +93,14 @@ def wire_mime(provider: str, outgoing: Outgoing) -> MimeMessage:
     at one message carry the same ``Message-ID`` and a receiving system can tell them
     apart from two messages.
     """
-    message_id = check_message_id(provider, outgoing.message_id)
-    domain = outgoing.message.sender.ascii_email.rpartition("@")[2]
-    mime = outgoing.message.to_mime(message_id=f"<{message_id}@{domain}>")
+    message_id = guard(provider, outgoing)
+    try:
+        domain = outgoing.message.sender.ascii_email.rpartition("@")[2]
+        mime = outgoing.message.to_mime(message_id=f"<{message_id}@{domain}>")
+    except (ValueError, TypeError, UnicodeError) as exc:  # the email package refused it
+        raise EmailProviderError(
+            provider, shorten(f"message cannot be encoded: {exc}"), retryable=False
+        ) from None
     del mime[CORESTONE_ID_HEADER]  # a custom header of that name must not stand beside ours
     mime[CORESTONE_ID_HEADER] = message_id
     return mime

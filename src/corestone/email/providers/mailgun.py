@@ -31,7 +31,7 @@ from typing import Final, Literal
 from corestone._extras import requires_extra
 from corestone.email.providers._common import (
     CORESTONE_ID_HEADER,
-    check_message_id,
+    guard,
     parse_retry_after,
     send_each,
     shorten,
@@ -89,7 +89,7 @@ class MailgunProvider:
     def _form(
         self, outgoing: Outgoing
     ) -> tuple[list[tuple[str, str]], list[tuple[str, tuple[str, bytes, str]]]]:
-        message_id = check_message_id(self.name, outgoing.message_id)
+        message_id = guard(self.name, outgoing)
         message = outgoing.message
         data: list[tuple[str, str]] = [("from", message.sender.formatted(ascii_domain=True))]
         for field, addresses in (("to", message.to), ("cc", message.cc), ("bcc", message.bcc)):

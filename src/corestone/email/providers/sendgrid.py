@@ -32,7 +32,7 @@ from corestone._extras import requires_extra
 from corestone.email.message import Address, EmailMessage
 from corestone.email.providers._common import (
     CORESTONE_ID_HEADER,
-    check_message_id,
+    guard,
     parse_retry_after,
     shorten,
     status_error,
@@ -115,7 +115,7 @@ class SendGridProvider:
         return body
 
     def _personalization(self, outgoing: Outgoing) -> dict[str, Any]:
-        message_id = check_message_id(self.name, outgoing.message_id)
+        message_id = guard(self.name, outgoing)
         message = outgoing.message
         entry: dict[str, Any] = {"to": [_address(a) for a in message.to]}
         if message.cc:

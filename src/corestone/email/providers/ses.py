@@ -41,7 +41,7 @@ from corestone._extras import requires_extra
 from corestone.email.message import Address, EmailMessage
 from corestone.email.providers._common import (
     CORESTONE_ID_HEADER,
-    check_message_id,
+    guard,
     parse_retry_after,
     shorten,
     status_error,
@@ -180,7 +180,7 @@ class SesProvider:
         return headers
 
     def _send_email_body(self, outgoing: Outgoing) -> dict[str, Any]:
-        message_id = check_message_id(self.name, outgoing.message_id)
+        message_id = guard(self.name, outgoing)
         message = outgoing.message
         body = self._common(message)
         body["Destination"] = self._destination(message)
@@ -279,7 +279,7 @@ class SesProvider:
         }
         entries = []
         for outgoing in batch:
-            message_id = check_message_id(self.name, outgoing.message_id)
+            message_id = guard(self.name, outgoing)
             entries.append(
                 {
                     "Destination": self._destination(outgoing.message),
