@@ -304,12 +304,10 @@ class SmtpProvider:
                 shorten(f"SMTP {exc.code} at {stage}: {exc.message}"),
                 retryable=400 <= exc.code < 500,
             )
-        if isinstance(exc, aiosmtplib.SMTPAuthenticationError):  # pragma: no cover - has a code
-            return EmailProviderError(self.name, "authentication refused", retryable=False)
-        if isinstance(exc, aiosmtplib.SMTPNotSupported):
+        if isinstance(exc, aiosmtplib.SMTPNotSupported) or type(exc) is aiosmtplib.SMTPException:
             return EmailProviderError(
                 self.name, shorten(f"{stage}: {exc}"), retryable=False
-            )  # e.g. STARTTLS asked for and not offered: configuration, not a hiccup
+            )  # STARTTLS or AUTH asked for and not offered: configuration, not a hiccup
         if isinstance(exc, ssl.SSLCertVerificationError):
             return EmailProviderError(
                 self.name, shorten(f"TLS certificate refused: {exc}"), retryable=False
