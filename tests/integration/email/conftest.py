@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +14,13 @@ from aiosmtpd.controller import Controller
 
 from corestone.email.message import EmailMessage
 from corestone.email.providers.base import Outgoing
-from tests.integration.email.fakes import SmtpRecorder, start_smtp
+from tests.integration.email.fakes import (
+    MailgunFake,
+    SendGridFake,
+    SesFake,
+    SmtpRecorder,
+    start_smtp,
+)
 
 
 def free_port() -> int:
@@ -89,3 +95,44 @@ def message(**fields: object) -> EmailMessage:
 
 def outgoing(message_id: str = "m-1", **fields: object) -> Outgoing:
     return Outgoing(message_id, message(**fields))
+
+
+SENDGRID_KEY = "SG.test-key-8d2f"
+MAILGUN_KEY = "key-mg-test-41aa"
+MAILGUN_DOMAIN = "mg.example.com"
+AWS_KEY_ID = "AKIDEXAMPLE"
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+AWS_REGION = "eu-west-1"
+
+
+@pytest.fixture
+async def sendgrid_fake() -> AsyncIterator[SendGridFake]:
+    """A local SendGrid v3 API that accepts SENDGRID_KEY."""
+    fake = SendGridFake(SENDGRID_KEY)
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@pytest.fixture
+async def mailgun_fake() -> AsyncIterator[MailgunFake]:
+    """A local Mailgun API that knows MAILGUN_DOMAIN and accepts MAILGUN_KEY."""
+    fake = MailgunFake(MAILGUN_KEY, MAILGUN_DOMAIN)
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@pytest.fixture
+async def ses_fake() -> AsyncIterator[SesFake]:
+    """A local SES v2 API that verifies SigV4 signatures made with AWS_SECRET."""
+    fake = SesFake(AWS_KEY_ID, AWS_SECRET, AWS_REGION)
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()

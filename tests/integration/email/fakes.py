@@ -152,6 +152,7 @@ class SendGridFake(FakeHttpServer):
         super().__init__()
         self.api_key = api_key
         self.scopes = scopes
+        self.message_ids: list[str] = []
 
     def handle(self, request: Received) -> Reply:
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
@@ -177,7 +178,8 @@ class SendGridFake(FakeHttpServer):
             problems.append(("content", "text/plain must come first"))
         if problems:
             return _json(400, {"errors": [{"field": f, "message": m} for f, m in problems]})
-        return 202, {"x-message-id": uuid.uuid4().hex[:22]}, b""
+        self.message_ids.append(uuid.uuid4().hex[:22])
+        return 202, {"x-message-id": self.message_ids[-1]}, b""
 
 
 class MailgunFake(FakeHttpServer):
