@@ -172,8 +172,9 @@ async def test_messages_that_cannot_be_templated_go_one_by_one(ses_fake: SesFake
     """Text with ``{{`` (a template placeholder to SES) and messages with files go through
     SendEmail, one request each, their text untouched."""
     provider = provider_for(ses_fake)
+    braces = "{{not a placeholder}}"
     outcomes = await provider.send_batch(
-        [outgoing("p-1", text="{{not a placeholder}}"), outgoing("p-2", text="{{not a placeholder}}"),
+        [outgoing("p-1", text=braces), outgoing("p-2", text=braces),
          outgoing("f-1", attachments=[Attachment("a.txt", b"x")])]
     )  # fmt: skip
     await provider.aclose()

@@ -44,7 +44,7 @@ from corestone.observability.health import CheckResult, HealthStatus
 with requires_extra(__name__, "email"):
     import httpx
 
-__all__ = ["SendGridProvider"]
+__all__ = ["MAX_RECIPIENTS_PER_REQUEST", "SendGridProvider"]
 
 MAX_RECIPIENTS_PER_REQUEST = 1000
 """SendGrid: at most 1,000 recipients (to + cc + bcc over all personalizations) a request."""

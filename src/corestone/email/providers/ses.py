@@ -58,7 +58,7 @@ with requires_extra(__name__, "ses"):
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-__all__ = ["MAX_BULK_ENTRIES", "SesProvider"]
+__all__ = ["MAX_BULK_ENTRIES", "TAG_NAME", "SesProvider"]
 
 MAX_BULK_ENTRIES: Final = 50
 TAG_NAME: Final = "corestone-id"
