@@ -19,11 +19,21 @@ if TYPE_CHECKING:
     )
     from corestone.email.providers.base import EmailProvider, Outgoing, Sent
     from corestone.email.templates import EmailTemplates, RenderedEmail, html_to_text
+    from corestone.email.webhooks import (
+        DeliveryEvent,
+        MailgunWebhook,
+        MemoryReplayGuard,
+        SendGridWebhook,
+    )
 
 __getattr__, __dir__ = _lazy.lazy_exports(
     __name__,
     {
         "DEFAULT_LIMITS": "corestone.email.message",
+        "DeliveryEvent": "corestone.email.webhooks",
+        "MailgunWebhook": "corestone.email.webhooks",
+        "MemoryReplayGuard": "corestone.email.webhooks",
+        "SendGridWebhook": "corestone.email.webhooks",
         "Address": "corestone.email.message",
         "Attachment": "corestone.email.message",
         "EmailLimits": "corestone.email.message",
@@ -41,12 +51,16 @@ __all__ = [
     "DEFAULT_LIMITS",
     "Address",
     "Attachment",
+    "DeliveryEvent",
     "EmailLimits",
     "EmailMessage",
     "EmailProvider",
     "EmailTemplates",
+    "MailgunWebhook",
+    "MemoryReplayGuard",
     "Outgoing",
     "RenderedEmail",
+    "SendGridWebhook",
     "Sent",
     "html_to_text",
 ]
