@@ -1,4 +1,6 @@
-"""The ways out: each provider imported on first use, as each needs its own extra.
+"""Email providers: each turns a message into one provider's API call (docs/email.md).
+
+Each provider is imported on first use, as each needs its own extra.
 
 ``from corestone.email.providers import SmtpProvider`` loads aiosmtplib and dkimpy (the
 ``smtp`` extra) only when SMTP is what is used; SES needs ``ses`` (botocore), the HTTP
