@@ -202,6 +202,15 @@ class MailgunFake(FakeHttpServer):
         names = {name for name, _ in fields}
         if not {"from", "to", "subject"} <= names or not names & {"text", "html"}:
             return _json(400, {"message": "'from', 'to', 'subject' and a body are required"})
+        to = [value for name, value in fields if name == "to"]
+        if len(to) > 1000:
+            return _json(400, {"message": "Too many recipients: 1000 at most"})
+        variables = dict(fields).get("recipient-variables")
+        if variables is not None:
+            known = json.loads(variables)
+            addresses = [value.rpartition("<")[2].rstrip(">") for value in to]
+            if not isinstance(known, dict) or set(addresses) - set(known):
+                return _json(400, {"message": "recipient-variables must cover every to"})
         return _json(200, {"id": f"<{uuid.uuid4().hex}@{self.domain}>", "message": "Queued."})
 
 

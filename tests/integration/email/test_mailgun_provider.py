@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from corestone.email.message import Attachment
-from corestone.email.providers.base import EmailProvider
+from corestone.email.providers.base import EmailProvider, Sent
 from corestone.email.providers.mailgun import MAILGUN_REGIONS, MailgunProvider
 from corestone.errors import EmailProviderError
 from corestone.observability.health import HealthStatus
@@ -56,7 +56,6 @@ async def test_form_is_exactly_the_documented_shape(mailgun_fake: MailgunFake) -
         ("html", '<p><img src="cid:logo"></p>'),
         ("h:Reply-To", "replies@example.com"),
         ("h:X-Campaign", "spring"),
-        ("h:X-Corestone-Id", "m-9"),
         ("o:tag", "welcome"),
         ("o:tag", "onboarding"),
         ("v:workspace", "12"),
@@ -75,15 +74,64 @@ async def test_form_is_exactly_the_documented_shape(mailgun_fake: MailgunFake) -
 async def test_without_files_the_form_is_urlencoded(mailgun_fake: MailgunFake) -> None:
     """No attachments: a plain urlencoded form, which Mailgun accepts too."""
     provider = provider_for(mailgun_fake)
-    outcomes = await provider.send_batch([outgoing("a"), outgoing("b")])
+    await provider.send(outgoing("a"))
     await provider.aclose()
 
-    assert provider.max_batch == 1
-    assert len(mailgun_fake.requests) == 2
-    first = mailgun_fake.requests[0]
-    assert first.headers["content-type"] == "application/x-www-form-urlencoded"
-    assert ("v:corestone-id", "a") in first.form()[0]
-    assert all(not isinstance(o, Exception) for o in outcomes)
+    [request] = mailgun_fake.requests
+    assert request.headers["content-type"] == "application/x-www-form-urlencoded"
+    assert ("v:corestone-id", "a") in request.form()[0]
+
+
+async def test_shared_content_goes_as_one_batch_request(mailgun_fake: MailgunFake) -> None:
+    """Three messages of one content to one recipient each: one request with three ``to``
+    and recipient-variables carrying each corestone id. A message with a cc, one whose text
+    holds ``%recipient`` and a second message to an address already in the batch each go
+    alone."""
+    provider = provider_for(mailgun_fake)
+    batch = [outgoing(f"b-{i}", to=[(f"User {i}", f"u{i}@example.org")]) for i in range(3)]
+    batch += [
+        outgoing("cc", cc=["carl@example.org"]),
+        outgoing("pct", text="50%recipient off"),
+        outgoing("again", to=[("User 0", "u0@example.org")]),
+    ]
+    outcomes = await provider.send_batch(batch)
+    await provider.aclose()
+
+    assert len(mailgun_fake.requests) == 4
+    fields, _ = mailgun_fake.requests[0].form()
+    assert fields == [
+        ("from", "Corestone <noreply@example.com>"),
+        ("to", "User 0 <u0@example.org>"),
+        ("to", "User 1 <u1@example.org>"),
+        ("to", "User 2 <u2@example.org>"),
+        ("subject", "Hello"),
+        ("text", "Hello, Ada."),
+        ("v:corestone-id", "%recipient.corestone_id%"),
+        (
+            "recipient-variables",
+            '{"u0@example.org":{"corestone_id":"b-0"},"u1@example.org":{"corestone_id":"b-1"},'
+            '"u2@example.org":{"corestone_id":"b-2"}}',
+        ),
+    ]
+    alone = [dict(r.form()[0])["v:corestone-id"] for r in mailgun_fake.requests[1:]]
+    assert alone == ["cc", "pct", "again"]
+    assert all(isinstance(o, Sent) for o in outcomes)
+    ids = [o.provider_message_id for o in outcomes if isinstance(o, Sent)]
+    assert ids[0] == ids[1] == ids[2]
+    assert len(set(ids)) == 4
+
+
+async def test_a_batch_of_one_request_raises_its_failure(mailgun_fake: MailgunFake) -> None:
+    """When the batch was one request, its failure is the whole call's and is raised; when it
+    was several, each request's failure lands on its own messages."""
+    provider = provider_for(mailgun_fake)
+    mailgun_fake.fail_next(503, {"message": "down"})
+    with pytest.raises(EmailProviderError):
+        await provider.send_batch([outgoing("a", to=["a@example.org"]), outgoing("b")])
+    mailgun_fake.fail_next(400, {"message": "bad"})
+    outcomes = await provider.send_batch([outgoing("c", cc=["x@example.org"]), outgoing("d")])
+    await provider.aclose()
+    assert [type(o).__name__ for o in outcomes] == ["EmailProviderError", "Sent"]
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,15 @@ its angle brackets, is the provider message id.
 The API lives at ``https://api.mailgun.net`` (US) or ``https://api.eu.mailgun.net`` (EU):
 a domain is created in one region and only that one knows it.
 
-Batches are sequential, one request per message. Mailgun's native batch (many ``to``
-with ``recipient-variables``) sends one content, personalised by ``%recipient.x%``
-placeholders; corestone's messages arrive already rendered, each with its own id, so
-there is nothing such a batch could share.
+Batches use Mailgun's batch sending: messages whose content is identical, each with one
+``to`` recipient and no cc/bcc, go out as one request with many ``to`` fields and
+``recipient-variables`` holding each recipient's corestone id, so Mailgun sends each
+recipient a message of their own and ``v:corestone-id`` is ``%recipient.corestone_id%``
+(Mailgun substitutes recipient variables in ``v:`` values), up to 1,000 recipients a
+request, Mailgun's documented limit. Other messages, and content containing
+``%recipient`` (which Mailgun would substitute), go one request each. corestone's id is
+not repeated in a header: Mailgun adds the ``v:`` variables to each delivered message
+as ``X-Mailgun-Variables``.
 
 Errors: a transport error, timeout, 429 and 5xx are retryable (``Retry-After`` honoured);
 400, 401, 402, 403, 404, 413 and any other 4xx are permanent.
@@ -25,15 +30,15 @@ Errors: a transport error, timeout, 429 and 5xx are retryable (``Retry-After`` h
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Final, Literal
 
 from corestone._extras import requires_extra
+from corestone.email.message import EmailMessage
 from corestone.email.providers._common import (
-    CORESTONE_ID_HEADER,
     guard,
     parse_retry_after,
-    send_each,
     shorten,
     status_error,
 )
@@ -44,8 +49,10 @@ from corestone.observability.health import CheckResult, HealthStatus
 with requires_extra(__name__, "email"):
     import httpx
 
-__all__ = ["MAILGUN_REGIONS", "MailgunProvider"]
+__all__ = ["MAILGUN_REGIONS", "MAX_RECIPIENTS_PER_REQUEST", "MailgunProvider"]
 
+MAX_RECIPIENTS_PER_REQUEST: Final = 1000
+"""Mailgun's batch sending: at most 1,000 ``to`` recipients a request."""
 MAILGUN_REGIONS: Final = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
 
 
@@ -76,7 +83,7 @@ class MailgunProvider:
         if base_url is None and region not in MAILGUN_REGIONS:
             raise ValueError(f"region must be one of {sorted(MAILGUN_REGIONS)}")
         self.name = name
-        self.max_batch = 1
+        self.max_batch = MAX_RECIPIENTS_PER_REQUEST
         self.domain = domain
         self._base_url = (base_url or MAILGUN_REGIONS[region]).rstrip("/")
         self._owns_client = client is None
@@ -103,7 +110,6 @@ class MailgunProvider:
             replies = ", ".join(a.formatted(ascii_domain=True) for a in message.reply_to)
             data.append(("h:Reply-To", replies))
         data += [(f"h:{name}", value) for name, value in message.headers.items()]
-        data.append((f"h:{CORESTONE_ID_HEADER}", message_id))
         data += [("o:tag", tag) for tag in message.tags]
         data += [(f"v:{key}", value) for key, value in message.metadata.items()]
         data.append(("v:corestone-id", message_id))
@@ -119,6 +125,11 @@ class MailgunProvider:
     async def send(self, outgoing: Outgoing) -> Sent:
         """One form post; the id Mailgun queued the message under comes back."""
         data, files = self._form(outgoing)
+        return Sent(self.name, await self._post(data, files))
+
+    async def _post(
+        self, data: list[tuple[str, str]], files: list[tuple[str, tuple[str, bytes, str]]]
+    ) -> str | None:
         try:
             response = await self._client.post(
                 f"{self._base_url}/v3/{self.domain}/messages",
@@ -135,7 +146,7 @@ class MailgunProvider:
                 queued = str(response.json().get("id") or "")
             except (ValueError, AttributeError):
                 queued = ""
-            return Sent(self.name, queued.strip().strip("<>") or None)
+            return queued.strip().strip("<>") or None
         raise self._error(response)
 
     def _error(self, response: httpx.Response) -> EmailProviderError:
@@ -146,9 +157,68 @@ class MailgunProvider:
         wait = parse_retry_after(response.headers.get("Retry-After"))
         return status_error(self.name, response.status_code, detail, retry_after=wait)
 
+    @staticmethod
+    def _batch_key(message: EmailMessage) -> str | None:
+        """What messages must share to go in one batch request; None: they cannot."""
+        texts = (message.subject, message.text or "", message.html or "")
+        if (
+            len(message.to) != 1
+            or message.cc
+            or message.bcc
+            or any("%recipient" in t for t in texts)
+        ):
+            return None
+        shared = message.to_dict()
+        for field in ("to", "idempotency_key"):
+            shared.pop(field)
+        return json.dumps(shared, sort_keys=True)
+
     async def send_batch(self, batch: Sequence[Outgoing]) -> list[Sent | EmailProviderError]:
-        """One request per message (see the module docstring for why)."""
-        return await send_each(batch, self.send)
+        """Shared content as one batch request each; the rest one request per message.
+
+        When the whole batch is one request and it fails, the error is raised (every
+        message has that outcome); otherwise each failure is returned in its place.
+        """
+        if len(batch) > self.max_batch:
+            raise ValueError(f"a batch holds at most {self.max_batch} messages")
+        requests: list[list[int]] = []
+        open_groups: dict[str, list[int]] = {}
+        for index, outgoing in enumerate(batch):
+            key = self._batch_key(outgoing.message)
+            group = open_groups.get(key) if key is not None else None
+            address = outgoing.message.to[0].ascii_email
+            if group is None or any(batch[i].message.to[0].ascii_email == address for i in group):
+                group = []
+                requests.append(group)
+                if key is not None:
+                    open_groups[key] = group
+            group.append(index)
+        outcomes: dict[int, Sent | EmailProviderError] = {}
+        for members in requests:
+            try:
+                if len(members) == 1:
+                    outcomes[members[0]] = await self.send(batch[members[0]])
+                    continue
+                data, files = self._batch_form([batch[i] for i in members])
+                sent = Sent(self.name, await self._post(data, files))
+                outcomes.update(dict.fromkeys(members, sent))
+            except EmailProviderError as exc:
+                if len(requests) == 1:
+                    raise
+                outcomes.update(dict.fromkeys(members, exc))
+        return [outcomes[i] for i in range(len(batch))]
+
+    def _batch_form(
+        self, batch: list[Outgoing]
+    ) -> tuple[list[tuple[str, str]], list[tuple[str, tuple[str, bytes, str]]]]:
+        ids = {o.message.to[0].ascii_email: guard(self.name, o) for o in batch}
+        data, files = self._form(batch[0])
+        data = [(k, v) for k, v in data if k not in ("to", "v:corestone-id")]
+        to = [("to", o.message.to[0].formatted(ascii_domain=True)) for o in batch]
+        variables = {address: {"corestone_id": i} for address, i in ids.items()}
+        data = [data[0], *to, *data[1:], ("v:corestone-id", "%recipient.corestone_id%")]
+        data.append(("recipient-variables", json.dumps(variables, separators=(",", ":"))))
+        return data, files
 
     async def check(self) -> CheckResult:
         """``GET /v4/domains/{domain}``: the key is valid and the region knows the domain."""
