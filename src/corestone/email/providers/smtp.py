@@ -53,7 +53,7 @@ _DKIM_HEADERS: Final = (
 
 @dataclass(frozen=True, slots=True)
 class DkimKey:
-    """Sign outgoing mail: ``d=domain``, ``s=selector``, the PEM private key (RSA or Ed25519)."""
+    """Sign outgoing mail: ``d=domain``, ``s=selector``, the RSA private key in PEM."""
 
     selector: str
     domain: str
