@@ -196,3 +196,17 @@ def test_region_picks_the_base_url() -> None:
     assert "secret-k" not in repr(MailgunProvider("secret-k", "d.example"))
     with pytest.raises(ValueError, match="region"):
         MailgunProvider("k", "d.example", region="ap")  # type: ignore[arg-type]
+
+
+async def test_one_bad_message_does_not_sink_its_batch(mailgun_fake: MailgunFake) -> None:
+    """A message with an unusable id is refused alone; the others of the same content still
+    go out together as one batch request."""
+    provider = provider_for(mailgun_fake)
+    outcomes = await provider.send_batch(
+        [outgoing("ok-1", to=["a@example.org"]), outgoing("bad id", to=["b@example.org"]),
+         outgoing("ok-2", to=["c@example.org"])]
+    )  # fmt: skip
+    await provider.aclose()
+    assert [type(o).__name__ for o in outcomes] == ["Sent", "EmailProviderError", "Sent"]
+    [request] = mailgun_fake.requests
+    assert [v for k, v in request.form()[0] if k == "to"] == ["a@example.org", "c@example.org"]

@@ -246,3 +246,17 @@ async def test_unreachable_endpoint_is_retryable() -> None:
     await provider.aclose()
     assert caught.value.retryable is True
     assert AWS_SECRET not in repr(provider)
+
+
+async def test_one_bad_message_does_not_sink_its_bulk_group(ses_fake: SesFake) -> None:
+    """A message with an id SES tags cannot hold is refused alone; the others of the same
+    content still go out together through SendBulkEmail."""
+    provider = provider_for(ses_fake)
+    outcomes = await provider.send_batch(
+        [outgoing("ok-1", to=["a@example.org"]), outgoing("bad id", to=["b@example.org"]),
+         outgoing("ok-2", to=["c@example.org"])]
+    )  # fmt: skip
+    await provider.aclose()
+    assert [type(o).__name__ for o in outcomes] == ["Sent", "EmailProviderError", "Sent"]
+    [request] = ses_fake.requests
+    assert len(request.json()["BulkEmailEntries"]) == 2

@@ -183,7 +183,13 @@ class MailgunProvider:
             raise ValueError(f"a batch holds at most {self.max_batch} messages")
         requests: list[list[int]] = []
         open_groups: dict[str, list[int]] = {}
+        outcomes: dict[int, Sent | EmailProviderError] = {}
         for index, outgoing in enumerate(batch):
+            try:
+                guard(self.name, outgoing)  # one bad message must not sink its group
+            except EmailProviderError as exc:
+                outcomes[index] = exc
+                continue
             key = self._batch_key(outgoing.message)
             group = open_groups.get(key) if key is not None else None
             address = outgoing.message.to[0].ascii_email
@@ -193,7 +199,7 @@ class MailgunProvider:
                 if key is not None:
                     open_groups[key] = group
             group.append(index)
-        outcomes: dict[int, Sent | EmailProviderError] = {}
+        whole = len(requests) == 1 and not outcomes
         for members in requests:
             try:
                 if len(members) == 1:
@@ -203,7 +209,7 @@ class MailgunProvider:
                 sent = Sent(self.name, await self._post(data, files))
                 outcomes.update(dict.fromkeys(members, sent))
             except EmailProviderError as exc:
-                if len(requests) == 1:
+                if whole:
                     raise
                 outcomes.update(dict.fromkeys(members, exc))
         return [outcomes[i] for i in range(len(batch))]

@@ -234,7 +234,13 @@ class SesProvider:
             raise ValueError(f"a batch holds at most {self.max_batch} messages")
         groups: dict[str, list[int]] = {}
         singles: list[int] = []
+        outcomes: dict[int, Sent | EmailProviderError] = {}
         for index, outgoing in enumerate(batch):
+            try:
+                guard(self.name, outgoing)  # one bad message must not sink its group
+            except EmailProviderError as exc:
+                outcomes[index] = exc
+                continue
             key = self._bulk_key(outgoing.message)
             if key is None:
                 singles.append(index)
@@ -242,8 +248,7 @@ class SesProvider:
                 groups.setdefault(key, []).append(index)
         singles += [members[0] for members in groups.values() if len(members) == 1]
         bulks = [members for members in groups.values() if len(members) > 1]
-        whole = len(bulks) + len(singles) == 1
-        outcomes: dict[int, Sent | EmailProviderError] = {}
+        whole = len(bulks) + len(singles) == 1 and not outcomes
         for index in singles:
             try:
                 outcomes[index] = await self.send(batch[index])
