@@ -304,6 +304,8 @@ class Delivered:
     rcpt_tos: list[str]
     content: bytes
     mail_options: list[str]
+    tls: bool = False
+    authenticated: bool = False
 
 
 @dataclass
@@ -352,6 +354,8 @@ class SmtpRecorder:
                 Delivered(
                     str(envelope.mail_from), list(envelope.rcpt_tos), content,
                     list(envelope.mail_options),
+                    tls=server.transport.get_extra_info("ssl_object") is not None,
+                    authenticated=bool(session.authenticated),
                 )
             )  # fmt: skip
         return "250 OK queued"
@@ -359,8 +363,7 @@ class SmtpRecorder:
 
 def start_smtp(recorder: SmtpRecorder, port: int, **options: Any) -> Controller:
     """A real SMTP server on ``port`` in its own thread; stop it with ``.stop()``."""
-    controller = Controller(
-        recorder, hostname="127.0.0.1", port=port, enable_SMTPUTF8=True, **options
-    )
+    options.setdefault("enable_SMTPUTF8", True)
+    controller = Controller(recorder, hostname="127.0.0.1", port=port, **options)
     controller.start()
     return controller
