@@ -52,7 +52,7 @@ async def test_request_is_exactly_the_documented_shape(sendgrid_fake: SendGridFa
                 "to": [{"email": "ada@example.org", "name": "Ada"}],
                 "cc": [{"email": "carl@xn--exmple-cua.org"}],
                 "bcc": [{"email": "hidden@example.org"}],
-                "custom_args": {"corestone_id": "m-7"},
+                "custom_args": {"workspace": "12", "corestone_id": "m-7"},
                 "headers": {"X-Corestone-Id": "m-7"},
             }
         ],
@@ -71,7 +71,6 @@ async def test_request_is_exactly_the_documented_shape(sendgrid_fake: SendGridFa
         ],
         "headers": {"X-Campaign": "spring"},
         "categories": ["welcome", "onboarding"],
-        "custom_args": {"workspace": "12"},
     }  # fmt: skip
     assert sent.provider == "sendgrid"
     assert sent.provider_message_id == sendgrid_fake.message_ids[0]
@@ -79,18 +78,18 @@ async def test_request_is_exactly_the_documented_shape(sendgrid_fake: SendGridFa
 
 async def test_identical_messages_share_one_request(sendgrid_fake: SendGridFake) -> None:
     """Three messages with one content go as one request of three personalizations, each
-    carrying its own corestone id; a fourth with other content goes alone."""
+    carrying its own corestone id and metadata; a fourth with other content goes alone."""
     provider = provider_for(sendgrid_fake)
-    batch = [outgoing(f"b-{i}", to=[f"u{i}@example.org"]) for i in range(3)]
+    batch = [outgoing(f"b-{i}", to=[f"u{i}@example.org"], metadata={"n": str(i)}) for i in range(3)]
     batch.insert(1, outgoing("other", subject="Different"))
     outcomes = await provider.send_batch(batch)
     await provider.aclose()
 
     assert len(sendgrid_fake.requests) == 2
     shared, alone = (r.json() for r in sendgrid_fake.requests)
-    assert [p["custom_args"]["corestone_id"] for p in shared["personalizations"]] == [
-        "b-0", "b-1", "b-2"
-    ]  # fmt: skip
+    assert [p["custom_args"] for p in shared["personalizations"]] == [
+        {"n": str(i), "corestone_id": f"b-{i}"} for i in range(3)
+    ]
     assert [p["to"] for p in shared["personalizations"]] == [
         [{"email": f"u{i}@example.org"}] for i in range(3)
     ]

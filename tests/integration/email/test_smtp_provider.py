@@ -346,3 +346,15 @@ async def test_header_injection_never_reaches_the_wire(smtp_server: SmtpServer) 
 
     assert all(isinstance(o, EmailProviderError) and not o.retryable for o in outcomes)
     assert smtp_server.recorder.delivered == []
+
+
+async def test_unusable_dkim_key_is_permanent(smtp_server: SmtpServer) -> None:
+    """A DKIM key that is not a private key fails every message permanently (a retry cannot
+    fix configuration), names DKIM, and nothing unsigned goes out instead."""
+    key = DkimKey(selector="s1", domain="example.com", private_key=b"not a key")
+    provider = SmtpProvider(smtp_server.url, dkim_key=key)
+    outcomes = await provider.send_batch([outgoing("a"), outgoing("b")])
+    await provider.aclose()
+    assert all(isinstance(o, EmailProviderError) and not o.retryable for o in outcomes)
+    assert all("DKIM" in o.reason for o in outcomes if isinstance(o, EmailProviderError))
+    assert smtp_server.recorder.delivered == []

@@ -2,13 +2,13 @@
 
 A message becomes one request: ``from``, ``subject``, ``content`` (text before HTML, as
 SendGrid requires), ``attachments`` (inline ones with ``disposition: inline`` and their
-``content_id``), ``headers``, ``categories`` (the message's tags), and ``custom_args``
-(its metadata). corestone's id travels in the personalization's ``custom_args`` as
-``corestone_id``: SendGrid returns custom args with every event webhook, which is how an
+``content_id``), ``headers`` and ``categories`` (the message's tags); its recipients,
+metadata and corestone's id go in its personalization (``custom_args``, the id as
+``corestone_id``, so the metadata may differ between messages of one request): SendGrid returns custom args with every event webhook, which is how an
 event finds its message. SendGrid answers ``202 Accepted`` with an ``X-Message-Id`` header.
 
 Batches use personalizations: messages whose content is identical and which differ only
-in their recipients (and id) go out in one request, one personalization each (each with
+in their recipients, metadata and id go out in one request, one personalization each (each with
 its own ``custom_args``), up to 1,000 recipients a request, SendGrid's documented limit.
 Messages that differ in content go out in separate requests (one per distinct content),
 so a batch of fully personalised messages costs one request per message. Every
@@ -110,8 +110,6 @@ class SendGridProvider:
             body["headers"] = dict(message.headers)
         if message.tags:
             body["categories"] = list(message.tags)
-        if message.metadata:
-            body["custom_args"] = dict(message.metadata)
         return body
 
     def _personalization(self, outgoing: Outgoing) -> dict[str, Any]:
@@ -122,7 +120,7 @@ class SendGridProvider:
             entry["cc"] = [_address(a) for a in message.cc]
         if message.bcc:
             entry["bcc"] = [_address(a) for a in message.bcc]
-        entry["custom_args"] = {"corestone_id": message_id}
+        entry["custom_args"] = {**message.metadata, "corestone_id": message_id}
         entry["headers"] = {CORESTONE_ID_HEADER: message_id}
         return entry
 

@@ -238,7 +238,7 @@ class SmtpProvider:
                 key.private_key,
                 include_headers=[h for h in _DKIM_HEADERS if b"\n" + h + b":" in b"\n" + head],
             )
-        except dkim.DKIMException as exc:
+        except Exception as exc:  # noqa: BLE001 - a bad key or message: no retry can help
             raise EmailProviderError(
                 self.name, shorten(f"DKIM signing failed: {exc}"), retryable=False
             ) from None
