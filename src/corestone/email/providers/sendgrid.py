@@ -2,14 +2,15 @@
 
 A message becomes one request: ``from``, ``subject``, ``content`` (text before HTML, as
 SendGrid requires), ``attachments`` (inline ones with ``disposition: inline`` and their
-``content_id``), ``headers`` and ``categories`` (the message's tags); its recipients,
-metadata and corestone's id go in its personalization (``custom_args``, the id as
-``corestone_id``, so the metadata may differ between messages of one request): SendGrid returns custom args with every event webhook, which is how an
-event finds its message. SendGrid answers ``202 Accepted`` with an ``X-Message-Id`` header.
+``content_id``), ``headers`` and ``categories`` (the message's tags). Its recipients,
+metadata and corestone's id go in its personalization, the id in ``custom_args`` as
+``corestone_id``: SendGrid returns custom args with every event webhook, which is how an
+event finds its message. SendGrid answers ``202 Accepted`` with an ``X-Message-Id``.
 
 Batches use personalizations: messages whose content is identical and which differ only
-in their recipients, metadata and id go out in one request, one personalization each (each with
-its own ``custom_args``), up to 1,000 recipients a request, SendGrid's documented limit.
+in their recipients, metadata and id go out in one request, one personalization each
+(each with its own ``custom_args``), up to 1,000 recipients a request, SendGrid's
+documented limit.
 Messages that differ in content go out in separate requests (one per distinct content),
 so a batch of fully personalised messages costs one request per message. Every
 personalization's recipients get the same ``X-Message-Id``; SendGrid's own per-recipient
