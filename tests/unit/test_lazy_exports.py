@@ -23,6 +23,7 @@ LAZY_PACKAGES = [
     "corestone",
     "corestone.cache",
     "corestone.email",
+    "corestone.email.providers",
     "corestone.resilience",
     "corestone.testing",
 ]

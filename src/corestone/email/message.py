@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from email.headerregistry import Address as MimeAddress
 from email.message import EmailMessage as MimeMessage
 from email.policy import SMTP, SMTPUTF8
-from email.utils import make_msgid
+from email.utils import formatdate, make_msgid
 from types import MappingProxyType
 from typing import Any, Final, cast
 
@@ -294,6 +294,7 @@ class EmailMessage:
         mime["Subject"] = self.subject
         domain = self.sender.ascii_email.partition("@")[2]
         mime["Message-ID"] = message_id or make_msgid(domain=domain)
+        mime["Date"] = formatdate(usegmt=True)  # RFC 5322 requires it; DKIM signs it
         for name, value in self.headers.items():
             mime[name] = value
         if self.text is not None:
