@@ -1,0 +1,167 @@
+"""schemathesis hooks and checks for a run against taskboard (docs/contracts.md).
+
+Loaded by the schemathesis CLI in its own process (``hooks`` in schemathesis.toml), from
+tests/integration/test_taskboard_schemathesis.py or by hand. What only the caller knows
+comes from the environment (all optional, so a bare run works):
+
+- ``TASKBOARD_ST_URL`` and ``TASKBOARD_ST_TOKEN``: the server and the bearer token the run
+  sends, to read a task's current ETag before a PATCH;
+- ``TASKBOARD_ST_IDENTITY``: ``demo``, ``none`` or ``stranger``; with
+  ``TASKBOARD_ST_WORKSPACE`` (the demo workspace), anything but ``demo`` must never get a
+  2xx under that workspace, and ``none`` no 2xx from an operation that needs a token;
+- ``TASKBOARD_ST_ASSIGNEE`` and ``TASKBOARD_ST_NEWCOMER``: a user who is a member of the
+  caller's workspaces, and one who is a member of none.
+
+Every deviation from schemathesis's own behaviour is narrow and says why next to it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Final
+
+import httpx
+import schemathesis
+from email_validator import EmailNotValidError, validate_email
+from hypothesis import strategies as st
+from schemathesis import Case, CheckContext, HookContext, Response
+from schemathesis.checks import positive_data_acceptance
+from schemathesis.generation.meta import TestPhase
+from schemathesis.openapi.checks import RejectedPositiveData
+
+from taskboard.api.routes import IF_MATCH_PATTERN
+
+_TASK: Final = "/api/workspaces/{ws}/tasks/{task_id}"
+_MAX_ID: Final = 2**63 - 1
+_IF_MATCH_MAX: Final = 100
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(f"TASKBOARD_ST_{name}") or None
+
+
+def _deliverable(address: str) -> bool:
+    try:
+        validate_email(address, check_deliverability=False)
+    except EmailNotValidError:
+        return False
+    return True
+
+
+# Email: the document says "format: email", and its description says that addresses at
+# special-use or reserved domains (.test, .local, .invalid, .arpa …) are refused, since no
+# mail can reach them; a JSON Schema format cannot say that. schemathesis draws its emails
+# from a list of top-level domains that includes "test", so it gets the addresses the
+# server would use: drawn from the same syntax, kept if email-validator (the server's
+# validator) takes them.
+schemathesis.openapi.format("email", st.emails().filter(_deliverable))
+
+
+def _valid_id(value: object) -> bool:
+    return type(value) is int and 1 <= value <= _MAX_ID
+
+
+def _real_ids(body: Any) -> None:
+    """Ids in a body name rows: replace a schema-valid one with a row that exists.
+
+    The document can say an id is an integer in range, not which rows exist, so a drawn
+    ``assignee_id`` or ``user_id`` is almost never a user (422 ``member``/``exists``, which
+    tests/integration/test_taskboard_hostile.py proves). Invalid ids stay, so a negative
+    case stays negative.
+    """
+    assignee, newcomer = _env("ASSIGNEE"), _env("NEWCOMER")
+    items = body.get("items") if isinstance(body, dict) else None
+    for item in [body, *items] if isinstance(items, list) else [body]:
+        if not isinstance(item, dict):
+            continue
+        if assignee and _valid_id(item.get("assignee_id")):
+            item["assignee_id"] = int(assignee)
+        if newcomer and _valid_id(item.get("user_id")):
+            item["user_id"] = int(newcomer)
+
+
+def _current_etag(case: Case) -> str | None:
+    url, token = _env("URL"), _env("TOKEN")
+    parameters = case.path_parameters or {}
+    if url is None or token is None or not all(map(_valid_id, parameters.values())):
+        return None
+    current = httpx.get(
+        url + _TASK.format(**parameters), headers={"Authorization": f"Bearer {token}"}
+    )
+    return current.headers.get("etag") if current.status_code == 200 else None
+
+
+@schemathesis.hook
+def before_call(context: HookContext, case: Case, kwargs: dict[str, Any]) -> None:
+    """Real references in bodies, and a PATCH's If-Match the task's current ETag."""
+    if isinstance(case.body, dict):
+        _real_ids(case.body)
+    if case.operation.method.upper() != "PATCH" or case.headers is None:
+        return
+    sent = case.headers.get("If-Match")
+    # The stateful phase follows the document's links, which carry the ETag of the
+    # response before; elsewhere a schema-valid If-Match is replaced by the current one,
+    # so PATCH reaches the service instead of stopping at 412. An invalid one stays.
+    phase = case.meta.phase.name if case.meta is not None else None
+    if phase == TestPhase.STATEFUL or not isinstance(sent, str) or len(sent) > _IF_MATCH_MAX:
+        return
+    if re.search(IF_MATCH_PATTERN, sent) is not None:
+        etag = _current_etag(case)
+        if etag is not None:
+            case.headers["If-Match"] = etag
+
+
+# Refusals of a schema-valid request that depend on state the document cannot describe,
+# by (method, path, status, rule); each with its reason. Anything else is still a failure.
+_STATE_REFUSALS: Final[dict[tuple[str, str, int, str | None], str]] = {
+    # A cursor is opaque and signed: only one the server issued for the same query is a
+    # cursor at all. The document says so; no schema can.
+    ("GET", "/api/workspaces/{ws}/tasks", 422, "cursor"): "cursor not issued",
+    ("GET", "/api/workspaces/{ws}/audit", 422, "cursor"): "cursor not issued",
+    # cursor and page exclude each other: OpenAPI has no way to say two query parameters
+    # may not come together, so both descriptions say it.
+    ("GET", "/api/workspaces/{ws}/tasks", 422, "exclusive"): "cursor with page",
+    # If-Match compares with the task's current version (RFC 9110 §13.1.1): a stale,
+    # weak or non-version tag is well formed and fails the precondition. Which tag is
+    # current is state.
+    ("PATCH", _TASK, 412, "strong_etag"): "weak or non-version tag",
+    ("PATCH", _TASK, 412, None): "stale version",
+}
+
+
+def _rule(response: Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    rule = body.get("rule") if isinstance(body, dict) else None
+    return rule if isinstance(rule, str) else None
+
+
+@schemathesis.check
+def positive_data_acceptance_but_state(
+    ctx: CheckContext, response: Response, case: Case
+) -> bool | None:
+    """schemathesis's positive_data_acceptance, but for the refusals of _STATE_REFUSALS."""
+    try:
+        return positive_data_acceptance(ctx, response, case)
+    except RejectedPositiveData:
+        key = (case.operation.method.upper(), case.operation.path, response.status_code)
+        if (*key, _rule(response)) in _STATE_REFUSALS:
+            return None
+        raise
+
+
+@schemathesis.check
+def stranger_gets_nothing(ctx: CheckContext, response: Response, case: Case) -> bool | None:
+    """No 2xx under the demo workspace but for its member, and none without a token."""
+    identity, workspace = _env("IDENTITY"), _env("WORKSPACE")
+    if identity in (None, "demo") or not 200 <= response.status_code < 300:
+        return None
+    path = case.formatted_path
+    if workspace is not None and (path + "/").startswith(f"/api/workspaces/{workspace}/"):
+        raise AssertionError(f"{identity} got {response.status_code} on {case.method} {path}")
+    if identity == "none" and case.operation.definition.raw.get("security"):
+        raise AssertionError(f"no token, yet {response.status_code} on {case.method} {path}")
+    return None
