@@ -16,9 +16,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
+from corestone.db.filters import parse_sort
 from corestone.errors import InvalidInputError
 from corestone.web.contract import if_match_version
-from corestone.db.filters import parse_sort
 from taskboard.api.routes import IF_MATCH_PATTERN, SORT_PATTERN
 from taskboard.api.schemas import (
     DESCRIPTION_PATTERN,
@@ -133,7 +133,9 @@ def test_an_integral_float_id_arrives_as_json_too() -> None:
     assert type(probe.item.assignee_id) is int
 
 
-_TAG_PARTS = st.sampled_from(['"', "W/", ",", " ", "\t", "*", "1", "2", "a", "\x7f", "\xe9", "\x00"])
+_TAG_PARTS = st.sampled_from(
+    ['"', "W/", ",", " ", "\t", "*", "1", "2", "a", "\x7f", "\xe9", "\x00"]
+)
 
 
 def _syntax_refused(value: str) -> bool:

@@ -91,7 +91,7 @@ _DESCRIPTIONS: Final = {
 _HEADERS: Final[dict[int, dict[str, Any]]] = {
     401: {
         "WWW-Authenticate": {
-            "description": "the challenge: Bearer realm=\"api\"",
+            "description": 'the challenge: Bearer realm="api"',
             "required": True,
             "schema": {"type": "string"},
         }

@@ -82,7 +82,11 @@ def _links(task: dict[str, str], *, read: bool) -> dict[str, Any]:
 _FROM_BODY = {"path.ws": "$response.body#/workspace_id", "path.task_id": "$response.body#/id"}
 _FROM_PATH = {"path.ws": "$request.path.ws", "path.task_id": "$request.path.task_id"}
 _WITH_ETAG: dict[int | str, dict[str, Any]] = {
-    200: {"description": "The task", "headers": _ETAG_HEADER, "links": _links(_FROM_BODY, read=True)}
+    200: {
+        "description": "The task",
+        "headers": _ETAG_HEADER,
+        "links": _links(_FROM_BODY, read=True),
+    }
 }
 _CREATED_TASK: dict[int | str, dict[str, Any]] = {
     201: {

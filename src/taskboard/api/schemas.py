@@ -43,7 +43,6 @@ __all__ = [
 ]
 
 
-
 def _integral(value: object) -> object:
     """``2.0`` is the integer 2: JSON Schema counts a number with no fraction as an integer.
 
@@ -130,9 +129,7 @@ class _Input(BaseModel):
 
 class UserIn(_Input):
     name: Name
-    email: Annotated[
-        EmailStr, StringConstraints(max_length=254), Field(description=_EMAIL_RULES)
-    ]
+    email: Annotated[EmailStr, StringConstraints(max_length=254), Field(description=_EMAIL_RULES)]
 
 
 class WorkspaceIn(_Input):
