@@ -59,7 +59,8 @@ def test_authenticated_operations_name_the_bearer_scheme(document: dict[str, Any
 
 
 def test_patch_requires_if_match_and_declares_its_outcomes(document: dict[str, Any]) -> None:
-    """If-Match is a required header; 412, 428, 415 and 413 are declared; fields not nullable."""
+    """If-Match is a required header; 412, 428, 415 and 413 are declared; fields not nullable;
+    an empty PATCH (a 422, "nothing to change") is outside the document."""
     patch = document["paths"]["/api/workspaces/{ws}/tasks/{task_id}"]["patch"]
     if_match = next(p for p in patch["parameters"] if p["name"] == "If-Match")
     assert (if_match["in"], if_match["required"]) == ("header", True)
@@ -69,6 +70,7 @@ def test_patch_requires_if_match_and_declares_its_outcomes(document: dict[str, A
         assert "anyOf" not in fields[name]
         assert "default" not in fields[name]
     assert {"type": "null"} in fields["assignee_id"]["anyOf"]
+    assert document["components"]["schemas"]["TaskPatch"]["minProperties"] == 1
 
 
 def test_ids_have_exact_integer_bounds(document: dict[str, Any]) -> None:

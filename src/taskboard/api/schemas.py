@@ -127,31 +127,53 @@ class _Input(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
 
+def _examples(*examples: dict[str, Any]) -> ConfigDict:
+    """A strict input's config, with examples for the document (and schemathesis's examples
+    phase, which sends them)."""
+    return ConfigDict(strict=True, extra="forbid", json_schema_extra={"examples": list(examples)})
+
+
 class UserIn(_Input):
+    model_config = _examples({"name": "Ada Lovelace", "email": "ada@example.com"})
+
     name: Name
     email: Annotated[EmailStr, StringConstraints(max_length=254), Field(description=_EMAIL_RULES)]
 
 
 class WorkspaceIn(_Input):
+    model_config = _examples({"name": "Analytical Engine"})
+
     name: Name
 
 
 class MemberIn(_Input):
+    model_config = _examples({"user_id": 2, "role": "member"})
+
     user_id: Id
     role: Literal["owner", "member"] = "member"
 
 
+_TASK_EXAMPLE = {"title": "Write the notes", "description": "on Bernoulli numbers"}
+
+
 class TaskIn(_Input):
+    model_config = _examples(_TASK_EXAMPLE | {"status": "open", "assignee_id": None})
+
     title: Title
     description: Description = ""
     status: Status = "open"
     assignee_id: Id | None = None
 
 
-def _no_defaults(schema: dict[str, Any]) -> None:
-    """An absent PATCH field is left alone: no default is ever applied, so none is shown."""
+def _patch_schema(schema: dict[str, Any]) -> None:
+    """An absent PATCH field is left alone: no default is ever applied, so none is shown.
+
+    A PATCH changing nothing (``{}``) is a 422, so the document asks for one field at least.
+    """
     for field in schema.get("properties", {}).values():
         field.pop("default", None)
+    schema["minProperties"] = 1
+    schema["examples"] = [{"status": "done"}, {"title": "Publish the notes", "assignee_id": None}]
 
 
 class TaskPatch(_Input):
@@ -162,7 +184,7 @@ class TaskPatch(_Input):
     field, and the schema shows them as plain strings.
     """
 
-    model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra=_no_defaults)
+    model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra=_patch_schema)
 
     title: Title = None  # type: ignore[assignment]
     description: Description = None  # type: ignore[assignment]
@@ -179,6 +201,8 @@ BULK_MAX = 500
 
 
 class TaskBulkIn(_Input):
+    model_config = _examples({"items": [_TASK_EXAMPLE, {"title": "Translate Menabrea"}]})
+
     items: Annotated[list[TaskIn], Field(min_length=1, max_length=BULK_MAX)]
 
 
