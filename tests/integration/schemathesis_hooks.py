@@ -126,6 +126,12 @@ _STATE_REFUSALS: Final[dict[tuple[str, str, int, str | None], str]] = {
     # cursor and page exclude each other: OpenAPI has no way to say two query parameters
     # may not come together, so both descriptions say it.
     ("GET", "/api/workspaces/{ws}/tasks", 422, "exclusive"): "cursor with page",
+    # A sort field given twice: a pattern could say it only with back-references, which
+    # generators do not follow; the description says it.
+    ("GET", "/api/workspaces/{ws}/tasks", 422, "duplicate"): "sort field twice",
+    # An If-Match naming two versions ("1", "2"): one write expects one version. The
+    # same kind of rule between values; the description says it.
+    ("PATCH", _TASK, 422, "single_etag"): "two versions",
     # If-Match compares with the task's current version (RFC 9110 §13.1.1): a stale,
     # weak or non-version tag is well formed and fails the precondition. Which tag is
     # current is state.

@@ -182,3 +182,26 @@ def test_schemathesis_finds_nothing(live: Live, identity: str) -> None:
     generated = re.search(r"(\d+) generated, \1 passed", report)
     assert generated is not None, report
     assert int(generated.group(1)) >= 50, report
+
+
+def test_head_answers_every_get_of_the_document(live: Live) -> None:
+    """HEAD is left out of the document (docs/contracts.md), yet served for each GET in it:
+    the GET's status and headers, no body. What the document omits still holds."""
+    token = live.tokens["demo"]
+    auth = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=live.url, headers=auth) as client:
+        document = client.get("/openapi.json").json()
+        task = client.get(f"/api/workspaces/{live.demo_workspace}/tasks").json()["items"][0]
+        values = {"ws": live.demo_workspace, "task_id": task["id"]}
+        gets = [path for path, operations in document["paths"].items() if "get" in operations]
+        assert len(gets) >= 6
+        for template in gets:
+            assert "head" not in document["paths"][template]
+            path = template.format(**values)
+            get, head = client.get(path), client.head(path)
+            assert get.status_code == 200, path
+            assert head.status_code == 200, path
+            assert head.content == b"", path
+            assert head.headers["content-type"] == get.headers["content-type"], path
+            if "etag" in get.headers:
+                assert head.headers["etag"] == get.headers["etag"], path
