@@ -205,3 +205,32 @@ def test_head_answers_every_get_of_the_document(live: Live) -> None:
             assert head.headers["content-type"] == get.headers["content-type"], path
             if "etag" in get.headers:
                 assert head.headers["etag"] == get.headers["etag"], path
+
+
+@pytest.mark.parametrize(
+    ("identity", "path"),
+    [("stranger", "/api/workspaces/{ws}/tasks"), ("none", "/api/me")],
+)
+def test_the_stranger_check_fails_a_2xx(
+    live: Live, identity: str, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hooks' stranger_gets_nothing fails on the very 2xx it exists to catch: a 200
+    under the demo workspace, or without a token (sent here with the demo's, to get one)."""
+    import schemathesis
+
+    from tests.integration import schemathesis_hooks
+
+    monkeypatch.setenv("TASKBOARD_ST_IDENTITY", identity)
+    monkeypatch.setenv("TASKBOARD_ST_WORKSPACE", str(live.demo_workspace))
+    schema = schemathesis.openapi.from_url(f"{live.url}/openapi.json")
+    operation = schema[path]["GET"]
+    parameters = {"ws": live.demo_workspace} if "{ws}" in path else {}
+    case = operation.Case(path_parameters=parameters)
+    response = case.call(
+        base_url=live.url, headers={"Authorization": f"Bearer {live.tokens['demo']}"}
+    )
+    assert response.status_code == 200
+    with pytest.raises(AssertionError, match=f"{identity}|no token"):
+        schemathesis_hooks.stranger_gets_nothing(None, response, case)  # type: ignore[arg-type]
+    monkeypatch.setenv("TASKBOARD_ST_IDENTITY", "demo")
+    assert schemathesis_hooks.stranger_gets_nothing(None, response, case) is None  # type: ignore[arg-type]
