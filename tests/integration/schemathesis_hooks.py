@@ -84,7 +84,7 @@ def _real_ids(body: Any) -> None:
             item["user_id"] = int(newcomer)
 
 
-def _current_etag(case: Case) -> str | None:
+def _current_etag(case: Case[Any]) -> str | None:
     url, token = _env("URL"), _env("TOKEN")
     parameters = case.path_parameters or {}
     if url is None or token is None or not all(map(_valid_id, parameters.values())):
@@ -96,7 +96,7 @@ def _current_etag(case: Case) -> str | None:
 
 
 @schemathesis.hook
-def before_call(context: HookContext, case: Case, kwargs: dict[str, Any]) -> None:
+def before_call(context: HookContext, case: Case[Any], kwargs: dict[str, Any]) -> None:
     """Real references and reachable emails in bodies; a PATCH's If-Match the current ETag."""
     if isinstance(case.body, dict):
         _real_ids(case.body)
@@ -151,20 +151,21 @@ def _rule(response: Response) -> str | None:
 
 @schemathesis.check
 def positive_data_acceptance_but_state(
-    ctx: CheckContext, response: Response, case: Case
+    ctx: CheckContext, response: Response, case: Case[Any]
 ) -> bool | None:
     """schemathesis's positive_data_acceptance, but for the refusals of _STATE_REFUSALS."""
     try:
-        return positive_data_acceptance(ctx, response, case)
+        positive_data_acceptance(ctx, response, case)
     except RejectedPositiveData:
         key = (case.operation.method.upper(), case.operation.path, response.status_code)
         if (*key, _rule(response)) in _STATE_REFUSALS:
             return None
         raise
+    return None
 
 
 @schemathesis.check
-def stranger_gets_nothing(ctx: CheckContext, response: Response, case: Case) -> bool | None:
+def stranger_gets_nothing(ctx: CheckContext, response: Response, case: Case[Any]) -> bool | None:
     """No 2xx under the demo workspace but for its member, and none without a token."""
     identity, workspace = _env("IDENTITY"), _env("WORKSPACE")
     if identity in (None, "demo") or not 200 <= response.status_code < 300:
