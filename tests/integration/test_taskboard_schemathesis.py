@@ -64,6 +64,7 @@ class Live:
     tokens: dict[str, str | None]
     user_ids: dict[str, int]
     newcomer: int
+    task: int
 
 
 def _free_port() -> int:
@@ -82,7 +83,7 @@ async def _seed(database_url: str) -> tuple[str, int]:
 
 def _people(
     client: httpx.Client, token: str, workspace: int
-) -> tuple[dict[str, str | None], dict[str, int], int]:
+) -> tuple[dict[str, str | None], dict[str, int], int, int]:
     """A stranger with a workspace of their own, a user in no workspace, and a task."""
     demo = {"Authorization": f"Bearer {token}"}
     me = client.get("/api/me", headers=demo)
@@ -103,7 +104,7 @@ def _people(
     assert own.status_code == 201, own.text
     tokens = {"demo": token, "none": None, "stranger": stranger}
     ids = {"demo": me.json()["user"]["id"], "stranger": users[0]["user"]["id"]}
-    return tokens, ids, users[1]["user"]["id"]
+    return tokens, ids, users[1]["user"]["id"], task.json()["id"]
 
 
 @pytest.fixture
@@ -131,8 +132,8 @@ def live(database_url: str) -> Iterator[Live]:
     url = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=url) as client:
-            tokens, ids, newcomer = _people(client, token, workspace)
-        yield Live(url, workspace, tokens, ids, newcomer)
+            tokens, ids, newcomer, task = _people(client, token, workspace)
+        yield Live(url, workspace, tokens, ids, newcomer, task)
     finally:
         server.should_exit = True
         thread.join(timeout=60)
@@ -147,6 +148,7 @@ def schemathesis_run(live: Live, identity: str) -> subprocess.CompletedProcess[s
         "TASKBOARD_ST_WORKSPACE": str(live.demo_workspace),
         "TASKBOARD_ST_ASSIGNEE": str(live.user_ids.get(identity, live.user_ids["demo"])),
         "TASKBOARD_ST_NEWCOMER": str(live.newcomer),
+        "TASKBOARD_ST_TASK": str(live.task),
         "TASKBOARD_ST_TOKEN": token or "",
     }
     auth = ["-H", f"Authorization: Bearer {token}"] if token else []
