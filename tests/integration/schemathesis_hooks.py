@@ -99,8 +99,8 @@ def _current_etag(case: Case[Any]) -> str | None:
 
 @schemathesis.hook
 def flatmap_path_parameters(
-    context: HookContext, path_parameters: dict[str, Any]
-) -> st.SearchStrategy[dict[str, Any]]:
+    context: HookContext, path_parameters: dict[str, Any] | None
+) -> st.SearchStrategy[dict[str, Any] | None]:
     """Half the time, a valid workspace (and task) id is the demo's, which exists.
 
     A drawn id is almost never a row, so without this nearly every call under a

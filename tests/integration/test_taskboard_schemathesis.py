@@ -44,13 +44,14 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 MAX_EXAMPLES = os.environ.get("TASKBOARD_ST_MAX_EXAMPLES", "5")
 SEED = os.environ.get("TASKBOARD_ST_SEED", "1")
-# Phases per identity, to bound the suite. The demo user runs them all. The stranger
-# skips stateful (what it creates is in its own workspace, as the demo's are); coverage
-# stays, since its boundary values include workspace 1, the demo's. Without a token every
-# operation but sign-up is a 401 before anything else, so examples and fuzzing say it.
+# Phases per identity, to bound the suite. The demo user runs them all. For the others
+# every call under the demo workspace ends in a 401 or 404 before its input is read, so
+# the coverage phase's boundary values and the stateful phase's chains (in the
+# stranger's own workspace, the same code as the demo's) add time, not findings; the
+# hooks send half their calls to the demo workspace and task.
 PHASES = {
     "demo": ("examples", "coverage", "fuzzing", "stateful"),
-    "stranger": ("examples", "coverage", "fuzzing"),
+    "stranger": ("examples", "fuzzing"),
     "none": ("examples", "fuzzing"),
 }
 
