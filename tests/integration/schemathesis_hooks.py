@@ -6,9 +6,11 @@ comes from the environment (all optional, so a bare run works):
 
 - ``TASKBOARD_ST_URL`` and ``TASKBOARD_ST_TOKEN``: the server and the bearer token the run
   sends, to read a task's current ETag before a PATCH;
-- ``TASKBOARD_ST_IDENTITY``: ``demo``, ``none`` or ``stranger``; with
-  ``TASKBOARD_ST_WORKSPACE`` (the demo workspace), anything but ``demo`` must never get a
-  2xx under that workspace, and ``none`` no 2xx from an operation that needs a token;
+- ``TASKBOARD_ST_IDENTITY``: ``demo``, ``none`` or ``stranger``; ``none`` must never get
+  a 2xx from an operation that needs a token;
+- ``TASKBOARD_ST_WORKSPACE``: the demo workspace, where half the calls go;
+- ``TASKBOARD_ST_FOREIGN``: workspaces the caller is no member of (comma-separated),
+  where a quarter of the calls go and where any 2xx is a failure;
 - ``TASKBOARD_ST_ASSIGNEE`` and ``TASKBOARD_ST_NEWCOMER``: a user who is a member of the
   caller's workspaces, and one who is a member of none;
 - ``TASKBOARD_ST_TASK``: a task of the demo workspace.
@@ -101,11 +103,12 @@ def _current_etag(case: Case[Any]) -> str | None:
 def flatmap_path_parameters(
     context: HookContext, path_parameters: dict[str, Any] | None
 ) -> st.SearchStrategy[dict[str, Any] | None]:
-    """Half the time, a valid workspace (and task) id is the demo's, which exists.
+    """A valid workspace (and task) id becomes one that exists: the demo's, or a foreign
+    workspace's (one the caller is no member of), or stays as drawn.
 
     A drawn id is almost never a row, so without this nearly every call under a
     workspace is a 404: the demo user would never create a task for the stateful phase
-    to follow, and the stranger would rarely knock on the demo workspace's door.
+    to follow, and no caller would knock on a door that is not theirs.
     """
     if not isinstance(path_parameters, dict):  # a negative case may have none at all
         return st.just(path_parameters)
@@ -117,7 +120,14 @@ def flatmap_path_parameters(
     }
     if not swapped:
         return st.just(path_parameters)
-    return st.sampled_from([path_parameters, path_parameters | swapped])
+    choices = [path_parameters, path_parameters | swapped, path_parameters | swapped]
+    if "ws" in swapped:
+        choices += [path_parameters | swapped | {"ws": foreign} for foreign in _foreign()]
+    return st.sampled_from(choices)
+
+
+def _foreign() -> list[int]:
+    return [int(ws) for ws in (_env("FOREIGN") or "").split(",") if ws.strip()]
 
 
 @schemathesis.hook
@@ -191,13 +201,13 @@ def positive_data_acceptance_but_state(
 
 @schemathesis.check
 def stranger_gets_nothing(ctx: CheckContext, response: Response, case: Case[Any]) -> bool | None:
-    """No 2xx under the demo workspace but for its member, and none without a token."""
-    identity, workspace = _env("IDENTITY"), _env("WORKSPACE")
-    if identity in (None, "demo") or not 200 <= response.status_code < 300:
+    """No 2xx under a workspace the caller is no member of, and none without a token."""
+    if not 200 <= response.status_code < 300:
         return None
-    path = case.formatted_path
-    if workspace is not None and (path + "/").startswith(f"/api/workspaces/{workspace}/"):
-        raise AssertionError(f"{identity} got {response.status_code} on {case.method} {path}")
+    identity, path = _env("IDENTITY"), case.formatted_path
+    for workspace in _foreign():
+        if (path + "/").startswith(f"/api/workspaces/{workspace}/"):
+            raise AssertionError(f"{identity} got {response.status_code} on {case.method} {path}")
     if identity == "none" and case.operation.definition.raw.get("security"):
         raise AssertionError(f"no token, yet {response.status_code} on {case.method} {path}")
     return None

@@ -10,7 +10,8 @@ input accepted and invalid refused; a missing required header refused; 405 with 
 ignored) in the examples, coverage, fuzzing and stateful phases, following the
 document's links so real ETags flow from create and read to PATCH. It runs as the demo
 user, with no token and as a stranger (a user with a workspace of their own):
-schemathesis_hooks.py fails any 2xx under the demo workspace for the latter two. What
+schemathesis_hooks.py sends calls into the other's workspace and fails any 2xx there
+(and any 2xx without a token where one is needed). What
 the hooks and the config change, and why, is next to the change.
 
 Bounded for the suite (PHASES, and ``--max-examples``): ``TASKBOARD_ST_MAX_EXAMPLES``
@@ -62,6 +63,7 @@ class Live:
 
     url: str
     demo_workspace: int
+    stranger_workspace: int
     tokens: dict[str, str | None]
     user_ids: dict[str, int]
     newcomer: int
@@ -84,7 +86,7 @@ async def _seed(database_url: str) -> tuple[str, int]:
 
 def _people(
     client: httpx.Client, token: str, workspace: int
-) -> tuple[dict[str, str | None], dict[str, int], int, int]:
+) -> tuple[dict[str, str | None], dict[str, int], int, int, int]:
     """A stranger with a workspace of their own, a user in no workspace, and a task."""
     demo = {"Authorization": f"Bearer {token}"}
     me = client.get("/api/me", headers=demo)
@@ -105,7 +107,7 @@ def _people(
     assert own.status_code == 201, own.text
     tokens = {"demo": token, "none": None, "stranger": stranger}
     ids = {"demo": me.json()["user"]["id"], "stranger": users[0]["user"]["id"]}
-    return tokens, ids, users[1]["user"]["id"], task.json()["id"]
+    return tokens, ids, users[1]["user"]["id"], task.json()["id"], own.json()["id"]
 
 
 @pytest.fixture
@@ -133,11 +135,20 @@ def live(database_url: str) -> Iterator[Live]:
     url = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=url) as client:
-            tokens, ids, newcomer, task = _people(client, token, workspace)
-        yield Live(url, workspace, tokens, ids, newcomer, task)
+            tokens, ids, newcomer, task, elsewhere = _people(client, token, workspace)
+        yield Live(url, workspace, elsewhere, tokens, ids, newcomer, task)
     finally:
         server.should_exit = True
         thread.join(timeout=60)
+
+
+def _foreign(live: Live, identity: str) -> list[int]:
+    """The workspaces ``identity`` is no member of: where it must never get a 2xx."""
+    return {
+        "demo": [live.stranger_workspace],
+        "stranger": [live.demo_workspace],
+        "none": [live.demo_workspace, live.stranger_workspace],
+    }[identity]
 
 
 def schemathesis_run(live: Live, identity: str) -> subprocess.CompletedProcess[str]:
@@ -147,6 +158,7 @@ def schemathesis_run(live: Live, identity: str) -> subprocess.CompletedProcess[s
         "TASKBOARD_ST_URL": live.url,
         "TASKBOARD_ST_IDENTITY": identity,
         "TASKBOARD_ST_WORKSPACE": str(live.demo_workspace),
+        "TASKBOARD_ST_FOREIGN": ",".join(map(str, _foreign(live, identity))),
         "TASKBOARD_ST_ASSIGNEE": str(live.user_ids.get(identity, live.user_ids["demo"])),
         "TASKBOARD_ST_NEWCOMER": str(live.newcomer),
         "TASKBOARD_ST_TASK": str(live.task),
@@ -224,7 +236,7 @@ def test_the_stranger_check_fails_a_2xx(
     from tests.integration import schemathesis_hooks
 
     monkeypatch.setenv("TASKBOARD_ST_IDENTITY", identity)
-    monkeypatch.setenv("TASKBOARD_ST_WORKSPACE", str(live.demo_workspace))
+    monkeypatch.setenv("TASKBOARD_ST_FOREIGN", str(live.demo_workspace))
     schema = schemathesis.openapi.from_url(f"{live.url}/openapi.json")
     operation = schema[path]["GET"]
     parameters = {"ws": live.demo_workspace} if "{ws}" in path else {}
@@ -236,4 +248,5 @@ def test_the_stranger_check_fails_a_2xx(
     with pytest.raises(AssertionError, match=f"{identity}|no token"):
         schemathesis_hooks.stranger_gets_nothing(None, response, case)  # type: ignore[arg-type]
     monkeypatch.setenv("TASKBOARD_ST_IDENTITY", "demo")
+    monkeypatch.setenv("TASKBOARD_ST_FOREIGN", str(live.stranger_workspace))
     assert schemathesis_hooks.stranger_gets_nothing(None, response, case) is None  # type: ignore[arg-type]
