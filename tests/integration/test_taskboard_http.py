@@ -246,3 +246,18 @@ async def test_if_match_compares_strongly_and_refuses_what_is_no_etag(board: Boa
         f"/api/workspaces/{ws}/tasks/999999", json={"title": "x"}, headers=auth | {"If-Match": "*"}
     )
     assert gone.status_code == 404
+
+
+async def test_probe_endpoints_ignore_query_strings_the_api_refuses(board: Board) -> None:
+    """Health and metrics answer 200 with a monitor's cache-busting or repeated parameters
+    (docs/contracts.md: strict probes would report an outage), while the API under the
+    same parameters stays strict (422 naming it)."""
+    _, auth = await board.signup("Qs")
+    for url in ("/health/live", "/health/ready", "/metrics"):
+        for query in ("_=1733212345", "nocache=1&nocache=2", "a%20b=&="):
+            got = await board.client.get(f"{url}?{query}")
+            assert got.status_code == 200, (url, query, got.text)
+            head = await board.client.head(f"{url}?{query}")
+            assert head.status_code == 200, (url, query)
+    api = await board.client.get("/api/me?_=1733212345", headers=auth)
+    assert (api.status_code, api.json()["field"]) == (422, "_")
