@@ -38,7 +38,7 @@ with _extras.requires_extra(__name__, "web"):
         problem_response,
     )
     from corestone.web.routes import HEALTH_CONTENT_TYPE, operations_router
-    from corestone.web.server import WorkerProcess, listen, run, serve
+    from corestone.web.server import WorkerProcess, http_url, listen, run, serve
     from corestone.web.workers import serve_workers
 
 
@@ -63,6 +63,7 @@ __all__ = [
     "bearer_token",
     "forget_access",
     "forget_access_after_commit",
+    "http_url",
     "if_match_version",
     "infrastructure",
     "instrument",
