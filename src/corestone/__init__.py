@@ -1,17 +1,17 @@
 """corestone: the production infrastructure layer for Python services.
 
 The everyday names live here; each capability's package (``corestone.db``,
-``corestone.observability``, ``corestone.web``, …) exports its own. The composition root
-is imported on first use, so command-line tools that only need settings and errors do
-not pay for the web stack's import time.
+``corestone.observability``, ``corestone.web``, …) exports its own. Only the errors are
+imported eagerly: settings (pydantic-settings), the composition root and the version are
+imported on first use, so ``import corestone`` stays cheap (docs/installation.md gives
+the figure) and needs no extra.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
-from corestone.config import Settings, load_settings
+from corestone import _lazy
 from corestone.errors import (
     AuthenticationError,
     BulkheadFullError,
@@ -22,6 +22,7 @@ from corestone.errors import (
     CorestoneError,
     InvalidInputError,
     LoadTimeoutError,
+    MissingExtraError,
     NotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
@@ -36,21 +37,30 @@ from corestone.errors import (
 )
 
 if TYPE_CHECKING:
+    from corestone.config import Settings, load_settings
     from corestone.container import Services
     from corestone.runtime import Component, Infrastructure
 
-_LAZY = {
-    "Component": "corestone.runtime",
-    "Infrastructure": "corestone.runtime",
-    "Services": "corestone.container",
-}
+    __version__: str
+
+_exported, __dir__ = _lazy.lazy_exports(
+    __name__,
+    {
+        "Component": "corestone.runtime",
+        "Infrastructure": "corestone.runtime",
+        "Services": "corestone.container",
+        "Settings": "corestone.config",
+        "load_settings": "corestone.config",
+    },
+)
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'corestone' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    if name != "__version__":
+        return _exported(name)
+    from importlib.metadata import version  # only when asked
+
+    value = version("corestone")  # pyproject.toml's project.version is the one source
     globals()[name] = value
     return value
 
@@ -67,6 +77,7 @@ __all__ = [
     "Infrastructure",
     "InvalidInputError",
     "LoadTimeoutError",
+    "MissingExtraError",
     "NotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
@@ -80,5 +91,6 @@ __all__ = [
     "StartupError",
     "UnavailableError",
     "WorkspaceRequiredError",
+    "__version__",
     "load_settings",
 ]

@@ -13,7 +13,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import typer
+from corestone._extras import requires_extra
+
+with requires_extra(__name__, "cli"):
+    import typer
 
 from corestone.config import Settings, load_settings
 from corestone.doctor import check_services, format_report
@@ -52,20 +55,27 @@ saga_app = typer.Typer(
 app.add_typer(saga_app, name="saga")
 
 
-def package_version() -> str:
-    """The installed corestone distribution's version (taskboard ships in it too)."""
+def package_version(distribution: str = "corestone") -> str:
+    """An installed distribution's version, from its metadata (pyproject.toml is the source)."""
     try:
-        return version("corestone")
+        return version(distribution)
     except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
         return "unknown"
 
 
 def version_callback(prog: str) -> Callable[[bool], None]:
-    """An eager ``--version`` option's callback: print ``<prog> <version>`` and exit 0."""
+    """An eager ``--version`` option's callback: print ``<prog> <version>`` and exit 0.
+
+    A service built on corestone (``prog`` is its distribution's name) also says which
+    corestone it runs on: ``taskboard 0.1.0 (corestone 0.1.0)``.
+    """
 
     def show(value: bool) -> None:
         if value:
-            typer.echo(f"{prog} {package_version()}")
+            line = f"{prog} {package_version(prog)}"
+            if prog != "corestone":
+                line += f" (corestone {package_version()})"
+            typer.echo(line)
             raise typer.Exit(EXIT_OK)
 
     return show

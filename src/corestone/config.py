@@ -31,11 +31,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from corestone.errors import ConfigurationError
-from corestone.urls import redact_url, split_urls
+from corestone.urls import parse_database_url, redact_url, split_urls
 
 __all__ = ["ENV_PREFIX", "Settings", "load_settings", "redact_url"]
 
@@ -277,8 +275,8 @@ def _require_database_url(url: str, allowed: set[str]) -> str:
         raise ValueError(f"is not a database URL; expected {expected}")
     _check_scheme(scheme, allowed)
     try:
-        make_url(url)  # reads the port as a number too
-    except (ArgumentError, ValueError):
+        parse_database_url(url)  # reads the port as a number too (when SQLAlchemy is installed)
+    except ValueError:
         raise ValueError(f"is not a valid URL (a port must be a number; {_ENCODE_HINT})") from None
     return url
 

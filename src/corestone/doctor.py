@@ -25,13 +25,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import aiosmtplib
-import redis.asyncio as redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
+from corestone._extras import requires_extra
 from corestone.config import Settings
-from corestone.db import Database, PoolOptions
 from corestone.observability.logging import REDACTED, SecretRedactor
 from corestone.observability.metrics import Metrics
 from corestone.urls import redact_url, url_secrets
@@ -124,6 +119,10 @@ async def _check(name: str, url: str, probe: _Probe, limit_seconds: float) -> Se
 
 def _database_probe(url: str, settings: Settings) -> _Probe:
     async def probe() -> None:
+        # A missing extra is the finding ("needs the 'postgres' extra …"), not a crash.
+        with requires_extra(__name__, "postgres", "sqlite"):
+            from corestone.db import Database, PoolOptions
+
         # One connection is all a ping needs; the service's own pool shape is not under test.
         database = Database(
             url,
@@ -144,6 +143,11 @@ def _database_probe(url: str, settings: Settings) -> _Probe:
 
 def _redis_probe(url: str, timeout: float) -> _Probe:
     async def probe() -> None:
+        with requires_extra(__name__, "redis"):
+            import redis.asyncio as redis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
         # No retries: a doctor reports the first refusal instead of hiding it behind backoff.
         client = redis.Redis.from_url(
             url,
@@ -199,6 +203,9 @@ def _nats_probe(url: str) -> _Probe:
 
 def _smtp_probe(url: str, timeout: float) -> _Probe:
     async def probe() -> None:
+        with requires_extra(__name__, "smtp"):
+            import aiosmtplib
+
         parts = urlsplit(url)
         starttls = _flag(parse_qs(parts.query).get("starttls", [""])[-1])
         implicit_tls = parts.scheme == "smtps"

@@ -24,6 +24,7 @@ them (``raise UnavailableError(...) from exc``) so the cause is kept for logs.
     ├── SagaFailedError                 saga_failed            (saga_id)
     ├── SagaLeaseLostError              saga_lease_lost        (saga_id)
     ├── ConfigurationError              configuration
+    │   └── MissingExtraError           missing_extra          (extras, missing)
     ├── WorkspaceRequiredError          workspace_required     (a programming error: HTTP 500)
     ├── StartupError                    startup                (component)
     └── ShutdownError                   shutdown               (failures)
@@ -46,6 +47,7 @@ __all__ = [
     "CorestoneError",
     "InvalidInputError",
     "LoadTimeoutError",
+    "MissingExtraError",
     "NotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
@@ -269,6 +271,34 @@ class ConfigurationError(CorestoneError):
     """Settings are invalid; the message names each variable and what was expected."""
 
     code = "configuration"
+
+
+class MissingExtraError(ConfigurationError, ModuleNotFoundError):
+    """A part of corestone was imported without the extra that brings its dependencies.
+
+    Raised instead of the bare ``ModuleNotFoundError`` from deep inside a third-party
+    import, so the message says what to install. Still a ``ModuleNotFoundError``: code
+    that probes for an optional part with ``except ImportError`` keeps working.
+    """
+
+    code = "missing_extra"
+
+    def __init__(self, module: str, extras: tuple[str, ...], missing: str) -> None:
+        commands = " or ".join(f"pip install 'corestone[{extra}]'" for extra in extras)
+        if len(extras) == 1:
+            wanted = f"the '{extras[0]}' extra, which is not installed"
+        else:
+            wanted = "one of the extras " + " or ".join(f"'{e}'" for e in extras)
+            wanted += ", and none is installed"
+        super().__init__(f"{module} needs {wanted} (no module named {missing!r}): {commands}")
+        self.name = missing
+        self.module = module
+        self.extras = extras
+        self.missing = missing
+
+    @property
+    def details(self) -> Mapping[str, object]:
+        return {"extras": list(self.extras), "missing": self.missing}
 
 
 class WorkspaceRequiredError(CorestoneError):

@@ -13,20 +13,26 @@ URL parser accepts an unescaped ``/``, ``?``, ``#``, ``,`` or space in a passwor
 
 A list of URLs (the replicas) is split only on a ``,`` that starts another URL, so a
 password holding a ``,`` stays whole.
+
+SQLAlchemy comes with the ``postgres`` and ``sqlite`` extras, so it is imported only when
+a database URL is read; without it the generic mask alone applies (and no database can
+be opened anyway).
 """
 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 __all__ = [
     "DATABASE_DIALECTS",
     "MASK",
     "is_database_url",
+    "parse_database_url",
     "redact_url",
     "split_urls",
     "url_secrets",
@@ -47,6 +53,22 @@ def is_database_url(url: str) -> bool:
     return match is not None and match["scheme"].split("+")[0].lower() in DATABASE_DIALECTS
 
 
+def parse_database_url(url: str) -> URL | None:
+    """SQLAlchemy's reading of ``url``, or None when SQLAlchemy is not installed.
+
+    Raises ValueError for a URL SQLAlchemy refuses (a port that is not a number, …).
+    """
+    try:
+        from sqlalchemy.engine import make_url  # an extra's dependency
+        from sqlalchemy.exc import ArgumentError
+    except ModuleNotFoundError:
+        return None
+    try:
+        return make_url(url)
+    except ArgumentError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def split_urls(value: str) -> list[str]:
     """The URLs of a comma-separated list; a ``,`` inside a password does not split."""
     parts = (part.strip(" \t\r\n,") for part in _NEXT_URL.split(value))
@@ -58,9 +80,11 @@ def redact_url(url: str) -> str:
     shown = url
     if is_database_url(url):
         try:
-            shown = make_url(url).render_as_string(hide_password=True)
-        except (ArgumentError, ValueError):
-            shown = url  # the generic mask below still applies
+            parsed = parse_database_url(url)
+        except ValueError:
+            parsed = None  # the generic mask below still applies
+        if parsed is not None:
+            shown = parsed.render_as_string(hide_password=True)
     shown = _mask_userinfo(shown)
     try:
         urlsplit(shown)
@@ -77,9 +101,10 @@ def url_secrets(url: str) -> set[str]:
     found: set[str] = set()
     if is_database_url(url):
         try:
-            password = make_url(url).password
-        except (ArgumentError, ValueError):
-            password = None
+            database_url = parse_database_url(url)
+        except ValueError:
+            database_url = None
+        password = None if database_url is None else database_url.password
         if password:
             found.add(str(password))
     span = _password_span(url)

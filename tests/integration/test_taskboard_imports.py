@@ -1,6 +1,6 @@
 """taskboard is built only on corestone's public API (DESIGN §2).
 
-Every ``from corestone… import X`` in src/taskboard must name a public module (no
+Every ``from corestone… import X`` in taskboard must name a public module (no
 ``_private`` segment) and an X that module exports in its ``__all__``; a plain
 ``import corestone…`` must name a public module.
 """

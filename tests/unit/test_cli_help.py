@@ -39,11 +39,14 @@ def _help(name: str, path: list[str]) -> str:
 
 @pytest.mark.parametrize("name", sorted(_APPS))
 def test_version_prints_the_installed_package_version(name: str) -> None:
-    """`<cli> --version` prints the distribution's version from importlib.metadata, exit 0."""
+    """`<cli> --version` prints its distribution's version (taskboard adds corestone's)."""
     result = CliRunner().invoke(_APPS[name], ["--version"], prog_name=name)
 
     assert result.exit_code == 0
-    assert result.output == f"{name} {version('corestone')}\n"
+    expected = f"{name} {version(name)}"
+    if name != "corestone":
+        expected += f" (corestone {version('corestone')})"
+    assert result.output == expected + "\n"
 
 
 @pytest.mark.parametrize("name", sorted(_APPS))

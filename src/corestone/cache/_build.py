@@ -8,17 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from corestone._extras import requires_extra
 from corestone.cache._core import CacheCore
 from corestone.cache.backplane import RedisBackplane
 from corestone.cache.memory import MemoryStats
-from corestone.cache.redis import RedisCache
 from corestone.cache.stats import CacheStats, StatsCollector
 from corestone.observability.metrics import Metrics
 from corestone.resilience.breaker import CircuitBreaker
 from corestone.resilience.config import BreakerConfig
 from corestone.resilience.registry import BreakerRegistry
+
+if TYPE_CHECKING:
+    from corestone.cache.redis import RedisCache
 
 __all__ = ["CACHE_BREAKER", "RedisParts", "redis_parts", "register_metrics"]
 
@@ -54,9 +57,12 @@ def redis_parts(
     name: str,
 ) -> RedisParts:
     """See :meth:`TieredCache.from_url`."""
-    import redis.asyncio as redis
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
+    with requires_extra(__name__, "redis"):  # a Redis URL is configured: L2 needs the extra
+        import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        from corestone.cache.redis import RedisCache
 
     extra: dict[str, Any] = {} if protocol is None else {"protocol": protocol}
     client = redis.Redis.from_url(

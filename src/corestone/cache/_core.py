@@ -24,7 +24,7 @@ from corestone.cache.backplane import Backplane, Invalidation
 from corestone.cache.keys import KeyBuilder, glob_regex
 from corestone.cache.memory import MemoryCache
 from corestone.cache.options import CacheOptions
-from corestone.cache.redis import Stored
+from corestone.cache.serialization import Stored
 from corestone.cache.stats import CacheStats
 from corestone.clock import Clock
 

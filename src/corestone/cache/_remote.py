@@ -23,17 +23,19 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from enum import Enum
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from corestone.cache.backplane import Backplane, Invalidation
 from corestone.cache.keys import is_index_key
-from corestone.cache.redis import RedisCache
 from corestone.cache.stats import CacheStats
 from corestone.clock import Clock, monotonic
 from corestone.errors import CircuitOpenError
 from corestone.observability.logging import get_logger
 from corestone.resilience.breaker import CircuitBreaker
 from corestone.resilience.integrations import redis_unavailable
+
+if TYPE_CHECKING:
+    from corestone.cache.redis import RedisCache
 
 __all__ = ["UNAVAILABLE", "Remote", "Unavailable"]
 

@@ -28,7 +28,10 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from redis.client import NEVER_DECODE
+from corestone._extras import requires_extra
+
+with requires_extra(__name__, "redis"):
+    from redis.client import NEVER_DECODE
 
 from corestone.cache import _lua
 from corestone.cache.lock import RedisLock

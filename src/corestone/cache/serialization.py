@@ -29,8 +29,14 @@ from decimal import Decimal
 from typing import Any, Final, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
 import orjson
+
+from corestone.errors import MissingExtraError
+
+try:
+    import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
+except ModuleNotFoundError:  # it comes with the 'redis' extra; MsgpackSerializer() says so
+    msgpack = None
 
 __all__ = [
     "COMPRESSED",
@@ -259,6 +265,10 @@ class MsgpackSerializer:
 
     name = "msgpack"
     format_id = 1
+
+    def __init__(self) -> None:
+        if msgpack is None:
+            raise MissingExtraError(f"{__name__}.MsgpackSerializer", ("redis",), "msgpack")
 
     def dumps(self, value: Any) -> bytes:
         return _pack(value)

@@ -16,7 +16,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from corestone.cache import _build, _ops
 from corestone.cache._core import CacheCore
@@ -26,7 +26,6 @@ from corestone.cache.backplane import Backplane, LocalBackplane
 from corestone.cache.keys import EVERY_WORKSPACE, KeyBuilder, escape_glob, escape_pattern
 from corestone.cache.memory import MemoryCache
 from corestone.cache.options import CacheOptions
-from corestone.cache.redis import RedisCache
 from corestone.cache.stats import CacheStats
 from corestone.clock import Clock, monotonic
 from corestone.config import Settings
@@ -36,6 +35,9 @@ from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
 from corestone.resilience.breaker import CircuitBreaker
 from corestone.resilience.registry import BreakerRegistry
+
+if TYPE_CHECKING:
+    from corestone.cache.redis import RedisCache
 
 __all__ = ["TieredCache", "Warmer"]
 

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import QueuePool
 
+from corestone._extras import requires_extra
 from corestone.clock import Clock
 from corestone.config import redact_url
 from corestone.db.scoping import ScopableSession
@@ -63,6 +64,11 @@ HAS_CACHE: Final = "corestone_has_cache"
 for invalidation (``db/_written.py``); without one, recording them would only make garbage."""
 
 
+_DRIVER_EXTRAS: Final = {"aiosqlite": "sqlite", "asyncpg": "postgres"}
+"""The extra that brings each driver corestone supports; SQLAlchemy imports the driver
+when the engine is created, so that is where a missing one is named."""
+
+
 class PooledEngine:
     """One engine (the primary or a replica) with its sessions and pool metrics."""
 
@@ -79,7 +85,12 @@ class PooledEngine:
     ) -> None:
         self.url = url
         self.label = label
-        self.engine = create_async_engine(url, **options)
+        extra = _DRIVER_EXTRAS.get(url.get_driver_name())
+        if extra is None:  # a driver corestone has no extra for: its own error stands
+            self.engine = create_async_engine(url, **options)
+        else:
+            with requires_extra("corestone.db", extra):
+                self.engine = create_async_engine(url, **options)
         self.sessions = async_sessionmaker(
             self.engine,
             expire_on_commit=False,

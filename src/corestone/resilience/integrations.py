@@ -7,19 +7,24 @@ providers, webhooks) do the same with ``registry.get(name)`` and ``breaker.acall
 Only unavailability counts as a failure: a dropped or refused connection, a timeout.
 A constraint violation or bad input means the dependency answered, so it counts as a
 success; otherwise a burst of bad requests would cut every user off the database.
+
+SQLAlchemy and redis-py come with extras (``postgres``/``sqlite``, ``redis``): nothing here
+imports them before it is handed one of their objects, so the breaker core needs neither.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
-
-from sqlalchemy import event, exc
-from sqlalchemy.engine import Connection, ExceptionContext
-from sqlalchemy.ext.asyncio import AsyncEngine
+import sys
+from typing import TYPE_CHECKING, Any
 
 from corestone.errors import CorestoneError
 from corestone.resilience.breaker import CircuitBreaker
+
+if TYPE_CHECKING:
+    from sqlalchemy import exc
+    from sqlalchemy.engine import Connection, ExceptionContext
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = [
     "client_gave_up",
@@ -45,16 +50,20 @@ def _sqlite_code(error: exc.DBAPIError) -> int | None:
 
 def database_unavailable(error: BaseException) -> bool:
     """Whether a database error means "cannot reach it" rather than "it said no"."""
-    if isinstance(error, exc.DBAPIError):
+    # Not imported: an error can only be SQLAlchemy's if SQLAlchemy is already loaded.
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is not None and isinstance(error, sa_exc.DBAPIError):
         if error.connection_invalidated:
             return True
         sqlite_code = _sqlite_code(error)
         if sqlite_code is not None:
             return sqlite_code in _SQLITE_CANNOT_SERVE
-        return isinstance(error, exc.OperationalError | exc.InterfaceError) and not isinstance(
-            error, exc.IntegrityError
-        )
-    return isinstance(error, exc.TimeoutError | OSError | TimeoutError | ConnectionError)
+        return isinstance(
+            error, sa_exc.OperationalError | sa_exc.InterfaceError
+        ) and not isinstance(error, sa_exc.IntegrityError)
+    if sa_exc is not None and isinstance(error, sa_exc.TimeoutError):  # the pool's checkout
+        return True
+    return isinstance(error, OSError | TimeoutError | ConnectionError)
 
 
 def client_gave_up(error: BaseException) -> bool:
@@ -84,6 +93,8 @@ def guard_engine(engine: AsyncEngine, breaker: CircuitBreaker) -> None:
     (a network partition: no refusal, no reset) would never open the breaker, as every
     caller's own timeout would hide it.
     """
+    from sqlalchemy import event  # the engine came from SQLAlchemy: it is installed
+
     sync_engine = engine.sync_engine
     clock = breaker.clock
     slow = breaker.config.slow_call_seconds

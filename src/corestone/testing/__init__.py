@@ -17,8 +17,10 @@ A missing server skips those tests on a developer machine and fails them under
 ``CORESTONE_TEST_POSTGRES_URL`` and ``CORESTONE_TEST_REDIS_URL``.
 """
 
+from typing import TYPE_CHECKING
+
+from corestone import _lazy
 from corestone.testing.clock import ManualClock
-from corestone.testing.queries import QueryCounter
 from corestone.testing.redis_server import RedisServer
 from corestone.testing.services import (
     postgres_admin_url,
@@ -26,6 +28,14 @@ from corestone.testing.services import (
     require_service,
     services_required,
 )
+
+if TYPE_CHECKING:
+    from corestone.testing.queries import QueryCounter
+
+
+# QueryCounter needs SQLAlchemy (the 'postgres' or 'sqlite' extra); the rest does not.
+__getattr__, __dir__ = _lazy.lazy_exports(__name__, {"QueryCounter": "corestone.testing.queries"})
+
 
 __all__ = [
     "ManualClock",

@@ -1,16 +1,20 @@
-"""The corestone pytest plugin: real databases and Redis for tests, created and dropped per test."""
+"""The corestone pytest plugin: real databases and Redis for tests, created and dropped per test.
+
+Loaded by pytest wherever corestone is installed, extras or not, so it imports the
+drivers only inside the fixtures that use them: a fixture whose extra is missing fails
+with the extra's name, and every other test is untouched.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, Any, cast
 
-import asyncpg
 import pytest
-from sqlalchemy.engine import make_url
 
+from corestone._extras import requires_extra
 from corestone.testing.redis_server import RedisServer
 from corestone.testing.services import (
     postgres_admin_url,
@@ -22,8 +26,26 @@ from corestone.testing.services import (
 __all__ = ["database_url", "make_postgres_database", "postgres_url", "redis_server", "redis_url"]
 
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+
+def _url(url: str) -> URL:
+    with requires_extra(__name__, "postgres"):
+        from sqlalchemy.engine import make_url
+
+    return make_url(url)
+
+
 def _asyncpg_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    return _url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _asyncpg_connect(dsn: str, connect_timeout: float) -> Any:
+    with requires_extra(__name__, "postgres"):
+        import asyncpg
+
+    return await asyncpg.connect(dsn, timeout=connect_timeout)
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +53,7 @@ def _postgres_admin() -> str:
     url = postgres_admin_url()
 
     async def probe() -> None:
-        conn = await asyncpg.connect(_asyncpg_dsn(url), timeout=5)
+        conn = await _asyncpg_connect(_asyncpg_dsn(url), connect_timeout=5)
         await conn.close()
 
     require_service("PostgreSQL", probe)
@@ -45,7 +67,7 @@ def make_postgres_database(_postgres_admin: str) -> Iterator[Callable[[], str]]:
     created: list[str] = []
 
     async def execute(sql: str) -> None:
-        conn = await asyncpg.connect(admin, timeout=10)
+        conn = await _asyncpg_connect(admin, connect_timeout=10)
         try:
             await conn.execute(sql)
         finally:
@@ -55,7 +77,7 @@ def make_postgres_database(_postgres_admin: str) -> Iterator[Callable[[], str]]:
         name = f"cs_test_{uuid.uuid4().hex[:16]}"
         run_sync(lambda: execute(f'CREATE DATABASE "{name}"'))
         created.append(name)
-        return make_url(_postgres_admin).set(database=name).render_as_string(hide_password=False)
+        return _url(_postgres_admin).set(database=name).render_as_string(hide_password=False)
 
     yield make
     for name in created:
@@ -84,7 +106,8 @@ def redis_url() -> str:
     url = redis_test_url()
 
     async def probe() -> None:
-        import redis.asyncio as redis
+        with requires_extra(__name__, "redis"):
+            import redis.asyncio as redis
 
         client = redis.Redis.from_url(url, socket_connect_timeout=5)
         try:

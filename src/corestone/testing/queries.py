@@ -6,8 +6,11 @@ from collections import Counter
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine
+from corestone._extras import requires_extra
+
+with requires_extra(__name__, "postgres", "sqlite"):
+    from sqlalchemy import event
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["QueryCounter"]
 

@@ -1,41 +1,46 @@
 """HTTP integration: middleware, problem+json, operational routes, a graceful server, and
 cached principal and membership lookups for request dependencies."""
 
-from corestone.web.access import (
-    AccessCache,
-    BearerToken,
-    Grant,
-    MembershipLoader,
-    PrincipalLoader,
-    bearer_token,
-    forget_access,
-    forget_access_after_commit,
-    token_digest,
-)
-from corestone.web.app import RequestScope, infrastructure, instrument, request_scope, service
-from corestone.web.contract import (
-    ANY_VERSION,
-    HeadAsGet,
-    PreconditionFailedError,
-    StrictRoute,
-    allowed_methods,
-    if_match_version,
-)
-from corestone.web.middleware import (
-    BodySizeLimitMiddleware,
-    HttpMetricsMiddleware,
-    RequestContextMiddleware,
-    route_template,
-)
-from corestone.web.problems import (
-    PROBLEM_CONTENT_TYPE,
-    internal_error_problem,
-    problem_for_error,
-    problem_response,
-)
-from corestone.web.routes import HEALTH_CONTENT_TYPE, operations_router
-from corestone.web.server import WorkerProcess, listen, run, serve
-from corestone.web.workers import serve_workers
+from corestone import _extras
+
+# FastAPI, Starlette and uvicorn: a missing extra is named here, once, for every module below.
+with _extras.requires_extra(__name__, "web"):
+    from corestone.web.access import (
+        AccessCache,
+        BearerToken,
+        Grant,
+        MembershipLoader,
+        PrincipalLoader,
+        bearer_token,
+        forget_access,
+        forget_access_after_commit,
+        token_digest,
+    )
+    from corestone.web.app import RequestScope, infrastructure, instrument, request_scope, service
+    from corestone.web.contract import (
+        ANY_VERSION,
+        HeadAsGet,
+        PreconditionFailedError,
+        StrictRoute,
+        allowed_methods,
+        if_match_version,
+    )
+    from corestone.web.middleware import (
+        BodySizeLimitMiddleware,
+        HttpMetricsMiddleware,
+        RequestContextMiddleware,
+        route_template,
+    )
+    from corestone.web.problems import (
+        PROBLEM_CONTENT_TYPE,
+        internal_error_problem,
+        problem_for_error,
+        problem_response,
+    )
+    from corestone.web.routes import HEALTH_CONTENT_TYPE, operations_router
+    from corestone.web.server import WorkerProcess, http_url, listen, run, serve
+    from corestone.web.workers import serve_workers
+
 
 __all__ = [
     "ANY_VERSION",
@@ -58,6 +63,7 @@ __all__ = [
     "bearer_token",
     "forget_access",
     "forget_access_after_commit",
+    "http_url",
     "if_match_version",
     "infrastructure",
     "instrument",
