@@ -200,7 +200,7 @@ def _mislabelled(case: Case[Any], response: Response) -> bool:
     ``pattern`` (DELETE's and restore's If-Match: ``0``) and still calls them valid;
     the document says they are not, and the 422 names that header and rule.
     """
-    sent = case.headers.get("If-Match") if case.headers is not None else None
+    sent = case.headers.get("If-Match") if case.headers else None
     return (
         response.status_code == 422
         and _rule(response) == "etag"
