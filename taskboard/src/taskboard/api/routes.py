@@ -36,31 +36,83 @@ from taskboard.api.schemas import (
 )
 from taskboard.domain.models import Role, Task
 from taskboard.services import TaskQuery
-from taskboard.services.repositories import MAX_LIMIT
+from taskboard.services.repositories import MAX_LIMIT, TaskRepository
 
-__all__ = ["router"]
+__all__ = ["IF_MATCH_PATTERN", "SORT_PATTERN", "router"]
 
 router = APIRouter(prefix="/api", route_class=StrictRoute)
 
 TaskId = Annotated[int, Path(gt=0, lt=2**63)]
 
 _ETAG_HEADER = {
-    "ETag": {"description": 'the version, as "<version>"', "schema": {"type": "string"}}
+    "ETag": {
+        "description": 'the version, as "<version>"',
+        "required": True,
+        "schema": {"type": "string", "pattern": '^"[1-9][0-9]*"$'},
+    }
 }
+_TASK = "/api/workspaces/{ws}/tasks/{task_id}"
+
+
+def _ref(path: str, method: str) -> str:
+    """The operationRef of ``method path`` (a JSON pointer into this document)."""
+    return "#/paths/" + path.replace("~", "~0").replace("/", "~1") + "/" + method
+
+
+def _links(task: dict[str, str], *, read: bool) -> dict[str, Any]:
+    """OpenAPI links from a response naming one task to what a client does with it next.
+
+    ``task`` says where the response names the task (its body, or the request's path); a
+    response that carries the task (``read``) also carries its ETag, which PATCH, DELETE
+    and restore send back as If-Match, so a client (or schemathesis's stateful phase)
+    follows real versions.
+    """
+    written = task | {"header.If-Match": "$response.header.ETag"} if read else task
+    links: dict[str, Any] = {
+        "GetTask": {"operationRef": _ref(_TASK, "get"), "parameters": task},
+        "DeleteTask": {"operationRef": _ref(_TASK, "delete"), "parameters": written},
+        "RestoreTask": {"operationRef": _ref(_TASK + "/restore", "post"), "parameters": written},
+    }
+    if read:
+        links["UpdateTask"] = {"operationRef": _ref(_TASK, "patch"), "parameters": written}
+    return links
+
+
+_FROM_BODY = {"path.ws": "$response.body#/workspace_id", "path.task_id": "$response.body#/id"}
+_FROM_PATH = {"path.ws": "$request.path.ws", "path.task_id": "$request.path.task_id"}
 _WITH_ETAG: dict[int | str, dict[str, Any]] = {
-    200: {"description": "The task", "headers": _ETAG_HEADER}
+    200: {
+        "description": "The task",
+        "headers": _ETAG_HEADER,
+        "links": _links(_FROM_BODY, read=True),
+    }
 }
 _CREATED_TASK: dict[int | str, dict[str, Any]] = {
     201: {
         "description": "The task created",
-        "headers": _ETAG_HEADER | {"Location": {"schema": {"type": "string"}}},
+        "headers": _ETAG_HEADER | {"Location": {"required": True, "schema": {"type": "string"}}},
+        "links": _links(_FROM_BODY, read=True),
     }
 }
+_DELETED: dict[int | str, dict[str, Any]] = {
+    204: {"description": "Deleted (restorable)", "links": _links(_FROM_PATH, read=False)}
+}
+# RFC 9110 §13.1.1: "*" or a list of entity-tags, as corestone's if_match_version reads it
+# (anything else is its 422). Whether a tag matches is the task's state, not syntax: a
+# weak, stale or non-version tag is a 412.
+_ETAG = r'(?:W/)?"[!#-~\u0080-\u00ff]*"'
+IF_MATCH_PATTERN = rf"^\s*(?:\*|{_ETAG}(?:\s*,\s*{_ETAG})*\s*,?)\s*$"
+# The sort terms corestone.db.parse_sort accepts: sortable names, - for descending, spaces
+# around a term stripped. A name given twice is a 422 too, which the description says.
+_SORT_NAME = rf"\s*-?(?:{'|'.join(TaskRepository.sortable)})\s*"
+SORT_PATTERN = rf"^{_SORT_NAME}(?:,{_SORT_NAME}){{0,{len(TaskRepository.sortable) - 1}}}$"
 _IF_MATCH = required_header(
     "If-Match",
     'The ETag of the task read ("3"), or * for any version; compared strongly (ADR 0029): '
-    "a stale version is 412 with current_version, absent is 428.",
+    "a stale version is 412 with current_version, absent is 428, and a list naming two "
+    "versions is 422.",
     max_length=100,
+    pattern=IF_MATCH_PATTERN,
 )
 _OPTIONAL_IF_MATCH: dict[str, Any] = {
     "parameters": [
@@ -71,7 +123,7 @@ _OPTIONAL_IF_MATCH: dict[str, Any] = {
             "description": 'The ETag of the task read ("3"), or * for any version; compared '
             "strongly (ADR 0029): a stale version is 412 with current_version. Without it "
             "the write applies to whatever version is current.",
-            "schema": {"type": "string", "maxLength": 100},
+            "schema": {"type": "string", "maxLength": 100, "pattern": IF_MATCH_PATTERN},
         }
     ]
 }
@@ -161,7 +213,8 @@ async def list_tasks(
         Query(
             max_length=200,
             description="comma-separated among id, created_at, updated_at, title, status; "
-            "- for descending",
+            "- for descending; each at most once (422)",
+            json_schema_extra={"pattern": SORT_PATTERN},
         ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size")] = 50,
@@ -230,7 +283,7 @@ async def update_task(
     "/workspaces/{ws}/tasks/{task_id:int}",
     status_code=204,
     response_class=Response,
-    responses=problem_responses(412),
+    responses=_DELETED | problem_responses(412),
     openapi_extra=BEARER | _OPTIONAL_IF_MATCH,
 )
 async def delete_task(
