@@ -64,6 +64,23 @@ def outcome(run):
 """
 
 
+def test_web_without_a_database_extra_names_the_database_extras() -> None:
+    """`corestone[web]` alone (FastAPI, no SQLAlchemy): importing corestone.web names
+    'postgres' or 'sqlite' — the web layer's request scope and access cache run on the
+    database — instead of a bare "No module named 'sqlalchemy'"."""
+    found = _without(
+        EXTRA_MODULES["postgres"] | EXTRA_MODULES["sqlite"],
+        _OUTCOME + "found['web'] = outcome(lambda: __import__('corestone.web'))\n",
+    )
+
+    assert found["web"] == [
+        "MissingExtraError",
+        "corestone.web",
+        ["postgres", "sqlite"],
+        "sqlalchemy",
+    ]
+
+
 def test_redis_clients_made_on_first_use_name_the_redis_extra() -> None:
     """Without the 'redis' extra, a RedisBackplane and a Fleet given a URL (both create their
     client only when built or started) raise MissingExtraError naming 'redis'."""
