@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 from corestone._extras import EXTRA_MODULES
+from corestone.errors import MissingExtraError
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "corestone"
 
@@ -161,3 +162,22 @@ def test_every_import_of_an_extra_inside_a_function_names_the_extra() -> None:
     ]
 
     assert unguarded == []
+
+
+def test_a_fixture_whose_extra_is_missing_fails_rather_than_skips() -> None:
+    """The pytest plugin's service probes: a missing extra is an install to fix, not a server
+    that is down, so the fixture fails with the extra's name even off CI (a skip would hide
+    every Redis test of a project that forgot the extra)."""
+    from corestone.testing.services import require_service
+
+    async def probe() -> None:
+        raise MissingExtraError("corestone.testing.plugin", ("redis",), "redis")
+
+    outcome: BaseException | None = None
+    try:
+        require_service("Redis", probe)
+    except BaseException as error:  # pytest's skip and fail are BaseExceptions: catch them
+        outcome = error
+
+    assert isinstance(outcome, MissingExtraError), repr(outcome)
+    assert "pip install 'corestone[redis]'" in str(outcome)

@@ -10,6 +10,8 @@ from typing import NoReturn, TypeVar
 
 import pytest
 
+from corestone.errors import MissingExtraError
+
 __all__ = [
     "postgres_admin_url",
     "redis_test_url",
@@ -48,10 +50,17 @@ def run_sync(factory: Callable[[], Awaitable[T]]) -> T:
 
 
 def require_service(name: str, probe: Callable[[], Awaitable[object]]) -> None:
-    """Run ``probe``; if it fails, skip the test (locally) or fail it (under CI)."""
+    """Run ``probe``; if it fails, skip the test (locally) or fail it (under CI).
+
+    A missing extra is not a server that is down but an install to fix: it fails the test
+    with the extra's name everywhere, or a project that forgot ``corestone[redis]`` would
+    see its Redis tests skipped, not broken.
+    """
     try:
         run_sync(probe)
-    except Exception as error:  # noqa: BLE001 - any failure means "not available"
+    except MissingExtraError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any other failure means "not available"
         _unavailable(name, error)
 
 
