@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 from corestone._extras import requires_extra
+from corestone._version import installed_version
 
 with requires_extra(__name__, "cli"):
     import typer
@@ -57,10 +57,7 @@ app.add_typer(saga_app, name="saga")
 
 def package_version(distribution: str = "corestone") -> str:
     """An installed distribution's version, from its metadata (pyproject.toml is the source)."""
-    try:
-        return version(distribution)
-    except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
-        return "unknown"
+    return installed_version(distribution)
 
 
 def version_callback(prog: str) -> Callable[[bool], None]:
