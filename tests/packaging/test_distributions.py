@@ -142,6 +142,21 @@ def test_taskboard_distribution_depends_on_corestone_all_and_ships_its_migration
         assert not [n for n in sdist.getnames() if "/tests/" in n or "/bench/" in n]
 
 
+def test_taskboard_sdist_builds_outside_the_workspace(distributions: Distributions) -> None:
+    """The taskboard sdist's pyproject names no workspace source: unpacked on its own (no
+    corestone checkout beside it), uv can lock and install it from the index; a
+    `corestone = { workspace = true }` there made `uv sync` refuse it ("not a workspace
+    member"). The workspace root's sources apply to taskboard inside the repository."""
+    with tarfile.open(distributions.taskboard_sdist) as sdist:
+        member = next(n for n in sdist.getnames() if n.endswith("/pyproject.toml"))
+        extracted = sdist.extractfile(member)
+        assert extracted is not None
+        pyproject = tomllib.loads(extracted.read().decode())
+
+    sources = pyproject.get("tool", {}).get("uv", {}).get("sources", {})
+    assert {name: spec for name, spec in sources.items() if spec.get("workspace")} == {}
+
+
 _CORE_ONLY = r"""
 import asyncio, json, sys
 import importlib.metadata as metadata
