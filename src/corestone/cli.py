@@ -228,10 +228,12 @@ async def _recover(settings: Settings, registry: SagaRegistry, limit: int) -> li
 
 
 def _saga_registry(app_ref: str, app_dir: Path) -> SagaRegistry:
-    from corestone.sagas import load_registry  # lazy: keep start-up light
-
     sys.path.insert(0, str(app_dir.resolve()))
     try:
+        # lazy: keeps start-up light; without a database extra it is the MissingExtraError
+        # (a configuration error) reported below in one line.
+        from corestone.sagas import load_registry
+
         return load_registry(app_ref)
     except CorestoneError as error:
         typer.echo(f"error: {error.message}", err=True)

@@ -34,16 +34,19 @@ sys.meta_path.insert(0, _Uninstalled())
 """
 
 
+def _run_without(blocked: set[str], code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter where ``blocked`` cannot be imported."""
+    program = _BLOCK.format(blocked=blocked) + textwrap.dedent(code)
+    return subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=False
+    )
+
+
 def _without(blocked: set[str], code: str) -> dict[str, object]:
     """Run ``code`` where ``blocked`` cannot be imported; it leaves its answer in ``found``."""
-    program = (
-        _BLOCK.format(blocked=blocked)
-        + "import json\nfound = {}\n"
-        + textwrap.dedent(code)
-        + "\nprint(json.dumps(found))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", program], capture_output=True, text=True, check=False
+    result = _run_without(
+        blocked,
+        "import json\nfound = {}\n" + textwrap.dedent(code) + "\nprint(json.dumps(found))\n",
     )
     assert result.returncode == 0, result.stderr
     answer: dict[str, object] = json.loads(result.stdout.splitlines()[-1])
@@ -181,3 +184,25 @@ def test_a_fixture_whose_extra_is_missing_fails_rather_than_skips() -> None:
 
     assert isinstance(outcome, MissingExtraError), repr(outcome)
     assert "pip install 'corestone[redis]'" in str(outcome)
+
+
+def test_saga_commands_without_a_database_extra_say_so_in_one_line() -> None:
+    """`corestone saga recover` from an install with the 'cli' extra but no database extra
+    exits 2 with one line naming 'postgres' or 'sqlite', as for any configuration error,
+    not with a traceback of the import."""
+    result = _run_without(
+        EXTRA_MODULES["postgres"] | EXTRA_MODULES["sqlite"],
+        """
+        import sys
+        from corestone.cli import main
+        sys.argv = ["corestone", "saga", "recover", "--app", "myapp.sagas:SAGAS"]
+        main()
+        """,
+    )
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "error: corestone.db needs one of the extras 'postgres' or 'sqlite', and none is "
+        "installed (no module named 'sqlalchemy'): pip install 'corestone[postgres]' or "
+        "pip install 'corestone[sqlite]'"
+    ]
