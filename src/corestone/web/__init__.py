@@ -43,7 +43,7 @@ with (
         problem_response,
     )
     from corestone.web.routes import HEALTH_CONTENT_TYPE, operations_router
-    from corestone.web.server import WorkerProcess, listen, run, serve
+    from corestone.web.server import WorkerProcess, http_url, listen, run, serve
     from corestone.web.workers import serve_workers
 
 
@@ -68,6 +68,7 @@ __all__ = [
     "bearer_token",
     "forget_access",
     "forget_access_after_commit",
+    "http_url",
     "if_match_version",
     "infrastructure",
     "instrument",

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from corestone import StaleVersionError
 from corestone.db import MAX_CURSOR_LENGTH
 from corestone.web import problem_for_error
-from corestone.web.contract import StrictRoute, if_match_version
+from corestone.web.contract import ANY_VERSION, StrictRoute, if_match_version
 from corestone.web.openapi import BEARER, problem_responses, required_header
 from taskboard.api.deps import Caller, Tasks, Users, WorkspaceId, Workspaces
 from taskboard.api.schemas import (
@@ -62,6 +62,19 @@ _IF_MATCH = required_header(
     "a stale version is 412 with current_version, absent is 428.",
     max_length=100,
 )
+_OPTIONAL_IF_MATCH: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "If-Match",
+            "in": "header",
+            "required": False,
+            "description": 'The ETag of the task read ("3"), or * for any version; compared '
+            "strongly (ADR 0029): a stale version is 412 with current_version. Without it "
+            "the write applies to whatever version is current.",
+            "schema": {"type": "string", "maxLength": 100},
+        }
+    ]
+}
 
 
 @router.post("/users", status_code=201, responses=problem_responses(409))
@@ -217,21 +230,50 @@ async def update_task(
     "/workspaces/{ws}/tasks/{task_id:int}",
     status_code=204,
     response_class=Response,
-    openapi_extra=BEARER,
+    responses=problem_responses(412),
+    openapi_extra=BEARER | _OPTIONAL_IF_MATCH,
 )
-async def delete_task(ws: WorkspaceId, task_id: TaskId, caller: Caller, tasks: Tasks) -> Response:
-    await tasks.delete(caller, ws, task_id)
+async def delete_task(
+    request: Request,
+    ws: WorkspaceId,
+    task_id: TaskId,
+    caller: Caller,
+    tasks: Tasks,
+    if_match: Annotated[str | None, Header(max_length=100, include_in_schema=False)] = None,
+) -> Response:
+    expected = _optional_if_match(if_match)
+    try:
+        await tasks.delete(caller, ws, task_id, expected_version=expected)
+    except StaleVersionError as stale:  # the If-Match precondition failed (ADR 0029)
+        return problem_for_error(stale, instance=request.url.path, status=412)
     return Response(status_code=204)  # no body, so no Content-Type either
 
 
 @router.post(
     "/workspaces/{ws}/tasks/{task_id:int}/restore",
     response_model=TaskOut,
-    responses=_WITH_ETAG,
-    openapi_extra=BEARER,
+    responses=_WITH_ETAG | problem_responses(412),
+    openapi_extra=BEARER | _OPTIONAL_IF_MATCH,
 )
-async def restore_task(ws: WorkspaceId, task_id: TaskId, caller: Caller, tasks: Tasks) -> Response:
-    return _task_response(await tasks.restore(caller, ws, task_id))
+async def restore_task(
+    request: Request,
+    ws: WorkspaceId,
+    task_id: TaskId,
+    caller: Caller,
+    tasks: Tasks,
+    if_match: Annotated[str | None, Header(max_length=100, include_in_schema=False)] = None,
+) -> Response:
+    expected = _optional_if_match(if_match)
+    try:
+        task = await tasks.restore(caller, ws, task_id, expected_version=expected)
+    except StaleVersionError as stale:
+        return problem_for_error(stale, instance=request.url.path, status=412)
+    return _task_response(task)
+
+
+def _optional_if_match(value: str | None) -> int | None:
+    """DELETE and restore: no If-Match is no condition (ADR 0029); one given is PATCH's."""
+    return ANY_VERSION if value is None else if_match_version(value)
 
 
 @router.get("/workspaces/{ws}/audit", openapi_extra=BEARER)
