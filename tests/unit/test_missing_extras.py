@@ -87,12 +87,13 @@ def test_web_without_a_database_extra_names_the_database_extras() -> None:
 
 def test_redis_clients_made_on_first_use_name_the_redis_extra() -> None:
     """Without the 'redis' extra, a RedisBackplane and a Fleet given a URL (both create their
-    client only when built or started) raise MissingExtraError naming 'redis'."""
+    client only when built or started) raise MissingExtraError naming 'redis'; so does
+    TieredCache.from_url, naming the class called rather than its private builder."""
     found = _without(
         EXTRA_MODULES["redis"],
         _OUTCOME
         + """
-from corestone.cache import RedisBackplane
+from corestone.cache import RedisBackplane, TieredCache
 from corestone.resilience import BreakerRegistry, Fleet
 
 async def start_fleet():
@@ -100,11 +101,13 @@ async def start_fleet():
 
 found["backplane"] = outcome(lambda: RedisBackplane("redis://127.0.0.1:1/0"))
 found["fleet"] = outcome(start_fleet)
+found["tiered"] = outcome(lambda: TieredCache.from_url("redis://127.0.0.1:1/0"))
 """,
     )
 
     assert found["backplane"][:3] == ["MissingExtraError", "corestone.cache.backplane", ["redis"]]
     assert found["fleet"][:3] == ["MissingExtraError", "corestone.resilience.fleet", ["redis"]]
+    assert found["tiered"][:3] == ["MissingExtraError", "corestone.cache.TieredCache", ["redis"]]
 
 
 # Imports of an extra's module inside a function that need no requires_extra, and why.
