@@ -286,6 +286,41 @@ def test_the_console_script_without_the_cli_extra_says_what_to_install(
     ]
 
 
+_BARE_IMPORTS = r"""
+import importlib, json, pathlib
+
+import corestone
+
+bare = []  # a part that fails with anything but MissingExtraError
+root = pathlib.Path(corestone.__file__).parent
+for path in sorted(root.rglob("*.py")):
+    name = ".".join(path.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__")
+    try:
+        importlib.import_module(name)
+    except corestone.MissingExtraError:
+        pass
+    except ImportError as error:
+        if getattr(error, "name", None) != "pytest":  # corestone.testing: pytest is a given
+            bare.append([name, repr(error)])
+print(json.dumps(bare))
+"""
+
+
+@pytest.mark.parametrize("extra", sorted(EXTRA_MODULES))
+def test_each_extra_alone_imports_every_part_or_names_what_is_missing(
+    extra: str, distributions: Distributions, make_venv: Callable[[str], Venv]
+) -> None:
+    """The wheel with one extra and no other: every corestone module imports or raises
+    MissingExtraError. An extra that leans on another one's library (`web` on SQLAlchemy)
+    fails here with a bare ModuleNotFoundError, which the core-only scan cannot see."""
+    venv = make_venv(extra)
+    venv.install(f"corestone[{extra}] @ {distributions.corestone_wheel.as_uri()}")
+
+    result = venv.run_python(_BARE_IMPORTS)
+
+    assert json.loads(result.stdout.splitlines()[-1]) == []
+
+
 _POSTGRES_REDIS = r"""
 import asyncio, json, sys
 
