@@ -1,4 +1,9 @@
-"""Finding the real servers tests run against, and refusing to skip them under CI."""
+"""Finding the real servers tests run against, and refusing to skip them under CI.
+
+pytest is imported only to skip or fail a test, so ``corestone.testing`` (ManualClock,
+RedisServer, QueryCounter) imports where pytest is not installed: pytest is no dependency
+of corestone, and a unittest suite wants the fakes too.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,6 @@ import concurrent.futures
 import os
 from collections.abc import Awaitable, Callable
 from typing import NoReturn, TypeVar
-
-import pytest
 
 from corestone.errors import MissingExtraError
 
@@ -65,6 +68,8 @@ def require_service(name: str, probe: Callable[[], Awaitable[object]]) -> None:
 
 
 def _unavailable(name: str, error: BaseException) -> NoReturn:
+    import pytest  # a test is running: pytest is there
+
     message = f"{name} is not available: {error!r}"
     if services_required():
         pytest.fail(f"{message} (CI=true: services are required)", pytrace=False)
