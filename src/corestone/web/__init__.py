@@ -4,7 +4,12 @@ cached principal and membership lookups for request dependencies."""
 from corestone import _extras
 
 # FastAPI, Starlette and uvicorn: a missing extra is named here, once, for every module below.
-with _extras.requires_extra(__name__, "web"):
+# The request scope and the access cache run on corestone.db, so a database extra is needed
+# too: `corestone[web]` alone names it instead of failing on SQLAlchemy's import.
+with (
+    _extras.requires_extra(__name__, "web"),
+    _extras.requires_extra(__name__, "postgres", "sqlite"),
+):
     from corestone.web.access import (
         AccessCache,
         BearerToken,
