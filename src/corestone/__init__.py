@@ -59,9 +59,9 @@ _exported, __dir__ = _lazy.lazy_exports(
 def __getattr__(name: str) -> Any:
     if name != "__version__":
         return _exported(name)
-    from importlib.metadata import version  # only when asked
+    from corestone._version import installed_version  # only when asked
 
-    value = version("corestone")  # pyproject.toml's project.version is the one source
+    value = installed_version()  # pyproject.toml's project.version, via the metadata
     globals()[name] = value
     return value
 

@@ -10,11 +10,11 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 from corestone._extras import requires_extra
+from corestone._version import installed_version
 
 with requires_extra(__name__, "cli"):
     import typer
@@ -62,10 +62,7 @@ app.add_typer(email_app, name="email")
 
 def package_version(distribution: str = "corestone") -> str:
     """An installed distribution's version, from its metadata (pyproject.toml is the source)."""
-    try:
-        return version(distribution)
-    except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
-        return "unknown"
+    return installed_version(distribution)
 
 
 def version_callback(prog: str) -> Callable[[bool], None]:
@@ -285,10 +282,12 @@ async def _recover(settings: Settings, registry: SagaRegistry, limit: int) -> li
 
 
 def _saga_registry(app_ref: str, app_dir: Path) -> SagaRegistry:
-    from corestone.sagas import load_registry  # lazy: keep start-up light
-
     sys.path.insert(0, str(app_dir.resolve()))
     try:
+        # lazy: keeps start-up light; without a database extra it is the MissingExtraError
+        # (a configuration error) reported below in one line.
+        from corestone.sagas import load_registry
+
         return load_registry(app_ref)
     except CorestoneError as error:
         typer.echo(f"error: {error.message}", err=True)

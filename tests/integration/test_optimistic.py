@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import func, select
 
-from corestone import StaleVersionError
+from corestone import InvalidInputError, NotFoundError, StaleVersionError
 from corestone.db import Database, PoolOptions
 from corestone.observability import Metrics
 from tests.integration.repo_models import AuditEntry, ItemRepository, RepoBase, workspace
@@ -99,3 +99,30 @@ async def test_concurrent_writers_lose_no_update(db: Database) -> None:
     assert all(r.version == r.rank + 1 for r in rows)
     assert updates == WRITERS * INCREMENTS  # one audit row per update that landed
     assert conflicts > 0
+
+
+async def test_restore_and_delete_check_the_expected_version(db: Database) -> None:
+    """restore(expected_version=) raises StaleVersionError with the current version, deleted
+    or live, and changes nothing; with the current version it restores (a live row is
+    returned as is); a version that is not an integer is refused before any statement."""
+    with workspace(1):
+        async with db.transaction() as tx:
+            items = ItemRepository(tx)
+            item = await items.create({"title": "v"})
+            await items.delete(item.id, expected_version=1)  # now deleted, at version 2
+            with pytest.raises(StaleVersionError) as caught:
+                await items.restore(item.id, expected_version=1)
+            assert caught.value.current_version == 2
+            with pytest.raises(NotFoundError):
+                await items.get(item.id)
+            assert (await items.restore(item.id, expected_version=2)).version == 3
+            with pytest.raises(StaleVersionError) as live:
+                await items.restore(item.id, expected_version=2)
+            assert live.value.current_version == 3
+            assert (await items.restore(item.id, expected_version=3)).version == 3
+            with pytest.raises(NotFoundError):
+                await items.restore(item.id + 1000, expected_version=1)
+            for call in (items.delete, items.restore):
+                with pytest.raises(InvalidInputError):
+                    await call(item.id, expected_version="3")  # type: ignore[operator]
+            assert (await items.get(item.id)).version == 3

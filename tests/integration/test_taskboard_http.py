@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from corestone import Infrastructure, Settings
+from corestone.observability.health import HealthRegistry
+from taskboard.app import create_app
 from tests.integration.conftest import Board
 
 PROBLEM = "application/problem+json"
@@ -58,8 +67,33 @@ async def test_a_204_carries_no_content_type(board: Board) -> None:
     assert response.content == b""
 
 
-async def test_head_answers_as_get_without_a_body(board: Board) -> None:
-    """HEAD on a GET route (readiness, /api/me, a task) has GET's status and headers, no body."""
+@pytest.fixture
+async def steady_board(database_url: str) -> AsyncIterator[Board]:
+    """A board whose health documents are the same bytes from one request to the next.
+
+    ``/health/live`` reports the uptime and ``/health/ready`` each check's round trip,
+    rounded to 3 decimals: their length changes between two requests (``0.51`` is one
+    character shorter than ``0.512``), and readiness is only cached for a second. A
+    clock that stands still freezes the uptime and keeps the first readiness report for
+    good, so a GET and a HEAD can be compared byte for byte.
+    """
+    settings = Settings(database_url=database_url, env="test")
+    health = HealthRegistry(cache_seconds=60.0, clock=lambda: 1000.0)
+    infra = Infrastructure(settings, health=health)
+    app = create_app(infra)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://taskboard") as client:
+            yield Board(client, infra)
+
+
+async def test_head_answers_as_get_without_a_body(steady_board: Board) -> None:
+    """HEAD on a GET route (readiness, /api/me, a task) has GET's status and headers, no body.
+
+    On ``steady_board``: with the real clock, the health documents' timings made the two
+    Content-Lengths differ now and then (the test was flaky under load, not the server).
+    """
+    board = steady_board
     _, auth = await board.signup("He")
     ws = await board.workspace(auth)
     task = await board.task(auth, ws)
@@ -212,3 +246,18 @@ async def test_if_match_compares_strongly_and_refuses_what_is_no_etag(board: Boa
         f"/api/workspaces/{ws}/tasks/999999", json={"title": "x"}, headers=auth | {"If-Match": "*"}
     )
     assert gone.status_code == 404
+
+
+async def test_probe_endpoints_ignore_query_strings_the_api_refuses(board: Board) -> None:
+    """Health and metrics answer 200 with a monitor's cache-busting or repeated parameters
+    (docs/contracts.md: strict probes would report an outage), while the API under the
+    same parameters stays strict (422 naming it)."""
+    _, auth = await board.signup("Qs")
+    for url in ("/health/live", "/health/ready", "/metrics"):
+        for query in ("_=1733212345", "nocache=1&nocache=2", "a%20b=&="):
+            got = await board.client.get(f"{url}?{query}")
+            assert got.status_code == 200, (url, query, got.text)
+            head = await board.client.head(f"{url}?{query}")
+            assert head.status_code == 200, (url, query)
+    api = await board.client.get("/api/me?_=1733212345", headers=auth)
+    assert (api.status_code, api.json()["field"]) == (422, "_")

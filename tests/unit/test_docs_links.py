@@ -64,3 +64,20 @@ def test_every_relative_link_lands_on_a_file_in_the_repository() -> None:
             if not resolved.is_relative_to(ROOT) or not resolved.exists():
                 broken.append(f"{_relative(path)}: {target}")
     assert broken == []
+
+
+_PLACEHOLDER = re.compile(r"^\s*[A-Z][A-Z0-9]*_[A-Z0-9_]+\s*$")
+"""A line that is nothing but a SHOUTED_NAME: a template slot a generator was to fill."""
+
+
+def test_no_document_ships_an_unfilled_placeholder() -> None:
+    """No page, the README or the CHANGELOG has a line that is only a placeholder name
+    (installation.md showed a literal IMPORT_FIGURES where its figures belonged)."""
+    pages = [*_DOCS, ROOT / "CHANGELOG.md", ROOT / "taskboard" / "README.md"]
+    found = [
+        f"{_relative(path)}:{number}: {line.strip()}"
+        for path in pages
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if _PLACEHOLDER.match(line)
+    ]
+    assert found == []

@@ -100,3 +100,24 @@ def test_the_version_is_the_one_in_pyproject() -> None:
 
     pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     assert corestone.__version__ == pyproject["project"]["version"]
+
+
+def test_the_version_of_a_source_tree_never_installed_is_unknown_not_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Run from a checkout that was never installed (no metadata), ``corestone.__version__``
+    is a valid PEP 440 placeholder, so ``getattr(module, "__version__", None)`` (what tools
+    do) and ``from corestone import *`` work; the CLI says the same."""
+    import importlib.metadata
+
+    import corestone
+    from corestone.cli import package_version
+
+    def no_metadata(distribution: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(distribution)
+
+    monkeypatch.setattr(importlib.metadata, "version", no_metadata)
+    monkeypatch.delitem(vars(corestone), "__version__", raising=False)
+
+    assert getattr(corestone, "__version__", None) == "0+unknown"
+    assert package_version() == "0+unknown"

@@ -59,7 +59,8 @@ def test_authenticated_operations_name_the_bearer_scheme(document: dict[str, Any
 
 
 def test_patch_requires_if_match_and_declares_its_outcomes(document: dict[str, Any]) -> None:
-    """If-Match is a required header; 412, 428, 415 and 413 are declared; fields not nullable."""
+    """If-Match is a required header; 412, 428, 415 and 413 are declared; fields not nullable;
+    an empty PATCH (a 422, "nothing to change") is outside the document."""
     patch = document["paths"]["/api/workspaces/{ws}/tasks/{task_id}"]["patch"]
     if_match = next(p for p in patch["parameters"] if p["name"] == "If-Match")
     assert (if_match["in"], if_match["required"]) == ("header", True)
@@ -69,6 +70,7 @@ def test_patch_requires_if_match_and_declares_its_outcomes(document: dict[str, A
         assert "anyOf" not in fields[name]
         assert "default" not in fields[name]
     assert {"type": "null"} in fields["assignee_id"]["anyOf"]
+    assert document["components"]["schemas"]["TaskPatch"]["minProperties"] == 1
 
 
 def test_ids_have_exact_integer_bounds(document: dict[str, Any]) -> None:
@@ -94,3 +96,41 @@ def test_list_parameters_state_their_rules(document: dict[str, Any]) -> None:
     assert "not with page" in params["cursor"]["description"]
     assert "not with cursor" in params["page"]["description"]
     assert params["q"]["schema"]["anyOf"][0]["maxLength"] == 200
+
+
+def test_body_ids_have_exact_integer_bounds(document: dict[str, Any]) -> None:
+    """Ids in bodies are 1..2**63-1 too, in JSON Schema's words (no pydantic ``gt``/``lt``)."""
+    schemas = document["components"]["schemas"]
+    user_id = schemas["MemberIn"]["properties"]["user_id"]
+    assignee = schemas["TaskIn"]["properties"]["assignee_id"]["anyOf"][0]
+    for bounds in (user_id, assignee):
+        assert (bounds["minimum"], bounds["maximum"]) == (1, MAX_ID)
+        assert not {"gt", "lt", "ge", "le"} & set(bounds)
+
+
+def test_problem_statuses_declare_their_headers_and_500(document: dict[str, Any]) -> None:
+    """Every operation may be a 500; a 401 names WWW-Authenticate, a 415 Accept, a 503
+    Retry-After: schemathesis's header check holds the server to them."""
+    for method, path, operation in _operations(document):
+        responses = operation["responses"]
+        assert "500" in responses, (method, path)
+        assert "Retry-After" in responses["503"]["headers"]
+        if "401" in responses:
+            assert responses["401"]["headers"]["WWW-Authenticate"]["required"] is True
+        if "415" in responses:
+            assert responses["415"]["headers"]["Accept"]["required"] is True
+
+
+def test_task_responses_link_to_what_a_client_does_next(document: dict[str, Any]) -> None:
+    """Create and read link to get, delete, restore and PATCH, the ETag sent as If-Match."""
+    task = document["paths"]["/api/workspaces/{ws}/tasks/{task_id}"]
+    created = document["paths"]["/api/workspaces/{ws}/tasks"]["post"]["responses"]["201"]
+    for links in (created["links"], task["get"]["responses"]["200"]["links"]):
+        assert set(links) == {"GetTask", "UpdateTask", "DeleteTask", "RestoreTask"}
+        update = links["UpdateTask"]
+        assert update["parameters"]["header.If-Match"] == "$response.header.ETag"
+        pointer = update["operationRef"].removeprefix("#/paths/").rsplit("/", 1)
+        path = pointer[0].replace("~1", "/").replace("~0", "~")
+        assert pointer[1] in document["paths"][path]
+    deleted = task["delete"]["responses"]["204"]["links"]
+    assert deleted["RestoreTask"]["parameters"]["path.task_id"] == "$request.path.task_id"

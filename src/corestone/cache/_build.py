@@ -57,7 +57,9 @@ def redis_parts(
     name: str,
 ) -> RedisParts:
     """See :meth:`TieredCache.from_url`."""
-    with requires_extra(__name__, "redis"):  # a Redis URL is configured: L2 needs the extra
+    # A Redis URL is configured: L2 needs the extra. The error names the public class the
+    # user called (from_url / from_settings), not this private module.
+    with requires_extra("corestone.cache.TieredCache", "redis"):
         import redis.asyncio as redis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import orjson
 
+from corestone._extras import requires_extra
 from corestone.clock import Clock, monotonic
 from corestone.observability.logging import get_logger
 
@@ -226,9 +227,10 @@ class RedisBackplane:
         return self._subscribed
 
     def _client(self, *, retries: int) -> Any:
-        import redis.asyncio as redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
+        with requires_extra(__name__, "redis"):  # imported here: LocalBackplane needs no Redis
+            import redis.asyncio as redis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
 
         options: dict[str, Any] = {
             "socket_connect_timeout": 0.5,

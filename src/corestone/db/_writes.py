@@ -197,9 +197,7 @@ async def update(
     key = scope.coerce_id(id_)
     require_mapping(values, "values")
     scope.info.check_update(values)
-    if expected_version is not None and not scope.info.versioned:
-        raise TypeError(f"{scope.info.entity} has no version column (add VersionMixin)")
-    _require_version(expected_version)
+    _check_expected(scope, expected_version)
     criteria = [scope.info.pk == key, *scope.criteria()]
     if expected_version is not None:
         criteria.append(scope.info.table.c.version == expected_version)
@@ -316,11 +314,11 @@ async def delete(
     """Delete one row; return its values as they were written (for cache invalidation)."""
     if not scope.info.soft_delete:
         return await purge(scope, session, id_, action="delete", expected_version=expected_version)
+    _check_expected(scope, expected_version)
     key = scope.coerce_id(id_)
     criteria = [scope.info.pk == key, *scope.criteria(include_deleted=False)]
     if expected_version is not None:
-        if not scope.info.versioned:
-            raise TypeError(f"{scope.info.entity} has no version column (add VersionMixin)")
+        # In the UPDATE's own WHERE: the check and the delete are one statement.
         criteria.append(scope.info.table.c.version == expected_version)
     values = _set_values(scope.info, {"deleted_at": utc_now(), "deleted_by": context.actor_id()})
     stmt = sql_update(scope.info.model).where(*criteria).values(values).returning(scope.info.model)
@@ -335,9 +333,22 @@ async def delete(
     return after
 
 
-async def restore(scope: RepositoryScope, session: AsyncSession, id_: object) -> Any:
+async def restore(
+    scope: RepositoryScope,
+    session: AsyncSession,
+    id_: object,
+    *,
+    expected_version: int | None = None,
+) -> Any:
+    """Undo a soft delete; with ``expected_version``, only while the row is at that version.
+
+    The version is in the UPDATE's WHERE, so the check and the restore are one statement.
+    When nothing was restored, the row is read to say why: absent (404), at another
+    version (stale), or not deleted at all (returned as it is, if the version matches).
+    """
     if not scope.info.soft_delete:
         raise TypeError(f"{scope.info.entity} has no soft delete (add SoftDeleteMixin)")
+    _check_expected(scope, expected_version)
     key = scope.coerce_id(id_)
     table = scope.info.table
     criteria = [
@@ -345,24 +356,47 @@ async def restore(scope: RepositoryScope, session: AsyncSession, id_: object) ->
         table.c.deleted_at.is_not(None),
         *scope.criteria(include_deleted=True),
     ]
+    if expected_version is not None:
+        criteria.append(table.c.version == expected_version)
     values = _set_values(scope.info, {"deleted_at": None, "deleted_by": None})
     options = {**scope.options(include_deleted=True), **_WRITE}
     before = await _before(scope.info, session, criteria, options) if scope.info.audited else {}
     stmt = sql_update(scope.info.model).where(*criteria).values(values).returning(scope.info.model)
     obj = (await session.scalars(stmt, execution_options=options)).one_or_none()
     if obj is None:
-        current = await session.scalar(
-            select(scope.info.model).where(scope.info.pk == key, *scope.criteria()),
-            execution_options=scope.options(),
-        )
-        if current is None:
-            raise scope.not_found(key)
-        return current
+        return await _not_restored(scope, session, key, expected_version)
     if scope.info.audited:
         await record(
             scope.info, session, "restore", [(before.get(key), scope.info.attribute_values(obj))]
         )
     return obj
+
+
+async def _not_restored(
+    scope: RepositoryScope, session: AsyncSession, key: Any, expected_version: int | None
+) -> Any:
+    """The live row a restore that changed nothing answers, or why there is none."""
+    current = await session.scalar(
+        select(scope.info.model).where(scope.info.pk == key, *scope.criteria(include_deleted=True)),
+        execution_options=scope.options(include_deleted=True),
+    )
+    if current is None:
+        raise scope.not_found(key)
+    if expected_version is not None and current.version != expected_version:
+        raise StaleVersionError(
+            f"{scope.info.entity} {key} is at version {current.version}, not {expected_version}",
+            current_version=int(current.version),
+        )
+    if current.deleted_at is not None:  # deleted again since the UPDATE looked
+        raise scope.not_found(key)
+    return current
+
+
+def _check_expected(scope: RepositoryScope, expected_version: int | None) -> None:
+    """``expected_version`` is an integer, on a model that has a version to compare."""
+    if expected_version is not None and not scope.info.versioned:
+        raise TypeError(f"{scope.info.entity} has no version column (add VersionMixin)")
+    _require_version(expected_version)
 
 
 async def purge(
@@ -376,9 +410,8 @@ async def purge(
     key = scope.coerce_id(id_)
     include_deleted = action == "purge"
     criteria = [scope.info.pk == key, *scope.criteria(include_deleted=include_deleted)]
+    _check_expected(scope, expected_version)
     if expected_version is not None:
-        if not scope.info.versioned:
-            raise TypeError(f"{scope.info.entity} has no version column (add VersionMixin)")
         criteria.append(scope.info.table.c.version == expected_version)
     columns = list(scope.info.columns.values())
     stmt = sql_delete(scope.info.model).where(*criteria).returning(*columns)

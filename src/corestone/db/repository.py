@@ -388,15 +388,22 @@ class Repository(Generic[M]):
         return count
 
     async def delete(self, id_: object, *, expected_version: int | None = None) -> None:
-        """Soft-delete (models with SoftDeleteMixin) or delete one row."""
+        """Soft-delete (models with SoftDeleteMixin) or delete one row.
+
+        With ``expected_version``, only a row at that version (checked in the same
+        statement): else StaleVersionError with the current version.
+        """
         scope = self._scope()
         row = await _writes.delete(scope, self.session, id_, expected_version=expected_version)
         self._touched(scope, rows=[row])
 
-    async def restore(self, id_: object) -> M:
-        """Undo a soft delete and return the row (a row not deleted is returned as is)."""
+    async def restore(self, id_: object, *, expected_version: int | None = None) -> M:
+        """Undo a soft delete and return the row (a row not deleted is returned as is).
+
+        With ``expected_version``, only a row at that version: else StaleVersionError.
+        """
         scope = self._scope()
-        obj = await _writes.restore(scope, self.session, id_)
+        obj = await _writes.restore(scope, self.session, id_, expected_version=expected_version)
         self._touched(scope, rows=[self.info.attribute_values(obj)])
         return obj  # type: ignore[no-any-return]
 

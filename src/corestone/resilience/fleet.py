@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import orjson
 
+from corestone._extras import requires_extra
 from corestone.clock import Clock, monotonic
 from corestone.observability.logging import get_logger
 from corestone.resilience._fleet_wire import PUBLISH, TRIAL, Change, open_for, parse, remote_opens
@@ -121,7 +122,8 @@ class Fleet:
     async def start(self) -> None:
         """Subscribe to peers, read the current shared states, attach to every breaker."""
         if self._client is None:
-            import redis.asyncio as redis
+            with requires_extra(__name__, "redis"):  # imported here: a breaker needs no Redis
+                import redis.asyncio as redis
 
             self._client = redis.Redis.from_url(
                 self._url or "", socket_connect_timeout=0.5, socket_timeout=0.5

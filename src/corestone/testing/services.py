@@ -1,4 +1,9 @@
-"""Finding the real servers tests run against, and refusing to skip them under CI."""
+"""Finding the real servers tests run against, and refusing to skip them under CI.
+
+pytest is imported only to skip or fail a test, so ``corestone.testing`` (ManualClock,
+RedisServer, QueryCounter) imports where pytest is not installed: pytest is no dependency
+of corestone, and a unittest suite wants the fakes too.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import NoReturn, TypeVar
 
-import pytest
+from corestone.errors import MissingExtraError
 
 __all__ = [
     "postgres_admin_url",
@@ -48,14 +53,23 @@ def run_sync(factory: Callable[[], Awaitable[T]]) -> T:
 
 
 def require_service(name: str, probe: Callable[[], Awaitable[object]]) -> None:
-    """Run ``probe``; if it fails, skip the test (locally) or fail it (under CI)."""
+    """Run ``probe``; if it fails, skip the test (locally) or fail it (under CI).
+
+    A missing extra is not a server that is down but an install to fix: it fails the test
+    with the extra's name everywhere, or a project that forgot ``corestone[redis]`` would
+    see its Redis tests skipped, not broken.
+    """
     try:
         run_sync(probe)
-    except Exception as error:  # noqa: BLE001 - any failure means "not available"
+    except MissingExtraError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any other failure means "not available"
         _unavailable(name, error)
 
 
 def _unavailable(name: str, error: BaseException) -> NoReturn:
+    import pytest  # a test is running: pytest is there
+
     message = f"{name} is not available: {error!r}"
     if services_required():
         pytest.fail(f"{message} (CI=true: services are required)", pytrace=False)

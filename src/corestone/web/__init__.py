@@ -4,7 +4,12 @@ cached principal and membership lookups for request dependencies."""
 from corestone import _extras
 
 # FastAPI, Starlette and uvicorn: a missing extra is named here, once, for every module below.
-with _extras.requires_extra(__name__, "web"):
+# The request scope and the access cache run on corestone.db, so a database extra is needed
+# too: `corestone[web]` alone names it instead of failing on SQLAlchemy's import.
+with (
+    _extras.requires_extra(__name__, "web"),
+    _extras.requires_extra(__name__, "postgres", "sqlite"),
+):
     from corestone.web.access import (
         AccessCache,
         BearerToken,
@@ -38,7 +43,7 @@ with _extras.requires_extra(__name__, "web"):
         problem_response,
     )
     from corestone.web.routes import HEALTH_CONTENT_TYPE, operations_router
-    from corestone.web.server import WorkerProcess, listen, run, serve
+    from corestone.web.server import WorkerProcess, http_url, listen, run, serve
     from corestone.web.workers import serve_workers
 
 
@@ -63,6 +68,7 @@ __all__ = [
     "bearer_token",
     "forget_access",
     "forget_access_after_commit",
+    "http_url",
     "if_match_version",
     "infrastructure",
     "instrument",

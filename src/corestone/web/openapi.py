@@ -2,13 +2,16 @@
 
 FastAPI documents every error as a 422 ``HTTPValidationError`` under
 ``application/json``, a body corestone never sends, and leaves out the statuses its
-handlers and middleware answer (400, 401, 413, 415, 503 …). :func:`exact_openapi`
+handlers and middleware answer (400, 401, 413, 415, 500, 503 …). :func:`exact_openapi`
 rewrites the generated document once: every operation lists the problems it can get
 (those common to its shape, plus what the route declares with
 :func:`problem_responses`), each under ``application/problem+json`` with the
-:data:`PROBLEM_SCHEMA` of :mod:`corestone.web.problems`; authenticated operations
-(``openapi_extra=BEARER``) name an HTTP bearer scheme; exclusive integer bounds become
-the inclusive ones a generated client can hold exactly.
+:data:`PROBLEM_SCHEMA` of :mod:`corestone.web.problems` and the headers that status
+carries (``WWW-Authenticate`` on 401, ``Accept`` on 415, ``Retry-After`` on 503);
+authenticated operations (``openapi_extra=BEARER``) name an HTTP bearer scheme;
+exclusive integer bounds become the inclusive ones a generated client can hold exactly.
+What the document leaves out on purpose (HEAD, 405, the ``Accept`` request header) and
+why: docs/contracts.md.
 """
 
 from __future__ import annotations
@@ -80,11 +83,36 @@ _DESCRIPTIONS: Final = {
     415: "The body is not application/json",
     422: "Input breaks a rule: the problem names the field or parameter",
     428: "A conditional header is required",
+    500: "An unexpected error: the problem carries only a correlation_id to quote",
     503: "A dependency is unavailable; retry later (Retry-After when known)",
 }
 
+# The response headers each problem status comes with (RFC 9110 §11.6.1, §10.2.3, §15.5.16).
+_HEADERS: Final[dict[int, dict[str, Any]]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": 'the challenge: Bearer realm="api"',
+            "required": True,
+            "schema": {"type": "string"},
+        }
+    },
+    415: {
+        "Accept": {
+            "description": "the media type a body must have: application/json",
+            "required": True,
+            "schema": {"type": "string"},
+        }
+    },
+    503: {
+        "Retry-After": {
+            "description": "seconds until the dependency is tried again, when a breaker knows",
+            "schema": {"type": "string", "pattern": "^[1-9][0-9]*$"},
+        }
+    },
+}
+
 _BODY: Final = (400, 408, 413, 415)
-_ALWAYS: Final = (422, 503)
+_ALWAYS: Final = (422, 500, 503)
 _METHODS: Final = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _DROPPED_SCHEMAS: Final = ("HTTPValidationError", "ValidationError")
 
@@ -94,12 +122,18 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: _problem(status) for status in statuses}
 
 
-def required_header(name: str, description: str, *, max_length: int) -> dict[str, Any]:
+def required_header(
+    name: str, description: str, *, max_length: int, pattern: str | None = None
+) -> dict[str, Any]:
     """``openapi_extra`` for a header the route checks itself (a 428 rather than a 422).
 
     Declare the parameter with ``include_in_schema=False`` and this instead: FastAPI's
-    ``required`` would answer its own 422 before the route could say why.
+    ``required`` would answer its own 422 before the route could say why. ``pattern`` is
+    the syntax the route accepts, so a value outside it is known to be a 422.
     """
+    schema: dict[str, Any] = {"type": "string", "maxLength": max_length}
+    if pattern is not None:
+        schema["pattern"] = pattern
     return {
         "parameters": [
             {
@@ -107,7 +141,7 @@ def required_header(name: str, description: str, *, max_length: int) -> dict[str
                 "in": "header",
                 "required": True,
                 "description": description,
-                "schema": {"type": "string", "maxLength": max_length},
+                "schema": schema,
             }
         ]
     }
@@ -161,10 +195,13 @@ def _exact_operation(operation: dict[str, Any]) -> None:
 
 
 def _problem(status: int) -> dict[str, Any]:
-    return {
+    problem: dict[str, Any] = {
         "description": _DESCRIPTIONS.get(status, "Error"),
         "content": {PROBLEM_CONTENT_TYPE: {"schema": _PROBLEM_REF}},
     }
+    if status in _HEADERS:
+        problem["headers"] = dict(_HEADERS[status])
+    return problem
 
 
 def _inclusive_bounds(node: Any) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import math
 import os
 import signal
@@ -32,7 +33,15 @@ from corestone.observability.health import HealthRegistry
 from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
 
-__all__ = ["METRICS_PUBLISH_SECONDS", "WORKER_HEADER", "WorkerProcess", "listen", "run", "serve"]
+__all__ = [
+    "METRICS_PUBLISH_SECONDS",
+    "WORKER_HEADER",
+    "WorkerProcess",
+    "http_url",
+    "listen",
+    "run",
+    "serve",
+]
 
 log = get_logger("corestone.web")
 
@@ -64,9 +73,38 @@ def listen(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
     Binding first lets a program fail on a taken port before it changes anything (runs
     migrations, replaces a token) on behalf of a server that could never have served.
     Raises ``OSError`` (``errno.EADDRINUSE`` for a taken port) like ``socket.bind``.
+
+    ``::`` (every IPv6 interface) is dual-stack, ``IPV6_V6ONLY=0``, so IPv4 clients
+    (127.0.0.1) reach it too, as "every interface" promises. ``socket.create_server``
+    alone would set ``IPV6_V6ONLY=1``, as asyncio's ``create_server`` does for
+    ``uvicorn --host ::`` (while uvicorn's own ``bind_socket``, used with ``--workers``,
+    leaves the kernel's default): one explicit answer instead. A specific IPv6 address
+    (``::1``) is IPv6 only; an IPv4 address or a host name binds IPv4.
     """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=2048)
+    if ":" not in host:
+        return socket.create_server((host, port), family=socket.AF_INET, backlog=2048)
+    return socket.create_server(
+        (host, port),
+        family=socket.AF_INET6,
+        backlog=2048,
+        dualstack_ipv6=_every_interface(host) and socket.has_dualstack_ipv6(),
+    )
+
+
+def http_url(host: str, port: int) -> str:
+    """``http://host:port`` to print, an IPv6 literal in brackets (``http://[::1]:8000``).
+
+    RFC 3986 §3.2.2: without them the address's colons read as a port separator, and
+    neither a browser nor curl accepts ``http://::1:8000``.
+    """
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _every_interface(host: str) -> bool:
+    try:
+        return ipaddress.IPv6Address(host).is_unspecified
+    except ValueError:
+        return False
 
 
 def run(main: Coroutine[Any, Any, _T]) -> _T:

@@ -36,7 +36,7 @@ from types import FrameType
 
 from corestone.observability.logging import get_logger
 from corestone.observability.multiprocess import MULTIPROC_DIR_ENV, forget_process
-from corestone.web.server import WorkerProcess
+from corestone.web.server import WorkerProcess, listen
 
 __all__ = ["serve_workers"]
 
@@ -203,8 +203,7 @@ def _worker_entry(
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=2048)
+    return listen(host, port)  # the same socket one process gets: ``::`` is dual-stack
 
 
 @contextmanager

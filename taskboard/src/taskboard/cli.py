@@ -17,7 +17,7 @@ from corestone import Infrastructure, Settings, StartupError
 from corestone.cli import help_if_bare, settings_or_exit, version_callback
 from corestone.errors import ShutdownError
 from corestone.observability import get_logger
-from corestone.web import WorkerProcess, listen, serve_workers
+from corestone.web import WorkerProcess, http_url, listen, serve_workers
 from corestone.web import run as run_loop
 from corestone.web import serve as serve_app
 from taskboard.app import add_background_work, create_app, prepare, register_services
@@ -100,13 +100,13 @@ def serve(
     listener = _listen_or_exit(host, port)
     if workers == 1:
         with listener:
-            url = f"http://{host}:{listener.getsockname()[1]}"
+            url = http_url(host, listener.getsockname()[1])
             _run(_serve(settings, listener, url, seeding, worker))
         return
     # serve_workers binds the port itself: this check leaves only the moment between
     # the close and its bind, instead of the whole start-up work, for a port to be taken.
     listener.close()
-    _run(_start_once(settings, f"http://{host}:{port}", seeding, workers))
+    _run(_start_once(settings, http_url(host, port), seeding, workers))
     status = serve_workers(
         functools.partial(_serve_worker, worker),
         workers=workers,
@@ -161,7 +161,8 @@ def _listen_or_exit(host: str, port: int) -> socket.socket:
         return listen(host, port)
     except OSError as error:
         reason = (os.strerror(error.errno) if error.errno else str(error)).lower()
-        typer.echo(f"error: cannot listen on {host}:{port}: {reason}", err=True)
+        where = http_url(host, port).removeprefix("http://")  # [::1]:8000, as in a URL
+        typer.echo(f"error: cannot listen on {where}: {reason}", err=True)
         raise typer.Exit(1) from None
 
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from corestone import StaleVersionError
 from corestone.db import MAX_CURSOR_LENGTH
 from corestone.web import problem_for_error
-from corestone.web.contract import StrictRoute, if_match_version
+from corestone.web.contract import ANY_VERSION, StrictRoute, if_match_version
 from corestone.web.openapi import BEARER, problem_responses, required_header
 from taskboard.api.deps import Caller, Tasks, Users, WorkspaceId, Workspaces
 from taskboard.api.schemas import (
@@ -36,32 +36,97 @@ from taskboard.api.schemas import (
 )
 from taskboard.domain.models import Role, Task
 from taskboard.services import TaskQuery
-from taskboard.services.repositories import MAX_LIMIT
+from taskboard.services.repositories import MAX_LIMIT, TaskRepository
 
-__all__ = ["router"]
+__all__ = ["IF_MATCH_PATTERN", "SORT_PATTERN", "router"]
 
 router = APIRouter(prefix="/api", route_class=StrictRoute)
 
 TaskId = Annotated[int, Path(gt=0, lt=2**63)]
 
 _ETAG_HEADER = {
-    "ETag": {"description": 'the version, as "<version>"', "schema": {"type": "string"}}
+    "ETag": {
+        "description": 'the version, as "<version>"',
+        "required": True,
+        "schema": {"type": "string", "pattern": '^"[1-9][0-9]*"$'},
+    }
 }
+_TASK = "/api/workspaces/{ws}/tasks/{task_id}"
+
+
+def _ref(path: str, method: str) -> str:
+    """The operationRef of ``method path`` (a JSON pointer into this document)."""
+    return "#/paths/" + path.replace("~", "~0").replace("/", "~1") + "/" + method
+
+
+def _links(task: dict[str, str], *, read: bool) -> dict[str, Any]:
+    """OpenAPI links from a response naming one task to what a client does with it next.
+
+    ``task`` says where the response names the task (its body, or the request's path); a
+    response that carries the task (``read``) also carries its ETag, which PATCH, DELETE
+    and restore send back as If-Match, so a client (or schemathesis's stateful phase)
+    follows real versions.
+    """
+    written = task | {"header.If-Match": "$response.header.ETag"} if read else task
+    links: dict[str, Any] = {
+        "GetTask": {"operationRef": _ref(_TASK, "get"), "parameters": task},
+        "DeleteTask": {"operationRef": _ref(_TASK, "delete"), "parameters": written},
+        "RestoreTask": {"operationRef": _ref(_TASK + "/restore", "post"), "parameters": written},
+    }
+    if read:
+        links["UpdateTask"] = {"operationRef": _ref(_TASK, "patch"), "parameters": written}
+    return links
+
+
+_FROM_BODY = {"path.ws": "$response.body#/workspace_id", "path.task_id": "$response.body#/id"}
+_FROM_PATH = {"path.ws": "$request.path.ws", "path.task_id": "$request.path.task_id"}
 _WITH_ETAG: dict[int | str, dict[str, Any]] = {
-    200: {"description": "The task", "headers": _ETAG_HEADER}
+    200: {
+        "description": "The task",
+        "headers": _ETAG_HEADER,
+        "links": _links(_FROM_BODY, read=True),
+    }
 }
 _CREATED_TASK: dict[int | str, dict[str, Any]] = {
     201: {
         "description": "The task created",
-        "headers": _ETAG_HEADER | {"Location": {"schema": {"type": "string"}}},
+        "headers": _ETAG_HEADER | {"Location": {"required": True, "schema": {"type": "string"}}},
+        "links": _links(_FROM_BODY, read=True),
     }
 }
+_DELETED: dict[int | str, dict[str, Any]] = {
+    204: {"description": "Deleted (restorable)", "links": _links(_FROM_PATH, read=False)}
+}
+# RFC 9110 §13.1.1: "*" or a list of entity-tags, as corestone's if_match_version reads it
+# (anything else is its 422). Whether a tag matches is the task's state, not syntax: a
+# weak, stale or non-version tag is a 412.
+_ETAG = r'(?:W/)?"[!#-~\u0080-\u00ff]*"'
+IF_MATCH_PATTERN = rf"^\s*(?:\*|{_ETAG}(?:\s*,\s*{_ETAG})*\s*,?)\s*$"
+# The sort terms corestone.db.parse_sort accepts: sortable names, - for descending, spaces
+# around a term stripped. A name given twice is a 422 too, which the description says.
+_SORT_NAME = rf"\s*-?(?:{'|'.join(TaskRepository.sortable)})\s*"
+SORT_PATTERN = rf"^{_SORT_NAME}(?:,{_SORT_NAME}){{0,{len(TaskRepository.sortable) - 1}}}$"
 _IF_MATCH = required_header(
     "If-Match",
     'The ETag of the task read ("3"), or * for any version; compared strongly (ADR 0029): '
-    "a stale version is 412 with current_version, absent is 428.",
+    "a stale version is 412 with current_version, absent is 428, and a list naming two "
+    "versions is 422.",
     max_length=100,
+    pattern=IF_MATCH_PATTERN,
 )
+_OPTIONAL_IF_MATCH: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "If-Match",
+            "in": "header",
+            "required": False,
+            "description": 'The ETag of the task read ("3"), or * for any version; compared '
+            "strongly (ADR 0029): a stale version is 412 with current_version. Without it "
+            "the write applies to whatever version is current.",
+            "schema": {"type": "string", "maxLength": 100, "pattern": IF_MATCH_PATTERN},
+        }
+    ]
+}
 
 
 @router.post("/users", status_code=201, responses=problem_responses(409))
@@ -148,7 +213,8 @@ async def list_tasks(
         Query(
             max_length=200,
             description="comma-separated among id, created_at, updated_at, title, status; "
-            "- for descending",
+            "- for descending; each at most once (422)",
+            json_schema_extra={"pattern": SORT_PATTERN},
         ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size")] = 50,
@@ -217,21 +283,50 @@ async def update_task(
     "/workspaces/{ws}/tasks/{task_id:int}",
     status_code=204,
     response_class=Response,
-    openapi_extra=BEARER,
+    responses=_DELETED | problem_responses(412),
+    openapi_extra=BEARER | _OPTIONAL_IF_MATCH,
 )
-async def delete_task(ws: WorkspaceId, task_id: TaskId, caller: Caller, tasks: Tasks) -> Response:
-    await tasks.delete(caller, ws, task_id)
+async def delete_task(
+    request: Request,
+    ws: WorkspaceId,
+    task_id: TaskId,
+    caller: Caller,
+    tasks: Tasks,
+    if_match: Annotated[str | None, Header(max_length=100, include_in_schema=False)] = None,
+) -> Response:
+    expected = _optional_if_match(if_match)
+    try:
+        await tasks.delete(caller, ws, task_id, expected_version=expected)
+    except StaleVersionError as stale:  # the If-Match precondition failed (ADR 0029)
+        return problem_for_error(stale, instance=request.url.path, status=412)
     return Response(status_code=204)  # no body, so no Content-Type either
 
 
 @router.post(
     "/workspaces/{ws}/tasks/{task_id:int}/restore",
     response_model=TaskOut,
-    responses=_WITH_ETAG,
-    openapi_extra=BEARER,
+    responses=_WITH_ETAG | problem_responses(412),
+    openapi_extra=BEARER | _OPTIONAL_IF_MATCH,
 )
-async def restore_task(ws: WorkspaceId, task_id: TaskId, caller: Caller, tasks: Tasks) -> Response:
-    return _task_response(await tasks.restore(caller, ws, task_id))
+async def restore_task(
+    request: Request,
+    ws: WorkspaceId,
+    task_id: TaskId,
+    caller: Caller,
+    tasks: Tasks,
+    if_match: Annotated[str | None, Header(max_length=100, include_in_schema=False)] = None,
+) -> Response:
+    expected = _optional_if_match(if_match)
+    try:
+        task = await tasks.restore(caller, ws, task_id, expected_version=expected)
+    except StaleVersionError as stale:
+        return problem_for_error(stale, instance=request.url.path, status=412)
+    return _task_response(task)
+
+
+def _optional_if_match(value: str | None) -> int | None:
+    """DELETE and restore: no If-Match is no condition (ADR 0029); one given is PATCH's."""
+    return ANY_VERSION if value is None else if_match_version(value)
 
 
 @router.get("/workspaces/{ws}/audit", openapi_extra=BEARER)

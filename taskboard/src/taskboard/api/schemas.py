@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     EmailStr,
     Field,
@@ -19,6 +20,8 @@ from taskboard.domain.models import DESCRIPTION_MAX, NAME_MAX, TITLE_MAX
 
 __all__ = [
     "BULK_MAX",
+    "DESCRIPTION_PATTERN",
+    "NAME_PATTERN",
     "AuditEntryOut",
     "AuditListOut",
     "Id",
@@ -39,17 +42,51 @@ __all__ = [
     "WorkspaceOut",
 ]
 
-# Positive and within BIGINT, so no id ever overflows a database column.
-Id = Annotated[int, Field(gt=0, lt=2**63)]
+
+def _integral(value: object) -> object:
+    """``2.0`` is the integer 2: JSON Schema counts a number with no fraction as an integer.
+
+    A client may serialise an id that way (or a generator may, from the document), so
+    strict mode would refuse what the schema allows. Only exact integers pass: ``2.5``,
+    ``true`` and ``"2"`` are still refused, and a float beyond the bounds is out of range.
+    """
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Positive and within BIGINT, so no id ever overflows a database column. The bounds come
+# first: the validator after them runs before them, and so they stay JSON Schema bounds.
+Id = Annotated[int, Field(gt=0, lt=2**63), BeforeValidator(_integral)]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL_EXCEPT_NEWLINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
+# The spaces stripped around a name or title (Unicode White_Space), one set for the
+# validator and the schema's pattern, so the document says exactly what is accepted.
+_SPACES = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B)))
+_SPACES += "\u2028\u2029\u202f\u205f\u3000"
+_SPACE = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_KEPT = r"[^\x00-\x1f\x7f]"
+_EDGE = rf"[^{_SPACE}\x00-\x1f\x7f]"
+NAME_PATTERN = rf"^[{_SPACE}]*{_EDGE}(?:{_KEPT}*{_EDGE})?[{_SPACE}]*$"
+"""A name or title: one line, not blank once the spaces around it are stripped."""
+DESCRIPTION_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+"""A description: any text, line breaks and tabs included, but no other control character."""
+
 
 def _single_line(value: str) -> str:
-    if _CONTROL.search(value):
+    """The name without the spaces around it; refused if blank or not one line.
+
+    Stripped here rather than by ``strip_whitespace``, which strips before the length is
+    checked: the length is counted as sent, as the document's ``maxLength`` counts it.
+    """
+    stripped = value.strip(_SPACES)
+    if not stripped:
+        raise ValueError("must not be blank")
+    if _CONTROL.search(stripped):
         raise ValueError("must not contain control characters or line breaks")
-    return value
+    return stripped
 
 
 def _text(value: str) -> str:
@@ -58,17 +95,31 @@ def _text(value: str) -> str:
     return value
 
 
+# The patterns are documentation only (json_schema_extra): the validators keep their own
+# messages, and tests/unit/test_taskboard_input_patterns.py proves the two agree.
 Name = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX),
+    StringConstraints(min_length=1, max_length=NAME_MAX),
     AfterValidator(_single_line),
+    Field(json_schema_extra={"pattern": NAME_PATTERN}),
 ]
 Title = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX),
+    StringConstraints(min_length=1, max_length=TITLE_MAX),
     AfterValidator(_single_line),
+    Field(json_schema_extra={"pattern": NAME_PATTERN}),
 ]
-Description = Annotated[str, StringConstraints(max_length=DESCRIPTION_MAX), AfterValidator(_text)]
+Description = Annotated[
+    str,
+    StringConstraints(max_length=DESCRIPTION_MAX),
+    AfterValidator(_text),
+    Field(json_schema_extra={"pattern": DESCRIPTION_PATTERN}),
+]
+_EMAIL_RULES = (
+    "An address email-validator accepts: besides the syntax, one at a special-use or "
+    "reserved domain (.test, .local, .invalid, localhost …) is refused (422), since no "
+    "mail can reach it."
+)
 Status = Literal["open", "in_progress", "done"]
 
 
@@ -76,31 +127,53 @@ class _Input(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
 
+def _examples(*examples: dict[str, Any]) -> ConfigDict:
+    """A strict input's config, with examples for the document (and schemathesis's examples
+    phase, which sends them)."""
+    return ConfigDict(strict=True, extra="forbid", json_schema_extra={"examples": list(examples)})
+
+
 class UserIn(_Input):
+    model_config = _examples({"name": "Ada Lovelace", "email": "ada@example.com"})
+
     name: Name
-    email: Annotated[EmailStr, StringConstraints(max_length=254)]
+    email: Annotated[EmailStr, StringConstraints(max_length=254), Field(description=_EMAIL_RULES)]
 
 
 class WorkspaceIn(_Input):
+    model_config = _examples({"name": "Analytical Engine"})
+
     name: Name
 
 
 class MemberIn(_Input):
+    model_config = _examples({"user_id": 2, "role": "member"})
+
     user_id: Id
     role: Literal["owner", "member"] = "member"
 
 
+_TASK_EXAMPLE = {"title": "Write the notes", "description": "on Bernoulli numbers"}
+
+
 class TaskIn(_Input):
+    model_config = _examples(_TASK_EXAMPLE | {"status": "open", "assignee_id": None})
+
     title: Title
     description: Description = ""
     status: Status = "open"
     assignee_id: Id | None = None
 
 
-def _no_defaults(schema: dict[str, Any]) -> None:
-    """An absent PATCH field is left alone: no default is ever applied, so none is shown."""
+def _patch_schema(schema: dict[str, Any]) -> None:
+    """An absent PATCH field is left alone: no default is ever applied, so none is shown.
+
+    A PATCH changing nothing (``{}``) is a 422, so the document asks for one field at least.
+    """
     for field in schema.get("properties", {}).values():
         field.pop("default", None)
+    schema["minProperties"] = 1
+    schema["examples"] = [{"status": "done"}, {"title": "Publish the notes", "assignee_id": None}]
 
 
 class TaskPatch(_Input):
@@ -111,7 +184,7 @@ class TaskPatch(_Input):
     field, and the schema shows them as plain strings.
     """
 
-    model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra=_no_defaults)
+    model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra=_patch_schema)
 
     title: Title = None  # type: ignore[assignment]
     description: Description = None  # type: ignore[assignment]
@@ -128,6 +201,8 @@ BULK_MAX = 500
 
 
 class TaskBulkIn(_Input):
+    model_config = _examples({"items": [_TASK_EXAMPLE, {"title": "Translate Menabrea"}]})
+
     items: Annotated[list[TaskIn], Field(min_length=1, max_length=BULK_MAX)]
 
 

@@ -160,15 +160,30 @@ class TaskService:
                 task_id, changes, expected_version=expected_version
             )
 
-    async def delete(self, actor: User, workspace_id: int, task_id: int) -> None:
-        async with self._db.transaction() as tx:
-            await require_member(tx, workspace_id, actor.id)
-            await self._tasks(tx, workspace_id).delete(task_id)
+    async def delete(
+        self, actor: User, workspace_id: int, task_id: int, *, expected_version: int | None = None
+    ) -> None:
+        """Soft-delete the task, if it is at ``expected_version`` (``None``: any version).
 
-    async def restore(self, actor: User, workspace_id: int, task_id: int) -> Task:
+        The version is compared by the deleting statement itself, never read first: a
+        write landing in between makes this a StaleVersionError, not a lost update.
+        """
         async with self._db.transaction() as tx:
             await require_member(tx, workspace_id, actor.id)
-            return await self._tasks(tx, workspace_id).restore(task_id)
+            await self._tasks(tx, workspace_id).delete(task_id, expected_version=expected_version)
+
+    async def restore(
+        self, actor: User, workspace_id: int, task_id: int, *, expected_version: int | None = None
+    ) -> Task:
+        """Undo the task's deletion, if it is at ``expected_version`` (``None``: any version).
+
+        A delete bumps the version, so a deleted task is one version past its last ETag.
+        """
+        async with self._db.transaction() as tx:
+            await require_member(tx, workspace_id, actor.id)
+            return await self._tasks(tx, workspace_id).restore(
+                task_id, expected_version=expected_version
+            )
 
     async def audit(
         self, actor: User, workspace_id: int, *, limit: int, cursor: str | None

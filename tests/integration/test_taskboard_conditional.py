@@ -1,0 +1,101 @@
+"""DELETE and restore honour If-Match as PATCH does (ADR 0029), on both databases.
+
+If-Match stays optional on both (no header: no condition); one given is parsed and
+compared exactly as PATCH's, and the comparison is part of the deleting or restoring
+statement, so a write that lands first turns the second into a 412.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.integration.conftest import Board
+
+PROBLEM = "application/problem+json"
+
+
+async def _task_url(board: Board, name: str = "Cd") -> tuple[str, dict[str, str]]:
+    _, auth = await board.signup(name, f"{name.lower()}@example.com")
+    ws = await board.workspace(auth)
+    task = await board.task(auth, ws)
+    return f"/api/workspaces/{ws}/tasks/{task['id']}", auth
+
+
+async def test_delete_refuses_a_stale_weak_or_malformed_if_match_and_keeps_the_task(
+    board: Board,
+) -> None:
+    """A stale version is 412 with current_version, a weak tag 412, garbage 422 naming
+    If-Match, two versions 422; none of them deletes the task."""
+    url, auth = await _task_url(board)
+    patched = await board.client.patch(
+        url, json={"title": "v2"}, headers=auth | {"If-Match": '"1"'}
+    )
+    assert patched.status_code == 200
+    cases = {
+        '"1"': (412, "stale_version"),
+        'W/"2"': (412, "precondition_failed"),
+        '"abc"': (412, "precondition_failed"),
+        "2": (422, "invalid_input"),
+        '"2': (422, "invalid_input"),
+        '"1", "2"': (422, "invalid_input"),
+    }
+    for if_match, (status, code) in cases.items():
+        response = await board.client.delete(url, headers=auth | {"If-Match": if_match})
+        assert (response.status_code, response.json()["code"]) == (status, code), if_match
+        assert response.headers["content-type"].startswith(PROBLEM)
+        if code == "stale_version":
+            assert response.json()["current_version"] == 2
+        else:
+            assert response.json()["field"] == "If-Match"
+        assert (await board.client.get(url, headers=auth)).status_code == 200, if_match
+
+
+async def test_delete_applies_with_the_current_version_a_star_or_no_if_match(board: Board) -> None:
+    """The current version, ``*`` and an absent If-Match (optional on DELETE) all delete;
+    ``*`` on a task that is not there is a 404."""
+    for number, if_match in enumerate(('"1"', "*", None)):
+        url, auth = await _task_url(board, f"Star{number}")
+        headers = auth if if_match is None else auth | {"If-Match": if_match}
+        response = await board.client.delete(url, headers=headers)
+        assert response.status_code == 204, (if_match, response.text)
+        assert (await board.client.get(url, headers=auth)).status_code == 404
+        again = await board.client.delete(url, headers=auth | {"If-Match": "*"})
+        assert again.status_code == 404
+
+
+async def test_restore_honours_if_match_against_the_deleted_tasks_version(board: Board) -> None:
+    """A delete bumps the version: restoring with the ETag read before it is a 412 naming
+    the deleted task's version, and leaves it deleted; that version restores it; a live
+    task is compared too (412 when stale, returned as is when current)."""
+    url, auth = await _task_url(board)
+    assert (await board.client.delete(url, headers=auth | {"If-Match": '"1"'})).status_code == 204
+    stale = await board.client.post(f"{url}/restore", headers=auth | {"If-Match": '"1"'})
+    assert stale.status_code == 412, stale.text
+    assert (stale.json()["code"], stale.json()["current_version"]) == ("stale_version", 2)
+    assert (await board.client.get(url, headers=auth)).status_code == 404
+    malformed = await board.client.post(f"{url}/restore", headers=auth | {"If-Match": "2"})
+    assert (malformed.status_code, malformed.json()["field"]) == (422, "If-Match")
+    restored = await board.client.post(f"{url}/restore", headers=auth | {"If-Match": '"2"'})
+    assert (restored.status_code, restored.json()["version"]) == (200, 3)
+    assert restored.headers["etag"] == '"3"'
+    live_stale = await board.client.post(f"{url}/restore", headers=auth | {"If-Match": '"2"'})
+    assert (live_stale.status_code, live_stale.json()["current_version"]) == (412, 3)
+    live = await board.client.post(f"{url}/restore", headers=auth | {"If-Match": '"3"'})
+    assert (live.status_code, live.json()["version"]) == (200, 3)
+    unconditional = await board.client.post(f"{url}/restore", headers=auth)
+    assert unconditional.status_code == 200
+
+
+async def test_a_delete_and_a_patch_with_the_same_if_match_never_both_apply(board: Board) -> None:
+    """Sent together with the ETag both read, exactly one of a PATCH and a DELETE applies:
+    the DELETE after a PATCH is a 412, the PATCH after a DELETE a 404 (RFC 9110 §13.2.1:
+    no task, so no precondition to evaluate). The version is checked by the write itself."""
+    for number in range(5):
+        url, auth = await _task_url(board, f"Race{number}")
+        headers = auth | {"If-Match": '"1"'}
+        patch, delete = await asyncio.gather(
+            board.client.patch(url, json={"title": "mine"}, headers=headers),
+            board.client.delete(url, headers=headers),
+        )
+        statuses = (patch.text, delete.text)
+        assert (patch.status_code, delete.status_code) in ((200, 412), (404, 204)), statuses
