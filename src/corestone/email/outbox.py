@@ -356,6 +356,7 @@ class OutboxStore:
         owner: str,
         provider: str,
         lease: timedelta,
+        details: Mapping[str, str] | None = None,
     ) -> set[str]:
         """Mark ``rows`` ``sending`` through ``provider`` (fenced); return the ids still held.
 
@@ -376,7 +377,9 @@ class OutboxStore:
             },
             statuses=(EmailStatus.QUEUED, EmailStatus.SENDING),
         )
-        await self.record_events(session, held, EmailStatus.SENDING, provider=provider, at=now)
+        await self.record_events(
+            session, held, EmailStatus.SENDING, provider=provider, details=details, at=now
+        )
         return held
 
     async def finish(
