@@ -67,7 +67,9 @@ __all__ = [
     "EmailStatus",
     "EmailSuppressionRecord",
     "OutboxStore",
+    "Outcome",
     "SuppressionReason",
+    "clip_reason",
 ]
 
 _ERROR_MAX = 2000
@@ -168,9 +170,9 @@ class EmailSuppressionRecord(Base):
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
-OUTBOX: Table = EmailOutboxRecord.__table__  # type: ignore[assignment]
-EVENTS: Table = EmailEventRecord.__table__  # type: ignore[assignment]
-SUPPRESSIONS: Table = EmailSuppressionRecord.__table__  # type: ignore[assignment]
+_OUTBOX: Table = EmailOutboxRecord.__table__  # type: ignore[assignment]
+_EVENTS: Table = EmailEventRecord.__table__  # type: ignore[assignment]
+_SUPPRESSIONS: Table = EmailSuppressionRecord.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +198,7 @@ class Outcome:
     values: Mapping[str, Any] | None = None
 
 
-def clip(text: str) -> str:
+def clip_reason(text: str) -> str:
     """A reason short enough for ``last_error`` / ``detail``."""
     return text if len(text) <= _ERROR_MAX else text[: _ERROR_MAX - 1] + "…"
 
@@ -238,18 +240,18 @@ class OutboxStore:
             "correlation_id": correlation_id, "created_at": now, "updated_at": now,
         }  # fmt: skip
         if key is None:
-            await session.execute(insert(OUTBOX).values(values))
+            await session.execute(insert(_OUTBOX).values(values))
         else:
             dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
             stored = await session.execute(
-                dialect.insert(OUTBOX)
+                dialect.insert(_OUTBOX)
                 .values(values)
                 .on_conflict_do_nothing(index_elements=["idempotency_key"])
-                .returning(OUTBOX.c.id)
+                .returning(_OUTBOX.c.id)
             )
             if stored.first() is None:
                 existing = await session.execute(
-                    select(OUTBOX.c.id).where(OUTBOX.c.idempotency_key == key)
+                    select(_OUTBOX.c.id).where(_OUTBOX.c.idempotency_key == key)
                 )
                 return str(existing.scalar_one())
         await self.record_events(session, [values["id"]], status, detail=detail, at=now)
@@ -276,11 +278,13 @@ class OutboxStore:
                 "status": status.value,
                 "at": when,
                 "provider": provider,
-                "detail": clip(text) if (text := (details or {}).get(message_id, detail)) else None,
+                "detail": clip_reason(text)
+                if (text := (details or {}).get(message_id, detail))
+                else None,
             }
             for message_id in ids
         ]
-        await session.execute(insert(EVENTS), rows)
+        await session.execute(insert(_EVENTS), rows)
 
     async def claim_due(
         self, session: AsyncSession, *, owner: str, limit: int, lease: timedelta, pg: bool
@@ -288,19 +292,23 @@ class OutboxStore:
         """Lease up to ``limit`` queued messages that are due and not held by anyone."""
         now = self.now()
         due = and_(
-            OUTBOX.c.status == EmailStatus.QUEUED.value,
-            OUTBOX.c.next_attempt_at <= now,
-            or_(OUTBOX.c.lease_expires_at.is_(None), OUTBOX.c.lease_expires_at < now),
+            _OUTBOX.c.status == EmailStatus.QUEUED.value,
+            _OUTBOX.c.next_attempt_at <= now,
+            or_(_OUTBOX.c.lease_expires_at.is_(None), _OUTBOX.c.lease_expires_at < now),
         )
-        return await self._claim(session, due, OUTBOX.c.next_attempt_at, owner, limit, lease, pg)
+        return await self._claim(session, due, _OUTBOX.c.next_attempt_at, owner, limit, lease, pg)
 
     async def claim_stale(
         self, session: AsyncSession, *, owner: str, limit: int, lease: timedelta, pg: bool
     ) -> list[Claimed]:
         """Take over ``sending`` rows whose lease expired: the crash window, to resolve."""
         now = self.now()
-        stale = and_(OUTBOX.c.status == EmailStatus.SENDING.value, OUTBOX.c.lease_expires_at < now)
-        return await self._claim(session, stale, OUTBOX.c.lease_expires_at, owner, limit, lease, pg)
+        stale = and_(
+            _OUTBOX.c.status == EmailStatus.SENDING.value, _OUTBOX.c.lease_expires_at < now
+        )
+        return await self._claim(
+            session, stale, _OUTBOX.c.lease_expires_at, owner, limit, lease, pg
+        )
 
     async def _claim(
         self,
@@ -313,26 +321,26 @@ class OutboxStore:
         pg: bool,
     ) -> list[Claimed]:
         now = self.now()
-        candidates = select(OUTBOX.c.id).where(condition).order_by(order).limit(limit)
+        candidates = select(_OUTBOX.c.id).where(condition).order_by(order).limit(limit)
         if pg:
             candidates = candidates.with_for_update(skip_locked=True)
         rows = await session.execute(
-            update(OUTBOX)
-            .where(OUTBOX.c.id.in_(candidates.scalar_subquery()), condition)
+            update(_OUTBOX)
+            .where(_OUTBOX.c.id.in_(candidates.scalar_subquery()), condition)
             .values(
                 lease_owner=owner,
                 lease_expires_at=now + lease,
-                fencing_token=OUTBOX.c.fencing_token + 1,
+                fencing_token=_OUTBOX.c.fencing_token + 1,
                 updated_at=now,
             )
             .returning(
-                OUTBOX.c.id,
-                OUTBOX.c.fencing_token,
-                OUTBOX.c.status,
-                OUTBOX.c.message,
-                OUTBOX.c.provider,
-                OUTBOX.c.attempts,
-                OUTBOX.c.created_at,
+                _OUTBOX.c.id,
+                _OUTBOX.c.fencing_token,
+                _OUTBOX.c.status,
+                _OUTBOX.c.message,
+                _OUTBOX.c.provider,
+                _OUTBOX.c.attempts,
+                _OUTBOX.c.created_at,
             )
         )
         return [
@@ -371,7 +379,7 @@ class OutboxStore:
             {
                 "status": EmailStatus.SENDING.value,
                 "provider": provider,
-                "attempts": OUTBOX.c.attempts + 1,
+                "attempts": _OUTBOX.c.attempts + 1,
                 "lease_expires_at": now + lease,
                 "updated_at": now,
             },
@@ -404,7 +412,7 @@ class OutboxStore:
         if release:
             values.update(lease_owner=None, lease_expires_at=None)
         for column, by_id in (per_row or {}).items():
-            values[column] = case(dict(by_id), value=OUTBOX.c.id, else_=OUTBOX.c[column])
+            values[column] = case(dict(by_id), value=_OUTBOX.c.id, else_=_OUTBOX.c[column])
         held = await self._fenced(session, rows, owner, values)
         await self.record_events(
             session, held, outcome.status, provider=outcome.provider,
@@ -422,7 +430,7 @@ class OutboxStore:
     ) -> None:
         """Give queued rows back, each due again at ``at[id]`` (no status change)."""
         values = {
-            "next_attempt_at": case(dict(at), value=OUTBOX.c.id, else_=OUTBOX.c.next_attempt_at),
+            "next_attempt_at": case(dict(at), value=_OUTBOX.c.id, else_=_OUTBOX.c.next_attempt_at),
             "lease_owner": None,
             "lease_expires_at": None,
             "updated_at": self.now(),
@@ -440,14 +448,14 @@ class OutboxStore:
         if not rows:
             return set()
         result = await session.execute(
-            update(OUTBOX)
+            update(_OUTBOX)
             .where(
-                tuple_(OUTBOX.c.id, OUTBOX.c.fencing_token).in_([(r.id, r.token) for r in rows]),
-                OUTBOX.c.lease_owner == owner,
-                OUTBOX.c.status.in_([s.value for s in statuses]),
+                tuple_(_OUTBOX.c.id, _OUTBOX.c.fencing_token).in_([(r.id, r.token) for r in rows]),
+                _OUTBOX.c.lease_owner == owner,
+                _OUTBOX.c.status.in_([s.value for s in statuses]),
             )
             .values(dict(values))
-            .returning(OUTBOX.c.id)
+            .returning(_OUTBOX.c.id)
         )
         return {row.id for row in result}
 
@@ -459,20 +467,20 @@ class OutboxStore:
         """
         now = self.now()
         result = await session.execute(
-            update(OUTBOX)
+            update(_OUTBOX)
             .where(
-                OUTBOX.c.id == message_id,
-                OUTBOX.c.status.in_([EmailStatus.FAILED.value, EmailStatus.UNKNOWN.value]),
+                _OUTBOX.c.id == message_id,
+                _OUTBOX.c.status.in_([EmailStatus.FAILED.value, EmailStatus.UNKNOWN.value]),
             )
             .values(
                 status=EmailStatus.QUEUED.value,
                 next_attempt_at=now,
                 lease_owner=None,
                 lease_expires_at=None,
-                fencing_token=OUTBOX.c.fencing_token + 1,
+                fencing_token=_OUTBOX.c.fencing_token + 1,
                 updated_at=now,
             )
-            .returning(OUTBOX.c.id)
+            .returning(_OUTBOX.c.id)
         )
         if result.first() is None:
             return False
@@ -485,7 +493,7 @@ class OutboxStore:
         if not wanted:
             return set()
         rows = await session.execute(
-            select(SUPPRESSIONS.c.address).where(SUPPRESSIONS.c.address.in_(sorted(wanted)))
+            select(_SUPPRESSIONS.c.address).where(_SUPPRESSIONS.c.address.in_(sorted(wanted)))
         )
         return {row.address for row in rows}
 
@@ -502,10 +510,10 @@ class OutboxStore:
             "address": address.lower(),
             "reason": reason.value,
             "at": self.now(),
-            "detail": clip(detail) if detail else None,
+            "detail": clip_reason(detail) if detail else None,
         }
         dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-        statement = dialect.insert(SUPPRESSIONS).values(values)
+        statement = dialect.insert(_SUPPRESSIONS).values(values)
         await session.execute(
             statement.on_conflict_do_update(
                 index_elements=["address"],
@@ -517,8 +525,8 @@ class OutboxStore:
         """How many messages wait (queued or sending), and when the oldest was accepted."""
         row = (
             await session.execute(
-                select(func.count(), func.min(OUTBOX.c.created_at)).where(
-                    OUTBOX.c.status.in_([EmailStatus.QUEUED.value, EmailStatus.SENDING.value])
+                select(func.count(), func.min(_OUTBOX.c.created_at)).where(
+                    _OUTBOX.c.status.in_([EmailStatus.QUEUED.value, EmailStatus.SENDING.value])
                 )
             )
         ).one()

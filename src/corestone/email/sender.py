@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from corestone.db.database import Database
 from corestone.db.models import utc_now
 from corestone.email.message import EmailMessage
-from corestone.email.outbox import Claimed, EmailStatus, OutboxStore, Outcome, clip
+from corestone.email.outbox import Claimed, EmailStatus, OutboxStore, Outcome, clip_reason
 from corestone.email.providers.base import Outgoing, Sent
 from corestone.email.routing import ProviderRoute, Router, Slot, Strategy
 from corestone.email.service import MESSAGES_METRIC, drop_recipients
@@ -448,7 +448,7 @@ class EmailSender:
         failed = {key: e for key, e in errors.items() if not e.retryable}
         retry = [i for i, r in outcomes if isinstance(r, EmailProviderError) and r.retryable]
         rows = {i.id: i.row for i, _ in outcomes}
-        reasons = {key: clip(e.reason) for key, e in errors.items()}
+        reasons = {key: clip_reason(e.reason) for key, e in errors.items()}
 
         ids = {key: s.provider_message_id for key, s in sent.items()}
 

@@ -27,7 +27,7 @@ from corestone.email.outbox import EmailStatus, OutboxStore, SuppressionReason
 from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
 
-__all__ = ["EmailService", "drop_recipients"]
+__all__ = ["MESSAGES_METRIC", "EmailService", "drop_recipients"]
 
 log = get_logger(__name__)
 
