@@ -7,6 +7,7 @@ its result into lines and an exit code, so everything it does can be done from P
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -32,6 +33,8 @@ __all__ = [
     "EXIT_SERVICE_FAILED",
     "app",
     "doctor",
+    "email_app",
+    "email_preview",
     "help_if_bare",
     "main",
     "package_version",
@@ -53,6 +56,8 @@ saga_app = typer.Typer(
     help="Durable sagas: recover the ones a stopped process left.", rich_markup_mode=None
 )
 app.add_typer(saga_app, name="saga")
+email_app = typer.Typer(help="Email: preview templates.", rich_markup_mode=None)
+app.add_typer(email_app, name="email")
 
 
 def package_version(distribution: str = "corestone") -> str:
@@ -130,6 +135,55 @@ def doctor() -> None:
     for line in format_report(checks):
         typer.echo(line)
     raise typer.Exit(EXIT_OK if all(check.ok for check in checks) else EXIT_SERVICE_FAILED)
+
+
+@email_app.callback(invoke_without_command=True)
+def _email(ctx: typer.Context) -> None:
+    help_if_bare(ctx)
+
+
+@email_app.command("preview")
+def email_preview(
+    template: Annotated[str, typer.Argument(help="The template's name, e.g. welcome.")],
+    data: Annotated[
+        Path | None, typer.Option(help="A JSON file with the merge data (an object).")
+    ] = None,
+    templates: Annotated[Path, typer.Option(help="The folder of templates.")] = Path(
+        "templates/email"
+    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Save the whole message here (.eml) instead of printing it."),
+    ] = None,
+) -> None:
+    """Render TEMPLATE with the merge data and print its subject, text and HTML.
+
+    With --out, the message is saved as an .eml file (open it in a mail client to see
+    what recipients will see). Exit status: 0 rendered, 2 a missing template, bad data
+    or a missing extra.
+    """
+    try:
+        from corestone.email.message import EmailMessage
+        from corestone.email.templates import EmailTemplates
+
+        values = json.loads(data.read_text()) if data is not None else {}
+        if not isinstance(values, dict):
+            raise ValueError("the merge data must be a JSON object")
+        rendered = EmailTemplates(templates).render(template, values)
+    except (CorestoneError, ValueError, OSError) as error:
+        typer.echo(f"corestone email preview: {error}", err=True)
+        raise typer.Exit(EXIT_CONFIGURATION) from None
+    if out is None:
+        typer.echo(f"Subject: {rendered.subject}\n\n--- text ---\n{rendered.text}")
+        if rendered.html is not None:
+            typer.echo(f"\n--- html ---\n{rendered.html}")
+        raise typer.Exit(EXIT_OK)
+    message = EmailMessage.build(
+        sender="preview@example.com", to="recipient@example.com", subject=rendered.subject,
+        text=rendered.text, html=rendered.html,
+    )  # fmt: skip
+    out.write_bytes(message.to_mime().as_bytes())
+    typer.echo(f"saved {out}")
 
 
 @saga_app.command("recover")
