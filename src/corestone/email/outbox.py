@@ -413,7 +413,9 @@ class OutboxStore:
             values.update(lease_owner=None, lease_expires_at=None)
         for column, by_id in (per_row or {}).items():
             values[column] = case(dict(by_id), value=_OUTBOX.c.id, else_=_OUTBOX.c[column])
-        held = await self._fenced(session, rows, owner, values)
+        held = await self._fenced(
+            session, rows, owner, values, statuses=(EmailStatus.QUEUED, EmailStatus.SENDING)
+        )
         await self.record_events(
             session, held, outcome.status, provider=outcome.provider,
             detail=outcome.detail, details=details, at=now,
