@@ -34,6 +34,7 @@ class FakeProvider:
     fail_next: list[EmailProviderError] = field(default_factory=list)
     delivered: list[Outgoing] = field(default_factory=list)
     calls: int = 0
+    batches: list[int] = field(default_factory=list)
     before_accept: Callable[[Outgoing], None] | None = None
     _by_key: dict[str, Sent] = field(default_factory=dict)
 
@@ -62,6 +63,7 @@ class FakeProvider:
         return sent
 
     async def send_batch(self, batch: Sequence[Outgoing]) -> list[Sent | EmailProviderError]:
+        self.batches.append(len(batch))
         if self.down:
             self.calls += 1
             raise self._error("503 service unavailable")

@@ -333,3 +333,18 @@ async def test_with_max_age_a_message_no_provider_takes_fails_once_too_old(
     assert (stored.status, stored.last_error) == ("failed", "gave up after 3600s in the outbox")
     assert (await history(db, message_id))[-1][0] == "failed"
     assert count(metrics, "none", "failed") == 1
+
+
+async def test_batches_stay_within_the_provider_limit_and_the_rate_limit(
+    db: Database, time: Time
+) -> None:
+    """max_batch 10 but 3 messages a second: no call carries more than the bucket holds."""
+    alpha = FakeProvider("alpha", max_batch=10)
+    ids = await queue(db, time, 7)
+    sender = make_sender(db, [], time)
+    sender.router = Router([ProviderRoute(alpha, max_per_second=3)], "failover", breakers(time))
+    [slot] = sender.router.slots
+    assert slot.limiter is not None
+    await sender.run_once()
+    assert sorted(alpha.batches) == [3, 3]  # and one message alone, through send()
+    assert deliveries(alpha) == dict.fromkeys(ids, 1)
