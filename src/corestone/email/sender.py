@@ -112,7 +112,7 @@ class EmailSender:
         now: Callable[[], datetime] = utc_now,
     ) -> None:
         if batch < 1 or concurrency < 1 or tries_per_provider < 1 or lease_seconds <= 0:
-            raise ValueError("batch, concurrency, tries_per_provider, lease_seconds must be >= 1")
+            raise ValueError("batch, concurrency and tries_per_provider >= 1; lease_seconds > 0")
         self.database = database
         self.router = Router(routes, strategy, breakers or BreakerRegistry(metrics=metrics))
         self.store = OutboxStore(now=now)

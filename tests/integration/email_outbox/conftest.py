@@ -130,11 +130,3 @@ async def history(db: Database, message_id: str) -> list[tuple[str, str | None, 
             .order_by(EVENTS.c.id)
         )
         return [(r.status, r.provider, r.detail) for r in rows]
-
-
-async def drain(sender: EmailSender, time: Time, *, passes: int = 20, step: float = 0) -> None:
-    """Run passes until one finds nothing to do (moving time by ``step`` between them)."""
-    for _ in range(passes):
-        if await sender.run_once() == 0:
-            return
-        time.advance(step)

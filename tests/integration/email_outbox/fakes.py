@@ -33,6 +33,7 @@ class FakeProvider:
     refuse: dict[str, str] = field(default_factory=dict)
     fail_next: list[EmailProviderError] = field(default_factory=list)
     delivered: list[Outgoing] = field(default_factory=list)
+    gives_ids: bool = True
     calls: int = 0
     batches: list[int] = field(default_factory=list)
     before_accept: Callable[[Outgoing], None] | None = None
@@ -58,7 +59,7 @@ class FakeProvider:
         if self.before_accept is not None:
             self.before_accept(outgoing)
         self.delivered.append(outgoing)
-        sent = Sent(self.name, f"{self.name}-{len(self.delivered)}")
+        sent = Sent(self.name, f"{self.name}-{len(self.delivered)}" if self.gives_ids else None)
         self._by_key[key] = sent
         return sent
 

@@ -15,7 +15,17 @@ from corestone.observability.health import HealthStatus
 from corestone.observability.metrics import Metrics
 from corestone.resilience import BreakerRegistry, State
 
-from .conftest import Time, breakers, history, make_sender, message, queue, row, statuses
+from .conftest import (
+    Time,
+    breakers,
+    create_tables,
+    history,
+    make_sender,
+    message,
+    queue,
+    row,
+    statuses,
+)
 from .fakes import FakeProvider, deliveries
 
 
@@ -348,3 +358,35 @@ async def test_batches_stay_within_the_provider_limit_and_the_rate_limit(
     await sender.run_once()
     assert sorted(alpha.batches) == [3, 3]  # and one message alone, through send()
     assert deliveries(alpha) == dict.fromkeys(ids, 1)
+
+
+async def test_a_provider_that_gives_no_message_id_still_ends_sent(
+    db: Database, time: Time
+) -> None:
+    """Sent(provider, None) (an SMTP server may give no id): sent, with no provider id stored."""
+    alpha = FakeProvider("alpha", gives_ids=False, max_batch=5)
+    ids = await queue(db, time, 3)
+    await make_sender(db, [alpha], time).run_once()
+    for message_id in ids:
+        stored = await row(db, message_id)
+        assert (stored.status, stored.provider_message_id) == ("sent", None)
+
+
+async def test_add_email_runs_the_sender_as_a_component_of_the_infrastructure(
+    database_url: str,
+) -> None:
+    """With a route, add_email's sender starts and stops with the infrastructure and delivers."""
+    alpha = FakeProvider("alpha")
+    infra = Infrastructure(Settings(database_url=database_url, env="test"))
+    service = add_email(infra, [ProviderRoute(alpha)], poll_seconds=30.0)
+    async with infra:
+        await create_tables(infra.db)
+        message_id = await service.send(message())
+        for _ in range(500):  # bounded; the commit wakes the sender
+            if alpha.delivered:
+                break
+            await asyncio.sleep(0.01)
+        assert alpha.ids() == [message_id]
+        report = await infra.health.ready()
+        assert report.checks["email-sender:responseTime"][0]["status"] == "pass"
+    assert [m.component.name for m in infra._managed][-1] == "email-sender"
