@@ -370,66 +370,84 @@ class EmailSender:
         await self._reschedule(todo, max(waits), called)
 
     async def _attempt(self, slot: Slot, items: list[_Item]) -> _Attempt:
-        """One call per chunk through ``slot``, each marked ``sending`` first (fenced)."""
-        permitted: list[tuple[int, list[_Item]]] = []
+        """One call per chunk through ``slot``; chunks its breaker refuses are skipped."""
         skipped: list[_Item] = []
+        calls = []
         for start in range(0, len(items), slot.chunk):
             chunk = items[start : start + slot.chunk]
             try:
-                permitted.append((slot.breaker.permit(), chunk))
+                permit = slot.breaker.permit()
             except CircuitOpenError:
                 skipped += chunk
-        if not permitted:
-            return _Attempt([], skipped)
-        rows = [item.row for _, chunk in permitted for item in chunk]
-        notes = {i.id: i.note for _, chunk in permitted for i in chunk if i.note}
+                continue
+            calls.append(self._chunk(slot, permit, chunk))
+        done = await asyncio.gather(*calls)
+        return _Attempt(
+            [item for d in done for item in d.retry],
+            skipped,
+            max((d.wait for d in done), default=0.0),
+            called=any(d.called for d in done),
+        )
+
+    async def _chunk(self, slot: Slot, permit: int, chunk: list[_Item]) -> _Attempt:
+        """Mark, call, record: the mark right before the call, the record right after.
+
+        Marking each chunk only once it has its turn (concurrency, rate limit) keeps the
+        lease covering one call, and recording at once keeps the crash window (accepted,
+        not yet ``sent``) as short as one write.
+        """
+        notes = {i.id: i.note for i in chunk if i.note}
+        rows = [item.row for item in chunk]
+        calling = False
         try:
-            held = await self._write(
-                lambda s: self.store.begin_attempt(
-                    s, rows, owner=self.owner, provider=slot.name, lease=self.lease, details=notes
+            async with self._gate:
+                if slot.limiter is not None:
+                    await slot.limiter.acquire(len(chunk))
+                held = await self._write(
+                    lambda s: self.store.begin_attempt(
+                        s,
+                        rows,
+                        owner=self.owner,
+                        provider=slot.name,
+                        lease=self.lease,
+                        details=notes,
+                    )
                 )
-            )
+                live = [item for item in chunk if item.id in held]
+                if not live:  # every row lost to another sender (or an operator): no call
+                    slot.breaker.release(permit)
+                    return _Attempt([], [])
+                calling = True  # from here on the call gives the permit back or records it
+                outcomes = await self._call(slot, permit, live)
+                return await self._record(slot, outcomes)
         except BaseException:
-            for permit, _ in permitted:
+            if not calling:
                 slot.breaker.release(permit)
             raise
-        calls = []
-        for permit, chunk in permitted:
-            live = [item for item in chunk if item.id in held]
-            if live:
-                calls.append(self._call(slot, permit, live))
-            else:
-                slot.breaker.release(permit)  # every row lost to another sender: no call
-        outcomes = [pair for pairs in await asyncio.gather(*calls) for pair in pairs]
-        return await self._record(slot, outcomes, skipped)
 
     async def _call(
         self, slot: Slot, permit: int, chunk: list[_Item]
     ) -> list[tuple[_Item, Sent | EmailProviderError]]:
         """Call the provider for ``chunk``; every failure comes back as an EmailProviderError."""
-        async with self._gate:
-            started = time.perf_counter()
-            results: Sequence[Sent | EmailProviderError]
-            try:
-                if slot.limiter is not None:
-                    await slot.limiter.acquire(len(chunk))
-                    started = time.perf_counter()
-                if len(chunk) == 1:
-                    results = [await slot.provider.send(chunk[0].outgoing)]
-                else:
-                    results = await slot.provider.send_batch([i.outgoing for i in chunk])
-                if len(results) != len(chunk):
-                    reason = f"returned {len(results)} outcomes for {len(chunk)} messages"
-                    raise EmailProviderError(slot.name, reason, retryable=True)
-            except EmailProviderError as error:
-                results = [error] * len(chunk)
-            except Exception as error:  # noqa: BLE001 - a provider bug must not stop the sender
-                unexpected = EmailProviderError(slot.name, f"unexpected {error!r}", retryable=True)
-                results = [unexpected] * len(chunk)
-            except BaseException:
-                slot.breaker.release(permit)
-                raise
-            seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        results: Sequence[Sent | EmailProviderError]
+        try:
+            if len(chunk) == 1:
+                results = [await slot.provider.send(chunk[0].outgoing)]
+            else:
+                results = await slot.provider.send_batch([i.outgoing for i in chunk])
+            if len(results) != len(chunk):
+                reason = f"returned {len(results)} outcomes for {len(chunk)} messages"
+                raise EmailProviderError(slot.name, reason, retryable=True)
+        except EmailProviderError as error:
+            results = [error] * len(chunk)
+        except Exception as error:  # noqa: BLE001 - a provider bug must not stop the sender
+            unexpected = EmailProviderError(slot.name, f"unexpected {error!r}", retryable=True)
+            results = [unexpected] * len(chunk)
+        except BaseException:  # cancelled (shutdown): the call counts for nothing
+            slot.breaker.release(permit)
+            raise
+        seconds = time.perf_counter() - started
         # Only a provider that did not do its job counts against its breaker: a permanent
         # refusal (a bad address) is a working provider's answer.
         down = all(isinstance(r, EmailProviderError) and r.retryable for r in results)
@@ -438,10 +456,7 @@ class EmailSender:
         return list(zip(chunk, results, strict=True))
 
     async def _record(
-        self,
-        slot: Slot,
-        outcomes: list[tuple[_Item, Sent | EmailProviderError]],
-        skipped: list[_Item],
+        self, slot: Slot, outcomes: list[tuple[_Item, Sent | EmailProviderError]]
     ) -> _Attempt:
         sent = {i.id: r for i, r in outcomes if isinstance(r, Sent)}
         errors = {i.id: r for i, r in outcomes if isinstance(r, EmailProviderError)}
@@ -449,15 +464,13 @@ class EmailSender:
         retry = [i for i, r in outcomes if isinstance(r, EmailProviderError) and r.retryable]
         rows = {i.id: i.row for i, _ in outcomes}
         reasons = {key: clip_reason(e.reason) for key, e in errors.items()}
-
         ids = {key: s.provider_message_id for key, s in sent.items()}
 
         async def write(session: AsyncSession) -> None:
             await self.store.finish(
                 session, [rows[k] for k in sent],
                 Outcome(EmailStatus.SENT, slot.name, values={"last_error": None}),
-                owner=self.owner,
-                per_row={"provider_message_id": ids},
+                owner=self.owner, per_row={"provider_message_id": ids},
             )  # fmt: skip
             await self.store.finish(
                 session, [rows[k] for k in failed], Outcome(EmailStatus.FAILED, slot.name),
@@ -475,7 +488,7 @@ class EmailSender:
         for _ in retry:
             self._count(slot.name, "retried")
         wait = max((errors[i.id].retry_after or 0.0 for i in retry), default=0.0)
-        return _Attempt(retry, skipped, wait, called=True)
+        return _Attempt(retry, [], wait, called=True)
 
     async def _reschedule(self, items: list[_Item], wait: float, called: bool) -> None:
         """Give back what no provider took, due again after a backoff (or fail it, if too old)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+from sqlalchemy import select
+
 from corestone import Infrastructure, Settings
 from corestone.db import Database
 from corestone.email import EmailService, ProviderRoute, SuppressionReason, add_email
@@ -16,6 +18,7 @@ from corestone.observability.metrics import Metrics
 from corestone.resilience import BreakerRegistry, State
 
 from .conftest import (
+    EVENTS,
     Time,
     breakers,
     create_tables,
@@ -390,3 +393,21 @@ async def test_add_email_runs_the_sender_as_a_component_of_the_infrastructure(
         report = await infra.health.ready()
         assert report.checks["email-sender:responseTime"][0]["status"] == "pass"
     assert [m.component.name for m in infra._managed][-1] == "email-sender"
+
+
+async def test_each_call_is_marked_just_before_it_and_recorded_just_after(
+    db: Database, time: Time
+) -> None:
+    """With one call at a time, sending/sent alternate: no row waits marked while others go.
+
+    A row marked ``sending`` long before its call could outlive its lease and be taken
+    for a crashed call; a result recorded long after the call widens the crash window.
+    """
+    alpha = FakeProvider("alpha")
+    await queue(db, time, 4)
+    await make_sender(db, [alpha], time, concurrency=1).run_once()
+    async with db.transaction(read_only=True) as tx:
+        events = await tx.session.execute(
+            select(EVENTS.c.status).where(EVENTS.c.status != "queued").order_by(EVENTS.c.id)
+        )
+        assert [e.status for e in events] == ["sending", "sent"] * 4
