@@ -150,6 +150,7 @@ class EmailSender:
         self._wake.set()
 
     async def start(self) -> None:
+        """Begin passes in the background, the first after ``poll_seconds`` or a wake."""
         if self.running:
             return
         self._stop = asyncio.Event()
@@ -174,7 +175,16 @@ class EmailSender:
                 await task
 
     async def _loop(self) -> None:
+        # Wait first (a commit's wake cuts it short): the process may still be migrating
+        # the schema right after start.
+        done = 0
         while not self._stop.is_set():
+            if done < self.batch:  # a full batch: more may be due, go again at once
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                self._wake.clear()
+                if self._stop.is_set():
+                    return
             try:
                 done = await self.run_once()
             except Exception as error:  # noqa: BLE001 - the database may be back next pass
@@ -182,11 +192,6 @@ class EmailSender:
                 self._last_error, done = repr(error)[:200], 0
             else:
                 self._last_error = None
-            if done >= self.batch:
-                continue  # a full batch: more may be due
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
-            self._wake.clear()
 
     async def check(self) -> CheckResult:
         """Health: fail with no provider; warn when the oldest waiting message is too old.

@@ -382,8 +382,11 @@ async def test_add_email_runs_the_sender_as_a_component_of_the_infrastructure(
     alpha = FakeProvider("alpha")
     infra = Infrastructure(Settings(database_url=database_url, env="test"))
     service = add_email(infra, [ProviderRoute(alpha)], poll_seconds=30.0)
+    schema = Database(database_url)  # the application migrates before its sender's first pass
+    await schema.start()
+    await create_tables(schema)
+    await schema.aclose()
     async with infra:
-        await create_tables(infra.db)
         message_id = await service.send(message())
         for _ in range(500):  # bounded; the commit wakes the sender
             if alpha.delivered:
