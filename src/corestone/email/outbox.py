@@ -321,12 +321,16 @@ class OutboxStore:
         pg: bool,
     ) -> list[Claimed]:
         now = self.now()
-        candidates = select(_OUTBOX.c.id).where(condition).order_by(order).limit(limit)
+        query = select(_OUTBOX.c.id).where(condition).order_by(order).limit(limit)
         if pg:
-            candidates = candidates.with_for_update(skip_locked=True)
+            query = query.with_for_update(skip_locked=True)
+        # A materialised CTE runs once. As ``id IN (subquery)`` PostgreSQL may run the
+        # subquery again for each row it scans, each run skipping the rows the last one
+        # locked, and so claim every due row instead of ``limit``.
+        candidates = query.cte("candidates").prefix_with("MATERIALIZED")
         rows = await session.execute(
             update(_OUTBOX)
-            .where(_OUTBOX.c.id.in_(candidates.scalar_subquery()), condition)
+            .where(_OUTBOX.c.id == candidates.c.id, condition)
             .values(
                 lease_owner=owner,
                 lease_expires_at=now + lease,

@@ -414,3 +414,20 @@ async def test_each_call_is_marked_just_before_it_and_recorded_just_after(
             select(EVENTS.c.status).where(EVENTS.c.status != "queued").order_by(EVENTS.c.id)
         )
         assert [e.status for e in events] == ["sending", "sent"] * 4
+
+
+async def test_a_claim_takes_at_most_its_limit_and_another_claim_takes_the_next(
+    db: Database, time: Time
+) -> None:
+    """Regression: on PostgreSQL ``id IN (… LIMIT n FOR UPDATE SKIP LOCKED)`` claimed every row."""
+    ids = await queue(db, time, 25)
+    store = OutboxStore(now=time.wall)
+    pg = db.dialect == "postgresql"
+    lease = timedelta(seconds=30)
+    async with db.transaction() as tx:
+        first = await store.claim_due(tx.session, owner="one", limit=10, lease=lease, pg=pg)
+    async with db.transaction() as tx:
+        second = await store.claim_due(tx.session, owner="two", limit=10, lease=lease, pg=pg)
+    assert (len(first), len(second)) == (10, 10)
+    assert not {r.id for r in first} & {r.id for r in second}
+    assert {r.id for r in first} | {r.id for r in second} < set(ids)

@@ -69,6 +69,67 @@ async def test_two_senders_at_once_on_postgresql_never_send_a_message_twice(
         await second.aclose()
 
 
+def test_two_sender_processes_on_postgresql_send_each_message_once(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Two real processes drain 200 messages from one PostgreSQL: every message exactly once."""
+
+    async def prepare() -> list[str]:
+        db = Database(postgres_url)
+        await db.start()
+        try:
+            await create_tables(db)
+            service = EmailService(db)
+            async with db.transaction():
+                return [
+                    await service.send(
+                        EmailMessage.build(
+                            sender="app@example.com", to=f"u{n}@example.com", subject="Hi", text="x"
+                        )
+                    )
+                    for n in range(200)
+                ]
+        finally:
+            await db.aclose()
+
+    ids = asyncio.run(prepare())
+    env = {
+        **os.environ,
+        "EMAIL_CRASH_DIR": str(tmp_path),
+        "EMAIL_DRAIN": "1",
+        "EMAIL_DELAY": "0.002",
+    }
+    env.pop("EMAIL_CRASH", None)
+    logs = [(tmp_path / f"child{n}.log").open("wb") for n in range(2)]
+    children = [
+        subprocess.Popen(
+            [sys.executable, str(HERE / "sender_crash_app.py"), postgres_url],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        for log in logs
+    ]
+    try:
+        for _ in range(300):  # bounded: up to ~30 s for both interpreters to start
+            if len(list(tmp_path.glob("ready-*"))) == 2:
+                break
+            clock.sleep(0.1)
+        (tmp_path / "go").write_text("go")
+        codes = [child.wait(timeout=120) for child in children]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait(timeout=10)
+        for log in logs:
+            log.close()
+    assert codes == [0, 0], [(tmp_path / f"child{n}.log").read_text() for n in range(2)]
+    lines = [line.split() for line in app.ledger_for(tmp_path)]
+    assert sorted(message_id for message_id, _, _ in lines) == sorted(ids)
+    assert len({pid for _, _, pid in lines}) == 2  # both processes sent some
+
+
 def run_and_kill(url: str, workdir: Path, *, idempotent: bool) -> None:
     """Start a sender in a child process, wait until its provider accepted, then SIGKILL it."""
     env = {
