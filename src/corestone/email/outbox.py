@@ -35,28 +35,31 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    CheckConstraint,
-    ColumnElement,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Table,
-    Text,
-    and_,
-    case,
-    func,
-    insert,
-    or_,
-    select,
-    tuple_,
-    update,
-)
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column
+from corestone._extras import requires_extra
+
+with requires_extra(__name__, "postgres", "sqlite"):
+    from sqlalchemy import (
+        JSON,
+        CheckConstraint,
+        ColumnElement,
+        ForeignKey,
+        Index,
+        Integer,
+        String,
+        Table,
+        Text,
+        and_,
+        case,
+        func,
+        insert,
+        or_,
+        select,
+        tuple_,
+        update,
+    )
+    from sqlalchemy.dialects import postgresql, sqlite
+    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.orm import Mapped, mapped_column
 
 from corestone.db.models import Base, BigIntId, UTCDateTime, utc_now
 

@@ -34,7 +34,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from corestone._extras import requires_extra
+
+with requires_extra(__name__, "postgres", "sqlite"):
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 from corestone.db.database import Database
 from corestone.db.models import utc_now
