@@ -231,6 +231,9 @@ class EmailSender:
 
         Returns how many rows this pass handled (a full batch means: go again).
         """
+        if not self.router.slots:  # nothing to send through: leave every row as it is
+            await self.refresh_stats()
+            return 0
         pg = self.database.dialect == "postgresql"
         stale = await self._write(
             lambda s: self.store.claim_stale(
@@ -373,8 +376,9 @@ class EmailSender:
         if not todo:
             return
         if not called:
-            # Every breaker refused: come back when the first may let a trial through.
-            waits.append(min(slot.breaker.retry_after() for slot in order))
+            # Every breaker refused: come back when the first may let a trial through
+            # (not sooner than a poll: a half-open breaker out of trials says 0).
+            waits.append(max(self.poll_seconds, min(s.breaker.retry_after() for s in order)))
         await self._reschedule(todo, max(waits), called)
 
     async def _attempt(self, slot: Slot, items: list[_Item]) -> _Attempt:

@@ -431,3 +431,12 @@ async def test_a_claim_takes_at_most_its_limit_and_another_claim_takes_the_next(
     assert (len(first), len(second)) == (10, 10)
     assert not {r.id for r in first} & {r.id for r in second}
     assert {r.id for r in first} | {r.id for r in second} < set(ids)
+
+
+async def test_a_sender_without_providers_leaves_the_outbox_alone(db: Database, time: Time) -> None:
+    """No route: a pass claims nothing and changes nothing (it used to fail on an empty order)."""
+    [message_id] = await queue(db, time)
+    sender = make_sender(db, [], time)
+    assert await sender.run_once() == 0
+    stored = await row(db, message_id)
+    assert (stored.status, stored.lease_owner, stored.fencing_token) == ("queued", None, 0)
