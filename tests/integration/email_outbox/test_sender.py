@@ -440,3 +440,18 @@ async def test_a_sender_without_providers_leaves_the_outbox_alone(db: Database, 
     assert await sender.run_once() == 0
     stored = await row(db, message_id)
     assert (stored.status, stored.lease_owner, stored.fencing_token) == ("queued", None, 0)
+
+
+async def test_a_recipient_suppressed_after_queueing_is_left_out_and_that_recorded(
+    db: Database, time: Time
+) -> None:
+    """One of two recipients bounced since queueing: the other gets it; the attempt says so."""
+    alpha = FakeProvider("alpha")
+    [message_id] = await queue(db, time, to=["ada@example.com", "bob@example.com"])
+    await EmailService(db).suppress("BOB@example.com", SuppressionReason.MANUAL)
+    await make_sender(db, [alpha], time).run_once()
+    assert (await row(db, message_id)).status == "sent"
+    assert [a.email for a in alpha.delivered[0].message.recipients] == ["ada@example.com"]
+    assert ("sending", "alpha", "suppressed recipients left out: bob@example.com") in (
+        await history(db, message_id)
+    )
