@@ -21,7 +21,7 @@ __all__ = ["EXTRA_MODULES", "requires_extra"]
 EXTRA_MODULES: Mapping[str, frozenset[str]] = MappingProxyType(
     {
         "cli": frozenset({"typer"}),
-        "email": frozenset({"cryptography", "email_validator", "httpx", "jinja2"}),
+        "email": frozenset({"aiolimiter", "cryptography", "email_validator", "httpx", "jinja2"}),
         "postgres": frozenset({"alembic", "asyncpg", "sqlalchemy"}),
         "redis": frozenset({"msgpack", "redis"}),
         "ses": frozenset({"botocore"}),

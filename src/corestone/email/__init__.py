@@ -1,4 +1,4 @@
-"""Email: typed, validated messages, sandboxed templates, and the providers that send them.
+"""Email: typed messages, sandboxed templates, the providers, and the outbox that delivers once.
 
 Everything here needs the ``email`` extra (``pip install 'corestone[email]'``); each
 provider may need one more (``smtp``, ``ses``). Names are imported on first use.
@@ -17,7 +17,11 @@ if TYPE_CHECKING:
         EmailLimits,
         EmailMessage,
     )
+    from corestone.email.outbox import EmailStatus, SuppressionReason
     from corestone.email.providers.base import EmailProvider, Outgoing, Sent
+    from corestone.email.routing import ProviderRoute
+    from corestone.email.sender import EmailSender
+    from corestone.email.service import EmailService
     from corestone.email.templates import EmailTemplates, RenderedEmail, html_to_text
     from corestone.email.webhooks import (
         DeliveryEvent,
@@ -25,6 +29,7 @@ if TYPE_CHECKING:
         MemoryReplayGuard,
         SendGridWebhook,
     )
+    from corestone.email.wiring import add_email
 
 __getattr__, __dir__ = _lazy.lazy_exports(
     __name__,
@@ -39,10 +44,16 @@ __getattr__, __dir__ = _lazy.lazy_exports(
         "EmailLimits": "corestone.email.message",
         "EmailMessage": "corestone.email.message",
         "EmailProvider": "corestone.email.providers.base",
+        "EmailSender": "corestone.email.sender",
+        "EmailService": "corestone.email.service",
+        "EmailStatus": "corestone.email.outbox",
         "EmailTemplates": "corestone.email.templates",
         "Outgoing": "corestone.email.providers.base",
+        "ProviderRoute": "corestone.email.routing",
         "RenderedEmail": "corestone.email.templates",
         "Sent": "corestone.email.providers.base",
+        "SuppressionReason": "corestone.email.outbox",
+        "add_email": "corestone.email.wiring",
         "html_to_text": "corestone.email.templates",
     },
 )
@@ -55,12 +66,18 @@ __all__ = [
     "EmailLimits",
     "EmailMessage",
     "EmailProvider",
+    "EmailSender",
+    "EmailService",
+    "EmailStatus",
     "EmailTemplates",
     "MailgunWebhook",
     "MemoryReplayGuard",
     "Outgoing",
+    "ProviderRoute",
     "RenderedEmail",
     "SendGridWebhook",
     "Sent",
+    "SuppressionReason",
+    "add_email",
     "html_to_text",
 ]
