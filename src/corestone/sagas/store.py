@@ -317,9 +317,13 @@ class SagaStore:
         )
         if postgresql:
             candidates = candidates.with_for_update(skip_locked=True)
+        # A materialised CTE runs once. As ``id IN (subquery)`` PostgreSQL may run the
+        # subquery again for each row it scans, each run skipping the rows the previous
+        # one locked, and so take every stuck saga instead of ``limit``.
+        chosen = candidates.cte("stuck").prefix_with("MATERIALIZED")
         rows = await session.execute(
             update(_T)
-            .where(_T.c.id.in_(candidates.scalar_subquery()), _T.c.status.in_(_ACTIVE), expired)
+            .where(_T.c.id == chosen.c.id, _T.c.status.in_(_ACTIVE), expired)
             .values(
                 owner=owner,
                 locked_until=now + self.lease,
