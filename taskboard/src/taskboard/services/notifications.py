@@ -80,7 +80,7 @@ class Notifier:
         self,
         email: EmailService,
         *,
-        sender: str = "taskboard@localhost",
+        sender: str = "taskboard@example.com",
         public_url: str = "http://localhost:8000",
         tokens: UnsubscribeTokens | None = None,
     ) -> None:
@@ -97,7 +97,7 @@ class Notifier:
         """The notifier as ``TASKBOARD_MAIL_FROM`` and ``TASKBOARD_PUBLIC_URL`` configure it."""
         return cls(
             email,
-            sender=environ.get(MAIL_FROM_ENV) or "taskboard@localhost",
+            sender=environ.get(MAIL_FROM_ENV) or "taskboard@example.com",
             public_url=environ.get(PUBLIC_URL_ENV) or "http://localhost:8000",
             tokens=UnsubscribeTokens(signing_key),
         )
