@@ -172,8 +172,9 @@ class TaskService:
             await require_member(tx, workspace_id, actor.id)
             await _check_assignees(tx, workspace_id, [changes])
             tasks = self._tasks(tx, workspace_id)
+            assigning = changes.get("assignee_id") is not None and self._notifier is not None
             before = None
-            if changes.get("assignee_id") is not None and self._notifier is not None:
+            if assigning:
                 # Read from the database, not the task cache: a stale cached assignee
                 # would send a note for an assignment that did not change, or miss one.
                 fresh = UncachedTaskRepository(
@@ -181,7 +182,7 @@ class TaskService:
                 )
                 before = (await fresh.get(task_id)).assignee_id
             task = await tasks.update(task_id, changes, expected_version=expected_version)
-            if task.assignee_id is not None and task.assignee_id != before:
+            if assigning and task.assignee_id != before:
                 await self._notify_assigned(tx, actor, workspace_id, [task])
             return task
 
