@@ -52,6 +52,7 @@ from corestone.email.webhooks import DeliveryEvent
 from corestone.errors import InvalidInputError
 
 __all__ = [
+    "MAX_LIMIT",
     "EmailReceiptRecord",
     "EmailTracker",
     "HistoryEntry",

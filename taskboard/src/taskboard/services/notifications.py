@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from corestone import context
+from corestone.context import correlation_id as current_correlation_id
 from corestone.db import Database, Transaction
 from corestone.email.message import Address
 from corestone.email.service import EmailService
@@ -146,7 +146,7 @@ class Notifier:
             },
             sender=self.sender,
             to=[Address(assignee.email, one_line(assignee.name, 60))],
-            headers=self._headers(context.correlation_id()),
+            headers=self._headers(current_correlation_id()),
             tags=["assigned"],
             metadata={"task_id": str(task_id)},
             idempotency_key=f"taskboard:assigned:{task_id}:{version}:{assignee.id}",

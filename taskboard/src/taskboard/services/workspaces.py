@@ -24,8 +24,8 @@ from corestone import (
     InvalidInputError,
     NotFoundError,
     PermissionDeniedError,
-    context,
 )
+from corestone.context import correlation_id as current_correlation_id
 from corestone.db import Database, Transaction, TransactionBackend
 from corestone.sagas import Saga, SagaOrchestrator, SagaRegistry, SagaStep, StepContext
 from corestone.web import forget_access_after_commit
@@ -126,7 +126,7 @@ class WorkspaceService:
 
     async def create(self, actor: User, *, name: str) -> Workspace:
         """A workspace with ``actor`` as its owner (the ``create_workspace`` saga)."""
-        payload = {"name": name, "owner_id": actor.id, "correlation_id": context.correlation_id()}
+        payload = {"name": name, "owner_id": actor.id, "correlation_id": current_correlation_id()}
         outcome = await self._sagas.run(CREATE_WORKSPACE, payload)
         workspace_id = outcome.raise_for_status().results["workspace"]["id"]
         async with self._db.transaction(read_only=True) as tx:
