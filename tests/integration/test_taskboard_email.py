@@ -28,8 +28,10 @@ from corestone.email.message import EmailMessage
 from corestone.email.providers import MemoryProvider
 from corestone.email.unsubscribe import ONE_CLICK, UnsubscribeTokens
 from corestone.email.webhooks import SendGridWebhook
+from corestone.sagas import StepContext
 from taskboard.app import create_app
 from taskboard.mail import MailConfig
+from taskboard.services.workspaces import CREATE_WORKSPACE, _welcome
 from tests.integration.conftest import Board
 
 PROBLEM = "application/problem+json"
@@ -316,3 +318,22 @@ async def test_ops_emails_shows_only_the_callers_workspaces(mail: MailBoard) -> 
     assert bad.json()["field"] == "status"
     anonymous = await mail.client.get("/api/ops/emails")
     assert anonymous.status_code == 401
+
+
+async def test_the_welcome_step_run_again_queues_no_second_message(mail: MailBoard) -> None:
+    """A saga step may run again (recovery after a crash before its record committed):
+    its idempotency key returns the stored message, and nothing more goes out."""
+    user_id, auth = await mail.signup("Ada", "ada@example.com")
+    ws = await mail.workspace(auth)
+    [first] = await mail.delivered(1)
+    db = mail.infra.db
+    async with db.transaction() as tx:
+        ctx = StepContext(
+            saga_id="s", saga_type=CREATE_WORKSPACE.name, step_key="welcome",
+            payload={"name": "Home", "owner_id": user_id, "correlation_id": "again"},
+            results={"workspace": {"id": ws}}, attempt=2, database=db, tx=tx,
+        )  # fmt: skip
+        again = await _welcome(ctx)
+    assert again["message_id"] == mail.memory.sent[0].message_id
+    await asyncio.sleep(0.3)  # a second message, were one queued, would have gone by now
+    assert [o.message for o in mail.memory.sent] == [first]

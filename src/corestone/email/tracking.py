@@ -222,7 +222,8 @@ class EmailTracker:
         )
 
     async def _find(self, session: AsyncSession, event: DeliveryEvent) -> str | None:
-        """The message the event is about: by our id, else by the provider's message id."""
+        """The message the event is about: by our id, else by the provider's message id when
+        exactly one message has it."""
         if event.message_id:
             found = await session.execute(
                 select(_OUTBOX.c.id).where(_OUTBOX.c.id == event.message_id[:36])
@@ -233,10 +234,13 @@ class EmailTracker:
             found = await session.execute(
                 select(_OUTBOX.c.id)
                 .where(_OUTBOX.c.provider_message_id == event.provider_message_id[:255])
-                .limit(1)
+                .limit(2)
             )
-            if (row := found.first()) is not None:
-                return str(row.id)
+            # A provider-native batch shares one provider id among its messages: without
+            # our id the event cannot say which of them it is about.
+            rows = found.all()
+            if len(rows) == 1:
+                return str(rows[0].id)
         return None
 
     async def _first_receipt(

@@ -150,3 +150,13 @@ async def test_listing_filters_by_status_and_workspace(db: Database) -> None:
     assert shown.history is not None
     assert [h.status for h in shown.history] == ["queued"]
     assert await tracker.counts(workspace_ids=[1, 2]) == {"queued": 2}
+
+
+async def test_a_provider_id_shared_by_a_batch_matches_no_single_message(db: Database) -> None:
+    """Two messages of one provider batch share its id: an event naming only that id is
+    unmatched rather than applied to whichever message comes first."""
+    first = await sent_message(db, "ada@example.com")
+    second = await sent_message(db, "bo@example.com")
+    result = await EmailTracker(db).apply([event("delivered", provider_message_id="pm-1")])
+    assert result.unmatched == 1
+    assert {(await row(db, first)).status, (await row(db, second)).status} == {"sent"}
