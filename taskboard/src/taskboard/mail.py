@@ -20,7 +20,7 @@ from fastapi import FastAPI
 
 from corestone import Infrastructure
 from corestone.email import EmailService, add_email
-from corestone.email.providers import FileProvider, SmtpProvider
+from corestone.email.providers import FileProvider
 from corestone.email.providers.base import EmailProvider
 from corestone.email.routing import ProviderRoute
 from corestone.email.tracking import EmailTracker
@@ -67,7 +67,13 @@ def setup_email(infra: Infrastructure, config: MailConfig, *, send: bool) -> Mai
     providers: list[EmailProvider] = list(config.providers)
     if not providers:
         smtp_url = infra.settings.smtp_url
-        providers = [SmtpProvider(smtp_url) if smtp_url else FileProvider(config.mail_dir)]
+        if smtp_url:
+            # Imported here: aiosmtplib and dkimpy load only when SMTP is what is used.
+            from corestone.email.providers import SmtpProvider
+
+            providers = [SmtpProvider(smtp_url)]
+        else:
+            providers = [FileProvider(config.mail_dir)]
     email = add_email(infra, [ProviderRoute(p) for p in providers], run_sender=send)
     tracker = EmailTracker(infra.db)
     infra.services.register_value(EmailTracker, tracker)
