@@ -155,17 +155,20 @@ class MessageSummary:
 
 
 def parse_statuses(value: str | None) -> list[EmailStatus] | None:
-    """``"queued,failed"`` as statuses; None for no filter; InvalidInputError naming ``status``."""
-    if value is None or not value.strip():
+    """``"queued,failed"`` as statuses; None for no filter; InvalidInputError naming ``status``.
+
+    Exact names, no spaces: what taskboard's document states as the parameter's pattern.
+    """
+    if not value:
         return None
     found = []
     for part in value.split(","):
         try:
-            found.append(EmailStatus(part.strip()))
+            found.append(EmailStatus(part))
         except ValueError:
             allowed = ", ".join(s.value for s in EmailStatus)
             raise InvalidInputError(
-                f"status: {part.strip()[:40]!r} is not one of {allowed}",
+                f"status: {part[:40]!r} is not one of {allowed}",
                 field="status",
                 rule="one_of",
             ) from None

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from corestone import NotFoundError
+from corestone.email import EmailStatus
 from corestone.email.tracking import MAX_LIMIT, EmailTracker, parse_statuses
 from corestone.web import infrastructure, service
 from corestone.web.contract import StrictRoute
@@ -18,6 +19,10 @@ __all__ = ["router"]
 router = APIRouter(prefix="/api/ops", route_class=StrictRoute)
 
 Tracker = Annotated[EmailTracker, Depends(service(EmailTracker))]
+
+_STATUS = "|".join(s.value for s in EmailStatus)
+STATUS_PATTERN = rf"^(({_STATUS})(,({_STATUS}))*)?$"
+"""What ``status`` accepts (documentation: ``parse_statuses`` checks it, naming the field)."""
 
 
 @router.get("/breakers", openapi_extra=BEARER)
@@ -45,7 +50,12 @@ async def emails(
     workspaces: Workspaces,
     tracker: Tracker,
     status: Annotated[
-        str | None, Query(description="only these statuses, comma-separated (queued,failed)")
+        str | None,
+        Query(
+            description="only these statuses, comma-separated (queued,failed); "
+            "an unknown one is 422 naming status",
+            json_schema_extra={"pattern": STATUS_PATTERN},
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
 ) -> dict[str, Any]:
