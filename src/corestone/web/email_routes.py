@@ -29,7 +29,7 @@ from corestone.email.unsubscribe import UnsubscribeTokens
 from corestone.email.webhooks import MailgunWebhook, SendGridWebhook
 from corestone.errors import PayloadTooLargeError
 
-__all__ = ["email_webhooks_router", "read_body", "unsubscribe_router"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "email_webhooks_router", "read_body", "unsubscribe_router"]
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
