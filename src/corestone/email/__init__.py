@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from corestone.email.sender import EmailSender
     from corestone.email.service import EmailService
     from corestone.email.templates import EmailTemplates, RenderedEmail, html_to_text
+    from corestone.email.tracking import EmailTracker
+    from corestone.email.unsubscribe import UnsubscribeTokens, with_unsubscribe
     from corestone.email.webhooks import (
         DeliveryEvent,
         MailgunWebhook,
@@ -48,6 +50,9 @@ __getattr__, __dir__ = _lazy.lazy_exports(
         "EmailService": "corestone.email.service",
         "EmailStatus": "corestone.email.outbox",
         "EmailTemplates": "corestone.email.templates",
+        "EmailTracker": "corestone.email.tracking",
+        "UnsubscribeTokens": "corestone.email.unsubscribe",
+        "with_unsubscribe": "corestone.email.unsubscribe",
         "Outgoing": "corestone.email.providers.base",
         "ProviderRoute": "corestone.email.routing",
         "RenderedEmail": "corestone.email.templates",
@@ -70,6 +75,7 @@ __all__ = [
     "EmailService",
     "EmailStatus",
     "EmailTemplates",
+    "EmailTracker",
     "MailgunWebhook",
     "MemoryReplayGuard",
     "Outgoing",
@@ -78,6 +84,8 @@ __all__ = [
     "SendGridWebhook",
     "Sent",
     "SuppressionReason",
+    "UnsubscribeTokens",
     "add_email",
     "html_to_text",
+    "with_unsubscribe",
 ]

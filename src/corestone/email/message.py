@@ -44,7 +44,10 @@ __all__ = [
     "EmailMessage",
 ]
 
-_LINE_BREAK: Final = re.compile(r"[\r\n\x00]")
+# CR, LF and NUL, and every other character str.splitlines() breaks on: Python's email
+# package refuses them all in a header value, so a message holding one (a U+2028 in a
+# task title) would be accepted here and then fail at every provider as unencodable.
+_LINE_BREAK: Final = re.compile(r"[\r\n\x00\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 _HEADER_NAME: Final = re.compile(r"[!-9;-~]{1,76}")  # printable ASCII but ':' (RFC 5322)
 _RESERVED_HEADERS: Final = frozenset(
     h.lower()

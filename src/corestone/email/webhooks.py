@@ -14,8 +14,9 @@ Then a replay is refused: the timestamp must be within ``tolerance_seconds`` of 
 ways), and a signature (SendGrid) or token (Mailgun) seen within that window is refused
 by the :class:`ReplayGuard`. The guard only has to remember one window, so it is bounded
 by the rate of genuine calls. :class:`MemoryReplayGuard` covers one process; several
-instances behind a balancer share a guard in Redis or rely on the outbox's unique
-(provider, event id) constraint, which makes applying an event idempotent anyway.
+instances behind a balancer share a guard in Redis or rely on the receipts table's
+(provider, event id) key (``corestone.email.tracking``), which makes applying an event
+idempotent anyway.
 
 Events come out as :class:`DeliveryEvent`, with corestone's message id when the message
 carried one (SendGrid ``custom_args.corestone_id``, Mailgun ``user-variables``).

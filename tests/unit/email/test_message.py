@@ -36,6 +36,10 @@ def _build(**overrides: Any) -> EmailMessage:
         ({"attachments": [Attachment("a\r\n.txt", b"x")]}, "attachments[0].filename"),
         ({"idempotency_key": "k\n1"}, "idempotency_key"),
         ({"subject": "nul\x00byte"}, "subject"),
+        ({"subject": "Fix\u2028Bcc: v@example.com"}, "subject"),
+        ({"subject": "next\x85line"}, "subject"),
+        ({"sender": ("Acme\u2029X", "noreply@example.org")}, "sender.name"),
+        ({"headers": {"X-Campaign": "a\x0bb"}}, "headers.X-Campaign"),
     ],
 )
 def test_line_breaks_anywhere_in_a_header_are_refused_naming_the_field(

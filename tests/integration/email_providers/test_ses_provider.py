@@ -14,14 +14,14 @@ from corestone.email.providers.base import EmailProvider, Sent
 from corestone.email.providers.ses import SesProvider
 from corestone.errors import EmailProviderError
 from corestone.observability.health import HealthStatus
-from tests.integration.email.conftest import (
+from tests.integration.email_providers.conftest import (
     AWS_KEY_ID,
     AWS_REGION,
     AWS_SECRET,
     free_port,
     outgoing,
 )
-from tests.integration.email.fakes import SesFake
+from tests.integration.email_providers.fakes import SesFake
 
 
 def provider_for(fake: SesFake, secret: str = AWS_SECRET, token: str | None = None) -> SesProvider:

@@ -14,7 +14,7 @@ from aiosmtpd.controller import Controller
 
 from corestone.email.message import EmailMessage
 from corestone.email.providers.base import Outgoing
-from tests.integration.email.fakes import (
+from tests.integration.email_providers.fakes import (
     MailgunFake,
     SendGridFake,
     SesFake,

@@ -13,8 +13,8 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from corestone.email.providers.smtp import SmtpProvider
 from corestone.errors import EmailProviderError
-from tests.integration.email.conftest import SmtpServer, free_port, outgoing
-from tests.integration.email.fakes import SmtpRecorder, start_smtp
+from tests.integration.email_providers.conftest import SmtpServer, free_port, outgoing
+from tests.integration.email_providers.fakes import SmtpRecorder, start_smtp
 
 USER, PASSWORD = "mailer", "tls-secret-77"
 

@@ -9,8 +9,13 @@ from corestone.email.providers.base import EmailProvider, Sent
 from corestone.email.providers.mailgun import MAILGUN_REGIONS, MailgunProvider
 from corestone.errors import EmailProviderError
 from corestone.observability.health import HealthStatus
-from tests.integration.email.conftest import MAILGUN_DOMAIN, MAILGUN_KEY, free_port, outgoing
-from tests.integration.email.fakes import MailgunFake
+from tests.integration.email_providers.conftest import (
+    MAILGUN_DOMAIN,
+    MAILGUN_KEY,
+    free_port,
+    outgoing,
+)
+from tests.integration.email_providers.fakes import MailgunFake
 
 
 def provider_for(fake: MailgunFake, key: str = MAILGUN_KEY) -> MailgunProvider:

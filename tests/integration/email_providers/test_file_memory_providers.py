@@ -16,7 +16,7 @@ from corestone.email.providers.file import FileProvider
 from corestone.email.providers.memory import MemoryProvider
 from corestone.errors import EmailProviderError
 from corestone.observability.health import HealthStatus
-from tests.integration.email.conftest import message, outgoing
+from tests.integration.email_providers.conftest import message, outgoing
 
 
 async def test_file_provider_writes_one_eml_per_message(tmp_path: Path) -> None:

@@ -15,8 +15,14 @@ from corestone.email.providers.base import EmailProvider, Outgoing
 from corestone.email.providers.smtp import DkimKey, SmtpProvider
 from corestone.errors import EmailProviderError, InvalidInputError
 from corestone.observability.health import HealthStatus
-from tests.integration.email.conftest import DkimPair, SmtpServer, free_port, message, outgoing
-from tests.integration.email.fakes import SmtpRecorder, start_smtp
+from tests.integration.email_providers.conftest import (
+    DkimPair,
+    SmtpServer,
+    free_port,
+    message,
+    outgoing,
+)
+from tests.integration.email_providers.fakes import SmtpRecorder, start_smtp
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
 

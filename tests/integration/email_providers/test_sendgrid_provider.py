@@ -11,8 +11,8 @@ from corestone.email.providers.base import EmailProvider, Sent
 from corestone.email.providers.sendgrid import SendGridProvider
 from corestone.errors import EmailProviderError
 from corestone.observability.health import HealthStatus
-from tests.integration.email.conftest import SENDGRID_KEY, free_port, outgoing
-from tests.integration.email.fakes import SendGridFake
+from tests.integration.email_providers.conftest import SENDGRID_KEY, free_port, outgoing
+from tests.integration.email_providers.fakes import SendGridFake
 
 
 def provider_for(fake: SendGridFake, key: str = SENDGRID_KEY) -> SendGridProvider:
