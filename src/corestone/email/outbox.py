@@ -49,11 +49,13 @@ with requires_extra(__name__, "postgres", "sqlite"):
         Table,
         Text,
         and_,
+        bindparam,
         case,
         func,
         insert,
         or_,
         select,
+        text,
         tuple_,
         update,
     )
@@ -178,6 +180,20 @@ _EVENTS: Table = EmailEventRecord.__table__  # type: ignore[assignment]
 _SUPPRESSIONS: Table = EmailSuppressionRecord.__table__  # type: ignore[assignment]
 
 
+# ``INSERT … ON CONFLICT`` built with SQLAlchemy's dialect constructs has no cache key,
+# so it would be compiled again on every send; this text statement (the same SQL on
+# PostgreSQL and SQLite, from the table's own columns and types) is compiled once.
+_INSERT_UNLESS_KEY_STORED = (
+    text(
+        f"INSERT INTO {_OUTBOX.name} ({', '.join(c.name for c in _OUTBOX.columns)}) "  # noqa: S608 - names from the table
+        f"VALUES ({', '.join(':' + c.name for c in _OUTBOX.columns)}) "
+        "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+    )
+    .bindparams(*(bindparam(c.name, type_=c.type) for c in _OUTBOX.columns))
+    .columns(_OUTBOX.c.id)
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Claimed:
     """A row a sender holds: what it needs to send it, and the token that fences its writes."""
@@ -243,15 +259,9 @@ class OutboxStore:
             "correlation_id": correlation_id, "created_at": now, "updated_at": now,
         }  # fmt: skip
         if key is None:
-            await session.execute(insert(_OUTBOX).values(values))
+            await session.execute(insert(_OUTBOX), values)
         else:
-            dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-            stored = await session.execute(
-                dialect.insert(_OUTBOX)
-                .values(values)
-                .on_conflict_do_nothing(index_elements=["idempotency_key"])
-                .returning(_OUTBOX.c.id)
-            )
+            stored = await session.execute(_INSERT_UNLESS_KEY_STORED, values)
             if stored.first() is None:
                 existing = await session.execute(
                     select(_OUTBOX.c.id).where(_OUTBOX.c.idempotency_key == key)

@@ -111,7 +111,7 @@ class EmailService:
             detail = "suppressed recipients left out: " + ", ".join(sorted(suppressed))
         message_id = await self.store.insert(
             session,
-            kept.to_dict(),
+            kept.to_stored(),
             status=status,
             workspace_id=workspace_id if workspace_id is not None else _context_workspace(),
             correlation_id=context.correlation_id(),

@@ -28,7 +28,7 @@ async def test_a_message_is_stored_in_the_callers_transaction_and_rolls_back_wit
         kept = await service.send(message(), transaction=tx)
     stored = await row(db, kept)
     assert stored.status == "queued"
-    assert stored.message == message().to_dict()
+    assert stored.message == message().to_stored()
     assert stored.next_attempt_at is not None
     assert await history(db, kept) == [("queued", None, None)]
 

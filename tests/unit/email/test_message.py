@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from email import message_from_bytes
 from email.policy import default
 from typing import Any
 
 import pytest
 
+from corestone.email import message as message_module
 from corestone.email.message import Address, Attachment, EmailLimits, EmailMessage
 from corestone.errors import InvalidInputError
 
@@ -152,6 +154,68 @@ def test_a_stored_message_round_trips_and_is_validated_again() -> None:
 
     assert EmailMessage.from_dict(stored) == message
     stored["subject"] = "x\r\nBcc: v@example.com"
+    with pytest.raises(InvalidInputError):
+        EmailMessage.from_dict(stored)
+
+
+def _refuse_validation(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make email-validator record each call and refuse it: a trusted read makes none."""
+    calls: list[str] = []
+
+    def refuse(address: str, **_: Any) -> None:
+        calls.append(address)
+        raise message_module.email_validator.EmailNotValidError("validated again")
+
+    monkeypatch.setattr(message_module.email_validator, "validate_email", refuse)
+    return calls
+
+
+def test_a_stored_message_with_its_check_is_read_back_without_validating_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """to_stored/from_dict give the same message and never call email-validator again."""
+    message = _build(
+        sender=("Ann", "ann@exämple.org"), cc=["c@example.com"], html="<b>x</b>",
+        attachments=[Attachment("a.bin", b"\x00\x01", "image/png", "logo")],
+        headers={"X-Campaign": "c1"}, tags=["welcome"], metadata={"workspace": "7"},
+        idempotency_key="welcome:7",
+    )  # fmt: skip
+    stored = json.loads(json.dumps(message.to_stored()))  # as the JSON column gives it back
+    calls = _refuse_validation(monkeypatch)
+
+    assert EmailMessage.from_dict(stored) == message
+    assert calls == []
+    with pytest.raises(InvalidInputError):  # the same data without its check: validated
+        EmailMessage.from_dict({k: v for k, v in stored.items() if k != "check"})
+    assert calls == ["bob@example.com"]  # the first address build() validates
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("subject", "x\r\nBcc: v@example.com"),
+        ("to", [["not an address", ""]]),
+        ("headers", {"Bcc": "v@example.com"}),
+        ("text", None),  # and no html: a message without a body
+        ("check", "b2:00000000000000000000000000000000"),
+    ],
+)
+def test_a_stored_message_changed_after_it_was_stored_is_validated_in_full(
+    field: str, value: object
+) -> None:
+    """A change the check does not match (or a forged check) means full validation: refused."""
+    stored = _build().to_stored()
+    if field == "check":
+        stored["subject"] = "x\r\nBcc: v@example.com"
+    stored[field] = value
+    with pytest.raises(InvalidInputError):
+        EmailMessage.from_dict(stored)
+
+
+def test_a_check_over_data_that_is_not_json_is_no_match() -> None:
+    """Data that could never have come from the outbox (bytes inside) is validated, not trusted."""
+    stored = _build().to_stored()
+    stored["metadata"] = {"k": b"raw"}
     with pytest.raises(InvalidInputError):
         EmailMessage.from_dict(stored)
 
