@@ -36,6 +36,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from email.headerregistry import Address as MimeAddress
+from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage as MimeMessage
 from email.policy import SMTP, SMTPUTF8
 from email.utils import formatdate, make_msgid
@@ -67,6 +68,30 @@ _RESERVED_HEADERS: Final = frozenset(
     )
 )  # fmt: skip
 _TAG: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+class _HeaderClasses(HeaderRegistry):
+    """The standard header registry, making each header class once instead of per header.
+
+    ``HeaderRegistry.__getitem__`` creates a new class (``type(...)``) every time a
+    header is set or parsed: nearly half the time of building a small message. The
+    classes it makes for one name are interchangeable, so the first is kept.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        key = name.lower()
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = super().__getitem__(name)
+        return made
+
+
+_SMTP_POLICY: Final = SMTP.clone(header_factory=_HeaderClasses())
+_SMTPUTF8_POLICY: Final = SMTPUTF8.clone(header_factory=_HeaderClasses())
 
 
 def _invalid(field_name: str, rule: str, message: str) -> InvalidInputError:
@@ -296,7 +321,7 @@ class EmailMessage:
         form; display names and the subject are RFC 2047 encoded as needed.
         """
         utf8 = self.needs_smtputf8
-        mime = MimeMessage(policy=SMTPUTF8 if utf8 else SMTP)
+        mime = MimeMessage(policy=_SMTPUTF8_POLICY if utf8 else _SMTP_POLICY)
         mime["From"] = self.sender.formatted(ascii_domain=not utf8)
         mime["To"] = ", ".join(a.formatted(ascii_domain=not utf8) for a in self.to)
         if self.cc:

@@ -55,10 +55,10 @@ with requires_extra(__name__, "postgres", "sqlite"):
         insert,
         or_,
         select,
-        text,
         tuple_,
         update,
     )
+    from sqlalchemy import text as sql_text
     from sqlalchemy.dialects import postgresql, sqlite
     from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy.orm import Mapped, mapped_column
@@ -184,7 +184,7 @@ _SUPPRESSIONS: Table = EmailSuppressionRecord.__table__  # type: ignore[assignme
 # so it would be compiled again on every send; this text statement (the same SQL on
 # PostgreSQL and SQLite, from the table's own columns and types) is compiled once.
 _INSERT_UNLESS_KEY_STORED = (
-    text(
+    sql_text(
         f"INSERT INTO {_OUTBOX.name} ({', '.join(c.name for c in _OUTBOX.columns)}) "  # noqa: S608 - names from the table
         f"VALUES ({', '.join(':' + c.name for c in _OUTBOX.columns)}) "
         "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
