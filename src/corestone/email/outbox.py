@@ -49,7 +49,6 @@ with requires_extra(__name__, "postgres", "sqlite"):
         Table,
         Text,
         and_,
-        bindparam,
         case,
         func,
         insert,
@@ -58,7 +57,6 @@ with requires_extra(__name__, "postgres", "sqlite"):
         tuple_,
         update,
     )
-    from sqlalchemy import text as sql_text
     from sqlalchemy.dialects import postgresql, sqlite
     from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy.orm import Mapped, mapped_column
@@ -180,20 +178,6 @@ _EVENTS: Table = EmailEventRecord.__table__  # type: ignore[assignment]
 _SUPPRESSIONS: Table = EmailSuppressionRecord.__table__  # type: ignore[assignment]
 
 
-# ``INSERT … ON CONFLICT`` built with SQLAlchemy's dialect constructs has no cache key,
-# so it would be compiled again on every send; this text statement (the same SQL on
-# PostgreSQL and SQLite, from the table's own columns and types) is compiled once.
-_INSERT_UNLESS_KEY_STORED = (
-    sql_text(
-        f"INSERT INTO {_OUTBOX.name} ({', '.join(c.name for c in _OUTBOX.columns)}) "  # noqa: S608 - names from the table
-        f"VALUES ({', '.join(':' + c.name for c in _OUTBOX.columns)}) "
-        "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
-    )
-    .bindparams(*(bindparam(c.name, type_=c.type) for c in _OUTBOX.columns))
-    .columns(_OUTBOX.c.id)
-)
-
-
 @dataclass(frozen=True, slots=True)
 class Claimed:
     """A row a sender holds: what it needs to send it, and the token that fences its writes."""
@@ -248,20 +232,18 @@ class OutboxStore:
         returned (``INSERT … ON CONFLICT DO NOTHING``, so a concurrent insert of the same
         key waits for the other transaction instead of failing it).
         """
-        now = self.now()
-        key = message.get("idempotency_key")
-        values: dict[str, Any] = {
-            "id": str(uuid.uuid4()), "workspace_id": workspace_id, "status": status.value,
-            "message": dict(message), "idempotency_key": key, "attempts": 0,
-            "next_attempt_at": now if status is EmailStatus.QUEUED else None,
-            "lease_owner": None, "lease_expires_at": None, "fencing_token": 0,
-            "provider": None, "provider_message_id": None, "last_error": None,
-            "correlation_id": correlation_id, "created_at": now, "updated_at": now,
-        }  # fmt: skip
+        values = self.new_row(message, status, workspace_id, correlation_id)
+        key, now = values["idempotency_key"], values["created_at"]
         if key is None:
-            await session.execute(insert(_OUTBOX), values)
+            await session.execute(insert(_OUTBOX).values(values))
         else:
-            stored = await session.execute(_INSERT_UNLESS_KEY_STORED, values)
+            dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+            stored = await session.execute(
+                dialect.insert(_OUTBOX)
+                .values(values)
+                .on_conflict_do_nothing(index_elements=["idempotency_key"])
+                .returning(_OUTBOX.c.id)
+            )
             if stored.first() is None:
                 existing = await session.execute(
                     select(_OUTBOX.c.id).where(_OUTBOX.c.idempotency_key == key)
@@ -269,6 +251,20 @@ class OutboxStore:
                 return str(existing.scalar_one())
         await self.record_events(session, [values["id"]], status, detail=detail, at=now)
         return str(values["id"])
+
+    def new_row(
+        self, data: Mapping[str, Any], status: EmailStatus, workspace: int | None, cid: str | None
+    ) -> dict[str, Any]:
+        """A new outbox row for the message ``data``, as :meth:`insert` writes it."""
+        now = self.now()
+        return {
+            "id": str(uuid.uuid4()), "workspace_id": workspace, "status": status.value,
+            "message": dict(data), "idempotency_key": data.get("idempotency_key"),
+            "attempts": 0, "next_attempt_at": now if status is EmailStatus.QUEUED else None,
+            "lease_owner": None, "lease_expires_at": None, "fencing_token": 0,
+            "provider": None, "provider_message_id": None, "last_error": None,
+            "correlation_id": cid, "created_at": now, "updated_at": now,
+        }  # fmt: skip
 
     async def record_events(
         self,
