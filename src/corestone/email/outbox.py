@@ -49,6 +49,7 @@ with requires_extra(__name__, "postgres", "sqlite"):
         Table,
         Text,
         and_,
+        any_,
         case,
         func,
         insert,
@@ -254,8 +255,7 @@ class OutboxStore:
 
     def new_row(
         self, data: Mapping[str, Any], status: EmailStatus, workspace: int | None, cid: str | None
-    ) -> dict[str, Any]:
-        """A new outbox row for the message ``data``, as :meth:`insert` writes it."""
+    ) -> dict[str, Any]:  # a new row for the message ``data``, as insert() writes it
         now = self.now()
         return {
             "id": str(uuid.uuid4()), "workspace_id": workspace, "status": status.value,
@@ -333,13 +333,14 @@ class OutboxStore:
         query = select(_OUTBOX.c.id).where(condition).order_by(order).limit(limit)
         if pg:
             query = query.with_for_update(skip_locked=True)
-        # A materialised CTE runs once. As ``id IN (subquery)`` PostgreSQL may run the
-        # subquery again for each row it scans, each run skipping the rows the last one
-        # locked, and so claim every due row instead of ``limit``.
+        # A materialised CTE runs once (as ``id IN (subquery)`` PostgreSQL may rerun it per
+        # row and claim every due row); its ids go in as one array (joined: rows x candidates).
         candidates = query.cte("candidates").prefix_with("MATERIALIZED")
+        ids = select(candidates.c.id).scalar_subquery()
+        picked = _OUTBOX.c.id == (any_(func.array(ids)) if pg else candidates.c.id)
         rows = await session.execute(
             update(_OUTBOX)
-            .where(_OUTBOX.c.id == candidates.c.id, condition)
+            .where(picked, condition)
             .values(
                 lease_owner=owner,
                 lease_expires_at=now + lease,
@@ -464,7 +465,8 @@ class OutboxStore:
             return set()
         result = await session.execute(
             update(_OUTBOX)
-            .where(
+            .where(  # ``id IN``: the primary key finds the rows; the pairs alone scan the table
+                _OUTBOX.c.id.in_([r.id for r in rows]),
                 tuple_(_OUTBOX.c.id, _OUTBOX.c.fencing_token).in_([(r.id, r.token) for r in rows]),
                 _OUTBOX.c.lease_owner == owner,
                 _OUTBOX.c.status.in_([s.value for s in statuses]),
