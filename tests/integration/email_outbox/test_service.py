@@ -135,4 +135,3 @@ async def test_a_stored_key_is_found_even_when_a_recipient_was_suppressed_since(
     assert await history(db, first) == [("queued", None, None)]
     stored = await row(db, fresh)
     assert [pair[0] for pair in stored.message["to"]] == ["ada@example.com"]
-
