@@ -9,7 +9,9 @@ Every contender starts from the same data (a recipient, a subject and a text per
 message), builds its own message objects inside the timed window, and runs with the same
 concurrency (``CONCURRENCY`` calls in flight, corestone's pool size). Every client names
 itself with the same fixed EHLO hostname: left unset, aiosmtplib looks up the machine's
-FQDN on every connection, which would charge the per-message contenders for DNS.
+FQDN on every connection, which would charge the per-message contenders for DNS. With
+``tls`` the server requires STARTTLS (a self-signed certificate, which no client
+verifies), as a real submission server does.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import socket
+import ssl
+import subprocess
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -100,7 +105,17 @@ class _Counting:
         return "250 OK"
 
 
-def _serve(port: int, connections: Synchronized[int], messages: Synchronized[int]) -> None:
+def _serve(
+    port: int,
+    connections: Synchronized[int],
+    messages: Synchronized[int],
+    certificate: tuple[str, str] | None,
+) -> None:
+    tls: ssl.SSLContext | None = None
+    if certificate is not None:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(*certificate)
+
     async def main() -> None:
         handler = _Counting(messages)
 
@@ -108,7 +123,13 @@ def _serve(port: int, connections: Synchronized[int], messages: Synchronized[int
             with connections.get_lock():
                 connections.value += 1
             # hostname given: by default aiosmtpd looks up the FQDN for each connection
-            return SMTPServer(handler, hostname="bench-server.localhost", enable_SMTPUTF8=True)
+            return SMTPServer(
+                handler,
+                hostname="bench-server.localhost",
+                enable_SMTPUTF8=True,
+                tls_context=tls,
+                require_starttls=tls is not None,
+            )
 
         server = await asyncio.get_running_loop().create_server(protocol, "127.0.0.1", port)
         async with server:
@@ -120,12 +141,23 @@ def _serve(port: int, connections: Synchronized[int], messages: Synchronized[int
 @dataclass
 class SmtpServer:
     port: int
+    tls: bool
+    """STARTTLS required (a self-signed certificate; clients do not verify it)."""
     _connections: Synchronized[int]
     _messages: Synchronized[int]
 
     @property
     def url(self) -> str:
-        return f"smtp://127.0.0.1:{self.port}"
+        return f"smtp://127.0.0.1:{self.port}" + ("?starttls=true" if self.tls else "")
+
+    def client_tls(self) -> ssl.SSLContext | None:
+        """What corestone's provider is given: no verification, as the peers are told."""
+        if not self.tls:
+            return None
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
 
     def counts(self) -> tuple[int, int]:
         """(connections accepted, messages received) so far."""
@@ -151,14 +183,35 @@ def _free_port() -> int:
         return port
 
 
+def _certificate(folder: str) -> tuple[str, str]:
+    """A self-signed certificate and its key, made by openssl."""
+    cert, key = f"{folder}/cert.pem", f"{folder}/key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
 @contextmanager
-def smtp_server() -> Iterator[SmtpServer]:
-    """Start the counting server in a child process; stop it on exit."""
+def smtp_server(*, tls: bool = False) -> Iterator[SmtpServer]:
+    """Start the counting server in a child process (STARTTLS required with ``tls``)."""
+    with tempfile.TemporaryDirectory() as folder:
+        certificate = _certificate(folder) if tls else None
+        with _server_process(certificate) as server:
+            yield server
+
+
+@contextmanager
+def _server_process(certificate: tuple[str, str] | None) -> Iterator[SmtpServer]:
     ctx = multiprocessing.get_context("spawn")
     connections: Any = ctx.Value("q", 0)
     messages: Any = ctx.Value("q", 0)
     port = _free_port()
-    process = ctx.Process(target=_serve, args=(port, connections, messages), daemon=True)
+    process = ctx.Process(
+        target=_serve, args=(port, connections, messages, certificate), daemon=True
+    )
     process.start()
     try:
         deadline = time.monotonic() + 20
@@ -171,7 +224,7 @@ def smtp_server() -> Iterator[SmtpServer]:
                 if time.monotonic() > deadline or not process.is_alive():
                     raise RuntimeError("the bench SMTP server did not start") from None
                 time.sleep(0.05)
-        server = SmtpServer(port, connections, messages)
+        server = SmtpServer(port, certificate is not None, connections, messages)
         yield server
     finally:
         process.terminate()
@@ -199,7 +252,11 @@ async def _in_flight(calls: list[Callable[[], Awaitable[int]]], limit: int) -> i
 async def corestone_bulk(server: SmtpServer, data: Sequence[Mail]) -> int:
     """corestone's SMTP provider: batches of ``max_batch`` over its pooled connections."""
     provider = SmtpProvider(
-        server.url, pool_size=CONCURRENCY, max_batch=BATCH, local_hostname=EHLO_NAME
+        server.url,
+        pool_size=CONCURRENCY,
+        max_batch=BATCH,
+        local_hostname=EHLO_NAME,
+        tls_context=server.client_tls(),
     )
     outgoing = [
         Outgoing(
@@ -234,7 +291,12 @@ async def one_connection_per_message(server: SmtpServer, data: Sequence[Mail]) -
     def call(mail: Mail) -> Callable[[], Awaitable[int]]:
         async def send() -> int:
             await aiosmtplib.send(
-                _mime(mail), hostname="127.0.0.1", port=server.port, local_hostname=EHLO_NAME
+                _mime(mail),
+                hostname="127.0.0.1",
+                port=server.port,
+                local_hostname=EHLO_NAME,
+                start_tls=server.tls,
+                validate_certs=False,
             )
             return 0
 
@@ -250,7 +312,7 @@ def _fastmail(server: SmtpServer) -> FastMail:
         MAIL_FROM=SENDER,
         MAIL_PORT=server.port,
         MAIL_SERVER="127.0.0.1",
-        MAIL_STARTTLS=False,
+        MAIL_STARTTLS=server.tls,
         MAIL_SSL_TLS=False,
         USE_CREDENTIALS=False,
         VALIDATE_CERTS=False,
