@@ -11,7 +11,7 @@ tables and a caller's table of one-row inserts. Everything goes through coreston
   happens next); each message carries an idempotency key, as the documented pattern does.
 - **Delivering**: the accepted messages are delivered by one :class:`EmailSender` to the
   memory provider, pass after pass (``run_once``) until the outbox is empty, with the
-  sender's defaults (batches of 100).
+  sender's defaults (claims of 100); then as many again with claims of 500.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from corestone.email import EmailMessage, EmailSender, EmailService, ProviderRou
 from corestone.email.outbox import EmailEventRecord, EmailOutboxRecord, EmailSuppressionRecord
 from corestone.testing import MemoryProvider
 
-__all__ = ["AcceptResult", "DeliverResult", "accept", "deliver", "outbox_database"]
+__all__ = ["AcceptResult", "DeliverResult", "accept", "deliver", "outbox_database", "queue"]
 
 SERVER_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 
@@ -178,10 +178,23 @@ class DeliverResult:
         return self.delivered / self.seconds if self.seconds > 0 else 0.0
 
 
-async def deliver(db: Database) -> DeliverResult:
-    """Deliver everything queued with one sender to the memory provider; time it."""
+async def queue(db: Database, count: int, *, start: int) -> None:
+    """Queue ``count`` more messages through ``send``, 100 to a transaction (not timed)."""
+    service = EmailService(db)
+    for first in range(start, start + count, 100):
+        async with db.transaction():
+            for i in range(first, min(first + 100, start + count)):
+                await service.send(_message(i))
+
+
+async def deliver(db: Database, *, batch: int = 100) -> DeliverResult:
+    """Deliver everything queued with one sender to the memory provider; time it.
+
+    ``batch`` is the sender's claim per pass (its default is 100; the memory provider
+    takes 100 per call, so a larger claim makes several calls per pass, in parallel).
+    """
     memory = MemoryProvider()
-    sender = EmailSender(db, [ProviderRoute(memory)])
+    sender = EmailSender(db, [ProviderRoute(memory)], batch=batch)
     passes = 0
     started = time.perf_counter()
     while await sender.run_once():

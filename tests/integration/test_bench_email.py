@@ -9,7 +9,7 @@ so a broken suite is found by the tests rather than by the next benchmark run.
 from __future__ import annotations
 
 import pytest
-from bench._email_outbox import accept, deliver, outbox_database
+from bench._email_outbox import accept, deliver, outbox_database, queue
 from bench._email_smtp import (
     CONCURRENCY,
     corestone_bulk,
@@ -46,8 +46,11 @@ async def test_the_outbox_half_accepts_and_delivers_every_message_once() -> None
     async with outbox_database() as db:
         accepted = await accept(db, 8, rounds=1)
         delivered = await deliver(db)
+        await queue(db, 7, start=1000)
+        wide = await deliver(db, batch=500)
 
     assert accepted.transactions == 5
     assert min(accepted.insert_us, accepted.send_us, accepted.insert_and_send_us) > 0
     assert delivered.delivered == 2 * (3 + accepted.transactions)  # warm-up and timed sends
     assert (delivered.left, delivered.duplicates) == (0, 0)
+    assert (wide.delivered, wide.left, wide.duplicates) == (7, 0, 0)
