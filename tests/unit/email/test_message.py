@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from email import message_from_bytes
-from email.policy import default
+from email.policy import SMTP, SMTPUTF8, default
 from typing import Any
 
 import pytest
@@ -226,3 +226,25 @@ def test_display_names_with_quotes_and_commas_stay_one_address() -> None:
     mime = message_from_bytes(message.to_mime().as_bytes(), policy=default)
 
     assert [a.addr_spec for a in mime["To"].addresses] == ["j@example.com"]
+
+
+@pytest.mark.parametrize("local", ["ann", "änn"])  # ASCII (SMTP policy) and SMTPUTF8
+def test_the_header_class_cache_writes_the_same_bytes_as_the_standard_registry(
+    monkeypatch: pytest.MonkeyPatch, local: str
+) -> None:
+    """to_mime through the cached registry gives byte for byte the standard library's output."""
+    message = _build(
+        sender=("Zoë Ünïcode, \"Ops\"", f"{local}@bücher.example"),
+        to=[("Bob", "bob@example.com"), "carol@example.org"],
+        cc=["dave@example.net"], reply_to=[("Desk", "desk@example.com")],
+        subject="A subject long enough to be folded over more than one line " * 3 + "— ünï",
+        headers={"X-Campaign": "spring", "List-Unsubscribe": "<https://example.com/u/1>"},
+    )  # fmt: skip
+    monkeypatch.setattr(message_module, "formatdate", lambda **_: "Thu, 03 Dec 2026 08:00:00 GMT")
+    cached = message.to_mime(message_id="<m1@example.org>").as_bytes()
+    monkeypatch.setattr(message_module, "_SMTP_POLICY", SMTP)
+    monkeypatch.setattr(message_module, "_SMTPUTF8_POLICY", SMTPUTF8)
+    standard = message.to_mime(message_id="<m1@example.org>").as_bytes()
+
+    assert cached == standard
+    assert b"Subject: A subject long enough" in cached
