@@ -12,18 +12,31 @@ with an :class:`~corestone.errors.InvalidInputError` naming the field and the ru
 - recipients, subject, attachments, headers, tags and metadata have limits
   (:class:`EmailLimits`), checked on the whole message.
 
-The message is plain data: :meth:`EmailMessage.to_dict` / :meth:`EmailMessage.from_dict`
-are what the outbox stores, and :meth:`EmailMessage.to_mime` is the RFC 5322 form the
-SMTP and file providers send.
+The message is plain data: :meth:`EmailMessage.to_stored` / :meth:`EmailMessage.from_dict`
+are what the outbox stores and reads back, and :meth:`EmailMessage.to_mime` is the
+RFC 5322 form the SMTP and file providers send.
+
+A stored message carries a digest of its own content (``check``). Reading it back, a
+matching digest means the data is exactly what a validated message wrote, so it is
+rebuilt as it is instead of going through email-validator again (the most expensive
+part of delivering a message); any other data (edited by hand, written by other code,
+or without a digest) is validated in full, as :meth:`EmailMessage.build` does. The
+digest is not a secret: whoever can write the outbox can forge one, but such a writer
+could as well store any valid message, so validating again never stopped them; and
+every provider refuses a line break in any header field on every send (``guard`` in
+``providers/_common.py``), so no stored message can inject a header either way.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from email.headerregistry import Address as MimeAddress
+from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage as MimeMessage
 from email.policy import SMTP, SMTPUTF8
 from email.utils import formatdate, make_msgid
@@ -58,6 +71,30 @@ _RESERVED_HEADERS: Final = frozenset(
     )
 )  # fmt: skip
 _TAG: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+class _HeaderClasses(HeaderRegistry):
+    """The standard header registry, making each header class once instead of per header.
+
+    ``HeaderRegistry.__getitem__`` creates a new class (``type(...)``) every time a
+    header is set or parsed: nearly half the time of building a small message. The
+    classes it makes for one name are interchangeable, so the first is kept.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        key = name.lower()
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = super().__getitem__(name)
+        return made
+
+
+_SMTP_POLICY: Final = SMTP.clone(header_factory=_HeaderClasses())
+_SMTPUTF8_POLICY: Final = SMTPUTF8.clone(header_factory=_HeaderClasses())
 
 
 def _invalid(field_name: str, rule: str, message: str) -> InvalidInputError:
@@ -287,7 +324,7 @@ class EmailMessage:
         form; display names and the subject are RFC 2047 encoded as needed.
         """
         utf8 = self.needs_smtputf8
-        mime = MimeMessage(policy=SMTPUTF8 if utf8 else SMTP)
+        mime = MimeMessage(policy=_SMTPUTF8_POLICY if utf8 else _SMTP_POLICY)
         mime["From"] = self.sender.formatted(ascii_domain=not utf8)
         mime["To"] = ", ".join(a.formatted(ascii_domain=not utf8) for a in self.to)
         if self.cc:
@@ -346,15 +383,50 @@ class EmailMessage:
             "idempotency_key": self.idempotency_key,
         }
 
+    def to_stored(self) -> dict[str, Any]:
+        """:meth:`to_dict` and its digest (``check``): what the outbox stores.
+
+        :meth:`from_dict` trusts data whose digest matches (this message was validated
+        when it was built) and validates anything else in full.
+        """
+        data = self.to_dict()
+        data[_CHECK] = _digest(data)
+        return data
+
     @classmethod
     def from_dict(
         cls, data: Mapping[str, Any], *, limits: EmailLimits = DEFAULT_LIMITS
     ) -> EmailMessage:
-        """Rebuild (and re-validate) a message stored by :meth:`to_dict`."""
+        """Rebuild a message stored by :meth:`to_stored` (or :meth:`to_dict`).
+
+        With a ``check`` that matches the data, the message is rebuilt as stored: it was
+        validated when it was built, under the limits its builder chose. Without one, or
+        with one that does not match (the data was changed after it was stored), it is
+        validated again in full under ``limits`` and refused if it is not valid.
+        """
 
         def addr(pair: list[str]) -> Address:
             return Address(email=pair[0], name=pair[1])
 
+        if _checked(data):
+            return cls(
+                sender=addr(data["sender"]),
+                to=tuple(addr(p) for p in data["to"]),
+                cc=tuple(addr(p) for p in data["cc"]),
+                bcc=tuple(addr(p) for p in data["bcc"]),
+                reply_to=tuple(addr(p) for p in data["reply_to"]),
+                subject=data["subject"],
+                text=data["text"],
+                html=data["html"],
+                attachments=tuple(
+                    Attachment(name, base64.b64decode(content), ctype, cid)
+                    for name, content, ctype, cid in data["attachments"]
+                ),
+                headers=MappingProxyType(dict(data["headers"])),
+                tags=tuple(data["tags"]),
+                metadata=MappingProxyType(dict(data["metadata"])),
+                idempotency_key=data["idempotency_key"],
+            )
         return cls.build(
             sender=addr(data["sender"]),
             to=[addr(p) for p in data["to"]],
@@ -374,6 +446,27 @@ class EmailMessage:
             idempotency_key=data["idempotency_key"],
             limits=limits,
         )
+
+
+_CHECK: Final = "check"
+
+
+def _digest(data: Mapping[str, Any]) -> str:
+    """A digest of the stored form (all but ``check``): any change to the data changes it."""
+    content = {k: v for k, v in data.items() if k != _CHECK}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return "b2:" + hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
+
+
+def _checked(data: Mapping[str, Any]) -> bool:
+    """Whether ``data`` carries a ``check`` that matches it (data that is not JSON: no)."""
+    check = data.get(_CHECK)
+    if not isinstance(check, str):
+        return False
+    try:
+        return check == _digest(data)
+    except (TypeError, ValueError):
+        return False
 
 
 def _headers(headers: Mapping[Any, Any], limits: EmailLimits) -> dict[str, str]:

@@ -49,6 +49,7 @@ with requires_extra(__name__, "postgres", "sqlite"):
         Table,
         Text,
         and_,
+        any_,
         case,
         func,
         insert,
@@ -232,16 +233,8 @@ class OutboxStore:
         returned (``INSERT … ON CONFLICT DO NOTHING``, so a concurrent insert of the same
         key waits for the other transaction instead of failing it).
         """
-        now = self.now()
-        key = message.get("idempotency_key")
-        values: dict[str, Any] = {
-            "id": str(uuid.uuid4()), "workspace_id": workspace_id, "status": status.value,
-            "message": dict(message), "idempotency_key": key, "attempts": 0,
-            "next_attempt_at": now if status is EmailStatus.QUEUED else None,
-            "lease_owner": None, "lease_expires_at": None, "fencing_token": 0,
-            "provider": None, "provider_message_id": None, "last_error": None,
-            "correlation_id": correlation_id, "created_at": now, "updated_at": now,
-        }  # fmt: skip
+        values = self.new_row(message, status, workspace_id, correlation_id)
+        key, now = values["idempotency_key"], values["created_at"]
         if key is None:
             await session.execute(insert(_OUTBOX).values(values))
         else:
@@ -259,6 +252,19 @@ class OutboxStore:
                 return str(existing.scalar_one())
         await self.record_events(session, [values["id"]], status, detail=detail, at=now)
         return str(values["id"])
+
+    def new_row(
+        self, data: Mapping[str, Any], status: EmailStatus, workspace: int | None, cid: str | None
+    ) -> dict[str, Any]:  # a new row for the message ``data``, as insert() writes it
+        now = self.now()
+        return {
+            "id": str(uuid.uuid4()), "workspace_id": workspace, "status": status.value,
+            "message": dict(data), "idempotency_key": data.get("idempotency_key"),
+            "attempts": 0, "next_attempt_at": now if status is EmailStatus.QUEUED else None,
+            "lease_owner": None, "lease_expires_at": None, "fencing_token": 0,
+            "provider": None, "provider_message_id": None, "last_error": None,
+            "correlation_id": cid, "created_at": now, "updated_at": now,
+        }  # fmt: skip
 
     async def record_events(
         self,
@@ -327,13 +333,14 @@ class OutboxStore:
         query = select(_OUTBOX.c.id).where(condition).order_by(order).limit(limit)
         if pg:
             query = query.with_for_update(skip_locked=True)
-        # A materialised CTE runs once. As ``id IN (subquery)`` PostgreSQL may run the
-        # subquery again for each row it scans, each run skipping the rows the last one
-        # locked, and so claim every due row instead of ``limit``.
+        # A materialised CTE runs once (as ``id IN (subquery)`` PostgreSQL may rerun it per
+        # row and claim every due row); its ids go in as one array (joined: rows x candidates).
         candidates = query.cte("candidates").prefix_with("MATERIALIZED")
+        ids = select(candidates.c.id).scalar_subquery()
+        picked = _OUTBOX.c.id == (any_(func.array(ids)) if pg else candidates.c.id)
         rows = await session.execute(
             update(_OUTBOX)
-            .where(_OUTBOX.c.id == candidates.c.id, condition)
+            .where(picked, condition)
             .values(
                 lease_owner=owner,
                 lease_expires_at=now + lease,
@@ -458,7 +465,8 @@ class OutboxStore:
             return set()
         result = await session.execute(
             update(_OUTBOX)
-            .where(
+            .where(  # ``id IN``: the primary key finds the rows; the pairs alone scan the table
+                _OUTBOX.c.id.in_([r.id for r in rows]),
                 tuple_(_OUTBOX.c.id, _OUTBOX.c.fencing_token).in_([(r.id, r.token) for r in rows]),
                 _OUTBOX.c.lease_owner == owner,
                 _OUTBOX.c.status.in_([s.value for s in statuses]),

@@ -22,6 +22,7 @@ from corestone import context
 from corestone.db.database import Database
 from corestone.db.models import utc_now
 from corestone.db.transactions import Transaction, current_transaction
+from corestone.email._accept import store_unless_suppressed
 from corestone.email.message import Address, EmailMessage
 from corestone.email.outbox import EmailStatus, OutboxStore, SuppressionReason
 from corestone.observability.logging import get_logger
@@ -100,8 +101,20 @@ class EmailService:
 
     async def _store(self, tx: Transaction, message: EmailMessage, workspace_id: int | None) -> str:
         session = tx.session
-        recipients = [a.email for a in message.recipients]
-        suppressed = await self.store.suppressed_among(session, recipients)
+        workspace = workspace_id if workspace_id is not None else _context_workspace()
+        stored = await store_unless_suppressed(
+            self.store,
+            session,
+            message.to_stored(),
+            [a.email for a in message.recipients],
+            workspace_id=workspace,
+            correlation_id=context.correlation_id(),
+        )
+        if isinstance(stored, str):  # the common case: no recipient suppressed, stored
+            if self.on_queued is not None:
+                tx.after_commit(self.on_queued)
+            return stored
+        suppressed = stored
         kept = drop_recipients(message, suppressed)
         status, detail = EmailStatus.QUEUED, None
         if kept is None:
@@ -111,9 +124,9 @@ class EmailService:
             detail = "suppressed recipients left out: " + ", ".join(sorted(suppressed))
         message_id = await self.store.insert(
             session,
-            kept.to_dict(),
+            kept.to_stored(),
             status=status,
-            workspace_id=workspace_id if workspace_id is not None else _context_workspace(),
+            workspace_id=workspace,
             correlation_id=context.correlation_id(),
             detail=detail,
         )

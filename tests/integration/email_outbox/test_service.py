@@ -28,7 +28,7 @@ async def test_a_message_is_stored_in_the_callers_transaction_and_rolls_back_wit
         kept = await service.send(message(), transaction=tx)
     stored = await row(db, kept)
     assert stored.status == "queued"
-    assert stored.message == message().to_dict()
+    assert stored.message == message().to_stored()
     assert stored.next_attempt_at is not None
     assert await history(db, kept) == [("queued", None, None)]
 
@@ -115,3 +115,23 @@ async def test_requeue_only_takes_failed_or_unknown_messages(db: Database, time:
     assert await service.requeue(message_id) is True
     assert (await row(db, message_id)).status == "queued"
     assert (await history(db, message_id))[-1] == ("queued", None, "retried by an operator")
+
+
+async def test_a_stored_key_is_found_even_when_a_recipient_was_suppressed_since(
+    db: Database, time: Time
+) -> None:
+    """A repeat send whose key is stored returns the stored id, suppressed recipient or not."""
+    service = EmailService(db, now=time.wall)
+    first = await service.send(
+        message(to=["ada@example.com", "bob@example.com"], idempotency_key="assigned:9")
+    )
+    await service.suppress("BOB@example.com", SuppressionReason.BOUNCE)
+    again = await service.send(
+        message(to=["ada@example.com", "Bob@Example.com"], idempotency_key="assigned:9")
+    )
+    fresh = await service.send(message(to=["ada@example.com", "Bob@Example.com"]))
+
+    assert again == first
+    assert await history(db, first) == [("queued", None, None)]
+    stored = await row(db, fresh)
+    assert [pair[0] for pair in stored.message["to"]] == ["ada@example.com"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from email import message_from_bytes
-from email.policy import default
+from email.policy import SMTP, SMTPUTF8, default
 from typing import Any
 
 import pytest
 
+from corestone.email import message as message_module
 from corestone.email.message import Address, Attachment, EmailLimits, EmailMessage
 from corestone.errors import InvalidInputError
 
@@ -160,9 +162,93 @@ def test_a_stored_message_round_trips_and_is_validated_again() -> None:
         EmailMessage.from_dict(stored)
 
 
+def _refuse_validation(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make email-validator record each call and refuse it: a trusted read makes none."""
+    calls: list[str] = []
+
+    def refuse(address: str, **_: Any) -> None:
+        calls.append(address)
+        raise message_module.email_validator.EmailNotValidError("validated again")
+
+    monkeypatch.setattr(message_module.email_validator, "validate_email", refuse)
+    return calls
+
+
+def test_a_stored_message_with_its_check_is_read_back_without_validating_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """to_stored/from_dict give the same message and never call email-validator again."""
+    message = _build(
+        sender=("Ann", "ann@exämple.org"), cc=["c@example.com"], html="<b>x</b>",
+        attachments=[Attachment("a.bin", b"\x00\x01", "image/png", "logo")],
+        headers={"X-Campaign": "c1"}, tags=["welcome"], metadata={"workspace": "7"},
+        idempotency_key="welcome:7",
+    )  # fmt: skip
+    stored = json.loads(json.dumps(message.to_stored()))  # as the JSON column gives it back
+    calls = _refuse_validation(monkeypatch)
+
+    assert EmailMessage.from_dict(stored) == message
+    assert calls == []
+    with pytest.raises(InvalidInputError):  # the same data without its check: validated
+        EmailMessage.from_dict({k: v for k, v in stored.items() if k != "check"})
+    assert calls == ["bob@example.com"]  # the first address build() validates
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("subject", "x\r\nBcc: v@example.com"),
+        ("to", [["not an address", ""]]),
+        ("headers", {"Bcc": "v@example.com"}),
+        ("text", None),  # and no html: a message without a body
+        ("check", "b2:00000000000000000000000000000000"),
+    ],
+)
+def test_a_stored_message_changed_after_it_was_stored_is_validated_in_full(
+    field: str, value: object
+) -> None:
+    """A change the check does not match (or a forged check) means full validation: refused."""
+    stored = _build().to_stored()
+    if field == "check":
+        stored["subject"] = "x\r\nBcc: v@example.com"
+    stored[field] = value
+    with pytest.raises(InvalidInputError):
+        EmailMessage.from_dict(stored)
+
+
+def test_a_check_over_data_that_is_not_json_is_no_match() -> None:
+    """Data that could never have come from the outbox (bytes inside) is validated, not trusted."""
+    stored = _build().to_stored()
+    stored["metadata"] = {"k": b"raw"}
+    with pytest.raises(InvalidInputError):
+        EmailMessage.from_dict(stored)
+
+
 def test_display_names_with_quotes_and_commas_stay_one_address() -> None:
     """A name like 'Doe, "J"' is quoted, so the To header still lists one recipient."""
     message = _build(to=[Address.parse(('Doe, "J"', "j@example.com"), field_name="to")])
     mime = message_from_bytes(message.to_mime().as_bytes(), policy=default)
 
     assert [a.addr_spec for a in mime["To"].addresses] == ["j@example.com"]
+
+
+@pytest.mark.parametrize("local", ["ann", "änn"])  # ASCII (SMTP policy) and SMTPUTF8
+def test_the_header_class_cache_writes_the_same_bytes_as_the_standard_registry(
+    monkeypatch: pytest.MonkeyPatch, local: str
+) -> None:
+    """to_mime through the cached registry gives byte for byte the standard library's output."""
+    message = _build(
+        sender=("Zoë Ünïcode, \"Ops\"", f"{local}@bücher.example"),
+        to=[("Bob", "bob@example.com"), "carol@example.org"],
+        cc=["dave@example.net"], reply_to=[("Desk", "desk@example.com")],
+        subject="A subject long enough to be folded over more than one line " * 3 + "— ünï",
+        headers={"X-Campaign": "spring", "List-Unsubscribe": "<https://example.com/u/1>"},
+    )  # fmt: skip
+    monkeypatch.setattr(message_module, "formatdate", lambda **_: "Thu, 03 Dec 2026 08:00:00 GMT")
+    cached = message.to_mime(message_id="<m1@example.org>").as_bytes()
+    monkeypatch.setattr(message_module, "_SMTP_POLICY", SMTP)
+    monkeypatch.setattr(message_module, "_SMTPUTF8_POLICY", SMTPUTF8)
+    standard = message.to_mime(message_id="<m1@example.org>").as_bytes()
+
+    assert cached == standard
+    assert b"Subject: A subject long enough" in cached
