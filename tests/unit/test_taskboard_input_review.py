@@ -35,7 +35,7 @@ def test_an_integral_float_id_beyond_2_53_is_refused_not_rounded(literal: str) -
 )
 def test_a_title_or_name_with_a_unicode_line_break_or_c1_control_is_refused(title: str) -> None:
     """NEL (U+0085), LINE and PARAGRAPH SEPARATOR (U+2028/9) break lines as \\n does, and
-    the C1 controls (U+0080–U+009F) are control characters as C0's are: a name or title
+    the C1 controls (U+0080 to U+009F) are control characters as C0's are: a name or title
     is one line with no control character, so they are refused inside it (at its edges
     the Unicode spaces among them are stripped, as before)."""
     for model, field, extra in (

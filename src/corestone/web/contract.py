@@ -18,6 +18,7 @@ from typing import Any, Final
 import fastapi.routing
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
@@ -32,6 +33,7 @@ __all__ = [
     "PreconditionFailedError",
     "StrictRoute",
     "allowed_methods",
+    "field_value",
     "if_match_version",
 ]
 
@@ -223,6 +225,18 @@ ANY_VERSION: Final = None
 # RFC 9110 §8.8.3: entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE, in a comma-separated list.
 _ENTITY_TAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"\s*(?:,|$)')
 _VERSION = re.compile(r"[1-9][0-9]{0,17}")
+
+
+def field_value(headers: Headers, name: str) -> str | None:
+    """``name``'s value with its repeated lines combined, as RFC 9110 §5.3 reads them.
+
+    A list-valued field (``If-Match``) sent on several lines is one comma-separated list,
+    the same as a proxy joining them would forward. Reading the first line alone (what a
+    ``Header()`` parameter does) would let a request mean one thing here and another
+    behind a proxy.
+    """
+    values = headers.getlist(name)
+    return ", ".join(values) if values else None
 
 
 def if_match_version(value: str | None) -> int | None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from corestone import StaleVersionError
+from corestone import InvalidInputError, StaleVersionError
 from corestone.db import MAX_CURSOR_LENGTH
 from corestone.web import problem_for_error
-from corestone.web.contract import ANY_VERSION, StrictRoute, if_match_version
+from corestone.web.contract import ANY_VERSION, StrictRoute, field_value, if_match_version
 from corestone.web.openapi import BEARER, problem_responses, required_header
 from taskboard.api.deps import Caller, Tasks, Users, WorkspaceId, Workspaces
 from taskboard.api.schemas import (
@@ -106,14 +106,30 @@ IF_MATCH_PATTERN = rf"^\s*(?:\*|{_ETAG}(?:\s*,\s*{_ETAG})*\s*,?)\s*$"
 # around a term stripped. A name given twice is a 422 too, which the description says.
 _SORT_NAME = rf"\s*-?(?:{'|'.join(TaskRepository.sortable)})\s*"
 SORT_PATTERN = rf"^{_SORT_NAME}(?:,{_SORT_NAME}){{0,{len(TaskRepository.sortable) - 1}}}$"
+_IF_MATCH_MAX = 100
 _IF_MATCH = required_header(
     "If-Match",
     'The ETag of the task read ("3"), or * for any version; compared strongly (ADR 0029): '
     "a stale version is 412 with current_version, absent is 428, and a list naming two "
     "versions is 422.",
-    max_length=100,
+    max_length=_IF_MATCH_MAX,
     pattern=IF_MATCH_PATTERN,
 )
+
+
+async def _if_match(request: Request) -> str | None:
+    """If-Match as one list, however many lines it was sent on (RFC 9110 §5.3)."""
+    value = field_value(request.headers, "if-match")
+    if value is not None and len(value) > _IF_MATCH_MAX:
+        raise InvalidInputError(
+            f"If-Match must be at most {_IF_MATCH_MAX} characters",
+            field="If-Match",
+            rule="max_length",
+        )
+    return value
+
+
+IfMatch = Annotated[str | None, Depends(_if_match)]
 _OPTIONAL_IF_MATCH: dict[str, Any] = {
     "parameters": [
         {
@@ -123,7 +139,7 @@ _OPTIONAL_IF_MATCH: dict[str, Any] = {
             "description": 'The ETag of the task read ("3"), or * for any version; compared '
             "strongly (ADR 0029): a stale version is 412 with current_version. Without it "
             "the write applies to whatever version is current.",
-            "schema": {"type": "string", "maxLength": 100, "pattern": IF_MATCH_PATTERN},
+            "schema": {"type": "string", "maxLength": _IF_MATCH_MAX, "pattern": IF_MATCH_PATTERN},
         }
     ]
 }
@@ -269,7 +285,7 @@ async def update_task(
     body: TaskPatch,
     caller: Caller,
     tasks: Tasks,
-    if_match: Annotated[str | None, Header(max_length=100, include_in_schema=False)] = None,
+    if_match: IfMatch,
 ) -> Response:
     expected = if_match_version(if_match)
     try:
@@ -292,7 +308,7 @@ async def delete_task(
     task_id: TaskId,
     caller: Caller,
     tasks: Tasks,
-    if_match: Annotated[str | None, Header(max_length=100, include_in_schema=False)] = None,
+    if_match: IfMatch,
 ) -> Response:
     expected = _optional_if_match(if_match)
     try:
@@ -314,7 +330,7 @@ async def restore_task(
     task_id: TaskId,
     caller: Caller,
     tasks: Tasks,
-    if_match: Annotated[str | None, Header(max_length=100, include_in_schema=False)] = None,
+    if_match: IfMatch,
 ) -> Response:
     expected = _optional_if_match(if_match)
     try:
