@@ -127,3 +127,27 @@ async def test_if_match_sent_as_several_header_lines_is_read_as_one_list(board: 
         url, headers=[*auth.items(), ("If-Match", padded), ("If-Match", padded)]
     )
     assert (too_long.status_code, too_long.json()["rule"]) == (422, "max_length"), too_long.text
+
+
+async def test_a_task_that_is_not_there_is_404_whatever_the_if_match(board: Board) -> None:
+    """RFC 9110 §13.2.1: preconditions are ignored when the request would fail without
+    them. A weak or non-version If-Match on a missing task, on another workspace's task
+    or under a workspace the caller is no member of is the 404 the same request gets
+    without it, not a 412 that answers before the task (or membership) is looked at;
+    on a task that is there it is still the 412 ``precondition_failed`` naming If-Match."""
+    url, auth = await _task_url(board, "Owner")
+    other_url, other_auth = await _task_url(board, "Other")
+    missing = url.rsplit("/", 1)[0] + "/999999"
+    for if_match in ('W/"1"', '"abc"'):
+        headers = auth | {"If-Match": if_match}
+        for target in (missing, other_url):
+            for method, path in (("PATCH", target), ("DELETE", target)):
+                body = {"title": "x"} if method == "PATCH" else None
+                response = await board.client.request(method, path, json=body, headers=headers)
+                assert response.status_code == 404, (method, path, if_match, response.text)
+            restore = await board.client.post(f"{target}/restore", headers=headers)
+            assert restore.status_code == 404, (target, if_match, restore.text)
+        there = await board.client.delete(url, headers=headers)
+        assert (there.status_code, there.json()["code"]) == (412, "precondition_failed")
+        assert there.json()["field"] == "If-Match"
+    assert (await board.client.get(other_url, headers=other_auth)).status_code == 200

@@ -10,7 +10,13 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from corestone import InvalidInputError, StaleVersionError
 from corestone.db import MAX_CURSOR_LENGTH
 from corestone.web import problem_for_error
-from corestone.web.contract import ANY_VERSION, StrictRoute, field_value, if_match_version
+from corestone.web.contract import (
+    ANY_VERSION,
+    PreconditionFailedError,
+    StrictRoute,
+    field_value,
+    if_match_version,
+)
 from corestone.web.openapi import BEARER, problem_responses, required_header
 from taskboard.api.deps import Caller, Tasks, Users, WorkspaceId, Workspaces
 from taskboard.api.schemas import (
@@ -287,11 +293,11 @@ async def update_task(
     tasks: Tasks,
     if_match: IfMatch,
 ) -> Response:
-    expected = if_match_version(if_match)
+    expected, unmatchable = _condition(if_match, required=True)
     try:
         task = await tasks.update(caller, ws, task_id, body.changes(), expected_version=expected)
     except StaleVersionError as stale:  # the If-Match precondition failed (ADR 0029)
-        return problem_for_error(stale, instance=request.url.path, status=412)
+        return problem_for_error(unmatchable or stale, instance=request.url.path, status=412)
     return _task_response(task)
 
 
@@ -310,11 +316,11 @@ async def delete_task(
     tasks: Tasks,
     if_match: IfMatch,
 ) -> Response:
-    expected = _optional_if_match(if_match)
+    expected, unmatchable = _condition(if_match, required=False)
     try:
         await tasks.delete(caller, ws, task_id, expected_version=expected)
     except StaleVersionError as stale:  # the If-Match precondition failed (ADR 0029)
-        return problem_for_error(stale, instance=request.url.path, status=412)
+        return problem_for_error(unmatchable or stale, instance=request.url.path, status=412)
     return Response(status_code=204)  # no body, so no Content-Type either
 
 
@@ -332,17 +338,35 @@ async def restore_task(
     tasks: Tasks,
     if_match: IfMatch,
 ) -> Response:
-    expected = _optional_if_match(if_match)
+    expected, unmatchable = _condition(if_match, required=False)
     try:
         task = await tasks.restore(caller, ws, task_id, expected_version=expected)
     except StaleVersionError as stale:
-        return problem_for_error(stale, instance=request.url.path, status=412)
+        return problem_for_error(unmatchable or stale, instance=request.url.path, status=412)
     return _task_response(task)
 
 
-def _optional_if_match(value: str | None) -> int | None:
-    """DELETE and restore: no If-Match is no condition (ADR 0029); one given is PATCH's."""
-    return ANY_VERSION if value is None else if_match_version(value)
+_NO_VERSION = 0
+"""A version no task is ever at (they start at 1): the condition of a tag that can match none."""
+
+
+def _condition(
+    value: str | None, *, required: bool
+) -> tuple[int | None, PreconditionFailedError | None]:
+    """The version a write expects, and the 412 to answer if it is not the task's.
+
+    PATCH requires If-Match (428 without); on DELETE and restore none is no condition
+    (ADR 0029). A weak or non-version tag matches no version, but its 412 waits for the
+    write: RFC 9110 §13.2.1 ignores preconditions on a request that fails without them,
+    so a missing task, or one in a workspace the caller is no member of, stays a 404.
+    The write expects :data:`_NO_VERSION` and so fails stale on a task that is there.
+    """
+    if value is None and not required:
+        return ANY_VERSION, None
+    try:
+        return if_match_version(value), None
+    except PreconditionFailedError as unmatchable:
+        return _NO_VERSION, unmatchable
 
 
 @router.get("/workspaces/{ws}/audit", openapi_extra=BEARER)
