@@ -165,6 +165,34 @@ async def test_bad_ids_in_paths_are_422_not_500(board: Board, path: str) -> None
     assert response.json()["field"] == "ws"
 
 
+@pytest.mark.parametrize("spelling", ["0_{n}", "+{n}", "%20{n}", "{n}.0", "{n}%20", "{n}.00"])
+async def test_an_integer_in_a_path_or_query_is_digits_only(board: Board, spelling: str) -> None:
+    """The document says integer; ``1_0``, ``+10``, `` 10``, ``10.0`` are no spelling of one
+    in a URL, yet lax parsing read them all as 10, so one workspace answered at many URLs
+    (a cache or a log keyed by URL sees strangers) and ``limit=1_0`` listed ten. Each is
+    the 422 naming the parameter a word gets; a task id is already digits (its route)."""
+    n = 1
+    _, auth = await board.signup("Digits")
+    ws = await board.workspace(auth)
+    response = await board.client.get(
+        f"/api/workspaces/{spelling.format(n=ws)}/tasks", headers=auth
+    )
+    assert (response.status_code, response.json()["field"]) == (422, "ws"), response.text
+    for name in ("limit", "page", "assignee_id"):
+        listed = await board.client.get(
+            f"/api/workspaces/{ws}/tasks?{name}={spelling.format(n=n)}", headers=auth
+        )
+        assert (listed.status_code, listed.json()["field"]) == (422, name), listed.text
+    audit = await board.client.get(
+        f"/api/workspaces/{ws}/audit?limit={spelling.format(n=n)}", headers=auth
+    )
+    assert (audit.status_code, audit.json()["field"]) == (422, "limit"), audit.text
+    plain = await board.client.get(
+        f"/api/workspaces/{ws}/tasks?limit=10&assignee_id=1", headers=auth
+    )
+    assert plain.status_code == 200, plain.text
+
+
 async def test_unknown_route_and_method_are_problems(board: Board) -> None:
     """Unknown paths and methods answer with problem+json too."""
     missing = await board.client.get("/api/nope")

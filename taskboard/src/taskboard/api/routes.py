@@ -20,6 +20,7 @@ from corestone.web.contract import (
 from corestone.web.openapi import BEARER, problem_responses, required_header
 from taskboard.api.deps import Caller, Tasks, Users, WorkspaceId, Workspaces
 from taskboard.api.schemas import (
+    DIGITS,
     AuditEntryOut,
     AuditListOut,
     Id,
@@ -220,7 +221,9 @@ async def list_tasks(
     caller: Caller,
     tasks: Tasks,
     status: Annotated[Status | None, Query(description="only tasks in this status")] = None,
-    assignee_id: Annotated[Id | None, Query(description="only tasks assigned to this user")] = None,
+    assignee_id: Annotated[
+        Id | None, Query(description="only tasks assigned to this user"), DIGITS
+    ] = None,
     q: Annotated[
         str | None,
         Query(
@@ -239,7 +242,7 @@ async def list_tasks(
             json_schema_extra={"pattern": SORT_PATTERN},
         ),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size")] = 50,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size"), DIGITS] = 50,
     cursor: Annotated[
         str | None,
         Query(
@@ -256,6 +259,7 @@ async def list_tasks(
             description="page mode: this page of limit tasks, with the total; not with "
             "cursor (422)",
         ),
+        DIGITS,
     ] = None,
 ) -> Response:
     query = TaskQuery(status=status, assignee_id=assignee_id, text=q, sort=sort)
@@ -374,7 +378,7 @@ async def audit_log(
     ws: WorkspaceId,
     caller: Caller,
     tasks: Tasks,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size")] = 50,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size"), DIGITS] = 50,
     cursor: Annotated[
         str | None,
         Query(max_length=MAX_CURSOR_LENGTH, description="next_cursor of the previous page"),

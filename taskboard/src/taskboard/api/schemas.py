@@ -15,12 +15,14 @@ from pydantic import (
     Field,
     StringConstraints,
 )
+from pydantic_core import PydanticCustomError
 
 from taskboard.domain.models import DESCRIPTION_MAX, NAME_MAX, TITLE_MAX
 
 __all__ = [
     "BULK_MAX",
     "DESCRIPTION_PATTERN",
+    "DIGITS",
     "NAME_PATTERN",
     "AuditEntryOut",
     "AuditListOut",
@@ -60,6 +62,23 @@ def _integral(value: object) -> object:
         return int(value)
     return value
 
+
+def _digits(value: object) -> object:
+    """An integer in a URL is decimal digits, as the document's ``integer`` is written.
+
+    Lax parsing reads ``1_0``, ``+10``, `` 10 `` and ``10.0`` as 10 too: one resource
+    would answer at many URLs (what a cache or a log keys by), and ``limit=1_0`` list ten.
+    """
+    if isinstance(value, str) and not _DIGITS.fullmatch(value):
+        raise PydanticCustomError(
+            "int_parsing", "Input should be a valid integer, written in decimal digits"
+        )
+    return value
+
+
+_DIGITS = re.compile(r"[0-9]+")
+DIGITS: Final = BeforeValidator(_digits)
+"""For an integer parameter in a path or a query string: digits only (422 otherwise)."""
 
 # Positive and within BIGINT, so no id ever overflows a database column. The bounds come
 # first: the validator after them runs before them, and so they stay JSON Schema bounds.
