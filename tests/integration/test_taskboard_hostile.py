@@ -193,6 +193,25 @@ async def test_an_integer_in_a_path_or_query_is_digits_only(board: Board, spelli
     assert plain.status_code == 200, plain.text
 
 
+@pytest.mark.parametrize("suffix", ["", "/restore"])
+async def test_a_task_id_of_thousands_of_digits_is_422_not_500(board: Board, suffix: str) -> None:
+    """Python refuses to parse an integer of more than 4,300 digits (a guard against
+    quadratic parsing), and the task id's route convertor called ``int`` while routing:
+    a long id was a 500 with a traceback. It is the 422 of any id past 2**63 - 1; with
+    leading zeros it is still the number they pad."""
+    _, auth = await board.signup("Long")
+    ws = await board.workspace(auth)
+    task = await board.task(auth, ws)
+    for digits in ("9" * 5000, "1" + "0" * 19):
+        url = f"/api/workspaces/{ws}/tasks/{digits}{suffix}"
+        response = await board.client.request("GET" if not suffix else "POST", url, headers=auth)
+        assert response.status_code == 422, response.text
+        assert response.json()["field"] == "task_id"
+    padded = f"/api/workspaces/{ws}/tasks/{'0' * 5000}{task['id']}{suffix}"
+    response = await board.client.request("GET" if not suffix else "POST", padded, headers=auth)
+    assert response.status_code == 200, response.text
+
+
 async def test_unknown_route_and_method_are_problems(board: Board) -> None:
     """Unknown paths and methods answer with problem+json too."""
     missing = await board.client.get("/api/nope")

@@ -273,7 +273,7 @@ async def list_tasks(
 
 
 @router.get(
-    "/workspaces/{ws}/tasks/{task_id:int}",
+    "/workspaces/{ws}/tasks/{task_id:int64}",
     response_model=TaskOut,
     responses=_WITH_ETAG,
     openapi_extra=BEARER,
@@ -283,7 +283,7 @@ async def get_task(ws: WorkspaceId, task_id: TaskId, caller: Caller, tasks: Task
 
 
 @router.patch(
-    "/workspaces/{ws}/tasks/{task_id:int}",
+    "/workspaces/{ws}/tasks/{task_id:int64}",
     response_model=TaskOut,
     responses=_WITH_ETAG | problem_responses(412, 428),
     openapi_extra=BEARER | _IF_MATCH,
@@ -306,7 +306,7 @@ async def update_task(
 
 
 @router.delete(
-    "/workspaces/{ws}/tasks/{task_id:int}",
+    "/workspaces/{ws}/tasks/{task_id:int64}",
     status_code=204,
     response_class=Response,
     responses=_DELETED | problem_responses(412),
@@ -329,7 +329,7 @@ async def delete_task(
 
 
 @router.post(
-    "/workspaces/{ws}/tasks/{task_id:int}/restore",
+    "/workspaces/{ws}/tasks/{task_id:int64}/restore",
     response_model=TaskOut,
     responses=_WITH_ETAG | problem_responses(412),
     openapi_extra=BEARER | _OPTIONAL_IF_MATCH,
