@@ -33,6 +33,7 @@ from starlette.types import ASGIApp
 from corestone.observability.health import HealthRegistry
 from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
+from corestone.web._bounded_http import BoundedHttpToolsProtocol
 
 __all__ = [
     "METRICS_PUBLISH_SECONDS",
@@ -205,7 +206,7 @@ async def serve(
         app,
         host=host,
         port=port,
-        http="httptools",
+        http=BoundedHttpToolsProtocol,
         lifespan="on",
         log_config=None,
         access_log=False,
