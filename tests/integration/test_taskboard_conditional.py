@@ -99,3 +99,55 @@ async def test_a_delete_and_a_patch_with_the_same_if_match_never_both_apply(boar
         )
         statuses = (patch.text, delete.text)
         assert (patch.status_code, delete.status_code) in ((200, 412), (404, 204)), statuses
+
+
+async def test_if_match_sent_as_several_header_lines_is_read_as_one_list(board: Board) -> None:
+    """RFC 9110 §5.3: repeated field lines are one comma-separated list. ``If-Match: "9"``
+    then ``If-Match: "1"`` is the list ``"9", "1"``: two versions, a 422 on PATCH, DELETE
+    and restore alike, never the first line alone (which made a stale PATCH apply, or the
+    outcome depend on whether a proxy joined the lines). One current line among weak or
+    foreign tags on other lines still matches, as it would in a single line. The length
+    limit (100) holds for the lines together."""
+    url, auth = await _task_url(board)
+    lines = [*auth.items(), ("If-Match", '"9"'), ("If-Match", '"1"')]
+    for method, target in (("PATCH", url), ("DELETE", url), ("POST", f"{url}/restore")):
+        body = {"title": "mine"} if method == "PATCH" else None
+        response = await board.client.request(method, target, json=body, headers=lines)
+        assert response.status_code == 422, (method, response.text)
+        assert (response.json()["field"], response.json()["rule"]) == ("If-Match", "single_etag")
+    assert (await board.client.get(url, headers=auth)).headers["etag"] == '"1"'
+    first_stale = [*auth.items(), ("If-Match", 'W/"1"'), ("If-Match", '"1"')]
+    patched = await board.client.patch(url, json={"title": "v2"}, headers=first_stale)
+    assert patched.status_code == 200, patched.text
+    only_weak = [*auth.items(), ("If-Match", '"2"'), ("If-Match", "*")]
+    refused = await board.client.delete(url, headers=only_weak)
+    assert (refused.status_code, refused.json()["field"]) == (422, "If-Match"), refused.text
+    padded = '"2"' + " " * 60
+    too_long = await board.client.delete(
+        url, headers=[*auth.items(), ("If-Match", padded), ("If-Match", padded)]
+    )
+    assert (too_long.status_code, too_long.json()["rule"]) == (422, "max_length"), too_long.text
+
+
+async def test_a_task_that_is_not_there_is_404_whatever_the_if_match(board: Board) -> None:
+    """RFC 9110 §13.2.1: preconditions are ignored when the request would fail without
+    them. A weak or non-version If-Match on a missing task, on another workspace's task
+    or under a workspace the caller is no member of is the 404 the same request gets
+    without it, not a 412 that answers before the task (or membership) is looked at;
+    on a task that is there it is still the 412 ``precondition_failed`` naming If-Match."""
+    url, auth = await _task_url(board, "Owner")
+    other_url, other_auth = await _task_url(board, "Other")
+    missing = url.rsplit("/", 1)[0] + "/999999"
+    for if_match in ('W/"1"', '"abc"'):
+        headers = auth | {"If-Match": if_match}
+        for target in (missing, other_url):
+            for method, path in (("PATCH", target), ("DELETE", target)):
+                body = {"title": "x"} if method == "PATCH" else None
+                response = await board.client.request(method, path, json=body, headers=headers)
+                assert response.status_code == 404, (method, path, if_match, response.text)
+            restore = await board.client.post(f"{target}/restore", headers=headers)
+            assert restore.status_code == 404, (target, if_match, restore.text)
+        there = await board.client.delete(url, headers=headers)
+        assert (there.status_code, there.json()["code"]) == (412, "precondition_failed")
+        assert there.json()["field"] == "If-Match"
+    assert (await board.client.get(other_url, headers=other_auth)).status_code == 200

@@ -165,6 +165,53 @@ async def test_bad_ids_in_paths_are_422_not_500(board: Board, path: str) -> None
     assert response.json()["field"] == "ws"
 
 
+@pytest.mark.parametrize("spelling", ["0_{n}", "+{n}", "%20{n}", "{n}.0", "{n}%20", "{n}.00"])
+async def test_an_integer_in_a_path_or_query_is_digits_only(board: Board, spelling: str) -> None:
+    """The document says integer; ``1_0``, ``+10``, `` 10``, ``10.0`` are no spelling of one
+    in a URL, yet lax parsing read them all as 10, so one workspace answered at many URLs
+    (a cache or a log keyed by URL sees strangers) and ``limit=1_0`` listed ten. Each is
+    the 422 naming the parameter a word gets; a task id is already digits (its route)."""
+    n = 1
+    _, auth = await board.signup("Digits")
+    ws = await board.workspace(auth)
+    response = await board.client.get(
+        f"/api/workspaces/{spelling.format(n=ws)}/tasks", headers=auth
+    )
+    assert (response.status_code, response.json()["field"]) == (422, "ws"), response.text
+    for name in ("limit", "page", "assignee_id"):
+        listed = await board.client.get(
+            f"/api/workspaces/{ws}/tasks?{name}={spelling.format(n=n)}", headers=auth
+        )
+        assert (listed.status_code, listed.json()["field"]) == (422, name), listed.text
+    audit = await board.client.get(
+        f"/api/workspaces/{ws}/audit?limit={spelling.format(n=n)}", headers=auth
+    )
+    assert (audit.status_code, audit.json()["field"]) == (422, "limit"), audit.text
+    plain = await board.client.get(
+        f"/api/workspaces/{ws}/tasks?limit=10&assignee_id=1", headers=auth
+    )
+    assert plain.status_code == 200, plain.text
+
+
+@pytest.mark.parametrize("suffix", ["", "/restore"])
+async def test_a_task_id_of_thousands_of_digits_is_422_not_500(board: Board, suffix: str) -> None:
+    """Python refuses to parse an integer of more than 4,300 digits (a guard against
+    quadratic parsing), and the task id's route convertor called ``int`` while routing:
+    a long id was a 500 with a traceback. It is the 422 of any id past 2**63 - 1; with
+    leading zeros it is still the number they pad."""
+    _, auth = await board.signup("Long")
+    ws = await board.workspace(auth)
+    task = await board.task(auth, ws)
+    for digits in ("9" * 5000, "1" + "0" * 19):
+        url = f"/api/workspaces/{ws}/tasks/{digits}{suffix}"
+        response = await board.client.request("GET" if not suffix else "POST", url, headers=auth)
+        assert response.status_code == 422, response.text
+        assert response.json()["field"] == "task_id"
+    padded = f"/api/workspaces/{ws}/tasks/{'0' * 5000}{task['id']}{suffix}"
+    response = await board.client.request("GET" if not suffix else "POST", padded, headers=auth)
+    assert response.status_code == 200, response.text
+
+
 async def test_unknown_route_and_method_are_problems(board: Board) -> None:
     """Unknown paths and methods answer with problem+json too."""
     missing = await board.client.get("/api/nope")

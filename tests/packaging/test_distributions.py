@@ -164,7 +164,26 @@ def test_taskboard_sdist_builds_outside_the_workspace(distributions: Distributio
     assert {name: spec for name, spec in sources.items() if spec.get("workspace")} == {}
 
 
-_CORE_ONLY = r"""
+_SCAN_EVERY_MODULE = r"""
+import importlib, pathlib
+bare = []  # a part that fails with anything but MissingExtraError
+root = pathlib.Path(corestone.__file__).parent
+for path in sorted(root.rglob("*.py")):
+    name = ".".join(path.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__")
+    try:
+        importlib.import_module(name)
+    except corestone.MissingExtraError:
+        pass
+    except ImportError as error:
+        if name != "corestone.testing.plugin":  # pytest's plugin: pytest is a given there
+            bare.append([name, repr(error)])
+"""
+"""Imports every module of the installed corestone; ``bare`` lists each that failed with
+anything but MissingExtraError (run after ``import corestone``)."""
+
+
+_CORE_ONLY = (
+    r"""
 import asyncio, json, sys
 import importlib.metadata as metadata
 
@@ -203,18 +222,9 @@ try:
 except ImportError as error:
     missing["RedisCache"] = [str(error), list(error.extras), True]
 
-import importlib, pathlib
-bare = []  # a part that fails with anything but MissingExtraError
-root = pathlib.Path(corestone.__file__).parent
-for path in sorted(root.rglob("*.py")):
-    name = ".".join(path.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__")
-    try:
-        importlib.import_module(name)
-    except corestone.MissingExtraError:
-        pass
-    except ModuleNotFoundError as error:
-        if name != "corestone.testing.plugin":  # pytest's plugin: pytest is a given there
-            bare.append([name, repr(error)])
+"""
+    + _SCAN_EVERY_MODULE
+    + r"""
 
 installed = {}
 for dist in metadata.distributions():
@@ -228,6 +238,7 @@ print(json.dumps({
     "installed": installed,
 }))
 """
+)
 
 
 def test_the_core_wheel_alone_works_and_names_the_extra_for_every_other_part(
@@ -293,24 +304,7 @@ def test_the_console_script_without_the_cli_extra_says_what_to_install(
     ]
 
 
-_BARE_IMPORTS = r"""
-import importlib, json, pathlib
-
-import corestone
-
-bare = []  # a part that fails with anything but MissingExtraError
-root = pathlib.Path(corestone.__file__).parent
-for path in sorted(root.rglob("*.py")):
-    name = ".".join(path.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__")
-    try:
-        importlib.import_module(name)
-    except corestone.MissingExtraError:
-        pass
-    except ImportError as error:
-        if name != "corestone.testing.plugin":  # pytest's plugin: pytest is a given there
-            bare.append([name, repr(error)])
-print(json.dumps(bare))
-"""
+_BARE_IMPORTS = "import json\nimport corestone\n" + _SCAN_EVERY_MODULE + "print(json.dumps(bare))\n"
 
 
 @pytest.mark.parametrize("extra", sorted(EXTRA_MODULES))

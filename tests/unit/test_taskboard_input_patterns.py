@@ -100,7 +100,9 @@ def test_patterns_are_the_ones_in_the_document() -> None:
     [
         (3, True),
         (3.0, True),
-        (9.223372036854775e18, True),
+        (9007199254740991.0, True),
+        # The literal is …775000, the float …774784: another id (see test_taskboard_input_review).
+        (9.223372036854775e18, False),
         (2.0**63, False),
         (3.5, False),
         (0.0, False),
@@ -110,7 +112,8 @@ def test_patterns_are_the_ones_in_the_document() -> None:
     ],
 )
 def test_an_id_is_any_json_integer_in_range(value: Any, accepted: bool) -> None:
-    """``3.0`` is an integer to JSON Schema, so an id sent that way is accepted as 3."""
+    """``3.0`` is an integer to JSON Schema, so an id sent that way is accepted as 3, as
+    long as the float is exactly the integer written (below 2**53)."""
     try:
         member = MemberIn.model_validate({"user_id": value})
     except ValidationError:
@@ -169,13 +172,30 @@ _SORT_PARTS = st.sampled_from([*TaskRepository.sortable, "-", ",", " ", "\t", "x
 
 
 def _sort_refused(value: str) -> bool:
-    """Whether the list route refuses ``sort`` for its form; a name given twice aside."""
+    """Whether the list route refuses ``sort`` (for its form: no name is given twice)."""
     fields = {name: getattr(Task, name) for name in TaskRepository.sortable}
     try:
         parse_sort(value, fields, tiebreak=Task.id)
-    except InvalidInputError as refused:
-        return refused.details.get("rule") != "duplicate"
+    except InvalidInputError:
+        return True
     return False
+
+
+def _without_repeats(value: str) -> str:
+    """``value`` without the terms naming a field an earlier term names.
+
+    A repeat is refused before the terms after it are read (``id,id,-`` is a duplicate,
+    though ``-`` alone is malformed), so the form is compared on the terms without them.
+    """
+    seen: set[str] = set()
+    kept = []
+    for term in value.split(","):
+        name = term.strip().removeprefix("-")
+        if name in TaskRepository.sortable and name in seen:
+            continue
+        seen.add(name)
+        kept.append(term)
+    return ",".join(kept)
 
 
 @settings(max_examples=500, deadline=None)
@@ -185,10 +205,12 @@ def _sort_refused(value: str) -> bool:
 @example(",id")
 @example("- id")
 @example("id,title,status,created_at,updated_at")
+@example("id,id,-")
 def test_sort_is_refused_exactly_when_the_document_refuses_it(value: str) -> None:
     """The sort pattern is what parse_sort accepts: sortable names, - for descending.
 
     A name given twice is also refused: a rule between terms that the pattern leaves to
     the parameter's description.
     """
+    value = _without_repeats(value)
     assert _sort_refused(value) is (re.search(SORT_PATTERN, value) is None), repr(value)

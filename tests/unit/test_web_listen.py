@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections.abc import Callable
 
@@ -73,3 +74,27 @@ def test_an_ipv4_host_binds_ipv4() -> None:
 def test_http_url_brackets_ipv6_literals(host: str, url: str) -> None:
     """``http://::1:8000`` is no URL a browser or curl takes: the address goes in brackets."""
     assert http_url(host, 8000) == url
+
+
+def test_every_interface_without_ipv6_in_the_kernel_listens_on_every_ipv4_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a kernel without IPv6 (``ipv6.disable=1``: an AF_INET6 socket is EAFNOSUPPORT),
+    ``::`` still means every interface, and the IPv4 ones are all there are: it binds
+    0.0.0.0 rather than failing to start. A specific IPv6 address still fails: it
+    names an address this system cannot have."""
+    real = socket.create_server
+
+    def no_ipv6(address: tuple[str, int], *, family: int = socket.AF_INET, **kw: object) -> object:
+        if family == socket.AF_INET6:
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+        return real(address, family=family, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "create_server", no_ipv6)
+    with listen("::", 0) as server:
+        assert server.family == socket.AF_INET
+        assert server.getsockname()[0] == "0.0.0.0"
+        assert _reaches("127.0.0.1", server.getsockname()[1])
+    with pytest.raises(OSError, match="not supported") as refused:
+        listen("::1", 0)
+    assert refused.value.errno == errno.EAFNOSUPPORT

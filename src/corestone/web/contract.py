@@ -18,6 +18,8 @@ from typing import Any, Final
 import fastapi.routing
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
@@ -28,14 +30,40 @@ from corestone.web.problems import problem_response
 
 __all__ = [
     "ANY_VERSION",
+    "INT64",
     "HeadAsGet",
     "PreconditionFailedError",
     "StrictRoute",
     "allowed_methods",
+    "field_value",
     "if_match_version",
 ]
 
 _METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+class _Int64Convertor(Convertor[int]):
+    """Starlette's ``int`` path convertor, minus its 500 for an id of thousands of digits.
+
+    ``int()`` refuses more than 4,300 digits (``sys.get_int_max_str_digits``, a guard
+    against quadratic parsing), and a convertor runs while routing, before any handler
+    could answer a 422. Any number past 19 digits (leading zeros aside) is past 2**63,
+    so it arrives as 2**63: out of every BIGINT range, refused by the route's bound.
+    """
+
+    regex = "[0-9]+"
+
+    def convert(self, value: str) -> int:
+        digits = value.lstrip("0")
+        return int(digits or "0") if len(digits) <= 19 else 2**63
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+INT64: Final = "int64"
+"""A path convertor: ``{task_id:int64}`` is ``{task_id:int}`` safe for any number of digits."""
+register_url_convertor(INT64, _Int64Convertor())
 
 
 class StrictRoute(APIRoute):
@@ -223,6 +251,18 @@ ANY_VERSION: Final = None
 # RFC 9110 §8.8.3: entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE, in a comma-separated list.
 _ENTITY_TAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"\s*(?:,|$)')
 _VERSION = re.compile(r"[1-9][0-9]{0,17}")
+
+
+def field_value(headers: Headers, name: str) -> str | None:
+    """``name``'s value with its repeated lines combined, as RFC 9110 §5.3 reads them.
+
+    A list-valued field (``If-Match``) sent on several lines is one comma-separated list,
+    the same as a proxy joining them would forward. Reading the first line alone (what a
+    ``Header()`` parameter does) would let a request mean one thing here and another
+    behind a proxy.
+    """
+    values = headers.getlist(name)
+    return ", ".join(values) if values else None
 
 
 def if_match_version(value: str | None) -> int | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import math
 import os
@@ -32,6 +33,7 @@ from starlette.types import ASGIApp
 from corestone.observability.health import HealthRegistry
 from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
+from corestone.web._bounded_http import BoundedHttpToolsProtocol
 
 __all__ = [
     "METRICS_PUBLISH_SECONDS",
@@ -79,16 +81,25 @@ def listen(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
     alone would set ``IPV6_V6ONLY=1``, as asyncio's ``create_server`` does for
     ``uvicorn --host ::`` (while uvicorn's own ``bind_socket``, used with ``--workers``,
     leaves the kernel's default): one explicit answer instead. A specific IPv6 address
-    (``::1``) is IPv6 only; an IPv4 address or a host name binds IPv4.
+    (``::1``) is IPv6 only; an IPv4 address or a host name binds IPv4. On a system
+    without IPv6 at all, ``::`` binds every IPv4 interface (``0.0.0.0``) instead.
     """
     if ":" not in host:
         return socket.create_server((host, port), family=socket.AF_INET, backlog=2048)
-    return socket.create_server(
-        (host, port),
-        family=socket.AF_INET6,
-        backlog=2048,
-        dualstack_ipv6=_every_interface(host) and socket.has_dualstack_ipv6(),
-    )
+    every = _every_interface(host)
+    try:
+        return socket.create_server(
+            (host, port),
+            family=socket.AF_INET6,
+            backlog=2048,
+            dualstack_ipv6=every and socket.has_dualstack_ipv6(),
+        )
+    except OSError as error:
+        # A kernel without IPv6 (ipv6.disable=1): every interface is every IPv4 one.
+        if not every or error.errno != errno.EAFNOSUPPORT:
+            raise
+    log.warning("no IPv6 on this system: listening on every IPv4 interface", host=host, port=port)
+    return socket.create_server(("0.0.0.0", port), family=socket.AF_INET, backlog=2048)  # noqa: S104
 
 
 def http_url(host: str, port: int) -> str:
@@ -195,7 +206,7 @@ async def serve(
         app,
         host=host,
         port=port,
-        http="httptools",
+        http=BoundedHttpToolsProtocol,
         lifespan="on",
         log_config=None,
         access_log=False,

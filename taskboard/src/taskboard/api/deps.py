@@ -13,6 +13,7 @@ from fastapi import Depends, Header, Path, Request
 
 from corestone.context import bind_to_request
 from corestone.web import bearer_token, service
+from taskboard.api.schemas import DIGITS
 from taskboard.domain.models import User
 from taskboard.services import TaskService, UserService, WorkspaceService
 
@@ -42,7 +43,7 @@ async def _caller(
 Caller = Annotated[User, Depends(_caller)]
 
 
-async def _workspace(ws: Annotated[int, Path(gt=0, lt=2**63)]) -> int:
+async def _workspace(ws: Annotated[int, Path(gt=0, lt=2**63), DIGITS]) -> int:
     """The workspace in the path, bound as the tenant of everything the request does.
 
     Membership is not checked here: every service method checks it (through the

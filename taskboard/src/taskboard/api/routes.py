@@ -5,15 +5,22 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from corestone import StaleVersionError
+from corestone import InvalidInputError, StaleVersionError
 from corestone.db import MAX_CURSOR_LENGTH
 from corestone.web import problem_for_error
-from corestone.web.contract import ANY_VERSION, StrictRoute, if_match_version
+from corestone.web.contract import (
+    ANY_VERSION,
+    PreconditionFailedError,
+    StrictRoute,
+    field_value,
+    if_match_version,
+)
 from corestone.web.openapi import BEARER, problem_responses, required_header
 from taskboard.api.deps import Caller, Tasks, Users, WorkspaceId, Workspaces
 from taskboard.api.schemas import (
+    DIGITS,
     AuditEntryOut,
     AuditListOut,
     Id,
@@ -106,14 +113,30 @@ IF_MATCH_PATTERN = rf"^\s*(?:\*|{_ETAG}(?:\s*,\s*{_ETAG})*\s*,?)\s*$"
 # around a term stripped. A name given twice is a 422 too, which the description says.
 _SORT_NAME = rf"\s*-?(?:{'|'.join(TaskRepository.sortable)})\s*"
 SORT_PATTERN = rf"^{_SORT_NAME}(?:,{_SORT_NAME}){{0,{len(TaskRepository.sortable) - 1}}}$"
+_IF_MATCH_MAX = 100
 _IF_MATCH = required_header(
     "If-Match",
     'The ETag of the task read ("3"), or * for any version; compared strongly (ADR 0029): '
     "a stale version is 412 with current_version, absent is 428, and a list naming two "
     "versions is 422.",
-    max_length=100,
+    max_length=_IF_MATCH_MAX,
     pattern=IF_MATCH_PATTERN,
 )
+
+
+async def _if_match(request: Request) -> str | None:
+    """If-Match as one list, however many lines it was sent on (RFC 9110 §5.3)."""
+    value = field_value(request.headers, "if-match")
+    if value is not None and len(value) > _IF_MATCH_MAX:
+        raise InvalidInputError(
+            f"If-Match must be at most {_IF_MATCH_MAX} characters",
+            field="If-Match",
+            rule="max_length",
+        )
+    return value
+
+
+IfMatch = Annotated[str | None, Depends(_if_match)]
 _OPTIONAL_IF_MATCH: dict[str, Any] = {
     "parameters": [
         {
@@ -123,7 +146,7 @@ _OPTIONAL_IF_MATCH: dict[str, Any] = {
             "description": 'The ETag of the task read ("3"), or * for any version; compared '
             "strongly (ADR 0029): a stale version is 412 with current_version. Without it "
             "the write applies to whatever version is current.",
-            "schema": {"type": "string", "maxLength": 100, "pattern": IF_MATCH_PATTERN},
+            "schema": {"type": "string", "maxLength": _IF_MATCH_MAX, "pattern": IF_MATCH_PATTERN},
         }
     ]
 }
@@ -198,7 +221,9 @@ async def list_tasks(
     caller: Caller,
     tasks: Tasks,
     status: Annotated[Status | None, Query(description="only tasks in this status")] = None,
-    assignee_id: Annotated[Id | None, Query(description="only tasks assigned to this user")] = None,
+    assignee_id: Annotated[
+        Id | None, Query(description="only tasks assigned to this user"), DIGITS
+    ] = None,
     q: Annotated[
         str | None,
         Query(
@@ -217,7 +242,7 @@ async def list_tasks(
             json_schema_extra={"pattern": SORT_PATTERN},
         ),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size")] = 50,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size"), DIGITS] = 50,
     cursor: Annotated[
         str | None,
         Query(
@@ -234,6 +259,7 @@ async def list_tasks(
             description="page mode: this page of limit tasks, with the total; not with "
             "cursor (422)",
         ),
+        DIGITS,
     ] = None,
 ) -> Response:
     query = TaskQuery(status=status, assignee_id=assignee_id, text=q, sort=sort)
@@ -247,7 +273,7 @@ async def list_tasks(
 
 
 @router.get(
-    "/workspaces/{ws}/tasks/{task_id:int}",
+    "/workspaces/{ws}/tasks/{task_id:int64}",
     response_model=TaskOut,
     responses=_WITH_ETAG,
     openapi_extra=BEARER,
@@ -257,7 +283,7 @@ async def get_task(ws: WorkspaceId, task_id: TaskId, caller: Caller, tasks: Task
 
 
 @router.patch(
-    "/workspaces/{ws}/tasks/{task_id:int}",
+    "/workspaces/{ws}/tasks/{task_id:int64}",
     response_model=TaskOut,
     responses=_WITH_ETAG | problem_responses(412, 428),
     openapi_extra=BEARER | _IF_MATCH,
@@ -269,18 +295,18 @@ async def update_task(
     body: TaskPatch,
     caller: Caller,
     tasks: Tasks,
-    if_match: Annotated[str | None, Header(max_length=100, include_in_schema=False)] = None,
+    if_match: IfMatch,
 ) -> Response:
-    expected = if_match_version(if_match)
+    expected, unmatchable = _condition(if_match, required=True)
     try:
         task = await tasks.update(caller, ws, task_id, body.changes(), expected_version=expected)
     except StaleVersionError as stale:  # the If-Match precondition failed (ADR 0029)
-        return problem_for_error(stale, instance=request.url.path, status=412)
+        return problem_for_error(unmatchable or stale, instance=request.url.path, status=412)
     return _task_response(task)
 
 
 @router.delete(
-    "/workspaces/{ws}/tasks/{task_id:int}",
+    "/workspaces/{ws}/tasks/{task_id:int64}",
     status_code=204,
     response_class=Response,
     responses=_DELETED | problem_responses(412),
@@ -292,18 +318,18 @@ async def delete_task(
     task_id: TaskId,
     caller: Caller,
     tasks: Tasks,
-    if_match: Annotated[str | None, Header(max_length=100, include_in_schema=False)] = None,
+    if_match: IfMatch,
 ) -> Response:
-    expected = _optional_if_match(if_match)
+    expected, unmatchable = _condition(if_match, required=False)
     try:
         await tasks.delete(caller, ws, task_id, expected_version=expected)
     except StaleVersionError as stale:  # the If-Match precondition failed (ADR 0029)
-        return problem_for_error(stale, instance=request.url.path, status=412)
+        return problem_for_error(unmatchable or stale, instance=request.url.path, status=412)
     return Response(status_code=204)  # no body, so no Content-Type either
 
 
 @router.post(
-    "/workspaces/{ws}/tasks/{task_id:int}/restore",
+    "/workspaces/{ws}/tasks/{task_id:int64}/restore",
     response_model=TaskOut,
     responses=_WITH_ETAG | problem_responses(412),
     openapi_extra=BEARER | _OPTIONAL_IF_MATCH,
@@ -314,19 +340,37 @@ async def restore_task(
     task_id: TaskId,
     caller: Caller,
     tasks: Tasks,
-    if_match: Annotated[str | None, Header(max_length=100, include_in_schema=False)] = None,
+    if_match: IfMatch,
 ) -> Response:
-    expected = _optional_if_match(if_match)
+    expected, unmatchable = _condition(if_match, required=False)
     try:
         task = await tasks.restore(caller, ws, task_id, expected_version=expected)
     except StaleVersionError as stale:
-        return problem_for_error(stale, instance=request.url.path, status=412)
+        return problem_for_error(unmatchable or stale, instance=request.url.path, status=412)
     return _task_response(task)
 
 
-def _optional_if_match(value: str | None) -> int | None:
-    """DELETE and restore: no If-Match is no condition (ADR 0029); one given is PATCH's."""
-    return ANY_VERSION if value is None else if_match_version(value)
+_NO_VERSION = 0
+"""A version no task is ever at (they start at 1): the condition of a tag that can match none."""
+
+
+def _condition(
+    value: str | None, *, required: bool
+) -> tuple[int | None, PreconditionFailedError | None]:
+    """The version a write expects, and the 412 to answer if it is not the task's.
+
+    PATCH requires If-Match (428 without); on DELETE and restore none is no condition
+    (ADR 0029). A weak or non-version tag matches no version, but its 412 waits for the
+    write: RFC 9110 §13.2.1 ignores preconditions on a request that fails without them,
+    so a missing task, or one in a workspace the caller is no member of, stays a 404.
+    The write expects :data:`_NO_VERSION` and so fails stale on a task that is there.
+    """
+    if value is None and not required:
+        return ANY_VERSION, None
+    try:
+        return if_match_version(value), None
+    except PreconditionFailedError as unmatchable:
+        return _NO_VERSION, unmatchable
 
 
 @router.get("/workspaces/{ws}/audit", openapi_extra=BEARER)
@@ -334,7 +378,7 @@ async def audit_log(
     ws: WorkspaceId,
     caller: Caller,
     tasks: Tasks,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size")] = 50,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size"), DIGITS] = 50,
     cursor: Annotated[
         str | None,
         Query(max_length=MAX_CURSOR_LENGTH, description="next_cursor of the previous page"),

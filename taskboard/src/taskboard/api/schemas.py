@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AfterValidator,
@@ -15,12 +15,14 @@ from pydantic import (
     Field,
     StringConstraints,
 )
+from pydantic_core import PydanticCustomError
 
 from taskboard.domain.models import DESCRIPTION_MAX, NAME_MAX, TITLE_MAX
 
 __all__ = [
     "BULK_MAX",
     "DESCRIPTION_PATTERN",
+    "DIGITS",
     "NAME_PATTERN",
     "AuditEntryOut",
     "AuditListOut",
@@ -43,35 +45,62 @@ __all__ = [
 ]
 
 
+_EXACT_FLOATS: Final = 2.0**53
+"""Below it a float is exactly the integer its literal wrote; from it up, one of several."""
+
+
 def _integral(value: object) -> object:
     """``2.0`` is the integer 2: JSON Schema counts a number with no fraction as an integer.
 
     A client may serialise an id that way (or a generator may, from the document), so
     strict mode would refuse what the schema allows. Only exact integers pass: ``2.5``,
-    ``true`` and ``"2"`` are still refused, and a float beyond the bounds is out of range.
+    ``true`` and ``"2"`` are still refused. Nor does a float from 2**53 up: the JSON
+    parser has already rounded it (``9007199254740993.0`` arrives as …992.0), so it may
+    name another row than the one sent; such an id must be sent as an integer literal.
     """
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and abs(value) < _EXACT_FLOATS:
         return int(value)
     return value
 
+
+def _digits(value: object) -> object:
+    """An integer in a URL is decimal digits, as the document's ``integer`` is written.
+
+    Lax parsing reads ``1_0``, ``+10``, `` 10 `` and ``10.0`` as 10 too: one resource
+    would answer at many URLs (what a cache or a log keys by), and ``limit=1_0`` list ten.
+    """
+    if isinstance(value, str) and not _DIGITS.fullmatch(value):
+        raise PydanticCustomError(
+            "int_parsing", "Input should be a valid integer, written in decimal digits"
+        )
+    return value
+
+
+_DIGITS = re.compile(r"[0-9]+")
+DIGITS: Final = BeforeValidator(_digits)
+"""For an integer parameter in a path or a query string: digits only (422 otherwise)."""
 
 # Positive and within BIGINT, so no id ever overflows a database column. The bounds come
 # first: the validator after them runs before them, and so they stay JSON Schema bounds.
 Id = Annotated[int, Field(gt=0, lt=2**63), BeforeValidator(_integral)]
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_CONTROL_EXCEPT_NEWLINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Control characters (Unicode Cc: C0, DEL and C1) and the Unicode line and paragraph
+# separators: NEL (U+0085), U+2028 and U+2029 break a line as \n does.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# A description keeps its line breaks (\n, \r, NEL, U+2028/9) and tabs; no other control.
+_CONTROL_EXCEPT_NEWLINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f]")
 
 # The spaces stripped around a name or title (Unicode White_Space), one set for the
 # validator and the schema's pattern, so the document says exactly what is accepted.
 _SPACES = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B)))
 _SPACES += "\u2028\u2029\u202f\u205f\u3000"
 _SPACE = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-_KEPT = r"[^\x00-\x1f\x7f]"
-_EDGE = rf"[^{_SPACE}\x00-\x1f\x7f]"
+_NOT_IN_A_LINE = r"\x00-\x1f\x7f-\x9f\u2028\u2029"  # _CONTROL's set
+_KEPT = rf"[^{_NOT_IN_A_LINE}]"
+_EDGE = rf"[^{_SPACE}{_NOT_IN_A_LINE}]"
 NAME_PATTERN = rf"^[{_SPACE}]*{_EDGE}(?:{_KEPT}*{_EDGE})?[{_SPACE}]*$"
 """A name or title: one line, not blank once the spaces around it are stripped."""
-DESCRIPTION_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+DESCRIPTION_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f]*$"
 """A description: any text, line breaks and tabs included, but no other control character."""
 
 
