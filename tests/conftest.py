@@ -11,3 +11,11 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
     settings.load_profile("ci")
+
+# taskboard writes its mail as .eml files when no provider is configured (var/mail by
+# default); the suite's apps, and the processes its end-to-end tests start, write them
+# to one temporary folder instead of the checkout.
+if not os.environ.get("TASKBOARD_MAIL_DIR"):
+    import tempfile
+
+    os.environ["TASKBOARD_MAIL_DIR"] = tempfile.mkdtemp(prefix="taskboard-mail-")

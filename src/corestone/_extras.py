@@ -21,9 +21,11 @@ __all__ = ["EXTRA_MODULES", "requires_extra"]
 EXTRA_MODULES: Mapping[str, frozenset[str]] = MappingProxyType(
     {
         "cli": frozenset({"typer"}),
+        "email": frozenset({"aiolimiter", "cryptography", "email_validator", "httpx", "jinja2"}),
         "postgres": frozenset({"alembic", "asyncpg", "sqlalchemy"}),
         "redis": frozenset({"msgpack", "redis"}),
-        "smtp": frozenset({"aiosmtplib"}),
+        "ses": frozenset({"botocore"}),
+        "smtp": frozenset({"aiosmtplib", "dkim"}),
         "sqlite": frozenset({"aiosqlite", "alembic", "sqlalchemy"}),
         "web": frozenset({"fastapi", "httptools", "starlette", "uvicorn", "uvloop"}),
     }

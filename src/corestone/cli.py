@@ -7,10 +7,11 @@ its result into lines and an exit code, so everything it does can be done from P
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 from corestone._extras import requires_extra
 from corestone._version import installed_version
@@ -24,7 +25,10 @@ from corestone.errors import ConfigurationError, CorestoneError, NotFoundError
 from corestone.observability.logging import configure_logging
 
 if TYPE_CHECKING:
+    from corestone.email.tracking import EmailTracker, MessageSummary
     from corestone.sagas import SagaOutcome, SagaRegistry
+
+T = TypeVar("T")
 
 __all__ = [
     "EXIT_CONFIGURATION",
@@ -32,6 +36,11 @@ __all__ = [
     "EXIT_SERVICE_FAILED",
     "app",
     "doctor",
+    "email_app",
+    "email_list",
+    "email_preview",
+    "email_retry",
+    "email_show",
     "help_if_bare",
     "main",
     "package_version",
@@ -53,6 +62,10 @@ saga_app = typer.Typer(
     help="Durable sagas: recover the ones a stopped process left.", rich_markup_mode=None
 )
 app.add_typer(saga_app, name="saga")
+email_app = typer.Typer(
+    help="Email: preview templates; list, show and retry stored messages.", rich_markup_mode=None
+)
+app.add_typer(email_app, name="email")
 
 
 def package_version(distribution: str = "corestone") -> str:
@@ -127,6 +140,147 @@ def doctor() -> None:
     for line in format_report(checks):
         typer.echo(line)
     raise typer.Exit(EXIT_OK if all(check.ok for check in checks) else EXIT_SERVICE_FAILED)
+
+
+@email_app.callback(invoke_without_command=True)
+def _email(ctx: typer.Context) -> None:
+    help_if_bare(ctx)
+
+
+@email_app.command("preview")
+def email_preview(
+    template: Annotated[str, typer.Argument(help="The template's name, e.g. welcome.")],
+    data: Annotated[
+        Path | None, typer.Option(help="A JSON file with the merge data (an object).")
+    ] = None,
+    templates: Annotated[Path, typer.Option(help="The folder of templates.")] = Path(
+        "templates/email"
+    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Save the whole message here (.eml) instead of printing it."),
+    ] = None,
+) -> None:
+    """Render TEMPLATE with the merge data and print its subject, text and HTML.
+
+    With --out, the message is saved as an .eml file (open it in a mail client to see
+    what recipients will see). Exit status: 0 rendered, 2 a missing template, bad data
+    or a missing extra.
+    """
+    try:
+        from corestone.email.message import EmailMessage
+        from corestone.email.templates import EmailTemplates
+
+        values = json.loads(data.read_text()) if data is not None else {}
+        if not isinstance(values, dict):
+            raise ValueError("the merge data must be a JSON object")
+        rendered = EmailTemplates(templates).render(template, values)
+    except (CorestoneError, ValueError, OSError) as error:
+        typer.echo(f"corestone email preview: {error}", err=True)
+        raise typer.Exit(EXIT_CONFIGURATION) from None
+    if out is None:
+        typer.echo(f"Subject: {rendered.subject}\n\n--- text ---\n{rendered.text}")
+        if rendered.html is not None:
+            typer.echo(f"\n--- html ---\n{rendered.html}")
+        raise typer.Exit(EXIT_OK)
+    message = EmailMessage.build(
+        sender="preview@example.com", to="recipient@example.com", subject=rendered.subject,
+        text=rendered.text, html=rendered.html,
+    )  # fmt: skip
+    out.write_bytes(message.to_mime().as_bytes())
+    typer.echo(f"saved {out}")
+
+
+@email_app.command("list")
+def email_list(
+    status: Annotated[
+        str | None, typer.Option(help="Only these statuses, comma-separated (queued,failed).")
+    ] = None,
+    limit: Annotated[int, typer.Option(metavar="N", min=1, max=200)] = 50,
+) -> None:
+    """List the newest messages of the outbox in CORESTONE_DATABASE_URL, and counts by status.
+
+    Exit status: 0 listed, 1 the database is unreachable, 2 bad configuration or filter.
+    """
+    from corestone.email.tracking import parse_statuses  # lazy: keep start-up light
+
+    settings = settings_or_exit(quiet=True)
+    try:
+        wanted = parse_statuses(status)
+    except CorestoneError as error:
+        typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(EXIT_CONFIGURATION) from None
+
+    async def read(tracker: EmailTracker) -> tuple[list[MessageSummary], dict[str, int]]:
+        return await tracker.messages(statuses=wanted, limit=limit), await tracker.counts()
+
+    items, counts = _with_tracker(settings, read)
+    for item in items:
+        to = ", ".join(item.to)
+        typer.echo(f"{item.id}  {item.status:<10}  {item.created_at:%Y-%m-%d %H:%M:%S}  {to}")
+    typer.echo("  ".join(f"{name}={count}" for name, count in sorted(counts.items())) or "empty")
+
+
+@email_app.command("show")
+def email_show(message_id: Annotated[str, typer.Argument(help="The message's id.")]) -> None:
+    """Show one message (recipients, status, provider, last error) and its status history.
+
+    Exit status: 0 shown, 1 the database is unreachable, 2 no such message.
+    """
+    settings = settings_or_exit(quiet=True)
+    found = _with_tracker(settings, lambda tracker: tracker.message(message_id))
+    if found is None:
+        typer.echo(f"error: no message {message_id}", err=True)
+        raise typer.Exit(EXIT_CONFIGURATION)
+    for key, value in found.as_json().items():
+        if key != "history":
+            typer.echo(f"{key}: {value}")
+    for entry in found.history or []:
+        via = f" via {entry.provider}" if entry.provider else ""
+        typer.echo(f"  {entry.at:%Y-%m-%d %H:%M:%S}  {entry.status}{via}  {entry.detail or ''}")
+
+
+@email_app.command("retry")
+def email_retry(
+    message_id: Annotated[str, typer.Argument(help="A failed or unknown message.")],
+) -> None:
+    """Queue a failed or unknown message again (a sender delivers it at its next pass).
+
+    For ``unknown`` check the provider's logs first: the recipient may get a second copy.
+    Exit status: 0 queued, 1 the database is unreachable, 2 not a failed or unknown message.
+    """
+    settings = settings_or_exit(quiet=True)
+
+    async def requeue(tracker: EmailTracker) -> bool:
+        from corestone.email.service import EmailService
+
+        return await EmailService(tracker.database).requeue(message_id)
+
+    if not _with_tracker(settings, requeue):
+        typer.echo(f"error: {message_id} is not a failed or unknown message", err=True)
+        raise typer.Exit(EXIT_CONFIGURATION)
+    typer.echo(f"{message_id}  queued")
+
+
+def _with_tracker(settings: Settings, work: Callable[[EmailTracker], Awaitable[T]]) -> T:
+    """Run ``work`` with a tracker on the settings' database; exit 1 if it fails."""
+
+    async def run() -> T:
+        from corestone.db import Database  # lazy: keep start-up light
+        from corestone.email.tracking import EmailTracker
+
+        db = Database.from_settings(settings)
+        await db.start()
+        try:
+            return await work(EmailTracker(db))
+        finally:
+            await db.aclose()
+
+    try:
+        return asyncio.run(run())
+    except CorestoneError as error:
+        typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(EXIT_SERVICE_FAILED) from None
 
 
 @saga_app.command("recover")

@@ -21,6 +21,7 @@ them (``raise UnavailableError(...) from exc``) so the cause is kept for logs.
     │   ├── BulkheadFullError           bulkhead_full          (name)
     │   └── LoadTimeoutError            load_timeout           (key, timeout)
     ├── CommitUnknownError              commit_unknown         (never retried: may have committed)
+    ├── EmailProviderError              email_provider         (provider, retryable, retry_after)
     ├── SagaFailedError                 saga_failed            (saga_id)
     ├── SagaLeaseLostError              saga_lease_lost        (saga_id)
     ├── ConfigurationError              configuration
@@ -45,6 +46,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "CorestoneError",
+    "EmailProviderError",
     "InvalidInputError",
     "LoadTimeoutError",
     "MissingExtraError",
@@ -167,6 +169,31 @@ class PreconditionRequiredError(CorestoneError):
     @property
     def details(self) -> Mapping[str, object]:
         return {"header": self.header}
+
+
+class EmailProviderError(CorestoneError):
+    """An email provider refused or failed a message; ``retryable`` says whether to try again.
+
+    Providers map their own errors onto this one: a timeout, a 429 or a 5xx is retryable
+    (``retry_after`` when the provider said how long to wait); a rejected address, a bad
+    request or a refused credential is permanent, and the message ends as failed with the
+    reason. The delivery service decides what happens next, never the provider.
+    """
+
+    code = "email_provider"
+
+    def __init__(
+        self, provider: str, reason: str, *, retryable: bool, retry_after: float | None = None
+    ) -> None:
+        super().__init__(f"{provider}: {reason}")
+        self.provider = provider
+        self.reason = reason
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+    @property
+    def details(self) -> Mapping[str, object]:
+        return {"provider": self.provider, "retryable": self.retryable}
 
 
 class SagaFailedError(CorestoneError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -11,6 +12,7 @@ from asgi_lifespan import LifespanManager
 
 from corestone import Infrastructure, Settings
 from taskboard.app import create_app
+from taskboard.mail import MailConfig
 
 
 @dataclass
@@ -43,10 +45,10 @@ class Board:
 
 
 @pytest.fixture
-async def board(database_url: str) -> AsyncIterator[Board]:
+async def board(database_url: str, tmp_path: Path) -> AsyncIterator[Board]:
     settings = Settings(database_url=database_url, env="test", http_max_body_bytes=64 * 1024)
     infra = Infrastructure(settings)
-    app = create_app(infra)
+    app = create_app(infra, mail=MailConfig(mail_dir=str(tmp_path / "mail")))
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://taskboard") as client:

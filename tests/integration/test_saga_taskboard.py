@@ -26,7 +26,11 @@ SAGA_TABLE: Any = SagaRecord.__table__
 
 
 async def test_create_workspace_runs_as_a_completed_saga(board: Board) -> None:
-    """POST /api/workspaces answers as before and leaves one completed saga behind."""
+    """POST /api/workspaces answers as before and leaves one completed saga of three steps.
+
+    The third step queues the owner's welcome email; the payload carries the request's
+    correlation id for it (a recovering worker has another).
+    """
     user_id, auth = await board.signup("Ada")
     response = await board.client.post("/api/workspaces", json={"name": "Ops"}, headers=auth)
     assert response.status_code == 201
@@ -38,8 +42,9 @@ async def test_create_workspace_runs_as_a_completed_saga(board: Board) -> None:
         owner = await tx.session.scalar(
             select(Membership).filter_by(workspace_id=body["id"], user_id=user_id)
         )
-    assert (saga.type, saga.status, saga.current_step) == (CREATE_WORKSPACE.name, "completed", 2)
-    assert saga.payload == {"name": "Ops", "owner_id": user_id}
+    assert (saga.type, saga.status, saga.current_step) == (CREATE_WORKSPACE.name, "completed", 3)
+    correlation_id = response.headers["x-request-id"]
+    assert saga.payload == {"name": "Ops", "owner_id": user_id, "correlation_id": correlation_id}
     assert saga.results["workspace"] == {"id": body["id"]}
     assert owner is not None
     assert owner.role == "owner"

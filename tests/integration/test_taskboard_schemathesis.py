@@ -39,6 +39,7 @@ import uvicorn
 
 from corestone import Infrastructure, Settings
 from taskboard.app import create_app, prepare
+from taskboard.mail import MailConfig
 from taskboard.seed import ensure_demo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,7 +92,9 @@ def _people(
     demo = {"Authorization": f"Bearer {token}"}
     me = client.get("/api/me", headers=demo)
     assert me.status_code == 200, me.text
-    task = client.post(f"/api/workspaces/{workspace}/tasks", json={"title": "t"}, headers=demo)
+    # Assigned, so the demo workspace has an email for /api/ops/emails/{message_id}.
+    body = {"title": "t", "assignee_id": me.json()["user"]["id"]}
+    task = client.post(f"/api/workspaces/{workspace}/tasks", json=body, headers=demo)
     assert task.status_code == 201, task.text
     users = []
     for name in ("stranger", "newcomer"):
@@ -111,13 +114,13 @@ def _people(
 
 
 @pytest.fixture
-def live(database_url: str) -> Iterator[Live]:
+def live(database_url: str, tmp_path: Path) -> Iterator[Live]:
     token, workspace = asyncio.run(_seed(database_url))
     infra = Infrastructure(Settings(database_url=database_url, env="test"))
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(infra),
+            create_app(infra, mail=MailConfig(mail_dir=str(tmp_path / "mail"))),
             host="127.0.0.1",
             port=port,
             loop="asyncio",
@@ -207,7 +210,8 @@ def test_head_answers_every_get_of_the_document(live: Live) -> None:
     with httpx.Client(base_url=live.url, headers=auth) as client:
         document = client.get("/openapi.json").json()
         task = client.get(f"/api/workspaces/{live.demo_workspace}/tasks").json()["items"][0]
-        values = {"ws": live.demo_workspace, "task_id": task["id"]}
+        email = client.get("/api/ops/emails").json()["items"][0]
+        values = {"ws": live.demo_workspace, "task_id": task["id"], "message_id": email["id"]}
         gets = [path for path, operations in document["paths"].items() if "get" in operations]
         assert len(gets) >= 6
         for template in gets:

@@ -13,6 +13,7 @@ from corestone.errors import (
     ConfigurationError,
     ConflictError,
     CorestoneError,
+    EmailProviderError,
     InvalidInputError,
     LoadTimeoutError,
     MissingExtraError,
@@ -32,6 +33,7 @@ from corestone.errors import (
 EXPECTED_CODES = {
     CorestoneError: "error",
     CommitUnknownError: "commit_unknown",
+    EmailProviderError: "email_provider",
     InvalidInputError: "invalid_input",
     PayloadTooLargeError: "payload_too_large",
     PreconditionRequiredError: "precondition_required",

@@ -19,7 +19,14 @@ from pathlib import Path
 
 import pytest
 
-LAZY_PACKAGES = ["corestone", "corestone.cache", "corestone.resilience", "corestone.testing"]
+LAZY_PACKAGES = [
+    "corestone",
+    "corestone.cache",
+    "corestone.email",
+    "corestone.email.providers",
+    "corestone.resilience",
+    "corestone.testing",
+]
 
 
 def _tables(package: str) -> tuple[dict[str, str], dict[str, str]]:

@@ -10,7 +10,8 @@ The pytest plugin (loaded automatically through the ``pytest11`` entry point) pr
 
 And the fakes a service's own tests need: :class:`ManualClock` (the ``clock=`` of every
 time-based component), :class:`QueryCounter` (what a piece of code sends to the
-database, checkouts included) and :class:`RedisServer`.
+database, checkouts included), :class:`RedisServer` and :class:`MemoryProvider` (an
+email provider that keeps what it is sent, and fails when told to).
 
 A missing server skips those tests on a developer machine and fails them under
 ``CI=true``, so CI can never go green by skipping. Point the plugin at other servers with
@@ -30,15 +31,24 @@ from corestone.testing.services import (
 )
 
 if TYPE_CHECKING:
+    from corestone.email.providers.memory import MemoryProvider
     from corestone.testing.queries import QueryCounter
 
 
-# QueryCounter needs SQLAlchemy (the 'postgres' or 'sqlite' extra); the rest does not.
-__getattr__, __dir__ = _lazy.lazy_exports(__name__, {"QueryCounter": "corestone.testing.queries"})
+# QueryCounter needs SQLAlchemy (the 'postgres' or 'sqlite' extra), MemoryProvider the
+# 'email' extra; the rest needs neither.
+__getattr__, __dir__ = _lazy.lazy_exports(
+    __name__,
+    {
+        "MemoryProvider": "corestone.email.providers.memory",
+        "QueryCounter": "corestone.testing.queries",
+    },
+)
 
 
 __all__ = [
     "ManualClock",
+    "MemoryProvider",
     "QueryCounter",
     "RedisServer",
     "postgres_admin_url",

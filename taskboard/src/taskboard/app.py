@@ -17,6 +17,7 @@ from corestone.web import instrument
 from corestone.web.openapi import exact_openapi
 from taskboard.api.ops import router as ops_router
 from taskboard.api.routes import router
+from taskboard.mail import MailConfig, MailWiring, mount_email_routes, setup_email
 from taskboard.services import TaskService, UserService, WorkspaceService
 from taskboard.services.workspaces import SAGAS
 
@@ -39,11 +40,15 @@ cached): to measure what the task cache saves, or to rule it out while debugging
 log = get_logger(__name__)
 
 
-def register_services(infra: Infrastructure) -> SagaOrchestrator:
+def register_services(infra: Infrastructure, *, mail: MailWiring | None = None) -> SagaOrchestrator:
     """Register taskboard's application services (one of each per process).
 
+    ``mail`` is the email wiring (``taskboard.mail.setup_email``); without it email is
+    set up from the environment, with a sender in this process (a ``taskboard worker``).
     Returns the process's saga orchestrator (also registered, as a value).
     """
+    if mail is None:
+        mail = setup_email(infra, MailConfig.from_environment(), send=True)
     orchestrator = SagaOrchestrator(infra.db, SAGAS, metrics=infra.metrics)
     infra.services.register_value(SagaOrchestrator, orchestrator)
 
@@ -55,7 +60,10 @@ def register_services(infra: Infrastructure) -> SagaOrchestrator:
     infra.services.register_value(
         TaskService,
         TaskService(
-            db, signing_key=infra.settings.signing_key, cache_reads=task_cache_enabled(os.environ)
+            db,
+            signing_key=infra.settings.signing_key,
+            cache_reads=task_cache_enabled(os.environ),
+            notifier=mail.notifier,
         ),
     )
     return orchestrator
@@ -83,12 +91,18 @@ async def prepare(infra: Infrastructure) -> None:
     log.info("schema up to date")
 
 
-def create_app(infra: Infrastructure, *, worker: bool = True) -> ASGIApp:
+def create_app(
+    infra: Infrastructure, *, worker: bool = True, mail: MailConfig | None = None
+) -> ASGIApp:
     """The ASGI app. If the infrastructure is not running yet, the lifespan runs it.
 
-    ``worker=False`` leaves background work to ``taskboard worker`` processes.
+    ``worker=False`` leaves background work (saga recovery, sending email) to
+    ``taskboard worker`` processes. ``mail`` defaults to the environment's
+    (``taskboard.mail``: files under var/mail unless SMTP is configured).
     """
-    orchestrator = register_services(infra)
+    mail = mail if mail is not None else MailConfig.from_environment()
+    wiring = setup_email(infra, mail, send=worker)
+    orchestrator = register_services(infra, mail=wiring)
     if worker:
         add_background_work(infra, orchestrator)
 
@@ -112,5 +126,6 @@ def create_app(infra: Infrastructure, *, worker: bool = True) -> ASGIApp:
     )
     api.include_router(router)
     api.include_router(ops_router)
+    mount_email_routes(api, wiring, mail)
     exact_openapi(api)
     return instrument(api, infra)

@@ -1,19 +1,28 @@
-"""Operations data for the dashboard (docs/taskboard.md): ``/api/ops/breakers``, ``/cache``."""
+"""Operations data for the dashboard (docs/taskboard.md): breakers, cache, emails."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 
-from corestone.web import infrastructure
+from corestone import NotFoundError
+from corestone.email import EmailStatus
+from corestone.email.tracking import MAX_LIMIT, EmailTracker, parse_statuses
+from corestone.web import infrastructure, service
 from corestone.web.contract import StrictRoute
 from corestone.web.openapi import BEARER
-from taskboard.api.deps import Caller
+from taskboard.api.deps import Caller, Workspaces
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/ops", route_class=StrictRoute)
+
+Tracker = Annotated[EmailTracker, Depends(service(EmailTracker))]
+
+_STATUS = "|".join(s.value for s in EmailStatus)
+STATUS_PATTERN = rf"^(({_STATUS})(,({_STATUS}))*)?$"
+"""What ``status`` accepts (documentation: ``parse_statuses`` checks it, naming the field)."""
 
 
 @router.get("/breakers", openapi_extra=BEARER)
@@ -33,3 +42,49 @@ async def cache(request: Request, _caller: Caller) -> dict[str, Any]:
     Counters only, never keys or values: a key names a workspace's data.
     """
     return infrastructure(request).cache.snapshot()
+
+
+@router.get("/emails", openapi_extra=BEARER)
+async def emails(
+    caller: Caller,
+    workspaces: Workspaces,
+    tracker: Tracker,
+    status: Annotated[
+        str | None,
+        Query(
+            description="only these statuses, comma-separated (queued,failed); "
+            "an unknown one is 422 naming status",
+            json_schema_extra={"pattern": STATUS_PATTERN},
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+) -> dict[str, Any]:
+    """The newest emails of the caller's workspaces, and how many are in each status.
+
+    Unlike breakers and cache counters, a message is a workspace's data (its recipients
+    and subject), so a caller sees only the messages of workspaces they are a member of;
+    messages of no workspace are for operators (``corestone email list``). The counts
+    show a long send's progress.
+    """
+    wanted = parse_statuses(status)
+    mine = await workspaces.workspace_ids_of(caller)
+    items = await tracker.messages(statuses=wanted, workspace_ids=mine, limit=limit)
+    return {
+        "items": [item.as_json() for item in items],
+        "counts": await tracker.counts(workspace_ids=mine),
+    }
+
+
+@router.get("/emails/{message_id}", openapi_extra=BEARER)
+async def email(
+    message_id: Annotated[str, Path(max_length=36)],
+    caller: Caller,
+    workspaces: Workspaces,
+    tracker: Tracker,
+) -> dict[str, Any]:
+    """One email of the caller's workspaces and its status history; 404 for any other."""
+    mine = await workspaces.workspace_ids_of(caller)
+    found = await tracker.message(message_id, workspace_ids=mine)
+    if found is None:
+        raise NotFoundError("no such email")
+    return found.as_json()

@@ -19,6 +19,7 @@ from corestone.db import (
     UTCDateTime,
     VersionMixin,
 )
+from corestone.email.outbox import EmailOutboxRecord  # noqa: F401 - its tables: revision 0008
 
 __all__ = ["ApiToken", "Membership", "Role", "Task", "TaskStatus", "User", "Workspace"]
 

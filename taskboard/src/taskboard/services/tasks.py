@@ -15,11 +15,14 @@ from typing import Any
 from corestone import InvalidInputError
 from corestone.db import AuditEntry, CursorCodec, Database, Transaction, audit_entries, check_limit
 from taskboard.domain.models import Task, User
+from taskboard.services.notifications import Notifier, Recipient
 from taskboard.services.repositories import (
     MAX_LIMIT,
     MembershipRepository,
     TaskRepository,
     UncachedTaskRepository,
+    UserRepository,
+    WorkspaceRepository,
 )
 from taskboard.services.workspaces import require_member
 
@@ -70,8 +73,16 @@ class AuditPage:
 
 
 class TaskService:
-    def __init__(self, db: Database, *, signing_key: bytes, cache_reads: bool = True) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        signing_key: bytes,
+        cache_reads: bool = True,
+        notifier: Notifier | None = None,
+    ) -> None:
         self._db = db
+        self._notifier = notifier
         self._signing_key = signing_key
         self._audit_cursors = CursorCodec(signing_key)
         # Off (TASKBOARD_TASK_CACHE=off): reads go to the database; writes still
@@ -86,7 +97,9 @@ class TaskService:
         async with self._db.transaction() as tx:
             await require_member(tx, workspace_id, actor.id)
             await _check_assignees(tx, workspace_id, [fields])
-            return await self._tasks(tx, workspace_id).create(fields)
+            task = await self._tasks(tx, workspace_id).create(fields)
+            await self._notify_assigned(tx, actor, workspace_id, [task])
+            return task
 
     async def create_many(
         self, actor: User, workspace_id: int, items: Sequence[Mapping[str, Any]]
@@ -97,7 +110,9 @@ class TaskService:
             await _check_assignees(tx, workspace_id, items, field="items[{}].assignee_id")
             tasks = self._tasks(tx, workspace_id)
             ids = await tasks.create_many(items)
-            return await tasks.get_many(ids)
+            created = await tasks.get_many(ids)
+            await self._notify_assigned(tx, actor, workspace_id, created)
+            return created
 
     async def get(self, actor: User, workspace_id: int, task_id: int) -> Task:
         """The task, from the cache when it is there: then with no database round trip.
@@ -156,8 +171,41 @@ class TaskService:
         async with self._db.transaction() as tx:
             await require_member(tx, workspace_id, actor.id)
             await _check_assignees(tx, workspace_id, [changes])
-            return await self._tasks(tx, workspace_id).update(
-                task_id, changes, expected_version=expected_version
+            tasks = self._tasks(tx, workspace_id)
+            assigning = changes.get("assignee_id") is not None and self._notifier is not None
+            before = None
+            if assigning:
+                # Read from the database, not the task cache: a stale cached assignee
+                # would send a note for an assignment that did not change, or miss one.
+                fresh = UncachedTaskRepository(
+                    tx, signing_key=self._signing_key, workspace=workspace_id
+                )
+                before = (await fresh.get(task_id)).assignee_id
+            task = await tasks.update(task_id, changes, expected_version=expected_version)
+            if assigning and task.assignee_id != before:
+                await self._notify_assigned(tx, actor, workspace_id, [task])
+            return task
+
+    async def _notify_assigned(
+        self, tx: Transaction, actor: User, workspace_id: int, tasks: Sequence[Task]
+    ) -> None:
+        """Queue a note to each task's assignee, in the transaction that assigned it."""
+        assigned = [t for t in tasks if t.assignee_id is not None]
+        if self._notifier is None or not assigned:
+            return
+        workspace = await WorkspaceRepository(tx).get(workspace_id)
+        users = UserRepository(tx)
+        for task in assigned:
+            user = await users.get(task.assignee_id)
+            await self._notifier.assigned(
+                tx,
+                workspace_id=workspace_id,
+                workspace=workspace.name,
+                task_id=task.id,
+                version=task.version,
+                title=task.title,
+                assignee=Recipient(user.id, user.name, user.email),
+                actor=actor.name,
             )
 
     async def delete(

@@ -4,10 +4,11 @@ Existence is a secret: a caller who is not a member of a workspace gets NotFound
 for it, exactly as if it did not exist.
 
 Creating a workspace runs the ``taskboard.create_workspace`` saga: the workspace row,
-then the owner's membership (the welcome email joins as a step once the email service
-exists). Both steps are transactional, so each commits together with its record in
-``corestone_sagas`` and takes effect exactly once; a process that dies between them
-leaves a saga that recovery (``taskboard serve``'s worker, ``taskboard worker``, or
+then the owner's membership, then the welcome email to the owner (queued in the outbox
+by ``services.notifications``). Every step is transactional, so each commits together
+with its record in ``corestone_sagas`` and takes effect exactly once; a process that
+dies between them leaves a saga that recovery (``taskboard serve``'s worker,
+``taskboard worker``, or
 ``corestone saga recover --app taskboard.services.workspaces:SAGAS``) finishes.
 If a step fails for good, the workspace row is deleted again (memberships cascade).
 """
@@ -16,12 +17,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from corestone import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
+from sqlalchemy import select
+
+from corestone import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from corestone.context import correlation_id as current_correlation_id
 from corestone.db import Database, Transaction, TransactionBackend
 from corestone.sagas import Saga, SagaOrchestrator, SagaRegistry, SagaStep, StepContext
 from corestone.web import forget_access_after_commit
 from taskboard.domain.models import Membership, Role, User, Workspace
 from taskboard.services.access import access_for
+from taskboard.services.notifications import Recipient, notifier_for
 from taskboard.services.repositories import (
     MembershipRepository,
     UserRepository,
@@ -65,11 +75,30 @@ async def _remove_owner(ctx: StepContext) -> None:
         forget_access_after_commit(ctx.tx, memberships=[(workspace_id, user_id)])
 
 
+async def _welcome(ctx: StepContext) -> dict[str, Any]:
+    """Queue the owner's welcome in this step's transaction (idempotent by workspace id).
+
+    No compensation: this is the last step, so nothing after it can fail the saga.
+    """
+    assert ctx.tx is not None  # a transactional step
+    workspace_id = ctx.results["workspace"]["id"]
+    owner = await UserRepository(ctx.session).get(ctx.payload["owner_id"])
+    message_id = await notifier_for(ctx.database).welcome(
+        ctx.tx,
+        workspace_id=workspace_id,
+        workspace=str(ctx.payload["name"]),
+        owner=Recipient(owner.id, owner.name, owner.email),
+        correlation_id=ctx.payload.get("correlation_id"),
+    )
+    return {"message_id": message_id}
+
+
 CREATE_WORKSPACE = Saga(
     "taskboard.create_workspace",
     [
         SagaStep("workspace", _create_row, _delete_row, transactional=True),
         SagaStep("owner", _add_owner, _remove_owner, transactional=True),
+        SagaStep("welcome", _welcome, transactional=True),
     ],
 )
 SAGAS = SagaRegistry([CREATE_WORKSPACE])
@@ -97,11 +126,20 @@ class WorkspaceService:
 
     async def create(self, actor: User, *, name: str) -> Workspace:
         """A workspace with ``actor`` as its owner (the ``create_workspace`` saga)."""
-        outcome = await self._sagas.run(CREATE_WORKSPACE, {"name": name, "owner_id": actor.id})
+        payload = {"name": name, "owner_id": actor.id, "correlation_id": current_correlation_id()}
+        outcome = await self._sagas.run(CREATE_WORKSPACE, payload)
         workspace_id = outcome.raise_for_status().results["workspace"]["id"]
         async with self._db.transaction(read_only=True) as tx:
             # NotFoundError if someone deleted it in the meantime.
             return await WorkspaceRepository(tx).get(workspace_id)
+
+    async def workspace_ids_of(self, actor: User) -> list[int]:
+        """The ids of every workspace ``actor`` is a member of (what their ops views may show)."""
+        async with self._db.transaction(read_only=True) as tx:
+            rows = await tx.session.execute(
+                select(Membership.workspace_id).where(Membership.user_id == actor.id)
+            )
+            return [int(workspace_id) for (workspace_id,) in rows]
 
     async def _require_owner(self, tx: Transaction, workspace_id: int, actor: User) -> None:
         if await require_member(tx, workspace_id, actor.id) != Role.OWNER.value:

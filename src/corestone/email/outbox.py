@@ -1,0 +1,550 @@
+"""The email outbox: the tables that keep every accepted message, and the fenced writes on them.
+
+``corestone_email_outbox`` holds one row per message, ``corestone_email_events`` its
+status history (one row per status change), ``corestone_email_suppressions`` the
+addresses never to mail again. They live on corestone's ``Base.metadata``; an
+application's migrations create them like its own tables (taskboard: revision ``0008``).
+
+How a row moves (docs/email-delivery.md has the whole story):
+
+- ``queued``: waiting for ``next_attempt_at``. A sender *claims* it by setting
+  ``lease_owner`` / ``lease_expires_at`` and bumping ``fencing_token``, in one
+  ``UPDATE … WHERE id IN (SELECT … LIMIT n [FOR UPDATE SKIP LOCKED]) AND <still due>``,
+  so two senders never hold one row (PostgreSQL skips rows another claim has locked
+  and re-checks the condition on the committed row; SQLite has one writer at a time).
+  The status stays ``queued``: a claimed row that was never handed to a provider is
+  simply claimable again once its lease expires.
+- ``sending``: written (and committed) *before* each provider call, naming the provider.
+  A ``sending`` row whose lease has expired is the crash window: the process died
+  during a call, or between the provider's acceptance and the write of ``sent``.
+- ``sent`` / ``failed`` / ``suppressed`` / ``unknown`` end the sender's work; webhooks
+  later move a sent message on (``delivered``, ``bounced``, …).
+
+Every write after the claim is fenced: it names the row's ``fencing_token`` and the
+``lease_owner`` it expects, and reports which rows matched. A sender that lost its lease
+(and the row was claimed again, which bumps the token) matches nothing and stops.
+Timestamps are the application's wall clock (ADR 0006), read through the store's ``now``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from corestone._extras import requires_extra
+
+with requires_extra(__name__, "postgres", "sqlite"):
+    from sqlalchemy import (
+        JSON,
+        CheckConstraint,
+        ColumnElement,
+        ForeignKey,
+        Index,
+        Integer,
+        String,
+        Table,
+        Text,
+        and_,
+        any_,
+        case,
+        func,
+        insert,
+        or_,
+        select,
+        tuple_,
+        update,
+    )
+    from sqlalchemy.dialects import postgresql, sqlite
+    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.orm import Mapped, mapped_column
+
+from corestone.db.models import Base, BigIntId, UTCDateTime, utc_now
+
+__all__ = [
+    "Claimed",
+    "EmailEventRecord",
+    "EmailOutboxRecord",
+    "EmailStatus",
+    "EmailSuppressionRecord",
+    "OutboxStore",
+    "Outcome",
+    "SuppressionReason",
+    "clip_reason",
+]
+
+_ERROR_MAX = 2000
+
+
+class EmailStatus(StrEnum):
+    """Where a message is (issue 13 item 7, plus ``unknown`` for the crash window)."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    DEFERRED = "deferred"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+    OPENED = "opened"
+    CLICKED = "clicked"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"
+    UNKNOWN = "unknown"
+    """A provider call was in flight when its sender died: it may or may not have gone out."""
+
+
+class SuppressionReason(StrEnum):
+    BOUNCE = "bounce"
+    COMPLAINT = "complaint"
+    MANUAL = "manual"
+
+
+def _one_of(column: str, values: Iterable[str]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+_STATUS_CHECK = _one_of("status", (s.value for s in EmailStatus))
+
+
+class EmailOutboxRecord(Base):
+    """``corestone_email_outbox``: one row per accepted message.
+
+    ``message`` is :meth:`EmailMessage.to_dict`. ``provider`` names the provider of the
+    current (``sending``) or last attempt; ``attempts`` counts provider calls.
+    """
+
+    __tablename__ = "corestone_email_outbox"
+    __table_args__ = (
+        CheckConstraint(_STATUS_CHECK, name="status"),
+        Index("ix_corestone_email_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    workspace_id: Mapped[int | None] = mapped_column(BigIntId, nullable=True, index=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    message: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True, unique=True)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    fencing_token: Mapped[int] = mapped_column(Integer, nullable=False)
+    provider: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    provider_message_id: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    correlation_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class EmailEventRecord(Base):
+    """``corestone_email_events``: a message's status history, one row per change."""
+
+    __tablename__ = "corestone_email_events"
+    __table_args__ = (CheckConstraint(_STATUS_CHECK, name="status"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(
+        String(36),
+        ForeignKey("corestone_email_outbox.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    )
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    provider: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class EmailSuppressionRecord(Base):
+    """``corestone_email_suppressions``: addresses (lower-cased) later sends skip."""
+
+    __tablename__ = "corestone_email_suppressions"
+    __table_args__ = (
+        CheckConstraint(_one_of("reason", (r.value for r in SuppressionReason)), name="reason"),
+    )
+
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(16), nullable=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+_OUTBOX: Table = EmailOutboxRecord.__table__  # type: ignore[assignment]
+_EVENTS: Table = EmailEventRecord.__table__  # type: ignore[assignment]
+_SUPPRESSIONS: Table = EmailSuppressionRecord.__table__  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A row a sender holds: what it needs to send it, and the token that fences its writes."""
+
+    id: str
+    token: int
+    status: EmailStatus
+    message: Mapping[str, Any]
+    provider: str | None
+    attempts: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One fenced status write: the new status and the row's values to set with it."""
+
+    status: EmailStatus
+    provider: str | None = None
+    detail: str | None = None
+    values: Mapping[str, Any] | None = None
+
+
+def clip_reason(text: str) -> str:
+    """A reason short enough for ``last_error`` / ``detail``."""
+    return text if len(text) <= _ERROR_MAX else text[: _ERROR_MAX - 1] + "…"
+
+
+class OutboxStore:
+    """Reads and fenced writes of the outbox; each method is one or two statements.
+
+    The methods take a session whose transaction the caller owns, so the service can
+    write inside the caller's transaction and the sender can group its writes.
+    """
+
+    def __init__(self, *, now: Callable[[], datetime] = utc_now) -> None:
+        self.now = now
+
+    async def insert(
+        self,
+        session: AsyncSession,
+        message: Mapping[str, Any],
+        *,
+        status: EmailStatus,
+        workspace_id: int | None,
+        correlation_id: str | None,
+        detail: str | None = None,
+    ) -> str:
+        """Store a message and its first event; return its id.
+
+        With an idempotency key already stored, nothing is written and the stored id is
+        returned (``INSERT … ON CONFLICT DO NOTHING``, so a concurrent insert of the same
+        key waits for the other transaction instead of failing it).
+        """
+        values = self.new_row(message, status, workspace_id, correlation_id)
+        key, now = values["idempotency_key"], values["created_at"]
+        if key is None:
+            await session.execute(insert(_OUTBOX).values(values))
+        else:
+            dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+            stored = await session.execute(
+                dialect.insert(_OUTBOX)
+                .values(values)
+                .on_conflict_do_nothing(index_elements=["idempotency_key"])
+                .returning(_OUTBOX.c.id)
+            )
+            if stored.first() is None:
+                existing = await session.execute(
+                    select(_OUTBOX.c.id).where(_OUTBOX.c.idempotency_key == key)
+                )
+                return str(existing.scalar_one())
+        await self.record_events(session, [values["id"]], status, detail=detail, at=now)
+        return str(values["id"])
+
+    def new_row(
+        self, data: Mapping[str, Any], status: EmailStatus, workspace: int | None, cid: str | None
+    ) -> dict[str, Any]:  # a new row for the message ``data``, as insert() writes it
+        now = self.now()
+        return {
+            "id": str(uuid.uuid4()), "workspace_id": workspace, "status": status.value,
+            "message": dict(data), "idempotency_key": data.get("idempotency_key"),
+            "attempts": 0, "next_attempt_at": now if status is EmailStatus.QUEUED else None,
+            "lease_owner": None, "lease_expires_at": None, "fencing_token": 0,
+            "provider": None, "provider_message_id": None, "last_error": None,
+            "correlation_id": cid, "created_at": now, "updated_at": now,
+        }  # fmt: skip
+
+    async def record_events(
+        self,
+        session: AsyncSession,
+        ids: Collection[str],
+        status: EmailStatus,
+        *,
+        provider: str | None = None,
+        detail: str | None = None,
+        details: Mapping[str, str] | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        """One history row per message (``details`` per id overrides ``detail``)."""
+        if not ids:
+            return
+        when = at or self.now()
+        rows = [
+            {
+                "message_id": message_id,
+                "status": status.value,
+                "at": when,
+                "provider": provider,
+                "detail": clip_reason(text)
+                if (text := (details or {}).get(message_id, detail))
+                else None,
+            }
+            for message_id in ids
+        ]
+        await session.execute(insert(_EVENTS), rows)
+
+    async def claim_due(
+        self, session: AsyncSession, *, owner: str, limit: int, lease: timedelta, pg: bool
+    ) -> list[Claimed]:
+        """Lease up to ``limit`` queued messages that are due and not held by anyone."""
+        now = self.now()
+        due = and_(
+            _OUTBOX.c.status == EmailStatus.QUEUED.value,
+            _OUTBOX.c.next_attempt_at <= now,
+            or_(_OUTBOX.c.lease_expires_at.is_(None), _OUTBOX.c.lease_expires_at < now),
+        )
+        return await self._claim(session, due, _OUTBOX.c.next_attempt_at, owner, limit, lease, pg)
+
+    async def claim_stale(
+        self, session: AsyncSession, *, owner: str, limit: int, lease: timedelta, pg: bool
+    ) -> list[Claimed]:
+        """Take over ``sending`` rows whose lease expired: the crash window, to resolve."""
+        now = self.now()
+        stale = and_(
+            _OUTBOX.c.status == EmailStatus.SENDING.value, _OUTBOX.c.lease_expires_at < now
+        )
+        return await self._claim(
+            session, stale, _OUTBOX.c.lease_expires_at, owner, limit, lease, pg
+        )
+
+    async def _claim(
+        self,
+        session: AsyncSession,
+        condition: ColumnElement[bool],
+        order: Any,
+        owner: str,
+        limit: int,
+        lease: timedelta,
+        pg: bool,
+    ) -> list[Claimed]:
+        now = self.now()
+        query = select(_OUTBOX.c.id).where(condition).order_by(order).limit(limit)
+        if pg:
+            query = query.with_for_update(skip_locked=True)
+        # A materialised CTE runs once (as ``id IN (subquery)`` PostgreSQL may rerun it per
+        # row and claim every due row); its ids go in as one array (joined: rows x candidates).
+        candidates = query.cte("candidates").prefix_with("MATERIALIZED")
+        ids = select(candidates.c.id).scalar_subquery()
+        picked = _OUTBOX.c.id == (any_(func.array(ids)) if pg else candidates.c.id)
+        rows = await session.execute(
+            update(_OUTBOX)
+            .where(picked, condition)
+            .values(
+                lease_owner=owner,
+                lease_expires_at=now + lease,
+                fencing_token=_OUTBOX.c.fencing_token + 1,
+                updated_at=now,
+            )
+            .returning(
+                _OUTBOX.c.id,
+                _OUTBOX.c.fencing_token,
+                _OUTBOX.c.status,
+                _OUTBOX.c.message,
+                _OUTBOX.c.provider,
+                _OUTBOX.c.attempts,
+                _OUTBOX.c.created_at,
+            )
+        )
+        return [
+            Claimed(
+                r.id,
+                r.fencing_token,
+                EmailStatus(r.status),
+                r.message,
+                r.provider,
+                r.attempts,
+                r.created_at,
+            )
+            for r in rows
+        ]
+
+    async def begin_attempt(
+        self,
+        session: AsyncSession,
+        rows: Sequence[Claimed],
+        *,
+        owner: str,
+        provider: str,
+        lease: timedelta,
+        details: Mapping[str, str] | None = None,
+    ) -> set[str]:
+        """Mark ``rows`` ``sending`` through ``provider`` (fenced); return the ids still held.
+
+        This is the re-check before every provider call: a row another sender took over,
+        or that an operator moved on, is not returned and must not be sent.
+        """
+        now = self.now()
+        held = await self._fenced(
+            session,
+            rows,
+            owner,
+            {
+                "status": EmailStatus.SENDING.value,
+                "provider": provider,
+                "attempts": _OUTBOX.c.attempts + 1,
+                "lease_expires_at": now + lease,
+                "updated_at": now,
+            },
+            statuses=(EmailStatus.QUEUED, EmailStatus.SENDING),
+        )
+        await self.record_events(
+            session, held, EmailStatus.SENDING, provider=provider, details=details, at=now
+        )
+        return held
+
+    async def finish(
+        self,
+        session: AsyncSession,
+        rows: Sequence[Claimed],
+        outcome: Outcome,
+        *,
+        owner: str,
+        per_row: Mapping[str, Mapping[str, Any]] | None = None,
+        details: Mapping[str, str] | None = None,
+        release: bool = True,
+    ) -> set[str]:
+        """Move ``rows`` to ``outcome.status`` (fenced) with its history rows.
+
+        ``per_row`` gives column values that differ by message (``{column: {id: value}}``);
+        ``release`` ends the lease (every status but a retry the sender still works on).
+        """
+        now = self.now()
+        values: dict[str, Any] = {"status": outcome.status.value, "updated_at": now}
+        values.update(outcome.values or {})
+        if release:
+            values.update(lease_owner=None, lease_expires_at=None)
+        for column, by_id in (per_row or {}).items():
+            values[column] = case(dict(by_id), value=_OUTBOX.c.id, else_=_OUTBOX.c[column])
+        held = await self._fenced(
+            session, rows, owner, values, statuses=(EmailStatus.QUEUED, EmailStatus.SENDING)
+        )
+        await self.record_events(
+            session, held, outcome.status, provider=outcome.provider,
+            detail=outcome.detail, details=details, at=now,
+        )  # fmt: skip
+        return held
+
+    async def release(
+        self,
+        session: AsyncSession,
+        rows: Sequence[Claimed],
+        *,
+        owner: str,
+        at: Mapping[str, datetime],
+    ) -> None:
+        """Give queued rows back, each due again at ``at[id]`` (no status change)."""
+        values = {
+            "next_attempt_at": case(dict(at), value=_OUTBOX.c.id, else_=_OUTBOX.c.next_attempt_at),
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "updated_at": self.now(),
+        }
+        await self._fenced(session, rows, owner, values, statuses=(EmailStatus.QUEUED,))
+
+    async def _fenced(
+        self,
+        session: AsyncSession,
+        rows: Sequence[Claimed],
+        owner: str,
+        values: Mapping[str, Any],
+        statuses: Sequence[EmailStatus] = (EmailStatus.SENDING,),
+    ) -> set[str]:
+        if not rows:
+            return set()
+        result = await session.execute(
+            update(_OUTBOX)
+            .where(  # ``id IN``: the primary key finds the rows; the pairs alone scan the table
+                _OUTBOX.c.id.in_([r.id for r in rows]),
+                tuple_(_OUTBOX.c.id, _OUTBOX.c.fencing_token).in_([(r.id, r.token) for r in rows]),
+                _OUTBOX.c.lease_owner == owner,
+                _OUTBOX.c.status.in_([s.value for s in statuses]),
+            )
+            .values(dict(values))
+            .returning(_OUTBOX.c.id)
+        )
+        return {row.id for row in result}
+
+    async def requeue(self, session: AsyncSession, message_id: str, *, detail: str) -> bool:
+        """Queue a ``failed`` or ``unknown`` message again (an operator's retry); False if not one.
+
+        For ``unknown`` this is the operator's call that a second copy is acceptable (or
+        that the provider's logs show none went out).
+        """
+        now = self.now()
+        result = await session.execute(
+            update(_OUTBOX)
+            .where(
+                _OUTBOX.c.id == message_id,
+                _OUTBOX.c.status.in_([EmailStatus.FAILED.value, EmailStatus.UNKNOWN.value]),
+            )
+            .values(
+                status=EmailStatus.QUEUED.value,
+                next_attempt_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+                fencing_token=_OUTBOX.c.fencing_token + 1,
+                updated_at=now,
+            )
+            .returning(_OUTBOX.c.id)
+        )
+        if result.first() is None:
+            return False
+        await self.record_events(session, [message_id], EmailStatus.QUEUED, detail=detail, at=now)
+        return True
+
+    async def suppressed_among(self, session: AsyncSession, addresses: Iterable[str]) -> set[str]:
+        """Which of ``addresses`` (compared lower-cased) are on the suppression list."""
+        wanted = {a.lower() for a in addresses}
+        if not wanted:
+            return set()
+        rows = await session.execute(
+            select(_SUPPRESSIONS.c.address).where(_SUPPRESSIONS.c.address.in_(sorted(wanted)))
+        )
+        return {row.address for row in rows}
+
+    async def suppress(
+        self,
+        session: AsyncSession,
+        address: str,
+        reason: SuppressionReason,
+        *,
+        detail: str | None = None,
+    ) -> None:
+        """Put ``address`` on the suppression list (the newest reason wins)."""
+        values = {
+            "address": address.lower(),
+            "reason": reason.value,
+            "at": self.now(),
+            "detail": clip_reason(detail) if detail else None,
+        }
+        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(_SUPPRESSIONS).values(values)
+        await session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["address"],
+                set_={k: statement.excluded[k] for k in ("reason", "at", "detail")},
+            )
+        )
+
+    async def backlog(self, session: AsyncSession) -> tuple[int, datetime | None]:
+        """How many messages wait (queued or sending), and when the oldest was accepted."""
+        row = (
+            await session.execute(
+                select(func.count(), func.min(_OUTBOX.c.created_at)).where(
+                    _OUTBOX.c.status.in_([EmailStatus.QUEUED.value, EmailStatus.SENDING.value])
+                )
+            )
+        ).one()
+        return int(row[0]), row[1]

@@ -1,0 +1,534 @@
+"""The sender: deliver what the outbox holds, once, through providers that fail.
+
+Each pass (:meth:`EmailSender.run_once`):
+
+1. resolves the crash window: ``sending`` rows whose lease expired (their sender died
+   during a provider call, or after the provider accepted and before ``sent`` was
+   written). Through a provider that says it is idempotent the message is sent again
+   with the same id and key, which that provider delivers once; otherwise it becomes
+   ``unknown`` and waits for an operator: it is never sent again blindly.
+2. claims due ``queued`` rows (leases, ``SKIP LOCKED`` on PostgreSQL) and delivers them:
+   per provider in failover order (or weighted round-robin for the first choice), each
+   call behind the provider's circuit breaker and rate limit. Before every call the
+   rows are marked ``sending`` through that provider, fenced: a row this sender no
+   longer holds is not sent. A retryable error is retried on the same provider after a
+   short wait, then the next provider takes over; a permanent one ends the message
+   ``failed`` with the reason. What no provider took goes back to ``queued`` with a
+   growing backoff, so with every provider down messages wait and go out when one
+   recovers.
+
+Every status change is also written to ``corestone_email_events``. The sender is a
+component (``start`` / ``aclose``) for :class:`~corestone.Infrastructure`, or runs in a
+worker process; any number of senders may share one database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from corestone._extras import requires_extra
+
+with requires_extra(__name__, "postgres", "sqlite"):
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+from corestone.db.database import Database
+from corestone.db.models import utc_now
+from corestone.email.message import EmailMessage
+from corestone.email.outbox import Claimed, EmailStatus, OutboxStore, Outcome, clip_reason
+from corestone.email.providers.base import Outgoing, Sent
+from corestone.email.routing import ProviderRoute, Router, Slot, Strategy
+from corestone.email.service import MESSAGES_METRIC, drop_recipients
+from corestone.errors import CircuitOpenError, EmailProviderError, InvalidInputError
+from corestone.observability.health import CheckResult, HealthStatus
+from corestone.observability.logging import get_logger
+from corestone.observability.metrics import Metrics
+from corestone.resilience.registry import BreakerRegistry
+
+__all__ = ["EmailSender"]
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    row: Claimed
+    outgoing: Outgoing
+    note: str | None = None
+    """Said on the ``sending`` event (recipients left out because suppressed)."""
+
+    @property
+    def id(self) -> str:
+        return self.row.id
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """What one round of calls through one provider left to do."""
+
+    retry: list[_Item]
+    skipped: list[_Item]
+    wait: float = 0.0
+    called: bool = False
+
+
+class EmailSender:
+    """Deliver queued messages; a component. See the module doc for the guarantees.
+
+    ``lease_seconds`` must exceed the longest provider call (each attempt renews it). A
+    message no provider took is retried after ``backoff_initial_seconds``, doubling per
+    round up to ``backoff_max_seconds``; with ``max_age_seconds`` it fails once it has
+    waited that long (None: it waits until a provider takes it).
+    """
+
+    name = "email-sender"
+
+    def __init__(
+        self,
+        database: Database,
+        routes: Sequence[ProviderRoute],
+        *,
+        strategy: Strategy = "failover",
+        breakers: BreakerRegistry | None = None,
+        metrics: Metrics | None = None,
+        batch: int = 100,
+        concurrency: int = 10,
+        lease_seconds: float = 60.0,
+        poll_seconds: float = 1.0,
+        tries_per_provider: int = 2,
+        retry_wait_seconds: float = 0.5,
+        max_retry_wait_seconds: float = 5.0,
+        backoff_initial_seconds: float = 5.0,
+        backoff_max_seconds: float = 300.0,
+        max_age_seconds: float | None = None,
+        backlog_warn_seconds: float = 900.0,
+        drain_seconds: float = 10.0,
+        owner: str | None = None,
+        now: Callable[[], datetime] = utc_now,
+    ) -> None:
+        if batch < 1 or concurrency < 1 or tries_per_provider < 1 or lease_seconds <= 0:
+            raise ValueError("batch, concurrency and tries_per_provider >= 1; lease_seconds > 0")
+        self.database = database
+        self.router = Router(routes, strategy, breakers or BreakerRegistry(metrics=metrics))
+        self.store = OutboxStore(now=now)
+        self.now = now
+        self.owner = owner or f"email-{uuid.uuid4().hex[:16]}"
+        self.batch, self.lease = batch, timedelta(seconds=lease_seconds)
+        self.poll_seconds, self.tries = poll_seconds, tries_per_provider
+        self.retry_wait, self.max_retry_wait = retry_wait_seconds, max_retry_wait_seconds
+        self.backoff = (backoff_initial_seconds, backoff_max_seconds)
+        self.max_age, self.backlog_warn = max_age_seconds, backlog_warn_seconds
+        self.drain_seconds = drain_seconds
+        self._gate = asyncio.Semaphore(concurrency)
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._last_error: str | None = None
+        metrics = metrics or Metrics()
+        self._messages = metrics.counter(*MESSAGES_METRIC, ["provider", "outcome"])
+        self._latency = metrics.histogram(
+            "email_provider_seconds", "Time of one provider call.", ["provider"]
+        )
+        self._backlog = metrics.gauge("email_outbox_backlog", "Messages queued or sending.")
+        self._oldest = metrics.gauge(
+            "email_outbox_oldest_seconds", "Age of the oldest message waiting in the outbox."
+        )
+
+    # -- the component -------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def wake(self) -> None:
+        """Start a pass now instead of at the next poll (the service calls it on commit)."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        """Begin passes in the background, the first after ``poll_seconds`` or a wake."""
+        if self.running:
+            return
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(self._loop(), name="corestone-email-sender")
+
+    async def aclose(self) -> None:
+        """Let the pass in progress finish (up to ``drain_seconds``), then stop. Idempotent.
+
+        A pass cut off here leaves its rows leased: a row marked ``sending`` is resolved
+        by the crash-window rule, any other is claimable again once its lease expires.
+        """
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stop.set()
+        self._wake.set()
+        try:
+            await asyncio.wait([task], timeout=self.drain_seconds)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _loop(self) -> None:
+        # Wait first (a commit's wake cuts it short): the process may still be migrating
+        # the schema right after start.
+        done = 0
+        while not self._stop.is_set():
+            if done < self.batch:  # a full batch: more may be due, go again at once
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                self._wake.clear()
+                if self._stop.is_set():
+                    return
+            try:
+                done = await self.run_once()
+            except Exception as error:  # noqa: BLE001 - the database may be back next pass
+                log.warning("email sender pass failed", error=repr(error))
+                self._last_error, done = repr(error)[:200], 0
+            else:
+                self._last_error = None
+
+    async def check(self) -> CheckResult:
+        """Health: fail with no provider; warn when the oldest waiting message is too old.
+
+        Observed value: the backlog (messages queued or sending). Also ``warn`` when the
+        last pass failed or the loop ended while it should run.
+        """
+        if not self.router.slots:
+            return CheckResult(HealthStatus.FAIL, output="no email provider is configured")
+        size, oldest_age = await self.refresh_stats()
+        if self._task is not None and self._task.done():
+            return CheckResult(HealthStatus.WARN, size, "messages", output="the sender stopped")
+        if oldest_age > self.backlog_warn:
+            output = f"the oldest message has waited {oldest_age:.0f}s"
+            return CheckResult(HealthStatus.WARN, size, "messages", output=output)
+        if self._last_error is not None:
+            output = f"last pass: {self._last_error}"
+            return CheckResult(HealthStatus.WARN, size, "messages", output=output)
+        return CheckResult(HealthStatus.PASS, size, "messages")
+
+    async def refresh_stats(self) -> tuple[int, float]:
+        """Read the backlog and its oldest message's age into the gauges; return both."""
+        async with self.database.transaction(read_only=True) as tx:
+            size, oldest = await self.store.backlog(tx.session)
+        age = 0.0 if oldest is None else max(0.0, (self.now() - oldest).total_seconds())
+        self._backlog.set(size)
+        self._oldest.set(age)
+        return size, age
+
+    # -- one pass ------------------------------------------------------------------------
+
+    async def run_once(self) -> int:
+        """Resolve expired ``sending`` rows, then claim and deliver due messages.
+
+        Returns how many rows this pass handled (a full batch means: go again).
+        """
+        if not self.router.slots:  # nothing to send through: leave every row as it is
+            await self.refresh_stats()
+            return 0
+        pg = self.database.dialect == "postgresql"
+        stale = await self._write(
+            lambda s: self.store.claim_stale(
+                s, owner=self.owner, limit=self.batch, lease=self.lease, pg=pg
+            )
+        )
+        if stale:
+            await self._resolve_stale(stale)
+        claimed = await self._write(
+            lambda s: self.store.claim_due(
+                s, owner=self.owner, limit=self.batch, lease=self.lease, pg=pg
+            )
+        )
+        if claimed:
+            await self._deliver(claimed)
+        await self.refresh_stats()
+        return len(stale) + len(claimed)
+
+    async def _write(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        return await self.database.run_in_transaction(lambda tx: work(tx.session))
+
+    async def _resolve_stale(self, rows: list[Claimed]) -> None:
+        """A ``sending`` row whose sender died: resend only where the provider dedupes."""
+        again: dict[Slot, list[_Item]] = {}
+        unknown: list[Claimed] = []
+        for row in rows:
+            slot = self.router.by_name(row.provider)
+            item = self._item(row)
+            if slot is not None and slot.idempotent and isinstance(item, _Item):
+                again.setdefault(slot, []).append(item)
+            else:
+                unknown.append(row)
+        if unknown:
+            detail = (
+                "the sender stopped during the provider call: it may have been delivered; "
+                "not sent again (retry by hand once the provider's logs are checked)"
+            )
+            await self._write(
+                lambda s: self.store.finish(
+                    s, unknown, Outcome(EmailStatus.UNKNOWN, detail=detail), owner=self.owner
+                )
+            )
+            for row in unknown:
+                self._count(row.provider or "none", "unknown")
+                log.warning("email delivery outcome unknown", message_id=row.id)
+        for slot, items in again.items():
+            await self._through((slot,), items)
+
+    def _item(self, row: Claimed) -> _Item | str:
+        """The row as a provider call, or why it cannot be one (a stored message gone bad)."""
+        try:
+            message = EmailMessage.from_dict(row.message)
+        except (InvalidInputError, KeyError, TypeError, ValueError) as error:
+            return f"the stored message is not valid: {error!r}"
+        # The key providers see: the message's own, else its outbox id; the same on
+        # every attempt, so a provider that dedupes by key delivers a repeat once.
+        key = message.idempotency_key or row.id
+        return _Item(row, Outgoing(row.id, replace(message, idempotency_key=key)))
+
+    async def _deliver(self, claimed: list[Claimed]) -> None:
+        items: list[_Item] = []
+        broken: dict[str, str] = {}
+        for row in claimed:
+            item = self._item(row)
+            if isinstance(item, _Item):
+                items.append(item)
+            else:
+                broken[row.id] = item
+        async with self.database.transaction(read_only=True) as tx:
+            emails = {a.email for i in items for a in i.outgoing.message.recipients}
+            suppressed = await self.store.suppressed_among(tx.session, emails)
+        skipped: dict[str, str] = {}
+        kept: list[_Item] = []
+        for item in items:
+            message = item.outgoing.message
+            mine = sorted({a.email.lower() for a in message.recipients} & suppressed)
+            reduced = drop_recipients(message, suppressed)
+            if reduced is None:
+                skipped[item.id] = "every recipient is suppressed: " + ", ".join(mine)
+            elif mine:  # suppressed since it was queued: left out, and said so on the attempt
+                note = "suppressed recipients left out: " + ", ".join(mine)
+                kept.append(_Item(item.row, Outgoing(item.id, reduced), note))
+            else:
+                kept.append(item)
+        await self._end_early(claimed, broken, skipped)
+        groups: dict[tuple[Slot, ...], list[_Item]] = {}
+        for item in kept:
+            groups.setdefault(self.router.order(), []).append(item)
+        await asyncio.gather(*(self._through(order, group) for order, group in groups.items()))
+
+    async def _end_early(
+        self, claimed: list[Claimed], broken: dict[str, str], skipped: dict[str, str]
+    ) -> None:
+        """Fail rows whose message cannot be read; mark those every recipient of is suppressed."""
+        if not broken and not skipped:
+            return
+        failed = [row for row in claimed if row.id in broken]
+        suppressed = [row for row in claimed if row.id in skipped]
+
+        async def write(session: AsyncSession) -> None:
+            await self.store.finish(
+                session, failed, Outcome(EmailStatus.FAILED), owner=self.owner,
+                per_row={"last_error": broken}, details=broken,
+            )  # fmt: skip
+            await self.store.finish(
+                session, suppressed, Outcome(EmailStatus.SUPPRESSED), owner=self.owner,
+                details=skipped,
+            )  # fmt: skip
+
+        await self._write(write)
+        for _ in failed:
+            self._count("none", "failed")
+        for _ in suppressed:
+            self._count("none", "suppressed")
+
+    # -- through the providers ---------------------------------------------------------
+
+    async def _through(self, order: tuple[Slot, ...], items: list[_Item]) -> None:
+        """Try ``items`` on each provider of ``order`` in turn; reschedule what is left."""
+        todo, waits, called = items, [0.0], False
+        for slot in order:
+            if not todo:
+                return
+            left: list[_Item] = []  # for the next provider
+            current = todo
+            for attempt in range(self.tries):
+                result = await self._attempt(slot, current)
+                called = called or result.called
+                left += result.skipped
+                waits.append(result.wait)
+                if not result.retry:
+                    break
+                wait = max(result.wait, self.retry_wait * 2**attempt)
+                if attempt + 1 == self.tries or wait > self.max_retry_wait:
+                    left += result.retry
+                    break
+                await asyncio.sleep(wait * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
+                current = result.retry
+            todo = left
+        if not todo:
+            return
+        if not called:
+            # Every breaker refused: come back when the first may let a trial through
+            # (not sooner than a poll: a half-open breaker out of trials says 0).
+            waits.append(max(self.poll_seconds, min(s.breaker.retry_after() for s in order)))
+        await self._reschedule(todo, max(waits), called)
+
+    async def _attempt(self, slot: Slot, items: list[_Item]) -> _Attempt:
+        """One call per chunk through ``slot``; chunks its breaker refuses are skipped."""
+        skipped: list[_Item] = []
+        calls = []
+        for start in range(0, len(items), slot.chunk):
+            chunk = items[start : start + slot.chunk]
+            try:
+                permit = slot.breaker.permit()
+            except CircuitOpenError:
+                skipped += chunk
+                continue
+            calls.append(self._chunk(slot, permit, chunk))
+        done = await asyncio.gather(*calls)
+        return _Attempt(
+            [item for d in done for item in d.retry],
+            skipped,
+            max((d.wait for d in done), default=0.0),
+            called=any(d.called for d in done),
+        )
+
+    async def _chunk(self, slot: Slot, permit: int, chunk: list[_Item]) -> _Attempt:
+        """Mark, call, record: the mark right before the call, the record right after.
+
+        Marking each chunk only once it has its turn (concurrency, rate limit) keeps the
+        lease covering one call, and recording at once keeps the crash window (accepted,
+        not yet ``sent``) as short as one write.
+        """
+        notes = {i.id: i.note for i in chunk if i.note}
+        rows = [item.row for item in chunk]
+        calling = False
+        try:
+            async with self._gate:
+                if slot.limiter is not None:
+                    await slot.limiter.acquire(len(chunk))
+                held = await self._write(
+                    lambda s: self.store.begin_attempt(
+                        s,
+                        rows,
+                        owner=self.owner,
+                        provider=slot.name,
+                        lease=self.lease,
+                        details=notes,
+                    )
+                )
+                live = [item for item in chunk if item.id in held]
+                if not live:  # every row lost to another sender (or an operator): no call
+                    slot.breaker.release(permit)
+                    return _Attempt([], [])
+                calling = True  # from here on the call gives the permit back or records it
+                outcomes = await self._call(slot, permit, live)
+                return await self._record(slot, outcomes)
+        except BaseException:
+            if not calling:
+                slot.breaker.release(permit)
+            raise
+
+    async def _call(
+        self, slot: Slot, permit: int, chunk: list[_Item]
+    ) -> list[tuple[_Item, Sent | EmailProviderError]]:
+        """Call the provider for ``chunk``; every failure comes back as an EmailProviderError."""
+        started = time.perf_counter()
+        results: Sequence[Sent | EmailProviderError]
+        try:
+            if len(chunk) == 1:
+                results = [await slot.provider.send(chunk[0].outgoing)]
+            else:
+                results = await slot.provider.send_batch([i.outgoing for i in chunk])
+            if len(results) != len(chunk):
+                reason = f"returned {len(results)} outcomes for {len(chunk)} messages"
+                raise EmailProviderError(slot.name, reason, retryable=True)
+        except EmailProviderError as error:
+            results = [error] * len(chunk)
+        except Exception as error:  # noqa: BLE001 - a provider bug must not stop the sender
+            unexpected = EmailProviderError(slot.name, f"unexpected {error!r}", retryable=True)
+            results = [unexpected] * len(chunk)
+        except BaseException:  # cancelled (shutdown): the call counts for nothing
+            slot.breaker.release(permit)
+            raise
+        seconds = time.perf_counter() - started
+        # Only a provider that did not do its job counts against its breaker: a permanent
+        # refusal (a bad address) is a working provider's answer.
+        down = all(isinstance(r, EmailProviderError) and r.retryable for r in results)
+        slot.breaker.record_outcome(permit, seconds, failed=down)
+        self._latency.labels(provider=slot.name).observe(seconds)
+        return list(zip(chunk, results, strict=True))
+
+    async def _record(
+        self, slot: Slot, outcomes: list[tuple[_Item, Sent | EmailProviderError]]
+    ) -> _Attempt:
+        sent = {i.id: r for i, r in outcomes if isinstance(r, Sent)}
+        errors = {i.id: r for i, r in outcomes if isinstance(r, EmailProviderError)}
+        failed = {key: e for key, e in errors.items() if not e.retryable}
+        retry = [i for i, r in outcomes if isinstance(r, EmailProviderError) and r.retryable]
+        rows = {i.id: i.row for i, _ in outcomes}
+        reasons = {key: clip_reason(e.reason) for key, e in errors.items()}
+        ids = {key: s.provider_message_id for key, s in sent.items()}
+
+        async def write(session: AsyncSession) -> None:
+            await self.store.finish(
+                session, [rows[k] for k in sent],
+                Outcome(EmailStatus.SENT, slot.name, values={"last_error": None}),
+                owner=self.owner, per_row={"provider_message_id": ids},
+            )  # fmt: skip
+            await self.store.finish(
+                session, [rows[k] for k in failed], Outcome(EmailStatus.FAILED, slot.name),
+                owner=self.owner, per_row={"last_error": reasons}, details=reasons,
+            )  # fmt: skip
+            await self.store.finish(
+                session, [i.row for i in retry], Outcome(EmailStatus.QUEUED, slot.name),
+                owner=self.owner, per_row={"last_error": reasons}, details=reasons, release=False,
+            )  # fmt: skip
+
+        await self._write(write)
+        for outcome, keys in (("sent", sent), ("failed", failed)):
+            for _ in keys:
+                self._count(slot.name, outcome)
+        for _ in retry:
+            self._count(slot.name, "retried")
+        wait = max((errors[i.id].retry_after or 0.0 for i in retry), default=0.0)
+        return _Attempt(retry, [], wait, called=True)
+
+    async def _reschedule(self, items: list[_Item], wait: float, called: bool) -> None:
+        """Give back what no provider took, due again after a backoff (or fail it, if too old)."""
+        now = self.now()
+        initial, cap = self.backoff
+        due: dict[str, datetime] = {}
+        expired: list[Claimed] = []
+        providers = max(1, len(self.router.slots))
+        for item in items:
+            row = item.row
+            if self.max_age is not None and (now - row.created_at).total_seconds() > self.max_age:
+                expired.append(row)
+                continue
+            rounds = row.attempts // providers
+            backoff = min(cap, initial * 2 ** min(rounds, 30)) if called else 0.0
+            seconds = max(backoff, wait) * random.uniform(0.75, 1.0)  # noqa: S311 - jitter
+            due[row.id] = now + timedelta(seconds=max(seconds, 0.0))
+        rows = [item.row for item in items if item.id in due]
+        gave_up = f"gave up after {self.max_age}s in the outbox"
+
+        async def write(session: AsyncSession) -> None:
+            await self.store.release(session, rows, owner=self.owner, at=due)
+            outcome = Outcome(EmailStatus.FAILED, detail=gave_up, values={"last_error": gave_up})
+            await self.store.finish(session, expired, outcome, owner=self.owner)
+
+        await self._write(write)
+        for _ in expired:
+            self._count("none", "failed")
+
+    def _count(self, provider: str, outcome: str) -> None:
+        self._messages.labels(provider=provider, outcome=outcome).inc()

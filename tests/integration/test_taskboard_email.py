@@ -1,0 +1,339 @@
+"""taskboard's email over HTTP, on each database: welcome, assignment, webhooks, ops, unsubscribe.
+
+The mail goes to a memory provider through the real outbox and sender, so each test sees
+what a provider would have received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from corestone import Infrastructure, Settings
+from corestone.email.message import EmailMessage
+from corestone.email.providers import MemoryProvider
+from corestone.email.unsubscribe import ONE_CLICK, UnsubscribeTokens
+from corestone.email.webhooks import SendGridWebhook
+from corestone.sagas import StepContext
+from taskboard.app import create_app
+from taskboard.mail import MailConfig
+from taskboard.services.workspaces import CREATE_WORKSPACE, _welcome
+from tests.integration.conftest import Board
+
+PROBLEM = "application/problem+json"
+MAILGUN_KEY = "key-for-the-tests-0123456789"
+
+
+@dataclass
+class MailBoard(Board):
+    memory: MemoryProvider
+    sendgrid_key: ec.EllipticCurvePrivateKey
+
+    async def delivered(self, count: int) -> list[EmailMessage]:
+        """The first ``count`` messages the provider received, waiting for the sender."""
+        for _ in range(500):
+            if len(self.memory.sent) >= count:
+                break
+            await asyncio.sleep(0.02)
+        assert len(self.memory.sent) >= count, [o.message.subject for o in self.memory.sent]
+        return [o.message for o in self.memory.sent]
+
+    def sendgrid_headers(self, body: bytes) -> dict[str, str]:
+        stamp = str(int(time.time()))
+        signature = self.sendgrid_key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+        return {
+            SendGridWebhook.SIGNATURE_HEADER: base64.b64encode(signature).decode(),
+            SendGridWebhook.TIMESTAMP_HEADER: stamp,
+            "Content-Type": "application/json",
+        }
+
+
+def mailgun_body(event: dict[str, Any], *, token: str = "tok-1", key: str = MAILGUN_KEY) -> bytes:
+    stamp = str(int(time.time()))
+    signature = hmac.new(key.encode(), (stamp + token).encode(), hashlib.sha256).hexdigest()
+    return json.dumps(
+        {
+            "signature": {"timestamp": stamp, "token": token, "signature": signature},
+            "event-data": event,
+        }
+    ).encode()
+
+
+@pytest.fixture
+async def mail(database_url: str) -> AsyncIterator[MailBoard]:
+    private = ec.generate_private_key(ec.SECP256R1())
+    public = base64.b64encode(
+        private.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    ).decode()
+    memory = MemoryProvider()
+    config = MailConfig(
+        providers=(memory,), sendgrid_webhook_key=public, mailgun_signing_key=MAILGUN_KEY
+    )
+    settings = Settings(database_url=database_url, env="test", http_max_body_bytes=64 * 1024)
+    infra = Infrastructure(settings)
+    app = create_app(infra, mail=config)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://taskboard") as client:
+            yield MailBoard(client, infra, memory, private)
+
+
+async def ops_email(mail: MailBoard, auth: dict[str, str], message_id: str) -> dict[str, Any]:
+    response = await mail.client.get(f"/api/ops/emails/{message_id}", headers=auth)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+async def test_a_new_workspace_welcomes_its_owner_with_the_requests_correlation_id(
+    mail: MailBoard,
+) -> None:
+    """Creating a workspace queues one welcome, sent to the owner, carrying X-Correlation-Id."""
+    _, auth = await mail.signup("Ada", "ada@example.com")
+    response = await mail.client.post("/api/workspaces", json={"name": "Ops"}, headers=auth)
+    assert response.status_code == 201
+    [welcome] = await mail.delivered(1)
+    assert [a.email for a in welcome.to] == ["ada@example.com"]
+    assert welcome.subject == "Welcome to Ops"
+    assert welcome.headers["X-Correlation-Id"] == response.headers["x-request-id"]
+    assert welcome.idempotency_key == f"taskboard:welcome:{response.json()['id']}"
+
+
+async def test_user_input_in_templates_is_data_never_code(mail: MailBoard) -> None:
+    """Template code in a user's name and a workspace's name arrives as those characters."""
+    _, auth = await mail.signup("{{ 7*7 }}", "sev@example.com")
+    await mail.workspace(auth, name="{% for x in range(3) %}X{% endfor %}<b>")
+    [welcome] = await mail.delivered(1)
+    assert "49" not in (welcome.html or "")
+    assert "XXX" not in welcome.subject
+    assert "{{ 7*7 }}" in (welcome.html or "")
+    assert "&lt;b&gt;" in (welcome.html or "")  # autoescaped in the HTML part
+    assert welcome.subject == "Welcome to {% for x in range(3) %}X{% endfor %}<b>"
+
+
+async def test_assigning_a_task_emails_the_assignee_once_per_assignment(mail: MailBoard) -> None:
+    """Create with an assignee and a PATCH changing it each mail the new assignee; a PATCH
+    leaving the assignee as it is (a retried request, another field) sends nothing."""
+    _, owner = await mail.signup("Ada", "ada@example.com")
+    bo_id, _ = await mail.signup("Bo", "bo@example.com")
+    cy_id, _ = await mail.signup("Cy", "cy@example.com")
+    ws = await mail.workspace(owner)
+    for user_id in (bo_id, cy_id):
+        added = await mail.client.post(
+            f"/api/workspaces/{ws}/members", json={"user_id": user_id}, headers=owner
+        )
+        assert added.status_code == 201, added.text
+    task = await mail.task(owner, ws, title="Ship it", assignee_id=bo_id)
+    url = f"/api/workspaces/{ws}/tasks/{task['id']}"
+    for body in ({"assignee_id": cy_id}, {"assignee_id": cy_id}, {"title": "Ship it now"}):
+        patched = await mail.client.patch(url, json=body, headers=owner | {"If-Match": "*"})
+        assert patched.status_code == 200, patched.text
+    sent = await mail.delivered(3)
+    await asyncio.sleep(0.3)  # a fourth message, were one queued, would have gone by now
+    assert [(m.subject, m.to[0].email) for m in mail.memory.sent[1:] for m in [m.message]] == [
+        ("Assigned to you: Ship it", "bo@example.com"),
+        ("Assigned to you: Ship it", "cy@example.com"),
+    ]
+    assert sent[1].headers["X-Correlation-Id"]
+
+
+async def test_a_title_cannot_add_a_header(mail: MailBoard) -> None:
+    """A Unicode line separator in a title is one line in the subject: no Bcc is added."""
+    _, owner = await mail.signup("Ada", "ada@example.com")
+    bo_id, _ = await mail.signup("Bo", "bo@example.com")
+    ws = await mail.workspace(owner)
+    await mail.client.post(f"/api/workspaces/{ws}/members", json={"user_id": bo_id}, headers=owner)
+    title = "Fix\u2028Bcc: evil@example.com\u2029X-Evil: 1"
+    await mail.task(owner, ws, title=title, assignee_id=bo_id)
+    assigned = (await mail.delivered(2))[1]
+    wire = assigned.to_mime().as_bytes()
+    assert "\u2028" not in assigned.subject
+    assert "\u2029" not in assigned.subject
+    assert b"\nBcc:" not in wire
+    assert b"\nX-Evil:" not in wire
+    assert [a.email for a in assigned.recipients] == ["bo@example.com"]
+
+
+async def test_one_click_unsubscribe_suppresses_the_assignee(mail: MailBoard) -> None:
+    """The assignment mail's List-Unsubscribe URL, POSTed as RFC 8058 says, stops later mail;
+    a GET only shows a form (link scanners must not unsubscribe anyone)."""
+    _, owner = await mail.signup("Ada", "ada@example.com")
+    bo_id, bo = await mail.signup("Bo", "bo@example.com")
+    ws = await mail.workspace(owner)
+    await mail.client.post(f"/api/workspaces/{ws}/members", json={"user_id": bo_id}, headers=owner)
+    first = await mail.task(owner, ws, assignee_id=bo_id)
+    assigned = (await mail.delivered(2))[1]
+    assert assigned.headers["List-Unsubscribe-Post"] == ONE_CLICK
+    link = urlsplit(assigned.headers["List-Unsubscribe"].strip("<>"))
+    path = f"{link.path}?{link.query}"
+    shown = await mail.client.get(path)
+    assert shown.status_code == 200
+    assert "bo@example.com" in shown.text
+    await mail.task(owner, ws, assignee_id=bo_id)
+    await mail.delivered(3)  # the GET suppressed nothing
+    done = await mail.client.post(
+        path, content=ONE_CLICK, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert done.status_code == 200, done.text
+    later = await mail.task(owner, ws, assignee_id=bo_id)
+    listed = await mail.client.get("/api/ops/emails?status=suppressed", headers=owner)
+    assert listed.status_code == 200
+    assert len(listed.json()["items"]) == 1
+    assert later["id"] != first["id"]
+    assert bo  # Bo's own token is irrelevant: the link is the whole authorisation
+
+
+@pytest.mark.parametrize("expired", [False, True], ids=["forged", "expired"])
+async def test_a_forged_or_expired_unsubscribe_link_is_refused(
+    mail: MailBoard, expired: bool
+) -> None:
+    """A token not signed by the app, or signed long ago, is a 422 problem and suppresses no one."""
+    key = mail.infra.settings.signing_key if expired else b"not-the-apps-key-0123456789"
+    clock = (lambda: time.time() - 400 * 86400) if expired else time.time
+    token = UnsubscribeTokens(key, wall_clock=clock).issue("ada@example.com", "task-assignments")
+    response = await mail.client.post(f"/email/unsubscribe?token={token}", content=ONE_CLICK)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    assert response.json()["field"] == "token"
+    _, auth = await mail.signup("Ada", "ada@example.com")
+    await mail.workspace(auth)
+    assert len(await mail.delivered(1)) == 1
+
+
+async def test_sendgrid_events_move_the_status_and_a_replay_is_refused(mail: MailBoard) -> None:
+    """A signed SendGrid batch marks the welcome delivered; the same call again is a 401."""
+    _, auth = await mail.signup("Ada", "ada@example.com")
+    await mail.workspace(auth)
+    await mail.delivered(1)
+    message_id = mail.memory.sent[0].message_id
+    events = [
+        {"email": "ada@example.com", "timestamp": int(time.time()), "event": "delivered",
+         "sg_event_id": "ev-1", "sg_message_id": "x.y", "corestone_id": message_id},
+    ]  # fmt: skip
+    body = json.dumps(events).encode()
+    headers = mail.sendgrid_headers(body)
+    accepted = await mail.client.post("/webhooks/email/sendgrid", content=body, headers=headers)
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["applied"] == 1
+    shown = await ops_email(mail, auth, message_id)
+    assert shown["status"] == "delivered"
+    assert [h["status"] for h in shown["history"]][-1] == "delivered"
+    replay = await mail.client.post("/webhooks/email/sendgrid", content=body, headers=headers)
+    assert replay.status_code == 401
+    assert replay.headers["content-type"].startswith(PROBLEM)
+
+
+@pytest.mark.parametrize("forgery", ["bad signature", "no signature", "old timestamp"])
+async def test_a_forged_sendgrid_call_is_refused(mail: MailBoard, forgery: str) -> None:
+    """Signatures are checked on the raw body: any forgery is a 401 that changes nothing."""
+    body = json.dumps([{"event": "bounce", "type": "bounce", "email": "ada@example.com",
+                        "sg_event_id": "f", "timestamp": int(time.time())}]).encode()  # fmt: skip
+    headers = mail.sendgrid_headers(body)
+    if forgery == "bad signature":
+        headers = mail.sendgrid_headers(body + b" ")
+    elif forgery == "no signature":
+        del headers[SendGridWebhook.SIGNATURE_HEADER]
+    else:
+        stamp = str(int(time.time()) - 3600)
+        signature = mail.sendgrid_key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+        headers[SendGridWebhook.SIGNATURE_HEADER] = base64.b64encode(signature).decode()
+        headers[SendGridWebhook.TIMESTAMP_HEADER] = stamp
+    response = await mail.client.post("/webhooks/email/sendgrid", content=body, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["content-type"].startswith(PROBLEM)
+    _, auth = await mail.signup("Ada", "ada@example.com")
+    await mail.workspace(auth)  # the forged bounce suppressed nothing
+    assert len(await mail.delivered(1)) == 1
+
+
+async def test_an_oversized_webhook_body_is_a_413(mail: MailBoard) -> None:
+    """A body over the endpoint's limit is refused before it is verified or parsed."""
+    body = b"[" + b" " * (2 * 1024 * 1024) + b"]"
+    response = await mail.client.post(
+        "/webhooks/email/sendgrid", content=body, headers=mail.sendgrid_headers(body)
+    )
+    assert response.status_code == 413
+    assert response.headers["content-type"].startswith(PROBLEM)
+
+
+async def test_a_mailgun_hard_bounce_suppresses_and_a_replayed_token_is_refused(
+    mail: MailBoard,
+) -> None:
+    """A signed permanent failure bounces the message and suppresses the address; the same
+    token again is a 401, and a body signed with another key is a 401 too."""
+    _, auth = await mail.signup("Ada", "ada@example.com")
+    await mail.workspace(auth)
+    await mail.delivered(1)
+    message_id = mail.memory.sent[0].message_id
+    event = {"event": "failed", "severity": "permanent", "id": "mg-1",
+             "recipient": "ada@example.com", "timestamp": time.time(),
+             "user-variables": {"corestone-id": message_id},
+             "delivery-status": {"description": "mailbox does not exist"}}  # fmt: skip
+    body = mailgun_body(event)
+    accepted = await mail.client.post("/webhooks/email/mailgun", content=body)
+    assert accepted.status_code == 200, accepted.text
+    assert (await ops_email(mail, auth, message_id))["status"] == "bounced"
+    assert (await mail.client.post("/webhooks/email/mailgun", content=body)).status_code == 401
+    forged = mailgun_body(event, token="tok-2", key="key-of-someone-else")
+    assert (await mail.client.post("/webhooks/email/mailgun", content=forged)).status_code == 401
+    await mail.workspace(auth, name="Second")  # the welcome to a suppressed owner
+    listed = await mail.client.get("/api/ops/emails?status=suppressed", headers=auth)
+    assert len(listed.json()["items"]) == 1
+
+
+async def test_ops_emails_shows_only_the_callers_workspaces(mail: MailBoard) -> None:
+    """Another workspace's message is absent from the list and a 404 by id; bad filters
+    are a 422 problem naming ``status``."""
+    _, ada = await mail.signup("Ada", "ada@example.com")
+    _, eve = await mail.signup("Eve", "eve@example.com")
+    await mail.workspace(ada)
+    await mail.delivered(1)
+    ada_message = mail.memory.sent[0].message_id
+    mine = await mail.client.get("/api/ops/emails", headers=ada)
+    assert [m["id"] for m in mine.json()["items"]] == [ada_message]
+    assert mine.json()["counts"] == {"sent": 1}
+    theirs = await mail.client.get("/api/ops/emails", headers=eve)
+    assert theirs.json() == {"items": [], "counts": {}}
+    peek = await mail.client.get(f"/api/ops/emails/{ada_message}", headers=eve)
+    assert peek.status_code == 404
+    assert peek.headers["content-type"].startswith(PROBLEM)
+    bad = await mail.client.get("/api/ops/emails?status=sent,bogus", headers=ada)
+    assert bad.status_code == 422
+    assert bad.headers["content-type"].startswith(PROBLEM)
+    assert bad.json()["field"] == "status"
+    anonymous = await mail.client.get("/api/ops/emails")
+    assert anonymous.status_code == 401
+
+
+async def test_the_welcome_step_run_again_queues_no_second_message(mail: MailBoard) -> None:
+    """A saga step may run again (recovery after a crash before its record committed):
+    its idempotency key returns the stored message, and nothing more goes out."""
+    user_id, auth = await mail.signup("Ada", "ada@example.com")
+    ws = await mail.workspace(auth)
+    [first] = await mail.delivered(1)
+    db = mail.infra.db
+    async with db.transaction() as tx:
+        ctx = StepContext(
+            saga_id="s", saga_type=CREATE_WORKSPACE.name, step_key="welcome",
+            payload={"name": "Home", "owner_id": user_id, "correlation_id": "again"},
+            results={"workspace": {"id": ws}}, attempt=2, database=db, tx=tx,
+        )  # fmt: skip
+        again = await _welcome(ctx)
+    assert again["message_id"] == mail.memory.sent[0].message_id
+    await asyncio.sleep(0.3)  # a second message, were one queued, would have gone by now
+    assert [o.message for o in mail.memory.sent] == [first]
