@@ -153,19 +153,22 @@ async def test_assigning_a_task_emails_the_assignee_once_per_assignment(mail: Ma
 
 
 async def test_a_title_cannot_add_a_header(mail: MailBoard) -> None:
-    """A Unicode line separator in a title is one line in the subject: no Bcc is added."""
+    """A Unicode line separator in a title is refused at the door (422 naming title), so no
+    assignment mail with a header-shaped subject is ever queued; a plain title still mails."""
     _, owner = await mail.signup("Ada", "ada@example.com")
     bo_id, _ = await mail.signup("Bo", "bo@example.com")
     ws = await mail.workspace(owner)
     await mail.client.post(f"/api/workspaces/{ws}/members", json={"user_id": bo_id}, headers=owner)
     title = "Fix\u2028Bcc: evil@example.com\u2029X-Evil: 1"
-    await mail.task(owner, ws, title=title, assignee_id=bo_id)
+    refused = await mail.client.post(
+        f"/api/workspaces/{ws}/tasks", json={"title": title, "assignee_id": bo_id}, headers=owner
+    )
+    assert refused.status_code == 422
+    assert refused.json()["field"] == "title"
+    await mail.task(owner, ws, title="Fix: Bcc evil@example.com", assignee_id=bo_id)
     assigned = (await mail.delivered(2))[1]
     wire = assigned.to_mime().as_bytes()
-    assert "\u2028" not in assigned.subject
-    assert "\u2029" not in assigned.subject
     assert b"\nBcc:" not in wire
-    assert b"\nX-Evil:" not in wire
     assert [a.email for a in assigned.recipients] == ["bo@example.com"]
 
 
@@ -221,6 +224,10 @@ async def test_sendgrid_events_move_the_status_and_a_replay_is_refused(mail: Mai
     await mail.workspace(auth)
     await mail.delivered(1)
     message_id = mail.memory.sent[0].message_id
+    for _ in range(200):  # the provider has it; the sender writes `sent` right after
+        if (await ops_email(mail, auth, message_id))["status"] == "sent":
+            break
+        await asyncio.sleep(0.05)
     events = [
         {"email": "ada@example.com", "timestamp": int(time.time()), "event": "delivered",
          "sg_event_id": "ev-1", "sg_message_id": "x.y", "corestone_id": message_id},
