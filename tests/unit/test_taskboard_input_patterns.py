@@ -35,7 +35,7 @@ from taskboard.services.repositories import TaskRepository
 # spaces that are stripped, separators that Python calls space and pydantic does not.
 _EDGY = st.sampled_from(
     "\x00\t\n\x0b\x0c\r\x1c\x1f \x7f\x85\x9f\xa0\u1680\u180e\u2000\u200b\u2028\u2029\u202f"
-    "\u205f\u3000\ufeffa"
+    "\u205f\u3000\ufeff\u200e\u202e\u2066\u2069a"
 )
 # Lone surrogates are left out: they are no Unicode text (RFC 8259 §8.2
 # calls their behaviour unpredictable) and pydantic refuses every one, wherever it is.

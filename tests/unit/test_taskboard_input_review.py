@@ -55,3 +55,25 @@ def test_a_description_with_a_c1_control_is_refused(text: str) -> None:
     with pytest.raises(ValidationError):
         TaskIn.model_validate({"title": "t", "description": text})
     assert TaskIn.model_validate({"title": "t", "description": "a\x85b\u2028c"}).description
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        "invoice\u202egnp.exe",  # RIGHT-TO-LEFT OVERRIDE: shows "invoiceexe.png"
+        "a\u202ab",
+        "a\u202db",
+        "\u2066a\u2069",
+        "a\u2067b\u2068c",
+    ],
+)
+def test_a_title_or_name_with_a_bidi_override_or_isolate_is_refused(title: str) -> None:
+    """Bidi embeddings, overrides and isolates reorder what follows them on the screen
+    ("Trojan Source", CVE-2021-42574): a title could show one thing and be another. They
+    are refused in one-line names; the marks right-to-left text needs stay allowed."""
+    for model, field in ((TaskIn, "title"), (TaskPatch, "title"), (WorkspaceIn, "name")):
+        with pytest.raises(ValidationError) as refused:
+            model.model_validate({field: title})
+        assert "bidirectional" in str(refused.value)
+    for allowed in ("שלום\u200f 1", "a\u200eb", "\u061c\u0645\u0631\u062d\u0628\u0627"):
+        assert TaskIn.model_validate({"title": allowed}).title == allowed

@@ -84,9 +84,12 @@ DIGITS: Final = BeforeValidator(_digits)
 # first: the validator after them runs before them, and so they stay JSON Schema bounds.
 Id = Annotated[int, Field(gt=0, lt=2**63), BeforeValidator(_integral)]
 
-# Control characters (Unicode Cc: C0, DEL and C1) and the Unicode line and paragraph
-# separators: NEL (U+0085), U+2028 and U+2029 break a line as \n does.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Control characters (Unicode Cc: C0, DEL and C1), the Unicode line and paragraph
+# separators (NEL (U+0085), U+2028 and U+2029 break a line as \n does), and the bidi
+# embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): in a one-line name
+# they reorder what follows them on the screen ("Trojan Source"), so a title can show
+# one thing and be another. LRM/RLM/ALM, which right-to-left text needs, stay allowed.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 # A description keeps its line breaks (\n, \r, NEL, U+2028/9) and tabs; no other control.
 _CONTROL_EXCEPT_NEWLINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f]")
 
@@ -95,7 +98,7 @@ _CONTROL_EXCEPT_NEWLINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86
 _SPACES = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B)))
 _SPACES += "\u2028\u2029\u202f\u205f\u3000"
 _SPACE = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-_NOT_IN_A_LINE = r"\x00-\x1f\x7f-\x9f\u2028\u2029"  # _CONTROL's set
+_NOT_IN_A_LINE = r"\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"  # _CONTROL's
 _KEPT = rf"[^{_NOT_IN_A_LINE}]"
 _EDGE = rf"[^{_SPACE}{_NOT_IN_A_LINE}]"
 NAME_PATTERN = rf"^[{_SPACE}]*{_EDGE}(?:{_KEPT}*{_EDGE})?[{_SPACE}]*$"
@@ -114,7 +117,9 @@ def _single_line(value: str) -> str:
     if not stripped:
         raise ValueError("must not be blank")
     if _CONTROL.search(stripped):
-        raise ValueError("must not contain control characters or line breaks")
+        raise ValueError(
+            "must not contain control characters, bidirectional overrides or line breaks"
+        )
     return stripped
 
 
