@@ -56,6 +56,38 @@ async def test_a_non_utf8_body_is_the_same_problem_as_malformed_json(board: Boar
         assert body["errors"][0]["rule"] == "json_invalid"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"title": "t", "assignee_id": NaN}',
+        b'{"title": "t", "assignee_id": Infinity}',
+        b'{"title": "t", "assignee_id": -Infinity}',
+        b'{"title": "t", "assignee_id": 1e400}',
+    ],
+)
+async def test_nan_and_infinity_are_malformed_json_not_a_field_error(
+    board: Board, body: bytes
+) -> None:
+    """NaN, Infinity and a number past a double's range are not JSON (RFC 8259): Python's
+    parser reads them, so they used to reach the field and come back as a 422 blaming
+    ``assignee_id``. The body is malformed: 400, rule json_invalid, and nothing stored."""
+    _, auth = await board.signup("Nf")
+    ws = await board.workspace(auth)
+    url = f"/api/workspaces/{ws}/tasks"
+    headers = auth | {"Content-Type": "application/json"}
+    response = await board.client.post(url, content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    problem = response.json()
+    assert (problem["code"], problem["field"]) == ("invalid_input", "body")
+    assert problem["errors"][0]["rule"] == "json_invalid"
+    listing = await board.client.get(url, headers=auth)
+    assert listing.json()["items"] == []
+    fine = await board.client.post(
+        url, content=b'{"title": "t", "description": "1.5e3"}', headers=headers
+    )
+    assert fine.status_code == 201, fine.text
+
+
 async def test_a_204_carries_no_content_type(board: Board) -> None:
     """A deleted task's 204 has no body and so no content type."""
     _, auth = await board.signup("Nc")
