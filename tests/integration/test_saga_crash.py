@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +23,7 @@ from corestone.db import Database, utc_now
 from corestone.sagas import SagaOrchestrator, SagaOutcome, SagaRecord, SagaStatus
 from corestone.sagas.store import SagaStore
 from tests.integration import saga_crash_app as app
+from tests.integration.crash import kill_when_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 SAGAS: Any = SagaRecord.__table__
@@ -56,28 +54,10 @@ async def only_saga(db: Database) -> Any:
 
 def run_and_kill(url: str, crash_at: str, workdir: Path) -> None:
     """Start the saga in a child process, wait until it signals, then SIGKILL it."""
-    env = {**os.environ, "SAGA_CRASH_DIR": str(workdir), "SAGA_CRASH_AT": crash_at}
-    env.pop("SAGA_CRASH_FAIL", None)
-    log = workdir / "child.log"
-    with log.open("wb") as output:
-        child = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests/integration/saga_crash_app.py"), url],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            ready = workdir / "ready"
-            for _ in range(300):  # bounded: up to ~30 s for interpreter start and two steps
-                if ready.exists() or child.poll() is not None:
-                    break
-                time.sleep(0.1)
-            assert ready.exists(), log.read_text()
-            assert ready.read_text() == crash_at
-        finally:
-            os.kill(child.pid, signal.SIGKILL)
-            child.wait(timeout=10)
-    assert child.returncode == -signal.SIGKILL
+    env = {"SAGA_CRASH_DIR": str(workdir), "SAGA_CRASH_AT": crash_at}
+    script = ROOT / "tests/integration/saga_crash_app.py"
+    reached = kill_when_ready(script, [url], workdir, env, unset=("SAGA_CRASH_FAIL",))
+    assert reached == crash_at
 
 
 async def recover_until_done(db: Database) -> SagaOutcome:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time as clock
@@ -16,6 +15,7 @@ import pytest
 from corestone.db import Database, utc_now
 from corestone.email import EmailMessage, EmailSender, EmailService, ProviderRoute
 from corestone.resilience import BreakerRegistry
+from tests.integration.crash import kill_when_ready
 
 from . import sender_crash_app as app
 from .conftest import create_tables, history, row, statuses
@@ -133,30 +133,11 @@ def test_two_sender_processes_on_postgresql_send_each_message_once(
 def run_and_kill(url: str, workdir: Path, *, idempotent: bool) -> None:
     """Start a sender in a child process, wait until its provider accepted, then SIGKILL it."""
     env = {
-        **os.environ,
         "EMAIL_CRASH_DIR": str(workdir),
         "EMAIL_CRASH": "1",
         "EMAIL_IDEMPOTENT": "1" if idempotent else "0",
     }
-    log = workdir / "child.log"
-    with log.open("wb") as output:
-        child = subprocess.Popen(
-            [sys.executable, str(HERE / "sender_crash_app.py"), url],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            ready = workdir / "ready"
-            for _ in range(300):  # bounded: up to ~30 s for interpreter start and the claim
-                if ready.exists() or child.poll() is not None:
-                    break
-                clock.sleep(0.1)
-            assert ready.exists(), log.read_text()
-        finally:
-            os.kill(child.pid, signal.SIGKILL)
-            child.wait(timeout=10)
-    assert child.returncode == -signal.SIGKILL
+    kill_when_ready(HERE / "sender_crash_app.py", [url], workdir, env)
 
 
 @pytest.mark.parametrize("idempotent", [False, True], ids=["plain-provider", "idempotent-provider"])
