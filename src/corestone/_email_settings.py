@@ -98,7 +98,7 @@ _OPTIONAL_EMAIL_FIELDS = (
 # anything but these characters would change which host or path is asked.
 _DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.)*[A-Za-z0-9-]{1,63}")
 _AWS_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}")
-_AWS_KEY_ID = re.compile(r"[A-Z0-9]{16,128}")
+_AWS_KEY_ID = re.compile(r"[A-Za-z0-9_]{16,128}")  # AWS: \w, 16 to 128 characters
 _AWS_CONFIGURATION_SET = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -210,7 +210,7 @@ class EmailSettings(BaseModel):
     @classmethod
     def _ses_key_id(cls, value: str | None) -> str | None:
         return _require_match(
-            value, _AWS_KEY_ID, "is not an AWS access key id (16-128 capital letters and digits)"
+            value, _AWS_KEY_ID, "is not an AWS access key id (16-128 letters, digits or '_')"
         )
 
     @field_validator("ses_configuration_set")

@@ -281,6 +281,7 @@ class Settings(BaseSettings, EmailSettings):
         return "console" if self.env == "dev" else "json"
 
 
+_MAX_SHOWN_CHARS = 200
 _ENCODE_HINT = "percent-encode '/', '?', '#', '@' and ',' in the password"
 
 
@@ -384,7 +385,7 @@ def _describe(exc: ValidationError) -> str:
             continue
         field = str(error["loc"][0])
         secret = field in _SECRET_FIELDS
-        shown = "'***'" if secret else f"{_redact_value(error.get('input'), field)!r}"
+        shown = "'***'" if secret else _cut(repr(_redact_value(error.get("input"), field)))
         if len(error["loc"]) > 1:
             problems.setdefault(field, []).append(
                 f"item {error['loc'][1]} = {shown}: {_problem(error)}"
@@ -399,6 +400,12 @@ def _describe(exc: ValidationError) -> str:
         separator = "=" if not found[0].startswith("item ") else ": "
         lines.append(f"{ENV_PREFIX}{field.upper()}{separator}{'; '.join(found)}{hint}")
     return "\n".join(lines + whole)
+
+
+def _cut(shown: str) -> str:
+    # Masked before cut, so a cut never leaves part of a password; a hostile value of
+    # any length still gives one readable line.
+    return shown if len(shown) <= _MAX_SHOWN_CHARS else shown[: _MAX_SHOWN_CHARS - 1] + "…"
 
 
 def _redact_value(value: object, field: str) -> object:
