@@ -15,7 +15,7 @@ if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
 # taskboard writes its mail as .eml files when no provider is configured (var/mail by
 # default); the suite's apps, and the processes its end-to-end tests start, write them
 # to one temporary folder instead of the checkout.
-if not os.environ.get("TASKBOARD_MAIL_DIR"):
+if not os.environ.get("CORESTONE_EMAIL_FILE_DIR"):
     import tempfile
 
-    os.environ["TASKBOARD_MAIL_DIR"] = tempfile.mkdtemp(prefix="taskboard-mail-")
+    os.environ["CORESTONE_EMAIL_FILE_DIR"] = tempfile.mkdtemp(prefix="taskboard-mail-")

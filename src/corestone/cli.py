@@ -20,7 +20,7 @@ with requires_extra(__name__, "cli"):
     import typer
 
 from corestone.config import Settings, load_settings
-from corestone.doctor import check_services, format_report
+from corestone.doctor import check_services, email_report, format_report
 from corestone.errors import ConfigurationError, CorestoneError, NotFoundError
 from corestone.observability.logging import configure_logging
 
@@ -129,15 +129,16 @@ def doctor() -> None:
     """Check that every configured service answers, before a deploy finds out it does not.
 
     Probes the database, replicas, Redis, the broker and SMTP concurrently, each within
-    CORESTONE_SERVICE_CHECK_TIMEOUT_SECONDS. Exit status: 0 all ok, 1 a service failed,
-    2 the configuration is invalid.
+    CORESTONE_SERVICE_CHECK_TIMEOUT_SECONDS, then describes the email providers (never
+    their keys). Exit status: 0 all ok, 1 a service failed, 2 the configuration is
+    invalid (a provider listed without its credentials included).
     """
     settings = settings_or_exit(quiet=True)
     try:
         checks = asyncio.run(check_services(settings))
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
-    for line in format_report(checks):
+    for line in [*format_report(checks), *email_report(settings)]:
         typer.echo(line)
     raise typer.Exit(EXIT_OK if all(check.ok for check in checks) else EXIT_SERVICE_FAILED)
 

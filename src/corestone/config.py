@@ -4,6 +4,11 @@ Build them with :func:`load_settings` at the edge of a program: it turns pydanti
 validation report into a :class:`ConfigurationError` with one line per bad variable,
 naming it, saying what is wrong and showing a value that would be right.
 
+Email providers and their credentials are settings too (``EMAIL_PROVIDERS``, the grammar
+in :mod:`corestone._email_settings`; ``SMTP_URL``; one secret per provider): a provider
+listed without what it needs stops start-up, naming the variables. API keys and signing
+keys are ``SecretStr``, masked in every representation; ``.get_secret_value()`` reads one.
+
 URLs with credentials (database, replicas, Redis, broker, SMTP) stay plain ``str``
 attributes, because the code that connects needs them whole and asks for them by name
 (``settings.database_url``); every *representation* masks their passwords:
@@ -32,6 +37,12 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from corestone._email_settings import (
+    EMAIL_SECRET_FIELDS,
+    EMAIL_URL_FIELDS,
+    REQUIRED_SETTINGS,
+    EmailSettings,
+)
 from corestone.errors import ConfigurationError
 from corestone.urls import parse_database_url, redact_url, split_urls
 
@@ -39,9 +50,10 @@ __all__ = ["ENV_PREFIX", "Settings", "load_settings", "redact_url"]
 
 ENV_PREFIX = "CORESTONE_"
 _TEST_PREFIX = ENV_PREFIX + "TEST_"
-_SECRET_FIELDS = frozenset({"secret_key"})
-_URL_FIELDS = frozenset(
-    {"broker_url", "database_replica_urls", "database_url", "redis_url", "smtp_url"}
+_SECRET_FIELDS = frozenset({"secret_key"}) | EMAIL_SECRET_FIELDS
+_URL_FIELDS = (
+    frozenset({"broker_url", "database_replica_urls", "database_url", "redis_url", "smtp_url"})
+    | EMAIL_URL_FIELDS
 )
 
 _DATABASE_SCHEMES = {"sqlite+aiosqlite", "postgresql+asyncpg"}
@@ -50,7 +62,7 @@ _BROKER_SCHEMES = {"redis", "rediss", "nats", "tls"}
 _SMTP_SCHEMES = {"smtp", "smtps"}
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, EmailSettings):
     """The configuration of one corestone process. Immutable once built."""
 
     model_config = SettingsConfigDict(
@@ -222,6 +234,25 @@ class Settings(BaseSettings):
             raise ValueError("CORESTONE_SECRET_KEY is required when CORESTONE_ENV=prod")
         return self
 
+    @model_validator(mode="after")
+    def _email_providers_have_credentials(self) -> Settings:
+        problems = []
+        listed = [choice.name for choice in self.email_providers]
+        for name in listed:
+            missing = [f for f in REQUIRED_SETTINGS[name] if getattr(self, f) is None]
+            if missing:
+                needs = " and ".join(f"{ENV_PREFIX}{field.upper()}" for field in missing)
+                problems.append(f"{ENV_PREFIX}EMAIL_PROVIDERS lists {name}, which needs {needs}")
+        for name in self.email_rate_limits:
+            if name not in listed:
+                problems.append(
+                    f"{ENV_PREFIX}EMAIL_RATE_LIMITS limits {name}, which "
+                    f"{ENV_PREFIX}EMAIL_PROVIDERS does not list"
+                )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
     @field_serializer(*sorted(_URL_FIELDS))
     def _masked(self, value: str | list[str] | None) -> str | list[str] | None:
         return _mask(value)
@@ -250,6 +281,7 @@ class Settings(BaseSettings):
         return "console" if self.env == "dev" else "json"
 
 
+_MAX_SHOWN_CHARS = 200
 _ENCODE_HINT = "percent-encode '/', '?', '#', '@' and ',' in the password"
 
 
@@ -353,7 +385,7 @@ def _describe(exc: ValidationError) -> str:
             continue
         field = str(error["loc"][0])
         secret = field in _SECRET_FIELDS
-        shown = "'***'" if secret else f"{_redact_value(error.get('input'))!r}"
+        shown = "'***'" if secret else _cut(repr(_redact_value(error.get("input"), field)))
         if len(error["loc"]) > 1:
             problems.setdefault(field, []).append(
                 f"item {error['loc'][1]} = {shown}: {_problem(error)}"
@@ -370,12 +402,21 @@ def _describe(exc: ValidationError) -> str:
     return "\n".join(lines + whole)
 
 
-def _redact_value(value: object) -> object:
-    # A comma-separated list of URLs (the replicas) has one password per URL.
-    if isinstance(value, str):
+def _cut(shown: str) -> str:
+    # Masked before cut, so a cut never leaves part of a password; a hostile value of
+    # any length still gives one readable line.
+    return shown if len(shown) <= _MAX_SHOWN_CHARS else shown[: _MAX_SHOWN_CHARS - 1] + "…"
+
+
+def _redact_value(value: object, field: str) -> object:
+    # A comma-separated list of URLs (the replicas) has one password per URL; any other
+    # value is shown as typed (empty entries included), a URL in it masked all the same.
+    if isinstance(value, str) and field in _URL_FIELDS:
         return ",".join(redact_url(part) for part in split_urls(value)) if value else value
+    if isinstance(value, str):
+        return redact_url(value) if value else value
     if isinstance(value, list | tuple):
-        return [_redact_value(item) for item in value]
+        return [_redact_value(item, field) for item in value]
     return value
 
 

@@ -13,6 +13,11 @@ when the URL asks for them. Nothing is written, except that a SQLite file (and i
 folder) is created if missing, as :meth:`Database.start` does for the service itself.
 
 URLs and reasons in the results have passwords masked, so they are safe to print.
+
+:func:`email_report` describes the email configuration without connecting anywhere:
+which providers, in which strategy, where each sends, and the webhook keys that are
+missing for them. It never prints a key: a listed provider's credentials are known to be
+set (the settings refuse one without them), so only their absence is news.
 """
 
 from __future__ import annotations
@@ -25,13 +30,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from corestone._email_settings import REQUIRED_SETTINGS, strategy_of
 from corestone._extras import requires_extra
-from corestone.config import Settings
+from corestone.config import ENV_PREFIX, Settings
 from corestone.observability.logging import REDACTED, SecretRedactor
 from corestone.observability.metrics import Metrics
 from corestone.urls import redact_url, url_secrets
 
-__all__ = ["ServiceCheck", "check_services", "format_report"]
+__all__ = ["ServiceCheck", "check_services", "email_report", "format_report"]
 
 _MAX_REASON_CHARS = 200
 _NATS_DEFAULT_PORT = 4222
@@ -95,6 +101,70 @@ def format_report(checks: Sequence[ServiceCheck]) -> list[str]:
             line += f"  {check.reason}"
         lines.append(line)
     return lines
+
+
+_WEBHOOK_KEYS = {
+    "mailgun": "mailgun_webhook_signing_key",
+    "sendgrid": "sendgrid_webhook_public_key",
+}
+
+
+def email_report(settings: Settings) -> list[str]:
+    """Lines describing the email providers the settings configure; no secret in them.
+
+    First ``email  <strategy>: <providers>``, then one indented line per provider (where
+    it sends, its rate limit), then a note per listed provider whose webhook key is
+    unset (its bounces and complaints go untracked) and per provider whose credentials
+    are set but which ``CORESTONE_EMAIL_PROVIDERS`` does not list.
+    """
+    choices = settings.email_providers
+    strategy = strategy_of(choices)
+    listed = ", ".join(
+        choice.name if choice.weight is None else f"{choice.name} (weight {choice.weight})"
+        for choice in choices
+    )
+    lines = [f"email     {strategy}: {listed}"]
+    width = max(len(choice.name) for choice in choices)
+    for choice in choices:
+        where = _email_target(settings, choice.name)
+        limit = settings.email_rate_limits.get(choice.name)
+        if limit is not None:
+            where += f", at most {limit:g} messages/s"
+        lines.append(f"  {choice.name:<{width}}  {where}")
+    names = {choice.name for choice in choices}
+    for name, field in _WEBHOOK_KEYS.items():
+        if name in names and getattr(settings, field) is None:
+            lines.append(
+                f"  note: {name}'s delivery events are not tracked: "
+                f"{ENV_PREFIX}{field.upper()} is not set"
+            )
+    for name, fields in REQUIRED_SETTINGS.items():
+        if name not in names and fields and getattr(settings, fields[0]) is not None:
+            lines.append(
+                f"  note: {ENV_PREFIX}{fields[0].upper()} is set, but "
+                f"{ENV_PREFIX}EMAIL_PROVIDERS does not list {name}"
+            )
+    return lines
+
+
+def _email_target(settings: Settings, name: str) -> str:
+    """Where provider ``name`` sends, for a person to recognise; never a credential."""
+    if name == "smtp":
+        return _redactor.redact_text(redact_url(settings.smtp_url or ""))
+    if name == "sendgrid":
+        return redact_url(settings.sendgrid_base_url or "https://api.sendgrid.com")
+    if name == "mailgun":
+        base = settings.mailgun_base_url
+        where = redact_url(base) if base else f"region {settings.mailgun_region}"
+        return f"domain {settings.mailgun_domain}, {where}"
+    if name == "ses":
+        where = f"region {settings.ses_region}"
+        if settings.ses_endpoint_url:
+            where += f", {redact_url(settings.ses_endpoint_url)}"
+        if settings.ses_configuration_set:
+            where += f", configuration set {settings.ses_configuration_set}"
+        return where
+    return f".eml files under {settings.email_file_dir}"
 
 
 async def _check(name: str, url: str, probe: _Probe, limit_seconds: float) -> ServiceCheck:

@@ -19,18 +19,21 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 
 from corestone.cache.tiered import TieredCache
 from corestone.config import Settings, load_settings
 from corestone.container import Services
 from corestone.db.database import Database
-from corestone.errors import ShutdownError, StartupError
+from corestone.errors import ConfigurationError, ShutdownError, StartupError
 from corestone.observability.health import CheckResult, HealthRegistry
 from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
 from corestone.resilience.fleet import Fleet
 from corestone.resilience.registry import BreakerRegistry
+
+if TYPE_CHECKING:
+    from corestone.email.service import EmailService
 
 __all__ = ["Component", "Infrastructure"]
 
@@ -153,6 +156,7 @@ class Infrastructure:
             "Time taken by a component to start or stop.",
             ["component", "transition"],
         )
+        self._email: EmailService | None = None
         self.fleet: Fleet | None = None
         if self.settings.breaker_fleet and self.settings.redis_url:
             self.fleet = Fleet(
@@ -202,6 +206,29 @@ class Infrastructure:
     @property
     def running(self) -> bool:
         return self._running
+
+    @property
+    def email(self) -> EmailService:
+        """The :class:`~corestone.email.EmailService`, once ``add_email(infra)`` has wired it.
+
+        Not built by default: email needs the ``email`` extra, and a process that sends
+        none should not need it. Before ``add_email`` this raises ConfigurationError.
+        """
+        if self._email is None:
+            raise ConfigurationError(
+                "email is not set up on this infrastructure: call "
+                "corestone.email.add_email(infra) (providers from CORESTONE_EMAIL_PROVIDERS) "
+                "before using infra.email"
+            )
+        return self._email
+
+    @email.setter
+    def email(self, service: EmailService) -> None:
+        if self._email is not None:
+            raise ValueError("email is already set up on this infrastructure (add_email twice?)")
+        if self._running:
+            raise RuntimeError("set up email before the infrastructure starts")
+        self._email = service
 
     async def start(self) -> None:
         """Start every component in order; on a failure undo and raise StartupError."""

@@ -12,7 +12,6 @@ from asgi_lifespan import LifespanManager
 
 from corestone import Infrastructure, Settings
 from taskboard.app import create_app
-from taskboard.mail import MailConfig
 
 
 @dataclass
@@ -46,9 +45,14 @@ class Board:
 
 @pytest.fixture
 async def board(database_url: str, tmp_path: Path) -> AsyncIterator[Board]:
-    settings = Settings(database_url=database_url, env="test", http_max_body_bytes=64 * 1024)
+    settings = Settings(
+        database_url=database_url,
+        env="test",
+        http_max_body_bytes=64 * 1024,
+        email_file_dir=str(tmp_path / "mail"),
+    )
     infra = Infrastructure(settings)
-    app = create_app(infra, mail=MailConfig(mail_dir=str(tmp_path / "mail")))
+    app = create_app(infra)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://taskboard") as client:

@@ -127,9 +127,30 @@ def test_fresh_sqlite_file_passes(tmp_path: Path, sqlite_url: str) -> None:
     script = Path(sys.executable).with_name("corestone")
     run = doctor(tmp_path, command=[str(script), "doctor"], database_url=sqlite_url)
     assert run.returncode == 0, run
-    assert run.stdout.splitlines() == [run.line("database")]
+    assert run.stdout.splitlines() == [
+        run.line("database"),
+        "email     failover: file",
+        "  file  .eml files under var/mail",
+    ]
     assert run.line("database").split()[:3] == ["ok", "database", sqlite_url]
     assert run.line("database").endswith(" ms")
+
+
+def test_a_provider_listed_without_its_key_exits_2_naming_the_variable(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """CORESTONE_EMAIL_PROVIDERS=sendgrid without its key is a configuration error (exit 2)."""
+    run = doctor(
+        tmp_path,
+        database_url=sqlite_url,
+        email_providers="sendgrid",
+        mailgun_api_key="key-Sekr3t-mailgun",
+    )
+    assert run.returncode == 2, run
+    assert "CORESTONE_EMAIL_PROVIDERS lists sendgrid, which needs CORESTONE_SENDGRID_API_KEY" in (
+        run.stderr + run.stdout
+    )
+    assert "Sekr3t" not in run.stderr + run.stdout
 
 
 def test_postgres_passes(tmp_path: Path, postgres_url: str) -> None:

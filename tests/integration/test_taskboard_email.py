@@ -24,13 +24,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from corestone import Infrastructure, Settings
+from corestone.email import ProviderRoute
 from corestone.email.message import EmailMessage
 from corestone.email.providers import MemoryProvider
 from corestone.email.unsubscribe import ONE_CLICK, UnsubscribeTokens
 from corestone.email.webhooks import SendGridWebhook
 from corestone.sagas import StepContext
 from taskboard.app import create_app
-from taskboard.mail import MailConfig
 from taskboard.services.workspaces import CREATE_WORKSPACE, _welcome
 from tests.integration.conftest import Board
 
@@ -82,12 +82,15 @@ async def mail(database_url: str) -> AsyncIterator[MailBoard]:
         )
     ).decode()
     memory = MemoryProvider()
-    config = MailConfig(
-        providers=(memory,), sendgrid_webhook_key=public, mailgun_signing_key=MAILGUN_KEY
+    settings = Settings(
+        database_url=database_url,
+        env="test",
+        http_max_body_bytes=64 * 1024,
+        sendgrid_webhook_public_key=public,
+        mailgun_webhook_signing_key=MAILGUN_KEY,
     )
-    settings = Settings(database_url=database_url, env="test", http_max_body_bytes=64 * 1024)
     infra = Infrastructure(settings)
-    app = create_app(infra, mail=config)
+    app = create_app(infra, email_routes=[ProviderRoute(memory)])
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://taskboard") as client:

@@ -39,7 +39,6 @@ import uvicorn
 
 from corestone import Infrastructure, Settings
 from taskboard.app import create_app, prepare
-from taskboard.mail import MailConfig
 from taskboard.seed import ensure_demo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,11 +115,13 @@ def _people(
 @pytest.fixture
 def live(database_url: str, tmp_path: Path) -> Iterator[Live]:
     token, workspace = asyncio.run(_seed(database_url))
-    infra = Infrastructure(Settings(database_url=database_url, env="test"))
+    infra = Infrastructure(
+        Settings(database_url=database_url, env="test", email_file_dir=str(tmp_path / "mail"))
+    )
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(infra, mail=MailConfig(mail_dir=str(tmp_path / "mail"))),
+            create_app(infra),
             host="127.0.0.1",
             port=port,
             loop="asyncio",

@@ -43,3 +43,53 @@ def test_an_error_that_cannot_print_itself_is_reported_by_its_type() -> None:
             raise RuntimeError("no")
 
     assert _first_line(Unprintable()) == "Unprintable"
+
+
+def test_the_email_report_names_providers_and_missing_webhook_keys_but_no_secret() -> None:
+    """Strategy, providers in order with where they send and their limits; keys never shown."""
+    from corestone.config import Settings
+    from corestone.doctor import email_report
+
+    settings = Settings(
+        email_providers="smtp:2,sendgrid:1",
+        email_rate_limits="sendgrid=50",
+        smtp_url="smtp://mailer:Sekr3t-smtp@127.0.0.1:2525?starttls=true",
+        sendgrid_api_key="SG.Sekr3t-key",
+        mailgun_api_key="key-Sekr3t-mailgun",
+    )  # type: ignore[arg-type]
+
+    assert email_report(settings) == [
+        "email     weighted: smtp (weight 2), sendgrid (weight 1)",
+        "  smtp      smtp://mailer:***@127.0.0.1:2525?starttls=true",
+        "  sendgrid  https://api.sendgrid.com, at most 50 messages/s",
+        "  note: sendgrid's delivery events are not tracked: "
+        "CORESTONE_SENDGRID_WEBHOOK_PUBLIC_KEY is not set",
+        "  note: CORESTONE_MAILGUN_API_KEY is set, but CORESTONE_EMAIL_PROVIDERS does not list "
+        "mailgun",
+    ]
+
+
+def test_the_email_report_describes_mailgun_ses_and_files() -> None:
+    """Mailgun's domain and region, SES's region and configuration set, the file folder."""
+    from corestone.config import Settings
+    from corestone.doctor import email_report
+
+    settings = Settings(
+        email_providers="mailgun,ses,file",
+        mailgun_api_key="k",
+        mailgun_domain="mg.example.com",
+        mailgun_region="eu",
+        mailgun_webhook_signing_key="s",
+        ses_region="eu-west-1",
+        ses_access_key_id="AKIAIOSFODNN7EXAMPLE",
+        ses_secret_access_key="Sekr3t",
+        ses_configuration_set="events",
+        email_file_dir="/srv/mail",
+    )  # type: ignore[arg-type]
+
+    assert email_report(settings) == [
+        "email     failover: mailgun, ses, file",
+        "  mailgun  domain mg.example.com, region eu",
+        "  ses      region eu-west-1, configuration set events",
+        "  file     .eml files under /srv/mail",
+    ]

@@ -10,6 +10,12 @@ from typing import TYPE_CHECKING
 from corestone import _lazy
 
 if TYPE_CHECKING:
+    from corestone.email.configure import (
+        EmailRouting,
+        EmailWebhooks,
+        routes_from_settings,
+        webhooks_from_settings,
+    )
     from corestone.email.message import (
         DEFAULT_LIMITS,
         Address,
@@ -46,6 +52,10 @@ __getattr__, __dir__ = _lazy.lazy_exports(
         "EmailLimits": "corestone.email.message",
         "EmailMessage": "corestone.email.message",
         "EmailProvider": "corestone.email.providers.base",
+        "EmailRouting": "corestone.email.configure",
+        "EmailWebhooks": "corestone.email.configure",
+        "routes_from_settings": "corestone.email.configure",
+        "webhooks_from_settings": "corestone.email.configure",
         "EmailSender": "corestone.email.sender",
         "EmailService": "corestone.email.service",
         "EmailStatus": "corestone.email.outbox",
@@ -71,11 +81,13 @@ __all__ = [
     "EmailLimits",
     "EmailMessage",
     "EmailProvider",
+    "EmailRouting",
     "EmailSender",
     "EmailService",
     "EmailStatus",
     "EmailTemplates",
     "EmailTracker",
+    "EmailWebhooks",
     "MailgunWebhook",
     "MemoryReplayGuard",
     "Outgoing",
@@ -87,5 +99,7 @@ __all__ = [
     "UnsubscribeTokens",
     "add_email",
     "html_to_text",
+    "routes_from_settings",
+    "webhooks_from_settings",
     "with_unsubscribe",
 ]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from corestone.email.routing import ProviderRoute
+from corestone.email.configure import routes_from_settings
+from corestone.email.providers.base import EmailProvider
+from corestone.email.routing import ProviderRoute, Strategy
 from corestone.email.sender import EmailSender
 from corestone.email.service import EmailService
 
@@ -17,25 +20,45 @@ __all__ = ["add_email"]
 
 def add_email(
     infra: Infrastructure,
-    routes: Sequence[ProviderRoute],
+    routes: Sequence[ProviderRoute] | None = None,
     *,
+    strategy: Strategy | None = None,
     run_sender: bool = True,
     **options: Any,
 ) -> EmailService:
     """Wire email into ``infra``: the service (registered), and a sender when there is work.
+
+    Without ``routes`` the providers are the settings' (``CORESTONE_EMAIL_PROVIDERS``, by
+    default the file provider under ``var/mail``), built here and closed when ``infra``
+    stops; ``strategy`` then defaults to the one the setting spells. Routes passed in
+    belong to the caller, who closes their providers. Afterwards ``infra.email`` is the
+    service. Call it once per infrastructure, before it starts.
 
     The sender is added as a component only with ``run_sender`` and at least one route
     (a web process may leave sending to workers). The ``email`` health check is always
     registered, not critical (mail waits in the outbox; the API stays up): it fails
     while no provider is configured and warns when the backlog grows old.
     """
+    owned = routes is None
+    if routes is None:
+        routing = routes_from_settings(infra.settings)
+        routes, strategy = routing.routes, strategy or routing.strategy
     sender = EmailSender(
-        infra.db, routes, breakers=infra.breakers, metrics=infra.metrics, **options
+        infra.db,
+        routes,
+        strategy=strategy or "failover",
+        breakers=infra.breakers,
+        metrics=infra.metrics,
+        **options,
     )
     running = run_sender and bool(routes)
     service = EmailService(
         infra.db, metrics=infra.metrics, on_queued=sender.wake if running else None
     )
+    infra.email = service  # refuses a second add_email before anything is registered
+    if owned:
+        # Added before the sender, so stopped after it: no send finds its provider closed.
+        infra.add(_ProviderCloser([route.provider for route in routes]), critical=False)
     infra.services.register_value(EmailService, service)
     infra.services.register_value(EmailSender, sender)
     if running:
@@ -43,3 +66,24 @@ def add_email(
     else:
         infra.health.register("email", sender.check, critical=False)
     return service
+
+
+class _ProviderCloser:
+    """Closes the providers ``add_email`` built from settings when the infrastructure stops."""
+
+    name = "email-providers"
+
+    def __init__(self, providers: Sequence[EmailProvider]) -> None:
+        self.providers = tuple(providers)
+
+    async def start(self) -> None:
+        """Nothing to open: providers connect on their first send."""
+
+    async def aclose(self) -> None:
+        """Close every provider, even when one fails; the first failure is raised after."""
+        outcomes = await asyncio.gather(
+            *(provider.aclose() for provider in self.providers), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -11,13 +11,14 @@ from starlette.types import ASGIApp
 
 from corestone import Infrastructure
 from corestone.db import upgrade
+from corestone.email.routing import ProviderRoute
 from corestone.observability import get_logger
 from corestone.sagas import SagaOrchestrator, SagaRecoveryWorker
 from corestone.web import instrument
 from corestone.web.openapi import exact_openapi
 from taskboard.api.ops import router as ops_router
 from taskboard.api.routes import router
-from taskboard.mail import MailConfig, MailWiring, mount_email_routes, setup_email
+from taskboard.mail import MailWiring, mount_email_routes, setup_email
 from taskboard.services import TaskService, UserService, WorkspaceService
 from taskboard.services.workspaces import SAGAS
 
@@ -44,11 +45,11 @@ def register_services(infra: Infrastructure, *, mail: MailWiring | None = None) 
     """Register taskboard's application services (one of each per process).
 
     ``mail`` is the email wiring (``taskboard.mail.setup_email``); without it email is
-    set up from the environment, with a sender in this process (a ``taskboard worker``).
+    set up from the settings, with a sender in this process (a ``taskboard worker``).
     Returns the process's saga orchestrator (also registered, as a value).
     """
     if mail is None:
-        mail = setup_email(infra, MailConfig.from_environment(), send=True)
+        mail = setup_email(infra, send=True)
     orchestrator = SagaOrchestrator(infra.db, SAGAS, metrics=infra.metrics)
     infra.services.register_value(SagaOrchestrator, orchestrator)
 
@@ -92,16 +93,19 @@ async def prepare(infra: Infrastructure) -> None:
 
 
 def create_app(
-    infra: Infrastructure, *, worker: bool = True, mail: MailConfig | None = None
+    infra: Infrastructure,
+    *,
+    worker: bool = True,
+    email_routes: Sequence[ProviderRoute] | None = None,
 ) -> ASGIApp:
     """The ASGI app. If the infrastructure is not running yet, the lifespan runs it.
 
     ``worker=False`` leaves background work (saga recovery, sending email) to
-    ``taskboard worker`` processes. ``mail`` defaults to the environment's
-    (``taskboard.mail``: files under var/mail unless SMTP is configured).
+    ``taskboard worker`` processes. Email goes through the providers of the settings
+    (``CORESTONE_EMAIL_PROVIDERS``; files under var/mail when unset) unless
+    ``email_routes`` are given (tests: a memory provider).
     """
-    mail = mail if mail is not None else MailConfig.from_environment()
-    wiring = setup_email(infra, mail, send=worker)
+    wiring = setup_email(infra, send=worker, routes=email_routes)
     orchestrator = register_services(infra, mail=wiring)
     if worker:
         add_background_work(infra, orchestrator)
@@ -126,6 +130,6 @@ def create_app(
     )
     api.include_router(router)
     api.include_router(ops_router)
-    mount_email_routes(api, wiring, mail)
+    mount_email_routes(api, wiring)
     exact_openapi(api)
     return instrument(api, infra)
