@@ -103,6 +103,16 @@ async def ops_email(mail: MailBoard, auth: dict[str, str], message_id: str) -> d
     return dict(response.json())
 
 
+async def recorded_sent(mail: MailBoard, auth: dict[str, str], message_id: str) -> None:
+    """Wait until the outbox says ``sent``: the provider has the message first, and the
+    sender writes ``sent`` right after (a test reading at once may see ``sending``)."""
+    for _ in range(200):
+        if (await ops_email(mail, auth, message_id))["status"] == "sent":
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{message_id} never recorded sent")
+
+
 async def test_a_new_workspace_welcomes_its_owner_with_the_requests_correlation_id(
     mail: MailBoard,
 ) -> None:
@@ -227,10 +237,7 @@ async def test_sendgrid_events_move_the_status_and_a_replay_is_refused(mail: Mai
     await mail.workspace(auth)
     await mail.delivered(1)
     message_id = mail.memory.sent[0].message_id
-    for _ in range(200):  # the provider has it; the sender writes `sent` right after
-        if (await ops_email(mail, auth, message_id))["status"] == "sent":
-            break
-        await asyncio.sleep(0.05)
+    await recorded_sent(mail, auth, message_id)
     events = [
         {"email": "ada@example.com", "timestamp": int(time.time()), "event": "delivered",
          "sg_event_id": "ev-1", "sg_message_id": "x.y", "corestone_id": message_id},
@@ -314,6 +321,7 @@ async def test_ops_emails_shows_only_the_callers_workspaces(mail: MailBoard) -> 
     await mail.workspace(ada)
     await mail.delivered(1)
     ada_message = mail.memory.sent[0].message_id
+    await recorded_sent(mail, ada, ada_message)
     mine = await mail.client.get("/api/ops/emails", headers=ada)
     assert [m["id"] for m in mine.json()["items"]] == [ada_message]
     assert mine.json()["counts"] == {"sent": 1}
