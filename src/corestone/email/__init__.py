@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from corestone import _lazy
 
 if TYPE_CHECKING:
+    from corestone.email.bulk import MAX_BULK_RECIPIENTS, BulkId, BulkMail, UnsubscribeHeaders
     from corestone.email.message import (
         DEFAULT_LIMITS,
         Address,
@@ -37,6 +38,10 @@ __getattr__, __dir__ = _lazy.lazy_exports(
     __name__,
     {
         "DEFAULT_LIMITS": "corestone.email.message",
+        "MAX_BULK_RECIPIENTS": "corestone.email.bulk",
+        "BulkId": "corestone.email.bulk",
+        "BulkMail": "corestone.email.bulk",
+        "UnsubscribeHeaders": "corestone.email.bulk",
         "DeliveryEvent": "corestone.email.webhooks",
         "MailgunWebhook": "corestone.email.webhooks",
         "MemoryReplayGuard": "corestone.email.webhooks",
@@ -65,8 +70,11 @@ __getattr__, __dir__ = _lazy.lazy_exports(
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "MAX_BULK_RECIPIENTS",
     "Address",
     "Attachment",
+    "BulkId",
+    "BulkMail",
     "DeliveryEvent",
     "EmailLimits",
     "EmailMessage",
@@ -84,6 +92,7 @@ __all__ = [
     "SendGridWebhook",
     "Sent",
     "SuppressionReason",
+    "UnsubscribeHeaders",
     "UnsubscribeTokens",
     "add_email",
     "html_to_text",
