@@ -114,8 +114,8 @@ class EmailOutboxRecord(Base):
     """``corestone_email_outbox``: one row per accepted message.
 
     ``message`` is :meth:`EmailMessage.to_dict`. ``provider`` names the provider of the
-    current (``sending``) or last attempt; ``attempts`` counts provider calls. ``bulk_id``
-    ties the messages of one bulk send together (their progress is counted by it).
+    current (``sending``) or last attempt; ``attempts`` counts provider calls; ``bulk_id``
+    names the bulk send a message is part of (``EmailService.send_bulk``).
     """
 
     __tablename__ = "corestone_email_outbox"
@@ -142,7 +142,6 @@ class EmailOutboxRecord(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     bulk_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
-    """The bulk send the message is part of (``EmailService.send_bulk``); None for one-offs."""
 
 
 class EmailEventRecord(Base):
@@ -544,11 +543,7 @@ class OutboxStore:
 
     async def backlog(self, session: AsyncSession) -> tuple[int, datetime | None]:
         """How many messages wait (queued or sending), and when the oldest was accepted."""
-        row = (
-            await session.execute(
-                select(func.count(), func.min(_OUTBOX.c.created_at)).where(
-                    _OUTBOX.c.status.in_([EmailStatus.QUEUED.value, EmailStatus.SENDING.value])
-                )
-            )
-        ).one()
+        waiting = _OUTBOX.c.status.in_([EmailStatus.QUEUED.value, EmailStatus.SENDING.value])
+        query = select(func.count(), func.min(_OUTBOX.c.created_at)).where(waiting)
+        row = (await session.execute(query)).one()
         return int(row[0]), row[1]
