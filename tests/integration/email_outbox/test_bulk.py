@@ -11,13 +11,17 @@ from corestone.db import Database
 from corestone.email import (
     BulkMail,
     EmailMessage,
+    EmailSender,
     EmailService,
     EmailTemplates,
+    EmailTracker,
+    ProviderRoute,
     SuppressionReason,
     UnsubscribeHeaders,
     UnsubscribeTokens,
 )
 from corestone.email.bulk import recipient_key, render_bulk
+from corestone.email.providers import MemoryProvider
 from corestone.errors import InvalidInputError
 
 from .conftest import OUTBOX, Time, history
@@ -206,3 +210,33 @@ def test_the_recipient_limit_and_an_empty_list_are_refused() -> None:
     with pytest.raises(InvalidInputError) as caught:
         render_bulk(TEMPLATES, "news", people(1), MAIL, idempotency_key="k" * 190)
     assert caught.value.field == "idempotency_key"
+
+
+async def test_progress_counts_a_bulk_by_status_until_it_is_done(db: Database, time: Time) -> None:
+    """Before the sender: all pending; after: sent, failed and suppressed counted, done;
+    another bulk's messages are not counted in it."""
+    service = EmailService(db, now=time.wall)
+    await service.suppress("user4@example.org", SuppressionReason.BOUNCE)
+    bulk_id = await service.send_bulk(TEMPLATES, "news", people(5), mail=MAIL)
+    await service.send_bulk(TEMPLATES, "news", people(2), mail=MAIL)  # another bulk
+    tracker = EmailTracker(db)
+    before = await tracker.bulk(bulk_id)
+    assert before is not None
+    assert (before.counts, before.total, before.pending, before.done) == (
+        {"queued": 4, "suppressed": 1}, 5, 4, False
+    )  # fmt: skip
+    memory = MemoryProvider()
+    memory.fail_next(1, retryable=False, reason="550 no such user")
+    sender = EmailSender(db, [ProviderRoute(memory)], batch=4, now=time.wall)
+    while await sender.run_once():
+        pass
+    after = await tracker.bulk(bulk_id)
+    assert after is not None
+    assert after.counts["suppressed"] == 1
+    assert after.counts.get("failed", 0) + after.counts["sent"] == 4
+    assert after.counts.get("failed", 0) in (0, 1)  # the failure may land on the other bulk
+    assert after.done
+    assert after.as_json()["done"] is True
+    assert await tracker.bulk("00000000-0000-0000-0000-000000000000") is None
+    listed = await tracker.messages(bulk_id=bulk_id, limit=50)
+    assert len(listed) == 5

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 
 from corestone import NotFoundError
 from corestone.email import EmailStatus
-from corestone.email.tracking import MAX_LIMIT, EmailTracker, parse_statuses
+from corestone.email.tracking import MAX_LIMIT, BulkProgress, EmailTracker, parse_statuses
 from corestone.web import infrastructure, service
 from corestone.web.contract import StrictRoute
 from corestone.web.openapi import BEARER
@@ -65,7 +65,7 @@ async def emails(
         Query(
             pattern=BULK_PATTERN,
             description="only the messages of this bulk send; the answer's bulk summarises "
-            "its progress (404 if it has no message in the caller's workspaces)",
+            "its progress (total 0 when none of its messages is in the caller's workspaces)",
         ),
     ] = None,
 ) -> dict[str, Any]:
@@ -84,9 +84,8 @@ async def emails(
     if bulk is None:
         answer["counts"] = await tracker.counts(workspace_ids=mine)
         return answer
-    progress = await tracker.bulk(bulk, workspace_ids=mine)
-    if progress is None:
-        raise NotFoundError("no such bulk send")
+    # A bulk of other workspaces looks like one that does not exist: empty, as a filter.
+    progress = await tracker.bulk(bulk, workspace_ids=mine) or BulkProgress(bulk, {})
     answer["counts"] = progress.counts
     answer["bulk"] = progress.as_json()
     return answer
