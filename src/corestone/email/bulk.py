@@ -73,8 +73,8 @@ Recipient = tuple[str | Address | tuple[str, str], Mapping[str, Any]]
 """One recipient: their address (``"a@b.org"``, ``("Name", "a@b.org")``) and merge data."""
 
 _ROWS_PER_INSERT: Final = 500
-"""Rows per multi-row INSERT: 17 columns x 500 stays far below PostgreSQL's 32,767 and
-SQLite's 32,766 bound parameters per statement."""
+"""Rows per execute: SQLAlchemy splits them into multi-row INSERTs that stay below each
+database's bound-parameter limit; 500 keeps each round of RETURNING ids small."""
 _ADDRESSES_PER_QUERY: Final = 1000
 _MAX_KEY: Final = 200 - 17  # room for ":<16 hex digits>"
 _BULK_NAMESPACE: Final = uuid.UUID("5b0c8a57-3d2e-4f4b-9a43-8f1f0d3c2b71")
@@ -232,13 +232,15 @@ async def store_bulk(
         rows.append(row)
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     written: set[str] = set()
+    # One statement with many rows of parameters: SQLAlchemy sends it as multi-row
+    # INSERTs ("insertmanyvalues", batches of rows per statement, compiled once).
+    statement = (
+        dialect.insert(_OUTBOX)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(_OUTBOX.c.id)
+    )
     for start in range(0, len(rows), _ROWS_PER_INSERT):
-        result = await session.execute(
-            dialect.insert(_OUTBOX)
-            .values(rows[start : start + _ROWS_PER_INSERT])
-            .on_conflict_do_nothing(index_elements=["idempotency_key"])
-            .returning(_OUTBOX.c.id)
-        )
+        result = await session.execute(statement, rows[start : start + _ROWS_PER_INSERT])
         written.update(str(r.id) for r in result)
     events = [
         {
@@ -253,7 +255,7 @@ async def store_bulk(
         for row, email in zip(rows, emails, strict=True)
         if row["id"] in written
     ]
-    for start in range(0, len(events), _ROWS_PER_INSERT):
-        await session.execute(insert(_EVENTS).values(events[start : start + _ROWS_PER_INSERT]))
+    if events:
+        await session.execute(insert(_EVENTS), events)
     skipped = sum(1 for e in events if e["status"] == EmailStatus.SUPPRESSED.value)
     return BulkStored(queued=len(events) - skipped, suppressed=skipped)
