@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
+from corestone._bulk_cli import read_recipients, watch_bulk
 from corestone._extras import requires_extra
 from corestone._version import installed_version
 
@@ -21,7 +22,12 @@ with requires_extra(__name__, "cli"):
 
 from corestone.config import Settings, load_settings
 from corestone.doctor import check_services, email_report, format_report
-from corestone.errors import ConfigurationError, CorestoneError, NotFoundError
+from corestone.errors import (
+    ConfigurationError,
+    CorestoneError,
+    InvalidInputError,
+    NotFoundError,
+)
 from corestone.observability.logging import configure_logging
 
 if TYPE_CHECKING:
@@ -37,6 +43,7 @@ __all__ = [
     "app",
     "doctor",
     "email_app",
+    "email_bulk",
     "email_list",
     "email_preview",
     "email_retry",
@@ -63,7 +70,8 @@ saga_app = typer.Typer(
 )
 app.add_typer(saga_app, name="saga")
 email_app = typer.Typer(
-    help="Email: preview templates; list, show and retry stored messages.", rich_markup_mode=None
+    help="Email: preview templates; send in bulk; list, show and retry stored messages.",
+    rich_markup_mode=None,
 )
 app.add_typer(email_app, name="email")
 
@@ -198,10 +206,14 @@ def email_list(
         str | None, typer.Option(help="Only these statuses, comma-separated (queued,failed).")
     ] = None,
     limit: Annotated[int, typer.Option(metavar="N", min=1, max=200)] = 50,
+    bulk: Annotated[
+        str | None, typer.Option(metavar="ID", help="Only the messages of this bulk send.")
+    ] = None,
 ) -> None:
     """List the newest messages of the outbox in CORESTONE_DATABASE_URL, and counts by status.
 
-    Exit status: 0 listed, 1 the database is unreachable, 2 bad configuration or filter.
+    With --bulk, the messages and counts of that bulk send only. Exit status: 0 listed,
+    1 the database is unreachable, 2 bad configuration or filter.
     """
     from corestone.email.tracking import parse_statuses  # lazy: keep start-up light
 
@@ -213,13 +225,86 @@ def email_list(
         raise typer.Exit(EXIT_CONFIGURATION) from None
 
     async def read(tracker: EmailTracker) -> tuple[list[MessageSummary], dict[str, int]]:
-        return await tracker.messages(statuses=wanted, limit=limit), await tracker.counts()
+        items = await tracker.messages(statuses=wanted, limit=limit, bulk_id=bulk)
+        return items, await tracker.counts(bulk_id=bulk)
 
     items, counts = _with_tracker(settings, read)
     for item in items:
         to = ", ".join(item.to)
         typer.echo(f"{item.id}  {item.status:<10}  {item.created_at:%Y-%m-%d %H:%M:%S}  {to}")
     typer.echo("  ".join(f"{name}={count}" for name, count in sorted(counts.items())) or "empty")
+
+
+@email_app.command("bulk")
+def email_bulk(
+    template: Annotated[str, typer.Argument(help="The template's name, e.g. newsletter.")],
+    recipients: Annotated[
+        Path,
+        typer.Option(
+            help="A .csv (a header row with an email column) or .jsonl file (an object "
+            "with email per line); every other column or key is the recipient's merge data."
+        ),
+    ],
+    sender: Annotated[str, typer.Option("--from", help="The sender's address.")],
+    templates: Annotated[Path, typer.Option(help="The folder of templates.")] = Path(
+        "templates/email"
+    ),
+    key: Annotated[
+        str | None,
+        typer.Option(help="An idempotency key: running the command again queues nothing new."),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Show a progress bar until every message is done.")
+    ] = False,
+    poll: Annotated[float, typer.Option(metavar="SECONDS", min=0.01)] = 0.5,
+    timeout: Annotated[
+        float | None, typer.Option(metavar="SECONDS", help="Stop waiting after this long.")
+    ] = None,
+) -> None:
+    """Queue TEMPLATE for every recipient in --recipients (in CORESTONE_DATABASE_URL's outbox).
+
+    Every message is rendered and validated before anything is stored; all are stored
+    in one transaction, and a running sender (a worker, or the application) delivers
+    them in provider-native batches. Prints the bulk's id. With --wait, shows a progress
+    bar until none is queued or sending, then the counts by status. Exit status: 0
+    queued (and, with --wait, none failed), 1 the database is unreachable, a message
+    failed or --timeout passed, 2 bad configuration, file or template.
+    """
+    settings = settings_or_exit(quiet=True)
+    try:
+        from corestone.email.bulk import BulkMail
+        from corestone.email.templates import EmailTemplates
+
+        people = read_recipients(recipients)
+        library = EmailTemplates(templates)
+    except (CorestoneError, ValueError, OSError) as error:
+        typer.echo(f"corestone email bulk: {error}", err=True)
+        raise typer.Exit(EXIT_CONFIGURATION) from None
+
+    async def queue(tracker: EmailTracker) -> str | CorestoneError:
+        from corestone.email.service import EmailService
+
+        try:
+            return await EmailService(tracker.database).send_bulk(
+                library, template, people, mail=BulkMail(sender=sender), idempotency_key=key
+            )
+        except (InvalidInputError, NotFoundError) as error:  # the file's or template's fault
+            return error
+
+    bulk_id = _with_tracker(settings, queue)
+    if isinstance(bulk_id, CorestoneError):
+        typer.echo(f"corestone email bulk: {bulk_id.message}", err=True)
+        raise typer.Exit(EXIT_CONFIGURATION)
+    typer.echo(f"bulk {bulk_id}: {len(people)} recipient(s) queued")
+    if not wait:
+        raise typer.Exit(EXIT_OK)
+    progress = _with_tracker(settings, lambda t: watch_bulk(t, bulk_id, poll, timeout))
+    typer.echo("  ".join(f"{name}={n}" for name, n in sorted(progress.counts.items())))
+    if not progress.done:
+        typer.echo(f"error: {progress.pending} message(s) still pending after {timeout}s", err=True)
+        raise typer.Exit(EXIT_SERVICE_FAILED)
+    failed = sum(progress.counts.get(s, 0) for s in ("failed", "unknown", "bounced"))
+    raise typer.Exit(EXIT_SERVICE_FAILED if failed else EXIT_OK)
 
 
 @email_app.command("show")

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from corestone import Infrastructure, Settings
-from corestone.email import ProviderRoute
+from corestone.email import BulkMail, EmailService, EmailTemplates, ProviderRoute
 from corestone.email.message import EmailMessage
 from corestone.email.providers import MemoryProvider
 from corestone.email.unsubscribe import ONE_CLICK, UnsubscribeTokens
@@ -355,3 +355,41 @@ async def test_the_welcome_step_run_again_queues_no_second_message(mail: MailBoa
     assert again["message_id"] == mail.memory.sent[0].message_id
     await asyncio.sleep(0.3)  # a second message, were one queued, would have gone by now
     assert [o.message for o in mail.memory.sent] == [first]
+
+
+async def test_ops_emails_shows_a_bulk_sends_progress_to_its_workspace_only(
+    mail: MailBoard,
+) -> None:
+    """``?bulk=`` lists only that bulk's messages with its counts, total and done; a user
+    of another workspace sees an empty bulk, and a malformed id is a 422."""
+    _, ada = await mail.signup("Ada", "ada@example.com")
+    _, bo = await mail.signup("Bo", "bo@example.com")
+    ws = await mail.workspace(ada)
+    await mail.workspace(bo)
+    await mail.delivered(2)  # the two welcomes
+    templates = EmailTemplates(strings={"n.subject.txt": "Hi {{ n }}", "n.txt": "Number {{ n }}"})
+    bulk_id = await EmailService(mail.infra.db).send_bulk(
+        templates, "n", [(f"r{i}@example.org", {"n": i}) for i in range(3)],
+        mail=BulkMail(sender="news@example.com"), workspace_id=ws,
+    )  # fmt: skip
+    await mail.delivered(5)
+    for _ in range(200):  # the sender writes ``sent`` just after the provider took them
+        shown = await mail.client.get(f"/api/ops/emails?bulk={bulk_id}", headers=ada)
+        assert shown.status_code == 200, shown.text
+        if shown.json()["bulk"]["done"]:
+            break
+        await asyncio.sleep(0.02)
+    body = shown.json()
+    assert body["bulk"] == {
+        "id": bulk_id, "total": 3, "pending": 0, "done": True, "counts": {"sent": 3}
+    }  # fmt: skip
+    assert body["counts"] == {"sent": 3}
+    assert sorted(item["subject"] for item in body["items"]) == ["Hi 0", "Hi 1", "Hi 2"]
+    hidden = await mail.client.get(f"/api/ops/emails?bulk={bulk_id}", headers=bo)
+    assert hidden.status_code == 200
+    assert hidden.json() == {
+        "items": [], "counts": {},
+        "bulk": {"id": bulk_id, "total": 0, "pending": 0, "done": True, "counts": {}},
+    }  # fmt: skip
+    bad = await mail.client.get("/api/ops/emails?bulk=x'or'1", headers=ada)
+    assert bad.status_code == 422

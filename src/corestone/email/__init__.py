@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from corestone import _lazy
 
 if TYPE_CHECKING:
+    from corestone.email.bulk import MAX_BULK_RECIPIENTS, BulkId, BulkMail, UnsubscribeHeaders
     from corestone.email.configure import (
         EmailRouting,
         EmailWebhooks,
@@ -43,6 +44,10 @@ __getattr__, __dir__ = _lazy.lazy_exports(
     __name__,
     {
         "DEFAULT_LIMITS": "corestone.email.message",
+        "MAX_BULK_RECIPIENTS": "corestone.email.bulk",
+        "BulkId": "corestone.email.bulk",
+        "BulkMail": "corestone.email.bulk",
+        "UnsubscribeHeaders": "corestone.email.bulk",
         "DeliveryEvent": "corestone.email.webhooks",
         "MailgunWebhook": "corestone.email.webhooks",
         "MemoryReplayGuard": "corestone.email.webhooks",
@@ -75,8 +80,11 @@ __getattr__, __dir__ = _lazy.lazy_exports(
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "MAX_BULK_RECIPIENTS",
     "Address",
     "Attachment",
+    "BulkId",
+    "BulkMail",
     "DeliveryEvent",
     "EmailLimits",
     "EmailMessage",
@@ -96,6 +104,7 @@ __all__ = [
     "SendGridWebhook",
     "Sent",
     "SuppressionReason",
+    "UnsubscribeHeaders",
     "UnsubscribeTokens",
     "add_email",
     "html_to_text",

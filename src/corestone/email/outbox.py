@@ -114,13 +114,15 @@ class EmailOutboxRecord(Base):
     """``corestone_email_outbox``: one row per accepted message.
 
     ``message`` is :meth:`EmailMessage.to_dict`. ``provider`` names the provider of the
-    current (``sending``) or last attempt; ``attempts`` counts provider calls.
+    current (``sending``) or last attempt; ``attempts`` counts provider calls; ``bulk_id``
+    names the bulk send a message is part of (``EmailService.send_bulk``).
     """
 
     __tablename__ = "corestone_email_outbox"
     __table_args__ = (
         CheckConstraint(_STATUS_CHECK, name="status"),
         Index("ix_corestone_email_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_corestone_email_outbox_bulk_id_status", "bulk_id", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -139,6 +141,7 @@ class EmailOutboxRecord(Base):
     correlation_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    bulk_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
 
 
 class EmailEventRecord(Base):
@@ -263,7 +266,7 @@ class OutboxStore:
             "attempts": 0, "next_attempt_at": now if status is EmailStatus.QUEUED else None,
             "lease_owner": None, "lease_expires_at": None, "fencing_token": 0,
             "provider": None, "provider_message_id": None, "last_error": None,
-            "correlation_id": cid, "created_at": now, "updated_at": now,
+            "correlation_id": cid, "created_at": now, "updated_at": now, "bulk_id": None,
         }  # fmt: skip
 
     async def record_events(
@@ -540,11 +543,7 @@ class OutboxStore:
 
     async def backlog(self, session: AsyncSession) -> tuple[int, datetime | None]:
         """How many messages wait (queued or sending), and when the oldest was accepted."""
-        row = (
-            await session.execute(
-                select(func.count(), func.min(_OUTBOX.c.created_at)).where(
-                    _OUTBOX.c.status.in_([EmailStatus.QUEUED.value, EmailStatus.SENDING.value])
-                )
-            )
-        ).one()
+        waiting = _OUTBOX.c.status.in_([EmailStatus.QUEUED.value, EmailStatus.SENDING.value])
+        query = select(func.count(), func.min(_OUTBOX.c.created_at)).where(waiting)
+        row = (await session.execute(query)).one()
         return int(row[0]), row[1]

@@ -15,18 +15,32 @@ recipient is suppressed is stored as ``suppressed`` and never sent.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from corestone import context
 from corestone.db.database import Database
 from corestone.db.models import utc_now
 from corestone.db.transactions import Transaction, current_transaction
 from corestone.email._accept import store_unless_suppressed
+from corestone.email.bulk import (
+    MAX_BULK_RECIPIENTS,
+    BulkId,
+    BulkMail,
+    BulkStored,
+    Recipient,
+    bulk_id_for,
+    render_bulk,
+    store_bulk,
+)
 from corestone.email.message import Address, EmailMessage
 from corestone.email.outbox import EmailStatus, OutboxStore, SuppressionReason
 from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
+
+if TYPE_CHECKING:
+    from corestone.email.templates import EmailTemplates
 
 __all__ = ["MESSAGES_METRIC", "EmailService", "drop_recipients"]
 
@@ -136,9 +150,59 @@ class EmailService:
             tx.after_commit(self.on_queued)
         return message_id
 
-    def _count_suppressed(self) -> None:
-        if self._counter is not None:
-            self._counter.labels(provider="none", outcome="suppressed").inc()
+    def _count_suppressed(self, count: int = 1) -> None:
+        if self._counter is not None and count:
+            self._counter.labels(provider="none", outcome="suppressed").inc(count)
+
+    async def send_bulk(
+        self,
+        templates: EmailTemplates,
+        template: str,
+        recipients: Iterable[Recipient],
+        *,
+        mail: BulkMail,
+        idempotency_key: str | None = None,
+        transaction: Transaction | None = None,
+        workspace_id: int | None = None,
+    ) -> BulkId:
+        """Render ``template`` for each recipient and store one message each; the bulk's id.
+
+        ``recipients`` are ``(address, merge data)`` pairs, at most
+        :data:`~corestone.email.bulk.MAX_BULK_RECIPIENTS` a call. Every message is
+        rendered and validated first (an InvalidInputError names the recipient's index and
+        field, and nothing is stored), then all are written in one transaction (as
+        :meth:`send` chooses it) with multi-row inserts. With ``idempotency_key`` each
+        recipient's message is keyed by it and the address: sending the same bulk again
+        stores nothing new and returns the same id. Progress: ``EmailTracker.bulk``.
+        """
+        messages = render_bulk(
+            templates, template, recipients, mail, idempotency_key=idempotency_key,
+            max_recipients=MAX_BULK_RECIPIENTS,
+        )  # fmt: skip
+        bulk_id = bulk_id_for(idempotency_key)
+        tx = transaction
+        if tx is None and (open_tx := current_transaction()) is not None:
+            tx = open_tx if open_tx.database is self.database else None
+        if tx is not None:
+            await self._store_bulk(tx, messages, bulk_id, workspace_id)
+        else:
+            async with self.database.transaction() as own:
+                await self._store_bulk(own, messages, bulk_id, workspace_id)
+        return bulk_id
+
+    async def _store_bulk(
+        self, tx: Transaction, messages: list[EmailMessage], bulk_id: BulkId, workspace: int | None
+    ) -> BulkStored:
+        stored = await store_bulk(
+            self.store, tx.session, messages, bulk_id,
+            workspace_id=workspace if workspace is not None else _context_workspace(),
+            correlation_id=context.correlation_id(),
+        )  # fmt: skip
+        if stored.suppressed:
+            tx.after_commit(lambda: self._count_suppressed(stored.suppressed))
+        if stored.queued and self.on_queued is not None:
+            tx.after_commit(self.on_queued)
+        return stored
 
     async def requeue(self, message_id: str, *, detail: str = "retried by an operator") -> bool:
         """Queue a ``failed`` or ``unknown`` message again; False if it is neither.

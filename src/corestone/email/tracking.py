@@ -53,6 +53,8 @@ from corestone.errors import InvalidInputError
 
 __all__ = [
     "MAX_LIMIT",
+    "PENDING",
+    "BulkProgress",
     "EmailReceiptRecord",
     "EmailTracker",
     "HistoryEntry",
@@ -77,6 +79,35 @@ _RANK: Final[dict[EmailStatus, int]] = {
 """How far along a sent message is; an event never moves a message back."""
 
 MAX_LIMIT: Final = 200
+PENDING: Final = frozenset({EmailStatus.QUEUED.value, EmailStatus.SENDING.value})
+"""The statuses a sender still owns: a bulk with none left is done."""
+
+
+@dataclass(frozen=True, slots=True)
+class BulkProgress:
+    """How far a bulk send is: its messages by status, and whether the sender is done."""
+
+    id: str
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def pending(self) -> int:
+        """Messages still queued or sending."""
+        return sum(n for status, n in self.counts.items() if status in PENDING)
+
+    @property
+    def done(self) -> bool:
+        return self.pending == 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "total": self.total, "pending": self.pending, "done": self.done,
+            "counts": dict(sorted(self.counts.items())),
+        }  # fmt: skip
 
 
 class EmailReceiptRecord(Base):
@@ -270,8 +301,9 @@ class EmailTracker:
         statuses: Sequence[EmailStatus] | None = None,
         workspace_ids: Collection[int] | None = None,
         limit: int = 50,
+        bulk_id: str | None = None,
     ) -> list[MessageSummary]:
-        """The newest messages, optionally only some statuses and workspaces."""
+        """The newest messages, optionally only some statuses, workspaces, or one bulk send."""
         if not 1 <= limit <= MAX_LIMIT:
             raise InvalidInputError(
                 f"limit: must be between 1 and {MAX_LIMIT}", field="limit", rule="range"
@@ -281,17 +313,34 @@ class EmailTracker:
             query = query.where(_OUTBOX.c.status.in_([s.value for s in statuses]))
         if workspace_ids is not None:
             query = query.where(_OUTBOX.c.workspace_id.in_(sorted(workspace_ids)))
+        if bulk_id is not None:
+            query = query.where(_OUTBOX.c.bulk_id == bulk_id[:36])
         async with self.database.transaction(read_only=True) as tx:
             rows = await tx.session.execute(query)
             return [_summary(row) for row in rows]
 
-    async def counts(self, *, workspace_ids: Collection[int] | None = None) -> dict[str, int]:
-        """How many messages are in each status (the progress of a long send)."""
+    async def counts(
+        self, *, workspace_ids: Collection[int] | None = None, bulk_id: str | None = None
+    ) -> dict[str, int]:
+        """How many messages are in each status, of all or of one bulk send.
+
+        For one bulk this is one index range scan (``bulk_id, status``), cheap enough to
+        poll while the bulk goes out.
+        """
         query = select(_OUTBOX.c.status, func.count()).group_by(_OUTBOX.c.status)
         if workspace_ids is not None:
             query = query.where(_OUTBOX.c.workspace_id.in_(sorted(workspace_ids)))
+        if bulk_id is not None:
+            query = query.where(_OUTBOX.c.bulk_id == bulk_id[:36])
         async with self.database.transaction(read_only=True) as tx:
             return {str(s): int(n) for s, n in (await tx.session.execute(query)).tuples()}
+
+    async def bulk(
+        self, bulk_id: str, *, workspace_ids: Collection[int] | None = None
+    ) -> BulkProgress | None:
+        """The progress of one bulk send; None when it has no message (in those workspaces)."""
+        counts = await self.counts(workspace_ids=workspace_ids, bulk_id=bulk_id)
+        return BulkProgress(bulk_id, counts) if counts else None
 
     async def message(
         self, message_id: str, *, workspace_ids: Collection[int] | None = None

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -15,12 +17,15 @@ from aiosmtpd.controller import Controller
 from corestone.email.message import EmailMessage
 from corestone.email.providers.base import Outgoing
 from tests.integration.email_providers.fakes import (
+    FakeHttpServer,
     MailgunFake,
     SendGridFake,
     SesFake,
     SmtpRecorder,
     start_smtp,
 )
+
+F = TypeVar("F", bound=FakeHttpServer)
 
 
 def free_port() -> int:
@@ -105,34 +110,32 @@ AWS_SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 AWS_REGION = "eu-west-1"
 
 
-@pytest.fixture
-async def sendgrid_fake() -> AsyncIterator[SendGridFake]:
-    """A local SendGrid v3 API that accepts SENDGRID_KEY."""
-    fake = SendGridFake(SENDGRID_KEY)
+@contextlib.asynccontextmanager
+async def serving(fake: F) -> AsyncIterator[F]:
+    """Serve ``fake`` while the block runs: started before, stopped after, whatever happened."""
     await fake.start()
     try:
         yield fake
     finally:
         await fake.stop()
+
+
+@pytest.fixture
+async def sendgrid_fake() -> AsyncIterator[SendGridFake]:
+    """A local SendGrid v3 API that accepts SENDGRID_KEY."""
+    async with serving(SendGridFake(SENDGRID_KEY)) as fake:
+        yield fake
 
 
 @pytest.fixture
 async def mailgun_fake() -> AsyncIterator[MailgunFake]:
     """A local Mailgun API that knows MAILGUN_DOMAIN and accepts MAILGUN_KEY."""
-    fake = MailgunFake(MAILGUN_KEY, MAILGUN_DOMAIN)
-    await fake.start()
-    try:
+    async with serving(MailgunFake(MAILGUN_KEY, MAILGUN_DOMAIN)) as fake:
         yield fake
-    finally:
-        await fake.stop()
 
 
 @pytest.fixture
 async def ses_fake() -> AsyncIterator[SesFake]:
     """A local SES v2 API that verifies SigV4 signatures made with AWS_SECRET."""
-    fake = SesFake(AWS_KEY_ID, AWS_SECRET, AWS_REGION)
-    await fake.start()
-    try:
+    async with serving(SesFake(AWS_KEY_ID, AWS_SECRET, AWS_REGION)) as fake:
         yield fake
-    finally:
-        await fake.stop()

@@ -145,14 +145,40 @@ class FakeHttpServer:
             await self._task
 
 
+@dataclass
+class Rendered:
+    """One recipient's message as the provider would build it from a (batch) request."""
+
+    to: list[str]
+    subject: str
+    text: str | None
+    html: str | None
+    headers: dict[str, str]
+    ids: dict[str, str]
+    """What the provider's events would give back: custom args, user variables, tags."""
+
+
+def substitute(text: str | None, pattern: str, values: dict[str, str]) -> str | None:
+    """Replace each placeholder once, from left to right: a value is never read again."""
+    if text is None:
+        return None
+    return re.sub(pattern, lambda m: values.get(m.group(1), m.group(0)), text)
+
+
 class SendGridFake(FakeHttpServer):
-    """``POST /v3/mail/send`` and ``GET /v3/scopes`` as SendGrid documents them."""
+    """``POST /v3/mail/send`` and ``GET /v3/scopes`` as SendGrid documents them.
+
+    Each accepted personalization is rendered as SendGrid would (its subject or the
+    request's, its substitutions applied to subject and content, request headers under
+    its own) into :attr:`delivered`.
+    """
 
     def __init__(self, api_key: str, scopes: tuple[str, ...] = ("mail.send",)) -> None:
         super().__init__()
         self.api_key = api_key
         self.scopes = scopes
         self.message_ids: list[str] = []
+        self.delivered: list[Rendered] = []
 
     def handle(self, request: Received) -> Reply:
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
@@ -176,19 +202,47 @@ class SendGridFake(FakeHttpServer):
         content = body.get("content") or []
         if not content or (len(content) > 1 and content[0]["type"] != "text/plain"):
             problems.append(("content", "text/plain must come first"))
+        emails = [a["email"].lower() for p in personalizations for k in ("to", "cc", "bcc")
+                  for a in p.get(k, [])]  # fmt: skip
+        if len(set(emails)) != len(emails):
+            problems.append(("personalizations", "each address only once"))
+        for p in personalizations:
+            subs = p.get("substitutions") or {}
+            if sum(len(k.encode()) + len(v.encode()) for k, v in subs.items()) > 10_000:
+                problems.append(("personalizations.substitutions", "over 10,000 bytes"))
         if problems:
             return _json(400, {"errors": [{"field": f, "message": m} for f, m in problems]})
         self.message_ids.append(uuid.uuid4().hex[:22])
+        bodies = {c["type"]: c["value"] for c in content}
+        for p in personalizations:
+            subs = p.get("substitutions") or {}
+            pattern = "(" + "|".join(re.escape(k) for k in subs) + ")" if subs else "(?!)"
+            self.delivered.append(
+                Rendered(
+                    to=[a["email"] for a in p["to"]],
+                    subject=substitute(p.get("subject", body.get("subject")), pattern, subs) or "",
+                    text=substitute(bodies.get("text/plain"), pattern, subs),
+                    html=substitute(bodies.get("text/html"), pattern, subs),
+                    headers={**body.get("headers", {}), **p.get("headers", {})},
+                    ids=dict(p.get("custom_args", {})),
+                )
+            )
         return 202, {"x-message-id": self.message_ids[-1]}, b""
 
 
 class MailgunFake(FakeHttpServer):
-    """``POST /v3/{domain}/messages`` and ``GET /v4/domains/{domain}`` as Mailgun documents."""
+    """``POST /v3/{domain}/messages`` and ``GET /v4/domains/{domain}`` as Mailgun documents.
+
+    Each accepted message is rendered into :attr:`delivered`: with recipient variables,
+    one per ``to`` with its ``%recipient.x%`` placeholders replaced (subject, bodies,
+    ``h:`` and ``v:`` values); without, one for the whole request.
+    """
 
     def __init__(self, api_key: str, domain: str) -> None:
         super().__init__()
         self.api_key = api_key
         self.domain = domain
+        self.delivered: list[Rendered] = []
 
     def handle(self, request: Received) -> Reply:
         expected = "Basic " + base64.b64encode(f"api:{self.api_key}".encode()).decode()
@@ -206,11 +260,34 @@ class MailgunFake(FakeHttpServer):
         if len(to) > 1000:
             return _json(400, {"message": "Too many recipients: 1000 at most"})
         variables = dict(fields).get("recipient-variables")
+        addresses = [value.rpartition("<")[2].rstrip(">") for value in to]
+        known: dict[str, dict[str, str]] = {}
         if variables is not None:
             known = json.loads(variables)
-            addresses = [value.rpartition("<")[2].rstrip(">") for value in to]
             if not isinstance(known, dict) or set(addresses) - set(known):
                 return _json(400, {"message": "recipient-variables must cover every to"})
+            if len(set(addresses)) != len(addresses):
+                return _json(400, {"message": "an address is given twice"})
+        single = dict(fields)
+        for group in [[a] for a in addresses] if variables is not None else [addresses]:
+            values = known.get(group[0], {}) if variables is not None else {}
+            pattern = r"%recipient\.([^%]+)%" if variables is not None else "(?!)"
+
+            def fill(
+                text: str | None, values: dict[str, str] = values, pattern: str = pattern
+            ) -> str | None:
+                return substitute(text, pattern, values)
+
+            self.delivered.append(
+                Rendered(
+                    to=group,
+                    subject=fill(single["subject"]) or "",
+                    text=fill(single.get("text")),
+                    html=fill(single.get("html")),
+                    headers={k[2:]: fill(v) or "" for k, v in fields if k.startswith("h:")},
+                    ids={k[2:]: fill(v) or "" for k, v in fields if k.startswith("v:")},
+                )
+            )
         return _json(200, {"id": f"<{uuid.uuid4().hex}@{self.domain}>", "message": "Queued."})
 
 
@@ -225,6 +302,9 @@ class SesFake(FakeHttpServer):
         self.entry_status: dict[str, str] = {}
         """A recipient address → the status its bulk entry gets (SUCCESS otherwise)."""
         self.signatures_checked = 0
+        self.delivered: list[Rendered] = []
+        """Each Simple message sent, and each successful bulk entry, its template rendered
+        with its data (SES renders ``{{name}}`` without escaping anything)."""
 
     def signature_ok(self, request: Received) -> bool:
         """Recompute the request's SigV4 signature from what arrived, as AWS would."""
@@ -273,20 +353,55 @@ class SesFake(FakeHttpServer):
             )
             if not valid or not body.get("FromEmailAddress"):
                 return self._bad_request("Content is invalid")
+            if simple:
+                self.delivered.append(
+                    Rendered(
+                        to=body["Destination"]["ToAddresses"],
+                        subject=simple["Subject"]["Data"],
+                        text=simple["Body"].get("Text", {}).get("Data"),
+                        html=simple["Body"].get("Html", {}).get("Data"),
+                        headers={h["Name"]: h["Value"] for h in simple.get("Headers", [])},
+                        ids={t["Name"]: t["Value"] for t in body.get("EmailTags", [])},
+                    )
+                )
             return _json(200, {"MessageId": f"0100-{uuid.uuid4()}"})
         if request.method == "POST" and request.path == "/v2/email/outbound-bulk-emails":
             body = request.json()
             entries = body.get("BulkEmailEntries") or []
-            if not 1 <= len(entries) <= 50 or "Template" not in (body.get("DefaultContent") or {}):
+            template = (body.get("DefaultContent") or {}).get("Template")
+            if not 1 <= len(entries) <= 50 or not template:
                 return self._bad_request("BulkEmailEntries must hold 1-50 entries")
+            content = template.get("TemplateContent") or {}
             results = []
             for entry in entries:
+                replacement = (entry.get("ReplacementEmailContent") or {}).get(
+                    "ReplacementTemplate", {}
+                )
+                raw = replacement.get("ReplacementTemplateData") or template.get("TemplateData")
+                headers = [*template.get("Headers", []), *entry.get("ReplacementHeaders", [])]
+                if len(raw or "") > 262_144 or len(entry.get("ReplacementHeaders", [])) > 15:
+                    return self._bad_request("an entry is over SES's limits")
+                data = json.loads(raw or "{}")
+                names = set(re.findall(r"{{([^}]*)}}", json.dumps(content)))
+                if names - set(data):  # SES: a rendering failure; here, loudly
+                    return self._bad_request(f"template data lacks {sorted(names - set(data))}")
                 first = entry["Destination"]["ToAddresses"][0]
                 status = self.entry_status.get(first, "SUCCESS")
-                if status == "SUCCESS":
-                    results.append({"Status": status, "MessageId": f"0100-{uuid.uuid4()}"})
-                else:
+                if status != "SUCCESS":
                     results.append({"Status": status, "Error": "refused by the fake"})
+                    continue
+                results.append({"Status": status, "MessageId": f"0100-{uuid.uuid4()}"})
+                pattern = r"{{([^}]*)}}"
+                self.delivered.append(
+                    Rendered(
+                        to=entry["Destination"]["ToAddresses"],
+                        subject=substitute(content.get("Subject"), pattern, data) or "",
+                        text=substitute(content.get("Text"), pattern, data),
+                        html=substitute(content.get("Html"), pattern, data),
+                        headers={h["Name"]: h["Value"] for h in headers},
+                        ids={t["Name"]: t["Value"] for t in entry.get("ReplacementTags", [])},
+                    )
+                )
             return _json(200, {"BulkEmailEntryResults": results})
         return _json(404, {"message": "not found"}, {"x-amzn-errortype": "NotFoundException"})
 

@@ -76,27 +76,35 @@ async def test_request_is_exactly_the_documented_shape(sendgrid_fake: SendGridFa
     assert sent.provider_message_id == sendgrid_fake.message_ids[0]
 
 
-async def test_identical_messages_share_one_request(sendgrid_fake: SendGridFake) -> None:
-    """Three messages with one content go as one request of three personalizations, each
-    carrying its own corestone id and metadata; a fourth with other content goes alone."""
+async def test_messages_of_one_content_share_one_request(sendgrid_fake: SendGridFake) -> None:
+    """Four messages that differ only in recipient, subject and metadata go as one request
+    of four personalizations, each with its own subject and corestone id; one from another
+    sender goes alone."""
     provider = provider_for(sendgrid_fake)
     batch = [outgoing(f"b-{i}", to=[f"u{i}@example.org"], metadata={"n": str(i)}) for i in range(3)]
-    batch.insert(1, outgoing("other", subject="Different"))
+    batch.insert(1, outgoing("other", to=["o@example.org"], subject="Different"))
+    batch.append(outgoing("alone", sender="elsewhere@example.com"))
     outcomes = await provider.send_batch(batch)
     await provider.aclose()
 
     assert len(sendgrid_fake.requests) == 2
     shared, alone = (r.json() for r in sendgrid_fake.requests)
-    assert [p["custom_args"] for p in shared["personalizations"]] == [
-        {"n": str(i), "corestone_id": f"b-{i}"} for i in range(3)
+    assert "subject" not in shared
+    assert [p["subject"] for p in shared["personalizations"]] == [
+        "Hello",
+        "Different",
+        "Hello",
+        "Hello",
     ]
-    assert [p["to"] for p in shared["personalizations"]] == [
-        [{"email": f"u{i}@example.org"}] for i in range(3)
-    ]
-    assert alone["subject"] == "Different"
+    assert [p["custom_args"]["corestone_id"] for p in shared["personalizations"]] == [
+        "b-0", "other", "b-1", "b-2"
+    ]  # fmt: skip
+    assert shared["content"] == [{"type": "text/plain", "value": "Hello, Ada."}]
+    assert all("substitutions" not in p for p in shared["personalizations"])
+    assert alone["from"] == {"email": "elsewhere@example.com"}
     assert all(isinstance(o, Sent) for o in outcomes)
     ids = [o.provider_message_id for o in outcomes if isinstance(o, Sent)]
-    assert ids[0] == ids[2] == ids[3] != ids[1]
+    assert ids[0] == ids[1] == ids[2] == ids[3] != ids[4]
 
 
 async def test_a_failed_group_fails_only_its_messages(sendgrid_fake: SendGridFake) -> None:
@@ -104,8 +112,9 @@ async def test_a_failed_group_fails_only_its_messages(sendgrid_fake: SendGridFak
     sendgrid_fake.fail_next(400, {"errors": [{"field": "from.email", "message": "bad sender"}]})
     provider = provider_for(sendgrid_fake)
     outcomes = await provider.send_batch(
-        [outgoing("a"), outgoing("b", subject="Other"), outgoing("c")]
-    )
+        [outgoing("a"), outgoing("b", sender="other@example.com"),
+         outgoing("c", to=["c@example.org"])]
+    )  # fmt: skip
     await provider.aclose()
     assert [type(o).__name__ for o in outcomes] == [
         "EmailProviderError",
@@ -119,7 +128,7 @@ async def test_a_batch_of_one_request_raises_its_failure(sendgrid_fake: SendGrid
     sendgrid_fake.fail_next(503, {"errors": [{"message": "down"}]})
     provider = provider_for(sendgrid_fake)
     with pytest.raises(EmailProviderError) as caught:
-        await provider.send_batch([outgoing("a"), outgoing("b")])
+        await provider.send_batch([outgoing("a"), outgoing("b", to=["b@example.org"])])
     await provider.aclose()
     assert caught.value.retryable is True
 

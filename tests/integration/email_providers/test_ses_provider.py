@@ -131,8 +131,9 @@ async def test_session_token_is_signed_along(ses_fake: SesFake) -> None:
 
 
 async def test_shared_content_goes_through_send_bulk_email(ses_fake: SesFake) -> None:
-    """Three messages of one content: one SendBulkEmail, the content once as an inline
-    template, one entry each with its tag and header; per-entry statuses map to outcomes."""
+    """Three messages of one content: one SendBulkEmail whose inline template is only
+    placeholders, one entry each with its data, tag and header; per-entry statuses map to
+    outcomes."""
     ses_fake.entry_status["u1@example.org"] = "ACCOUNT_THROTTLED"
     ses_fake.entry_status["u2@example.org"] = "MESSAGE_REJECTED"
     provider = provider_for(ses_fake)
@@ -146,15 +147,16 @@ async def test_shared_content_goes_through_send_bulk_email(ses_fake: SesFake) ->
     body = request.json()
     assert body["DefaultContent"] == {
         "Template": {
-            "TemplateContent": {"Subject": "Hello", "Text": "Hello, Ada.", "Html": "<b>x</b>"},
+            "TemplateContent": {"Subject": "{{subject}}", "Text": "{{text}}", "Html": "{{html}}"},
             "TemplateData": "{}",
-            "Headers": [],
         }
     }
+    data = '{"subject":"Hello","text":"Hello, Ada.","html":"<b>x</b>"}'
     assert body["BulkEmailEntries"] == [
         {
             "Destination": {"ToAddresses": [f"u{i}@example.org"]},
             "ReplacementTags": [{"Name": "corestone-id", "Value": f"b-{i}"}],
+            "ReplacementEmailContent": {"ReplacementTemplate": {"ReplacementTemplateData": data}},
             "ReplacementHeaders": [{"Name": "X-Corestone-Id", "Value": f"b-{i}"}],
         }
         for i in range(3)
@@ -168,19 +170,20 @@ async def test_shared_content_goes_through_send_bulk_email(ses_fake: SesFake) ->
     assert rejected.reason.startswith("MESSAGE_REJECTED")
 
 
-async def test_messages_that_cannot_be_templated_go_one_by_one(ses_fake: SesFake) -> None:
-    """Text with ``{{`` (a template placeholder to SES) and messages with files go through
-    SendEmail, one request each, their text untouched."""
+async def test_braces_are_values_and_files_go_one_by_one(ses_fake: SesFake) -> None:
+    """Text with ``{{`` travels as a template value, so SES renders it as written;
+    messages with files go through SendEmail, one request each."""
     provider = provider_for(ses_fake)
     braces = "{{not a placeholder}}"
     outcomes = await provider.send_batch(
-        [outgoing("p-1", text=braces), outgoing("p-2", text=braces),
+        [outgoing("p-1", text=braces), outgoing("p-2", to=["b@example.org"], text=braces),
          outgoing("f-1", attachments=[Attachment("a.txt", b"x")])]
     )  # fmt: skip
     await provider.aclose()
-    assert [r.path for r in ses_fake.requests] == ["/v2/email/outbound-emails"] * 3
-    simple = ses_fake.requests[0].json()["Content"]["Simple"]
-    assert simple["Body"]["Text"]["Data"] == "{{not a placeholder}}"
+    assert [r.path for r in ses_fake.requests] == [
+        "/v2/email/outbound-bulk-emails", "/v2/email/outbound-emails"
+    ]  # fmt: skip
+    assert [d.text for d in ses_fake.delivered] == [braces, braces]
     assert all(isinstance(o, Sent) for o in outcomes)
 
 

@@ -14,15 +14,20 @@ its angle brackets, is the provider message id.
 The API lives at ``https://api.mailgun.net`` (US) or ``https://api.eu.mailgun.net`` (EU):
 a domain is created in one region and only that one knows it.
 
-Batches use Mailgun's batch sending: messages whose content is identical, each with one
-``to`` recipient and no cc/bcc, go out as one request with many ``to`` fields and
-``recipient-variables`` holding each recipient's corestone id, so Mailgun sends each
-recipient a message of their own and ``v:corestone-id`` is ``%recipient.corestone_id%``
-(Mailgun substitutes recipient variables in ``v:`` values), up to 1,000 recipients a
-request, Mailgun's documented limit. Other messages, and content containing
-``%recipient`` (which Mailgun would substitute), go one request each. corestone's id is
-not repeated in a header: Mailgun adds the ``v:`` variables to each delivered message
-as ``X-Mailgun-Variables``.
+Batches use Mailgun's batch sending: messages that each have one ``to`` recipient and
+no cc/bcc, and share everything but that recipient, the subject, the bodies, header
+values and metadata values, go out as one request with many ``to`` fields (up to 1,000,
+Mailgun's documented limit, and never one address twice) and ``recipient-variables``,
+so Mailgun sends each recipient a message of their own. A part every message shares is
+sent once as it is; a part that differs (each recipient's rendered subject, text or
+HTML, their ``List-Unsubscribe`` header, a metadata value) is ``%recipient.<name>%`` and
+each recipient's value is in their recipient variables, as is their corestone id
+(``v:corestone-id=%recipient.corestone_id%``). Mailgun documents recipient variables in
+the subject and bodies; in ``h:`` and ``v:`` values it substitutes them as well, which
+is what django-anymail's Mailgun backend relies on for per-recipient headers and
+metadata. A message containing ``%recipient`` anywhere (Mailgun would substitute it)
+goes in a request of its own. corestone's id is not repeated in a header: Mailgun adds
+the ``v:`` variables to each delivered message as ``X-Mailgun-Variables``.
 
 Errors: a transport error, timeout, 429 and 5xx are retryable (``Retry-After`` honoured);
 400, 401, 402, 403, 404, 413 and any other 4xx are permanent.
@@ -39,8 +44,12 @@ from corestone.email.message import EmailMessage
 from corestone.email.providers._common import (
     guard,
     parse_retry_after,
+    plan_requests,
+    send_planned,
+    shared_key,
     shorten,
     status_error,
+    varying,
 )
 from corestone.email.providers.base import Outgoing, Sent
 from corestone.errors import EmailProviderError
@@ -49,10 +58,36 @@ from corestone.observability.health import CheckResult, HealthStatus
 with requires_extra(__name__, "email"):
     import httpx
 
-__all__ = ["MAILGUN_REGIONS", "MAX_RECIPIENTS_PER_REQUEST", "MailgunProvider"]
+__all__ = ["MAILGUN_REGIONS", "MAX_RECIPIENTS_PER_REQUEST", "MAX_REQUEST_BYTES", "MailgunProvider"]
 
 MAX_RECIPIENTS_PER_REQUEST: Final = 1000
 """Mailgun's batch sending: at most 1,000 ``to`` recipients a request."""
+MAX_REQUEST_BYTES: Final = 25 * 1024 * 1024
+"""Mailgun's documented maximum message size (25 MB), applied to the subjects, bodies
+and header values one batch request carries."""
+_VARIES: Final = ("to", "subject", "text", "html", "headers", "metadata", "idempotency_key")
+
+
+def _batch_key(message: EmailMessage) -> str | None:
+    """What the messages of one batch request share; None: the message goes alone.
+
+    One ``to`` and no cc/bcc (batch sending gives each ``to`` a message of their own),
+    and no ``%recipient`` anywhere (Mailgun would substitute it). Header and metadata
+    names are shared; their values, the subject and the bodies may differ.
+    """
+    if len(message.to) != 1 or message.cc or message.bcc:
+        return None
+    if "%recipient" in json.dumps(message.to_dict(), ensure_ascii=False):
+        return None
+    parts = (message.text is None, message.html is None)
+    return shared_key(message, _VARIES, parts, sorted(message.headers), sorted(message.metadata))
+
+
+def _size(message: EmailMessage) -> int:
+    texts = (message.subject, message.text or "", message.html or "", *message.headers.values())
+    return sum(len(t.encode()) for t in texts)
+
+
 MAILGUN_REGIONS: Final = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
 
 
@@ -157,72 +192,66 @@ class MailgunProvider:
         wait = parse_retry_after(response.headers.get("Retry-After"))
         return status_error(self.name, response.status_code, detail, retry_after=wait)
 
-    @staticmethod
-    def _batch_key(message: EmailMessage) -> str | None:
-        """What messages must share to go in one batch request; None: they cannot."""
-        texts = (message.subject, message.text or "", message.html or "")
-        if (
-            len(message.to) != 1
-            or message.cc
-            or message.bcc
-            or any("%recipient" in t for t in texts)
-        ):
-            return None
-        shared = message.to_dict()
-        for field in ("to", "idempotency_key"):
-            shared.pop(field)
-        return json.dumps(shared, sort_keys=True)
-
     async def send_batch(self, batch: Sequence[Outgoing]) -> list[Sent | EmailProviderError]:
-        """Shared content as one batch request each; the rest one request per message.
+        """Messages of one batch key as one batch-sending request each; the rest alone.
 
         When the whole batch is one request and it fails, the error is raised (every
         message has that outcome); otherwise each failure is returned in its place.
         """
         if len(batch) > self.max_batch:
             raise ValueError(f"a batch holds at most {self.max_batch} messages")
-        requests: list[list[int]] = []
-        open_groups: dict[str, list[int]] = {}
-        outcomes: dict[int, Sent | EmailProviderError] = {}
-        for index, outgoing in enumerate(batch):
-            try:
-                guard(self.name, outgoing)  # one bad message must not sink its group
-            except EmailProviderError as exc:
-                outcomes[index] = exc
-                continue
-            key = self._batch_key(outgoing.message)
-            group = open_groups.get(key) if key is not None else None
-            address = outgoing.message.to[0].ascii_email
-            if group is None or any(batch[i].message.to[0].ascii_email == address for i in group):
-                group = []
-                requests.append(group)
-                if key is not None:
-                    open_groups[key] = group
-            group.append(index)
-        whole = len(requests) == 1 and not outcomes
-        for members in requests:
-            try:
-                if len(members) == 1:
-                    outcomes[members[0]] = await self.send(batch[members[0]])
-                    continue
-                data, files = self._batch_form([batch[i] for i in members])
-                sent = Sent(self.name, await self._post(data, files))
-                outcomes.update(dict.fromkeys(members, sent))
-            except EmailProviderError as exc:
-                if whole:
-                    raise
-                outcomes.update(dict.fromkeys(members, exc))
-        return [outcomes[i] for i in range(len(batch))]
+        plan = plan_requests(
+            self.name, batch, _batch_key, max_recipients=MAX_RECIPIENTS_PER_REQUEST,
+            max_size=MAX_REQUEST_BYTES, size=_size,
+        )  # fmt: skip
+        return await send_planned(batch, plan, self.send, self._send_merged)
+
+    async def _send_merged(self, batch: list[Outgoing]) -> list[Sent | EmailProviderError]:
+        data, files = self._batch_form(batch)
+        sent = Sent(self.name, await self._post(data, files))
+        return [sent] * len(batch)
 
     def _batch_form(
         self, batch: list[Outgoing]
     ) -> tuple[list[tuple[str, str]], list[tuple[str, tuple[str, bytes, str]]]]:
-        ids = {o.message.to[0].ascii_email: guard(self.name, o) for o in batch}
-        data, files = self._form(batch[0])
-        data = [(k, v) for k, v in data if k not in ("to", "v:corestone-id")]
-        to = [("to", o.message.to[0].formatted(ascii_domain=True)) for o in batch]
-        variables = {address: {"corestone_id": i} for address, i in ids.items()}
-        data = [data[0], *to, *data[1:], ("v:corestone-id", "%recipient.corestone_id%")]
+        """One form for many recipients: what differs goes through recipient variables.
+
+        A part every message shares is written once as it is; a part that differs is
+        ``%recipient.<name>%`` and each recipient's value is in ``recipient-variables``
+        (keyed by the address as it is in ``to``), as are their corestone ids.
+        """
+        messages = [o.message for o in batch]
+        variables: dict[str, dict[str, str]] = {
+            m.to[0].ascii_email: {"corestone_id": guard(self.name, o)}
+            for o, m in zip(batch, messages, strict=True)
+        }
+
+        def part(name: str, values: Sequence[str]) -> str:
+            if not varying(values):
+                return values[0]
+            for message, value in zip(messages, values, strict=True):
+                variables[message.to[0].ascii_email][name] = value
+            return f"%recipient.{name}%"
+
+        first = messages[0]
+        _, files = self._form(batch[0])
+        data = [("from", first.sender.formatted(ascii_domain=True))]
+        data += [("to", m.to[0].formatted(ascii_domain=True)) for m in messages]
+        data.append(("subject", part("subject", [m.subject for m in messages])))
+        for name in ("text", "html"):  # present in all or none: the batch key says so
+            if getattr(first, name) is not None:
+                data.append((name, part(name, [getattr(m, name) for m in messages])))
+        if first.reply_to:
+            replies = ", ".join(a.formatted(ascii_domain=True) for a in first.reply_to)
+            data.append(("h:Reply-To", replies))
+        for header in first.headers:
+            headers = [m.headers[header] for m in messages]
+            data.append((f"h:{header}", part(f"h:{header}", headers)))
+        data += [("o:tag", tag) for tag in first.tags]
+        for key in first.metadata:
+            metadata = [m.metadata[key] for m in messages]
+            data.append((f"v:{key}", part(f"v:{key}", metadata)))
+        data.append(("v:corestone-id", "%recipient.corestone_id%"))
         data.append(("recipient-variables", json.dumps(variables, separators=(",", ":"))))
         return data, files
 

@@ -7,14 +7,20 @@ metadata and corestone's id go in its personalization, the id in ``custom_args``
 ``corestone_id``: SendGrid returns custom args with every event webhook, which is how an
 event finds its message. SendGrid answers ``202 Accepted`` with an ``X-Message-Id``.
 
-Batches use personalizations: messages whose content is identical and which differ only
-in their recipients, metadata and id go out in one request, one personalization each
-(each with its own ``custom_args``), up to 1,000 recipients a request, SendGrid's
-documented limit.
-Messages that differ in content go out in separate requests (one per distinct content),
-so a batch of fully personalised messages costs one request per message. Every
-personalization's recipients get the same ``X-Message-Id``; SendGrid's own per-recipient
-ids in events start with it.
+Batches use personalizations, SendGrid's way to send one request to many recipients,
+each with their own message: messages that share everything but their recipients,
+subject, bodies, headers and metadata go out in one request, one personalization each
+(up to 1,000 recipients a request, SendGrid's documented limit, and never one address
+twice, which SendGrid refuses). Each personalization carries its recipients, its own
+``subject`` when the subjects differ, its message's ``headers`` (``List-Unsubscribe``
+per recipient) and ``X-Corestone-Id``, and ``custom_args`` with the metadata and the
+id. When the bodies differ (rendered per recipient), the request's ``content`` is the
+tags ``-corestone-text-`` / ``-corestone-html-`` and each personalization's
+``substitutions`` carry its own rendered text and HTML. Substitutions are limited to
+10,000 bytes per personalization: a message over it, or one containing a tag (SendGrid
+would replace it), shares a request only with messages of the very same bodies. Every
+message of a request gets the request's ``X-Message-Id``; SendGrid's per-recipient
+event ids start with it, and the event's ``custom_args`` name the message.
 
 Errors: a transport error, timeout, 429 and 5xx are retryable (``Retry-After`` or, as
 SendGrid sends on 429, ``X-RateLimit-Reset`` gives the wait); 400, 401, 403, 413 and any
@@ -27,7 +33,7 @@ import base64
 import json
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from corestone._extras import requires_extra
 from corestone.email.message import Address, EmailMessage
@@ -35,8 +41,12 @@ from corestone.email.providers._common import (
     CORESTONE_ID_HEADER,
     guard,
     parse_retry_after,
+    plan_requests,
+    send_planned,
+    shared_key,
     shorten,
     status_error,
+    varying,
 )
 from corestone.email.providers.base import Outgoing, Sent
 from corestone.errors import EmailProviderError
@@ -45,10 +55,50 @@ from corestone.observability.health import CheckResult, HealthStatus
 with requires_extra(__name__, "email"):
     import httpx
 
-__all__ = ["MAX_RECIPIENTS_PER_REQUEST", "SendGridProvider"]
+__all__ = [
+    "HTML_TAG",
+    "MAX_RECIPIENTS_PER_REQUEST",
+    "MAX_SUBSTITUTION_BYTES",
+    "TEXT_TAG",
+    "SendGridProvider",
+]
 
-MAX_RECIPIENTS_PER_REQUEST = 1000
+MAX_RECIPIENTS_PER_REQUEST: Final = 1000
 """SendGrid: at most 1,000 recipients (to + cc + bcc over all personalizations) a request."""
+MAX_SUBSTITUTION_BYTES: Final = 10_000
+"""SendGrid's API reference: "the total collective size of your substitutions may not
+exceed 10,000 bytes per personalization object" (its substitution-tag guide says 50,000;
+the stricter one is kept)."""
+TEXT_TAG: Final = "-corestone-text-"
+HTML_TAG: Final = "-corestone-html-"
+"""The substitution tags standing for each recipient's rendered text and HTML."""
+_TAG_PREFIX: Final = "-corestone-"
+_PER_PERSONALIZATION: Final = (
+    "to", "cc", "bcc", "subject", "text", "html", "headers", "metadata", "idempotency_key",
+)  # fmt: skip
+
+
+def _substitutions(message: EmailMessage) -> dict[str, str]:
+    return {
+        tag: value
+        for tag, value in ((TEXT_TAG, message.text), (HTML_TAG, message.html))
+        if value is not None
+    }
+
+
+def _batch_key(message: EmailMessage) -> str:
+    """What the messages of one request share; bodies too when they cannot be substituted.
+
+    A message whose bodies hold a tag (SendGrid would replace it) or whose substitutions
+    exceed :data:`MAX_SUBSTITUTION_BYTES` shares a request only with messages of the very
+    same bodies, which then go once, as they are.
+    """
+    parts = (message.text is None, message.html is None)
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in _substitutions(message).items())
+    stored = json.dumps(message.to_dict(), ensure_ascii=False)
+    if _TAG_PREFIX in stored or size > MAX_SUBSTITUTION_BYTES:
+        return shared_key(message, _PER_PERSONALIZATION, parts, message.text, message.html)
+    return shared_key(message, _PER_PERSONALIZATION, parts, "merge")
 
 
 def _address(address: Address) -> dict[str, str]:
@@ -132,7 +182,8 @@ class SendGridProvider:
         return Sent(self.name, await self._post(body))
 
     async def send_batch(self, batch: Sequence[Outgoing]) -> list[Sent | EmailProviderError]:
-        """Messages of identical content share a request; see the module docstring.
+        """Messages that share all but recipients, subject, bodies, headers and metadata go
+        as one request of one personalization each; see the module docstring.
 
         When the whole batch is one request and it fails, the error is raised (every
         message has that outcome); otherwise each request's failure is returned in the
@@ -140,36 +191,42 @@ class SendGridProvider:
         """
         if len(batch) > self.max_batch:
             raise ValueError(f"a batch holds at most {self.max_batch} messages")
-        outcomes: list[Sent | EmailProviderError | None] = [None] * len(batch)
-        groups: list[tuple[dict[str, Any], list[tuple[int, dict[str, Any]]], int]] = []
-        by_content: dict[str, int] = {}
-        for index, outgoing in enumerate(batch):
-            try:
-                personalization = self._personalization(outgoing)
-            except EmailProviderError as exc:
-                outcomes[index] = exc
-                continue
-            content = self._content(outgoing.message)
-            key = json.dumps(content, sort_keys=True)
-            count = len(outgoing.message.recipients)
-            group = by_content.get(key)
-            if group is None or groups[group][2] + count > MAX_RECIPIENTS_PER_REQUEST:
-                by_content[key] = group = len(groups)
-                groups.append((content, [], 0))
-            body, members, recipients = groups[group]
-            members.append((index, personalization))
-            groups[group] = (body, members, recipients + count)
-        for body, members, _ in groups:
-            request = {**body, "personalizations": [p for _, p in members]}
-            try:
-                sent: Sent | EmailProviderError = Sent(self.name, await self._post(request))
-            except EmailProviderError as exc:
-                if len(groups) == 1 and len(members) == len(batch):
-                    raise
-                sent = exc
-            for index, _ in members:
-                outcomes[index] = sent
-        return [o for o in outcomes if o is not None]
+        plan = plan_requests(
+            self.name, batch, _batch_key, max_recipients=MAX_RECIPIENTS_PER_REQUEST
+        )
+        return await send_planned(batch, plan, self.send, self._send_merged)
+
+    async def _send_merged(self, batch: list[Outgoing]) -> list[Sent | EmailProviderError]:
+        """One request for messages of one batch key: a personalization each."""
+        messages = [o.message for o in batch]
+        body = self._content(messages[0])
+        del body["subject"], body["content"]
+        body.pop("headers", None)
+        subjects = [m.subject for m in messages]
+        merged = varying([m.text for m in messages]) or varying([m.html for m in messages])
+        if not varying(subjects):
+            body["subject"] = subjects[0]
+        body["content"] = [
+            {"type": kind, "value": tag if merged else value}
+            for kind, tag, value in (
+                ("text/plain", TEXT_TAG, messages[0].text),
+                ("text/html", HTML_TAG, messages[0].html),
+            )
+            if value is not None
+        ]
+        personalizations = []
+        for outgoing in batch:
+            entry = self._personalization(outgoing)
+            message = outgoing.message
+            entry["headers"] = {**message.headers, **entry["headers"]}
+            if varying(subjects):
+                entry["subject"] = message.subject
+            if merged:
+                entry["substitutions"] = _substitutions(message)
+            personalizations.append(entry)
+        body["personalizations"] = personalizations
+        sent = Sent(self.name, await self._post(body))
+        return [sent] * len(batch)
 
     async def _post(self, body: dict[str, Any]) -> str | None:
         try:

@@ -12,12 +12,19 @@ event it publishes (``mail.tags``), and in the ``X-Corestone-Id`` header. SES an
 ``200 {"MessageId": "…"}``.
 
 ``SendBulkEmail`` (``POST /v2/email/outbound-bulk-emails``, at most 50 entries, SES's
-limit) is used for the messages of a batch that share their content and differ only in
-their recipients (and id): the content is sent once as an inline template, and each
-message is an entry with its destination, its ``corestone-id`` tag and its
-``X-Corestone-Id`` header. Text containing ``{{`` would be read as a template
-placeholder, and attachments cannot be part of it, so such messages, and messages that
-share their content with no other, go through ``SendEmail``.
+limit) carries the messages of a batch that share everything but their recipients,
+subject, bodies, headers, tags and metadata. The content is an inline template
+(``DefaultContent.Template.TemplateContent``) of placeholders only: ``{{subject}}``,
+``{{text}}``, ``{{html}}``; each message is an entry with its destination, its
+``corestone-id`` tag, its headers (``List-Unsubscribe`` per recipient, and
+``X-Corestone-Id``) as ``ReplacementHeaders``, and its rendered subject and bodies as
+``ReplacementTemplateData``. This works because SES documents that it supports simple
+substitutions for inline template content and that it does not escape HTML when it
+renders a template: each recipient's HTML, rendered and escaped by corestone's sandbox,
+arrives as it was rendered, and what a recipient's data holds (``{{ }}`` included) is a
+value, never template text. Messages with files (a template cannot carry them), with a
+non-ASCII local part, more than 14 headers or more than 262,144 characters of data go
+through ``SendEmail``; a bulk request holds at most 1 MB of template data.
 
 Errors: a transport error, timeout, ``TooManyRequestsException`` (429),
 ``LimitExceededException`` (the sending quota) and every 5xx are retryable;
@@ -43,6 +50,9 @@ from corestone.email.providers._common import (
     CORESTONE_ID_HEADER,
     guard,
     parse_retry_after,
+    plan_requests,
+    send_planned,
+    shared_key,
     shorten,
     status_error,
     wire_mime,
@@ -58,9 +68,25 @@ with requires_extra(__name__, "ses"):
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-__all__ = ["MAX_BULK_ENTRIES", "TAG_NAME", "SesProvider"]
+__all__ = [
+    "MAX_BULK_ENTRIES",
+    "MAX_BULK_RECIPIENTS",
+    "MAX_BULK_TEMPLATE_BYTES",
+    "MAX_REPLACEMENT_DATA",
+    "TAG_NAME",
+    "SesProvider",
+]
 
 MAX_BULK_ENTRIES: Final = 50
+"""``SendBulkEmail``: at most 50 destinations (entries) a call."""
+MAX_BULK_RECIPIENTS: Final = 50 * 50
+"""Recipients of one bulk call: 50 entries of at most 50 recipients (the message limit)."""
+MAX_REPLACEMENT_DATA: Final = 262_144
+"""``ReplacementTemplateData``: at most 262,144 characters per entry."""
+MAX_BULK_TEMPLATE_BYTES: Final = 1024 * 1024
+"""Inline templates: "each input JSON file can be up to 1 MB, including both the text
+and HTML parts"; read conservatively as the whole request's template data."""
+_MAX_HEADERS: Final = 15  # MessageHeader lists: at most 15 items
 TAG_NAME: Final = "corestone-id"
 _RETRYABLE_ERRORS: Final = frozenset(
     {"TooManyRequests", "Throttling", "LimitExceeded", "InternalFailure", "ServiceUnavailable"}
@@ -73,6 +99,34 @@ _RETRYABLE_STATUSES: Final = frozenset(
 def _address(address: Address) -> str:
     """``Name <a@xn--b.org>``, a non-ASCII name RFC 2047 encoded (SES requires it)."""
     return str(formataddr((address.name, address.ascii_email), charset="utf-8"))
+
+
+_PER_ENTRY: Final = (
+    "to", "cc", "bcc", "subject", "text", "html", "headers", "tags", "metadata", "idempotency_key",
+)  # fmt: skip
+
+
+def _template_data(message: EmailMessage) -> str:
+    """One entry's ``ReplacementTemplateData``: its rendered subject, text and HTML."""
+    data = {"subject": message.subject, "text": message.text, "html": message.html}
+    return json.dumps({k: v for k, v in data.items() if v is not None}, separators=(",", ":"))
+
+
+def _template_bytes(message: EmailMessage) -> int:
+    return len(_template_data(message).encode())
+
+
+def _bulk_key(message: EmailMessage) -> str | None:
+    """What the messages of one ``SendBulkEmail`` share; None: it goes through ``SendEmail``.
+
+    Files cannot be part of a template, SES refuses SMTPUTF8, and an entry holds at most
+    15 headers (with ``X-Corestone-Id``) and 262,144 characters of data.
+    """
+    if message.attachments or message.needs_smtputf8 or len(message.headers) >= _MAX_HEADERS:
+        return None
+    if len(_template_data(message)) > MAX_REPLACEMENT_DATA:
+        return None
+    return shared_key(message, _PER_ENTRY, message.text is None, message.html is None)
 
 
 def _error_code(response: httpx.Response, body: Any) -> str:
@@ -213,83 +267,42 @@ class SesProvider:
 
     # -- batches -------------------------------------------------------------------------
 
-    @staticmethod
-    def _bulk_key(message: EmailMessage) -> str | None:
-        """What messages must share to go in one ``SendBulkEmail``; None: they cannot."""
-        texts = (message.subject, message.text or "", message.html or "")
-        if message.attachments or message.needs_smtputf8 or any("{{" in t for t in texts):
-            return None
-        shared = message.to_dict()
-        for field in ("to", "cc", "bcc", "idempotency_key", "tags", "metadata"):
-            shared.pop(field)
-        return json.dumps(shared, sort_keys=True)
-
     async def send_batch(self, batch: Sequence[Outgoing]) -> list[Sent | EmailProviderError]:
-        """Shared content through ``SendBulkEmail``, the rest through ``SendEmail``.
+        """Messages of one bulk key through ``SendBulkEmail``, the rest through ``SendEmail``.
 
         When the whole batch is one request and it fails, the error is raised (every
-        message has that outcome); otherwise each failure is returned in its place.
+        message has that outcome); otherwise each failure is returned in its place, and
+        within a bulk request each entry's own status is its message's outcome.
         """
         if len(batch) > self.max_batch:
             raise ValueError(f"a batch holds at most {self.max_batch} messages")
-        groups: dict[str, list[int]] = {}
-        singles: list[int] = []
-        outcomes: dict[int, Sent | EmailProviderError] = {}
-        for index, outgoing in enumerate(batch):
-            try:
-                guard(self.name, outgoing)  # one bad message must not sink its group
-            except EmailProviderError as exc:
-                outcomes[index] = exc
-                continue
-            key = self._bulk_key(outgoing.message)
-            if key is None:
-                singles.append(index)
-            else:
-                groups.setdefault(key, []).append(index)
-        singles += [members[0] for members in groups.values() if len(members) == 1]
-        bulks = [members for members in groups.values() if len(members) > 1]
-        whole = len(bulks) + len(singles) == 1 and not outcomes
-        for index in singles:
-            try:
-                outcomes[index] = await self.send(batch[index])
-            except EmailProviderError as exc:
-                if whole:
-                    raise
-                outcomes[index] = exc
-        for members in bulks:
-            try:
-                outcomes.update(await self._bulk([batch[i] for i in members], members))
-            except EmailProviderError as exc:
-                if whole:
-                    raise
-                outcomes.update(dict.fromkeys(members, exc))
-        return [outcomes[i] for i in range(len(batch))]
+        plan = plan_requests(
+            self.name, batch, _bulk_key, max_recipients=MAX_BULK_RECIPIENTS,
+            max_size=MAX_BULK_TEMPLATE_BYTES, size=_template_bytes,
+        )  # fmt: skip
+        return await send_planned(batch, plan, self.send, self._bulk)
 
-    async def _bulk(
-        self, batch: list[Outgoing], indexes: list[int]
-    ) -> dict[int, Sent | EmailProviderError]:
+    async def _bulk(self, batch: list[Outgoing]) -> list[Sent | EmailProviderError]:
         first = batch[0].message
-        template: dict[str, Any] = {"Subject": first.subject}
+        template = {"Subject": "{{subject}}"}
         if first.text is not None:
-            template["Text"] = first.text
+            template["Text"] = "{{text}}"
         if first.html is not None:
-            template["Html"] = first.html
+            template["Html"] = "{{html}}"
         body = self._common(first)
-        body["DefaultContent"] = {
-            "Template": {
-                "TemplateContent": template,
-                "TemplateData": "{}",
-                "Headers": self._headers(first, None),
-            }
-        }
+        body["DefaultContent"] = {"Template": {"TemplateContent": template, "TemplateData": "{}"}}
         entries = []
         for outgoing in batch:
             message_id = guard(self.name, outgoing)
+            message = outgoing.message
             entries.append(
                 {
-                    "Destination": self._destination(outgoing.message),
+                    "Destination": self._destination(message),
                     "ReplacementTags": [{"Name": TAG_NAME, "Value": message_id}],
-                    "ReplacementHeaders": [{"Name": CORESTONE_ID_HEADER, "Value": message_id}],
+                    "ReplacementEmailContent": {
+                        "ReplacementTemplate": {"ReplacementTemplateData": _template_data(message)}
+                    },
+                    "ReplacementHeaders": self._headers(message, message_id),
                 }
             )
         body["BulkEmailEntries"] = entries
@@ -298,16 +311,16 @@ class SesProvider:
         if not isinstance(results, list) or len(results) != len(batch):
             # Accepted, but the answer cannot be matched to the entries: report them sent
             # without an id rather than retry what SES may well be delivering.
-            return dict.fromkeys(indexes, Sent(self.name, None))
-        outcomes: dict[int, Sent | EmailProviderError] = {}
-        for index, result in zip(indexes, results, strict=True):
+            return [Sent(self.name, None)] * len(batch)
+        outcomes: list[Sent | EmailProviderError] = []
+        for result in results:
             status = str(result.get("Status", "")) if isinstance(result, dict) else ""
             if status == "SUCCESS":
-                outcomes[index] = Sent(self.name, result.get("MessageId"))
+                outcomes.append(Sent(self.name, result.get("MessageId")))
             else:
                 reason = shorten(f"{status}: {result.get('Error') or ''}".rstrip(": "))
-                outcomes[index] = EmailProviderError(
-                    self.name, reason, retryable=status in _RETRYABLE_STATUSES
+                outcomes.append(
+                    EmailProviderError(self.name, reason, retryable=status in _RETRYABLE_STATUSES)
                 )
         return outcomes
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 
 from corestone import NotFoundError
 from corestone.email import EmailStatus
-from corestone.email.tracking import MAX_LIMIT, EmailTracker, parse_statuses
+from corestone.email.tracking import MAX_LIMIT, BulkProgress, EmailTracker, parse_statuses
 from corestone.web import infrastructure, service
 from corestone.web.contract import StrictRoute
 from corestone.web.openapi import BEARER
@@ -23,6 +23,8 @@ Tracker = Annotated[EmailTracker, Depends(service(EmailTracker))]
 _STATUS = "|".join(s.value for s in EmailStatus)
 STATUS_PATTERN = rf"^(({_STATUS})(,({_STATUS}))*)?$"
 """What ``status`` accepts (documentation: ``parse_statuses`` checks it, naming the field)."""
+BULK_PATTERN = r"^[0-9a-f-]{1,36}$"
+"""A bulk id as ``EmailService.send_bulk`` makes them (a UUID)."""
 
 
 @router.get("/breakers", openapi_extra=BEARER)
@@ -58,21 +60,35 @@ async def emails(
         ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+    bulk: Annotated[
+        str | None,
+        Query(
+            pattern=BULK_PATTERN,
+            description="only the messages of this bulk send; the answer's bulk summarises "
+            "its progress (total 0 when none of its messages is in the caller's workspaces)",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """The newest emails of the caller's workspaces, and how many are in each status.
 
     Unlike breakers and cache counters, a message is a workspace's data (its recipients
     and subject), so a caller sees only the messages of workspaces they are a member of;
     messages of no workspace are for operators (``corestone email list``). The counts
-    show a long send's progress.
+    show a long send's progress; with ``bulk`` everything is of that one bulk send, and
+    ``bulk`` adds its total, how many are still pending and whether it is done.
     """
     wanted = parse_statuses(status)
     mine = await workspaces.workspace_ids_of(caller)
-    items = await tracker.messages(statuses=wanted, workspace_ids=mine, limit=limit)
-    return {
-        "items": [item.as_json() for item in items],
-        "counts": await tracker.counts(workspace_ids=mine),
-    }
+    items = await tracker.messages(statuses=wanted, workspace_ids=mine, limit=limit, bulk_id=bulk)
+    answer: dict[str, Any] = {"items": [item.as_json() for item in items]}
+    if bulk is None:
+        answer["counts"] = await tracker.counts(workspace_ids=mine)
+        return answer
+    # A bulk of other workspaces looks like one that does not exist: empty, as a filter.
+    progress = await tracker.bulk(bulk, workspace_ids=mine) or BulkProgress(bulk, {})
+    answer["counts"] = progress.counts
+    answer["bulk"] = progress.as_json()
+    return answer
 
 
 @router.get("/emails/{message_id}", openapi_extra=BEARER)
