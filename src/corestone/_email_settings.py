@@ -55,7 +55,9 @@ REQUIRED_SETTINGS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "file": (),
         "mailgun": ("mailgun_api_key", "mailgun_domain"),
         "sendgrid": ("sendgrid_api_key",),
-        "ses": ("ses_region", "ses_access_key_id", "ses_secret_access_key"),
+        # Keys optional: without them botocore's default chain finds credentials
+        # (environment, shared files, container or instance role).
+        "ses": ("ses_region",),
         "smtp": ("smtp_url",),
     }
 )

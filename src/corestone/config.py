@@ -243,6 +243,12 @@ class Settings(BaseSettings, EmailSettings):
             if missing:
                 needs = " and ".join(f"{ENV_PREFIX}{field.upper()}" for field in missing)
                 problems.append(f"{ENV_PREFIX}EMAIL_PROVIDERS lists {name}, which needs {needs}")
+        keys = (self.ses_access_key_id is None, self.ses_secret_access_key is None)
+        if keys[0] != keys[1]:
+            problems.append(
+                f"{ENV_PREFIX}SES_ACCESS_KEY_ID and {ENV_PREFIX}SES_SECRET_ACCESS_KEY go "
+                "together: set both, or neither to use botocore's default credential chain"
+            )
         for name in self.email_rate_limits:
             if name not in listed:
                 problems.append(

@@ -130,13 +130,7 @@ def test_a_bad_providers_value_names_the_variable_and_the_rule(
         ("smtp", ["CORESTONE_SMTP_URL"]),
         ("sendgrid", ["CORESTONE_SENDGRID_API_KEY"]),
         ("mailgun", ["CORESTONE_MAILGUN_API_KEY and CORESTONE_MAILGUN_DOMAIN"]),
-        (
-            "ses",
-            [
-                "CORESTONE_SES_REGION and CORESTONE_SES_ACCESS_KEY_ID and "
-                "CORESTONE_SES_SECRET_ACCESS_KEY"
-            ],
-        ),
+        ("ses", ["CORESTONE_SES_REGION"]),
         ("smtp:1,sendgrid:2", ["CORESTONE_SMTP_URL", "CORESTONE_SENDGRID_API_KEY"]),
     ],
 )
@@ -303,3 +297,19 @@ def test_keyword_arguments_follow_the_same_rules() -> None:
     assert settings.email_rate_limits == {"file": 5.0}
     with pytest.raises(ValidationError, match="not a provider"):
         Settings(email_rate_limits={"nope": 1})
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [{"ses_access_key_id": "AKIAIOSFODNN7EXAMPLE"}, {"ses_secret_access_key": "Sekr3t-only"}],
+)
+def test_ses_keys_come_as_a_pair_or_not_at_all(keys: dict[str, str]) -> None:
+    """One SES key without the other is a mistake, refused naming both variables; with
+    neither, botocore's default chain finds the credentials (a role, the environment)."""
+    with pytest.raises(ValidationError) as caught:
+        Settings(email_providers="ses", ses_region="eu-west-1", **keys)  # type: ignore[arg-type]
+    message = str(caught.value)
+    assert "CORESTONE_SES_ACCESS_KEY_ID and CORESTONE_SES_SECRET_ACCESS_KEY go together" in message
+    assert "Sekr3t-only" not in message
+    chain = Settings(email_providers="ses", ses_region="eu-west-1")  # type: ignore[arg-type]
+    assert chain.ses_access_key_id is None

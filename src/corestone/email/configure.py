@@ -114,9 +114,10 @@ def _ses(settings: Settings) -> EmailProvider:
     from corestone.email.providers.ses import SesProvider  # the ses extra
 
     token = settings.ses_session_token
+    secret = settings.ses_secret_access_key
     return SesProvider(
-        _required(settings.ses_access_key_id, "ses_access_key_id"),
-        _required(settings.ses_secret_access_key, "ses_secret_access_key").get_secret_value(),
+        settings.ses_access_key_id,
+        secret.get_secret_value() if secret is not None else None,
         region=_required(settings.ses_region, "ses_region"),
         session_token=token.get_secret_value() if token is not None else None,
         endpoint_url=settings.ses_endpoint_url,

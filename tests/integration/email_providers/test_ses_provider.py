@@ -6,6 +6,7 @@ import base64
 import email
 from email.message import EmailMessage as MimeMessage
 from email.policy import SMTP
+from pathlib import Path
 
 import pytest
 
@@ -128,6 +129,51 @@ async def test_session_token_is_signed_along(ses_fake: SesFake) -> None:
     assert request.headers["x-amz-security-token"] == "session-token-1"
     assert "x-amz-security-token" in request.headers["authorization"]
     assert ses_fake.signatures_checked == 1
+
+
+async def test_without_keys_the_default_chain_signs(
+    ses_fake: SesFake, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No keys given: botocore's default chain (here the environment, as on a container
+    with its keys injected) supplies them, and the signature verifies."""
+    isolate_aws(monkeypatch, tmp_path)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", AWS_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
+    provider = SesProvider(region=AWS_REGION, endpoint_url=ses_fake.url)
+    await provider.send(outgoing())
+    await provider.aclose()
+    [request] = ses_fake.requests
+    assert request.headers["authorization"].startswith(f"AWS4-HMAC-SHA256 Credential={AWS_KEY_ID}/")
+    assert ses_fake.signatures_checked == 1
+
+
+async def test_no_credentials_anywhere_is_a_retryable_error_that_says_how(
+    ses_fake: SesFake, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With no keys and nothing in the chain, nothing is sent and the error is retryable
+    (the mail waits for the configuration), naming the settings to set; health fails."""
+    isolate_aws(monkeypatch, tmp_path)
+    provider = SesProvider(region=AWS_REGION, endpoint_url=ses_fake.url)
+    with pytest.raises(EmailProviderError) as caught:
+        await provider.send(outgoing())
+    result = await provider.check()
+    await provider.aclose()
+    assert caught.value.retryable is True
+    assert "CORESTONE_SES_ACCESS_KEY_ID" in caught.value.reason
+    assert result.status is HealthStatus.FAIL
+    assert ses_fake.requests == []
+
+
+def isolate_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """botocore's chain sees no keys of this machine's: no variables, files or metadata."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ROLE_ARN",
+                 "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                 "AWS_CONTAINER_CREDENTIALS_FULL_URI"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
 async def test_shared_content_goes_through_send_bulk_email(ses_fake: SesFake) -> None:

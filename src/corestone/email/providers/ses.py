@@ -2,7 +2,10 @@
 
 corestone does no cryptography of its own here: every request is signed by botocore's
 ``SigV4Auth`` (service ``ses``, the configured region) from ``botocore.credentials``'
-``Credentials``, then sent with httpx, so the whole of boto3 is not needed.
+``Credentials``, then sent with httpx, so the whole of boto3 is not needed. Without
+explicit keys the credentials come from botocore's default chain (environment, shared
+files, SSO, container or instance role), resolved on the first call; temporary ones are
+refreshed by botocore before they expire, off the event loop when that takes I/O.
 
 ``SendEmail`` (``POST /v2/email/outbound-emails``) carries a message as
 ``Content.Simple`` (subject, text and HTML bodies, custom headers), or as
@@ -38,6 +41,7 @@ parts): such a message is refused permanently before any request.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Sequence
@@ -66,7 +70,8 @@ with requires_extra(__name__, "email"):
 with requires_extra(__name__, "ses"):
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
+    from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCredentials
+    from botocore.session import get_session
 
 __all__ = [
     "MAX_BULK_ENTRIES",
@@ -142,8 +147,8 @@ class SesProvider:
 
     def __init__(
         self,
-        access_key_id: str,
-        secret_access_key: str,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
         *,
         region: str,
         session_token: str | None = None,
@@ -153,13 +158,19 @@ class SesProvider:
         timeout: float = 30.0,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        if not access_key_id or not secret_access_key or not region:
-            raise ValueError("SES needs an access key id, its secret and a region")
+        if not region:
+            raise ValueError("SES needs a region")
+        if (access_key_id is None) != (secret_access_key is None):
+            raise ValueError("give SES an access key id and its secret together, or neither")
+        if access_key_id is not None and not (access_key_id and secret_access_key):
+            raise ValueError("an empty SES access key id or secret")
         self.name = name
         self.max_batch = MAX_BULK_ENTRIES
         self.region = region
         self._endpoint = (endpoint_url or f"https://email.{region}.amazonaws.com").rstrip("/")
-        self._credentials = Credentials(access_key_id, secret_access_key, session_token)
+        self._credentials: Credentials | None = None
+        if access_key_id is not None and secret_access_key is not None:
+            self._credentials = Credentials(access_key_id, secret_access_key, session_token)
         self._configuration_set = configuration_set
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(timeout=timeout)
@@ -178,7 +189,7 @@ class SesProvider:
             data=data,
             headers={"Content-Type": "application/json"} if body is not None else {},
         )
-        SigV4Auth(self._credentials, "ses", self.region).add_auth(request)
+        SigV4Auth(await self._frozen_credentials(), "ses", self.region).add_auth(request)
         try:
             response = await self._client.request(
                 method, request.url, content=data or None, headers=dict(request.headers.items())
@@ -203,6 +214,27 @@ class SesProvider:
         if code in _RETRYABLE_ERRORS and not error.retryable:
             error = EmailProviderError(self.name, error.reason, retryable=True, retry_after=wait)
         raise error
+
+    async def _frozen_credentials(self) -> ReadOnlyCredentials:
+        """The keys to sign with now: given ones, or the default chain's (refreshed).
+
+        Resolving the chain and refreshing a role's keys may call a metadata endpoint
+        or read files: done in a thread, so the event loop never waits on it.
+        """
+        credentials = self._credentials
+        if credentials is None:
+            credentials = await asyncio.to_thread(get_session().get_credentials)
+            if credentials is None:
+                raise EmailProviderError(
+                    self.name,
+                    "no AWS credentials: set CORESTONE_SES_ACCESS_KEY_ID and "
+                    "CORESTONE_SES_SECRET_ACCESS_KEY, or configure botocore's default chain",
+                    retryable=True,  # a configuration to fix: the mail waits for it
+                )
+            self._credentials = credentials
+        if isinstance(credentials, RefreshableCredentials) and credentials.refresh_needed():
+            return await asyncio.to_thread(credentials.get_frozen_credentials)
+        return credentials.get_frozen_credentials()
 
     def _common(self, message: EmailMessage) -> dict[str, Any]:
         if message.needs_smtputf8:
