@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TypeVar
 
 from corestone._extras import requires_extra
@@ -280,7 +281,20 @@ class EmailSender:
                 self._count(row.provider or "none", "unknown")
                 log.warning("email delivery outcome unknown", message_id=row.id)
         for slot, items in again.items():
-            await self._through((slot,), items)
+            # ``queued`` first (the lease kept): what the provider's breaker refuses or
+            # what fails goes back to the queue like any message, instead of staying
+            # ``sending`` (which only a lease expiry could move, to come back here).
+            requeued = Outcome(
+                EmailStatus.QUEUED,
+                slot.name,
+                "the sender stopped during the provider call; "
+                f"sent again through {slot.name}, which delivers a repeat once",
+            )
+            held = await self._write(partial(
+                self.store.finish, rows=[i.row for i in items], outcome=requeued,
+                owner=self.owner, release=False,
+            ))  # fmt: skip
+            await self._through((slot,), [item for item in items if item.id in held])
 
     def _item(self, row: Claimed) -> _Item | str:
         """The row as a provider call, or why it cannot be one (a stored message gone bad)."""
@@ -383,31 +397,29 @@ class EmailSender:
 
     async def _attempt(self, slot: Slot, items: list[_Item]) -> _Attempt:
         """One call per chunk through ``slot``; chunks its breaker refuses are skipped."""
-        skipped: list[_Item] = []
-        calls = []
-        for start in range(0, len(items), slot.chunk):
-            chunk = items[start : start + slot.chunk]
-            try:
-                permit = slot.breaker.permit()
-            except CircuitOpenError:
-                skipped += chunk
-                continue
-            calls.append(self._chunk(slot, permit, chunk))
-        done = await asyncio.gather(*calls)
+        chunks = (items[start : start + slot.chunk] for start in range(0, len(items), slot.chunk))
+        done = await asyncio.gather(*(self._chunk(slot, chunk) for chunk in chunks))
         return _Attempt(
             [item for d in done for item in d.retry],
-            skipped,
+            [item for d in done for item in d.skipped],
             max((d.wait for d in done), default=0.0),
             called=any(d.called for d in done),
         )
 
-    async def _chunk(self, slot: Slot, permit: int, chunk: list[_Item]) -> _Attempt:
-        """Mark, call, record: the mark right before the call, the record right after.
+    async def _chunk(self, slot: Slot, chunk: list[_Item]) -> _Attempt:
+        """Permit, mark, call, record: the mark right before the call, the record right after.
 
         Marking each chunk only once it has its turn (concurrency, rate limit) keeps the
         lease covering one call, and recording at once keeps the crash window (accepted,
-        not yet ``sent``) as short as one write.
+        not yet ``sent``) as short as one write. The permit is taken here, in the chunk's
+        own task, and given back in its ``except``: a permit taken for a task that is
+        cancelled before it starts would run no handler, and a half-open breaker would
+        wait forever for that trial.
         """
+        try:
+            permit = slot.breaker.permit()
+        except CircuitOpenError:
+            return _Attempt([], chunk)
         notes = {i.id: i.note for i in chunk if i.note}
         rows = [item.row for item in chunk]
         calling = False

@@ -13,7 +13,8 @@ changes three things, in one transaction:
   ``clicked`` → ``bounced``/``failed`` → ``complained``): a late ``delivered`` does not
   hide a bounce. A message still ``queued`` or ``sending`` keeps its status (the sender
   owns it until ``sent`` is written; its fenced writes must still match) and only
-  gets the history row.
+  gets the history row. An ``unknown`` one (its sender died during the call) moves on:
+  the event proves the provider had it.
 - for a permanent bounce or a complaint, the recipient goes on the suppression list;
   an ``unsubscribed`` event suppresses it too (reason ``manual``). Later sends to it are
   skipped and recorded as ``suppressed`` by the service and the sender.
@@ -248,7 +249,11 @@ class EmailTracker:
         await self.store.record_events(
             session, [message_id], status, provider=event.provider, detail=detail or None
         )
+        # ``unknown`` (the crash window: it may have gone out) is behind every event: a
+        # provider reporting on the message settles that it did, and an operator's retry
+        # of an ``unknown`` message would then be a second copy.
         behind = [s.value for s, rank in _RANK.items() if rank <= _RANK[status]]
+        behind.append(EmailStatus.UNKNOWN.value)
         await session.execute(
             update(_OUTBOX)
             .where(_OUTBOX.c.id == message_id, _OUTBOX.c.status.in_(behind))

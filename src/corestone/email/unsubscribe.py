@@ -87,7 +87,8 @@ class UnsubscribeTokens:
         payload, _, signature = token.partition(".")
         if not payload or not signature or len(token) > 2048:
             raise _refused("format", "not an unsubscribe token")
-        if not hmac.compare_digest(self._sign(payload), signature):
+        # As bytes: compare_digest raises TypeError on a str that is not ASCII.
+        if not hmac.compare_digest(self._sign(payload).encode(), signature.encode()):
             raise _refused("signature", "the signature does not match (a forged or altered link)")
         try:
             address, list_id, expires = json.loads(_unb64(payload))

@@ -270,7 +270,8 @@ class MailgunWebhook:
             raise _refuse("the signature is incomplete")
         _check_timestamp(stamp, self._tolerance, self._now())
         expected = hmac.new(self._key, (stamp + token).encode(), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, given.lower()):
+        # As bytes: compare_digest raises TypeError on a str that is not ASCII.
+        if not hmac.compare_digest(expected.encode(), given.lower().encode()):
             raise _refuse("the signature does not verify")
         if not self._guard.first_time(f"mailgun:{token}", 2 * self._tolerance):
             raise _refuse("this token was already used (a replay)")

@@ -52,7 +52,8 @@ __all__ = [
 CORESTONE_ID_HEADER: Final = "X-Corestone-Id"
 MAX_REASON: Final = 300
 _MESSAGE_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
-_LINE_BREAK: Final = re.compile(r"[\r\n\x00]")
+# What EmailMessage.build refuses too: every character str.splitlines() breaks at.
+_LINE_BREAK: Final = re.compile(r"[\r\n\x00\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 
 
 def shorten(text: str, limit: int = MAX_REASON) -> str:

@@ -146,7 +146,9 @@ class MailgunProvider:
             data.append(("h:Reply-To", replies))
         data += [(f"h:{name}", value) for name, value in message.headers.items()]
         data += [("o:tag", tag) for tag in message.tags]
-        data += [(f"v:{key}", value) for key, value in message.metadata.items()]
+        # A metadata entry named ``corestone-id`` would be a second ``v:corestone-id``
+        # beside ours, and Mailgun's webhooks could then name another message: ours wins.
+        data += [(f"v:{k}", v) for k, v in message.metadata.items() if k != "corestone-id"]
         data.append(("v:corestone-id", message_id))
         files = [
             (
