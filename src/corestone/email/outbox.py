@@ -28,15 +28,12 @@ Timestamps are the application's wall clock (ADR 0006), read through the store's
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
-
-import orjson
 
 from corestone._extras import requires_extra
 
@@ -56,7 +53,6 @@ with requires_extra(__name__, "postgres", "sqlite"):
         any_,
         bindparam,
         case,
-        cast,
         column,
         func,
         insert,
@@ -226,14 +222,6 @@ class _Event:
     at: datetime
 
 
-def _decode(text: str) -> Any:
-    """A stored message, read as text: orjson is ~3x the standard library's decoder."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:  # what only Python's json writes (NaN, huge integers)
-        return json.loads(text)
-
-
 def _array(name: str, values: list[Any], kind: Any) -> Any:
     """One array parameter of ``kind`` elements (PostgreSQL)."""
     return bindparam(name, values, type_=postgresql.ARRAY(kind))
@@ -393,7 +381,7 @@ class OutboxStore:
                 _OUTBOX.c.id,
                 _OUTBOX.c.fencing_token,
                 _OUTBOX.c.status,
-                cast(_OUTBOX.c.message, Text).label("message"),  # decoded below
+                _OUTBOX.c.message,
                 _OUTBOX.c.provider,
                 _OUTBOX.c.attempts,
                 _OUTBOX.c.created_at,
@@ -404,7 +392,7 @@ class OutboxStore:
                 r.id,
                 r.fencing_token,
                 EmailStatus(r.status),
-                _decode(r.message),
+                r.message,
                 r.provider,
                 r.attempts,
                 r.created_at,

@@ -60,23 +60,6 @@ async def test_a_fenced_write_skips_rows_of_another_owner_and_writes_no_event_fo
     assert {first.id, second.id} == set(ids)
 
 
-async def test_a_stored_message_only_pythons_json_reads_is_still_claimed(
-    db: Database, time: Time
-) -> None:
-    """Claims decode with orjson, which refuses integers beyond 64 bits; json.loads takes over."""
-    store = OutboxStore(now=time.wall)
-    data = {"metadata": {"big": 2**70}, "subject": "x"}
-    async with db.transaction() as tx:
-        await store.insert(
-            tx.session, data, status=EmailStatus.QUEUED, workspace_id=None, correlation_id=None
-        )
-    async with db.transaction() as tx:
-        [claimed] = await store.claim_due(
-            tx.session, owner="me", limit=5, lease=LEASE, pg=db.dialect == "postgresql"
-        )
-    assert claimed.message == data
-
-
 async def test_more_expired_sending_rows_than_a_batch_are_resolved_pass_after_pass(
     db: Database, time: Time
 ) -> None:
