@@ -313,8 +313,9 @@ class EmailSender:
             return f"the stored message is not valid: {error!r}"
         # The key providers see: the message's own, else its outbox id; the same on
         # every attempt, so a provider that dedupes by key delivers a repeat once.
-        key = message.idempotency_key or row.id
-        return _Item(row, Outgoing(row.id, replace(message, idempotency_key=key)))
+        if not message.idempotency_key:  # (a copy costs ~12 µs: made only when it differs)
+            message = replace(message, idempotency_key=row.id)
+        return _Item(row, Outgoing(row.id, message))
 
     async def _deliver(self, claimed: list[Claimed]) -> None:
         items: list[_Item] = []
