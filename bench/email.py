@@ -6,7 +6,8 @@
   sent three ways: corestone's SMTP provider in batches over its pooled connections,
   ``aiosmtplib.send`` (one connection per message), and fastapi-mail (one
   ``send_message`` per message as its docs show, and its own lists of 100 over one
-  connection). Messages per second, and the SMTP connections the server accepted.
+  connection). Messages per second, the SMTP connections the server accepted, and the
+  CPU time per message of the client and of the server.
   Then the same over STARTTLS, as every real submission server requires (1,000
   messages, ``--quick`` 200; reported, not checked).
 - The outbox on PostgreSQL (its own database): the time of a transaction that calls
