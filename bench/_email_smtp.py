@@ -3,7 +3,9 @@
 The server runs in a child process (its own core on a 2-vCPU machine, its own event
 loop), accepts every message with ``250`` without parsing it, and counts the connections
 it accepted and the messages it received in shared counters, so the figures are what the
-server saw, not what a client believes it did.
+server saw, not what a client believes it did. Each run also reports the CPU time per
+message of both sides (this process, and the server's process read from ``/proc``): on
+a local server without TLS both are bound by CPU, which says where a way's time goes.
 
 Every contender starts from the same data (a recipient, a subject and a text per
 message), builds its own message objects inside the timed window, and runs with the same
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import socket
 import ssl
 import subprocess
@@ -82,10 +85,20 @@ class SmtpResult:
     messages: int
     connections: int
     errors: int
+    client_cpu: float = 0.0
+    """CPU seconds of this process (the client) over the run."""
+    server_cpu: float | None = None
+    """CPU seconds of the server's process over the run (None: no ``/proc`` to read)."""
 
     @property
     def per_second(self) -> float:
         return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+    def cpu_us(self, seconds: float | None) -> float | None:
+        """``seconds`` of CPU per message received, in µs."""
+        if seconds is None or not self.messages:
+            return None
+        return seconds / self.messages * 1e6
 
 
 # -- the server (child process) -------------------------------------------------------
@@ -145,6 +158,7 @@ class SmtpServer:
     """STARTTLS required (a self-signed certificate; clients do not verify it)."""
     _connections: Synchronized[int]
     _messages: Synchronized[int]
+    _pid: int | None = None
 
     @property
     def url(self) -> str:
@@ -163,16 +177,32 @@ class SmtpServer:
         """(connections accepted, messages received) so far."""
         return self._connections.value, self._messages.value
 
+    def server_cpu(self) -> float | None:
+        """CPU seconds the server's process has used (Linux ``/proc``; None elsewhere)."""
+        try:
+            with open(f"/proc/{self._pid}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except (OSError, TypeError):
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
     async def measure(self, send: Callable[[], Awaitable[int]]) -> SmtpResult:
         """Run one contender; its figures are the server's counts over its run."""
         connections, messages = self.counts()
+        client, server = time.process_time(), self.server_cpu()
         started = time.perf_counter()
         errors = await send()
         seconds = time.perf_counter() - started
         await asyncio.sleep(0.05)  # the last QUITs reach the server
         after_connections, after_messages = self.counts()
+        after_server = self.server_cpu()
         return SmtpResult(
-            seconds, after_messages - messages, after_connections - connections, errors
+            seconds,
+            after_messages - messages,
+            after_connections - connections,
+            errors,
+            time.process_time() - client,
+            None if server is None or after_server is None else after_server - server,
         )
 
 
@@ -224,7 +254,7 @@ def _server_process(certificate: tuple[str, str] | None) -> Iterator[SmtpServer]
                 if time.monotonic() > deadline or not process.is_alive():
                     raise RuntimeError("the bench SMTP server did not start") from None
                 time.sleep(0.05)
-        server = SmtpServer(port, certificate is not None, connections, messages)
+        server = SmtpServer(port, certificate is not None, connections, messages, process.pid)
         yield server
     finally:
         process.terminate()

@@ -6,7 +6,8 @@
   sent three ways: corestone's SMTP provider in batches over its pooled connections,
   ``aiosmtplib.send`` (one connection per message), and fastapi-mail (one
   ``send_message`` per message as its docs show, and its own lists of 100 over one
-  connection). Messages per second, and the SMTP connections the server accepted.
+  connection). Messages per second, the SMTP connections the server accepted, and the
+  CPU time per message of the client and of the server.
   Then the same over STARTTLS, as every real submission server requires (1,000
   messages, ``--quick`` 200; reported, not checked).
 - The outbox on PostgreSQL (its own database): the time of a transaction that calls
@@ -53,12 +54,18 @@ async def _smtp(report: Report, count: int, *, tls: bool = False) -> dict[str, S
         for key, label, send in _CONTENDERS:
             result = await server.measure(lambda send=send: send(server, data))  # type: ignore[misc]
             results[key] = result
+            client_us = result.cpu_us(result.client_cpu)
+            server_us = result.cpu_us(result.server_cpu)
             report.rows.append(
                 (label + suffix, result.messages, result.per_second, result.connections,
-                 result.errors)
+                 result.errors, client_us or "", server_us or "")
             )  # fmt: skip
             report.results[f"{prefix}{key}_msgs_per_s"] = result.per_second
             report.results[f"{prefix}{key}_connections"] = float(result.connections)
+            if client_us is not None:
+                report.results[f"{prefix}{key}_client_cpu_us_per_msg"] = client_us
+            if server_us is not None:
+                report.results[f"{prefix}{key}_server_cpu_us_per_msg"] = server_us
             if result.messages != count or result.errors:
                 report.notes.append(
                     f"{key}: the server received {result.messages} of {count} messages "
@@ -71,7 +78,11 @@ async def run(quick: bool) -> Report:
     count = 1_000 if quick else 10_000
     tls_count = 200 if quick else 1_000
     accepts = 300 if quick else 2_000
-    report = Report("email", ("contender", "messages", "msgs/s", "connections", "errors"))
+    report = Report(
+        "email",
+        ("contender", "messages", "msgs/s", "connections", "errors", "client µs/msg",
+         "server µs/msg"),
+    )  # fmt: skip
     load = os.getloadavg()
     report.notes.append(f"load average before the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     report.notes.append(f"SMTP: {count} messages per contender, {CONCURRENCY} calls in flight each")
@@ -91,15 +102,16 @@ async def run(quick: bool) -> Report:
         await queue(db, delivered.delivered, start=10 * delivered.delivered)
         wide = await deliver(db, batch=500)
     report.rows += [
-        ("outbox: tx with one plain insert (median µs)", "", accepted.insert_us, "", ""),
-        ("outbox: tx with EmailService.send (median µs)", "", accepted.send_us, "", ""),
-        ("outbox: tx with insert + send (median µs)", "", accepted.insert_and_send_us, "", ""),
-        ("outbox: accepted through send", accepted.transactions, accepted.accepted_per_second,
+        ("outbox: tx with one plain insert (median µs)", "", accepted.insert_us, "", "", "", ""),
+        ("outbox: tx with EmailService.send (median µs)", "", accepted.send_us, "", "", "", ""),
+        ("outbox: tx with insert + send (median µs)", "", accepted.insert_and_send_us, "", "",
          "", ""),
+        ("outbox: accepted through send", accepted.transactions, accepted.accepted_per_second,
+         "", "", "", ""),
         ("outbox: delivered by one sender (memory)", delivered.delivered, delivered.per_second,
-         "", delivered.left + delivered.duplicates),
+         "", delivered.left + delivered.duplicates, "", ""),
         ("outbox: delivered, claims of 500", wide.delivered, wide.per_second,
-         "", wide.left + wide.duplicates),
+         "", wide.left + wide.duplicates, "", ""),
     ]  # fmt: skip
     report.results.update(
         {

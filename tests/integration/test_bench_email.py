@@ -8,6 +8,8 @@ so a broken suite is found by the tests rather than by the next benchmark run.
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from bench._email_outbox import accept, deliver, outbox_database, queue
 from bench._email_smtp import (
@@ -39,6 +41,10 @@ async def test_every_contender_delivers_each_message_and_the_server_counts_its_c
     assert 1 <= bulk.connections <= CONCURRENCY
     assert single.connections == fastapi_single.connections == 101
     assert fastapi_lists.connections == 2  # lists of 100: 100 + 1
+    results = (bulk, single, fastapi_single, fastapi_lists)
+    assert all(r.client_cpu > 0 for r in results)
+    if sys.platform == "linux":  # the server's CPU is read from /proc
+        assert all(r.server_cpu is not None for r in results)
 
 
 async def test_the_outbox_half_accepts_and_delivers_every_message_once() -> None:
