@@ -3,12 +3,13 @@
 See :mod:`corestone.events.brokers.base` for the port and what each broker must do.
 """
 
-from corestone.events.brokers.base import Broker, Delivery, OutgoingMessage
+from corestone.events.brokers.base import Broker, DeadLetterBroker, Delivery, OutgoingMessage
 from corestone.events.brokers.guarded import GuardedBroker, guard_broker
 from corestone.events.brokers.memory import MemoryBroker
 
 __all__ = [
     "Broker",
+    "DeadLetterBroker",
     "Delivery",
     "GuardedBroker",
     "MemoryBroker",

@@ -20,6 +20,11 @@ fits behind it without pretending:
 - Dead letters are the consumer's, kept in the database with the reason
   (:mod:`corestone.events.inbox`); a broker that has its own dead-letter exchange may
   also use it, but the consumer acks what it dead-lettered.
+- The real brokers (:class:`DeadLetterBroker`) also give up on a delivery handed out
+  ``max_deliver`` times without an ack or a nak (every consumer that took it died: a
+  message that crashes its consumer) and keep it in a dead-letter place of their own,
+  per group, to list and replay. Their ``max_deliver`` should exceed the consumers'
+  ``max_attempts``, so a handler that merely fails ends in the database's dead letters.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from corestone.observability.health import CheckResult
 
-__all__ = ["Broker", "Delivery", "OutgoingMessage"]
+__all__ = ["Broker", "DeadLetterBroker", "Delivery", "OutgoingMessage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,4 +103,24 @@ class Broker(Protocol):
 
     async def ping(self) -> CheckResult:
         """A round trip to the broker, for readiness."""
+        ...
+
+
+@runtime_checkable
+class DeadLetterBroker(Broker, Protocol):
+    """A broker with dead letters of its own: deliveries no consumer answered ``max_deliver`` times.
+
+    Each dead letter is a :class:`Delivery` whose headers carry ``x-dead-reason`` and
+    ``x-dead-attempts``. Replaying delivers them to ``group`` again (on Redis Streams to
+    every group of the topic: the other groups' inboxes drop them as duplicates).
+    """
+
+    max_deliver: int
+
+    async def dead_letters(self, topic: str, group: str, *, limit: int = 100) -> list[Delivery]:
+        """Up to ``limit`` of ``group``'s dead letters on ``topic``, oldest first."""
+        ...
+
+    async def replay_dead_letters(self, topic: str, group: str, *, limit: int = 100) -> int:
+        """Deliver up to ``limit`` dead letters again; return how many were moved back."""
         ...
