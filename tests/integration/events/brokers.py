@@ -17,7 +17,7 @@ import pytest
 from corestone.events.brokers.base import Broker, Delivery
 from corestone.testing.services import require_service
 
-KINDS = ["redis", "nats"]
+KINDS = ["redis", "nats", "rabbitmq"]
 NATS_URL = os.environ.get("CORESTONE_TEST_NATS_URL", "nats://127.0.0.1:4222")
 AMQP_URL = os.environ.get("CORESTONE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 ACK_WAIT = 1.0
