@@ -5,14 +5,25 @@ Each test uses a topic (stream, subject, exchange) and groups of its own, and de
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from corestone.config import Settings
 from corestone.errors import CircuitOpenError, UnavailableError
-from corestone.events.brokers import DeadLetterBroker, GuardedBroker, OutgoingMessage
+from corestone.events.brokers import (
+    DeadLetterBroker,
+    GuardedBroker,
+    MemoryBroker,
+    OutgoingMessage,
+)
+from corestone.events.brokers.url import broker_from_url
+from corestone.observability.health import HealthStatus
 from corestone.resilience import BreakerConfig, CircuitBreaker
+from corestone.runtime import Infrastructure
 
 from .brokers import KINDS, cleanup, fetch_until, make_broker, service_url, unique_topic
 
@@ -177,3 +188,47 @@ async def test_every_call_goes_through_the_breaker_and_ping_answers(
             await guarded.publish(_messages(topic, "b"))
     with pytest.raises(CircuitOpenError):
         await guarded.publish(_messages(topic, "b"))
+
+
+async def test_the_broker_url_selects_the_broker_and_its_check_joins_readiness(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """CORESTONE_BROKER_URL builds the broker of its scheme, started with the process; its
+    ping is a readiness check (pass); a broker that cannot be reached only warns."""
+    url = service_url(kind, request)
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/x.db", broker_url=url)
+    async with Infrastructure(settings) as infra:
+        assert infra.broker is not None
+        assert infra.broker.name == kind
+        report = await infra.health.ready()
+        assert _broker_check(report.checks)["status"] == "pass"
+        assert report.status is HealthStatus.PASS
+
+    assert isinstance(broker_from_url("memory://"), MemoryBroker)
+    with pytest.raises(ValueError, match="kafka"):
+        broker_from_url("kafka://k:9092")
+
+
+async def test_a_broker_that_is_down_makes_readiness_warn_not_fail(
+    kind: str, tmp_path: Path
+) -> None:
+    """The outbox keeps events while the broker is away: the process starts, readiness warns."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = {"redis": f"redis://127.0.0.1:{port}/0", "nats": f"nats://127.0.0.1:{port}",
+           "rabbitmq": f"amqp://guest:guest@127.0.0.1:{port}/"}[kind]  # fmt: skip
+    broker = make_broker(kind, url)
+    infra = Infrastructure(
+        Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/x.db"), broker=broker
+    )
+    async with infra:
+        report = await infra.health.ready()
+
+    assert _broker_check(report.checks)["status"] in ("warn", "fail")
+    assert report.status is HealthStatus.WARN
+
+
+def _broker_check(checks: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    [entry] = [entries[0] for name, entries in checks.items() if name.startswith("broker:")]
+    return entry

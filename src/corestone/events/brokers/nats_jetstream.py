@@ -34,15 +34,18 @@ from corestone._extras import requires_extra
 from corestone.errors import UnavailableError
 from corestone.events.brokers.base import Delivery, OutgoingMessage
 from corestone.observability.health import CheckResult, HealthStatus
+from corestone.observability.logging import get_logger
 
 with requires_extra(__name__, "nats"):
-    import nats
+    from nats.aio.client import Client as NatsClient
     from nats.errors import Error as NatsError
     from nats.errors import TimeoutError as NatsTimeoutError
     from nats.js import api
     from nats.js.errors import NotFoundError
 
 __all__ = ["NatsJetStreamBroker"]
+
+log = get_logger(__name__)
 
 _ID_HEADER = "Corestone-Id"
 """The event id; ``Nats-Msg-Id`` equals it except on a replay (a new id, past the window)."""
@@ -82,6 +85,7 @@ class NatsJetStreamBroker:
         self.max_messages = max_messages
         self.publish_timeout = publish_timeout_seconds
         self.connect_timeout = connect_timeout_seconds
+        self._started = False
         self._nc: Any = None
         self._js: Any = None
         self._streams: set[str] = set()
@@ -96,38 +100,60 @@ class NatsJetStreamBroker:
     # -- the component ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect; afterwards the client reconnects by itself, for ever, when the server drops."""
-        if self._nc is not None:
-            return
+        """Connect, if the server answers; if not, the first call connects (the outbox waits).
+
+        Once connected, the client reconnects by itself, for ever, when the server drops.
+        """
+        self._started = True
         try:
-            self._nc = await nats.connect(
-                self.url,
-                connect_timeout=self.connect_timeout,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                allow_reconnect=True,
-            )
-        except (NatsError, OSError) as error:
-            raise UnavailableError(f"NATS broker: {error}") from error
-        self._js = self._nc.jetstream(timeout=self.publish_timeout)
+            await self._jetstream()
+        except UnavailableError as error:
+            log.warning("events broker not reachable at start", broker=self.name, error=str(error))
+
+    async def _connect(self) -> None:
+        """Connect within ``connect_timeout`` (nats-py alone retries a refused first connect
+        for ever), then let the client reconnect by itself."""
+        nc = NatsClient()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await nc.connect(
+                    self.url,
+                    connect_timeout=max(1, round(self.connect_timeout)),
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=1,
+                    allow_reconnect=True,
+                    error_cb=self._client_error,
+                )
+        except (NatsError, OSError, TimeoutError) as error:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise UnavailableError(f"NATS broker: cannot connect ({error!r})") from error
+        self._nc = nc
+        self._js = nc.jetstream(timeout=self.publish_timeout)
+
+    async def _client_error(self, error: Exception) -> None:
+        log.debug("nats client error", error=repr(error))
 
     async def aclose(self) -> None:
+        self._started = False
         nc, self._nc, self._js = self._nc, None, None
         self._subscriptions.clear()
         self._streams.clear()
         if nc is not None:
             await nc.close()
 
-    def _jetstream(self) -> Any:
-        if self._js is None:
+    async def _jetstream(self) -> Any:
+        if not self._started:
             raise UnavailableError("the NATS broker is not started")
+        if self._js is None:
+            await self._connect()
         return self._js
 
     async def _ensure_stream(self, topic: str) -> str:
         name = self.stream_name(topic)
         if name in self._streams:
             return name
-        js = self._jetstream()
+        js = await self._jetstream()
         config = {"storage": api.StorageType.FILE, "discard": api.DiscardPolicy.OLD}
         try:
             await js.add_stream(name=name, subjects=[topic, f"{topic}.>"],
@@ -145,7 +171,7 @@ class NatsJetStreamBroker:
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         if not messages:
             return
-        js = self._jetstream()
+        js = await self._jetstream()
         for topic in {m.topic for m in messages}:
             await self._ensure_stream(topic)
         try:
@@ -165,7 +191,7 @@ class NatsJetStreamBroker:
         if key in self._subscriptions:
             return
         stream = await self._ensure_stream(topic)
-        js = self._jetstream()
+        js = await self._jetstream()
         config = api.ConsumerConfig(
             durable_name=_name(group),
             deliver_policy=api.DeliverPolicy.ALL,
@@ -222,7 +248,7 @@ class NatsJetStreamBroker:
                    "x-dead-attempts": str(delivery.attempt - 1)}  # fmt: skip
         try:
             subject = self._dead_subject(delivery.topic, delivery.group)
-            await self._jetstream().publish(subject, delivery.body, headers=headers)
+            await (await self._jetstream()).publish(subject, delivery.body, headers=headers)
             await message.term()
         except (TimeoutError, NatsError, OSError) as error:
             raise UnavailableError(f"NATS broker: {error!r}") from error
@@ -240,6 +266,7 @@ class NatsJetStreamBroker:
             raise UnavailableError(f"NATS broker: {error!r}") from error
 
     async def ping(self) -> CheckResult:
+        await self._jetstream()
         nc = self._nc
         if nc is None or not nc.is_connected:
             raise UnavailableError("the NATS broker is not connected")
@@ -252,7 +279,7 @@ class NatsJetStreamBroker:
     # -- dead letters ----------------------------------------------------------------------
 
     async def _dead_messages(self, topic: str, group: str, limit: int) -> list[Any]:
-        js = self._jetstream()
+        js = await self._jetstream()
         stream = f"{await self._ensure_stream(topic)}_DEAD"
         subject = self._dead_subject(topic, group)
         found: list[Any] = []
@@ -289,7 +316,7 @@ class NatsJetStreamBroker:
 
     async def replay_dead_letters(self, topic: str, group: str, *, limit: int = 100) -> int:
         """Publish up to ``limit`` dead letters to the topic again (a new ``Nats-Msg-Id``)."""
-        js = self._jetstream()
+        js = await self._jetstream()
         stream = f"{self.stream_name(topic)}_DEAD"
         letters = await self.dead_letters(topic, group, limit=limit)
         try:
@@ -308,7 +335,8 @@ class NatsJetStreamBroker:
     async def lag(self, topic: str, group: str) -> int | None:
         """Messages of the stream ``group`` has not been delivered yet (``num_pending``)."""
         try:
-            info = await self._jetstream().consumer_info(self.stream_name(topic), _name(group))
+            js = await self._jetstream()
+            info = await js.consumer_info(self.stream_name(topic), _name(group))
         except NotFoundError:
             return None
         except (TimeoutError, NatsError, OSError) as error:
@@ -317,7 +345,7 @@ class NatsJetStreamBroker:
 
     async def delete_topic(self, topic: str, groups: Sequence[str] = ()) -> None:
         """Delete the topic's stream and its dead-letter stream (tests, teardown)."""
-        js = self._jetstream()
+        js = await self._jetstream()
         name = self.stream_name(topic)
         for stream in (name, f"{name}_DEAD"):
             with contextlib.suppress(NotFoundError):

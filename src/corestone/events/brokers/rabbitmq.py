@@ -41,12 +41,15 @@ from corestone._extras import requires_extra
 from corestone.errors import UnavailableError
 from corestone.events.brokers.base import Delivery, OutgoingMessage
 from corestone.observability.health import CheckResult, HealthStatus
+from corestone.observability.logging import get_logger
 
 with requires_extra(__name__, "rabbitmq"):
     import aio_pika
     from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
 
 __all__ = ["RabbitMQBroker"]
+
+log = get_logger(__name__)
 
 _ATTEMPTS = "x-corestone-attempts"
 _DELAY_MIN_MS, _DELAY_MAX_MS = 128, 2**23
@@ -96,8 +99,12 @@ class RabbitMQBroker:
     # -- the component ---------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Connect, if the server answers; if not, the first call connects (the outbox waits)."""
         self._started = True
-        await self._connect()
+        try:
+            await self._connect()
+        except UnavailableError as error:
+            log.warning("events broker not reachable at start", broker=self.name, error=str(error))
 
     async def _connect(self) -> Any:
         """The open connection, connecting (again) if there is none or it broke."""
