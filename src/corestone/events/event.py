@@ -131,6 +131,18 @@ class DomainEvent:
             correlation_id=context.correlation_id(),
         )
 
+    def check_fields(self) -> None:
+        """Raise :class:`InvalidInputError` for a string field that is empty, too long
+        (:data:`FIELD_LIMITS`) or holds a NUL (PostgreSQL text refuses it), or a bad version."""
+        for name, limit in FIELD_LIMITS.items():
+            value = getattr(self, name)
+            if value is None and name in _OPTIONAL:
+                continue
+            if not isinstance(value, str) or not value or len(value) > limit or "\x00" in value:
+                raise _bad(name, f"a string of 1 to {limit} characters without NUL", "string")
+        if type(self.schema_version) is not int or not 1 <= self.schema_version <= 1_000_000:
+            raise _bad("schema_version", "an integer from 1 to 1000000", "range")
+
     @property
     def stream_key(self) -> str:
         """``aggregate_type:aggregate_id``: the unit events are kept in order within."""
@@ -206,7 +218,7 @@ def _string(raw: dict[str, Any], name: str, *, optional: bool) -> str | None:
     if value is None and optional:
         return None
     limit = FIELD_LIMITS[name]
-    if not isinstance(value, str) or not value or len(value) > limit:
+    if not isinstance(value, str) or not value or len(value) > limit or "\x00" in value:
         what = f"a string of 1 to {limit} characters" + (" or null" if optional else "")
         raise _bad(name, what, "string")
     return value

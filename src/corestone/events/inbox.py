@@ -77,6 +77,10 @@ class DeadLetter:
     created_at: datetime
 
 
+def _text(value: str) -> str:
+    return value.replace("\x00", "\ufffd")
+
+
 class InboxStore:
     """The inbox's and dead letters' statements, in a transaction the caller owns."""
 
@@ -105,14 +109,18 @@ class InboxStore:
         reason: str,
         attempts: int,
     ) -> None:
-        """Store a delivery ``consumer`` gave up on (bytes that are not UTF-8 are replaced)."""
+        """Store a delivery ``consumer`` gave up on.
+
+        Bytes that are not UTF-8, and NUL characters (PostgreSQL's text refuses them), are
+        replaced by U+FFFD: a hostile body is kept readable rather than lost.
+        """
         await session.execute(
             _DEAD.insert().values(
                 consumer=consumer,
-                event_id=event_id[:200],
-                type=type_[:200] if type_ else None,
-                body=body.decode(errors="replace"),
-                reason=reason[:_REASON_MAX],
+                event_id=_text(event_id)[:200],
+                type=_text(type_)[:200] if type_ else None,
+                body=_text(body.decode(errors="replace")),
+                reason=_text(reason)[:_REASON_MAX],
                 attempts=attempts,
                 created_at=self.now(),
             )

@@ -175,7 +175,10 @@ class OutboxStore:
     async def claim(
         self, session: AsyncSession, *, owner: str, limit: int, lease: timedelta
     ) -> list[ClaimedEvent]:
-        """Lease up to ``limit`` pending rows, oldest first, none behind a held row of its kind."""
+        """Lease up to ``limit`` pending rows, oldest first.
+
+        A row is left while an earlier row of its aggregate is leased or backing off.
+        """
         await self._serialise(session)
         now = self.now()
         earlier = _T.alias("earlier")

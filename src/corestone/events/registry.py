@@ -102,9 +102,11 @@ class EventRegistry:
     def check(self, event: DomainEvent) -> bytes:
         """Check ``event`` is fit to record; return its bytes.
 
-        Its type must be registered, at the model's current version, with a payload
+        Its fields must fit the outbox (:meth:`DomainEvent.check_fields`), its type must
+        be registered, at the model's current version, with a payload
         the model accepts unchanged, and the whole no larger than the limit.
         """
+        event.check_fields()
         entry = self.get(event.type)
         if event.schema_version != entry.version:
             raise InvalidInputError(

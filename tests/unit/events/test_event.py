@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from corestone import context
 from corestone.errors import InvalidInputError, PayloadTooLargeError, UnknownEventTypeError
 from corestone.events import MAX_EVENT_BYTES, DomainEvent, EventPayload, EventRegistry
-from corestone.events._uuid7 import uuid7, uuid7_time_ms
+from corestone.events._uuid7 import Uuid7Generator, uuid7, uuid7_time_ms
 
 
 class TaskCreated(EventPayload):
@@ -50,7 +50,8 @@ def _event(**payload: Any) -> DomainEvent:
 
 def test_uuid7_ids_increase_within_one_millisecond_and_carry_the_time() -> None:
     """Ids made in one millisecond still sort in the order they were made; the time is kept."""
-    ids = [uuid7(now_ms=1_700_000_000_000) for _ in range(5000)]
+    make = Uuid7Generator()
+    ids = [make(now_ms=1_700_000_000_000) for _ in range(5000)]
 
     assert ids == sorted(ids)
     assert len(set(ids)) == 5000
@@ -88,7 +89,7 @@ json_values = st.recursive(
     payload=st.dictionaries(st.text(max_size=10), json_values, max_size=6),
     micros=st.integers(0, 999_999),
     offset=st.integers(-12, 12),
-    actor=st.none() | st.text(min_size=1, max_size=50),
+    actor=st.none() | st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=50),
 )
 def test_serialisation_round_trips_exactly(
     payload: dict[str, Any], micros: int, offset: int, actor: str | None
@@ -245,3 +246,17 @@ def test_registration_needs_every_upcaster_and_one_model_per_type() -> None:
     registry.register(TaskCreated, upcasters={1: _v1_to_v2, 2: _v2_to_v3})
     with pytest.raises(ValueError, match="already registered"):
         registry.register(Other)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("aggregate_id", "x" * 201), ("aggregate_id", "a\x00b"), ("actor", ""), ("type", "")],
+)
+def test_recording_refuses_fields_the_outbox_cannot_store(field: str, value: str) -> None:
+    """A NUL, an empty or over-long string is refused before it reaches a database."""
+    event = DomainEvent(**{**_fields(_event()), field: value})
+
+    with pytest.raises(InvalidInputError) as caught:
+        _registry().check(event)
+
+    assert caught.value.field == field
