@@ -34,6 +34,7 @@ from corestone.errors import (
     StaleVersionError,
     StartupError,
     UnavailableError,
+    UnknownEventTypeError,
     WorkspaceRequiredError,
 )
 
@@ -92,6 +93,7 @@ __all__ = [
     "StaleVersionError",
     "StartupError",
     "UnavailableError",
+    "UnknownEventTypeError",
     "WorkspaceRequiredError",
     "__version__",
     "load_settings",

@@ -22,7 +22,9 @@ EXTRA_MODULES: Mapping[str, frozenset[str]] = MappingProxyType(
     {
         "cli": frozenset({"typer"}),
         "email": frozenset({"aiolimiter", "cryptography", "email_validator", "httpx", "jinja2"}),
+        "nats": frozenset({"nats"}),
         "postgres": frozenset({"alembic", "asyncpg", "sqlalchemy"}),
+        "rabbitmq": frozenset({"aio_pika"}),
         "redis": frozenset({"msgpack", "redis"}),
         "ses": frozenset({"botocore"}),
         "smtp": frozenset({"aiosmtplib", "dkim"}),

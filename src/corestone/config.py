@@ -58,7 +58,7 @@ _URL_FIELDS = (
 
 _DATABASE_SCHEMES = {"sqlite+aiosqlite", "postgresql+asyncpg"}
 _REDIS_SCHEMES = {"redis", "rediss", "unix"}
-_BROKER_SCHEMES = {"redis", "rediss", "nats", "tls"}
+_BROKER_SCHEMES = {"memory", "redis", "rediss", "nats", "tls", "amqp", "amqps"}
 _SMTP_SCHEMES = {"smtp", "smtps"}
 
 
@@ -119,7 +119,11 @@ class Settings(BaseSettings, EmailSettings):
         description="fail-safe: serve values this long past expiry",
         examples=[600],
     )
-    broker_url: str | None = Field(None, examples=["nats://127.0.0.1:4222"])
+    broker_url: str | None = Field(
+        None,
+        description="the events broker: memory://, redis://, nats:// or amqp://",
+        examples=["nats://127.0.0.1:4222"],
+    )
     smtp_url: str | None = Field(None, examples=["smtp://user:secret@127.0.0.1:587?starttls=true"])
 
     secret_key: SecretStr | None = Field(

@@ -8,9 +8,10 @@ service that is down: a failure is a finding, returned as a :class:`ServiceCheck
 
 Every probe does the least that proves the service is the one expected: ``SELECT 1``
 through :class:`~corestone.db.Database`, a Redis ``PING``, the ``INFO`` line a NATS
-server sends on connect (no NATS client needed), and an SMTP EHLO with STARTTLS and login
-when the URL asks for them. Nothing is written, except that a SQLite file (and its
-folder) is created if missing, as :meth:`Database.start` does for the service itself.
+server sends on connect (no NATS client needed), an AMQP login for RabbitMQ, and an
+SMTP EHLO with STARTTLS and login when the URL asks for them. Nothing is written,
+except that a SQLite file (and its folder) is created if missing, as
+:meth:`Database.start` does for the service itself.
 
 URLs and reasons in the results have passwords masked, so they are safe to print.
 
@@ -235,9 +236,31 @@ def _redis_probe(url: str, timeout: float) -> _Probe:
 
 
 def _broker_probe(url: str, timeout: float) -> _Probe:
-    if urlsplit(url).scheme in ("redis", "rediss"):
+    scheme = urlsplit(url).scheme
+    if scheme in ("redis", "rediss"):
         return _redis_probe(url, timeout)
+    if scheme in ("amqp", "amqps"):
+        return _amqp_probe(url, timeout)
+    if scheme == "memory":
+        return _memory_probe
     return _nats_probe(url)
+
+
+async def _memory_probe() -> None:
+    """The memory broker lives in the process: nothing to reach, it is always there."""
+
+
+def _amqp_probe(url: str, timeout: float) -> _Probe:
+    """Open and close an AMQP connection: the server answers and takes the credentials."""
+
+    async def probe() -> None:
+        with requires_extra(__name__, "rabbitmq"):
+            import aio_pika
+
+        connection = await aio_pika.connect(url, timeout=timeout)
+        await connection.close()
+
+    return probe
 
 
 def _nats_probe(url: str) -> _Probe:

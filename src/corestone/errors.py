@@ -9,7 +9,8 @@ them (``raise UnavailableError(...) from exc``) so the cause is kept for logs.
 
     CorestoneError                      code
     ├── InvalidInputError               invalid_input          (field, rule)
-    │   └── PayloadTooLargeError        payload_too_large      (limit_bytes)
+    │   ├── PayloadTooLargeError        payload_too_large      (limit_bytes)
+    │   └── UnknownEventTypeError       unknown_event_type     (event_type)
     ├── AuthenticationError             unauthenticated
     ├── PermissionDeniedError           forbidden
     ├── NotFoundError                   not_found
@@ -60,6 +61,7 @@ __all__ = [
     "StaleVersionError",
     "StartupError",
     "UnavailableError",
+    "UnknownEventTypeError",
     "WorkspaceRequiredError",
 ]
 
@@ -100,19 +102,39 @@ class InvalidInputError(CorestoneError):
 
 
 class PayloadTooLargeError(InvalidInputError):
-    """A request body is larger than the configured limit."""
+    """A request body (or an event: ``what``) is larger than the configured limit."""
 
     code = "payload_too_large"
 
-    def __init__(self, limit_bytes: int) -> None:
-        super().__init__(
-            f"request body exceeds {limit_bytes} bytes", field="body", rule="max_bytes"
-        )
+    def __init__(
+        self, limit_bytes: int, *, what: str = "request body", field: str = "body"
+    ) -> None:
+        super().__init__(f"{what} exceeds {limit_bytes} bytes", field=field, rule="max_bytes")
         self.limit_bytes = limit_bytes
 
     @property
     def details(self) -> Mapping[str, object]:
         return {**super().details, "limit_bytes": self.limit_bytes}
+
+
+class UnknownEventTypeError(InvalidInputError):
+    """An event names a type no registry knows (or a schema version newer than it knows).
+
+    Recording one is a programming error; receiving one (a newer producer, a forged
+    message) sends it to the consumer's dead letters with this as the reason.
+    """
+
+    code = "unknown_event_type"
+
+    def __init__(self, event_type: str, message: str | None = None) -> None:
+        super().__init__(
+            message or f"unknown event type {event_type[:100]!r}", field="type", rule="registered"
+        )
+        self.event_type = event_type
+
+    @property
+    def details(self) -> Mapping[str, object]:
+        return {**super().details, "event_type": self.event_type}
 
 
 class AuthenticationError(CorestoneError):

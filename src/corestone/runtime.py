@@ -26,6 +26,8 @@ from corestone.config import Settings, load_settings
 from corestone.container import Services
 from corestone.db.database import Database
 from corestone.errors import ConfigurationError, ShutdownError, StartupError
+from corestone.events.brokers.base import Broker
+from corestone.events.brokers.guarded import guard_broker
 from corestone.observability.health import CheckResult, HealthRegistry
 from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
@@ -91,6 +93,21 @@ class _Stoppable:
     aclose: Callable[[], Awaitable[None]]
 
 
+class _BrokerComponent:
+    """The broker as the component named ``broker`` (its own name is its kind)."""
+
+    name = "broker"
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    async def start(self) -> None:
+        await self.broker.start()
+
+    async def aclose(self) -> None:
+        await self.broker.aclose()
+
+
 @dataclass(frozen=True, slots=True)
 class _Managed:
     component: Component
@@ -116,6 +133,7 @@ class Infrastructure:
         services: Services | None = None,
         breakers: BreakerRegistry | None = None,
         cache: TieredCache | None = None,
+        broker: Broker | None = None,
     ) -> None:
         self.settings = settings if settings is not None else load_settings()
         self.metrics = metrics if metrics is not None else Metrics()
@@ -173,6 +191,23 @@ class Infrastructure:
         )
         # Not critical: with Redis away the cache serves from L1 and the loader (warn).
         self.add(self.cache, check=self.cache.check, component_type="datastore", critical=False)
+        self.broker: Broker | None = None
+        """The events broker ``CORESTONE_BROKER_URL`` names (behind its breaker), if any."""
+        if broker is None and self.settings.broker_url:
+            from corestone.events.brokers.url import broker_from_url
+
+            broker = broker_from_url(self.settings.broker_url)
+        if broker is not None:
+            breaker = f"broker:{broker.name}"
+            self.broker = guard_broker(broker, self.breakers.get(breaker))
+            # Not critical: while the broker is away the outbox keeps every event (warn).
+            self.add(
+                _BrokerComponent(self.broker),
+                check=self.breakers.health_check(breaker, self.broker.ping),
+                component_type="broker",
+                critical=False,
+            )
+            self.services.register_value(Broker, self.broker)  # type: ignore[type-abstract]
         for svc_type, value in (
             (Settings, self.settings),
             (Metrics, self.metrics),

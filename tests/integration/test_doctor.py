@@ -24,6 +24,7 @@ from corestone.config import Settings, load_settings
 from corestone.doctor import ServiceCheck, check_services, format_report
 from corestone.errors import ConfigurationError
 from corestone.testing import require_service
+from corestone.testing.services import services_required
 
 SMTP_USER = "mailer"
 SMTP_PASSWORD = "smtp-pw-Zq81"
@@ -179,6 +180,37 @@ def test_redis_broker_passes(tmp_path: Path, sqlite_url: str, redis_url: str) ->
     run = doctor(tmp_path, database_url=sqlite_url, broker_url=redis_url)
     assert run.returncode == 0, run
     assert run.line("broker").startswith("ok ")
+
+
+AMQP_URL = os.environ.get("CORESTONE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def test_rabbitmq_broker_passes_and_a_wrong_password_fails(tmp_path: Path, sqlite_url: str) -> None:
+    """An amqp:// broker is checked by logging in: ok with guest/guest, FAIL with a wrong
+    password (masked in the report); a memory:// broker is always ok."""
+    if not _port_open(urlsplit(AMQP_URL)):
+        if services_required():
+            pytest.fail("RabbitMQ is not running (CI=true: services are required)")
+        pytest.skip("RabbitMQ is not running")
+    run = doctor(tmp_path, database_url=sqlite_url, broker_url=AMQP_URL)
+    assert run.returncode == 0, run
+    assert run.line("broker").startswith("ok ")
+
+    wrong = AMQP_URL.replace("guest:guest", "guest:n0t-the-password")
+    run = doctor(tmp_path, database_url=sqlite_url, broker_url=wrong)
+    assert run.returncode != 0
+    assert run.line("broker").startswith("FAIL")
+    assert "n0t-the-password" not in run.stdout
+
+    run = doctor(tmp_path, database_url=sqlite_url, broker_url="memory://")
+    assert run.returncode == 0, run
+    assert run.line("broker").startswith("ok ")
+
+
+def _port_open(parts: Any) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        return sock.connect_ex((parts.hostname, parts.port or 5672)) == 0
 
 
 def test_smtp_with_login_passes(tmp_path: Path, sqlite_url: str, smtp_port: int) -> None:

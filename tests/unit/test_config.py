@@ -133,7 +133,7 @@ def test_empty_optional_urls_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None
         ("CORESTONE_DATABASE_URL", "db.example.com/app", "is not a database URL"),
         ("CORESTONE_DATABASE_URL", "postgresql+asyncpg://db:port/app", "is not a valid URL"),
         ("CORESTONE_REDIS_URL", "http://cache:6379", "expected redis:// or rediss:// or unix://"),
-        ("CORESTONE_BROKER_URL", "amqp://broker", "has scheme 'amqp'"),
+        ("CORESTONE_BROKER_URL", "kafka://broker", "has scheme 'kafka'"),
         ("CORESTONE_SMTP_URL", "mail.example.com:25", "expected smtp:// or smtps://"),
         ("CORESTONE_DATABASE_REPLICA_URLS", "sqlite+aiosqlite:///r.db", "postgresql+asyncpg://"),
     ],

@@ -27,6 +27,7 @@ from corestone.errors import (
     StaleVersionError,
     StartupError,
     UnavailableError,
+    UnknownEventTypeError,
     WorkspaceRequiredError,
 )
 
@@ -53,6 +54,7 @@ EXPECTED_CODES = {
     StartupError: "startup",
     ShutdownError: "shutdown",
     WorkspaceRequiredError: "workspace_required",
+    UnknownEventTypeError: "unknown_event_type",
 }
 
 

@@ -24,6 +24,7 @@ LAZY_PACKAGES = [
     "corestone.cache",
     "corestone.email",
     "corestone.email.providers",
+    "corestone.events",
     "corestone.resilience",
     "corestone.testing",
 ]

@@ -22,7 +22,9 @@ __all__ = ["RedisServer"]
 class RedisServer:
     """``with RedisServer(tmp_path) as server:`` → ``server.url``; kill/start/freeze/thaw."""
 
-    def __init__(self, directory: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, *, port: int | None = None, appendonly: bool = False
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
@@ -30,13 +32,20 @@ class RedisServer:
         self.directory = directory
         self.port = port if port is not None else _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.appendonly = appendonly
+        """Keep data across a restart (or a SIGKILL): AOF, fsynced on every write."""
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> None:
-        """Start (or restart) the server, empty, and wait until it accepts connections."""
+        """Start (or restart) the server and wait until it accepts connections.
+
+        It starts empty, unless ``appendonly``: then it loads what it had written.
+        """
+        durability = ["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly else [
+            "--appendonly", "no"]  # fmt: skip
         self._process = subprocess.Popen(  # noqa: S603 - our own fixed argument list
             [self._binary, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.directory)],
+             "--save", "", *durability, "--dir", str(self.directory)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip

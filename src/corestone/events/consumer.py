@@ -1,0 +1,303 @@
+"""Consumers: read published events from the broker and apply each one once.
+
+An :class:`EventConsumer` is one consumer group (``group``, e.g. ``"mailer"``) with a
+handler per event type. For each delivery it:
+
+1. decodes the bytes (:meth:`EventRegistry.decode`: known type, valid payload, upcast to
+   the current version, within the size limit). What does not decode can never succeed:
+   it goes to the dead letters at once, with the error as the reason, and is acked;
+2. skips (acks) an event type it has no handler for;
+3. runs the handler in a database transaction that also records the event id in the
+   inbox (:mod:`corestone.events.inbox`). An id already there means a redelivery of
+   something already applied: nothing runs, and it is acked. This is what makes the
+   broker's at-least-once delivery (and the relay's republish after a crash) apply
+   each event's effects once: *effects that live in the same database*. A handler that
+   calls out (an email, an HTTP call) should make that call idempotent by the event id;
+4. acks after the commit. If the handler raises, the transaction rolls back and the
+   delivery is naked to come back after a backoff (``backoff_initial_seconds``,
+   doubling up to ``backoff_max_seconds``); on its ``max_attempts``-th delivery it goes
+   to the dead letters with the error and is acked.
+
+A crash anywhere is safe: before the commit nothing happened and the broker redelivers;
+after it, the inbox absorbs the redelivery. Deliveries are handled one at a time in the
+order the broker gives them, so one consumer keeps an aggregate's events in order
+(a retried event can be overtaken by later ones: handlers that care check versions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Literal
+
+from corestone.db.database import Database
+from corestone.db.models import utc_now
+from corestone.db.transactions import Transaction
+from corestone.errors import CircuitOpenError, InvalidInputError
+from corestone.events.brokers.base import Broker, Delivery
+from corestone.events.brokers.guarded import guard_broker
+from corestone.events.event import DomainEvent
+from corestone.events.inbox import DeadLetter, InboxStore
+from corestone.events.registry import EventRegistry
+from corestone.events.relay import DEFAULT_TOPIC
+from corestone.observability.health import CheckResult, HealthStatus
+from corestone.observability.logging import get_logger
+from corestone.observability.metrics import Metrics
+from corestone.resilience.registry import BreakerRegistry
+
+__all__ = ["ConsumerHandler", "EventConsumer", "Handled"]
+
+log = get_logger(__name__)
+
+ConsumerHandler = Callable[[DomainEvent, Transaction], Awaitable[None]]
+"""``handler(event, tx)``: apply ``event``'s effects in ``tx`` (the inbox row's transaction)."""
+
+Handled = Literal["handled", "duplicate", "skipped", "retried", "dead_lettered"]
+
+
+class EventConsumer:
+    """One consumer group applying events once; a component (see the module doc)."""
+
+    def __init__(
+        self,
+        database: Database,
+        broker: Broker,
+        registry: EventRegistry,
+        *,
+        group: str,
+        handlers: Mapping[str, ConsumerHandler] | None = None,
+        topic: str = DEFAULT_TOPIC,
+        breakers: BreakerRegistry | None = None,
+        metrics: Metrics | None = None,
+        max_attempts: int = 5,
+        backoff_initial_seconds: float = 1.0,
+        backoff_max_seconds: float = 300.0,
+        batch: int = 50,
+        wait_seconds: float = 1.0,
+        drain_seconds: float = 10.0,
+        consumer_id: str | None = None,
+        now: Callable[[], datetime] = utc_now,
+    ) -> None:
+        if not group or len(group) > 100:
+            raise ValueError("group: 1 to 100 characters")
+        if max_attempts < 1 or batch < 1:
+            raise ValueError("max_attempts and batch must be at least 1")
+        self.database = database
+        self.registry = registry
+        self.group, self.topic = group, topic
+        self.name = f"events-consumer:{group}"
+        breaker_registry = breakers or BreakerRegistry(metrics=metrics)
+        self.broker = guard_broker(broker, breaker_registry.get(f"broker:{broker.name}"))
+        self.store = InboxStore(now=now)
+        self.max_attempts = max_attempts
+        self.backoff = (backoff_initial_seconds, backoff_max_seconds)
+        self.batch, self.wait_seconds, self.drain_seconds = batch, wait_seconds, drain_seconds
+        self.consumer_id = consumer_id or f"{group}-{uuid.uuid4().hex[:12]}"
+        self._handlers: dict[str, ConsumerHandler] = {}
+        for event_type, handler in (handlers or {}).items():
+            self.on(event_type, handler)
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._last_error: str | None = None
+        m = metrics or Metrics()
+        self._outcomes = m.counter(
+            "events_consumed_total", "Deliveries by consumer group and outcome.",
+            ["group", "outcome"],
+        )  # fmt: skip
+        self._seconds = m.histogram(
+            "events_consumer_handler_seconds", "Time of one consumer handler call.", ["group"]
+        )
+        self._dead = m.counter(
+            "events_dead_letters_total", "Deliveries sent to the dead letters.", ["group"]
+        )
+
+    def on(self, event_type: str, handler: ConsumerHandler) -> None:
+        """Handle ``event_type`` with ``handler`` (one handler per type per consumer)."""
+        self.registry.get(event_type)
+        if event_type in self._handlers:
+            raise ValueError(f"{self.group} already handles {event_type!r}")
+        self._handlers[event_type] = handler
+
+    # -- the component -------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        if self.running:
+            return
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(self._loop(), name=f"corestone-{self.name}")
+
+    async def aclose(self) -> None:
+        """Finish the delivery in hand (up to ``drain_seconds``), then stop. Idempotent.
+
+        Deliveries fetched and not handled are redelivered once the broker's ack wait ends.
+        """
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stop.set()
+        try:
+            await asyncio.wait([task], timeout=self.drain_seconds)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.run_once()
+            except Exception as error:  # noqa: BLE001 - the broker or database may come back
+                self._last_error = repr(error)[:200]
+                pause = self.wait_seconds
+                if isinstance(error, CircuitOpenError) and error.retry_after:
+                    pause = max(pause, min(error.retry_after, 30.0))
+                log.warning("events consumer pass failed", group=self.group, error=repr(error))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), pause)
+            else:
+                self._last_error = None
+
+    async def check(self) -> CheckResult:
+        """Health: warn while the last pass failed (broker or database away) or the loop ended."""
+        if self._task is not None and self._task.done():
+            return CheckResult(HealthStatus.WARN, output="the consumer stopped")
+        if self._last_error is not None:
+            return CheckResult(HealthStatus.WARN, output=f"last pass: {self._last_error}")
+        return CheckResult(HealthStatus.PASS)
+
+    # -- deliveries ----------------------------------------------------------------------
+
+    async def run_once(self, *, wait_seconds: float | None = None) -> int:
+        """Fetch one batch (waiting up to ``wait_seconds``) and handle it; return its size."""
+        await self.broker.ensure_group(self.topic, self.group)
+        deliveries = await self.broker.fetch(
+            self.topic,
+            self.group,
+            consumer=self.consumer_id,
+            limit=self.batch,
+            wait_seconds=self.wait_seconds if wait_seconds is None else wait_seconds,
+        )
+        for delivery in deliveries:
+            if self._stop.is_set() and self._task is not None:
+                break  # shutting down: the rest are redelivered after the ack wait
+            await self.handle(delivery)
+        return len(deliveries)
+
+    async def handle(self, delivery: Delivery) -> Handled:
+        """Handle one delivery end to end (decode, inbox, handler, ack / nak / dead letter)."""
+        try:
+            event = self.registry.decode(delivery.body)
+            if str(event.id) != delivery.id:
+                raise InvalidInputError(
+                    "the message id is not the event's id", field="id", rule="matches"
+                )
+        except InvalidInputError as error:
+            return await self._dead_letter(delivery, None, f"{error.code}: {error.message}")
+        handler = self._handlers.get(event.type)
+        if handler is None:
+            await self.broker.ack(delivery)
+            return self._count("skipped")
+        started = time.perf_counter()
+        try:
+            applied = await self.database.run_in_transaction(
+                lambda tx: self._apply(tx, event, handler)
+            )
+        except Exception as error:  # noqa: BLE001 - any handler failure is retried, then dead
+            self._seconds.labels(group=self.group).observe(time.perf_counter() - started)
+            if delivery.attempt >= self.max_attempts:
+                reason = f"failed {delivery.attempt} times; last: {error!r}"
+                return await self._dead_letter(delivery, event.type, reason)
+            log.info("event handler failed; retrying", group=self.group, event_id=delivery.id,
+                     attempt=delivery.attempt, error=repr(error))  # fmt: skip
+            await self.broker.nak(delivery, delay_seconds=self._delay(delivery.attempt))
+            return self._count("retried")
+        self._seconds.labels(group=self.group).observe(time.perf_counter() - started)
+        await self.broker.ack(delivery)
+        return self._count("handled" if applied else "duplicate")
+
+    async def _apply(self, tx: Transaction, event: DomainEvent, handler: ConsumerHandler) -> bool:
+        if not await self.store.claim(tx.session, self.group, str(event.id)):
+            return False
+        await handler(event, tx)
+        return True
+
+    async def _dead_letter(self, delivery: Delivery, type_: str | None, reason: str) -> Handled:
+        log.warning("event dead-lettered", group=self.group, event_id=delivery.id[:64],
+                    reason=reason[:300])  # fmt: skip
+        await self.database.run_in_transaction(
+            lambda tx: self.store.dead_letter(
+                tx.session,
+                consumer=self.group,
+                event_id=delivery.id,
+                type_=type_,
+                body=delivery.body,
+                reason=reason,
+                attempts=delivery.attempt,
+            )
+        )
+        await self.broker.ack(delivery)
+        self._dead.labels(group=self.group).inc()
+        return self._count("dead_lettered")
+
+    def _delay(self, attempt: int) -> float:
+        initial, cap = self.backoff
+        return float(min(cap, initial * 2 ** min(attempt - 1, 30))) * random.uniform(0.5, 1.0)  # noqa: S311
+
+    def _count(self, outcome: Handled) -> Handled:
+        self._outcomes.labels(group=self.group, outcome=outcome).inc()
+        return outcome
+
+    # -- dead letters --------------------------------------------------------------------
+
+    async def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
+        """This consumer's dead letters, oldest first."""
+        async with self.database.transaction(read_only=True) as tx:
+            return await self.store.dead_letters(tx.session, consumer=self.group, limit=limit)
+
+    async def replay(self, dead_letter_id: int) -> Handled:
+        """Handle a dead letter again, now; it is removed in the same transaction.
+
+        Returns ``handled`` (or ``duplicate`` if the inbox shows it was applied since).
+        If it still fails (it does not decode, or the handler raises), the error
+        propagates and the dead letter stays.
+        """
+
+        async def work(tx: Transaction) -> Handled:
+            letter = await self.store.take_dead_letter(tx.session, dead_letter_id)
+            if letter is None or letter.consumer != self.group:
+                raise InvalidInputError(
+                    f"no dead letter {dead_letter_id} for {self.group}", field="id", rule="exists"
+                )
+            event = self.registry.decode(letter.body.encode())
+            handler = self._handlers.get(event.type)
+            if handler is None:
+                raise InvalidInputError(
+                    f"{self.group} has no handler for {event.type!r}", field="type", rule="handled"
+                )
+            return "handled" if await self._apply(tx, event, handler) else "duplicate"
+
+        return await self.database.run_in_transaction(work)
+
+    async def drop(self, dead_letter_id: int) -> bool:
+        """Delete a dead letter of this consumer; False if there is none by that id."""
+
+        async def work(tx: Transaction) -> bool:
+            letter = await self.store.take_dead_letter(tx.session, dead_letter_id)
+            if letter is not None and letter.consumer != self.group:
+                raise InvalidInputError(
+                    f"dead letter {dead_letter_id} belongs to {letter.consumer}",
+                    field="id",
+                    rule="consumer",
+                )
+            return letter is not None
+
+        return await self.database.run_in_transaction(work)
