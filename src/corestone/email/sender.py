@@ -31,7 +31,7 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TypeVar
@@ -43,6 +43,8 @@ with requires_extra(__name__, "postgres", "sqlite"):
 
 from corestone.db.database import Database
 from corestone.db.models import utc_now
+from corestone.email._attempts import Attempt as _Attempt
+from corestone.email._attempts import Item as _Item
 from corestone.email.message import EmailMessage
 from corestone.email.outbox import Claimed, EmailStatus, OutboxStore, Outcome, clip_reason
 from corestone.email.providers.base import Outgoing, Sent
@@ -58,28 +60,6 @@ __all__ = ["EmailSender"]
 
 log = get_logger(__name__)
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class _Item:
-    row: Claimed
-    outgoing: Outgoing
-    note: str | None = None
-    """Said on the ``sending`` event (recipients left out because suppressed)."""
-
-    @property
-    def id(self) -> str:
-        return self.row.id
-
-
-@dataclass(slots=True)
-class _Attempt:
-    """What one round of calls through one provider left to do."""
-
-    retry: list[_Item]
-    skipped: list[_Item]
-    wait: float = 0.0
-    called: bool = False
 
 
 class EmailSender:
