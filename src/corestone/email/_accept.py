@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from corestone._extras import requires_extra
+from corestone.email._keys import stored_under_key
 from corestone.email.outbox import (
     EmailEventRecord,
     EmailOutboxRecord,
@@ -23,7 +24,7 @@ from corestone.email.outbox import (
 )
 
 with requires_extra(__name__, "postgres", "sqlite"):
-    from sqlalchemy import String, Table, bindparam, select, text
+    from sqlalchemy import String, Table, bindparam, text
     from sqlalchemy.dialects import postgresql
     from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -92,7 +93,4 @@ async def store_unless_suppressed(
         return set(row.suppressed)
     if row.id is not None:
         return str(row.id)
-    existing = await session.execute(  # the key was stored already
-        select(_OUTBOX.c.id).where(_OUTBOX.c.idempotency_key == values["idempotency_key"])
-    )
-    return str(existing.scalar_one())
+    return await stored_under_key(session, values["idempotency_key"], workspace_id)

@@ -31,6 +31,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, NewType, cast
 
 from corestone._extras import requires_extra
+from corestone.email._keys import check_keys_owned
 from corestone.email.message import DEFAULT_LIMITS, Address, EmailLimits, EmailMessage
 from corestone.email.outbox import (
     EmailEventRecord,
@@ -242,6 +243,9 @@ async def store_bulk(
     for start in range(0, len(rows), _ROWS_PER_INSERT):
         result = await session.execute(statement, rows[start : start + _ROWS_PER_INSERT])
         written.update(str(r.id) for r in result)
+    await check_keys_owned(
+        session, [r["idempotency_key"] for r in rows if r["id"] not in written], workspace_id
+    )
     events = [
         {
             "message_id": row["id"],

@@ -54,6 +54,7 @@ with requires_extra(__name__, "postgres", "sqlite"):
     from sqlalchemy.ext.asyncio import AsyncSession
 
 from corestone.db.models import utc_now
+from corestone.email._keys import stored_under_key
 from corestone.email.tables import (
     EmailEventRecord,
     EmailOutboxRecord,
@@ -166,10 +167,7 @@ class OutboxStore:
                 .returning(_OUTBOX.c.id)
             )
             if stored.first() is None:
-                existing = await session.execute(
-                    select(_OUTBOX.c.id).where(_OUTBOX.c.idempotency_key == key)
-                )
-                return str(existing.scalar_one())
+                return await stored_under_key(session, key, workspace_id)
         await self.record_events(session, [values["id"]], status, detail=detail, at=now)
         return str(values["id"])
 

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from corestone import context
 from corestone.db import Database
 from corestone.email import EmailService, SuppressionReason
+from corestone.errors import ConflictError
 from corestone.observability.metrics import Metrics
 
 from .conftest import OUTBOX, Time, history, message, row, statuses
@@ -135,3 +136,20 @@ async def test_a_stored_key_is_found_even_when_a_recipient_was_suppressed_since(
     assert await history(db, first) == [("queued", None, None)]
     stored = await row(db, fresh)
     assert [pair[0] for pair in stored.message["to"]] == ["ada@example.com"]
+
+
+async def test_a_key_another_workspace_used_is_a_conflict_not_its_message(
+    db: Database, time: Time
+) -> None:
+    """Keys are unique across the outbox: workspace 2 sending with workspace 1's key used to
+    get 1's message id back (a leak) while its own mail was never stored. It is refused
+    (ConflictError, its transaction rolled back); workspace 1 still gets its own id."""
+    service = EmailService(db, now=time.wall)
+    first = await service.send(message(idempotency_key="invite:7"), workspace_id=1)
+    with pytest.raises(ConflictError, match="another workspace"):
+        async with db.transaction():
+            await service.send(message(idempotency_key="invite:7"), workspace_id=2)
+    assert await service.send(message(idempotency_key="invite:7"), workspace_id=1) == first
+    with pytest.raises(ConflictError):
+        await service.send(message(idempotency_key="invite:7"))  # no workspace: not 1's either
+    assert list(await statuses(db)) == [first]
