@@ -15,12 +15,11 @@ Each pass (:meth:`EmailSender.run_once`):
    longer holds is not sent. A retryable error is retried on the same provider after a
    short wait, then the next provider takes over; a permanent one ends the message
    ``failed`` with the reason. What no provider took goes back to ``queued`` with a
-   growing backoff, so with every provider down messages wait and go out when one
-   recovers.
+   growing backoff: with every provider down, messages wait for one to recover.
 
 Every status change is also written to ``corestone_email_events``. The sender is a
-component (``start`` / ``aclose``) for :class:`~corestone.Infrastructure`, or runs in a
-worker process; any number of senders may share one database.
+component (``start`` / ``aclose``), or runs in a worker process; any number of senders
+may share one database.
 """
 
 from __future__ import annotations
@@ -114,10 +113,8 @@ class EmailSender:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_error: str | None = None
-        self._stale_due = datetime.min.replace(tzinfo=UTC)
-        """When the next pass looks for expired ``sending`` rows (see :meth:`run_once`)."""
-        self._stats_read = -float("inf")
-        """``time.monotonic()`` of the last read of the backlog gauges."""
+        self._stale_due = datetime.min.replace(tzinfo=UTC)  # next look for stale rows
+        self._stats_read = -float("inf")  # time.monotonic() of the gauges' last read
         metrics = metrics or Metrics()
         self._messages = metrics.counter(*MESSAGES_METRIC, ["provider", "outcome"])
         self._latency = metrics.histogram(
@@ -216,8 +213,7 @@ class EmailSender:
     async def run_once(self) -> int:
         """Claim expired ``sending`` rows and due messages; resolve the first, deliver the rest.
 
-        Returns how many rows this pass handled (a full batch means: go again).
-        """
+        Returns how many rows this pass handled (a full batch means: go again)."""
         if not self.router.slots:  # nothing to send through: leave every row as it is
             await self.refresh_stats()
             return 0
@@ -494,24 +490,29 @@ class EmailSender:
         reasons = {key: clip_reason(e.reason) for key, e in errors.items()}
         ids = {key: s.provider_message_id for key, s in sent.items()}
 
-        async def write(session: AsyncSession) -> None:
-            await self.store.finish(
-                session, [rows[k] for k in sent],
-                Outcome(EmailStatus.SENT, slot.name, values={"last_error": None}),
-                owner=self.owner, per_row={"provider_message_id": ids},
-            )  # fmt: skip
-            await self.store.finish(
-                session, [rows[k] for k in failed], Outcome(EmailStatus.FAILED, slot.name),
-                owner=self.owner, per_row={"last_error": reasons}, details=reasons,
-            )  # fmt: skip
-            await self.store.finish(
-                session, [i.row for i in retry], Outcome(EmailStatus.QUEUED, slot.name),
-                owner=self.owner, per_row={"last_error": reasons}, details=reasons, release=False,
-            )  # fmt: skip
+        async def write(session: AsyncSession) -> list[set[str]]:
+            return [
+                await self.store.finish(
+                    session, [rows[k] for k in sent],
+                    Outcome(EmailStatus.SENT, slot.name, values={"last_error": None}),
+                    owner=self.owner, per_row={"provider_message_id": ids},
+                ),
+                await self.store.finish(
+                    session, [rows[k] for k in failed], Outcome(EmailStatus.FAILED, slot.name),
+                    owner=self.owner, per_row={"last_error": reasons}, details=reasons,
+                ),
+                await self.store.finish(
+                    session, [i.row for i in retry], Outcome(EmailStatus.QUEUED, slot.name),
+                    owner=self.owner, per_row={"last_error": reasons}, details=reasons,
+                    release=False,
+                ),
+            ]  # fmt: skip
 
-        await self._write(write)
-        self._count(slot.name, "sent", len(sent))
-        self._count(slot.name, "failed", len(failed))
+        # A row this sender no longer held (its lease ran out) is not counted or retried.
+        was_sent, was_failed, requeued = await self._write(write)
+        retry = [i for i in retry if i.id in requeued]
+        for outcome, rows_written in (("sent", was_sent), ("failed", was_failed)):
+            self._count(slot.name, outcome, len(rows_written))
         self._count(slot.name, "retried", len(retry))
         wait = max((errors[i.id].retry_after or 0.0 for i in retry), default=0.0)
         return _Attempt(retry, [], wait, called=True)

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import timedelta
+
+from sqlalchemy import update
 
 from corestone.db import Database
 from corestone.email.outbox import OutboxStore
+from corestone.email.providers.base import Outgoing, Sent
+from corestone.errors import EmailProviderError
+from corestone.observability.metrics import Metrics
 from corestone.resilience import BreakerConfig, BreakerRegistry, State
 from corestone.testing.clock import ManualClock
 
-from .conftest import Time, history, make_sender, queue, row
+from .conftest import OUTBOX, Time, history, make_sender, queue, row
 from .fakes import FakeProvider, deliveries
 
 
@@ -75,3 +81,42 @@ async def test_a_stale_row_whose_idempotent_provider_refuses_goes_back_to_the_qu
     assert (await row(db, message_id)).status == "sent"
     assert deliveries(alpha, bravo) == {message_id: 1}
     assert alpha.calls == 0
+
+
+@dataclass
+class _LosesItsLease(FakeProvider):
+    """Accepts, but while it works another sender takes the row over (the lease ran out)."""
+
+    db: Database | None = None
+
+    async def send(self, outgoing: Outgoing) -> Sent:
+        assert self.db is not None
+        async with self.db.transaction() as tx:
+            await tx.session.execute(
+                update(OUTBOX)
+                .where(OUTBOX.c.id == outgoing.message_id)
+                .values(lease_owner="other", fencing_token=OUTBOX.c.fencing_token + 1)
+            )
+        return await super().send(outgoing)
+
+
+async def test_a_row_lost_during_the_call_is_neither_counted_nor_retried(
+    db: Database, time: Time
+) -> None:
+    """The record after a call is fenced; what it did not write (another sender holds the
+    row now) used to be counted as sent (and a retryable error retried) all the same."""
+    metrics = Metrics()
+    [message_id] = await queue(db, time)
+    provider = _LosesItsLease("alpha", db=db)
+    sender = make_sender(db, [provider], time, metrics=metrics)
+    await sender.run_once()
+    labels = {"provider": "alpha", "outcome": "sent"}
+    assert metrics.registry.get_sample_value("corestone_email_messages_total", labels) is None
+    stored = await row(db, message_id)
+    assert (stored.status, stored.lease_owner) == ("sending", "other")
+    provider.fail_next.append(EmailProviderError("alpha", "503", retryable=True))
+    [second] = await queue(db, time)
+    await sender.run_once()
+    retried = {"provider": "alpha", "outcome": "retried"}
+    assert metrics.registry.get_sample_value("corestone_email_messages_total", retried) is None
+    assert (await row(db, second)).lease_owner == "other"
