@@ -523,7 +523,10 @@ class OutboxStore:
         *,
         detail: str | None = None,
     ) -> None:
-        """Put ``address`` on the suppression list (the newest reason wins)."""
+        """Put ``address`` on the suppression list (the newest reason wins). An address
+        past 320 characters is no mailbox (RFC 5321): ignored, never a failed write."""
+        if len(address) > 320:  # else a provider's retried webhook would fail forever
+            return
         values = {
             "address": address.lower(),
             "reason": reason.value,
