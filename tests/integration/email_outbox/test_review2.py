@@ -1,0 +1,65 @@
+"""Hostile review 2: bulk keys across workspaces, provider reasons the database refuses."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from corestone.db import Database
+from corestone.email import BulkMail, EmailService, EmailTemplates
+from corestone.errors import EmailProviderError
+
+from .conftest import OUTBOX, Time, make_sender, queue, row
+from .fakes import FakeProvider
+
+TEMPLATES = EmailTemplates(
+    strings={"news.subject.txt": "News for {{ name }}", "news.txt": "Hello {{ name }}."}
+)
+MAIL = BulkMail(sender=("Acme", "news@acme.example"))
+
+
+async def test_the_same_bulk_key_in_two_workspaces_stores_each_workspaces_messages(
+    db: Database, time: Time
+) -> None:
+    """Two tenants who both key their December newsletter "news:2026-12" and share one
+    subscriber: each tenant's message is stored and sent. Keys derived from the key and
+    address alone made the second tenant's row a silent ON CONFLICT no-op, and both
+    tenants got the same bulk id (the second tenant's newsletter never went out)."""
+    service = EmailService(db, now=time.wall)
+    shared = [("same@example.org", {"name": "Sam"})]
+    first = await service.send_bulk(
+        TEMPLATES, "news", shared, mail=MAIL, idempotency_key="news:2026-12", workspace_id=1
+    )
+    second = await service.send_bulk(
+        TEMPLATES, "news", shared, mail=MAIL, idempotency_key="news:2026-12", workspace_id=2
+    )
+    assert first != second
+    async with db.transaction(read_only=True) as tx:
+        rows = list(await tx.session.execute(select(OUTBOX.c.workspace_id, OUTBOX.c.bulk_id)))
+    assert sorted((r.workspace_id, r.bulk_id) for r in rows) == sorted(
+        [(1, first), (2, second)]
+    )
+    again = await service.send_bulk(
+        TEMPLATES, "news", shared, mail=MAIL, idempotency_key="news:2026-12", workspace_id=2
+    )
+    assert again == second  # still idempotent within a workspace
+
+
+async def test_a_provider_reason_with_nul_is_stored_not_a_failed_pass(
+    db: Database, time: Time
+) -> None:
+    """A provider whose error body holds a NUL byte (a broken proxy, a hostile endpoint):
+    the reason goes into last_error and the history's detail; PostgreSQL's text refuses
+    NUL, so the fenced write failed and the whole pass raised, leaving every row of the
+    round leased until its lease expired, again and again."""
+    alpha = FakeProvider(
+        "alpha", fail_next=[EmailProviderError("alpha", "bad\x00gateway", retryable=False)]
+    )
+    [message_id] = await queue(db, time)
+    sender = make_sender(db, [alpha], time)
+    await sender.run_once()
+    stored = await row(db, message_id)
+    assert stored.status == "failed"
+    assert "\x00" not in stored.last_error
+    assert "gateway" in stored.last_error
+
+
