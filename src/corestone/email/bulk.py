@@ -247,8 +247,11 @@ async def store_bulk(
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
         .returning(_OUTBOX.c.id)
     )
-    for start in range(0, len(rows), _ROWS_PER_INSERT):
-        result = await session.execute(statement, rows[start : start + _ROWS_PER_INSERT])
+    # In key order: two calls of one keyed bulk (a retry while the first is still open)
+    # then wait for each other's keys in one order, never in a cycle (a deadlock).
+    ordered = sorted(rows, key=lambda r: r["idempotency_key"] or "")
+    for start in range(0, len(ordered), _ROWS_PER_INSERT):
+        result = await session.execute(statement, ordered[start : start + _ROWS_PER_INSERT])
         written.update(str(r.id) for r in result)
     events = [
         {

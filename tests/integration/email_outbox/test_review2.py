@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import select
 
 from corestone.db import Database
 from corestone.email import BulkMail, EmailService, EmailTemplates
+from corestone.email.bulk import recipient_key
 from corestone.errors import EmailProviderError
 
 from .conftest import OUTBOX, Time, make_sender, message, queue, row
@@ -36,9 +39,7 @@ async def test_the_same_bulk_key_in_two_workspaces_stores_each_workspaces_messag
     assert first != second
     async with db.transaction(read_only=True) as tx:
         rows = list(await tx.session.execute(select(OUTBOX.c.workspace_id, OUTBOX.c.bulk_id)))
-    assert sorted((r.workspace_id, r.bulk_id) for r in rows) == sorted(
-        [(1, first), (2, second)]
-    )
+    assert sorted((r.workspace_id, r.bulk_id) for r in rows) == sorted([(1, first), (2, second)])
     again = await service.send_bulk(
         TEMPLATES, "news", shared, mail=MAIL, idempotency_key="news:2026-12", workspace_id=2
     )
@@ -64,8 +65,6 @@ async def test_a_provider_reason_with_nul_is_stored_not_a_failed_pass(
     assert "gateway" in stored.last_error
 
 
-
-
 @pytest.mark.xfail(
     strict=True,
     reason="idempotency_key is unique across the whole outbox (outbox.py:135) and a stored "
@@ -83,3 +82,43 @@ async def test_the_same_send_key_in_another_workspace_is_not_answered_with_its_m
     second = await service.send(message(idempotency_key="welcome:7"), workspace_id=2)
     assert second != first
     assert (await row(db, second)).workspace_id == 2
+
+
+async def test_two_sends_of_one_keyed_bulk_in_other_orders_do_not_deadlock(
+    db: Database, time: Time
+) -> None:
+    """A bulk retried with its key while the first call's transaction is still open, its
+    recipients in another order (a set, a query without ORDER BY): each transaction
+    inserts keys the other waits for. Rows were inserted in list order, so PostgreSQL
+    found a deadlock and failed one caller; in key order one simply waits for the other.
+    (The first call is two calls in one transaction here only to fix the interleaving.)"""
+    if db.dialect != "postgresql":
+        pytest.skip("row locks on a unique index: PostgreSQL (SQLite has one writer)")
+    service = EmailService(db, now=time.wall)
+    x, y = ("x@example.org", {"name": "X"}), ("y@example.org", {"name": "Y"})
+    # Which of x, y sorts first by key is fixed by the digest; take them in the other order.
+    scope = "1"
+    first, second = sorted([x, y], key=lambda r: recipient_key("k", r[0], scope=scope))
+    go = asyncio.Event()
+
+    async def retry() -> str:
+        await go.wait()
+        return await service.send_bulk(
+            TEMPLATES, "news", [second, first], mail=MAIL, idempotency_key="k", workspace_id=1
+        )
+
+    other = asyncio.create_task(retry())  # made outside, so not in the transaction below
+    async with db.transaction() as tx:
+        await service.send_bulk(
+            TEMPLATES, "news", [first], mail=MAIL, idempotency_key="k", transaction=tx,
+            workspace_id=1,
+        )  # fmt: skip
+        go.set()
+        await asyncio.sleep(0.5)  # the retry has inserted `second` and waits for `first`
+        await service.send_bulk(
+            TEMPLATES, "news", [second], mail=MAIL, idempotency_key="k", transaction=tx,
+            workspace_id=1,
+        )  # fmt: skip
+    await other
+    async with db.transaction(read_only=True) as check:
+        assert len(list(await check.session.execute(select(OUTBOX.c.id)))) == 2
