@@ -122,3 +122,22 @@ async def test_two_sends_of_one_keyed_bulk_in_other_orders_do_not_deadlock(
     await other
     async with db.transaction(read_only=True) as check:
         assert len(list(await check.session.execute(select(OUTBOX.c.id)))) == 2
+
+
+@pytest.mark.parametrize("brk", ["\u2028", "\x85", "\x0b"])
+def test_an_unsubscribe_endpoint_with_any_line_break_is_refused_before_storing(brk: str) -> None:
+    """unsubscribe.py checked the endpoint for CR, LF and NUL only; U+2028, NEL or VT
+    went into every stored message's List-Unsubscribe header (added after build's
+    checks), and each provider then refused each message: a whole bulk failed at
+    delivery instead of the call failing."""
+    from corestone.email import UnsubscribeHeaders, UnsubscribeTokens
+    from corestone.email.bulk import render_bulk
+
+    mail = BulkMail(
+        sender="news@acme.example",
+        unsubscribe=UnsubscribeHeaders(
+            UnsubscribeTokens(b"s" * 32), f"https://acme.example/u{brk}Bcc: x@evil.example", "n"
+        ),
+    )
+    with pytest.raises(ValueError, match="unsubscribe endpoint"):
+        render_bulk(TEMPLATES, "news", [("a@example.org", {"name": "A"})], mail)
