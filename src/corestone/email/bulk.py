@@ -114,19 +114,26 @@ class BulkStored:
     suppressed: int
 
 
-def bulk_id_for(idempotency_key: str | None) -> BulkId:
-    """A new id, or the one a key always gives: sending a bulk again answers the same id."""
+def bulk_id_for(idempotency_key: str | None, *, scope: str | None = None) -> BulkId:
+    """A new id, or the one a key always gives: sending a bulk again answers the same id.
+
+    ``scope`` (the workspace) is part of it: two workspaces using one key are two bulks.
+    """
     if idempotency_key is None:
         return BulkId(str(uuid.uuid4()))
-    return BulkId(str(uuid.uuid5(_BULK_NAMESPACE, idempotency_key)))
+    named = idempotency_key if scope is None else f"{scope}\x00{idempotency_key}"
+    return BulkId(str(uuid.uuid5(_BULK_NAMESPACE, named)))
 
 
-def recipient_key(idempotency_key: str, email: str) -> str:
+def recipient_key(idempotency_key: str, email: str, *, scope: str | None = None) -> str:
     """One recipient's key: the bulk's, then a digest of the address (lower-cased).
 
     A digest and not the address: keys are at most 200 characters, addresses up to 320.
+    ``scope`` (the workspace) is digested too: keys are unique across the whole outbox,
+    so another workspace's bulk with the same key must not make this one's a no-op.
     """
-    digest = hashlib.blake2b(email.lower().encode(), digest_size=8).hexdigest()
+    named = email.lower() if scope is None else f"{scope}\x00{email.lower()}"
+    digest = hashlib.blake2b(named.encode(), digest_size=8).hexdigest()
     return f"{idempotency_key}:{digest}"
 
 
@@ -145,6 +152,7 @@ def render_bulk(
     *,
     idempotency_key: str | None = None,
     max_recipients: int = MAX_BULK_RECIPIENTS,
+    key_scope: str | None = None,
 ) -> list[EmailMessage]:
     """One validated message per recipient; InvalidInputError naming the first bad one.
 
@@ -188,7 +196,7 @@ def render_bulk(
                 )
             if idempotency_key is not None:  # built unkeyed: the address is known only now
                 message = dataclasses.replace(
-                    message, idempotency_key=recipient_key(idempotency_key, email)
+                    message, idempotency_key=recipient_key(idempotency_key, email, scope=key_scope)
                 )
             if mail.unsubscribe is not None:
                 options = mail.unsubscribe
@@ -240,8 +248,11 @@ async def store_bulk(
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
         .returning(_OUTBOX.c.id)
     )
-    for start in range(0, len(rows), _ROWS_PER_INSERT):
-        result = await session.execute(statement, rows[start : start + _ROWS_PER_INSERT])
+    # In key order: two calls of one keyed bulk (a retry while the first is still open)
+    # then wait for each other's keys in one order, never in a cycle (a deadlock).
+    ordered = sorted(rows, key=lambda r: r["idempotency_key"] or "")
+    for start in range(0, len(ordered), _ROWS_PER_INSERT):
+        result = await session.execute(statement, ordered[start : start + _ROWS_PER_INSERT])
         written.update(str(r.id) for r in result)
     await check_keys_owned(
         session, [r["idempotency_key"] for r in rows if r["id"] not in written], workspace_id

@@ -107,7 +107,12 @@ class Outcome:
 
 
 def clip_reason(text: str) -> str:
-    """A reason short enough for ``last_error`` / ``detail``."""
+    """A reason short enough for ``last_error`` / ``detail``, NUL replaced by U+FFFD.
+
+    Reasons come from providers' answers; PostgreSQL's text refuses NUL, and one such
+    reason would fail the fenced write of every row of its round.
+    """
+    text = text.replace("\x00", "\ufffd")
     return text if len(text) <= _ERROR_MAX else text[: _ERROR_MAX - 1] + "…"
 
 

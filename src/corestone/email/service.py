@@ -175,19 +175,21 @@ class EmailService:
         recipient's message is keyed by it and the address: sending the same bulk again
         stores nothing new and returns the same id. Progress: ``EmailTracker.bulk``.
         """
+        workspace = workspace_id if workspace_id is not None else _context_workspace()
+        scope = None if workspace is None else str(workspace)  # a key is per workspace
         messages = render_bulk(
             templates, template, recipients, mail, idempotency_key=idempotency_key,
-            max_recipients=MAX_BULK_RECIPIENTS,
+            max_recipients=MAX_BULK_RECIPIENTS, key_scope=scope,
         )  # fmt: skip
-        bulk_id = bulk_id_for(idempotency_key)
+        bulk_id = bulk_id_for(idempotency_key, scope=scope)
         tx = transaction
         if tx is None and (open_tx := current_transaction()) is not None:
             tx = open_tx if open_tx.database is self.database else None
         if tx is not None:
-            await self._store_bulk(tx, messages, bulk_id, workspace_id)
+            await self._store_bulk(tx, messages, bulk_id, workspace)
         else:
             async with self.database.transaction() as own:
-                await self._store_bulk(own, messages, bulk_id, workspace_id)
+                await self._store_bulk(own, messages, bulk_id, workspace)
         return bulk_id
 
     async def _store_bulk(

@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Literal
 
+from corestone import context
 from corestone.db.database import Database
 from corestone.db.models import utc_now
 from corestone.db.transactions import Transaction
@@ -227,7 +228,13 @@ class EventConsumer:
     async def _apply(self, tx: Transaction, event: DomainEvent, handler: ConsumerHandler) -> bool:
         if not await self.store.claim(tx.session, self.group, str(event.id)):
             return False
-        await handler(event, tx)
+        # The handler acts for the event's workspace, actor and correlation id, not for
+        # whatever the consumer's task inherited: its emails and follow-up events
+        # default to the context's values.
+        with context.bind(
+            workspace=event.workspace_id, actor=event.actor, correlation=event.correlation_id
+        ):
+            await handler(event, tx)
         return True
 
     async def _dead_letter(self, delivery: Delivery, type_: str | None, reason: str) -> Handled:
