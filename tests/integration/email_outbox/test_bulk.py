@@ -22,7 +22,7 @@ from corestone.email import (
 )
 from corestone.email.bulk import recipient_key, render_bulk
 from corestone.email.providers import MemoryProvider
-from corestone.errors import ConflictError, InvalidInputError
+from corestone.errors import InvalidInputError
 
 from .conftest import OUTBOX, Time, history
 
@@ -240,26 +240,3 @@ async def test_progress_counts_a_bulk_by_status_until_it_is_done(db: Database, t
     assert await tracker.bulk("00000000-0000-0000-0000-000000000000") is None
     listed = await tracker.messages(bulk_id=bulk_id, limit=50)
     assert len(listed) == 5
-
-
-async def test_a_bulk_key_another_workspace_used_is_refused_and_stores_nothing(
-    db: Database, time: Time
-) -> None:
-    """Workspace 2 sending a bulk with the key workspace 1 used got 1's bulk back and its
-    own mail silently never went out; it is a ConflictError now, and nothing of 2's is
-    written. The same workspace sending again still writes nothing and succeeds."""
-    service = EmailService(db, now=time.wall)
-    first = await service.send_bulk(
-        TEMPLATES, "news", people(3), mail=MAIL, idempotency_key="spring", workspace_id=1
-    )
-    with pytest.raises(ConflictError, match="another workspace"):
-        await service.send_bulk(
-            TEMPLATES, "news", people(3), mail=MAIL, idempotency_key="spring", workspace_id=2
-        )
-    again = await service.send_bulk(
-        TEMPLATES, "news", people(3), mail=MAIL, idempotency_key="spring", workspace_id=1
-    )
-    assert again == first
-    async with db.transaction(read_only=True) as tx:
-        owners = (await tx.session.execute(select(OUTBOX.c.workspace_id))).scalars().all()
-    assert owners == [1, 1, 1]

@@ -44,6 +44,8 @@ async def test_a_per_row_value_is_written_only_where_given_and_each_detail_on_it
 async def test_a_fenced_write_skips_rows_of_another_owner_and_writes_no_event_for_them(
     db: Database, time: Time
 ) -> None:
+    """A row another owner holds is left as it is by the one-statement fenced write, and
+    gets no history row: only what the write changed is recorded."""
     ids = await queue(db, time, 2)
     store = OutboxStore(now=time.wall)
     pg = db.dialect == "postgresql"
