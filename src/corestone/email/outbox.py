@@ -54,6 +54,7 @@ with requires_extra(__name__, "postgres", "sqlite"):
     from sqlalchemy.ext.asyncio import AsyncSession
 
 from corestone.db.models import utc_now
+from corestone.email._early import settle_early_events
 from corestone.email._keys import stored_under_key
 from corestone.email.tables import (
     EmailEventRecord,
@@ -341,10 +342,13 @@ class OutboxStore:
         if release:
             values.update(lease_owner=None, lease_expires_at=None)
         event = _Event(outcome.status, outcome.provider, outcome.detail, details, now)
-        return await self._fenced(
+        held = await self._fenced(
             session, rows, owner, values, statuses=(EmailStatus.QUEUED, EmailStatus.SENDING),
             per_row=per_row, event=event,
         )  # fmt: skip
+        if outcome.status is EmailStatus.SENT:  # a webhook may have been faster than us
+            await settle_early_events(session, held)
+        return held
 
     async def release(
         self,

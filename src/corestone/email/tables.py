@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from corestone._extras import requires_extra
 
@@ -25,6 +25,7 @@ with requires_extra(__name__, "postgres", "sqlite"):
 from corestone.db.models import Base, BigIntId, UTCDateTime
 
 __all__ = [
+    "DELIVERY_RANK",
     "EmailEventRecord",
     "EmailOutboxRecord",
     "EmailStatus",
@@ -49,6 +50,19 @@ class EmailStatus(StrEnum):
     SUPPRESSED = "suppressed"
     UNKNOWN = "unknown"
     """A provider call was in flight when its sender died: it may or may not have gone out."""
+
+
+DELIVERY_RANK: Final[dict[EmailStatus, int]] = {
+    EmailStatus.SENT: 0,
+    EmailStatus.DEFERRED: 1,
+    EmailStatus.DELIVERED: 2,
+    EmailStatus.OPENED: 3,
+    EmailStatus.CLICKED: 4,
+    EmailStatus.BOUNCED: 5,
+    EmailStatus.FAILED: 5,
+    EmailStatus.COMPLAINED: 6,
+}
+"""How far along a sent message is; a provider's event never moves a message back."""
 
 
 class SuppressionReason(StrEnum):

@@ -13,8 +13,9 @@ changes three things, in one transaction:
   ``clicked`` → ``bounced``/``failed`` → ``complained``): a late ``delivered`` does not
   hide a bounce. A message still ``queued`` or ``sending`` keeps its status (the sender
   owns it until ``sent`` is written; its fenced writes must still match) and only
-  gets the history row. An ``unknown`` one (its sender died during the call) moves on:
-  the event proves the provider had it.
+  gets the history row; the sender's write of ``sent`` then takes the furthest such
+  event of that attempt (:mod:`corestone.email._early`). An ``unknown`` one (its sender
+  died during the call) moves on: the event proves the provider had it.
 - for a permanent bounce or a complaint, the recipient goes on the suppression list;
   an ``unsubscribed`` event suppresses it too (reason ``manual``). Later sends to it are
   skipped and recorded as ``suppressed`` by the service and the sender.
@@ -49,6 +50,7 @@ from corestone.email.outbox import (
     SuppressionReason,
     clip_reason,
 )
+from corestone.email.tables import DELIVERY_RANK as _RANK
 from corestone.email.webhooks import DeliveryEvent
 from corestone.errors import InvalidInputError
 
@@ -67,17 +69,6 @@ __all__ = [
 _OUTBOX: Table = EmailOutboxRecord.__table__  # type: ignore[assignment]
 _EVENTS: Table = EmailEventRecord.__table__  # type: ignore[assignment]
 
-_RANK: Final[dict[EmailStatus, int]] = {
-    EmailStatus.SENT: 0,
-    EmailStatus.DEFERRED: 1,
-    EmailStatus.DELIVERED: 2,
-    EmailStatus.OPENED: 3,
-    EmailStatus.CLICKED: 4,
-    EmailStatus.BOUNCED: 5,
-    EmailStatus.FAILED: 5,
-    EmailStatus.COMPLAINED: 6,
-}
-"""How far along a sent message is; an event never moves a message back."""
 
 MAX_LIMIT: Final = 200
 PENDING: Final = frozenset({EmailStatus.QUEUED.value, EmailStatus.SENDING.value})
