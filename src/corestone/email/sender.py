@@ -42,8 +42,7 @@ with requires_extra(__name__, "postgres", "sqlite"):
 
 from corestone.db.database import Database
 from corestone.db.models import utc_now
-from corestone.email._attempts import Attempt as _Attempt
-from corestone.email._attempts import Item as _Item
+from corestone.email._attempts import Attempt, Item, all_of
 from corestone.email.message import EmailMessage
 from corestone.email.outbox import Claimed, EmailStatus, OutboxStore, Outcome, clip_reason
 from corestone.email.providers.base import Outgoing, Sent
@@ -257,12 +256,12 @@ class EmailSender:
 
     async def _resolve_stale(self, rows: list[Claimed]) -> None:
         """A ``sending`` row whose sender died: resend only where the provider dedupes."""
-        again: dict[Slot, list[_Item]] = {}
+        again: dict[Slot, list[Item]] = {}
         unknown: list[Claimed] = []
         for row in rows:
             slot = self.router.by_name(row.provider)
             item = self._item(row)
-            if slot is not None and slot.idempotent and isinstance(item, _Item):
+            if slot is not None and slot.idempotent and isinstance(item, Item):
                 again.setdefault(slot, []).append(item)
             else:
                 unknown.append(row)
@@ -295,7 +294,7 @@ class EmailSender:
             ))  # fmt: skip
             await self._through((slot,), [item for item in items if item.id in held])
 
-    def _item(self, row: Claimed) -> _Item | str:
+    def _item(self, row: Claimed) -> Item | str:
         """The row as a provider call, or why it cannot be one (a stored message gone bad)."""
         try:
             message = EmailMessage.from_dict(row.message)
@@ -305,14 +304,14 @@ class EmailSender:
         # every attempt, so a provider that dedupes by key delivers a repeat once.
         if not message.idempotency_key:  # (a copy costs ~12 µs: made only when it differs)
             message = replace(message, idempotency_key=row.id)
-        return _Item(row, Outgoing(row.id, message))
+        return Item(row, Outgoing(row.id, message))
 
     async def _deliver(self, claimed: list[Claimed]) -> None:
-        items: list[_Item] = []
+        items: list[Item] = []
         broken: dict[str, str] = {}
         for row in claimed:
             item = self._item(row)
-            if isinstance(item, _Item):
+            if isinstance(item, Item):
                 items.append(item)
             else:
                 broken[row.id] = item
@@ -320,7 +319,7 @@ class EmailSender:
             emails = {a.email for i in items for a in i.outgoing.message.recipients}
             suppressed = await self.store.suppressed_among(tx.session, emails)
         skipped: dict[str, str] = {}
-        kept: list[_Item] = []
+        kept: list[Item] = []
         for item in items:
             message = item.outgoing.message
             mine = sorted({a.email.lower() for a in message.recipients} & suppressed)
@@ -329,14 +328,14 @@ class EmailSender:
                 skipped[item.id] = "every recipient is suppressed: " + ", ".join(mine)
             elif mine:  # suppressed since it was queued: left out, and said so on the attempt
                 note = "suppressed recipients left out: " + ", ".join(mine)
-                kept.append(_Item(item.row, Outgoing(item.id, reduced), note))
+                kept.append(Item(item.row, Outgoing(item.id, reduced), note))
             else:
                 kept.append(item)
         await self._end_early(claimed, broken, skipped)
-        groups: dict[tuple[Slot, ...], list[_Item]] = {}
+        groups: dict[tuple[Slot, ...], list[Item]] = {}
         for item in kept:
             groups.setdefault(self.router.order(), []).append(item)
-        await asyncio.gather(*(self._through(order, group) for order, group in groups.items()))
+        await all_of(self._through(order, group) for order, group in groups.items())
 
     async def _end_early(
         self, claimed: list[Claimed], broken: dict[str, str], skipped: dict[str, str]
@@ -365,13 +364,13 @@ class EmailSender:
 
     # -- through the providers ---------------------------------------------------------
 
-    async def _through(self, order: tuple[Slot, ...], items: list[_Item]) -> None:
+    async def _through(self, order: tuple[Slot, ...], items: list[Item]) -> None:
         """Try ``items`` on each provider of ``order`` in turn; reschedule what is left."""
         todo, waits, called = items, [0.0], False
         for slot in order:
             if not todo:
                 return
-            left: list[_Item] = []  # for the next provider
+            left: list[Item] = []  # for the next provider
             current = todo
             for attempt in range(self.tries):
                 result = await self._attempt(slot, current)
@@ -395,18 +394,18 @@ class EmailSender:
             waits.append(max(self.poll_seconds, min(s.breaker.retry_after() for s in order)))
         await self._reschedule(todo, max(waits), called)
 
-    async def _attempt(self, slot: Slot, items: list[_Item]) -> _Attempt:
+    async def _attempt(self, slot: Slot, items: list[Item]) -> Attempt:
         """One call per chunk through ``slot``; chunks its breaker refuses are skipped."""
         chunks = (items[start : start + slot.chunk] for start in range(0, len(items), slot.chunk))
-        done = await asyncio.gather(*(self._chunk(slot, chunk) for chunk in chunks))
-        return _Attempt(
+        done = await all_of(self._chunk(slot, chunk) for chunk in chunks)
+        return Attempt(
             [item for d in done for item in d.retry],
             [item for d in done for item in d.skipped],
             max((d.wait for d in done), default=0.0),
             called=any(d.called for d in done),
         )
 
-    async def _chunk(self, slot: Slot, chunk: list[_Item]) -> _Attempt:
+    async def _chunk(self, slot: Slot, chunk: list[Item]) -> Attempt:
         """Permit, mark, call, record: the mark right before the call, the record right after.
 
         Marking each chunk only once it has its turn (concurrency, rate limit) keeps the
@@ -419,7 +418,7 @@ class EmailSender:
         try:
             permit = slot.breaker.permit()
         except CircuitOpenError:
-            return _Attempt([], chunk)
+            return Attempt([], chunk)
         notes = {i.id: i.note for i in chunk if i.note}
         rows = [item.row for item in chunk]
         calling = False
@@ -440,7 +439,7 @@ class EmailSender:
                 live = [item for item in chunk if item.id in held]
                 if not live:  # every row lost to another sender (or an operator): no call
                     slot.breaker.release(permit)
-                    return _Attempt([], [])
+                    return Attempt([], [])
                 calling = True  # from here on the call gives the permit back or records it
                 outcomes = await self._call(slot, permit, live)
                 return await self._record(slot, outcomes)
@@ -450,8 +449,8 @@ class EmailSender:
             raise
 
     async def _call(
-        self, slot: Slot, permit: int, chunk: list[_Item]
-    ) -> list[tuple[_Item, Sent | EmailProviderError]]:
+        self, slot: Slot, permit: int, chunk: list[Item]
+    ) -> list[tuple[Item, Sent | EmailProviderError]]:
         """Call the provider for ``chunk``; every failure comes back as an EmailProviderError."""
         started = time.perf_counter()
         results: Sequence[Sent | EmailProviderError]
@@ -480,15 +479,16 @@ class EmailSender:
         return list(zip(chunk, results, strict=True))
 
     async def _record(
-        self, slot: Slot, outcomes: list[tuple[_Item, Sent | EmailProviderError]]
-    ) -> _Attempt:
+        self, slot: Slot, outcomes: list[tuple[Item, Sent | EmailProviderError]]
+    ) -> Attempt:
         sent = {i.id: r for i, r in outcomes if isinstance(r, Sent)}
         errors = {i.id: r for i, r in outcomes if isinstance(r, EmailProviderError)}
         failed = {key: e for key, e in errors.items() if not e.retryable}
         retry = [i for i, r in outcomes if isinstance(r, EmailProviderError) and r.retryable]
         rows = {i.id: i.row for i, _ in outcomes}
         reasons = {key: clip_reason(e.reason) for key, e in errors.items()}
-        ids = {key: s.provider_message_id for key, s in sent.items()}
+        # Clipped like tracking clips the ids it looks up: an overlong one failed the write.
+        ids = {k: s.provider_message_id and s.provider_message_id[:255] for k, s in sent.items()}
 
         async def write(session: AsyncSession) -> list[set[str]]:
             return [
@@ -515,9 +515,9 @@ class EmailSender:
             self._count(slot.name, outcome, len(rows_written))
         self._count(slot.name, "retried", len(retry))
         wait = max((errors[i.id].retry_after or 0.0 for i in retry), default=0.0)
-        return _Attempt(retry, [], wait, called=True)
+        return Attempt(retry, [], wait, called=True)
 
-    async def _reschedule(self, items: list[_Item], wait: float, called: bool) -> None:
+    async def _reschedule(self, items: list[Item], wait: float, called: bool) -> None:
         """Give back what no provider took, due again after a backoff (or fail it, if too old)."""
         now = self.now()
         initial, cap = self.backoff
