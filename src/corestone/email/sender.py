@@ -25,7 +25,6 @@ may share one database.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 import uuid
@@ -36,6 +35,7 @@ from functools import partial
 from typing import TypeVar
 
 from corestone._extras import requires_extra
+from corestone.background import PassLoop
 
 with requires_extra(__name__, "postgres", "sqlite"):
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -106,12 +106,10 @@ class EmailSender:
         self.retry_wait, self.max_retry_wait = retry_wait_seconds, max_retry_wait_seconds
         self.backoff = (backoff_initial_seconds, backoff_max_seconds)
         self.max_age, self.backlog_warn = max_age_seconds, backlog_warn_seconds
-        self.drain_seconds = drain_seconds
         self._gate = asyncio.Semaphore(concurrency)
-        self._wake = asyncio.Event()
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._last_error: str | None = None
+        self._passes = PassLoop(
+            self.name, self._pass, poll_seconds=poll_seconds, drain_seconds=drain_seconds
+        )
         self._stale_due = datetime.min.replace(tzinfo=UTC)  # next look for stale rows
         self._stats_read = -float("inf")  # time.monotonic() of the gauges' last read
         metrics = metrics or Metrics()
@@ -128,18 +126,15 @@ class EmailSender:
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._passes.running
 
     def wake(self) -> None:
         """Start a pass now instead of at the next poll (the service calls it on commit)."""
-        self._wake.set()
+        self._passes.wake()
 
     async def start(self) -> None:
         """Begin passes in the background, the first after ``poll_seconds`` or a wake."""
-        if self.running:
-            return
-        self._stop = asyncio.Event()
-        self._task = asyncio.create_task(self._loop(), name="corestone-email-sender")
+        self._passes.start()
 
     async def aclose(self) -> None:
         """Let the pass in progress finish (up to ``drain_seconds``), then stop. Idempotent.
@@ -147,36 +142,10 @@ class EmailSender:
         A pass cut off here leaves its rows leased: a row marked ``sending`` is resolved
         by the crash-window rule, any other is claimable again once its lease expires.
         """
-        task, self._task = self._task, None
-        if task is None:
-            return
-        self._stop.set()
-        self._wake.set()
-        try:
-            await asyncio.wait([task], timeout=self.drain_seconds)
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._passes.stop()
 
-    async def _loop(self) -> None:
-        # Wait first (a commit's wake cuts it short): the process may still be migrating
-        # the schema right after start.
-        done = 0
-        while not self._stop.is_set():
-            if done < self.batch:  # a full batch: more may be due, go again at once
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
-                self._wake.clear()
-                if self._stop.is_set():
-                    return
-            try:
-                done = await self.run_once()
-            except Exception as error:  # noqa: BLE001 - the database may be back next pass
-                log.warning("email sender pass failed", error=repr(error))
-                self._last_error, done = repr(error)[:200], 0
-            else:
-                self._last_error = None
+    async def _pass(self) -> bool:
+        return await self.run_once() >= self.batch  # a full batch: more may be due
 
     async def check(self) -> CheckResult:
         """Health: fail with no provider; warn when the oldest waiting message is too old.
@@ -187,13 +156,13 @@ class EmailSender:
         if not self.router.slots:
             return CheckResult(HealthStatus.FAIL, output="no email provider is configured")
         size, oldest_age = await self.refresh_stats()
-        if self._task is not None and self._task.done():
+        if self._passes.died:
             return CheckResult(HealthStatus.WARN, size, "messages", output="the sender stopped")
         if oldest_age > self.backlog_warn:
             output = f"the oldest message has waited {oldest_age:.0f}s"
             return CheckResult(HealthStatus.WARN, size, "messages", output=output)
-        if self._last_error is not None:
-            output = f"last pass: {self._last_error}"
+        if self._passes.last_error is not None:
+            output = f"last pass: {self._passes.last_error}"
             return CheckResult(HealthStatus.WARN, size, "messages", output=output)
         return CheckResult(HealthStatus.PASS, size, "messages")
 
