@@ -55,7 +55,8 @@ async def test_a_full_pass_is_followed_at_once_and_a_failure_is_remembered_not_f
         await asyncio.wait_for(done.wait(), 5)
         await asyncio.sleep(0)
         assert seen == [None, None, None, "RuntimeError('db away')"]
-        assert loop.last_error is None and loop.running
+        assert loop.last_error is None
+        assert loop.running
     finally:
         await loop.stop()
 
@@ -104,5 +105,6 @@ async def test_a_loop_that_died_says_so() -> None:
         if loop.died:
             break
         await asyncio.sleep(0.01)
-    assert loop.died and not loop.running
+    assert loop.died
+    assert not loop.running
     await loop.stop()  # the ended task's error is logged, not raised by the stop
