@@ -36,6 +36,7 @@ from corestone.resilience.registry import BreakerRegistry
 
 if TYPE_CHECKING:
     from corestone.email.service import EmailService
+    from corestone.events.wiring import Events
 
 __all__ = ["Component", "Infrastructure"]
 
@@ -175,6 +176,7 @@ class Infrastructure:
             ["component", "transition"],
         )
         self._email: EmailService | None = None
+        self._events: Events | None = None
         self.fleet: Fleet | None = None
         if self.settings.breaker_fleet and self.settings.redis_url:
             self.fleet = Fleet(
@@ -192,22 +194,14 @@ class Infrastructure:
         # Not critical: with Redis away the cache serves from L1 and the loader (warn).
         self.add(self.cache, check=self.cache.check, component_type="datastore", critical=False)
         self.broker: Broker | None = None
-        """The events broker ``CORESTONE_BROKER_URL`` names (behind its breaker), if any."""
+        """The events broker (behind its breaker): ``CORESTONE_BROKER_URL``'s, or the memory
+        broker ``add_events`` adds when that is unset; None until one of them is there."""
         if broker is None and self.settings.broker_url:
             from corestone.events.brokers.url import broker_from_url
 
             broker = broker_from_url(self.settings.broker_url)
         if broker is not None:
-            breaker = f"broker:{broker.name}"
-            self.broker = guard_broker(broker, self.breakers.get(breaker))
-            # Not critical: while the broker is away the outbox keeps every event (warn).
-            self.add(
-                _BrokerComponent(self.broker),
-                check=self.breakers.health_check(breaker, self.broker.ping),
-                component_type="broker",
-                critical=False,
-            )
-            self.services.register_value(Broker, self.broker)  # type: ignore[type-abstract]
+            self._add_broker(broker)
         for svc_type, value in (
             (Settings, self.settings),
             (Metrics, self.metrics),
@@ -238,6 +232,26 @@ class Infrastructure:
             raise ValueError(f"a component named {component.name!r} is already managed")
         self._managed.append(_Managed(component, check, component_type, critical))
 
+    def _add_broker(self, broker: Broker) -> Broker:
+        """Make ``broker`` this process's: behind ``broker:<kind>``, managed, in readiness.
+
+        Called for ``CORESTONE_BROKER_URL``'s broker, and by ``add_events`` for the
+        memory broker when none is configured; returns the guarded broker.
+        """
+        if self.broker is not None:
+            raise ValueError("this infrastructure already has a broker")
+        breaker = f"broker:{broker.name}"
+        self.broker = guard_broker(broker, self.breakers.get(breaker))
+        # Not critical: while the broker is away the outbox keeps every event (warn).
+        self.add(
+            _BrokerComponent(self.broker),
+            check=self.breakers.health_check(breaker, self.broker.ping),
+            component_type="broker",
+            critical=False,
+        )
+        self.services.register_value(Broker, self.broker)  # type: ignore[type-abstract]
+        return self.broker
+
     @property
     def running(self) -> bool:
         return self._running
@@ -264,6 +278,28 @@ class Infrastructure:
         if self._running:
             raise RuntimeError("set up email before the infrastructure starts")
         self._email = service
+
+    @property
+    def events(self) -> Events:
+        """The :class:`~corestone.events.Events`, once ``add_events(infra, registry)`` wired them.
+
+        Not built by default: events need the application's registry of event types.
+        Before ``add_events`` this raises ConfigurationError.
+        """
+        if self._events is None:
+            raise ConfigurationError(
+                "events are not set up on this infrastructure: call "
+                "corestone.events.add_events(infra, registry) before using infra.events"
+            )
+        return self._events
+
+    @events.setter
+    def events(self, events: Events) -> None:
+        if self._events is not None:
+            raise ValueError("events are already set up on this infrastructure (add_events twice?)")
+        if self._running:
+            raise RuntimeError("set up events before the infrastructure starts")
+        self._events = events
 
     async def start(self) -> None:
         """Start every component in order; on a failure undo and raise StartupError."""

@@ -2,8 +2,9 @@
 brokers and consumers that apply each event once.
 
 The event types and their registry need only the core; the bus, the outbox, the relay
-and the consumers need the database (the ``postgres`` or ``sqlite`` extra). Names are
-imported on first use. See docs/events.md.
+and the consumers need the database (the ``postgres`` or ``sqlite`` extra);
+``add_events(infra, registry)`` wires them into an infrastructure. Names are imported on
+first use. See docs/events.md.
 """
 
 from typing import TYPE_CHECKING
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from corestone.events.inbox import DeadLetter
     from corestone.events.registry import EventRegistry
     from corestone.events.relay import DEFAULT_TOPIC, OutboxRelay
+    from corestone.events.wiring import Events, add_events
 
 __getattr__, __dir__ = _lazy.lazy_exports(
     __name__,
@@ -33,9 +35,11 @@ __getattr__, __dir__ = _lazy.lazy_exports(
         "EventConsumer": "corestone.events.consumer",
         "EventPayload": "corestone.events.event",
         "EventRegistry": "corestone.events.registry",
+        "Events": "corestone.events.wiring",
         "MemoryBroker": "corestone.events.brokers.memory",
         "OutboxRelay": "corestone.events.relay",
         "OutgoingMessage": "corestone.events.brokers.base",
+        "add_events": "corestone.events.wiring",
     },
 )
 
@@ -50,7 +54,9 @@ __all__ = [
     "EventConsumer",
     "EventPayload",
     "EventRegistry",
+    "Events",
     "MemoryBroker",
     "OutboxRelay",
     "OutgoingMessage",
+    "add_events",
 ]

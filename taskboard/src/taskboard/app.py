@@ -12,14 +12,17 @@ from starlette.types import ASGIApp
 from corestone import Infrastructure
 from corestone.db import upgrade
 from corestone.email.routing import ProviderRoute
+from corestone.events import Events, add_events
 from corestone.observability import get_logger
 from corestone.sagas import SagaOrchestrator, SagaRecoveryWorker
 from corestone.web import instrument
 from corestone.web.openapi import exact_openapi
 from taskboard.api.ops import router as ops_router
 from taskboard.api.routes import router
+from taskboard.events import REGISTRY, register_bus, topic_for
 from taskboard.mail import MailWiring, mount_email_routes, setup_email
 from taskboard.services import TaskService, UserService, WorkspaceService
+from taskboard.services.notifications import MAIL_GROUP, mail_handlers, notifier_for
 from taskboard.services.workspaces import SAGAS
 
 __all__ = [
@@ -29,6 +32,7 @@ __all__ = [
     "create_app",
     "prepare",
     "register_services",
+    "setup_events",
     "task_cache_enabled",
 ]
 
@@ -41,15 +45,20 @@ cached): to measure what the task cache saves, or to rule it out while debugging
 log = get_logger(__name__)
 
 
-def register_services(infra: Infrastructure, *, mail: MailWiring | None = None) -> SagaOrchestrator:
+def register_services(
+    infra: Infrastructure, *, mail: MailWiring | None = None, events: Events | None = None
+) -> SagaOrchestrator:
     """Register taskboard's application services (one of each per process).
 
-    ``mail`` is the email wiring (``taskboard.mail.setup_email``); without it email is
-    set up from the settings, with a sender in this process (a ``taskboard worker``).
+    ``mail`` is the email wiring (``taskboard.mail.setup_email``) and ``events`` the
+    events' (``setup_events``); without them both are set up from the settings, with a
+    sender and a relay in this process (a ``taskboard worker``).
     Returns the process's saga orchestrator (also registered, as a value).
     """
     if mail is None:
         mail = setup_email(infra, send=True)
+    if events is None:
+        events = setup_events(infra, relay=True)
     orchestrator = SagaOrchestrator(infra.db, SAGAS, metrics=infra.metrics)
     infra.services.register_value(SagaOrchestrator, orchestrator)
 
@@ -64,10 +73,18 @@ def register_services(infra: Infrastructure, *, mail: MailWiring | None = None) 
             db,
             signing_key=infra.settings.signing_key,
             cache_reads=task_cache_enabled(os.environ),
-            notifier=mail.notifier,
         ),
     )
     return orchestrator
+
+
+def setup_events(infra: Infrastructure, *, relay: bool) -> Events:
+    """Wire taskboard's events (``taskboard.events``): the bus its writes record with, and
+    the outbox relay, run in this process if ``relay``, on ``CORESTONE_BROKER_URL``'s
+    broker (the memory broker when unset)."""
+    events = add_events(infra, REGISTRY, topic_for=topic_for, run_relay=relay)
+    register_bus(infra.db, events.bus)
+    return events
 
 
 def task_cache_enabled(environ: Mapping[str, str]) -> bool:
@@ -81,9 +98,12 @@ def task_cache_enabled(environ: Mapping[str, str]) -> bool:
 def add_background_work(
     infra: Infrastructure, orchestrator: SagaOrchestrator, *, interval_seconds: float = 10.0
 ) -> None:
-    """Run taskboard's background work in this process: saga recovery (docs/scaling.md)."""
+    """Run taskboard's background work in this process (docs/scaling.md): saga recovery,
+    and the consumers of its events (the ``taskboard-mail`` group: welcome and
+    assignment emails). Events must be set up (``register_services`` does it)."""
     worker = SagaRecoveryWorker(orchestrator, interval_seconds=interval_seconds)
     infra.add(worker, check=worker.check, component_type="worker", critical=False)
+    infra.events.consumer(MAIL_GROUP, mail_handlers(notifier_for(infra.db)))
 
 
 async def prepare(infra: Infrastructure) -> None:
@@ -100,13 +120,15 @@ def create_app(
 ) -> ASGIApp:
     """The ASGI app. If the infrastructure is not running yet, the lifespan runs it.
 
-    ``worker=False`` leaves background work (saga recovery, sending email) to
-    ``taskboard worker`` processes. Email goes through the providers of the settings
+    ``worker=False`` leaves background work (saga recovery, sending email, relaying and
+    consuming events) to ``taskboard worker`` processes: this process only records
+    events in the outbox. Email goes through the providers of the settings
     (``CORESTONE_EMAIL_PROVIDERS``; files under var/mail when unset) unless
     ``email_routes`` are given (tests: a memory provider).
     """
     wiring = setup_email(infra, send=worker, routes=email_routes)
-    orchestrator = register_services(infra, mail=wiring)
+    events = setup_events(infra, relay=worker)
+    orchestrator = register_services(infra, mail=wiring, events=events)
     if worker:
         add_background_work(infra, orchestrator)
 

@@ -75,8 +75,9 @@ def serve(
     worker: Annotated[
         bool,
         typer.Option(
-            help="Run background work (saga recovery) in this process; "
-            "--no-worker leaves it to `taskboard worker` processes."
+            help="Run background work (saga recovery, email, the events' relay and "
+            "consumers) in this process; --no-worker leaves it to `taskboard worker` "
+            "processes and only records events."
         ),
     ] = True,
     workers: Annotated[
@@ -97,6 +98,8 @@ def serve(
     """
     settings = settings_or_exit()
     seeding = seed if seed is not None else settings.env != "prod"
+    if not worker and _memory_broker(settings):
+        _warn_memory_broker()
     listener = _listen_or_exit(host, port)
     if workers == 1:
         with listener:
@@ -125,10 +128,12 @@ def worker_command(
         typer.Option(metavar="SECONDS", help="Seconds between saga recovery passes.", min=0.05),
     ] = 10.0,
 ) -> None:
-    """Run the background work without HTTP (saga recovery) until SIGTERM or Ctrl-C.
+    """Run the background work without HTTP until SIGTERM or Ctrl-C: saga recovery, the
+    email sender, the events' relay and their consumers (the welcome and assignment mail).
 
     For running at scale: N `taskboard serve --no-worker` processes plus any number of
-    workers on one PostgreSQL; work is claimed through the database, never done twice.
+    workers on one PostgreSQL and a broker (CORESTONE_BROKER_URL); work is claimed through
+    the database, never done twice. With the memory broker, run exactly one worker.
     """
     settings = settings_or_exit()
     _run(_work(settings, interval))
@@ -144,12 +149,39 @@ async def _work(settings: Settings, interval: float) -> None:
     try:
         async with infra:
             await prepare(infra)
-            typer.echo(f"taskboard worker running (database: {infra.db.safe_url})")
+            broker = infra.events.broker.name
+            typer.echo(
+                f"taskboard worker running (database: {infra.db.safe_url}, broker: {broker})"
+            )
             await stop.wait()
             typer.echo("taskboard worker stopping")
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def _memory_broker(settings: Settings) -> bool:
+    """Whether this process's events broker is the memory one (the default)."""
+    url = settings.broker_url
+    return not url or url.lower().startswith("memory:")
+
+
+def _warn_memory_broker() -> None:
+    """Say what `serve --no-worker` with the memory broker means, once, at start-up.
+
+    A warning, not a refusal: the outbox in the shared database hands every event over,
+    so one `taskboard worker` (whose relay publishes into its own memory broker, where
+    its consumers take them) is a working deployment. What breaks is a second worker, or
+    a consumer anywhere else: each worker's memory broker holds only what its own relay
+    published, so the events would be split between them, and a task's events could be
+    handled out of order. docs/scaling.md.
+    """
+    log.warning(
+        "serve --no-worker with the memory broker: this process only records events; "
+        "run exactly one `taskboard worker` to publish and consume them (its broker is in "
+        "its own memory), or set CORESTONE_BROKER_URL to a real broker for several",
+        broker="memory",
+    )
 
 
 _STOP_ALLOWANCE_SECONDS = 60.0

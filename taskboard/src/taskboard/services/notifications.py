@@ -1,9 +1,14 @@
 """taskboard's email: a welcome when a workspace is created, a note when a task is assigned.
 
-Both are queued through corestone's outbox in the transaction of the change itself
-(the saga step's, the task write's): rolled back, nothing is sent; committed, the mail
-cannot be lost. Each carries the request's correlation id in ``X-Correlation-Id`` and an
-idempotency key, so a saga step run again, or a request retried, queues one message.
+Both are driven by domain events: the consumer group :data:`MAIL_GROUP` handles
+``workspace.created`` and ``task.assigned`` (:func:`mail_handlers`) and queues the
+message through corestone's email outbox in the consumer's transaction, the one that
+also records the event in its inbox. So the mail is queued once per event however often
+the broker delivers it (a second delivery finds the inbox row and does nothing), and
+never for a change that rolled back (its event was never recorded). Each message
+carries the request's correlation id in ``X-Correlation-Id`` (the event's) and an
+idempotency key, so a handler run again outside the inbox (a replayed dead letter after
+all) still queues one message.
 
 User input (workspace names, task titles, user names) is merge *data* of sandboxed
 templates, never template source: ``{{ 7*7 }}`` in a title arrives as those characters.
@@ -26,13 +31,26 @@ from corestone.email.message import Address
 from corestone.email.service import EmailService
 from corestone.email.templates import EmailTemplates
 from corestone.email.unsubscribe import UnsubscribeTokens, with_unsubscribe
+from corestone.events import DomainEvent
+from corestone.events.consumer import ConsumerHandler
+from taskboard.events import REGISTRY, TaskAssigned, WorkspaceCreated
+from taskboard.services.repositories import (
+    MembershipRepository,
+    TaskRepository,
+    UserRepository,
+    WorkspaceRepository,
+)
 
 __all__ = [
     "ASSIGNMENTS_LIST",
     "CORRELATION_HEADER",
     "MAIL_FROM_ENV",
+    "MAIL_GROUP",
     "PUBLIC_URL_ENV",
+    "UNSUBSCRIBE_PATH",
     "Notifier",
+    "Recipient",
+    "mail_handlers",
     "notifier_for",
     "one_line",
     "register_notifier",
@@ -43,6 +61,8 @@ ASSIGNMENTS_LIST: Final = "task-assignments"
 MAIL_FROM_ENV: Final = "TASKBOARD_MAIL_FROM"
 PUBLIC_URL_ENV: Final = "TASKBOARD_PUBLIC_URL"
 UNSUBSCRIBE_PATH: Final = "/email/unsubscribe"
+MAIL_GROUP: Final = "taskboard-mail"
+"""The consumer group that turns events into email (one inbox, one place in the broker)."""
 
 _TEMPLATES: Final = {
     "welcome.subject.txt": "Welcome to {{ workspace }}",
@@ -181,3 +201,70 @@ def notifier_for(database: Database) -> Notifier:
         found = Notifier(EmailService(database))
         _NOTIFIERS[database] = found
     return found
+
+
+def mail_handlers(notifier: Notifier) -> dict[str, ConsumerHandler]:
+    """The :data:`MAIL_GROUP` consumer's handlers: the welcome and the assignment note."""
+    mail = _MailOnEvents(notifier)
+    return {WorkspaceCreated.event_type: mail.welcome, TaskAssigned.event_type: mail.assigned}
+
+
+class _MailOnEvents:
+    """Each handler reads what the mail needs (names, addresses) in the consumer's
+    transaction, scoped to the event's workspace: a task or a workspace of another
+    tenant is not found there, so an event is never mailed as another workspace's."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+
+    async def welcome(self, event: DomainEvent, tx: Transaction) -> None:
+        created = REGISTRY.payload(event)
+        assert isinstance(created, WorkspaceCreated)
+        if event.workspace_id != str(created.workspace_id):
+            return  # not this workspace's event: nothing to say to anyone
+        workspace = await WorkspaceRepository(tx).find(created.workspace_id)
+        owner = await UserRepository(tx).find(created.owner_id)
+        if workspace is None or owner is None:
+            return  # deleted since: nobody to welcome to anything
+        await self.notifier.welcome(
+            tx,
+            workspace_id=workspace.id,
+            workspace=workspace.name,
+            owner=Recipient(owner.id, owner.name, owner.email),
+            correlation_id=event.correlation_id,
+        )
+
+    async def assigned(self, event: DomainEvent, tx: Transaction) -> None:
+        assigned = REGISTRY.payload(event)
+        assert isinstance(assigned, TaskAssigned)
+        if assigned.assignee_id is None or event.workspace_id is None:
+            return  # unassigned: no one to tell
+        workspace_id = int(event.workspace_id)
+        task = (
+            await TaskRepository(tx, workspace=workspace_id).with_deleted().find(assigned.task_id)
+        )
+        members = MembershipRepository(tx, workspace=workspace_id)
+        if task is None or not await members.is_member(assigned.assignee_id):
+            return  # not a task of this workspace, or the assignee has left it since
+        workspace = await WorkspaceRepository(tx).get(workspace_id)
+        users = UserRepository(tx)
+        assignee = await users.get(assigned.assignee_id)
+        by = _user_id(event.actor)
+        actor = await users.find(by) if by is not None else None
+        await self.notifier.assigned(
+            tx,
+            workspace_id=workspace_id,
+            workspace=workspace.name,
+            task_id=task.id,
+            version=assigned.version,
+            title=assigned.title,
+            assignee=Recipient(assignee.id, assignee.name, assignee.email),
+            actor=actor.name if actor is not None else "Someone",
+        )
+
+
+def _user_id(actor: str | None) -> int | None:
+    """The user id an event's actor names (taskboard records user ids), else None."""
+    if actor is None or not (actor.isascii() and actor.isdigit()) or len(actor) > 18:
+        return None
+    return int(actor)

@@ -3,7 +3,9 @@
 Every method first checks the caller's membership (a non-member gets NotFoundError, never a
 hint that the workspace exists); everything after that goes through ``TaskRepository``,
 which scopes reads and checks writes by the workspace, hides soft-deleted tasks, bumps the
-version, and writes the audit log in the same transaction.
+version, and writes the audit log in the same transaction. Each write records its domain
+events (``taskboard.events``) in that transaction too: the assignment email is a
+consumer of ``task.assigned``, not a call made here.
 """
 
 from __future__ import annotations
@@ -12,17 +14,26 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
+
 from corestone import InvalidInputError
 from corestone.db import AuditEntry, CursorCodec, Database, Transaction, audit_entries, check_limit
+from corestone.db.scoping import INCLUDE_DELETED_OPTION, WORKSPACE_OPTION
+from corestone.events import EventPayload
 from taskboard.domain.models import Task, User
-from taskboard.services.notifications import Notifier, Recipient
+from taskboard.events import (
+    TaskAssigned,
+    TaskCreated,
+    TaskDeleted,
+    TaskRestored,
+    TaskUpdated,
+    record_task_events,
+)
 from taskboard.services.repositories import (
     MAX_LIMIT,
     MembershipRepository,
     TaskRepository,
     UncachedTaskRepository,
-    UserRepository,
-    WorkspaceRepository,
 )
 from taskboard.services.workspaces import require_member
 
@@ -79,10 +90,8 @@ class TaskService:
         *,
         signing_key: bytes,
         cache_reads: bool = True,
-        notifier: Notifier | None = None,
     ) -> None:
         self._db = db
-        self._notifier = notifier
         self._signing_key = signing_key
         self._audit_cursors = CursorCodec(signing_key)
         # Off (TASKBOARD_TASK_CACHE=off): reads go to the database; writes still
@@ -98,7 +107,7 @@ class TaskService:
             await require_member(tx, workspace_id, actor.id)
             await _check_assignees(tx, workspace_id, [fields])
             task = await self._tasks(tx, workspace_id).create(fields)
-            await self._notify_assigned(tx, actor, workspace_id, [task])
+            await record_task_events(self._db, tx, actor.id, *_created(task))
             return task
 
     async def create_many(
@@ -111,7 +120,9 @@ class TaskService:
             tasks = self._tasks(tx, workspace_id)
             ids = await tasks.create_many(items)
             created = await tasks.get_many(ids)
-            await self._notify_assigned(tx, actor, workspace_id, created)
+            await record_task_events(
+                self._db, tx, actor.id, *(c for t in created for c in _created(t))
+            )
             return created
 
     async def get(self, actor: User, workspace_id: int, task_id: int) -> Task:
@@ -172,41 +183,24 @@ class TaskService:
             await require_member(tx, workspace_id, actor.id)
             await _check_assignees(tx, workspace_id, [changes])
             tasks = self._tasks(tx, workspace_id)
-            assigning = changes.get("assignee_id") is not None and self._notifier is not None
+            assigning = "assignee_id" in changes
             before = None
             if assigning:
                 # Read from the database, not the task cache: a stale cached assignee
-                # would send a note for an assignment that did not change, or miss one.
+                # would announce an assignment that did not change, or miss one.
                 fresh = UncachedTaskRepository(
                     tx, signing_key=self._signing_key, workspace=workspace_id
                 )
                 before = (await fresh.get(task_id)).assignee_id
             task = await tasks.update(task_id, changes, expected_version=expected_version)
-            if assigning and task.assignee_id != before:
-                await self._notify_assigned(tx, actor, workspace_id, [task])
-            return task
-
-    async def _notify_assigned(
-        self, tx: Transaction, actor: User, workspace_id: int, tasks: Sequence[Task]
-    ) -> None:
-        """Queue a note to each task's assignee, in the transaction that assigned it."""
-        assigned = [t for t in tasks if t.assignee_id is not None]
-        if self._notifier is None or not assigned:
-            return
-        workspace = await WorkspaceRepository(tx).get(workspace_id)
-        users = UserRepository(tx)
-        for task in assigned:
-            user = await users.get(task.assignee_id)
-            await self._notifier.assigned(
-                tx,
-                workspace_id=workspace_id,
-                workspace=workspace.name,
-                task_id=task.id,
-                version=task.version,
-                title=task.title,
-                assignee=Recipient(user.id, user.name, user.email),
-                actor=actor.name,
+            updated = TaskUpdated(
+                task_id=task.id, version=task.version, fields=tuple(sorted(changes))
             )
+            events: list[tuple[EventPayload, Task]] = [(updated, task)]
+            if assigning and task.assignee_id != before:
+                events.append((_assigned(task, previous=before), task))
+            await record_task_events(self._db, tx, actor.id, *events)
+            return task
 
     async def delete(
         self, actor: User, workspace_id: int, task_id: int, *, expected_version: int | None = None
@@ -218,7 +212,12 @@ class TaskService:
         """
         async with self._db.transaction() as tx:
             await require_member(tx, workspace_id, actor.id)
-            await self._tasks(tx, workspace_id).delete(task_id, expected_version=expected_version)
+            tasks = self._tasks(tx, workspace_id)
+            await tasks.delete(task_id, expected_version=expected_version)
+            # The row the delete returned is in the session: no second query for its version.
+            task = await tasks.with_deleted().get(task_id)
+            deleted = TaskDeleted(task_id=task.id, version=task.version)
+            await record_task_events(self._db, tx, actor.id, (deleted, task))
 
     async def restore(
         self, actor: User, workspace_id: int, task_id: int, *, expected_version: int | None = None
@@ -229,9 +228,14 @@ class TaskService:
         """
         async with self._db.transaction() as tx:
             await require_member(tx, workspace_id, actor.id)
-            return await self._tasks(tx, workspace_id).restore(
+            deleted = await _deleted_locked(tx, workspace_id, task_id)
+            task = await self._tasks(tx, workspace_id).restore(
                 task_id, expected_version=expected_version
             )
+            if deleted:  # restoring a live task changes nothing and announces nothing
+                restored = TaskRestored(task_id=task.id, version=task.version)
+                await record_task_events(self._db, tx, actor.id, (restored, task))
+            return task
 
     async def audit(
         self, actor: User, workspace_id: int, *, limit: int, cursor: str | None
@@ -257,6 +261,43 @@ class TaskService:
             else None
         )
         return AuditPage(entries, next_cursor)
+
+
+async def _deleted_locked(tx: Transaction, workspace_id: int, task_id: int) -> bool:
+    """Whether the task is deleted now, its row locked until the commit (PostgreSQL).
+
+    The lock keeps a concurrent restore from landing between this read and ours: ours
+    then finds a live row, changes nothing, and must announce nothing. SQLite has one
+    writer at a time already.
+    """
+    state = (
+        select(Task.deleted_at)
+        .where(Task.id == task_id, Task.workspace_id == workspace_id)
+        .with_for_update()
+    )
+    scope = {WORKSPACE_OPTION: workspace_id, INCLUDE_DELETED_OPTION: True}
+    row = (await tx.session.execute(state, execution_options=scope)).first()
+    return row is not None and row.deleted_at is not None
+
+
+def _assigned(task: Task, *, previous: int | None) -> TaskAssigned:
+    return TaskAssigned(
+        task_id=task.id,
+        version=task.version,
+        title=task.title,
+        assignee_id=task.assignee_id,
+        previous_assignee_id=previous,
+    )
+
+
+def _created(task: Task) -> list[tuple[EventPayload, Task]]:
+    """``task.created``, and ``task.assigned`` when it was created with an assignee."""
+    created: list[tuple[EventPayload, Task]] = [
+        (TaskCreated(task_id=task.id, version=task.version), task)
+    ]
+    if task.assignee_id is not None:
+        created.append((_assigned(task, previous=None), task))
+    return created
 
 
 async def _check_assignees(

@@ -4,13 +4,15 @@ Existence is a secret: a caller who is not a member of a workspace gets NotFound
 for it, exactly as if it did not exist.
 
 Creating a workspace runs the ``taskboard.create_workspace`` saga: the workspace row,
-then the owner's membership, then the welcome email to the owner (queued in the outbox
-by ``services.notifications``). Every step is transactional, so each commits together
+then the owner's membership, then the ``workspace.created`` event (the step keeps its
+key, ``welcome``: the owner's welcome email is that event's consumer now,
+``services.notifications``). Every step is transactional, so each commits together
 with its record in ``corestone_sagas`` and takes effect exactly once; a process that
 dies between them leaves a saga that recovery (``taskboard serve``'s worker,
 ``taskboard worker``, or
 ``corestone saga recover --app taskboard.services.workspaces:SAGAS``) finishes.
-If a step fails for good, the workspace row is deleted again (memberships cascade).
+If a step fails for good, the workspace row is deleted again (memberships cascade) and,
+the event being recorded only by the last step, nothing was announced.
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ from corestone import (
     NotFoundError,
     PermissionDeniedError,
 )
+from corestone.context import bind
 from corestone.context import correlation_id as current_correlation_id
 from corestone.db import Database, Transaction, TransactionBackend
+from corestone.events import DomainEvent
 from corestone.sagas import Saga, SagaOrchestrator, SagaRegistry, SagaStep, StepContext
 from corestone.web import forget_access_after_commit
 from taskboard.domain.models import Membership, Role, User, Workspace
+from taskboard.events import MemberAdded, WorkspaceCreated, bus_for
 from taskboard.services.access import access_for
-from taskboard.services.notifications import Recipient, notifier_for
 from taskboard.services.repositories import (
     MembershipRepository,
     UserRepository,
@@ -76,21 +80,25 @@ async def _remove_owner(ctx: StepContext) -> None:
 
 
 async def _welcome(ctx: StepContext) -> dict[str, Any]:
-    """Queue the owner's welcome in this step's transaction (idempotent by workspace id).
+    """Record ``workspace.created`` in this step's transaction; its consumer welcomes the owner.
 
-    No compensation: this is the last step, so nothing after it can fail the saga.
+    The event carries the request's correlation id (from the payload: a recovering
+    worker runs this step with its own). No compensation: this is the last step, so
+    nothing after it can fail the saga, and nothing is announced before it commits.
     """
     assert ctx.tx is not None  # a transactional step
     workspace_id = ctx.results["workspace"]["id"]
-    owner = await UserRepository(ctx.session).get(ctx.payload["owner_id"])
-    message_id = await notifier_for(ctx.database).welcome(
-        ctx.tx,
-        workspace_id=workspace_id,
-        workspace=str(ctx.payload["name"]),
-        owner=Recipient(owner.id, owner.name, owner.email),
-        correlation_id=ctx.payload.get("correlation_id"),
-    )
-    return {"message_id": message_id}
+    owner_id = ctx.payload["owner_id"]
+    with bind(correlation=ctx.payload.get("correlation_id")):
+        event = DomainEvent.create(
+            WorkspaceCreated(workspace_id=workspace_id, owner_id=owner_id),
+            aggregate_type="workspace",
+            aggregate_id=workspace_id,
+            workspace_id=workspace_id,
+            actor=owner_id,
+        )
+    await bus_for(ctx.database).record(event, transaction=ctx.tx)
+    return {"event_id": str(event.id)}
 
 
 CREATE_WORKSPACE = Saga(
@@ -157,7 +165,17 @@ class WorkspaceService:
             if await members.is_member(user_id):
                 raise ConflictError("the user is already a member")
             # Nothing to invalidate: a non-member's "no" is never cached.
-            return await members.create({"user_id": user_id, "role": role.value})
+            membership = await members.create({"user_id": user_id, "role": role.value})
+            added = MemberAdded(workspace_id=workspace_id, user_id=user_id, role=role.value)
+            event = DomainEvent.create(
+                added,
+                aggregate_type="workspace",
+                aggregate_id=workspace_id,
+                workspace_id=workspace_id,
+                actor=actor.id,
+            )
+            await bus_for(self._db).record(event, transaction=tx)
+            return membership
 
     async def set_role(self, actor: User, workspace_id: int, *, user_id: int, role: Role) -> None:
         """Change a member's role; only an owner may, and the last owner stays one."""
