@@ -89,6 +89,25 @@ async def _lag_settles(consumer: EventConsumer, expected: int) -> int | None:
     return lag
 
 
+async def test_asking_the_lag_of_a_group_not_made_yet_disturbs_nothing(
+    broker: tuple[str, Any, str],
+) -> None:
+    """A consumer reads its lag before its first fetch made the group: None, and a
+    delivery another group holds stays acknowledgeable and is not redelivered. On
+    RabbitMQ the passive declare of the missing queue closed the publisher's channel:
+    the next call reconnected, dropping every consumer's channel, and the next lag
+    raised a bare ChannelInvalidStateError."""
+    _, real, topic = broker
+    await real.ensure_group(topic, "effects")
+    await real.publish([OutgoingMessage(id="m1", topic=topic, body=b"{}")])
+    [held] = await real.fetch(topic, "effects", consumer="c", limit=1, wait_seconds=5)
+
+    assert await real.lag(topic, "not-yet") is None
+    await real.ack(held)
+    assert await real.lag(topic, "effects") == 0
+    assert await real.fetch(topic, "effects", consumer="c", limit=1, wait_seconds=1.5) == []
+
+
 @pytest.mark.parametrize("kind", ["redis", "rabbitmq"])
 async def test_a_1_mib_delivery_is_dead_lettered_clipped_and_the_consumer_goes_on(
     db: Database, request: pytest.FixtureRequest, kind: str
