@@ -314,3 +314,34 @@ async def test_an_oversized_body_is_stored_clipped_with_its_size(db: Database) -
         assert size.scalar_one() == CLIPPED_BODY_BYTES
         count = await tx.session.execute(select(func.count()).select_from(INBOX))
         assert count.scalar_one() == 0
+
+
+async def test_a_stopping_consumer_finishes_the_delivery_in_hand_and_leaves_the_rest(
+    db: Database,
+) -> None:
+    """``aclose`` while the first of three fetched deliveries is being handled: that one
+    finishes, the other two are left to the broker (redelivered later). The loop's
+    "stop between deliveries" check looked for its own task, which ``aclose`` had
+    already cleared, so it handled the whole batch while draining."""
+    await _effects_table(db)
+    broker = MemoryBroker()
+    started = asyncio.Event()
+    handler = Handler(linger=0.3)
+
+    async def first_blocks(event: DomainEvent, tx: Transaction) -> None:
+        started.set()
+        await handler(event, tx)
+
+    consumer = _consumer(db, broker, first_blocks, wait_seconds=0.05, drain_seconds=10)
+    events = [note(n=n) for n in range(3)]
+    await broker.publish(
+        [OutgoingMessage(id=str(e.id), topic=TOPIC, body=e.to_json()) for e in events]
+    )
+    await consumer.start()
+    await asyncio.wait_for(started.wait(), 10)
+
+    await consumer.aclose()
+
+    assert handler.calls == 1
+    assert await _effects(db) == [str(events[0].id)]
+    assert broker.pending(TOPIC, "effects") == 2
