@@ -393,11 +393,24 @@ class RabbitMQBroker:
         return len(await self._take_dead(topic, group, limit, replay=True))
 
     async def lag(self, topic: str, group: str) -> int | None:
-        """Messages ready in the group's queue (not yet handed to a consumer)."""
+        """Messages ready in the group's queue (not yet handed to a consumer).
+
+        Asked on a channel of its own: the passive declare of a queue that does not
+        exist (yet) closes its channel, and on the publisher's that also took the
+        consumers' channels down with the reconnect that followed.
+        """
+        connection = await self._connect()
         try:
-            queue = await self._channel().declare_queue(self.queue_name(topic, group), passive=True)
+            channel = await connection.channel()
+        except _Failures as error:
+            raise await self._failed(error) from error
+        try:
+            queue = await channel.declare_queue(self.queue_name(topic, group), passive=True)
         except _Failures:
-            return None
+            return None  # no such queue: the group does not exist yet
+        finally:
+            with contextlib.suppress(*_Failures, RuntimeError):  # closed by the 404 already
+                await channel.close()
         count = queue.declaration_result.message_count
         return None if count is None else int(count)
 
