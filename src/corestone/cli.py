@@ -20,6 +20,7 @@ from corestone._version import installed_version
 with requires_extra(__name__, "cli"):
     import typer
 
+from corestone._events_cli import events_app
 from corestone.config import Settings, load_settings
 from corestone.doctor import check_services, email_report, format_report
 from corestone.errors import (
@@ -48,6 +49,7 @@ __all__ = [
     "email_preview",
     "email_retry",
     "email_show",
+    "events_app",
     "help_if_bare",
     "main",
     "package_version",
@@ -74,6 +76,7 @@ email_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(email_app, name="email")
+app.add_typer(events_app, name="events")
 
 
 def package_version(distribution: str = "corestone") -> str:

@@ -80,14 +80,15 @@ async def test_a_stray_cancelled_error_does_not_stop_the_recovery_worker(db: Dat
 
 async def test_a_worker_whose_task_ended_unexpectedly_is_not_healthy(db: Database) -> None:
     """If the worker's loop ever ends while it should run, its health check says so."""
-    worker = SagaRecoveryWorker(orchestrator(db, Saga("t.x", [SagaStep("a", _stray_cancel)])))
+    worker = SagaRecoveryWorker(
+        orchestrator(db, Saga("t.x", [SagaStep("a", _stray_cancel)])), interval_seconds=0.01
+    )
     ended = asyncio.Event()
 
     async def dies(*, limit: int = 10) -> list[object]:
         ended.set()
         raise asyncio.CancelledError  # escapes the loop, which only catches Exception
 
-    worker.interval_seconds = 0.01
     worker.orchestrator.recover = dies  # type: ignore[method-assign,assignment]
     await worker.start()
     try:

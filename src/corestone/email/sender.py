@@ -25,7 +25,6 @@ may share one database.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 import uuid
@@ -36,14 +35,14 @@ from functools import partial
 from typing import TypeVar
 
 from corestone._extras import requires_extra
+from corestone.background import PassLoop
 
 with requires_extra(__name__, "postgres", "sqlite"):
     from sqlalchemy.ext.asyncio import AsyncSession
 
 from corestone.db.database import Database
 from corestone.db.models import utc_now
-from corestone.email._attempts import Attempt as _Attempt
-from corestone.email._attempts import Item as _Item
+from corestone.email._attempts import Attempt, Item, all_of
 from corestone.email.message import EmailMessage
 from corestone.email.outbox import Claimed, EmailStatus, OutboxStore, Outcome, clip_reason
 from corestone.email.providers.base import Outgoing, Sent
@@ -107,12 +106,10 @@ class EmailSender:
         self.retry_wait, self.max_retry_wait = retry_wait_seconds, max_retry_wait_seconds
         self.backoff = (backoff_initial_seconds, backoff_max_seconds)
         self.max_age, self.backlog_warn = max_age_seconds, backlog_warn_seconds
-        self.drain_seconds = drain_seconds
         self._gate = asyncio.Semaphore(concurrency)
-        self._wake = asyncio.Event()
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._last_error: str | None = None
+        self._passes = PassLoop(
+            self.name, self._pass, poll_seconds=poll_seconds, drain_seconds=drain_seconds
+        )
         self._stale_due = datetime.min.replace(tzinfo=UTC)  # next look for stale rows
         self._stats_read = -float("inf")  # time.monotonic() of the gauges' last read
         metrics = metrics or Metrics()
@@ -129,18 +126,15 @@ class EmailSender:
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._passes.running
 
     def wake(self) -> None:
         """Start a pass now instead of at the next poll (the service calls it on commit)."""
-        self._wake.set()
+        self._passes.wake()
 
     async def start(self) -> None:
         """Begin passes in the background, the first after ``poll_seconds`` or a wake."""
-        if self.running:
-            return
-        self._stop = asyncio.Event()
-        self._task = asyncio.create_task(self._loop(), name="corestone-email-sender")
+        self._passes.start()
 
     async def aclose(self) -> None:
         """Let the pass in progress finish (up to ``drain_seconds``), then stop. Idempotent.
@@ -148,36 +142,10 @@ class EmailSender:
         A pass cut off here leaves its rows leased: a row marked ``sending`` is resolved
         by the crash-window rule, any other is claimable again once its lease expires.
         """
-        task, self._task = self._task, None
-        if task is None:
-            return
-        self._stop.set()
-        self._wake.set()
-        try:
-            await asyncio.wait([task], timeout=self.drain_seconds)
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._passes.stop()
 
-    async def _loop(self) -> None:
-        # Wait first (a commit's wake cuts it short): the process may still be migrating
-        # the schema right after start.
-        done = 0
-        while not self._stop.is_set():
-            if done < self.batch:  # a full batch: more may be due, go again at once
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
-                self._wake.clear()
-                if self._stop.is_set():
-                    return
-            try:
-                done = await self.run_once()
-            except Exception as error:  # noqa: BLE001 - the database may be back next pass
-                log.warning("email sender pass failed", error=repr(error))
-                self._last_error, done = repr(error)[:200], 0
-            else:
-                self._last_error = None
+    async def _pass(self) -> bool:
+        return await self.run_once() >= self.batch  # a full batch: more may be due
 
     async def check(self) -> CheckResult:
         """Health: fail with no provider; warn when the oldest waiting message is too old.
@@ -188,13 +156,13 @@ class EmailSender:
         if not self.router.slots:
             return CheckResult(HealthStatus.FAIL, output="no email provider is configured")
         size, oldest_age = await self.refresh_stats()
-        if self._task is not None and self._task.done():
+        if self._passes.died:
             return CheckResult(HealthStatus.WARN, size, "messages", output="the sender stopped")
         if oldest_age > self.backlog_warn:
             output = f"the oldest message has waited {oldest_age:.0f}s"
             return CheckResult(HealthStatus.WARN, size, "messages", output=output)
-        if self._last_error is not None:
-            output = f"last pass: {self._last_error}"
+        if self._passes.last_error is not None:
+            output = f"last pass: {self._passes.last_error}"
             return CheckResult(HealthStatus.WARN, size, "messages", output=output)
         return CheckResult(HealthStatus.PASS, size, "messages")
 
@@ -257,12 +225,12 @@ class EmailSender:
 
     async def _resolve_stale(self, rows: list[Claimed]) -> None:
         """A ``sending`` row whose sender died: resend only where the provider dedupes."""
-        again: dict[Slot, list[_Item]] = {}
+        again: dict[Slot, list[Item]] = {}
         unknown: list[Claimed] = []
         for row in rows:
             slot = self.router.by_name(row.provider)
             item = self._item(row)
-            if slot is not None and slot.idempotent and isinstance(item, _Item):
+            if slot is not None and slot.idempotent and isinstance(item, Item):
                 again.setdefault(slot, []).append(item)
             else:
                 unknown.append(row)
@@ -295,7 +263,7 @@ class EmailSender:
             ))  # fmt: skip
             await self._through((slot,), [item for item in items if item.id in held])
 
-    def _item(self, row: Claimed) -> _Item | str:
+    def _item(self, row: Claimed) -> Item | str:
         """The row as a provider call, or why it cannot be one (a stored message gone bad)."""
         try:
             message = EmailMessage.from_dict(row.message)
@@ -305,14 +273,14 @@ class EmailSender:
         # every attempt, so a provider that dedupes by key delivers a repeat once.
         if not message.idempotency_key:  # (a copy costs ~12 µs: made only when it differs)
             message = replace(message, idempotency_key=row.id)
-        return _Item(row, Outgoing(row.id, message))
+        return Item(row, Outgoing(row.id, message))
 
     async def _deliver(self, claimed: list[Claimed]) -> None:
-        items: list[_Item] = []
+        items: list[Item] = []
         broken: dict[str, str] = {}
         for row in claimed:
             item = self._item(row)
-            if isinstance(item, _Item):
+            if isinstance(item, Item):
                 items.append(item)
             else:
                 broken[row.id] = item
@@ -320,7 +288,7 @@ class EmailSender:
             emails = {a.email for i in items for a in i.outgoing.message.recipients}
             suppressed = await self.store.suppressed_among(tx.session, emails)
         skipped: dict[str, str] = {}
-        kept: list[_Item] = []
+        kept: list[Item] = []
         for item in items:
             message = item.outgoing.message
             mine = sorted({a.email.lower() for a in message.recipients} & suppressed)
@@ -329,14 +297,14 @@ class EmailSender:
                 skipped[item.id] = "every recipient is suppressed: " + ", ".join(mine)
             elif mine:  # suppressed since it was queued: left out, and said so on the attempt
                 note = "suppressed recipients left out: " + ", ".join(mine)
-                kept.append(_Item(item.row, Outgoing(item.id, reduced), note))
+                kept.append(Item(item.row, Outgoing(item.id, reduced), note))
             else:
                 kept.append(item)
         await self._end_early(claimed, broken, skipped)
-        groups: dict[tuple[Slot, ...], list[_Item]] = {}
+        groups: dict[tuple[Slot, ...], list[Item]] = {}
         for item in kept:
             groups.setdefault(self.router.order(), []).append(item)
-        await asyncio.gather(*(self._through(order, group) for order, group in groups.items()))
+        await all_of(self._through(order, group) for order, group in groups.items())
 
     async def _end_early(
         self, claimed: list[Claimed], broken: dict[str, str], skipped: dict[str, str]
@@ -365,13 +333,13 @@ class EmailSender:
 
     # -- through the providers ---------------------------------------------------------
 
-    async def _through(self, order: tuple[Slot, ...], items: list[_Item]) -> None:
+    async def _through(self, order: tuple[Slot, ...], items: list[Item]) -> None:
         """Try ``items`` on each provider of ``order`` in turn; reschedule what is left."""
         todo, waits, called = items, [0.0], False
         for slot in order:
             if not todo:
                 return
-            left: list[_Item] = []  # for the next provider
+            left: list[Item] = []  # for the next provider
             current = todo
             for attempt in range(self.tries):
                 result = await self._attempt(slot, current)
@@ -395,18 +363,18 @@ class EmailSender:
             waits.append(max(self.poll_seconds, min(s.breaker.retry_after() for s in order)))
         await self._reschedule(todo, max(waits), called)
 
-    async def _attempt(self, slot: Slot, items: list[_Item]) -> _Attempt:
+    async def _attempt(self, slot: Slot, items: list[Item]) -> Attempt:
         """One call per chunk through ``slot``; chunks its breaker refuses are skipped."""
         chunks = (items[start : start + slot.chunk] for start in range(0, len(items), slot.chunk))
-        done = await asyncio.gather(*(self._chunk(slot, chunk) for chunk in chunks))
-        return _Attempt(
+        done = await all_of(self._chunk(slot, chunk) for chunk in chunks)
+        return Attempt(
             [item for d in done for item in d.retry],
             [item for d in done for item in d.skipped],
             max((d.wait for d in done), default=0.0),
             called=any(d.called for d in done),
         )
 
-    async def _chunk(self, slot: Slot, chunk: list[_Item]) -> _Attempt:
+    async def _chunk(self, slot: Slot, chunk: list[Item]) -> Attempt:
         """Permit, mark, call, record: the mark right before the call, the record right after.
 
         Marking each chunk only once it has its turn (concurrency, rate limit) keeps the
@@ -419,7 +387,7 @@ class EmailSender:
         try:
             permit = slot.breaker.permit()
         except CircuitOpenError:
-            return _Attempt([], chunk)
+            return Attempt([], chunk)
         notes = {i.id: i.note for i in chunk if i.note}
         rows = [item.row for item in chunk]
         calling = False
@@ -440,7 +408,7 @@ class EmailSender:
                 live = [item for item in chunk if item.id in held]
                 if not live:  # every row lost to another sender (or an operator): no call
                     slot.breaker.release(permit)
-                    return _Attempt([], [])
+                    return Attempt([], [])
                 calling = True  # from here on the call gives the permit back or records it
                 outcomes = await self._call(slot, permit, live)
                 return await self._record(slot, outcomes)
@@ -450,8 +418,8 @@ class EmailSender:
             raise
 
     async def _call(
-        self, slot: Slot, permit: int, chunk: list[_Item]
-    ) -> list[tuple[_Item, Sent | EmailProviderError]]:
+        self, slot: Slot, permit: int, chunk: list[Item]
+    ) -> list[tuple[Item, Sent | EmailProviderError]]:
         """Call the provider for ``chunk``; every failure comes back as an EmailProviderError."""
         started = time.perf_counter()
         results: Sequence[Sent | EmailProviderError]
@@ -480,15 +448,16 @@ class EmailSender:
         return list(zip(chunk, results, strict=True))
 
     async def _record(
-        self, slot: Slot, outcomes: list[tuple[_Item, Sent | EmailProviderError]]
-    ) -> _Attempt:
+        self, slot: Slot, outcomes: list[tuple[Item, Sent | EmailProviderError]]
+    ) -> Attempt:
         sent = {i.id: r for i, r in outcomes if isinstance(r, Sent)}
         errors = {i.id: r for i, r in outcomes if isinstance(r, EmailProviderError)}
         failed = {key: e for key, e in errors.items() if not e.retryable}
         retry = [i for i, r in outcomes if isinstance(r, EmailProviderError) and r.retryable]
         rows = {i.id: i.row for i, _ in outcomes}
         reasons = {key: clip_reason(e.reason) for key, e in errors.items()}
-        ids = {key: s.provider_message_id for key, s in sent.items()}
+        # Clipped like tracking clips the ids it looks up: an overlong one failed the write.
+        ids = {k: s.provider_message_id and s.provider_message_id[:255] for k, s in sent.items()}
 
         async def write(session: AsyncSession) -> list[set[str]]:
             return [
@@ -515,9 +484,9 @@ class EmailSender:
             self._count(slot.name, outcome, len(rows_written))
         self._count(slot.name, "retried", len(retry))
         wait = max((errors[i.id].retry_after or 0.0 for i in retry), default=0.0)
-        return _Attempt(retry, [], wait, called=True)
+        return Attempt(retry, [], wait, called=True)
 
-    async def _reschedule(self, items: list[_Item], wait: float, called: bool) -> None:
+    async def _reschedule(self, items: list[Item], wait: float, called: bool) -> None:
         """Give back what no provider took, due again after a backoff (or fail it, if too old)."""
         now = self.now()
         initial, cap = self.backoff

@@ -22,6 +22,13 @@ A crash anywhere is safe: before the commit nothing happened and the broker rede
 after it, the inbox absorbs the redelivery. Deliveries are handled one at a time in the
 order the broker gives them, so one consumer keeps an aggregate's events in order
 (a retried event can be overtaken by later ones: handlers that care check versions).
+
+Between batches the running consumer also does its housekeeping, each on its own
+period, never per message: it replays the dead letters an operator marked for replay
+from another process (``corestone events dead-letters replay``; every
+``replay_poll_seconds``), reads the group's lag from the broker for the
+``corestone_events_consumer_lag`` gauge and the health check (``lag_refresh_seconds``),
+and deletes inbox rows older than ``inbox_retention_seconds`` (``prune_every_seconds``).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from corestone import context
@@ -40,7 +47,7 @@ from corestone.db.database import Database
 from corestone.db.models import utc_now
 from corestone.db.transactions import Transaction
 from corestone.errors import CircuitOpenError, InvalidInputError
-from corestone.events.brokers.base import Broker, Delivery
+from corestone.events.brokers.base import Broker, Delivery, LagBroker
 from corestone.events.brokers.guarded import guard_broker
 from corestone.events.event import DomainEvent
 from corestone.events.inbox import DeadLetter, InboxStore
@@ -51,7 +58,13 @@ from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
 from corestone.resilience.registry import BreakerRegistry
 
-__all__ = ["ConsumerHandler", "EventConsumer", "Handled"]
+__all__ = [
+    "DEFAULT_INBOX_RETENTION_SECONDS",
+    "ConsumerHandler",
+    "EventConsumer",
+    "Handled",
+    "Replayed",
+]
 
 log = get_logger(__name__)
 
@@ -59,10 +72,26 @@ ConsumerHandler = Callable[[DomainEvent, Transaction], Awaitable[None]]
 """``handler(event, tx)``: apply ``event``'s effects in ``tx`` (the inbox row's transaction)."""
 
 Handled = Literal["handled", "duplicate", "skipped", "retried", "dead_lettered"]
+Replayed = Literal["handled", "duplicate", "failed"]
+"""What a replay of a dead letter came to (``failed``: it stays, with the new reason)."""
+
+DEFAULT_INBOX_RETENTION_SECONDS = 7 * 24 * 3600.0
+"""How long an inbox row is kept: a week (see :class:`EventConsumer`)."""
+_MIN_INBOX_RETENTION_SECONDS = 3600.0
 
 
 class EventConsumer:
-    """One consumer group applying events once; a component (see the module doc)."""
+    """One consumer group applying events once; a component (see the module doc).
+
+    ``inbox_retention_seconds`` (a week) is how long the inbox remembers a handled
+    event, so it must exceed the longest time after which an event already applied can
+    be delivered again: the brokers' redelivery of an unacked delivery (``ack_wait``,
+    seconds) and their de-duplication windows (minutes), the relay's republish after a
+    crash (when its lease ends, or when a stopped relay comes back), and the deliveries
+    a group held when all its consumers stopped (when they come back). A redelivery
+    later than that is applied again; less than an hour is refused. ``lag_warn`` is the
+    lag (messages not yet handed to the group) above which the health check warns.
+    """
 
     def __init__(
         self,
@@ -82,12 +111,22 @@ class EventConsumer:
         wait_seconds: float = 1.0,
         drain_seconds: float = 10.0,
         consumer_id: str | None = None,
+        lag_warn: int = 1000,
+        lag_refresh_seconds: float = 15.0,
+        replay_poll_seconds: float = 2.0,
+        inbox_retention_seconds: float = DEFAULT_INBOX_RETENTION_SECONDS,
+        prune_every_seconds: float = 3600.0,
+        prune_chunk: int = 1000,
         now: Callable[[], datetime] = utc_now,
     ) -> None:
         if not group or len(group) > 100:
             raise ValueError("group: 1 to 100 characters")
-        if max_attempts < 1 or batch < 1:
-            raise ValueError("max_attempts and batch must be at least 1")
+        if max_attempts < 1 or batch < 1 or prune_chunk < 1 or lag_warn < 0:
+            raise ValueError("max_attempts, batch and prune_chunk at least 1; lag_warn >= 0")
+        if min(lag_refresh_seconds, replay_poll_seconds, prune_every_seconds) <= 0:
+            raise ValueError("lag_refresh_seconds, replay_poll_seconds, prune_every_seconds > 0")
+        if inbox_retention_seconds < _MIN_INBOX_RETENTION_SECONDS:
+            raise ValueError("inbox_retention_seconds: at least an hour (see EventConsumer)")
         self.database = database
         self.registry = registry
         self.group, self.topic = group, topic
@@ -99,11 +138,25 @@ class EventConsumer:
         self.backoff = (backoff_initial_seconds, backoff_max_seconds)
         self.batch, self.wait_seconds, self.drain_seconds = batch, wait_seconds, drain_seconds
         self.consumer_id = consumer_id or f"{group}-{uuid.uuid4().hex[:12]}"
+        self.lag_warn = lag_warn
+        self.inbox_retention = timedelta(seconds=inbox_retention_seconds)
+        self.prune_chunk = prune_chunk
+        self.lag: int | None = None
+        """The group's lag at the last refresh (None: not read yet, or the broker cannot tell)."""
+        self._periods = {
+            "replay": replay_poll_seconds,
+            "lag": lag_refresh_seconds,
+            "prune": prune_every_seconds,
+        }
+        self._due = dict.fromkeys(self._periods, 0.0)
+        self._now = now
         self._handlers: dict[str, ConsumerHandler] = {}
         for event_type, handler in (handlers or {}).items():
             self.on(event_type, handler)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        """The loop's task, kept while it drains (``_task`` is cleared when the stop begins)."""
         self._last_error: str | None = None
         m = metrics or Metrics()
         self._outcomes = m.counter(
@@ -115,6 +168,16 @@ class EventConsumer:
         )
         self._dead = m.counter(
             "events_dead_letters_total", "Deliveries sent to the dead letters.", ["group"]
+        )
+        self._replays = m.counter(
+            "events_dead_letters_replayed_total", "Dead letters replayed, by outcome.",
+            ["group", "outcome"],
+        )  # fmt: skip
+        self._lag_gauge = m.gauge(
+            "events_consumer_lag", "Messages the broker has not handed to the group yet.", ["group"]
+        )
+        self._pruned = m.counter(
+            "events_inbox_pruned_total", "Inbox rows deleted after the retention.", ["group"]
         )
 
     def on(self, event_type: str, handler: ConsumerHandler) -> None:
@@ -135,6 +198,7 @@ class EventConsumer:
             return
         self._stop = asyncio.Event()
         self._task = asyncio.create_task(self._loop(), name=f"corestone-{self.name}")
+        self._loop_task = self._task
 
     async def aclose(self) -> None:
         """Finish the delivery in hand (up to ``drain_seconds``), then stop. Idempotent.
@@ -154,6 +218,7 @@ class EventConsumer:
 
     async def _loop(self) -> None:
         while not self._stop.is_set():
+            await self._housekeeping()
             try:
                 await self.run_once()
             except Exception as error:  # noqa: BLE001 - the broker or database may come back
@@ -167,13 +232,79 @@ class EventConsumer:
             else:
                 self._last_error = None
 
+    async def _housekeeping(self) -> None:
+        """Whatever of replay, lag and pruning is due; a failure is logged, never fatal."""
+        jobs: dict[str, Callable[[], Awaitable[object]]] = {
+            "replay": self.replay_requested,
+            "lag": self.refresh_lag,
+            "prune": self.prune_inbox,
+        }
+        for name, job in jobs.items():
+            now = time.monotonic()
+            if self._stop.is_set() or now < self._due[name]:
+                continue
+            self._due[name] = now + self._periods[name]
+            try:
+                await job()
+            except Exception as error:  # noqa: BLE001 - the broker or database may come back
+                log.warning("events consumer housekeeping failed", group=self.group, job=name,
+                            error=repr(error))  # fmt: skip
+
+    def _stopping(self) -> bool:
+        """The loop is stopping and this is its own pass: leave the rest for later.
+
+        (A call from outside the loop, e.g. ``run_once`` in a test, always runs whole.)
+        """
+        return self._stop.is_set() and asyncio.current_task() is self._loop_task
+
     async def check(self) -> CheckResult:
-        """Health: warn while the last pass failed (broker or database away) or the loop ended."""
+        """Health: warn while the last pass failed (broker or database away), the loop
+        ended, or the group's lag (at the last refresh) is above ``lag_warn``."""
         if self._task is not None and self._task.done():
             return CheckResult(HealthStatus.WARN, output="the consumer stopped")
         if self._last_error is not None:
             return CheckResult(HealthStatus.WARN, output=f"last pass: {self._last_error}")
-        return CheckResult(HealthStatus.PASS)
+        if self.lag is not None and self.lag > self.lag_warn:
+            return CheckResult(
+                HealthStatus.WARN, self.lag, "messages",
+                output=f"{self.group} is {self.lag} messages behind (warns above {self.lag_warn})",
+            )  # fmt: skip
+        return CheckResult(HealthStatus.PASS, self.lag, None if self.lag is None else "messages")
+
+    async def refresh_lag(self) -> int | None:
+        """Read the group's lag from the broker into :attr:`lag` and the gauge.
+
+        The running consumer calls it every ``lag_refresh_seconds``. None (the broker
+        cannot tell) leaves the gauge as it was.
+        """
+        broker = self.broker
+        lag = await broker.lag(self.topic, self.group) if isinstance(broker, LagBroker) else None
+        self.lag = lag
+        if lag is not None:
+            self._lag_gauge.labels(group=self.group).set(lag)
+        return lag
+
+    async def prune_inbox(self) -> int:
+        """Delete this group's inbox rows older than the retention, in chunks; how many.
+
+        Each chunk (``prune_chunk`` rows) is its own transaction. The running consumer
+        calls it every ``prune_every_seconds``.
+        """
+        before = self._now() - self.inbox_retention
+        total = 0
+        while not self._stopping():
+            pruned = await self.database.run_in_transaction(
+                lambda tx: self.store.prune(
+                    tx.session, self.group, before=before, limit=self.prune_chunk
+                )
+            )
+            total += pruned
+            self._pruned.labels(group=self.group).inc(pruned)
+            if pruned < self.prune_chunk:
+                break
+        if total:
+            log.info("inbox pruned", group=self.group, rows=total)
+        return total
 
     # -- deliveries ----------------------------------------------------------------------
 
@@ -188,7 +319,7 @@ class EventConsumer:
             wait_seconds=self.wait_seconds if wait_seconds is None else wait_seconds,
         )
         for delivery in deliveries:
-            if self._stop.is_set() and self._task is not None:
+            if self._stopping():
                 break  # shutting down: the rest are redelivered after the ack wait
             await self.handle(delivery)
         return len(deliveries)
@@ -249,6 +380,7 @@ class EventConsumer:
                 body=delivery.body,
                 reason=reason,
                 attempts=delivery.attempt,
+                max_body_bytes=self.registry.max_event_bytes,
             )
         )
         await self.broker.ack(delivery)
@@ -270,29 +402,87 @@ class EventConsumer:
         async with self.database.transaction(read_only=True) as tx:
             return await self.store.dead_letters(tx.session, consumer=self.group, limit=limit)
 
-    async def replay(self, dead_letter_id: int) -> Handled:
-        """Handle a dead letter again, now; it is removed in the same transaction.
+    async def replay(self, dead_letter_id: int) -> Replayed:
+        """Handle a dead letter of this group again, now; it is removed in the same transaction.
 
         Returns ``handled`` (or ``duplicate`` if the inbox shows it was applied since).
-        If it still fails (it does not decode, or the handler raises), the error
-        propagates and the dead letter stays.
+        If it still fails (it does not decode, there is no handler, or the handler
+        raises), the dead letter stays with the new reason and one attempt more, and
+        the error propagates. :class:`InvalidInputError` if the group has no dead
+        letter by that id (or another consumer is replaying it right now).
+        """
+        outcome, error = await self._replay(dead_letter_id, marked_only=False)
+        if outcome is None:
+            raise InvalidInputError(
+                f"no dead letter {dead_letter_id} for {self.group}", field="id", rule="exists"
+            )
+        if error is not None:
+            raise error
+        return outcome
+
+    async def replay_requested(self, *, limit: int = 100) -> dict[int, Replayed]:
+        """Replay this group's dead letters marked for replay by an operator; their outcomes.
+
+        ``corestone events dead-letters replay`` marks them (another process, with no
+        handlers); every running consumer of the group calls this every
+        ``replay_poll_seconds``. Each marked letter is replayed once, by one consumer:
+        taking it clears its mark in the replay's transaction (see
+        :meth:`InboxStore.lock_for_replay`).
+        """
+        async with self.database.transaction(read_only=True) as tx:
+            ids = await self.store.replay_requested(tx.session, self.group, limit=limit)
+        outcomes: dict[int, Replayed] = {}
+        for letter_id in ids:
+            if self._stopping():
+                break
+            outcome, _ = await self._replay(letter_id, marked_only=True)
+            if outcome is not None:
+                outcomes[letter_id] = outcome
+        return outcomes
+
+    async def _replay(
+        self, letter_id: int, *, marked_only: bool
+    ) -> tuple[Replayed | None, Exception | None]:
+        """Replay one dead letter in one transaction: take it (locked, mark cleared), then in
+        a savepoint delete it and apply it through the inbox. A failure rolls back only the
+        savepoint and records the new reason. (None, None): not there, or taken by another.
         """
 
-        async def work(tx: Transaction) -> Handled:
-            letter = await self.store.take_dead_letter(tx.session, dead_letter_id)
-            if letter is None or letter.consumer != self.group:
-                raise InvalidInputError(
-                    f"no dead letter {dead_letter_id} for {self.group}", field="id", rule="exists"
+        async def work(tx: Transaction) -> tuple[Replayed | None, Exception | None]:
+            letter = await self.store.lock_for_replay(
+                tx.session, letter_id, self.group, marked_only=marked_only
+            )
+            if letter is None:
+                return None, None
+            try:
+                async with self.database.transaction() as inner:  # a savepoint
+                    await self.store.take_dead_letter(inner.session, letter_id)
+                    event = self.registry.decode(letter.body.encode())
+                    handler = self._handlers.get(event.type)
+                    if handler is None:
+                        raise InvalidInputError(
+                            f"{self.group} has no handler for {event.type!r}",
+                            field="type",
+                            rule="handled",
+                        )
+                    applied = await self._apply(inner, event, handler)
+            except Exception as error:  # noqa: BLE001 - recorded on the letter, then raised
+                reason = (
+                    f"replay: {error.code}: {error.message}"
+                    if isinstance(error, InvalidInputError)
+                    else f"replay failed: {error!r}"
                 )
-            event = self.registry.decode(letter.body.encode())
-            handler = self._handlers.get(event.type)
-            if handler is None:
-                raise InvalidInputError(
-                    f"{self.group} has no handler for {event.type!r}", field="type", rule="handled"
-                )
-            return "handled" if await self._apply(tx, event, handler) else "duplicate"
+                await self.store.replay_failed(tx.session, letter, reason)
+                return "failed", error
+            return ("handled" if applied else "duplicate"), None
 
-        return await self.database.run_in_transaction(work)
+        outcome, error = await self.database.run_in_transaction(work)
+        if outcome is not None:
+            self._replays.labels(group=self.group, outcome=outcome).inc()
+            detail = None if error is None else repr(error)[:300]
+            log.info("dead letter replayed", group=self.group, dead_letter=letter_id,
+                     outcome=outcome, error=detail)  # fmt: skip
+        return outcome, error
 
     async def drop(self, dead_letter_id: int) -> bool:
         """Delete a dead letter of this consumer; False if there is none by that id."""

@@ -10,7 +10,15 @@ waits its turn for the write lock (SQLite).
 
 ``corestone_events_dead_letters`` keeps what a consumer gave up on, with the reason, the
 attempts and the event's bytes as received (even when they are not a valid event), so
-an operator can read, replay or drop it.
+an operator can read, replay or drop it. A body larger than the consumer's event limit
+can never be an event: only its first :data:`CLIPPED_BODY_BYTES` bytes are kept, and
+the reason says how large it was (a hostile sender cannot fill the table). An operator
+asks for a replay from another process (``corestone events dead-letters replay``) by
+setting ``replay_requested_at``; the group's running consumers pick such rows up
+(:meth:`InboxStore.lock_for_replay`) and replay them through the inbox.
+
+Inbox rows are only needed while a redelivery of their event can still arrive;
+:meth:`InboxStore.prune` deletes the older ones in chunks.
 """
 
 from __future__ import annotations
@@ -22,16 +30,18 @@ from datetime import datetime
 from corestone._extras import requires_extra
 
 with requires_extra(__name__, "postgres", "sqlite"):
-    from sqlalchemy import Integer, String, Table, Text, delete, select
+    from sqlalchemy import Integer, String, Table, Text, delete, func, select, update
     from sqlalchemy.dialects import postgresql, sqlite
     from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy.orm import Mapped, mapped_column
 
 from corestone.db.models import Base, BigIntId, UTCDateTime, utc_now
 
-__all__ = ["DeadLetter", "DeadLetterRecord", "InboxRecord", "InboxStore"]
+__all__ = ["CLIPPED_BODY_BYTES", "DeadLetter", "DeadLetterRecord", "InboxRecord", "InboxStore"]
 
 _REASON_MAX = 2000
+CLIPPED_BODY_BYTES = 4096
+"""What is kept of a dead letter's body that is larger than an event may be."""
 
 
 class InboxRecord(Base):
@@ -57,6 +67,8 @@ class DeadLetterRecord(Base):
     reason: Mapped[str] = mapped_column(Text, nullable=False)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    replay_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    """Set by an operator (another process): the group's consumers replay it, then clear it."""
 
 
 _INBOX: Table = InboxRecord.__table__  # type: ignore[assignment]
@@ -75,6 +87,7 @@ class DeadLetter:
     reason: str
     attempts: int
     created_at: datetime
+    replay_requested_at: datetime | None = None
 
 
 def _text(value: str) -> str:
@@ -98,6 +111,25 @@ class InboxStore:
         )
         return result.first() is not None
 
+    async def prune(
+        self, session: AsyncSession, consumer: str, *, before: datetime, limit: int
+    ) -> int:
+        """Delete up to ``limit`` of ``consumer``'s inbox rows handled before ``before``.
+
+        One chunk: the caller repeats (each chunk in its own short transaction) until
+        fewer than ``limit`` went, so a large backlog never holds one long lock.
+        """
+        chunk = (
+            select(_INBOX.c.event_id)
+            .where(_INBOX.c.consumer == consumer, _INBOX.c.handled_at < before)
+            .limit(limit)
+            .scalar_subquery()
+        )
+        result = await session.execute(
+            delete(_INBOX).where(_INBOX.c.consumer == consumer, _INBOX.c.event_id.in_(chunk))
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
     async def dead_letter(
         self,
         session: AsyncSession,
@@ -108,12 +140,20 @@ class InboxStore:
         body: bytes,
         reason: str,
         attempts: int,
+        max_body_bytes: int | None = None,
     ) -> None:
         """Store a delivery ``consumer`` gave up on.
 
         Bytes that are not UTF-8, and NUL characters (PostgreSQL's text refuses them), are
-        replaced by U+FFFD: a hostile body is kept readable rather than lost.
+        replaced by U+FFFD: a hostile body is kept readable rather than lost. A body over
+        ``max_body_bytes`` (the largest event there can be) is no event and never will
+        be: its first :data:`CLIPPED_BODY_BYTES` are kept, and the reason ends with its
+        real size.
         """
+        if max_body_bytes is not None and len(body) > max_body_bytes:
+            note = f" [body of {len(body)} bytes; the first {CLIPPED_BODY_BYTES} kept]"
+            reason = reason[: _REASON_MAX - len(note)] + note
+            body = body[:CLIPPED_BODY_BYTES]
         await session.execute(
             _DEAD.insert().values(
                 consumer=consumer,
@@ -127,13 +167,36 @@ class InboxStore:
         )
 
     async def dead_letters(
-        self, session: AsyncSession, *, consumer: str | None = None, limit: int = 100
+        self,
+        session: AsyncSession,
+        *,
+        consumer: str | None = None,
+        ids: list[int] | None = None,
+        limit: int = 100,
     ) -> list[DeadLetter]:
-        """Dead letters, oldest first (of one consumer, when given)."""
+        """Dead letters, oldest first (of one consumer, or of these ids, when given)."""
         query = select(_DEAD).order_by(_DEAD.c.id).limit(limit)
         if consumer is not None:
             query = query.where(_DEAD.c.consumer == consumer)
+        if ids is not None:
+            query = query.where(_DEAD.c.id.in_(ids))
         return [DeadLetter(**row._mapping) for row in await session.execute(query)]
+
+    async def count_dead_letters(
+        self, session: AsyncSession, *, consumer: str | None = None
+    ) -> int:
+        """How many dead letters there are (of one consumer, when given)."""
+        query = select(func.count()).select_from(_DEAD)
+        if consumer is not None:
+            query = query.where(_DEAD.c.consumer == consumer)
+        return int((await session.execute(query)).scalar_one())
+
+    async def dead_letter_by_id(
+        self, session: AsyncSession, dead_letter_id: int
+    ) -> DeadLetter | None:
+        """One dead letter, or None if there is none by that id."""
+        row = (await session.execute(select(_DEAD).where(_DEAD.c.id == dead_letter_id))).first()
+        return None if row is None else DeadLetter(**row._mapping)
 
     async def take_dead_letter(
         self, session: AsyncSession, dead_letter_id: int
@@ -144,3 +207,66 @@ class InboxStore:
         )
         row = result.first()
         return None if row is None else DeadLetter(**row._mapping)
+
+    # -- replays asked for by another process --------------------------------------------
+
+    async def request_replay(
+        self, session: AsyncSession, *, ids: list[int] | None = None, consumer: str | None = None
+    ) -> list[int]:
+        """Mark dead letters for replay: these ``ids`` (of ``consumer``, when given), or
+        every one of ``consumer``. Returns the ids marked.
+
+        The consumers of each letter's group replay it at their next look
+        (``replay_poll_seconds``); a letter already marked is marked again (no harm).
+        """
+        if ids is None and consumer is None:
+            raise ValueError("request_replay: ids, a consumer, or both")
+        query = update(_DEAD).values(replay_requested_at=self.now()).returning(_DEAD.c.id)
+        if ids is not None:
+            query = query.where(_DEAD.c.id.in_(ids))
+        if consumer is not None:
+            query = query.where(_DEAD.c.consumer == consumer)
+        return sorted(int(row.id) for row in await session.execute(query))
+
+    async def replay_requested(
+        self, session: AsyncSession, consumer: str, *, limit: int = 100
+    ) -> list[int]:
+        """The ids of ``consumer``'s dead letters marked for replay, oldest first."""
+        query = (
+            select(_DEAD.c.id)
+            .where(_DEAD.c.consumer == consumer, _DEAD.c.replay_requested_at.is_not(None))
+            .order_by(_DEAD.c.id)
+            .limit(limit)
+        )
+        return [int(row.id) for row in await session.execute(query)]
+
+    async def lock_for_replay(
+        self, session: AsyncSession, dead_letter_id: int, consumer: str, *, marked_only: bool
+    ) -> DeadLetter | None:
+        """Take ``consumer``'s dead letter for a replay in this transaction, or None.
+
+        The row is locked until the transaction ends and its mark is cleared in it. On
+        PostgreSQL a row another consumer is replaying right now is skipped (``SKIP
+        LOCKED``: None), so two consumers of a group never replay one letter both; on
+        SQLite the writers' lock already queues them, and the second finds it gone or
+        unmarked. With ``marked_only``, a row nobody marked is None too.
+        """
+        query = select(_DEAD).where(_DEAD.c.id == dead_letter_id, _DEAD.c.consumer == consumer)
+        if marked_only:
+            query = query.where(_DEAD.c.replay_requested_at.is_not(None))
+        row = (await session.execute(query.with_for_update(skip_locked=True))).first()
+        if row is None:
+            return None
+        if row.replay_requested_at is not None:
+            await session.execute(
+                update(_DEAD).where(_DEAD.c.id == dead_letter_id).values(replay_requested_at=None)
+            )
+        return DeadLetter(**row._mapping)
+
+    async def replay_failed(self, session: AsyncSession, letter: DeadLetter, reason: str) -> None:
+        """A replay of ``letter`` failed: it stays, with this reason and one attempt more."""
+        await session.execute(
+            update(_DEAD)
+            .where(_DEAD.c.id == letter.id)
+            .values(reason=_text(reason)[:_REASON_MAX], attempts=letter.attempts + 1)
+        )

@@ -15,8 +15,18 @@ everywhere). An event is never marked sent before the broker has it.
 Waking up: on PostgreSQL the relay LISTENs on :data:`~corestone.events.outbox.NOTIFY_CHANNEL`
 (a recording transaction notifies at commit), so it starts a pass right after a commit
 in any process; polling every ``poll_seconds`` is the fallback (and all SQLite has), and
-:meth:`OutboxRelay.wake` starts one from this process. Sent rows older than
-``retention_seconds`` are pruned every ``prune_every_seconds``.
+:meth:`OutboxRelay.wake` starts one from this process. A LISTEN connection that drops (its
+backend terminated, the server restarted) is noticed at once: the relay polls meanwhile,
+health warns, and it LISTENs again with a backoff (``listen_retry_initial_seconds``
+doubling to ``listen_retry_max_seconds``), then runs a pass for the commits it could not
+hear. Sent rows older than ``retention_seconds`` are pruned every ``prune_every_seconds``.
+
+Stopping (:meth:`OutboxRelay.aclose`) waits for the pass in progress up to
+``drain_seconds`` and then cancels it. A pass cancelled while publishing gives its batch
+back at once (the broker may have it: it is published again, consumers de-duplicate); one
+cancelled while marking finishes the mark first, as its own task, since the broker has the
+batch. Cancelled anywhere else, the batch is still leased and is taken again once the lease
+expires: a claimed event is never lost.
 """
 
 from __future__ import annotations
@@ -77,6 +87,8 @@ class OutboxRelay:
         prune_every_seconds: float = 300.0,
         lag_warn_seconds: float = 60.0,
         listen: bool = True,
+        listen_retry_initial_seconds: float = 0.5,
+        listen_retry_max_seconds: float = 30.0,
         drain_seconds: float = 10.0,
         owner: str | None = None,
         now: Callable[[], datetime] = utc_now,
@@ -95,6 +107,7 @@ class OutboxRelay:
         self.retention = timedelta(seconds=retention_seconds)
         self.prune_every, self.lag_warn = prune_every_seconds, lag_warn_seconds
         self.listen, self.drain_seconds = listen, drain_seconds
+        self.listen_backoff = (listen_retry_initial_seconds, listen_retry_max_seconds)
         self.owner = owner or f"relay-{uuid.uuid4().hex[:16]}"
         self.now, self.clock = now, clock
         self._next_prune = 0.0
@@ -102,6 +115,8 @@ class OutboxRelay:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listener: Any = None
+        self._listen_task: asyncio.Task[None] | None = None
+        self._listen_lost = asyncio.Event()
         self._last_error: str | None = None
         m = metrics or Metrics()
         self._published = m.counter(
@@ -118,12 +133,24 @@ class OutboxRelay:
         self._lag = m.gauge(
             "events_outbox_lag_seconds", "Age of the oldest event waiting to be published."
         )
+        self._listening = m.gauge(
+            "events_relay_listening", "1 while the relay LISTENs for commits, else 0 (polling)."
+        )
 
     # -- the component -------------------------------------------------------------------
 
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    @property
+    def listening(self) -> bool:
+        """Whether a LISTEN connection is up (PostgreSQL); otherwise the relay only polls."""
+        return self._listener is not None
+
+    @property
+    def _should_listen(self) -> bool:
+        return self.listen and self.database.dialect == "postgresql"
 
     def wake(self) -> None:
         """Start a pass now instead of at the next poll (a commit that recorded events)."""
@@ -134,17 +161,26 @@ class OutboxRelay:
         if self.running:
             return
         self._stop = asyncio.Event()
-        if self.listen and self.database.dialect == "postgresql":
+        if self._should_listen:
             await self._open_listener()
+            self._listen_task = asyncio.create_task(
+                self._keep_listening(), name="corestone-events-relay-listen"
+            )
         self._task = asyncio.create_task(self._loop(), name="corestone-events-relay")
 
     async def aclose(self) -> None:
         """Let the pass in progress finish (up to ``drain_seconds``), then stop. Idempotent.
 
-        A pass cut off here leaves its rows leased; they are published again once the
-        lease expires.
+        A pass cut off here gives its batch back if it was publishing, finishes its mark
+        if it was marking, and otherwise leaves the batch leased: it is published again
+        once the lease expires (see the module doc).
         """
         task, self._task = self._task, None
+        listening, self._listen_task = self._listen_task, None
+        if listening is not None:
+            listening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listening
         if task is not None:
             self._stop.set()
             self._wake.set()
@@ -156,27 +192,63 @@ class OutboxRelay:
                     await task
         await self._close_listener()
 
-    async def _open_listener(self) -> None:
-        """A pooled connection kept LISTENing; on any failure the relay polls instead."""
+    async def _open_listener(self) -> bool:
+        """A pooled connection kept LISTENing; on any failure the relay polls instead.
+
+        asyncpg calls the termination listener when the connection is lost (the server
+        closed it or the socket failed), which wakes :meth:`_keep_listening`.
+        """
+        self._listen_lost = lost = asyncio.Event()
+        connection = None
         try:
             connection = await self.database.engine.connect()
             raw = await connection.get_raw_connection()
             driver = raw.driver_connection
             assert driver is not None
+            driver.add_termination_listener(lambda _connection: lost.set())
             await driver.add_listener(NOTIFY_CHANNEL, self._notified)
-        except Exception as error:  # noqa: BLE001 - polling still works
+        except BaseException as error:
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    await connection.invalidate()
+            if not isinstance(error, Exception):
+                raise  # cancelled (the relay is stopping)
             log.warning("events relay cannot listen; polling", error=repr(error))
-            with contextlib.suppress(Exception):
-                await connection.close()
-            return
+            return False
         self._listener = connection
+        self._listening.set(1)
+        return True
+
+    async def _keep_listening(self) -> None:
+        """Wait for the LISTEN connection to drop; then LISTEN again, with a backoff."""
+        initial, cap = self.listen_backoff
+        failures = 0
+        while True:
+            if self._listener is not None:
+                await self._listen_lost.wait()
+                log.warning("events relay lost its LISTEN connection; polling until it is back")
+                await self._close_listener(lost=True)
+                failures = 0
+            delay = min(cap, initial * 2 ** min(failures, 30)) * random.uniform(0.5, 1.0)  # noqa: S311
+            await asyncio.sleep(delay)
+            if await self._open_listener():
+                log.info("events relay listens again")
+                self._wake.set()  # commits made while it was deaf notified nobody
+            else:
+                failures += 1
 
     def _notified(self, *_args: object) -> None:
         self._wake.set()
 
-    async def _close_listener(self) -> None:
+    async def _close_listener(self, *, lost: bool = False) -> None:
+        """Stop listening; a ``lost`` connection is discarded, not returned to the pool."""
         connection, self._listener = self._listener, None
+        self._listening.set(0)
         if connection is None:
+            return
+        if lost:
+            with contextlib.suppress(Exception):
+                await connection.invalidate()
             return
         with contextlib.suppress(Exception):
             raw = await connection.get_raw_connection()
@@ -232,7 +304,15 @@ class OutboxRelay:
         except Exception as error:
             await self._give_back(claimed, error)
             raise
-        marked = await self._write(lambda s: self.store.mark_sent(s, claimed, owner=self.owner))
+        except asyncio.CancelledError:
+            # Stopped mid-publish: the broker may have the batch or not. Give it back now
+            # rather than leave it leased for lease_seconds (a repeat is de-duplicated).
+            await self._finish(self._release(claimed, 0.0, "the relay stopped while publishing"))
+            raise
+        # The broker has the batch: the mark runs to its end even if the relay is stopping.
+        marked = await self._finish(
+            self._write(lambda s: self.store.mark_sent(s, claimed, owner=self.owner))
+        )
         if len(marked) < len(claimed):
             # Another relay took them over after our lease ran out: they were published
             # twice (as the crash window allows); consumers de-duplicate.
@@ -241,15 +321,33 @@ class OutboxRelay:
         self._batch_seconds.observe(time.perf_counter() - started)
         return len(claimed)
 
+    async def _finish(self, work: Awaitable[T]) -> T:
+        """Await ``work`` as a task of its own; if this one is cancelled meanwhile, let it
+        end (up to ``drain_seconds``) and then re-raise: a write cut off midway would
+        leave its rows leased until the lease expires."""
+        task = asyncio.ensure_future(work)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await asyncio.wait([task], timeout=self.drain_seconds)
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.warning(
+                    "events relay write failed while stopping", error=repr(task.exception())
+                )
+            raise
+
     async def _give_back(self, claimed: list[ClaimedEvent], error: Exception) -> None:
         self._failures.inc()
         initial, cap = self.backoff
         attempts = min(row.attempts for row in claimed)
         delay = min(cap, initial * 2 ** min(attempts, 30)) * random.uniform(0.5, 1.0)  # noqa: S311
         log.warning("events relay publish failed", events=len(claimed), error=repr(error))
+        await self._release(claimed, delay, repr(error))
+
+    async def _release(self, claimed: list[ClaimedEvent], delay: float, error: str) -> None:
         await self._write(
             lambda s: self.store.release(
-                s, claimed, owner=self.owner, delay=timedelta(seconds=delay), error=repr(error)
+                s, claimed, owner=self.owner, delay=timedelta(seconds=delay), error=error
             )
         )
 
@@ -271,7 +369,8 @@ class OutboxRelay:
         """Health: warn when the oldest unpublished event is older than ``lag_warn_seconds``.
 
         Observed value: the backlog (events waiting). Also ``warn`` when the last pass
-        failed (the broker or database is away) or the loop ended while it should run.
+        failed (the broker or database is away), the loop ended while it should run, or
+        (PostgreSQL) its LISTEN connection is down and it only polls until it is back.
         """
         size, lag = await self.refresh_stats()
         if self._task is not None and self._task.done():
@@ -282,6 +381,11 @@ class OutboxRelay:
             )
         if self._last_error is not None:
             output = f"last pass: {self._last_error}"
+            return CheckResult(HealthStatus.WARN, size, "events", output=output)
+        if self._should_listen and self.running and not self.listening:
+            output = (
+                f"not listening for commits (reconnecting); polling every {self.poll_seconds:g}s"
+            )
             return CheckResult(HealthStatus.WARN, size, "events", output=output)
         return CheckResult(HealthStatus.PASS, size, "events")
 

@@ -10,10 +10,9 @@ by default and in ``taskboard worker`` processes at scale.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import importlib
 
+from corestone.background import PassLoop
 from corestone.errors import InvalidInputError
 from corestone.observability.health import CheckResult, HealthStatus
 from corestone.observability.logging import get_logger
@@ -49,14 +48,16 @@ class SagaRecoveryWorker:
         self.interval_seconds = interval_seconds
         self.batch = batch
         self.drain_seconds = drain_seconds
-        self._task: asyncio.Task[None] | None = None
-        self._stop = asyncio.Event()
-        self._last_error: str | None = None
         self._recovered = 0
+        # Waiting first leaves the process time to migrate its schema, and a saga a
+        # crashed predecessor left is not claimable before its lease expires anyway.
+        self._passes = PassLoop(
+            self.name, self._pass, poll_seconds=interval_seconds, drain_seconds=drain_seconds
+        )
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._passes.running
 
     async def recover_once(self) -> list[SagaOutcome]:
         """One pass: claim up to ``batch`` stuck sagas and run them to their end."""
@@ -68,29 +69,22 @@ class SagaRecoveryWorker:
         Observed value: sagas recovered since start. ``warn`` too if the worker's loop
         ended while it should run: nothing would recover sagas in this process any more.
         """
-        if self._task is not None and self._task.done():
+        if self._passes.died:
             return CheckResult(
                 HealthStatus.WARN,
                 self._recovered,
                 "sagas",
                 output="the recovery worker stopped unexpectedly",
             )
-        if self._last_error is not None:
+        if (error := self._passes.last_error) is not None:
             return CheckResult(
-                HealthStatus.WARN, self._recovered, "sagas", output=f"last pass: {self._last_error}"
+                HealthStatus.WARN, self._recovered, "sagas", output=f"last pass: {error}"
             )
         return CheckResult(HealthStatus.PASS, self._recovered, "sagas")
 
     async def start(self) -> None:
-        """Begin passes in the background, the first after one interval.
-
-        Waiting first leaves the process time to migrate its schema, and a saga a
-        crashed predecessor left is not claimable before its lease expires anyway.
-        """
-        if self.running:
-            return
-        self._stop = asyncio.Event()
-        self._task = asyncio.create_task(self._loop(), name="corestone-saga-recovery")
+        """Begin passes in the background, the first after one interval."""
+        self._passes.start()
 
     async def aclose(self) -> None:
         """Stop after the pass in progress (bounded by ``drain_seconds``). Idempotent.
@@ -99,54 +93,12 @@ class SagaRecoveryWorker:
         (a component stop timeout shorter than the drain): the pass is then cancelled
         and awaited first, so no pass outlives shutdown and touches a closed database.
         """
-        task, self._task = self._task, None
-        if task is None:
-            return
-        self._stop.set()
-        try:
-            # wait(), not wait_for(shield()): a task that already ended with an error (or a
-            # stray CancelledError) must not make aclose raise it.
-            await asyncio.wait([task], timeout=self.drain_seconds)
-        finally:
-            await _cancel_and_wait(task)
+        await self._passes.stop()
 
-    async def _loop(self) -> None:
-        delay = self.interval_seconds
-        while not await self._stopped_within(delay):
-            try:
-                outcomes = await self.recover_once()
-            except Exception as error:  # noqa: BLE001 - the database may be back next pass
-                log.warning("saga recovery pass failed", error=repr(error))
-                self._last_error = repr(error)[:200]
-                outcomes = []
-            else:
-                self._last_error = None
-                self._recovered += len(outcomes)
-            # A full batch means more may be waiting: go again at once.
-            delay = 0.0 if len(outcomes) >= self.batch else self.interval_seconds
-
-    async def _stopped_within(self, seconds: float) -> bool:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
-        return self._stop.is_set()
-
-
-async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
-    """Cancel ``task`` and wait until it has ended, even if the caller is cancelled meanwhile.
-
-    A cancellation of the caller is re-raised once the task is done.
-    """
-    task.cancel()
-    interrupted = False
-    while not task.done():
-        try:
-            await asyncio.wait([task])
-        except asyncio.CancelledError:
-            interrupted = True
-    if not task.cancelled() and (error := task.exception()) is not None:
-        log.warning("saga recovery worker ended with an error", error=repr(error))
-    if interrupted:
-        raise asyncio.CancelledError
+    async def _pass(self) -> bool:
+        outcomes = await self.recover_once()
+        self._recovered += len(outcomes)
+        return len(outcomes) >= self.batch  # a full batch: more may be waiting
 
 
 def load_registry(reference: str) -> SagaRegistry:

@@ -60,7 +60,6 @@ def make_broker(kind: str, url: str, **options: Any) -> Broker:
         return NatsJetStreamBroker(url, **options)
     from corestone.events.brokers.rabbitmq import RabbitMQBroker
 
-    options.pop("ack_wait_seconds")
     return RabbitMQBroker(url, **options)
 
 

@@ -2,7 +2,8 @@
 
 Each test starts a broker server of its own on a spare port (never the shared one), runs
 the whole path — transactions recording events, the outbox relay, the broker, a consumer
-applying each event in the database — and stops the server (SIGKILL) in the middle, while
+applying each event in the database — and stops the server in the middle (SIGKILL for
+redis-server and nats-server; SIGTERM for RabbitMQ, see :class:`RabbitMQServer`), while
 transactions keep committing. After it comes back, every committed event has been applied
 exactly once: the outbox held what could not be published, the broker kept what it had
 acknowledged, and the inbox absorbed what was delivered twice.

@@ -3,7 +3,13 @@
 See :mod:`corestone.events.brokers.base` for the port and what each broker must do.
 """
 
-from corestone.events.brokers.base import Broker, DeadLetterBroker, Delivery, OutgoingMessage
+from corestone.events.brokers.base import (
+    Broker,
+    DeadLetterBroker,
+    Delivery,
+    LagBroker,
+    OutgoingMessage,
+)
 from corestone.events.brokers.guarded import GuardedBroker, guard_broker
 from corestone.events.brokers.memory import MemoryBroker
 
@@ -12,6 +18,7 @@ __all__ = [
     "DeadLetterBroker",
     "Delivery",
     "GuardedBroker",
+    "LagBroker",
     "MemoryBroker",
     "OutgoingMessage",
     "guard_broker",

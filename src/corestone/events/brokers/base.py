@@ -25,6 +25,9 @@ fits behind it without pretending:
   message that crashes its consumer) and keep it in a dead-letter place of their own,
   per group, to list and replay. Their ``max_deliver`` should exceed the consumers'
   ``max_attempts``, so a handler that merely fails ends in the database's dead letters.
+- Every broker of corestone also tells a group's *lag* (:class:`LagBroker`): how many
+  messages of the topic the group has not been handed yet. The consumers publish it as
+  a metric and warn in their health check when it grows.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from corestone.observability.health import CheckResult
 
-__all__ = ["Broker", "DeadLetterBroker", "Delivery", "OutgoingMessage"]
+__all__ = ["Broker", "DeadLetterBroker", "Delivery", "LagBroker", "OutgoingMessage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,4 +126,14 @@ class DeadLetterBroker(Broker, Protocol):
 
     async def replay_dead_letters(self, topic: str, group: str, *, limit: int = 100) -> int:
         """Deliver up to ``limit`` dead letters again; return how many were moved back."""
+        ...
+
+
+@runtime_checkable
+class LagBroker(Broker, Protocol):
+    """A broker that can tell how far behind a consumer group is."""
+
+    async def lag(self, topic: str, group: str) -> int | None:
+        """Messages of ``topic`` not yet handed to ``group``; None when it cannot tell
+        (no such group yet, or the broker does not know: a trimmed Redis stream)."""
         ...

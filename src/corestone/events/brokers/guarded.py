@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from corestone.events.brokers.base import Broker, Delivery, OutgoingMessage
+from corestone.events.brokers.base import Broker, Delivery, LagBroker, OutgoingMessage
 from corestone.observability.health import CheckResult
 from corestone.resilience.breaker import CircuitBreaker
 
@@ -76,6 +76,13 @@ class GuardedBroker:
 
     async def ping(self) -> CheckResult:
         return await self._call(self.inner.ping)
+
+    async def lag(self, topic: str, group: str) -> int | None:
+        """The inner broker's :meth:`~LagBroker.lag`, or None when it has none."""
+        inner = self.inner
+        if not isinstance(inner, LagBroker):
+            return None
+        return await self._call(lambda: inner.lag(topic, group))
 
 
 def guard_broker(broker: Broker, breaker: CircuitBreaker) -> Broker:

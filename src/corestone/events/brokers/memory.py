@@ -201,6 +201,13 @@ class MemoryBroker:
         g = state.groups[group]
         return len(g.pending) + state.base + len(state.log) - g.cursor
 
+    async def lag(self, topic: str, group: str) -> int | None:
+        """Messages of ``topic`` not yet handed to ``group`` (None for an unknown group)."""
+        state = self._topics.get(topic)
+        if state is None or group not in state.groups:
+            return None
+        return state.base + len(state.log) - max(state.groups[group].cursor, state.base)
+
     async def ping(self) -> CheckResult:
         if self._closed:
             return CheckResult(HealthStatus.FAIL, output="closed")

@@ -12,6 +12,12 @@ queue** ``{topic}.{group}`` bound to it. What each call does:
 - ``fetch`` consumes with a prefetch window into a local buffer; messages handed out and
   not acked are requeued by RabbitMQ when the channel or connection closes (a consumer
   that died), with ``x-delivery-count`` raised: ``Delivery.attempt`` counts from it.
+  RabbitMQ has no ack wait for a consumer that lives on, so the broker keeps one: a
+  delivery handed out more than ``ack_wait_seconds`` ago and neither acked nor naked (its
+  consumer gave up on the batch: a failed pass, a breaker that refused the ack) is
+  requeued at that consumer's next ``fetch``, as Redis and JetStream redeliver it after
+  their ack wait. Without this it would wait on the open channel until the consumer
+  restarts.
 - ``nak(delay)``: RabbitMQ has no delayed redelivery, so the documented pattern is used:
   the message is republished (confirmed) to a delay queue ``{queue}.delay.{ms}`` whose
   message TTL is the delay rounded up to a power of two milliseconds, and whose
@@ -34,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,6 +71,28 @@ def _delay_bucket(seconds: float) -> int:
 _Failures = (AMQPError, ConnectionError, OSError, asyncio.TimeoutError)
 
 
+class _Consumer:
+    """A consumer's channel, the buffer its deliveries arrive in, and what it was handed."""
+
+    __slots__ = ("buffer", "channel", "handed")
+
+    def __init__(self, channel: Any, buffer: asyncio.Queue[Any]) -> None:
+        self.channel, self.buffer = channel, buffer
+        self.handed: dict[int, tuple[Any, float]] = {}
+        """Deliveries handed out by ``fetch``, by delivery tag, with when."""
+
+    async def requeue_overdue(self, ack_wait: float) -> None:
+        """Requeue what was handed out over ``ack_wait`` ago and never settled; forget the rest."""
+        now = time.monotonic()
+        for tag, (message, handed_at) in list(self.handed.items()):
+            if message.locked:  # acked, naked or rejected
+                del self.handed[tag]
+            elif now - handed_at > ack_wait:
+                del self.handed[tag]
+                with contextlib.suppress(*_Failures):  # a closed channel requeued it already
+                    await message.nack(requeue=True)
+
+
 class RabbitMQBroker:
     """A :class:`~corestone.events.brokers.Broker` on RabbitMQ (see the module doc)."""
 
@@ -77,9 +106,13 @@ class RabbitMQBroker:
         queue_type: str = "quorum",
         prefetch: int = 100,
         timeout_seconds: float = 10.0,
+        ack_wait_seconds: float = 30.0,
     ) -> None:
         if max_deliver < 2 or prefetch < 1 or queue_type not in ("quorum", "classic"):
             raise ValueError("max_deliver >= 2, prefetch >= 1, queue_type quorum or classic")
+        if ack_wait_seconds <= 0:
+            raise ValueError("ack_wait_seconds > 0")
+        self.ack_wait = ack_wait_seconds
         self.url = url
         self.max_deliver = max_deliver
         self.queue_type = queue_type
@@ -90,7 +123,7 @@ class RabbitMQBroker:
         self._publisher: Any = None
         self._exchanges: dict[str, Any] = {}
         self._groups: set[tuple[str, str]] = set()
-        self._consumers: dict[tuple[str, str], tuple[Any, asyncio.Queue[Any]]] = {}
+        self._consumers: dict[tuple[str, str], _Consumer] = {}
 
     @staticmethod
     def queue_name(topic: str, group: str) -> str:
@@ -222,28 +255,30 @@ class RabbitMQBroker:
             raise await self._failed(error) from error
         self._groups.add((topic, group))
 
-    async def _buffer(self, topic: str, group: str, consumer: str) -> asyncio.Queue[Any]:
+    async def _consumer(self, topic: str, group: str, consumer: str) -> _Consumer:
         key = (self.queue_name(topic, group), consumer)
         found = self._consumers.get(key)
-        if found is not None and not found[0].is_closed:
-            return found[1]
+        if found is not None and not found.channel.is_closed:
+            return found
         connection = await self._connect()
         buffer: asyncio.Queue[Any] = asyncio.Queue()
         channel = await connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=self.prefetch)
         queue = await channel.get_queue(key[0], ensure=False)
         await queue.consume(buffer.put, no_ack=False)
-        self._consumers[key] = (channel, buffer)
-        return buffer
+        self._consumers[key] = found = _Consumer(channel, buffer)
+        return found
 
     async def fetch(
         self, topic: str, group: str, *, consumer: str, limit: int, wait_seconds: float
     ) -> Sequence[Delivery]:
         await self.ensure_group(topic, group)
         try:
-            buffer = await self._buffer(topic, group, consumer)
+            mine = await self._consumer(topic, group, consumer)
         except _Failures as error:
             raise await self._failed(error) from error
+        await mine.requeue_overdue(self.ack_wait)
+        buffer = mine.buffer
         found: list[Delivery] = []
         taken: list[Any] = []
         if buffer.empty() and wait_seconds > 0:
@@ -259,6 +294,7 @@ class RabbitMQBroker:
                     await message.reject(requeue=False)  # into the dead-letter exchange
             else:
                 found.append(delivery)
+                mine.handed[message.delivery_tag] = (message, time.monotonic())
         return found
 
     def _delivery(self, topic: str, group: str, message: Any) -> Delivery:
@@ -393,11 +429,24 @@ class RabbitMQBroker:
         return len(await self._take_dead(topic, group, limit, replay=True))
 
     async def lag(self, topic: str, group: str) -> int | None:
-        """Messages ready in the group's queue (not yet handed to a consumer)."""
+        """Messages ready in the group's queue (not yet handed to a consumer).
+
+        Asked on a channel of its own: the passive declare of a queue that does not
+        exist (yet) closes its channel, and on the publisher's that also took the
+        consumers' channels down with the reconnect that followed.
+        """
+        connection = await self._connect()
         try:
-            queue = await self._channel().declare_queue(self.queue_name(topic, group), passive=True)
+            channel = await connection.channel()
+        except _Failures as error:
+            raise await self._failed(error) from error
+        try:
+            queue = await channel.declare_queue(self.queue_name(topic, group), passive=True)
         except _Failures:
-            return None
+            return None  # no such queue: the group does not exist yet
+        finally:
+            with contextlib.suppress(*_Failures, RuntimeError):  # closed by the 404 already
+                await channel.close()
         count = queue.declaration_result.message_count
         return None if count is None else int(count)
 

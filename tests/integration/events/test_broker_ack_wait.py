@@ -1,0 +1,42 @@
+"""A delivery that a consumer which lives on never settles comes back after the ack wait.
+
+Found by the RabbitMQ restart test: a consumer fetched a batch while the broker's circuit
+breaker was half-open, then the breaker refused its ack, the pass failed, and the rest of
+the batch was neither acked nor naked. Redis and JetStream hand such deliveries out again
+after their ack wait; RabbitMQ kept them on the consumer's open channel until it closed,
+so those events were never applied while the process lived. Now all three agree.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from corestone.events.brokers.base import OutgoingMessage
+
+from .brokers import ACK_WAIT, KINDS, cleanup, fetch_until, make_broker, service_url, unique_topic
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_deliveries_a_living_consumer_abandoned_come_back_to_it_after_the_ack_wait(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Take a and b, settle neither (the consumer stays connected), ask again: after the
+    1 s ack wait both come back, as attempt 2; a third message published meanwhile too."""
+    url = service_url(kind, request)
+    topic = unique_topic()
+    broker = make_broker(kind, url)
+    await broker.start()
+    try:
+        await broker.ensure_group(topic, "g")
+        await broker.publish([OutgoingMessage(id=i, topic=topic, body=b"x", key="k")
+                              for i in ("a", "b")])  # fmt: skip
+        abandoned = await fetch_until(broker, topic, "g", 2, ack=False)
+        assert [d.id for d in abandoned] == ["a", "b"]
+        await broker.publish([OutgoingMessage(id="c", topic=topic, body=b"x", key="k")])
+
+        again = await fetch_until(broker, topic, "g", 3, rounds=int(4 * ACK_WAIT / 0.5) + 4)
+
+        assert sorted((d.id, d.attempt) for d in again) == [("a", 2), ("b", 2), ("c", 1)]
+    finally:
+        await broker.aclose()
+        await cleanup(make_broker(kind, url), topic, ["g"])
