@@ -21,7 +21,7 @@ from tests.e2e.conftest import free_port, taskboard_command
 pytestmark = pytest.mark.e2e
 
 
-def _subjects(folder: Path, count: int, timeout: float = 30.0) -> list[str]:
+def _subjects(folder: Path, count: int, timeout: float = 90.0) -> list[str]:
     """The subjects of the .eml files in ``folder`` once there are ``count`` (bounded)."""
     deadline = time.monotonic() + timeout
     subjects: list[str] = []
@@ -34,7 +34,7 @@ def _subjects(folder: Path, count: int, timeout: float = 30.0) -> list[str]:
     raise AssertionError(f"mail after {timeout}s: {subjects}")
 
 
-def _backlog(url: str, wanted: int, timeout: float = 15.0) -> int:
+def _backlog(url: str, wanted: int, timeout: float = 60.0) -> int:
     """The outbox backlog readiness reports, once it is ``wanted`` (bounded)."""
     deadline = time.monotonic() + timeout
     seen = -1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 
@@ -10,7 +11,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from corestone import Infrastructure
-from corestone.db import upgrade
+from corestone.db import Database, upgrade
 from corestone.email.routing import ProviderRoute
 from corestone.events import Events, add_events
 from corestone.observability import get_logger
@@ -29,6 +30,7 @@ __all__ = [
     "MIGRATIONS",
     "TASK_CACHE_ENV",
     "add_background_work",
+    "add_schema_upgrade",
     "create_app",
     "prepare",
     "register_services",
@@ -107,9 +109,45 @@ def add_background_work(
 
 
 async def prepare(infra: Infrastructure) -> None:
-    """Bring the schema to the latest revision (safe with several processes at once)."""
+    """Bring the schema to the latest revision (safe with several processes at once).
+
+    Once per database and process: the ``schema`` component of a process with background
+    work has done it by the time the start-up calls it again.
+    """
+    if infra.db in _PREPARED:
+        return
     await upgrade(infra.db, MIGRATIONS)
+    _PREPARED.add(infra.db)
     log.info("schema up to date")
+
+
+_PREPARED: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+class _Schema:
+    """Brings the schema up to date when it starts: added right after the database in a
+    process that runs background work, so the email sender, the relay and the consumers
+    (started after it) never run a pass against tables a first start has not made yet."""
+
+    name = "schema"
+
+    def __init__(self, infra: Infrastructure) -> None:
+        self.infra = infra
+
+    async def start(self) -> None:
+        await prepare(self.infra)
+
+    async def aclose(self) -> None:
+        """Nothing to stop."""
+
+
+def add_schema_upgrade(infra: Infrastructure) -> None:
+    """Migrate the schema as the infrastructure starts, before the components added after.
+
+    Call it first, before ``create_app``'s or ``register_services``' wiring adds the
+    background work (``create_app(worker=True)`` and ``taskboard worker`` do).
+    """
+    infra.add(_Schema(infra), component_type="datastore", critical=True)
 
 
 def create_app(
@@ -126,6 +164,8 @@ def create_app(
     (``CORESTONE_EMAIL_PROVIDERS``; files under var/mail when unset) unless
     ``email_routes`` are given (tests: a memory provider).
     """
+    if worker:
+        add_schema_upgrade(infra)
     wiring = setup_email(infra, send=worker, routes=email_routes)
     events = setup_events(infra, relay=worker)
     orchestrator = register_services(infra, mail=wiring, events=events)

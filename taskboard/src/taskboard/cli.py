@@ -20,7 +20,13 @@ from corestone.observability import get_logger
 from corestone.web import WorkerProcess, http_url, listen, serve_workers
 from corestone.web import run as run_loop
 from corestone.web import serve as serve_app
-from taskboard.app import add_background_work, create_app, prepare, register_services
+from taskboard.app import (
+    add_background_work,
+    add_schema_upgrade,
+    create_app,
+    prepare,
+    register_services,
+)
 from taskboard.seed import Demo, ensure_demo
 
 __all__ = ["app", "main"]
@@ -141,6 +147,7 @@ def worker_command(
 
 async def _work(settings: Settings, interval: float) -> None:
     infra = Infrastructure(settings)
+    add_schema_upgrade(infra)  # first: the background work starts on an up-to-date schema
     add_background_work(infra, register_services(infra), interval_seconds=interval)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
