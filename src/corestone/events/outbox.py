@@ -284,7 +284,8 @@ class OutboxStore:
     @staticmethod
     async def _pick(session: AsyncSession, now: datetime, limit: int) -> list[int]:
         """The seqs of up to ``limit`` claimable rows, oldest first (see :meth:`claim`)."""
-        page, most = max(2 * limit, 200), max(20 * limit, 10_000)
+        # A page is the batch and some slack (rows of held aggregates are passed over).
+        page, most = max(limit + 100, 200), max(20 * limit, 10_000)
         held = or_(_T.c.lease_expires_at >= now, _T.c.next_attempt_at > now)
         chosen: list[int] = []
         blocked: set[tuple[str, str]] = set()
