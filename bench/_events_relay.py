@@ -23,9 +23,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
-from bench._events_setup import event, registry
+from bench._events_setup import event, registry, reset_events
 from corestone.db import Database
 from corestone.events import EventBus, OutboxRelay
 from corestone.events.brokers.base import Broker
@@ -61,8 +61,7 @@ class RelayResult:
 
 async def fill_outbox(db: Database, count: int) -> list[str]:
     """Empty the outbox, then record ``count`` events, 500 to a transaction; their bodies."""
-    async with db.transaction() as tx:
-        await tx.session.execute(text(f"TRUNCATE {_T.name}"))
+    await reset_events(db)
     bus = EventBus(db, registry())
     for first in range(0, count, BATCH):
         async with db.transaction():

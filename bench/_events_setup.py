@@ -19,7 +19,17 @@ from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import asyncpg
-from sqlalchemy import BigInteger, Column, DateTime, Identity, MetaData, String, Table, func
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    MetaData,
+    String,
+    Table,
+    func,
+    text,
+)
 from sqlalchemy.engine import make_url
 
 from corestone.db import Database
@@ -39,6 +49,7 @@ __all__ = [
     "events_database",
     "open_broker",
     "registry",
+    "reset_events",
     "topic",
 ]
 
@@ -126,6 +137,13 @@ async def events_database() -> AsyncIterator[Database]:
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def reset_events(db: Database) -> None:
+    """Empty the outbox, the inbox and the dead letters (between parts of the run)."""
+    names = ", ".join(table.name for table in _TABLES[:3])
+    async with db.transaction() as tx:
+        await tx.session.execute(text(f"TRUNCATE {names}"))
 
 
 async def open_broker(kind: str, **options: Any) -> Broker | None:
