@@ -20,6 +20,7 @@ from corestone._version import installed_version
 with requires_extra(__name__, "cli"):
     import typer
 
+from corestone._push_cli import push_app
 from corestone.config import Settings, load_settings
 from corestone.doctor import check_services, email_report, format_report
 from corestone.errors import (
@@ -51,6 +52,7 @@ __all__ = [
     "help_if_bare",
     "main",
     "package_version",
+    "push_app",
     "saga_app",
     "saga_recover",
     "saga_retry",
@@ -74,6 +76,7 @@ email_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(email_app, name="email")
+app.add_typer(push_app, name="push")
 
 
 def package_version(distribution: str = "corestone") -> str:
