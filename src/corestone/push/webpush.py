@@ -132,6 +132,7 @@ class WebPushSender:
         metrics: Metrics | None = None,
         client: httpx.AsyncClient | None = None,
         timeout_seconds: float = 10.0,
+        concurrency: int = 50,
         attempts: int = 3,
         retry_wait_seconds: float = 0.5,
         max_retry_wait_seconds: float = 30.0,
@@ -140,8 +141,8 @@ class WebPushSender:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        if attempts < 1 or retry_wait_seconds < 0 or max_retry_wait_seconds < 0:
-            raise ValueError("attempts >= 1; retry waits >= 0")
+        if attempts < 1 or concurrency < 1 or retry_wait_seconds < 0 or max_retry_wait_seconds < 0:
+            raise ValueError("attempts and concurrency >= 1; retry waits >= 0")
         if not _TOKEN_RENEW_SECONDS < token_seconds <= MAX_TOKEN_SECONDS:
             raise ValueError(f"token_seconds must be over 1 h and at most {MAX_TOKEN_SECONDS}")
         self.keys = keys
@@ -155,7 +156,15 @@ class WebPushSender:
         self.clock, self.sleep = clock, sleep
         self._owns_client = client is None
         # No redirects: a push service answers where it is; a redirect could lead anywhere.
-        self._client = client or httpx.AsyncClient(timeout=timeout_seconds, follow_redirects=False)
+        self._client = client or httpx.AsyncClient(
+            timeout=timeout_seconds,
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        )
+        # Requests in flight, all services together: a burst beyond it waits here, in
+        # order, rather than in httpx's pool (whose queue costs grow with its length, and
+        # whose wait would count against the timeout and so against the breaker).
+        self._gate = asyncio.Semaphore(concurrency)
         self._executor = (
             ThreadPoolExecutor(1, thread_name_prefix="corestone-webpush")
             if offload_crypto
@@ -235,12 +244,13 @@ class WebPushSender:
     ) -> tuple[PushOutcome, _Answer, int]:
         answer = _Answer(None)
         for attempt in range(1, self.attempts + 1):
-            try:
-                permit = breaker.permit()
-            except CircuitOpenError as error:
-                refused = _Answer(answer.status, None, error.message, error.retry_after)
-                return PushOutcome.CIRCUIT_OPEN, refused, attempt - 1
-            answer = await self._post(breaker, permit, endpoint, headers, body)
+            async with self._gate:
+                try:
+                    permit = breaker.permit()
+                except CircuitOpenError as error:
+                    refused = _Answer(answer.status, None, error.message, error.retry_after)
+                    return PushOutcome.CIRCUIT_OPEN, refused, attempt - 1
+                answer = await self._post(breaker, permit, endpoint, headers, body)
             status = answer.status
             if status is not None and 200 <= status < 300:
                 return PushOutcome.DELIVERED, answer, attempt

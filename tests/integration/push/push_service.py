@@ -18,9 +18,10 @@ browser's decryption, served by uvicorn on a free port of 127.0.0.1.
   like a browser does (a P-256 key pair and 16 random bytes). The plaintext is kept in
   :attr:`PushService.delivered` for the test to assert.
 
-Switches: :meth:`PushService.gone` makes a subscription answer 410 (or 404), and
+Switches: :meth:`PushService.gone` makes a subscription answer 410 (or 404),
 :meth:`PushService.answer_next` queues answers (429 with ``Retry-After``, 503) given
-before any check.
+before any check, and ``delay`` holds every answer that long (``most_in_flight`` then
+tells how many requests were open at once).
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ class PushService:
     refused: list[tuple[int, str]] = field(default_factory=list)
     requests: int = 0
     queued: list[Reply] = field(default_factory=list)
+    delay: float = 0.0
+    in_flight: int = 0
+    most_in_flight: int = 0
     _server: uvicorn.Server | None = None
     _task: asyncio.Task[None] | None = None
 
@@ -236,7 +240,15 @@ class PushService:
             if not message.get("more_body"):
                 break
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        status, reply_headers, payload = self.handle(scope["method"], scope["path"], headers, body)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay)
+            status, reply_headers, payload = self.handle(
+                scope["method"], scope["path"], headers, body
+            )
+        finally:
+            self.in_flight -= 1
         await send(
             {
                 "type": "http.response.start",

@@ -316,3 +316,26 @@ async def test_an_endpoint_outside_the_policy_is_refused_before_any_request(
 
     assert refused.value.field == "endpoint"
     assert service.requests == 0
+
+
+async def test_a_burst_beyond_the_concurrency_waits_its_turn_and_all_arrive(
+    service: PushService, store: SubscriptionStore, db: Database, keys: VapidKeys
+) -> None:
+    """Regression: a burst used to queue in httpx's pool, where the wait counted against
+    the request timeout (500 sends failed and opened the breaker). Now at most
+    ``concurrency`` requests are open and the rest wait outside: a burst that takes
+    2.5 timeouts to drain arrives whole, each message once."""
+    import asyncio
+
+    _, subscription = await subscribe(service, store, db, keys)
+    service.delay = 0.05  # 80 sends, 4 at a time: 1 s, 2.5 times the timeout
+    async with WebPushSender(
+        keys, policy=store.policy, concurrency=4, timeout_seconds=0.4
+    ) as sender:
+        results = await asyncio.gather(
+            *(sender.send(subscription, str(n).encode()) for n in range(80))
+        )
+
+    assert [r.outcome for r in results] == [PushOutcome.DELIVERED] * 80
+    assert sorted(int(m.plaintext) for m in service.delivered) == list(range(80))
+    assert service.most_in_flight <= 4
