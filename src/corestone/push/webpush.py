@@ -279,9 +279,10 @@ class WebPushSender:
             async with self._client.stream(
                 "POST", endpoint, content=body, headers=headers
             ) as response:
-                reason = None
-                if not 200 <= response.status_code < 300:
-                    reason = await _first_bytes(response)
+                # Read (a bounded part of) every answer: a response closed unread takes
+                # its connection with it, and the next send would connect again.
+                text = await _first_bytes(response)
+                reason = None if 200 <= response.status_code < 300 else text
                 answer = _Answer(
                     response.status_code,
                     response.headers.get("Location"),

@@ -100,6 +100,7 @@ class PushService:
     requests: int = 0
     queued: list[Reply] = field(default_factory=list)
     delay: float = 0.0
+    connections: set[int] = field(default_factory=set)  # the client ports seen
     in_flight: int = 0
     most_in_flight: int = 0
     _server: uvicorn.Server | None = None
@@ -240,6 +241,8 @@ class PushService:
             if not message.get("more_body"):
                 break
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        if scope["path"].startswith("/p/"):
+            self.connections.add(scope["client"][1])
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:

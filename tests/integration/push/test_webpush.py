@@ -339,3 +339,23 @@ async def test_a_burst_beyond_the_concurrency_waits_its_turn_and_all_arrive(
     assert [r.outcome for r in results] == [PushOutcome.DELIVERED] * 80
     assert sorted(int(m.plaintext) for m in service.delivered) == list(range(80))
     assert service.most_in_flight <= 4
+
+
+async def test_sends_one_after_another_reuse_one_connection(
+    service: PushService,
+    store: SubscriptionStore,
+    db: Database,
+    keys: VapidKeys,
+    sender: WebPushSender,
+) -> None:
+    """Regression: an accepted answer was closed unread, which closed its connection, so
+    every send paid a new TCP (and in production TLS) handshake. Five sends, one connection,
+    whatever each answer was."""
+    _, subscription = await subscribe(service, store, db, keys)
+    service.answer_next(503)  # an error answer's body is read too
+
+    for _ in range(5):
+        assert (await sender.send(subscription, b"again")).ok
+
+    assert service.requests == 6
+    assert len(service.connections) == 1
