@@ -365,4 +365,6 @@ async def _first_bytes(response: httpx.Response) -> str:
             collected += chunk
             if len(collected) >= _REASON_BYTES:
                 break
-    return collected[:_REASON_BYTES].decode("utf-8", "replace").strip()
+    text = collected[:_REASON_BYTES].decode("utf-8", "replace")
+    # A reason goes into logs and results: no line breaks or control characters from afar.
+    return "".join(c if c.isprintable() else " " for c in text).strip()

@@ -131,9 +131,11 @@ class PushService:
         """From now on, messages for ``browser`` get ``status`` (410 Gone or 404)."""
         browser.gone_status = status
 
-    def answer_next(self, status: int, headers: dict[str, str] | None = None) -> None:
+    def answer_next(
+        self, status: int, headers: dict[str, str] | None = None, body: bytes | None = None
+    ) -> None:
         """Answer the next message request with ``status``, before any check."""
-        self.queued.append((status, headers or {}, b'{"error": "scripted"}'))
+        self.queued.append((status, headers or {}, body or b'{"error": "scripted"}'))
 
     # -- the HTTP side --------------------------------------------------------------------
 

@@ -359,3 +359,24 @@ async def test_sends_one_after_another_reuse_one_connection(
 
     assert service.requests == 6
     assert len(service.connections) == 1
+
+
+async def test_a_push_services_reason_is_cut_and_cleaned(
+    service: PushService,
+    store: SubscriptionStore,
+    db: Database,
+    keys: VapidKeys,
+    sender: WebPushSender,
+) -> None:
+    """An error body becomes ``result.reason`` (and a log field): at most 512 characters,
+    without line breaks or escape sequences a hostile service could plant in a log."""
+    _, subscription = await subscribe(service, store, db, keys)
+    service.answer_next(400, body=b"bad\r\nX-Forged: 1\x1b[31m" + b"x" * 5000)
+
+    result = await sender.send(subscription, b"x")
+
+    assert result.outcome is PushOutcome.REJECTED
+    assert result.reason is not None
+    assert result.reason.startswith("bad  X-Forged: 1 [31m")
+    assert len(result.reason) <= 512
+    assert result.reason.isprintable()
