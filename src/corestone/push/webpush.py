@@ -39,7 +39,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
 
 from corestone._extras import requires_extra
 from corestone.errors import CircuitOpenError, InvalidInputError
@@ -235,7 +234,8 @@ class WebPushSender:
             "Content-Encoding": "aes128gcm",
             "Content-Type": "application/octet-stream",
         }
-        breaker = self.breakers.get(f"push:{urlsplit(endpoint).netloc.lower()}")
+        # push:<host>, with the port only when it is not the scheme's default.
+        breaker = self.breakers.get(f"push:{audience.partition('://')[2]}")
         outcome, answer, attempts = await self._deliver(breaker, endpoint, headers, body)
         return await self._finish(subscription, outcome, answer, attempts)
 
