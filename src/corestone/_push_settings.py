@@ -96,6 +96,17 @@ class PushSettings(BaseModel):
             parse_private_key(value.get_secret_value())
         return value
 
+    @property
+    def vapid_public_key(self) -> str | None:
+        """The public key of ``vapid_private_key`` in ``applicationServerKey`` form (the
+        base64url of its 65-byte point), or None when no key is set. Needs the ``push``
+        extra (MissingExtraError names it)."""
+        if self.vapid_private_key is None:
+            return None
+        from corestone.push.vapid import public_key_of
+
+        return public_key_of(self.vapid_private_key.get_secret_value())
+
     @model_validator(mode="after")
     def _vapid_key_needs_subject(self) -> PushSettings:
         if self.vapid_private_key is not None and self.vapid_subject is None:

@@ -37,6 +37,7 @@ __all__ = [
     "b64url_decode",
     "b64url_encode",
     "parse_private_key",
+    "public_key_of",
 ]
 
 MAX_TOKEN_SECONDS: Final = 24 * 3600
@@ -92,6 +93,18 @@ def parse_private_key(text: str) -> ec.EllipticCurvePrivateKey:
         raise ValueError("is not a valid P-256 private key (out of the curve's range)") from None
 
 
+def _point(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+
+
+def public_key_of(private_key: str) -> str:
+    """The ``applicationServerKey`` (base64url of the 65-byte point) of a private key in
+    any form :func:`parse_private_key` reads."""
+    return b64url_encode(_point(parse_private_key(private_key)))
+
+
 class VapidKeys:
     """An application server's VAPID key pair and contact subject.
 
@@ -106,9 +119,7 @@ class VapidKeys:
             raise ValueError("VAPID keys are P-256 (prime256v1)")
         self._key = private_key
         self.subject = check_vapid_subject(subject)
-        self._public = private_key.public_key().public_bytes(
-            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-        )
+        self._public = _point(private_key)
         # The subject was checked above, by the rule the settings use (RFC 8292's: mailto:
         # or https:); py-vapid's stricter pattern would refuse an https URL with a path.
         self._signer = Vapid02(private_key, conf={"no-strict": True})

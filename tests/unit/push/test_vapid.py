@@ -100,6 +100,8 @@ def test_settings_read_the_key_hide_it_and_require_a_subject(
     keys = VapidKeys.from_settings(settings)
     assert keys.private_key_text() == secret
     assert secret not in repr(keys)
+    assert settings.vapid_public_key == keys.application_server_key
+    assert Settings(vapid_private_key=None).vapid_public_key is None
 
     monkeypatch.setenv("CORESTONE_VAPID_PRIVATE_KEY", secret[:-3])
     with pytest.raises(ConfigurationError) as bad_key:
