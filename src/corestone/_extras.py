@@ -24,6 +24,7 @@ EXTRA_MODULES: Mapping[str, frozenset[str]] = MappingProxyType(
         "email": frozenset({"aiolimiter", "cryptography", "email_validator", "httpx", "jinja2"}),
         "nats": frozenset({"nats"}),
         "postgres": frozenset({"alembic", "asyncpg", "sqlalchemy"}),
+        "push": frozenset({"cryptography", "http_ece", "httpx", "py_vapid"}),
         "rabbitmq": frozenset({"aio_pika"}),
         "redis": frozenset({"msgpack", "redis"}),
         "ses": frozenset({"botocore"}),

@@ -21,6 +21,7 @@ with requires_extra(__name__, "cli"):
     import typer
 
 from corestone._events_cli import events_app
+from corestone._push_cli import push_app
 from corestone.config import Settings, load_settings
 from corestone.doctor import check_services, email_report, format_report
 from corestone.errors import (
@@ -53,6 +54,7 @@ __all__ = [
     "help_if_bare",
     "main",
     "package_version",
+    "push_app",
     "saga_app",
     "saga_recover",
     "saga_retry",
@@ -77,6 +79,7 @@ email_app = typer.Typer(
 )
 app.add_typer(email_app, name="email")
 app.add_typer(events_app, name="events")
+app.add_typer(push_app, name="push")
 
 
 def package_version(distribution: str = "corestone") -> str:

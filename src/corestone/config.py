@@ -8,6 +8,7 @@ Email providers and their credentials are settings too (``EMAIL_PROVIDERS``, the
 in :mod:`corestone._email_settings`; ``SMTP_URL``; one secret per provider): a provider
 listed without what it needs stops start-up, naming the variables. API keys and signing
 keys are ``SecretStr``, masked in every representation; ``.get_secret_value()`` reads one.
+So is the VAPID private key of Web Push (the rules in :mod:`corestone._push_settings`).
 
 URLs with credentials (database, replicas, Redis, broker, SMTP) stay plain ``str``
 attributes, because the code that connects needs them whole and asks for them by name
@@ -43,6 +44,7 @@ from corestone._email_settings import (
     REQUIRED_SETTINGS,
     EmailSettings,
 )
+from corestone._push_settings import PUSH_SECRET_FIELDS, PushSettings
 from corestone.errors import ConfigurationError
 from corestone.urls import parse_database_url, redact_url, split_urls
 
@@ -50,7 +52,7 @@ __all__ = ["ENV_PREFIX", "Settings", "load_settings", "redact_url"]
 
 ENV_PREFIX = "CORESTONE_"
 _TEST_PREFIX = ENV_PREFIX + "TEST_"
-_SECRET_FIELDS = frozenset({"secret_key"}) | EMAIL_SECRET_FIELDS
+_SECRET_FIELDS = frozenset({"secret_key"}) | EMAIL_SECRET_FIELDS | PUSH_SECRET_FIELDS
 _URL_FIELDS = (
     frozenset({"broker_url", "database_replica_urls", "database_url", "redis_url", "smtp_url"})
     | EMAIL_URL_FIELDS
@@ -62,7 +64,7 @@ _BROKER_SCHEMES = {"memory", "redis", "rediss", "nats", "tls", "amqp", "amqps"}
 _SMTP_SCHEMES = {"smtp", "smtps"}
 
 
-class Settings(BaseSettings, EmailSettings):
+class Settings(BaseSettings, EmailSettings, PushSettings):
     """The configuration of one corestone process. Immutable once built."""
 
     model_config = SettingsConfigDict(

@@ -25,6 +25,7 @@ LAZY_PACKAGES = [
     "corestone.email",
     "corestone.email.providers",
     "corestone.events",
+    "corestone.push",
     "corestone.resilience",
     "corestone.testing",
 ]
