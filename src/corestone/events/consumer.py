@@ -194,7 +194,25 @@ class EventConsumer:
         return self._task is not None and not self._task.done()
 
     async def start(self) -> None:
+        """Declare the group in the broker, then start the loop.
+
+        Once this returns the group exists (if the broker answered), so every event
+        published after it reaches the group: a RabbitMQ queue holds only what was
+        published after it was declared, and the loop's first pass comes only after its
+        housekeeping. A broker that does not answer is logged; the loop declares the
+        group when it comes back.
+        """
         if self.running:
+            return
+        try:
+            await self.broker.ensure_group(self.topic, self.group)
+        except Exception as error:  # noqa: BLE001 - as in the loop: the broker may come back
+            log.warning("events consumer group not declared at start", group=self.group,
+                        error=repr(error))  # fmt: skip
+        self._start_loop()
+
+    def _start_loop(self) -> None:
+        if self.running:  # a concurrent start got here first
             return
         self._stop = asyncio.Event()
         self._task = asyncio.create_task(self._loop(), name=f"corestone-{self.name}")
