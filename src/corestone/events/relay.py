@@ -114,6 +114,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._groups: list[tuple[str, str]] = []
         self._listener: Any = None
         self._listen_task: asyncio.Task[None] | None = None
         self._listen_lost = asyncio.Event()
@@ -156,11 +157,26 @@ class OutboxRelay:
         """Start a pass now instead of at the next poll (a commit that recorded events)."""
         self._wake.set()
 
+    def declare_group(self, topic: str, group: str) -> None:
+        """Have ``start`` create ``group`` on ``topic`` before the first publish.
+
+        RabbitMQ gives a message only to the queues that exist when it is published: a
+        group that is new on the first deploy would miss what the relay publishes before
+        its consumer has started. ``add_events`` declares each consumer's group here.
+        """
+        self._groups.append((topic, group))
+
     async def start(self) -> None:
-        """Listen for commits (PostgreSQL) and run passes in the background."""
+        """Declare the groups, listen for commits (PostgreSQL), run passes in the background."""
         if self.running:
             return
         self._stop = asyncio.Event()
+        for topic, group in self._groups:
+            try:
+                await self.broker.ensure_group(topic, group)
+            except Exception as error:  # noqa: BLE001 - the consumer declares it when back
+                log.warning("events relay could not declare a group", group=group,
+                            topic=topic, error=repr(error))  # fmt: skip
         if self._should_listen:
             await self._open_listener()
             self._listen_task = asyncio.create_task(

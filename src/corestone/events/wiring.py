@@ -107,6 +107,7 @@ class Events:
         if consumer.name in self.consumers:  # the same group on a second topic
             consumer.name = f"{consumer.name}@{topic}"
         self._infra.add(consumer, check=consumer.check, component_type="worker", critical=False)
+        self.relay.declare_group(topic, group)  # before the relay's first publish
         self.consumers[consumer.name] = consumer
         return consumer
 

@@ -109,6 +109,45 @@ async def test_an_event_published_the_moment_a_consumer_started_reaches_its_grou
     assert applied == [str(event.id)]
 
 
+async def test_a_relay_declares_its_consumers_groups_before_its_first_publish(
+    db: Database, broker: tuple[Any, str]
+) -> None:
+    """On a first deploy the relay (added first) published the waiting outbox before the
+    consumers had started, and a group new on RabbitMQ got none of it. The relay now
+    creates the groups ``add_events`` wired before it publishes anything."""
+    real, topic = broker
+    await real.ensure_group(topic, "other")  # the topic is in use: publishing is accepted
+    events = registry()
+    waiting = [note("a", n) for n in range(3)]
+    await EventBus(db, events).record(*waiting)
+    relay = OutboxRelay(db, real, topic_for=lambda _type: topic, listen=False, poll_seconds=0.05)
+    relay.declare_group(topic, "effects")
+    await relay.start()
+    try:
+        for _ in range(100):  # at most 10 s: published on the first pass
+            if (await relay.refresh_stats())[0] == 0:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await relay.aclose()
+    applied: list[str] = []
+
+    async def apply(event: DomainEvent, tx: Transaction) -> None:
+        applied.append(str(event.id))
+
+    consumer = EventConsumer(db, real, events, group="effects", topic=topic,
+                             handlers={"note.added": apply}, wait_seconds=0.2)  # fmt: skip
+    await consumer.start()
+    try:
+        for _ in range(100):
+            if len(applied) == len(waiting):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await consumer.aclose()
+    assert sorted(applied) == sorted(str(e.id) for e in waiting)
+
+
 async def _effects(db: Database) -> list[str]:
     async with db.transaction(read_only=True) as tx:
         return [r.event_id for r in await tx.session.execute(text("SELECT event_id FROM effects"))]
