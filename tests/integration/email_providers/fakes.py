@@ -12,7 +12,6 @@ recomputes the signature with botocore and the known secret.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hmac
 import json
@@ -26,13 +25,14 @@ from email.policy import HTTP
 from typing import Any
 from urllib.parse import parse_qsl
 
-import uvicorn
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import Envelope, Session
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+
+from tests.local_asgi import LocalAsgiServer
 
 Reply = tuple[int, dict[str, str], bytes]
 
@@ -88,8 +88,7 @@ class FakeHttpServer:
     requests: list[Received] = field(default_factory=list)
     scripted: list[Reply] = field(default_factory=list)
     url: str = ""
-    _server: uvicorn.Server | None = None
-    _task: asyncio.Task[None] | None = None
+    _local: LocalAsgiServer | None = None
 
     def fail_next(self, status: int, body: object, headers: dict[str, str] | None = None) -> None:
         """Answer the next request with this, whatever it is."""
@@ -126,23 +125,13 @@ class FakeHttpServer:
         await send({"type": "http.response.body", "body": payload})
 
     async def start(self) -> str:
-        config = uvicorn.Config(
-            self, host="127.0.0.1", port=0, log_level="warning", lifespan="off", ws="none"
-        )
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-            await asyncio.sleep(0.01)
-        port = self._server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self._local = LocalAsgiServer(self)
+        self.url = await self._local.start()
         return self.url
 
     async def stop(self) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await self._task
+        if self._local is not None:
+            await self._local.stop()
 
 
 @dataclass

@@ -37,11 +37,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import http_ece
-import uvicorn
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from tests.local_asgi import LocalAsgiServer
 
 Reply = tuple[int, dict[str, str], bytes]
 
@@ -103,8 +104,7 @@ class PushService:
     connections: set[int] = field(default_factory=set)  # the client ports seen
     in_flight: int = 0
     most_in_flight: int = 0
-    _server: uvicorn.Server | None = None
-    _task: asyncio.Task[None] | None = None
+    _local: LocalAsgiServer | None = None
 
     # -- the test's handles -------------------------------------------------------------
 
@@ -264,20 +264,10 @@ class PushService:
         await send({"type": "http.response.body", "body": payload})
 
     async def start(self) -> str:
-        config = uvicorn.Config(
-            self, host="127.0.0.1", port=0, log_level="warning", lifespan="off", ws="none"
-        )
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-            await asyncio.sleep(0.01)
-        port = self._server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self._local = LocalAsgiServer(self)
+        self.url = await self._local.start()
         return self.url
 
     async def stop(self) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await self._task
+        if self._local is not None:
+            await self._local.stop()
