@@ -30,8 +30,18 @@ from datetime import datetime
 from corestone._extras import requires_extra
 
 with requires_extra(__name__, "postgres", "sqlite"):
-    from sqlalchemy import Integer, String, Table, Text, delete, func, select, update
-    from sqlalchemy.dialects import postgresql, sqlite
+    from sqlalchemy import (
+        Integer,
+        String,
+        Table,
+        Text,
+        bindparam,
+        delete,
+        func,
+        select,
+        text,
+        update,
+    )
     from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy.orm import Mapped, mapped_column
 
@@ -74,6 +84,16 @@ class DeadLetterRecord(Base):
 _INBOX: Table = InboxRecord.__table__  # type: ignore[assignment]
 _DEAD: Table = DeadLetterRecord.__table__  # type: ignore[assignment]
 
+# Text, not ``insert().on_conflict_do_nothing()``: SQLAlchemy has no cache key for the
+# ON CONFLICT clause, so that statement was compiled anew for every event handled (a
+# third of a consumer's CPU, measured by bench events). PostgreSQL and SQLite (3.35+)
+# both read this one.
+_CLAIM = text(
+    "INSERT INTO corestone_events_inbox (consumer, event_id, handled_at) "
+    "VALUES (:consumer, :event_id, :handled_at) "
+    "ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id"
+).bindparams(bindparam("handled_at", type_=_INBOX.c.handled_at.type))
+
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
@@ -102,12 +122,8 @@ class InboxStore:
 
     async def claim(self, session: AsyncSession, consumer: str, event_id: str) -> bool:
         """Record ``event_id`` as handled by ``consumer``; False if it already was."""
-        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
         result = await session.execute(
-            dialect.insert(_INBOX)
-            .values(consumer=consumer, event_id=event_id, handled_at=self.now())
-            .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
-            .returning(_INBOX.c.event_id)
+            _CLAIM, {"consumer": consumer, "event_id": event_id, "handled_at": self.now()}
         )
         return result.first() is not None
 
