@@ -1,0 +1,45 @@
+"""Hostile review of the events (issue 14): each defect found, against the real servers.
+
+Every test here failed before its fix.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from corestone.events.brokers import OutgoingMessage
+
+from .brokers import cleanup, make_broker, service_url, unique_topic
+
+
+@pytest.fixture
+async def redis_broker(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Any, str]]:
+    topic = unique_topic()
+    broker: Any = make_broker("redis", service_url("redis", request))
+    await broker.start()
+    yield broker, topic
+    await cleanup(broker, topic, ["g"])
+
+
+def _message(topic: str, **headers: str) -> OutgoingMessage:
+    return OutgoingMessage(id=str(uuid.uuid4()), topic=topic, body=b"{}", key="k", headers=headers)
+
+
+async def test_redis_entry_that_is_not_utf8_does_not_stall_the_group(
+    redis_broker: tuple[Any, str],
+) -> None:
+    """An entry XADDed by someone else with an ``id`` that is not UTF-8 reaches the
+    consumer (to be dead-lettered) and the entry beside it is delivered: a strict decode
+    made every fetch raise, holding both in the pending list, again at each redelivery."""
+    broker, topic = redis_broker
+    await broker.ensure_group(topic, "g")
+    await broker._redis().xadd(broker.stream_key(topic), {"id": b"\xff\xfe", "body": b"\xff"})
+    good = _message(topic)
+    await broker.publish([good])
+    found = await broker.fetch(topic, "g", consumer="c", limit=10, wait_seconds=0.5)
+    assert [d.id for d in found] == ["\ufffd\ufffd", good.id]
+    assert found[0].body == b"\xff"  # the body as sent, for the dead letter
