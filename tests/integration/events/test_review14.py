@@ -5,6 +5,7 @@ Every test here failed before its fix.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,6 +21,15 @@ from .brokers import cleanup, make_broker, service_url, unique_topic
 async def redis_broker(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Any, str]]:
     topic = unique_topic()
     broker: Any = make_broker("redis", service_url("redis", request))
+    await broker.start()
+    yield broker, topic
+    await cleanup(broker, topic, ["g"])
+
+
+@pytest.fixture
+async def rabbit_broker(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Any, str]]:
+    topic = unique_topic()
+    broker: Any = make_broker("rabbitmq", service_url("rabbitmq", request))
     await broker.start()
     yield broker, topic
     await cleanup(broker, topic, ["g"])
@@ -43,3 +53,25 @@ async def test_redis_entry_that_is_not_utf8_does_not_stall_the_group(
     found = await broker.fetch(topic, "g", consumer="c", limit=10, wait_seconds=0.5)
     assert [d.id for d in found] == ["\ufffd\ufffd", good.id]
     assert found[0].body == b"\xff"  # the body as sent, for the dead letter
+
+
+async def test_rabbitmq_forged_attempts_header_does_not_hold_the_batch(
+    rabbit_broker: tuple[Any, str],
+) -> None:
+    """A message published with a forged ``x-corestone-attempts`` ("abc") is delivered as
+    a first attempt, and so is the message behind it: ``int()`` raised in ``fetch`` after
+    the batch left the buffer, and the batch stayed unacked until the process restarted."""
+    broker, topic = rabbit_broker
+    await broker.ensure_group(topic, "g")
+    forged, good = _message(topic, **{"x-corestone-attempts": "abc"}), _message(topic)
+    await broker.publish([forged])
+    await broker.publish([good])
+    found: list[Any] = []
+    for _ in range(20):
+        found += await broker.fetch(topic, "g", consumer="c", limit=10, wait_seconds=0.5)
+        if len(found) >= 2:
+            break
+        await asyncio.sleep(0.1)
+    assert [(d.id, d.attempt) for d in found] == [(forged.id, 1), (good.id, 1)]
+    for delivery in found:
+        await broker.ack(delivery)
