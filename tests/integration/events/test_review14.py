@@ -8,13 +8,18 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from corestone.events.brokers import OutgoingMessage
+from corestone.db import Database
+from corestone.events import DomainEvent, EventBus, OutboxRelay
+from corestone.events.brokers import MemoryBroker, OutgoingMessage
+from corestone.events.outbox import OutboxStore
 
 from .brokers import cleanup, make_broker, service_url, unique_topic
+from .conftest import note, registry
 
 
 @pytest.fixture
@@ -75,3 +80,21 @@ async def test_rabbitmq_forged_attempts_header_does_not_hold_the_batch(
     assert [(d.id, d.attempt) for d in found] == [(forged.id, 1), (good.id, 1)]
     for delivery in found:
         await broker.ack(delivery)
+
+
+async def test_positions_never_go_back_after_the_outbox_was_pruned_empty(db: Database) -> None:
+    """An outbox idle past the retention keeps its newest sent row: the next positions
+    follow it, so a replay reader resuming after position 2 sees the new event. Pruning
+    every sent row numbered the next ones from 1 again, below the reader's position."""
+    now = [datetime.now(UTC)]
+    bus = EventBus(db, registry(), store=OutboxStore(now=lambda: now[0]))
+    relay = OutboxRelay(db, MemoryBroker(), listen=False, now=lambda: now[0], retention_seconds=60)
+    await bus.record(note("1", 0), note("1", 1))
+    await relay.run_once()
+    now[0] += timedelta(hours=1)
+    assert await relay.prune() == 1
+    await bus.record(note("1", 2))
+    await relay.run_once()
+    async with db.transaction(read_only=True) as tx:
+        window = await relay.store.sent_after(tx.session, 2, limit=10)
+    assert [(s.position, DomainEvent.from_json(s.body).payload["n"]) for s in window] == [(3, 2)]
