@@ -12,7 +12,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from corestone import cli as corestone_cli
 from corestone.db import Database
 from corestone.events import DomainEvent, EventBus, OutboxRelay
 from corestone.events.brokers import MemoryBroker, OutgoingMessage
@@ -20,6 +22,7 @@ from corestone.events.outbox import OutboxStore
 
 from .brokers import cleanup, make_broker, service_url, unique_topic
 from .conftest import note, registry
+from .test_dead_letters_cli import url  # noqa: F401 - the fixture
 
 
 @pytest.fixture
@@ -98,3 +101,25 @@ async def test_positions_never_go_back_after_the_outbox_was_pruned_empty(db: Dat
     async with db.transaction(read_only=True) as tx:
         window = await relay.store.sent_after(tx.session, 2, limit=10)
     assert [(s.position, DomainEvent.from_json(s.body).payload["n"]) for s in window] == [(3, 2)]
+
+
+@pytest.mark.usefixtures("url")
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["replay", str(2**63)],
+        ["drop", str(2**70)],
+        ["list", "--consumer", "\x00"],
+        ["replay", "--consumer", "mail\x1b[2J", "--all"],
+        ["drop", "1", "--consumer", "x" * 101],
+    ],
+)
+def test_dead_letters_cli_refuses_impossible_ids_and_groups_as_usage_errors(
+    args: list[str],
+) -> None:
+    """An id past BIGINT or a group no consumer can have (NUL, escapes, over 100
+    characters) is a usage error, exit 2: they reached the database and came back as exit
+    1 "are the events tables migrated?" (PostgreSQL) or an OverflowError traceback (SQLite)."""
+    result = CliRunner().invoke(corestone_cli.app, ["events", "dead-letters", *args])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value" in result.output
