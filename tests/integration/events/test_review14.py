@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from corestone import cli as corestone_cli
 from corestone.db import Database
-from corestone.events import DomainEvent, EventBus, OutboxRelay
+from corestone.events import DomainEvent, EventBus, EventConsumer, OutboxRelay
 from corestone.events.brokers import MemoryBroker, OutgoingMessage
 from corestone.events.outbox import OutboxStore
 
@@ -123,3 +123,65 @@ def test_dead_letters_cli_refuses_impossible_ids_and_groups_as_usage_errors(
     result = CliRunner().invoke(corestone_cli.app, ["events", "dead-letters", *args])
     assert result.exit_code == 2, result.output
     assert "Invalid value" in result.output
+
+
+async def _slow_to_unwind(entered: asyncio.Event) -> None:
+    """Block until cancelled, then take half a second to unwind (a rollback on a slow
+    network), shielded as such cleanup is."""
+    entered.set()
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        await asyncio.shield(asyncio.sleep(0.5))
+        raise
+
+
+async def _cancel_the_stop(aclose: Any, task: asyncio.Task[None]) -> None:
+    """Cancel ``aclose()`` (a stop timeout) once the drain is over and the loop unwinds:
+    the cancellation must come out of it, and only once the loop has ended."""
+    stopping = asyncio.create_task(aclose())
+    await asyncio.sleep(0.2)  # drain (0.05 s) over: the loop is cancelled and unwinding
+    assert not task.done()
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    assert task.done()
+
+
+async def test_a_cancelled_consumer_stop_waits_for_its_loop_and_propagates(db: Database) -> None:
+    """The runtime cancels a component's ``aclose`` at its stop timeout, then closes the
+    database: the consumer's stop must not return (swallowing the cancellation) while
+    its handler's transaction is still unwinding."""
+    entered = asyncio.Event()
+
+    async def handler(_event: DomainEvent, _tx: Any) -> None:
+        await _slow_to_unwind(entered)
+
+    broker = MemoryBroker()
+    event = note()
+    await broker.publish([OutgoingMessage(id=str(event.id), topic="t", body=event.to_json())])
+    consumer = EventConsumer(
+        db, broker, registry(), group="g", topic="t", handlers={"note.added": handler},
+        wait_seconds=0.05, drain_seconds=0.05,
+    )  # fmt: skip
+    await consumer.start()
+    await asyncio.wait_for(entered.wait(), 30)
+    assert consumer._task is not None
+    await _cancel_the_stop(consumer.aclose, consumer._task)
+
+
+async def test_a_cancelled_relay_stop_waits_for_its_pass_and_propagates(db: Database) -> None:
+    """The same for the relay: a stop cancelled while a pass unwinds from its publish
+    returns only when the pass has ended, and raises the cancellation."""
+    entered = asyncio.Event()
+
+    class SlowBroker(MemoryBroker):
+        async def publish(self, messages: Any) -> None:
+            await _slow_to_unwind(entered)
+
+    await EventBus(db, registry()).record(note())
+    relay = OutboxRelay(db, SlowBroker(), listen=False, poll_seconds=0.05, drain_seconds=0.05)
+    await relay.start()
+    await asyncio.wait_for(entered.wait(), 30)
+    assert relay._task is not None
+    await _cancel_the_stop(relay.aclose, relay._task)
