@@ -67,8 +67,24 @@ def _dead_letters(ctx: typer.Context) -> None:
     help_if_bare(ctx)
 
 
+_ID_MAX = 2**63 - 1
+"""The largest dead letter id (a BIGINT): a larger one is no dead letter, not a database error."""
+
+
+def _group(value: str | None) -> str | None:
+    """A consumer group as ``EventConsumer`` allows one: 1 to 100 printable characters.
+
+    Anything else is a usage error (exit 2), where a NUL reached PostgreSQL and came back
+    as exit 1, "are the events tables migrated?".
+    """
+    if value is not None and not (0 < len(value) <= 100 and value.isprintable()):
+        raise typer.BadParameter("a consumer group is 1 to 100 printable characters")
+    return value
+
+
 _ConsumerOption = Annotated[
-    str | None, typer.Option("--consumer", metavar="GROUP", help="The consumer group.")
+    str | None,
+    typer.Option("--consumer", metavar="GROUP", help="The consumer group.", callback=_group),
 ]
 
 
@@ -104,7 +120,8 @@ def dead_letters_list(
 @dead_letters_app.command("replay")
 def dead_letters_replay(
     letter_id: Annotated[
-        int | None, typer.Argument(metavar="ID", help="The dead letter to replay.")
+        int | None,
+        typer.Argument(metavar="ID", help="The dead letter to replay.", min=1, max=_ID_MAX),
     ] = None,
     consumer: _ConsumerOption = None,
     every: Annotated[bool, typer.Option("--all", help="Every dead letter of --consumer.")] = False,
@@ -158,7 +175,9 @@ def dead_letters_replay(
 
 @dead_letters_app.command("drop")
 def dead_letters_drop(
-    letter_id: Annotated[int, typer.Argument(metavar="ID", help="The dead letter to delete.")],
+    letter_id: Annotated[
+        int, typer.Argument(metavar="ID", help="The dead letter to delete.", min=1, max=_ID_MAX)
+    ],
     consumer: _ConsumerOption = None,
 ) -> None:
     """Delete dead letter ID for good (with --consumer, only if it is that group's).

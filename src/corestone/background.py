@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from corestone.observability.logging import get_logger
 
-__all__ = ["PassLoop"]
+__all__ = ["PassLoop", "cancel_and_wait"]
 
 log = get_logger(__name__)
 
@@ -97,7 +97,7 @@ class PassLoop:
             # make the stop raise it.
             await asyncio.wait([task], timeout=self.drain_seconds)
         finally:
-            await _cancel_and_wait(task, self.name)
+            await cancel_and_wait(task, self.name)
 
     async def _loop(self) -> None:
         more = not self._wait_first
@@ -119,7 +119,7 @@ class PassLoop:
                 self.last_error, pause = None, self.poll_seconds
 
 
-async def _cancel_and_wait(task: asyncio.Task[None], name: str) -> None:
+async def cancel_and_wait(task: asyncio.Task[None], name: str) -> None:
     """Cancel ``task`` and wait until it has ended, even if the caller is cancelled meanwhile.
 
     ``suppress(CancelledError): await task`` would swallow a cancellation of the caller

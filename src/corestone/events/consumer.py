@@ -43,6 +43,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from corestone import context
+from corestone.background import cancel_and_wait
 from corestone.db.database import Database
 from corestone.db.models import utc_now
 from corestone.db.transactions import Transaction
@@ -230,9 +231,10 @@ class EventConsumer:
         try:
             await asyncio.wait([task], timeout=self.drain_seconds)
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Not ``suppress(CancelledError): await task``: a stop cancelled meanwhile (the
+            # runtime's stop timeout) was swallowed, and this returned while the loop still
+            # unwound, touching the database the runtime closes next.
+            await cancel_and_wait(task, self.name)
 
     async def _loop(self) -> None:
         while not self._stop.is_set():

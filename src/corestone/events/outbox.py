@@ -23,7 +23,8 @@ How a row moves, and why no event can be skipped (ADR 0031 has the whole argumen
 - A publish that fails gives the rows back with a backoff. A relay that dies between
   publishing and marking leaves its lease to expire; another relay publishes the rows
   again (consumers de-duplicate by event id).
-- ``sent`` rows are deleted once older than the retention (:meth:`OutboxStore.prune`).
+- ``sent`` rows are deleted once older than the retention (:meth:`OutboxStore.prune`),
+  all but the one with the largest position, which the next positions count on.
 """
 
 from __future__ import annotations
@@ -381,11 +382,18 @@ class OutboxStore:
         return {row.seq for row in result}
 
     async def prune(self, session: AsyncSession, *, older_than: timedelta, limit: int) -> int:
-        """Delete up to ``limit`` sent rows sent more than ``older_than`` ago; return how many."""
+        """Delete up to ``limit`` sent rows sent more than ``older_than`` ago; return how many.
+
+        The row with the largest position is kept whatever its age: the next positions
+        are numbered from it (:meth:`mark_sent`), so deleting it (an outbox idle for
+        longer than the retention) started them again from 1, and a replay reader
+        resuming after the last position it saw skipped every new event below it.
+        """
         cutoff = self.now() - older_than
+        newest = select(func.max(_T.c.position)).scalar_subquery()
         old = (
             select(_T.c.seq)
-            .where(_T.c.status == "sent", _T.c.sent_at < cutoff)
+            .where(_T.c.status == "sent", _T.c.sent_at < cutoff, _T.c.position < newest)
             .order_by(_T.c.sent_at)
             .limit(limit)
         )

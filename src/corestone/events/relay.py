@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from corestone.background import cancel_and_wait
 from corestone.clock import Clock, monotonic
 from corestone.db.database import Database
 from corestone.db.models import utc_now
@@ -193,20 +194,21 @@ class OutboxRelay:
         """
         task, self._task = self._task, None
         listening, self._listen_task = self._listen_task, None
-        if listening is not None:
-            listening.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listening
-        if task is not None:
-            self._stop.set()
-            self._wake.set()
-            try:
-                await asyncio.wait([task], timeout=self.drain_seconds)
-            finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        await self._close_listener()
+        try:
+            if listening is not None:
+                await cancel_and_wait(listening, "events-relay-listen")
+            if task is not None:
+                self._stop.set()
+                self._wake.set()
+                try:
+                    await asyncio.wait([task], timeout=self.drain_seconds)
+                finally:
+                    # Waits for the pass to end even if this stop is cancelled meanwhile
+                    # (then re-raised): ``suppress(CancelledError): await task`` swallowed
+                    # that, returning while the pass still ran against the database.
+                    await cancel_and_wait(task, self.name)
+        finally:
+            await self._close_listener()
 
     async def _open_listener(self) -> bool:
         """A pooled connection kept LISTENing; on any failure the relay polls instead.

@@ -299,8 +299,8 @@ class RabbitMQBroker:
 
     def _delivery(self, topic: str, group: str, message: Any) -> Delivery:
         headers = dict(message.headers or {})
-        before = int(headers.pop(_ATTEMPTS, 0) or 0)
-        returned = int(headers.get("x-delivery-count", 0) or 0)
+        before = _count(headers.pop(_ATTEMPTS, 0))
+        returned = _count(headers.get("x-delivery-count", 0))
         return Delivery(
             id=message.message_id or "",
             topic=topic,
@@ -468,3 +468,22 @@ class RabbitMQBroker:
                 await channel.exchange_delete(exchange)
         with contextlib.suppress(*_Failures):
             await channel.close()
+
+
+def _count(value: Any) -> int:
+    """A count from a message header; 0 if it is not a whole number from 0 to 2**31.
+
+    Anyone who can publish to the exchange sets headers: ``int()`` of a forged
+    ``x-corestone-attempts`` ("abc", a list, 5,000 digits) raised in ``fetch``, after the
+    batch was taken from the buffer, so the batch's other messages were neither handed
+    out nor requeued: held unacked until the process restarted.
+    """
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return 0
+    try:
+        count = int(value)
+    except ValueError:
+        return 0
+    return count if 0 <= count <= 2**31 else 0

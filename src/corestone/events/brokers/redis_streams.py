@@ -386,4 +386,12 @@ class RedisStreamsBroker:
 
 
 def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    """``value`` as text; bytes that are not UTF-8 become U+FFFD.
+
+    Strict decoding let one entry written to the stream by anyone else (an ``id`` or a
+    field name that is not UTF-8) fail the whole fetch, again at every redelivery, with
+    the entries fetched beside it held in the group's pending list: a stalled group.
+    Replaced, the entry reaches the consumer, which dead-letters it (its id is no
+    event's) and goes on.
+    """
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
