@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from corestone.observability.logging import get_logger
 
@@ -119,7 +120,7 @@ class PassLoop:
                 self.last_error, pause = None, self.poll_seconds
 
 
-async def cancel_and_wait(task: asyncio.Task[None], name: str) -> None:
+async def cancel_and_wait(task: asyncio.Future[Any], name: str) -> None:
     """Cancel ``task`` and wait until it has ended, even if the caller is cancelled meanwhile.
 
     ``suppress(CancelledError): await task`` would swallow a cancellation of the caller

@@ -38,7 +38,7 @@ import contextlib
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -270,6 +270,29 @@ class EventConsumer:
                 log.warning("events consumer housekeeping failed", group=self.group, job=name,
                             error=repr(error))  # fmt: skip
 
+    def _in_loop(self) -> bool:
+        return asyncio.current_task() is self._loop_task
+
+    async def _until_stopped(self, fetch: Awaitable[Sequence[Delivery]]) -> Sequence[Delivery]:
+        """The loop's fetch, given up when a stop begins while it waits for deliveries.
+
+        An idle consumer would otherwise hold every shutdown for its whole fetch wait.
+        What a broker handed out during a fetch given up comes back after its ack wait.
+        """
+        fetching = asyncio.ensure_future(fetch)
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({fetching, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            fetching.cancel()
+            raise
+        finally:
+            stopping.cancel()
+        if fetching.done():
+            return fetching.result()
+        await cancel_and_wait(fetching, self.name)
+        return []
+
     def _stopping(self) -> bool:
         """The loop is stopping and this is its own pass: leave the rest for later.
 
@@ -331,13 +354,14 @@ class EventConsumer:
     async def run_once(self, *, wait_seconds: float | None = None) -> int:
         """Fetch one batch (waiting up to ``wait_seconds``) and handle it; return its size."""
         await self.broker.ensure_group(self.topic, self.group)
-        deliveries = await self.broker.fetch(
+        fetch = self.broker.fetch(
             self.topic,
             self.group,
             consumer=self.consumer_id,
             limit=self.batch,
             wait_seconds=self.wait_seconds if wait_seconds is None else wait_seconds,
         )
+        deliveries = await (self._until_stopped(fetch) if self._in_loop() else fetch)
         for delivery in deliveries:
             if self._stopping():
                 break  # shutting down: the rest are redelivered after the ack wait

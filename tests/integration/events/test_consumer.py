@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -209,3 +210,22 @@ async def test_events_without_a_handler_are_acked_and_skipped(db: Database) -> N
     assert await consumer.run_once() == 1
     assert broker.pending(TOPIC, "effects") == 0
     assert await consumer.dead_letters() == []
+
+
+async def test_a_stop_does_not_wait_out_an_idle_consumers_fetch(db: Database) -> None:
+    """An idle consumer sat in its fetch for the whole ``wait_seconds`` before a stop
+    took effect: every shutdown of a process with consumers (every taskboard test app)
+    paid it. A stop now gives up a waiting fetch; an event published afterwards is
+    still there for the next consumer of the group."""
+    await _effects_table(db)
+    broker = MemoryBroker()
+    consumer = _consumer(db, broker, wait_seconds=3600, drain_seconds=3600,
+                         handlers={"note.added": _apply})  # fmt: skip
+    await consumer.start()
+    await asyncio.sleep(0.05)  # in its fetch, waiting
+    await asyncio.wait_for(consumer.aclose(), 60)  # a bound, not a timing: 3600 s before
+    event = note("a", 1)
+    await _publish(broker, event)
+    again = _consumer(db, broker, handlers={"note.added": _apply})
+    assert await again.run_once() == 1
+    assert await _effects(db) == [str(event.id)]
