@@ -55,14 +55,14 @@ events_app.add_typer(dead_letters_app, name="dead-letters")
 
 @events_app.callback(invoke_without_command=True)
 def _events(ctx: typer.Context) -> None:
-    from corestone.cli import help_if_bare
+    from corestone._cli_common import help_if_bare
 
     help_if_bare(ctx)
 
 
 @dead_letters_app.callback(invoke_without_command=True)
 def _dead_letters(ctx: typer.Context) -> None:
-    from corestone.cli import help_if_bare
+    from corestone._cli_common import help_if_bare
 
     help_if_bare(ctx)
 
@@ -231,7 +231,7 @@ def _run(
     ``every`` seconds until ``until(result)`` or ``timeout`` seconds have passed; the
     last result is returned.
     """
-    from corestone.cli import settings_or_exit
+    from corestone._cli_common import settings_or_exit
 
     settings = settings_or_exit(quiet=True)
 

@@ -27,7 +27,7 @@ push_app = typer.Typer(
 
 @push_app.callback(invoke_without_command=True)
 def _push(ctx: typer.Context) -> None:
-    from corestone.cli import help_if_bare
+    from corestone._cli_common import help_if_bare
 
     help_if_bare(ctx)
 
@@ -66,7 +66,7 @@ def push_public_key() -> None:
 
     Exit status 2 when the key is not configured or the 'push' extra is missing.
     """
-    from corestone.cli import settings_or_exit
+    from corestone._cli_common import settings_or_exit
 
     settings = settings_or_exit(quiet=True)
     try:

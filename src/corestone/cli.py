@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 from corestone._bulk_cli import read_recipients, watch_bulk
+from corestone._cli_common import EXIT_CONFIGURATION, EXIT_OK, help_if_bare, settings_or_exit
 from corestone._extras import requires_extra
 from corestone._version import installed_version
 
@@ -22,15 +23,13 @@ with requires_extra(__name__, "cli"):
 
 from corestone._events_cli import events_app
 from corestone._push_cli import push_app
-from corestone.config import Settings, load_settings
+from corestone.config import Settings
 from corestone.doctor import check_services, email_report, format_report
 from corestone.errors import (
-    ConfigurationError,
     CorestoneError,
     InvalidInputError,
     NotFoundError,
 )
-from corestone.observability.logging import configure_logging
 
 if TYPE_CHECKING:
     from corestone.email.tracking import EmailTracker, MessageSummary
@@ -62,9 +61,7 @@ __all__ = [
     "version_callback",
 ]
 
-EXIT_OK = 0
 EXIT_SERVICE_FAILED = 1
-EXIT_CONFIGURATION = 2
 
 # Plain click help (rich_markup_mode=None): typer's rich tables print "<bool>" beside
 # every flag (--help included) and keep a docstring's line breaks mid-sentence.
@@ -103,16 +100,6 @@ def version_callback(prog: str) -> Callable[[bool], None]:
             raise typer.Exit(EXIT_OK)
 
     return show
-
-
-def help_if_bare(ctx: typer.Context) -> None:
-    """In a group's callback: with no subcommand, print the help and exit 0.
-
-    Click's ``no_args_is_help`` exits 2, as for a usage error, though nothing was wrong.
-    """
-    if ctx.invoked_subcommand is None:
-        typer.echo(ctx.get_help())
-        raise typer.Exit(EXIT_OK)
 
 
 @app.callback(invoke_without_command=True)
@@ -484,26 +471,6 @@ def _saga_registry(app_ref: str, app_dir: Path) -> SagaRegistry:
     except CorestoneError as error:
         typer.echo(f"error: {error.message}", err=True)
         raise typer.Exit(EXIT_CONFIGURATION) from None
-
-
-def settings_or_exit(*, quiet: bool = False) -> Settings:
-    """The settings from the environment, with logging configured; else exit 2.
-
-    Every line of a configuration error goes to stderr, so a command line tool built on
-    corestone fails the same way as ``corestone`` itself. ``quiet`` keeps components'
-    info lines ("database started") out of a command whose report is its output.
-    """
-    try:
-        settings = load_settings()
-    except ConfigurationError as error:
-        for line in error.message.splitlines():
-            typer.echo(f"configuration error: {line}", err=True)
-        raise typer.Exit(EXIT_CONFIGURATION) from None
-    level = settings.log_level
-    if quiet and level not in ("debug", "error"):
-        level = "warning"
-    configure_logging(format=settings.effective_log_format, level=level)
-    return settings
 
 
 def main() -> None:

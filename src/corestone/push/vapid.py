@@ -17,19 +17,29 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
+
+from pydantic import SecretStr
 
 from corestone._extras import requires_extra
-from corestone._push_settings import check_vapid_subject
 from corestone.errors import ConfigurationError
+from corestone.push._subject import check_vapid_subject
 
 with requires_extra(__name__, "push"):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from py_vapid import Vapid02
 
-if TYPE_CHECKING:
-    from corestone.config import Settings
+
+class _VapidSettings(Protocol):
+    """What :meth:`VapidKeys.from_settings` reads (``corestone.Settings`` has it)."""
+
+    @property
+    def vapid_private_key(self) -> SecretStr | None: ...
+
+    @property
+    def vapid_subject(self) -> str | None: ...
+
 
 __all__ = [
     "MAX_TOKEN_SECONDS",
@@ -135,7 +145,7 @@ class VapidKeys:
         return cls(parse_private_key(text), subject)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> VapidKeys:
+    def from_settings(cls, settings: _VapidSettings) -> VapidKeys:
         """From ``CORESTONE_VAPID_PRIVATE_KEY`` and ``_SUBJECT``; ConfigurationError if unset."""
         if settings.vapid_private_key is None or settings.vapid_subject is None:
             raise ConfigurationError(
