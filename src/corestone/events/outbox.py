@@ -90,6 +90,7 @@ class EventOutboxRecord(Base):
         Index("ix_corestone_events_outbox_aggregate", "aggregate_type", "aggregate_id", "seq"),
         Index("ix_corestone_events_outbox_position", "position", unique=True),
         Index("ix_corestone_events_outbox_status_sent_at", "status", "sent_at"),
+        Index("ix_corestone_events_outbox_workspace_position", "workspace_id", "position"),
     )
 
     seq: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
