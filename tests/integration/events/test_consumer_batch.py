@@ -5,32 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import text
 
 from corestone.db import Database, Transaction
 from corestone.events import DomainEvent, EventConsumer, MemoryBroker
 from corestone.events.brokers import OutgoingMessage
 
-from .conftest import note, registry
+from .conftest import apply_effect, create_effects_table, effects, note, registry
 
 TOPIC = "corestone.events"
-
-
-async def _effects_table(db: Database) -> None:
-    async with db.engine.begin() as conn:
-        await conn.execute(text("CREATE TABLE effects (event_id VARCHAR(36) NOT NULL)"))
-
-
-async def _effects(db: Database) -> list[str]:
-    async with db.transaction(read_only=True) as tx:
-        rows = await tx.session.execute(text("SELECT event_id FROM effects"))
-        return sorted(r.event_id for r in rows)
-
-
-async def _apply(event: DomainEvent, tx: Transaction) -> None:
-    await tx.session.execute(
-        text("INSERT INTO effects (event_id) VALUES (:e)"), {"e": str(event.id)}
-    )
 
 
 def _consumer(db: Database, broker: MemoryBroker, handler: Any, **options: Any) -> EventConsumer:
@@ -48,31 +30,31 @@ async def _publish(broker: MemoryBroker, *events: DomainEvent) -> None:
 async def test_a_fetched_batch_commits_once(db: Database) -> None:
     """Twenty events in one fetch: twenty effects, twenty acks, one commit (one
     transaction per event held a consumer under 200 events a second)."""
-    await _effects_table(db)
+    await create_effects_table(db)
     broker = MemoryBroker()
     events = [note(str(n), n) for n in range(20)]
     await _publish(broker, *events)
-    consumer = _consumer(db, broker, _apply, batch=50)
+    consumer = _consumer(db, broker, apply_effect, batch=50)
     commits: list[int] = []
     sa_event.listen(db.engine.sync_engine, "commit", lambda _conn: commits.append(1))
 
     assert await consumer.run_once() == 20
     assert len(commits) == 1
 
-    assert await _effects(db) == sorted(str(e.id) for e in events)
+    assert await effects(db) == sorted(str(e.id) for e in events)
     assert broker.pending(TOPIC, "effects") == 0
 
 
 async def test_a_failing_handler_rolls_back_only_its_own_savepoint(db: Database) -> None:
     """The third of five handlers writes, then raises: its write is undone and it is
     naked for a retry; the other four commit and are acked."""
-    await _effects_table(db)
+    await create_effects_table(db)
     broker = MemoryBroker()
     events = [note(str(n), n) for n in range(5)]
     await _publish(broker, *events)
 
     async def third_fails(event: DomainEvent, tx: Transaction) -> None:
-        await _apply(event, tx)
+        await apply_effect(event, tx)
         if event.id == events[2].id:
             raise RuntimeError("broken for this one")
 
@@ -82,23 +64,23 @@ async def test_a_failing_handler_rolls_back_only_its_own_savepoint(db: Database)
     outcomes = await consumer.handle_batch(deliveries)
 
     assert outcomes == ["handled", "handled", "retried", "handled", "handled"]
-    assert await _effects(db) == sorted(str(e.id) for i, e in enumerate(events) if i != 2)
+    assert await effects(db) == sorted(str(e.id) for i, e in enumerate(events) if i != 2)
     assert broker.pending(TOPIC, "effects") == 1
 
 
 async def test_a_duplicate_inside_one_batch_has_one_effect(db: Database) -> None:
     """The same event twice in one fetch (a republish landed beside the first): the second
     finds the first's inbox row, uncommitted but in the same transaction."""
-    await _effects_table(db)
+    await create_effects_table(db)
     broker = MemoryBroker(dedupe_window_seconds=0)
     event = note()
     await _publish(broker, event)
     await _publish(broker, event)
-    consumer = _consumer(db, broker, _apply)
+    consumer = _consumer(db, broker, apply_effect)
     deliveries = await broker.fetch(TOPIC, "effects", consumer="c", limit=10, wait_seconds=0)
 
     assert await consumer.handle_batch(deliveries) == ["handled", "duplicate"]
-    assert await _effects(db) == [str(event.id)]
+    assert await effects(db) == [str(event.id)]
 
 
 async def test_a_poison_event_that_breaks_the_transaction_fails_alone(db: Database) -> None:
@@ -106,13 +88,13 @@ async def test_a_poison_event_that_breaks_the_transaction_fails_alone(db: Databa
     connection) cannot be told apart inside the batch: the batch is applied again one
     event per transaction, so the poison one is retried alone and the others commit —
     instead of the whole batch failing at every delivery for ever."""
-    await _effects_table(db)
+    await create_effects_table(db)
     broker = MemoryBroker()
     events = [note(str(n), n) for n in range(4)]
     await _publish(broker, *events)
 
     async def poison_kills_the_connection(event: DomainEvent, tx: Transaction) -> None:
-        await _apply(event, tx)
+        await apply_effect(event, tx)
         if event.id == events[1].id:
             connection = await tx.session.connection()
             await connection.invalidate()
@@ -123,5 +105,5 @@ async def test_a_poison_event_that_breaks_the_transaction_fails_alone(db: Databa
     outcomes = await consumer.handle_batch(deliveries)
 
     assert outcomes == ["handled", "retried", "handled", "handled"]
-    assert await _effects(db) == sorted(str(e.id) for i, e in enumerate(events) if i != 1)
+    assert await effects(db) == sorted(str(e.id) for i, e in enumerate(events) if i != 1)
     assert broker.pending(TOPIC, "effects") == 1
