@@ -57,6 +57,7 @@ _OPERATIONS: Final[dict[type[Any], Operation]] = {
 _SQLGLOT_DIALECTS: Final = {"postgresql": "postgres", "sqlite": "sqlite"}
 # Statements sqlglot reads only as an opaque Command (and warns about each): not parsed.
 _COMMANDS: Final = ("SAVEPOINT", "RELEASE", "ROLLBACK", "PRAGMA", "SET", "SHOW", "RESET")
+_CONTROL: Final = frozenset({"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "END", "START"})
 _VALUE_TYPES: Final = (exp.Literal, exp.Placeholder, exp.Parameter)
 PLACEHOLDER: Final = "?"
 
@@ -69,7 +70,9 @@ class Fingerprint:
     ``tables`` are the tables it names (CTE names left out), for an index advisor.
     ``dialect`` is SQLAlchemy's name of the database (part of the hash: the same text on
     two databases is two workloads). ``parsed`` is False when the fallback normalisation
-    made ``text``.
+    made ``text``. ``control`` marks transaction control (BEGIN, COMMIT, SAVEPOINT…):
+    sent as SQL text on SQLite, by the driver on PostgreSQL, so not counted as a query of
+    a unit of work.
     """
 
     id: str
@@ -78,6 +81,7 @@ class Fingerprint:
     dialect: str = ""
     tables: tuple[str, ...] = ()
     parsed: bool = True
+    control: bool = False
 
 
 def fingerprint_of(statement: str, dialect: str) -> Fingerprint:
@@ -86,7 +90,11 @@ def fingerprint_of(statement: str, dialect: str) -> Fingerprint:
     Uncached: use a :class:`Fingerprinter` on a path that runs per query.
     """
     head = statement.lstrip(" \t\r\n(").split(None, 1)
-    if not head or head[0].upper() in _COMMANDS:
+    first = head[0].upper().rstrip(";") if head else ""
+    if first in _CONTROL:
+        text = normalise_text(statement)
+        return Fingerprint(_hash(dialect, text), text, "other", dialect, parsed=False, control=True)
+    if not head or first in _COMMANDS:
         return _fallback(statement, dialect)
     read = _SQLGLOT_DIALECTS.get(dialect, dialect)
     try:

@@ -13,11 +13,13 @@ A :class:`QueryMonitor` listens to SQLAlchemy's engine events (``before_cursor_e
 - logs a slow one (``CORESTONE_SLOW_QUERY_MS``) as ``slow query`` with the correlation
   id, the fingerprint, the elapsed time and the parameters' types (never their values),
   and counts it in ``corestone_db_slow_queries_total{operation}``;
-- counts it in the unit of work's scope (``_query_scope``: the request, else the
-  outermost transaction); the N-th run of one SELECT/INSERT/UPDATE/DELETE fingerprint in
-  one scope (``CORESTONE_QUERY_N_PLUS_ONE_THRESHOLD``) is reported once: an ``n+1
-  query`` warning naming the application's line that issued it (``_call_site``), a count
-  in ``corestone_db_n_plus_one_total{operation}``, and a finding in
+- unless it is transaction control (BEGIN, COMMIT, SAVEPOINT…), counts it in the unit
+  of work's scope (``_query_scope``: the request, else the outermost transaction),
+  which the web middleware's development headers read; the N-th run of one
+  SELECT/INSERT/UPDATE/DELETE fingerprint in one scope
+  (``CORESTONE_QUERY_N_PLUS_ONE_THRESHOLD``) is reported once: an ``n+1 query`` warning
+  naming the application's line that issued it (``_call_site``), a count in
+  ``corestone_db_n_plus_one_total{operation}``, and a finding in
   :meth:`QueryMonitor.n_plus_one`.
 
 Nothing here raises into the query path: a failure of the monitor's own code is logged
@@ -237,6 +239,8 @@ class QueryMonitor:
         self._durations[operation].observe(seconds)
         if seconds >= self._slow_seconds:
             self._report_slow(fingerprint, seconds, rows, failed, parameters, target)
+        if fingerprint.control:
+            return
         scope = current_scope()
         if scope is None:
             return
