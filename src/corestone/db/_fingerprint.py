@@ -112,15 +112,26 @@ def fingerprint_of(statement: str, dialect: str) -> Fingerprint:
             t.name for tree in trees for t in tree.find_all(exp.Table) if t.name not in ctes
         )
     )
-    operation: Operation = _OPERATIONS.get(type(root), "other")
+    operation: Operation = _operation(root)
     return Fingerprint(_hash(dialect, text), text, operation, dialect, tables)
+
+
+def _operation(root: Any) -> Operation:
+    """The statement's kind; a SELECT over a data-modifying CTE is that CTE's write."""
+    operation = _OPERATIONS.get(type(root), "other")
+    if operation == "select":
+        for cte in root.find_all(exp.CTE):
+            written = _OPERATIONS.get(type(cte.this), "other")
+            if written not in ("select", "other"):
+                return written
+    return operation
 
 
 def _shape(tree: Any) -> Any:
     """``tree`` with values as placeholders and value lists collapsed to one item."""
 
     def collapse(node: exp.Expression) -> exp.Expression:
-        if not isinstance(node, exp.Tuple) and _is_value(node):
+        if not isinstance(node, exp.Tuple | exp.Paren) and _is_value(node):
             return exp.Var(this=PLACEHOLDER)
         if isinstance(node, exp.In | exp.Values | exp.Array) and len(node.expressions) > 1:
             items = node.expressions

@@ -116,7 +116,8 @@ class QueryStats:
             errors=self.errors,
             total_ms=self.total * 1000,
             mean_ms=self.total * 1000 / calls if calls else 0.0,
-            p95_ms=self.sketch.quantile(0.95) * 1000,
+            # A bucket's middle may lie above the largest duration in it: never past max.
+            p95_ms=min(self.sketch.quantile(0.95), self.max) * 1000,
             max_ms=self.max * 1000,
             rows=self.rows,
             sample=self.sample,

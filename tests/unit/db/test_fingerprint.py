@@ -139,6 +139,20 @@ def test_the_text_shows_placeholders_and_no_value() -> None:
     assert found.tables == ("users",)
 
 
+def test_a_parenthesised_parameter_keeps_its_parentheses() -> None:
+    """= ANY($1) reads = ANY(?), not = ANY ?."""
+    found = fingerprint_of("SELECT a FROM t WHERE a = ANY($1) AND b = ($2)", PG)
+
+    assert found.text == "SELECT a FROM t WHERE a = ANY(?) AND b = (?)"
+
+
+def test_transaction_control_is_marked_and_not_parsed() -> None:
+    """BEGIN, COMMIT, SAVEPOINT… are marked control (not queries of a unit of work)."""
+    for statement in ("BEGIN IMMEDIATE", "COMMIT", "SAVEPOINT sa_1", "RELEASE SAVEPOINT sa_1"):
+        assert fingerprint_of(statement, LITE).control
+    assert not fingerprint_of("SELECT 1", LITE).control
+
+
 def test_null_and_booleans_are_shape_not_values() -> None:
     """IS NULL and = TRUE stay in the text: a partial index can be built on them."""
     found = fingerprint_of("SELECT a FROM t WHERE deleted_at IS NULL AND active = TRUE", PG)
@@ -156,6 +170,9 @@ def test_null_and_booleans_are_shape_not_values() -> None:
         ("DELETE FROM t", "delete"),
         ("WITH x AS (INSERT INTO t (a) VALUES ($1) RETURNING a) INSERT INTO u SELECT a FROM x",
          "insert"),
+        ("WITH ins AS (INSERT INTO t (a) VALUES ($1) RETURNING a) SELECT a FROM ins", "insert"),
+        ("WITH gone AS (DELETE FROM t RETURNING a) SELECT count(*) FROM gone", "delete"),
+        ("WITH x AS (SELECT a FROM t) SELECT a FROM x", "select"),
         ("BEGIN", "other"),
         ("CREATE TABLE t (a INT)", "other"),
     ],

@@ -83,6 +83,16 @@ def test_the_p95_is_within_the_sketch_bound_of_the_exact_one(draw: object) -> No
     assert abs(sketch.quantile(0.95) - exact) <= RELATIVE_ERROR * exact + 1e-12
 
 
+def test_the_p95_never_exceeds_the_max() -> None:
+    """A p95 read from a bucket's middle is capped at the largest duration seen."""
+    table = QueryStatsTable()
+    for _ in range(20):
+        _record(table, _fp(1), 0.001736)
+
+    (stats,) = table.snapshot()
+    assert stats.p95_ms <= stats.max_ms == pytest.approx(1.736)
+
+
 def test_merged_sketches_answer_as_one_sketch_of_everything() -> None:
     """Merging adds bucket counts: the same quantiles as one sketch fed both streams."""
     rng = random.Random(3)
