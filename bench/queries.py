@@ -36,7 +36,8 @@ from bench._persistence_setup import WORKSPACE, TaskRepository, bench_database, 
 from bench._report import Report
 from corestone import context
 from corestone.db import Database
-from corestone.db.monitor import MonitorOptions, QueryMonitor, _EngineHooks
+from corestone.db._statement_hooks import EngineHooks
+from corestone.db.monitor import MonitorOptions, QueryMonitor
 from corestone.observability import Metrics
 
 __all__ = ["run"]
@@ -217,7 +218,7 @@ def _bookkeeping_us() -> float:
     calls = 50_000
     # The count per fingerprint runs; the report (once per scope) is kept out of the loop.
     monitor = QueryMonitor(MonitorOptions(n_plus_one_threshold=calls + 1), metrics=Metrics())
-    hooks = _EngineHooks(monitor, monitor.fingerprinter("postgresql"), "primary")
+    hooks = EngineHooks(monitor, monitor.fingerprinter("postgresql"), "primary")
     statement = "SELECT bench_tasks.id FROM bench_tasks WHERE bench_tasks.id = $1::BIGINT"
     cursor = type("Cursor", (), {"rowcount": 1})()
     parameters = (1,)

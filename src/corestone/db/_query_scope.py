@@ -7,6 +7,9 @@ none, or a process whose monitor is off, pays nothing for it. Outside both (a st
 on a bare session or connection outside any request) there is no scope, and no N+1 is
 counted.
 
+The monitor finds (or makes) the scope (``corestone.db.monitor``); this module is a
+leaf, so the transaction can name the type and the web middleware can read the counts.
+
 Single-task state: the statements of one unit of work run on its event loop (SQLAlchemy
 calls the engine events from the task's own greenlet), so no lock is needed.
 """
@@ -15,10 +18,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from corestone import context
-from corestone.db.transactions import current_transaction
-
-__all__ = ["MAX_TRACKED", "SCOPE_KEY", "QueryScope", "current_scope", "scope_of_request"]
+__all__ = ["MAX_TRACKED", "SCOPE_KEY", "QueryScope", "scope_of_request"]
 
 SCOPE_KEY: Final = "corestone.db.query_scope"
 """The key of the scope in the request state."""
@@ -52,24 +52,6 @@ class QueryScope:
     def runs(self, fingerprint_id: str) -> int:
         """How many runs of ``fingerprint_id`` this scope counted."""
         return self._counts.get(fingerprint_id, 0)
-
-
-def current_scope() -> QueryScope | None:
-    """The scope of the unit of work in progress, made on first use; None outside one."""
-    state = context.request_state()
-    if state is not None:
-        scope = state.get(SCOPE_KEY)
-        if scope is None:
-            scope = state[SCOPE_KEY] = QueryScope()
-        return scope if isinstance(scope, QueryScope) else None
-    tx = current_transaction()
-    if tx is None:
-        return None
-    while tx.parent is not None:
-        tx = tx.parent
-    if tx.query_scope is None:
-        tx.query_scope = QueryScope()
-    return tx.query_scope
 
 
 def scope_of_request(state: dict[str, object]) -> QueryScope | None:

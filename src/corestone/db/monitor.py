@@ -30,7 +30,6 @@ once and the query goes on. What it costs per query is measured by
 from __future__ import annotations
 
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -42,19 +41,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from corestone import context
 from corestone.db._call_site import call_site
 from corestone.db._fingerprint import Fingerprint, Fingerprinter, Operation
-from corestone.db._query_scope import current_scope
-from corestone.db._query_stats import (
-    QueryStatsSnapshot,
-    QueryStatsTable,
-    first_parameters,
-    redact_parameters,
-)
+from corestone.db._query_scope import SCOPE_KEY, QueryScope
+from corestone.db._query_stats import QueryStatsSnapshot, QueryStatsTable, redact_parameters
+from corestone.db._statement_hooks import EngineHooks
+from corestone.db.transactions import current_transaction
 from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import ExceptionContext
-
     from corestone.config import Settings
 
 __all__ = [
@@ -73,7 +67,6 @@ QUERY_BUCKETS: Final = (
 )  # fmt: skip
 """Buckets of the query-duration histogram: a query is shorter than a request."""
 
-_STARTED: Final = "_corestone_query_started"
 _OPERATIONS: Final[tuple[Operation, ...]] = ("select", "insert", "update", "delete", "other")
 
 
@@ -136,7 +129,7 @@ class QueryMonitor:
         self._fingerprinters: dict[str, Fingerprinter] = {}
         self._findings: OrderedDict[tuple[str, str | None], NPlusOneFinding] = OrderedDict()
         self._findings_lock = threading.Lock()
-        self._hooks: dict[int, _EngineHooks] = {}
+        self._hooks: dict[int, EngineHooks] = {}
         self._failed_once = False
         m = metrics if metrics is not None else Metrics()
         durations = m.histogram(
@@ -174,7 +167,7 @@ class QueryMonitor:
         sync = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
         if id(sync) in self._hooks:
             return
-        hooks = _EngineHooks(self, self.fingerprinter(sync.dialect.name), target)
+        hooks = EngineHooks(self, self.fingerprinter(sync.dialect.name), target)
         event.listen(sync, "before_cursor_execute", hooks.before)
         event.listen(sync, "after_cursor_execute", hooks.after)
         event.listen(sync, "handle_error", hooks.error)
@@ -241,7 +234,7 @@ class QueryMonitor:
             self._report_slow(fingerprint, seconds, rows, failed, parameters, target)
         if fingerprint.control:
             return
-        scope = current_scope()
+        scope = _current_scope()
         if scope is None:
             return
         scope.queries += 1
@@ -265,7 +258,7 @@ class QueryMonitor:
         self._slow[fingerprint.operation].inc()
         log.warning(
             "slow query",
-            correlation_id=context.correlation_id(),
+            **_correlation(context.correlation_id()),
             fingerprint=fingerprint.id,
             query=fingerprint.text,
             elapsed_ms=round(seconds * 1000, 3),
@@ -294,7 +287,7 @@ class QueryMonitor:
             finding.correlation_id = correlation
         log.warning(
             "n+1 query",
-            correlation_id=correlation,
+            **_correlation(correlation),
             fingerprint=fingerprint.id,
             query=fingerprint.text,
             runs=self._threshold,
@@ -302,88 +295,31 @@ class QueryMonitor:
             target=target,
         )
 
-    def _failed(self, error: Exception) -> None:
+    def failed(self, error: Exception) -> None:
+        """Log the monitor's own failure, once (the engine hooks call this)."""
         if not self._failed_once:
             self._failed_once = True
             log.error("query monitor failed; queries go on unmonitored", exc_info=error)
 
 
-class _EngineHooks:
-    """The event listeners of one engine (its fingerprinter and label at hand)."""
-
-    __slots__ = ("_fingerprint", "_monitor", "_target")
-
-    def __init__(self, monitor: QueryMonitor, fingerprinter: Fingerprinter, target: str) -> None:
-        self._monitor = monitor
-        self._fingerprint = fingerprinter
-        self._target = target
-
-    def before(
-        self,
-        _conn: Any,
-        _cursor: Any,
-        _statement: str,
-        _parameters: Any,
-        context: Any,
-        _executemany: bool,
-    ) -> None:
-        if context is not None:
-            setattr(context, _STARTED, time.perf_counter())
-
-    def after(
-        self,
-        _conn: Any,
-        cursor: Any,
-        statement: str,
-        parameters: Any,
-        context: Any,
-        executemany: bool,
-    ) -> None:
-        started = getattr(context, _STARTED, None)
-        if started is None:
-            return
-        seconds = time.perf_counter() - started
-        try:
-            self._monitor.observe(
-                self._fingerprint(statement),
-                seconds,
-                _rows(cursor),
-                False,
-                statement,
-                first_parameters(parameters, executemany),
-                self._target,
-            )
-        except Exception as error:  # noqa: BLE001 - the query must go on
-            self._monitor._failed(error)
-
-    def error(self, exception_context: ExceptionContext) -> None:
-        execution = exception_context.execution_context
-        started = getattr(execution, _STARTED, None)
-        statement = exception_context.statement
-        if started is None or statement is None:
-            return
-        seconds = time.perf_counter() - started
-        try:
-            self._monitor.observe(
-                self._fingerprint(statement),
-                seconds,
-                0,
-                True,
-                statement,
-                first_parameters(
-                    exception_context.parameters,
-                    bool(execution is not None and execution.executemany),
-                ),
-                self._target,
-            )
-        except Exception as error:  # noqa: BLE001 - the original error matters more
-            self._monitor._failed(error)
+def _current_scope() -> QueryScope | None:
+    """The scope of the unit of work in progress, made on first use; None outside one."""
+    state = context.request_state()
+    if state is not None:
+        scope = state.get(SCOPE_KEY)
+        if scope is None:
+            scope = state[SCOPE_KEY] = QueryScope()
+        return scope if isinstance(scope, QueryScope) else None
+    tx = current_transaction()
+    if tx is None:
+        return None
+    while tx.parent is not None:
+        tx = tx.parent
+    if tx.query_scope is None:
+        tx.query_scope = QueryScope()
+    return tx.query_scope
 
 
-def _rows(cursor: Any) -> int:
-    """Rows affected or returned: the rowcount, else the rows the async driver buffered."""
-    count = cursor.rowcount
-    if isinstance(count, int) and count >= 0:
-        return count
-    buffered = getattr(cursor, "_rows", None)  # SQLAlchemy's asyncpg/aiosqlite adapters
-    return len(buffered) if buffered is not None else 0
+def _correlation(correlation_id: str | None) -> dict[str, str]:
+    """The correlation id as a log field, left out when there is none."""
+    return {} if correlation_id is None else {"correlation_id": correlation_id}
