@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, text
+from sqlalchemy import Column, Integer, MetaData, Table, Text, bindparam, insert, text
 from structlog.testing import capture_logs
 
 from corestone import Infrastructure, Settings, context
@@ -277,6 +278,32 @@ async def test_a_batched_query_is_not_an_n_plus_one(
     assert monitor.n_plus_one() == []
 
 
+LETTERS = Table(
+    "letters",
+    MetaData(),
+    Column("id", Integer, primary_key=True),  # generated: SERIAL / the SQLite rowid
+    Column("body", Text, nullable=False),
+)
+
+
+async def test_one_execute_sqlalchemy_sends_in_batches_is_not_an_n_plus_one(
+    watched: tuple[Database, QueryMonitor, Metrics],
+) -> None:
+    """An insert of many rows with ordered RETURNING (one statement per row on SQLite) is
+    one request of the application: every batch is counted, none makes an N+1."""
+    db, monitor, _ = watched
+    async with db.engine.begin() as conn:
+        await conn.run_sync(LETTERS.metadata.create_all)
+    rows = [{"body": f"letter {n}"} for n in range(12)]
+    statement = insert(LETTERS).returning(LETTERS.c.id, sort_by_parameter_order=True)
+    async with db.transaction() as tx:
+        ids = (await tx.session.execute(statement, rows)).scalars().all()
+
+    assert len(set(ids)) == 12
+    assert monitor.n_plus_one() == []
+    assert sum(s.rows for s in _by_text(monitor, "INSERT INTO letters")) == 12
+
+
 async def test_the_same_n_plus_one_in_two_units_is_one_finding_seen_twice(
     watched: tuple[Database, QueryMonitor, Metrics],
 ) -> None:
@@ -321,3 +348,59 @@ async def test_settings_switch_it_on_for_every_engine_and_the_container(
 
     off = Database.from_settings(Settings(database_url=database_url, env="test"))
     assert off.monitor is None
+
+
+async def test_concurrent_requests_count_in_their_own_scopes(
+    watched: tuple[Database, QueryMonitor, Metrics],
+) -> None:
+    """Twenty concurrent requests of four queries each (under the threshold of five): no
+    N+1, however their queries interleave; one request of five next to them: one report."""
+    db, monitor, _ = watched
+
+    async def request(runs: int) -> None:
+        with context.request_scope():
+            for n in range(runs):
+                async with db.transaction(read_only=True) as tx:
+                    await tx.session.execute(
+                        text("SELECT email FROM people WHERE id = :id"), {"id": n}
+                    )
+                await asyncio.sleep(0)
+
+    await asyncio.gather(*(request(4) for _ in range(20)))
+    assert monitor.n_plus_one() == []
+
+    await asyncio.gather(*(request(4) for _ in range(5)), request(5))
+    (finding,) = monitor.n_plus_one()
+    assert finding.units == 1
+
+
+async def test_a_query_cancelled_mid_flight_leaves_the_monitor_working(
+    make_postgres_database: Callable[[], str],
+) -> None:
+    """A statement cancelled while PostgreSQL runs it is counted at most once, and the
+    next statements are timed and counted as usual."""
+    monitor = QueryMonitor(metrics=Metrics())
+    db = await _start(make_postgres_database(), monitor)
+    try:
+        started = asyncio.Event()
+
+        async def sleeper() -> None:
+            async with db.transaction(read_only=True) as tx:
+                started.set()
+                await tx.session.execute(text("SELECT pg_sleep(30)"))
+
+        task = asyncio.create_task(sleeper())
+        await started.wait()
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(3):
+            async with db.transaction(read_only=True) as tx:
+                await tx.session.execute(text("SELECT count(*) FROM people"))
+    finally:
+        await db.aclose()
+
+    assert sum(s.calls for s in _by_text(monitor, "PG_SLEEP")) <= 1
+    (count,) = _by_text(monitor, "SELECT COUNT(*) FROM people")
+    assert count.calls == 3

@@ -2,7 +2,8 @@
 
 ``before_cursor_execute`` stamps the execution context with the clock;
 ``after_cursor_execute`` and ``handle_error`` read it back and hand the statement, its
-fingerprint (cached), its rows and one set of its parameters to an :class:`Observer`
+fingerprint (cached), its rows, one set of its parameters and whether it is a further
+batch of one execution to an :class:`Observer`
 (the :class:`~corestone.db.monitor.QueryMonitor`). The time is the driver's execute,
 network round trip included. Nothing here raises into the query: an observer that fails
 is told so (``failed``) and the query goes on.
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
 __all__ = ["EngineHooks", "Observer"]
 
 _STARTED: Final = "_corestone_query_started"
+# Set on an execution context from its second statement on: SQLAlchemy splits one
+# execute() into batches ("insertmanyvalues": one row each on SQLite with ordered
+# RETURNING), each a statement of its own, but the application asked once.
+_BATCH: Final = "_corestone_query_batch"
 
 
 class Observer(Protocol):
@@ -36,6 +41,7 @@ class Observer(Protocol):
         statement: str,
         parameters: Any,
         target: str,
+        batch: bool,
     ) -> None: ...
 
     def failed(self, error: Exception) -> None: ...
@@ -61,7 +67,10 @@ class EngineHooks:
         _executemany: bool,
     ) -> None:
         if context is not None:
-            setattr(context, _STARTED, time.perf_counter())
+            stamps = context.__dict__
+            if _STARTED in stamps:
+                stamps[_BATCH] = True
+            stamps[_STARTED] = time.perf_counter()
 
     def after(
         self,
@@ -72,7 +81,10 @@ class EngineHooks:
         context: Any,
         executemany: bool,
     ) -> None:
-        started = getattr(context, _STARTED, None)
+        if context is None:
+            return
+        stamps = context.__dict__
+        started = stamps.get(_STARTED)
         if started is None:
             return
         seconds = time.perf_counter() - started
@@ -85,6 +97,7 @@ class EngineHooks:
                 statement,
                 first_parameters(parameters, executemany),
                 self._target,
+                _BATCH in stamps,
             )
         except Exception as error:  # noqa: BLE001 - the query must go on
             self._monitor.failed(error)
@@ -108,6 +121,7 @@ class EngineHooks:
                     bool(execution is not None and execution.executemany),
                 ),
                 self._target,
+                bool(getattr(execution, _BATCH, False)),
             )
         except Exception as error:  # noqa: BLE001 - the original error matters more
             self._monitor.failed(error)

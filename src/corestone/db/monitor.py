@@ -225,8 +225,13 @@ class QueryMonitor:
         statement: str,
         parameters: Any,
         target: str,
+        batch: bool = False,
     ) -> None:
-        """Count one statement (the engine hooks call this; tests may too)."""
+        """Count one statement (the engine hooks call this; tests may too).
+
+        ``batch``: a further statement of one execute() that SQLAlchemy sent in batches;
+        counted everywhere but in the N+1 count (the application asked once).
+        """
         self.table.record(fingerprint, seconds, rows, failed, statement, parameters, target)
         operation = fingerprint.operation
         self._durations[operation].observe(seconds)
@@ -242,7 +247,8 @@ class QueryMonitor:
         if (
             operation != "other"
             and self._threshold
-            and scope.count(fingerprint.id) == (self._threshold)
+            and not batch
+            and scope.count(fingerprint.id) == self._threshold
         ):
             self._report_n_plus_one(fingerprint, target)
 
