@@ -8,15 +8,17 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import select
 
 from corestone.email.unsubscribe import ONE_CLICK
-from corestone.events import OutgoingMessage
+from corestone.events import DomainEvent, OutgoingMessage
+from corestone.events.inbox import InboxRecord
 from corestone.events.outbox import EventOutboxRecord
-from taskboard.events import REGISTRY, TOPIC
+from taskboard.events import REGISTRY, TOPIC, TaskAssigned
 from taskboard.services.notify import NOTIFY_GROUP
 from tests.integration.notifyboard import NotifyBoard, running
 from tests.integration.push.push_service import PushService
@@ -282,3 +284,35 @@ async def test_the_unsubscribe_link_turns_off_that_kinds_email_only(board: Notif
     assert notes == ["Assigned to you: First", "Changed: Second"]
     titles = [n["title"] for n in (await board.feed(bo))["items"]]
     assert titles[:2] == ["Changed: Second", "Assigned to you: Second"]
+
+
+async def test_an_event_older_than_a_day_notifies_no_one(board: NotifyBoard) -> None:
+    """A day-old ``task.assigned`` (a new group replaying the stream's history) is
+    handled (its inbox row) without a notification or an email."""
+    ada, bo_id, bo, ws = await board.team()
+    task = await board.task(ada, ws, title="Fresh")
+    await board.settled()
+    ada_id = (await board.client.get("/api/me", headers=ada)).json()["user"]["id"]
+    old = DomainEvent.create(
+        TaskAssigned(task_id=task["id"], version=1, title="Old", assignee_id=bo_id,
+                     previous_assignee_id=None),
+        aggregate_type="task", aggregate_id=task["id"], workspace_id=ws, actor=ada_id,
+        occurred_at=datetime.now(UTC) - timedelta(hours=25),
+    )  # fmt: skip
+    assert board.infra.broker is not None
+    await board.infra.broker.publish(
+        [OutgoingMessage(id=str(old.id), topic=TOPIC, body=old.to_json())]
+    )
+    for _ in range(200):
+        async with board.infra.db.transaction(read_only=True) as tx:
+            handled = await tx.session.scalar(
+                select(InboxRecord.event_id).where(
+                    InboxRecord.consumer == NOTIFY_GROUP, InboxRecord.event_id == str(old.id)
+                )
+            )
+        if handled:
+            break
+        await asyncio.sleep(0.05)
+    assert handled == str(old.id)
+    assert [n["kind"] for n in (await board.feed(bo))["items"]] == ["workspace.member_added"]
+    assert len(await board.mails(1)) == 1  # the welcome only

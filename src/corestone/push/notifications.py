@@ -216,7 +216,9 @@ class NotificationFeed:
         if cursor is not None:
             (last_id,), _ = self._cursors.decode(cursor, scope=scope)
             if type(last_id) is not int:
-                raise InvalidInputError("not a cursor issued for this query", field="cursor")
+                raise InvalidInputError(
+                    "not a cursor issued for this query", field="cursor", rule="cursor"
+                )
             statement = statement.where(_TABLE.c.id < last_id)
         rows = list(await session.execute(statement.order_by(_TABLE.c.id.desc()).limit(size + 1)))
         items = [_notification(row) for row in rows[:size]]

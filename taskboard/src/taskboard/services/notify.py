@@ -20,6 +20,11 @@ to the event's workspace: a task of another tenant is not found there, so an eve
 never told as another workspace's. Titles are plain text in the feed and the push
 payload (the page renders them as text), and merge data in email templates.
 
+An event older than :data:`MAX_AGE` when it is handled makes no notification: news of
+something a day past is noise, and a new consumer group (this one, on its first
+deploy) starts at the beginning of the broker's retained stream, whose old
+assignments were mailed already by the consumer that used to send them.
+
 Email: ``task.assigned`` carries the assignment note (its own template); the other kinds
 a short generic one, sent only to those who turned email on for that kind. Each note's
 unsubscribe link turns off that kind's email for its recipient.
@@ -28,12 +33,14 @@ unsubscribe link turns off that kind's email for its recipient.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from corestone.db import Transaction
 from corestone.email.message import EmailMessage
 from corestone.events import DomainEvent
 from corestone.events.consumer import ConsumerHandler
+from corestone.observability import get_logger
 from corestone.push import Channels, Notice, Notifier
 from corestone.push.notifier import EmailBuilder
 from taskboard.domain.models import Task
@@ -47,7 +54,12 @@ from taskboard.services.repositories import (
     WorkspaceRepository,
 )
 
-__all__ = ["KINDS", "NOTIFY_GROUP", "notify_handlers", "task_url"]
+__all__ = ["KINDS", "MAX_AGE", "NOTIFY_GROUP", "notify_handlers", "task_url"]
+
+MAX_AGE: Final = timedelta(hours=24)
+"""Events older than this when handled notify no one (see the module doc)."""
+
+log = get_logger(__name__)
 
 NOTIFY_GROUP: Final = "taskboard-notify"
 """The consumer group that turns events into notifications."""
@@ -67,9 +79,15 @@ def task_url(workspace_id: int, task_id: int | None = None) -> str:
     return url if task_id is None else f"{url}&task={task_id}"
 
 
-def notify_handlers(notifier: Notifier, mail: Mail) -> dict[str, ConsumerHandler]:
-    """The :data:`NOTIFY_GROUP` consumer's handlers."""
-    on = _NotifyOnEvents(notifier, mail)
+def notify_handlers(
+    notifier: Notifier,
+    mail: Mail,
+    *,
+    max_age: timedelta = MAX_AGE,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> dict[str, ConsumerHandler]:
+    """The :data:`NOTIFY_GROUP` consumer's handlers (``now``: the clock ages are read by)."""
+    on = _NotifyOnEvents(notifier, mail, max_age, now)
     return {
         TaskAssigned.event_type: on.assigned,
         TaskUpdated.event_type: on.updated,
@@ -86,9 +104,13 @@ def _user_id(actor: str | None) -> int | None:
 
 
 class _NotifyOnEvents:
-    def __init__(self, notifier: Notifier, mail: Mail) -> None:
+    def __init__(
+        self, notifier: Notifier, mail: Mail, max_age: timedelta, now: Callable[[], datetime]
+    ) -> None:
         self.notifier = notifier
         self.mail = mail
+        self.max_age = max_age
+        self.now = now
 
     async def assigned(self, event: DomainEvent, tx: Transaction) -> None:
         payload = REGISTRY.payload(event)
@@ -194,6 +216,9 @@ class _NotifyOnEvents:
         """
         by = _user_id(event.actor)
         if user_id is None or user_id == by:
+            return
+        if self.now() - event.occurred_at > self.max_age:
+            log.info("event too old to notify", event_id=str(event.id), type=event.type)
             return
         ws = task.workspace_id if task is not None else workspace_id
         assert ws is not None
