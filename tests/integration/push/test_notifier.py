@@ -188,7 +188,7 @@ async def test_shutdown_cancels_pushes_past_the_drain_deadline(
         drain_seconds=0.2,
     )
     await subscribe(db, service, sender)
-    service.delay = 30.0
+    service.delay = 3.0
     async with db.transaction() as tx:
         await made.notify(tx, notice())
     await asyncio.sleep(0.1)  # the push is in flight, held by the service
