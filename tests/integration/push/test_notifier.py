@@ -197,3 +197,30 @@ async def test_shutdown_cancels_pushes_past_the_drain_deadline(
     assert created(metrics, "push") == 0
     async with db.transaction(read_only=True) as tx:
         assert await made.feed.unread_count(tx.session, "7") == 1
+
+
+async def test_a_handler_cancelled_after_notify_leaves_nothing(
+    db: Database, notifier: Notifier, service: PushService
+) -> None:
+    """Cancelled while its transaction is still open (after notify returned): the row and
+    the email roll back with it and no push is sent."""
+    assert notifier.push is not None
+    await subscribe(db, service, notifier.push)
+    notified = asyncio.Event()
+
+    async def handler() -> None:
+        async with db.transaction() as tx:
+            await notifier.notify(tx, notice(), email=note)
+            notified.set()
+            await asyncio.sleep(30)
+
+    task = asyncio.create_task(handler())
+    await notified.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await notifier.drain()
+    assert await queued(db) == []
+    assert service.delivered == []
+    async with db.transaction(read_only=True) as tx:
+        assert await notifier.feed.unread_count(tx.session, "7") == 0
