@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from sqlalchemy import select
+from structlog.testing import capture_logs
 
 from corestone.push.subscriptions import PushSubscriptionRecord
 from tests.integration.notifyboard import NotifyBoard, running
@@ -193,3 +194,25 @@ async def test_subscriptions_are_per_user_and_checked(
             async with board.infra.db.transaction(read_only=True) as tx:
                 left = list(await tx.session.scalars(select(PushSubscriptionRecord.endpoint)))
             assert left == ([browser.endpoint] if auth is eve else [])
+
+
+async def test_the_start_says_whether_web_push_is_on(
+    database_url: str, push_service: PushService
+) -> None:
+    """One log line at start: ``web push off`` without VAPID keys, ``web push on`` (with
+    the public key, never the private one) with them."""
+    for push in (None, push_service):
+        with capture_logs() as events:
+            async with running(database_url, push=push) as board:
+                keys = board.keys
+        said = [e for e in events if str(e["event"]).startswith("web push")]
+        if keys is None:
+            assert [e["event"] for e in said] == [
+                "web push off: CORESTONE_VAPID_PRIVATE_KEY is not set"
+            ]
+        else:
+            assert said == [
+                {"event": "web push on", "public_key": keys.application_server_key,
+                 "log_level": "info"}
+            ]  # fmt: skip
+            assert keys.private_key_text() not in repr(events)
