@@ -193,9 +193,10 @@ class _NotifyOnEvents:
 
     async def _task(self, event: DomainEvent, tx: Transaction, task_id: int) -> Task | None:
         """The event's task, in the event's workspace (deleted ones too), else None."""
-        if event.workspace_id is None or not event.workspace_id.isdigit():
+        ws = event.workspace_id
+        if ws is None or not (ws.isascii() and ws.isdigit()) or len(ws) > 18:
             return None
-        tasks = TaskRepository(tx, workspace=int(event.workspace_id))
+        tasks = TaskRepository(tx, workspace=int(ws))
         return await tasks.with_deleted().find(task_id)
 
     async def _tell(
