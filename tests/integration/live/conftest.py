@@ -61,11 +61,11 @@ class SseReader:
         self._buffer = b""
         self.ended = False
 
-    async def next(self, timeout: float = WAIT) -> Frame | None:
+    async def next(self, within: float = WAIT) -> Frame | None:
         """The next frame, or None once the server ended the stream."""
         while b"\n\n" not in self._buffer:
             try:
-                chunk = await asyncio.wait_for(anext(self._bytes), timeout)
+                chunk = await asyncio.wait_for(anext(self._bytes), within)
             except StopAsyncIteration:
                 self.ended = True
                 return None
@@ -73,17 +73,17 @@ class SseReader:
         block, self._buffer = self._buffer.split(b"\n\n", 1)
         return parse_frame(block)
 
-    async def event(self, timeout: float = WAIT) -> Frame | None:
+    async def event(self, within: float = WAIT) -> Frame | None:
         """The next frame that is not a comment or ``retry`` (None at the end)."""
         while True:
-            frame = await self.next(timeout)
+            frame = await self.next(within)
             if frame is None or frame.event is not None:
                 return frame
 
-    async def events(self, count: int, timeout: float = WAIT) -> list[Frame]:
+    async def events(self, count: int, within: float = WAIT) -> list[Frame]:
         found: list[Frame] = []
         while len(found) < count:
-            frame = await self.event(timeout)
+            frame = await self.event(within)
             assert frame is not None, f"the stream ended after {found}"
             found.append(frame)
         return found
@@ -96,6 +96,7 @@ class Instance:
     infra: Infrastructure
     url: str
     client: httpx.AsyncClient
+    server: LocalAsgiServer
 
     @property
     def feed(self) -> EventFeed:
@@ -155,7 +156,7 @@ class Cluster:
         self.stack.push_async_callback(server.stop)
         client = httpx.AsyncClient(base_url=url, timeout=WAIT)
         self.stack.push_async_callback(client.aclose)
-        return Instance(infra, url, client)
+        return Instance(infra, url, client, server)
 
     async def stream(
         self,
@@ -181,7 +182,8 @@ class Cluster:
         assert response.headers["content-type"].startswith("text/event-stream")
         reader = SseReader(response)
         first = await reader.next()
-        assert first is not None and first.retry == "2000"
+        assert first is not None
+        assert first.retry == "2000"
         return reader
 
 
@@ -191,9 +193,9 @@ async def cluster(database_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
         yield Cluster(database_url, tmp_path, stack)
 
 
-async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = WAIT) -> None:
+async def eventually(check: Callable[[], Awaitable[bool] | bool], within: float = WAIT) -> None:
     """Wait (bounded) until ``check`` holds."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         result = check()
         if not isinstance(result, bool):
