@@ -142,7 +142,12 @@ class EventFeed:
             self.position = await self._newest()
         self._removers.append(self.wakes.listen(self._wake.set))
         if self.health is not None:
-            self._removers.append(self.health.on_shutting_down(self.shut))
+            # The server marks shutting down from its signal handler, which may run between
+            # any two bytecodes of the loop's work: the streams end on the loop's next turn.
+            loop = asyncio.get_running_loop()
+            self._removers.append(
+                self.health.on_shutting_down(lambda: loop.call_soon_threadsafe(self.shut))
+            )
         self._tasks = [
             asyncio.create_task(self._follow(), name="corestone-live-feed"),
             asyncio.create_task(self._beat(), name="corestone-live-heartbeat"),
@@ -161,9 +166,13 @@ class EventFeed:
     def shut(self) -> None:
         """Refuse new streams and end the open ones (the process is shutting down)."""
         self._closing = True
+        ended = 0
         for streams in list(self._streams.values()):
             for stream in list(streams):
                 stream.end("shutdown")
+                ended += 1
+        if ended:
+            log.info("live streams ended: shutting down", streams=ended)
 
     async def check(self) -> CheckResult:
         """Health: the open streams; warn while the last read failed or wakes are deaf."""
