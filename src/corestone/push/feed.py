@@ -145,9 +145,11 @@ class EventFeed:
             # The server marks shutting down from its signal handler, which may run between
             # any two bytecodes of the loop's work: the streams end on the loop's next turn.
             loop = asyncio.get_running_loop()
-            self._removers.append(
-                self.health.on_shutting_down(lambda: loop.call_soon_threadsafe(self.shut))
-            )
+
+            def soon() -> None:
+                loop.call_soon_threadsafe(self.shut)
+
+            self._removers.append(self.health.on_shutting_down(soon))
         self._tasks = [
             asyncio.create_task(self._follow(), name="corestone-live-feed"),
             asyncio.create_task(self._beat(), name="corestone-live-heartbeat"),
