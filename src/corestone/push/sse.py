@@ -31,6 +31,8 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from corestone.web.contract import HEAD_EXTENSION
+
 __all__ = [
     "HEARTBEAT",
     "RESET",
@@ -194,6 +196,11 @@ class LiveStreamResponse(Response):
         try:
             await _send(stream, send, {"type": "http.response.start", "status": 200,
                                        "headers": self.raw_headers})  # fmt: skip
+            if scope.get("method") == "HEAD" or HEAD_EXTENSION in (scope.get("extensions") or {}):
+                # HEAD: the headers a GET gets, and no stream (it would never end).
+                stream.end("done")
+                await _send(stream, send, {"type": "http.response.body", "more_body": False})
+                return
             first, stream.prefix = stream.prefix, b""
             await _send(stream, send, _body(first + stream.take()))
             while stream.reason is None:

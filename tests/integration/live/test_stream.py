@@ -179,3 +179,16 @@ async def test_over_the_cap_the_next_stream_gets_503_with_retry_after(cluster: C
     await _reader(cluster, one, ada, ws)
     metrics = (await one.client.get("/metrics")).text
     assert 'corestone_live_clients_dropped_total{reason="cap"} 1.0' in metrics
+
+
+async def test_head_answers_the_headers_and_holds_no_stream(cluster: Cluster) -> None:
+    """HEAD gets a GET's status and content type at once, with no body, and leaves no
+    stream open (it held one open forever before)."""
+    one = await cluster.instance()
+    _, ada = await one.signup()
+    ws = await one.workspace(ada)
+    head = await one.client.head(f"/api/workspaces/{ws}/events", headers=ada)
+    assert head.status_code == 200
+    assert head.headers["content-type"].startswith("text/event-stream")
+    assert head.content == b""
+    await eventually(lambda: one.feed.open_streams == 0)
