@@ -16,8 +16,10 @@ created and dropped) and Redis (a key namespace of its own):
   moment the committing transaction returned, in this process) to the probe's receipt
   of the event, p50 and p99 over every probe receipt.
 - **fan-out**: 1,000 streams of one workspace on B; one event at a time (20; ``--quick``:
-  5), from its commit to the last of the 1,000 clients having it (and from the first
-  client's receipt to the last's), medians.
+  5). The fan-out proper is from the first client's receipt to the last's (B's feed
+  read the event once and writes it 1,000 times: that spread is the writing); from the
+  commit to the last receipt (the relay, the wake and the read before it) is reported
+  beside it. Medians.
 - **peer**: sse-starlette (:mod:`bench._push_peer_app`): a generator per client fed from
   its own queue in process. The same 1,000 idle streams (memory) and the same fan-out,
   from the POST that publishes to the last client's receipt. It has no auth, database,
@@ -262,14 +264,14 @@ async def _peer(report: Report, stack: contextlib.AsyncExitStack, logs: Path, ro
     await server.stop()
     report.rows += [
         ("peer", "sse-starlette: memory per idle stream", per_stream, "KiB"),
-        ("peer", "sse-starlette: POST to last of 1,000 clients (median)", total, "ms"),
-        ("peer", "sse-starlette: first to last client (median)", spread, "ms"),
+        ("peer", "sse-starlette: first to last of 1,000 clients (median)", spread, "ms"),
+        ("peer", "sse-starlette: POST to last client (median)", total, "ms"),
     ]
     report.results.update(
         {
             "peer_memory_per_stream_kib": per_stream,
-            "peer_fanout_ms": total,
-            "peer_fanout_spread_ms": spread,
+            "peer_fanout_ms": spread,
+            "peer_fanout_from_publish_ms": total,
         }
     )
     if short:
@@ -343,12 +345,12 @@ async def _run(quick: bool) -> Report:
         total, spread, short = await _fan_out(fan, commit, rounds)
         await close_all(fan)
         report.rows += [
+            ("fan-out", "first to last of 1,000 clients on B (median)", spread, "ms"),
             ("fan-out", "commit to last of 1,000 clients on B (median)", total, "ms"),
-            ("fan-out", "first to last client (median)", spread, "ms"),
         ]
-        report.results.update({"fanout_ms": total, "fanout_spread_ms": spread})
+        report.results.update({"fanout_ms": spread, "fanout_from_commit_ms": total})
         note = f"{short} round(s) did not reach every client" if short else ""
-        report.check("fanout_ms", total, "<", 50.0, note)
+        report.check("fanout_ms", spread, "<", 50.0, note)
 
         await _peer(report, stack, logs, rounds)
     report.notes.append(f"load average after: {_load()}")
