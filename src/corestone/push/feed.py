@@ -204,6 +204,8 @@ class EventFeed:
             self._dropped.labels("cap").inc()
             raise UnavailableError("too many live streams open", retry_after=self.retry_after)
         await self.authorize(user, workspace)
+        if self._closing:  # shut down while it authorized: shut() has ended the others
+            raise UnavailableError("this process is shutting down", retry_after=self.retry_after)
         frames, bytes_ = self.buffer
         stream = LiveStream(
             user, str(workspace), max_frames=frames, max_bytes=bytes_, on_end=self._forget

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -238,8 +239,7 @@ async def _send(stream: LiveStream, send: Send, message: dict[str, Any]) -> None
 
 async def _watch_disconnect(receive: Receive, stream: LiveStream) -> None:
     """End ``stream`` when the client disconnects (the request has no body to read)."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            stream.end("disconnect")
-            return
+    with contextlib.suppress(Exception):  # a failed receive is a lost client too
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    stream.end("disconnect")
