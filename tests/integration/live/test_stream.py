@@ -192,3 +192,20 @@ async def test_head_answers_the_headers_and_holds_no_stream(cluster: Cluster) ->
     assert head.headers["content-type"].startswith("text/event-stream")
     assert head.content == b""
     await eventually(lambda: one.feed.open_streams == 0)
+
+
+async def test_bad_input_is_a_4xx_naming_the_field(cluster: Cluster) -> None:
+    """An over-long last_event_id query is 422 naming it; an unknown query parameter and
+    a workspace id past int64 are refused too; none opens a stream."""
+    one = await cluster.instance()
+    _, ada = await one.signup()
+    ws = await one.workspace(ada)
+    path = f"/api/workspaces/{ws}/events"
+    long_id = await one.client.get(path, params={"last_event_id": "1" * 65}, headers=ada)
+    assert long_id.status_code == 422
+    assert "last_event_id" in long_id.text
+    unknown = await one.client.get(path, params={"cursor": "x"}, headers=ada)
+    assert 400 <= unknown.status_code < 500
+    huge = await one.client.get(f"/api/workspaces/{2**64}/events", headers=ada)
+    assert huge.status_code in (404, 422)
+    assert one.feed.open_streams == 0
