@@ -344,8 +344,8 @@ async def _savepoint(parent: Transaction) -> AsyncIterator[Transaction]:
 
 async def _savepoint_name(session: AsyncSession) -> str | None:
     """The name of the savepoint just opened on ``session``'s connection."""
-    connection = await session.connection()
-    nested = connection.sync_connection.get_nested_transaction()
+    sync = (await session.connection()).sync_connection
+    nested = None if sync is None else sync.get_nested_transaction()
     return None if nested is None else str(getattr(nested, "_savepoint", "")) or None
 
 
