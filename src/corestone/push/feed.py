@@ -224,7 +224,9 @@ class EventFeed:
     async def _replay(self, stream: LiveStream, last_event_id: str) -> None:
         """Put the events after ``last_event_id`` (or ``reset``) before the live ones."""
         text = last_event_id.strip()
-        after = int(text) if text.isdigit() and len(text) <= _MAX_ID_DIGITS else -1
+        # ASCII only: str.isdigit() also takes "²" (int() refuses it: a 500) and "١٢".
+        usable = text.isascii() and text.isdigit() and len(text) <= _MAX_ID_DIGITS
+        after = int(text) if usable else -1
         async with self.database.transaction(read_only=True) as tx:
             window = await read_window(tx.session)
             chunks = [RETRY]
