@@ -13,7 +13,8 @@ raises, for example ``NotFoundError``, before anything is streamed), and only be
 ``max_streams`` (else :class:`~corestone.errors.UnavailableError`: 503 with
 Retry-After). With a ``Last-Event-ID`` it replays the workspace's events after that
 position from the outbox, if the outbox still holds all of them; otherwise (pruned,
-garbage, from the future, or more than ``max_replay``) the first event is ``reset``.
+garbage, from the future, more than ``max_replay`` events or more than the buffer's
+``buffer_bytes``) the first event is ``reset``.
 The stream joins the feed before the replay is read, and frames at or below the last
 position written are skipped, so nothing falls between the replay and the live events.
 
@@ -227,21 +228,29 @@ class EventFeed:
         # ASCII only: str.isdigit() also takes "²" (int() refuses it: a 500) and "١٢".
         usable = text.isascii() and text.isdigit() and len(text) <= _MAX_ID_DIGITS
         after = int(text) if usable else -1
+        _, max_bytes = self.buffer
         async with self.database.transaction(read_only=True) as tx:
             window = await read_window(tx.session)
             chunks = [RETRY]
+            size = 0
             if window.resumes(after):
                 position = after
                 while True:
                     rows = await read_after(
                         tx.session, position, limit=self.batch, workspace_id=stream.workspace
                     )
-                    chunks.extend(encode_frame(r.position, r.type, r.body) for r in rows)
+                    for row in rows:
+                        chunks.append(encode_frame(row.position, row.type, row.body))
+                        size += len(chunks[-1])
                     if rows:
                         position = rows[-1].position
-                    if len(rows) < self.batch or len(chunks) > self.max_replay:
+                    too_many = len(chunks) > self.max_replay + 1 or size > max_bytes
+                    if len(rows) < self.batch or too_many:
                         break
-                if len(chunks) <= self.max_replay + 1:
+                # The replay is held until the client reads it, as buffered frames are:
+                # over the buffer's bounds it is a reset, or a resuming client that never
+                # reads would hold max_replay events (up to 256 KiB each) per stream.
+                if not too_many:
                     stream.position = max(position, after)
                     stream.prefix = b"".join(chunks)
                     return
