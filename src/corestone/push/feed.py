@@ -10,11 +10,13 @@ So a thousand streams cost one query per wake, not a thousand.
 
 A stream opens (:meth:`EventFeed.open`) only for a caller ``authorize`` lets in (it
 raises, for example ``NotFoundError``, before anything is streamed), and only below
-``max_streams`` (else :class:`~corestone.errors.UnavailableError`: 503 with
-Retry-After). With a ``Last-Event-ID`` it replays the workspace's events after that
-position from the outbox, if the outbox still holds all of them; otherwise (pruned,
-garbage, from the future, more than ``max_replay`` events or more than the buffer's
-``buffer_bytes``) the first event is ``reset``.
+``max_streams`` in the process and ``max_streams_per_user`` for its user (else
+:class:`~corestone.errors.UnavailableError`: 503 with Retry-After; both checked again
+after ``authorize``, which every concurrent open awaits). With a ``Last-Event-ID`` it
+replays the workspace's events after that position from the outbox, if the outbox
+still holds all of them; otherwise (pruned, garbage, from the future, more than
+``max_replay`` events or more than the buffer's ``buffer_bytes``) the first event is
+``reset``.
 The stream joins the feed before the replay is read, and frames at or below the last
 position written are skipped, so nothing falls between the replay and the live events.
 
@@ -84,6 +86,7 @@ class EventFeed:
         metrics: Metrics | None = None,
         health: HealthRegistry | None = None,
         max_streams: int = 10_000,
+        max_streams_per_user: int = 32,
         buffer_frames: int = 1_000,
         buffer_bytes: int = 1024 * 1024,
         poll_seconds: float = 1.0,
@@ -94,14 +97,17 @@ class EventFeed:
         retry_after_seconds: float = 5.0,
         clock: Clock = monotonic,
     ) -> None:
-        if min(max_streams, buffer_frames, buffer_bytes, batch, max_replay) < 1:
-            raise ValueError("max_streams, buffer sizes, batch and max_replay must be >= 1")
+        if min(max_streams, max_streams_per_user, buffer_frames, buffer_bytes, batch) < 1:
+            raise ValueError("stream caps, buffer sizes and batch must be >= 1")
+        if max_replay < 1:
+            raise ValueError("max_replay must be >= 1")
         if min(poll_seconds, heartbeat_seconds, recheck_seconds) <= 0:
             raise ValueError("poll, heartbeat and recheck intervals must be > 0")
         self.database, self.wakes, self.authorize = database, wakes, authorize
         self.revocations = dict(revocations or {})
         self.health = health
         self.max_streams, self.max_replay = max_streams, max_replay
+        self.max_streams_per_user = max_streams_per_user
         self.buffer = (buffer_frames, buffer_bytes)
         self.poll_seconds, self.heartbeat_seconds = poll_seconds, heartbeat_seconds
         self.recheck_seconds, self.batch = recheck_seconds, batch
@@ -110,6 +116,7 @@ class EventFeed:
         """The last position read (None until the first read)."""
         self._streams: dict[str, set[LiveStream]] = {}
         self._count = 0
+        self._per_user: dict[str, int] = {}
         self._closing = False
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -126,7 +133,7 @@ class EventFeed:
         )
         self._dropped = m.counter(
             "live_clients_dropped_total",
-            "Live streams the server ended or refused: slow, revoked, shutdown, cap.",
+            "Live streams the server ended or refused: slow, revoked, shutdown, cap, user_cap.",
             ["reason"],
         )
 
@@ -201,18 +208,19 @@ class EventFeed:
         """
         if self._closing or not self._tasks:
             raise UnavailableError("this process is shutting down", retry_after=self.retry_after)
-        if self._count >= self.max_streams:
-            self._dropped.labels("cap").inc()
-            raise UnavailableError("too many live streams open", retry_after=self.retry_after)
+        self._refuse_over_cap(user)
         await self.authorize(user, workspace)
         if self._closing:  # shut down while it authorized: shut() has ended the others
             raise UnavailableError("this process is shutting down", retry_after=self.retry_after)
+        # Again: every open that waited on authorize passed the first check together.
+        self._refuse_over_cap(user)
         frames, bytes_ = self.buffer
         stream = LiveStream(
             user, str(workspace), max_frames=frames, max_bytes=bytes_, on_end=self._forget
         )
         self._streams.setdefault(stream.workspace, set()).add(stream)
         self._count += 1
+        self._per_user[str(user)] = self._per_user.get(str(user), 0) + 1
         self._open.inc()
         try:
             if last_event_id is not None:
@@ -256,6 +264,18 @@ class EventFeed:
                     return
         stream.prefix = RETRY + RESET
 
+    def _refuse_over_cap(self, user: Any) -> None:
+        """UnavailableError at the process's cap, or at ``user``'s (one user cannot take
+        every stream of the process from the others)."""
+        if self._count >= self.max_streams:
+            self._dropped.labels("cap").inc()
+            raise UnavailableError("too many live streams open", retry_after=self.retry_after)
+        if self._per_user.get(str(user), 0) >= self.max_streams_per_user:
+            self._dropped.labels("user_cap").inc()
+            raise UnavailableError(
+                "too many live streams open for this user", retry_after=self.retry_after
+            )
+
     def _forget(self, stream: LiveStream) -> None:
         streams = self._streams.get(stream.workspace)
         if streams is None or stream not in streams:
@@ -264,6 +284,12 @@ class EventFeed:
         if not streams:
             del self._streams[stream.workspace]
         self._count -= 1
+        key = str(stream.user)
+        left = self._per_user.get(key, 1) - 1
+        if left > 0:
+            self._per_user[key] = left
+        else:
+            self._per_user.pop(key, None)
         self._open.dec()
         if stream.reason in ("slow", "revoked", "shutdown"):
             self._dropped.labels(stream.reason).inc()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 
 from corestone.events.log import read_after
@@ -72,3 +74,44 @@ async def _position_of(one: Instance, task_id: int) -> int:
         if row.type == "task.created" and orjson.loads(row.body)["payload"]["task_id"] == task_id:
             return row.position
     raise AssertionError("no task.created for the task")
+
+
+async def test_concurrent_opens_do_not_pass_the_cap_together(cluster: Cluster) -> None:
+    """Eight streams opened at once with a cap of two: the cap was checked before the
+    membership query and not after, so every open waiting on that query got in. Two
+    open, the others get 503, and the feed counts two."""
+    one = await cluster.instance(live_max_streams=2)
+    _, ada = await one.signup()
+    ws = await one.workspace(ada)
+    path = f"/api/workspaces/{ws}/events"
+
+    async def open_one() -> int:
+        request = one.client.build_request("GET", path, headers=ada)
+        response = await one.client.send(request, stream=True)
+        cluster.stack.push_async_callback(response.aclose)
+        return response.status_code
+
+    statuses = await asyncio.gather(*(open_one() for _ in range(8)))
+    assert sorted(statuses) == [200, 200] + [503] * 6
+    assert one.feed.open_streams == 2
+
+
+async def test_one_user_cannot_take_every_stream_of_the_process(cluster: Cluster) -> None:
+    """A user has at most ``max_streams_per_user`` streams open in a process (the next
+    gets 503 with Retry-After), so one member cannot take the whole cap from everyone
+    else; another user still gets in, and closing one lets the first user in again."""
+    one = await cluster.instance()
+    one.feed.max_streams_per_user = 2
+    _, ada = await one.signup("Ada")
+    bo_id, bo = await one.signup("Bo")
+    ws = await one.workspace(ada)
+    await one.add_member(ada, ws, bo_id)
+    first = await cluster.stream(one, ada, ws)
+    await cluster.stream(one, ada, ws)
+    refused = await cluster.stream(one, ada, ws, expect=503)
+    assert int(refused.headers["retry-after"]) >= 1
+    assert isinstance(await cluster.stream(one, bo, ws), SseReader)
+    assert isinstance(first, SseReader)
+    await first.response.aclose()
+    await eventually(lambda: one.feed.open_streams == 2)
+    assert isinstance(await cluster.stream(one, ada, ws), SseReader)
