@@ -11,14 +11,15 @@ So a thousand streams cost one query per wake, not a thousand.
 A stream opens (:meth:`EventFeed.open`) only for a caller ``authorize`` lets in (it
 raises, for example ``NotFoundError``, before anything is streamed), and only below
 ``max_streams`` in the process and ``max_streams_per_user`` for its user (else
-:class:`~corestone.errors.UnavailableError`: 503 with Retry-After; both checked again
-after ``authorize``, which every concurrent open awaits). With a ``Last-Event-ID`` it
-replays the workspace's events after that position from the outbox, if the outbox
-still holds all of them; otherwise (pruned, garbage, from the future, more than
-``max_replay`` events or more than the buffer's ``buffer_bytes``) the first event is
-``reset``.
-The stream joins the feed before the replay is read, and frames at or below the last
-position written are skipped, so nothing falls between the replay and the live events.
+:class:`~corestone.errors.UnavailableError`: 503 with Retry-After; the stream counts
+from before ``authorize`` runs, so concurrent opens cannot pass the caps together). With
+a ``Last-Event-ID`` it replays the workspace's events after that position from the
+outbox, if the outbox still holds all of them; otherwise (pruned, garbage, from the
+future, more than ``max_replay`` events or more than the buffer's ``buffer_bytes``) the
+first event is ``reset``. The stream joins the feed before ``authorize`` runs (a
+revocation dispatched meanwhile ends it) and before the replay is read, and frames at
+or below the last position written are skipped, so nothing falls between the replay
+and the live events.
 
 Membership is checked again: when an event of a type in ``revocations`` (such as
 ``member.removed``) names the stream's user in its payload, that stream gets
@@ -209,11 +210,10 @@ class EventFeed:
         if self._closing or not self._tasks:
             raise UnavailableError("this process is shutting down", retry_after=self.retry_after)
         self._refuse_over_cap(user)
-        await self.authorize(user, workspace)
-        if self._closing:  # shut down while it authorized: shut() has ended the others
-            raise UnavailableError("this process is shutting down", retry_after=self.retry_after)
-        # Again: every open that waited on authorize passed the first check together.
-        self._refuse_over_cap(user)
+        # The stream joins the feed before authorize runs: it counts against the caps at
+        # once (a burst of opens cannot all pass them while their membership queries
+        # run), and a revocation dispatched while authorize runs (the member removed
+        # after it read the membership) ends it. Nothing is written before it returns.
         frames, bytes_ = self.buffer
         stream = LiveStream(
             user, str(workspace), max_frames=frames, max_bytes=bytes_, on_end=self._forget
@@ -223,7 +223,12 @@ class EventFeed:
         self._per_user[str(user)] = self._per_user.get(str(user), 0) + 1
         self._open.inc()
         try:
-            if last_event_id is not None:
+            await self.authorize(user, workspace)
+            if self._closing:  # shut down while it authorized: shut() ended the others
+                raise UnavailableError(
+                    "this process is shutting down", retry_after=self.retry_after
+                )
+            if last_event_id is not None and not stream.ended:
                 await self._replay(stream, last_event_id)
         except BaseException:
             stream.end("disconnect")

@@ -6,7 +6,7 @@ import asyncio
 
 import orjson
 
-from corestone.events.log import read_after
+from corestone.events.log import read_after, read_window
 from tests.integration.live.conftest import Cluster, Instance, SseReader, eventually
 
 
@@ -115,3 +115,46 @@ async def test_one_user_cannot_take_every_stream_of_the_process(cluster: Cluster
     await first.response.aclose()
     await eventually(lambda: one.feed.open_streams == 2)
     assert isinstance(await cluster.stream(one, ada, ws), SseReader)
+
+
+async def test_a_removal_dispatched_while_the_open_authorizes_revokes_it(
+    cluster: Cluster,
+) -> None:
+    """Bo's open reads his membership; before it returns, Ada removes him and the feed
+    dispatches member.removed. The stream joined the feed only after authorize, so that
+    revocation found no stream of his, and he got the workspace's events until the next
+    re-check (a minute). Now the stream is there first: it ends with `revoked`."""
+    one = await cluster.instance()
+    _, ada = await one.signup()
+    bo_id, bo = await one.signup("Bo")
+    ws = await one.workspace(ada)
+    await one.add_member(ada, ws, bo_id)
+    feed = one.feed
+    real = feed.authorize
+    authorized, go = asyncio.Event(), asyncio.Event()
+
+    async def slow_for_bo(user: object, workspace: object) -> object:
+        result = await real(user, workspace)
+        if str(user) == str(bo_id) and not authorized.is_set():
+            authorized.set()
+            await go.wait()
+        return result
+
+    feed.authorize = slow_for_bo
+    opening = asyncio.create_task(cluster.stream(one, bo, ws))
+    await authorized.wait()
+    removed = await one.client.delete(f"/api/workspaces/{ws}/members/{bo_id}", headers=ada)
+    assert removed.status_code == 204, removed.text
+    await eventually(lambda: _backlog_empty(one))
+    async with one.infra.db.transaction(read_only=True) as tx:
+        newest = (await read_window(tx.session)).newest
+    await eventually(lambda: (feed.position or 0) >= newest)
+    go.set()
+    reader = await opening
+    assert isinstance(reader, SseReader)
+    await one.task(ada, ws, "after")
+    seen = []
+    while (frame := await reader.event()) is not None:
+        seen.append(frame.event)
+    assert seen[-1:] == ["revoked"], seen  # and the stream ended
+    assert "task.created" not in seen
