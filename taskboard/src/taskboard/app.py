@@ -19,6 +19,7 @@ from corestone.sagas import SagaOrchestrator, SagaRecoveryWorker
 from corestone.web import instrument
 from corestone.web.openapi import exact_openapi
 from taskboard.api.ops import router as ops_router
+from taskboard.api.page import router as page_router
 from taskboard.api.routes import router
 from taskboard.events import REGISTRY, register_bus, topic_for
 from taskboard.mail import MailWiring, mount_email_routes, setup_email
@@ -192,6 +193,7 @@ def create_app(
     )
     api.include_router(router)
     api.include_router(ops_router)
+    api.include_router(page_router)
     mount_email_routes(api, wiring)
     exact_openapi(api)
     return instrument(api, infra)
