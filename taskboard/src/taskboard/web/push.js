@@ -4,6 +4,8 @@
 
 import { api } from "./api.js";
 
+const SUBSCRIBE_MS = 20_000;
+
 export function pushSupported() {
   return "serviceWorker" in navigator && "PushManager" in window && "Notification" in window;
 }
@@ -27,10 +29,14 @@ export async function enablePush() {
     if (permission !== "granted") {
       return { ok: false, message: "Notifications are blocked for this site." };
     }
-    const subscription = await registration.pushManager.subscribe({
-      userVisibleOnly: true,
-      applicationServerKey: fromBase64Url(publicKey),
-    });
+    const subscription = await within(
+      SUBSCRIBE_MS,
+      registration.pushManager.subscribe({
+        userVisibleOnly: true,
+        applicationServerKey: fromBase64Url(publicKey),
+      }),
+      "the browser's push service did not answer",
+    );
     await api("POST", "/api/me/push-subscriptions", subscription.toJSON());
     return { ok: true, message: "Push notifications are on for this browser." };
   } catch (error) {
@@ -51,6 +57,15 @@ export async function disablePush() {
   } catch (error) {
     return { ok: false, message: `Could not turn push off: ${error.message}` };
   }
+}
+
+/** `promise`, or a rejection saying `what` if it has not settled after `ms`. */
+function within(ms, promise, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(what)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 function fromBase64Url(text) {

@@ -1,0 +1,360 @@
+"""taskboard's page in real headless Chromium (Debian's), against real `taskboard serve` processes.
+
+Playwright drives /usr/bin/chromium (never a browser Playwright downloads). Under CI=true
+a missing chromium or playwright fails the run; elsewhere the tests skip. Screenshots go
+to var/test-output/ (ignored by git), their paths printed in the test log.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from corestone.push import VapidKeys
+from corestone.testing import RedisServer
+from tests.e2e.conftest import ROOT, Server, free_port, taskboard_command
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+OUTPUT = ROOT / "var" / "test-output"
+BOUND_MS = 30_000  # a bound on waiting for the page, never an expected duration
+HOSTILE_TITLE = "<img src=x onerror=alert(1)> {{7*7}}"
+
+
+def _require_browser() -> None:
+    """Skip without chromium or playwright, except under CI, where that is a failure."""
+    missing = [
+        what
+        for what, there in (
+            (str(CHROMIUM), CHROMIUM.exists()),
+            ("playwright", importlib.util.find_spec("playwright") is not None),
+        )
+        if not there
+    ]
+    if not missing:
+        return
+    message = f"the browser test needs {' and '.join(missing)} (.ci/run installs them)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@dataclass
+class Deployment:
+    """taskboard as the browser sees it (``page``) and as other users write to it (``api``)."""
+
+    page: Server
+    api: Server
+
+
+def _vapid_env() -> dict[str, str]:
+    keys = VapidKeys.generate("mailto:ops@example.com")
+    return {
+        "CORESTONE_VAPID_PRIVATE_KEY": keys.private_key_text(),
+        "CORESTONE_VAPID_SUBJECT": keys.subject,
+    }
+
+
+@pytest.fixture(params=["embedded", "postgres-redis-two-instances"])
+def deployment(request: pytest.FixtureRequest, start_server: Any, tmp_path: Path) -> Deployment:
+    """One embedded process on SQLite, or two on PostgreSQL + Redis (the page on the first,
+    other users writing through the second, so live events cross instances)."""
+    if request.param == "embedded":
+        env = {"CORESTONE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'board.db'}"}
+        env |= _vapid_env()
+        port = free_port()
+        server: Server = start_server(taskboard_command(port), env, port)
+        server.wait_ready()
+        return Deployment(page=server, api=server)
+    redis: RedisServer = request.getfixturevalue("redis_server")
+    env = {
+        "CORESTONE_DATABASE_URL": request.getfixturevalue("postgres_url"),
+        "CORESTONE_REDIS_URL": redis.url,
+        "CORESTONE_BROKER_URL": redis.url,
+        **_vapid_env(),
+    }
+    page_port, api_port = free_port(), free_port()
+    page_server: Server = start_server(taskboard_command(page_port), env, page_port)
+    page_server.wait_ready()
+    api_server: Server = start_server(taskboard_command(api_port), env, api_port)
+    api_server.wait_ready()
+    return Deployment(page=page_server, api=api_server)
+
+
+@dataclass
+class User:
+    id: int
+    name: str
+    token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def _signup(base: str, name: str) -> User:
+    response = httpx.post(
+        f"{base}/api/users", json={"name": name, "email": f"{name.lower()}@example.com"}
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    return User(body["user"]["id"], name, body["token"])
+
+
+def _post(base: str, user: User, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = httpx.post(f"{base}{path}", json=body, headers=user.auth)
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+@dataclass
+class Watch:
+    """What a page did that a test must see: errors, dialogs, and every URL it requested."""
+
+    errors: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+
+    def attach(self, page: Page) -> None:
+        page.on(
+            "console",
+            lambda message: (
+                self.errors.append(f"console: {message.text}") if message.type == "error" else None
+            ),
+        )
+        page.on("pageerror", lambda error: self.errors.append(f"page error: {error}"))
+        page.on("request", lambda request: self.requests.append(request.url))
+
+        def dialog(opened: Any) -> None:
+            self.dialogs.append(opened.message)
+            opened.dismiss()
+
+        page.on("dialog", dialog)
+
+
+def _screenshot(page: Page, name: str) -> Path:
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    path = OUTPUT / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")  # the test log names where it is
+    return path
+
+
+def _sign_in(page: Page, base: str, user: User) -> None:
+    page.goto(f"{base}/")
+    page.get_by_label("API token").fill(user.token)
+    page.locator("#sign-in-form button[type=submit]").click()
+    page.locator("#live[data-state=live]").wait_for(timeout=BOUND_MS)
+
+
+def _row(page: Page, title: str) -> Any:
+    return page.locator("#task-rows tr").filter(
+        has=page.locator("td.title", has_text=re.compile("^" + re.escape(title) + "$"))
+    )
+
+
+def test_the_page_signs_in_shows_live_tasks_and_counts_unread_notifications(
+    browser: Browser, deployment: Deployment, request: pytest.FixtureRequest
+) -> None:
+    """Signed in, the page shows tasks other users create elsewhere without a reload, as text;
+    the bell counts their assignments; push opt-in fails gracefully; nothing logs an error."""
+    api = deployment.api.url
+    ada, bob = _signup(api, "Ada"), _signup(api, "Bob")
+    ws = _post(api, ada, "/api/workspaces", {"name": "Launch"})["id"]
+    _post(api, ada, f"/api/workspaces/{ws}/members", {"user_id": bob.id})
+    _post(api, bob, f"/api/workspaces/{ws}/tasks", {"title": "There before"})
+
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.grant_permissions(["notifications"], origin=deployment.page.url)
+    page = context.new_page()
+    watch = Watch()
+    watch.attach(page)
+    _sign_in(page, deployment.page.url, ada)
+    assert page.locator("#workspace").input_value() == str(ws)
+    _row(page, "There before").wait_for(timeout=BOUND_MS)
+    page.evaluate("window.__sameDocument = true")
+
+    # Created through the API (through the other instance, when there are two): no reload.
+    _post(api, bob, f"/api/workspaces/{ws}/tasks", {"title": "Written elsewhere"})
+    _row(page, "Written elsewhere").wait_for(timeout=BOUND_MS)
+
+    # Assigned to Ada by Bob: a notification, and its hostile title stays text.
+    assert page.locator("#unread").is_hidden()
+    _post(api, bob, f"/api/workspaces/{ws}/tasks", {"title": HOSTILE_TITLE, "assignee_id": ada.id})
+    hostile = _row(page, HOSTILE_TITLE)
+    hostile.wait_for(timeout=BOUND_MS)
+    assert hostile.locator("td.assignee").inner_text() == "you (Ada)"
+    assert page.locator("#task-rows img").count() == 0
+    page.locator("#unread").filter(has_text=re.compile(r"^1$")).wait_for(timeout=BOUND_MS)
+    assert page.get_by_role("button", name="Notifications, 1 unread").is_visible()
+
+    page.locator("#bell").click()
+    item = page.locator("#notification-list li.unread")
+    item.first.wait_for(timeout=BOUND_MS)
+    assert item.count() == 1
+    assert page.locator("#notification-list img").count() == 0
+    _screenshot(page, f"page-{request.node.callspec.id}")
+    page.get_by_role("button", name="Mark all read").click()
+    page.locator("#unread").wait_for(state="hidden", timeout=BOUND_MS)
+    page.keyboard.press("Escape")
+
+    # A task made on the page itself.
+    page.get_by_label("Title", exact=True).fill("Made on the page")
+    page.get_by_role("button", name="Add task").click()
+    _row(page, "Made on the page").wait_for(timeout=BOUND_MS)
+
+    # Push opt-in: the service worker registers at /; headless Chromium has no push
+    # service, so the outcome is a message on the page either way, never an error.
+    page.get_by_role("button", name="Enable push notifications").click()
+    page.locator("#push-status[data-ok]").wait_for(timeout=BOUND_MS)
+    scope = page.evaluate(
+        "navigator.serviceWorker.getRegistration('/').then((r) => r ? r.scope : null)"
+    )
+    assert scope == f"{deployment.page.url}/"
+    assert page.locator("#push-status").inner_text()
+
+    assert page.evaluate("window.__sameDocument") is True  # never reloaded
+    assert watch.dialogs == []
+    assert watch.errors == []
+    origin = urlsplit(deployment.page.url).netloc
+    assert {urlsplit(url).netloc for url in watch.requests} == {origin}
+
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_label("API token").wait_for(timeout=BOUND_MS)
+    assert page.evaluate("sessionStorage.getItem('taskboard.token')") is None
+    context.close()
+
+
+def test_the_stream_resumes_with_last_event_id_after_its_instance_restarts(
+    browser: Browser, start_server: Any, redis_server: RedisServer, postgres_url: str
+) -> None:
+    """The instance serving the page stops; events written meanwhile through the other one
+    arrive once it is back, by resuming from Last-Event-ID, without refetching the list."""
+    env = {
+        "CORESTONE_DATABASE_URL": postgres_url,
+        "CORESTONE_REDIS_URL": redis_server.url,
+        "CORESTONE_BROKER_URL": redis_server.url,
+    }
+    page_port, api_port = free_port(), free_port()
+    first: Server = start_server(taskboard_command(page_port), env, page_port)
+    first.wait_ready()
+    other: Server = start_server(taskboard_command(api_port), env, api_port)
+    other.wait_ready()
+    ada, bob = _signup(other.url, "Ada"), _signup(other.url, "Bob")
+    ws = _post(other.url, ada, "/api/workspaces", {"name": "Launch"})["id"]
+    _post(other.url, ada, f"/api/workspaces/{ws}/members", {"user_id": bob.id})
+
+    context = browser.new_context()
+    page = context.new_page()
+    streams: list[dict[str, str]] = []  # the headers of each request for the stream
+    lists: list[str] = []  # each request for the whole task list
+
+    def sent(request: Any) -> None:
+        if request.url.endswith(f"/api/workspaces/{ws}/events"):
+            streams.append(request.headers)
+        elif f"/api/workspaces/{ws}/tasks?" in request.url:
+            lists.append(request.url)
+
+    page.on("request", sent)
+    _sign_in(page, first.url, ada)
+    _post(other.url, bob, f"/api/workspaces/{ws}/tasks", {"title": "Before the restart"})
+    _row(page, "Before the restart").wait_for(timeout=BOUND_MS)
+    page.evaluate("window.__sameDocument = true")
+    listed = len(lists)
+
+    assert first.stop() == 0
+    page.locator("#live[data-state=retrying]").wait_for(timeout=BOUND_MS)
+    _post(other.url, bob, f"/api/workspaces/{ws}/tasks", {"title": "While it was down"})
+    start_server(taskboard_command(page_port), env, page_port).wait_ready()
+
+    _row(page, "While it was down").wait_for(timeout=90_000)
+    assert page.evaluate("window.__sameDocument") is True
+    assert "last-event-id" not in streams[0]
+    assert streams[-1].get("last-event-id")  # resumed, not started afresh
+    assert len(lists) == listed  # the missed event came from the stream, not a refetch
+    context.close()
+
+
+def test_the_event_stream_parser_reads_frames_split_anywhere(
+    browser: Browser, start_server: Any, tmp_path: Path
+) -> None:
+    """The page's parser gives the same frames however the bytes are split, with CRLF, CR or
+    LF line ends, comments, multi-line data, ids that persist and retry lines."""
+    port = free_port()
+    env = {"CORESTONE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'board.db'}"}
+    server: Server = start_server(taskboard_command(port), env, port)
+    server.wait_ready()
+    page = browser.new_page()
+    watch = Watch()
+    watch.attach(page)
+    page.goto(f"{server.url}/")
+    result = page.evaluate(
+        """async () => {
+          const { FrameParser } = await import("/static/stream.js");
+          const text = "retry: 2000\\r\\n: ping\\r\\n\\r\\n"
+            + "id: 7\\nevent: task.created\\ndata: {\\"a\\":1}\\n\\n"
+            + "data: one\\rdata:two\\r\\r"
+            + "event: reset\\r\\ndata: {}\\r\\n\\r\\n"
+            + "id\\nevent: x\\n\\n"
+            + "id: 9\\ndata\\n\\n";
+          const read = (chunks) => {
+            const frames = [];
+            const parser = new FrameParser((frame) => frames.push(frame));
+            for (const chunk of chunks) parser.push(chunk);
+            return { frames, retry: parser.retry };
+          };
+          const whole = read([text]);
+          const splits = [];
+          for (let i = 1; i < text.length; i++) {
+            splits.push(read([text.slice(0, i), text.slice(i)]));
+          }
+          const bytes = read([...text]);
+          return { whole, same: [...splits, bytes].every(
+            (r) => JSON.stringify(r) === JSON.stringify(whole)) };
+        }"""
+    )
+    assert result["same"] is True
+    assert result["whole"]["retry"] == 2000
+    assert result["whole"]["frames"] == [
+        {"id": "7", "event": "task.created", "data": '{"a":1}'},
+        {"id": "7", "event": "message", "data": "one\ntwo"},
+        {"id": "7", "event": "reset", "data": "{}"},
+        {"id": "9", "event": "message", "data": ""},
+    ]
+    assert watch.errors == []
