@@ -24,7 +24,7 @@ from corestone.testing import RedisServer
 from tests.e2e.conftest import ROOT, Server, free_port, taskboard_command
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import BrowserContext, Page, Playwright
 
 pytestmark = pytest.mark.e2e
 
@@ -61,17 +61,43 @@ def _require_browser() -> None:
     pytest.skip(message)
 
 
+class Chromium:
+    """Opens browser profiles of Debian's chromium, each in its own directory, all closed at
+    the end.
+
+    A persistent profile, not Playwright's default incognito-like context: in incognito
+    Chromium refuses the Push API and logs a console error of its own.
+    """
+
+    def __init__(self, playwright: Playwright, directory: Path) -> None:
+        self.playwright = playwright
+        self.directory = directory
+        self.opened: list[BrowserContext] = []
+
+    def open(self, **options: Any) -> BrowserContext:
+        profile = self.directory / f"profile-{len(self.opened)}"
+        context = self.playwright.chromium.launch_persistent_context(
+            str(profile), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, **options
+        )
+        self.opened.append(context)
+        return context
+
+    def close(self) -> None:
+        for context in self.opened:
+            context.close()
+
+
 @pytest.fixture
-def browser() -> Iterator[Browser]:
+def chromium(tmp_path: Path) -> Iterator[Chromium]:
     _require_browser()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browsers = Chromium(playwright, tmp_path)
         try:
-            yield launched
+            yield browsers
         finally:
-            launched.close()
+            browsers.close()
 
 
 @dataclass
@@ -190,7 +216,7 @@ def _row(page: Page, title: str) -> Any:
 
 
 def test_the_page_signs_in_shows_live_tasks_and_counts_unread_notifications(
-    browser: Browser, deployment: Deployment, request: pytest.FixtureRequest
+    chromium: Chromium, deployment: Deployment, request: pytest.FixtureRequest
 ) -> None:
     """Signed in, the page shows tasks other users create elsewhere without a reload, as text;
     the bell counts their assignments; push opt-in fails gracefully; nothing logs an error."""
@@ -200,9 +226,9 @@ def test_the_page_signs_in_shows_live_tasks_and_counts_unread_notifications(
     _post(api, ada, f"/api/workspaces/{ws}/members", {"user_id": bob.id})
     _post(api, bob, f"/api/workspaces/{ws}/tasks", {"title": "There before"})
 
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context = chromium.open(viewport={"width": 1280, "height": 800})
     context.grant_permissions(["notifications"], origin=deployment.page.url)
-    page = context.new_page()
+    page = context.pages[0]
     watch = Watch()
     watch.attach(page)
     _sign_in(page, deployment.page.url, ada)
@@ -258,11 +284,10 @@ def test_the_page_signs_in_shows_live_tasks_and_counts_unread_notifications(
     page.get_by_role("button", name="Sign out").click()
     page.get_by_label("API token").wait_for(timeout=BOUND_MS)
     assert page.evaluate("sessionStorage.getItem('taskboard.token')") is None
-    context.close()
 
 
 def test_the_stream_resumes_with_last_event_id_after_its_instance_restarts(
-    browser: Browser, start_server: Any, redis_server: RedisServer, postgres_url: str
+    chromium: Chromium, start_server: Any, redis_server: RedisServer, postgres_url: str
 ) -> None:
     """The instance serving the page stops; events written meanwhile through the other one
     arrive once it is back, by resuming from Last-Event-ID, without refetching the list."""
@@ -280,8 +305,7 @@ def test_the_stream_resumes_with_last_event_id_after_its_instance_restarts(
     ws = _post(other.url, ada, "/api/workspaces", {"name": "Launch"})["id"]
     _post(other.url, ada, f"/api/workspaces/{ws}/members", {"user_id": bob.id})
 
-    context = browser.new_context()
-    page = context.new_page()
+    page = chromium.open().pages[0]
     streams: list[dict[str, str]] = []  # the headers of each request for the stream
     lists: list[str] = []  # each request for the whole task list
 
@@ -308,11 +332,10 @@ def test_the_stream_resumes_with_last_event_id_after_its_instance_restarts(
     assert "last-event-id" not in streams[0]
     assert streams[-1].get("last-event-id")  # resumed, not started afresh
     assert len(lists) == listed  # the missed event came from the stream, not a refetch
-    context.close()
 
 
 def test_the_event_stream_parser_reads_frames_split_anywhere(
-    browser: Browser, start_server: Any, tmp_path: Path
+    chromium: Chromium, start_server: Any, tmp_path: Path
 ) -> None:
     """The page's parser gives the same frames however the bytes are split, with CRLF, CR or
     LF line ends, comments, multi-line data, ids that persist and retry lines."""
@@ -320,7 +343,7 @@ def test_the_event_stream_parser_reads_frames_split_anywhere(
     env = {"CORESTONE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'board.db'}"}
     server: Server = start_server(taskboard_command(port), env, port)
     server.wait_ready()
-    page = browser.new_page()
+    page = chromium.open().pages[0]
     watch = Watch()
     watch.attach(page)
     page.goto(f"{server.url}/")

@@ -4,7 +4,7 @@
 
 import { api } from "./api.js";
 
-const SUBSCRIBE_MS = 20_000;
+const SUBSCRIBE_MS = 15_000;
 
 export function pushSupported() {
   return "serviceWorker" in navigator && "PushManager" in window && "Notification" in window;
