@@ -52,7 +52,7 @@ const TASK_EVENTS = new Set(["task.created", "task.updated", "task.assigned", "t
 
 function onEvent(type, event) {
   const taskId = event?.data?.task_id;
-  if (typeof taskId === "number" && event.workspace_id === state.workspaceId) {
+  if (typeof taskId === "number" && Number(event.workspace_id) === state.workspaceId) {
     if (type === "task.deleted") board.refreshTask(taskId, true);
     else if (TASK_EVENTS.has(type)) board.refreshTask(taskId).catch((e) => showMessage(e.message));
   }
