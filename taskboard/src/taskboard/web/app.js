@@ -71,12 +71,36 @@ function startStream(workspaceId) {
     onState: (liveState, detail) => {
       if (state.stream === stream) setLive(liveState, detail);
     },
-    onClosed: (reason) => {
-      if (state.stream === stream) showMessage(`Live updates stopped: ${reason}.`);
+    onClosed: (code, reason) => {
+      if (state.stream !== stream) return;
+      if (code === "unauthorized") {
+        clearToken();
+        showSignedOut("Your token is no longer valid: sign in again.");
+      } else if (code === "revoked" || code === "not_member") {
+        leaveWorkspace(workspaceId, reason);
+      } else {
+        showMessage(`Live updates stopped: ${reason}.`);
+      }
     },
   });
   state.stream = stream;
   stream.start();
+}
+
+/** The caller lost `workspaceId`: its tasks and its entry in the picker go, and the
+ * next workspace (if any) is shown instead. */
+async function leaveWorkspace(workspaceId, reason) {
+  state.me.workspaces = state.me.workspaces.filter((ws) => ws.id !== workspaceId);
+  $("workspace").querySelector(`option[value="${workspaceId}"]`)?.remove();
+  sessionStorage.removeItem(WORKSPACE_KEY);
+  state.workspaceId = null;
+  board.clear();
+  const next = state.me.workspaces[0]?.id;
+  if (next !== undefined) {
+    $("workspace").value = String(next);
+    await selectWorkspace(next);
+  }
+  showMessage(`You left a workspace: ${reason}.`, "info");
 }
 
 async function reload() {

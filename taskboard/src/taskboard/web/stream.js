@@ -56,13 +56,19 @@ export class FrameParser {
 const MAX_DELAY_MS = 30_000;
 
 /** Why a stream stopped for good: the server said so, or will never serve this caller. */
-export class StreamClosed extends Error {}
+export class StreamClosed extends Error {
+  constructor(code, message) {
+    super(message);
+    this.code = code; // "unauthorized" | "not_member" | "revoked"
+  }
+}
 
 /**
  * One workspace's stream, kept open until stop(): `onEvent(type, event, id)` for each
  * event, `onReset()` when the server cannot resume (refetch everything), `onOpen()` on
  * each connection, `onState(state, detail)` with "connecting" | "live" | "retrying" |
- * "stopped", and `onClosed(reason)` when it stops by itself (revoked, 401, 404).
+ * "stopped", and `onClosed(code, reason)` when it stops by itself: code "revoked" (the
+ * server ended it: no longer a member), "not_member" (404) or "unauthorized" (401).
  */
 export class LiveStream {
   constructor(url, { token, onEvent, onReset, onOpen, onState, onClosed }) {
@@ -81,7 +87,7 @@ export class LiveStream {
   }
 
   start() {
-    this.run().catch((error) => this.finish(String(error)));
+    this.run().catch((error) => this.finish("error", String(error)));
   }
 
   stop() {
@@ -90,12 +96,12 @@ export class LiveStream {
     this.onState("stopped", "");
   }
 
-  finish(reason) {
+  finish(code, reason) {
     if (this.stopped) return;
     this.stopped = true;
     this.controller?.abort();
     this.onState("stopped", reason);
-    this.onClosed(reason);
+    this.onClosed(code, reason);
   }
 
   async run() {
@@ -106,7 +112,7 @@ export class LiveStream {
       } catch (error) {
         if (this.stopped) return;
         if (error instanceof StreamClosed) {
-          this.finish(error.message);
+          this.finish(error.code, error.message);
           return;
         }
       }
@@ -134,8 +140,10 @@ export class LiveStream {
       signal: this.controller.signal,
       cache: "no-store",
     });
-    if (response.status === 401) throw new StreamClosed("signed out: the token is not valid");
-    if (response.status === 404) throw new StreamClosed("this workspace is not yours (any more)");
+    if (response.status === 401) throw new StreamClosed("unauthorized", "the token is not valid");
+    if (response.status === 404) {
+      throw new StreamClosed("not_member", "you are not a member of this workspace");
+    }
     if (response.status === 503) {
       await response.body?.cancel();
       const seconds = Number(response.headers.get("Retry-After"));
@@ -166,7 +174,7 @@ export class LiveStream {
     if (this.stopped) return;
     if (frame.id !== null) this.lastEventId = frame.id;
     if (frame.event === "revoked") {
-      this.finish("you are no longer a member of this workspace");
+      this.finish("revoked", "you are no longer a member of this workspace");
       return;
     }
     if (frame.event === "reset") {
