@@ -171,7 +171,8 @@ def _post(base: str, user: User, path: str, body: dict[str, Any]) -> dict[str, A
 
 @dataclass
 class Watch:
-    """What a page did that a test must see: errors, dialogs, and every URL it requested."""
+    """What a page did that a test must see: errors (console, page, 4xx/5xx answers), dialogs,
+    and every URL it requested."""
 
     errors: list[str] = field(default_factory=list)
     dialogs: list[str] = field(default_factory=list)
@@ -186,6 +187,14 @@ class Watch:
         )
         page.on("pageerror", lambda error: self.errors.append(f"page error: {error}"))
         page.on("request", lambda request: self.requests.append(request.url))
+        page.on(
+            "response",
+            lambda response: (
+                self.errors.append(f"answer: {response.status} {response.url}")
+                if response.status >= 400
+                else None
+            ),
+        )
 
         def dialog(opened: Any) -> None:
             self.dialogs.append(opened.message)
@@ -380,4 +389,33 @@ def test_the_event_stream_parser_reads_frames_split_anywhere(
         {"id": "7", "event": "reset", "data": "{}"},
         {"id": "9", "event": "message", "data": ""},
     ]
+    assert watch.errors == []
+
+
+def test_a_member_removed_while_watching_loses_the_workspace_on_the_page(
+    chromium: Chromium, start_server: Any, tmp_path: Path
+) -> None:
+    """Removed from the workspace, the page's stream ends on `revoked`: its tasks leave the
+    page, the workspace leaves the picker, a message says why, and nothing logs an error."""
+    port = free_port()
+    env = {"CORESTONE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'board.db'}"}
+    server: Server = start_server(taskboard_command(port), env, port)
+    server.wait_ready()
+    ada, bob = _signup(server.url, "Ada"), _signup(server.url, "Bob")
+    ws = _post(server.url, ada, "/api/workspaces", {"name": "Launch"})["id"]
+    _post(server.url, ada, f"/api/workspaces/{ws}/members", {"user_id": bob.id})
+    _post(server.url, ada, f"/api/workspaces/{ws}/tasks", {"title": "Secret plan"})
+
+    page = chromium.open().pages[0]
+    watch = Watch()
+    watch.attach(page)
+    _sign_in(page, server.url, bob)
+    _row(page, "Secret plan").wait_for(timeout=BOUND_MS)
+
+    removed = httpx.delete(f"{server.url}/api/workspaces/{ws}/members/{bob.id}", headers=ada.auth)
+    assert removed.status_code == 204, removed.text
+    page.locator("#live[data-state=stopped]").wait_for(timeout=BOUND_MS)
+    page.locator("#message", has_text="no longer a member").wait_for(timeout=BOUND_MS)
+    assert page.locator("#task-rows tr").count() == 0
+    assert page.locator("#workspace option").count() == 0
     assert watch.errors == []
