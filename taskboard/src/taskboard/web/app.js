@@ -107,6 +107,8 @@ async function reload() {
   if (state.workspaceId === null) return;
   try {
     await board.load(state.workspaceId, state.me.user);
+    const wanted = Number(new URL(window.location.href).searchParams.get("task"));
+    if (wanted) board.highlight(wanted);
   } catch (error) {
     showMessage(`Could not load the tasks: ${error.message}`);
   }
@@ -116,7 +118,8 @@ async function selectWorkspace(workspaceId) {
   state.workspaceId = workspaceId;
   sessionStorage.setItem(WORKSPACE_KEY, String(workspaceId));
   const url = new URL(window.location.href);
-  url.searchParams.set("ws", String(workspaceId));
+  if (url.searchParams.get("workspace") !== String(workspaceId)) url.searchParams.delete("task");
+  url.searchParams.set("workspace", String(workspaceId));
   history.replaceState(null, "", url);
   showMessage("");
   await reload();
@@ -125,7 +128,7 @@ async function selectWorkspace(workspaceId) {
 
 function preferredWorkspace(workspaces) {
   const wanted = [
-    new URL(window.location.href).searchParams.get("ws"),
+    new URL(window.location.href).searchParams.get("workspace"),
     sessionStorage.getItem(WORKSPACE_KEY),
   ].map(Number);
   return wanted.find((id) => workspaces.some((ws) => ws.id === id)) ?? workspaces[0]?.id ?? null;

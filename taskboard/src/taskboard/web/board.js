@@ -88,6 +88,14 @@ export class Board {
     }
   }
 
+  /** Point at one task (a push notification's link names it). */
+  highlight(taskId) {
+    const row = this.drawn.get(taskId)?.row;
+    if (!row) return;
+    row.classList.add("highlight");
+    row.scrollIntoView({ block: "center" });
+  }
+
   render() {
     const ordered = [...this.tasks.values()].sort((a, b) => b.id - a.id);
     const drawn = new Map();
