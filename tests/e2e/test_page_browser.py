@@ -8,6 +8,7 @@ to var/test-output/ (ignored by git), their paths printed in the test log.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -418,4 +419,67 @@ def test_a_member_removed_while_watching_loses_the_workspace_on_the_page(
     page.locator("#message", has_text="no longer a member").wait_for(timeout=BOUND_MS)
     assert page.locator("#task-rows tr").count() == 0
     assert page.locator("#workspace option").count() == 0
+    assert watch.errors == []
+
+
+def test_the_service_worker_shows_push_messages_and_links_only_to_this_site(
+    chromium: Chromium, start_server: Any, tmp_path: Path
+) -> None:
+    """A push message delivered to /sw.js (through the DevTools protocol: headless Chromium
+    has no push service) becomes a notification with its title, body and url; a url to
+    another site becomes the page's own, and a payload that is not JSON is shown as text."""
+    port = free_port()
+    env = {"CORESTONE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'board.db'}"}
+    server: Server = start_server(taskboard_command(port), env, port)
+    server.wait_ready()
+    context = chromium.open()
+    context.grant_permissions(["notifications"], origin=server.url)
+    page = context.pages[0]
+    watch = Watch()
+    watch.attach(page)
+    page.goto(f"{server.url}/")
+    devtools = context.new_cdp_session(page)
+    registrations: list[dict[str, Any]] = []
+    devtools.on(
+        "ServiceWorker.workerRegistrationUpdated",
+        lambda event: registrations.extend(event["registrations"]),
+    )
+    devtools.send("ServiceWorker.enable")
+    scope = page.evaluate(
+        "navigator.serviceWorker.register('/sw.js', {scope: '/'})"
+        ".then(() => navigator.serviceWorker.ready).then((r) => r.scope)"
+    )
+    assert scope == f"{server.url}/"
+    page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=BOUND_MS)
+    registration = next(r for r in registrations if r["scopeURL"] == scope)["registrationId"]
+
+    messages = [
+        {"title": HOSTILE_TITLE, "body": "Ada assigned it to you", "notification_id": "n1",
+         "url": "/?workspace=1&task=2"},
+        {"title": "Elsewhere", "body": "", "notification_id": "n2",
+         "url": "https://attacker.example/phish"},
+    ]  # fmt: skip
+    for message in messages:
+        devtools.send(
+            "ServiceWorker.deliverPushMessage",
+            {"origin": server.url, "registrationId": registration, "data": json.dumps(message)},
+        )
+    devtools.send(
+        "ServiceWorker.deliverPushMessage",
+        {"origin": server.url, "registrationId": registration, "data": "plain words"},
+    )
+    shown_script = """navigator.serviceWorker.ready
+        .then((r) => r.getNotifications())
+        .then((all) => all.map((n) => ({ title: n.title, body: n.body, url: n.data.url })))"""
+    page.wait_for_function(f"{shown_script}.then((all) => all.length === 3)", timeout=BOUND_MS)
+    shown = sorted(page.evaluate(shown_script), key=lambda n: n["title"])
+    assert shown == sorted(
+        [
+            {"title": HOSTILE_TITLE, "body": "Ada assigned it to you",
+             "url": f"{server.url}/?workspace=1&task=2"},
+            {"title": "Elsewhere", "body": "", "url": f"{server.url}/"},
+            {"title": "taskboard", "body": "plain words", "url": f"{server.url}/"},
+        ],
+        key=lambda n: n["title"],
+    )  # fmt: skip
     assert watch.errors == []
