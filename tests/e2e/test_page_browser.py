@@ -252,7 +252,9 @@ def test_the_page_signs_in_shows_live_tasks_and_counts_unread_notifications(
 
     # Assigned to Ada by Bob: a notification, and its hostile title stays text.
     assert page.locator("#unread").is_hidden()
-    _post(api, bob, f"/api/workspaces/{ws}/tasks", {"title": HOSTILE_TITLE, "assignee_id": ada.id})
+    assigned = _post(
+        api, bob, f"/api/workspaces/{ws}/tasks", {"title": HOSTILE_TITLE, "assignee_id": ada.id}
+    )
     hostile = _row(page, HOSTILE_TITLE)
     hostile.wait_for(timeout=BOUND_MS)
     assert hostile.locator("td.assignee").inner_text() == "you (Ada)"
@@ -290,6 +292,13 @@ def test_the_page_signs_in_shows_live_tasks_and_counts_unread_notifications(
     assert watch.errors == []
     origin = urlsplit(deployment.page.url).netloc
     assert {urlsplit(url).netloc for url in watch.requests} == {origin}
+
+    # A push notification's link: the workspace and the task it names, after a reload.
+    page.goto(f"{deployment.page.url}/?workspace={ws}&task={assigned['id']}")
+    page.locator(f"#task-rows tr.highlight[data-task-id='{assigned['id']}']").wait_for(
+        timeout=BOUND_MS
+    )
+    assert watch.errors == []
 
     page.get_by_role("button", name="Sign out").click()
     page.get_by_label("API token").wait_for(timeout=BOUND_MS)
