@@ -212,8 +212,8 @@ def _screenshot(page: Page, name: str) -> Path:
     return path
 
 
-def _sign_in(page: Page, base: str, user: User) -> None:
-    page.goto(f"{base}/")
+def _sign_in(page: Page, base: str, user: User, path: str = "/") -> None:
+    page.goto(f"{base}{path}")
     page.get_by_label("API token").fill(user.token)
     page.locator("#sign-in-form button[type=submit]").click()
     page.locator("#live[data-state=live]").wait_for(timeout=BOUND_MS)
@@ -292,6 +292,20 @@ def test_the_page_signs_in_shows_live_tasks_and_counts_unread_notifications(
     assert watch.errors == []
     origin = urlsplit(deployment.page.url).netloc
     assert {urlsplit(url).netloc for url in watch.requests} == {origin}
+
+    # Another workspace: its own tasks, live too; then back.
+    side = _post(api, ada, "/api/workspaces", {"name": "Side"})["id"]
+    page.reload()  # the picker lists the workspaces of /api/me, read at sign-in
+    page.locator("#live[data-state=live]").wait_for(timeout=BOUND_MS)
+    page.locator("#workspace").select_option(str(side))
+    page.locator("#no-tasks").wait_for(timeout=BOUND_MS)
+    assert page.locator("#task-rows tr").count() == 0
+    page.locator("#live[data-state=live]").wait_for(timeout=BOUND_MS)
+    _post(api, ada, f"/api/workspaces/{side}/tasks", {"title": "On the side"})
+    _row(page, "On the side").wait_for(timeout=BOUND_MS)
+    page.locator("#workspace").select_option(str(ws))
+    _row(page, "Written elsewhere").wait_for(timeout=BOUND_MS)
+    assert _row(page, "On the side").count() == 0
 
     # A push notification's link: the workspace and the task it names, after a reload.
     page.goto(f"{deployment.page.url}/?workspace={ws}&task={assigned['id']}")
@@ -406,7 +420,8 @@ def test_a_member_removed_while_watching_loses_the_workspace_on_the_page(
     chromium: Chromium, start_server: Any, tmp_path: Path
 ) -> None:
     """Removed from the workspace, the page's stream ends on `revoked`: its tasks leave the
-    page, the workspace leaves the picker, a message says why, and nothing logs an error."""
+    page, the workspace leaves the picker, the next one is shown live, a message says why,
+    and nothing logs an error."""
     port = free_port()
     env = {"CORESTONE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'board.db'}"}
     server: Server = start_server(taskboard_command(port), env, port)
@@ -415,19 +430,22 @@ def test_a_member_removed_while_watching_loses_the_workspace_on_the_page(
     ws = _post(server.url, ada, "/api/workspaces", {"name": "Launch"})["id"]
     _post(server.url, ada, f"/api/workspaces/{ws}/members", {"user_id": bob.id})
     _post(server.url, ada, f"/api/workspaces/{ws}/tasks", {"title": "Secret plan"})
+    own = _post(server.url, bob, "/api/workspaces", {"name": "Own"})["id"]
+    _post(server.url, bob, f"/api/workspaces/{own}/tasks", {"title": "Bob's own"})
 
     page = chromium.open().pages[0]
     watch = Watch()
     watch.attach(page)
-    _sign_in(page, server.url, bob)
+    _sign_in(page, server.url, bob, path=f"/?workspace={ws}")
     _row(page, "Secret plan").wait_for(timeout=BOUND_MS)
 
     removed = httpx.delete(f"{server.url}/api/workspaces/{ws}/members/{bob.id}", headers=ada.auth)
     assert removed.status_code == 204, removed.text
-    page.locator("#live[data-state=stopped]").wait_for(timeout=BOUND_MS)
     page.locator("#message", has_text="no longer a member").wait_for(timeout=BOUND_MS)
-    assert page.locator("#task-rows tr").count() == 0
-    assert page.locator("#workspace option").count() == 0
+    _row(page, "Bob's own").wait_for(timeout=BOUND_MS)  # the workspace left is the next
+    assert _row(page, "Secret plan").count() == 0
+    assert page.locator("#workspace option").all_inner_texts() == ["Own (owner)"]
+    page.locator("#live[data-state=live]").wait_for(timeout=BOUND_MS)
     assert watch.errors == []
 
 

@@ -115,6 +115,8 @@ async function reload() {
 }
 
 async function selectWorkspace(workspaceId) {
+  state.stream?.stop();
+  state.stream = null;
   state.workspaceId = workspaceId;
   sessionStorage.setItem(WORKSPACE_KEY, String(workspaceId));
   const url = new URL(window.location.href);
@@ -201,7 +203,9 @@ $("sign-in-form").addEventListener("submit", (event) => {
   signIn();
 });
 
-$("sign-out").addEventListener("click", () => {
+$("sign-out").addEventListener("click", async () => {
+  // Pushes to this browser are for the user signing out: stop them while the token works.
+  if ((await pushState().catch(() => "off")) === "on") await disablePush();
   clearToken();
   sessionStorage.removeItem(WORKSPACE_KEY);
   showSignedOut("Signed out.");
