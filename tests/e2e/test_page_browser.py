@@ -510,3 +510,21 @@ def test_the_service_worker_shows_push_messages_and_links_only_to_this_site(
         key=lambda n: n["title"],
     )  # fmt: skip
     assert watch.errors == []
+
+
+def test_a_token_that_is_not_valid_is_refused_with_a_message(
+    chromium: Chromium, start_server: Any, tmp_path: Path
+) -> None:
+    """A wrong token keeps the sign-in form, says so, and is not kept in the tab."""
+    port = free_port()
+    env = {"CORESTONE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'board.db'}"}
+    server: Server = start_server(taskboard_command(port), env, port)
+    server.wait_ready()
+    page = chromium.open().pages[0]
+    page.goto(f"{server.url}/")
+    page.get_by_label("API token").fill("tb_not-a-token")
+    page.locator("#sign-in-form button[type=submit]").click()
+    page.locator("#message", has_text="That token is not valid.").wait_for(timeout=BOUND_MS)
+    assert page.get_by_label("API token").is_visible()
+    assert page.locator("#board").is_hidden()
+    assert page.evaluate("sessionStorage.getItem('taskboard.token')") is None
