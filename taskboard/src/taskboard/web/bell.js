@@ -4,7 +4,9 @@
 import { api } from "./api.js";
 
 const POLL_MS = 30_000;
-const AFTER_EVENT_MS = 400; // the feed is written by a consumer just after the event
+// The feed is written by a consumer of the same events, a little after the stream shows
+// them: look again a few times after the last event.
+const AFTER_EVENT_MS = [400, 1500, 4000];
 const PAGE = 20;
 
 export class Bell {
@@ -18,7 +20,7 @@ export class Bell {
     this.onOpenNotification = onOpenNotification ?? (() => {});
     this.unread = 0;
     this.poll = null;
-    this.soon = null;
+    this.soon = [];
     this.active = false;
     button.addEventListener("click", () => this.toggle());
     markAll.addEventListener("click", () => this.markAllRead());
@@ -39,15 +41,15 @@ export class Bell {
   stop() {
     this.active = false;
     clearInterval(this.poll);
-    clearTimeout(this.soon);
+    this.soon.forEach(clearTimeout);
     this.close();
     this.show(0);
   }
 
-  /** Refresh shortly: several events in a burst cost one request. */
+  /** Refresh shortly after an event: a burst of events costs one round of requests. */
   refreshSoon() {
-    clearTimeout(this.soon);
-    this.soon = setTimeout(() => this.refresh(), AFTER_EVENT_MS);
+    this.soon.forEach(clearTimeout);
+    this.soon = AFTER_EVENT_MS.map((ms) => setTimeout(() => this.refresh(), ms));
   }
 
   async refresh() {
