@@ -142,6 +142,8 @@ def test_the_page_signs_in_shows_live_tasks_and_counts_unread_notifications(
     page.get_by_label("Title", exact=True).fill("Made on the page")
     page.get_by_role("button", name="Add task").click()
     row(page, "Made on the page").wait_for(timeout=BOUND_MS)
+    page.get_by_label("Status of Made on the page").select_option("done")
+    row(page, "Made on the page").locator("select.status-done").wait_for(timeout=BOUND_MS)
 
     # Push opt-in: the service worker registers at /; headless Chromium has no push
     # service, so the outcome is a message on the page either way, never an error.
