@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from corestone._extras import requires_extra
-from corestone.errors import CorestoneError, MissingExtraError
 
 with requires_extra(__name__, "cli"):
     import typer
@@ -231,7 +230,7 @@ def _run(
     ``every`` seconds until ``until(result)`` or ``timeout`` seconds have passed; the
     last result is returned.
     """
-    from corestone._cli_common import settings_or_exit
+    from corestone._cli_common import run_on_database, settings_or_exit
 
     settings = settings_or_exit(quiet=True)
 
@@ -256,21 +255,7 @@ def _run(
         finally:
             await db.aclose()
 
-    try:
-        with requires_extra(__name__, "postgres", "sqlite"):
-            from sqlalchemy.exc import SQLAlchemyError
-    except MissingExtraError as missing:
-        typer.echo(f"error: {missing}", err=True)
-        raise typer.Exit(_EXIT_USAGE) from None
-    try:
-        return asyncio.run(run())
-    except CorestoneError as error:
-        typer.echo(f"error: {error.message}", err=True)
-        raise typer.Exit(_EXIT_FAILED) from None
-    except SQLAlchemyError as error:  # e.g. a database whose schema is not migrated
-        detail = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-        typer.echo(f"error: {detail} (are the events tables migrated?)", err=True)
-        raise typer.Exit(_EXIT_FAILED) from None
+    return run_on_database(run(), tables="events")
 
 
 def _one_line(text: str, width: int) -> str:

@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 from corestone._bulk_cli import read_recipients, watch_bulk
-from corestone._cli_common import EXIT_CONFIGURATION, EXIT_OK, help_if_bare, settings_or_exit
+from corestone._cli_common import (
+    EXIT_CONFIGURATION,
+    EXIT_OK,
+    help_if_bare,
+    run_on_database,
+    settings_or_exit,
+)
 from corestone._extras import requires_extra
 from corestone._version import installed_version
 
@@ -355,11 +361,7 @@ def _with_tracker(settings: Settings, work: Callable[[EmailTracker], Awaitable[T
         finally:
             await db.aclose()
 
-    try:
-        return asyncio.run(run())
-    except CorestoneError as error:
-        typer.echo(f"error: {error.message}", err=True)
-        raise typer.Exit(EXIT_SERVICE_FAILED) from None
+    return run_on_database(run(), tables="email")
 
 
 @saga_app.command("recover")

@@ -45,6 +45,7 @@ from corestone._email_settings import (
     EmailSettings,
 )
 from corestone._push_settings import PUSH_SECRET_FIELDS, PushSettings
+from corestone._query_settings import QuerySettings
 from corestone.errors import ConfigurationError
 from corestone.urls import parse_database_url, redact_url, split_urls
 
@@ -64,7 +65,7 @@ _BROKER_SCHEMES = {"memory", "redis", "rediss", "nats", "tls", "amqp", "amqps"}
 _SMTP_SCHEMES = {"smtp", "smtps"}
 
 
-class Settings(BaseSettings, EmailSettings, PushSettings):
+class Settings(BaseSettings, EmailSettings, PushSettings, QuerySettings):
     """The configuration of one corestone process. Immutable once built."""
 
     model_config = SettingsConfigDict(

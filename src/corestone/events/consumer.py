@@ -8,12 +8,14 @@ handler per event type. For each delivery it:
    it goes to the dead letters at once, with the error as the reason, and is acked;
 2. skips (acks) an event type it has no handler for;
 3. runs the handler in a database transaction that also records the event id in the
-   inbox (:mod:`corestone.events.inbox`). An id already there means a redelivery of
-   something already applied: nothing runs, and it is acked. This is what makes the
-   broker's at-least-once delivery (and the relay's republish after a crash) apply
-   each event's effects once: *effects that live in the same database*. A handler that
-   calls out (an email, an HTTP call) should make that call idempotent by the event id;
-4. acks after the commit. If the handler raises, the transaction rolls back and the
+   inbox (:mod:`corestone.events.inbox`): one transaction for the fetched batch, each
+   event in a savepoint of its own (:mod:`corestone.events._batch`). An id already
+   there means a redelivery of something already applied: nothing runs, and it is
+   acked. This is what makes the broker's at-least-once delivery (and the relay's
+   republish after a crash) apply each event's effects once: *effects that live in
+   the same database*. A handler that calls out (an email, an HTTP call) should make
+   that call idempotent by the event id;
+4. acks after the commit. If the handler raises, its savepoint rolls back and the
    delivery is naked to come back after a backoff (``backoff_initial_seconds``,
    doubling up to ``backoff_max_seconds``); on its ``max_attempts``-th delivery it goes
    to the dead letters with the error and is acked.
@@ -48,10 +50,12 @@ from corestone.db.database import Database
 from corestone.db.models import utc_now
 from corestone.db.transactions import Transaction
 from corestone.errors import CircuitOpenError, InvalidInputError
+from corestone.events._batch import BatchItem, apply_batch
+from corestone.events._dead_letter_ops import DeadLetterOps, Replayed
 from corestone.events.brokers.base import Broker, Delivery, LagBroker
 from corestone.events.brokers.guarded import guard_broker
 from corestone.events.event import DomainEvent
-from corestone.events.inbox import DeadLetter, InboxStore
+from corestone.events.inbox import InboxStore
 from corestone.events.registry import EventRegistry
 from corestone.events.relay import DEFAULT_TOPIC
 from corestone.observability.health import CheckResult, HealthStatus
@@ -73,15 +77,13 @@ ConsumerHandler = Callable[[DomainEvent, Transaction], Awaitable[None]]
 """``handler(event, tx)``: apply ``event``'s effects in ``tx`` (the inbox row's transaction)."""
 
 Handled = Literal["handled", "duplicate", "skipped", "retried", "dead_lettered"]
-Replayed = Literal["handled", "duplicate", "failed"]
-"""What a replay of a dead letter came to (``failed``: it stays, with the new reason)."""
 
 DEFAULT_INBOX_RETENTION_SECONDS = 7 * 24 * 3600.0
 """How long an inbox row is kept: a week (see :class:`EventConsumer`)."""
 _MIN_INBOX_RETENTION_SECONDS = 3600.0
 
 
-class EventConsumer:
+class EventConsumer(DeadLetterOps):
     """One consumer group applying events once; a component (see the module doc).
 
     ``inbox_retention_seconds`` (a week) is how long the inbox remembers a handled
@@ -362,43 +364,61 @@ class EventConsumer:
             wait_seconds=self.wait_seconds if wait_seconds is None else wait_seconds,
         )
         deliveries = await (self._until_stopped(fetch) if self._in_loop() else fetch)
-        for delivery in deliveries:
-            if self._stopping():
-                break  # shutting down: the rest are redelivered after the ack wait
-            await self.handle(delivery)
+        await self.handle_batch(deliveries)
         return len(deliveries)
 
     async def handle(self, delivery: Delivery) -> Handled:
         """Handle one delivery end to end (decode, inbox, handler, ack / nak / dead letter)."""
-        try:
-            event = self.registry.decode(delivery.body)
-            if str(event.id) != delivery.id:
-                raise InvalidInputError(
-                    "the message id is not the event's id", field="id", rule="matches"
-                )
-        except InvalidInputError as error:
-            return await self._dead_letter(delivery, None, f"{error.code}: {error.message}")
-        handler = self._handlers.get(event.type)
-        if handler is None:
+        return (await self.handle_batch([delivery]))[0]
+
+    async def handle_batch(self, deliveries: Sequence[Delivery]) -> list[Handled]:
+        """Handle a fetch's deliveries, in order, their handlers in one transaction.
+
+        Each handler runs in a savepoint of its own (:mod:`corestone.events._batch`).
+        Returns the outcomes of the deliveries handled; a stopping loop leaves the rest
+        for the broker to deliver again.
+        """
+        outcomes: dict[int, Handled] = {}
+        batch: dict[int, BatchItem] = {}
+        for index, delivery in enumerate(deliveries):
+            if self._stopping():
+                break  # shutting down: the rest are redelivered after the ack wait
+            try:
+                event = self.registry.decode(delivery.body)
+                if str(event.id) != delivery.id:
+                    raise InvalidInputError(
+                        "the message id is not the event's id", field="id", rule="matches"
+                    )
+            except InvalidInputError as error:
+                reason = f"{error.code}: {error.message}"
+                outcomes[index] = await self._dead_letter(delivery, None, reason)
+                continue
+            handler = self._handlers.get(event.type)
+            if handler is None:
+                await self.broker.ack(delivery)
+                outcomes[index] = self._count("skipped")
+            else:
+                batch[index] = BatchItem(delivery, event, handler)
+        await apply_batch(self.database, self._apply, list(batch.values()), stopping=self._stopping)
+        for index, item in batch.items():
+            if item.reached:
+                outcomes[index] = await self._settle(item)
+        return [outcomes[index] for index in sorted(outcomes)]
+
+    async def _settle(self, item: BatchItem) -> Handled:
+        """Ack, nak or dead-letter one applied delivery, after its batch's transaction."""
+        delivery = item.delivery
+        self._seconds.labels(group=self.group).observe(item.seconds)
+        if item.error is None:
             await self.broker.ack(delivery)
-            return self._count("skipped")
-        started = time.perf_counter()
-        try:
-            applied = await self.database.run_in_transaction(
-                lambda tx: self._apply(tx, event, handler)
-            )
-        except Exception as error:  # noqa: BLE001 - any handler failure is retried, then dead
-            self._seconds.labels(group=self.group).observe(time.perf_counter() - started)
-            if delivery.attempt >= self.max_attempts:
-                reason = f"failed {delivery.attempt} times; last: {error!r}"
-                return await self._dead_letter(delivery, event.type, reason)
-            log.info("event handler failed; retrying", group=self.group, event_id=delivery.id,
-                     attempt=delivery.attempt, error=repr(error))  # fmt: skip
-            await self.broker.nak(delivery, delay_seconds=self._delay(delivery.attempt))
-            return self._count("retried")
-        self._seconds.labels(group=self.group).observe(time.perf_counter() - started)
-        await self.broker.ack(delivery)
-        return self._count("handled" if applied else "duplicate")
+            return self._count("handled" if item.applied else "duplicate")
+        if delivery.attempt >= self.max_attempts:
+            reason = f"failed {delivery.attempt} times; last: {item.error!r}"
+            return await self._dead_letter(delivery, item.event.type, reason)
+        log.info("event handler failed; retrying", group=self.group, event_id=delivery.id,
+                 attempt=delivery.attempt, error=repr(item.error))  # fmt: skip
+        await self.broker.nak(delivery, delay_seconds=self._delay(delivery.attempt))
+        return self._count("retried")
 
     async def _apply(self, tx: Transaction, event: DomainEvent, handler: ConsumerHandler) -> bool:
         if not await self.store.claim(tx.session, self.group, str(event.id)):
@@ -438,107 +458,3 @@ class EventConsumer:
     def _count(self, outcome: Handled) -> Handled:
         self._outcomes.labels(group=self.group, outcome=outcome).inc()
         return outcome
-
-    # -- dead letters --------------------------------------------------------------------
-
-    async def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
-        """This consumer's dead letters, oldest first."""
-        async with self.database.transaction(read_only=True) as tx:
-            return await self.store.dead_letters(tx.session, consumer=self.group, limit=limit)
-
-    async def replay(self, dead_letter_id: int) -> Replayed:
-        """Handle a dead letter of this group again, now; it is removed in the same transaction.
-
-        Returns ``handled`` (or ``duplicate`` if the inbox shows it was applied since).
-        If it still fails (it does not decode, there is no handler, or the handler
-        raises), the dead letter stays with the new reason and one attempt more, and
-        the error propagates. :class:`InvalidInputError` if the group has no dead
-        letter by that id (or another consumer is replaying it right now).
-        """
-        outcome, error = await self._replay(dead_letter_id, marked_only=False)
-        if outcome is None:
-            raise InvalidInputError(
-                f"no dead letter {dead_letter_id} for {self.group}", field="id", rule="exists"
-            )
-        if error is not None:
-            raise error
-        return outcome
-
-    async def replay_requested(self, *, limit: int = 100) -> dict[int, Replayed]:
-        """Replay this group's dead letters marked for replay by an operator; their outcomes.
-
-        ``corestone events dead-letters replay`` marks them (another process, with no
-        handlers); every running consumer of the group calls this every
-        ``replay_poll_seconds``. Each marked letter is replayed once, by one consumer:
-        taking it clears its mark in the replay's transaction (see
-        :meth:`InboxStore.lock_for_replay`).
-        """
-        async with self.database.transaction(read_only=True) as tx:
-            ids = await self.store.replay_requested(tx.session, self.group, limit=limit)
-        outcomes: dict[int, Replayed] = {}
-        for letter_id in ids:
-            if self._stopping():
-                break
-            outcome, _ = await self._replay(letter_id, marked_only=True)
-            if outcome is not None:
-                outcomes[letter_id] = outcome
-        return outcomes
-
-    async def _replay(
-        self, letter_id: int, *, marked_only: bool
-    ) -> tuple[Replayed | None, Exception | None]:
-        """Replay one dead letter in one transaction: take it (locked, mark cleared), then in
-        a savepoint delete it and apply it through the inbox. A failure rolls back only the
-        savepoint and records the new reason. (None, None): not there, or taken by another.
-        """
-
-        async def work(tx: Transaction) -> tuple[Replayed | None, Exception | None]:
-            letter = await self.store.lock_for_replay(
-                tx.session, letter_id, self.group, marked_only=marked_only
-            )
-            if letter is None:
-                return None, None
-            try:
-                async with self.database.transaction() as inner:  # a savepoint
-                    await self.store.take_dead_letter(inner.session, letter_id)
-                    event = self.registry.decode(letter.body.encode())
-                    handler = self._handlers.get(event.type)
-                    if handler is None:
-                        raise InvalidInputError(
-                            f"{self.group} has no handler for {event.type!r}",
-                            field="type",
-                            rule="handled",
-                        )
-                    applied = await self._apply(inner, event, handler)
-            except Exception as error:  # noqa: BLE001 - recorded on the letter, then raised
-                reason = (
-                    f"replay: {error.code}: {error.message}"
-                    if isinstance(error, InvalidInputError)
-                    else f"replay failed: {error!r}"
-                )
-                await self.store.replay_failed(tx.session, letter, reason)
-                return "failed", error
-            return ("handled" if applied else "duplicate"), None
-
-        outcome, error = await self.database.run_in_transaction(work)
-        if outcome is not None:
-            self._replays.labels(group=self.group, outcome=outcome).inc()
-            detail = None if error is None else repr(error)[:300]
-            log.info("dead letter replayed", group=self.group, dead_letter=letter_id,
-                     outcome=outcome, error=detail)  # fmt: skip
-        return outcome, error
-
-    async def drop(self, dead_letter_id: int) -> bool:
-        """Delete a dead letter of this consumer; False if there is none by that id."""
-
-        async def work(tx: Transaction) -> bool:
-            letter = await self.store.take_dead_letter(tx.session, dead_letter_id)
-            if letter is not None and letter.consumer != self.group:
-                raise InvalidInputError(
-                    f"dead letter {dead_letter_id} belongs to {letter.consumer}",
-                    field="id",
-                    rule="consumer",
-                )
-            return letter is not None
-
-        return await self.database.run_in_transaction(work)

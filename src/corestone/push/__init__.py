@@ -1,8 +1,9 @@
-"""Push: Web Push to browsers (RFC 8030 / 8291 / 8292) with VAPID keys from settings.
+"""Push: Web Push to browsers (RFC 8030 / 8291 / 8292) with VAPID keys from settings, and
+notifications (a per-user feed, preferences per kind, a Notifier routing each one to the
+feed, email and Web Push).
 
-The keys and the sender need the ``push`` extra; the subscriptions store needs the
-database too (the ``postgres`` or ``sqlite`` extra). Names are imported on first use.
-See docs/push.md.
+The keys and the sender need the ``push`` extra; the stores need the database too (the
+``postgres`` or ``sqlite`` extra). Names are imported on first use. See docs/push.md.
 """
 
 from typing import TYPE_CHECKING
@@ -11,6 +12,9 @@ from corestone import _lazy
 
 if TYPE_CHECKING:
     from corestone.push.endpoints import EndpointPolicy
+    from corestone.push.notifications import Notification, NotificationFeed, NotificationPage
+    from corestone.push.notifier import Notice, Notifier, NotifyResult
+    from corestone.push.preferences import Channels, PreferenceStore
     from corestone.push.subscriptions import (
         PushSubscription,
         PushSubscriptionRecord,
@@ -29,7 +33,15 @@ __getattr__, __dir__ = _lazy.lazy_exports(
     __name__,
     {
         "MAX_PLAINTEXT_BYTES": "corestone.push.webpush",
+        "Channels": "corestone.push.preferences",
         "EndpointPolicy": "corestone.push.endpoints",
+        "Notice": "corestone.push.notifier",
+        "Notification": "corestone.push.notifications",
+        "NotificationFeed": "corestone.push.notifications",
+        "NotificationPage": "corestone.push.notifications",
+        "Notifier": "corestone.push.notifier",
+        "NotifyResult": "corestone.push.notifier",
+        "PreferenceStore": "corestone.push.preferences",
         "PushOutcome": "corestone.push.webpush",
         "PushResult": "corestone.push.webpush",
         "PushSubscription": "corestone.push.subscriptions",
@@ -43,7 +55,15 @@ __getattr__, __dir__ = _lazy.lazy_exports(
 
 __all__ = [
     "MAX_PLAINTEXT_BYTES",
+    "Channels",
     "EndpointPolicy",
+    "Notice",
+    "Notification",
+    "NotificationFeed",
+    "NotificationPage",
+    "Notifier",
+    "NotifyResult",
+    "PreferenceStore",
     "PushOutcome",
     "PushResult",
     "PushSubscription",

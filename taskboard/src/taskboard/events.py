@@ -73,12 +73,20 @@ class TaskCreated(EventPayload):
 
 
 class TaskUpdated(EventPayload):
-    """A task changed; ``fields`` are the ones the update wrote, sorted."""
+    """A task changed; ``fields`` are the ones the update wrote, sorted.
+
+    ``assignee_id`` (the assignee after the change) and ``reassigned`` (the assignee
+    changed: a ``task.assigned`` follows) were added for the notifications consumer; an
+    event recorded before them parses with the defaults (then the consumer reads the
+    task's current assignee).
+    """
 
     event_type: ClassVar[str] = "task.updated"
     task_id: int
     version: int
     fields: tuple[str, ...]
+    assignee_id: int | None = None
+    reassigned: bool = False
 
 
 class TaskAssigned(EventPayload):
@@ -98,9 +106,12 @@ class TaskAssigned(EventPayload):
 
 
 class TaskDeleted(EventPayload):
+    """A task was (soft) deleted; ``assignee_id`` its assignee then (optional, added later)."""
+
     event_type: ClassVar[str] = "task.deleted"
     task_id: int
     version: int
+    assignee_id: int | None = None
 
 
 class TaskRestored(EventPayload):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from sqlalchemy import update
@@ -87,3 +88,18 @@ def test_retry_queues_a_failed_message_and_refuses_a_queued_one(outbox: tuple[st
     assert f"{failed}  queued" in out
     assert "status: queued" in run("show", failed)[1]
     assert run("retry", queued)[0] == 2
+
+
+def test_list_on_an_unmigrated_database_is_one_line_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator pointing `corestone email list` at a database that was never migrated
+    gets the driver's first line and a hint, exit 1: it was a SQLAlchemy traceback with
+    the whole statement in it."""
+    monkeypatch.setenv("CORESTONE_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/empty.db")
+    code, output = run("list")
+    assert code == 1
+    assert "no such table: corestone_email_outbox" in output
+    assert "are the email tables migrated?" in output
+    assert "Traceback" not in output
+    assert "SELECT" not in output

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
-from corestone.db import Database
+from corestone.db import Database, Transaction
 from corestone.events import DomainEvent, EventPayload, EventRegistry
 from corestone.events.inbox import DeadLetterRecord, InboxRecord
 from corestone.events.outbox import EventOutboxRecord
@@ -54,3 +54,23 @@ async def db(database_url: str) -> AsyncIterator[Database]:
     await create_tables(database)
     yield database
     await database.aclose()
+
+
+async def create_effects_table(db: Database) -> None:
+    """The table the consumer tests' handlers write one row per applied event into."""
+    async with db.engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE effects (event_id VARCHAR(36) NOT NULL)"))
+
+
+async def effects(db: Database) -> list[str]:
+    """The ids of the events applied, sorted: an event applied twice shows twice."""
+    async with db.transaction(read_only=True) as tx:
+        rows = await tx.session.execute(text("SELECT event_id FROM effects"))
+        return sorted(r.event_id for r in rows)
+
+
+async def apply_effect(event: DomainEvent, tx: Transaction) -> None:
+    """A handler: one effect row for ``event``, in the consumer's transaction."""
+    await tx.session.execute(
+        text("INSERT INTO effects (event_id) VALUES (:e)"), {"e": str(event.id)}
+    )

@@ -17,21 +17,10 @@ from corestone.events.inbox import CLIPPED_BODY_BYTES, InboxRecord, InboxStore
 from corestone.observability.health import HealthStatus
 from corestone.observability.metrics import Metrics
 
-from .conftest import note, registry
+from .conftest import create_effects_table, effects, note, registry
 
 TOPIC = "corestone.events"
 INBOX: Any = InboxRecord.__table__
-
-
-async def _effects_table(db: Database) -> None:
-    async with db.engine.begin() as conn:
-        await conn.execute(text("CREATE TABLE effects (event_id VARCHAR(36) NOT NULL)"))
-
-
-async def _effects(db: Database) -> list[str]:
-    async with db.transaction(read_only=True) as tx:
-        rows = await tx.session.execute(text("SELECT event_id FROM effects"))
-        return sorted(r.event_id for r in rows)  # a repeat would show twice
 
 
 class Handler:
@@ -77,7 +66,7 @@ async def test_a_marked_dead_letter_is_replayed_once_by_one_of_two_consumers(
     """Two consumers of the group (two processes) look for marked letters at the same
     moment; the handler lingers in its transaction so the looks overlap. It runs once,
     its effect is there once, the letter is gone and the mark with it."""
-    await _effects_table(db)
+    await create_effects_table(db)
     broker = MemoryBroker()
     event = note()
     letter_id = await _dead_letter(db, broker, event)
@@ -90,7 +79,7 @@ async def test_a_marked_dead_letter_is_replayed_once_by_one_of_two_consumers(
     assert handler.calls == 1
     assert sorted(len(r) for r in results) == [0, 1]
     assert {**results[0], **results[1]} == {letter_id: "handled"}
-    assert await _effects(db) == [str(event.id)]
+    assert await effects(db) == [str(event.id)]
     assert await first.dead_letters() == []
     assert await first.replay_requested() == {}  # nothing marked is left
 
@@ -101,7 +90,7 @@ async def test_a_failed_replay_keeps_the_letter_with_the_new_reason_unmarked(
     """The replay's handler fails: its writes and its inbox row roll back, the letter
     stays with the new error, one attempt more, and no mark (the CLI reads that as
     failed). Fixed, an in-process replay then applies it once."""
-    await _effects_table(db)
+    await create_effects_table(db)
     broker = MemoryBroker()
     event = note()
     letter_id = await _dead_letter(db, broker, event)
@@ -115,18 +104,18 @@ async def test_a_failed_replay_keeps_the_letter_with_the_new_reason_unmarked(
     assert letter.replay_requested_at is None
     assert letter.attempts == 2
     assert "still broken (call 1)" in letter.reason
-    assert await _effects(db) == []
+    assert await effects(db) == []
     assert await consumer.replay_requested() == {}  # not marked: not tried again
     handler.broken = False
     assert await consumer.replay(letter_id) == "handled"
-    assert await _effects(db) == [str(event.id)]
+    assert await effects(db) == [str(event.id)]
 
 
 async def test_an_in_process_replay_that_fails_records_the_reason_and_raises(
     db: Database,
 ) -> None:
     """``consumer.replay`` raises the handler's error, and the letter tells the same."""
-    await _effects_table(db)
+    await create_effects_table(db)
     broker = MemoryBroker()
     letter_id = await _dead_letter(db, broker, note())
     consumer = _consumer(db, broker, Handler(broken=True))
@@ -162,7 +151,7 @@ async def test_a_letter_that_never_decodes_fails_its_replay_with_the_reason(
 async def test_a_running_consumer_replays_what_another_process_marked(db: Database) -> None:
     """The marks are made outside the consumer (as the CLI does); the running consumer's
     loop finds them within its replay period, and only its own group's."""
-    await _effects_table(db)
+    await create_effects_table(db)
     broker = MemoryBroker()
     event = note()
     letter_id = await _dead_letter(db, broker, event)
@@ -177,13 +166,13 @@ async def test_a_running_consumer_replays_what_another_process_marked(db: Databa
     try:
         await _mark(db, ids=[letter_id])
         for _ in range(100):
-            if await _effects(db):
+            if await effects(db):
                 break
             await asyncio.sleep(0.05)
     finally:
         await consumer.aclose()
 
-    assert await _effects(db) == [str(event.id)]
+    assert await effects(db) == [str(event.id)]
     assert await consumer.dead_letters() == []
     async with db.transaction(read_only=True) as tx:
         [other] = await InboxStore().dead_letters(tx.session, consumer="other")
@@ -199,7 +188,7 @@ async def test_lag_is_read_from_the_broker_into_the_gauge_and_the_health_check(
     metrics = Metrics()
     broker = MemoryBroker()
     consumer = _consumer(db, broker, Handler(), lag_warn=3, metrics=metrics)
-    await _effects_table(db)
+    await create_effects_table(db)
     await broker.ensure_group(TOPIC, "effects")
     assert (await consumer.check()).status is HealthStatus.PASS  # lag not read yet
     events = [note(n=n) for n in range(5)]
@@ -269,7 +258,7 @@ async def test_a_redelivery_within_the_retention_still_has_no_second_effect(
 ) -> None:
     """Pruning keeps what it must: an event handled a day ago (inside the week) and
     delivered again after a prune is a duplicate, not a second effect."""
-    await _effects_table(db)
+    await create_effects_table(db)
     now = datetime.now(UTC)
     broker = MemoryBroker(dedupe_window_seconds=0)
     consumer = _consumer(db, broker, Handler(), now=lambda: now - timedelta(days=1))
@@ -283,7 +272,7 @@ async def test_a_redelivery_within_the_retention_still_has_no_second_effect(
     await broker.publish([message])
     [delivery] = await broker.fetch(TOPIC, "effects", consumer="c", limit=1, wait_seconds=0)
     assert await consumer.handle(delivery) == "duplicate"
-    assert await _effects(db) == [str(event.id)]
+    assert await effects(db) == [str(event.id)]
 
 
 def test_a_retention_shorter_than_an_hour_is_refused() -> None:
@@ -323,7 +312,7 @@ async def test_a_stopping_consumer_finishes_the_delivery_in_hand_and_leaves_the_
     finishes, the other two are left to the broker (redelivered later). The loop's
     "stop between deliveries" check looked for its own task, which ``aclose`` had
     already cleared, so it handled the whole batch while draining."""
-    await _effects_table(db)
+    await create_effects_table(db)
     broker = MemoryBroker()
     started = asyncio.Event()
     handler = Handler(linger=0.3)
@@ -343,5 +332,5 @@ async def test_a_stopping_consumer_finishes_the_delivery_in_hand_and_leaves_the_
     await consumer.aclose()
 
     assert handler.calls == 1
-    assert await _effects(db) == [str(events[0].id)]
+    assert await effects(db) == [str(events[0].id)]
     assert broker.pending(TOPIC, "effects") == 2
