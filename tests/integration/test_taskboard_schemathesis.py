@@ -238,7 +238,9 @@ def test_head_answers_every_get_of_the_document(live: Live) -> None:
         for template in gets:
             assert "head" not in document["paths"][template]
             path = template.format(**values)
-            get, head = client.get(path), client.head(path)
+            with client.stream("GET", path) as get:  # a live stream never ends: headers only
+                pass
+            head = client.head(path)
             assert get.status_code == 200, path
             assert head.status_code == 200, path
             assert head.content == b"", path

@@ -15,10 +15,12 @@ from corestone.db import Database, upgrade
 from corestone.email.routing import ProviderRoute
 from corestone.events import Events, add_events
 from corestone.observability import get_logger
-from corestone.push import EndpointPolicy
+from corestone.push import EndpointPolicy, add_live_streams, add_live_wakes
 from corestone.sagas import SagaOrchestrator, SagaRecoveryWorker
 from corestone.web import instrument
 from corestone.web.openapi import exact_openapi
+from taskboard.api.live import router as live_router
+from taskboard.api.members import router as members_router
 from taskboard.api.notifications import router as notifications_router
 from taskboard.api.ops import router as ops_router
 from taskboard.api.page import router as page_router
@@ -29,12 +31,13 @@ from taskboard.notify import NotifyWiring, notify_wiring_for, setup_notification
 from taskboard.services import TaskService, UserService, WorkspaceService
 from taskboard.services.notifications import MAIL_GROUP, mail_handlers, notifier_for
 from taskboard.services.notify import NOTIFY_GROUP, notify_handlers
-from taskboard.services.workspaces import SAGAS
+from taskboard.services.workspaces import SAGAS, require_member
 
 __all__ = [
     "MIGRATIONS",
     "TASK_CACHE_ENV",
     "add_background_work",
+    "add_live",
     "add_schema_upgrade",
     "create_app",
     "prepare",
@@ -98,7 +101,22 @@ def setup_events(infra: Infrastructure, *, relay: bool) -> Events:
     broker (the memory broker when unset)."""
     events = add_events(infra, REGISTRY, topic_for=topic_for, run_relay=relay)
     register_bus(infra.db, events.bus)
+    add_live_wakes(infra)  # the relay wakes the live streams of every serving process
     return events
+
+
+def add_live(infra: Infrastructure) -> None:
+    """Serve live streams (``GET /api/workspaces/{ws}/events``) from this process.
+
+    Members only (the membership cache answers); a ``member.removed`` event ends the
+    removed user's streams of that workspace.
+    """
+    db = infra.db
+
+    async def authorize(user_id: int, workspace_id: int) -> None:
+        await require_member(db, workspace_id, user_id)
+
+    add_live_streams(infra, authorize=authorize, revocations={"member.removed": "user_id"})
 
 
 def task_cache_enabled(environ: Mapping[str, str]) -> bool:
@@ -190,6 +208,7 @@ def create_app(
     orchestrator = register_services(infra, mail=wiring, events=events, notify=notify)
     if worker:
         add_background_work(infra, orchestrator)
+    add_live(infra)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -210,6 +229,8 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     api.include_router(router)
+    api.include_router(members_router)
+    api.include_router(live_router)
     api.include_router(ops_router)
     api.include_router(notifications_router)
     api.include_router(page_router)

@@ -10,6 +10,7 @@ needs them reads the current row, in its own transaction, scoped to the event's 
 | --- | --- | --- |
 | ``workspace.created`` | ``workspace`` | the last step of the ``create_workspace`` saga |
 | ``member.added`` | ``workspace`` | ``WorkspaceService.add_member`` |
+| ``member.removed`` | ``workspace`` | ``WorkspaceService.remove_member`` |
 | ``task.created`` | ``task`` | ``TaskService.create``, ``create_many`` |
 | ``task.updated`` | ``task`` | ``TaskService.update`` |
 | ``task.assigned`` | ``task`` | a create with an assignee, an update that changes it |
@@ -32,6 +33,7 @@ __all__ = [
     "REGISTRY",
     "TOPIC",
     "MemberAdded",
+    "MemberRemoved",
     "TaskAssigned",
     "TaskCreated",
     "TaskDeleted",
@@ -61,6 +63,15 @@ class MemberAdded(EventPayload):
     """A user joined a workspace (the owner's own membership is in ``workspace.created``)."""
 
     event_type: ClassVar[str] = "member.added"
+    workspace_id: int
+    user_id: int
+    role: str
+
+
+class MemberRemoved(EventPayload):
+    """A user left a workspace (an owner removed them): their live streams of it end."""
+
+    event_type: ClassVar[str] = "member.removed"
     workspace_id: int
     user_id: int
     role: str
@@ -130,6 +141,7 @@ for _payload in (
     TaskAssigned,
     TaskDeleted,
     TaskRestored,
+    MemberRemoved,
 ):
     REGISTRY.register(_payload)
 
