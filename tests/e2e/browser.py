@@ -50,12 +50,12 @@ OUTPUT = ROOT / "var" / "test-output"
 BOUND_MS = 30_000  # a bound on waiting for the page, never an expected duration
 
 
-def require_browser() -> None:
+def require_browser(chromium: Path = CHROMIUM) -> None:
     """Skip without chromium or playwright, except under CI, where that is a failure."""
     missing = [
         what
         for what, there in (
-            (str(CHROMIUM), CHROMIUM.exists()),
+            (str(chromium), chromium.exists()),
             ("playwright", importlib.util.find_spec("playwright") is not None),
         )
         if not there

@@ -389,3 +389,16 @@ def test_a_token_that_is_not_valid_is_refused_with_a_message(
     assert page.get_by_label("API token").is_visible()
     assert page.locator("#board").is_hidden()
     assert page.evaluate("sessionStorage.getItem('taskboard.token')") is None
+
+
+def test_a_missing_chromium_skips_locally_and_fails_under_ci(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without chromium the browser tests skip on a developer's machine but fail in CI."""
+    absent = tmp_path / "no-chromium"
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no-chromium"):
+        require_browser(absent)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no-chromium"):
+        require_browser(absent)
