@@ -29,8 +29,12 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+
+from corestone._extras import requires_extra
+
+with requires_extra(__name__, "web"):
+    from starlette.responses import Response
+    from starlette.types import Receive, Scope, Send
 
 from corestone.web.contract import HEAD_EXTENSION
 

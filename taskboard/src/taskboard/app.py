@@ -23,6 +23,7 @@ from taskboard.api.live import router as live_router
 from taskboard.api.members import router as members_router
 from taskboard.api.notifications import router as notifications_router
 from taskboard.api.ops import router as ops_router
+from taskboard.api.page import router as page_router
 from taskboard.api.routes import router
 from taskboard.events import REGISTRY, register_bus, topic_for
 from taskboard.mail import MailWiring, mount_email_routes, setup_email
@@ -232,6 +233,7 @@ def create_app(
     api.include_router(live_router)
     api.include_router(ops_router)
     api.include_router(notifications_router)
+    api.include_router(page_router)
     mount_email_routes(api, wiring, on_unsubscribe=notify.service.unsubscribe_email)
     exact_openapi(api)
     return instrument(api, infra)
