@@ -121,6 +121,7 @@ class EventFeed:
         self._closing = False
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._recheck: asyncio.Task[int] | None = None
         self._removers: list[Callable[[], None]] = []
         self._error: str | None = None
         m = metrics or Metrics()
@@ -173,6 +174,9 @@ class EventFeed:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             await cancel_and_wait(task, task.get_name())
+        recheck, self._recheck = self._recheck, None
+        if recheck is not None:
+            await cancel_and_wait(recheck, recheck.get_name())
 
     def shut(self) -> None:
         """Refuse new streams and end the open ones (the process is shutting down)."""
@@ -361,7 +365,12 @@ class EventFeed:
                     stream.offer(0, HEARTBEAT)
             if self.clock() >= next_check:
                 next_check = self.clock() + self.recheck_seconds
-                await self.recheck()
+                # On a task of its own: it asks authorize once per (user, workspace), one
+                # after another, and the heartbeats must not wait for it. One at a time.
+                if self._recheck is None or self._recheck.done():
+                    self._recheck = asyncio.create_task(
+                        self.recheck(), name="corestone-live-recheck"
+                    )
 
     async def recheck(self) -> int:
         """Ask ``authorize`` again for each open (user, workspace); end the refused ones."""
