@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from corestone.db._aborted import refuse_aborted
 from corestone.db._driver_errors import commit_outcome_unknown, transient_cause, translate_error
 from corestone.db._read_path import is_read_only
 from corestone.errors import CommitUnknownError
@@ -274,6 +275,7 @@ async def open_transaction(
                     yield tx
                     if session.new or session.dirty or session.deleted:
                         await session.flush()  # a failure here is before COMMIT: a rollback
+                    await refuse_aborted(session)  # PostgreSQL would answer ROLLBACK
                 except BaseException:
                     await _quiet_rollback(session)
                     raise
