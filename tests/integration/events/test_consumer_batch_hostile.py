@@ -104,3 +104,37 @@ async def test_cancelled_mid_batch_acks_and_commits_nothing(db: Database) -> Non
 
     assert await effects(db) == []
     assert broker.pending(TOPIC, "effects") == 4
+
+
+async def test_one_event_handled_by_two_consumers_of_a_group_at_once_applies_once(
+    db: Database,
+) -> None:
+    """The same event reaches two consumers of one group at once (a redelivery after a
+    lease ran out, while the first still works on it). The first holds its inbox claim
+    in its open batch transaction; the second's claim waits for that commit and finds
+    it: one effect, one handled and one duplicate, both acked."""
+    await create_effects_table(db)
+    broker = MemoryBroker(dedupe_window_seconds=0)
+    event = note()
+    holding = asyncio.Event()
+    release = asyncio.Event()
+
+    async def holds_first(handled: DomainEvent, tx: Transaction) -> None:
+        await apply_effect(handled, tx)
+        if not holding.is_set():
+            holding.set()
+            await release.wait()
+
+    first, second = _consumer(db, broker, holds_first), _consumer(db, broker, holds_first)
+    [one] = await _fetch(broker, event)
+    [two] = await _fetch(broker, event)
+    running = asyncio.create_task(first.handle_batch([one]))
+    await holding.wait()
+    racing = asyncio.create_task(second.handle_batch([two]))
+    await asyncio.sleep(0.2)  # let the second reach its claim (it waits on the first)
+    release.set()
+    outcomes = sorted([*(await running), *(await racing)])
+
+    assert outcomes == ["duplicate", "handled"]
+    assert await effects(db) == [str(event.id)]
+    assert broker.pending(TOPIC, "effects") == 0
