@@ -97,11 +97,11 @@ async def test_concurrent_opens_do_not_pass_the_cap_together(cluster: Cluster) -
 
 
 async def test_one_user_cannot_take_every_stream_of_the_process(cluster: Cluster) -> None:
-    """A user has at most ``max_streams_per_user`` streams open in a process (the next
-    gets 503 with Retry-After), so one member cannot take the whole cap from everyone
-    else; another user still gets in, and closing one lets the first user in again."""
-    one = await cluster.instance()
-    one.feed.max_streams_per_user = 2
+    """A user has at most ``CORESTONE_LIVE_MAX_STREAMS_PER_USER`` streams open in a
+    process (the next gets 503 with Retry-After), so one member cannot take the whole cap
+    from everyone else; another user still gets in, and closing one lets the first user
+    in again."""
+    one = await cluster.instance(live_max_streams_per_user=2)
     _, ada = await one.signup("Ada")
     bo_id, bo = await one.signup("Bo")
     ws = await one.workspace(ada)
