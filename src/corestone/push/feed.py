@@ -311,8 +311,12 @@ class EventFeed:
 
     async def _follow(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for returns the wait's
+            # result when a wake lands in the same turn as a cancel, and drops the cancel
+            # (the loop then ran on and the feed's stop timed out).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                async with asyncio.timeout(self.poll_seconds):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.catch_up()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from corestone.db import Database, upgrade
 from corestone.push import EventFeed, LocalWakes
@@ -52,5 +53,35 @@ async def test_heartbeats_go_on_while_the_membership_recheck_hangs(database_url:
             stream.end("disconnect")
         finally:
             await feed.aclose()
+    finally:
+        await database.aclose()
+
+
+async def test_a_wake_that_lands_with_the_stop_does_not_keep_the_feed_running(
+    database_url: str,
+) -> None:
+    """A wake (the relay's last pass at shutdown) lands in the same turn as the feed's
+    stop. Python 3.11's ``asyncio.wait_for`` returns the woken wait's result and drops
+    the cancellation then, so the follow loop went round again and the component's stop
+    timed out (10 s, seen in a taskboard test's teardown). The feed stops."""
+    database = Database(database_url)
+    await database.start()
+    try:
+        await upgrade(database, MIGRATIONS)
+
+        async def authorize(user: object, workspace: object) -> None:
+            return None
+
+        feed = EventFeed(database, LocalWakes(), authorize=authorize, poll_seconds=30.0)
+        await feed.start()
+        follow = feed._tasks[0]
+        for _ in range(3):  # let the follow loop reach its wait for a wake
+            await asyncio.sleep(0)
+        feed._wake.set()
+        follow.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(follow), 5.0)
+        assert follow.cancelled()
+        await feed.aclose()
     finally:
         await database.aclose()
