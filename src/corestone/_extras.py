@@ -25,6 +25,7 @@ EXTRA_MODULES: Mapping[str, frozenset[str]] = MappingProxyType(
         "nats": frozenset({"nats"}),
         "postgres": frozenset({"alembic", "asyncpg", "sqlalchemy"}),
         "push": frozenset({"cryptography", "http_ece", "httpx", "py_vapid"}),
+        "queries": frozenset({"sqlglot"}),
         "rabbitmq": frozenset({"aio_pika"}),
         "redis": frozenset({"msgpack", "redis"}),
         "ses": frozenset({"botocore"}),
