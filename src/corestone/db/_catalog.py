@@ -5,7 +5,8 @@ foreign key column indexed?", "does an index with these leading columns exist al
 :func:`read_catalog` reads it once per report from the catalogs (PostgreSQL: ``pg_class``,
 ``pg_index``, ``pg_constraint``, ``pg_stat_user_indexes`` in the current schema; SQLite:
 ``sqlite_master`` and the ``PRAGMA`` table functions), so it costs a few catalog queries,
-never a scan of user data on PostgreSQL (row counts are the planner's ``reltuples``).
+never a scan of user data and never a lock on PostgreSQL (row counts and sizes are the
+planner's ``reltuples`` and ``relpages``, as of the last VACUUM or ANALYZE).
 SQLite keeps no row estimate: its tables are counted, which is fine for an embedded
 database and an on-demand report, not for a scrape.
 
@@ -115,7 +116,8 @@ async def read_catalog(conn: AsyncConnection) -> Catalog:
 
 
 _PG_TABLES = text("""
-SELECT c.relname, GREATEST(c.reltuples, 0)::float8, pg_total_relation_size(c.oid),
+SELECT c.relname, GREATEST(c.reltuples, 0)::float8,
+       c.relpages::bigint * current_setting('block_size')::bigint,
        ARRAY(SELECT a.attname FROM pg_attribute a
              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -137,7 +139,7 @@ SELECT t.relname, i.relname, ix.indisunique, ix.indisprimary, ix.indisvalid,
              FROM unnest(ix.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
              LEFT JOIN pg_attribute a ON a.attrelid = ix.indrelid AND a.attnum = k.attnum
              WHERE k.ord <= ix.indnkeyatts ORDER BY k.ord),
-       s.idx_scan, pg_relation_size(i.oid)
+       s.idx_scan, i.relpages::bigint * current_setting('block_size')::bigint
 FROM pg_index ix JOIN pg_class i ON i.oid = ix.indexrelid
 JOIN pg_class t ON t.oid = ix.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace
 JOIN pg_am am ON am.oid = i.relam
