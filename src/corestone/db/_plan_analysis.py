@@ -17,6 +17,10 @@ PostgreSQL plans are the JSON of ``EXPLAIN (FORMAT JSON)``; SQLite's are the row
 ``EXPLAIN QUERY PLAN``, which have no costs or row counts, so SQLite gets the catalog's
 row counts and the statement's own filters (:mod:`._predicates`) instead and never a
 ``misestimate``. Pure functions: they read the plan and the catalog, nothing else.
+
+A problem's ``detail`` names tables, columns and row counts, never a condition's text:
+a plan made with a real run's values has those values in its filters, and the details
+are shown to operators.
 """
 
 from __future__ import annotations
@@ -123,13 +127,13 @@ def _seq_scan(
     if kept > info.rows * options.selective_fraction:
         return
     alias = node.get("Alias", table)
-    columns = tuple(c for q, c in _columns(condition) if q in (None, alias))
+    columns = tuple(dict.fromkeys(c for q, c in _columns(condition) if q in (None, alias)))
     yield PlanProblem(
         "seq_scan",
         table,
         columns,
         f"Seq Scan on {table} reads ~{info.rows:.0f} rows to keep ~{kept:.0f} "
-        f"(Filter: {condition})",
+        f"(filter on {', '.join(dict.fromkeys(columns)) or 'an expression'})",
     )
 
 
@@ -184,8 +188,8 @@ def _join(node: Mapping[str, Any], catalog: Catalog) -> Iterator[PlanProblem]:
                     "unindexed_foreign_key",
                     table,
                     (column,),
-                    f"{node.get('Node Type')} on {condition}: no index leads with "
-                    f"the foreign key {table}.{column}",
+                    f"{node.get('Node Type')} looks up {table} by its foreign key "
+                    f"{column}, which no index leads",
                 )
 
 
