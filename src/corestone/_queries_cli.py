@@ -179,8 +179,8 @@ def _report_lines(report: dict[str, Any]) -> list[str]:
     lines.append("top statements (by total time):" if report["top"] else "no statements seen")
     for q in report["top"]:
         lines.append(
-            f"  {q['total_ms']:>10.1f} ms  {q['calls']:>7} calls  {q['mean_ms']:>8.2f} ms mean"
-            f"  {_clip(q['query'])}"
+            f"  {q['fingerprint']}  {q['total_ms']:>9.1f} ms  {q['calls']:>6} calls"
+            f"  {q['mean_ms']:>8.2f} ms mean  {_clip(q['query'])}"
         )
     if report["n_plus_one"]:
         lines += ["", "N+1:"]
@@ -206,6 +206,7 @@ def _advice_lines(report: dict[str, Any]) -> list[str]:
         else:
             evidence = "unverified (" + ", ".join(s["problems"]) + ")"
         lines.append(f"  {evidence}  {s['statement']}")
+        lines.append(f"      for {', '.join(s['fingerprints'])}")
     drops = report["drop_candidates"]
     lines.append("drop candidates:" if drops else "no drop candidates")
     for d in drops:

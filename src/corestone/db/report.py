@@ -23,21 +23,26 @@ import datetime as dt
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from corestone.db._catalog import Catalog, read_catalog
 from corestone.db.advisor import AdvisorOptions, AdvisorReport, IndexAdvisor
 from corestone.db.plans import CapturedPlan, PlanStore, analyse, explain
 from corestone.db.workload import (
     WorkloadQuery,
+    from_statistics,
     pg_stat_statements_status,
     read_pg_stat_statements,
 )
 
-__all__ = ["ReportOptions", "build_report", "plan_store_for"]
+if TYPE_CHECKING:
+    from corestone.db.database import Database
+
+__all__ = ["ReportOptions", "build_report", "database_report", "plan_store_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +119,30 @@ async def build_report(
         "plans": [c.as_dict() for c in captured],
         **advice.as_dict(),
     }
+
+
+async def database_report(db: Database, settings: Any, *, limit: int = 20) -> dict[str, Any]:
+    """The report of a running service's database: its monitor's statistics and findings
+    (``db.monitor``, when the monitor is on), ``pg_stat_statements``, the advisor.
+
+    The report's own statements (catalog reads, EXPLAINs, hypothetical indexes) run on
+    connections of their own, outside the service's pool and its monitored engines, so
+    they never count as the service's workload nor take its connections.
+    """
+    monitor = getattr(db, "monitor", None)
+    workload = None if monitor is None else from_statistics(monitor.statistics())
+    findings = [] if monitor is None else [f.as_dict() for f in monitor.n_plus_one()]
+    engine = create_async_engine(db.url, poolclass=NullPool)
+    try:
+        return await build_report(
+            engine,
+            workload=workload,
+            n_plus_one=findings,
+            plans=plan_store_for(db),
+            options=ReportOptions.from_settings(settings, limit=limit),
+        )
+    finally:
+        await engine.dispose()
 
 
 async def _captured(

@@ -7,8 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from corestone import NotFoundError
-from corestone.db.report import ReportOptions, build_report, plan_store_for
-from corestone.db.workload import from_statistics
+from corestone.db.report import database_report
 from corestone.email import EmailStatus
 from corestone.email.tracking import MAX_LIMIT, BulkProgress, EmailTracker, parse_statuses
 from corestone.web import infrastructure, service
@@ -63,16 +62,7 @@ async def queries(
     values a plan was made with never leave the process.
     """
     infra = infrastructure(request)
-    monitor = getattr(infra.db, "monitor", None)
-    workload = None if monitor is None else from_statistics(monitor.statistics())
-    findings = [] if monitor is None else [f.as_dict() for f in monitor.n_plus_one()]
-    return await build_report(
-        infra.db.engine,
-        workload=workload,
-        n_plus_one=findings,
-        plans=plan_store_for(infra.db),
-        options=ReportOptions.from_settings(infra.settings, limit=limit),
-    )
+    return await database_report(infra.db, infra.settings, limit=limit)
 
 
 @router.get("/emails", openapi_extra=BEARER)
