@@ -115,7 +115,8 @@ def _run(statements: list[str], limit: int, *, apply: bool) -> dict[str, Any]:
 async def _main(
     settings: Settings, statements: list[str], limit: int, apply: bool
 ) -> dict[str, Any]:
-    from sqlalchemy.ext.asyncio import create_async_engine
+    with requires_extra("corestone.cli", "postgres", "sqlite"):
+        from sqlalchemy.ext.asyncio import create_async_engine
 
     from corestone.db.advisor import IndexAdvisor
     from corestone.db.report import ReportOptions, build_report
