@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import pytest
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from corestone.db.advisor import AdvisorOptions, IndexAdvisor
 from corestone.db.workload import WorkloadQuery
@@ -192,3 +194,34 @@ async def test_inserts_and_others_are_not_advised(pg_engine: AsyncEngine, operat
         "f", "q", "SELECT * FROM child WHERE a = $1", operation, 1, 1, 1, parameters=(5,)
     )
     assert (await IndexAdvisor(pg_engine).advise([query])).suggestions == ()
+
+
+async def test_a_normalised_text_is_verified_with_its_generic_plan(pg_engine: AsyncEngine) -> None:
+    """A pg_stat_statements text (no values) is proven through its generic plan too."""
+    query = _query("SELECT * FROM child WHERE a = $1 AND b = $2")
+    [suggestion] = (await IndexAdvisor(pg_engine).advise([query])).suggestions
+    assert suggestion.verified
+    assert suggestion.columns[0] in ("a", "b")
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.005, 0.02, 0.05, 0.1, 0.2])
+async def test_a_cancelled_run_leaves_no_hypothetical_index_or_statement(
+    postgres_url: str, pg_engine: AsyncEngine, delay: float
+) -> None:
+    """Cancelled at any await, advise raises CancelledError; the pooled connection it used
+    is left without hypothetical indexes or prepared statements of the advisor's."""
+    one = create_async_engine(postgres_url, pool_size=1, max_overflow=0)
+    workload = [_query("SELECT * FROM child WHERE a = $1 AND b = $2"), BY_A]
+    run = asyncio.ensure_future(IndexAdvisor(one).advise(workload))
+    await asyncio.sleep(delay)
+    run.cancel()
+    with contextlib.suppress(asyncio.CancelledError):  # anything else fails the test
+        await run
+    async with one.connect() as conn:
+        left = await conn.exec_driver_sql("SELECT count(*) FROM hypopg_list_indexes")
+        assert left.scalar_one() == 0
+        prepared = await conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'corestone%'"
+        )
+        assert prepared.scalar_one() == 0
+    await one.dispose()
