@@ -26,12 +26,13 @@ PostgreSQL, outside a transaction, so writes go on while it builds.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from corestone.db._catalog import Catalog, read_catalog
@@ -154,6 +155,8 @@ class IndexAdvisor:
             catalog = await read_catalog(conn)
             hypopg = await _has_hypopg(conn)
             await conn.rollback()
+            if hypopg:  # a pooled session may keep a cancelled run's hypothetical indexes
+                await _reset_hypopg(conn)
             run = _Run(conn, catalog, hypopg, self.options)
             try:
                 for query in ranked:
@@ -331,5 +334,8 @@ async def _reset_hypopg(conn: AsyncConnection) -> None:
     try:
         await conn.execute(text("SELECT hypopg_reset()"))
         await conn.commit()
-    except DBAPIError:
-        await conn.rollback()
+    except SQLAlchemyError:
+        # A connection that cannot even do this (a cancel invalidated it) is closed by the
+        # pool, and the session's hypothetical indexes end with it.
+        with contextlib.suppress(SQLAlchemyError):
+            await conn.rollback()

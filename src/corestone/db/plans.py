@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from corestone._extras import requires_extra
@@ -186,18 +187,29 @@ async def _explain_postgres(
         # PREPARE outlives a rollback: a unique name, deallocated whatever happens (the
         # savepoint keeps the transaction usable for that after a failed EXPLAIN).
         name = f"corestone_explain_{uuid.uuid4().hex[:16]}"
-        await conn.exec_driver_sql(f"PREPARE {name} AS {statement}")
+        nulls = ", ".join(["NULL"] * count)
         try:
+            await conn.exec_driver_sql(f"PREPARE {name} AS {statement}")
             async with conn.begin_nested():
-                nulls = ", ".join(["NULL"] * count)
                 found = await conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) EXECUTE {name}({nulls})")
                 document = found.scalar_one()
         finally:
-            await conn.exec_driver_sql(f"DEALLOCATE {name}")
+            await _deallocate(conn, name)
         return Plan("postgresql", document[0]["Plan"], generic=True)
     found = await conn.exec_driver_sql(f"EXPLAIN ({options}) {statement}", parameters or None)
     document = found.scalar_one()
     return Plan("postgresql", document[0]["Plan"], analyzed=analyze)
+
+
+async def _deallocate(conn: AsyncConnection, name: str) -> None:
+    """Drop prepared statement ``name`` if it was made (a cancel or an error may come
+    before, during or after the PREPARE); a connection too broken for it is discarded by
+    the pool, and its prepared statements with it."""
+    try:
+        async with conn.begin_nested():
+            await conn.exec_driver_sql(f"DEALLOCATE {name}")
+    except SQLAlchemyError:  # never prepared, or the connection is invalid (a cancel)
+        pass
 
 
 def analyse(
