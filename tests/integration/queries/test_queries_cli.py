@@ -116,3 +116,29 @@ def test_sqlite_reports_unverified_suggestions(
     assert code == 0, output
     assert "seq_scan" in output
     assert "unverified (seq_scan)  CREATE INDEX ix_child_a ON child (a)" in output
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT * FROM child WHERE a = $1; DROP TABLE child",
+        "SELECT * FROM child WHERE a = 1; DROP TABLE child",
+        "DELETE FROM child WHERE a = $1",
+    ],
+)
+def test_a_given_statement_is_planned_never_run(pg_url: str, statement: str) -> None:
+    """Two statements in one are refused by the driver; a DELETE is only planned."""
+    code, output = run("advise", "--statement", statement)
+    assert code == 0, output
+
+    async def rows() -> int:
+        engine = create_async_engine(pg_url)
+        async with engine.connect() as conn:
+            found = await conn.exec_driver_sql("SELECT count(*) FROM child")
+            count = int(found.scalar_one())
+        await engine.dispose()
+        return count
+
+    assert asyncio.run(rows()) == 20_000
+    if ";" in statement:
+        assert "not planned: statement:1:" in output
