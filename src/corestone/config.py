@@ -46,6 +46,7 @@ from corestone._email_settings import (
     EmailSettings,
 )
 from corestone._push_settings import PUSH_SECRET_FIELDS, PushSettings
+from corestone._query_settings import QuerySettings
 from corestone.errors import ConfigurationError
 from corestone.urls import parse_database_url, redact_url, split_urls
 
@@ -65,7 +66,7 @@ _BROKER_SCHEMES = {"memory", "redis", "rediss", "nats", "tls", "amqp", "amqps"}
 _SMTP_SCHEMES = {"smtp", "smtps"}
 
 
-class Settings(BaseSettings, EmailSettings, PushSettings, AdvisorSettings):
+class Settings(BaseSettings, EmailSettings, PushSettings, QuerySettings, AdvisorSettings):
     """The configuration of one corestone process. Immutable once built."""
 
     model_config = SettingsConfigDict(
@@ -157,6 +158,16 @@ class Settings(BaseSettings, EmailSettings, PushSettings, AdvisorSettings):
         examples=[30],
     )
     shutdown_timeout_seconds: float = Field(30.0, gt=0, le=3600, examples=[30])
+    live_max_streams: int = Field(
+        10_000,
+        ge=1,
+        le=1_000_000,
+        description="live (SSE) streams one process serves at once; the next gets 503",
+        examples=[5000],
+    )
+    live_heartbeat_seconds: float = Field(
+        10.0, gt=0, le=15, description="how often a live stream gets a heartbeat", examples=[10]
+    )
     component_stop_timeout_seconds: float = Field(10.0, gt=0, le=600, examples=[10])
     health_check_timeout_seconds: float = Field(2.0, gt=0, le=60, examples=[2])
     health_cache_seconds: float = Field(1.0, ge=0, le=60, examples=[1])

@@ -229,6 +229,8 @@ class Infrastructure:
             (Infrastructure, self),
         ):
             self.services.register_value(svc_type, value)
+        if self.db.monitor is not None:  # corestone.db.monitor.QueryMonitor ('queries' extra)
+            self.services.register_value(type(self.db.monitor), self.db.monitor)
 
     def add(
         self,

@@ -161,6 +161,14 @@ _STATE_REFUSALS: Final[dict[tuple[str, str, int, str | None], str]] = {
     # cursor at all. The document says so; no schema can.
     ("GET", "/api/workspaces/{ws}/tasks", 422, "cursor"): "cursor not issued",
     ("GET", "/api/workspaces/{ws}/audit", 422, "cursor"): "cursor not issued",
+    ("GET", "/api/me/notifications", 422, "cursor"): "cursor not issued",
+    # A push subscription's endpoint must be a public https URL that answers as a push
+    # service, and its key a point on P-256: no pattern says either (SSRF rules, curve
+    # arithmetic); the errors name the field.
+    **{
+        ("POST", "/api/me/push-subscriptions", 422, rule): "endpoint or keys not usable"
+        for rule in ("public_https", "p256_key", "auth_secret")
+    },
     # cursor and page exclude each other: OpenAPI has no way to say two query parameters
     # may not come together, so both descriptions say it.
     ("GET", "/api/workspaces/{ws}/tasks", 422, "exclusive"): "cursor with page",

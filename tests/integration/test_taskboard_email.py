@@ -171,13 +171,15 @@ async def test_assigning_a_task_emails_the_assignee_once_per_assignment(mail: Ma
     for body in ({"assignee_id": cy_id}, {"assignee_id": cy_id}, {"title": "Ship it now"}):
         patched = await mail.client.patch(url, json=body, headers=owner | {"If-Match": "*"})
         assert patched.status_code == 200, patched.text
-    sent = await mail.delivered(3)
+    await mail.delivered(3)
     await asyncio.sleep(0.3)  # a fourth message, were one queued, would have gone by now
-    assert [(m.subject, m.to[0].email) for m in mail.memory.sent[1:] for m in [m.message]] == [
+    notes = [m for m in (o.message for o in mail.memory.sent) if m.tags == ("assigned",)]
+    assert [(m.subject, m.to[0].email) for m in notes] == [
         ("Assigned to you: Ship it", "bo@example.com"),
         ("Assigned to you: Ship it", "cy@example.com"),
     ]
-    assert sent[1].headers["X-Correlation-Id"]
+    assert len(mail.memory.sent) == 3
+    assert notes[0].headers["X-Correlation-Id"]
 
 
 async def test_a_title_cannot_add_a_header(mail: MailBoard) -> None:
@@ -194,21 +196,22 @@ async def test_a_title_cannot_add_a_header(mail: MailBoard) -> None:
     assert refused.status_code == 422
     assert refused.json()["field"] == "title"
     await mail.task(owner, ws, title="Fix: Bcc evil@example.com", assignee_id=bo_id)
-    assigned = (await mail.delivered(2))[1]
+    [assigned] = [m for m in await mail.delivered(2) if m.subject.startswith("Assigned")]
     wire = assigned.to_mime().as_bytes()
     assert b"\nBcc:" not in wire
     assert [a.email for a in assigned.recipients] == ["bo@example.com"]
 
 
-async def test_one_click_unsubscribe_suppresses_the_assignee(mail: MailBoard) -> None:
-    """The assignment mail's List-Unsubscribe URL, POSTed as RFC 8058 says, stops later mail;
-    a GET only shows a form (link scanners must not unsubscribe anyone)."""
+async def test_one_click_unsubscribe_turns_the_assignment_email_off(mail: MailBoard) -> None:
+    """The assignment mail's List-Unsubscribe URL, POSTed as RFC 8058 says, turns off Bo's
+    email of assignments (a preference: nothing is suppressed, the next assignment mails
+    nobody); a GET only shows a form (link scanners must not unsubscribe anyone)."""
     _, owner = await mail.signup("Ada", "ada@example.com")
     bo_id, bo = await mail.signup("Bo", "bo@example.com")
     ws = await mail.workspace(owner)
     await mail.client.post(f"/api/workspaces/{ws}/members", json={"user_id": bo_id}, headers=owner)
-    first = await mail.task(owner, ws, assignee_id=bo_id)
-    assigned = (await mail.delivered(2))[1]
+    await mail.task(owner, ws, assignee_id=bo_id)
+    [assigned] = [m for m in await mail.delivered(2) if m.subject.startswith("Assigned")]
     assert assigned.headers["List-Unsubscribe-Post"] == ONE_CLICK
     link = urlsplit(assigned.headers["List-Unsubscribe"].strip("<>"))
     path = f"{link.path}?{link.query}"
@@ -216,17 +219,46 @@ async def test_one_click_unsubscribe_suppresses_the_assignee(mail: MailBoard) ->
     assert shown.status_code == 200
     assert "bo@example.com" in shown.text
     await mail.task(owner, ws, assignee_id=bo_id)
-    await mail.delivered(3)  # the GET suppressed nothing
+    await mail.delivered(3)  # the GET turned nothing off
     done = await mail.client.post(
         path, content=ONE_CLICK, headers={"Content-Type": "application/x-www-form-urlencoded"}
     )
     assert done.status_code == 200, done.text
-    later = await mail.task(owner, ws, assignee_id=bo_id)
-    # The note is queued by the mail consumer, after the request: wait for it.
-    listed = await suppressed(mail, owner, 1)
-    assert len(listed) == 1
-    assert later["id"] != first["id"]
-    assert bo  # Bo's own token is irrelevant: the link is the whole authorisation
+    preferences = await mail.client.get("/api/me/notification-preferences", headers=bo)
+    assert preferences.json()["preferences"]["task.assigned"]["email"] is False
+    await mail.task(owner, ws, assignee_id=bo_id)
+    await asyncio.sleep(0.5)  # a note, were one queued, would have gone by now
+    assert len(mail.memory.sent) == 3
+    listed = await mail.client.get("/api/ops/emails?status=suppressed", headers=owner)
+    assert listed.json()["items"] == []
+
+
+async def test_a_link_from_before_notifications_turns_off_the_users_assignment_email(
+    mail: MailBoard,
+) -> None:
+    """An older note's link (list ``task-assignments``, no user in it) turns off the
+    assignment email of the user with that address; a link of any other list still
+    suppresses its address, as the generic endpoint does."""
+    _, owner = await mail.signup("Ada", "ada@example.com")
+    bo_id, bo = await mail.signup("Bo", "bo@example.com")
+    tokens = UnsubscribeTokens(mail.infra.settings.signing_key)
+    for address, list_id in (("bo@example.com", "task-assignments"), ("x@example.org", "news")):
+        token = tokens.issue(address, list_id)
+        done = await mail.client.post(f"/email/unsubscribe?token={token}", content=ONE_CLICK)
+        assert done.status_code == 200, done.text
+    preferences = await mail.client.get("/api/me/notification-preferences", headers=bo)
+    assert preferences.json()["preferences"]["task.assigned"]["email"] is False
+    ws = await mail.workspace(owner)
+    await mail.client.post(f"/api/workspaces/{ws}/members", json={"user_id": bo_id}, headers=owner)
+    await mail.task(owner, ws, assignee_id=bo_id)
+    await mail.delivered(1)
+    await asyncio.sleep(0.5)  # a note, were one queued, would have gone by now
+    assert [o.message.subject for o in mail.memory.sent] == ["Welcome to Home"]
+    await EmailService(mail.infra.db).send(
+        EmailMessage.build(sender="news@example.com", to="x@example.org", subject="Hi", text="x"),
+        workspace_id=ws,
+    )
+    assert len(await suppressed(mail, owner, 1)) == 1
 
 
 @pytest.mark.parametrize("expired", [False, True], ids=["forged", "expired"])

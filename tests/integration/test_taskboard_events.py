@@ -34,6 +34,7 @@ from taskboard.domain.models import User
 from taskboard.events import REGISTRY, TOPIC, TaskAssigned
 from taskboard.services import TaskService, WorkspaceService
 from taskboard.services.notifications import MAIL_GROUP
+from taskboard.services.notify import NOTIFY_GROUP
 from taskboard.services.workspaces import SAGAS
 from tests.integration.conftest import Board
 
@@ -96,9 +97,9 @@ class EventBoard(Board):
             await asyncio.sleep(0.05)
         raise AssertionError(f"{group} never handled {event_id}")
 
-    def consumed(self, outcome: str) -> float:
+    def consumed(self, outcome: str, group: str = NOTIFY_GROUP) -> float:
         value = self.infra.metrics.registry.get_sample_value(
-            "corestone_events_consumed_total", {"group": MAIL_GROUP, "outcome": outcome}
+            "corestone_events_consumed_total", {"group": group, "outcome": outcome}
         )
         return value or 0.0
 
@@ -258,7 +259,8 @@ async def test_the_assignment_email_is_queued_once_when_its_event_comes_twice(
     board: EventBoard,
 ) -> None:
     """The relay republishing ``task.assigned`` (it died between publishing and marking):
-    the mail consumer's inbox absorbs the second delivery, one message is queued and sent."""
+    the notifications consumer's inbox absorbs the second delivery (the assignment note
+    is that notification's email), one message is queued and sent."""
     await check_assignment_mailed_once(board)
 
 
@@ -276,7 +278,7 @@ async def test_on_redis_streams_the_assignment_email_is_queued_once(
         async with running(postgres_url, broker) as started:
             await check_assignment_mailed_once(started)
     finally:
-        await cleanup(broker, TOPIC, [PROBE, MAIL_GROUP])
+        await cleanup(broker, TOPIC, [PROBE, MAIL_GROUP, NOTIFY_GROUP])
 
 
 async def check_assignment_mailed_once(board: EventBoard) -> None:
@@ -287,8 +289,8 @@ async def check_assignment_mailed_once(board: EventBoard) -> None:
     task = await board.task(owner, ws, title="Ship", assignee_id=bo_id)
     events = await board.published(4)
     [assigned] = [e for e in events if e.type == "task.assigned"]
-    sent = await board.sent(2)  # the welcome, then the note
-    assert sent[1].subject == "Assigned to you: Ship"
+    sent = await board.sent(2)  # the welcome and the note (two consumers: either first)
+    assert sorted(m.subject for m in sent) == ["Assigned to you: Ship", "Welcome to Home"]
     duplicates = board.consumed("duplicate")
 
     message = OutgoingMessage(id=str(assigned.id), topic=TOPIC, body=assigned.to_json())
@@ -299,8 +301,9 @@ async def check_assignment_mailed_once(board: EventBoard) -> None:
             break
         await asyncio.sleep(0.05)
     assert board.consumed("duplicate") == duplicates + 1
-    key = f"taskboard:assigned:{task['id']}:1:{bo_id}"
-    assert [k for _, k in await board.emails() if k and k.startswith("taskboard:assigned")] == [key]
+    key = f"notification:{assigned.id}:{bo_id}:task.assigned"
+    assert [k for _, k in await board.emails() if k and k.startswith("notification:")] == [key]
+    assert task["assignee_id"] == bo_id
     await asyncio.sleep(0.3)  # a second note, were one queued, would have gone by now
     assert len(board.memory.sent) == 2
 
@@ -329,8 +332,9 @@ async def test_events_and_mail_stay_in_their_own_workspace(board: EventBoard) ->
             assert event.workspace_id == home[event.aggregate_id], event
     await board.sent(2 + 8)
     emails = await board.emails()
-    notes = {k: w for w, k in emails if k and k.startswith("taskboard:assigned:")}
-    assert {k.split(":")[2]: str(w) for k, w in notes.items()} == home
+    notes = {k.split(":")[1]: str(w) for w, k in emails if k and k.startswith("notification:")}
+    assigned = {str(e.id): home[e.aggregate_id] for e in events if e.type == "task.assigned"}
+    assert notes == assigned
 
     # Ada's task, announced as Eve's workspace's event: the consumer does not find the
     # task in Eve's workspace, so nobody is mailed anything.
@@ -342,7 +346,7 @@ async def test_events_and_mail_stay_in_their_own_workspace(board: EventBoard) ->
     await board.broker.publish(
         [OutgoingMessage(id=str(forged.id), topic=TOPIC, body=forged.to_json())]
     )
-    await board.handled(MAIL_GROUP, str(forged.id))
+    await board.handled(NOTIFY_GROUP, str(forged.id))
     assert len(await board.emails()) == len(emails)
 
 

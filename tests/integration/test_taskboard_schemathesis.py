@@ -38,6 +38,7 @@ import pytest
 import uvicorn
 
 from corestone import Infrastructure, Settings
+from corestone.push import VapidKeys
 from taskboard.app import create_app, prepare
 from taskboard.seed import ensure_demo
 
@@ -91,15 +92,25 @@ def _people(
     demo = {"Authorization": f"Bearer {token}"}
     me = client.get("/api/me", headers=demo)
     assert me.status_code == 200, me.text
-    # Assigned, so the demo workspace has an email for /api/ops/emails/{message_id}.
-    body = {"title": "t", "assignee_id": me.json()["user"]["id"]}
-    task = client.post(f"/api/workspaces/{workspace}/tasks", json=body, headers=demo)
-    assert task.status_code == 201, task.text
     users = []
-    for name in ("stranger", "newcomer"):
+    for name in ("stranger", "newcomer", "colleague"):
         signup = client.post("/api/users", json={"name": name, "email": f"{name}@example.com"})
         assert signup.status_code == 201, signup.text
         users.append(signup.json())
+    # Assigned to a colleague (an assignment of one's own notifies no one), so the demo
+    # workspace has an email for /api/ops/emails/{message_id}.
+    colleague = users[2]["user"]["id"]
+    added = client.post(
+        f"/api/workspaces/{workspace}/members", json={"user_id": colleague}, headers=demo
+    )
+    assert added.status_code == 201, added.text
+    body = {"title": "t", "assignee_id": colleague}
+    task = client.post(f"/api/workspaces/{workspace}/tasks", json=body, headers=demo)
+    assert task.status_code == 201, task.text
+    for _ in range(200):  # queued by the notifications consumer, after the request
+        if client.get("/api/ops/emails", headers=demo).json()["items"]:
+            break
+        time.sleep(0.05)
     stranger = users[0]["token"]
     own = client.post(
         "/api/workspaces",
@@ -115,8 +126,17 @@ def _people(
 @pytest.fixture
 def live(database_url: str, tmp_path: Path) -> Iterator[Live]:
     token, workspace = asyncio.run(_seed(database_url))
+    # Web Push configured, so every GET of the document answers (the public key is a 404
+    # without it); subscriptions are refused (422) for want of a public https endpoint.
+    vapid = VapidKeys.generate("mailto:ops@example.com")
     infra = Infrastructure(
-        Settings(database_url=database_url, env="test", email_file_dir=str(tmp_path / "mail"))
+        Settings(
+            database_url=database_url,
+            env="test",
+            email_file_dir=str(tmp_path / "mail"),
+            vapid_private_key=vapid.private_key_text(),
+            vapid_subject="mailto:ops@example.com",
+        )
     )
     port = _free_port()
     server = uvicorn.Server(
@@ -218,7 +238,9 @@ def test_head_answers_every_get_of_the_document(live: Live) -> None:
         for template in gets:
             assert "head" not in document["paths"][template]
             path = template.format(**values)
-            get, head = client.get(path), client.head(path)
+            with client.stream("GET", path) as get:  # a live stream never ends: headers only
+                pass
+            head = client.head(path)
             assert get.status_code == 200, path
             assert head.status_code == 200, path
             assert head.content == b"", path

@@ -127,7 +127,8 @@ def test_corestone_sdist_has_the_source_license_and_docs_but_no_service_or_tests
 def test_taskboard_distribution_depends_on_corestone_all_and_ships_its_migrations(
     distributions: Distributions,
 ) -> None:
-    """taskboard's wheel: corestone[all] plus its own needs, migrations, py.typed, its script."""
+    """taskboard's wheel: corestone[all] plus its own needs, migrations, py.typed, its script
+    and its browser page."""
     with zipfile.ZipFile(distributions.taskboard_wheel) as wheel:
         metadata = _wheel_metadata(wheel)
         names = wheel.namelist()
@@ -142,6 +143,9 @@ def test_taskboard_distribution_depends_on_corestone_all_and_ships_its_migration
     assert {"taskboard/py.typed", "taskboard/migrations/env.py",
             "taskboard/migrations/script.py.mako"} <= set(names)  # fmt: skip
     assert any(n.startswith("taskboard/migrations/versions/0001") for n in names)
+    # The browser page ships in the wheel: `taskboard serve` reads it from the package.
+    assert {"taskboard/web/index.html", "taskboard/web/sw.js", "taskboard/web/app.js",
+            "taskboard/web/app.css"} <= set(names)  # fmt: skip
     dist_info = f"taskboard-{metadata['Version']}.dist-info"
     assert {n.split("/")[0] for n in names} == {"taskboard", dist_info}
     assert "taskboard = taskboard.cli:main" in entry_points

@@ -64,6 +64,7 @@ class FakeDatabase(FakeComponent):
     def __init__(self, calls: list[str], *, healthy: bool = True) -> None:
         super().__init__("database", calls)
         self.healthy = healthy
+        self.monitor = None  # no query monitor
 
     async def ping(self) -> CheckResult:
         if not self.healthy:

@@ -53,6 +53,7 @@ from corestone.resilience.retry import Retry
 
 if TYPE_CHECKING:
     from corestone.cache.tiered import TieredCache
+    from corestone.db.monitor import QueryMonitor
 
 __all__ = ["Database", "PoolOptions"]
 
@@ -75,6 +76,9 @@ class Database:
     write, in which case they read the primary, so a caller always reads its own writes.
     A replica that fails to connect is skipped for ``replica_retry_seconds``; with none
     left, reads go to the primary. ``clock`` times that back-off and the pool's idle ping.
+
+    ``monitor``, if given, is attached to the primary and to every replica when they are
+    made (:mod:`corestone.db.monitor`; ``CORESTONE_QUERY_MONITOR=true`` makes one).
     """
 
     name = "database"
@@ -91,9 +95,12 @@ class Database:
         breakers: BreakerRegistry | None = None,
         signing_key: bytes | None = None,
         cache: TieredCache | None = None,
+        monitor: QueryMonitor | None = None,
         clock: Clock = monotonic,
     ) -> None:
         self.url: URL = make_url(url)
+        # Times, fingerprints and counts every statement of every engine, when given.
+        self.monitor = monitor
         self._clock = clock
         self.breakers = breakers
         # Repositories sign their pagination cursors with this unless given another key.
@@ -128,7 +135,13 @@ class Database:
         breakers: BreakerRegistry | None = None,
         cache: TieredCache | None = None,
     ) -> Database:
-        """The primary and replicas as configured by ``CORESTONE_DATABASE_*``."""
+        """The primary and replicas as configured by ``CORESTONE_DATABASE_*``, with the query
+        monitor when ``CORESTONE_QUERY_MONITOR`` is on."""
+        monitor = None
+        if settings.query_monitor:
+            from corestone.db.monitor import QueryMonitor  # the 'queries' extra, only if on
+
+            monitor = QueryMonitor.from_settings(settings, metrics=metrics)
         return cls(
             settings.database_url,
             replica_urls=settings.database_replica_urls,
@@ -144,6 +157,7 @@ class Database:
             breakers=breakers,
             signing_key=settings.signing_key,
             cache=cache,
+            monitor=monitor,
         )
 
     @property
@@ -160,6 +174,11 @@ class Database:
     def engine(self) -> AsyncEngine:
         """The primary's engine."""
         return self._require_primary().engine
+
+    @property
+    def engines(self) -> list[AsyncEngine]:
+        """Every engine: the primary's first, then each replica's (empty before start)."""
+        return [e.engine for e in (self._primary, *self._replicas) if e is not None]
 
     async def start(self) -> None:
         """Create the engines and connect to the primary once, so a wrong URL fails here.
@@ -199,6 +218,8 @@ class Database:
         engines = [e for e in (self._primary, *self._replicas) if e is not None]
         self._primary, self._replicas = None, []
         for engine in engines:
+            if self.monitor is not None:
+                self.monitor.detach(engine.engine)
             await engine.engine.dispose()
 
     @asynccontextmanager
@@ -373,7 +394,7 @@ class Database:
         return self._primary
 
     def _pooled(self, url: URL, label: str) -> PooledEngine:
-        return PooledEngine(
+        engine = PooledEngine(
             url,
             label,
             self._engine_options(url),
@@ -382,6 +403,9 @@ class Database:
             clock=self._clock,
             has_cache=self.cache is not None,
         )
+        if self.monitor is not None:
+            self.monitor.attach(engine.engine, target=label)
+        return engine
 
     def _engine_options(self, url: URL) -> dict[str, Any]:
         options: dict[str, Any] = {}

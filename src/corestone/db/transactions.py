@@ -50,6 +50,7 @@ from corestone.resilience.retry import Retry
 
 if TYPE_CHECKING:
     from corestone.cache.tiered import TieredCache
+    from corestone.db._query_scope import QueryScope
 
 __all__ = [
     "TRANSACTION_RETRY",
@@ -136,6 +137,9 @@ class Transaction:
     # opened in between must not hide it (see _open_here).
     _enclosing: Transaction | None = field(default=None, repr=False)
     _open: bool = field(default=True, repr=False)
+    # The query monitor's count of this unit of work's statements (N+1 detection), made
+    # on the outermost transaction when it runs outside a request scope.
+    query_scope: QueryScope | None = field(default=None, repr=False)
 
     def after_commit(self, hook: Hook) -> None:
         """Run ``hook`` once the outermost transaction has committed (never if it rolls back)."""

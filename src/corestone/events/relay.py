@@ -92,6 +92,7 @@ class OutboxRelay:
         listen_retry_max_seconds: float = 30.0,
         drain_seconds: float = 10.0,
         owner: str | None = None,
+        on_sent: Callable[[int], None] | None = None,
         now: Callable[[], datetime] = utc_now,
         clock: Clock = monotonic,
     ) -> None:
@@ -111,6 +112,9 @@ class OutboxRelay:
         self.listen_backoff = (listen_retry_initial_seconds, listen_retry_max_seconds)
         self.owner = owner or f"relay-{uuid.uuid4().hex[:16]}"
         self.now, self.clock = now, clock
+        self.on_sent = on_sent
+        """Called with how many events a pass marked sent, right after that commit: a
+        live stream's feed (:mod:`corestone.push.wakes`) reads the new positions then."""
         self._next_prune = 0.0
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -335,6 +339,11 @@ class OutboxRelay:
             # Another relay took them over after our lease ran out: they were published
             # twice (as the crash window allows); consumers de-duplicate.
             log.warning("events relay lost its lease", lost=len(claimed) - len(marked))
+        if marked and self.on_sent is not None:
+            try:
+                self.on_sent(len(marked))
+            except Exception as error:  # noqa: BLE001 - a listener's bug never fails a pass
+                log.warning("events relay on_sent failed", error=repr(error))
         self._published.inc(len(claimed))
         self._batch_seconds.observe(time.perf_counter() - started)
         return len(claimed)

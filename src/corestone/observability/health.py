@@ -22,12 +22,15 @@ load balancers stop sending new work.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from corestone.observability.logging import get_logger
 
 __all__ = [
     "CheckFunction",
@@ -37,6 +40,8 @@ __all__ = [
     "HealthReport",
     "HealthStatus",
 ]
+
+log = get_logger(__name__)
 
 
 class HealthStatus(enum.StrEnum):
@@ -118,6 +123,7 @@ class HealthRegistry:
         self._inflight: asyncio.Task[HealthReport] | None = None
         self._generation = 0  # bumped by every change to the checks
         self._shutting_down = False
+        self._on_shutting_down: list[Callable[[], None]] = []
         self._started_at = clock()
         self._abandoned: set[asyncio.Future[Any]] = set()  # timed-out checks still unwinding
 
@@ -160,8 +166,35 @@ class HealthRegistry:
         return sorted(self._checks)
 
     def mark_shutting_down(self) -> None:
-        """Fail readiness from now on: the process is draining and wants no new work."""
+        """Fail readiness from now on: the process is draining and wants no new work.
+
+        Then calls every :meth:`on_shutting_down` listener (once): work that would hold
+        the drain open, such as live streams, ends on the signal itself.
+        """
+        if self._shutting_down:
+            return
         self._shutting_down = True
+        for listener in list(self._on_shutting_down):
+            try:
+                listener()
+            except Exception as error:  # noqa: BLE001 - one listener's bug stops no other
+                log.warning("shutting-down listener failed", error=repr(error))
+
+    def on_shutting_down(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` when the process starts shutting down; returns its remover.
+
+        Called at once if it already is.
+        """
+        if self._shutting_down:
+            listener()
+            return lambda: None
+        self._on_shutting_down.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._on_shutting_down.remove(listener)
+
+        return remove
 
     @property
     def shutting_down(self) -> bool:

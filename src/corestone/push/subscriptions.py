@@ -122,24 +122,32 @@ def check_keys(p256dh: str, auth: str) -> tuple[bytes, bytes]:
     try:
         point = b64url_decode(p256dh)
     except ValueError:
-        raise InvalidInputError("keys.p256dh: is not base64url", field="keys.p256dh") from None
+        raise InvalidInputError(
+            "keys.p256dh: is not base64url", field="keys.p256dh", rule="p256_key"
+        ) from None
     if len(point) != 65 or point[0] != 4:
         raise InvalidInputError(
-            "keys.p256dh: must be an uncompressed P-256 point (65 bytes)", field="keys.p256dh"
+            "keys.p256dh: must be an uncompressed P-256 point (65 bytes)",
+            field="keys.p256dh",
+            rule="p256_key",
         )
     try:
         ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
     except ValueError:
         raise InvalidInputError(
-            "keys.p256dh: is not a point on P-256", field="keys.p256dh"
+            "keys.p256dh: is not a point on P-256", field="keys.p256dh", rule="p256_key"
         ) from None
     try:
         secret = b64url_decode(auth)
     except ValueError:
-        raise InvalidInputError("keys.auth: is not base64url", field="keys.auth") from None
+        raise InvalidInputError(
+            "keys.auth: is not base64url", field="keys.auth", rule="auth_secret"
+        ) from None
     if len(secret) != AUTH_SECRET_BYTES:
         raise InvalidInputError(
-            f"keys.auth: must be {AUTH_SECRET_BYTES} bytes, not {len(secret)}", field="keys.auth"
+            f"keys.auth: must be {AUTH_SECRET_BYTES} bytes, not {len(secret)}",
+            field="keys.auth",
+            rule="auth_secret",
         )
     return point, secret
 

@@ -10,8 +10,9 @@ The pytest plugin (loaded automatically through the ``pytest11`` entry point) pr
 
 And the fakes a service's own tests need: :class:`ManualClock` (the ``clock=`` of every
 time-based component), :class:`QueryCounter` (what a piece of code sends to the
-database, checkouts included), :class:`RedisServer` and :class:`MemoryProvider` (an
-email provider that keeps what it is sent, and fails when told to).
+database, checkouts included; with ``at_most=K`` it fails a block that sends more
+queries), :class:`RedisServer` and :class:`MemoryProvider` (an email provider that keeps
+what it is sent, and fails when told to).
 
 A missing server skips those tests on a developer machine and fails them under
 ``CI=true``, so CI can never go green by skipping. Point the plugin at other servers with

@@ -56,7 +56,11 @@ def instrument(app: FastAPI, infra: Infrastructure) -> ASGIApp:
         max_bytes=infra.settings.http_max_body_bytes,
         body_timeout_seconds=infra.settings.http_body_timeout_seconds,
     )
-    return RequestContextMiddleware(HttpMetricsMiddleware(limited, metrics=infra.metrics))
+    monitor = infra.db.monitor
+    return RequestContextMiddleware(
+        HttpMetricsMiddleware(limited, metrics=infra.metrics),
+        query_headers=monitor is not None and monitor.options.response_headers,
+    )
 
 
 def infrastructure(request: HTTPConnection) -> Infrastructure:

@@ -32,6 +32,7 @@ from corestone.web.problems import problem_response
 
 __all__ = [
     "ANY_VERSION",
+    "HEAD_EXTENSION",
     "INT64",
     "HeadAsGet",
     "PreconditionFailedError",
@@ -234,6 +235,10 @@ def allowed_methods(routes: Iterable[BaseRoute], scope: Scope) -> list[str]:
     return allowed
 
 
+HEAD_EXTENSION: Final = "corestone.head"
+"""The ASGI scope extension :class:`HeadAsGet` adds to a HEAD it passes on as a GET."""
+
+
 class HeadAsGet:
     """Answer HEAD as GET without its body, for every GET route (RFC 9110 §9.3.2).
 
@@ -259,7 +264,10 @@ class HeadAsGet:
                 message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 
-        await self.app(dict(scope, method="GET"), receive, headless)
+        # Marked, so that a response that would never end by itself (a live stream) can
+        # stop after its headers: the body it would write is dropped here anyway.
+        extensions = {**(scope.get("extensions") or {}), HEAD_EXTENSION: {}}
+        await self.app(dict(scope, method="GET", extensions=extensions), receive, headless)
 
 
 class PreconditionFailedError(CorestoneError):

@@ -9,7 +9,8 @@ events (:class:`~corestone.email.tracking.EmailTracker`). Applying is idempotent
 
 ``unsubscribe_router`` serves the ``List-Unsubscribe`` URL: ``POST`` (the RFC 8058
 one-click body, or any POST: a mail client sends nothing else there) suppresses the
-address; ``GET`` only shows a confirmation button, because link scanners and previews
+address (or hands the request to the app's ``handler``, which may turn a preference off
+instead); ``GET`` only shows a confirmation button, because link scanners and previews
 fetch URLs in mail and must not unsubscribe anyone (RFC 8058 §4).
 Both need the ``email`` extra (and a database one).
 """
@@ -17,6 +18,7 @@ Both need the ``email`` extra (and a database one).
 from __future__ import annotations
 
 import html
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -25,11 +27,17 @@ from starlette.responses import HTMLResponse, Response
 from corestone.email.outbox import SuppressionReason
 from corestone.email.service import EmailService
 from corestone.email.tracking import EmailTracker, TrackingResult
-from corestone.email.unsubscribe import UnsubscribeTokens
+from corestone.email.unsubscribe import UnsubscribeRequest, UnsubscribeTokens
 from corestone.email.webhooks import MailgunWebhook, SendGridWebhook
 from corestone.errors import PayloadTooLargeError
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "email_webhooks_router", "read_body", "unsubscribe_router"]
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "UnsubscribeHandler",
+    "email_webhooks_router",
+    "read_body",
+    "unsubscribe_router",
+]
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
@@ -94,10 +102,24 @@ _PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Unsubscribe</
 <button type="submit">Unsubscribe</button></form></body></html>"""
 
 
+UnsubscribeHandler = Callable[[UnsubscribeRequest], Awaitable[bool]]
+"""Handles an unsubscribe itself (True), or leaves it to the suppression list (False)."""
+
+
 def unsubscribe_router(
-    tokens: UnsubscribeTokens, service: EmailService, *, path: str = "/email/unsubscribe"
+    tokens: UnsubscribeTokens,
+    service: EmailService,
+    *,
+    path: str = "/email/unsubscribe",
+    handler: UnsubscribeHandler | None = None,
 ) -> APIRouter:
-    """``GET`` (a confirmation page) and ``POST`` (one click: suppress) at ``path?token=…``."""
+    """``GET`` (a confirmation page) and ``POST`` (one click: suppress) at ``path?token=…``.
+
+    ``handler`` sees each verified request first: an app whose lists are preferences
+    (one kind of notification for one user) turns that preference off and answers True,
+    and the address stays deliverable for everything else. A request it answers False
+    for suppresses the address, as without a handler.
+    """
     router = APIRouter(include_in_schema=False)
 
     @router.get(path)
@@ -112,9 +134,12 @@ def unsubscribe_router(
     async def unsubscribe(request: Request, token: str) -> dict[str, str]:
         await read_body(request, 4096)  # the one-click form; its content changes nothing
         wanted = tokens.verify(token)
-        await service.suppress(
-            wanted.address, SuppressionReason.MANUAL, detail=f"unsubscribed from {wanted.list_id}"
-        )
+        if handler is None or not await handler(wanted):
+            await service.suppress(
+                wanted.address,
+                SuppressionReason.MANUAL,
+                detail=f"unsubscribed from {wanted.list_id}",
+            )
         return {"status": "unsubscribed", "address": wanted.address, "list": wanted.list_id}
 
     return router

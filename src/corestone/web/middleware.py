@@ -12,6 +12,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corestone import context
+from corestone.db._query_scope import scope_of_request
 from corestone.observability.logging import get_logger, log_request
 from corestone.observability.metrics import Metrics
 from corestone.web.body import BodySizeLimitMiddleware
@@ -19,6 +20,8 @@ from corestone.web.problems import internal_error_problem
 from corestone.web.route_labels import route_template, routes_of
 
 __all__ = [
+    "QUERY_COUNT_HEADER",
+    "QUERY_TIME_HEADER",
     "REQUEST_ID_HEADER",
     "BodySizeLimitMiddleware",
     "HttpMetricsMiddleware",
@@ -29,6 +32,8 @@ __all__ = [
 log = get_logger("corestone.web")
 
 REQUEST_ID_HEADER = b"x-request-id"
+QUERY_COUNT_HEADER = b"x-query-count"
+QUERY_TIME_HEADER = b"x-query-time-ms"
 
 
 class RequestContextMiddleware:
@@ -38,10 +43,15 @@ class RequestContextMiddleware:
     else (header injection, megabyte ids) is replaced with a fresh one. It is also the
     last line of defence: an exception nothing else handled becomes a 500 problem with
     the correlation id and no internals, logged once with its traceback.
+
+    With ``query_headers`` (development: the query monitor's ``response_headers``), the
+    response also says how many statements the request sent before it started, and
+    their time: ``X-Query-Count`` and ``X-Query-Time-Ms``.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, query_headers: bool = False) -> None:
         self.app = app
+        self.query_headers = query_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,6 +69,8 @@ class RequestContextMiddleware:
                     (k, v) for k, v in message.get("headers", []) if k.lower() != REQUEST_ID_HEADER
                 ]
                 headers.append((REQUEST_ID_HEADER, request_id.encode()))
+                if self.query_headers:
+                    headers += _query_headers(context.request_state())
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -131,6 +143,15 @@ class HttpMetricsMiddleware:
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _query_headers(unit: dict[str, object] | None) -> list[tuple[bytes, bytes]]:
+    queries = scope_of_request(unit) if unit is not None else None
+    count, seconds = (queries.queries, queries.seconds) if queries is not None else (0, 0.0)
+    return [
+        (QUERY_COUNT_HEADER, str(count).encode()),
+        (QUERY_TIME_HEADER, f"{seconds * 1000:.2f}".encode()),
+    ]
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -15,21 +15,29 @@ from corestone.db import Database, upgrade
 from corestone.email.routing import ProviderRoute
 from corestone.events import Events, add_events
 from corestone.observability import get_logger
+from corestone.push import EndpointPolicy, add_live_streams, add_live_wakes
 from corestone.sagas import SagaOrchestrator, SagaRecoveryWorker
 from corestone.web import instrument
 from corestone.web.openapi import exact_openapi
+from taskboard.api.live import router as live_router
+from taskboard.api.members import router as members_router
+from taskboard.api.notifications import router as notifications_router
 from taskboard.api.ops import router as ops_router
+from taskboard.api.page import router as page_router
 from taskboard.api.routes import router
 from taskboard.events import REGISTRY, register_bus, topic_for
 from taskboard.mail import MailWiring, mount_email_routes, setup_email
+from taskboard.notify import NotifyWiring, notify_wiring_for, setup_notifications
 from taskboard.services import TaskService, UserService, WorkspaceService
 from taskboard.services.notifications import MAIL_GROUP, mail_handlers, notifier_for
-from taskboard.services.workspaces import SAGAS
+from taskboard.services.notify import NOTIFY_GROUP, notify_handlers
+from taskboard.services.workspaces import SAGAS, require_member
 
 __all__ = [
     "MIGRATIONS",
     "TASK_CACHE_ENV",
     "add_background_work",
+    "add_live",
     "add_schema_upgrade",
     "create_app",
     "prepare",
@@ -48,19 +56,26 @@ log = get_logger(__name__)
 
 
 def register_services(
-    infra: Infrastructure, *, mail: MailWiring | None = None, events: Events | None = None
+    infra: Infrastructure,
+    *,
+    mail: MailWiring | None = None,
+    events: Events | None = None,
+    notify: NotifyWiring | None = None,
 ) -> SagaOrchestrator:
     """Register taskboard's application services (one of each per process).
 
-    ``mail`` is the email wiring (``taskboard.mail.setup_email``) and ``events`` the
-    events' (``setup_events``); without them both are set up from the settings, with a
-    sender and a relay in this process (a ``taskboard worker``).
+    ``mail`` is the email wiring (``taskboard.mail.setup_email``), ``events`` the
+    events' (``setup_events``) and ``notify`` the notifications' (``setup_notifications``);
+    without them they are set up from the settings, with a sender and a relay in this
+    process (a ``taskboard worker``).
     Returns the process's saga orchestrator (also registered, as a value).
     """
     if mail is None:
         mail = setup_email(infra, send=True)
     if events is None:
         events = setup_events(infra, relay=True)
+    if notify is None:
+        setup_notifications(infra, mail)
     orchestrator = SagaOrchestrator(infra.db, SAGAS, metrics=infra.metrics)
     infra.services.register_value(SagaOrchestrator, orchestrator)
 
@@ -86,7 +101,22 @@ def setup_events(infra: Infrastructure, *, relay: bool) -> Events:
     broker (the memory broker when unset)."""
     events = add_events(infra, REGISTRY, topic_for=topic_for, run_relay=relay)
     register_bus(infra.db, events.bus)
+    add_live_wakes(infra)  # the relay wakes the live streams of every serving process
     return events
+
+
+def add_live(infra: Infrastructure) -> None:
+    """Serve live streams (``GET /api/workspaces/{ws}/events``) from this process.
+
+    Members only (the membership cache answers); a ``member.removed`` event ends the
+    removed user's streams of that workspace.
+    """
+    db = infra.db
+
+    async def authorize(user_id: int, workspace_id: int) -> None:
+        await require_member(db, workspace_id, user_id)
+
+    add_live_streams(infra, authorize=authorize, revocations={"member.removed": "user_id"})
 
 
 def task_cache_enabled(environ: Mapping[str, str]) -> bool:
@@ -101,11 +131,15 @@ def add_background_work(
     infra: Infrastructure, orchestrator: SagaOrchestrator, *, interval_seconds: float = 10.0
 ) -> None:
     """Run taskboard's background work in this process (docs/scaling.md): saga recovery,
-    and the consumers of its events (the ``taskboard-mail`` group: welcome and
-    assignment emails). Events must be set up (``register_services`` does it)."""
+    and the consumers of its events (the ``taskboard-mail`` group: welcome emails; the
+    ``taskboard-notify`` group: notifications, with their email and push). Events and
+    notifications must be set up (``register_services`` does it)."""
     worker = SagaRecoveryWorker(orchestrator, interval_seconds=interval_seconds)
     infra.add(worker, check=worker.check, component_type="worker", critical=False)
-    infra.events.consumer(MAIL_GROUP, mail_handlers(notifier_for(infra.db)))
+    mail = notifier_for(infra.db)
+    infra.events.consumer(MAIL_GROUP, mail_handlers(mail))
+    notifier = notify_wiring_for(infra.db).notifier
+    infra.events.consumer(NOTIFY_GROUP, notify_handlers(notifier, mail))
 
 
 async def prepare(infra: Infrastructure) -> None:
@@ -155,6 +189,7 @@ def create_app(
     *,
     worker: bool = True,
     email_routes: Sequence[ProviderRoute] | None = None,
+    push_policy: EndpointPolicy | None = None,
 ) -> ASGIApp:
     """The ASGI app. If the infrastructure is not running yet, the lifespan runs it.
 
@@ -162,15 +197,18 @@ def create_app(
     consuming events) to ``taskboard worker`` processes: this process only records
     events in the outbox. Email goes through the providers of the settings
     (``CORESTONE_EMAIL_PROVIDERS``; files under var/mail when unset) unless
-    ``email_routes`` are given (tests: a memory provider).
+    ``email_routes`` are given (tests: a memory provider). ``push_policy`` replaces
+    the rule for push endpoints (tests: allow a local push service).
     """
     if worker:
         add_schema_upgrade(infra)
     wiring = setup_email(infra, send=worker, routes=email_routes)
     events = setup_events(infra, relay=worker)
-    orchestrator = register_services(infra, mail=wiring, events=events)
+    notify = setup_notifications(infra, wiring, push_policy=push_policy)
+    orchestrator = register_services(infra, mail=wiring, events=events, notify=notify)
     if worker:
         add_background_work(infra, orchestrator)
+    add_live(infra)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -191,7 +229,11 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     api.include_router(router)
+    api.include_router(members_router)
+    api.include_router(live_router)
     api.include_router(ops_router)
-    mount_email_routes(api, wiring)
+    api.include_router(notifications_router)
+    api.include_router(page_router)
+    mount_email_routes(api, wiring, on_unsubscribe=notify.service.unsubscribe_email)
     exact_openapi(api)
     return instrument(api, infra)

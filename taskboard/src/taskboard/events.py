@@ -10,6 +10,7 @@ needs them reads the current row, in its own transaction, scoped to the event's 
 | --- | --- | --- |
 | ``workspace.created`` | ``workspace`` | the last step of the ``create_workspace`` saga |
 | ``member.added`` | ``workspace`` | ``WorkspaceService.add_member`` |
+| ``member.removed`` | ``workspace`` | ``WorkspaceService.remove_member`` |
 | ``task.created`` | ``task`` | ``TaskService.create``, ``create_many`` |
 | ``task.updated`` | ``task`` | ``TaskService.update`` |
 | ``task.assigned`` | ``task`` | a create with an assignee, an update that changes it |
@@ -32,6 +33,7 @@ __all__ = [
     "REGISTRY",
     "TOPIC",
     "MemberAdded",
+    "MemberRemoved",
     "TaskAssigned",
     "TaskCreated",
     "TaskDeleted",
@@ -66,6 +68,15 @@ class MemberAdded(EventPayload):
     role: str
 
 
+class MemberRemoved(EventPayload):
+    """A user left a workspace (an owner removed them): their live streams of it end."""
+
+    event_type: ClassVar[str] = "member.removed"
+    workspace_id: int
+    user_id: int
+    role: str
+
+
 class TaskCreated(EventPayload):
     event_type: ClassVar[str] = "task.created"
     task_id: int
@@ -73,12 +84,20 @@ class TaskCreated(EventPayload):
 
 
 class TaskUpdated(EventPayload):
-    """A task changed; ``fields`` are the ones the update wrote, sorted."""
+    """A task changed; ``fields`` are the ones the update wrote, sorted.
+
+    ``assignee_id`` (the assignee after the change) and ``reassigned`` (the assignee
+    changed: a ``task.assigned`` follows) were added for the notifications consumer; an
+    event recorded before them parses with the defaults (then the consumer reads the
+    task's current assignee).
+    """
 
     event_type: ClassVar[str] = "task.updated"
     task_id: int
     version: int
     fields: tuple[str, ...]
+    assignee_id: int | None = None
+    reassigned: bool = False
 
 
 class TaskAssigned(EventPayload):
@@ -98,9 +117,12 @@ class TaskAssigned(EventPayload):
 
 
 class TaskDeleted(EventPayload):
+    """A task was (soft) deleted; ``assignee_id`` its assignee then (optional, added later)."""
+
     event_type: ClassVar[str] = "task.deleted"
     task_id: int
     version: int
+    assignee_id: int | None = None
 
 
 class TaskRestored(EventPayload):
@@ -119,6 +141,7 @@ for _payload in (
     TaskAssigned,
     TaskDeleted,
     TaskRestored,
+    MemberRemoved,
 ):
     REGISTRY.register(_payload)
 

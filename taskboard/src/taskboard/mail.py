@@ -23,7 +23,11 @@ from corestone.email import EmailService, add_email
 from corestone.email.configure import EmailWebhooks, webhooks_from_settings
 from corestone.email.routing import ProviderRoute
 from corestone.email.tracking import EmailTracker
-from corestone.web.email_routes import email_webhooks_router, unsubscribe_router
+from corestone.web.email_routes import (
+    UnsubscribeHandler,
+    email_webhooks_router,
+    unsubscribe_router,
+)
 from taskboard.services.notifications import UNSUBSCRIBE_PATH, Notifier, register_notifier
 
 __all__ = ["WEBHOOKS_PREFIX", "MailWiring", "mount_email_routes", "setup_email"]
@@ -57,8 +61,11 @@ def setup_email(
     return MailWiring(email, tracker, notifier, webhooks_from_settings(infra.settings))
 
 
-def mount_email_routes(api: FastAPI, wiring: MailWiring) -> None:
-    """The provider webhooks under ``/webhooks/email`` and the one-click unsubscribe URL."""
+def mount_email_routes(
+    api: FastAPI, wiring: MailWiring, *, on_unsubscribe: UnsubscribeHandler | None = None
+) -> None:
+    """The provider webhooks under ``/webhooks/email`` and the one-click unsubscribe URL
+    (``on_unsubscribe`` first: a notification's link turns a preference off)."""
     api.include_router(
         email_webhooks_router(
             wiring.tracker, sendgrid=wiring.webhooks.sendgrid, mailgun=wiring.webhooks.mailgun
@@ -67,4 +74,6 @@ def mount_email_routes(api: FastAPI, wiring: MailWiring) -> None:
     )
     tokens = wiring.notifier.tokens
     if tokens is not None:
-        api.include_router(unsubscribe_router(tokens, wiring.email, path=UNSUBSCRIBE_PATH))
+        api.include_router(
+            unsubscribe_router(tokens, wiring.email, path=UNSUBSCRIBE_PATH, handler=on_unsubscribe)
+        )

@@ -20,6 +20,8 @@ from corestone.db import (
     VersionMixin,
 )
 from corestone.email.outbox import EmailOutboxRecord  # noqa: F401 - its tables: revision 0008
+from corestone.push.notifications import NotificationRecord  # noqa: F401 - revision 0015
+from corestone.push.preferences import PreferenceRecord  # noqa: F401 - revision 0015
 from corestone.push.subscriptions import PushSubscriptionRecord  # noqa: F401 - revision 0013
 
 __all__ = ["ApiToken", "Membership", "Role", "Task", "TaskStatus", "User", "Workspace"]

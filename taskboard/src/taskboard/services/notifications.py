@@ -1,14 +1,20 @@
 """taskboard's email: a welcome when a workspace is created, a note when a task is assigned.
 
-Both are driven by domain events: the consumer group :data:`MAIL_GROUP` handles
-``workspace.created`` and ``task.assigned`` (:func:`mail_handlers`) and queues the
-message through corestone's email outbox in the consumer's transaction, the one that
-also records the event in its inbox. So the mail is queued once per event however often
-the broker delivers it (a second delivery finds the inbox row and does nothing), and
-never for a change that rolled back (its event was never recorded). Each message
-carries the request's correlation id in ``X-Correlation-Id`` (the event's) and an
-idempotency key, so a handler run again outside the inbox (a replayed dead letter after
-all) still queues one message.
+The welcome is driven by its domain event: the consumer group :data:`MAIL_GROUP`
+handles ``workspace.created`` (:func:`mail_handlers`) and queues the message through
+corestone's email outbox in the consumer's transaction, the one that also records the
+event in its inbox. So the mail is queued once per event however often the broker
+delivers it (a second delivery finds the inbox row and does nothing), and never for a
+change that rolled back (its event was never recorded). Each message carries the
+request's correlation id in ``X-Correlation-Id`` (the event's) and an idempotency key,
+so a handler run again outside the inbox (a replayed dead letter after all) still
+queues one message.
+
+The assignment note is the email channel of the ``task.assigned`` notification
+(``taskboard.services.notify``): :meth:`Notifier.assigned_message` builds it, the
+notifications consumer queues it when the assignee's preferences want email. Its
+unsubscribe link (:func:`notification_list`) turns that email off for that user and
+kind, a preference, rather than suppressing the address for all mail.
 
 User input (workspace names, task titles, user names) is merge *data* of sandboxed
 templates, never template source: ``{{ 7*7 }}`` in a title arrives as those characters.
@@ -25,21 +31,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from corestone.context import correlation_id as current_correlation_id
 from corestone.db import Database, Transaction
-from corestone.email.message import Address
+from corestone.email.message import Address, EmailMessage
 from corestone.email.service import EmailService
 from corestone.email.templates import EmailTemplates
 from corestone.email.unsubscribe import UnsubscribeTokens, with_unsubscribe
 from corestone.events import DomainEvent
 from corestone.events.consumer import ConsumerHandler
-from taskboard.events import REGISTRY, TaskAssigned, WorkspaceCreated
-from taskboard.services.repositories import (
-    MembershipRepository,
-    TaskRepository,
-    UserRepository,
-    WorkspaceRepository,
-)
+from taskboard.events import REGISTRY, WorkspaceCreated
+from taskboard.services.repositories import UserRepository, WorkspaceRepository
 
 __all__ = [
     "ASSIGNMENTS_LIST",
@@ -51,13 +51,19 @@ __all__ = [
     "Notifier",
     "Recipient",
     "mail_handlers",
+    "notification_list",
     "notifier_for",
     "one_line",
+    "parse_notification_list",
     "register_notifier",
 ]
 
 CORRELATION_HEADER: Final = "X-Correlation-Id"
 ASSIGNMENTS_LIST: Final = "task-assignments"
+"""The list of assignment notes' unsubscribe links before they became a preference: such a
+link, still in someone's mailbox, now turns off the ``task.assigned`` email of the user
+with that address."""
+_LIST_PREFIX: Final = "notify:"
 MAIL_FROM_ENV: Final = "TASKBOARD_MAIL_FROM"
 PUBLIC_URL_ENV: Final = "TASKBOARD_PUBLIC_URL"
 UNSUBSCRIBE_PATH: Final = "/email/unsubscribe"
@@ -75,6 +81,8 @@ _TEMPLATES: Final = {
         "<p>Hello {{ name }},</p><p>{{ actor }} assigned you <b>{{ title }}</b> "
         "in {{ workspace }}.</p>"
     ),
+    "notice.subject.txt": "{{ subject }}",
+    "notice.html": "<p>Hello {{ name }},</p><p>{{ text }}.</p>",
 }
 
 _NOT_ONE_LINE = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
@@ -143,19 +151,20 @@ class Notifier:
         )
         return await self.email.send(message, transaction=tx, workspace_id=workspace_id)
 
-    async def assigned(
+    def assigned_message(
         self,
-        tx: Transaction,
         *,
-        workspace_id: int,
         workspace: str,
         task_id: int,
-        version: int,
         title: str,
         assignee: Recipient,
         actor: str,
-    ) -> str:
-        """Queue the note to a task's new assignee (one per task version and assignee)."""
+        correlation_id: str | None,
+    ) -> EmailMessage:
+        """The note to a task's new assignee, its unsubscribe link turning off this kind.
+
+        No idempotency key: the notifier sets one per (event, user, kind).
+        """
         message = self.templates.message(
             "assigned",
             {
@@ -166,19 +175,47 @@ class Notifier:
             },
             sender=self.sender,
             to=[Address(assignee.email, one_line(assignee.name, 60))],
-            headers=self._headers(current_correlation_id()),
+            headers=self._headers(correlation_id),
             tags=["assigned"],
             metadata={"task_id": str(task_id)},
-            idempotency_key=f"taskboard:assigned:{task_id}:{version}:{assignee.id}",
         )
         if self.tokens is not None:
             message = with_unsubscribe(
                 message,
                 self.tokens,
                 self.public_url + UNSUBSCRIBE_PATH,
-                list_id=ASSIGNMENTS_LIST,
+                list_id=notification_list("task.assigned", assignee.id),
             )
-        return await self.email.send(message, transaction=tx, workspace_id=workspace_id)
+        return message
+
+    def notice_message(
+        self,
+        *,
+        kind: str,
+        subject: str,
+        text: str,
+        recipient: Recipient,
+        task_id: int | None,
+        correlation_id: str | None,
+    ) -> EmailMessage:
+        """A notification of ``kind`` as a short email (for kinds with no template of their own)."""
+        message = self.templates.message(
+            "notice",
+            {"name": recipient.name, "subject": one_line(subject), "text": text},
+            sender=self.sender,
+            to=[Address(recipient.email, one_line(recipient.name, 60))],
+            headers=self._headers(correlation_id),
+            tags=["notification"],
+            metadata={"kind": kind} | ({} if task_id is None else {"task_id": str(task_id)}),
+        )
+        if self.tokens is not None:
+            message = with_unsubscribe(
+                message,
+                self.tokens,
+                self.public_url + UNSUBSCRIBE_PATH,
+                list_id=notification_list(kind, recipient.id),
+            )
+        return message
 
     @staticmethod
     def _headers(correlation_id: str | None) -> dict[str, str]:
@@ -204,15 +241,30 @@ def notifier_for(database: Database) -> Notifier:
 
 
 def mail_handlers(notifier: Notifier) -> dict[str, ConsumerHandler]:
-    """The :data:`MAIL_GROUP` consumer's handlers: the welcome and the assignment note."""
+    """The :data:`MAIL_GROUP` consumer's handlers: the welcome (the assignment note is a
+    notification's email, queued by the notifications consumer)."""
     mail = _MailOnEvents(notifier)
-    return {WorkspaceCreated.event_type: mail.welcome, TaskAssigned.event_type: mail.assigned}
+    return {WorkspaceCreated.event_type: mail.welcome}
+
+
+def notification_list(kind: str, user_id: int) -> str:
+    """The unsubscribe "list" of one user's email of one notification kind (signed in the link)."""
+    return f"{_LIST_PREFIX}{kind}:{user_id}"
+
+
+def parse_notification_list(list_id: str) -> tuple[str, int] | None:
+    """(kind, user id) of a :func:`notification_list` value, else None."""
+    if not list_id.startswith(_LIST_PREFIX):
+        return None
+    kind, _, user = list_id[len(_LIST_PREFIX) :].rpartition(":")
+    if not kind or not (user.isascii() and user.isdigit()) or len(user) > 18:
+        return None
+    return kind, int(user)
 
 
 class _MailOnEvents:
     """Each handler reads what the mail needs (names, addresses) in the consumer's
-    transaction, scoped to the event's workspace: a task or a workspace of another
-    tenant is not found there, so an event is never mailed as another workspace's."""
+    transaction: a workspace of another tenant than the event's is never mailed."""
 
     def __init__(self, notifier: Notifier) -> None:
         self.notifier = notifier
@@ -233,38 +285,3 @@ class _MailOnEvents:
             owner=Recipient(owner.id, owner.name, owner.email),
             correlation_id=event.correlation_id,
         )
-
-    async def assigned(self, event: DomainEvent, tx: Transaction) -> None:
-        assigned = REGISTRY.payload(event)
-        assert isinstance(assigned, TaskAssigned)
-        if assigned.assignee_id is None or event.workspace_id is None:
-            return  # unassigned: no one to tell
-        workspace_id = int(event.workspace_id)
-        task = (
-            await TaskRepository(tx, workspace=workspace_id).with_deleted().find(assigned.task_id)
-        )
-        members = MembershipRepository(tx, workspace=workspace_id)
-        if task is None or not await members.is_member(assigned.assignee_id):
-            return  # not a task of this workspace, or the assignee has left it since
-        workspace = await WorkspaceRepository(tx).get(workspace_id)
-        users = UserRepository(tx)
-        assignee = await users.get(assigned.assignee_id)
-        by = _user_id(event.actor)
-        actor = await users.find(by) if by is not None else None
-        await self.notifier.assigned(
-            tx,
-            workspace_id=workspace_id,
-            workspace=workspace.name,
-            task_id=task.id,
-            version=assigned.version,
-            title=assigned.title,
-            assignee=Recipient(assignee.id, assignee.name, assignee.email),
-            actor=actor.name if actor is not None else "Someone",
-        )
-
-
-def _user_id(actor: str | None) -> int | None:
-    """The user id an event's actor names (taskboard records user ids), else None."""
-    if actor is None or not (actor.isascii() and actor.isdigit()) or len(actor) > 18:
-        return None
-    return int(actor)

@@ -193,11 +193,16 @@ class TaskService:
                 )
                 before = (await fresh.get(task_id)).assignee_id
             task = await tasks.update(task_id, changes, expected_version=expected_version)
+            reassigned = assigning and task.assignee_id != before
             updated = TaskUpdated(
-                task_id=task.id, version=task.version, fields=tuple(sorted(changes))
+                task_id=task.id,
+                version=task.version,
+                fields=tuple(sorted(changes)),
+                assignee_id=task.assignee_id,
+                reassigned=reassigned,
             )
             events: list[tuple[EventPayload, Task]] = [(updated, task)]
-            if assigning and task.assignee_id != before:
+            if reassigned:
                 events.append((_assigned(task, previous=before), task))
             await record_task_events(self._db, tx, actor.id, *events)
             return task
@@ -216,7 +221,9 @@ class TaskService:
             await tasks.delete(task_id, expected_version=expected_version)
             # The row the delete returned is in the session: no second query for its version.
             task = await tasks.with_deleted().get(task_id)
-            deleted = TaskDeleted(task_id=task.id, version=task.version)
+            deleted = TaskDeleted(
+                task_id=task.id, version=task.version, assignee_id=task.assignee_id
+            )
             await record_task_events(self._db, tx, actor.id, (deleted, task))
 
     async def restore(

@@ -30,11 +30,12 @@ from corestone import (
 from corestone.context import bind
 from corestone.context import correlation_id as current_correlation_id
 from corestone.db import Database, Transaction, TransactionBackend
+from corestone.db.audit import write_audit
 from corestone.events import DomainEvent
 from corestone.sagas import Saga, SagaOrchestrator, SagaRegistry, SagaStep, StepContext
 from corestone.web import forget_access_after_commit
 from taskboard.domain.models import Membership, Role, User, Workspace
-from taskboard.events import MemberAdded, WorkspaceCreated, bus_for
+from taskboard.events import MemberAdded, MemberRemoved, WorkspaceCreated, bus_for
 from taskboard.services.access import access_for
 from taskboard.services.repositories import (
     MembershipRepository,
@@ -190,9 +191,12 @@ class WorkspaceService:
             )
 
     async def remove_member(self, actor: User, workspace_id: int, *, user_id: int) -> None:
-        """Remove a member; only an owner may, and not the last owner.
+        """Remove a member; only an owner may, and not the last owner (ConflictError).
 
-        From the commit on, the removed user gets 404 for the workspace on every instance.
+        In one transaction: the membership row goes, an audit entry and the
+        ``member.removed`` event are written (the removed user's live streams of the
+        workspace end when it reaches them). From the commit on, the removed user gets
+        404 for the workspace on every instance.
         """
         async with self._db.transaction() as tx:
             await self._require_owner(tx, workspace_id, actor)
@@ -201,6 +205,25 @@ class WorkspaceService:
             await MembershipRepository(tx, workspace=workspace_id).delete(membership.id)
             # The delete invalidates the row's entity tag; this also drops the pair's own.
             forget_access_after_commit(tx, memberships=[(workspace_id, user_id)])
+            changes: dict[str, dict[str, Any]] = {
+                "user_id": {"before": user_id, "after": None},
+                "role": {"before": membership.role, "after": None},
+            }
+            await write_audit(
+                tx.session, entity="Membership", action="delete",
+                rows=[(membership.id, workspace_id, changes)],
+            )  # fmt: skip
+            removed = MemberRemoved(
+                workspace_id=workspace_id, user_id=user_id, role=membership.role
+            )
+            event = DomainEvent.create(
+                removed,
+                aggregate_type="workspace",
+                aggregate_id=workspace_id,
+                workspace_id=workspace_id,
+                actor=actor.id,
+            )
+            await bus_for(self._db).record(event, transaction=tx)
 
     @staticmethod
     async def _membership(tx: Transaction, workspace_id: int, user_id: int) -> Membership:
