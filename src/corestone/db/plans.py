@@ -20,9 +20,10 @@ or ``/api/ops/queries``) and the advisor call it, on a connection of their own.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -246,22 +247,34 @@ class CapturedPlan:
 
 @dataclass
 class PlanStore:
-    """The last :class:`CapturedPlan` of up to ``max_entries`` fingerprints (LRU)."""
+    """The last :class:`CapturedPlan` of up to ``max_entries`` fingerprints (LRU).
+
+    A plan older than ``max_age_seconds`` is not returned: an index created since, or
+    fresh statistics, may have changed it.
+    """
 
     max_entries: int = 256
-    _entries: OrderedDict[str, CapturedPlan] = field(default_factory=OrderedDict, repr=False)
+    max_age_seconds: float = 300.0
+    clock: Callable[[], float] = time.monotonic
+    _entries: OrderedDict[str, tuple[float, CapturedPlan]] = field(
+        default_factory=OrderedDict, repr=False
+    )
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def get(self, fingerprint: str) -> CapturedPlan | None:
         with self._lock:
             found = self._entries.get(fingerprint)
-            if found is not None:
-                self._entries.move_to_end(fingerprint)
-            return found
+            if found is None:
+                return None
+            if self.clock() - found[0] > self.max_age_seconds:
+                del self._entries[fingerprint]
+                return None
+            self._entries.move_to_end(fingerprint)
+            return found[1]
 
     def put(self, captured: CapturedPlan) -> None:
         with self._lock:
-            self._entries[captured.fingerprint] = captured
+            self._entries[captured.fingerprint] = (self.clock(), captured)
             self._entries.move_to_end(captured.fingerprint)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)

@@ -1,10 +1,10 @@
-"""taskboard's own workload, recorded statement by statement, for the query report.
+"""taskboard's own workload under its query monitor, and the report it makes.
 
-Seeds one workspace with ``tasks`` tasks through the bulk API, then runs the task list
-the way the UI does (filters, sorts, ``limit=50``) ``rounds`` times while an engine
-event listener records each statement text with its calls, time and last values: the
-workload the query monitor collects once it runs in the process. The docs' report
-(docs/queries-advisor.md) is this module's output on PostgreSQL with hypopg::
+Seeds one workspace with ``tasks`` tasks through the bulk API, resets the monitor's
+statistics (the seeding is not the workload), then lists the tasks the way the UI does
+(filters, sorts, ``limit=50``) ``rounds`` times, and asks ``GET /api/ops/queries`` for
+the report. The report in docs/queries.md is this module's output on PostgreSQL with
+hypopg::
 
     uv run python -m tests.integration.queries.taskboard_workload postgresql+asyncpg://…/db
 """
@@ -13,72 +13,27 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 from asgi_lifespan import LifespanManager
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from corestone import Infrastructure, Settings
-from corestone.db.workload import WorkloadQuery
 from taskboard.app import create_app
 
 LISTS = ("status=done", "assignee_id={me}", "sort=-updated_at", "status=open&sort=title", "")
-_STARTED = "_workload_started"
-
-
-@contextmanager
-def recording(engine: AsyncEngine) -> Iterator[list[WorkloadQuery]]:
-    """Record what ``engine`` sends inside the block; the list fills when it ends."""
-    seen: dict[str, list[Any]] = {}
-    sync = engine.sync_engine
-
-    def before(*args: Any) -> None:
-        setattr(args[4], _STARTED, time.perf_counter())
-
-    def after(
-        _conn: Any, _cursor: Any, statement: str, parameters: Any, context: Any, *_: Any
-    ) -> None:
-        started = getattr(context, _STARTED, None)
-        if started is None:  # began before the recording did
-            return
-        elapsed = (time.perf_counter() - started) * 1000
-        entry = seen.setdefault(statement, [0, 0.0, parameters])
-        entry[0] += 1
-        entry[1] += elapsed
-        entry[2] = parameters
-
-    event.listen(sync, "before_cursor_execute", before)
-    event.listen(sync, "after_cursor_execute", after)
-    found: list[WorkloadQuery] = []
-    try:
-        yield found
-    finally:
-        event.remove(sync, "before_cursor_execute", before)
-        event.remove(sync, "after_cursor_execute", after)
-    for n, (statement, (calls, total, parameters)) in enumerate(seen.items(), 1):
-        head = statement.lstrip(" (").split(None, 1)[0].lower()
-        operation = head if head in ("select", "insert", "update", "delete") else "other"
-        query = " ".join(statement.split())
-        found.append(
-            WorkloadQuery(
-                f"s{n}", query, statement, operation, calls, total, total / calls,
-                parameters=parameters,
-            )
-        )  # fmt: skip
 
 
 @asynccontextmanager
 async def taskboard(
     url: str, mail: Path
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Infrastructure]]:
-    """taskboard on ``url``, in process, and a client for it."""
-    infra = Infrastructure(Settings(database_url=url, env="test", email_file_dir=str(mail)))
+    """taskboard on ``url`` with its query monitor on, in process, and a client for it."""
+    settings = Settings(database_url=url, env="test", email_file_dir=str(mail), query_monitor=True)
+    infra = Infrastructure(settings)
     app = create_app(infra)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
@@ -88,8 +43,9 @@ async def taskboard(
 
 async def run(
     client: httpx.AsyncClient, infra: Infrastructure, *, tasks: int = 30_000, rounds: int = 20
-) -> list[WorkloadQuery]:
-    """Seed ``tasks`` tasks, then record ``rounds`` rounds of the task lists."""
+) -> dict[str, str]:
+    """Seed ``tasks`` tasks, reset the monitor, run ``rounds`` rounds of the task lists;
+    return the auth headers of the user who did."""
     r = await client.post("/api/users", json={"name": "Ada", "email": "ada@example.com"})
     auth = {"Authorization": f"Bearer {r.json()['token']}"}
     me = r.json()["user"]["id"]
@@ -111,28 +67,31 @@ async def run(
     async with infra.db.engine.connect() as conn:
         await conn.exec_driver_sql("ANALYZE")
         await conn.commit()
-    with recording(infra.db.engine) as workload:
-        for _ in range(rounds):
-            for query in LISTS:
-                path = f"/api/workspaces/{ws}/tasks?{query.format(me=me)}&limit=50"
-                r = await client.get(path, headers=auth)
-                assert r.status_code == 200, r.text
-    return workload
+    monitor = infra.db.monitor
+    assert monitor is not None
+    monitor.reset()
+    for _ in range(rounds):
+        for query in LISTS:
+            path = f"/api/workspaces/{ws}/tasks?{query.format(me=me)}&limit=50"
+            r = await client.get(path, headers=auth)
+            assert r.status_code == 200, r.text
+    return auth
+
+
+async def report(client: httpx.AsyncClient, auth: dict[str, str], limit: int = 10) -> Any:
+    """``GET /api/ops/queries``'s JSON."""
+    r = await client.get(f"/api/ops/queries?limit={limit}", headers=auth)
+    assert r.status_code == 200, r.text
+    return r.json()
 
 
 async def _main(url: str) -> None:
     from corestone._queries_cli import _report_lines
-    from corestone.db.report import ReportOptions, build_report
 
     async with taskboard(url, Path("var/mail")) as (client, infra):
-        workload = await run(client, infra)
-        report = await build_report(
-            infra.db.engine,
-            workload=workload,
-            options=ReportOptions.from_settings(infra.settings, limit=10),
-        )
-    report["sources"]["monitor"] = "statements recorded in process (engine events)"
-    print("\n".join(_report_lines(report)))
+        auth = await run(client, infra)
+        found = await report(client, auth)
+    print("\n".join(_report_lines(found)))
 
 
 if __name__ == "__main__":

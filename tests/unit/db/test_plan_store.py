@@ -34,3 +34,16 @@ def test_the_plan_store_keeps_at_most_its_cap() -> None:
     assert len(store) == 3
     assert store.get("f0") is None
     assert store.get("f9") is not None
+
+
+def test_a_plan_older_than_max_age_is_captured_again() -> None:
+    """An index created since may have changed the plan: an old one is not returned."""
+    from corestone.testing.clock import ManualClock
+
+    clock = ManualClock()
+    store = PlanStore(max_age_seconds=60, clock=clock)
+    store.put(CapturedPlan("f", "q", None))
+    clock.advance(59)
+    assert store.get("f") is not None
+    clock.advance(2)
+    assert store.get("f") is None
