@@ -29,10 +29,13 @@ LISTS = ("status=done", "assignee_id={me}", "sort=-updated_at", "status=open&sor
 
 @asynccontextmanager
 async def taskboard(
-    url: str, mail: Path
+    url: str, mail: Path, **options: Any
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Infrastructure]]:
-    """taskboard on ``url`` with its query monitor on, in process, and a client for it."""
-    settings = Settings(database_url=url, env="test", email_file_dir=str(mail), query_monitor=True)
+    """taskboard on ``url`` with its query monitor on (``options``: more settings), in
+    process, and a client for it."""
+    settings = Settings(
+        database_url=url, env="test", email_file_dir=str(mail), query_monitor=True, **options
+    )
     infra = Infrastructure(settings)
     app = create_app(infra)
     async with LifespanManager(app) as manager:

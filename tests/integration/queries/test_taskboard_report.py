@@ -41,3 +41,22 @@ async def test_taskboard_lists_get_a_verified_index(postgres_url: str, tmp_path:
         assert [error for _, error in outcome] == [None] * len(outcome)
         again = await report(client, auth)
         assert first["statement"] not in {s["statement"] for s in again["suggestions"]}
+
+
+async def test_on_sqlite_slow_statements_get_plans_and_problems(tmp_path: Path) -> None:
+    """SQLite, no hypopg: the monitor's samples are planned with EXPLAIN QUERY PLAN, the
+    sorted list's temp b-tree is named, and its index is offered unverified."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'board.db'}"
+    async with taskboard(url, tmp_path / "mail", slow_query_ms=0) as (client, infra):
+        auth = await run(client, infra, tasks=1_500, rounds=1)
+        found = await report(client, auth, limit=20)
+    assert found["dialect"] == "sqlite"
+    assert found["hypopg"] is False
+    assert found["plans"]
+    assert all(p["error"] is None for p in found["plans"])
+    assert any(p["plan"]["lines"] for p in found["plans"])
+    problems = [p for ps in found["plan_problems"].values() for p in ps]
+    assert any(p["kind"] == "sort" and p["table"] == "tasks" for p in problems)
+    unverified = [s for s in found["suggestions"] if s["table"] == "tasks"]
+    assert unverified
+    assert not any(s["verified"] for s in unverified)
