@@ -70,6 +70,9 @@ class ReportOptions:
         )
 
 
+_PLANNED = frozenset({"select", "insert", "update", "delete"})
+"""What has a plan (SAVEPOINT, SET, BEGIN… are in ``top`` but have none)."""
+
 _STORES: weakref.WeakKeyDictionary[Any, PlanStore] = weakref.WeakKeyDictionary()
 
 
@@ -100,7 +103,11 @@ async def build_report(
         await conn.rollback()
     queries = [*(workload or ()), *(from_view or ())]
     top = sorted(queries, key=lambda q: q.total_ms, reverse=True)[: options.limit]
-    slow = [q for q in top if max(q.mean_ms, q.p95_ms or 0.0) >= options.slow_ms]
+    slow = [
+        q
+        for q in top
+        if q.operation in _PLANNED and max(q.mean_ms, q.p95_ms or 0.0) >= options.slow_ms
+    ]
     captured = [await _captured(engine, q, catalog, plans, options) for q in slow]
     advice = (
         await IndexAdvisor(engine, options.advisor).advise(top)

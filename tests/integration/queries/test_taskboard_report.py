@@ -13,15 +13,19 @@ from tests.integration.queries.taskboard_workload import report, run, taskboard
 
 async def test_taskboard_lists_get_a_verified_index(postgres_url: str, tmp_path: Path) -> None:
     """The monitor's statistics of sorted task lists give a proven (workspace_id, …) index
-    WHERE deleted_at IS NULL; once applied, the next report does not suggest it again."""
+    WHERE deleted_at IS NULL; every top statement plans with its real values; once
+    applied, the next report does not suggest the index again."""
     setup = create_async_engine(postgres_url)
     async with setup.begin() as conn:
         await conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS hypopg")
     await setup.dispose()
-    async with taskboard(postgres_url, tmp_path / "mail") as (client, infra):
+    async with taskboard(postgres_url, tmp_path / "mail", slow_query_ms=0) as (client, infra):
         auth = await run(client, infra, tasks=6_000, rounds=2)
         found = await report(client, auth)
         assert found["sources"]["monitor"] == "ok"
+        assert found["plans"]  # every statement is "slow": each of the top is planned
+        assert [p["error"] for p in found["plans"]] == [None] * len(found["plans"])
+        assert found["errors"] == {}
         assert found["top"]
         assert all(q["source"] == "monitor" for q in found["top"])
         on_tasks = [s for s in found["suggestions"] if s["table"] == "tasks"]
