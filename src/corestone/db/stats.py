@@ -197,6 +197,7 @@ class DatabaseStats:
         self._last: DatabaseSample | None = None
         self._taken_at: float | None = None
         self._up = False
+        self._down_logged = False
         self._lock = asyncio.Lock()
 
     @property
@@ -214,10 +215,11 @@ class DatabaseStats:
             try:
                 async with asyncio.timeout(self.options.timeout_seconds):
                     self._last = await self._sample()
-                self._up = True
+                self._up, self._down_logged = True, False
             except Exception as error:  # noqa: BLE001 - a scrape reports it, never fails on it
-                self._up = False
-                log.warning("database statistics not sampled", error=repr(error))
+                if not self._down_logged:  # once per outage, not once per scrape
+                    log.warning("database statistics not sampled", error=repr(error))
+                self._up, self._down_logged = False, True
             return self._last
 
     async def _sample(self) -> DatabaseSample:
