@@ -101,3 +101,22 @@ async def test_a_quiet_database_passes(engine: AsyncEngine) -> None:
     """No locks, no long queries, no dead rows: the check passes."""
     check = await DatabaseStats(lambda: engine).check()
     assert check.status is HealthStatus.PASS
+
+
+async def test_the_infrastructure_scrapes_them_and_offers_the_check(database_url: str) -> None:
+    """Infrastructure: /metrics renders corestone_db_* after a refresh; with
+    database_stats_health the readiness report has a passing database:stats check."""
+    from corestone import Infrastructure, Settings
+
+    settings = Settings(database_url=database_url, env="test", database_stats_health=True)
+    async with Infrastructure(settings) as infra:
+        await infra.metrics.refresh()
+        rendered = infra.metrics.render().decode()
+        ready = (await infra.health.ready()).as_json()
+    assert "corestone_db_stats_up 1.0" in rendered
+    if database_url.startswith("sqlite"):
+        assert "corestone_db_sqlite_pages " in rendered
+    else:
+        assert "corestone_db_connections{" in rendered
+    [check] = [v for k, v in ready["checks"].items() if k.startswith("database:stats")]
+    assert check[0]["status"] == "pass"
