@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from bench._events_setup import registry, reset_events
+from bench._events_setup import checkpoint, registry, reset_events
 from corestone.db import Database
 from corestone.db.transactions import Transaction
 from corestone.events import DomainEvent, EventConsumer, OutboxRelay
@@ -61,6 +61,7 @@ async def steady_latency(
 ) -> LatencyResult:
     """``warm + count`` one-event transactions at ``rate``/s; latency of the last ``count``."""
     await reset_events(db)  # nothing left from an earlier part reaches this topic
+    await checkpoint(db)  # the earlier parts' writes are flushed before, not during, the timing
     events = registry()
     handled: dict[str, float] = {}
     total = warm + count

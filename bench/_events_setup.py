@@ -44,6 +44,7 @@ __all__ = [
     "RUN_ID",
     "TaskNoted",
     "broker_url",
+    "checkpoint",
     "close_broker",
     "event",
     "events_database",
@@ -144,6 +145,18 @@ async def reset_events(db: Database) -> None:
     names = ", ".join(table.name for table in _TABLES[:3])
     async with db.transaction() as tx:
         await tx.session.execute(text(f"TRUNCATE {names}"))
+
+
+async def checkpoint(db: Database) -> None:
+    """Flush PostgreSQL's dirty pages now (a no-op elsewhere).
+
+    The relay part writes some 80,000 rows; the checkpoint they call for otherwise lands
+    in the first latency part and slows its commits (the first broker timed, Redis, read
+    p99 715 ms in a full run and 66 ms alone).
+    """
+    if db.engine.dialect.name == "postgresql":
+        async with db.engine.connect() as conn:
+            await conn.execute(text("CHECKPOINT"))
 
 
 async def open_broker(kind: str, **options: Any) -> Broker | None:

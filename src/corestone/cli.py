@@ -29,6 +29,7 @@ with requires_extra(__name__, "cli"):
 
 from corestone._events_cli import events_app
 from corestone._push_cli import push_app
+from corestone._queries_cli import queries_app
 from corestone.config import Settings
 from corestone.doctor import check_services, email_report, format_report
 from corestone.errors import (
@@ -60,6 +61,7 @@ __all__ = [
     "main",
     "package_version",
     "push_app",
+    "queries_app",
     "saga_app",
     "saga_recover",
     "saga_retry",
@@ -83,6 +85,7 @@ email_app = typer.Typer(
 app.add_typer(email_app, name="email")
 app.add_typer(events_app, name="events")
 app.add_typer(push_app, name="push")
+app.add_typer(queries_app, name="queries")
 
 
 def package_version(distribution: str = "corestone") -> str:

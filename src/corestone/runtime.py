@@ -25,6 +25,7 @@ from corestone.cache.tiered import TieredCache
 from corestone.config import Settings, load_settings
 from corestone.container import Services
 from corestone.db.database import Database
+from corestone.db.stats import DatabaseStats, StatsOptions
 from corestone.errors import ConfigurationError, ShutdownError, StartupError
 from corestone.events.brokers.base import Broker
 from corestone.events.brokers.guarded import guard_broker
@@ -191,6 +192,22 @@ class Infrastructure:
             component_type="datastore",
             critical=True,
         )
+        self.db_stats = DatabaseStats(
+            lambda: self.db.engine,
+            StatsOptions(
+                cache_seconds=self.settings.database_stats_seconds,
+                top_tables=self.settings.database_stats_top_tables,
+                long_query_seconds=self.settings.database_long_query_seconds,
+            ),
+            prefix=self.metrics.full_name("db"),
+        )
+        """The database's own statistics: gauges at scrape time (``corestone.db.stats``)."""
+        self.metrics.register_collector(self.db_stats)
+        self.metrics.add_refresher(self.db_stats.refresh)
+        if self.settings.database_stats_health:  # warns only: never fails readiness
+            self.health.register(
+                "database:stats", self.db_stats.check, component_type="datastore", critical=False
+            )
         # Not critical: with Redis away the cache serves from L1 and the loader (warn).
         self.add(self.cache, check=self.cache.check, component_type="datastore", critical=False)
         self.broker: Broker | None = None

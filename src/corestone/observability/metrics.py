@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Literal, TypeVar
 
 from prometheus_client import (
@@ -44,6 +44,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from corestone.observability.logging import get_logger
 from corestone.observability.multiprocess import ScrapeTimeAcrossWorkers, multiprocess_dir
 
 __all__ = ["LATENCY_BUCKETS", "Metrics", "MultiprocessMode"]
@@ -77,6 +78,7 @@ class Metrics:
         self._lock = threading.Lock()
         self._multiprocess_dir = multiprocess_dir()
         self._function_gauges: list[tuple[Gauge, Callable[[], float]]] = []
+        self._refreshers: list[Callable[[], Awaitable[object]]] = []
         self._gauge_class: type[Gauge] = (
             Gauge
             if self._multiprocess_dir is None
@@ -142,6 +144,26 @@ class Metrics:
                 self._collectors.append(group)
             else:
                 group.add(collector)
+
+    def add_refresher(self, refresh: Callable[[], Awaitable[object]]) -> None:
+        """An async function :meth:`refresh` awaits before a scrape renders.
+
+        For scrape-time values that need I/O (a collector's ``collect`` is sync): the
+        function updates what its collector yields. It must bound its own time and cost
+        (cache its sample, time out) and not raise; a failure is logged and skipped.
+        """
+        with self._lock:
+            self._refreshers.append(refresh)
+
+    async def refresh(self) -> None:
+        """Await every refresher (``/metrics`` does, before :meth:`render`)."""
+        with self._lock:
+            refreshers = list(self._refreshers)
+        for refresh in refreshers:
+            try:
+                await refresh()
+            except Exception as error:  # noqa: BLE001 - a scrape shows what it has
+                _log_refresh_failure(refresh, error)
 
     def full_name(self, name: str) -> str:
         """``name`` with the prefix, as it appears in the exposition."""
@@ -256,3 +278,9 @@ class _CollectorGroup:
                     if owner.setdefault(key, index) == index:
                         merged.samples.append(sample)
         yield from families.values()
+
+
+def _log_refresh_failure(refresh: object, error: Exception) -> None:
+    get_logger(__name__).warning(
+        "metrics refresher failed", refresher=repr(refresh), error=repr(error)
+    )

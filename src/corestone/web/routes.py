@@ -28,6 +28,7 @@ def operations_router(health: HealthRegistry, metrics: Metrics) -> APIRouter:
 
     @router.get("/metrics")
     async def scrape() -> Response:
+        await metrics.refresh()  # scrape-time values that need I/O (database statistics)
         return Response(metrics.render(), media_type=metrics.content_type)
 
     return router

@@ -1,4 +1,4 @@
-"""Operations data for the dashboard (docs/taskboard.md): breakers, cache, emails."""
+"""Operations data for the dashboard (docs/taskboard.md): breakers, cache, queries, emails."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from corestone import NotFoundError
+from corestone.db.report import database_report
 from corestone.email import EmailStatus
 from corestone.email.tracking import MAX_LIMIT, BulkProgress, EmailTracker, parse_statuses
 from corestone.web import infrastructure, service
@@ -44,6 +45,24 @@ async def cache(request: Request, _caller: Caller) -> dict[str, Any]:
     Counters only, never keys or values: a key names a workspace's data.
     """
     return infrastructure(request).cache.snapshot()
+
+
+@router.get("/queries", openapi_extra=BEARER)
+async def queries(
+    request: Request,
+    _caller: Caller,
+    limit: Annotated[int, Query(ge=1, le=100, description="statements looked at")] = 20,
+) -> dict[str, Any]:
+    """What is slow, why, and which index would fix it (``corestone queries report``'s JSON).
+
+    The top statements come from this process's query monitor (``CORESTONE_QUERY_MONITOR``)
+    and from ``pg_stat_statements`` where it answers; each slow one's plan problems, the
+    index advisor's suggestions (proven with hypopg, cost before and after) and drop
+    candidates. Statements appear as fingerprints, values replaced by placeholders: the
+    values a plan was made with never leave the process.
+    """
+    infra = infrastructure(request)
+    return await database_report(infra.db, infra.settings, limit=limit)
 
 
 @router.get("/emails", openapi_extra=BEARER)
