@@ -275,7 +275,8 @@ async def open_transaction(
                     yield tx
                     if session.new or session.dirty or session.deleted:
                         await session.flush()  # a failure here is before COMMIT: a rollback
-                    await refuse_aborted(session)  # PostgreSQL would answer ROLLBACK
+                    if not read_only:  # nothing of a read-only one to lose
+                        await refuse_aborted(session)  # PostgreSQL would answer ROLLBACK
                 except BaseException:
                     await _quiet_rollback(session)
                     raise
