@@ -8,9 +8,9 @@ on SQLite) lost the whole transaction while its outcome said ``commit`` and its 
 hooks ran.
 
 The engine's ``handle_error`` marks the connection; its next BEGIN clears the mark.
-Before COMMIT, a marked connection is asked ``SELECT 1``: in an aborted transaction that
-fails, and the commit is refused with that error (outcome: rollback). A transaction in
-which no statement failed costs nothing more.
+Before a write transaction's COMMIT, a marked connection is asked ``SELECT 1``: in an
+aborted transaction that fails, and the commit is refused with that error (outcome:
+rollback). A transaction in which no statement failed costs nothing more.
 """
 
 from __future__ import annotations
