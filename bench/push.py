@@ -298,6 +298,7 @@ async def _run(quick: bool) -> Report:
             "CORESTONE_CACHE_NAMESPACE": f"benchpush{RUN_ID}",
             "CORESTONE_LOG_LEVEL": "warning",
             "CORESTONE_LIVE_MAX_STREAMS": "5000",
+            "CORESTONE_LIVE_MAX_STREAMS_PER_USER": "5000",  # one bench user holds them all
         }
         worker = await _start(stack, _spec("worker", [_TASKBOARD, "worker"], env, logs, 0), logs)
         await _wait_log(worker, "taskboard worker running")

@@ -165,6 +165,13 @@ class Settings(BaseSettings, EmailSettings, PushSettings, QuerySettings, Advisor
         description="live (SSE) streams one process serves at once; the next gets 503",
         examples=[5000],
     )
+    live_max_streams_per_user: int = Field(
+        32,
+        ge=1,
+        le=1_000_000,
+        description="live streams one user may hold open in one process; the next gets 503",
+        examples=[32],
+    )
     live_heartbeat_seconds: float = Field(
         10.0, gt=0, le=15, description="how often a live stream gets a heartbeat", examples=[10]
     )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import asyncio
+
+from sqlalchemy import func, select
 
 from corestone.events.outbox import EventOutboxRecord
+from taskboard.domain.models import Membership
 from tests.integration.conftest import Board
 
 
@@ -78,3 +81,33 @@ async def test_an_owner_may_leave_when_another_owner_stays(board: Board) -> None
     assert left.status_code == 204
     assert (await board.client.get(f"/api/workspaces/{ws}/tasks", headers=ada)).status_code == 404
     assert (await board.client.get(f"/api/workspaces/{ws}/tasks", headers=bo)).status_code == 200
+
+
+async def test_two_owners_removing_each_other_at_once_leave_an_owner(board: Board) -> None:
+    """Ada and Bo, the two owners, remove each other at the same moment (five times, in
+    five workspaces). Each removal counted two owners before the other committed, so
+    both went through and the workspace had none. Now one removal waits for the other:
+    one is 204, the other refused (its caller is no longer an owner), and an owner
+    stays."""
+    ada_id, ada = await board.signup("Ada")
+    bo_id, bo = await board.signup("Bo")
+    for _ in range(5):
+        ws = await board.workspace(ada)
+        added = await board.client.post(
+            f"/api/workspaces/{ws}/members", json={"user_id": bo_id, "role": "owner"}, headers=ada
+        )
+        assert added.status_code == 201, added.text
+        answers = await asyncio.gather(
+            board.client.delete(f"/api/workspaces/{ws}/members/{bo_id}", headers=ada),
+            board.client.delete(f"/api/workspaces/{ws}/members/{ada_id}", headers=bo),
+        )
+        statuses = sorted(a.status_code for a in answers)
+        assert statuses[0] == 204, statuses
+        assert statuses[1] in (403, 404, 409), statuses
+        async with board.infra.db.transaction(read_only=True) as tx:
+            owners = await tx.session.scalar(
+                select(func.count())
+                .select_from(Membership)
+                .where(Membership.workspace_id == ws, Membership.role == "owner")
+            )
+        assert owners == 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -409,3 +409,59 @@ async def test_a_caller_cancelled_as_the_session_closes_after_commit_still_runs_
         assert await _taken(database, 1) == 3
     finally:
         await database.aclose()
+
+
+async def test_a_savepoint_that_swallowed_a_statement_error_is_undone_alone(db: Database) -> None:
+    """A savepoint's block catches a failed statement's error and returns normally. On
+    PostgreSQL that aborts the transaction and its RELEASE fails: the savepoint is rolled
+    back (its write undone, the error raised to the block's caller), and the outer
+    transaction stays usable and really commits, instead of its COMMIT being answered
+    with a silent ROLLBACK while its commit hooks run."""
+    ran: list[str] = []
+    released = True
+    async with db.transaction() as tx:
+        tx.after_commit(lambda: ran.append("outer"))
+        await tx.session.execute(text("UPDATE hostile_seats SET taken = 1 WHERE id = 1"))
+        try:
+            async with db.transaction() as inner:
+                await inner.session.execute(text("UPDATE hostile_seats SET taken = 7 WHERE id = 2"))
+                with suppress(Exception):
+                    await inner.session.execute(text("SELECT * FROM no_such_table"))
+        except Exception:
+            released = False
+        await tx.session.execute(text("UPDATE hostile_seats SET taken = taken + 1 WHERE id = 1"))
+    assert ran == ["outer"]
+    assert await _taken(db, 1) == 2
+    assert await _taken(db, 2) == (7 if released else 0)
+
+
+async def test_a_transaction_that_swallowed_a_statement_error_does_not_report_a_commit(
+    db: Database,
+) -> None:
+    """The outermost block catches a failed statement's error and returns normally. On
+    PostgreSQL the transaction is aborted and its COMMIT is answered with a ROLLBACK that
+    the driver reports as success: the block's caller was told it committed and its
+    commit hooks ran, with nothing written. Now the commit is refused with the database's
+    error and the rollback hooks run; on SQLite, where nothing was aborted, it commits."""
+    hooks: list[str] = []
+
+    async def swallowing() -> None:
+        async with db.transaction() as tx:
+            tx.after_commit(lambda: hooks.append("commit"))
+            tx.after_rollback(lambda: hooks.append("rollback"))
+            await tx.session.execute(text("UPDATE hostile_seats SET taken = 3 WHERE id = 1"))
+            with suppress(Exception):
+                await tx.session.execute(text("SELECT * FROM no_such_table"))
+
+    if db.dialect == "postgresql":
+        with pytest.raises(Exception, match="aborted"):
+            await swallowing()
+        assert hooks == ["rollback"]
+        assert await _taken(db, 1) == 0
+    else:
+        await swallowing()
+        assert hooks == ["commit"]
+        assert await _taken(db, 1) == 3
+    async with db.transaction() as tx:  # the connection went back to the pool usable
+        await tx.session.execute(text("UPDATE hostile_seats SET taken = 4 WHERE id = 1"))
+    assert await _taken(db, 1) == 4

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from corestone import context
 from corestone.clock import Clock, monotonic
 from corestone.config import Settings, redact_url
+from corestone.db._aborted import watch_failed_statements
 from corestone.db._driver_errors import first_line, raw_connect_error, translate_error
 from corestone.db._pool import PooledEngine, PoolOptions
 from corestone.db._read_path import mark_read_only, session_options
@@ -403,6 +404,7 @@ class Database:
             clock=self._clock,
             has_cache=self.cache is not None,
         )
+        watch_failed_statements(engine.engine)
         if self.monitor is not None:
             self.monitor.attach(engine.engine, target=label)
         return engine

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from corestone.db._aborted import refuse_aborted
 from corestone.db._driver_errors import commit_outcome_unknown, transient_cause, translate_error
 from corestone.db._read_path import is_read_only
 from corestone.errors import CommitUnknownError
@@ -274,6 +275,8 @@ async def open_transaction(
                     yield tx
                     if session.new or session.dirty or session.deleted:
                         await session.flush()  # a failure here is before COMMIT: a rollback
+                    if not read_only:  # nothing of a read-only one to lose
+                        await refuse_aborted(session)  # PostgreSQL would answer ROLLBACK
                 except BaseException:
                     await _quiet_rollback(session)
                     raise
@@ -315,12 +318,23 @@ async def _savepoint(parent: Transaction) -> AsyncIterator[Transaction]:
     # SQLAlchemy's own context manager also rolls back a savepoint that a failed flush
     # already deactivated, which leaves the outer transaction usable. A read-only
     # transaction has nothing to undo (and autocommit has no SAVEPOINT): no savepoint.
+    read_only = is_read_only(parent.session)
     savepoint: AbstractAsyncContextManager[object] = (
-        nullcontext() if is_read_only(parent.session) else parent.session.begin_nested()
+        nullcontext() if read_only else parent.session.begin_nested()
     )
+    name: str | None = None
+    finished = False
     try:
-        async with savepoint:
-            yield child
+        try:
+            async with savepoint:
+                if not read_only:
+                    name = await _savepoint_name(parent.session)
+                yield child
+                finished = True
+        except BaseException:
+            if finished and name is not None:
+                await _undo_unreleased(parent.session, name)
+            raise
     except BaseException:
         child._merge_into_parent(committed=False)
         raise
@@ -329,6 +343,31 @@ async def _savepoint(parent: Transaction) -> AsyncIterator[Transaction]:
     finally:
         child._open = False
         _current.reset(token)
+
+
+async def _savepoint_name(session: AsyncSession) -> str | None:
+    """The name of the savepoint just opened on ``session``'s connection."""
+    sync = (await session.connection()).sync_connection
+    nested = None if sync is None else sync.get_nested_transaction()
+    return None if nested is None else str(getattr(nested, "_savepoint", "")) or None
+
+
+async def _undo_unreleased(session: AsyncSession, name: str) -> None:
+    """Roll back a savepoint whose RELEASE failed, so the outer transaction stays usable.
+
+    A block that catches a statement's error and returns normally leaves a PostgreSQL
+    transaction aborted: RELEASE fails, SQLAlchemy deactivates the savepoint without
+    rolling it back, every later statement fails, and the outer COMMIT is answered with a
+    silent ROLLBACK, undoing the work of every other savepoint (a consumer's batch acked
+    events whose effects were gone). ROLLBACK TO SAVEPOINT works in an aborted
+    transaction and undoes only this block.
+    """
+    try:
+        connection = await session.connection()
+        await connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+        await connection.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
+    except Exception as error:  # noqa: BLE001 - the RELEASE's own error matters more
+        log.warning("rollback to savepoint failed", error=repr(error))
 
 
 async def _quiet_rollback(session: AsyncSession) -> None:

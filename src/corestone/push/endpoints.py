@@ -60,9 +60,15 @@ def origin_of(url: str) -> str:
     return f"{scheme}://{host}{suffix}"
 
 
+_NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
+"""RFC 6052's well-known NAT64 prefix: a NAT64 gateway reaches the IPv4 address it embeds."""
+
+
 def _global(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     if isinstance(address, ipaddress.IPv6Address):
         mapped = address.ipv4_mapped or address.sixtofour
+        if mapped is None and address in _NAT64:
+            mapped = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         if mapped is not None:
             return _global(mapped)
     return address.is_global and not address.is_multicast

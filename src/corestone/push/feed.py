@@ -10,12 +10,16 @@ So a thousand streams cost one query per wake, not a thousand.
 
 A stream opens (:meth:`EventFeed.open`) only for a caller ``authorize`` lets in (it
 raises, for example ``NotFoundError``, before anything is streamed), and only below
-``max_streams`` (else :class:`~corestone.errors.UnavailableError`: 503 with
-Retry-After). With a ``Last-Event-ID`` it replays the workspace's events after that
-position from the outbox, if the outbox still holds all of them; otherwise (pruned,
-garbage, from the future, or more than ``max_replay``) the first event is ``reset``.
-The stream joins the feed before the replay is read, and frames at or below the last
-position written are skipped, so nothing falls between the replay and the live events.
+``max_streams`` in the process and ``max_streams_per_user`` for its user (else
+:class:`~corestone.errors.UnavailableError`: 503 with Retry-After; the stream counts
+from before ``authorize`` runs, so concurrent opens cannot pass the caps together). With
+a ``Last-Event-ID`` it replays the workspace's events after that position from the
+outbox, if the outbox still holds all of them; otherwise (pruned, garbage, from the
+future, more than ``max_replay`` events or more than the buffer's ``buffer_bytes``) the
+first event is ``reset``. The stream joins the feed before ``authorize`` runs (a
+revocation dispatched meanwhile ends it) and before the replay is read, and frames at
+or below the last position written are skipped, so nothing falls between the replay
+and the live events.
 
 Membership is checked again: when an event of a type in ``revocations`` (such as
 ``member.removed``) names the stream's user in its payload, that stream gets
@@ -83,6 +87,7 @@ class EventFeed:
         metrics: Metrics | None = None,
         health: HealthRegistry | None = None,
         max_streams: int = 10_000,
+        max_streams_per_user: int = 32,
         buffer_frames: int = 1_000,
         buffer_bytes: int = 1024 * 1024,
         poll_seconds: float = 1.0,
@@ -93,14 +98,17 @@ class EventFeed:
         retry_after_seconds: float = 5.0,
         clock: Clock = monotonic,
     ) -> None:
-        if min(max_streams, buffer_frames, buffer_bytes, batch, max_replay) < 1:
-            raise ValueError("max_streams, buffer sizes, batch and max_replay must be >= 1")
+        if min(max_streams, max_streams_per_user, buffer_frames, buffer_bytes, batch) < 1:
+            raise ValueError("stream caps, buffer sizes and batch must be >= 1")
+        if max_replay < 1:
+            raise ValueError("max_replay must be >= 1")
         if min(poll_seconds, heartbeat_seconds, recheck_seconds) <= 0:
             raise ValueError("poll, heartbeat and recheck intervals must be > 0")
         self.database, self.wakes, self.authorize = database, wakes, authorize
         self.revocations = dict(revocations or {})
         self.health = health
         self.max_streams, self.max_replay = max_streams, max_replay
+        self.max_streams_per_user = max_streams_per_user
         self.buffer = (buffer_frames, buffer_bytes)
         self.poll_seconds, self.heartbeat_seconds = poll_seconds, heartbeat_seconds
         self.recheck_seconds, self.batch = recheck_seconds, batch
@@ -109,9 +117,11 @@ class EventFeed:
         """The last position read (None until the first read)."""
         self._streams: dict[str, set[LiveStream]] = {}
         self._count = 0
+        self._per_user: dict[str, int] = {}
         self._closing = False
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._recheck: asyncio.Task[int] | None = None
         self._removers: list[Callable[[], None]] = []
         self._error: str | None = None
         m = metrics or Metrics()
@@ -125,7 +135,7 @@ class EventFeed:
         )
         self._dropped = m.counter(
             "live_clients_dropped_total",
-            "Live streams the server ended or refused: slow, revoked, shutdown, cap.",
+            "Live streams the server ended or refused: slow, revoked, shutdown, cap, user_cap.",
             ["reason"],
         )
 
@@ -164,6 +174,9 @@ class EventFeed:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             await cancel_and_wait(task, task.get_name())
+        recheck, self._recheck = self._recheck, None
+        if recheck is not None:
+            await cancel_and_wait(recheck, recheck.get_name())
 
     def shut(self) -> None:
         """Refuse new streams and end the open ones (the process is shutting down)."""
@@ -200,21 +213,26 @@ class EventFeed:
         """
         if self._closing or not self._tasks:
             raise UnavailableError("this process is shutting down", retry_after=self.retry_after)
-        if self._count >= self.max_streams:
-            self._dropped.labels("cap").inc()
-            raise UnavailableError("too many live streams open", retry_after=self.retry_after)
-        await self.authorize(user, workspace)
-        if self._closing:  # shut down while it authorized: shut() has ended the others
-            raise UnavailableError("this process is shutting down", retry_after=self.retry_after)
+        self._refuse_over_cap(user)
+        # The stream joins the feed before authorize runs: it counts against the caps at
+        # once (a burst of opens cannot all pass them while their membership queries
+        # run), and a revocation dispatched while authorize runs (the member removed
+        # after it read the membership) ends it. Nothing is written before it returns.
         frames, bytes_ = self.buffer
         stream = LiveStream(
             user, str(workspace), max_frames=frames, max_bytes=bytes_, on_end=self._forget
         )
         self._streams.setdefault(stream.workspace, set()).add(stream)
         self._count += 1
+        self._per_user[str(user)] = self._per_user.get(str(user), 0) + 1
         self._open.inc()
         try:
-            if last_event_id is not None:
+            await self.authorize(user, workspace)
+            if self._closing:  # shut down while it authorized: shut() ended the others
+                raise UnavailableError(
+                    "this process is shutting down", retry_after=self.retry_after
+                )
+            if last_event_id is not None and not stream.ended:
                 await self._replay(stream, last_event_id)
         except BaseException:
             stream.end("disconnect")
@@ -224,26 +242,48 @@ class EventFeed:
     async def _replay(self, stream: LiveStream, last_event_id: str) -> None:
         """Put the events after ``last_event_id`` (or ``reset``) before the live ones."""
         text = last_event_id.strip()
-        after = int(text) if text.isdigit() and len(text) <= _MAX_ID_DIGITS else -1
+        # ASCII only: str.isdigit() also takes "²" (int() refuses it: a 500) and "١٢".
+        usable = text.isascii() and text.isdigit() and len(text) <= _MAX_ID_DIGITS
+        after = int(text) if usable else -1
+        _, max_bytes = self.buffer
         async with self.database.transaction(read_only=True) as tx:
             window = await read_window(tx.session)
             chunks = [RETRY]
+            size = 0
             if window.resumes(after):
                 position = after
                 while True:
                     rows = await read_after(
                         tx.session, position, limit=self.batch, workspace_id=stream.workspace
                     )
-                    chunks.extend(encode_frame(r.position, r.type, r.body) for r in rows)
+                    for row in rows:
+                        chunks.append(encode_frame(row.position, row.type, row.body))
+                        size += len(chunks[-1])
                     if rows:
                         position = rows[-1].position
-                    if len(rows) < self.batch or len(chunks) > self.max_replay:
+                    too_many = len(chunks) > self.max_replay + 1 or size > max_bytes
+                    if len(rows) < self.batch or too_many:
                         break
-                if len(chunks) <= self.max_replay + 1:
+                # The replay is held until the client reads it, as buffered frames are:
+                # over the buffer's bounds it is a reset, or a resuming client that never
+                # reads would hold max_replay events (up to 256 KiB each) per stream.
+                if not too_many:
                     stream.position = max(position, after)
                     stream.prefix = b"".join(chunks)
                     return
         stream.prefix = RETRY + RESET
+
+    def _refuse_over_cap(self, user: Any) -> None:
+        """UnavailableError at the process's cap, or at ``user``'s (one user cannot take
+        every stream of the process from the others)."""
+        if self._count >= self.max_streams:
+            self._dropped.labels("cap").inc()
+            raise UnavailableError("too many live streams open", retry_after=self.retry_after)
+        if self._per_user.get(str(user), 0) >= self.max_streams_per_user:
+            self._dropped.labels("user_cap").inc()
+            raise UnavailableError(
+                "too many live streams open for this user", retry_after=self.retry_after
+            )
 
     def _forget(self, stream: LiveStream) -> None:
         streams = self._streams.get(stream.workspace)
@@ -253,6 +293,12 @@ class EventFeed:
         if not streams:
             del self._streams[stream.workspace]
         self._count -= 1
+        key = str(stream.user)
+        left = self._per_user.get(key, 1) - 1
+        if left > 0:
+            self._per_user[key] = left
+        else:
+            self._per_user.pop(key, None)
         self._open.dec()
         if stream.reason in ("slow", "revoked", "shutdown"):
             self._dropped.labels(stream.reason).inc()
@@ -265,8 +311,12 @@ class EventFeed:
 
     async def _follow(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for returns the wait's
+            # result when a wake lands in the same turn as a cancel, and drops the cancel
+            # (the loop then ran on and the feed's stop timed out).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                async with asyncio.timeout(self.poll_seconds):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.catch_up()
@@ -319,7 +369,12 @@ class EventFeed:
                     stream.offer(0, HEARTBEAT)
             if self.clock() >= next_check:
                 next_check = self.clock() + self.recheck_seconds
-                await self.recheck()
+                # On a task of its own: it asks authorize once per (user, workspace), one
+                # after another, and the heartbeats must not wait for it. One at a time.
+                if self._recheck is None or self._recheck.done():
+                    self._recheck = asyncio.create_task(
+                        self.recheck(), name="corestone-live-recheck"
+                    )
 
     async def recheck(self) -> int:
         """Ask ``authorize`` again for each open (user, workspace); end the refused ones."""

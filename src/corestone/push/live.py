@@ -73,11 +73,13 @@ def add_live_streams(
     ``authorize(user, workspace)`` lets a caller in or raises (``NotFoundError``: 404);
     ``revocations`` maps an event type to the payload field naming a user whose streams
     of that workspace end (``{"member.removed": "user_id"}``). ``options`` are
-    :class:`EventFeed`'s; ``max_streams`` and ``heartbeat_seconds`` default to
-    ``CORESTONE_LIVE_MAX_STREAMS`` and ``CORESTONE_LIVE_HEARTBEAT_SECONDS``.
+    :class:`EventFeed`'s; ``max_streams``, ``max_streams_per_user`` and
+    ``heartbeat_seconds`` default to ``CORESTONE_LIVE_MAX_STREAMS``,
+    ``CORESTONE_LIVE_MAX_STREAMS_PER_USER`` and ``CORESTONE_LIVE_HEARTBEAT_SECONDS``.
     """
     wakes = add_live_wakes(infra)
     options.setdefault("max_streams", infra.settings.live_max_streams)
+    options.setdefault("max_streams_per_user", infra.settings.live_max_streams_per_user)
     options.setdefault("heartbeat_seconds", infra.settings.live_heartbeat_seconds)
     feed = EventFeed(
         infra.db,

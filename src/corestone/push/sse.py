@@ -17,7 +17,9 @@ Cutting a writer that is blocked: uvicorn's ``send`` waits while the transport i
 paused (the client does not read), and no ASGI message can abort a response. So
 :meth:`LiveStream.end` with ``slow`` cancels the writer's task if it is waiting in
 ``send``; the response then returns without finishing, and uvicorn closes the
-connection (it logs "ASGI callable returned without completing response").
+connection (it logs "ASGI callable returned without completing response"). So does
+``shutdown``, and the last chunks written after it wait at most
+a second: a client that reads nothing does not hold the drain open.
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ RETRY = b"retry: 2000\n\n"
 HEARTBEAT = b": ping\n\n"
 RESET = b"event: reset\ndata: {}\n\n"
 REVOKED = b"event: revoked\ndata: {}\n\n"
+
+_CUT = ("slow", "shutdown")
+"""Reasons that cut off a writer waiting on its client instead of waiting with it."""
+_SHUTDOWN_SEND_SECONDS = 1.0
+"""How long a write may wait on the client once the process is shutting down."""
 
 _HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -145,7 +152,8 @@ class LiveStream:
     def end(self, reason: str, frame: bytes = b"") -> None:
         """End the stream with ``reason`` after ``frame`` (nothing buffered after it is sent).
 
-        ``slow`` drops the buffer and, if the writer waits for the client, cancels it.
+        ``slow`` drops the buffer; ``slow`` and ``shutdown`` cancel the writer if it waits
+        for the client (a client that reads nothing would hold the drain open).
         """
         if self.reason is not None:
             return
@@ -153,11 +161,11 @@ class LiveStream:
         if reason == "slow":
             self._frames.clear()
             self._buffered = 0
-            if self.in_send and self._writer is not None:
-                self._writer.cancel()
         elif frame:
             self._frames.append((0, frame))
             self._buffered += len(frame)
+        if reason in _CUT and self.in_send and self._writer is not None:
+            self._writer.cancel()
         self._wake.set()
         self._on_end(self)
 
@@ -218,7 +226,7 @@ class LiveStreamResponse(Response):
         except asyncio.CancelledError:
             # Cut off while the client did not read: return without finishing the
             # response, and uvicorn closes the connection. Any other cancel goes on.
-            if stream.reason != "slow" or task is None or task.uncancel() > 0:
+            if stream.reason not in _CUT or task is None or task.uncancel() > 0:
                 raise
         except OSError:
             stream.end("disconnect")  # the connection failed under the write
@@ -236,7 +244,11 @@ async def _send(stream: LiveStream, send: Send, message: dict[str, Any]) -> None
     """``send``, marked as waiting on the client (a cut-off cancels only such a wait)."""
     stream.in_send = True
     try:
-        await send(message)
+        if stream.reason == "shutdown":  # the last chunks: a client that reads nothing
+            async with asyncio.timeout(_SHUTDOWN_SEND_SECONDS):  # is cut off (TimeoutError
+                await send(message)  # is an OSError: the response ends unfinished)
+        else:
+            await send(message)
     finally:
         stream.in_send = False
 

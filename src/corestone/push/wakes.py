@@ -12,7 +12,10 @@ are in the database, so a lost wake costs only latency (the feed also polls).
   ``serve --no-worker`` process. Wakes are coalesced: however many passes end while a
   PUBLISH is in flight, one more follows. A subscriber that loses Redis logs it, reports
   itself down (health warns), re-subscribes with a backoff, and wakes its listeners
-  once back, for whatever it missed meanwhile.
+  once back, for whatever it missed meanwhile. A subscription silent for
+  ``ping_seconds`` is PINGed, and one that stays silent as long again counts as lost:
+  a connection cut without a reset (a partition, a dead host) would otherwise wait for
+  ever while health said the wakes were up.
 """
 
 from __future__ import annotations
@@ -87,10 +90,13 @@ class RedisWakes(LocalWakes):
         channel: str,
         protocol: int | None = None,
         retry_max_seconds: float = 5.0,
+        ping_seconds: float = 5.0,
     ) -> None:
         super().__init__()
+        if ping_seconds <= 0:
+            raise ValueError("ping_seconds must be > 0")
         self.url, self.channel, self.protocol = url, channel, protocol
-        self.retry_max_seconds = retry_max_seconds
+        self.retry_max_seconds, self.ping_seconds = retry_max_seconds, ping_seconds
         self._me = f"{os.getpid()}-{uuid.uuid4().hex[:12]}".encode()
         self._pending = asyncio.Event()
         self._subscribed = False
@@ -158,7 +164,7 @@ class RedisWakes(LocalWakes):
             pubsub = self._sub.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
-                async for message in pubsub.listen():
+                async for message in self._messages(pubsub):
                     if message.get("type") == "subscribe":
                         if not self._subscribed:
                             self._subscribed, failures = True, 0
@@ -166,7 +172,6 @@ class RedisWakes(LocalWakes):
                         continue
                     if message.get("type") == "message" and message.get("data") != self._me:
                         self._wake_listeners()
-                raise ConnectionError("the subscription ended")
             except Exception as error:  # noqa: BLE001 - keep trying; the feed polls meanwhile
                 if self._subscribed or failures == 0:
                     log.warning(
@@ -180,6 +185,23 @@ class RedisWakes(LocalWakes):
                     await pubsub.aclose()
             delay = min(self.retry_max_seconds, 0.1 * 2 ** min(failures, 10))
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311
+
+    async def _messages(self, pubsub: Any) -> Any:
+        """The subscription's messages; ConnectionError once it stays silent after a PING."""
+        loop = asyncio.get_running_loop()
+        heard, pinged = loop.time(), False
+        while True:
+            message = await pubsub.get_message(timeout=self.ping_seconds)
+            if message is not None:
+                heard, pinged = loop.time(), False
+                yield message
+                continue
+            if loop.time() - heard < self.ping_seconds:
+                continue
+            if pinged:
+                raise ConnectionError("the Redis subscription went silent (no PONG)")
+            await pubsub.ping()
+            pinged = True
 
 
 Wakes = LocalWakes

@@ -154,6 +154,24 @@ class WorkspaceService:
         if await require_member(tx, workspace_id, actor.id) != Role.OWNER.value:
             raise PermissionDeniedError("only an owner can change members")
 
+    @staticmethod
+    async def _lock_members(tx: Transaction, workspace_id: int) -> None:
+        """Take the workspace row's lock: changes to its owners happen one at a time.
+
+        Two owners removing (or demoting) each other at once each counted two owners
+        before the other committed, and both went through, leaving none. On PostgreSQL
+        the second now waits here and checks after the first committed; SQLite's write
+        transactions (BEGIN IMMEDIATE) are one at a time already.
+        """
+        await tx.session.execute(
+            select(Workspace.id).where(Workspace.id == workspace_id).with_for_update()
+        )
+
+    async def _require_owner_locked(self, tx: Transaction, workspace_id: int, actor: User) -> None:
+        await self._lock_members(tx, workspace_id)
+        if await require_member(tx, workspace_id, actor.id) != Role.OWNER.value:
+            raise PermissionDeniedError("only an owner can change members")
+
     async def add_member(
         self, actor: User, workspace_id: int, *, user_id: int, role: Role
     ) -> Membership:
@@ -181,7 +199,7 @@ class WorkspaceService:
     async def set_role(self, actor: User, workspace_id: int, *, user_id: int, role: Role) -> None:
         """Change a member's role; only an owner may, and the last owner stays one."""
         async with self._db.transaction() as tx:
-            await self._require_owner(tx, workspace_id, actor)
+            await self._require_owner_locked(tx, workspace_id, actor)
             membership = await self._membership(tx, workspace_id, user_id)
             if role is not Role.OWNER:
                 await self._keep_an_owner(tx, workspace_id, membership)
@@ -199,7 +217,7 @@ class WorkspaceService:
         404 for the workspace on every instance.
         """
         async with self._db.transaction() as tx:
-            await self._require_owner(tx, workspace_id, actor)
+            await self._require_owner_locked(tx, workspace_id, actor)
             membership = await self._membership(tx, workspace_id, user_id)
             await self._keep_an_owner(tx, workspace_id, membership)
             await MembershipRepository(tx, workspace=workspace_id).delete(membership.id)
