@@ -269,6 +269,5 @@ class NotificationFeed:
             update(_TABLE)
             .where(_TABLE.c.user_id == ident(user_id, "user_id"), _TABLE.c.read_at.is_(None))
             .values(read_at=self.now())
-            .returning(_TABLE.c.id)
         )
-        return len(result.all())
+        return int(getattr(result, "rowcount", 0))  # a count, not every id marked
