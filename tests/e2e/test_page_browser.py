@@ -281,6 +281,43 @@ def test_the_event_stream_parser_reads_frames_split_anywhere(
     assert watch.errors == []
 
 
+def test_streams_turned_away_with_503_come_back_spread_out_not_together(
+    chromium: Chromium, start_server: Any, tmp_path: Path
+) -> None:
+    """Twenty streams refused with 503 and Retry-After: 1 each wait at least the second
+    asked, plus a jittered, growing backoff, so they do not all reconnect in the same
+    instant (the page waited exactly Retry-After: a cap's refusals came back at once)."""
+    server = embedded_server(start_server, tmp_path)
+    page = chromium.open().pages[0]
+    watch = Watch()
+    watch.attach(page)
+    page.goto(f"{server.url}/")
+    delays = page.evaluate(
+        """async () => {
+          const { LiveStream } = await import("/static/stream.js");
+          const realFetch = window.fetch;
+          window.fetch = async () =>
+            new Response("", { status: 503, headers: { "Retry-After": "1" } });
+          try {
+            const first = [], second = [];
+            for (let i = 0; i < 20; i++) {
+              const stream = new LiveStream("/nowhere", { token: "t", onEvent: () => {} });
+              first.push(await stream.connect());
+              second.push(await stream.connect());
+            }
+            return { first, second };
+          } finally {
+            window.fetch = realFetch;
+          }
+        }"""
+    )
+    first, second = delays["first"], delays["second"]
+    assert min(first) >= 1000
+    assert len({round(d) for d in first}) > 10  # spread out
+    assert sum(second) > sum(first)  # and growing
+    assert watch.errors == []
+
+
 def test_a_member_removed_while_watching_loses_the_workspace_on_the_page(
     chromium: Chromium, start_server: Any, tmp_path: Path
 ) -> None:

@@ -146,8 +146,11 @@ export class LiveStream {
     }
     if (response.status === 503) {
       await response.body?.cancel();
+      // At least what the server asked, plus the growing, jittered backoff: clients turned
+      // away together must not all come back in the same second.
       const seconds = Number(response.headers.get("Retry-After"));
-      return Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : null;
+      const asked = Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : 0;
+      return asked + this.backoff();
     }
     if (!response.ok || !response.body) {
       await response.body?.cancel();
