@@ -25,6 +25,7 @@ Fingerprinting never raises.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,24 @@ with requires_extra(__name__, "queries"):
     from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
 __all__ = ["Fingerprint", "Fingerprinter", "Operation", "fingerprint_of", "normalise_text"]
+
+
+
+class _NoStatementText(logging.Filter):
+    """Drops sqlglot's "'<statement>' contains unsupported syntax" warning.
+
+    sqlglot logs the statement itself (values included: ``ALTER ROLE … PASSWORD '…'``)
+    when it falls back to an opaque command; the fingerprint falls back too, documented,
+    so the line only puts the application's values in its logs.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "contains unsupported syntax" not in str(record.msg)
+
+
+_SQLGLOT_LOG: Final = logging.getLogger("sqlglot")
+if not any(isinstance(f, _NoStatementText) for f in _SQLGLOT_LOG.filters):
+    _SQLGLOT_LOG.addFilter(_NoStatementText())
 
 Operation = Literal["select", "insert", "update", "delete", "other"]
 """The kind of statement: the label of the query metrics (five values, by design)."""
@@ -58,7 +77,19 @@ _SQLGLOT_DIALECTS: Final = {"postgresql": "postgres", "sqlite": "sqlite"}
 # Statements sqlglot reads only as an opaque Command (and warns about each): not parsed.
 _COMMANDS: Final = ("SAVEPOINT", "RELEASE", "ROLLBACK", "PRAGMA", "SET", "SHOW", "RESET")
 _CONTROL: Final = frozenset({"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "END", "START"})
-_VALUE_TYPES: Final = (exp.Literal, exp.Placeholder, exp.Parameter)
+# Every kind of literal sqlglot reads: PostgreSQL's E'…', $$…$$, U&'…', N'…', X'…' and
+# B'…' are not exp.Literal, and left as they are they would put values in the text.
+_VALUE_TYPES: Final = (
+    exp.Literal,
+    exp.Placeholder,
+    exp.Parameter,
+    exp.ByteString,
+    exp.RawString,
+    exp.UnicodeString,
+    exp.National,
+    exp.HexString,
+    exp.BitString,
+)
 PLACEHOLDER: Final = "?"
 
 
@@ -131,6 +162,8 @@ def _shape(tree: Any) -> Any:
     """``tree`` with values as placeholders and value lists collapsed to one item."""
 
     def collapse(node: exp.Expression) -> exp.Expression:
+        if _is_position(node):
+            return node
         if not isinstance(node, exp.Tuple | exp.Paren) and _is_value(node):
             return exp.Var(this=PLACEHOLDER)
         if isinstance(node, exp.In | exp.Values | exp.Array) and len(node.expressions) > 1:
@@ -140,6 +173,21 @@ def _shape(tree: Any) -> Any:
         return node
 
     return tree.transform(collapse, copy=True)
+
+
+def _is_position(node: exp.Expression) -> bool:
+    """An output column's position (``GROUP BY 1``, ``ORDER BY 2``): shape, not a value.
+
+    ``ORDER BY 1`` and ``ORDER BY 2`` sort by different columns (PostgreSQL's own
+    fingerprint tells them apart too); in a window's ORDER BY a number is a constant.
+    """
+    if not (isinstance(node, exp.Literal) and node.is_int):
+        return False
+    parent = node.parent
+    if isinstance(parent, exp.Group):
+        return True
+    order = parent.parent if isinstance(parent, exp.Ordered) else None
+    return isinstance(order, exp.Order) and not isinstance(order.parent, exp.Window)
 
 
 def _is_value(node: exp.Expression) -> bool:

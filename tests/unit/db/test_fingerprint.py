@@ -93,6 +93,10 @@ DIFFERENT = [
             "INSERT INTO t (a, b) VALUES ($1, $2)",
         ],
     ),
+    # An output column's position is shape: these sort or group by different columns.
+    (PG, ["SELECT a, b FROM t ORDER BY 1", "SELECT a, b FROM t ORDER BY 2"]),
+    (PG, ["SELECT a, b, count(*) FROM t GROUP BY 1", "SELECT a, b, count(*) FROM t GROUP BY 2"]),
+    (LITE, ["SELECT a, b FROM t ORDER BY 1 DESC", "SELECT a, b FROM t ORDER BY 2 DESC"]),
     (
         LITE,
         [
@@ -237,3 +241,38 @@ def test_the_fingerprint_cache_is_bounded() -> None:
         fingerprinter(f"SELECT a{n} FROM t")
 
     assert fingerprinter.cache_info()[2] == 16
+
+
+SECRET = "s3cr3t-VALUE-4111"
+
+
+@pytest.mark.parametrize(
+    "literal",
+    [f"E'{SECRET}'", f"$${SECRET}$$", f"$tag${SECRET}$tag$", f"U&'{SECRET}'", f"N'{SECRET}'",
+     "X'deadbeef4111'", "B'1010111'"],
+)  # fmt: skip
+def test_every_kind_of_postgresql_string_literal_is_a_placeholder(literal: str) -> None:
+    """E'', dollar-quoted, U&'', N'', X'' and B'' strings are values too: none reaches the text."""
+    found = fingerprint_of(f"SELECT id FROM users WHERE token = {literal}", PG)
+
+    assert found.parsed
+    assert found.text == "SELECT id FROM users WHERE token = ?"
+    assert fingerprint_of("SELECT id FROM users WHERE token = $1", PG).id == found.id
+
+
+def test_a_window_order_by_number_is_still_a_value() -> None:
+    """Only a query's own ORDER BY/GROUP BY numbers are positions; in a window, a constant."""
+    found = fingerprint_of("SELECT row_number() OVER (ORDER BY 1) FROM t ORDER BY 1 LIMIT 5", PG)
+
+    assert found.text == "SELECT ROW_NUMBER() OVER (ORDER BY ?) FROM t ORDER BY 1 LIMIT ?"
+
+
+def test_a_statement_the_parser_gives_up_on_is_never_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """sqlglot's 'unsupported syntax' warning quotes the statement (a password here): dropped."""
+    with caplog.at_level("DEBUG"):
+        found = fingerprint_of(f"ALTER ROLE bob PASSWORD '{SECRET}'", PG)
+
+    assert SECRET not in found.text
+    assert SECRET not in caplog.text
