@@ -7,8 +7,10 @@
   is the one those values get; with none (a ``pg_stat_statements`` text, ``$1``…) the
   statement is prepared and the *generic* plan explained (``plan_cache_mode =
   force_generic_plan``, parameters NULL: the plan does not depend on them), as Dexter
-  does before PostgreSQL 16. ``ANALYZE`` (the statement really runs) only when asked and
-  only for a plain SELECT (:func:`is_read_only`); anything else is planned, never run.
+  does before PostgreSQL 16. ``ANALYZE`` (the statement really runs) only when asked,
+  only for a plain SELECT (:func:`is_read_only`) calling no function the catalog marks
+  VOLATILE (a session advisory lock or a sequence step outlives the rollback), and in a
+  READ ONLY transaction; anything else is planned, never run.
 - SQLite: ``EXPLAIN QUERY PLAN`` (never runs the statement, has no costs).
 
 :func:`analyse` names the problems (:mod:`corestone.db._plan_analysis`). :class:`PlanStore`
@@ -27,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -140,6 +143,34 @@ def is_read_only(statement: str, dialect: str) -> bool:
     return not names & _VOLATILE
 
 
+_VOLATILE_OR_UNKNOWN: Final = text("""
+SELECT n FROM unnest(CAST(:names AS text[])) AS n
+WHERE NOT EXISTS (SELECT 1 FROM pg_proc p WHERE lower(p.proname) = lower(n))
+   OR EXISTS (SELECT 1 FROM pg_proc p WHERE lower(p.proname) = lower(n) AND p.provolatile = 'v')
+LIMIT 1
+""")
+
+
+async def _calls_volatile(conn: AsyncConnection, statement: str) -> bool:
+    """Whether ``statement`` calls a function the database marks VOLATILE, or one it does
+    not know, among those sqlglot does not (user functions, ``pg_try_advisory_lock``…).
+
+    A rollback undoes a volatile function's writes but not its session advisory lock
+    (held on a pooled connection), its sequence step, or its dblink call: a name list
+    (``_VOLATILE``) cannot keep up with them, the catalog's volatility can. A STABLE or
+    IMMUTABLE function cannot write (PostgreSQL runs it read-only).
+    """
+    try:
+        tree = sqlglot.parse_one(statement, read="postgres")
+    except (SqlglotError, ValueError, RecursionError, KeyError, TypeError, AttributeError):
+        return True
+    names = sorted({f.name for f in tree.find_all(exp.Anonymous)})
+    if not names:
+        return False
+    found = await conn.execute(_VOLATILE_OR_UNKNOWN, {"names": names})
+    return found.first() is not None
+
+
 def _parameter_count(statement: str) -> int:
     """The highest ``$n`` in a PostgreSQL statement (0 when it has none)."""
     try:
@@ -180,7 +211,13 @@ async def _explain_postgres(
     conn: AsyncConnection, statement: str, parameters: Any, analyze: bool, timeout_ms: int
 ) -> Plan:
     await conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
-    analyze = analyze and is_read_only(statement, "postgresql")
+    analyze = (
+        analyze
+        and is_read_only(statement, "postgresql")
+        and not await _calls_volatile(conn, statement)
+    )
+    if analyze:  # a write through a view or a trigger fails instead of running
+        await conn.exec_driver_sql("SET TRANSACTION READ ONLY")
     options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
     count = _parameter_count(statement) if not parameters else 0
     if count:  # a normalised text: explain its generic plan
