@@ -45,7 +45,7 @@ from corestone.db._index_candidates import (
 )
 from corestone.db._plan_analysis import AnalysisOptions, PlanProblem
 from corestone.db._predicates import table_uses
-from corestone.db.plans import Plan, analyse, explain
+from corestone.db.plans import Plan, analyse, explain, plan_error
 from corestone.db.workload import WorkloadQuery
 from corestone.observability.logging import get_logger
 
@@ -221,7 +221,7 @@ class _Run:
         try:
             before = await self._plan(query)
         except DBAPIError as error:
-            self.errors[query.fingerprint] = str(error.orig).splitlines()[0]
+            self.errors[query.fingerprint] = plan_error(error, query.parameters)
             return
         problems = tuple(analyse(before, query.statement, self.catalog, self.options.analysis))
         self.problems[query.fingerprint] = problems
@@ -252,7 +252,7 @@ class _Run:
                 after = await self._cost_with(query, index_ddl(candidate, quote), cost)
             except DBAPIError as error:
                 await self.conn.rollback()
-                self.errors[query.fingerprint] = str(error.orig).splitlines()[0]
+                self.errors[query.fingerprint] = plan_error(error, query.parameters)
                 continue
             # The narrower of two nearly equal candidates wins (found lists wider first).
             if (

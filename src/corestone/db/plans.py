@@ -21,6 +21,7 @@ or ``/api/ops/queries``) and the advisor call it, on a connection of their own.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from corestone._extras import requires_extra
@@ -59,6 +60,7 @@ __all__ = [
     "analyse",
     "explain",
     "is_read_only",
+    "plan_error",
 ]
 
 _VOLATILE: Final = frozenset(
@@ -237,6 +239,22 @@ async def _explain_postgres(
     found = await conn.exec_driver_sql(f"EXPLAIN ({options}) {statement}", parameters or None)
     document = found.scalar_one()
     return Plan("postgresql", document[0]["Plan"], analyzed=analyze)
+
+
+_CLASS: Final = re.compile(r"^<class '(?:\w+\.)*(\w+)'>: ")
+_QUOTED: Final = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
+
+
+def plan_error(error: DBAPIError, parameters: Any) -> str:
+    """The first line of why a plan failed, fit to show: without the parameters' values.
+
+    A plan made with a real run's values fails quoting them (``invalid input syntax for
+    type uuid: "…"``, asyncpg's ``invalid input for query argument $1: '…'``): when
+    there were values, every quoted part of the message becomes ``"?"``.
+    """
+    line = (str(error.orig).splitlines() or [""])[0]
+    line = _CLASS.sub(r"\1: ", line)  # asyncpg's "<class 'asyncpg.exceptions.X'>: "
+    return _QUOTED.sub('"?"', line) if parameters else line
 
 
 async def _deallocate(conn: AsyncConnection, name: str) -> None:
