@@ -43,7 +43,6 @@ with requires_extra(__name__, "queries"):
 __all__ = ["Fingerprint", "Fingerprinter", "Operation", "fingerprint_of", "normalise_text"]
 
 
-
 class _NoStatementText(logging.Filter):
     """Drops sqlglot's "'<statement>' contains unsupported syntax" warning.
 

@@ -177,8 +177,10 @@ class IndexAdvisor:
         """Create each verified suggestion's index, concurrently; (suggestion, error) each.
 
         PostgreSQL only (elsewhere nothing is verified, so nothing is applied). One
-        failure does not stop the others; a failed concurrent build can leave an INVALID
-        index behind, which the error names (drop it and run again).
+        failure does not stop the others. After each build the catalog is read back:
+        ``IF NOT EXISTS`` skips quietly over an index of that name, and an INVALID one (a
+        concurrent build that failed or was cancelled earlier) or another index that
+        happens to have the name is an error naming it, never "created".
         """
         done: list[tuple[IndexSuggestion, str | None]] = []
         wanted = [s for s in report.suggestions if s.verified and s.candidate is not None]
@@ -192,9 +194,12 @@ class IndexAdvisor:
                 ddl = index_ddl(suggestion.candidate, quote, concurrently=True)
                 try:
                     await auto.exec_driver_sql(ddl)
+                    problem = await _not_built(auto, suggestion.candidate)
                 except DBAPIError as error:
-                    log.warning("index not created", statement=ddl, error=str(error.orig))
-                    done.append((suggestion, str(error.orig)))
+                    problem = str(error.orig)
+                if problem is not None:
+                    log.warning("index not created", statement=ddl, error=problem)
+                    done.append((suggestion, problem))
                 else:
                     log.info("index created", statement=ddl)
                     done.append((suggestion, None))
@@ -221,7 +226,7 @@ class _Run:
         try:
             before = await self._plan(query)
         except DBAPIError as error:
-            self.errors[query.fingerprint] = plan_error(error, query.parameters)
+            self.errors[query.fingerprint] = plan_error(error, query.statement, query.parameters)
             return
         problems = tuple(analyse(before, query.statement, self.catalog, self.options.analysis))
         self.problems[query.fingerprint] = problems
@@ -252,7 +257,9 @@ class _Run:
                 after = await self._cost_with(query, index_ddl(candidate, quote), cost)
             except DBAPIError as error:
                 await self.conn.rollback()
-                self.errors[query.fingerprint] = plan_error(error, query.parameters)
+                self.errors[query.fingerprint] = plan_error(
+                    error, query.statement, query.parameters
+                )
                 continue
             # The narrower of two nearly equal candidates wins (found lists wider first).
             if (
@@ -320,6 +327,38 @@ def _better(after: float, candidate: Candidate, best: tuple[float, Candidate] | 
     if best is None or after < best[0] * 0.98:
         return True
     return after <= best[0] * 1.02 and len(candidate.columns) < len(best[1].columns)
+
+
+_BUILT = text("""
+SELECT ix.indisvalid, t.relname,
+       ARRAY(SELECT a.attname FROM unnest(ix.indkey) WITH ORDINALITY AS k(attnum, n)
+             JOIN pg_attribute a ON a.attrelid = ix.indrelid AND a.attnum = k.attnum
+             ORDER BY k.n)
+FROM pg_index ix
+JOIN pg_class i ON i.oid = ix.indexrelid
+JOIN pg_class t ON t.oid = ix.indrelid
+JOIN pg_namespace n ON n.oid = i.relnamespace
+WHERE i.relname = :name AND n.nspname = current_schema()
+""")
+
+
+async def _not_built(conn: AsyncConnection, candidate: Candidate) -> str | None:
+    """None when ``candidate``'s index is there, valid, as asked; else what is wrong."""
+    row = (await conn.execute(_BUILT, {"name": candidate.name})).first()
+    if row is None:
+        return f"index {candidate.name} is not there after its CREATE INDEX"
+    valid, table, columns = row
+    if table != candidate.table or tuple(columns) != candidate.names:
+        return (
+            f"another index is named {candidate.name}"
+            f" (on {table} ({', '.join(columns)})): not created"
+        )
+    if not valid:
+        return (
+            f"index {candidate.name} is INVALID (an earlier concurrent build failed or was"
+            " cancelled): DROP INDEX CONCURRENTLY it, then run again"
+        )
+    return None
 
 
 async def _has_hypopg(conn: AsyncConnection) -> bool:

@@ -242,19 +242,30 @@ async def _explain_postgres(
 
 
 _CLASS: Final = re.compile(r"^<class '(?:\w+\.)*(\w+)'>: ")
-_QUOTED: Final = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
+_QUOTED: Final = re.compile(r"'((?:[^']|'')*)'|\"((?:[^\"]|\"\")*)\"")
+_ARGUMENT: Final = re.compile(r"(query argument \$\d+: ).*")
+_NAME: Final = re.compile(r"[A-Za-z_][\w$.]*")
 
 
-def plan_error(error: DBAPIError, parameters: Any) -> str:
+def plan_error(error: DBAPIError, statement: str, parameters: Any) -> str:
     """The first line of why a plan failed, fit to show: without the parameters' values.
 
     A plan made with a real run's values fails quoting them (``invalid input syntax for
-    type uuid: "…"``, asyncpg's ``invalid input for query argument $1: '…'``): when
-    there were values, every quoted part of the message becomes ``"?"``.
+    type uuid: "…"``, asyncpg's ``invalid input for query argument $1: '…'``). When
+    there were values, what asyncpg says of an argument becomes ``?``, and so does every
+    quoted part of the message but a name the statement has (``relation "gone"``).
     """
     line = (str(error.orig).splitlines() or [""])[0]
     line = _CLASS.sub(r"\1: ", line)  # asyncpg's "<class 'asyncpg.exceptions.X'>: "
-    return _QUOTED.sub('"?"', line) if parameters else line
+    if not parameters:
+        return line
+
+    def mask(match: re.Match[str]) -> str:
+        inner = match.group(1) if match.group(1) is not None else match.group(2)
+        keep = _NAME.fullmatch(inner) is not None and inner in statement
+        return match.group() if keep else '"?"'
+
+    return _QUOTED.sub(mask, _ARGUMENT.sub(r"\1?", line))
 
 
 async def _deallocate(conn: AsyncConnection, name: str) -> None:

@@ -221,7 +221,10 @@ async def _captured(
             )
     except DBAPIError as error:
         captured = CapturedPlan(
-            query.fingerprint, query.query, None, error=plan_error(error, query.parameters)
+            query.fingerprint,
+            query.query,
+            None,
+            error=plan_error(error, query.statement, query.parameters),
         )
     else:
         problems = analyse(plan, query.statement, catalog, options.advisor.analysis)

@@ -225,3 +225,38 @@ async def test_a_cancelled_run_leaves_no_hypothetical_index_or_statement(
         )
         assert prepared.scalar_one() == 0
     await one.dispose()
+
+
+async def test_an_invalid_index_left_by_a_failed_build_is_reported_not_created(
+    pg_engine: AsyncEngine,
+) -> None:
+    """A concurrent build that failed left an INVALID index with the suggestion's name:
+    apply's CREATE ... IF NOT EXISTS skips it, and apply says so instead of "created";
+    the advisor lists it as a drop candidate."""
+    async with pg_engine.connect() as conn:
+        auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        with pytest.raises(Exception, match="could not create unique index"):
+            await auto.exec_driver_sql("CREATE UNIQUE INDEX CONCURRENTLY ix_child_a ON child (a)")
+    advisor = IndexAdvisor(pg_engine)
+    report = await advisor.advise([BY_A])
+    [suggestion] = report.suggestions
+    assert suggestion.statement.endswith('"ix_child_a" ON "child" ("a")') or "ix_child_a" in (
+        suggestion.statement
+    )
+    [(_, error)] = await advisor.apply(report)
+    assert error is not None and "INVALID" in error
+    drops = {d.index: d for d in report.drops}
+    assert drops["ix_child_a"].reason == "invalid"
+
+
+async def test_another_index_with_the_name_is_not_taken_for_the_suggestion(
+    pg_engine: AsyncEngine,
+) -> None:
+    """An index on other columns that happens to be named like the suggestion: apply says
+    so rather than "created" (IF NOT EXISTS would skip it silently)."""
+    async with pg_engine.begin() as conn:
+        await conn.exec_driver_sql("CREATE INDEX ix_child_a ON parent (name)")
+    advisor = IndexAdvisor(pg_engine)
+    report = await advisor.advise([BY_A])
+    [(_, error)] = await advisor.apply(report)
+    assert error is not None and "another index is named ix_child_a" in error
