@@ -276,3 +276,41 @@ def test_a_statement_the_parser_gives_up_on_is_never_logged(
 
     assert SECRET not in found.text
     assert SECRET not in caplog.text
+
+
+def test_long_lists_of_every_length_are_parsed_once() -> None:
+    """Expanding INs and batched INSERTs of hundreds of items, each length a new text: one
+    parse and one short cache entry for all (a 30,000-item IN took sqlglot over a second,
+    on the event loop, for each new length), and the fingerprint of the short form."""
+    fingerprinter = Fingerprinter(PG, cache_size=64)
+    ins = [
+        "SELECT * FROM t WHERE id IN ("
+        + ", ".join(f"${i}::INTEGER" for i in range(1, n + 1))
+        + ") AND kind IN ($0, 7)"
+        for n in range(300, 400)
+    ]
+    batches = [
+        "INSERT INTO t (a, b) VALUES "
+        + ", ".join(f"(${2 * i + 1}::VARCHAR(10), ${2 * i + 2}::TIMESTAMP WITH TIME ZONE)"
+                    for i in range(n))
+        + " RETURNING t.id"
+        for n in range(100, 200)
+    ]  # fmt: skip
+    first_in, first_batch = fingerprinter(ins[0]), fingerprinter(batches[0])
+    assert all(fingerprinter(s) == first_in for s in ins)
+    assert all(fingerprinter(s) == first_batch for s in batches)
+
+    assert fingerprinter.cache_info()[1:] == (2, 2)
+    assert first_in == fingerprint_of(ins[-1], PG)
+    assert first_in.text == "SELECT * FROM t WHERE id IN (?) AND kind IN (?)"
+    assert first_batch == fingerprint_of(batches[-1], PG)
+    assert first_batch.text == "INSERT INTO t (a, b) VALUES (?, ?) RETURNING t.id"
+
+
+def test_a_long_function_call_keeps_its_arguments() -> None:
+    """Only lists after IN and VALUES are cut: a long statement's coalesce($1, $2) stays."""
+    statement = "SELECT coalesce($1, $2) FROM t WHERE " + " AND ".join(
+        f"c{i} = ${i + 3}" for i in range(200)
+    )
+    assert Fingerprinter(PG)(statement) == fingerprint_of(statement, PG)
+    assert "COALESCE(?, ?)" in fingerprint_of(statement, PG).text
