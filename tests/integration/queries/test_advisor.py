@@ -240,11 +240,10 @@ async def test_an_invalid_index_left_by_a_failed_build_is_reported_not_created(
     advisor = IndexAdvisor(pg_engine)
     report = await advisor.advise([BY_A])
     [suggestion] = report.suggestions
-    assert suggestion.statement.endswith('"ix_child_a" ON "child" ("a")') or "ix_child_a" in (
-        suggestion.statement
-    )
+    assert '"ix_child_a"' in suggestion.statement
     [(_, error)] = await advisor.apply(report)
-    assert error is not None and "INVALID" in error
+    assert error is not None
+    assert "INVALID" in error
     drops = {d.index: d for d in report.drops}
     assert drops["ix_child_a"].reason == "invalid"
 
@@ -259,4 +258,5 @@ async def test_another_index_with_the_name_is_not_taken_for_the_suggestion(
     advisor = IndexAdvisor(pg_engine)
     report = await advisor.advise([BY_A])
     [(_, error)] = await advisor.apply(report)
-    assert error is not None and "another index is named ix_child_a" in error
+    assert error is not None
+    assert "another index is named ix_child_a" in error
