@@ -222,7 +222,7 @@ class _Run:
         self.errors: dict[str, str] = {}
 
     async def query(self, query: WorkloadQuery) -> None:
-        uses = table_uses(query.statement, self.catalog.dialect, self.columns)
+        uses = table_uses(query.statement, self.catalog.dialect, self.columns, self.catalog.schema)
         try:
             before = await self._plan(query)
         except DBAPIError as error:

@@ -287,7 +287,7 @@ def analyse(
     if plan.dialect == "postgresql":
         return analyse_postgres(plan.tree, catalog, options, analyzed=plan.analyzed)
     columns = {name: info.columns for name, info in catalog.tables.items()}
-    uses = table_uses(statement, plan.dialect, columns)
+    uses = table_uses(statement, plan.dialect, columns, catalog.schema)
     return analyse_sqlite(plan.tree, uses, catalog, options)
 
 

@@ -260,3 +260,19 @@ async def test_another_index_with_the_name_is_not_taken_for_the_suggestion(
     [(_, error)] = await advisor.apply(report)
     assert error is not None
     assert "another index is named ix_child_a" in error
+
+
+async def test_a_table_of_another_schema_is_not_taken_for_ours(engine: AsyncEngine) -> None:
+    """archive.child, seq-scanned on a: no index is proposed on the current schema's child
+    (which the query never reads), verified or not."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has attached databases, not schemas of one database")
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql("CREATE SCHEMA archive")
+        await conn.exec_driver_sql("CREATE TABLE archive.child AS SELECT * FROM child")
+        await conn.exec_driver_sql("ANALYZE archive.child")
+    query = _query("SELECT * FROM archive.child WHERE a = $1", (5,))
+    report = await IndexAdvisor(engine).advise([query])
+    assert report.suggestions == ()
+    same = await IndexAdvisor(engine).advise([_query("SELECT * FROM public.child WHERE a = $1")])
+    assert [s.columns for s in same.suggestions] == [("a",)]
