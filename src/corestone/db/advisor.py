@@ -273,7 +273,12 @@ class _Run:
             self._keep(query, best[1], cost, best[0], flagged)
 
     async def _cost_with(self, query: WorkloadQuery, ddl: str, cost: float) -> float:
-        """The statement's planned cost with ``ddl``'s index made hypothetically."""
+        """The statement's planned cost with ``ddl``'s index made hypothetically.
+
+        Under the plan's ``statement_timeout``: ``hypopg_create_index`` opens the table,
+        so it waits behind a migration's ACCESS EXCLUSIVE lock like any statement.
+        """
+        await self._timeout()
         created = await self.conn.execute(
             text("SELECT indexrelid FROM hypopg_create_index(:ddl)"), {"ddl": ddl}
         )
@@ -282,8 +287,14 @@ class _Run:
         try:
             return (await self._plan(query)).total_cost or cost
         finally:
+            await self._timeout()
             await self.conn.execute(text("SELECT hypopg_drop_index(:oid)"), {"oid": oid})
             await self.conn.commit()
+
+    async def _timeout(self) -> None:
+        """The plan's ``statement_timeout`` for the transaction about to begin."""
+        timeout = int(self.options.timeout_ms)
+        await self.conn.exec_driver_sql(f"SET LOCAL statement_timeout = {timeout}")
 
     def _keep(
         self,

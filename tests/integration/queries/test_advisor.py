@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -276,3 +278,39 @@ async def test_a_table_of_another_schema_is_not_taken_for_ours(engine: AsyncEngi
     assert report.suggestions == ()
     same = await IndexAdvisor(engine).advise([_query("SELECT * FROM public.child WHERE a = $1")])
     assert [s.columns for s in same.suggestions] == [("a",)]
+
+
+async def test_a_hypothetical_index_waits_no_longer_than_the_plan_timeout(
+    postgres_url: str, pg_engine: AsyncEngine
+) -> None:
+    """A migration locks the table between the plan and hypopg_create_index (which opens
+    the table): the advisor gives up at its statement_timeout and says so, instead of
+    waiting for the lock (a report request, and every caller queued behind it, hung)."""
+    taken, release = threading.Event(), threading.Event()
+
+    async def hold_lock() -> None:
+        conn = await asyncpg.connect(postgres_url.replace("+asyncpg", ""))
+        try:
+            async with conn.transaction():
+                await conn.execute("LOCK TABLE child IN ACCESS EXCLUSIVE MODE")
+                taken.set()
+                await asyncio.get_running_loop().run_in_executor(None, release.wait, 30)
+        finally:
+            await conn.close()
+
+    holder = threading.Thread(target=asyncio.run, args=(hold_lock(),))
+
+    def lock_before_hypopg(_c: Any, _cur: Any, statement: str, *_a: Any) -> None:
+        if "hypopg_create_index" in statement and not holder.is_alive():
+            holder.start()
+            assert taken.wait(10)
+
+    event.listen(pg_engine.sync_engine, "before_cursor_execute", lock_before_hypopg)
+    try:
+        report = await IndexAdvisor(pg_engine, AdvisorOptions(timeout_ms=300)).advise([BY_A])
+    finally:
+        event.remove(pg_engine.sync_engine, "before_cursor_execute", lock_before_hypopg)
+        release.set()
+        holder.join(30)
+    assert report.suggestions == ()
+    assert "statement timeout" in report.errors["f1"]
