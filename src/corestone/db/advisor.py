@@ -55,6 +55,7 @@ __all__ = [
     "DropCandidate",
     "IndexAdvisor",
     "IndexSuggestion",
+    "applied_count",
 ]
 
 log = get_logger(__name__)
@@ -140,6 +141,15 @@ class AdvisorReport:
         }
 
 
+_applied = 0
+
+
+def applied_count() -> int:
+    """How many indexes :meth:`IndexAdvisor.apply` created in this process: a cached
+    report older than the last one is out of date (``corestone.db.report``)."""
+    return _applied
+
+
 class IndexAdvisor:
     """Proposes, verifies and (on request) creates indexes for one database (module doc)."""
 
@@ -201,6 +211,8 @@ class IndexAdvisor:
                     log.warning("index not created", statement=ddl, error=problem)
                     done.append((suggestion, problem))
                 else:
+                    global _applied  # one counter for the process
+                    _applied += 1
                     log.info("index created", statement=ddl)
                     done.append((suggestion, None))
         return done

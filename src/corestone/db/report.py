@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from corestone.db._catalog import Catalog, read_catalog
-from corestone.db.advisor import AdvisorOptions, AdvisorReport, IndexAdvisor
+from corestone.db.advisor import AdvisorOptions, AdvisorReport, IndexAdvisor, applied_count
 from corestone.db.plans import CapturedPlan, PlanStore, analyse, explain, plan_error
 from corestone.db.workload import (
     WorkloadQuery,
@@ -146,7 +146,7 @@ class _ReportCache:
     """The last report per ``limit`` of one database, and the lock that builds one at a time."""
 
     clock: Callable[[], float] = time.monotonic
-    reports: dict[int, tuple[float, dict[str, Any]]] = field(default_factory=dict)
+    reports: dict[int, tuple[float, int, dict[str, Any]]] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -171,15 +171,22 @@ async def database_report(db: Database, settings: Any, *, limit: int = 20) -> di
 
     A report runs the advisor (dozens of EXPLAINs): one is built at a time per database,
     and for :data:`REPORT_TTL_SECONDS` every caller gets that one (the same object: do
-    not change it), so callers in a loop, or many at once, cost one report.
+    not change it), so callers in a loop, or many at once, cost one report. An index
+    created by :meth:`IndexAdvisor.apply` in this process makes the next call build anew
+    (one created by another process, the CLI, shows within the period).
     """
     cache = report_cache_of(db)
     async with cache.lock:
         known = cache.reports.get(limit)
-        if known is not None and cache.clock() - known[0] < REPORT_TTL_SECONDS:
-            return known[1]
+        if (
+            known is not None
+            and cache.clock() - known[0] < REPORT_TTL_SECONDS
+            and known[1] == applied_count()
+        ):
+            return known[2]
+        generation = applied_count()
         report = await _database_report(db, settings, limit)
-        cache.reports[limit] = (cache.clock(), report)
+        cache.reports[limit] = (cache.clock(), generation, report)
         return report
 
 
