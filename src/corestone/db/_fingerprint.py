@@ -256,6 +256,10 @@ def _hash(dialect: str, text: str) -> str:
 # Only lists of parameters and numbers after IN or VALUES are touched (what the parse
 # would collapse the same way), so the fingerprint is the one of the short form.
 LONG_STATEMENT: Final = 1000
+MAX_CACHED_STATEMENT: Final = 16_384
+"""Longer texts (still, after their lists are cut: a document spliced into the SQL) are
+fingerprinted on each run and never kept: 4,096 cached 1 MB texts would be 4 GB. The
+tokenizer takes ~20 ms per MB, less than the database takes to read it."""
 _ITEM = (
     r"(?:\$\d+|\?|%s|%\(\w+\)s|:\w+|-?\d+(?:\.\d+)?)"
     r"(?:\s*::\s*[A-Za-z_][\w ]*?(?:\(\d+(?:\s*,\s*\d+)?\))?(?:\[\])?)?"
@@ -291,6 +295,8 @@ class Fingerprinter:
         """The fingerprint of ``statement``; never raises."""
         if len(statement) > LONG_STATEMENT:
             statement = collapse_long_lists(statement)
+            if len(statement) > MAX_CACHED_STATEMENT:  # a value spliced into the text
+                return self._uncached(statement)
         return self._cached(statement)
 
     def _uncached(self, statement: str) -> Fingerprint:

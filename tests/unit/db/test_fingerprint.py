@@ -314,3 +314,16 @@ def test_a_long_function_call_keeps_its_arguments() -> None:
     )
     assert Fingerprinter(PG)(statement) == fingerprint_of(statement, PG)
     assert "COALESCE(?, ?)" in fingerprint_of(statement, PG).text
+
+
+def test_a_huge_statement_is_not_kept_in_the_cache() -> None:
+    """Documents spliced into the SQL text (100 kB each, all different): fingerprinted, one
+    shape, and none of them held by the cache (4,096 of them would be gigabytes)."""
+    fingerprinter = Fingerprinter(PG, cache_size=64)
+    found = {
+        fingerprinter(f"INSERT INTO docs (id, body) VALUES ({n}, '{str(n) * 100_000}')")
+        for n in range(1, 10)
+    }
+
+    assert [f.text for f in found] == ["INSERT INTO docs (id, body) VALUES (?, ?)"]
+    assert fingerprinter.cache_info()[2] == 0
