@@ -213,11 +213,18 @@ def _same_shape(items: list[exp.Expression]) -> bool:
 # The fallback: quoted strings, dollar/numbered parameters, numbers and named parameters.
 _QUOTED_NAME = re.compile(r'"(?:[^"]|"")*"')
 _VALUE = re.compile(
-    r"'(?:[^']|'')*'"  # a string literal
+    r"(?s:\$\$.*?\$\$|\$([A-Za-z_]\w*)\$.*?\$\1\$)"  # a dollar-quoted string (a DO body)
+    r"|(?<!\w)[Ee]'(?:[^'\\]|\\.|'')*'"  # an E'' string, backslash escapes in it
+    r"|'(?:[^']|'')*'"  # a string literal
     r"|(?<![\w$])\$\d+"  # $1
     r"|(?<![\w:]):[A-Za-z_]\w*"  # :name
     r"|%\(\w+\)s|%s"  # pyformat / format
     r"|(?<![\w.])-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w.])"  # a number, not part of a name
+)
+# SET's value may be a bare word or a "quoted" one (SET app.key TO s3cret): all of it.
+_SET_VALUE = re.compile(
+    r"^(\s*SET\s+(?:LOCAL\s+|SESSION\s+)?[\w.\"]+\s*(?:=|\bTO\b)\s*)\S.*$",
+    re.IGNORECASE | re.DOTALL,
 )
 _VALUE_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)*\s*\)")
 _SPACE = re.compile(r"\s+")
@@ -228,7 +235,7 @@ def normalise_text(statement: str) -> str:
 
     Quoted names keep their case; everything else is uppercased.
     """
-    text = _VALUE.sub(PLACEHOLDER, statement)
+    text = _SET_VALUE.sub(rf"\1{PLACEHOLDER}", _VALUE.sub(PLACEHOLDER, statement))
     text = _VALUE_LIST.sub(f"({PLACEHOLDER})", text)
     text = _SPACE.sub(" ", text).strip().rstrip(";").strip()
     pieces: list[str] = []

@@ -327,3 +327,27 @@ def test_a_huge_statement_is_not_kept_in_the_cache() -> None:
 
     assert [f.text for f in found] == ["INSERT INTO docs (id, body) VALUES (?, ?)"]
     assert fingerprinter.cache_info()[2] == 0
+
+
+@pytest.mark.parametrize(
+    ("statement", "expected"),
+    [
+        (f"ALTER ROLE bob PASSWORD $${SECRET}$$", "ALTER ROLE BOB PASSWORD ?"),
+        (f"ALTER ROLE bob PASSWORD $pw${SECRET}$pw$", "ALTER ROLE BOB PASSWORD ?"),
+        (f"ALTER ROLE bob PASSWORD E'{SECRET}\\'s'", "ALTER ROLE BOB PASSWORD ?"),
+        (f"DO $$BEGIN\n PERFORM set_key({SECRET}); END$$", "DO ?"),
+        (f"SET app.key TO {SECRET}", "SET APP.KEY TO ?"),
+        (f'SET LOCAL app.key = "{SECRET}"', "SET LOCAL APP.KEY = ?"),
+        ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", "SET TRANSACTION ISOLATION LEVEL"
+                                                         " SERIALIZABLE"),
+    ],
+)  # fmt: skip
+def test_the_fallback_hides_dollar_quoted_escaped_and_set_values(
+    statement: str, expected: str
+) -> None:
+    """What the parser gives up on still shows no value: $$…$$ and $tag$…$tag$ bodies,
+    E'' strings with escaped quotes, and whatever a SET assigns, bare word or quoted."""
+    found = fingerprint_of(statement, PG)
+
+    assert not found.parsed
+    assert found.text == expected
