@@ -65,6 +65,9 @@ class Catalog:
     dialect: str
     tables: Mapping[str, TableInfo] = field(default_factory=dict)
     indexes: tuple[IndexInfo, ...] = ()
+    schema: str | None = None
+    """The schema the tables are of (``current_schema()``; SQLite's ``main``): a statement's
+    table qualified with another one is not any of these."""
 
     def table(self, name: str) -> TableInfo | None:
         return self.tables.get(name)
@@ -174,7 +177,8 @@ async def _postgres(conn: AsyncConnection) -> Catalog:
             await conn.execute(_PG_INDEXES)
         )
     )
-    return Catalog("postgresql", tables, indexes)
+    schema = (await conn.execute(text("SELECT current_schema()"))).scalar_one()
+    return Catalog("postgresql", tables, indexes, schema)
 
 
 _SQLITE_WHERE = re.compile(r"\bWHERE\b(.*)$", re.IGNORECASE | re.DOTALL)
@@ -209,7 +213,7 @@ async def _sqlite(conn: AsyncConnection) -> Catalog:
         tables[name] = TableInfo(name, float(count), columns, tuple(tuple(c) for c in fks.values()))
         for entry in await conn.exec_driver_sql(f"PRAGMA index_list({q})"):
             indexes.append(await _sqlite_index(conn, name, entry, definitions))
-    return Catalog("sqlite", tables, tuple(indexes))
+    return Catalog("sqlite", tables, tuple(indexes), "main")
 
 
 async def _sqlite_index(

@@ -25,6 +25,7 @@ Fingerprinting never raises.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,23 @@ with requires_extra(__name__, "queries"):
     from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
 __all__ = ["Fingerprint", "Fingerprinter", "Operation", "fingerprint_of", "normalise_text"]
+
+
+class _NoStatementText(logging.Filter):
+    """Drops sqlglot's "'<statement>' contains unsupported syntax" warning.
+
+    sqlglot logs the statement itself (values included: ``ALTER ROLE … PASSWORD '…'``)
+    when it falls back to an opaque command; the fingerprint falls back too, documented,
+    so the line only puts the application's values in its logs.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "contains unsupported syntax" not in str(record.msg)
+
+
+_SQLGLOT_LOG: Final = logging.getLogger("sqlglot")
+if not any(isinstance(f, _NoStatementText) for f in _SQLGLOT_LOG.filters):
+    _SQLGLOT_LOG.addFilter(_NoStatementText())
 
 Operation = Literal["select", "insert", "update", "delete", "other"]
 """The kind of statement: the label of the query metrics (five values, by design)."""
@@ -58,7 +76,19 @@ _SQLGLOT_DIALECTS: Final = {"postgresql": "postgres", "sqlite": "sqlite"}
 # Statements sqlglot reads only as an opaque Command (and warns about each): not parsed.
 _COMMANDS: Final = ("SAVEPOINT", "RELEASE", "ROLLBACK", "PRAGMA", "SET", "SHOW", "RESET")
 _CONTROL: Final = frozenset({"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "END", "START"})
-_VALUE_TYPES: Final = (exp.Literal, exp.Placeholder, exp.Parameter)
+# Every kind of literal sqlglot reads: PostgreSQL's E'…', $$…$$, U&'…', N'…', X'…' and
+# B'…' are not exp.Literal, and left as they are they would put values in the text.
+_VALUE_TYPES: Final = (
+    exp.Literal,
+    exp.Placeholder,
+    exp.Parameter,
+    exp.ByteString,
+    exp.RawString,
+    exp.UnicodeString,
+    exp.National,
+    exp.HexString,
+    exp.BitString,
+)
 PLACEHOLDER: Final = "?"
 
 
@@ -131,6 +161,8 @@ def _shape(tree: Any) -> Any:
     """``tree`` with values as placeholders and value lists collapsed to one item."""
 
     def collapse(node: exp.Expression) -> exp.Expression:
+        if _is_position(node):
+            return node
         if not isinstance(node, exp.Tuple | exp.Paren) and _is_value(node):
             return exp.Var(this=PLACEHOLDER)
         if isinstance(node, exp.In | exp.Values | exp.Array) and len(node.expressions) > 1:
@@ -140,6 +172,21 @@ def _shape(tree: Any) -> Any:
         return node
 
     return tree.transform(collapse, copy=True)
+
+
+def _is_position(node: exp.Expression) -> bool:
+    """An output column's position (``GROUP BY 1``, ``ORDER BY 2``): shape, not a value.
+
+    ``ORDER BY 1`` and ``ORDER BY 2`` sort by different columns (PostgreSQL's own
+    fingerprint tells them apart too); in a window's ORDER BY a number is a constant.
+    """
+    if not (isinstance(node, exp.Literal) and node.is_int):
+        return False
+    parent = node.parent
+    if isinstance(parent, exp.Group):
+        return True
+    order = parent.parent if isinstance(parent, exp.Ordered) else None
+    return isinstance(order, exp.Order) and not isinstance(order.parent, exp.Window)
 
 
 def _is_value(node: exp.Expression) -> bool:
@@ -166,11 +213,18 @@ def _same_shape(items: list[exp.Expression]) -> bool:
 # The fallback: quoted strings, dollar/numbered parameters, numbers and named parameters.
 _QUOTED_NAME = re.compile(r'"(?:[^"]|"")*"')
 _VALUE = re.compile(
-    r"'(?:[^']|'')*'"  # a string literal
+    r"(?s:\$\$.*?\$\$|\$([A-Za-z_]\w*)\$.*?\$\1\$)"  # a dollar-quoted string (a DO body)
+    r"|(?<!\w)[Ee]'(?:[^'\\]|\\.|'')*'"  # an E'' string, backslash escapes in it
+    r"|'(?:[^']|'')*'"  # a string literal
     r"|(?<![\w$])\$\d+"  # $1
     r"|(?<![\w:]):[A-Za-z_]\w*"  # :name
     r"|%\(\w+\)s|%s"  # pyformat / format
     r"|(?<![\w.])-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w.])"  # a number, not part of a name
+)
+# SET's value may be a bare word or a "quoted" one (SET app.key TO s3cret): all of it.
+_SET_VALUE = re.compile(
+    r"^(\s*SET\s+(?:LOCAL\s+|SESSION\s+)?[\w.\"]+\s*(?:=|\bTO\b)\s*)\S.*$",
+    re.IGNORECASE | re.DOTALL,
 )
 _VALUE_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)*\s*\)")
 _SPACE = re.compile(r"\s+")
@@ -181,7 +235,7 @@ def normalise_text(statement: str) -> str:
 
     Quoted names keep their case; everything else is uppercased.
     """
-    text = _VALUE.sub(PLACEHOLDER, statement)
+    text = _SET_VALUE.sub(rf"\1{PLACEHOLDER}", _VALUE.sub(PLACEHOLDER, statement))
     text = _VALUE_LIST.sub(f"({PLACEHOLDER})", text)
     text = _SPACE.sub(" ", text).strip().rstrip(";").strip()
     pieces: list[str] = []
@@ -203,6 +257,35 @@ def _hash(dialect: str, text: str) -> str:
     return hashlib.blake2b(f"{dialect}\n{text}".encode(), digest_size=8).hexdigest()
 
 
+# Long statements: lists of values are collapsed by text before parsing. A 30,000-item
+# expanding IN is a 230 kB text that sqlglot takes over a second to parse, on the event
+# loop, and each length of it is a new text; a 1,000-row batched INSERT takes 200 ms.
+# Only lists of parameters and numbers after IN or VALUES are touched (what the parse
+# would collapse the same way), so the fingerprint is the one of the short form.
+LONG_STATEMENT: Final = 1000
+MAX_CACHED_STATEMENT: Final = 16_384
+"""Longer texts (still, after their lists are cut: a document spliced into the SQL) are
+fingerprinted on each run and never kept: 4,096 cached 1 MB texts would be 4 GB. The
+tokenizer takes ~20 ms per MB, less than the database takes to read it."""
+_ITEM = (
+    r"(?:\$\d+|\?|%s|%\(\w+\)s|:\w+|-?\d+(?:\.\d+)?)"
+    r"(?:\s*::\s*[A-Za-z_][\w ]*?(?:\(\d+(?:\s*,\s*\d+)?\))?(?:\[\])?)?"
+)
+_ROW = rf"\(\s*{_ITEM}(?:\s*,\s*{_ITEM})*\s*\)"
+_LONG_IN = re.compile(rf"(\bIN\s*\(\s*{_ITEM})(?:\s*,\s*{_ITEM})+(\s*\))", re.IGNORECASE)
+_LONG_VALUES = re.compile(rf"(\bVALUES\s*{_ROW})(?:\s*,\s*{_ROW})+", re.IGNORECASE)
+
+
+def collapse_long_lists(statement: str) -> str:
+    """``statement`` with each IN list and VALUES list of parameters cut to its first item.
+
+    For statements over :data:`LONG_STATEMENT` characters, before they are parsed and
+    cached: the parse then costs what the short form's does, and the cache holds one
+    short text per shape instead of one long text per list length.
+    """
+    return _LONG_VALUES.sub(r"\1", _LONG_IN.sub(r"\1\2", statement))
+
+
 class Fingerprinter:
     """Fingerprints for one dialect, cached per statement text in a bounded LRU.
 
@@ -217,6 +300,10 @@ class Fingerprinter:
 
     def __call__(self, statement: str) -> Fingerprint:
         """The fingerprint of ``statement``; never raises."""
+        if len(statement) > LONG_STATEMENT:
+            statement = collapse_long_lists(statement)
+            if len(statement) > MAX_CACHED_STATEMENT:  # a value spliced into the text
+                return self._uncached(statement)
         return self._cached(statement)
 
     def _uncached(self, statement: str) -> Fingerprint:

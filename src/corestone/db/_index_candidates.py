@@ -123,12 +123,17 @@ class DropCandidate:
 
 
 def drop_candidates(catalog: Catalog) -> list[DropCandidate]:
-    """Duplicate and prefix-redundant indexes, then never-scanned ones (PostgreSQL counts).
+    """INVALID indexes (a failed concurrent build: written to, never read), duplicate and
+    prefix-redundant ones, then never-scanned ones (PostgreSQL counts).
 
     An index that enforces something (primary key, unique) is never one to drop, unless
     another index enforces the same on the same columns.
     """
-    found: dict[str, DropCandidate] = {}
+    found: dict[str, DropCandidate] = {
+        i.name: DropCandidate(i.table, i.name, "invalid", i.size_bytes)
+        for i in catalog.indexes
+        if not i.valid
+    }
     indexes = [i for i in catalog.indexes if i.valid and "" not in i.columns]
     for index in indexes:
         for other in indexes:

@@ -61,16 +61,23 @@ class TableUse:
 
 
 def table_uses(
-    statement: str, dialect: str, columns: Mapping[str, frozenset[str]]
+    statement: str,
+    dialect: str,
+    columns: Mapping[str, frozenset[str]],
+    schema: str | None = None,
 ) -> dict[str, TableUse]:
-    """Each table's :class:`TableUse` in ``statement`` (empty when it does not parse)."""
+    """Each table's :class:`TableUse` in ``statement`` (empty when it does not parse).
+
+    ``columns`` are the tables of ``schema`` (the catalog's): a table qualified with
+    another schema (``archive.child``) is left out, not taken for ``child``.
+    """
     try:
         tree = sqlglot.parse_one(statement, read=_DIALECTS.get(dialect, dialect))
     except (SqlglotError, ValueError, RecursionError, KeyError, TypeError, AttributeError):
         return {}
     uses: dict[str, TableUse] = {}
     for scope in _scopes(tree):
-        _ScopeReader(scope, columns, uses).read()
+        _ScopeReader(scope, columns, uses, schema).read()
     return uses
 
 
@@ -84,9 +91,14 @@ class _ScopeReader:
     """Reads one SELECT (or UPDATE/DELETE) into ``uses``."""
 
     def __init__(
-        self, scope: Any, columns: Mapping[str, frozenset[str]], uses: dict[str, TableUse]
+        self,
+        scope: Any,
+        columns: Mapping[str, frozenset[str]],
+        uses: dict[str, TableUse],
+        schema: str | None = None,
     ) -> None:
         self.scope = scope
+        self.schema = schema
         self.columns = columns
         self.uses = uses
         self.aliases: dict[str, str] = {}
@@ -103,7 +115,7 @@ class _ScopeReader:
         joins = scope.args.get("joins") or []
         tables.extend(join.this for join in joins)
         for table in tables:
-            if isinstance(table, exp.Table) and table.name:
+            if isinstance(table, exp.Table) and table.name and self._ours(table):
                 self.aliases[table.alias_or_name] = table.name
                 self.uses.setdefault(table.name, TableUse(table.name)).aliases.add(
                     table.alias_or_name
@@ -120,6 +132,10 @@ class _ScopeReader:
         order = scope.args.get("order")
         if order is not None:
             self._order(order)
+
+    def _ours(self, table: Any) -> bool:
+        """Unqualified, or qualified with the catalog's schema (when it is known)."""
+        return not table.db or self.schema is None or table.db == self.schema
 
     def _conditions(self, node: Any) -> None:
         for part in _conjuncts(node):

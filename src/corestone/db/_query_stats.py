@@ -29,11 +29,13 @@ from corestone.db._fingerprint import Fingerprint
 from corestone.db._latency_sketch import LatencySketch
 
 __all__ = [
+    "MAX_SAMPLE_VALUE",
     "OTHER",
     "QueryStats",
     "QueryStatsSnapshot",
     "QueryStatsTable",
     "StatementSample",
+    "bounded_parameters",
     "first_parameters",
     "redact_parameters",
 ]
@@ -160,7 +162,6 @@ class QueryStatsSnapshot:
             "sample": None
             if sample is None
             else {
-                "statement": sample.statement,
                 "parameters": sample.redacted,
                 "ms": round(sample.seconds * 1000, 3),
                 "target": sample.target,
@@ -216,7 +217,9 @@ class QueryStatsTable:
                 stats.errors += 1
             if seconds > stats.max or stats.sample is None:
                 stats.max = max(stats.max, seconds)
-                stats.sample = StatementSample(statement, parameters, seconds, target)
+                stats.sample = StatementSample(
+                    statement, bounded_parameters(parameters), seconds, target
+                )
 
     def snapshot(self) -> list[QueryStatsSnapshot]:
         """Every entry's numbers, most total time first; ``other`` last, if it has any."""
@@ -239,6 +242,30 @@ class QueryStatsTable:
         with self._lock:
             self._entries.clear()
             self._other = QueryStats(OTHER)
+
+
+MAX_SAMPLE_VALUE: Final = 1024
+"""Longest value (characters, bytes, items) a sample keeps; a longer one is kept as None."""
+
+
+def bounded_parameters(parameters: Any) -> Any:
+    """``parameters`` with each value longer than :data:`MAX_SAMPLE_VALUE` as None.
+
+    A sample lives as long as its fingerprint is the slowest: the 50 MB file of a slow
+    upload, or a 100,000-id array, would stay in memory for good, once per fingerprint.
+    A plan barely depends on such a value (a key, a filter value is short).
+    """
+    if isinstance(parameters, Mapping):
+        return {k: _bounded(v) for k, v in parameters.items()}
+    if isinstance(parameters, Sequence) and not isinstance(parameters, str | bytes):
+        return tuple(_bounded(v) for v in parameters)
+    return _bounded(parameters)
+
+
+def _bounded(value: Any) -> Any:
+    if isinstance(value, str | bytes | bytearray | memoryview | list | tuple | dict | set):
+        return None if len(value) > MAX_SAMPLE_VALUE else value
+    return value
 
 
 def first_parameters(parameters: Any, executemany: bool) -> Any:

@@ -45,7 +45,7 @@ from corestone.db._index_candidates import (
 )
 from corestone.db._plan_analysis import AnalysisOptions, PlanProblem
 from corestone.db._predicates import table_uses
-from corestone.db.plans import Plan, analyse, explain
+from corestone.db.plans import Plan, analyse, explain, plan_error
 from corestone.db.workload import WorkloadQuery
 from corestone.observability.logging import get_logger
 
@@ -55,6 +55,7 @@ __all__ = [
     "DropCandidate",
     "IndexAdvisor",
     "IndexSuggestion",
+    "applied_count",
 ]
 
 log = get_logger(__name__)
@@ -140,6 +141,15 @@ class AdvisorReport:
         }
 
 
+_applied = 0
+
+
+def applied_count() -> int:
+    """How many indexes :meth:`IndexAdvisor.apply` created in this process: a cached
+    report older than the last one is out of date (``corestone.db.report``)."""
+    return _applied
+
+
 class IndexAdvisor:
     """Proposes, verifies and (on request) creates indexes for one database (module doc)."""
 
@@ -177,8 +187,10 @@ class IndexAdvisor:
         """Create each verified suggestion's index, concurrently; (suggestion, error) each.
 
         PostgreSQL only (elsewhere nothing is verified, so nothing is applied). One
-        failure does not stop the others; a failed concurrent build can leave an INVALID
-        index behind, which the error names (drop it and run again).
+        failure does not stop the others. After each build the catalog is read back:
+        ``IF NOT EXISTS`` skips quietly over an index of that name, and an INVALID one (a
+        concurrent build that failed or was cancelled earlier) or another index that
+        happens to have the name is an error naming it, never "created".
         """
         done: list[tuple[IndexSuggestion, str | None]] = []
         wanted = [s for s in report.suggestions if s.verified and s.candidate is not None]
@@ -192,10 +204,15 @@ class IndexAdvisor:
                 ddl = index_ddl(suggestion.candidate, quote, concurrently=True)
                 try:
                     await auto.exec_driver_sql(ddl)
+                    problem = await _not_built(auto, suggestion.candidate)
                 except DBAPIError as error:
-                    log.warning("index not created", statement=ddl, error=str(error.orig))
-                    done.append((suggestion, str(error.orig)))
+                    problem = str(error.orig)
+                if problem is not None:
+                    log.warning("index not created", statement=ddl, error=problem)
+                    done.append((suggestion, problem))
                 else:
+                    global _applied  # one counter for the process
+                    _applied += 1
                     log.info("index created", statement=ddl)
                     done.append((suggestion, None))
         return done
@@ -217,11 +234,11 @@ class _Run:
         self.errors: dict[str, str] = {}
 
     async def query(self, query: WorkloadQuery) -> None:
-        uses = table_uses(query.statement, self.catalog.dialect, self.columns)
+        uses = table_uses(query.statement, self.catalog.dialect, self.columns, self.catalog.schema)
         try:
             before = await self._plan(query)
         except DBAPIError as error:
-            self.errors[query.fingerprint] = str(error.orig).splitlines()[0]
+            self.errors[query.fingerprint] = plan_error(error, query.statement, query.parameters)
             return
         problems = tuple(analyse(before, query.statement, self.catalog, self.options.analysis))
         self.problems[query.fingerprint] = problems
@@ -252,7 +269,9 @@ class _Run:
                 after = await self._cost_with(query, index_ddl(candidate, quote), cost)
             except DBAPIError as error:
                 await self.conn.rollback()
-                self.errors[query.fingerprint] = str(error.orig).splitlines()[0]
+                self.errors[query.fingerprint] = plan_error(
+                    error, query.statement, query.parameters
+                )
                 continue
             # The narrower of two nearly equal candidates wins (found lists wider first).
             if (
@@ -266,7 +285,12 @@ class _Run:
             self._keep(query, best[1], cost, best[0], flagged)
 
     async def _cost_with(self, query: WorkloadQuery, ddl: str, cost: float) -> float:
-        """The statement's planned cost with ``ddl``'s index made hypothetically."""
+        """The statement's planned cost with ``ddl``'s index made hypothetically.
+
+        Under the plan's ``statement_timeout``: ``hypopg_create_index`` opens the table,
+        so it waits behind a migration's ACCESS EXCLUSIVE lock like any statement.
+        """
+        await self._timeout()
         created = await self.conn.execute(
             text("SELECT indexrelid FROM hypopg_create_index(:ddl)"), {"ddl": ddl}
         )
@@ -275,8 +299,14 @@ class _Run:
         try:
             return (await self._plan(query)).total_cost or cost
         finally:
+            await self._timeout()
             await self.conn.execute(text("SELECT hypopg_drop_index(:oid)"), {"oid": oid})
             await self.conn.commit()
+
+    async def _timeout(self) -> None:
+        """The plan's ``statement_timeout`` for the transaction about to begin."""
+        timeout = int(self.options.timeout_ms)
+        await self.conn.exec_driver_sql(f"SET LOCAL statement_timeout = {timeout}")
 
     def _keep(
         self,
@@ -320,6 +350,38 @@ def _better(after: float, candidate: Candidate, best: tuple[float, Candidate] | 
     if best is None or after < best[0] * 0.98:
         return True
     return after <= best[0] * 1.02 and len(candidate.columns) < len(best[1].columns)
+
+
+_BUILT = text("""
+SELECT ix.indisvalid, t.relname,
+       ARRAY(SELECT a.attname FROM unnest(ix.indkey) WITH ORDINALITY AS k(attnum, n)
+             JOIN pg_attribute a ON a.attrelid = ix.indrelid AND a.attnum = k.attnum
+             ORDER BY k.n)
+FROM pg_index ix
+JOIN pg_class i ON i.oid = ix.indexrelid
+JOIN pg_class t ON t.oid = ix.indrelid
+JOIN pg_namespace n ON n.oid = i.relnamespace
+WHERE i.relname = :name AND n.nspname = current_schema()
+""")
+
+
+async def _not_built(conn: AsyncConnection, candidate: Candidate) -> str | None:
+    """None when ``candidate``'s index is there, valid, as asked; else what is wrong."""
+    row = (await conn.execute(_BUILT, {"name": candidate.name})).first()
+    if row is None:
+        return f"index {candidate.name} is not there after its CREATE INDEX"
+    valid, table, columns = row
+    if table != candidate.table or tuple(columns) != candidate.names:
+        return (
+            f"another index is named {candidate.name}"
+            f" (on {table} ({', '.join(columns)})): not created"
+        )
+    if not valid:
+        return (
+            f"index {candidate.name} is INVALID (an earlier concurrent build failed or was"
+            " cancelled): DROP INDEX CONCURRENTLY it, then run again"
+        )
+    return None
 
 
 async def _has_hypopg(conn: AsyncConnection) -> bool:

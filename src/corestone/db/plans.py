@@ -7,8 +7,10 @@
   is the one those values get; with none (a ``pg_stat_statements`` text, ``$1``…) the
   statement is prepared and the *generic* plan explained (``plan_cache_mode =
   force_generic_plan``, parameters NULL: the plan does not depend on them), as Dexter
-  does before PostgreSQL 16. ``ANALYZE`` (the statement really runs) only when asked and
-  only for a plain SELECT (:func:`is_read_only`); anything else is planned, never run.
+  does before PostgreSQL 16. ``ANALYZE`` (the statement really runs) only when asked,
+  only for a plain SELECT (:func:`is_read_only`) calling no function the catalog marks
+  VOLATILE (a session advisory lock or a sequence step outlives the rollback), and in a
+  READ ONLY transaction; anything else is planned, never run.
 - SQLite: ``EXPLAIN QUERY PLAN`` (never runs the statement, has no costs).
 
 :func:`analyse` names the problems (:mod:`corestone.db._plan_analysis`). :class:`PlanStore`
@@ -19,6 +21,7 @@ or ``/api/ops/queries``) and the advisor call it, on a connection of their own.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -27,7 +30,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from corestone._extras import requires_extra
@@ -56,6 +60,7 @@ __all__ = [
     "analyse",
     "explain",
     "is_read_only",
+    "plan_error",
 ]
 
 _VOLATILE: Final = frozenset(
@@ -140,6 +145,34 @@ def is_read_only(statement: str, dialect: str) -> bool:
     return not names & _VOLATILE
 
 
+_VOLATILE_OR_UNKNOWN: Final = text("""
+SELECT n FROM unnest(CAST(:names AS text[])) AS n
+WHERE NOT EXISTS (SELECT 1 FROM pg_proc p WHERE lower(p.proname) = lower(n))
+   OR EXISTS (SELECT 1 FROM pg_proc p WHERE lower(p.proname) = lower(n) AND p.provolatile = 'v')
+LIMIT 1
+""")
+
+
+async def _calls_volatile(conn: AsyncConnection, statement: str) -> bool:
+    """Whether ``statement`` calls a function the database marks VOLATILE, or one it does
+    not know, among those sqlglot does not (user functions, ``pg_try_advisory_lock``…).
+
+    A rollback undoes a volatile function's writes but not its session advisory lock
+    (held on a pooled connection), its sequence step, or its dblink call: a name list
+    (``_VOLATILE``) cannot keep up with them, the catalog's volatility can. A STABLE or
+    IMMUTABLE function cannot write (PostgreSQL runs it read-only).
+    """
+    try:
+        tree = sqlglot.parse_one(statement, read="postgres")
+    except (SqlglotError, ValueError, RecursionError, KeyError, TypeError, AttributeError):
+        return True
+    names = sorted({f.name for f in tree.find_all(exp.Anonymous)})
+    if not names:
+        return False
+    found = await conn.execute(_VOLATILE_OR_UNKNOWN, {"names": names})
+    return found.first() is not None
+
+
 def _parameter_count(statement: str) -> int:
     """The highest ``$n`` in a PostgreSQL statement (0 when it has none)."""
     try:
@@ -180,7 +213,13 @@ async def _explain_postgres(
     conn: AsyncConnection, statement: str, parameters: Any, analyze: bool, timeout_ms: int
 ) -> Plan:
     await conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
-    analyze = analyze and is_read_only(statement, "postgresql")
+    analyze = (
+        analyze
+        and is_read_only(statement, "postgresql")
+        and not await _calls_volatile(conn, statement)
+    )
+    if analyze:  # a write through a view or a trigger fails instead of running
+        await conn.exec_driver_sql("SET TRANSACTION READ ONLY")
     options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
     count = _parameter_count(statement) if not parameters else 0
     if count:  # a normalised text: explain its generic plan
@@ -202,6 +241,33 @@ async def _explain_postgres(
     return Plan("postgresql", document[0]["Plan"], analyzed=analyze)
 
 
+_CLASS: Final = re.compile(r"^<class '(?:\w+\.)*(\w+)'>: ")
+_QUOTED: Final = re.compile(r"'((?:[^']|'')*)'|\"((?:[^\"]|\"\")*)\"")
+_ARGUMENT: Final = re.compile(r"(query argument \$\d+: ).*")
+_NAME: Final = re.compile(r"[A-Za-z_][\w$.]*")
+
+
+def plan_error(error: DBAPIError, statement: str, parameters: Any) -> str:
+    """The first line of why a plan failed, fit to show: without the parameters' values.
+
+    A plan made with a real run's values fails quoting them (``invalid input syntax for
+    type uuid: "…"``, asyncpg's ``invalid input for query argument $1: '…'``). When
+    there were values, what asyncpg says of an argument becomes ``?``, and so does every
+    quoted part of the message but a name the statement has (``relation "gone"``).
+    """
+    line = (str(error.orig).splitlines() or [""])[0]
+    line = _CLASS.sub(r"\1: ", line)  # asyncpg's "<class 'asyncpg.exceptions.X'>: "
+    if not parameters:
+        return line
+
+    def mask(match: re.Match[str]) -> str:
+        inner = match.group(1) if match.group(1) is not None else match.group(2)
+        keep = _NAME.fullmatch(inner) is not None and inner in statement
+        return match.group() if keep else '"?"'
+
+    return _QUOTED.sub(mask, _ARGUMENT.sub(r"\1?", line))
+
+
 async def _deallocate(conn: AsyncConnection, name: str) -> None:
     """Drop prepared statement ``name`` if it was made (a cancel or an error may come
     before, during or after the PREPARE); a connection too broken for it is discarded by
@@ -221,7 +287,7 @@ def analyse(
     if plan.dialect == "postgresql":
         return analyse_postgres(plan.tree, catalog, options, analyzed=plan.analyzed)
     columns = {name: info.columns for name, info in catalog.tables.items()}
-    uses = table_uses(statement, plan.dialect, columns)
+    uses = table_uses(statement, plan.dialect, columns, catalog.schema)
     return analyse_sqlite(plan.tree, uses, catalog, options)
 
 

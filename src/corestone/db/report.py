@@ -19,19 +19,21 @@ parameters a plan was made with never leave the process.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from corestone.db._catalog import Catalog, read_catalog
-from corestone.db.advisor import AdvisorOptions, AdvisorReport, IndexAdvisor
-from corestone.db.plans import CapturedPlan, PlanStore, analyse, explain
+from corestone.db.advisor import AdvisorOptions, AdvisorReport, IndexAdvisor, applied_count
+from corestone.db.plans import CapturedPlan, PlanStore, analyse, explain, plan_error
 from corestone.db.workload import (
     WorkloadQuery,
     from_statistics,
@@ -42,7 +44,14 @@ from corestone.db.workload import (
 if TYPE_CHECKING:
     from corestone.db.database import Database
 
-__all__ = ["ReportOptions", "build_report", "database_report", "plan_store_for"]
+__all__ = [
+    "REPORT_TTL_SECONDS",
+    "ReportOptions",
+    "build_report",
+    "database_report",
+    "plan_store_for",
+    "report_cache_of",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +137,30 @@ async def build_report(
     }
 
 
+REPORT_TTL_SECONDS: Final = 30.0
+"""How long :func:`database_report` answers from its last report."""
+
+
+@dataclass
+class _ReportCache:
+    """The last report per ``limit`` of one database, and the lock that builds one at a time."""
+
+    clock: Callable[[], float] = time.monotonic
+    reports: dict[int, tuple[float, int, dict[str, Any]]] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+_REPORTS: weakref.WeakKeyDictionary[Any, _ReportCache] = weakref.WeakKeyDictionary()
+
+
+def report_cache_of(db: Any) -> _ReportCache:
+    """The report cache of ``db`` (one per database object, gone with it)."""
+    cache = _REPORTS.get(db)
+    if cache is None:
+        cache = _REPORTS[db] = _ReportCache()
+    return cache
+
+
 async def database_report(db: Database, settings: Any, *, limit: int = 20) -> dict[str, Any]:
     """The report of a running service's database: its monitor's statistics and findings
     (``db.monitor``, when the monitor is on), ``pg_stat_statements``, the advisor.
@@ -135,7 +168,29 @@ async def database_report(db: Database, settings: Any, *, limit: int = 20) -> di
     The report's own statements (catalog reads, EXPLAINs, hypothetical indexes) run on
     connections of their own, outside the service's pool and its monitored engines, so
     they never count as the service's workload nor take its connections.
+
+    A report runs the advisor (dozens of EXPLAINs): one is built at a time per database,
+    and for :data:`REPORT_TTL_SECONDS` every caller gets that one (the same object: do
+    not change it), so callers in a loop, or many at once, cost one report. An index
+    created by :meth:`IndexAdvisor.apply` in this process makes the next call build anew
+    (one created by another process, the CLI, shows within the period).
     """
+    cache = report_cache_of(db)
+    async with cache.lock:
+        known = cache.reports.get(limit)
+        if (
+            known is not None
+            and cache.clock() - known[0] < REPORT_TTL_SECONDS
+            and known[1] == applied_count()
+        ):
+            return known[2]
+        generation = applied_count()
+        report = await _database_report(db, settings, limit)
+        cache.reports[limit] = (cache.clock(), generation, report)
+        return report
+
+
+async def _database_report(db: Database, settings: Any, limit: int) -> dict[str, Any]:
     monitor = getattr(db, "monitor", None)
     workload = None if monitor is None else from_statistics(monitor.statistics())
     findings = [] if monitor is None else [f.as_dict() for f in monitor.n_plus_one()]
@@ -173,7 +228,10 @@ async def _captured(
             )
     except DBAPIError as error:
         captured = CapturedPlan(
-            query.fingerprint, query.query, None, error=str(error.orig).splitlines()[0]
+            query.fingerprint,
+            query.query,
+            None,
+            error=plan_error(error, query.statement, query.parameters),
         )
     else:
         problems = analyse(plan, query.statement, catalog, options.advisor.analysis)

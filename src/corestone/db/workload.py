@@ -17,6 +17,7 @@ The parameters are the application's data: they are kept for EXPLAIN and never s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -29,6 +30,7 @@ __all__ = [
     "StatisticsEntry",
     "WorkloadQuery",
     "from_statistics",
+    "is_normalised",
     "pg_stat_statements_status",
     "read_pg_stat_statements",
 ]
@@ -142,10 +144,25 @@ WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND toplevel AND calls > 0
   AND query !~* '^\\s*(EXPLAIN|PREPARE|DEALLOCATE|BEGIN|COMMIT|ROLLBACK|SET|SHOW|SAVEPOINT|RELEASE)'
   AND query !~* '(pg_catalog|pg_stat_|pg_class|hypopg)'
+  AND query ~* '^[\\s(]*(SELECT|INSERT|UPDATE|DELETE|WITH|VALUES|TABLE|MERGE)\\M'
 ORDER BY total_exec_time DESC
 LIMIT :limit
 """)
 _OPERATIONS = ("select", "insert", "update", "delete")
+
+
+_PLANNABLE = re.compile(r"^[\s(]*(SELECT|INSERT|UPDATE|DELETE|WITH|VALUES|TABLE|MERGE)\b", re.I)
+
+
+def is_normalised(query: str) -> bool:
+    """Whether ``pg_stat_statements`` shows ``query`` with its values as ``$n``.
+
+    Only plannable statements are normalised: before PostgreSQL 16 a utility statement
+    (``COPY (SELECT … WHERE email = '…')``, ``CALL f('…')``, ``DO``, ``ALTER ROLE …
+    PASSWORD``) keeps its values in the text, and the report goes to any signed-in
+    user. Those are left out.
+    """
+    return _PLANNABLE.match(query) is not None
 
 
 async def pg_stat_statements_status(conn: AsyncConnection) -> str | None:
@@ -177,6 +194,8 @@ async def read_pg_stat_statements(
         return None
     found = []
     for queryid, query, calls, total, mean, count in rows:
+        if not is_normalised(query):
+            continue
         head = query.lstrip(" (").split(None, 1)
         operation = head[0].lower() if head and head[0].lower() in _OPERATIONS else "other"
         found.append(

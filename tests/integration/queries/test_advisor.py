@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -225,3 +227,90 @@ async def test_a_cancelled_run_leaves_no_hypothetical_index_or_statement(
         )
         assert prepared.scalar_one() == 0
     await one.dispose()
+
+
+async def test_an_invalid_index_left_by_a_failed_build_is_reported_not_created(
+    pg_engine: AsyncEngine,
+) -> None:
+    """A concurrent build that failed left an INVALID index with the suggestion's name:
+    apply's CREATE ... IF NOT EXISTS skips it, and apply says so instead of "created";
+    the advisor lists it as a drop candidate."""
+    async with pg_engine.connect() as conn:
+        auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        with pytest.raises(Exception, match="could not create unique index"):
+            await auto.exec_driver_sql("CREATE UNIQUE INDEX CONCURRENTLY ix_child_a ON child (a)")
+    advisor = IndexAdvisor(pg_engine)
+    report = await advisor.advise([BY_A])
+    [suggestion] = report.suggestions
+    assert " ix_child_a ON child " in suggestion.statement
+    [(_, error)] = await advisor.apply(report)
+    assert error is not None
+    assert "INVALID" in error
+    drops = {d.index: d for d in report.drops}
+    assert drops["ix_child_a"].reason == "invalid"
+
+
+async def test_another_index_with_the_name_is_not_taken_for_the_suggestion(
+    pg_engine: AsyncEngine,
+) -> None:
+    """An index on other columns that happens to be named like the suggestion: apply says
+    so rather than "created" (IF NOT EXISTS would skip it silently)."""
+    async with pg_engine.begin() as conn:
+        await conn.exec_driver_sql("CREATE INDEX ix_child_a ON parent (name)")
+    advisor = IndexAdvisor(pg_engine)
+    report = await advisor.advise([BY_A])
+    [(_, error)] = await advisor.apply(report)
+    assert error is not None
+    assert "another index is named ix_child_a" in error
+
+
+async def test_a_table_of_another_schema_is_not_taken_for_ours(engine: AsyncEngine) -> None:
+    """archive.child, seq-scanned on a: no index is proposed on the current schema's child
+    (which the query never reads), verified or not."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has attached databases, not schemas of one database")
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql("CREATE SCHEMA archive")
+        await conn.exec_driver_sql("CREATE TABLE archive.child AS SELECT * FROM child")
+        await conn.exec_driver_sql("ANALYZE archive.child")
+    query = _query("SELECT * FROM archive.child WHERE a = $1", (5,))
+    report = await IndexAdvisor(engine).advise([query])
+    assert report.suggestions == ()
+    same = await IndexAdvisor(engine).advise([_query("SELECT * FROM public.child WHERE a = $1")])
+    assert [s.columns for s in same.suggestions] == [("a",)]
+
+
+async def test_a_hypothetical_index_waits_no_longer_than_the_plan_timeout(
+    postgres_url: str, pg_engine: AsyncEngine
+) -> None:
+    """A migration locks the table between the plan and hypopg_create_index (which opens
+    the table): the advisor gives up at its statement_timeout and says so, instead of
+    waiting for the lock (a report request, and every caller queued behind it, hung)."""
+    taken, release = threading.Event(), threading.Event()
+
+    async def hold_lock() -> None:
+        conn = await asyncpg.connect(postgres_url.replace("+asyncpg", ""))
+        try:
+            async with conn.transaction():
+                await conn.execute("LOCK TABLE child IN ACCESS EXCLUSIVE MODE")
+                taken.set()
+                await asyncio.get_running_loop().run_in_executor(None, release.wait, 30)
+        finally:
+            await conn.close()
+
+    holder = threading.Thread(target=asyncio.run, args=(hold_lock(),))
+
+    def lock_before_hypopg(_c: Any, _cur: Any, statement: str, *_a: Any) -> None:
+        if "hypopg_create_index" in statement and not holder.is_alive():
+            holder.start()
+            assert taken.wait(10)
+
+    event.listen(pg_engine.sync_engine, "before_cursor_execute", lock_before_hypopg)
+    try:
+        report = await IndexAdvisor(pg_engine, AdvisorOptions(timeout_ms=300)).advise([BY_A])
+    finally:
+        event.remove(pg_engine.sync_engine, "before_cursor_execute", lock_before_hypopg)
+        release.set()
+        holder.join(30)
+    assert report.suggestions == ()
+    assert "statement timeout" in report.errors["f1"]

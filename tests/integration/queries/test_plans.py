@@ -108,3 +108,37 @@ async def test_a_plan_over_its_timeout_is_cancelled(engine: AsyncEngine) -> None
                 timeout_ms=50,
             )
         assert (await conn.exec_driver_sql("SELECT 1")).scalar_one() == 1
+
+
+@pytest.mark.parametrize(
+    "call", ["pg_try_advisory_lock(4242)", "pg_advisory_lock_shared(4242)", "bump_counter()"]
+)
+async def test_analyze_never_runs_a_volatile_function(engine: AsyncEngine, call: str) -> None:
+    """ANALYZE of a SELECT calling a volatile function (a session advisory lock, which
+    outlives the rollback; a user function that writes) only plans it: no lock held on
+    the pooled connection, no row written."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("EXPLAIN QUERY PLAN never runs the statement")
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql("CREATE TABLE bumps (n INTEGER)")
+        await conn.exec_driver_sql(
+            "CREATE FUNCTION bump_counter() RETURNS integer LANGUAGE sql VOLATILE"
+            " AS 'INSERT INTO bumps VALUES (1) RETURNING n'"
+        )
+    async with engine.connect() as conn:
+        plan = await explain(conn, f"SELECT {call} FROM child WHERE id = $1", (1,), analyze=True)
+        assert not plan.analyzed
+        locks = await conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+        )
+        assert locks.scalar_one() == 0
+        await conn.rollback()
+
+
+async def test_analyze_still_runs_a_select_of_stable_functions(engine: AsyncEngine) -> None:
+    """A SELECT calling only stable or immutable functions (lower, now) is still analysed."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("EXPLAIN QUERY PLAN never runs the statement")
+    statement = "SELECT lower(b), now(), to_char(now(), 'YYYY') FROM child WHERE id = $1"
+    plan, _ = await _problems(engine, statement, (1,), analyze=True)
+    assert plan.analyzed

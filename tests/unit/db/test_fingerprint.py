@@ -93,6 +93,10 @@ DIFFERENT = [
             "INSERT INTO t (a, b) VALUES ($1, $2)",
         ],
     ),
+    # An output column's position is shape: these sort or group by different columns.
+    (PG, ["SELECT a, b FROM t ORDER BY 1", "SELECT a, b FROM t ORDER BY 2"]),
+    (PG, ["SELECT a, b, count(*) FROM t GROUP BY 1", "SELECT a, b, count(*) FROM t GROUP BY 2"]),
+    (LITE, ["SELECT a, b FROM t ORDER BY 1 DESC", "SELECT a, b FROM t ORDER BY 2 DESC"]),
     (
         LITE,
         [
@@ -237,3 +241,113 @@ def test_the_fingerprint_cache_is_bounded() -> None:
         fingerprinter(f"SELECT a{n} FROM t")
 
     assert fingerprinter.cache_info()[2] == 16
+
+
+SECRET = "s3cr3t-VALUE-4111"
+
+
+@pytest.mark.parametrize(
+    "literal",
+    [f"E'{SECRET}'", f"$${SECRET}$$", f"$tag${SECRET}$tag$", f"U&'{SECRET}'", f"N'{SECRET}'",
+     "X'deadbeef4111'", "B'1010111'"],
+)  # fmt: skip
+def test_every_kind_of_postgresql_string_literal_is_a_placeholder(literal: str) -> None:
+    """E'', dollar-quoted, U&'', N'', X'' and B'' strings are values too: none reaches the text."""
+    found = fingerprint_of(f"SELECT id FROM users WHERE token = {literal}", PG)
+
+    assert found.parsed
+    assert found.text == "SELECT id FROM users WHERE token = ?"
+    assert fingerprint_of("SELECT id FROM users WHERE token = $1", PG).id == found.id
+
+
+def test_a_window_order_by_number_is_still_a_value() -> None:
+    """Only a query's own ORDER BY/GROUP BY numbers are positions; in a window, a constant."""
+    found = fingerprint_of("SELECT row_number() OVER (ORDER BY 1) FROM t ORDER BY 1 LIMIT 5", PG)
+
+    assert found.text == "SELECT ROW_NUMBER() OVER (ORDER BY ?) FROM t ORDER BY 1 LIMIT ?"
+
+
+def test_a_statement_the_parser_gives_up_on_is_never_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """sqlglot's 'unsupported syntax' warning quotes the statement (a password here): dropped."""
+    with caplog.at_level("DEBUG"):
+        found = fingerprint_of(f"ALTER ROLE bob PASSWORD '{SECRET}'", PG)
+
+    assert SECRET not in found.text
+    assert SECRET not in caplog.text
+
+
+def test_long_lists_of_every_length_are_parsed_once() -> None:
+    """Expanding INs and batched INSERTs of hundreds of items, each length a new text: one
+    parse and one short cache entry for all (a 30,000-item IN took sqlglot over a second,
+    on the event loop, for each new length), and the fingerprint of the short form."""
+    fingerprinter = Fingerprinter(PG, cache_size=64)
+    ins = [
+        "SELECT * FROM t WHERE id IN ("
+        + ", ".join(f"${i}::INTEGER" for i in range(1, n + 1))
+        + ") AND kind IN ($0, 7)"
+        for n in range(300, 400)
+    ]
+    batches = [
+        "INSERT INTO t (a, b) VALUES "
+        + ", ".join(f"(${2 * i + 1}::VARCHAR(10), ${2 * i + 2}::TIMESTAMP WITH TIME ZONE)"
+                    for i in range(n))
+        + " RETURNING t.id"
+        for n in range(100, 200)
+    ]  # fmt: skip
+    first_in, first_batch = fingerprinter(ins[0]), fingerprinter(batches[0])
+    assert all(fingerprinter(s) == first_in for s in ins)
+    assert all(fingerprinter(s) == first_batch for s in batches)
+
+    assert fingerprinter.cache_info()[1:] == (2, 2)
+    assert first_in == fingerprint_of(ins[-1], PG)
+    assert first_in.text == "SELECT * FROM t WHERE id IN (?) AND kind IN (?)"
+    assert first_batch == fingerprint_of(batches[-1], PG)
+    assert first_batch.text == "INSERT INTO t (a, b) VALUES (?, ?) RETURNING t.id"
+
+
+def test_a_long_function_call_keeps_its_arguments() -> None:
+    """Only lists after IN and VALUES are cut: a long statement's coalesce($1, $2) stays."""
+    statement = "SELECT coalesce($1, $2) FROM t WHERE " + " AND ".join(
+        f"c{i} = ${i + 3}" for i in range(200)
+    )
+    assert Fingerprinter(PG)(statement) == fingerprint_of(statement, PG)
+    assert "COALESCE(?, ?)" in fingerprint_of(statement, PG).text
+
+
+def test_a_huge_statement_is_not_kept_in_the_cache() -> None:
+    """Documents spliced into the SQL text (100 kB each, all different): fingerprinted, one
+    shape, and none of them held by the cache (4,096 of them would be gigabytes)."""
+    fingerprinter = Fingerprinter(PG, cache_size=64)
+    found = {
+        fingerprinter(f"INSERT INTO docs (id, body) VALUES ({n}, '{str(n) * 100_000}')")
+        for n in range(1, 10)
+    }
+
+    assert [f.text for f in found] == ["INSERT INTO docs (id, body) VALUES (?, ?)"]
+    assert fingerprinter.cache_info()[2] == 0
+
+
+@pytest.mark.parametrize(
+    ("statement", "expected"),
+    [
+        (f"ALTER ROLE bob PASSWORD $${SECRET}$$", "ALTER ROLE BOB PASSWORD ?"),
+        (f"ALTER ROLE bob PASSWORD $pw${SECRET}$pw$", "ALTER ROLE BOB PASSWORD ?"),
+        (f"ALTER ROLE bob PASSWORD E'{SECRET}\\'s'", "ALTER ROLE BOB PASSWORD ?"),
+        (f"DO $$BEGIN\n PERFORM set_key({SECRET}); END$$", "DO ?"),
+        (f"SET app.key TO {SECRET}", "SET APP.KEY TO ?"),
+        (f'SET LOCAL app.key = "{SECRET}"', "SET LOCAL APP.KEY = ?"),
+        ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", "SET TRANSACTION ISOLATION LEVEL"
+                                                         " SERIALIZABLE"),
+    ],
+)  # fmt: skip
+def test_the_fallback_hides_dollar_quoted_escaped_and_set_values(
+    statement: str, expected: str
+) -> None:
+    """What the parser gives up on still shows no value: $$…$$ and $tag$…$tag$ bodies,
+    E'' strings with escaped quotes, and whatever a SET assigns, bare word or quoted."""
+    found = fingerprint_of(statement, PG)
+
+    assert not found.parsed
+    assert found.text == expected

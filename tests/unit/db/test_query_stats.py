@@ -201,3 +201,30 @@ def test_clear_starts_a_new_period() -> None:
 def test_redaction_keeps_types_and_drops_every_value(parameters: object, redacted: object) -> None:
     """Parameters are shown as their types only, whatever their container."""
     assert redact_parameters(parameters) == redacted
+
+
+def test_a_sample_keeps_no_huge_value() -> None:
+    """The slowest call of an upload (a 5 MB blob, a 100,000-id list) is the sample: its
+    short values are kept for EXPLAIN, the huge ones as None, not held in memory for good."""
+    table = QueryStatsTable()
+    blob, ids = b"x" * 5_000_000, list(range(100_000))
+    table.record(_fp(1), 0.5, 1, False, "INSERT ... ($1, $2, $3)", (7, blob, ids), "primary")
+    table.record(_fp(2), 0.5, 1, False, "SELECT ... :a :b", {"a": "k", "b": "y" * 2000}, "primary")
+
+    first, second = (table.get(_fp(n).id) for n in (1, 2))
+    assert first is not None
+    assert first.sample is not None
+    assert first.sample.parameters == (7, None, None)
+    assert second is not None
+    assert second.sample is not None
+    assert second.sample.parameters == {"a": "k", "b": None}
+
+
+def test_the_json_form_has_no_statement_text() -> None:
+    """as_dict shows the fingerprint, never the statement as sent (values spliced into the
+    text, E'…' or not, would be in it)."""
+    table = QueryStatsTable()
+    table.record(_fp(1), 0.1, 1, False, "SELECT c1 FROM t WHERE id = 's3cr3t'", None, "primary")
+
+    (stats,) = table.snapshot()
+    assert "s3cr3t" not in repr(stats.as_dict())
