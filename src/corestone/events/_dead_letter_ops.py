@@ -8,7 +8,7 @@ group poll for marked letters.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 from corestone.db.database import Database
@@ -37,9 +37,8 @@ class DeadLetterOps:
     _handlers: Mapping[str, Any]
     _replays: Any
     _stopping: Callable[[], bool]
-
-    async def _apply(self, tx: Transaction, event: DomainEvent, handler: Any) -> bool:
-        raise NotImplementedError
+    _apply: Callable[[Transaction, DomainEvent, Any], Awaitable[bool]]
+    """The consumer's: apply one event through the inbox in ``tx``."""
 
     async def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
         """This consumer's dead letters, oldest first."""

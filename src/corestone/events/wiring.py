@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from corestone.events._host import EventsHost
 from corestone.events.brokers.base import Broker
 from corestone.events.brokers.memory import MemoryBroker
 from corestone.events.bus import EventBus
@@ -30,7 +31,6 @@ from corestone.events.relay import DEFAULT_TOPIC, OutboxRelay
 
 if TYPE_CHECKING:
     from corestone.db.transactions import Transaction
-    from corestone.runtime import Infrastructure
 
 __all__ = ["Events", "add_events"]
 
@@ -45,7 +45,7 @@ class Events:
 
     def __init__(
         self,
-        infra: Infrastructure,
+        infra: EventsHost,
         registry: EventRegistry,
         *,
         bus: EventBus,
@@ -113,7 +113,7 @@ class Events:
 
 
 def add_events(
-    infra: Infrastructure,
+    infra: EventsHost,
     registry: EventRegistry,
     *,
     topic_for: Callable[[str], str] = lambda _type: DEFAULT_TOPIC,
