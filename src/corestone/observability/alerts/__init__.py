@@ -1,0 +1,1 @@
+"""Alerting: rules over the service's own metrics, states, silences and notifications."""
