@@ -39,6 +39,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from corestone._advisor_settings import AdvisorSettings
+from corestone._alert_channel_settings import ALERT_SECRET_FIELDS, AlertChannelSettings
 from corestone._email_settings import (
     EMAIL_SECRET_FIELDS,
     EMAIL_URL_FIELDS,
@@ -54,7 +55,9 @@ __all__ = ["ENV_PREFIX", "Settings", "load_settings", "redact_url"]
 
 ENV_PREFIX = "CORESTONE_"
 _TEST_PREFIX = ENV_PREFIX + "TEST_"
-_SECRET_FIELDS = frozenset({"secret_key"}) | EMAIL_SECRET_FIELDS | PUSH_SECRET_FIELDS
+_SECRET_FIELDS = (
+    frozenset({"secret_key"}) | EMAIL_SECRET_FIELDS | PUSH_SECRET_FIELDS | ALERT_SECRET_FIELDS
+)
 _URL_FIELDS = (
     frozenset({"broker_url", "database_replica_urls", "database_url", "redis_url", "smtp_url"})
     | EMAIL_URL_FIELDS
@@ -66,7 +69,14 @@ _BROKER_SCHEMES = {"memory", "redis", "rediss", "nats", "tls", "amqp", "amqps"}
 _SMTP_SCHEMES = {"smtp", "smtps"}
 
 
-class Settings(BaseSettings, EmailSettings, PushSettings, QuerySettings, AdvisorSettings):
+class Settings(
+    BaseSettings,
+    EmailSettings,
+    PushSettings,
+    QuerySettings,
+    AdvisorSettings,
+    AlertChannelSettings,
+):
     """The configuration of one corestone process. Immutable once built."""
 
     model_config = SettingsConfigDict(
