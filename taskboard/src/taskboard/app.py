@@ -19,6 +19,8 @@ from corestone.push import EndpointPolicy, add_live_streams, add_live_wakes
 from corestone.sagas import SagaOrchestrator, SagaRecoveryWorker
 from corestone.web import instrument
 from corestone.web.openapi import exact_openapi
+from taskboard.alerting import setup_alerting
+from taskboard.api.alerts import router as alerts_router
 from taskboard.api.live import router as live_router
 from taskboard.api.members import router as members_router
 from taskboard.api.notifications import router as notifications_router
@@ -205,6 +207,7 @@ def create_app(
     wiring = setup_email(infra, send=worker, routes=email_routes)
     events = setup_events(infra, relay=worker)
     notify = setup_notifications(infra, wiring, push_policy=push_policy)
+    setup_alerting(infra, wiring)
     orchestrator = register_services(infra, mail=wiring, events=events, notify=notify)
     if worker:
         add_background_work(infra, orchestrator)
@@ -232,6 +235,7 @@ def create_app(
     api.include_router(members_router)
     api.include_router(live_router)
     api.include_router(ops_router)
+    api.include_router(alerts_router)
     api.include_router(notifications_router)
     api.include_router(page_router)
     mount_email_routes(api, wiring, on_unsubscribe=notify.service.unsubscribe_email)
