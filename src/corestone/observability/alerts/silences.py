@@ -35,6 +35,7 @@ from corestone.observability.alerts.tables import AlertSilenceRecord
 __all__ = [
     "MAX_MATCHERS",
     "Matcher",
+    "MatcherOp",
     "Silence",
     "SilenceStore",
     "matchers_of",
@@ -51,8 +52,8 @@ _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _TEXT = re.compile(r"^(?P<name>[^=!~]+?)\s*(?P<op>=~|!~|!=|=)\s*(?P<value>.*)$", re.DOTALL)
 _TABLE: Table = AlertSilenceRecord.__table__  # type: ignore[assignment]
 
-Op = Literal["=", "!=", "=~", "!~"]
-_OPS: Final[tuple[Op, ...]] = ("=", "!=", "=~", "!~")
+MatcherOp = Literal["=", "!=", "=~", "!~"]
+_OPS: Final[tuple[MatcherOp, ...]] = ("=", "!=", "=~", "!~")
 
 
 def _invalid(field: str, rule: str, message: str) -> InvalidInputError:
@@ -64,7 +65,7 @@ class Matcher:
     """One label condition; build it with :meth:`build` (validated) or :func:`parse_matcher`."""
 
     name: str
-    op: Op
+    op: MatcherOp
     value: str
 
     @classmethod
