@@ -49,6 +49,7 @@ __all__ = [
     "EXIT_CONFIGURATION",
     "EXIT_OK",
     "EXIT_SERVICE_FAILED",
+    "alerts_app",
     "app",
     "doctor",
     "email_app",
