@@ -42,7 +42,12 @@ from corestone.observability.alerts.grouping import (
     group_labels_of,
     plan,
 )
-from corestone.observability.alerts.model import Alert, AlertState, Evaluation
+from corestone.observability.alerts.model import (
+    Alert,
+    AlertState,
+    Evaluation,
+    labels_fingerprint,
+)
 from corestone.observability.alerts.silences import Silence, SilenceStore, silenced
 from corestone.observability.alerts.tables import NotificationStatus
 from corestone.observability.logging import get_logger
@@ -186,7 +191,7 @@ class Dispatcher:
         muted: set[str] = set()
         for alert in alerts:
             labels = group_labels_of(alert, self.timing.group_by)
-            key = Group(labels, now).key
+            key = labels_fingerprint(labels)
             group = self._groups.get(key)
             if group is None:
                 if alert.state is not AlertState.FIRING:
@@ -240,29 +245,32 @@ class Dispatcher:
             await self._slots.acquire()
             task = asyncio.create_task(self._deliver(channel, notification, won.rows[channel.name]))
             self._sends.add(task)
-            task.add_done_callback(self._sends.discard)
+            task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        # A done callback, not a ``finally``: a task cancelled before it ever ran has
+        # run no ``finally``, and its slot must come back all the same.
+        self._sends.discard(task)
+        self._slots.release()
 
     async def _deliver(self, channel: Channel, notification: AlertNotification, row: int) -> None:
+        status, error = NotificationStatus.SENT, None
         try:
-            status, error = NotificationStatus.SENT, None
-            try:
-                attempts = await channel.send(notification)
-            except DeliveryError as failure:
-                status, error, attempts = NotificationStatus.FAILED, str(failure), failure.attempts
-            except Exception as failure:  # noqa: BLE001 - any channel failure is recorded
-                status, error, attempts = NotificationStatus.FAILED, repr(failure), 1
-            self._counter.labels(channel=channel.name, outcome=status.value).inc()
-            if error is not None:
-                log.warning(
-                    "alert notification failed",
-                    channel=channel.name,
-                    group_key=notification.group_key,
-                    attempts=attempts,
-                    error=error,
-                )
-            await self._finish(row, status, attempts, error)
-        finally:
-            self._slots.release()
+            attempts = await channel.send(notification)
+        except DeliveryError as failure:
+            status, error, attempts = NotificationStatus.FAILED, str(failure), failure.attempts
+        except Exception as failure:  # noqa: BLE001 - any channel failure is recorded
+            status, error, attempts = NotificationStatus.FAILED, repr(failure), 1
+        self._counter.labels(channel=channel.name, outcome=status.value).inc()
+        if error is not None:
+            log.warning(
+                "alert notification failed",
+                channel=channel.name,
+                group_key=notification.group_key,
+                attempts=attempts,
+                error=error,
+            )
+        await self._finish(row, status, attempts, error)
 
     async def _finish(
         self, row: int, status: NotificationStatus, attempts: int, error: str | None
