@@ -26,6 +26,7 @@ from corestone.web import service
 from corestone.web.contract import StrictRoute
 from corestone.web.openapi import BEARER, problem_responses
 from taskboard.api.deps import Caller
+from taskboard.api.schemas import DESCRIPTION_PATTERN
 from taskboard.domain.models import Membership, Role, User
 
 __all__ = ["router"]
@@ -49,9 +50,9 @@ Operator = Annotated[User, Depends(_operator)]
 class MatcherIn(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    name: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")
     op: Literal["=", "!=", "=~", "!~"] = "="
-    value: str = Field(max_length=1024)
+    value: str = Field(max_length=1024, pattern=r"^[^\x00]*$")
 
 
 class SilenceIn(BaseModel):
@@ -61,17 +62,24 @@ class SilenceIn(BaseModel):
             "examples": [
                 {
                     "matchers": [{"name": "alertname", "op": "=", "value": "HighErrorRatio"}],
-                    "ends_at": "2026-01-01T12:00:00Z",
+                    "ends_at": "2030-01-01T12:00:00Z",
                     "comment": "deploying",
                 }
             ]
         },
     )
 
-    matchers: list[MatcherIn] = Field(min_length=1, max_length=MAX_MATCHERS)
-    ends_at: AwareDatetime
+    matchers: list[MatcherIn] = Field(
+        min_length=1,
+        max_length=MAX_MATCHERS,
+        description="every one must hold; =~ and !~ take an anchored regex of at most 256 "
+        "characters; at least one must not match empty labels",
+    )
+    ends_at: AwareDatetime = Field(
+        description="required: later than now and starts_at, within the maximum (30 days)"
+    )
     starts_at: AwareDatetime | None = None
-    comment: str = Field("", max_length=1000)
+    comment: str = Field("", max_length=1000, pattern=DESCRIPTION_PATTERN)
 
 
 @router.get("/alerts", responses=problem_responses(403), openapi_extra=BEARER)
