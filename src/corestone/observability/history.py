@@ -8,9 +8,10 @@ answers :class:`~corestone.observability.series.MetricsQuery` over what it kept.
 
 It keeps only what someone asked for: ``watch(expr)`` registers the metric names an
 expression reads, and only those are collected (prometheus_client's restricted registry
-asks just their collectors). Each series is a ring buffer of ``retention`` seconds; the
-number of series is capped (new series beyond the cap are dropped, counted, and logged
-once per pass), and a series unseen for the retention window is forgotten. Timestamps
+asks just their collectors). Each series keeps ``retention`` seconds of points (a list
+bisected by time, trimmed as it ages); the number of series is capped (new series beyond
+the cap are dropped, counted, and logged once per pass), and a series unseen for the
+retention window is forgotten. Timestamps
 come from the injected wall clock, so tests drive it by hand. Not thread-safe: sample and
 query from one event loop.
 """
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -36,12 +36,13 @@ __all__ = ["MetricsHistory"]
 log = get_logger(__name__)
 
 _LabelKey = frozenset[tuple[str, str]]
+_INF = float("inf")
 
 
 @dataclass(slots=True)
 class _Series:
     labels: dict[str, str]
-    points: deque[tuple[float, float]] = field(default_factory=deque)
+    points: list[tuple[float, float]] = field(default_factory=list)
 
 
 class MetricsHistory:
@@ -143,8 +144,8 @@ class MetricsHistory:
         for name, by_labels in list(self._series.items()):
             for key, series in list(by_labels.items()):
                 points = series.points
-                while points and points[0][0] <= horizon:
-                    points.popleft()
+                if points and points[0][0] <= horizon:
+                    del points[: bisect.bisect_right(points, (horizon, _INF))]
                 if not points:
                     del by_labels[key]
                     self._count -= 1
@@ -160,9 +161,9 @@ class MetricsHistory:
             labels = series.labels
             if not all(m.matches(labels.get(m.label, "")) for m in matchers):
                 continue
-            points = list(series.points)
-            low = bisect.bisect_right(points, (start, float("inf")))
-            high = bisect.bisect_right(points, (end, float("inf")))
+            points = series.points
+            low = bisect.bisect_right(points, (start, _INF))
+            high = bisect.bisect_right(points, (end, _INF))
             if low < high:
                 found.append((labels, points[low:high]))
         return found
