@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -136,3 +137,18 @@ def test_unsupported_expressions_are_refused_when_watched() -> None:
     history = _history(Metrics(), ManualClock(_START))
     with pytest.raises(ValueError, match="stddev"):
         history.watch("stddev(corestone_x)")
+
+
+async def test_as_a_component_it_samples_at_start() -> None:
+    """start() takes a first sample at once; aclose() stops the loop."""
+    metrics, clock = Metrics(), ManualClock(_START)
+    metrics.gauge("level", "l").set(1)
+    history = _history(metrics, clock)
+    history.watch("corestone_level")
+    await history.start()
+    try:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert history.series_count == 1
+    finally:
+        await history.aclose()
