@@ -21,13 +21,14 @@ class _Query:
     def __init__(self) -> None:
         self.answers: dict[str, list[InstantSample]] = {}
         self.asked_at: list[float | None] = []
+        self.failing = {"broken"}
 
     def set(self, expr: str, *values: tuple[Mapping[str, str], float]) -> None:
         self.answers[expr] = [InstantSample(labels, value) for labels, value in values]
 
     def query(self, expr: str, *, at: float | None = None) -> list[InstantSample]:
         self.asked_at.append(at)
-        if expr == "broken":
+        if expr in self.failing:
             raise ValueError("broken on purpose")
         return self.answers.get(expr, [])
 
@@ -164,6 +165,19 @@ async def test_a_failing_rule_is_counted_and_the_others_still_run() -> None:
     assert rig.value("corestone_alerts_evaluation_seconds_count") == 1
 
 
+async def test_a_rule_that_breaks_keeps_its_alerts() -> None:
+    """A firing alert stays firing while its rule fails, rather than resolving."""
+    rule = Rule(name="Flaky", expr="flaky")
+    rig = _Rig(rule)
+    rig.query.set("flaky", ({}, 1.0))
+    await rig.engine.evaluate()
+    rig.query.failing.add("flaky")
+    rig.advance(15)
+    evaluation = await rig.engine.evaluate()
+    assert [a.state for a in evaluation.alerts] == [AlertState.FIRING]
+    assert evaluation.transitions == []
+
+
 async def test_a_slow_sink_never_delays_evaluations() -> None:
     """With the sink stuck, evaluations go on; the backlog stays bounded, the rest counted."""
     rig = _Rig(_RULE, backlog=4)
@@ -204,6 +218,15 @@ async def test_a_raising_sink_is_counted_and_delivery_goes_on() -> None:
         await rig.engine.aclose()
     assert len(calls) == 2
     assert rig.value("corestone_alerts_sink_failures_total") == 1
+
+
+async def test_readiness_reports_firing_alerts() -> None:
+    """The check passes with the number firing while the engine runs."""
+    rig = _Rig(Rule(name="Now", expr="now"))
+    rig.query.set("now", ({}, 1.0))
+    await rig.engine.evaluate()
+    result = await rig.engine.check()
+    assert (result.status.value, result.observed_value) == ("pass", 1)
 
 
 def test_options_are_checked() -> None:

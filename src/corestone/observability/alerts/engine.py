@@ -38,6 +38,7 @@ from corestone.observability.alerts.model import (
     labels_fingerprint,
 )
 from corestone.observability.alerts.templates import render
+from corestone.observability.health import CheckResult, HealthStatus
 from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
 from corestone.observability.series import InstantSample, MetricsQuery
@@ -111,6 +112,13 @@ class AlertEngine:
     def active(self) -> list[Alert]:
         """The alerts pending or firing now."""
         return [tracked.alert for by_rule in self._tracked for tracked in by_rule.values()]
+
+    async def check(self) -> CheckResult:
+        """Readiness: the evaluation loop and the sink's task are alive; firing alerts counted."""
+        firing = sum(a.state is AlertState.FIRING for a in self.active())
+        if self._loop.died or (self._delivery is not None and self._delivery.done()):
+            return CheckResult(HealthStatus.FAIL, firing, "alerts", "the alert engine stopped")
+        return CheckResult(HealthStatus.PASS, firing, "alerts")
 
     async def start(self) -> None:
         if self._delivery is None or self._delivery.done():

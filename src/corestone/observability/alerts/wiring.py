@@ -94,7 +94,7 @@ def add_alerts(
         history, sink, chosen, metrics=infra.metrics, interval=settings.alerts_interval_seconds
     )
     infra.add(history, critical=False)
-    infra.add(engine, critical=False)
+    infra.add(engine, check=engine.check, component_type="alerts", critical=False)
     alerts = Alerts(engine, history)
     infra.alerts = alerts
     return alerts
