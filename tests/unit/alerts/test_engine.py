@@ -230,6 +230,9 @@ async def test_readiness_reports_firing_alerts() -> None:
 
 
 def test_options_are_checked() -> None:
-    """A zero timeout or an empty backlog is refused."""
+    """An empty backlog, or an annotation the templates cannot render, is refused."""
     with pytest.raises(ValueError, match="sink_backlog"):
         _Rig(_RULE, backlog=0)
+    bad = Rule(name="Bad", expr="x", annotations={"summary": "{{ .Value }}"})
+    with pytest.raises(ValueError, match="rule 'Bad', annotation 'summary'"):
+        _Rig(bad)

@@ -37,7 +37,7 @@ from corestone.observability.alerts.model import (
     Transition,
     labels_fingerprint,
 )
-from corestone.observability.alerts.templates import render
+from corestone.observability.alerts.templates import check_template, render
 from corestone.observability.health import CheckResult, HealthStatus
 from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
@@ -77,6 +77,12 @@ class AlertEngine:
     ) -> None:
         if sink_timeout <= 0 or sink_backlog < 1:
             raise ValueError("sink_timeout must be positive and sink_backlog at least 1")
+        for rule in rules:  # rules built in code have not met the file loader's checks
+            for key, template in rule.annotations.items():
+                try:
+                    check_template(template)
+                except ValueError as error:
+                    raise ValueError(f"rule {rule.name!r}, annotation {key!r}: {error}") from None
         self._query = query
         self._sink = sink
         self._rules = tuple(rules)
