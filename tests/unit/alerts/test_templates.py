@@ -31,6 +31,24 @@ def test_humanize_duration(value: float, text: str) -> None:
     assert humanize_duration(value) == text
 
 
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (1234567, "1.234567e+06"),
+        (123456, "123456"),
+        (1e8, "1e+08"),
+        (1e-5, "1e-05"),
+        (0.0001, "0.0001"),
+        (2.5, "2.5"),
+        (-1e21, "-1e+21"),
+        (0, "0"),
+    ],
+)
+def test_value_prints_as_go_does(value: float, text: str) -> None:
+    """{{ $value }} matches what promtool renders for the same value."""
+    assert render("{{ $value }}", {}, value) == text
+
+
 def test_render_substitutes_value_labels_and_pipes() -> None:
     """$value, $labels.x (missing renders empty) and the three pipes."""
     text = render(

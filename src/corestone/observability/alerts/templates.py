@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 
 __all__ = ["check_template", "humanize", "humanize_duration", "humanize_percentage", "render"]
 
@@ -122,14 +123,18 @@ def render(template: str, labels: Mapping[str, str], value: float) -> str:
 
 
 def _go_value(value: float) -> str:
-    """``$value`` as Go prints a float64 (``%v``: shortest form, ``e+06`` exponents)."""
+    """``$value`` as Go prints a float64 (``%v``): shortest digits, exponent past 1e+06."""
     if math.isinf(value) or math.isnan(value):
         return _go_g(value)
-    text = repr(value)
-    if text.endswith(".0"):
-        text = text[:-2]
-    if "e" in text:
-        mantissa, exponent = text.split("e")
-        sign = "-" if exponent.startswith("-") else "+"
-        text = f"{mantissa}e{sign}{abs(int(exponent)):02d}"
-    return text
+    if value == 0:
+        return "0"
+    shortest = Decimal(repr(value)).normalize()
+    sign, digits, exponent = shortest.as_tuple()
+    assert isinstance(exponent, int)
+    power = len(digits) - 1 + exponent
+    if -4 <= power < 6:
+        return format(shortest, "f")
+    mantissa = "".join(map(str, digits))
+    if len(mantissa) > 1:
+        mantissa = f"{mantissa[0]}.{mantissa[1:]}"
+    return f"{'-' if sign else ''}{mantissa}e{'-' if power < 0 else '+'}{abs(power):02d}"
