@@ -39,6 +39,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from corestone._advisor_settings import AdvisorSettings
+from corestone._alert_settings import AlertSettings
 from corestone._email_settings import (
     EMAIL_SECRET_FIELDS,
     EMAIL_URL_FIELDS,
@@ -66,7 +67,9 @@ _BROKER_SCHEMES = {"memory", "redis", "rediss", "nats", "tls", "amqp", "amqps"}
 _SMTP_SCHEMES = {"smtp", "smtps"}
 
 
-class Settings(BaseSettings, EmailSettings, PushSettings, QuerySettings, AdvisorSettings):
+class Settings(
+    BaseSettings, EmailSettings, PushSettings, QuerySettings, AdvisorSettings, AlertSettings
+):
     """The configuration of one corestone process. Immutable once built."""
 
     model_config = SettingsConfigDict(
