@@ -27,6 +27,7 @@ from corestone._version import installed_version
 with requires_extra(__name__, "cli"):
     import typer
 
+from corestone._alerts_cli import alerts_app
 from corestone._alerts_delivery_cli import add_delivery_commands
 from corestone._events_cli import events_app
 from corestone._push_cli import push_app
@@ -88,9 +89,6 @@ app.add_typer(email_app, name="email")
 app.add_typer(events_app, name="events")
 app.add_typer(push_app, name="push")
 app.add_typer(queries_app, name="queries")
-alerts_app = typer.Typer(
-    help="Alerts: silences and the history of alert states.", rich_markup_mode=None
-)
 add_delivery_commands(alerts_app)
 app.add_typer(alerts_app, name="alerts")
 
@@ -138,11 +136,6 @@ def _root(
 
 @saga_app.callback(invoke_without_command=True)
 def _saga(ctx: typer.Context) -> None:
-    help_if_bare(ctx)
-
-
-@alerts_app.callback(invoke_without_command=True)
-def _alerts(ctx: typer.Context) -> None:
     help_if_bare(ctx)
 
 

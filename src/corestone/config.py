@@ -40,6 +40,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from corestone._advisor_settings import AdvisorSettings
 from corestone._alert_channel_settings import ALERT_SECRET_FIELDS, AlertChannelSettings
+from corestone._alert_settings import AlertSettings
 from corestone._email_settings import (
     EMAIL_SECRET_FIELDS,
     EMAIL_URL_FIELDS,
@@ -75,6 +76,7 @@ class Settings(
     PushSettings,
     QuerySettings,
     AdvisorSettings,
+    AlertSettings,
     AlertChannelSettings,
 ):
     """The configuration of one corestone process. Immutable once built."""

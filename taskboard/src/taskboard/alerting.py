@@ -3,8 +3,13 @@
 The log channel is always on; a webhook, email to a list, and in-app notifications to
 every owner of a workspace come on with their settings (``CORESTONE_ALERTS_…``,
 docs/observability.md "Alert notifications"). The dispatcher is a component (started
-with the infrastructure, its sends drained at stop) and a service: the alert engine
-hands it every evaluation, the ops routes read it.
+with the infrastructure, its sends drained at stop) and a service the ops routes read.
+
+A process that runs the background work (``evaluate``: ``taskboard serve`` without
+``--no-worker``, and ``taskboard worker``) also runs the alert engine
+(:func:`corestone.observability.alerts.add_alerts`) with the dispatcher as its sink.
+Several such processes evaluate the same rules; each notification is still sent once
+(the dispatcher claims every send in the database, ADR 0041).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from sqlalchemy import select
 
 from corestone import Infrastructure
 from corestone.db import Database
+from corestone.observability.alerts import add_alerts
 from corestone.observability.alerts.channels import Channel, LogChannel
 from corestone.observability.alerts.channels.email import EmailChannel
 from corestone.observability.alerts.channels.inapp import InAppChannel, Recipients
@@ -50,8 +56,9 @@ def owners_of_workspaces(database: Database) -> Recipients:
     return recipients
 
 
-def setup_alerting(infra: Infrastructure, mail: MailWiring) -> Dispatcher:
-    """Build the dispatcher and its channels from the settings; register it."""
+def setup_alerting(infra: Infrastructure, mail: MailWiring, *, evaluate: bool) -> Dispatcher:
+    """Build the dispatcher and its channels from the settings; register it; run the
+    engine into it if ``evaluate``."""
     settings = infra.settings
     channels: list[Channel] = [LogChannel()]
     if settings.alerts_webhook_url is not None and settings.alerts_webhook_secret is not None:
@@ -75,6 +82,9 @@ def setup_alerting(infra: Infrastructure, mail: MailWiring) -> Dispatcher:
     )
     infra.add(dispatcher, component_type="component", critical=False)
     infra.services.register_value(Dispatcher, dispatcher)
+    if evaluate:
+        # Added after the dispatcher, so stopped before it: no evaluation after its drain.
+        add_alerts(infra, dispatcher)
     _DISPATCHERS[infra.db] = dispatcher
     return dispatcher
 

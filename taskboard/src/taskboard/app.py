@@ -15,6 +15,7 @@ from corestone.db import Database, upgrade
 from corestone.email.routing import ProviderRoute
 from corestone.events import Events, add_events
 from corestone.observability import get_logger
+from corestone.observability.alerts.dispatcher import Dispatcher
 from corestone.push import EndpointPolicy, add_live_streams, add_live_wakes
 from corestone.sagas import SagaOrchestrator, SagaRecoveryWorker
 from corestone.web import instrument
@@ -63,13 +64,15 @@ def register_services(
     mail: MailWiring | None = None,
     events: Events | None = None,
     notify: NotifyWiring | None = None,
+    alerting: Dispatcher | None = None,
 ) -> SagaOrchestrator:
     """Register taskboard's application services (one of each per process).
 
     ``mail`` is the email wiring (``taskboard.mail.setup_email``), ``events`` the
-    events' (``setup_events``) and ``notify`` the notifications' (``setup_notifications``);
-    without them they are set up from the settings, with a sender and a relay in this
-    process (a ``taskboard worker``).
+    events' (``setup_events``), ``notify`` the notifications' (``setup_notifications``)
+    and ``alerting`` the alert dispatcher (``setup_alerting``); without them they are set
+    up from the settings, with a sender, a relay and the alert engine in this process (a
+    ``taskboard worker``).
     Returns the process's saga orchestrator (also registered, as a value).
     """
     if mail is None:
@@ -78,6 +81,8 @@ def register_services(
         events = setup_events(infra, relay=True)
     if notify is None:
         setup_notifications(infra, mail)
+    if alerting is None:
+        setup_alerting(infra, mail, evaluate=True)
     orchestrator = SagaOrchestrator(infra.db, SAGAS, metrics=infra.metrics)
     infra.services.register_value(SagaOrchestrator, orchestrator)
 
@@ -207,8 +212,10 @@ def create_app(
     wiring = setup_email(infra, send=worker, routes=email_routes)
     events = setup_events(infra, relay=worker)
     notify = setup_notifications(infra, wiring, push_policy=push_policy)
-    setup_alerting(infra, wiring)
-    orchestrator = register_services(infra, mail=wiring, events=events, notify=notify)
+    alerting = setup_alerting(infra, wiring, evaluate=worker)
+    orchestrator = register_services(
+        infra, mail=wiring, events=events, notify=notify, alerting=alerting
+    )
     if worker:
         add_background_work(infra, orchestrator)
     add_live(infra)
