@@ -171,3 +171,15 @@ async def test_a_failing_channel_is_recorded_and_counted(database_url: str) -> N
         "corestone_alerts_notifications_total", {"channel": "recorder", "outcome": "failed"}
     )
     assert sample == 1
+
+
+async def test_aclose_finishes_what_was_queued(database_url: str) -> None:
+    """Evaluations accepted just before shutdown are still recorded and sent."""
+    wall, channel = WallClock(), Recorder()
+    timing = Timing(group_wait=timedelta(0))
+    async with alert_database(database_url) as db:
+        async with Dispatcher(db, [channel], now=wall, timing=timing) as dispatcher:
+            for name in ("A", "B", "C"):
+                await dispatcher.accept(evaluation(wall(), alert(name)))
+        assert await _count(db, AlertHistoryRecord.__table__) == 3
+    assert len(channel.sent) == 3

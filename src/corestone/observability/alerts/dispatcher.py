@@ -16,9 +16,9 @@ order and, for each:
 
 Each channel's outcome is written to its notification row (``sent`` or ``failed``, the
 attempts, the last error) and counted in ``corestone_alerts_notifications_total``
-{channel, outcome}. :meth:`aclose` stops the worker, lets sends finish for up to
-``drain_seconds``, then cancels them (their rows stay ``sending``), and closes the
-channels that have an ``aclose``.
+{channel, outcome}. :meth:`aclose` refuses new evaluations, lets the queued ones and
+the sends finish for up to ``drain_seconds``, then cancels what is left (a cancelled
+send's row stays ``sending``), and closes the channels that have an ``aclose``.
 """
 
 from __future__ import annotations
@@ -115,13 +115,19 @@ class Dispatcher:
             self._worker = asyncio.create_task(self._run(), name="alert-dispatcher")
 
     async def aclose(self) -> None:
-        """Stop taking evaluations, drain the sends for a while, cancel the rest."""
+        """Stop taking evaluations; for up to ``drain_seconds`` finish the queued ones
+        (the engine hands over its last before it stops) and the sends; cancel the rest."""
         self._closed = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.drain_seconds
         if self._worker is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await self._queue.join()
             await cancel_and_wait(self._worker, self.name)
             self._worker = None
         if self._sends:
-            await asyncio.wait(set(self._sends), timeout=self.drain_seconds)
+            await asyncio.wait(set(self._sends), timeout=max(0.0, deadline - loop.time()))
         for task in list(self._sends):
             await cancel_and_wait(task, "alert-send")
         for channel in self.channels:
