@@ -3,6 +3,7 @@ the email and in-app channels end to end."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,8 @@ from asgi_lifespan import LifespanManager
 from sqlalchemy import select
 
 from corestone import Infrastructure, Settings
+from corestone.email.providers import MemoryProvider
+from corestone.email.routing import ProviderRoute
 from corestone.email.tables import EmailOutboxRecord
 from taskboard.alerting import alerting_for
 from taskboard.app import create_app
@@ -21,8 +24,13 @@ from tests.integration.conftest import Board
 
 
 @pytest.fixture
-async def board(database_url: str, tmp_path: Path) -> AsyncIterator[Board]:
-    """taskboard with every alert channel but the webhook on, and no group wait."""
+def memory() -> MemoryProvider:
+    return MemoryProvider()
+
+
+@pytest.fixture
+async def board(database_url: str, tmp_path: Path, memory: MemoryProvider) -> AsyncIterator[Board]:
+    """taskboard with every alert channel but the webhook on, no group wait, email in memory."""
     settings = Settings(
         database_url=database_url,
         env="test",
@@ -33,7 +41,7 @@ async def board(database_url: str, tmp_path: Path) -> AsyncIterator[Board]:
         alerts_group_wait_seconds=0,
     )
     infra = Infrastructure(settings)
-    app = create_app(infra)
+    app = create_app(infra, email_routes=[ProviderRoute(memory)])
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://taskboard") as client:
@@ -106,8 +114,8 @@ async def test_a_user_who_owns_nothing_is_refused(board: Board) -> None:
         assert anonymous.status_code == 401, path
 
 
-async def test_email_and_inapp_channels_end_to_end(board: Board) -> None:
-    """A firing alert: an email queued once in the outbox, a notification for every owner only."""
+async def test_email_and_inapp_channels_end_to_end(board: Board, memory: MemoryProvider) -> None:
+    """A firing alert: one email delivered, headers intact; a notification for owners only."""
     owner_id, owner = await board.signup("Ada")
     ws = await board.workspace(owner)
     member_id, member = await board.signup("Bob")
@@ -134,6 +142,15 @@ async def test_email_and_inapp_channels_end_to_end(board: Board) -> None:
     assert message["subject"] == "[FIRING:1] HighErrorRatio"
     assert "route=/x  Bcc: evil@example.com" in message["text"]
     assert "{{ 7 * 7 }}" in message["text"]  # shown as written, never evaluated
+    for _ in range(500):  # the in-process sender delivers it (bounded: 10 s)
+        if any("alert" in o.message.tags for o in memory.sent):
+            break
+        await asyncio.sleep(0.02)
+    (delivered,) = [o.message for o in memory.sent if "alert" in o.message.tags]
+    assert [a.email for a in delivered.to] == ["oncall@example.com"]
+    mime = delivered.to_mime()
+    assert mime["Subject"] == "[FIRING:1] HighErrorRatio"
+    assert mime["Bcc"] is None
 
     mine = (await board.client.get("/api/me/notifications", headers=owner)).json()["items"]
     assert [(n["kind"], n["title"]) for n in mine] == [("alert", "[FIRING:1] HighErrorRatio")]
