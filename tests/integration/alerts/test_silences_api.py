@@ -132,6 +132,7 @@ async def test_email_and_inapp_channels_end_to_end(board: Board, memory: MemoryP
 
     shown = (await board.client.get("/api/ops/alerts", headers=owner)).json()
     assert [a["rule"] for a in shown["alerts"]] == ["HighErrorRatio"]
+    assert shown["silences"] == []
     assert sorted(n["channel"] for n in shown["notifications"]) == ["email", "inapp", "log"]
     assert {n["status"] for n in shown["notifications"]} == {"sent"}
 

@@ -301,3 +301,16 @@ class Dispatcher:
                 if alert.state in (AlertState.FIRING, AlertState.PENDING)
             ],
         }
+
+    async def overview(self, *, notifications: int = 50) -> dict[str, Any]:
+        """What an operator looks at: :meth:`snapshot`, the silences in force, and the
+        newest ``notifications`` of every process (``GET /api/ops/alerts``, the dashboard)."""
+        now = self.now()
+        async with self.database.transaction(read_only=True) as tx:
+            active = await self.silences.active(tx.session, now=now)
+            recent = await store.recent_notifications(tx.session, limit=notifications)
+        return {
+            **self.snapshot(),
+            "silences": [silence.as_json(now) for silence in active],
+            "notifications": [entry.as_json() for entry in recent],
+        }

@@ -19,7 +19,6 @@ from sqlalchemy import exists, select
 
 from corestone import PermissionDeniedError
 from corestone.db.models import utc_now
-from corestone.observability.alerts import store
 from corestone.observability.alerts.dispatcher import Dispatcher
 from corestone.observability.alerts.silences import MAX_MATCHERS
 from corestone.web import service
@@ -88,10 +87,9 @@ async def alerts(
     alerting: Alerting,
     limit: Annotated[int, Query(ge=1, le=200, description="notifications shown")] = 50,
 ) -> dict[str, Any]:
-    """Firing and pending alerts (this process's latest evaluation) and recent notifications."""
-    async with alerting.database.transaction(read_only=True) as tx:
-        recent = await store.recent_notifications(tx.session, limit=limit)
-    return {**alerting.snapshot(), "notifications": [entry.as_json() for entry in recent]}
+    """Firing and pending alerts (this process's latest evaluation, each with whether a
+    silence mutes it), the silences in force, and the newest notifications."""
+    return await alerting.overview(notifications=limit)
 
 
 @router.get("/silences", responses=problem_responses(403), openapi_extra=BEARER)
