@@ -183,3 +183,25 @@ async def test_aclose_finishes_what_was_queued(database_url: str) -> None:
                 await dispatcher.accept(evaluation(wall(), alert(name)))
         assert await _count(db, AlertHistoryRecord.__table__) == 3
     assert len(channel.sent) == 3
+
+
+async def test_rows_older_than_the_retention_are_pruned(database_url: str) -> None:
+    """History, claims and notifications older than the retention go; newer ones stay."""
+    wall, channel = WallClock(), Recorder()
+    timing = Timing(group_wait=timedelta(0), repeat_interval=timedelta(hours=1))
+    async with (
+        alert_database(database_url) as db,
+        Dispatcher(
+            db, [channel], now=wall, timing=timing, retention=timedelta(hours=2)
+        ) as dispatcher,
+    ):
+        await dispatcher.accept(evaluation(wall(), alert("Old")))
+        await dispatcher.flush()
+        wall.advance(3 * 3600)
+        await dispatcher.accept(evaluation(wall(), alert("New")))
+        await dispatcher.flush()
+        async with db.transaction() as tx:
+            rules = (await tx.session.execute(select(AlertHistoryRecord.rule))).scalars()
+            assert list(rules) == ["New"]
+        assert await _count(db, AlertSendRecord.__table__) == 1
+        assert await _count(db, AlertNotificationRecord.__table__) == 1

@@ -19,6 +19,9 @@ attempts, the last error) and counted in ``corestone_alerts_notifications_total`
 {channel, outcome}. :meth:`aclose` refuses new evaluations, lets the queued ones and
 the sends finish for up to ``drain_seconds``, then cancels what is left (a cancelled
 send's row stays ``sending``), and closes the channels that have an ``aclose``.
+
+Rows older than ``retention`` (30 days) are deleted, at most once an hour per process:
+history, claims, notifications, and silences that ended before then.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from corestone.background import cancel_and_wait
@@ -57,6 +60,8 @@ __all__ = ["NOTIFICATIONS_METRIC", "Dispatcher"]
 
 log = get_logger(__name__)
 
+_PRUNE_EVERY = timedelta(hours=1)
+
 NOTIFICATIONS_METRIC = (
     "alerts_notifications_total",
     "Alert notifications by channel and outcome: sent, failed, silenced.",
@@ -80,15 +85,19 @@ class Dispatcher:
         max_sends: int = 8,
         queue_size: int = 16,
         drain_seconds: float = 5.0,
+        retention: timedelta = timedelta(days=30),
     ) -> None:
         if max_sends < 1 or queue_size < 1:
             raise ValueError("max_sends and queue_size must be >= 1")
+        if retention <= (timing or Timing()).repeat_interval:
+            raise ValueError("retention must be longer than repeat_interval")
         if len({channel.name for channel in channels}) != len(channels):
             raise ValueError("channel names must be unique")
         self.database, self.channels = database, tuple(channels)
         self.timing = timing or Timing()
         self.silences = silences or SilenceStore()
-        self.now, self.drain_seconds = now, drain_seconds
+        self.now, self.drain_seconds, self.retention = now, drain_seconds, retention
+        self._pruned_at: datetime | None = None
         self.latest: Evaluation | None = None
         """The newest evaluation accepted (what ``GET /api/ops/alerts`` shows)."""
         self.muted: frozenset[str] = frozenset()
@@ -188,6 +197,9 @@ class Dispatcher:
         async with self.database.transaction() as tx:
             await store.record_transitions(tx.session, evaluation.transitions, evaluation.at)
             active = await self.silences.active(tx.session, now=now)
+            if self._pruned_at is None or now - self._pruned_at >= _PRUNE_EVERY:
+                self._pruned_at = now
+                await store.prune(tx.session, before=now - self.retention)
         self._fold(evaluation.alerts, active, now)
         for key in sorted(self._groups):
             await self._consider(self._groups[key], now)

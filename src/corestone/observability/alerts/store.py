@@ -20,7 +20,7 @@ from typing import Any, Final
 from corestone._extras import requires_extra
 
 with requires_extra(__name__, "postgres", "sqlite"):
-    from sqlalchemy import Table, insert, select, update
+    from sqlalchemy import Table, delete, insert, select, update
     from sqlalchemy.dialects import postgresql, sqlite
     from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,6 +30,7 @@ from corestone.observability.alerts.tables import (
     AlertHistoryRecord,
     AlertNotificationRecord,
     AlertSendRecord,
+    AlertSilenceRecord,
     NotificationStatus,
 )
 
@@ -42,6 +43,7 @@ __all__ = [
     "finish",
     "history",
     "last_send",
+    "prune",
     "recent_notifications",
     "record_transitions",
 ]
@@ -52,6 +54,7 @@ PROCESS_ID: Final = f"{socket.gethostname()[:40]}:{os.getpid()}"
 _HISTORY: Table = AlertHistoryRecord.__table__  # type: ignore[assignment]
 _SENDS: Table = AlertSendRecord.__table__  # type: ignore[assignment]
 _NOTES: Table = AlertNotificationRecord.__table__  # type: ignore[assignment]
+_SILENCES: Table = AlertSilenceRecord.__table__  # type: ignore[assignment]
 _ERROR_MAX: Final = 500
 
 
@@ -267,3 +270,21 @@ async def history(
         )
         for row in await session.execute(query)
     ]
+
+
+async def prune(session: AsyncSession, *, before: datetime) -> int:
+    """Delete history, sends, notifications and ended silences older than ``before``.
+
+    A group sent nothing since ``before`` loses its claims and starts again at ``seq`` 1,
+    which is safe: no process can hold a newer claim of it. Returns the rows deleted.
+    """
+    deleted = 0
+    for statement in (
+        delete(_HISTORY).where(_HISTORY.c.at < before),
+        delete(_NOTES).where(_NOTES.c.created_at < before),
+        delete(_SENDS).where(_SENDS.c.claimed_at < before),
+        delete(_SILENCES).where(_SILENCES.c.ends_at < before),
+    ):
+        result = await session.execute(statement)
+        deleted += int(getattr(result, "rowcount", 0) or 0)
+    return deleted
