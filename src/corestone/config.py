@@ -45,6 +45,7 @@ from corestone._email_settings import (
     REQUIRED_SETTINGS,
     EmailSettings,
 )
+from corestone._metrics_settings import MetricsSettings
 from corestone._push_settings import PUSH_SECRET_FIELDS, PushSettings
 from corestone._query_settings import QuerySettings
 from corestone.errors import ConfigurationError
@@ -66,7 +67,9 @@ _BROKER_SCHEMES = {"memory", "redis", "rediss", "nats", "tls", "amqp", "amqps"}
 _SMTP_SCHEMES = {"smtp", "smtps"}
 
 
-class Settings(BaseSettings, EmailSettings, PushSettings, QuerySettings, AdvisorSettings):
+class Settings(
+    BaseSettings, EmailSettings, PushSettings, QuerySettings, AdvisorSettings, MetricsSettings
+):
     """The configuration of one corestone process. Immutable once built."""
 
     model_config = SettingsConfigDict(
