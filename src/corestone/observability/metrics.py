@@ -296,7 +296,7 @@ class Metrics:
         with self._lock:
             folded = self._metrics.get(name)
             if folded is None:
-                folded = self._metrics[name] = Counter(
+                folded = self._metrics[name] = _Counter(
                     name,
                     "Label lookups folded into the 'other' series because the metric hit its cap",
                     labelnames=("metric",),
