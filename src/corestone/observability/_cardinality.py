@@ -100,7 +100,6 @@ class CappedMetric(MetricWrapperBase):
                 key = cap.fold(len(names))
             return super().labels(*key)
 
-
     def _child_samples(self) -> Iterable[Sample]:
         return [sample for sample in super()._child_samples() if sample.name != "_created"]
 
