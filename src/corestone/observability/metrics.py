@@ -51,6 +51,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from corestone.observability._cardinality import DEFAULT_MAX_SERIES, SeriesCap, capped
+from corestone.observability._recording import FastCounter, FastHistogram
 from corestone.observability.logging import get_logger
 from corestone.observability.multiprocess import ScrapeTimeAcrossWorkers, multiprocess_dir
 from corestone.observability.timers import Timer
@@ -70,9 +71,9 @@ MultiprocessMode = Literal[
 ]  # fmt: skip
 
 
-_Counter = capped(Counter)
+_Counter = capped(FastCounter)
 _Gauge = capped(Gauge)
-_Histogram = capped(Histogram)
+_Histogram = capped(FastHistogram)
 
 
 class Metrics:
