@@ -10,13 +10,16 @@
   bare and wrapped, in µs per request (bench/_observability_http.py);
 - ``Metrics.render`` with 1,000 series beside prometheus_client's ``generate_latest``;
 - ``/health/ready`` on taskboard over PostgreSQL at 1,000 requests/s: the database
-  checks that ran, per cache interval.
+  checks that ran, per cache interval;
+- the alert engine evaluating 50 rules over an hour of in-process history, in CPU time
+  per evaluation and as a share of one core (bench/_observability_alerts.py).
 """
 
 from __future__ import annotations
 
 import os
 
+from bench._observability_alerts import alert_engine_cost
 from bench._observability_http import middleware_us, readiness_checks
 from bench._observability_record import record_ns, render_us
 from bench._report import Report
@@ -73,6 +76,14 @@ async def run(quick: bool) -> Report:
     ]
     report.results.update(ready)
 
+    alerts = await alert_engine_cost(quick)
+    report.rows += [
+        ("alert engine: one evaluation of 50 rules", alerts["alert_evaluation_cpu_ms"], "CPU ms"),
+        ("history: one sample of the watched series", alerts["alert_sample_cpu_ms"], "CPU ms"),
+        ("  share of one core (evaluation + sampling)", alerts["alert_engine_and_history_core_share"] * 100, "%"),
+    ]  # fmt: skip
+    report.results.update(alerts)
+
     report.check(
         "facade pre-bound labelled inc ns / prometheus_client plain inc ns",
         recorded["facade_prebound_inc"] / recorded["prometheus_client_counter_inc"],
@@ -96,6 +107,12 @@ async def run(quick: bool) -> Report:
         ready["ready_database_checks_per_interval"],
         "<=",
         1.0,
+    )
+    report.check(
+        "alert engine, 50 rules: CPU share of one core, evaluation + history sampling",
+        alerts["alert_engine_and_history_core_share"],
+        "<",
+        0.01,
     )
     report.notes.append(
         "load average at the start: {:.2f} {:.2f} {:.2f} (2 vCPUs shared)".format(*load)
