@@ -19,12 +19,11 @@ merges at most ``workers * (cap + 1)`` series per metric.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
 from prometheus_client import Counter
 from prometheus_client.metrics import MetricWrapperBase
-from prometheus_client.samples import Sample
 
 from corestone.observability.logging import get_logger
 
@@ -67,11 +66,7 @@ class CappedMetric(MetricWrapperBase):
     """A prometheus_client metric whose ``labels()`` respects a :class:`SeriesCap`.
 
     Mixed in before the prometheus_client class (see :func:`capped`). A metric without
-    labels, and every child, has no cap and behaves as prometheus_client's, except that
-    it exposes no ``_created`` series: in the text format each is a gauge family of its
-    own (``corestone_http_requests_created``) that breaks the naming contract, doubles
-    the exposition, and is absent in multiprocess mode anyway, so one worker or many now
-    expose the same families.
+    labels, and every child, has no cap and behaves exactly as prometheus_client's.
     """
 
     _series_cap: SeriesCap | None = None
@@ -99,9 +94,6 @@ class CappedMetric(MetricWrapperBase):
             if key not in self._metrics and len(self._metrics) >= cap.max_series:
                 key = cap.fold(len(names))
             return super().labels(*key)
-
-    def _child_samples(self) -> Iterable[Sample]:
-        return [sample for sample in super()._child_samples() if sample.name != "_created"]
 
 
 def capped(kind: type[_M]) -> type[_M]:
