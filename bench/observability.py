@@ -120,7 +120,7 @@ async def run(quick: bool) -> Report:
     )
     report.notes.append(
         "recording: timeit of one statement, best of the repeats, operations interleaved; "
-        "the pre-bound child is prometheus_client's own child object (the guard is in labels())"
+        "a pre-bound child is the facade's counter or histogram child (the guard is in labels())"
     )
     report.notes.append(
         "middleware: best round of sequential in-process ASGI calls, access log as JSON to "
