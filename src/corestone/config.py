@@ -47,6 +47,7 @@ from corestone._email_settings import (
 )
 from corestone._push_settings import PUSH_SECRET_FIELDS, PushSettings
 from corestone._query_settings import QuerySettings
+from corestone._system_settings import SystemSettings
 from corestone.errors import ConfigurationError
 from corestone.urls import parse_database_url, redact_url, split_urls
 
@@ -66,7 +67,9 @@ _BROKER_SCHEMES = {"memory", "redis", "rediss", "nats", "tls", "amqp", "amqps"}
 _SMTP_SCHEMES = {"smtp", "smtps"}
 
 
-class Settings(BaseSettings, EmailSettings, PushSettings, QuerySettings, AdvisorSettings):
+class Settings(
+    BaseSettings, EmailSettings, PushSettings, QuerySettings, AdvisorSettings, SystemSettings
+):
     """The configuration of one corestone process. Immutable once built."""
 
     model_config = SettingsConfigDict(
