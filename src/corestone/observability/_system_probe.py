@@ -1,9 +1,9 @@
 """One reading of the host and the process with psutil: memory, CPU, disks, file descriptors.
 
 A :class:`PsutilProbe` is called (``probe()``) for a :class:`SystemSample`. Every call is
-a handful of system calls (``/proc`` reads and one ``statvfs`` per watched path), tens of
-microseconds in all, and never blocks: the host's CPU use is the share of non-idle time
-between this call and the previous one (since boot for the first), not
+a handful of ``/proc`` reads and one ``statvfs`` per watched path (0.5-0.7 ms measured
+on a busy 2-core machine), and never sleeps: the host's CPU use is the share of non-idle
+time between this call and the previous one (since boot for the first), not
 ``psutil.cpu_percent(interval=…)``, which sleeps, nor its ``interval=None`` form, whose
 state is shared with every other caller in the process.
 
@@ -72,11 +72,13 @@ class PsutilProbe:
 
     def __call__(self) -> SystemSample:
         memory = psutil.virtual_memory()
-        process_cpu = self._process.cpu_times()
-        open_fds, max_fds = self._fds()
+        with self._process.oneshot():  # one read of /proc/self/stat for all three
+            process_cpu = self._process.cpu_times()
+            resident = self._process.memory_info().rss
+            open_fds, max_fds = self._fds()
         return SystemSample(
             memory_used_ratio=_clamp(1.0 - memory.available / memory.total),
-            process_resident_bytes=self._process.memory_info().rss,
+            process_resident_bytes=resident,
             cpu_used_ratio=self._cpu_used_ratio(),
             process_cpu_seconds=process_cpu.user + process_cpu.system,
             disks=tuple(self._disk(path) for path in self.paths),
