@@ -8,6 +8,7 @@ from corestone import Infrastructure, Settings
 from corestone.email import ProviderRoute, add_email
 from corestone.email.providers.memory import MemoryProvider
 from corestone.resilience.breaker import State
+from tests.integration.conftest import Board
 
 
 async def test_every_configured_service_has_a_check(
@@ -55,3 +56,14 @@ async def test_an_open_provider_breaker_warns(tmp_path: Path) -> None:
         assert entry["status"] == "warn"
         assert "open" in entry["output"]
         assert report.http_status == 200
+
+
+async def test_taskboard_readiness_shows_the_system_checks(board: Board) -> None:
+    """taskboard's /health/ready carries the five system checks, each with its reading."""
+    response = await board.client.get("/health/ready")
+    assert response.status_code == 200
+    checks = response.json()["checks"]
+    for key in ("memory:utilization", "cpu:utilization", "disk:free", "fds:utilization"):
+        assert checks[key][0]["componentType"] == "system"
+        assert checks[key][0]["observedUnit"] == "ratio"
+    assert checks["event-loop:lag"][0]["observedUnit"] == "s"
