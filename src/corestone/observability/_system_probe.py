@@ -3,7 +3,7 @@
 A :class:`PsutilProbe` is called (``probe()``) for a :class:`SystemSample`. Every call is
 a handful of ``/proc`` reads and one ``statvfs`` per watched path (0.5-0.7 ms measured
 on a busy 2-core machine), and never sleeps: the host's CPU use is the share of non-idle
-time between this call and the previous one (since boot for the first), not
+time between this call and the previous one (the probe's creation for the first), not
 ``psutil.cpu_percent(interval=…)``, which sleeps, nor its ``interval=None`` form, whose
 state is shared with every other caller in the process.
 
@@ -69,6 +69,8 @@ class PsutilProbe:
         self._process = psutil.Process()
         self._lock = threading.Lock()
         self._previous_cpu: tuple[float, float] | None = None  # (busy, total) seconds
+        self._last_cpu_ratio = 0.0
+        self._cpu_used_ratio()  # the first sample then covers the time since now, not boot
 
     def __call__(self) -> SystemSample:
         memory = psutil.virtual_memory()
@@ -89,13 +91,16 @@ class PsutilProbe:
     def _cpu_used_ratio(self) -> float:
         times = psutil.cpu_times()
         total = sum(times)
-        idle = times.idle + getattr(times, "iowait", 0.0)
-        busy = total - idle
+        busy = total - times.idle - getattr(times, "iowait", 0.0)
         with self._lock:
-            previous, self._previous_cpu = self._previous_cpu, (busy, total)
-        if previous is not None and total > previous[1]:
-            return _clamp((busy - previous[0]) / (total - previous[1]))
-        return _clamp(busy / total) if total else 0.0
+            previous = self._previous_cpu
+            if previous is None or total <= previous[1]:
+                # First reading, or no clock tick since the last one: nothing to divide by.
+                self._previous_cpu = (busy, total)
+                return self._last_cpu_ratio
+            self._previous_cpu = (busy, total)
+            self._last_cpu_ratio = _clamp((busy - previous[0]) / (total - previous[1]))
+            return self._last_cpu_ratio
 
     def _disk(self, path: str) -> DiskSample:
         # Resolved again: a watched directory removed since start-up is measured on its parent.
