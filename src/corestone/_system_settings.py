@@ -7,12 +7,15 @@ disk) is refused at start-up, naming both variables.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-__all__ = ["SystemSettings"]
+__all__ = ["SYSTEM_CHECKS", "SystemCheckName", "SystemSettings"]
+
+SystemCheckName = Literal["memory", "cpu", "disk", "fds", "event-loop"]
+SYSTEM_CHECKS: tuple[SystemCheckName, ...] = ("memory", "cpu", "disk", "fds", "event-loop")
 
 _Ratio = Annotated[float, Field(ge=0, le=1)]
 
@@ -28,6 +31,12 @@ class SystemSettings(BaseModel):
         description="sample memory, CPU, disk, file descriptors and event-loop lag: gauges on"
         " /metrics and checks in /health/ready",
         examples=["false"],
+    )
+    system_checks: Annotated[list[SystemCheckName], NoDecode] = Field(
+        default_factory=lambda: list(SYSTEM_CHECKS),
+        description="which system checks readiness runs, comma-separated (the gauges are"
+        " always exposed); empty: none",
+        examples=["memory,disk,fds"],
     )
     system_sample_seconds: float = Field(
         2.0,
@@ -59,7 +68,7 @@ class SystemSettings(BaseModel):
     loop_lag_warn_seconds: float = Field(0.1, gt=0, le=3600, examples=[0.1])
     loop_lag_fail_seconds: float = Field(1.0, gt=0, le=3600, examples=[1])
 
-    @field_validator("system_disk_paths", mode="before")
+    @field_validator("system_disk_paths", "system_checks", mode="before")
     @classmethod
     def _split_paths(cls, value: Any) -> Any:
         if isinstance(value, str):

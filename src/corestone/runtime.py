@@ -216,7 +216,7 @@ class Infrastructure:
             self.system = SystemMonitor.from_settings(
                 self.settings, self.settings.database_url, self.metrics
             )
-            self.system.register(self.metrics, self.health)
+            self.system.register(self.metrics, self.health, self.settings.system_checks)
             self.add(self.system.loop_lag, critical=False)
         # Not critical: with Redis away the cache serves from L1 and the loader (warn).
         self.add(self.cache, check=self.cache.check, component_type="datastore", critical=False)

@@ -36,11 +36,7 @@ def test_serve_on_each_database_then_stop_cleanly(
     auth = {"Authorization": f"Bearer {token}"}
 
     ready = httpx.get(f"{server.url}/health/ready").json()
-    # A busy test machine may make the host checks (CPU, loop lag) warn; every service passes.
-    assert ready["status"] in ("pass", "warn")
-    checks = ready["checks"].items()
-    services = {k: c[0]["status"] for k, c in checks if c[0]["componentType"] != "system"}
-    assert set(services.values()) == {"pass"}, services
+    assert ready["status"] == "pass"
     me = httpx.get(f"{server.url}/api/me", headers=auth).json()
     ws = me["workspaces"][0]["id"]
     created = httpx.post(

@@ -16,9 +16,10 @@ prometheus_client collector exposing::
     corestone_process_max_fds                   their soft limit (POSIX; absent if unlimited)
     corestone_event_loop_lag_seconds            the loop's recent max scheduling delay
 
-and it registers five readiness checks, each ``pass`` / ``warn`` / ``fail`` by the
-thresholds in :class:`SystemThresholds`: ``memory:utilization``, ``cpu:utilization``,
-``disk:free``, ``fds:utilization`` and ``event-loop:lag``.
+and it registers up to five readiness checks (``CORESTONE_SYSTEM_CHECKS`` picks them),
+each ``pass`` / ``warn`` / ``fail`` by the thresholds in :class:`SystemThresholds`:
+``memory:utilization``, ``cpu:utilization``, ``disk:free``, ``fds:utilization`` and
+``event-loop:lag``.
 
 Only the disk check is critical. A full disk is the one state here in which the service
 cannot serve: SQLite, the outbox and the email spool cannot write, so requests would fail
@@ -34,14 +35,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from corestone._system_settings import SystemSettings
+from corestone._system_settings import SYSTEM_CHECKS, SystemCheckName, SystemSettings
 from corestone.observability._loop_lag import LoopLagMonitor
 from corestone.observability._system_probe import (
     DiskSample,
@@ -158,17 +159,23 @@ class SystemMonitor:
             full_name=metrics.full_name,
         )
 
-    def register(self, metrics: Metrics, health: HealthRegistry) -> None:
-        """Expose the gauges in ``metrics`` and add the five checks to ``health``."""
+    def register(
+        self,
+        metrics: Metrics,
+        health: HealthRegistry,
+        checks: Iterable[SystemCheckName] = SYSTEM_CHECKS,
+    ) -> None:
+        """Expose the gauges in ``metrics`` and add the ``checks`` named to ``health``."""
         metrics.register_collector(self)
-        checks = (
-            ("memory", self.check_memory, "utilization", False),
-            ("cpu", self.check_cpu, "utilization", False),
-            ("disk", self.check_disk, "free", True),
-            ("fds", self.check_fds, "utilization", False),
-            ("event-loop", self.check_loop_lag, "lag", False),
-        )
-        for name, check, measurement, critical in checks:
+        available = {
+            "memory": (self.check_memory, "utilization", False),
+            "cpu": (self.check_cpu, "utilization", False),
+            "disk": (self.check_disk, "free", True),
+            "fds": (self.check_fds, "utilization", False),
+            "event-loop": (self.check_loop_lag, "lag", False),
+        }
+        for name in dict.fromkeys(checks):
+            check, measurement, critical = available[name]
             health.register(
                 name, check, component_type="system", measurement=measurement, critical=critical
             )

@@ -184,8 +184,9 @@ async def test_every_infrastructure_has_the_system_checks_unless_switched_off(
     from corestone import Infrastructure, Settings
 
     url = f"sqlite+aiosqlite:///{tmp_path}/app.db"
-    async with Infrastructure(Settings(database_url=url)) as infra:
-        assert {"memory", "cpu", "disk", "fds", "event-loop"} <= set(infra.health.names)
+    every = ["memory", "cpu", "disk", "fds", "event-loop"]
+    async with Infrastructure(Settings(database_url=url, system_checks=every)) as infra:
+        assert set(every) <= set(infra.health.names)
         assert infra.system is not None
         assert infra.system.loop_lag.running
         assert b"corestone_event_loop_lag_seconds" in infra.metrics.render()

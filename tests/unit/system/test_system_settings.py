@@ -15,6 +15,15 @@ def test_disk_paths_split_on_commas(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings().system_disk_paths == ["/srv/a", "/srv/b"]
 
 
+def test_checks_are_chosen_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CORESTONE_SYSTEM_CHECKS picks checks by name; an unknown name is refused, named."""
+    monkeypatch.setenv("CORESTONE_SYSTEM_CHECKS", "disk, event-loop")
+    assert load_settings().system_checks == ["disk", "event-loop"]
+    monkeypatch.setenv("CORESTONE_SYSTEM_CHECKS", "disk,swap")
+    with pytest.raises(ConfigurationError, match="CORESTONE_SYSTEM_CHECKS"):
+        load_settings()
+
+
 def test_thresholds_come_from_settings() -> None:
     """SystemThresholds reads every threshold from the settings."""
     settings = load_settings(system_memory_warn_ratio=0.5, loop_lag_fail_seconds=3)
