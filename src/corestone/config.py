@@ -39,6 +39,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from corestone._advisor_settings import AdvisorSettings
+from corestone._alert_settings import AlertSettings
 from corestone._email_settings import (
     EMAIL_SECRET_FIELDS,
     EMAIL_URL_FIELDS,
@@ -68,7 +69,13 @@ _SMTP_SCHEMES = {"smtp", "smtps"}
 
 
 class Settings(
-    BaseSettings, EmailSettings, PushSettings, QuerySettings, AdvisorSettings, SystemSettings
+    BaseSettings,
+    EmailSettings,
+    PushSettings,
+    QuerySettings,
+    AdvisorSettings,
+    AlertSettings,
+    SystemSettings,
 ):
     """The configuration of one corestone process. Immutable once built."""
 

@@ -39,6 +39,7 @@ from corestone.resilience.registry import BreakerRegistry
 if TYPE_CHECKING:
     from corestone.email.service import EmailService
     from corestone.events.wiring import Events
+    from corestone.observability.alerts.wiring import Alerts
 
 __all__ = ["Component", "Infrastructure"]
 
@@ -179,6 +180,7 @@ class Infrastructure:
         )
         self._email: EmailService | None = None
         self._events: Events | None = None
+        self._alerts: Alerts | None = None
         self.fleet: Fleet | None = None
         if self.settings.breaker_fleet and self.settings.redis_url:
             self.fleet = Fleet(
@@ -329,6 +331,28 @@ class Infrastructure:
         if self._running:
             raise RuntimeError("set up events before the infrastructure starts")
         self._events = events
+
+    @property
+    def alerts(self) -> Alerts:
+        """The :class:`~corestone.observability.alerts.wiring.Alerts`, once ``add_alerts`` ran.
+
+        Not built by default: alerts need a sink to notify. Before ``add_alerts(infra,
+        sink)`` this raises ConfigurationError.
+        """
+        if self._alerts is None:
+            raise ConfigurationError(
+                "alerts are not set up on this infrastructure: call "
+                "corestone.observability.alerts.add_alerts(infra, sink) before infra.alerts"
+            )
+        return self._alerts
+
+    @alerts.setter
+    def alerts(self, alerts: Alerts) -> None:
+        if self._alerts is not None:
+            raise ValueError("alerts are already set up on this infrastructure (add_alerts twice?)")
+        if self._running:
+            raise RuntimeError("set up alerts before the infrastructure starts")
+        self._alerts = alerts
 
     async def start(self) -> None:
         """Start every component in order; on a failure undo and raise StartupError."""
