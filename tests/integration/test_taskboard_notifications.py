@@ -25,7 +25,7 @@ from tests.integration.push.push_service import PushService
 
 
 @pytest.fixture
-async def board(database_url: str) -> AsyncIterator[NotifyBoard]:
+async def board(database_url: str, taskboard_schema: None) -> AsyncIterator[NotifyBoard]:
     async with running(database_url) as started:
         yield started
 
@@ -39,7 +39,9 @@ async def push_service() -> AsyncIterator[PushService]:
 
 
 @pytest.fixture
-async def push_board(database_url: str, push_service: PushService) -> AsyncIterator[NotifyBoard]:
+async def push_board(
+    database_url: str, taskboard_schema: None, push_service: PushService
+) -> AsyncIterator[NotifyBoard]:
     async with running(database_url, push=push_service) as started:
         yield started
 
