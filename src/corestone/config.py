@@ -48,6 +48,7 @@ from corestone._email_settings import (
 )
 from corestone._push_settings import PUSH_SECRET_FIELDS, PushSettings
 from corestone._query_settings import QuerySettings
+from corestone._system_settings import SystemSettings
 from corestone.errors import ConfigurationError
 from corestone.urls import parse_database_url, redact_url, split_urls
 
@@ -68,7 +69,13 @@ _SMTP_SCHEMES = {"smtp", "smtps"}
 
 
 class Settings(
-    BaseSettings, EmailSettings, PushSettings, QuerySettings, AdvisorSettings, AlertSettings
+    BaseSettings,
+    EmailSettings,
+    PushSettings,
+    QuerySettings,
+    AdvisorSettings,
+    AlertSettings,
+    SystemSettings,
 ):
     """The configuration of one corestone process. Immutable once built."""
 
