@@ -49,6 +49,7 @@ from corestone._email_settings import (
 from corestone._metrics_settings import MetricsSettings
 from corestone._push_settings import PUSH_SECRET_FIELDS, PushSettings
 from corestone._query_settings import QuerySettings
+from corestone._system_settings import SystemSettings
 from corestone.errors import ConfigurationError
 from corestone.urls import parse_database_url, redact_url, split_urls
 
@@ -76,6 +77,7 @@ class Settings(
     AdvisorSettings,
     AlertSettings,
     MetricsSettings,
+    SystemSettings,
 ):
     """The configuration of one corestone process. Immutable once built."""
 
