@@ -47,8 +47,10 @@ from corestone._email_settings import (
     REQUIRED_SETTINGS,
     EmailSettings,
 )
+from corestone._metrics_settings import MetricsSettings
 from corestone._push_settings import PUSH_SECRET_FIELDS, PushSettings
 from corestone._query_settings import QuerySettings
+from corestone._system_settings import SystemSettings
 from corestone.errors import ConfigurationError
 from corestone.urls import parse_database_url, redact_url, split_urls
 
@@ -78,6 +80,8 @@ class Settings(
     AdvisorSettings,
     AlertSettings,
     AlertChannelSettings,
+    MetricsSettings,
+    SystemSettings,
 ):
     """The configuration of one corestone process. Immutable once built."""
 

@@ -32,6 +32,7 @@ from corestone.events.brokers.guarded import guard_broker
 from corestone.observability.health import CheckResult, HealthRegistry
 from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
+from corestone.observability.system import SystemMonitor
 from corestone.resilience.fleet import Fleet
 from corestone.resilience.registry import BreakerRegistry
 
@@ -139,7 +140,9 @@ class Infrastructure:
         broker: Broker | None = None,
     ) -> None:
         self.settings = settings if settings is not None else load_settings()
-        self.metrics = metrics if metrics is not None else Metrics()
+        self.metrics = (
+            metrics if metrics is not None else Metrics(max_series=self.settings.metrics_max_series)
+        )
         self.health = (
             health
             if health is not None
@@ -210,6 +213,15 @@ class Infrastructure:
             self.health.register(
                 "database:stats", self.db_stats.check, component_type="datastore", critical=False
             )
+        self.system: SystemMonitor | None = None
+        """Host and process gauges and checks (``corestone.observability.system``), unless
+        ``CORESTONE_SYSTEM_HEALTH=false``; its loop-lag probe runs as a component."""
+        if self.settings.system_health:
+            self.system = SystemMonitor.from_settings(
+                self.settings, self.settings.database_url, self.metrics
+            )
+            self.system.register(self.metrics, self.health, self.settings.system_checks)
+            self.add(self.system.loop_lag, critical=False)
         # Not critical: with Redis away the cache serves from L1 and the loader (warn).
         self.add(self.cache, check=self.cache.check, component_type="datastore", critical=False)
         self.broker: Broker | None = None
