@@ -205,3 +205,25 @@ async def test_rows_older_than_the_retention_are_pruned(database_url: str) -> No
             assert list(rules) == ["New"]
         assert await _count(db, AlertSendRecord.__table__) == 1
         assert await _count(db, AlertNotificationRecord.__table__) == 1
+
+
+async def test_shutdown_cancels_a_worker_waiting_for_a_send_slot(database_url: str) -> None:
+    """With every slot held by a hanging send, aclose cancels the waiting worker cleanly."""
+    wall, hold = WallClock(), asyncio.Event()
+    channel = Recorder(hold=hold)
+    timing = Timing(group_wait=timedelta(0))
+    async with alert_database(database_url) as db:
+        dispatcher = Dispatcher(
+            db, [channel], now=wall, timing=timing, max_sends=1, drain_seconds=0.01
+        )
+        await dispatcher.accept(evaluation(wall(), alert("A"), alert("B")))
+        for _ in range(200):  # until the worker waits for the slot "A" holds (bounded)
+            if dispatcher._slots.locked() and await _count(db, AlertSendRecord.__table__) == 2:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(dispatcher.aclose(), 5)
+        assert dispatcher._sends == set()
+        async with db.transaction() as tx:
+            statuses = (await tx.session.execute(select(AlertNotificationRecord.status))).scalars()
+            assert sorted(statuses) == ["sending", "sending"]
+    assert channel.sent == []
