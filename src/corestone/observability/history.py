@@ -28,7 +28,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from corestone.background import PassLoop
 from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
-from corestone.observability.promql import Expr, Matcher, evaluate, metric_names, parse
+from corestone.observability.promql import (
+    Expr,
+    Matcher,
+    Memo,
+    evaluate,
+    metric_names,
+    parse,
+)
 from corestone.observability.series import InstantSample, RangeSeries
 
 __all__ = ["MetricsHistory"]
@@ -36,13 +43,15 @@ __all__ = ["MetricsHistory"]
 log = get_logger(__name__)
 
 _LabelKey = frozenset[tuple[str, str]]
-_INF = float("inf")
 
 
 @dataclass(slots=True)
 class _Series:
+    """One series' points, oldest first, and their times alone (bisected as plain floats)."""
+
     labels: dict[str, str]
     points: list[tuple[float, float]] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
 
 
 class MetricsHistory:
@@ -73,6 +82,8 @@ class MetricsHistory:
         self._series: dict[str, dict[_LabelKey, _Series]] = {}
         self._count = 0
         self._parsed: dict[str, Expr] = {}
+        self._memo: Memo = {}
+        self._memo_at: float | None = None
         self._dropped = metrics.counter(
             "metrics_history_dropped_series_total",
             "Series the history did not keep: it held its maximum number of series.",
@@ -106,6 +117,7 @@ class MetricsHistory:
         """Read the watched metrics once and append them; forget what is too old."""
         if not self._names:
             return
+        self._memo, self._memo_at = {}, None
         at = self._clock()
         dropped = 0
         for name, labels, value in self._collect():
@@ -138,15 +150,17 @@ class MetricsHistory:
             series = by_labels[key] = _Series({"__name__": name, **labels})
             self._count += 1
         series.points.append((at, value))
+        series.times.append(at)
         return True
 
     def _forget(self, horizon: float) -> None:
         for name, by_labels in list(self._series.items()):
             for key, series in list(by_labels.items()):
-                points = series.points
-                if points and points[0][0] <= horizon:
-                    del points[: bisect.bisect_right(points, (horizon, _INF))]
-                if not points:
+                times = series.times
+                if times and times[0] <= horizon:
+                    old = bisect.bisect_right(times, horizon)
+                    del series.points[:old], times[:old]
+                if not times:
                     del by_labels[key]
                     self._count -= 1
             if not by_labels:
@@ -159,18 +173,25 @@ class MetricsHistory:
         found: list[tuple[Mapping[str, str], Sequence[tuple[float, float]]]] = []
         for series in self._series.get(name, {}).values():
             labels = series.labels
-            if not all(m.matches(labels.get(m.label, "")) for m in matchers):
+            if matchers and not all(m.matches(labels.get(m.label, "")) for m in matchers):
                 continue
-            points = series.points
-            low = bisect.bisect_right(points, (start, _INF))
-            high = bisect.bisect_right(points, (end, _INF))
+            times = series.times
+            low = bisect.bisect_right(times, start)
+            high = bisect.bisect_right(times, end)
             if low < high:
-                found.append((labels, points[low:high]))
+                found.append((labels, series.points[low:high]))
         return found
 
     def query(self, expr: str, *, at: float | None = None) -> list[InstantSample]:
-        """``expr`` at ``at`` (now by default); a scalar answers as one unlabelled sample."""
-        result = evaluate(self._parse(expr), self, self._clock() if at is None else at)
+        """``expr`` at ``at`` (now by default); a scalar answers as one unlabelled sample.
+
+        Queries at one instant between two samples share the values of their common
+        subexpressions (the rules of one evaluation read the same rates).
+        """
+        at = self._clock() if at is None else at
+        if at != self._memo_at:
+            self._memo, self._memo_at = {}, at
+        result = evaluate(self._parse(expr), self, at, self._memo)
         if isinstance(result, float):
             return [InstantSample({}, result)]
         return [InstantSample(dict(labels), value) for labels, value in result]

@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from itertools import islice
+from operator import itemgetter, le
 from typing import Protocol
 
 from corestone.observability.promql._ast import (
@@ -27,12 +29,13 @@ from corestone.observability.promql._ast import (
     VectorSelector,
 )
 
-__all__ = ["LOOKBACK_SECONDS", "SampleStore", "Vector", "evaluate"]
+__all__ = ["LOOKBACK_SECONDS", "Memo", "SampleStore", "Vector", "evaluate"]
 
 LOOKBACK_SECONDS = 300.0
 Labels = Mapping[str, str]
 Vector = list[tuple[Labels, float]]
 Points = Sequence[tuple[float, float]]
+Memo = dict[Expr, Vector | float]
 
 
 class SampleStore(Protocol):
@@ -43,8 +46,22 @@ class SampleStore(Protocol):
     ) -> list[tuple[Labels, Points]]: ...
 
 
-def evaluate(expr: Expr, store: SampleStore, at: float) -> Vector | float:
-    """The value of ``expr`` at ``at``: an instant vector, or a scalar for a number."""
+def evaluate(expr: Expr, store: SampleStore, at: float, memo: Memo | None = None) -> Vector | float:
+    """The value of ``expr`` at ``at``: an instant vector, or a scalar for a number.
+
+    ``memo`` holds the values of subexpressions already evaluated at this ``at`` over the
+    same samples (rules share ``rate(…[5m])`` of one metric), so each is computed once;
+    the caller clears it when either changes. Values in it are shared: never mutated.
+    """
+    if memo is None:
+        memo = {}
+    value = memo.get(expr)
+    if value is None:
+        value = memo[expr] = _evaluate(expr, store, at, memo)
+    return value
+
+
+def _evaluate(expr: Expr, store: SampleStore, at: float, memo: Memo) -> Vector | float:
     match expr:
         case Number(value):
             return value
@@ -54,11 +71,12 @@ def evaluate(expr: Expr, store: SampleStore, at: float) -> Vector | float:
         case MatrixSelector():
             raise ValueError("a range selector must be the argument of a function")
         case Call():
-            return _call(expr, store, at)
+            return _call(expr, store, at, memo)
         case Aggregate():
-            return _aggregate(expr, _vector(evaluate(expr.expr, store, at), expr.op))
+            return _aggregate(expr, _vector(evaluate(expr.expr, store, at, memo), expr.op))
         case Binary():
-            return _binary(expr, evaluate(expr.lhs, store, at), evaluate(expr.rhs, store, at))
+            lhs = evaluate(expr.lhs, store, at, memo)
+            return _binary(expr, lhs, evaluate(expr.rhs, store, at, memo))
 
 
 def _vector(value: Vector | float, where: str) -> Vector:
@@ -68,14 +86,17 @@ def _vector(value: Vector | float, where: str) -> Vector:
 
 
 def _without_name(labels: Labels) -> dict[str, str]:
-    return {k: v for k, v in labels.items() if k != "__name__"}
+    out = dict(labels)  # a copy in C, cheaper than a comprehension over every series
+    out.pop("__name__", None)
+    return out
 
 
-def _call(call: Call, store: SampleStore, at: float) -> Vector:
+def _call(call: Call, store: SampleStore, at: float, memo: Memo) -> Vector:
     if call.function == "histogram_quantile":
         quantile = call.args[0]
         assert isinstance(quantile, Number)
-        return _histogram_quantile(quantile.value, _vector(evaluate(call.args[1], store, at), ""))
+        buckets = _vector(evaluate(call.args[1], store, at, memo), "")
+        return _histogram_quantile(quantile.value, buckets)
     matrix = call.args[0]
     assert isinstance(matrix, MatrixSelector)
     start = at - matrix.range_seconds
@@ -96,11 +117,13 @@ def _extrapolated(points: Points, start: float, end: float, *, per_second: bool)
     first_t, first_v = points[0]
     last_t, last_v = points[-1]
     delta = last_v - first_v
-    previous = first_v
-    for _, value in points[1:]:
-        if value < previous:
-            delta += previous
-        previous = value
+    values = list(map(itemgetter(1), points))
+    if not all(map(le, values, islice(values, 1, None))):  # resets are rare: look in C first
+        previous = first_v
+        for value in values:
+            if value < previous:
+                delta += previous
+            previous = value
     sampled = last_t - first_t
     if sampled <= 0:
         return None
@@ -118,7 +141,7 @@ def _extrapolated(points: Points, start: float, end: float, *, per_second: bool)
 
 
 def _values(points: Points) -> list[float]:
-    return [value for _, value in points]
+    return list(map(itemgetter(1), points))
 
 
 _RANGE_FUNCTIONS: dict[str, Callable[[Points, float, float], float | None]] = {
