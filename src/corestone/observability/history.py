@@ -7,13 +7,14 @@ the process's :class:`~corestone.observability.metrics.Metrics` every ``step`` s
 answers :class:`~corestone.observability.series.MetricsQuery` over what it kept.
 
 It keeps only what someone asked for: ``watch(expr)`` registers the metric names an
-expression reads, and only those are collected (prometheus_client's restricted registry
-asks just their collectors). Each series keeps ``retention`` seconds of points (a list
-bisected by time, trimmed as it ages); the number of series is capped (new series beyond
-the cap are dropped, counted, and logged once per pass), and a series unseen for the
-retention window is forgotten. Timestamps
-come from the injected wall clock, so tests drive it by hand. Not thread-safe: sample and
-query from one event loop.
+expression reads, and only those are kept (in one process only their collectors are
+asked; see :meth:`Metrics.collect`). Each series keeps ``retention`` seconds of points
+(bisected by their times, trimmed as they age); the number of series is capped (new
+series beyond the cap are dropped, counted, and logged once per pass), and a series
+unseen for the retention window is forgotten. Timestamps come from the injected wall
+clock, so tests drive it by hand. Queries at one instant share the values of common
+subexpressions until the next sample (the rules of one evaluation read the same rates).
+Not thread-safe: sample and query from one event loop.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ import bisect
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from corestone.background import PassLoop
 from corestone.observability.logging import get_logger
@@ -131,11 +130,7 @@ class MetricsHistory:
 
     def _collect(self) -> Iterable[tuple[str, dict[str, str], float]]:
         names = self._names
-        if self._metrics.multiprocess:
-            families = text_string_to_metric_families(self._metrics.render().decode())
-        else:
-            families = self._metrics.registry.restricted_registry(names).collect()
-        for family in families:
+        for family in self._metrics.collect(names):
             for sample in family.samples:
                 if sample.name in names:
                     yield sample.name, sample.labels, sample.value
