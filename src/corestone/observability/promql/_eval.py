@@ -14,8 +14,6 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from itertools import islice
-from operator import itemgetter, le
 from typing import Protocol
 
 from corestone.observability.promql._ast import (
@@ -117,13 +115,11 @@ def _extrapolated(points: Points, start: float, end: float, *, per_second: bool)
     first_t, first_v = points[0]
     last_t, last_v = points[-1]
     delta = last_v - first_v
-    values = list(map(itemgetter(1), points))
-    if not all(map(le, values, islice(values, 1, None))):  # resets are rare: look in C first
-        previous = first_v
-        for value in values:
-            if value < previous:
-                delta += previous
-            previous = value
+    previous = first_v
+    for _, value in points:  # from the first: it is not below itself, and no slice is copied
+        if value < previous:
+            delta += previous
+        previous = value
     sampled = last_t - first_t
     if sampled <= 0:
         return None
@@ -141,7 +137,7 @@ def _extrapolated(points: Points, start: float, end: float, *, per_second: bool)
 
 
 def _values(points: Points) -> list[float]:
-    return list(map(itemgetter(1), points))
+    return [value for _, value in points]
 
 
 _RANGE_FUNCTIONS: dict[str, Callable[[Points, float, float], float | None]] = {
