@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import time
+from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -46,11 +47,12 @@ _LabelKey = frozenset[tuple[str, str]]
 
 @dataclass(slots=True)
 class _Series:
-    """One series' points, oldest first, and their times alone (bisected as plain floats)."""
+    """One series' samples, oldest first, as two arrays of floats: 16 bytes a sample
+    rather than a tuple and a float object (88), read without touching an object each."""
 
     labels: dict[str, str]
-    points: list[tuple[float, float]] = field(default_factory=list)
-    times: list[float] = field(default_factory=list)
+    times: array[float] = field(default_factory=lambda: array("d"))
+    values: array[float] = field(default_factory=lambda: array("d"))
 
 
 class MetricsHistory:
@@ -144,8 +146,8 @@ class MetricsHistory:
                 return False
             series = by_labels[key] = _Series({"__name__": name, **labels})
             self._count += 1
-        series.points.append((at, value))
         series.times.append(at)
+        series.values.append(value)
         return True
 
     def _forget(self, horizon: float) -> None:
@@ -154,7 +156,7 @@ class MetricsHistory:
                 times = series.times
                 if times and times[0] <= horizon:
                     old = bisect.bisect_right(times, horizon)
-                    del series.points[:old], times[:old]
+                    del times[:old], series.values[:old]
                 if not times:
                     del by_labels[key]
                     self._count -= 1
@@ -163,9 +165,9 @@ class MetricsHistory:
 
     def select(
         self, name: str, matchers: Sequence[Matcher], start: float, end: float
-    ) -> list[tuple[Mapping[str, str], Sequence[tuple[float, float]]]]:
-        """The points in ``(start, end]`` of the series of ``name`` that match (SampleStore)."""
-        found: list[tuple[Mapping[str, str], Sequence[tuple[float, float]]]] = []
+    ) -> list[tuple[Mapping[str, str], Sequence[float], Sequence[float]]]:
+        """The samples in ``(start, end]`` of the series of ``name`` that match (SampleStore)."""
+        found: list[tuple[Mapping[str, str], Sequence[float], Sequence[float]]] = []
         for series in self._series.get(name, {}).values():
             labels = series.labels
             if matchers and not all(m.matches(labels.get(m.label, "")) for m in matchers):
@@ -174,7 +176,7 @@ class MetricsHistory:
             low = bisect.bisect_right(times, start)
             high = bisect.bisect_right(times, end)
             if low < high:
-                found.append((labels, series.points[low:high]))
+                found.append((labels, times[low:high], series.values[low:high]))
         return found
 
     def query(self, expr: str, *, at: float | None = None) -> list[InstantSample]:
