@@ -47,8 +47,11 @@ _LabelKey = frozenset[tuple[str, str]]
 
 @dataclass(slots=True)
 class _Series:
-    """One series' samples, oldest first, as two arrays of floats: 16 bytes a sample
-    rather than a tuple and a float object (88), read without touching an object each."""
+    """One series' samples, oldest first, in two arrays of floats.
+
+    16 bytes a sample where a list of tuples takes about 88 (a tuple, a float object and a
+    pointer), and a window is read as contiguous floats, not an object per sample.
+    """
 
     labels: dict[str, str]
     times: array[float] = field(default_factory=lambda: array("d"))
