@@ -20,6 +20,7 @@ __all__ = ["EXTRA_MODULES", "requires_extra"]
 
 EXTRA_MODULES: Mapping[str, frozenset[str]] = MappingProxyType(
     {
+        "alerts": frozenset({"httpx"}),
         "cli": frozenset({"typer"}),
         "email": frozenset({"aiolimiter", "cryptography", "email_validator", "httpx", "jinja2"}),
         "nats": frozenset({"nats"}),

@@ -28,6 +28,7 @@ with requires_extra(__name__, "cli"):
     import typer
 
 from corestone._alerts_cli import alerts_app
+from corestone._alerts_delivery_cli import add_delivery_commands
 from corestone._events_cli import events_app
 from corestone._push_cli import push_app
 from corestone._queries_cli import queries_app
@@ -88,6 +89,7 @@ app.add_typer(email_app, name="email")
 app.add_typer(events_app, name="events")
 app.add_typer(push_app, name="push")
 app.add_typer(queries_app, name="queries")
+add_delivery_commands(alerts_app)
 app.add_typer(alerts_app, name="alerts")
 
 

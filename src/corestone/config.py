@@ -39,6 +39,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from corestone._advisor_settings import AdvisorSettings
+from corestone._alert_channel_settings import ALERT_SECRET_FIELDS, AlertChannelSettings
 from corestone._alert_settings import AlertSettings
 from corestone._email_settings import (
     EMAIL_SECRET_FIELDS,
@@ -57,7 +58,9 @@ __all__ = ["ENV_PREFIX", "Settings", "load_settings", "redact_url"]
 
 ENV_PREFIX = "CORESTONE_"
 _TEST_PREFIX = ENV_PREFIX + "TEST_"
-_SECRET_FIELDS = frozenset({"secret_key"}) | EMAIL_SECRET_FIELDS | PUSH_SECRET_FIELDS
+_SECRET_FIELDS = (
+    frozenset({"secret_key"}) | EMAIL_SECRET_FIELDS | PUSH_SECRET_FIELDS | ALERT_SECRET_FIELDS
+)
 _URL_FIELDS = (
     frozenset({"broker_url", "database_replica_urls", "database_url", "redis_url", "smtp_url"})
     | EMAIL_URL_FIELDS
@@ -76,6 +79,7 @@ class Settings(
     QuerySettings,
     AdvisorSettings,
     AlertSettings,
+    AlertChannelSettings,
     MetricsSettings,
     SystemSettings,
 ):

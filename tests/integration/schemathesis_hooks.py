@@ -189,6 +189,14 @@ _STATE_REFUSALS: Final[dict[tuple[str, str, int, str | None], str]] = {
     },
     ("DELETE", _TASK, 422, "single_etag"): "two versions",
     ("POST", _RESTORE, 422, "single_etag"): "two versions",
+    # A silence ends after now and within the configured maximum of now: the clock and
+    # the settings are state. A =~ or !~ value must compile as a regex (at most 256
+    # characters, a rule between op and value), and one matcher at least must not match
+    # empty labels (a rule across matchers); each description says it.
+    **{
+        ("POST", "/api/ops/silences", 422, rule): "time, regex or matcher-set rule"
+        for rule in ("after_start", "max_duration", "regex", "max_length", "matches_empty")
+    },
 }
 
 

@@ -92,6 +92,15 @@ LOWER_MAY_NOT_IMPORT = {
 }
 
 
+ABOVE_THEIR_PACKAGE = {
+    # Alert delivery keeps its history, claims and silences in the database and sends
+    # through a breaker and Retry: it sits above db and resilience (docs/architecture.md),
+    # though it lives beside the alert engine. Nothing lower in observability imports it.
+    f"corestone.observability.alerts.{name}"
+    for name in ("dispatcher", "silences", "store", "tables", "channels.webhook")
+}
+
+
 @pytest.mark.parametrize("package", sorted(LOWER_MAY_NOT_IMPORT))
 def test_layers_only_import_downwards(package: str) -> None:
     """A lower layer never imports a higher one at run time (docs/architecture.md)."""
@@ -99,9 +108,9 @@ def test_layers_only_import_downwards(package: str) -> None:
     upward = {
         (module, target)
         for module, targets in _graph().items()
-        if _package(module) == package
+        if _package(module) == package and module not in ABOVE_THEIR_PACKAGE
         for target in targets
-        if _package(target) in forbidden
+        if _package(target) in forbidden or target in ABOVE_THEIR_PACKAGE
     }
 
     assert upward == set()

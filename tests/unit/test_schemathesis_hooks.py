@@ -54,10 +54,11 @@ def test_only_a_restore_after_the_last_delete_excuses_a_read(
 def test_state_refusals_name_a_rule_each_and_no_blanket_status() -> None:
     """Every forgiven refusal of valid input names its operation, status and rule (a 412
     of a stale version has none), never a whole status of an operation; the only POSTs
-    are restore and a push subscription (whose endpoint and keys no schema can check)."""
+    are restore, a push subscription (whose endpoint and keys no schema can check) and a
+    silence (whose window is measured from now)."""
     for method, path, status, rule in hooks._STATE_REFUSALS:
         assert method in {"GET", "PATCH", "DELETE", "POST"}
-        assert path.startswith(("/api/workspaces/{ws}/", "/api/me/"))
+        assert path.startswith(("/api/workspaces/{ws}/", "/api/me/", "/api/ops/silences"))
         assert status in {412, 422}
         assert rule is not None or status == 412
-        assert method != "POST" or path.endswith(("/restore", "/push-subscriptions"))
+        assert method != "POST" or path.endswith(("/restore", "/push-subscriptions", "/silences"))

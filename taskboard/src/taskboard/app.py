@@ -15,10 +15,13 @@ from corestone.db import Database, upgrade
 from corestone.email.routing import ProviderRoute
 from corestone.events import Events, add_events
 from corestone.observability import get_logger
+from corestone.observability.alerts.dispatcher import Dispatcher
 from corestone.push import EndpointPolicy, add_live_streams, add_live_wakes
 from corestone.sagas import SagaOrchestrator, SagaRecoveryWorker
 from corestone.web import instrument
 from corestone.web.openapi import exact_openapi
+from taskboard.alerting import setup_alerting
+from taskboard.api.alerts import router as alerts_router
 from taskboard.api.live import router as live_router
 from taskboard.api.members import router as members_router
 from taskboard.api.notifications import router as notifications_router
@@ -61,13 +64,15 @@ def register_services(
     mail: MailWiring | None = None,
     events: Events | None = None,
     notify: NotifyWiring | None = None,
+    alerting: Dispatcher | None = None,
 ) -> SagaOrchestrator:
     """Register taskboard's application services (one of each per process).
 
     ``mail`` is the email wiring (``taskboard.mail.setup_email``), ``events`` the
-    events' (``setup_events``) and ``notify`` the notifications' (``setup_notifications``);
-    without them they are set up from the settings, with a sender and a relay in this
-    process (a ``taskboard worker``).
+    events' (``setup_events``), ``notify`` the notifications' (``setup_notifications``)
+    and ``alerting`` the alert dispatcher (``setup_alerting``); without them they are set
+    up from the settings, with a sender, a relay and the alert engine in this process (a
+    ``taskboard worker``).
     Returns the process's saga orchestrator (also registered, as a value).
     """
     if mail is None:
@@ -76,6 +81,8 @@ def register_services(
         events = setup_events(infra, relay=True)
     if notify is None:
         setup_notifications(infra, mail)
+    if alerting is None:
+        setup_alerting(infra, mail, evaluate=True)
     orchestrator = SagaOrchestrator(infra.db, SAGAS, metrics=infra.metrics)
     infra.services.register_value(SagaOrchestrator, orchestrator)
 
@@ -205,7 +212,10 @@ def create_app(
     wiring = setup_email(infra, send=worker, routes=email_routes)
     events = setup_events(infra, relay=worker)
     notify = setup_notifications(infra, wiring, push_policy=push_policy)
-    orchestrator = register_services(infra, mail=wiring, events=events, notify=notify)
+    alerting = setup_alerting(infra, wiring, evaluate=worker)
+    orchestrator = register_services(
+        infra, mail=wiring, events=events, notify=notify, alerting=alerting
+    )
     if worker:
         add_background_work(infra, orchestrator)
     add_live(infra)
@@ -232,6 +242,7 @@ def create_app(
     api.include_router(members_router)
     api.include_router(live_router)
     api.include_router(ops_router)
+    api.include_router(alerts_router)
     api.include_router(notifications_router)
     api.include_router(page_router)
     mount_email_routes(api, wiring, on_unsubscribe=notify.service.unsubscribe_email)
