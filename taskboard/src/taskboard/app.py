@@ -18,7 +18,10 @@ from corestone.observability import get_logger
 from corestone.push import EndpointPolicy, add_live_streams, add_live_wakes
 from corestone.sagas import SagaOrchestrator, SagaRecoveryWorker
 from corestone.web import instrument
+from corestone.web.dashboard import add_dashboard
 from corestone.web.openapi import exact_openapi
+from taskboard.api.dashboard import api_router as dashboard_router
+from taskboard.api.dashboard import page_router as ops_page_router
 from taskboard.api.live import router as live_router
 from taskboard.api.members import router as members_router
 from taskboard.api.notifications import router as notifications_router
@@ -209,6 +212,7 @@ def create_app(
     if worker:
         add_background_work(infra, orchestrator)
     add_live(infra)
+    add_dashboard(infra)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -232,8 +236,10 @@ def create_app(
     api.include_router(members_router)
     api.include_router(live_router)
     api.include_router(ops_router)
+    api.include_router(dashboard_router)
     api.include_router(notifications_router)
     api.include_router(page_router)
+    api.include_router(ops_page_router)
     mount_email_routes(api, wiring, on_unsubscribe=notify.service.unsubscribe_email)
     exact_openapi(api)
     return instrument(api, infra)
