@@ -8,10 +8,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
 from corestone import Infrastructure, Settings
 from taskboard.app import create_app
+from tests.integration.lifespan import lifespan_of
 
 
 @dataclass
@@ -53,7 +53,7 @@ async def board(database_url: str, tmp_path: Path) -> AsyncIterator[Board]:
     )
     infra = Infrastructure(settings)
     app = create_app(infra)
-    async with LifespanManager(app) as manager:
+    async with lifespan_of(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://taskboard") as client:
             yield Board(client, infra)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from asgi_lifespan import LifespanManager
 from sqlalchemy import func, select
 
 from corestone import Infrastructure, Settings
@@ -26,6 +25,7 @@ from taskboard.app import create_app
 from taskboard.notify import notify_wiring_for
 from taskboard.services.notify import NOTIFY_GROUP
 from tests.integration.conftest import Board
+from tests.integration.lifespan import lifespan_of
 from tests.integration.push.push_service import PushService
 
 SUBJECT = "mailto:ops@example.com"
@@ -121,7 +121,7 @@ async def running(
     infra = Infrastructure(settings, broker=broker or MemoryBroker(dedupe_window_seconds=0))
     policy = EndpointPolicy.allowing(push.url) if push is not None else None
     app = create_app(infra, email_routes=[ProviderRoute(memory)], push_policy=policy)
-    async with LifespanManager(app) as manager:
+    async with lifespan_of(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://taskboard") as client:
             yield NotifyBoard(client, infra, memory, keys)

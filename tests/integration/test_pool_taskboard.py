@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-from asgi_lifespan import LifespanManager
 
 from corestone import Infrastructure, Settings
 from taskboard.app import create_app
 from tests.integration.conftest import Board
+from tests.integration.lifespan import lifespan_of
 from tests.integration.test_pool import _terminate_backends
 
 
@@ -22,7 +22,7 @@ async def test_requests_recover_after_backends_are_terminated(postgres_url: str)
     """Requests succeed again after the kill, and every 201-answered task is stored."""
     infra = Infrastructure(Settings(database_url=postgres_url, env="test"))
     app = create_app(infra)
-    async with LifespanManager(app) as manager:
+    async with lifespan_of(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://tb") as client:
             board = Board(client, infra)

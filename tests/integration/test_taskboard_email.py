@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
@@ -36,6 +35,7 @@ from taskboard.app import create_app
 from taskboard.events import WorkspaceCreated
 from taskboard.services.notifications import MAIL_GROUP
 from tests.integration.conftest import Board
+from tests.integration.lifespan import lifespan_of
 
 PROBLEM = "application/problem+json"
 MAILGUN_KEY = "key-for-the-tests-0123456789"
@@ -94,7 +94,7 @@ async def mail(database_url: str) -> AsyncIterator[MailBoard]:
     )
     infra = Infrastructure(settings)
     app = create_app(infra, email_routes=[ProviderRoute(memory)])
-    async with LifespanManager(app) as manager:
+    async with lifespan_of(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://taskboard") as client:
             yield MailBoard(client, infra, memory, private)

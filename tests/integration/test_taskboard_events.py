@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from sqlalchemy import func, select
 
 from corestone import ConflictError, Infrastructure, Settings
@@ -37,6 +36,7 @@ from taskboard.services.notifications import MAIL_GROUP
 from taskboard.services.notify import NOTIFY_GROUP
 from taskboard.services.workspaces import SAGAS
 from tests.integration.conftest import Board
+from tests.integration.lifespan import lifespan_of
 
 PROBE = "probe"
 
@@ -128,7 +128,7 @@ async def running(database_url: str, broker: Broker | None = None) -> AsyncItera
     # No de-duplication window: a test that publishes an event twice sees it twice.
     infra = Infrastructure(settings, broker=broker or MemoryBroker(dedupe_window_seconds=0))
     app = create_app(infra, email_routes=[ProviderRoute(memory)])
-    async with LifespanManager(app) as manager:
+    async with lifespan_of(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://taskboard") as client:
             board = EventBoard(client, infra, memory)

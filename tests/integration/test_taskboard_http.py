@@ -6,12 +6,12 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
 from corestone import Infrastructure, Settings
 from corestone.observability.health import HealthRegistry
 from taskboard.app import create_app
 from tests.integration.conftest import Board
+from tests.integration.lifespan import lifespan_of
 
 PROBLEM = "application/problem+json"
 
@@ -113,7 +113,7 @@ async def steady_board(database_url: str) -> AsyncIterator[Board]:
     health = HealthRegistry(cache_seconds=60.0, clock=lambda: 1000.0)
     infra = Infrastructure(settings, health=health)
     app = create_app(infra)
-    async with LifespanManager(app) as manager:
+    async with lifespan_of(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://taskboard") as client:
             yield Board(client, infra)

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import httpx
 import pytest
 import redis.asyncio as redis
-from asgi_lifespan import LifespanManager
 
 from corestone import AuthenticationError, Infrastructure, Settings
 from corestone.testing import QueryCounter
@@ -27,6 +26,7 @@ from taskboard.domain.models import Role
 from taskboard.services import UserService, WorkspaceService
 from taskboard.services.access import access_for
 from taskboard.services.tokens import TOKEN_PREFIX
+from tests.integration.lifespan import lifespan_of
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -64,7 +64,7 @@ class Setup:
 
 async def _instance(stack: AsyncExitStack, settings: Settings) -> Instance:
     infra = Infrastructure(settings)
-    manager = await stack.enter_async_context(LifespanManager(create_app(infra, worker=False)))
+    manager = await stack.enter_async_context(lifespan_of(create_app(infra, worker=False)))
     client = await stack.enter_async_context(
         httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://tb")
     )

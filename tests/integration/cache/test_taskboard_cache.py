@@ -10,10 +10,10 @@ from contextlib import AsyncExitStack
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
 from corestone import Infrastructure, Settings
 from taskboard.app import create_app
+from tests.integration.lifespan import lifespan_of
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -22,7 +22,7 @@ async def _instance(
     stack: AsyncExitStack, settings: Settings
 ) -> tuple[httpx.AsyncClient, Infrastructure]:
     infra = Infrastructure(settings)
-    manager = await stack.enter_async_context(LifespanManager(create_app(infra)))
+    manager = await stack.enter_async_context(lifespan_of(create_app(infra)))
     client = await stack.enter_async_context(
         httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://tb")
     )

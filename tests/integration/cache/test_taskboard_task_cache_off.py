@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
 from corestone import Infrastructure, Settings
 from corestone.testing import QueryCounter
 from taskboard.app import TASK_CACHE_ENV, create_app, task_cache_enabled
+from tests.integration.lifespan import lifespan_of
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,7 +28,7 @@ async def _client(
         env="test",
     )
     infra = Infrastructure(settings)
-    async with LifespanManager(create_app(infra, worker=False)) as manager:
+    async with lifespan_of(create_app(infra, worker=False)) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://tb") as client:
             yield client, infra

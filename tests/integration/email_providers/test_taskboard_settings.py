@@ -11,7 +11,6 @@ from email import message_from_bytes
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -20,6 +19,7 @@ from corestone.email import EmailSender
 from taskboard.app import create_app
 from tests.integration.conftest import Board
 from tests.integration.email_providers.conftest import SmtpServer
+from tests.integration.lifespan import lifespan_of
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ async def taskboard() -> AsyncIterator[Board]:
     """taskboard as `taskboard serve` builds it: every setting from the environment."""
     infra = Infrastructure(load_settings())
     app = create_app(infra)
-    async with LifespanManager(app) as manager:
+    async with lifespan_of(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://taskboard") as client:
             yield Board(client, infra)

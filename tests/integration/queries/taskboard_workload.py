@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from asgi_lifespan import LifespanManager
 
 from corestone import Infrastructure, Settings
 from taskboard.app import create_app
+from tests.integration.lifespan import lifespan_of
 
 LISTS = ("status=done", "assignee_id={me}", "sort=-updated_at", "status=open&sort=title", "")
 
@@ -38,7 +38,7 @@ async def taskboard(
     )
     infra = Infrastructure(settings)
     app = create_app(infra)
-    async with LifespanManager(app) as manager:
+    async with lifespan_of(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://taskboard") as client:
             yield client, infra
