@@ -59,13 +59,12 @@ function traffic(data) {
 }
 
 function health(data) {
-  const rows = Object.entries(data.checks).map(([name, [entry]]) => [
-    name.split(":")[0], pill(entry.status),
-    entry.observedValue === undefined ? "" : `${fmt(entry.observedValue)} ${entry.observedUnit || ""}`,
-    entry.output || "",
-  ]);
-  return [el("div", { class: "figures" }, figure("overall", pill(data.status))),
-    rows.length ? table(["component", "status", "observed", "output"], rows) : none("No checks registered.")];
+  const rows = Object.entries(data.checks).map(([name, [entry]]) => {
+    const observed = entry.observedValue === undefined ? "" : `${fmt(entry.observedValue)} ${entry.observedUnit || ""}`;
+    const detail = [observed.trim(), entry.output].filter(Boolean).join(" · ");
+    return [name.slice(0, name.lastIndexOf(":")), pill(entry.status), el("span", { class: "wrap" }, detail)];
+  });
+  return [rows.length ? table(["component", "status", "observed"], rows) : none("No checks registered.")];
 }
 
 function breakers(data) {
