@@ -123,3 +123,13 @@ def test_panel_names_must_be_unique() -> None:
     """Two panels with one name are refused when the dashboard is built."""
     with pytest.raises(ValueError, match="unique"):
         Dashboard([Panel("p", Source()), Panel("p", Source())])
+
+
+async def test_start_runs_each_panels_start_hook_once() -> None:
+    """``on_start`` hooks run when the dashboard starts, before any snapshot."""
+    started: list[str] = []
+    board = Dashboard(
+        [Panel("a", Source(), on_start=lambda: started.append("a")), Panel("b", Source())]
+    )
+    await board.start()
+    assert started == ["a"]

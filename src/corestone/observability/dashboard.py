@@ -52,6 +52,10 @@ class Panel:
     """Seconds an answer is reused before the next caller loads again."""
     timeout: float = 2.0
     """Seconds a caller waits for a load before answering without it."""
+    on_start: Callable[[], None] | None = None
+    """Called when the dashboard starts (with the infrastructure): a panel over the metric
+    history registers its expressions then, so the history holds the last hour by the
+    time someone looks, not only what came after the first look."""
 
 
 @dataclass(slots=True)
@@ -113,7 +117,13 @@ class Dashboard:
         }
 
     async def start(self) -> None:
-        """Answer snapshots (again, after :meth:`aclose`); panels load on demand."""
+        """Run the panels' ``on_start`` hooks; answer snapshots (again, after :meth:`aclose`).
+
+        Panels load on demand. A hook that raises stops the start: it is a wiring error.
+        """
+        for panel in self._panels.values():
+            if panel.on_start is not None:
+                panel.on_start()
         self._closed = False
 
     async def aclose(self) -> None:

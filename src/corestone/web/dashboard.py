@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from corestone.db.report import REPORT_TTL_SECONDS, database_report
 from corestone.email.tracking import EmailTracker
@@ -50,6 +50,7 @@ __all__ = [
     "HISTORY_STEP_SECONDS",
     "HISTORY_WINDOW_SECONDS",
     "RECENT_DELIVERIES",
+    "WatchedHistory",
     "add_dashboard",
     "standard_panels",
     "traffic_expressions",
@@ -63,6 +64,17 @@ RECENT_DELIVERIES = 8
 """How many of the newest emails the backlogs panel lists."""
 _COUNTERS_TTL = 2.0
 """Counters and gauges: cheap, but several pages polling at once read them once."""
+
+
+class WatchedHistory(MetricsQuery, Protocol):
+    """A metric history that keeps only the metrics of the expressions it was given."""
+
+    def watch(self, expr: str) -> None: ...
+
+
+HistorySource = Callable[[], WatchedHistory]
+"""Where the traffic panel finds the history, asked once the infrastructure starts (the
+alerts wiring may add it after the dashboard); raising says why there is none."""
 
 
 def traffic_expressions(metrics: Metrics) -> dict[str, str]:
@@ -84,13 +96,14 @@ def traffic_expressions(metrics: Metrics) -> dict[str, str]:
 def standard_panels(
     infra: Infrastructure,
     *,
-    history: MetricsQuery | None = None,
+    history: HistorySource | None = None,
     wall: Callable[[], float] = time.time,
 ) -> list[Panel]:
     """The panels every corestone service has (the module doc lists them)."""
     tracker = EmailTracker(infra.db)
+    traffic = _Traffic(infra.metrics, history, wall)
     return [
-        Panel("traffic", _traffic(infra.metrics, history, wall), ttl=_COUNTERS_TTL),
+        Panel("traffic", traffic.load, ttl=_COUNTERS_TTL, on_start=traffic.start),
         Panel("health", _health(infra), timeout=5.0),
         Panel("breakers", _breakers(infra)),
         Panel("cache", _cache(infra)),
@@ -103,7 +116,7 @@ def standard_panels(
 def add_dashboard(
     infra: Infrastructure,
     *,
-    history: MetricsQuery | None = None,
+    history: HistorySource | None = None,
     extra: Sequence[Panel] = (),
 ) -> Dashboard:
     """The standard panels and ``extra`` as a registered service and component."""
@@ -113,29 +126,46 @@ def add_dashboard(
     return dashboard
 
 
-def _traffic(
-    metrics: Metrics, history: MetricsQuery | None, wall: Callable[[], float]
-) -> PanelSource:
-    expressions = traffic_expressions(metrics)
+class _Traffic:
+    """The traffic panel: its expressions registered with the history when it starts."""
 
-    async def load() -> dict[str, Any]:
-        if history is None:
-            raise LookupError("no metric history in this process")
-        end = wall()
+    def __init__(
+        self, metrics: Metrics, history: HistorySource | None, wall: Callable[[], float]
+    ) -> None:
+        self.expressions = traffic_expressions(metrics)
+        self._source = history
+        self._wall = wall
+        self._history: MetricsQuery | None = None
+        self._missing = "no metric history in this process"
+
+    def start(self) -> None:
+        if self._source is None:
+            return
+        try:
+            history = self._source()
+        except (LookupError, RuntimeError) as error:
+            self._missing = f"no metric history in this process: {error}"
+            return
+        for expr in self.expressions.values():
+            history.watch(expr)
+        self._history = history
+
+    async def load(self) -> dict[str, Any]:
+        if self._history is None:
+            raise LookupError(self._missing)
+        end = self._wall()
         start = end - HISTORY_WINDOW_SECONDS
         series: dict[str, list[list[float | None]]] = {}
-        for name, expr in expressions.items():
-            found = history.query_range(expr, start=start, end=end, step=HISTORY_STEP_SECONDS)
+        for name, expr in self.expressions.items():
+            found = self._history.query_range(expr, start=start, end=end, step=HISTORY_STEP_SECONDS)
             points = found[0].points if found else ()
             series[name] = [[round(t, 3), _finite(v)] for t, v in points]
         return {
             "window_seconds": HISTORY_WINDOW_SECONDS,
             "step_seconds": HISTORY_STEP_SECONDS,
-            "expressions": expressions,
+            "expressions": self.expressions,
             "series": series,
         }
-
-    return load
 
 
 def _finite(value: float) -> float | None:
