@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import text
 
+from taskboard.api.dashboard import OPS_ASSETS
 from taskboard.domain.models import TokenRole
 from taskboard.services import UserService
 from tests.integration.conftest import Board
@@ -114,3 +116,19 @@ async def test_the_page_is_a_shell_served_like_the_main_page(board: Board) -> No
         assert (await board.client.get(f"/ops/static/{name}")).status_code == 200, name
     assert (await board.client.get("/ops/static/index.html")).status_code == 404
     assert (await board.client.get("/ops/static/..%2Fapp.js")).status_code == 404
+
+
+async def test_the_page_names_no_other_host_and_runs_no_inline_code(board: Board) -> None:
+    """No file of /ops names an http(s) URL or imports from outside this origin's files,
+    and the HTML has no inline script, style or handler (the CSP would refuse them)."""
+    files = ["/ops", *(f"/ops/static/{name}" for name in OPS_ASSETS)]
+    for path in files:
+        body = (await board.client.get(path)).text
+        assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", body), path
+        for specifier in re.findall(r"""\bfrom\s+["']([^"']+)["']""", body):
+            assert specifier.startswith("./") or specifier == "/static/api.js", (path, specifier)
+    html = (await board.client.get("/ops")).text
+    assert "<style" not in html
+    assert not re.search(r"\sstyle=", html)
+    assert not re.search(r"\son[a-z]+=", html)
+    assert all('src="/ops/static/' in tag for tag in re.findall(r"<script\b[^>]*>", html))
