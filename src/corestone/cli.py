@@ -27,6 +27,7 @@ from corestone._version import installed_version
 with requires_extra(__name__, "cli"):
     import typer
 
+from corestone._alerts_cli import alerts_app
 from corestone._events_cli import events_app
 from corestone._push_cli import push_app
 from corestone._queries_cli import queries_app
@@ -48,6 +49,7 @@ __all__ = [
     "EXIT_CONFIGURATION",
     "EXIT_OK",
     "EXIT_SERVICE_FAILED",
+    "alerts_app",
     "app",
     "doctor",
     "email_app",
@@ -86,6 +88,7 @@ app.add_typer(email_app, name="email")
 app.add_typer(events_app, name="events")
 app.add_typer(push_app, name="push")
 app.add_typer(queries_app, name="queries")
+app.add_typer(alerts_app, name="alerts")
 
 
 def package_version(distribution: str = "corestone") -> str:

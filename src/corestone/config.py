@@ -39,6 +39,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from corestone._advisor_settings import AdvisorSettings
+from corestone._alert_settings import AlertSettings
 from corestone._email_settings import (
     EMAIL_SECRET_FIELDS,
     EMAIL_URL_FIELDS,
@@ -47,6 +48,7 @@ from corestone._email_settings import (
 )
 from corestone._push_settings import PUSH_SECRET_FIELDS, PushSettings
 from corestone._query_settings import QuerySettings
+from corestone._system_settings import SystemSettings
 from corestone.errors import ConfigurationError
 from corestone.urls import parse_database_url, redact_url, split_urls
 
@@ -66,7 +68,15 @@ _BROKER_SCHEMES = {"memory", "redis", "rediss", "nats", "tls", "amqp", "amqps"}
 _SMTP_SCHEMES = {"smtp", "smtps"}
 
 
-class Settings(BaseSettings, EmailSettings, PushSettings, QuerySettings, AdvisorSettings):
+class Settings(
+    BaseSettings,
+    EmailSettings,
+    PushSettings,
+    QuerySettings,
+    AdvisorSettings,
+    AlertSettings,
+    SystemSettings,
+):
     """The configuration of one corestone process. Immutable once built."""
 
     model_config = SettingsConfigDict(

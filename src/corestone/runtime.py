@@ -32,12 +32,14 @@ from corestone.events.brokers.guarded import guard_broker
 from corestone.observability.health import CheckResult, HealthRegistry
 from corestone.observability.logging import get_logger
 from corestone.observability.metrics import Metrics
+from corestone.observability.system import SystemMonitor
 from corestone.resilience.fleet import Fleet
 from corestone.resilience.registry import BreakerRegistry
 
 if TYPE_CHECKING:
     from corestone.email.service import EmailService
     from corestone.events.wiring import Events
+    from corestone.observability.alerts.wiring import Alerts
 
 __all__ = ["Component", "Infrastructure"]
 
@@ -178,6 +180,7 @@ class Infrastructure:
         )
         self._email: EmailService | None = None
         self._events: Events | None = None
+        self._alerts: Alerts | None = None
         self.fleet: Fleet | None = None
         if self.settings.breaker_fleet and self.settings.redis_url:
             self.fleet = Fleet(
@@ -208,6 +211,15 @@ class Infrastructure:
             self.health.register(
                 "database:stats", self.db_stats.check, component_type="datastore", critical=False
             )
+        self.system: SystemMonitor | None = None
+        """Host and process gauges and checks (``corestone.observability.system``), unless
+        ``CORESTONE_SYSTEM_HEALTH=false``; its loop-lag probe runs as a component."""
+        if self.settings.system_health:
+            self.system = SystemMonitor.from_settings(
+                self.settings, self.settings.database_url, self.metrics
+            )
+            self.system.register(self.metrics, self.health, self.settings.system_checks)
+            self.add(self.system.loop_lag, critical=False)
         # Not critical: with Redis away the cache serves from L1 and the loader (warn).
         self.add(self.cache, check=self.cache.check, component_type="datastore", critical=False)
         self.broker: Broker | None = None
@@ -319,6 +331,28 @@ class Infrastructure:
         if self._running:
             raise RuntimeError("set up events before the infrastructure starts")
         self._events = events
+
+    @property
+    def alerts(self) -> Alerts:
+        """The :class:`~corestone.observability.alerts.wiring.Alerts`, once ``add_alerts`` ran.
+
+        Not built by default: alerts need a sink to notify. Before ``add_alerts(infra,
+        sink)`` this raises ConfigurationError.
+        """
+        if self._alerts is None:
+            raise ConfigurationError(
+                "alerts are not set up on this infrastructure: call "
+                "corestone.observability.alerts.add_alerts(infra, sink) before infra.alerts"
+            )
+        return self._alerts
+
+    @alerts.setter
+    def alerts(self, alerts: Alerts) -> None:
+        if self._alerts is not None:
+            raise ValueError("alerts are already set up on this infrastructure (add_alerts twice?)")
+        if self._running:
+            raise RuntimeError("set up alerts before the infrastructure starts")
+        self._alerts = alerts
 
     async def start(self) -> None:
         """Start every component in order; on a failure undo and raise StartupError."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +12,44 @@ import pytest
 from corestone import Infrastructure, Settings
 from taskboard.app import create_app
 from tests.integration.lifespan import lifespan_of
+from tests.integration.migrated import MigratedTemplates
+
+
+@pytest.fixture(scope="session")
+def migrated_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MigratedTemplates]:
+    templates = MigratedTemplates(tmp_path_factory.mktemp("templates"))
+    yield templates
+    templates.drop()
+
+
+@pytest.fixture
+def taskboard_schema() -> None:
+    """Asks ``database_url`` for a database already at taskboard's head revision.
+
+    A fixture that starts a taskboard app requests it beside ``database_url``; the test
+    then gets a copy of a migrated template instead of migrating an empty database
+    (tests/integration/migrated.py says why).
+    """
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The test runs twice: on a SQLite file and on a fresh PostgreSQL database.
+
+    Empty, unless the test's fixtures request ``taskboard_schema``: then migrated.
+    """
+    migrated = "taskboard_schema" in request.fixturenames
+    if request.param == "sqlite":
+        path = tmp_path / "test.db"
+        if migrated:
+            request.getfixturevalue("migrated_templates").copy_sqlite(path)
+        return f"sqlite+aiosqlite:///{path}"
+    if migrated:
+        template = request.getfixturevalue("migrated_templates").postgres()
+        clone: str = request.getfixturevalue("make_postgres_database")(template=template)
+        return clone
+    empty: str = request.getfixturevalue("postgres_url")
+    return empty
 
 
 @dataclass
@@ -44,7 +82,7 @@ class Board:
 
 
 @pytest.fixture
-async def board(database_url: str, tmp_path: Path) -> AsyncIterator[Board]:
+async def board(database_url: str, taskboard_schema: None, tmp_path: Path) -> AsyncIterator[Board]:
     settings = Settings(
         database_url=database_url,
         env="test",

@@ -77,7 +77,7 @@ def mailgun_body(event: dict[str, Any], *, token: str = "tok-1", key: str = MAIL
 
 
 @pytest.fixture
-async def mail(database_url: str) -> AsyncIterator[MailBoard]:
+async def mail(database_url: str, taskboard_schema: None) -> AsyncIterator[MailBoard]:
     private = ec.generate_private_key(ec.SECP256R1())
     public = base64.b64encode(
         private.public_key().public_bytes(

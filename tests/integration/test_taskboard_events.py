@@ -137,7 +137,7 @@ async def running(database_url: str, broker: Broker | None = None) -> AsyncItera
 
 
 @pytest.fixture
-async def board(database_url: str) -> AsyncIterator[EventBoard]:
+async def board(database_url: str, taskboard_schema: None) -> AsyncIterator[EventBoard]:
     async with running(database_url) as started:
         yield started
 

@@ -100,7 +100,7 @@ async def test_a_204_carries_no_content_type(board: Board) -> None:
 
 
 @pytest.fixture
-async def steady_board(database_url: str) -> AsyncIterator[Board]:
+async def steady_board(database_url: str, taskboard_schema: None) -> AsyncIterator[Board]:
     """A board whose health documents are the same bytes from one request to the next.
 
     ``/health/live`` reports the uptime and ``/health/ready`` each check's round trip,

@@ -18,7 +18,7 @@ PROBLEM = "application/problem+json"
 
 
 @pytest.fixture
-async def board(database_url: str) -> AsyncIterator[NotifyBoard]:
+async def board(database_url: str, taskboard_schema: None) -> AsyncIterator[NotifyBoard]:
     async with running(database_url) as started:
         yield started
 

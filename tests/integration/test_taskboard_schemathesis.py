@@ -124,7 +124,7 @@ def _people(
 
 
 @pytest.fixture
-def live(database_url: str, tmp_path: Path) -> Iterator[Live]:
+def live(database_url: str, taskboard_schema: None, tmp_path: Path) -> Iterator[Live]:
     token, workspace = asyncio.run(_seed(database_url))
     # Web Push configured, so every GET of the document answers (the public key is a 404
     # without it); subscriptions are refused (422) for want of a public https endpoint.

@@ -26,7 +26,7 @@ from tests.packaging.conftest import ROOT, Distributions, Venv
 pytestmark = pytest.mark.packaging
 
 CORE = {
-    *("orjson", "prometheus-client", "pydantic", "pydantic-settings"),
+    *("orjson", "prometheus-client", "psutil", "pydantic", "pydantic-settings", "pyyaml"),
     *("structlog", "svcs", "tenacity"),
 }
 """The core's direct dependencies: settings, errors, context, logs, metrics, breakers, retry,

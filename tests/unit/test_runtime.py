@@ -73,6 +73,8 @@ class FakeDatabase(FakeComponent):
 
 
 def _settings(tmp_path: Path, **overrides: object) -> Settings:
+    # The system checks and their loop-lag probe have tests of their own (tests/unit/system).
+    overrides.setdefault("system_health", False)
     return Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/x.db", **overrides)  # type: ignore[arg-type]
 
 

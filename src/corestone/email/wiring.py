@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from corestone.email.configure import routes_from_settings
 from corestone.email.providers.base import EmailProvider
-from corestone.email.routing import ProviderRoute, Strategy
+from corestone.email.routing import ProviderRoute, Slot, Strategy
 from corestone.email.sender import EmailSender
 from corestone.email.service import EmailService
+from corestone.observability.health import CheckFunction, CheckResult
 
 if TYPE_CHECKING:
     from corestone.runtime import Infrastructure
@@ -37,7 +38,8 @@ def add_email(
     The sender is added as a component only with ``run_sender`` and at least one route
     (a web process may leave sending to workers). The ``email`` health check is always
     registered, not critical (mail waits in the outbox; the API stays up): it fails
-    while no provider is configured and warns when the backlog grows old.
+    while no provider is configured and warns when the backlog grows old. So is one
+    ``email.<provider>`` check per provider, from its breaker (warns while it is open).
     """
     owned = routes is None
     if routes is None:
@@ -65,7 +67,30 @@ def add_email(
         infra.add(sender, check=sender.check, critical=False)
     else:
         infra.health.register("email", sender.check, critical=False)
+    for slot in sender.router.slots:
+        infra.health.register(
+            slot.breaker.name,
+            infra.breakers.health_check(slot.breaker.name, _provider_check(slot)),
+            component_type="email",
+            measurement="circuit",
+            critical=False,
+        )
     return service
+
+
+def _provider_check(slot: Slot) -> CheckFunction:
+    """One provider's health, read from its breaker: no request of its own.
+
+    Asking SendGrid, Mailgun or SES whether they are up would spend API quota and rate
+    limit on every poll, and an SMTP ``NOOP`` would hold a connection open per instance;
+    the outcomes of real sends (the breaker ``email.<provider>``) say more. The breaker
+    wrapper turns an open or half-open one into ``warn``: mail waits or fails over.
+    """
+
+    async def provider() -> CheckResult:
+        return CheckResult(observed_value=slot.breaker.state.value, observed_unit="state")
+
+    return provider
 
 
 class _ProviderCloser:

@@ -7,6 +7,7 @@ with the extra's name, and every other test is untouched.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -61,8 +62,15 @@ def _postgres_admin() -> str:
 
 
 @pytest.fixture
-def make_postgres_database(_postgres_admin: str) -> Iterator[Callable[[], str]]:
-    """A factory of new, empty PostgreSQL databases; all dropped (forcibly) after the test."""
+def make_postgres_database(_postgres_admin: str) -> Iterator[Callable[..., str]]:
+    """A factory of new PostgreSQL databases; all dropped (forcibly) after the test.
+
+    ``make()`` gives an empty one; ``make(template="name")`` a copy of that database
+    (``CREATE DATABASE … TEMPLATE``), which is how a suite migrates once and still gives
+    each test a database of its own. PostgreSQL refuses to copy a database anyone is
+    connected to: a pool just closed may still hold a backend that is exiting, so a
+    refusal is retried for a few seconds before it fails the test.
+    """
     admin = _asyncpg_dsn(_postgres_admin)
     created: list[str] = []
 
@@ -73,9 +81,12 @@ def make_postgres_database(_postgres_admin: str) -> Iterator[Callable[[], str]]:
         finally:
             await conn.close()
 
-    def make() -> str:
+    def make(template: str | None = None) -> str:
         name = f"cs_test_{uuid.uuid4().hex[:16]}"
-        run_sync(lambda: execute(f'CREATE DATABASE "{name}"'))
+        create = f'CREATE DATABASE "{name}"'
+        if template is not None:
+            create += f' TEMPLATE "{template}"'
+        run_sync(lambda: _retry_while_in_use(lambda: execute(create)))
         created.append(name)
         return _url(_postgres_admin).set(database=name).render_as_string(hide_password=False)
 
@@ -85,8 +96,25 @@ def make_postgres_database(_postgres_admin: str) -> Iterator[Callable[[], str]]:
         run_sync(lambda drop=drop: execute(drop))  # type: ignore[misc]
 
 
+async def _retry_while_in_use(create: Callable[[], Awaitable[None]]) -> None:
+    for _ in range(_IN_USE_ATTEMPTS - 1):
+        try:
+            await create()
+        except Exception as error:  # asyncpg's ObjectInUseError, known by its SQLSTATE
+            if getattr(error, "sqlstate", None) != _OBJECT_IN_USE:
+                raise
+            await asyncio.sleep(0.1)
+        else:
+            return
+    await create()
+
+
+_OBJECT_IN_USE = "55006"
+_IN_USE_ATTEMPTS = 50
+
+
 @pytest.fixture
-def postgres_url(make_postgres_database: Callable[[], str]) -> str:
+def postgres_url(make_postgres_database: Callable[..., str]) -> str:
     """A new empty PostgreSQL database for this test; dropped (forcibly) afterwards."""
     return make_postgres_database()
 

@@ -72,7 +72,7 @@ async def _instance(stack: AsyncExitStack, settings: Settings) -> Instance:
 
 
 @pytest.fixture
-async def pair(database_url: str, redis_url: str) -> AsyncIterator[Pair]:
+async def pair(database_url: str, taskboard_schema: None, redis_url: str) -> AsyncIterator[Pair]:
     namespace = f"tb{uuid.uuid4().hex[:10]}"
     settings = Settings(
         database_url=database_url, redis_url=redis_url, cache_namespace=namespace, env="test"

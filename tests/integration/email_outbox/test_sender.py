@@ -325,7 +325,7 @@ async def test_add_email_without_providers_registers_a_failing_check(database_ur
     infra = Infrastructure(Settings(database_url=database_url, env="test"))
     service = add_email(infra, [])
     assert isinstance(service, EmailService)
-    assert [m.component.name for m in infra._managed] == ["database", "cache"]
+    assert [m.component.name for m in infra._managed] == ["database", "loop-lag", "cache"]
     report = await infra.health.ready()
     assert report.checks["email:responseTime"][0]["status"] == "fail"
     assert report.status is HealthStatus.WARN  # not critical: mail waits, the API stays up
