@@ -6,7 +6,9 @@ the panels every corestone service has, registers it as a service (a route reads
 
 ``traffic``
     request rate, error ratio and latency p50/p95/p99 over the last hour, from the
-    in-process metric history (``MetricsQuery``), one point a minute;
+    in-process metric history (``infra.alerts.history``, which samples only what is
+    watched: the panel registers its expressions when the infrastructure starts), one
+    point a minute;
 ``health``
     the readiness report (``infra.health.ready()``, cached by the registry);
 ``breakers``
@@ -39,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from corestone.db.report import REPORT_TTL_SECONDS, database_report
 from corestone.email.tracking import EmailTracker
+from corestone.errors import ConfigurationError
 from corestone.observability.dashboard import Dashboard, Panel, PanelSource
 from corestone.observability.metrics import Metrics
 from corestone.observability.series import MetricsQuery
@@ -119,8 +122,17 @@ def add_dashboard(
     history: HistorySource | None = None,
     extra: Sequence[Panel] = (),
 ) -> Dashboard:
-    """The standard panels and ``extra`` as a registered service and component."""
-    dashboard = Dashboard([*standard_panels(infra, history=history), *extra])
+    """The standard panels and ``extra`` as a registered service and component.
+
+    ``history`` (default: ``infra.alerts.history``, the alert engine's) is asked for when
+    the infrastructure starts; without one the traffic panel says so.
+    """
+
+    def alerts_history() -> WatchedHistory:
+        return infra.alerts.history
+
+    source = history if history is not None else alerts_history
+    dashboard = Dashboard([*standard_panels(infra, history=source), *extra])
     infra.services.register_value(Dashboard, dashboard)
     infra.add(dashboard, component_type="component", critical=False)
     return dashboard
@@ -143,8 +155,8 @@ class _Traffic:
             return
         try:
             history = self._source()
-        except (LookupError, RuntimeError) as error:
-            self._missing = f"no metric history in this process: {error}"
+        except ConfigurationError:  # infra.alerts without add_alerts
+            self._missing = "no metric history in this process: alerts are not set up"
             return
         for expr in self.expressions.values():
             history.watch(expr)
