@@ -132,4 +132,30 @@ function live(data) {
     dropped.length ? table(["dropped because", "streams"], dropped.map(([r, n]) => [r, fmt(n)]), [1]) : none("No stream dropped.")];
 }
 
-export const RENDERERS = { traffic, health, breakers, cache, queries, backlogs, live };
+const when = (iso) => (iso ? new Date(iso).toLocaleTimeString() : "–");
+
+function alerts(data) {
+  const firing = data.alerts.length
+    ? table(["alert", "state", "severity", "summary", "since"], data.alerts.map((a) => [
+      a.rule, pill(a.silenced ? "silenced" : a.state), a.severity,
+      a.annotations.summary || a.annotations.description || "", when(a.active_since),
+    ]))
+    : none(data.at ? "Nothing firing or pending." : "No evaluation in this process yet.");
+  const silences = data.silences.length
+    ? table(["silence", "until", "by", "comment"], data.silences.map((s) => [
+      s.matchers.map((m) => `${m.name}${m.op}${m.value}`).join(", "), new Date(s.ends_at).toLocaleString(),
+      s.created_by, s.comment,
+    ]))
+    : none("No silence in force.");
+  const sent = data.notifications.length
+    ? table(["notification", "channel", "status", "at"], data.notifications.slice(0, 5).map((n) => [
+      `${n.alert_status}: ${Object.values(n.group_labels).join(", ")}`, n.channel, pill(n.status), when(n.created_at),
+    ]))
+    : none("No notification sent yet.");
+  return [el("div", { class: "columns" },
+    el("div", {}, el("h3", {}, "Firing and pending"), firing),
+    el("div", {}, el("h3", {}, "Silences"), silences),
+    el("div", {}, el("h3", {}, "Recent notifications"), sent))];
+}
+
+export const RENDERERS = { traffic, health, breakers, cache, queries, backlogs, live, alerts };
