@@ -46,6 +46,7 @@ from corestone._email_settings import (
     REQUIRED_SETTINGS,
     EmailSettings,
 )
+from corestone._metrics_settings import MetricsSettings
 from corestone._push_settings import PUSH_SECRET_FIELDS, PushSettings
 from corestone._query_settings import QuerySettings
 from corestone._system_settings import SystemSettings
@@ -75,6 +76,7 @@ class Settings(
     QuerySettings,
     AdvisorSettings,
     AlertSettings,
+    MetricsSettings,
     SystemSettings,
 ):
     """The configuration of one corestone process. Immutable once built."""

@@ -140,7 +140,9 @@ class Infrastructure:
         broker: Broker | None = None,
     ) -> None:
         self.settings = settings if settings is not None else load_settings()
-        self.metrics = metrics if metrics is not None else Metrics()
+        self.metrics = (
+            metrics if metrics is not None else Metrics(max_series=self.settings.metrics_max_series)
+        )
         self.health = (
             health
             if health is not None

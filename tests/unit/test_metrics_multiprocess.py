@@ -125,3 +125,49 @@ def test_one_process_is_unchanged() -> None:
 
     assert not metrics.multiprocess
     assert "corestone_things_total 1.0" in metrics.render().decode()
+
+
+CAPPED_WORKER = """
+import sys
+from corestone.observability import Metrics
+from corestone.testing import ManualClock
+
+clock = ManualClock()
+metrics = Metrics(max_series=2, clock=clock)
+assert metrics.multiprocess
+timer = metrics.timer("job_seconds", "jobs", ["queue"])
+
+@timer.labels(queue="mail")
+def job():
+    clock.advance(0.5)
+
+job()
+for queue in sys.argv[1].split(","):
+    timer.labels(queue=queue).observe(1.0)
+if sys.argv[2] == "render":
+    sys.stdout.write(metrics.render().decode())
+"""
+
+
+def test_timers_and_folded_series_add_up_across_workers(tmp_path: Path) -> None:
+    """Each worker's timer observations, folds and fold counts are summed by a scrape."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    outputs = [
+        subprocess.run(
+            [sys.executable, "-c", CAPPED_WORKER, queues, mode],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+        for queues, mode in (("push,a,b", "-"), ("c,d,e", "render"))
+    ]
+    exposition = outputs[1]
+
+    assert 'corestone_job_seconds_count{queue="mail"} 2.0' in exposition
+    assert 'corestone_job_seconds_sum{queue="mail"} 1.0' in exposition
+    assert 'corestone_job_seconds_count{queue="push"} 1.0' in exposition
+    assert 'corestone_job_seconds_count{queue="c"} 1.0' in exposition
+    assert 'corestone_job_seconds_count{queue="other"} 4.0' in exposition
+    assert 'corestone_metrics_series_folded_total{metric="corestone_job_seconds"} 4.0' in exposition

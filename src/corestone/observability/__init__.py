@@ -9,6 +9,7 @@ from corestone.observability.health import (
 )
 from corestone.observability.logging import SecretRedactor, configure_logging, get_logger
 from corestone.observability.metrics import LATENCY_BUCKETS, Metrics
+from corestone.observability.timers import Timer
 
 __all__ = [
     "LATENCY_BUCKETS",
@@ -19,6 +20,7 @@ __all__ = [
     "HealthStatus",
     "Metrics",
     "SecretRedactor",
+    "Timer",
     "configure_logging",
     "get_logger",
 ]

@@ -21,6 +21,11 @@ count the requests of all of them, and gauges carry a ``pid`` label (``liveall``
 default: a finished worker's values go with it). Scrape-time values (collectors, function
 gauges) are published by each worker with :meth:`Metrics.publish` and exposed per ``pid``.
 One ``Metrics`` per worker process: two in one process would write the same files.
+
+Every labelled metric has a cap on its series (``max_series``, 1,000 unless the facade or
+the metric says otherwise; :mod:`corestone.observability._cardinality` says how it folds
+the excess into ``other``), and :meth:`Metrics.timer` times blocks and calls
+(:mod:`corestone.observability.timers`).
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar, cast
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -44,8 +50,11 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from corestone.observability._cardinality import DEFAULT_MAX_SERIES, SeriesCap, capped
+from corestone.observability._recording import FastCounter, FastHistogram
 from corestone.observability.logging import get_logger
 from corestone.observability.multiprocess import ScrapeTimeAcrossWorkers, multiprocess_dir
+from corestone.observability.timers import Timer
 
 __all__ = ["LATENCY_BUCKETS", "Metrics", "MultiprocessMode"]
 
@@ -62,17 +71,36 @@ MultiprocessMode = Literal[
 ]  # fmt: skip
 
 
+_Counter = capped(FastCounter)
+_Gauge = capped(Gauge)
+_Histogram = capped(FastHistogram)
+
+
 class Metrics:
-    """Get-or-create access to counters, gauges and histograms in one registry.
+    """Get-or-create access to counters, gauges, histograms and timers in one registry.
 
     ``prefix`` (default ``corestone``) is prepended to every name, so components write
-    ``metrics.counter("http_requests_total", …)``.
+    ``metrics.counter("http_requests_total", …)``. ``max_series`` caps the series of each
+    labelled metric (``CORESTONE_METRICS_MAX_SERIES``; a metric may ask for another cap);
+    ``clock`` is what timers read (``time.perf_counter``; tests pass a ``ManualClock``).
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None, *, prefix: str = "corestone"):
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        prefix: str = "corestone",
+        max_series: int = DEFAULT_MAX_SERIES,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
+        if max_series < 1:
+            raise ValueError(f"max_series must be at least 1, got {max_series}")
         self.registry = registry if registry is not None else CollectorRegistry()
         self._prefix = prefix
+        self._max_series = max_series
+        self._clock = clock
         self._metrics: dict[str, MetricWrapperBase] = {}
+        self._timers: dict[str, Timer] = {}
         self._groups: dict[frozenset[str], _CollectorGroup] = {}
         self._collectors: list[Collector] = []
         self._lock = threading.Lock()
@@ -80,7 +108,7 @@ class Metrics:
         self._function_gauges: list[tuple[Gauge, Callable[[], float]]] = []
         self._refreshers: list[Callable[[], Awaitable[object]]] = []
         self._gauge_class: type[Gauge] = (
-            Gauge
+            _Gauge
             if self._multiprocess_dir is None
             else _published_function_gauge(self._function_gauges)
         )
@@ -90,11 +118,18 @@ class Metrics:
         """Whether this process shares its metrics with other workers (see the module doc)."""
         return self._multiprocess_dir is not None
 
-    def counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
+    def counter(
+        self,
+        name: str,
+        documentation: str,
+        labels: Sequence[str] = (),
+        *,
+        max_series: int | None = None,
+    ) -> Counter:
         """A monotonically growing count; ``name`` must end in ``_total``."""
         if not name.endswith("_total"):
             raise ValueError(f"counter {name!r} must end in _total")
-        return self._get(Counter, name, documentation, labels)
+        return self._get(_Counter, name, documentation, labels, max_series)
 
     def gauge(
         self,
@@ -102,6 +137,8 @@ class Metrics:
         documentation: str,
         labels: Sequence[str] = (),
         multiprocess_mode: MultiprocessMode = "liveall",
+        *,
+        max_series: int | None = None,
     ) -> Gauge:
         """A value that goes up and down.
 
@@ -109,7 +146,12 @@ class Metrics:
         per live worker, with a ``pid`` label, by default); one process ignores it.
         """
         return self._get(
-            self._gauge_class, name, documentation, labels, multiprocess_mode=multiprocess_mode
+            self._gauge_class,
+            name,
+            documentation,
+            labels,
+            max_series,
+            multiprocess_mode=multiprocess_mode,
         )
 
     def histogram(
@@ -118,9 +160,35 @@ class Metrics:
         documentation: str,
         labels: Sequence[str] = (),
         buckets: Sequence[float] = LATENCY_BUCKETS,
+        *,
+        max_series: int | None = None,
     ) -> Histogram:
         """A distribution; latency histograms end in ``_seconds``."""
-        return self._get(Histogram, name, documentation, labels, buckets=tuple(buckets))
+        return self._get(
+            _Histogram, name, documentation, labels, max_series, buckets=tuple(buckets)
+        )
+
+    def timer(
+        self,
+        name: str,
+        documentation: str,
+        labels: Sequence[str] = (),
+        buckets: Sequence[float] = LATENCY_BUCKETS,
+        *,
+        max_series: int | None = None,
+    ) -> Timer:
+        """A :class:`~corestone.observability.timers.Timer` over a histogram in seconds.
+
+        ``name`` must end in ``_seconds``. Asking again returns the same timer.
+        """
+        if not name.endswith("_seconds"):
+            raise ValueError(f"timer {name!r} must end in _seconds")
+        histogram = self.histogram(name, documentation, labels, buckets, max_series=max_series)
+        with self._lock:
+            timer = self._timers.get(name)
+            if timer is None:
+                timer = self._timers[name] = Timer(histogram, self._clock)
+            return timer
 
     def register_collector(self, collector: Collector) -> None:
         """Add a custom collector (values computed at scrape time).
@@ -198,6 +266,7 @@ class Metrics:
         name: str,
         documentation: str,
         labels: Sequence[str],
+        max_series: int | None,
         **kwargs: object,
     ) -> _M:
         if not _NAME.fullmatch(name):
@@ -216,8 +285,25 @@ class Metrics:
                 registry=self.registry,
                 **kwargs,  # type: ignore[arg-type]
             )
+            if labels:
+                cap = max_series if max_series is not None else self._max_series
+                metric._series_cap = SeriesCap(full, cap, self._folded)  # type: ignore[attr-defined]
             self._metrics[full] = metric
             return metric
+
+    def _folded(self) -> Counter:
+        """The count of folds, registered at the first one (uncapped: one series per metric)."""
+        name = self.full_name("metrics_series_folded_total")
+        with self._lock:
+            folded = self._metrics.get(name)
+            if folded is None:
+                folded = self._metrics[name] = _Counter(
+                    name,
+                    "Label lookups folded into the 'other' series because the metric hit its cap",
+                    labelnames=("metric",),
+                    registry=self.registry,
+                )
+            return cast("Counter", folded)
 
     def _write_function_gauges(self) -> None:
         with self._lock:
@@ -239,7 +325,7 @@ def _published_function_gauge(sink: list[tuple[Gauge, Callable[[], float]]]) -> 
     facade records each function and writes its value at every publish and scrape.
     """
 
-    class PublishedFunctionGauge(Gauge):
+    class PublishedFunctionGauge(_Gauge):  # type: ignore[valid-type,misc]
         def set_function(self, f: Callable[[], float]) -> None:
             super().set_function(f)
             sink.append((self, f))

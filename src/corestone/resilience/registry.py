@@ -205,11 +205,11 @@ class _Collector:
         state = GaugeMetricFamily(
             f"{p}_state", "1 for a breaker's current state.", labels=["name", "state"]
         )
-        failure = GaugeMetricFamily(
-            f"{p}_failure_rate_percent", "Failure rate in the window.", labels=["name"]
+        failure = GaugeMetricFamily(  # a ratio (0 to 1), Prometheus's base unit for a share
+            f"{p}_failure_ratio", "Failed calls / calls in the window.", labels=["name"]
         )
         slow = GaugeMetricFamily(
-            f"{p}_slow_call_rate_percent", "Slow-call rate in the window.", labels=["name"]
+            f"{p}_slow_call_ratio", "Slow calls / calls in the window.", labels=["name"]
         )
         for snap in snapshots:
             n = snap.name
@@ -225,6 +225,6 @@ class _Collector:
             transitions.add_metric([n], snap.transitions)
             for each in State:
                 state.add_metric([n, each.value], 1.0 if each is snap.state else 0.0)
-            failure.add_metric([n], snap.failure_rate_percent)
-            slow.add_metric([n], snap.slow_call_rate_percent)
+            failure.add_metric([n], snap.failure_rate_percent / 100.0)
+            slow.add_metric([n], snap.slow_call_rate_percent / 100.0)
         yield from (calls, rejected, transitions, state, failure, slow)

@@ -97,7 +97,7 @@ def test_metrics_are_exported_at_scrape_time() -> None:
     assert 'corestone_breaker_calls_total{name="database",outcome="successful"} 1.0' in text
     assert 'corestone_breaker_not_permitted_calls_total{name="database"} 1.0' in text
     assert 'corestone_breaker_state{name="database",state="forced_open"} 1.0' in text
-    assert 'corestone_breaker_failure_rate_percent{name="database"}' in text
+    assert 'corestone_breaker_failure_ratio{name="database"}' in text
 
 
 def test_on_create_hooks_see_existing_and_new_breakers() -> None:
