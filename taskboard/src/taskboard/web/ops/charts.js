@@ -48,7 +48,7 @@ export function lineChart(series, { start, end, format }) {
   series.forEach((s, index) => {
     let run = [];
     const flush = () => {
-      if (run.length === 1) run.push([run[0][0] + 0.5, run[0][1]]);
+      if (run.length === 1) run.unshift([run[0][0] - 4, run[0][1]]); // one point: a short dash
       if (run.length > 1) {
         root.append(svg("polyline", {
           class: `line s${index}`,

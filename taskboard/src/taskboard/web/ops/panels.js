@@ -16,7 +16,12 @@ export function el(tag, attributes = {}, ...children) {
 }
 
 const number = new Intl.NumberFormat("en", { maximumFractionDigits: 2 });
-const fmt = (value) => (value === null || value === undefined ? "–" : number.format(value));
+const small = new Intl.NumberFormat("en", { maximumSignificantDigits: 2 });
+const fmt = (value) => {
+  if (value === null || value === undefined) return "–";
+  if (typeof value !== "number") return String(value);
+  return value !== 0 && Math.abs(value) < 1 ? small.format(value) : number.format(value);
+};
 const percent = (ratio) => (ratio === null || ratio === undefined ? "–" : `${number.format(ratio * 100)} %`);
 const millis = (seconds) => (seconds === null || seconds === undefined ? "–" : `${number.format(seconds * 1000)} ms`);
 const pill = (status) => el("span", { class: "pill", "data-status": status }, status);
@@ -59,12 +64,15 @@ function traffic(data) {
 }
 
 function health(data) {
-  const rows = Object.entries(data.checks).map(([name, [entry]]) => {
+  // Failing and warning components first: the panel scrolls, and they are what matters.
+  const rank = { fail: 0, warn: 1, pass: 2 };
+  const checks = Object.entries(data.checks).sort(([, [a]], [, [b]]) => (rank[a.status] ?? 0) - (rank[b.status] ?? 0));
+  const rows = checks.map(([name, [entry]]) => {
     const observed = entry.observedValue === undefined ? "" : `${fmt(entry.observedValue)} ${entry.observedUnit || ""}`;
     const detail = [observed.trim(), entry.output].filter(Boolean).join(" · ");
     return [name.slice(0, name.lastIndexOf(":")), pill(entry.status), el("span", { class: "wrap" }, detail)];
   });
-  return [rows.length ? table(["component", "status", "observed"], rows) : none("No checks registered.")];
+  return [rows.length ? el("div", { class: "scroll" }, table(["component", "status", "observed"], rows)) : none("No checks registered.")];
 }
 
 function breakers(data) {
