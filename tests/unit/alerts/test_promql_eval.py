@@ -20,9 +20,13 @@ class _Store:
 
     def select(
         self, name: str, matchers: Sequence[Matcher], start: float, end: float
-    ) -> list[tuple[Mapping[str, str], Sequence[tuple[float, float]]]]:
+    ) -> list[tuple[Mapping[str, str], Sequence[float], Sequence[float]]]:
         return [
-            (labels, [(t, v) for t, v in points if start < t <= end])
+            (
+                labels,
+                [t for t, _ in points if start < t <= end],
+                [v for t, v in points if start < t <= end],
+            )
             for labels, points in self._series
             if labels["__name__"] == name
             and all(m.matches(labels.get(m.label, "")) for m in matchers)

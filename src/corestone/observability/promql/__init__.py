@@ -9,7 +9,13 @@ under Prometheus and mean the same there.
 """
 
 from corestone.observability.promql._ast import Expr, Matcher, metric_names
-from corestone.observability.promql._eval import LOOKBACK_SECONDS, SampleStore, Vector, evaluate
+from corestone.observability.promql._eval import (
+    LOOKBACK_SECONDS,
+    Memo,
+    SampleStore,
+    Vector,
+    evaluate,
+)
 from corestone.observability.promql._lexer import format_duration, parse_duration
 from corestone.observability.promql._parser import parse
 
@@ -17,6 +23,7 @@ __all__ = [
     "LOOKBACK_SECONDS",
     "Expr",
     "Matcher",
+    "Memo",
     "SampleStore",
     "Vector",
     "evaluate",

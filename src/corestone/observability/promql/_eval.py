@@ -27,38 +27,58 @@ from corestone.observability.promql._ast import (
     VectorSelector,
 )
 
-__all__ = ["LOOKBACK_SECONDS", "SampleStore", "Vector", "evaluate"]
+__all__ = ["LOOKBACK_SECONDS", "Memo", "SampleStore", "Vector", "evaluate"]
 
 LOOKBACK_SECONDS = 300.0
 Labels = Mapping[str, str]
 Vector = list[tuple[Labels, float]]
-Points = Sequence[tuple[float, float]]
+Selected = tuple[Labels, Sequence[float], Sequence[float]]
+Memo = dict[Expr, Vector | float]
 
 
 class SampleStore(Protocol):
-    """Gives the samples of the series named ``name`` that match, in ``(start, end]``."""
+    """Gives the series named ``name`` that match, with their samples in ``(start, end]``.
+
+    Each as its labels, then the samples' times and their values, oldest first: two
+    flat sequences (the history keeps arrays of floats, not an object per sample).
+    """
 
     def select(
         self, name: str, matchers: Sequence[Matcher], start: float, end: float
-    ) -> list[tuple[Labels, Points]]: ...
+    ) -> list[Selected]: ...
 
 
-def evaluate(expr: Expr, store: SampleStore, at: float) -> Vector | float:
-    """The value of ``expr`` at ``at``: an instant vector, or a scalar for a number."""
+def evaluate(expr: Expr, store: SampleStore, at: float, memo: Memo | None = None) -> Vector | float:
+    """The value of ``expr`` at ``at``: an instant vector, or a scalar for a number.
+
+    ``memo`` holds the values of subexpressions already evaluated at this ``at`` over the
+    same samples (rules share ``rate(…[5m])`` of one metric), so each is computed once;
+    the caller clears it when either changes. Values in it are shared: never mutated.
+    """
+    if memo is None:
+        memo = {}
+    value = memo.get(expr)
+    if value is None:
+        value = memo[expr] = _evaluate(expr, store, at, memo)
+    return value
+
+
+def _evaluate(expr: Expr, store: SampleStore, at: float, memo: Memo) -> Vector | float:
     match expr:
         case Number(value):
             return value
         case VectorSelector():
             found = store.select(expr.name or "", expr.matchers, at - LOOKBACK_SECONDS, at)
-            return [(labels, points[-1][1]) for labels, points in found if points]
+            return [(labels, values[-1]) for labels, _, values in found if values]
         case MatrixSelector():
             raise ValueError("a range selector must be the argument of a function")
         case Call():
-            return _call(expr, store, at)
+            return _call(expr, store, at, memo)
         case Aggregate():
-            return _aggregate(expr, _vector(evaluate(expr.expr, store, at), expr.op))
+            return _aggregate(expr, _vector(evaluate(expr.expr, store, at, memo), expr.op))
         case Binary():
-            return _binary(expr, evaluate(expr.lhs, store, at), evaluate(expr.rhs, store, at))
+            lhs = evaluate(expr.lhs, store, at, memo)
+            return _binary(expr, lhs, evaluate(expr.rhs, store, at, memo))
 
 
 def _vector(value: Vector | float, where: str) -> Vector:
@@ -68,43 +88,48 @@ def _vector(value: Vector | float, where: str) -> Vector:
 
 
 def _without_name(labels: Labels) -> dict[str, str]:
-    return {k: v for k, v in labels.items() if k != "__name__"}
+    out = dict(labels)  # a copy in C, cheaper than a comprehension over every series
+    out.pop("__name__", None)
+    return out
 
 
-def _call(call: Call, store: SampleStore, at: float) -> Vector:
+def _call(call: Call, store: SampleStore, at: float, memo: Memo) -> Vector:
     if call.function == "histogram_quantile":
         quantile = call.args[0]
         assert isinstance(quantile, Number)
-        return _histogram_quantile(quantile.value, _vector(evaluate(call.args[1], store, at), ""))
+        buckets = _vector(evaluate(call.args[1], store, at, memo), "")
+        return _histogram_quantile(quantile.value, buckets)
     matrix = call.args[0]
     assert isinstance(matrix, MatrixSelector)
     start = at - matrix.range_seconds
     series = store.select(matrix.vector.name or "", matrix.vector.matchers, start, at)
     function = _RANGE_FUNCTIONS[call.function]
     result: Vector = []
-    for labels, points in series:
-        value = function(points, start, at)
+    for labels, times, values in series:
+        value = function(times, values, start, at)
         if value is not None:
             result.append((_without_name(labels), value))
     return result
 
 
-def _extrapolated(points: Points, start: float, end: float, *, per_second: bool) -> float | None:
+def _extrapolated(
+    times: Sequence[float], values: Sequence[float], start: float, end: float, *, per_second: bool
+) -> float | None:
     """Prometheus's ``extrapolatedRate`` for counters (resets add the value before them)."""
-    if len(points) < 2:
+    if len(values) < 2:
         return None
-    first_t, first_v = points[0]
-    last_t, last_v = points[-1]
+    first_t, first_v = times[0], values[0]
+    last_t, last_v = times[-1], values[-1]
     delta = last_v - first_v
     previous = first_v
-    for _, value in points[1:]:
+    for value in values:  # from the first: it is not below itself, and no slice is copied
         if value < previous:
             delta += previous
         previous = value
     sampled = last_t - first_t
     if sampled <= 0:
         return None
-    average_gap = sampled / (len(points) - 1)
+    average_gap = sampled / (len(values) - 1)
     to_start = first_t - start
     to_end = end - last_t
     if delta > 0 and first_v >= 0:
@@ -117,16 +142,13 @@ def _extrapolated(points: Points, start: float, end: float, *, per_second: bool)
     return delta / (end - start) if per_second else delta
 
 
-def _values(points: Points) -> list[float]:
-    return [value for _, value in points]
-
-
-_RANGE_FUNCTIONS: dict[str, Callable[[Points, float, float], float | None]] = {
-    "rate": lambda p, s, e: _extrapolated(p, s, e, per_second=True),
-    "increase": lambda p, s, e: _extrapolated(p, s, e, per_second=False),
-    "avg_over_time": lambda p, s, e: sum(_values(p)) / len(p) if p else None,
-    "max_over_time": lambda p, s, e: max(_values(p)) if p else None,
-    "min_over_time": lambda p, s, e: min(_values(p)) if p else None,
+_RangeFunction = Callable[[Sequence[float], Sequence[float], float, float], float | None]
+_RANGE_FUNCTIONS: dict[str, _RangeFunction] = {
+    "rate": lambda t, v, s, e: _extrapolated(t, v, s, e, per_second=True),
+    "increase": lambda t, v, s, e: _extrapolated(t, v, s, e, per_second=False),
+    "avg_over_time": lambda t, v, s, e: sum(v) / len(v) if v else None,
+    "max_over_time": lambda t, v, s, e: max(v) if v else None,
+    "min_over_time": lambda t, v, s, e: min(v) if v else None,
 }
 
 
