@@ -9,6 +9,7 @@ from tests.integration.conftest import Board
 async def test_breakers_endpoint_lists_the_database_breaker(board: Board) -> None:
     """The database breaker is there, CLOSED, with the calls the requests made."""
     _, auth = await board.signup("Ops")
+    await board.workspace(auth)  # an owner: operations data is for operators
     response = await board.client.get("/api/ops/breakers", headers=auth)
     assert response.status_code == 200
     breakers = {b["name"]: b for b in response.json()["breakers"]}
@@ -21,6 +22,7 @@ async def test_breakers_endpoint_lists_the_database_breaker(board: Board) -> Non
 async def test_breakers_endpoint_shows_an_open_breaker_and_health_warns(board: Board) -> None:
     """A forced-open breaker shows in the JSON with its state, and readiness warns."""
     _, auth = await board.signup("Ops")
+    await board.workspace(auth)  # an owner: operations data is for operators
     board.infra.breakers.get("smtp").transition_to(State.FORCED_OPEN)
     body = (await board.client.get("/api/ops/breakers", headers=auth)).json()
     assert {b["name"]: b["state"] for b in body["breakers"]}["smtp"] == "forced_open"

@@ -79,7 +79,7 @@ async def test_only_the_named_files_are_served(board: Board, path: str) -> None:
 
 async def test_every_file_of_the_page_is_served_and_every_served_file_exists() -> None:
     """The web folder holds exactly the page, the worker and the named assets."""
-    assert _web_files() == {"index.html", "sw.js", *ASSETS}
+    assert _web_files() == {"index.html", "sw.js", "ops", *ASSETS}
 
 
 async def test_nothing_is_loaded_from_another_host(board: Board) -> None:

@@ -15,13 +15,18 @@ from corestone.db import Database, upgrade
 from corestone.email.routing import ProviderRoute
 from corestone.events import Events, add_events
 from corestone.observability import get_logger
+from corestone.observability.alerts import history_from_settings
 from corestone.observability.alerts.dispatcher import Dispatcher
+from corestone.observability.dashboard import Panel
 from corestone.push import EndpointPolicy, add_live_streams, add_live_wakes
 from corestone.sagas import SagaOrchestrator, SagaRecoveryWorker
 from corestone.web import instrument
+from corestone.web.dashboard import HistorySource, add_dashboard
 from corestone.web.openapi import exact_openapi
 from taskboard.alerting import setup_alerting
 from taskboard.api.alerts import router as alerts_router
+from taskboard.api.dashboard import api_router as dashboard_router
+from taskboard.api.dashboard import page_router as ops_page_router
 from taskboard.api.live import router as live_router
 from taskboard.api.members import router as members_router
 from taskboard.api.notifications import router as notifications_router
@@ -191,6 +196,12 @@ def add_schema_upgrade(infra: Infrastructure) -> None:
     infra.add(_Schema(infra), component_type="datastore", critical=True)
 
 
+def _history_alone(infra: Infrastructure) -> HistorySource:
+    history = history_from_settings(infra)
+    infra.add(history, critical=False)
+    return lambda: history
+
+
 def create_app(
     infra: Infrastructure,
     *,
@@ -219,6 +230,12 @@ def create_app(
     if worker:
         add_background_work(infra, orchestrator)
     add_live(infra)
+    add_dashboard(
+        infra,
+        # Without the engine (`serve --no-worker`) the traffic panel still has a history.
+        history=None if worker else _history_alone(infra),
+        extra=[Panel("alerts", lambda: alerting.overview(notifications=10), ttl=2.0)],
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -243,8 +260,10 @@ def create_app(
     api.include_router(live_router)
     api.include_router(ops_router)
     api.include_router(alerts_router)
+    api.include_router(dashboard_router)
     api.include_router(notifications_router)
     api.include_router(page_router)
+    api.include_router(ops_page_router)
     mount_email_routes(api, wiring, on_unsubscribe=notify.service.unsubscribe_email)
     exact_openapi(api)
     return instrument(api, infra)

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from corestone import Infrastructure, Settings, StartupError
+from corestone import Infrastructure, NotFoundError, Settings, StartupError
 from corestone.cli import help_if_bare, settings_or_exit, version_callback
 from corestone.errors import ShutdownError
 from corestone.observability import get_logger
@@ -27,7 +27,9 @@ from taskboard.app import (
     prepare,
     register_services,
 )
+from taskboard.domain.models import TokenRole
 from taskboard.seed import Demo, ensure_demo
+from taskboard.services import UserService
 
 __all__ = ["app", "main"]
 
@@ -40,6 +42,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema commands.", rich_markup_mode=None)
 app.add_typer(db_app, name="db")
+token_app = typer.Typer(help="Bearer tokens.", rich_markup_mode=None)
+app.add_typer(token_app, name="token")
 
 
 @app.callback(invoke_without_command=True)
@@ -303,6 +307,45 @@ def db_upgrade() -> None:
 
     _run(run())
     typer.echo("schema up to date")
+
+
+@token_app.callback(invoke_without_command=True)
+def _token(ctx: typer.Context) -> None:
+    help_if_bare(ctx)
+
+
+@token_app.command("create")
+def token_create(
+    user: Annotated[int, typer.Option("--user", metavar="ID", help="The user's id.", min=1)],
+    operator: Annotated[
+        bool,
+        typer.Option(
+            "--operator", help="May read the dashboard (/ops) without owning a workspace."
+        ),
+    ] = False,
+    label: Annotated[
+        str, typer.Option(metavar="LABEL", help="A name for the token (max 50 characters).")
+    ] = "cli",
+) -> None:
+    """Print a new bearer token for an existing user (shown once: only its digest is kept)."""
+    if not label or len(label) > 50:
+        typer.echo("error: --label must be 1 to 50 characters", err=True)
+        raise typer.Exit(2)
+    settings = settings_or_exit()
+    role = TokenRole.OPERATOR if operator else TokenRole.USER
+    minted: list[str] = []
+
+    async def run() -> None:
+        async with Infrastructure(settings) as infra:
+            await prepare(infra)
+            minted.append(await UserService(infra.db).create_token(user, role=role, label=label))
+
+    try:
+        _run(run())
+    except NotFoundError as error:
+        typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(minted[0])
 
 
 def _run(coroutine: Coroutine[Any, Any, None]) -> None:

@@ -1,4 +1,4 @@
-"""GET /api/ops/queries: the report as JSON, for signed-in callers only."""
+"""GET /api/ops/queries: the report as JSON, for operators only."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from tests.integration.conftest import Board
 
 
 async def test_the_report_is_served_to_a_signed_in_caller(board: Board) -> None:
-    """A caller with a token gets the report's sections, with no parameter values in it."""
+    """An owner gets the report's sections, with no parameter values in it."""
     _, auth = await board.signup("Ops")
+    await board.workspace(auth)  # an owner: operations data is for operators
     response = await board.client.get("/api/ops/queries", headers=auth)
     assert response.status_code == 200
     body = response.json()
@@ -27,6 +28,7 @@ async def test_no_token_and_a_bad_token_are_refused(board: Board) -> None:
 async def test_a_bad_limit_is_422_naming_it(board: Board) -> None:
     """limit=0 is a problem+json naming the field."""
     _, auth = await board.signup("Ops")
+    await board.workspace(auth)  # an owner: operations data is for operators
     response = await board.client.get("/api/ops/queries?limit=0", headers=auth)
     assert response.status_code == 422
     assert "limit" in response.text

@@ -18,7 +18,12 @@ from corestone.observability.alerts.rules_file import (
     load_rules,
     load_rules_file,
 )
-from corestone.observability.alerts.wiring import Alerts, add_alerts, configured_rules
+from corestone.observability.alerts.wiring import (
+    Alerts,
+    add_alerts,
+    configured_rules,
+    history_from_settings,
+)
 
 __all__ = [
     "Alert",
@@ -35,6 +40,7 @@ __all__ = [
     "configured_rules",
     "default_rules",
     "dump_rules",
+    "history_from_settings",
     "labels_fingerprint",
     "load_rules",
     "load_rules_file",

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from corestone.observability.health import CheckResult
     from corestone.observability.metrics import Metrics
 
-__all__ = ["Alerts", "AlertsHost", "add_alerts", "configured_rules"]
+__all__ = ["Alerts", "AlertsHost", "add_alerts", "configured_rules", "history_from_settings"]
 
 
 class AlertsHost(Protocol):
@@ -76,18 +76,28 @@ def configured_rules(settings: AlertSettings) -> list[Rule]:
     return rules
 
 
+def history_from_settings(infra: AlertsHost) -> MetricsHistory:
+    """The metric history as the ``CORESTONE_ALERTS_HISTORY_…`` settings size it, unmanaged.
+
+    :func:`add_alerts` makes one for its engine; a process that runs no engine (taskboard's
+    ``serve --no-worker``) makes one for its dashboard alone and adds it as a component.
+    """
+    settings = infra.settings
+    return MetricsHistory(
+        infra.metrics,
+        step=settings.alerts_history_step_seconds,
+        retention=settings.alerts_history_retention_seconds,
+        max_series=settings.alerts_history_max_series,
+    )
+
+
 def add_alerts(
     infra: AlertsHost, sink: AlertSink, *, rules: Sequence[Rule] | None = None
 ) -> Alerts:
     """Build, manage and expose the history and the engine (``rules``: the configured ones)."""
     settings = infra.settings
     chosen = list(configured_rules(settings) if rules is None else rules)
-    history = MetricsHistory(
-        infra.metrics,
-        step=settings.alerts_history_step_seconds,
-        retention=settings.alerts_history_retention_seconds,
-        max_series=settings.alerts_history_max_series,
-    )
+    history = history_from_settings(infra)
     for rule in chosen:
         history.watch(rule.expr)
     engine = AlertEngine(

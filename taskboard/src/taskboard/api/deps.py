@@ -11,13 +11,14 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
 
+from corestone import PermissionDeniedError
 from corestone.context import bind_to_request
 from corestone.web import bearer_token, service
 from taskboard.api.schemas import DIGITS
 from taskboard.domain.models import User
 from taskboard.services import TaskService, UserService, WorkspaceService
 
-__all__ = ["Caller", "Tasks", "Users", "WorkspaceId", "Workspaces"]
+__all__ = ["Caller", "Operator", "Tasks", "Users", "WorkspaceId", "Workspaces"]
 
 Users = Annotated[UserService, Depends(service(UserService))]
 Workspaces = Annotated[WorkspaceService, Depends(service(WorkspaceService))]
@@ -41,6 +42,30 @@ async def _caller(
 
 
 Caller = Annotated[User, Depends(_caller)]
+
+
+async def _operator(
+    request: Request,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> User:
+    """The authenticated user, if they may read operations data; else 403 (anonymous: 401).
+
+    Operations data (breakers, cache counters, slow statements, health, alerts) describes
+    the whole service, not one workspace: owners of any workspace and operator tokens
+    may read it; a member who owns nothing may not.
+    """
+    token = await bearer_token(authorization)
+    users = await _users(request)
+    user = await users.authenticate(token)
+    bind_to_request(actor=user.id)
+    if not await users.may_operate(user, token):
+        raise PermissionDeniedError(
+            "operations data is for owners of a workspace and operator tokens"
+        )
+    return user
+
+
+Operator = Annotated[User, Depends(_operator)]
 
 
 async def _workspace(ws: Annotated[int, Path(gt=0, lt=2**63), DIGITS]) -> int:

@@ -1,4 +1,8 @@
-"""Operations data for the dashboard (docs/taskboard.md): breakers, cache, queries, emails."""
+"""Operations data for the dashboard (docs/taskboard.md): breakers, cache, queries, emails.
+
+Breakers, cache and queries describe the whole service: operators only (``Operator``).
+Emails are a workspace's data: each caller sees their own workspaces' messages.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,8 @@ from corestone.email import EmailStatus
 from corestone.email.tracking import MAX_LIMIT, BulkProgress, EmailTracker, parse_statuses
 from corestone.web import infrastructure, service
 from corestone.web.contract import StrictRoute
-from corestone.web.openapi import BEARER
-from taskboard.api.deps import Caller, Workspaces
+from corestone.web.openapi import BEARER, problem_responses
+from taskboard.api.deps import Caller, Operator, Workspaces
 
 __all__ = ["router"]
 
@@ -28,29 +32,29 @@ BULK_PATTERN = r"^[0-9a-f-]{1,36}$"
 """A bulk id as ``EmailService.send_bulk`` makes them (a UUID)."""
 
 
-@router.get("/breakers", openapi_extra=BEARER)
-async def breakers(request: Request, _caller: Caller) -> dict[str, Any]:
+@router.get("/breakers", openapi_extra=BEARER, responses=problem_responses(403))
+async def breakers(request: Request, _operator: Operator) -> dict[str, Any]:
     """Every circuit breaker of this process: state, rates, counters, when it retries.
 
-    Any signed-in user may read it: it names dependencies and their health, nothing of a
-    workspace's data.
+    For operators (owners of a workspace, operator tokens): it names the service's
+    dependencies and their health, nothing of a workspace's data.
     """
     return infrastructure(request).breakers.as_json()
 
 
-@router.get("/cache", openapi_extra=BEARER)
-async def cache(request: Request, _caller: Caller) -> dict[str, Any]:
+@router.get("/cache", openapi_extra=BEARER, responses=problem_responses(403))
+async def cache(request: Request, _operator: Operator) -> dict[str, Any]:
     """The cache of this process: hits and misses per tier, L1 size, Redis and backplane.
 
-    Counters only, never keys or values: a key names a workspace's data.
+    Counters only, never keys or values: a key names a workspace's data. For operators.
     """
     return infrastructure(request).cache.snapshot()
 
 
-@router.get("/queries", openapi_extra=BEARER)
+@router.get("/queries", openapi_extra=BEARER, responses=problem_responses(403))
 async def queries(
     request: Request,
-    _caller: Caller,
+    _operator: Operator,
     limit: Annotated[int, Query(ge=1, le=100, description="statements looked at")] = 20,
 ) -> dict[str, Any]:
     """What is slow, why, and which index would fix it (``corestone queries report``'s JSON).
@@ -59,7 +63,7 @@ async def queries(
     and from ``pg_stat_statements`` where it answers; each slow one's plan problems, the
     index advisor's suggestions (proven with hypopg, cost before and after) and drop
     candidates. Statements appear as fingerprints, values replaced by placeholders: the
-    values a plan was made with never leave the process.
+    values a plan was made with never leave the process. For operators.
     """
     infra = infrastructure(request)
     return await database_report(infra.db, infra.settings, limit=limit)

@@ -23,7 +23,7 @@ from fastapi import APIRouter, Header, Path, Response
 
 from corestone import NotFoundError
 
-__all__ = ["ASSETS", "CONTENT_SECURITY_POLICY", "router"]
+__all__ = ["ASSETS", "CONTENT_SECURITY_POLICY", "IfNoneMatch", "router", "web_file"]
 
 CONTENT_SECURITY_POLICY: Final = (
     "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; "
@@ -71,7 +71,7 @@ def _asset(name: str, media_type: str) -> _Asset:
     """The file ``name`` of the package's ``web`` folder, read the first time it is asked for."""
     found = _LOADED.get(name)
     if found is None:
-        body = resources.files("taskboard").joinpath("web", name).read_bytes()
+        body = resources.files("taskboard").joinpath("web", *name.split("/")).read_bytes()
         digest = hashlib.sha256(body).hexdigest()[:32]
         found = _Asset(body, media_type, f'"{digest}"')
         _LOADED[name] = found
@@ -95,6 +95,12 @@ def _matches(if_none_match: str, etag: str) -> bool:
         if tag == "*" or tag.removeprefix("W/") == etag:
             return True
     return False
+
+
+def web_file(name: str, media_type: str, if_none_match: str | None) -> Response:
+    """The file ``name`` (a path under the package's ``web`` folder, named by code, never by
+    a request) with the page's headers: CSP, strong ETag, 304 when the browser has it."""
+    return _answer(_asset(name, media_type), if_none_match)
 
 
 IfNoneMatch = Annotated[str | None, Header(include_in_schema=False)]

@@ -24,7 +24,7 @@ from corestone.push.notifications import NotificationRecord  # noqa: F401 - revi
 from corestone.push.preferences import PreferenceRecord  # noqa: F401 - revision 0015
 from corestone.push.subscriptions import PushSubscriptionRecord  # noqa: F401 - revision 0013
 
-__all__ = ["ApiToken", "Membership", "Role", "Task", "TaskStatus", "User", "Workspace"]
+__all__ = ["ApiToken", "Membership", "Role", "Task", "TaskStatus", "TokenRole", "User", "Workspace"]
 
 NAME_MAX = 100
 EMAIL_MAX = 254
@@ -50,15 +50,24 @@ class User(IdMixin, TimestampMixin, Base):
     email: Mapped[str] = mapped_column(String(EMAIL_MAX), unique=True)
 
 
+class TokenRole(enum.StrEnum):
+    """What a token may do besides acting as its user: an operator token reads /ops."""
+
+    USER = "user"
+    OPERATOR = "operator"
+
+
 class ApiToken(IdMixin, Base):
     """A bearer token, stored only as its SHA-256 digest."""
 
     __tablename__ = "api_tokens"
+    __table_args__ = (CheckConstraint("role IN ('user', 'operator')", name="role"),)
 
     user_id: Mapped[int] = mapped_column(BigIntId, ForeignKey("users.id", ondelete="CASCADE"))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     label: Mapped[str] = mapped_column(String(50), default="api")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    role: Mapped[str] = mapped_column(String(16), default="user", server_default="user")
 
 
 class Workspace(IdMixin, TimestampMixin, Base):

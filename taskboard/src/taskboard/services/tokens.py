@@ -21,7 +21,7 @@ from sqlalchemy import delete
 
 from corestone.db import Transaction
 from corestone.web import forget_access_after_commit, token_digest
-from taskboard.domain.models import ApiToken
+from taskboard.domain.models import ApiToken, TokenRole
 
 __all__ = [
     "MAX_TOKEN_LENGTH",
@@ -41,15 +41,28 @@ def digest(token: str) -> str:
 
 
 async def issue_token(
-    tx: Transaction, user_id: int, *, label: str = "api", replace: bool = False
+    tx: Transaction,
+    user_id: int,
+    *,
+    label: str = "api",
+    replace: bool = False,
+    role: TokenRole = TokenRole.USER,
 ) -> str:
-    """A new token for ``user_id``; with ``replace``, older tokens of that label stop working."""
+    """A new token for ``user_id``; with ``replace``, older tokens of that label stop working.
+
+    ``role`` OPERATOR makes a token that may also read the operations dashboard; it is
+    only ever minted from the command line (``taskboard token create --operator``).
+    """
     if replace:
         await revoke_tokens(tx, user_id, label=label)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     tx.session.add(
         ApiToken(
-            user_id=user_id, token_hash=digest(token), label=label, created_at=datetime.now(UTC)
+            user_id=user_id,
+            token_hash=digest(token),
+            label=label,
+            created_at=datetime.now(UTC),
+            role=role.value,
         )
     )
     return token

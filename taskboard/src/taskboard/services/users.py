@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from corestone import AuthenticationError, ConflictError
+from sqlalchemy import exists, select
+
+from corestone import AuthenticationError, ConflictError, NotFoundError
 from corestone.db import ALL_WORKSPACES, Database
-from corestone.web import forget_access_after_commit
-from taskboard.domain.models import User, Workspace
+from corestone.web import forget_access_after_commit, token_digest
+from taskboard.domain.models import ApiToken, Membership, Role, TokenRole, User, Workspace
 from taskboard.services.access import access_for, user_from_values
 from taskboard.services.repositories import (
     MembershipRepository,
@@ -50,6 +52,32 @@ class UserService:
         if not token:
             raise AuthenticationError("missing bearer token")
         return user_from_values(await self._access.authenticate(token))
+
+    async def create_token(
+        self, user_id: int, *, role: TokenRole = TokenRole.USER, label: str = "cli"
+    ) -> str:
+        """A new token for an existing user (shown only now); NotFoundError if there is none."""
+        async with self._db.transaction() as tx:
+            if await tx.session.get(User, user_id) is None:
+                raise NotFoundError(f"no user with id {user_id}")
+            return await issue_token(tx, user_id, label=label, role=role)
+
+    async def may_operate(self, user: User, token: str) -> bool:
+        """Whether ``user``, calling with ``token``, may read the operations dashboard.
+
+        Owners of any workspace may (they run the service for their team), and so may an
+        operator token (``taskboard token create --operator``). One indexed query, not
+        cached: a revoked token or a lost ownership is refused at the next poll, and an
+        operator polls every few seconds, not thousands of times.
+        """
+        operator_token = exists().where(
+            ApiToken.token_hash == token_digest(token),
+            ApiToken.user_id == user.id,
+            ApiToken.role == TokenRole.OPERATOR.value,
+        )
+        owner = exists().where(Membership.user_id == user.id, Membership.role == Role.OWNER.value)
+        async with self._db.transaction(read_only=True) as tx:
+            return bool(await tx.session.scalar(select(operator_token | owner)))
 
     async def revoke_tokens(self, user_id: int, *, label: str | None = None) -> int:
         """Revoke the user's tokens (of ``label``, or all): refused on every instance at once."""
