@@ -37,6 +37,18 @@ def test_matchers_follow_alertmanagers_four_kinds() -> None:
 
 
 @pytest.mark.parametrize(
+    "pattern",
+    ["(.*)*y", "(a|ab)*y", "(?:a+){2,}y", ".*.*.*.*.*.*y", "a?a?a?a?aaaa", "(a)\\1"],
+)
+def test_regexes_that_backtrack_without_bound_are_refused(pattern: str) -> None:
+    """A silence regex that would block the loop for minutes on a short label is a 422."""
+    with pytest.raises(InvalidInputError) as bad:
+        matchers_of([{"name": "alertname", "op": "=~", "value": pattern}])
+    assert bad.value.field == "matchers[0].value"
+    assert bad.value.rule == "regex"
+
+
+@pytest.mark.parametrize(
     ("raw", "field"),
     [
         ([], "matchers"),

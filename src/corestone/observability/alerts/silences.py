@@ -2,7 +2,8 @@
 
 A silence holds one to :data:`MAX_MATCHERS` matchers, Alertmanager's four kinds:
 ``name=value``, ``name!=value``, ``name=~regex``, ``name!~regex``. Regular expressions are
-anchored at both ends (Prometheus's rule) and an alert matches a silence when every
+anchored at both ends (Prometheus's rule), refused if they could backtrack without bound
+(:mod:`corestone.observability._regex_guard`), and an alert matches a silence when every
 matcher holds; a label the alert lacks has the value ``""``. At least one matcher must
 not match the empty string, so no silence can mute everything by accident.
 
@@ -30,6 +31,7 @@ with requires_extra(__name__, "postgres", "sqlite"):
     from sqlalchemy.ext.asyncio import AsyncSession
 
 from corestone.errors import InvalidInputError, NotFoundError
+from corestone.observability._regex_guard import unsafe_regex
 from corestone.observability.alerts.tables import AlertSilenceRecord
 
 __all__ = [
@@ -86,6 +88,9 @@ class Matcher:
             except re.error as error:
                 message = f"is not a valid regex: {error}"
                 raise _invalid(f"{field}.value", "regex", message) from None
+            unsafe = unsafe_regex(value)
+            if unsafe is not None:
+                raise _invalid(f"{field}.value", "regex", unsafe)
         return matcher
 
     @property
