@@ -35,6 +35,7 @@ from corestone.observability._regex_guard import unsafe_regex
 from corestone.observability.alerts.tables import AlertSilenceRecord
 
 __all__ = [
+    "CREATED_BY_MAX",
     "MAX_MATCHERS",
     "Matcher",
     "MatcherOp",
@@ -48,7 +49,8 @@ __all__ = [
 MAX_MATCHERS: Final = 20
 _VALUE_MAX: Final = 1024
 _REGEX_MAX: Final = 256
-_CREATED_BY_MAX: Final = 200
+CREATED_BY_MAX: Final = 200
+"""The longest author text a silence stores (its column's width)."""
 _COMMENT_MAX: Final = 1000
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _TEXT = re.compile(r"^(?P<name>[^=!~]+?)\s*(?P<op>=~|!~|!=|=)\s*(?P<value>.*)$", re.DOTALL)
@@ -239,7 +241,7 @@ class SilenceStore:
             matchers=checked,
             starts_at=start,
             ends_at=ends_at,
-            created_by=_text(created_by, "created_by", _CREATED_BY_MAX, required=True),
+            created_by=_text(created_by, "created_by", CREATED_BY_MAX, required=True),
             comment=_text(comment, "comment", _COMMENT_MAX, required=False),
             created_at=now,
         )
