@@ -53,6 +53,7 @@ __all__ = [
     "HISTORY_STEP_SECONDS",
     "HISTORY_WINDOW_SECONDS",
     "RECENT_DELIVERIES",
+    "HistorySource",
     "WatchedHistory",
     "add_dashboard",
     "standard_panels",
