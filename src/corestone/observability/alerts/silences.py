@@ -7,10 +7,12 @@ anchored at both ends (Prometheus's rule), refused if they could backtrack witho
 matcher holds; a label the alert lacks has the value ``""``. At least one matcher must
 not match the empty string, so no silence can mute everything by accident.
 
-Every silence expires: ``ends_at`` is required, after ``starts_at`` and at most
-``max_duration`` from now. Expiring one early sets its ``ends_at`` to now, so the row
-stays as a record of who silenced what. Input breaking a rule is InvalidInputError
-naming the field (``matchers[1].value``, ``ends_at``), which the API turns into a 422.
+At most ``max_silences`` (1000) may be in force or pending at once: a create beyond
+that is ConflictError. Every silence expires: ``ends_at`` is required, after
+``starts_at`` and at most ``max_duration`` from now. Expiring one early sets its
+``ends_at`` to now, so the row stays as a record of who silenced what. Input breaking
+a rule is InvalidInputError naming the field (``matchers[1].value``, ``ends_at``),
+which the API turns into a 422.
 
 The store works in a session the caller owns.
 """
@@ -27,10 +29,10 @@ from typing import Any, Final, Literal
 from corestone._extras import requires_extra
 
 with requires_extra(__name__, "postgres", "sqlite"):
-    from sqlalchemy import Table, select, update
+    from sqlalchemy import Table, func, select, update
     from sqlalchemy.ext.asyncio import AsyncSession
 
-from corestone.errors import InvalidInputError, NotFoundError
+from corestone.errors import ConflictError, InvalidInputError, NotFoundError
 from corestone.observability._regex_guard import unsafe_regex
 from corestone.observability.alerts.tables import AlertSilenceRecord
 
@@ -213,8 +215,13 @@ def _text(value: object, field: str, limit: int, *, required: bool) -> str:
 class SilenceStore:
     """Create, list and expire silences (in the caller's session); ``max_duration`` caps them."""
 
-    def __init__(self, *, max_duration: timedelta = timedelta(days=30)) -> None:
+    def __init__(
+        self, *, max_duration: timedelta = timedelta(days=30), max_silences: int = 1000
+    ) -> None:
+        if max_silences < 1:
+            raise ValueError("max_silences must be at least 1")
         self.max_duration = max_duration
+        self.max_silences = max_silences
 
     async def create(
         self,
@@ -236,6 +243,13 @@ class SilenceStore:
             raise _invalid("ends_at", "after_start", "must be later than starts_at and now")
         if ends_at - now > self.max_duration:
             raise _invalid("ends_at", "max_duration", f"must be within {self.max_duration} of now")
+        # Every silence not yet ended is matched against every alert at each evaluation:
+        # without a cap, a loop of creates would make each evaluation as slow as it likes.
+        in_force = select(func.count()).select_from(_TABLE).where(_TABLE.c.ends_at > now)
+        if (await session.scalar(in_force) or 0) >= self.max_silences:
+            raise ConflictError(
+                f"{self.max_silences} silences are already in force: expire one first"
+            )
         silence = Silence(
             id=str(uuid.uuid4()),
             matchers=checked,

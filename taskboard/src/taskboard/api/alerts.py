@@ -95,11 +95,13 @@ async def silences(
 @router.post(
     "/silences",
     status_code=201,
-    responses=problem_responses(403, 422),
+    responses=problem_responses(403, 409, 422),
     openapi_extra=BEARER,
 )
 async def create_silence(operator: Operator, alerting: Alerting, body: SilenceIn) -> dict[str, Any]:
-    """Mute the alerts every matcher matches, from ``starts_at`` (now) until ``ends_at``."""
+    """Mute the alerts every matcher matches, from ``starts_at`` (now) until ``ends_at``.
+
+    409 when 1000 silences are already in force or pending (expire one first)."""
     now = utc_now()
     async with alerting.database.transaction() as tx:
         silence = await alerting.silences.create(
