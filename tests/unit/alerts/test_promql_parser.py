@@ -53,6 +53,8 @@ def test_metric_names_lists_every_selector() -> None:
         ("-" * 5000 + "x", "nests deeper than"),
         ("x" + " + 1" * 5000, "nests deeper than"),
         ("sum(" * 100 + "x" + ")" * 100, "nests deeper than"),
+        ("rate(x[" + "9" * 400 + "s])", "out of range"),
+        ("rate(x[300000000y])", "out of range"),
         ("x $ 1", "'$'"),
     ],
 )
