@@ -34,6 +34,8 @@ _BACKREFS: Final = frozenset(
     if hasattr(_constants, name)
 )
 
+_ATOMIC: Final = getattr(_constants, "ATOMIC_GROUP", None)
+
 
 def unsafe_regex(pattern: str) -> str | None:
     """Why ``pattern`` may backtrack without bound, or None if it is safe to run.
@@ -62,6 +64,8 @@ def unsafe_regex(pattern: str) -> str | None:
                 pending.extend((branch, repeated) for branch in arg[1])
             elif op is _constants.SUBPATTERN:
                 pending.append((arg[-1], repeated))
+            elif op is _ATOMIC:  # (?>...): it backtracks inside while it matches
+                pending.append((arg, repeated))
             elif op in (_constants.ASSERT, _constants.ASSERT_NOT):
                 pending.append((arg[1], repeated))
     return None
