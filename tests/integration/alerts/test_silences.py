@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from corestone.errors import InvalidInputError, NotFoundError
+from corestone.errors import ConflictError, InvalidInputError, NotFoundError
 from corestone.observability.alerts.dispatcher import Dispatcher
 from corestone.observability.alerts.grouping import Timing
 from corestone.observability.alerts.model import AlertState
@@ -37,6 +37,18 @@ def test_matchers_follow_alertmanagers_four_kinds() -> None:
 
 
 @pytest.mark.parametrize(
+    "pattern",
+    ["(.*)*y", "(a|ab)*y", "(?:a+){2,}y", ".*.*.*.*.*.*y", "a?a?a?a?aaaa", "(a)\\1", "(?>(.*)*y)"],
+)
+def test_regexes_that_backtrack_without_bound_are_refused(pattern: str) -> None:
+    """A silence regex that would block the loop for minutes on a short label is a 422."""
+    with pytest.raises(InvalidInputError) as bad:
+        matchers_of([{"name": "alertname", "op": "=~", "value": pattern}])
+    assert bad.value.field == "matchers[0].value"
+    assert bad.value.rule == "regex"
+
+
+@pytest.mark.parametrize(
     ("raw", "field"),
     [
         ([], "matchers"),
@@ -57,6 +69,30 @@ def test_hostile_matchers_name_the_field(raw: object, field: str) -> None:
     with pytest.raises(InvalidInputError) as bad:
         matchers_of(raw)
     assert bad.value.field == field
+
+
+async def test_silences_in_force_are_capped(database_url: str) -> None:
+    """Beyond max_silences not yet ended, a new silence is refused; expiring one makes room."""
+    store = SilenceStore(max_silences=2)
+    ends = START + timedelta(hours=1)
+    async with alert_database(database_url) as db:
+        async with db.transaction() as tx:
+            first = await store.create(
+                tx.session, matchers=["a=1"], ends_at=ends, created_by="ada", now=START
+            )
+            await store.create(
+                tx.session, matchers=["a=2"], ends_at=ends, created_by="ada", now=START
+            )
+        with pytest.raises(ConflictError):
+            async with db.transaction() as tx:
+                await store.create(
+                    tx.session, matchers=["a=3"], ends_at=ends, created_by="ada", now=START
+                )
+        async with db.transaction() as tx:
+            await store.expire(tx.session, first.id, now=START)
+            await store.create(
+                tx.session, matchers=["a=3"], ends_at=ends, created_by="ada", now=START
+            )
 
 
 async def test_hostile_windows_and_texts_are_refused(database_url: str) -> None:

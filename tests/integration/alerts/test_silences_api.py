@@ -71,6 +71,17 @@ async def test_an_owner_creates_lists_and_expires_a_silence(board: Board) -> Non
     assert [s["state"] for s in everything.json()["items"]] == ["expired"]
 
 
+async def test_an_owner_with_a_long_name_and_email_may_create_a_silence(board: Board) -> None:
+    """The author the route writes (name and email) never exceeds what a silence stores."""
+    email = f"{'a' * 64}@{'b' * 63}.example.com"
+    _, owner = await board.signup("N" * 100, email)
+    await board.workspace(owner)
+    body = {"matchers": [{"name": "alertname", "value": "X"}], "ends_at": _in(60)}
+    created = await board.client.post("/api/ops/silences", json=body, headers=owner)
+    assert created.status_code == 201, created.text
+    assert created.json()["created_by"].endswith(f"<{email}>")
+
+
 HOSTILE = [
     ({"matchers": [{"name": "alertname", "op": "=~", "value": "(oops"}]}, "matchers[0].value"),
     ({"matchers": [{"name": "a", "op": "=~", "value": ".*"}]}, "matchers"),

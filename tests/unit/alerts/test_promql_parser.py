@@ -48,6 +48,13 @@ def test_metric_names_lists_every_selector() -> None:
         ("rate(x)", "range selector"),
         ("sum(x[5m])", "instant vector"),
         ('x{a=~"("}', "regular expression"),
+        ('x{a=~"(.*)*y"}', "a repeat inside a repeat"),
+        ("(" * 5000 + "x" + ")" * 5000, "nests deeper than"),
+        ("-" * 5000 + "x", "nests deeper than"),
+        ("x" + " + 1" * 5000, "nests deeper than"),
+        ("sum(" * 100 + "x" + ")" * 100, "nests deeper than"),
+        ("rate(x[" + "9" * 400 + "s])", "out of range"),
+        ("rate(x[300000000y])", "out of range"),
         ("x $ 1", "'$'"),
     ],
 )

@@ -2,14 +2,17 @@
 
 A silence holds one to :data:`MAX_MATCHERS` matchers, Alertmanager's four kinds:
 ``name=value``, ``name!=value``, ``name=~regex``, ``name!~regex``. Regular expressions are
-anchored at both ends (Prometheus's rule) and an alert matches a silence when every
+anchored at both ends (Prometheus's rule), refused if they could backtrack without bound
+(:mod:`corestone.observability._regex_guard`), and an alert matches a silence when every
 matcher holds; a label the alert lacks has the value ``""``. At least one matcher must
 not match the empty string, so no silence can mute everything by accident.
 
-Every silence expires: ``ends_at`` is required, after ``starts_at`` and at most
-``max_duration`` from now. Expiring one early sets its ``ends_at`` to now, so the row
-stays as a record of who silenced what. Input breaking a rule is InvalidInputError
-naming the field (``matchers[1].value``, ``ends_at``), which the API turns into a 422.
+At most ``max_silences`` (1000) may be in force or pending at once: a create beyond
+that is ConflictError. Every silence expires: ``ends_at`` is required, after
+``starts_at`` and at most ``max_duration`` from now. Expiring one early sets its
+``ends_at`` to now, so the row stays as a record of who silenced what. Input breaking
+a rule is InvalidInputError naming the field (``matchers[1].value``, ``ends_at``),
+which the API turns into a 422.
 
 The store works in a session the caller owns.
 """
@@ -26,13 +29,15 @@ from typing import Any, Final, Literal
 from corestone._extras import requires_extra
 
 with requires_extra(__name__, "postgres", "sqlite"):
-    from sqlalchemy import Table, select, update
+    from sqlalchemy import Table, func, select, update
     from sqlalchemy.ext.asyncio import AsyncSession
 
-from corestone.errors import InvalidInputError, NotFoundError
+from corestone.errors import ConflictError, InvalidInputError, NotFoundError
+from corestone.observability._regex_guard import unsafe_regex
 from corestone.observability.alerts.tables import AlertSilenceRecord
 
 __all__ = [
+    "CREATED_BY_MAX",
     "MAX_MATCHERS",
     "Matcher",
     "MatcherOp",
@@ -46,7 +51,8 @@ __all__ = [
 MAX_MATCHERS: Final = 20
 _VALUE_MAX: Final = 1024
 _REGEX_MAX: Final = 256
-_CREATED_BY_MAX: Final = 200
+CREATED_BY_MAX: Final = 200
+"""The longest author text a silence stores (its column's width)."""
 _COMMENT_MAX: Final = 1000
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _TEXT = re.compile(r"^(?P<name>[^=!~]+?)\s*(?P<op>=~|!~|!=|=)\s*(?P<value>.*)$", re.DOTALL)
@@ -86,6 +92,9 @@ class Matcher:
             except re.error as error:
                 message = f"is not a valid regex: {error}"
                 raise _invalid(f"{field}.value", "regex", message) from None
+            unsafe = unsafe_regex(value)
+            if unsafe is not None:
+                raise _invalid(f"{field}.value", "regex", unsafe)
         return matcher
 
     @property
@@ -206,8 +215,13 @@ def _text(value: object, field: str, limit: int, *, required: bool) -> str:
 class SilenceStore:
     """Create, list and expire silences (in the caller's session); ``max_duration`` caps them."""
 
-    def __init__(self, *, max_duration: timedelta = timedelta(days=30)) -> None:
+    def __init__(
+        self, *, max_duration: timedelta = timedelta(days=30), max_silences: int = 1000
+    ) -> None:
+        if max_silences < 1:
+            raise ValueError("max_silences must be at least 1")
         self.max_duration = max_duration
+        self.max_silences = max_silences
 
     async def create(
         self,
@@ -229,12 +243,19 @@ class SilenceStore:
             raise _invalid("ends_at", "after_start", "must be later than starts_at and now")
         if ends_at - now > self.max_duration:
             raise _invalid("ends_at", "max_duration", f"must be within {self.max_duration} of now")
+        # Every silence not yet ended is matched against every alert at each evaluation:
+        # without a cap, a loop of creates would make each evaluation as slow as it likes.
+        in_force = select(func.count()).select_from(_TABLE).where(_TABLE.c.ends_at > now)
+        if (await session.scalar(in_force) or 0) >= self.max_silences:
+            raise ConflictError(
+                f"{self.max_silences} silences are already in force: expire one first"
+            )
         silence = Silence(
             id=str(uuid.uuid4()),
             matchers=checked,
             starts_at=start,
             ends_at=ends_at,
-            created_by=_text(created_by, "created_by", _CREATED_BY_MAX, required=True),
+            created_by=_text(created_by, "created_by", CREATED_BY_MAX, required=True),
             comment=_text(comment, "comment", _COMMENT_MAX, required=False),
             created_at=now,
         )

@@ -10,6 +10,7 @@ __all__ = ["Token", "format_duration", "parse_duration", "tokenize"]
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0,
           "y": 31536000.0}  # fmt: skip
 _DURATION = re.compile(r"(?:[0-9]+(?:ms|s|m|h|d|w|y))+")
+_MAX_SECONDS = (2**63 - 1) / 1000
 _DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d|w|y)")
 _TOKEN = re.compile(
     r"""
@@ -52,7 +53,15 @@ def parse_duration(text: str) -> float:
     """Seconds in a Prometheus duration (``1h30m``); anything else is a ``ValueError``."""
     if not _DURATION.fullmatch(text):
         raise ValueError(f"{text!r} is not a duration like 30s, 5m or 1h30m")
-    return sum(int(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(text))
+    parts = _DURATION_PART.findall(text)
+    # Prometheus's bound (milliseconds in an int64). Checked before any arithmetic: four
+    # hundred digits times a float unit is an OverflowError, not the ValueError promised.
+    if any(len(n.lstrip("0")) > 19 for n, _ in parts):
+        raise ValueError(f"the duration {text[:40]!r} is out of range")
+    seconds = sum(int(n) * _UNITS[unit] for n, unit in parts)
+    if seconds > _MAX_SECONDS:
+        raise ValueError(f"the duration {text[:40]!r} is out of range")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:

@@ -5,12 +5,18 @@ then ``* /``; all are left-associative. Every construct outside the subset (``of
 subqueries, ``bool``, ``group_left``, ``and``/``or``, other functions and aggregations)
 is a ``ValueError`` that names it, so a rule never silently means something else here
 than under Prometheus.
+
+Nesting is bounded (:data:`MAX_DEPTH`): a rule of ``((((…))))`` or a chain of ten thousand
+``+ 1`` would otherwise overflow the stack here or in the evaluator, a RecursionError
+instead of the ValueError a rule file reports. A ``=~`` regex is refused if it could
+backtrack without bound (:mod:`corestone.observability._regex_guard`).
 """
 
 from __future__ import annotations
 
 import re
 
+from corestone.observability._regex_guard import unsafe_regex
 from corestone.observability.promql._ast import (
     Aggregate,
     Binary,
@@ -23,7 +29,10 @@ from corestone.observability.promql._ast import (
 )
 from corestone.observability.promql._lexer import Token, parse_duration, tokenize
 
-__all__ = ["AGGREGATIONS", "FUNCTIONS", "parse"]
+__all__ = ["AGGREGATIONS", "FUNCTIONS", "MAX_DEPTH", "parse"]
+
+MAX_DEPTH = 64
+"""How deep an expression may nest (parentheses, calls, operators): far beyond any rule."""
 
 AGGREGATIONS = frozenset({"sum", "avg", "max", "min", "count"})
 RANGE_FUNCTIONS = frozenset({"rate", "increase", "avg_over_time", "max_over_time", "min_over_time"})
@@ -41,13 +50,30 @@ def parse(source: str) -> Expr:
     parser = _Parser(source)
     expr = parser.expression()
     parser.expect_end()
+    _check_depth(expr)
     return expr
+
+
+def _check_depth(expr: Expr) -> None:
+    """ValueError if ``expr`` nests deeper than :data:`MAX_DEPTH` (read without recursion)."""
+    pending: list[tuple[Expr, int]] = [(expr, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise ValueError(f"the expression nests deeper than {MAX_DEPTH} levels")
+        if isinstance(node, Binary):
+            pending += [(node.lhs, depth + 1), (node.rhs, depth + 1)]
+        elif isinstance(node, Aggregate):
+            pending.append((node.expr, depth + 1))
+        elif isinstance(node, Call):
+            pending += [(arg, depth + 1) for arg in node.args]
 
 
 class _Parser:
     def __init__(self, source: str) -> None:
         self._tokens = tokenize(source)
         self._index = 0
+        self._depth = 0
 
     @property
     def _peek(self) -> Token:
@@ -112,6 +138,15 @@ class _Parser:
         return None
 
     def _unary(self) -> Expr:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise ValueError(f"the expression nests deeper than {MAX_DEPTH} levels")
+            return self._signed()
+        finally:
+            self._depth -= 1
+
+    def _signed(self) -> Expr:
         if self._accept("-"):
             operand = self._unary()
             if isinstance(operand, Number):
@@ -185,6 +220,8 @@ class _Parser:
                     pattern = re.compile(text)
                 except re.error as error:
                     raise ValueError(f"invalid regular expression {text!r}: {error}") from None
+                if (unsafe := unsafe_regex(text)) is not None:
+                    raise ValueError(f"regular expression {text!r} refused: {unsafe}")
             matchers.append(Matcher(label.text, op.text, text, pattern))
             if not self._accept(","):
                 self._expect("}")

@@ -19,12 +19,13 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from corestone.db.models import utc_now
 from corestone.observability.alerts.dispatcher import Dispatcher
-from corestone.observability.alerts.silences import MAX_MATCHERS
+from corestone.observability.alerts.silences import CREATED_BY_MAX, MAX_MATCHERS
 from corestone.web import service
 from corestone.web.contract import StrictRoute
 from corestone.web.openapi import BEARER, problem_responses
 from taskboard.api.deps import Operator
 from taskboard.api.schemas import DESCRIPTION_PATTERN
+from taskboard.domain.models import User
 
 __all__ = ["router"]
 
@@ -94,11 +95,13 @@ async def silences(
 @router.post(
     "/silences",
     status_code=201,
-    responses=problem_responses(403, 422),
+    responses=problem_responses(403, 409, 422),
     openapi_extra=BEARER,
 )
 async def create_silence(operator: Operator, alerting: Alerting, body: SilenceIn) -> dict[str, Any]:
-    """Mute the alerts every matcher matches, from ``starts_at`` (now) until ``ends_at``."""
+    """Mute the alerts every matcher matches, from ``starts_at`` (now) until ``ends_at``.
+
+    409 when 1000 silences are already in force or pending (expire one first)."""
     now = utc_now()
     async with alerting.database.transaction() as tx:
         silence = await alerting.silences.create(
@@ -106,11 +109,20 @@ async def create_silence(operator: Operator, alerting: Alerting, body: SilenceIn
             matchers=[matcher.model_dump() for matcher in body.matchers],
             starts_at=body.starts_at,
             ends_at=body.ends_at,
-            created_by=f"{operator.name} <{operator.email}>",
+            created_by=_author(operator),
             comment=body.comment,
             now=now,
         )
     return silence.as_json(now)
+
+
+def _author(user: User) -> str:
+    """``name <email>``, the name cut to fit what a silence stores (a name and an email
+    may be 100 and 254 characters); ``user <id>`` if even the email does not fit."""
+    room = CREATED_BY_MAX - len(user.email) - len(" <>")
+    if room < 1:
+        return f"user {user.id}"
+    return f"{user.name[:room].strip()} <{user.email}>"
 
 
 @router.delete(

@@ -111,7 +111,9 @@ def verify_signature(
         return False
     parts = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
     stamp, given = parts.get("t", ""), parts.get("v1", "")
-    if not stamp.isdigit() or not given:
+    # ASCII digits only, and few: "²" is a digit to isdigit() but not to int(), and
+    # int() refuses more than 4300 digits; either would raise in the receiver's check.
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12) or not given:
         return False
     current = time.time() if now is None else now
     if abs(current - int(stamp)) > tolerance_seconds:

@@ -5,7 +5,7 @@ An operator token may read the operations dashboard and its data (``/ops``,
 nothing inside any workspace. Existing tokens become 'user' tokens.
 
 Revision ID: 0017
-Revises: 0015
+Revises: 0016
 """
 
 import sqlalchemy as sa
