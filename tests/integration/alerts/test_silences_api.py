@@ -10,7 +10,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from sqlalchemy import select
 
 from corestone import Infrastructure, Settings
@@ -19,8 +18,11 @@ from corestone.email.routing import ProviderRoute
 from corestone.email.tables import EmailOutboxRecord
 from taskboard.alerting import alerting_for
 from taskboard.app import create_app
+from taskboard.domain.models import TokenRole
+from taskboard.services.tokens import issue_token
 from tests.integration.alerts.delivery_support import alert, evaluation
 from tests.integration.conftest import Board
+from tests.integration.lifespan import lifespan_of
 
 
 @pytest.fixture
@@ -29,7 +31,9 @@ def memory() -> MemoryProvider:
 
 
 @pytest.fixture
-async def board(database_url: str, tmp_path: Path, memory: MemoryProvider) -> AsyncIterator[Board]:
+async def board(
+    database_url: str, taskboard_schema: None, tmp_path: Path, memory: MemoryProvider
+) -> AsyncIterator[Board]:
     """taskboard with every alert channel but the webhook on, no group wait, email in memory."""
     settings = Settings(
         database_url=database_url,
@@ -42,20 +46,28 @@ async def board(database_url: str, tmp_path: Path, memory: MemoryProvider) -> As
     )
     infra = Infrastructure(settings)
     app = create_app(infra, email_routes=[ProviderRoute(memory)])
-    async with LifespanManager(app) as manager:
+    async with lifespan_of(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://taskboard") as client:
             yield Board(client, infra)
+
+
+async def _operator(board: Board, name: str = "Ada", email: str | None = None) -> dict[str, str]:
+    """A user who owns a workspace, calling with an operator token of theirs."""
+    user_id, owner = await board.signup(name, email)
+    await board.workspace(owner)
+    async with board.infra.db.transaction() as tx:
+        token = await issue_token(tx, user_id, label="ops", role=TokenRole.OPERATOR)
+    return {"Authorization": f"Bearer {token}"}
 
 
 def _in(minutes: int) -> str:
     return (datetime.now(UTC) + timedelta(minutes=minutes)).isoformat()
 
 
-async def test_an_owner_creates_lists_and_expires_a_silence(board: Board) -> None:
+async def test_an_operator_creates_lists_and_expires_a_silence(board: Board) -> None:
     """Create (author from the token), list, expire: the silence then shows as expired."""
-    _, owner = await board.signup("Ada")
-    await board.workspace(owner)
+    owner = await _operator(board)
     body = {"matchers": [{"name": "alertname", "op": "=~", "value": "High.*"}], "ends_at": _in(60)}
     created = await board.client.post("/api/ops/silences", json=body, headers=owner)
     assert created.status_code == 201, created.text
@@ -71,11 +83,10 @@ async def test_an_owner_creates_lists_and_expires_a_silence(board: Board) -> Non
     assert [s["state"] for s in everything.json()["items"]] == ["expired"]
 
 
-async def test_an_owner_with_a_long_name_and_email_may_create_a_silence(board: Board) -> None:
+async def test_an_operator_with_a_long_name_and_email_may_create_a_silence(board: Board) -> None:
     """The author the route writes (name and email) never exceeds what a silence stores."""
     email = f"{'a' * 64}@{'b' * 63}.example.com"
-    _, owner = await board.signup("N" * 100, email)
-    await board.workspace(owner)
+    owner = await _operator(board, "N" * 100, email)
     body = {"matchers": [{"name": "alertname", "value": "X"}], "ends_at": _in(60)}
     created = await board.client.post("/api/ops/silences", json=body, headers=owner)
     assert created.status_code == 201, created.text
@@ -96,8 +107,7 @@ HOSTILE = [
 
 async def test_hostile_silences_are_422_naming_the_field(board: Board) -> None:
     """A bad regex, a silence of everything, a bad window, an author field: 422, the field named."""
-    _, owner = await board.signup("Ada")
-    await board.workspace(owner)
+    owner = await _operator(board)
     for change, field in HOSTILE:
         body = {"matchers": [{"name": "alertname", "value": "X"}], "ends_at": _in(60), **change}
         response = await board.client.post("/api/ops/silences", json=body, headers=owner)
@@ -106,6 +116,27 @@ async def test_hostile_silences_are_422_naming_the_field(board: Board) -> None:
         assert field in response.text, (field, response.text)
     listed = await board.client.get("/api/ops/silences?expired=true", headers=owner)
     assert listed.json()["items"] == []
+
+
+async def test_an_owner_reads_alerts_and_silences_but_cannot_change_them(board: Board) -> None:
+    """Anyone may sign up and own a workspace: ownership shows alerts, never mutes them."""
+    _, owner = await board.signup("Mallory")
+    await board.workspace(owner)
+    assert (await board.client.get("/api/ops/alerts", headers=owner)).status_code == 200
+    assert (await board.client.get("/api/ops/silences", headers=owner)).status_code == 200
+    body = {"matchers": [{"name": "alertname", "op": "=~", "value": ".+"}], "ends_at": _in(60)}
+    refused = await board.client.post("/api/ops/silences", json=body, headers=owner)
+    assert refused.status_code == 403, refused.text
+    assert "operator token" in refused.json()["detail"]
+    silence = (
+        await board.client.post(
+            "/api/ops/silences", json=body, headers=await _operator(board, "Op")
+        )
+    ).json()
+    gone = await board.client.delete(f"/api/ops/silences/{silence['id']}", headers=owner)
+    assert gone.status_code == 403
+    listed = (await board.client.get("/api/ops/silences", headers=owner)).json()["items"]
+    assert [s["state"] for s in listed] == ["active"]
 
 
 async def test_a_user_who_owns_nothing_is_refused(board: Board) -> None:

@@ -4,8 +4,9 @@
 alerts, each with whether a silence mutes it) and the newest notifications of every
 process (from the database). Silences are listed, created and expired under
 ``/api/ops/silences``; a silence's author is the caller, never a field of the body.
-Only operators may call them (owners of a workspace, or an operator token): alerts
-describe the whole service.
+Owners of a workspace and operator tokens may read them (alerts describe the whole
+service); only an operator token may create or expire a silence, since anyone may sign
+up and own a workspace, and a silence mutes an alert for everyone.
 Bad input is a 422 problem naming the field (``matchers[0].value`` for a bad regex).
 """
 
@@ -23,7 +24,7 @@ from corestone.observability.alerts.silences import CREATED_BY_MAX, MAX_MATCHERS
 from corestone.web import service
 from corestone.web.contract import StrictRoute
 from corestone.web.openapi import BEARER, problem_responses
-from taskboard.api.deps import Operator
+from taskboard.api.deps import Operator, OperatorToken
 from taskboard.api.schemas import DESCRIPTION_PATTERN
 from taskboard.domain.models import User
 
@@ -98,7 +99,9 @@ async def silences(
     responses=problem_responses(403, 409, 422),
     openapi_extra=BEARER,
 )
-async def create_silence(operator: Operator, alerting: Alerting, body: SilenceIn) -> dict[str, Any]:
+async def create_silence(
+    operator: OperatorToken, alerting: Alerting, body: SilenceIn
+) -> dict[str, Any]:
     """Mute the alerts every matcher matches, from ``starts_at`` (now) until ``ends_at``.
 
     409 when 1000 silences are already in force or pending (expire one first)."""
@@ -129,7 +132,7 @@ def _author(user: User) -> str:
     "/silences/{silence_id}", responses=problem_responses(403, 404), openapi_extra=BEARER
 )
 async def expire_silence(
-    _operator: Operator,
+    _operator: OperatorToken,
     alerting: Alerting,
     silence_id: Annotated[str, Path(min_length=36, max_length=36, pattern=r"^[0-9a-f-]{36}$")],
 ) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from taskboard.api.schemas import DIGITS
 from taskboard.domain.models import User
 from taskboard.services import TaskService, UserService, WorkspaceService
 
-__all__ = ["Caller", "Operator", "Tasks", "Users", "WorkspaceId", "Workspaces"]
+__all__ = ["Caller", "Operator", "OperatorToken", "Tasks", "Users", "WorkspaceId", "Workspaces"]
 
 Users = Annotated[UserService, Depends(service(UserService))]
 Workspaces = Annotated[WorkspaceService, Depends(service(WorkspaceService))]
@@ -66,6 +66,28 @@ async def _operator(
 
 
 Operator = Annotated[User, Depends(_operator)]
+
+
+async def _operator_token(
+    request: Request,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> User:
+    """The authenticated user, if they call with an operator token; else 403 (anonymous: 401).
+
+    For what changes the whole service, such as muting its alerts: anyone may sign up and
+    own a workspace, so ownership lets a user read operations data, never silence an
+    alert for everyone. Only ``taskboard token create --operator`` grants that.
+    """
+    token = await bearer_token(authorization)
+    users = await _users(request)
+    user = await users.authenticate(token)
+    bind_to_request(actor=user.id)
+    if not await users.holds_operator_token(user, token):
+        raise PermissionDeniedError("changing alerts needs an operator token")
+    return user
+
+
+OperatorToken = Annotated[User, Depends(_operator_token)]
 
 
 async def _workspace(ws: Annotated[int, Path(gt=0, lt=2**63), DIGITS]) -> int:

@@ -62,6 +62,16 @@ class UserService:
                 raise NotFoundError(f"no user with id {user_id}")
             return await issue_token(tx, user_id, label=label, role=role)
 
+    async def holds_operator_token(self, user: User, token: str) -> bool:
+        """Whether ``token`` is one of ``user``'s operator tokens (not cached, as below)."""
+        operator_token = exists().where(
+            ApiToken.token_hash == token_digest(token),
+            ApiToken.user_id == user.id,
+            ApiToken.role == TokenRole.OPERATOR.value,
+        )
+        async with self._db.transaction(read_only=True) as tx:
+            return bool(await tx.session.scalar(select(operator_token)))
+
     async def may_operate(self, user: User, token: str) -> bool:
         """Whether ``user``, calling with ``token``, may read the operations dashboard.
 
